@@ -1,0 +1,32 @@
+//! Troupe's resource model, shared by the control plane, the agent and the tests.
+//!
+//! `proto/` is the schema of record. [`pb`] holds the code generated from it (prost types, tonic
+//! clients and servers, pbjson serde following the proto3 JSON mapping); the modules beside it
+//! make that code pleasant to use: [`kind`] names every resource kind, [`object`] gives uniform
+//! access to any typed object, and [`document`] converts objects to and from the YAML/JSON
+//! documents users write, which are the same document under the proto3 JSON mapping.
+
+pub mod document;
+pub mod kind;
+pub mod names;
+pub mod object;
+pub mod selector;
+
+/// Code generated from `proto/`. Never edited by hand.
+#[allow(missing_docs, clippy::all, reason = "generated code")]
+pub mod pb {
+    /// The `troupe.v1alpha1` package.
+    pub mod v1alpha1 {
+        tonic::include_proto!("troupe.v1alpha1");
+        include!(concat!(env!("OUT_DIR"), "/troupe.v1alpha1.serde.rs"));
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every file in `proto/`, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("troupe_descriptor");
+
+/// The `apiVersion` every Troupe document carries.
+pub const API_VERSION: &str = "troupe.dev/v1alpha1";
+
+pub use kind::Kind;
+pub use object::{Object, ObjectKey};

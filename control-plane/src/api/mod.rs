@@ -1,0 +1,188 @@
+//! gRPC handlers. Each one decodes and checks its request, makes one call into
+//! [`Resources`], and encodes the answer; errors become statuses in [`status`] only.
+
+mod status;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::pb::v1alpha1::resource_service_server::ResourceService;
+use troupe_common::selector::LabelSelector;
+use troupe_common::{Kind, ObjectKey};
+
+use crate::resources::{Error, Outcome, Resources, WatchEventType, WatchRequest};
+
+pub use pb::resource_service_server::ResourceServiceServer;
+
+/// The `troupe.v1alpha1.ResourceService` implementation.
+pub struct ResourceApi {
+    resources: Arc<Resources>,
+}
+
+impl ResourceApi {
+    /// Serves `resources`.
+    pub fn new(resources: Arc<Resources>) -> Self {
+        Self { resources }
+    }
+}
+
+fn parse_kind(field: &str, value: &str) -> Result<Kind, Status> {
+    Kind::parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn parse_selector(value: &str) -> Result<LabelSelector, Status> {
+    LabelSelector::parse(value).map_err(|e| Status::invalid_argument(format!("labelSelector: {e}")))
+}
+
+fn object_key(kind: &str, namespace: &str, name: &str) -> Result<ObjectKey, Status> {
+    let kind = parse_kind("kind", kind)?;
+    if name.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "name: required to name a {kind}"
+        )));
+    }
+    if kind.is_cluster_scoped() && !namespace.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "namespace: must be empty: {kind} is cluster-scoped"
+        )));
+    }
+    if !kind.is_cluster_scoped() && namespace.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "namespace: required: {kind} is namespaced"
+        )));
+    }
+    Ok(ObjectKey::new(kind, namespace, name))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ResourceService for ResourceApi {
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let request = request.into_inner();
+        let object = request.resource.and_then(|r| r.object).ok_or_else(|| {
+            Status::invalid_argument(
+                "resource: required: set exactly one kind, e.g. {\"component\": {...}}",
+            )
+        })?;
+        let (object, outcome) = self.resources.apply(object, request.dry_run).await?;
+        let outcome = match outcome {
+            Outcome::Created => pb::ApplyOutcome::Created,
+            Outcome::Configured => pb::ApplyOutcome::Configured,
+            Outcome::Unchanged => pb::ApplyOutcome::Unchanged,
+        };
+        Ok(Response::new(pb::ApplyResponse {
+            resource: Some(object.into()),
+            outcome: outcome.into(),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let r = request.into_inner();
+        let key = object_key(&r.kind, &r.namespace, &r.name)?;
+        let object = self.resources.get(&key)?;
+        Ok(Response::new(pb::GetResponse {
+            resource: Some(object.into()),
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let r = request.into_inner();
+        let kind = parse_kind("kind", &r.kind)?;
+        if kind.is_cluster_scoped() && !r.namespace.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "namespace: must be empty: {kind} is cluster-scoped"
+            )));
+        }
+        let selector = parse_selector(&r.label_selector)?;
+        let page = self
+            .resources
+            .list(
+                kind,
+                &r.namespace,
+                &selector,
+                r.page_size as usize,
+                &r.page_token,
+            )
+            .await?;
+        Ok(Response::new(pb::ListResponse {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+            revision: page.revision,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = request.into_inner();
+        let key = object_key(&r.kind, &r.namespace, &r.name)?;
+        let deleted = self
+            .resources
+            .delete(&key, r.expected_resource_version, r.dry_run)
+            .await?;
+        Ok(Response::new(pb::DeleteResponse {
+            resource: Some(deleted.object.into()),
+            cascaded: deleted
+                .cascaded
+                .into_iter()
+                .map(|k| pb::ObjectReference {
+                    kind: k.kind.name().to_string(),
+                    namespace: k.namespace,
+                    name: k.name,
+                })
+                .collect(),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = request.into_inner();
+        let kind = if r.kind.is_empty() {
+            None
+        } else {
+            Some(parse_kind("kind", &r.kind)?)
+        };
+        let request = WatchRequest {
+            kind,
+            namespace: r.namespace,
+            selector: parse_selector(&r.label_selector)?,
+            since: r.since_revision,
+        };
+        let events = self.resources.watch(request)?;
+        let stream = ReceiverStream::new(events).map(|item: Result<_, Error>| {
+            let event = item?;
+            let kind = match event.kind {
+                WatchEventType::Added => pb::EventType::Added,
+                WatchEventType::Modified => pb::EventType::Modified,
+                WatchEventType::Deleted => pb::EventType::Deleted,
+                WatchEventType::Bookmark => pb::EventType::Bookmark,
+            };
+            Ok(pb::WatchResponse {
+                r#type: kind.into(),
+                resource: event.object.map(Into::into),
+                revision: event.revision,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

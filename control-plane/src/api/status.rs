@@ -1,0 +1,25 @@
+//! The one mapping from resource errors to gRPC statuses (DESIGN §4). Internal faults are
+//! logged in full and answered with a short message.
+
+use tonic::{Code, Status};
+
+use crate::resources::Error;
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::Invalid { .. } | Error::Immutable { .. } => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::Stale { .. } => Code::Aborted,
+            Error::MissingReference { .. }
+            | Error::BadReference { .. }
+            | Error::StillReferenced { .. } => Code::FailedPrecondition,
+            Error::Compacted { .. } => Code::OutOfRange,
+            Error::Decode { .. } | Error::Store(_) => {
+                tracing::error!(error = %error, "internal error");
+                return Status::internal("internal error in the control plane; see its log");
+            }
+        };
+        Status::new(code, error.to_string())
+    }
+}

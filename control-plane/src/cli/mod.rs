@@ -1,0 +1,242 @@
+//! The `troupe` command line: `server` runs the control plane; every other verb is a gRPC
+//! client of it (`--server`, or `TROUPE_SERVER`).
+
+mod apply;
+mod get;
+mod output;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tonic::transport::{Channel, Endpoint};
+use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
+
+use crate::server::{DEFAULT_MAX_MESSAGE_BYTES, ServerConfig};
+
+const KINDS_HELP: &str = "KIND is a canonical, plural or short name: Namespace (ns), DataPlane (dp), \
+ClusterDataPlane (cdp), Environment (env), DeploymentPipeline (pipeline), Project (proj), \
+ComponentType (ct), ClusterComponentType (cct), Trait (trait), ClusterTrait (ctrait), Workflow (wf), \
+ClusterWorkflow (cwf), Component (comp), Workload (wl), WorkflowRun (wfr), ComponentRelease (cr), \
+ReleaseBinding (rb), Release (rel).";
+
+/// Troupe: a control plane for internal developer platforms.
+#[derive(Debug, Parser)]
+#[command(name = "troupe", version, about, after_help = KINDS_HELP)]
+pub struct Args {
+    /// Address of the Troupe server.
+    #[arg(
+        long,
+        global = true,
+        env = "TROUPE_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Log format of the server: text or json.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane server.
+    Server {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// Directory of the on-disk store (created if missing).
+        #[arg(long, env = "TROUPE_DATA_DIR", required_unless_present = "in_memory")]
+        data_dir: Option<PathBuf>,
+        /// Keep everything in memory instead (lost when the server stops).
+        #[arg(long, conflicts_with = "data_dir")]
+        in_memory: bool,
+        /// Largest gRPC message accepted or sent, in bytes.
+        #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+        max_message_bytes: usize,
+    },
+    /// Create or update resources from YAML or JSON files (`-` reads standard input).
+    Apply {
+        /// A file, a directory of .yaml/.yml/.json files, or `-`. Repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        /// Validate and show what would happen without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show one resource or list resources of a kind.
+    #[command(after_help = KINDS_HELP)]
+    Get {
+        /// Kind of resource.
+        kind: String,
+        /// Name of one resource; omit to list.
+        name: Option<String>,
+        /// Namespace; when listing, omit to list every namespace.
+        #[arg(short, long, env = "TROUPE_NAMESPACE", default_value = "")]
+        namespace: String,
+        /// Output format.
+        #[arg(short, long, default_value = "table", value_parser = ["table", "yaml", "json"])]
+        output: String,
+        /// Label selector, e.g. `app=api,tier!=db`.
+        #[arg(short = 'l', long, default_value = "")]
+        selector: String,
+    },
+    /// Delete a resource (a Project takes its components and their children with it).
+    #[command(after_help = KINDS_HELP)]
+    Delete {
+        /// Kind of resource.
+        kind: String,
+        /// Name of the resource.
+        name: String,
+        /// Namespace (not for cluster-scoped kinds).
+        #[arg(short, long, env = "TROUPE_NAMESPACE", default_value = "")]
+        namespace: String,
+        /// Show what would be deleted without deleting.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Stream changes to resources of a kind (`all` for every kind) until interrupted.
+    #[command(after_help = KINDS_HELP)]
+    Watch {
+        /// Kind of resource, or `all`.
+        kind: String,
+        /// Namespace; omit to watch every namespace.
+        #[arg(short, long, env = "TROUPE_NAMESPACE", default_value = "")]
+        namespace: String,
+        /// Label selector.
+        #[arg(short = 'l', long, default_value = "")]
+        selector: String,
+        /// Replay changes after this revision instead of starting with the current objects.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Output format: one line per event, or the objects as YAML or JSON lines.
+        #[arg(short, long, default_value = "table", value_parser = ["table", "yaml", "json"])]
+        output: String,
+    },
+}
+
+/// Installs the log subscriber (stderr; `RUST_LOG` filters, default `info` for the server and
+/// `warn` for client verbs).
+pub fn init_tracing(args: &Args) {
+    let default = if matches!(args.command, Command::Server { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs one verb.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Server {
+            listen,
+            data_dir,
+            in_memory,
+            max_message_bytes,
+        } => {
+            let config = ServerConfig {
+                listen,
+                data_dir: if in_memory { None } else { data_dir },
+                max_message_bytes,
+            };
+            crate::server::run(config, crate::server::shutdown_signal(), |addr| {
+                // Scripts and tests read this line to find a server started on port 0.
+                println!("troupe server listening on {addr}");
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apply { files, dry_run } => {
+            apply::run(&connect(&args.server).await?, &files, dry_run).await
+        }
+        Command::Get {
+            kind,
+            name,
+            namespace,
+            output,
+            selector,
+        } => {
+            get::get(
+                &connect(&args.server).await?,
+                &kind,
+                name.as_deref(),
+                &namespace,
+                &output,
+                &selector,
+            )
+            .await
+        }
+        Command::Delete {
+            kind,
+            name,
+            namespace,
+            dry_run,
+        } => {
+            get::delete(
+                &connect(&args.server).await?,
+                &kind,
+                &name,
+                &namespace,
+                dry_run,
+            )
+            .await
+        }
+        Command::Watch {
+            kind,
+            namespace,
+            selector,
+            since,
+            output,
+        } => {
+            watch::run(
+                &connect(&args.server).await?,
+                &kind,
+                &namespace,
+                &selector,
+                since,
+                &output,
+            )
+            .await
+        }
+    }
+}
+
+/// A client of the resource service.
+pub type Client = ResourceServiceClient<Channel>;
+
+/// Largest message the CLI accepts (large lists).
+const CLIENT_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+async fn connect(server: &str) -> anyhow::Result<Client> {
+    let channel = Endpoint::from_shared(server.to_string())
+        .with_context(|| format!("invalid server address {server:?}"))?
+        .connect()
+        .await
+        .with_context(|| {
+            format!("cannot reach the Troupe server at {server} (set --server or TROUPE_SERVER)")
+        })?;
+    Ok(ResourceServiceClient::new(channel)
+        .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(CLIENT_MAX_MESSAGE_BYTES))
+}
+
+/// A server error as the CLI prints it: the server's own message.
+fn server_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+}

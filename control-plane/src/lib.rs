@@ -1,0 +1,12 @@
+//! The Troupe control plane: the resource API over gRPC, backed by a durable store, and the
+//! `troupe` command line that talks to it.
+//!
+//! Data flows inward: [`api`] decodes gRPC requests and calls [`resources`], which enforces
+//! integrity rules and persists through [`store`]. [`server`] wires them together once;
+//! [`cli`] is the client side of the same binary.
+
+pub mod api;
+pub mod cli;
+pub mod resources;
+pub mod server;
+pub mod store;

@@ -1,0 +1,467 @@
+//! The resource layer: create-or-update, read, list, delete and watch for every kind, with the
+//! integrity rules of DESIGN §2 (names, creation order, immutability, referrer-safe deletion,
+//! cascades). It sits between the gRPC handlers and the [`Store`]: handlers decode and encode,
+//! this layer decides, the store persists.
+//!
+//! Writes are serialized by one lock held from the first read of a check to the commit, so a
+//! reference checked to exist cannot vanish before the write lands. The lock is released
+//! before waiting for the flush, so concurrent writers share flushes.
+
+mod error;
+mod references;
+mod validate;
+mod watch;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use troupe_common::pb::v1alpha1::Resource;
+use troupe_common::selector::LabelSelector;
+use troupe_common::{Kind, Object, ObjectKey};
+
+pub use error::Error;
+pub use references::{Reference, references};
+pub use watch::{WatchEvent, WatchEventType, WatchRequest};
+
+use crate::store::{Precondition, Record, Revision, Store, Txn, wait_durable};
+
+/// What an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The object was created.
+    Created,
+    /// The object was changed.
+    Configured,
+    /// The object already matched; nothing was written.
+    Unchanged,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The objects, ordered by namespace and name.
+    pub items: Vec<Object>,
+    /// Token for the next page, if there is one.
+    pub next_page_token: String,
+    /// Store revision the listing reflects.
+    pub revision: Revision,
+}
+
+/// The result of a delete.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// The object as it was.
+    pub object: Object,
+    /// Objects deleted with it by cascade.
+    pub cascaded: Vec<ObjectKey>,
+}
+
+/// How many referrers an error message lists before summarizing the rest.
+const LISTED_REFERRERS: usize = 10;
+
+/// The resource service: every read and write of Troupe objects goes through here.
+pub struct Resources {
+    store: Arc<dyn Store>,
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl Resources {
+    /// A service over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            write_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Creates or updates `object`. `metadata.resourceVersion`, when set, must match the stored
+    /// version. Returns the stored object once it is on disk.
+    pub async fn apply(
+        &self,
+        mut object: Object,
+        dry_run: bool,
+    ) -> Result<(Object, Outcome), Error> {
+        validate::check(&object)?;
+        object.set_type_meta();
+        let key = object.key();
+        let expected = object.meta().resource_version;
+
+        let guard = self.write_lock.lock().await;
+        let existing = self.read(&key)?;
+        if expected != 0 && existing.as_ref().map(|(_, r)| r.mod_revision) != Some(expected) {
+            return Err(Error::Stale {
+                key,
+                expected,
+                found: existing.map_or("no object".into(), |(_, r)| r.mod_revision.to_string()),
+            });
+        }
+        self.check_references(&object)?;
+        let meta = object.meta_mut();
+        meta.resource_version = 0;
+        let outcome = match &existing {
+            Some((old, _)) => {
+                validate::check_immutable(old, &object)?;
+                let old_meta = old.meta();
+                let spec_changed = !old.spec_eq(&object);
+                let meta = object.meta_mut();
+                meta.uid = old_meta.uid.clone();
+                meta.create_time = old_meta.create_time;
+                meta.delete_time = old_meta.delete_time;
+                meta.generation = old_meta.generation + i64::from(spec_changed);
+                // Status is written by the control plane only.
+                object.copy_status_from(Some(old));
+                let mut stored = old.clone();
+                stored.meta_mut().resource_version = 0;
+                if object == stored {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Configured
+                }
+            }
+            None => {
+                meta.uid = uuid::Uuid::new_v4().to_string();
+                meta.create_time = Some(now());
+                meta.delete_time = None;
+                meta.generation = 1;
+                object.copy_status_from(None);
+                Outcome::Created
+            }
+        };
+        if dry_run || outcome == Outcome::Unchanged {
+            object.meta_mut().resource_version = existing.map_or(0, |(_, r)| r.mod_revision);
+            return Ok((object, outcome));
+        }
+        let precondition = existing.map_or(Precondition::Absent, |(_, r)| {
+            Precondition::AtRevision(r.mod_revision)
+        });
+        let txn = Txn::default()
+            .check(key.clone(), precondition)
+            .put(key, encode(&object));
+        let revision = self.store.commit(txn)?;
+        drop(guard);
+
+        wait_durable(&*self.store, revision).await?;
+        object.meta_mut().resource_version = revision;
+        Ok((object, outcome))
+    }
+
+    /// Reads one object.
+    pub fn get(&self, key: &ObjectKey) -> Result<Object, Error> {
+        self.read(key)?
+            .map(|(o, _)| o)
+            .ok_or_else(|| Error::NotFound(key.clone()))
+    }
+
+    /// Lists objects of `kind` in `namespace` (every namespace if empty) matching `selector`,
+    /// `page_size` at a time (0: all) starting after `page_token`.
+    pub async fn list(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        selector: &LabelSelector,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<Page, Error> {
+        let store = self.store.clone();
+        let namespace = (!namespace.is_empty()).then(|| namespace.to_string());
+        let (records, revision) =
+            tokio::task::spawn_blocking(move || store.list(kind, namespace.as_deref()))
+                .await
+                .expect("list task panicked")?;
+        let mut items = Vec::new();
+        let mut next_page_token = String::new();
+        for record in records {
+            if let Some((ns, name)) = page_token.split_once('/')
+                && (record.key.namespace.as_str(), record.key.name.as_str()) <= (ns, name)
+            {
+                continue;
+            }
+            let object = decode(&record)?;
+            if !selector.matches(&object.meta().labels) {
+                continue;
+            }
+            if page_size > 0 && items.len() == page_size {
+                next_page_token =
+                    page_token_of(&items.last().map(Object::key).expect("page is full"));
+                break;
+            }
+            items.push(object);
+        }
+        Ok(Page {
+            items,
+            next_page_token,
+            revision,
+        })
+    }
+
+    /// Deletes an object, cascading to what it owns. Refused while objects outside the
+    /// cascade still refer to it. Returns once the deletion is on disk.
+    pub async fn delete(
+        &self,
+        key: &ObjectKey,
+        expected: Revision,
+        dry_run: bool,
+    ) -> Result<Deleted, Error> {
+        let guard = self.write_lock.lock().await;
+        let (object, record) = self
+            .read(key)?
+            .ok_or_else(|| Error::NotFound(key.clone()))?;
+        if expected != 0 && record.mod_revision != expected {
+            return Err(Error::Stale {
+                key: key.clone(),
+                expected,
+                found: record.mod_revision.to_string(),
+            });
+        }
+        let mut doomed = vec![(key.clone(), record.mod_revision)];
+        let mut in_cascade: BTreeSet<ObjectKey> = BTreeSet::from([key.clone()]);
+        let mut blockers: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut i = 0;
+        while i < doomed.len() {
+            let target = doomed[i].0.clone();
+            for (referrer, reference, revision) in self.referrers(&target)? {
+                if reference.owner {
+                    if in_cascade.insert(referrer.clone()) {
+                        blockers.remove(&referrer);
+                        doomed.push((referrer, revision));
+                    }
+                } else if !in_cascade.contains(&referrer) {
+                    blockers.insert(referrer);
+                }
+            }
+            i += 1;
+        }
+        blockers.retain(|b| !in_cascade.contains(b));
+        if !blockers.is_empty() {
+            let more = blockers.len().saturating_sub(LISTED_REFERRERS);
+            return Err(Error::StillReferenced {
+                key: key.clone(),
+                referrers: blockers.into_iter().take(LISTED_REFERRERS).collect(),
+                more,
+            });
+        }
+        let cascaded: Vec<ObjectKey> = doomed.iter().skip(1).map(|(k, _)| k.clone()).collect();
+        if dry_run {
+            return Ok(Deleted { object, cascaded });
+        }
+        let mut txn = Txn::default();
+        // Children first, so a watcher never sees an owner vanish before what it owns.
+        for (k, revision) in doomed.iter().rev() {
+            txn = txn
+                .check(k.clone(), Precondition::AtRevision(*revision))
+                .delete(k.clone());
+        }
+        let revision = self.store.commit(txn)?;
+        drop(guard);
+        wait_durable(&*self.store, revision).await?;
+        Ok(Deleted { object, cascaded })
+    }
+
+    /// Objects that reference `target`, with the reference and their revision.
+    fn referrers(
+        &self,
+        target: &ObjectKey,
+    ) -> Result<Vec<(ObjectKey, Reference, Revision)>, Error> {
+        let mut out = Vec::new();
+        let scope = references::referrer_scope(target);
+        for &kind in references::referrer_kinds(target.kind) {
+            let (records, _) = self.store.list(kind, scope)?;
+            for record in records {
+                let object = decode(&record)?;
+                for reference in references(&object) {
+                    if &reference.target == target {
+                        out.push((record.key.clone(), reference, record.mod_revision));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks that every reference of `object` resolves and fits (DESIGN §2, creation order).
+    fn check_references(&self, object: &Object) -> Result<(), Error> {
+        let key = object.key();
+        for reference in references(object) {
+            let Some((target, _)) = self.read(&reference.target)? else {
+                return Err(Error::MissingReference {
+                    object: key,
+                    field: reference.field,
+                    target: reference.target,
+                });
+            };
+            let bad = |message: String| Error::BadReference {
+                object: key.clone(),
+                field: reference.field.clone(),
+                message,
+            };
+            match (object, &target) {
+                (
+                    Object::Component(c),
+                    Object::ComponentType(_) | Object::ClusterComponentType(_),
+                ) => {
+                    let spec = c.spec.clone().unwrap_or_default();
+                    let wanted = spec.component_type.unwrap_or_default();
+                    let type_spec = match &target {
+                        Object::ComponentType(t) => t.spec.clone(),
+                        Object::ClusterComponentType(t) => t.spec.clone(),
+                        _ => None,
+                    }
+                    .unwrap_or_default();
+                    let prefix = wanted.name.split_once('/').map_or("", |(p, _)| p);
+                    if prefix != type_spec.workload_type {
+                        return Err(bad(format!(
+                            "{} has workloadType {:?}, so the reference must be \"{}/{}\", not {:?}",
+                            reference.target,
+                            type_spec.workload_type,
+                            type_spec.workload_type,
+                            reference.target.name,
+                            wanted.name
+                        )));
+                    }
+                    for (i, t) in spec.traits.iter().enumerate() {
+                        let kind = t.kind.as_str().if_empty(Kind::Trait.name());
+                        if !type_spec.allowed_traits.iter().any(|a| {
+                            a.kind.as_str().if_empty(Kind::Trait.name()) == kind && a.name == t.name
+                        }) {
+                            return Err(Error::BadReference {
+                                object: key.clone(),
+                                field: format!("spec.traits[{i}]"),
+                                message: format!(
+                                    "{kind} {:?} is not in the allowedTraits of {}",
+                                    t.name, reference.target
+                                ),
+                            });
+                        }
+                    }
+                    if let Some(w) = &spec.workflow {
+                        let kind = w.kind.as_str().if_empty(Kind::Workflow.name());
+                        if !type_spec.allowed_workflows.iter().any(|a| {
+                            a.kind.as_str().if_empty(Kind::Workflow.name()) == kind
+                                && a.name == w.name
+                        }) {
+                            return Err(Error::BadReference {
+                                object: key.clone(),
+                                field: "spec.workflow".into(),
+                                message: format!(
+                                    "{kind} {:?} is not in the allowedWorkflows of {}",
+                                    w.name, reference.target
+                                ),
+                            });
+                        }
+                    }
+                }
+                (_, Object::Component(component))
+                    if reference.field == "spec.owner.componentName" =>
+                {
+                    let project = component
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.owner.as_ref())
+                        .map(|o| o.project_name.as_str())
+                        .unwrap_or("");
+                    let claimed = owner_project(object);
+                    if claimed != project {
+                        return Err(Error::BadReference {
+                            object: key.clone(),
+                            field: "spec.owner.projectName".into(),
+                            message: format!(
+                                "{} belongs to project {project:?}, not {claimed:?}",
+                                reference.target
+                            ),
+                        });
+                    }
+                }
+                (Object::ReleaseBinding(b), Object::ComponentRelease(r)) => {
+                    let mine = b.spec.as_ref().and_then(|s| s.owner.clone());
+                    let theirs = r.spec.as_ref().and_then(|s| s.owner.clone());
+                    if mine != theirs {
+                        return Err(bad(format!(
+                            "{} belongs to another component",
+                            reference.target
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and decodes one object with its record.
+    fn read(&self, key: &ObjectKey) -> Result<Option<(Object, Record)>, Error> {
+        let Some(record) = self.store.get(key)? else {
+            return Ok(None);
+        };
+        Ok(Some((decode(&record)?, record)))
+    }
+}
+
+/// The project named in an owned object's `spec.owner`.
+fn owner_project(object: &Object) -> &str {
+    let owner = match object {
+        Object::Workload(o) => o.spec.as_ref().and_then(|s| s.owner.as_ref()),
+        Object::WorkflowRun(o) => o.spec.as_ref().and_then(|s| s.owner.as_ref()),
+        Object::ComponentRelease(o) => o.spec.as_ref().and_then(|s| s.owner.as_ref()),
+        Object::ReleaseBinding(o) => o.spec.as_ref().and_then(|s| s.owner.as_ref()),
+        Object::Release(o) => o.spec.as_ref().and_then(|s| s.owner.as_ref()),
+        _ => None,
+    };
+    owner.map_or("", |o| o.project_name.as_str())
+}
+
+trait IfEmpty {
+    fn if_empty<'a>(&'a self, default: &'a str) -> &'a str;
+}
+
+impl IfEmpty for str {
+    fn if_empty<'a>(&'a self, default: &'a str) -> &'a str {
+        if self.is_empty() { default } else { self }
+    }
+}
+
+fn page_token_of(key: &ObjectKey) -> String {
+    format!("{}/{}", key.namespace, key.name)
+}
+
+fn now() -> pbjson_types::Timestamp {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    }
+}
+
+/// Encodes an object for storage. `resourceVersion` is not stored: it is the record's revision.
+fn encode(object: &Object) -> Vec<u8> {
+    Resource {
+        object: Some(object.clone()),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a stored object and fills in its `resourceVersion`.
+pub(crate) fn decode(record: &Record) -> Result<Object, Error> {
+    decode_bytes(&record.key, &record.value, record.mod_revision)
+}
+
+fn decode_bytes(key: &ObjectKey, bytes: &[u8], revision: Revision) -> Result<Object, Error> {
+    let resource = Resource::decode(bytes).map_err(|e| Error::Decode {
+        key: key.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut object = resource.object.ok_or_else(|| Error::Decode {
+        key: key.clone(),
+        reason: "no object in the stored resource".into(),
+    })?;
+    object.meta_mut().resource_version = revision;
+    Ok(object)
+}

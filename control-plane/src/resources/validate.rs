@@ -1,0 +1,494 @@
+//! Checks that need nothing but the object (and, for updates, its stored version): names,
+//! scope, required fields, allowed values, embedded JSON Schemas, immutable fields. Every error
+//! names the object and the field path.
+
+use serde::Serialize;
+use troupe_common::names::check_dns_label;
+use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::{Kind, Object, ObjectKey};
+
+use super::Error;
+use super::references::scoped_kind;
+
+/// Workload types a ComponentType may declare.
+pub const WORKLOAD_TYPES: [&str; 5] = ["deployment", "statefulset", "cronjob", "job", "proxy"];
+
+/// Checks everything about `object` that can be checked without reading other objects.
+pub fn check(object: &Object) -> Result<(), Error> {
+    let key = object.key();
+    let ctx = Ctx { key: &key };
+    let (api_version, kind) = object.type_meta();
+    if !api_version.is_empty() && api_version != troupe_common::API_VERSION {
+        return Err(ctx.invalid(
+            "apiVersion",
+            format!(
+                "must be {:?}, not {api_version:?}",
+                troupe_common::API_VERSION
+            ),
+        ));
+    }
+    if !kind.is_empty() && kind != key.kind.name() {
+        return Err(ctx.invalid(
+            "kind",
+            format!("must be {:?}, not {kind:?}", key.kind.name()),
+        ));
+    }
+    ctx.dns("metadata.name", &key.name)?;
+    if key.kind.is_cluster_scoped() {
+        if !key.namespace.is_empty() {
+            return Err(ctx.invalid(
+                "metadata.namespace",
+                format!("must be empty: {} is cluster-scoped", key.kind),
+            ));
+        }
+    } else {
+        ctx.dns("metadata.namespace", &key.namespace)?;
+    }
+    for label in object.meta().labels.keys() {
+        if label.is_empty() || label.len() > 253 || label.contains(char::is_whitespace) {
+            return Err(ctx.invalid(
+                format!("metadata.labels[{label:?}]"),
+                "label keys must be 1-253 characters without whitespace",
+            ));
+        }
+    }
+    match object {
+        Object::Environment(env) => {
+            let spec = env.spec.clone().unwrap_or_default();
+            let r = ctx.required("spec.dataPlaneRef", spec.data_plane_ref.as_ref())?;
+            ctx.ref_kind(
+                "spec.dataPlaneRef.kind",
+                &r.kind,
+                Kind::DataPlane,
+                Kind::ClusterDataPlane,
+            )?;
+            ctx.dns("spec.dataPlaneRef.name", &r.name)?;
+        }
+        Object::DeploymentPipeline(p) => {
+            let spec = p.spec.clone().unwrap_or_default();
+            for (i, path) in spec.promotion_paths.iter().enumerate() {
+                ctx.dns(
+                    &format!("spec.promotionPaths[{i}].sourceEnvironment"),
+                    &path.source_environment,
+                )?;
+                for (j, t) in path.targets.iter().enumerate() {
+                    ctx.dns(
+                        &format!("spec.promotionPaths[{i}].targets[{j}].environment"),
+                        &t.environment,
+                    )?;
+                }
+            }
+        }
+        Object::Project(p) => {
+            let spec = p.spec.clone().unwrap_or_default();
+            ctx.dns("spec.deploymentPipelineRef", &spec.deployment_pipeline_ref)?;
+        }
+        Object::ComponentType(t) => ctx.component_type(&t.spec.clone().unwrap_or_default())?,
+        Object::ClusterComponentType(t) => {
+            ctx.component_type(&t.spec.clone().unwrap_or_default())?
+        }
+        Object::Trait(t) => ctx.trait_spec(&t.spec.clone().unwrap_or_default())?,
+        Object::ClusterTrait(t) => ctx.trait_spec(&t.spec.clone().unwrap_or_default())?,
+        Object::Workflow(w) => ctx.schema(
+            "spec.parameters",
+            w.spec.as_ref().and_then(|s| s.parameters.as_ref()),
+        )?,
+        Object::ClusterWorkflow(w) => ctx.schema(
+            "spec.parameters",
+            w.spec.as_ref().and_then(|s| s.parameters.as_ref()),
+        )?,
+        Object::Component(c) => {
+            let spec = c.spec.clone().unwrap_or_default();
+            let owner = spec.owner.unwrap_or_default();
+            ctx.dns("spec.owner.projectName", &owner.project_name)?;
+            let ct = ctx.required("spec.componentType", spec.component_type.as_ref())?;
+            ctx.ref_kind(
+                "spec.componentType.kind",
+                &ct.kind,
+                Kind::ComponentType,
+                Kind::ClusterComponentType,
+            )?;
+            let (workload_type, type_name) = ct.name.split_once('/').ok_or_else(|| {
+                ctx.invalid(
+                    "spec.componentType.name",
+                    format!("{:?} must have the form {{workloadType}}/{{name}}, e.g. deployment/service", ct.name),
+                )
+            })?;
+            if !WORKLOAD_TYPES.contains(&workload_type) {
+                return Err(ctx.invalid(
+                    "spec.componentType.name",
+                    format!(
+                        "workload type {workload_type:?} is not one of {}",
+                        WORKLOAD_TYPES.join(", ")
+                    ),
+                ));
+            }
+            ctx.dns("spec.componentType.name", type_name)?;
+            let mut instances = std::collections::BTreeSet::new();
+            for (i, t) in spec.traits.iter().enumerate() {
+                ctx.ref_kind(
+                    &format!("spec.traits[{i}].kind"),
+                    &t.kind,
+                    Kind::Trait,
+                    Kind::ClusterTrait,
+                )?;
+                ctx.dns(&format!("spec.traits[{i}].name"), &t.name)?;
+                ctx.dns(&format!("spec.traits[{i}].instanceName"), &t.instance_name)?;
+                if !instances.insert(t.instance_name.as_str()) {
+                    return Err(ctx.invalid(
+                        format!("spec.traits[{i}].instanceName"),
+                        format!(
+                            "{:?} is used by more than one trait instance",
+                            t.instance_name
+                        ),
+                    ));
+                }
+            }
+            if let Some(w) = &spec.workflow {
+                ctx.ref_kind(
+                    "spec.workflow.kind",
+                    &w.kind,
+                    Kind::Workflow,
+                    Kind::ClusterWorkflow,
+                )?;
+                ctx.dns("spec.workflow.name", &w.name)?;
+            }
+        }
+        Object::Workload(w) => {
+            let spec = w.spec.clone().unwrap_or_default();
+            ctx.component_owner(spec.owner.as_ref())?;
+            let container = ctx.required("spec.container", spec.container.as_ref())?;
+            if container.image.trim().is_empty() {
+                return Err(ctx.invalid("spec.container.image", "required"));
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for (i, e) in spec.endpoints.iter().enumerate() {
+                ctx.dns(&format!("spec.endpoints[{i}].name"), &e.name)?;
+                if !names.insert(e.name.as_str()) {
+                    return Err(ctx.invalid(
+                        format!("spec.endpoints[{i}].name"),
+                        format!("{:?} is declared twice", e.name),
+                    ));
+                }
+                if !(1..=65535).contains(&e.port) {
+                    return Err(ctx.invalid(
+                        format!("spec.endpoints[{i}].port"),
+                        format!("{} is not a port (1-65535)", e.port),
+                    ));
+                }
+            }
+        }
+        Object::WorkflowRun(run) => {
+            let spec = run.spec.clone().unwrap_or_default();
+            let w = ctx.required("spec.workflow", spec.workflow.as_ref())?;
+            ctx.ref_kind(
+                "spec.workflow.kind",
+                &w.kind,
+                Kind::Workflow,
+                Kind::ClusterWorkflow,
+            )?;
+            ctx.dns("spec.workflow.name", &w.name)?;
+            if let Some(owner) = &spec.owner
+                && (!owner.project_name.is_empty() || !owner.component_name.is_empty())
+            {
+                ctx.component_owner(Some(owner))?;
+            }
+        }
+        Object::ComponentRelease(r) => {
+            ctx.component_owner(r.spec.as_ref().and_then(|s| s.owner.as_ref()))?;
+        }
+        Object::ReleaseBinding(b) => {
+            let spec = b.spec.clone().unwrap_or_default();
+            ctx.component_owner(spec.owner.as_ref())?;
+            ctx.dns("spec.environment", &spec.environment)?;
+            if !spec.release_name.is_empty() {
+                ctx.dns("spec.releaseName", &spec.release_name)?;
+            }
+            if !matches!(spec.state.as_str(), "" | "Active" | "Undeploy") {
+                return Err(ctx.invalid(
+                    "spec.state",
+                    format!("{:?} is not one of Active, Undeploy", spec.state),
+                ));
+            }
+        }
+        Object::Release(r) => {
+            let spec = r.spec.clone().unwrap_or_default();
+            ctx.component_owner(spec.owner.as_ref())?;
+            ctx.dns("spec.environment", &spec.environment)?;
+            if let Some(dp) = &spec.data_plane_ref {
+                ctx.ref_kind(
+                    "spec.dataPlaneRef.kind",
+                    &dp.kind,
+                    Kind::DataPlane,
+                    Kind::ClusterDataPlane,
+                )?;
+                ctx.dns("spec.dataPlaneRef.name", &dp.name)?;
+            }
+        }
+        Object::Namespace(_) | Object::DataPlane(_) | Object::ClusterDataPlane(_) => {}
+    }
+    Ok(())
+}
+
+/// Refuses changes to fields that must never change once written.
+pub fn check_immutable(old: &Object, new: &Object) -> Result<(), Error> {
+    let key = new.key();
+    let same = |field: &str, a: &dyn erased::Json, b: &dyn erased::Json| -> Result<(), Error> {
+        let (a, b) = (a.to_json(), b.to_json());
+        if a == b {
+            Ok(())
+        } else {
+            Err(Error::Immutable {
+                object: key.clone(),
+                field: field.into(),
+                old: a,
+                new: b,
+            })
+        }
+    };
+    match (old, new) {
+        (Object::Environment(a), Object::Environment(b)) => same(
+            "spec.dataPlaneRef",
+            &a.spec.as_ref().and_then(|s| s.data_plane_ref.clone()),
+            &b.spec.as_ref().and_then(|s| s.data_plane_ref.clone()),
+        ),
+        (Object::ComponentType(a), Object::ComponentType(b)) => same(
+            "spec.workloadType",
+            &a.spec.as_ref().map(|s| s.workload_type.clone()),
+            &b.spec.as_ref().map(|s| s.workload_type.clone()),
+        ),
+        (Object::ClusterComponentType(a), Object::ClusterComponentType(b)) => same(
+            "spec.workloadType",
+            &a.spec.as_ref().map(|s| s.workload_type.clone()),
+            &b.spec.as_ref().map(|s| s.workload_type.clone()),
+        ),
+        (Object::Component(a), Object::Component(b)) => {
+            same(
+                "spec.owner",
+                &a.spec.as_ref().and_then(|s| s.owner.clone()),
+                &b.spec.as_ref().and_then(|s| s.owner.clone()),
+            )?;
+            same(
+                "spec.componentType",
+                &a.spec.as_ref().and_then(|s| s.component_type.clone()),
+                &b.spec.as_ref().and_then(|s| s.component_type.clone()),
+            )
+        }
+        (Object::Workload(a), Object::Workload(b)) => same(
+            "spec.owner",
+            &a.spec.as_ref().and_then(|s| s.owner.clone()),
+            &b.spec.as_ref().and_then(|s| s.owner.clone()),
+        ),
+        (Object::WorkflowRun(a), Object::WorkflowRun(b)) => {
+            same(
+                "spec.owner",
+                &a.spec.as_ref().and_then(|s| s.owner.clone()),
+                &b.spec.as_ref().and_then(|s| s.owner.clone()),
+            )?;
+            same(
+                "spec.workflow",
+                &a.spec.as_ref().and_then(|s| s.workflow.clone()),
+                &b.spec.as_ref().and_then(|s| s.workflow.clone()),
+            )?;
+            same(
+                "spec.commit",
+                &a.spec.as_ref().map(|s| s.commit.clone()),
+                &b.spec.as_ref().map(|s| s.commit.clone()),
+            )
+        }
+        (Object::ComponentRelease(a), Object::ComponentRelease(b)) => {
+            if a.spec == b.spec {
+                Ok(())
+            } else {
+                Err(Error::Immutable {
+                    object: key.clone(),
+                    field: "spec".into(),
+                    old: "the released snapshot".into(),
+                    new: "a different one".into(),
+                })
+            }
+        }
+        (Object::ReleaseBinding(a), Object::ReleaseBinding(b)) => {
+            same(
+                "spec.owner",
+                &a.spec.as_ref().and_then(|s| s.owner.clone()),
+                &b.spec.as_ref().and_then(|s| s.owner.clone()),
+            )?;
+            same(
+                "spec.environment",
+                &a.spec.as_ref().map(|s| s.environment.clone()),
+                &b.spec.as_ref().map(|s| s.environment.clone()),
+            )
+        }
+        (Object::Release(a), Object::Release(b)) => {
+            same(
+                "spec.owner",
+                &a.spec.as_ref().and_then(|s| s.owner.clone()),
+                &b.spec.as_ref().and_then(|s| s.owner.clone()),
+            )?;
+            same(
+                "spec.environment",
+                &a.spec.as_ref().map(|s| s.environment.clone()),
+                &b.spec.as_ref().map(|s| s.environment.clone()),
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Object-safe JSON rendering, for error messages that show old and new values.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            let mut v = serde_json::to_value(self).unwrap_or_default();
+            troupe_common::document::integral_numbers(&mut v);
+            v.to_string()
+        }
+    }
+}
+
+struct Ctx<'a> {
+    key: &'a ObjectKey,
+}
+
+impl Ctx<'_> {
+    fn invalid(&self, field: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::invalid(self.key, field, message)
+    }
+
+    fn dns(&self, field: &str, value: &str) -> Result<(), Error> {
+        check_dns_label(value).map_err(|why| {
+            if value.is_empty() {
+                self.invalid(field, "required")
+            } else {
+                self.invalid(field, format!("{value:?} is not a valid name: it {why}"))
+            }
+        })
+    }
+
+    fn required<'v, T>(&self, field: &str, value: Option<&'v T>) -> Result<&'v T, Error> {
+        value.ok_or_else(|| self.invalid(field, "required"))
+    }
+
+    fn ref_kind(
+        &self,
+        field: &str,
+        kind: &str,
+        namespaced: Kind,
+        cluster: Kind,
+    ) -> Result<(), Error> {
+        scoped_kind(kind, namespaced, cluster)
+            .map(|_| ())
+            .ok_or_else(|| {
+                self.invalid(
+                    field,
+                    format!("{kind:?} is not one of {namespaced}, {cluster}"),
+                )
+            })
+    }
+
+    fn component_owner(&self, owner: Option<&pb::ComponentOwner>) -> Result<(), Error> {
+        let owner = self.required("spec.owner", owner)?;
+        self.dns("spec.owner.projectName", &owner.project_name)?;
+        self.dns("spec.owner.componentName", &owner.component_name)
+    }
+
+    fn schema(&self, field: &str, schema: Option<&pbjson_types::Struct>) -> Result<(), Error> {
+        let Some(schema) = schema else { return Ok(()) };
+        let value = struct_to_json(schema);
+        if let Err(e) = jsonschema::meta::validate(&value) {
+            let at = e.instance_path().to_string();
+            return Err(self.invalid(
+                format!("{field}{}", pointer_suffix(&at)),
+                format!("not a valid JSON Schema: {e}"),
+            ));
+        }
+        jsonschema::validator_for(&value)
+            .map(|_| ())
+            .map_err(|e| self.invalid(field, format!("not a valid JSON Schema: {e}")))
+    }
+
+    fn component_type(&self, spec: &pb::ComponentTypeSpec) -> Result<(), Error> {
+        if !WORKLOAD_TYPES.contains(&spec.workload_type.as_str()) {
+            return Err(self.invalid(
+                "spec.workloadType",
+                format!(
+                    "{:?} is not one of {}",
+                    spec.workload_type,
+                    WORKLOAD_TYPES.join(", ")
+                ),
+            ));
+        }
+        self.schema("spec.parameters", spec.parameters.as_ref())?;
+        self.schema("spec.environmentConfigs", spec.environment_configs.as_ref())?;
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, r) in spec.resources.iter().enumerate() {
+            if r.id.is_empty() {
+                return Err(self.invalid(format!("spec.resources[{i}].id"), "required"));
+            }
+            if !ids.insert(r.id.as_str()) {
+                return Err(self.invalid(
+                    format!("spec.resources[{i}].id"),
+                    format!("{:?} is used twice", r.id),
+                ));
+            }
+            if r.template.is_none() {
+                return Err(self.invalid(format!("spec.resources[{i}].template"), "required"));
+            }
+        }
+        for (i, t) in spec.allowed_traits.iter().enumerate() {
+            self.ref_kind(
+                &format!("spec.allowedTraits[{i}].kind"),
+                &t.kind,
+                Kind::Trait,
+                Kind::ClusterTrait,
+            )?;
+            self.dns(&format!("spec.allowedTraits[{i}].name"), &t.name)?;
+        }
+        for (i, w) in spec.allowed_workflows.iter().enumerate() {
+            self.ref_kind(
+                &format!("spec.allowedWorkflows[{i}].kind"),
+                &w.kind,
+                Kind::Workflow,
+                Kind::ClusterWorkflow,
+            )?;
+            self.dns(&format!("spec.allowedWorkflows[{i}].name"), &w.name)?;
+        }
+        Ok(())
+    }
+
+    fn trait_spec(&self, spec: &pb::TraitSpec) -> Result<(), Error> {
+        self.schema("spec.parameters", spec.parameters.as_ref())?;
+        self.schema("spec.environmentConfigs", spec.environment_configs.as_ref())?;
+        for (i, p) in spec.patches.iter().enumerate() {
+            for (j, op) in p.operations.iter().enumerate() {
+                if !matches!(op.op.as_str(), "add" | "replace" | "remove") {
+                    return Err(self.invalid(
+                        format!("spec.patches[{i}].operations[{j}].op"),
+                        format!("{:?} is not one of add, replace, remove", op.op),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `/properties/port/type` → `.properties.port.type`, for field paths in messages.
+fn pointer_suffix(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| format!(".{s}"))
+        .collect()
+}
+
+/// A `google.protobuf.Struct` as JSON, with integral numbers as integers.
+pub fn struct_to_json(value: &impl Serialize) -> serde_json::Value {
+    let mut v = serde_json::to_value(value).unwrap_or_default();
+    troupe_common::document::integral_numbers(&mut v);
+    v
+}

@@ -1,0 +1,238 @@
+//! Watch: a stream of changes to objects, resumable from any revision the event log still
+//! holds.
+//!
+//! A watch subscribes to live commits first, then replays the log from its start revision,
+//! then follows live commits, skipping those the replay already covered. A watcher that falls
+//! behind the live channel goes back to the log; one that falls behind the log gets
+//! `Compacted` and must list again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use troupe_common::selector::LabelSelector;
+use troupe_common::{Kind, Object};
+
+use super::{Error, Resources, decode_bytes};
+use crate::store::{Event, EventType, Revision};
+
+/// Events read from the log per step while catching up.
+const CATCH_UP_BATCH: usize = 1024;
+/// Events buffered for a slow client before the watch waits for it.
+const CLIENT_BUFFER: usize = 256;
+/// A bookmark is sent after this much quiet, so clients can resume close to the head.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
+
+/// What to watch.
+#[derive(Debug, Clone, Default)]
+pub struct WatchRequest {
+    /// Kind to watch; `None` watches every kind.
+    pub kind: Option<Kind>,
+    /// Namespace to watch; empty watches every namespace.
+    pub namespace: String,
+    /// Objects must match this selector.
+    pub selector: LabelSelector,
+    /// Replay changes after this revision; 0 starts with the current objects.
+    pub since: Revision,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEventType {
+    /// Created, or present when the watch started.
+    Added,
+    /// Changed.
+    Modified,
+    /// Deleted; the object is its last state.
+    Deleted,
+    /// Progress marker; no object.
+    Bookmark,
+}
+
+/// One change delivered to a watcher.
+#[derive(Debug, Clone)]
+pub struct WatchEvent {
+    /// What happened.
+    pub kind: WatchEventType,
+    /// The object, except for bookmarks.
+    pub object: Option<Object>,
+    /// Revision of the change.
+    pub revision: Revision,
+}
+
+impl WatchRequest {
+    fn wants(&self, object: &Object) -> bool {
+        let meta = object.meta();
+        (self.namespace.is_empty() || meta.namespace == self.namespace)
+            && self.selector.matches(&meta.labels)
+    }
+
+    fn wants_kind(&self, kind: Kind) -> bool {
+        self.kind.is_none_or(|k| k == kind)
+    }
+}
+
+type Sink = mpsc::Sender<Result<WatchEvent, Error>>;
+
+impl Resources {
+    /// Starts a watch. Fails at once with [`Error::Compacted`] if `since` is older than the
+    /// event log; later failures arrive in the stream.
+    pub fn watch(
+        self: &Arc<Self>,
+        request: WatchRequest,
+    ) -> Result<mpsc::Receiver<Result<WatchEvent, Error>>, Error> {
+        let live = self.store.subscribe();
+        if request.since > 0 {
+            // Surface a compacted start revision as the call's status, not mid-stream.
+            self.store.events_after(request.since, 1)?;
+        }
+        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.run_watch(request, live, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn run_watch(
+        &self,
+        request: WatchRequest,
+        mut live: broadcast::Receiver<Arc<[Event]>>,
+        tx: &Sink,
+    ) -> Result<(), Error> {
+        let mut cursor = request.since;
+        if cursor == 0 {
+            cursor = self.send_snapshot(&request, tx).await?;
+        }
+        cursor = self.catch_up(&request, cursor, tx).await?;
+        let mut bookmarks = tokio::time::interval(BOOKMARK_EVERY);
+        bookmarks.reset();
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(commit) => {
+                        let Some(first) = commit.first() else { continue };
+                        if first.revision <= cursor {
+                            continue;
+                        }
+                        cursor = first.revision;
+                        for event in commit.iter() {
+                            if !self.send_event(&request, event, tx).await? {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        cursor = self.catch_up(&request, cursor, tx).await?;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = bookmarks.tick() => {
+                    if !send(tx, WatchEvent { kind: WatchEventType::Bookmark, object: None, revision: cursor }).await {
+                        return Ok(());
+                    }
+                }
+                _ = tx.closed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Sends every current object as ADDED, then a bookmark; returns the snapshot revision.
+    async fn send_snapshot(&self, request: &WatchRequest, tx: &Sink) -> Result<Revision, Error> {
+        let kinds: Vec<Kind> = match request.kind {
+            Some(k) => vec![k],
+            None => Kind::ALL.to_vec(),
+        };
+        // One revision for the whole snapshot: read it first, then catch up from it. Objects
+        // written meanwhile may show up both in the snapshot and as later events, which is
+        // harmless: each event carries the object's full state.
+        let revision = self.store.revision();
+        for kind in kinds {
+            let page = self
+                .list(kind, &request.namespace, &request.selector, 0, "")
+                .await?;
+            for object in page.items {
+                let revision = object.meta().resource_version;
+                if !send(
+                    tx,
+                    WatchEvent {
+                        kind: WatchEventType::Added,
+                        object: Some(object),
+                        revision,
+                    },
+                )
+                .await
+                {
+                    return Ok(revision);
+                }
+            }
+        }
+        send(
+            tx,
+            WatchEvent {
+                kind: WatchEventType::Bookmark,
+                object: None,
+                revision,
+            },
+        )
+        .await;
+        Ok(revision)
+    }
+
+    /// Replays the log after `cursor`; returns the last revision replayed.
+    async fn catch_up(
+        &self,
+        request: &WatchRequest,
+        mut cursor: Revision,
+        tx: &Sink,
+    ) -> Result<Revision, Error> {
+        loop {
+            let events = self.store.events_after(cursor, CATCH_UP_BATCH)?;
+            let Some(last) = events.last() else {
+                return Ok(cursor);
+            };
+            cursor = last.revision;
+            for event in &events {
+                if !self.send_event(request, event, tx).await? {
+                    return Ok(cursor);
+                }
+            }
+        }
+    }
+
+    /// Sends `event` if the watch wants it. False when the client has gone.
+    async fn send_event(
+        &self,
+        request: &WatchRequest,
+        event: &Event,
+        tx: &Sink,
+    ) -> Result<bool, Error> {
+        if !request.wants_kind(event.key.kind) {
+            return Ok(true);
+        }
+        let object = decode_bytes(&event.key, &event.value, event.revision)?;
+        if !request.wants(&object) {
+            return Ok(true);
+        }
+        let kind = match event.kind {
+            EventType::Added => WatchEventType::Added,
+            EventType::Modified => WatchEventType::Modified,
+            EventType::Deleted => WatchEventType::Deleted,
+        };
+        Ok(send(
+            tx,
+            WatchEvent {
+                kind,
+                object: Some(object),
+                revision: event.revision,
+            },
+        )
+        .await)
+    }
+}
+
+async fn send(tx: &Sink, event: WatchEvent) -> bool {
+    tx.send(Ok(event)).await.is_ok()
+}

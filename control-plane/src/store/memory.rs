@@ -1,0 +1,186 @@
+//! [`MemoryStore`]: the [`Store`] contract in memory, for tests and throwaway servers. Every
+//! commit is "durable" as soon as it is visible.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{broadcast, watch};
+use troupe_common::{Kind, ObjectKey};
+
+use super::{
+    DEFAULT_EVENT_RETENTION, Durability, Event, EventType, LIVE_EVENTS, Op, Precondition, Record,
+    Revision, Store, StoreError, Txn, keys,
+};
+
+/// A [`Store`] held in memory.
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    live: broadcast::Sender<Arc<[Event]>>,
+    durable: watch::Sender<Durability>,
+    retention: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    objects: BTreeMap<Vec<u8>, Record>,
+    events: VecDeque<Event>,
+    revision: Revision,
+    /// Events after this revision are all in `events`.
+    compacted: Revision,
+}
+
+impl MemoryStore {
+    /// An empty store keeping the default number of revisions in its event log.
+    pub fn new() -> Self {
+        Self::with_retention(DEFAULT_EVENT_RETENTION)
+    }
+
+    /// An empty store whose event log keeps the last `retention` revisions.
+    pub fn with_retention(retention: u64) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            live: broadcast::channel(LIVE_EVENTS).0,
+            durable: watch::channel(Durability::default()).0,
+            retention: retention.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves no partial commit behind (commits mutate only
+        // after every check passed), so a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &ObjectKey) -> Result<Option<Record>, StoreError> {
+        Ok(self.lock().objects.get(&keys::encode(key)).cloned())
+    }
+
+    fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Record>, Revision), StoreError> {
+        let prefix = keys::prefix(kind, namespace);
+        let inner = self.lock();
+        let records = inner
+            .objects
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, r)| r.clone())
+            .collect();
+        Ok((records, inner.revision))
+    }
+
+    fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
+        let mut inner = self.lock();
+        for (key, expected) in &txn.checks {
+            let found = inner
+                .objects
+                .get(&keys::encode(key))
+                .map(|r| r.mod_revision);
+            let holds = match expected {
+                Precondition::Absent => found.is_none(),
+                Precondition::Present => found.is_some(),
+                Precondition::AtRevision(rev) => found == Some(*rev),
+            };
+            if !holds {
+                return Err(StoreError::Conflict {
+                    key: key.clone(),
+                    expected: *expected,
+                    found,
+                });
+            }
+        }
+        let revision = inner.revision + 1;
+        let mut events = Vec::with_capacity(txn.ops.len());
+        for op in txn.ops {
+            match op {
+                Op::Put { key, value } => {
+                    let encoded = keys::encode(&key);
+                    let (kind, create_revision) = match inner.objects.get(&encoded) {
+                        Some(old) => (EventType::Modified, old.create_revision),
+                        None => (EventType::Added, revision),
+                    };
+                    inner.objects.insert(
+                        encoded,
+                        Record {
+                            key: key.clone(),
+                            value: value.clone(),
+                            create_revision,
+                            mod_revision: revision,
+                        },
+                    );
+                    events.push(Event {
+                        revision,
+                        kind,
+                        key,
+                        value,
+                        create_revision,
+                    });
+                }
+                Op::Delete { key } => {
+                    if let Some(old) = inner.objects.remove(&keys::encode(&key)) {
+                        events.push(Event {
+                            revision,
+                            kind: EventType::Deleted,
+                            key,
+                            value: old.value,
+                            create_revision: old.create_revision,
+                        });
+                    }
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(inner.revision);
+        }
+        inner.revision = revision;
+        inner.events.extend(events.iter().cloned());
+        let floor = revision.saturating_sub(self.retention);
+        while inner.events.front().is_some_and(|e| e.revision <= floor) {
+            inner.events.pop_front();
+        }
+        inner.compacted = inner.compacted.max(floor);
+        // No receiver is not an error: nobody is watching.
+        let _ = self.live.send(events.into());
+        self.durable.send_replace(Durability {
+            revision,
+            error: None,
+        });
+        Ok(revision)
+    }
+
+    fn revision(&self) -> Revision {
+        self.lock().revision
+    }
+
+    fn events_after(&self, after: Revision, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let inner = self.lock();
+        if after < inner.compacted {
+            return Err(StoreError::Compacted {
+                requested: after,
+                oldest: inner.compacted,
+            });
+        }
+        let start = inner.events.partition_point(|e| e.revision <= after);
+        super::take_whole_commits(inner.events.range(start..).cloned().map(Ok), limit)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
+        self.live.subscribe()
+    }
+
+    fn durability(&self) -> watch::Receiver<Durability> {
+        self.durable.subscribe()
+    }
+
+    fn request_flush(&self) {}
+}

@@ -1,0 +1,290 @@
+//! The store: objects keyed by kind, namespace and name, one global revision, and an event log.
+//!
+//! [`Store`] is the capability the rest of the control plane needs; [`SledStore`] keeps it on
+//! disk and [`MemoryStore`] in memory, and one conformance suite (`conformance.rs`) runs
+//! against both. The store knows nothing about resource semantics: values are opaque bytes
+//! (encoded objects), and integrity rules live in the `resources` layer above it.
+//!
+//! Every [`Txn`] commits atomically at the next revision; all its events carry that revision.
+//! Preconditions are checked inside the commit, so concurrent writers cannot both win. A
+//! commit is visible at once and durable once [`wait_durable`] returns: writers that commit
+//! while a flush is running share the next flush (group commit).
+
+mod memory;
+mod sled_store;
+
+#[cfg(test)]
+mod conformance;
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
+use troupe_common::{Kind, ObjectKey};
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// A store revision. Revision 0 is the empty store; each commit takes the next one.
+pub type Revision = u64;
+
+/// One stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The object's key.
+    pub key: ObjectKey,
+    /// The encoded object.
+    pub value: Vec<u8>,
+    /// Revision that created the object.
+    pub create_revision: Revision,
+    /// Revision of the last write to the object.
+    pub mod_revision: Revision,
+}
+
+/// What a transaction requires of one key at commit time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key holds no object.
+    Absent,
+    /// The key holds an object, at any revision.
+    Present,
+    /// The key holds an object last written at exactly this revision.
+    AtRevision(Revision),
+}
+
+/// One write in a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create or replace the object at `key`.
+    Put {
+        /// Key to write.
+        key: ObjectKey,
+        /// Encoded object.
+        value: Vec<u8>,
+    },
+    /// Delete the object at `key` (a no-op if absent).
+    Delete {
+        /// Key to delete.
+        key: ObjectKey,
+    },
+}
+
+/// Writes that commit together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    /// Conditions checked atomically with the writes.
+    pub checks: Vec<(ObjectKey, Precondition)>,
+    /// The writes, applied in order.
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    /// Adds a precondition.
+    pub fn check(mut self, key: ObjectKey, precondition: Precondition) -> Self {
+        self.checks.push((key, precondition));
+        self
+    }
+
+    /// Adds a put.
+    pub fn put(mut self, key: ObjectKey, value: Vec<u8>) -> Self {
+        self.ops.push(Op::Put { key, value });
+        self
+    }
+
+    /// Adds a delete.
+    pub fn delete(mut self, key: ObjectKey) -> Self {
+        self.ops.push(Op::Delete { key });
+        self
+    }
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// The object was created.
+    Added,
+    /// The object was replaced.
+    Modified,
+    /// The object was deleted.
+    Deleted,
+}
+
+/// One change, as recorded in the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Revision of the commit that made the change.
+    pub revision: Revision,
+    /// What happened.
+    pub kind: EventType,
+    /// The object's key.
+    pub key: ObjectKey,
+    /// The object after the change; for `Deleted`, its last value.
+    pub value: Vec<u8>,
+    /// Revision that created the object.
+    pub create_revision: Revision,
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A precondition did not hold at commit time.
+    #[error("{key}: expected {expected:?}, found {}", found.map_or("no object".to_string(), |r| format!("revision {r}")))]
+    Conflict {
+        /// The key whose precondition failed.
+        key: ObjectKey,
+        /// The precondition.
+        expected: Precondition,
+        /// Revision found, if the key holds an object.
+        found: Option<Revision>,
+    },
+    /// The event log no longer holds the requested revisions.
+    #[error(
+        "revision {requested} has been compacted; the oldest revision that can be watched from is {oldest}"
+    )]
+    Compacted {
+        /// The revision asked for.
+        requested: Revision,
+        /// The oldest revision a watch can start after.
+        oldest: Revision,
+    },
+    /// The last flush failed; writes since then are not known to be durable.
+    #[error("flushing the store failed: {0}")]
+    Flush(String),
+    /// The underlying engine failed.
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// Stored bytes could not be decoded.
+    #[error("corrupt stored value under {key}: {reason}")]
+    Corrupt {
+        /// Where the value was stored.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// How far writes are known to be on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// Every commit at or below this revision is durable.
+    pub revision: Revision,
+    /// Set when a flush failed; cleared by the next successful one.
+    pub error: Option<String>,
+}
+
+/// A place to keep objects, with revisions and an event log.
+pub trait Store: Send + Sync + 'static {
+    /// Reads one object.
+    fn get(&self, key: &ObjectKey) -> Result<Option<Record>, StoreError>;
+
+    /// Reads every object of `kind`, in `namespace` (all namespaces if `None`), ordered by
+    /// namespace and name, together with the revision the listing reflects.
+    fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Record>, Revision), StoreError>;
+
+    /// Commits `txn` atomically at the next revision and returns that revision. The commit is
+    /// visible to reads at once; use [`wait_durable`] before telling anyone it happened.
+    fn commit(&self, txn: Txn) -> Result<Revision, StoreError>;
+
+    /// The revision of the last commit.
+    fn revision(&self) -> Revision;
+
+    /// Events with revision greater than `after`, oldest first, at most `limit` of them (the
+    /// last commit included is always complete). Fails with [`StoreError::Compacted`] if the
+    /// log no longer reaches back to `after`.
+    fn events_after(&self, after: Revision, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// Live events from now on, one message per commit. A receiver that lags behind should
+    /// resume from the log.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>>;
+
+    /// Follows durability; see [`wait_durable`].
+    fn durability(&self) -> watch::Receiver<Durability>;
+
+    /// Asks for the writes committed so far to be flushed to disk.
+    fn request_flush(&self);
+}
+
+/// Waits until every commit up to `revision` is on disk.
+pub async fn wait_durable(store: &dyn Store, revision: Revision) -> Result<(), StoreError> {
+    let mut durability = store.durability();
+    if durability.borrow().revision >= revision {
+        return Ok(());
+    }
+    store.request_flush();
+    let state = durability
+        .wait_for(|d| d.revision >= revision || d.error.is_some())
+        .await
+        .map_err(|_| StoreError::Flush("the store is closed".into()))?;
+    match &state.error {
+        Some(error) if state.revision < revision => Err(StoreError::Flush(error.clone())),
+        _ => Ok(()),
+    }
+}
+
+/// Capacity of the live event channel, in commits; a watcher further behind resumes from the
+/// log.
+const LIVE_EVENTS: usize = 4096;
+
+/// Number of revisions the event log keeps by default.
+pub const DEFAULT_EVENT_RETENTION: u64 = 100_000;
+
+/// Storage-key encoding shared by the implementations: `[kind code][namespace]\0[name]`, so
+/// objects of one kind, and of one namespace within a kind, are contiguous and ordered.
+pub(crate) mod keys {
+    use troupe_common::{Kind, ObjectKey};
+
+    /// Encodes a key.
+    pub fn encode(key: &ObjectKey) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + key.namespace.len() + key.name.len());
+        out.push(key.kind.code());
+        out.extend_from_slice(key.namespace.as_bytes());
+        out.push(0);
+        out.extend_from_slice(key.name.as_bytes());
+        out
+    }
+
+    /// The prefix of every key of `kind` (in `namespace`, if given).
+    pub fn prefix(kind: Kind, namespace: Option<&str>) -> Vec<u8> {
+        let mut out = vec![kind.code()];
+        if let Some(ns) = namespace {
+            out.extend_from_slice(ns.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    /// Decodes a key written by [`encode`].
+    pub fn decode(bytes: &[u8]) -> Option<ObjectKey> {
+        let (&code, rest) = bytes.split_first()?;
+        let kind = Kind::from_code(code)?;
+        let sep = rest.iter().position(|&b| b == 0)?;
+        let namespace = std::str::from_utf8(&rest[..sep]).ok()?;
+        let name = std::str::from_utf8(&rest[sep + 1..]).ok()?;
+        Some(ObjectKey::new(kind, namespace, name))
+    }
+}
+
+/// Takes events in order, at least `limit` of them when there are that many, but never stops
+/// in the middle of a commit, so a reader resuming after the last revision it saw misses
+/// nothing.
+pub(crate) fn take_whole_commits(
+    events: impl Iterator<Item = Result<Event, StoreError>>,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let mut out: Vec<Event> = Vec::new();
+    for event in events {
+        let event = event?;
+        if out.len() >= limit
+            && out
+                .last()
+                .is_some_and(|last| last.revision != event.revision)
+        {
+            break;
+        }
+        out.push(event);
+    }
+    Ok(out)
+}

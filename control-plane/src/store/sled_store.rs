@@ -1,0 +1,436 @@
+//! [`SledStore`]: the [`Store`] contract on disk, in sled.
+//!
+//! Layout: tree `objects` maps encoded keys to record envelopes; tree `events` maps
+//! `(revision, index)` to event envelopes; tree `meta` holds the current revision, the
+//! compaction floor and the format version. A commit is one sled transaction over the three
+//! trees, serialized by a lock so revisions are gap-free and preconditions race-free.
+//!
+//! Durability: a dedicated flusher thread flushes whenever asked and publishes the revision it
+//! covered. Commits that arrive while a flush runs are covered by the next one, so many
+//! concurrent writers share each fsync.
+//!
+//! Envelopes start with a format byte ([`FORMAT`]) so a later layout can still read this one.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::{broadcast, watch};
+use troupe_common::{Kind, ObjectKey};
+
+use super::{
+    DEFAULT_EVENT_RETENTION, Durability, Event, EventType, LIVE_EVENTS, Op, Precondition, Record,
+    Revision, Store, StoreError, Txn, keys,
+};
+
+/// Version of the envelope format written by this code.
+const FORMAT: u8 = 1;
+const META_REVISION: &[u8] = b"revision";
+const META_COMPACTED: &[u8] = b"compacted";
+const META_FORMAT: &[u8] = b"format";
+/// Compaction runs once every this many revisions, to keep its cost off most commits.
+const COMPACT_EVERY: u64 = 256;
+
+/// A [`Store`] on disk.
+pub struct SledStore {
+    db: sled::Db,
+    objects: sled::Tree,
+    events: sled::Tree,
+    meta: sled::Tree,
+    commit_lock: Mutex<()>,
+    revision: Arc<AtomicU64>,
+    compacted: AtomicU64,
+    retention: u64,
+    live: broadcast::Sender<Arc<[Event]>>,
+    durable: watch::Sender<Durability>,
+    /// Taken on drop, which stops the flusher thread.
+    flush_requests: Option<SyncSender<()>>,
+    flusher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`, keeping the default event-log retention.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_retention(dir, DEFAULT_EVENT_RETENTION)
+    }
+
+    /// Opens (or creates) the store in `dir`; the event log keeps the last `retention`
+    /// revisions.
+    pub fn open_with_retention(dir: &Path, retention: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(engine)?;
+        let objects = db.open_tree("objects").map_err(engine)?;
+        let events = db.open_tree("events").map_err(engine)?;
+        let meta = db.open_tree("meta").map_err(engine)?;
+        match meta.get(META_FORMAT).map_err(engine)? {
+            None => {
+                meta.insert(META_FORMAT, &[FORMAT]).map_err(engine)?;
+            }
+            Some(v) if v.as_ref() == [FORMAT] => {}
+            Some(v) => {
+                return Err(StoreError::Corrupt {
+                    key: "meta/format".into(),
+                    reason: format!(
+                        "format {:?} is newer than this binary understands",
+                        v.as_ref()
+                    ),
+                });
+            }
+        }
+        let revision = read_u64(&meta, META_REVISION)?;
+        let compacted = read_u64(&meta, META_COMPACTED)?;
+        let revision = Arc::new(AtomicU64::new(revision));
+        let durable = watch::channel(Durability {
+            revision: revision.load(Ordering::SeqCst),
+            error: None,
+        })
+        .0;
+        let (flush_requests, flusher) = spawn_flusher(db.clone(), revision.clone(), durable.clone());
+        Ok(Self {
+            db,
+            objects,
+            events,
+            meta,
+            commit_lock: Mutex::new(()),
+            revision,
+            compacted: AtomicU64::new(compacted),
+            retention: retention.max(1),
+            live: broadcast::channel(LIVE_EVENTS).0,
+            durable,
+            flush_requests: Some(flush_requests),
+            flusher: Some(flusher),
+        })
+    }
+
+    /// Drops events at or below `floor` from the log.
+    fn compact(&self, floor: Revision) -> Result<(), StoreError> {
+        if floor <= self.compacted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Raise the floor first: a reader must never see a gap below a floor it trusts.
+        self.meta
+            .insert(META_COMPACTED, &floor.to_be_bytes())
+            .map_err(engine)?;
+        self.compacted.store(floor, Ordering::SeqCst);
+        let end = event_key(floor + 1, 0);
+        let mut batch = sled::Batch::default();
+        for key in self.events.range(..end.as_slice()).keys() {
+            batch.remove(key.map_err(engine)?);
+        }
+        self.events.apply_batch(batch).map_err(engine)
+    }
+}
+
+fn spawn_flusher(
+    db: sled::Db,
+    revision: Arc<AtomicU64>,
+    durable: watch::Sender<Durability>,
+) -> (SyncSender<()>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = sync_channel::<()>(1);
+    let handle = std::thread::Builder::new()
+        .name("troupe-store-flush".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                // Everything committed before this load is covered by the flush below.
+                let target = revision.load(Ordering::SeqCst);
+                match db.flush() {
+                    Ok(_) => {
+                        durable.send_modify(|d| {
+                            d.revision = d.revision.max(target);
+                            d.error = None;
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "store flush failed");
+                        durable.send_modify(|d| d.error = Some(e.to_string()));
+                    }
+                }
+            }
+        })
+        .expect("spawning the flusher thread");
+    (tx, handle)
+}
+
+impl Store for SledStore {
+    fn get(&self, key: &ObjectKey) -> Result<Option<Record>, StoreError> {
+        self.objects
+            .get(keys::encode(key))
+            .map_err(engine)?
+            .map(|v| decode_record(key.clone(), &v))
+            .transpose()
+    }
+
+    fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Record>, Revision), StoreError> {
+        let revision = self.revision.load(Ordering::SeqCst);
+        let records = self
+            .objects
+            .scan_prefix(keys::prefix(kind, namespace))
+            .map(|item| {
+                let (k, v) = item.map_err(engine)?;
+                let key = keys::decode(&k).ok_or_else(|| corrupt(&k, "undecodable key"))?;
+                decode_record(key, &v)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((records, revision))
+    }
+
+    fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
+        let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let revision = self.revision.load(Ordering::SeqCst) + 1;
+        let result =
+            (&self.objects, &self.events, &self.meta).transaction(|(objects, events, meta)| {
+                for (key, expected) in &txn.checks {
+                    let found = objects
+                        .get(keys::encode(key))?
+                        .map(|v| record_revisions(&v).map(|(_, m)| m))
+                        .transpose()
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    let holds = match expected {
+                        Precondition::Absent => found.is_none(),
+                        Precondition::Present => found.is_some(),
+                        Precondition::AtRevision(rev) => found == Some(*rev),
+                    };
+                    if !holds {
+                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict {
+                            key: key.clone(),
+                            expected: *expected,
+                            found,
+                        }));
+                    }
+                }
+                let mut out = Vec::with_capacity(txn.ops.len());
+                for op in &txn.ops {
+                    match op {
+                        Op::Put { key, value } => {
+                            let encoded = keys::encode(key);
+                            let old = objects.get(&encoded)?;
+                            let (kind, create_revision) = match old {
+                                Some(old) => (
+                                    EventType::Modified,
+                                    record_revisions(&old)
+                                        .map_err(ConflictableTransactionError::Abort)?
+                                        .0,
+                                ),
+                                None => (EventType::Added, revision),
+                            };
+                            objects
+                                .insert(encoded, encode_record(create_revision, revision, value))?;
+                            out.push(Event {
+                                revision,
+                                kind,
+                                key: key.clone(),
+                                value: value.clone(),
+                                create_revision,
+                            });
+                        }
+                        Op::Delete { key } => {
+                            if let Some(old) = objects.remove(keys::encode(key))? {
+                                let record = decode_record(key.clone(), &old)
+                                    .map_err(ConflictableTransactionError::Abort)?;
+                                out.push(Event {
+                                    revision,
+                                    kind: EventType::Deleted,
+                                    key: key.clone(),
+                                    value: record.value,
+                                    create_revision: record.create_revision,
+                                });
+                            }
+                        }
+                    }
+                }
+                if !out.is_empty() {
+                    for (i, event) in out.iter().enumerate() {
+                        events
+                            .insert(event_key(revision, i as u32).to_vec(), encode_event(event))?;
+                    }
+                    meta.insert(META_REVISION, &revision.to_be_bytes())?;
+                }
+                Ok(out)
+            });
+        let events = match result {
+            Ok(events) => events,
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(engine(e)),
+        };
+        if events.is_empty() {
+            return Ok(revision - 1);
+        }
+        self.revision.store(revision, Ordering::SeqCst);
+        if revision.is_multiple_of(COMPACT_EVERY) {
+            self.compact(revision.saturating_sub(self.retention))?;
+        }
+        // No receiver is not an error: nobody is watching.
+        let _ = self.live.send(events.into());
+        Ok(revision)
+    }
+
+    fn revision(&self) -> Revision {
+        self.revision.load(Ordering::SeqCst)
+    }
+
+    fn events_after(&self, after: Revision, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let oldest = self.compacted.load(Ordering::SeqCst);
+        if after < oldest {
+            return Err(StoreError::Compacted {
+                requested: after,
+                oldest,
+            });
+        }
+        let start = event_key(after + 1, 0);
+        let events = super::take_whole_commits(
+            self.events.range(start.as_slice()..).map(|item| {
+                let (k, v) = item.map_err(engine)?;
+                decode_event(&k, &v)
+            }),
+            limit,
+        )?;
+        // Compaction may have run while we read; a floor raised past `after` means a gap.
+        let oldest = self.compacted.load(Ordering::SeqCst);
+        if after < oldest {
+            return Err(StoreError::Compacted {
+                requested: after,
+                oldest,
+            });
+        }
+        Ok(events)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
+        self.live.subscribe()
+    }
+
+    fn durability(&self) -> watch::Receiver<Durability> {
+        self.durable.subscribe()
+    }
+
+    fn request_flush(&self) {
+        let sent = self.flush_requests.as_ref().map(|tx| tx.try_send(()));
+        match sent {
+            // Full: a flush is already pending, and it will read the revision after us.
+            Some(Ok(()) | Err(TrySendError::Full(()))) => {}
+            None | Some(Err(TrySendError::Disconnected(()))) => {
+                self.durable
+                    .send_modify(|d| d.error = Some("the flusher thread has stopped".into()));
+            }
+        }
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // Stop the flusher so it releases its handle on the database before we return.
+        self.flush_requests.take();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+    }
+}
+
+fn engine(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+fn corrupt(key: &[u8], reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+    match tree.get(key).map_err(engine)? {
+        None => Ok(0),
+        Some(v) => Ok(u64::from_be_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| corrupt(key, "not a u64"))?,
+        )),
+    }
+}
+
+fn event_key(revision: Revision, index: u32) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(&revision.to_be_bytes());
+    out[8..].copy_from_slice(&index.to_be_bytes());
+    out
+}
+
+/// Record envelope: `[FORMAT][create_revision: u64 BE][mod_revision: u64 BE][value]`.
+fn encode_record(create_revision: Revision, mod_revision: Revision, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17 + value.len());
+    out.push(FORMAT);
+    out.extend_from_slice(&create_revision.to_be_bytes());
+    out.extend_from_slice(&mod_revision.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn record_revisions(bytes: &[u8]) -> Result<(Revision, Revision), StoreError> {
+    if bytes.len() < 17 || bytes[0] != FORMAT {
+        return Err(corrupt(bytes, "unknown record envelope"));
+    }
+    let create = u64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes"));
+    let modified = u64::from_be_bytes(bytes[9..17].try_into().expect("8 bytes"));
+    Ok((create, modified))
+}
+
+fn decode_record(key: ObjectKey, bytes: &[u8]) -> Result<Record, StoreError> {
+    let (create_revision, mod_revision) = record_revisions(bytes)?;
+    Ok(Record {
+        key,
+        value: bytes[17..].to_vec(),
+        create_revision,
+        mod_revision,
+    })
+}
+
+/// Event envelope: `[FORMAT][type][create_revision: u64 BE][key len: u32 BE][key][value]`.
+fn encode_event(event: &Event) -> Vec<u8> {
+    let key = keys::encode(&event.key);
+    let mut out = Vec::with_capacity(14 + key.len() + event.value.len());
+    out.push(FORMAT);
+    out.push(match event.kind {
+        EventType::Added => 1,
+        EventType::Modified => 2,
+        EventType::Deleted => 3,
+    });
+    out.extend_from_slice(&event.create_revision.to_be_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(&key);
+    out.extend_from_slice(&event.value);
+    out
+}
+
+fn decode_event(log_key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
+    let bad = || corrupt(log_key, "unknown event envelope");
+    if log_key.len() != 12 || bytes.len() < 14 || bytes[0] != FORMAT {
+        return Err(bad());
+    }
+    let revision = u64::from_be_bytes(log_key[..8].try_into().expect("8 bytes"));
+    let kind = match bytes[1] {
+        1 => EventType::Added,
+        2 => EventType::Modified,
+        3 => EventType::Deleted,
+        _ => return Err(bad()),
+    };
+    let create_revision = u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes"));
+    let key_len = u32::from_be_bytes(bytes[10..14].try_into().expect("4 bytes")) as usize;
+    let key_bytes = bytes.get(14..14 + key_len).ok_or_else(bad)?;
+    let key = keys::decode(key_bytes).ok_or_else(bad)?;
+    Ok(Event {
+        revision,
+        kind,
+        key,
+        value: bytes[14 + key_len..].to_vec(),
+        create_revision,
+    })
+}
