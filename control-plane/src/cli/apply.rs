@@ -19,7 +19,7 @@ pub(super) async fn run(
     let mut objects: Vec<Object> = Vec::new();
     for source in sources {
         for (name, text) in read_source(source)? {
-            let parsed = document::from_yaml(&text).with_context(|| format!("{name}"))?;
+            let parsed = document::from_yaml(&text).with_context(|| name.clone())?;
             objects.extend(parsed);
         }
     }

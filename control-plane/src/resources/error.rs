@@ -39,8 +39,8 @@ pub enum Error {
         object: ObjectKey,
         /// The referring field.
         field: String,
-        /// The missing object.
-        target: ObjectKey,
+        /// The missing object, as `Kind namespace/name`.
+        target: String,
     },
     /// A reference resolves to an object that does not fit.
     #[error("{object}: {field}: {message}")]
@@ -54,17 +54,15 @@ pub enum Error {
     },
     /// An immutable field was changed.
     #[error(
-        "{object}: {field} is immutable (was {old}, now {new}); delete and recreate the object to change it"
+        "{object}: {field} is immutable ({change}); delete and recreate the object to change it"
     )]
     Immutable {
         /// The object.
         object: ObjectKey,
         /// The field.
         field: String,
-        /// Stored value.
-        old: String,
-        /// Requested value.
-        new: String,
+        /// The refused change: `was X, now Y`.
+        change: String,
     },
     /// The object cannot be deleted while others refer to it.
     #[error("{key} is still referenced by {}; delete or change them first", list_keys(referrers, *more))]

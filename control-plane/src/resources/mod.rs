@@ -64,7 +64,8 @@ const LISTED_REFERRERS: usize = 10;
 /// The resource service: every read and write of Troupe objects goes through here.
 pub struct Resources {
     store: Arc<dyn Store>,
-    write_lock: tokio::sync::Mutex<()>,
+    /// Held from the first read of a write's checks to its commit; never across an await.
+    write_lock: std::sync::Mutex<()>,
 }
 
 impl Resources {
@@ -72,7 +73,7 @@ impl Resources {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: std::sync::Mutex::new(()),
         }
     }
 
@@ -84,16 +85,37 @@ impl Resources {
     /// Creates or updates `object`. `metadata.resourceVersion`, when set, must match the stored
     /// version. Returns the stored object once it is on disk.
     pub async fn apply(
+        self: &Arc<Self>,
+        object: Object,
+        dry_run: bool,
+    ) -> Result<(Object, Outcome), Error> {
+        // The locked section may wait on the storage engine (a write can stall behind a
+        // flush), so it runs off the async workers, which keep serving other requests.
+        let this = self.clone();
+        let (mut object, outcome, revision) =
+            tokio::task::spawn_blocking(move || this.apply_locked(object, dry_run))
+                .await
+                .expect("apply panicked")?;
+        if let Some(revision) = revision {
+            wait_durable(&*self.store, revision).await?;
+            object.meta_mut().resource_version = revision;
+        }
+        Ok((object, outcome))
+    }
+
+    /// The checks and the commit of [`Resources::apply`], under the write lock. Returns the
+    /// revision to wait for when something was written.
+    fn apply_locked(
         &self,
         mut object: Object,
         dry_run: bool,
-    ) -> Result<(Object, Outcome), Error> {
+    ) -> Result<(Object, Outcome, Option<Revision>), Error> {
         validate::check(&object)?;
         object.set_type_meta();
         let key = object.key();
         let expected = object.meta().resource_version;
 
-        let guard = self.write_lock.lock().await;
+        let _guard = self.lock();
         let existing = self.read(&key)?;
         if expected != 0 && existing.as_ref().map(|(_, r)| r.mod_revision) != Some(expected) {
             return Err(Error::Stale {
@@ -136,7 +158,7 @@ impl Resources {
         };
         if dry_run || outcome == Outcome::Unchanged {
             object.meta_mut().resource_version = existing.map_or(0, |(_, r)| r.mod_revision);
-            return Ok((object, outcome));
+            return Ok((object, outcome, None));
         }
         let precondition = existing.map_or(Precondition::Absent, |(_, r)| {
             Precondition::AtRevision(r.mod_revision)
@@ -145,11 +167,13 @@ impl Resources {
             .check(key.clone(), precondition)
             .put(key, encode(&object));
         let revision = self.store.commit(txn)?;
-        drop(guard);
+        Ok((object, outcome, Some(revision)))
+    }
 
-        wait_durable(&*self.store, revision).await?;
-        object.meta_mut().resource_version = revision;
-        Ok((object, outcome))
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The lock guards no data, only ordering; a panic while holding it leaves nothing
+        // inconsistent behind.
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Reads one object.
@@ -204,12 +228,30 @@ impl Resources {
     /// Deletes an object, cascading to what it owns. Refused while objects outside the
     /// cascade still refer to it. Returns once the deletion is on disk.
     pub async fn delete(
-        &self,
+        self: &Arc<Self>,
         key: &ObjectKey,
         expected: Revision,
         dry_run: bool,
     ) -> Result<Deleted, Error> {
-        let guard = self.write_lock.lock().await;
+        let (this, key) = (self.clone(), key.clone());
+        let (deleted, revision) =
+            tokio::task::spawn_blocking(move || this.delete_locked(&key, expected, dry_run))
+                .await
+                .expect("delete panicked")?;
+        if let Some(revision) = revision {
+            wait_durable(&*self.store, revision).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// The checks and the commit of [`Resources::delete`], under the write lock.
+    fn delete_locked(
+        &self,
+        key: &ObjectKey,
+        expected: Revision,
+        dry_run: bool,
+    ) -> Result<(Deleted, Option<Revision>), Error> {
+        let _guard = self.lock();
         let (object, record) = self
             .read(key)?
             .ok_or_else(|| Error::NotFound(key.clone()))?;
@@ -220,6 +262,8 @@ impl Resources {
                 found: record.mod_revision.to_string(),
             });
         }
+        // Walk the reference graph: owned referrers join the cascade, others block it unless
+        // the cascade takes them too.
         let mut doomed = vec![(key.clone(), record.mod_revision)];
         let mut in_cascade: BTreeSet<ObjectKey> = BTreeSet::from([key.clone()]);
         let mut blockers: BTreeSet<ObjectKey> = BTreeSet::new();
@@ -227,13 +271,10 @@ impl Resources {
         while i < doomed.len() {
             let target = doomed[i].0.clone();
             for (referrer, reference, revision) in self.referrers(&target)? {
-                if reference.owner {
-                    if in_cascade.insert(referrer.clone()) {
-                        blockers.remove(&referrer);
-                        doomed.push((referrer, revision));
-                    }
-                } else if !in_cascade.contains(&referrer) {
+                if !reference.owner {
                     blockers.insert(referrer);
+                } else if in_cascade.insert(referrer.clone()) {
+                    doomed.push((referrer, revision));
                 }
             }
             i += 1;
@@ -249,7 +290,7 @@ impl Resources {
         }
         let cascaded: Vec<ObjectKey> = doomed.iter().skip(1).map(|(k, _)| k.clone()).collect();
         if dry_run {
-            return Ok(Deleted { object, cascaded });
+            return Ok((Deleted { object, cascaded }, None));
         }
         let mut txn = Txn::default();
         // Children first, so a watcher never sees an owner vanish before what it owns.
@@ -259,9 +300,7 @@ impl Resources {
                 .delete(k.clone());
         }
         let revision = self.store.commit(txn)?;
-        drop(guard);
-        wait_durable(&*self.store, revision).await?;
-        Ok(Deleted { object, cascaded })
+        Ok((Deleted { object, cascaded }, Some(revision)))
     }
 
     /// Objects that reference `target`, with the reference and their revision.
@@ -289,13 +328,26 @@ impl Resources {
     fn check_references(&self, object: &Object) -> Result<(), Error> {
         let key = object.key();
         for reference in references(object) {
-            let Some((target, _)) = self.read(&reference.target)? else {
+            let Some(record) = self.store.get(&reference.target)? else {
                 return Err(Error::MissingReference {
                     object: key,
                     field: reference.field,
-                    target: reference.target,
+                    target: reference.target.to_string(),
                 });
             };
+            // Most references need only exist; decode the few whose content is checked.
+            let checked = matches!(
+                (object.kind(), reference.target.kind),
+                (
+                    Kind::Component,
+                    Kind::ComponentType | Kind::ClusterComponentType
+                ) | (_, Kind::Component)
+                    | (Kind::ReleaseBinding, Kind::ComponentRelease)
+            );
+            if !checked {
+                continue;
+            }
+            let target = decode(&record)?;
             let bad = |message: String| Error::BadReference {
                 object: key.clone(),
                 field: reference.field.clone(),

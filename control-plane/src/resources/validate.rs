@@ -241,8 +241,7 @@ pub fn check_immutable(old: &Object, new: &Object) -> Result<(), Error> {
             Err(Error::Immutable {
                 object: key.clone(),
                 field: field.into(),
-                old: a,
-                new: b,
+                change: format!("was {a}, now {b}"),
             })
         }
     };
@@ -303,8 +302,7 @@ pub fn check_immutable(old: &Object, new: &Object) -> Result<(), Error> {
                 Err(Error::Immutable {
                     object: key.clone(),
                     field: "spec".into(),
-                    old: "the released snapshot".into(),
-                    new: "a different one".into(),
+                    change: "a release is a snapshot; cut a new release instead".into(),
                 })
             }
         }

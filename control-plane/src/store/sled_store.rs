@@ -1,9 +1,16 @@
 //! [`SledStore`]: the [`Store`] contract on disk, in sled.
 //!
-//! Layout: tree `objects` maps encoded keys to record envelopes; tree `events` maps
-//! `(revision, index)` to event envelopes; tree `meta` holds the current revision, the
-//! compaction floor and the format version. A commit is one sled transaction over the three
-//! trees, serialized by a lock so revisions are gap-free and preconditions race-free.
+//! Layout: one sled tree, partitioned by a prefix byte: `o` + encoded key → record envelope;
+//! `e` + `(revision, index)` → event envelope; `m` + name → the compaction floor and the
+//! format version. The current revision is the newest event's.
+//!
+//! Commits are built under a lock, so revisions are gap-free and preconditions race-free
+//! (every write goes through that lock, so what the checks read cannot change before the
+//! commit lands). The event log doubles as a write-ahead log: a commit of one change writes
+//! its event, then its object, as two plain inserts (a sled batch costs several times more);
+//! a commit of several changes is one atomic batch. sled recovers a prefix of its writes, so
+//! after a crash only the newest commit can be half-applied, and [`SledStore::open`] replays
+//! it from its events.
 //!
 //! Durability: a dedicated flusher thread flushes whenever asked and publishes the revision it
 //! covered. Commits that arrive while a flush runs are covered by the next one, so many
@@ -16,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::collections::HashMap;
+
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
@@ -28,18 +35,17 @@ use super::{
 
 /// Version of the envelope format written by this code.
 const FORMAT: u8 = 1;
-const META_REVISION: &[u8] = b"revision";
-const META_COMPACTED: &[u8] = b"compacted";
-const META_FORMAT: &[u8] = b"format";
+const OBJECT: u8 = b'o';
+const EVENT: u8 = b'e';
+const META_COMPACTED: &[u8] = b"mcompacted";
+const META_FORMAT: &[u8] = b"mformat";
 /// Compaction runs once every this many revisions, to keep its cost off most commits.
 const COMPACT_EVERY: u64 = 256;
 
 /// A [`Store`] on disk.
 pub struct SledStore {
     db: sled::Db,
-    objects: sled::Tree,
-    events: sled::Tree,
-    meta: sled::Tree,
+    tree: sled::Tree,
     commit_lock: Mutex<()>,
     revision: Arc<AtomicU64>,
     compacted: AtomicU64,
@@ -61,12 +67,10 @@ impl SledStore {
     /// revisions.
     pub fn open_with_retention(dir: &Path, retention: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open().map_err(engine)?;
-        let objects = db.open_tree("objects").map_err(engine)?;
-        let events = db.open_tree("events").map_err(engine)?;
-        let meta = db.open_tree("meta").map_err(engine)?;
-        match meta.get(META_FORMAT).map_err(engine)? {
+        let tree = db.open_tree("troupe").map_err(engine)?;
+        match tree.get(META_FORMAT).map_err(engine)? {
             None => {
-                meta.insert(META_FORMAT, &[FORMAT]).map_err(engine)?;
+                tree.insert(META_FORMAT, &[FORMAT]).map_err(engine)?;
             }
             Some(v) if v.as_ref() == [FORMAT] => {}
             Some(v) => {
@@ -79,8 +83,8 @@ impl SledStore {
                 });
             }
         }
-        let revision = read_u64(&meta, META_REVISION)?;
-        let compacted = read_u64(&meta, META_COMPACTED)?;
+        let compacted = read_u64(&tree, META_COMPACTED)?;
+        let revision = recover(&tree)?.unwrap_or(compacted);
         let revision = Arc::new(AtomicU64::new(revision));
         let durable = watch::channel(Durability {
             revision: revision.load(Ordering::SeqCst),
@@ -91,9 +95,7 @@ impl SledStore {
             spawn_flusher(db.clone(), revision.clone(), durable.clone());
         Ok(Self {
             db,
-            objects,
-            events,
-            meta,
+            tree,
             commit_lock: Mutex::new(()),
             revision,
             compacted: AtomicU64::new(compacted),
@@ -111,16 +113,16 @@ impl SledStore {
             return Ok(());
         }
         // Raise the floor first: a reader must never see a gap below a floor it trusts.
-        self.meta
+        self.tree
             .insert(META_COMPACTED, &floor.to_be_bytes())
             .map_err(engine)?;
         self.compacted.store(floor, Ordering::SeqCst);
-        let end = event_key(floor + 1, 0);
+        let (start, end) = (event_key(0, 0), event_key(floor + 1, 0));
         let mut batch = sled::Batch::default();
-        for key in self.events.range(..end.as_slice()).keys() {
+        for key in self.tree.range(start.as_slice()..end.as_slice()).keys() {
             batch.remove(key.map_err(engine)?);
         }
-        self.events.apply_batch(batch).map_err(engine)
+        self.tree.apply_batch(batch).map_err(engine)
     }
 }
 
@@ -156,8 +158,8 @@ fn spawn_flusher(
 
 impl Store for SledStore {
     fn get(&self, key: &ObjectKey) -> Result<Option<Record>, StoreError> {
-        self.objects
-            .get(keys::encode(key))
+        self.tree
+            .get(object_key(key))
             .map_err(engine)?
             .map(|v| decode_record(key.clone(), &v))
             .transpose()
@@ -169,12 +171,14 @@ impl Store for SledStore {
         namespace: Option<&str>,
     ) -> Result<(Vec<Record>, Revision), StoreError> {
         let revision = self.revision.load(Ordering::SeqCst);
+        let mut prefix = vec![OBJECT];
+        prefix.extend(keys::prefix(kind, namespace));
         let records = self
-            .objects
-            .scan_prefix(keys::prefix(kind, namespace))
+            .tree
+            .scan_prefix(prefix)
             .map(|item| {
                 let (k, v) = item.map_err(engine)?;
-                let key = keys::decode(&k).ok_or_else(|| corrupt(&k, "undecodable key"))?;
+                let key = keys::decode(&k[1..]).ok_or_else(|| corrupt(&k, "undecodable key"))?;
                 decode_record(key, &v)
             })
             .collect::<Result<_, _>>()?;
@@ -184,85 +188,97 @@ impl Store for SledStore {
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
         let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let revision = self.revision.load(Ordering::SeqCst) + 1;
-        let result =
-            (&self.objects, &self.events, &self.meta).transaction(|(objects, events, meta)| {
-                for (key, expected) in &txn.checks {
-                    let found = objects
-                        .get(keys::encode(key))?
-                        .map(|v| record_revisions(&v).map(|(_, m)| m))
-                        .transpose()
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    let holds = match expected {
-                        Precondition::Absent => found.is_none(),
-                        Precondition::Present => found.is_some(),
-                        Precondition::AtRevision(rev) => found == Some(*rev),
-                    };
-                    if !holds {
-                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict {
-                            key: key.clone(),
-                            expected: *expected,
-                            found,
-                        }));
-                    }
+        // What this transaction has done to each key so far: `None` once deleted, else the
+        // create revision. Later ops see earlier ones; the tree sees none until the batch.
+        let mut touched: HashMap<Vec<u8>, Option<(Revision, Vec<u8>)>> = HashMap::new();
+        let current = |touched: &HashMap<Vec<u8>, Option<(Revision, Vec<u8>)>>,
+                       key: &[u8]|
+         -> Result<Option<(Revision, Revision, Vec<u8>)>, StoreError> {
+            if let Some(state) = touched.get(key) {
+                return Ok(state
+                    .clone()
+                    .map(|(create, value)| (create, revision, value)));
+            }
+            match self.tree.get(key).map_err(engine)? {
+                None => Ok(None),
+                Some(bytes) => {
+                    let (create, modified) = record_revisions(&bytes)?;
+                    Ok(Some((create, modified, bytes[17..].to_vec())))
                 }
-                let mut out = Vec::with_capacity(txn.ops.len());
-                for op in &txn.ops {
-                    match op {
-                        Op::Put { key, value } => {
-                            let encoded = keys::encode(key);
-                            let old = objects.get(&encoded)?;
-                            let (kind, create_revision) = match old {
-                                Some(old) => (
-                                    EventType::Modified,
-                                    record_revisions(&old)
-                                        .map_err(ConflictableTransactionError::Abort)?
-                                        .0,
-                                ),
-                                None => (EventType::Added, revision),
-                            };
-                            objects
-                                .insert(encoded, encode_record(create_revision, revision, value))?;
-                            out.push(Event {
-                                revision,
-                                kind,
-                                key: key.clone(),
-                                value: value.clone(),
-                                create_revision,
-                            });
-                        }
-                        Op::Delete { key } => {
-                            if let Some(old) = objects.remove(keys::encode(key))? {
-                                let record = decode_record(key.clone(), &old)
-                                    .map_err(ConflictableTransactionError::Abort)?;
-                                out.push(Event {
-                                    revision,
-                                    kind: EventType::Deleted,
-                                    key: key.clone(),
-                                    value: record.value,
-                                    create_revision: record.create_revision,
-                                });
-                            }
-                        }
-                    }
-                }
-                if !out.is_empty() {
-                    for (i, event) in out.iter().enumerate() {
-                        events
-                            .insert(event_key(revision, i as u32).to_vec(), encode_event(event))?;
-                    }
-                    meta.insert(META_REVISION, &revision.to_be_bytes())?;
-                }
-                Ok(out)
-            });
-        let events = match result {
-            Ok(events) => events,
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(engine(e)),
+            }
         };
+        for (key, expected) in &txn.checks {
+            let found = current(&touched, &object_key(key))?.map(|(_, m, _)| m);
+            let holds = match expected {
+                Precondition::Absent => found.is_none(),
+                Precondition::Present => found.is_some(),
+                Precondition::AtRevision(rev) => found == Some(*rev),
+            };
+            if !holds {
+                return Err(StoreError::Conflict {
+                    key: key.clone(),
+                    expected: *expected,
+                    found,
+                });
+            }
+        }
+        let mut batch = sled::Batch::default();
+        let mut events = Vec::with_capacity(txn.ops.len());
+        for op in txn.ops {
+            match op {
+                Op::Put { key, value } => {
+                    let stored = object_key(&key);
+                    let (kind, create_revision) = match current(&touched, &stored)? {
+                        Some((create, _, _)) => (EventType::Modified, create),
+                        None => (EventType::Added, revision),
+                    };
+                    batch.insert(
+                        stored.clone(),
+                        encode_record(create_revision, revision, &value),
+                    );
+                    touched.insert(stored, Some((create_revision, value.clone())));
+                    events.push(Event {
+                        revision,
+                        kind,
+                        key,
+                        value,
+                        create_revision,
+                    });
+                }
+                Op::Delete { key } => {
+                    let stored = object_key(&key);
+                    if let Some((create_revision, _, value)) = current(&touched, &stored)? {
+                        batch.remove(stored.clone());
+                        touched.insert(stored, None);
+                        events.push(Event {
+                            revision,
+                            kind: EventType::Deleted,
+                            key,
+                            value,
+                            create_revision,
+                        });
+                    }
+                }
+            }
+        }
         if events.is_empty() {
             return Ok(revision - 1);
         }
-        self.revision.store(revision, Ordering::SeqCst);
+        if let [event] = events.as_slice() {
+            self.tree
+                .insert(event_key(revision, 0), encode_event(event))
+                .map_err(engine)?;
+            // The commit is in the log from here on: count it even if applying it fails
+            // (the next open replays it).
+            self.revision.store(revision, Ordering::SeqCst);
+            apply_event(&self.tree, event)?;
+        } else {
+            for (i, event) in events.iter().enumerate() {
+                batch.insert(event_key(revision, i as u32).to_vec(), encode_event(event));
+            }
+            self.tree.apply_batch(batch).map_err(engine)?;
+            self.revision.store(revision, Ordering::SeqCst);
+        }
         if revision.is_multiple_of(COMPACT_EVERY) {
             self.compact(revision.saturating_sub(self.retention))?;
         }
@@ -283,12 +299,14 @@ impl Store for SledStore {
                 oldest,
             });
         }
-        let start = event_key(after + 1, 0);
+        let (start, end) = (event_key(after + 1, 0), [EVENT + 1]);
         let events = super::take_whole_commits(
-            self.events.range(start.as_slice()..).map(|item| {
-                let (k, v) = item.map_err(engine)?;
-                decode_event(&k, &v)
-            }),
+            self.tree
+                .range(start.as_slice()..end.as_slice())
+                .map(|item| {
+                    let (k, v) = item.map_err(engine)?;
+                    decode_event(&k, &v)
+                }),
             limit,
         )?;
         // Compaction may have run while we read; a floor raised past `after` means a gap.
@@ -336,6 +354,37 @@ impl Drop for SledStore {
     }
 }
 
+/// Brings the objects up to date with the newest commit in the log and returns its revision
+/// (`None` for an empty log). Replaying a commit that was fully applied changes nothing.
+fn recover(tree: &sled::Tree) -> Result<Option<Revision>, StoreError> {
+    let (start, end) = (event_key(0, 0), [EVENT + 1]);
+    let Some(last) = tree.range(start.as_slice()..end.as_slice()).next_back() else {
+        return Ok(None);
+    };
+    let (k, v) = last.map_err(engine)?;
+    let revision = decode_event(&k, &v)?.revision;
+    for item in tree.range(event_key(revision, 0).as_slice()..end.as_slice()) {
+        let (k, v) = item.map_err(engine)?;
+        apply_event(tree, &decode_event(&k, &v)?)?;
+    }
+    Ok(Some(revision))
+}
+
+/// Makes the object an event describes match it.
+fn apply_event(tree: &sled::Tree, event: &Event) -> Result<(), StoreError> {
+    let key = object_key(&event.key);
+    match event.kind {
+        EventType::Added | EventType::Modified => {
+            let record = encode_record(event.create_revision, event.revision, &event.value);
+            tree.insert(key, record).map_err(engine)?;
+        }
+        EventType::Deleted => {
+            tree.remove(key).map_err(engine)?;
+        }
+    }
+    Ok(())
+}
+
 fn engine(e: impl std::fmt::Display) -> StoreError {
     StoreError::Engine(e.to_string())
 }
@@ -358,10 +407,16 @@ fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
     }
 }
 
-fn event_key(revision: Revision, index: u32) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    out[..8].copy_from_slice(&revision.to_be_bytes());
-    out[8..].copy_from_slice(&index.to_be_bytes());
+fn object_key(key: &ObjectKey) -> Vec<u8> {
+    let mut out = vec![OBJECT];
+    out.extend(keys::encode(key));
+    out
+}
+
+fn event_key(revision: Revision, index: u32) -> [u8; 13] {
+    let mut out = [EVENT; 13];
+    out[1..9].copy_from_slice(&revision.to_be_bytes());
+    out[9..].copy_from_slice(&index.to_be_bytes());
     out
 }
 
@@ -413,10 +468,10 @@ fn encode_event(event: &Event) -> Vec<u8> {
 
 fn decode_event(log_key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
     let bad = || corrupt(log_key, "unknown event envelope");
-    if log_key.len() != 12 || bytes.len() < 14 || bytes[0] != FORMAT {
+    if log_key.len() != 13 || bytes.len() < 14 || bytes[0] != FORMAT {
         return Err(bad());
     }
-    let revision = u64::from_be_bytes(log_key[..8].try_into().expect("8 bytes"));
+    let revision = u64::from_be_bytes(log_key[1..9].try_into().expect("8 bytes"));
     let kind = match bytes[1] {
         1 => EventType::Added,
         2 => EventType::Modified,
@@ -434,4 +489,49 @@ fn decode_event(log_key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
         value: bytes[14 + key_len..].to_vec(),
         create_revision,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Txn;
+
+    /// A crash between a one-change commit's event and its object write leaves only the
+    /// event; opening the store replays it.
+    #[test]
+    fn open_replays_a_half_applied_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ObjectKey::new(Kind::Component, "acme", "api");
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store
+                .commit(Txn::default().put(key.clone(), b"v1".to_vec()))
+                .unwrap();
+            // What the log holds after a crash right after the event insert of revision 2.
+            let event = Event {
+                revision: 2,
+                kind: EventType::Modified,
+                key: key.clone(),
+                value: b"v2".to_vec(),
+                create_revision: 1,
+            };
+            store
+                .tree
+                .insert(event_key(2, 0), encode_event(&event))
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.revision(), 2);
+        let record = store.get(&key).unwrap().unwrap();
+        assert_eq!(
+            (
+                record.value.as_slice(),
+                record.create_revision,
+                record.mod_revision
+            ),
+            (&b"v2"[..], 1, 2)
+        );
+        assert_eq!(store.commit(Txn::default().delete(key.clone())).unwrap(), 3);
+    }
 }
