@@ -32,9 +32,16 @@ step "cargo build (the end-to-end tests run the real troupe binary)"
 cargo build --workspace --bins --locked
 
 step "cargo test"
-cargo test --workspace --locked
+log=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$log"
+count() { awk -v word="$1" '/^test result:/ { for (i = 2; i <= NF; i++) if ($i ~ "^" word) n += $(i - 1) } END { print n + 0 }' "$log"; }
+passed=$(count passed)
+failed=$(count failed)
+rm -f "$log"
 
 step "buf lint"
 (cd proto && "$tools/node_modules/.bin/buf" lint)
 
 step "all checks passed"
+# The closing line CI reads: every Rust test of the run.
+echo "tests: ${passed} passed, ${failed} failed"

@@ -20,6 +20,12 @@ pub(super) async fn get(
     selector: &str,
 ) -> anyhow::Result<ExitCode> {
     let parsed = Kind::parse(kind)?;
+    // A namespace (say, from TROUPE_NAMESPACE) means nothing to cluster-scoped kinds.
+    let namespace = if parsed.is_cluster_scoped() {
+        ""
+    } else {
+        namespace
+    };
     if let Some(name) = name {
         let request = GetRequest {
             kind: kind.into(),
@@ -77,6 +83,11 @@ pub(super) async fn delete(
     namespace: &str,
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
+    let namespace = if Kind::parse(kind)?.is_cluster_scoped() {
+        ""
+    } else {
+        namespace
+    };
     let request = DeleteRequest {
         kind: kind.into(),
         namespace: namespace.into(),

@@ -104,7 +104,7 @@ impl Resources {
     }
 
     /// The checks and the commit of [`Resources::apply`], under the write lock. Returns the
-    /// revision to wait for when something was written.
+    /// revision that must be durable before answering, if any.
     fn apply_locked(
         &self,
         mut object: Object,
@@ -157,8 +157,12 @@ impl Resources {
             }
         };
         if dry_run || outcome == Outcome::Unchanged {
-            object.meta_mut().resource_version = existing.map_or(0, |(_, r)| r.mod_revision);
-            return Ok((object, outcome, None));
+            let current = existing.map_or(0, |(_, r)| r.mod_revision);
+            object.meta_mut().resource_version = current;
+            // "Unchanged" vouches for the stored state, which another writer may have
+            // committed a moment ago: it too must be on disk before we say so.
+            let wait = (!dry_run).then_some(current);
+            return Ok((object, outcome, wait));
         }
         let precondition = existing.map_or(Precondition::Absent, |(_, r)| {
             Precondition::AtRevision(r.mod_revision)

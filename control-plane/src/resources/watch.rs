@@ -82,6 +82,17 @@ impl Resources {
         request: WatchRequest,
     ) -> Result<mpsc::Receiver<Result<WatchEvent, Error>>, Error> {
         let live = self.store.subscribe();
+        let head = self.store.revision();
+        if request.since > head {
+            return Err(Error::invalid(
+                "WatchRequest",
+                "sinceRevision",
+                format!(
+                    "{} is ahead of the store, which is at revision {head}",
+                    request.since
+                ),
+            ));
+        }
         if request.since > 0 {
             // Surface a compacted start revision as the call's status, not mid-stream.
             self.store.events_after(request.since, 1)?;
