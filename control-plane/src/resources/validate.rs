@@ -245,56 +245,34 @@ pub fn check_immutable(old: &Object, new: &Object) -> Result<(), Error> {
             })
         }
     };
+    // `fields!(a, b, "spec.x" => x, …)`: each named spec field must be equal in `a` and `b`.
+    macro_rules! fields {
+        ($a:expr, $b:expr, $($path:literal => $field:ident),+) => {{
+            $(same(
+                $path,
+                &$a.spec.as_ref().map(|s| s.$field.clone()),
+                &$b.spec.as_ref().map(|s| s.$field.clone()),
+            )?;)+
+            Ok(())
+        }};
+    }
     match (old, new) {
-        (Object::Environment(a), Object::Environment(b)) => same(
-            "spec.dataPlaneRef",
-            &a.spec.as_ref().and_then(|s| s.data_plane_ref.clone()),
-            &b.spec.as_ref().and_then(|s| s.data_plane_ref.clone()),
-        ),
-        (Object::ComponentType(a), Object::ComponentType(b)) => same(
-            "spec.workloadType",
-            &a.spec.as_ref().map(|s| s.workload_type.clone()),
-            &b.spec.as_ref().map(|s| s.workload_type.clone()),
-        ),
-        (Object::ClusterComponentType(a), Object::ClusterComponentType(b)) => same(
-            "spec.workloadType",
-            &a.spec.as_ref().map(|s| s.workload_type.clone()),
-            &b.spec.as_ref().map(|s| s.workload_type.clone()),
-        ),
+        (Object::Environment(a), Object::Environment(b)) => {
+            fields!(a, b, "spec.dataPlaneRef" => data_plane_ref)
+        }
+        (Object::ComponentType(a), Object::ComponentType(b)) => {
+            fields!(a, b, "spec.workloadType" => workload_type)
+        }
+        (Object::ClusterComponentType(a), Object::ClusterComponentType(b)) => {
+            fields!(a, b, "spec.workloadType" => workload_type)
+        }
         (Object::Component(a), Object::Component(b)) => {
-            same(
-                "spec.owner",
-                &a.spec.as_ref().and_then(|s| s.owner.clone()),
-                &b.spec.as_ref().and_then(|s| s.owner.clone()),
-            )?;
-            same(
-                "spec.componentType",
-                &a.spec.as_ref().and_then(|s| s.component_type.clone()),
-                &b.spec.as_ref().and_then(|s| s.component_type.clone()),
-            )
+            fields!(a, b, "spec.owner" => owner, "spec.componentType" => component_type)
         }
-        (Object::Workload(a), Object::Workload(b)) => same(
-            "spec.owner",
-            &a.spec.as_ref().and_then(|s| s.owner.clone()),
-            &b.spec.as_ref().and_then(|s| s.owner.clone()),
+        (Object::Workload(a), Object::Workload(b)) => fields!(a, b, "spec.owner" => owner),
+        (Object::WorkflowRun(a), Object::WorkflowRun(b)) => fields!(
+            a, b, "spec.owner" => owner, "spec.workflow" => workflow, "spec.commit" => commit
         ),
-        (Object::WorkflowRun(a), Object::WorkflowRun(b)) => {
-            same(
-                "spec.owner",
-                &a.spec.as_ref().and_then(|s| s.owner.clone()),
-                &b.spec.as_ref().and_then(|s| s.owner.clone()),
-            )?;
-            same(
-                "spec.workflow",
-                &a.spec.as_ref().and_then(|s| s.workflow.clone()),
-                &b.spec.as_ref().and_then(|s| s.workflow.clone()),
-            )?;
-            same(
-                "spec.commit",
-                &a.spec.as_ref().map(|s| s.commit.clone()),
-                &b.spec.as_ref().map(|s| s.commit.clone()),
-            )
-        }
         (Object::ComponentRelease(a), Object::ComponentRelease(b)) => {
             if a.spec == b.spec {
                 Ok(())
@@ -307,28 +285,10 @@ pub fn check_immutable(old: &Object, new: &Object) -> Result<(), Error> {
             }
         }
         (Object::ReleaseBinding(a), Object::ReleaseBinding(b)) => {
-            same(
-                "spec.owner",
-                &a.spec.as_ref().and_then(|s| s.owner.clone()),
-                &b.spec.as_ref().and_then(|s| s.owner.clone()),
-            )?;
-            same(
-                "spec.environment",
-                &a.spec.as_ref().map(|s| s.environment.clone()),
-                &b.spec.as_ref().map(|s| s.environment.clone()),
-            )
+            fields!(a, b, "spec.owner" => owner, "spec.environment" => environment)
         }
         (Object::Release(a), Object::Release(b)) => {
-            same(
-                "spec.owner",
-                &a.spec.as_ref().and_then(|s| s.owner.clone()),
-                &b.spec.as_ref().and_then(|s| s.owner.clone()),
-            )?;
-            same(
-                "spec.environment",
-                &a.spec.as_ref().map(|s| s.environment.clone()),
-                &b.spec.as_ref().map(|s| s.environment.clone()),
-            )
+            fields!(a, b, "spec.owner" => owner, "spec.environment" => environment)
         }
         _ => Ok(()),
     }

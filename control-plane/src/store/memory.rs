@@ -8,8 +8,8 @@ use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
 use super::{
-    DEFAULT_EVENT_RETENTION, Durability, Event, EventType, LIVE_EVENTS, Op, Precondition, Record,
-    Revision, Store, StoreError, Txn, keys,
+    DEFAULT_EVENT_RETENTION, Durability, Event, EventType, LIVE_EVENTS, Op, Record, Revision,
+    Store, StoreError, Txn, keys,
 };
 
 /// A [`Store`] held in memory.
@@ -86,12 +86,7 @@ impl Store for MemoryStore {
                 .objects
                 .get(&keys::encode(key))
                 .map(|r| r.mod_revision);
-            let holds = match expected {
-                Precondition::Absent => found.is_none(),
-                Precondition::Present => found.is_some(),
-                Precondition::AtRevision(rev) => found == Some(*rev),
-            };
-            if !holds {
+            if !expected.holds(found) {
                 return Err(StoreError::Conflict {
                     key: key.clone(),
                     expected: *expected,

@@ -51,6 +51,17 @@ pub enum Precondition {
     AtRevision(Revision),
 }
 
+impl Precondition {
+    /// True when a key whose object is at `found` (`None`: no object) satisfies it.
+    pub fn holds(self, found: Option<Revision>) -> bool {
+        match self {
+            Precondition::Absent => found.is_none(),
+            Precondition::Present => found.is_some(),
+            Precondition::AtRevision(rev) => found == Some(rev),
+        }
+    }
+}
+
 /// One write in a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {

@@ -29,14 +29,17 @@ use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
 use super::{
-    DEFAULT_EVENT_RETENTION, Durability, Event, EventType, LIVE_EVENTS, Op, Precondition, Record,
-    Revision, Store, StoreError, Txn, keys,
+    DEFAULT_EVENT_RETENTION, Durability, Event, EventType, LIVE_EVENTS, Op, Record, Revision,
+    Store, StoreError, Txn, keys,
 };
 
-/// Version of the envelope format written by this code.
-const FORMAT: u8 = 1;
-const OBJECT: u8 = b'o';
-const EVENT: u8 = b'e';
+mod layout;
+
+use layout::{
+    EVENT, FORMAT, OBJECT, corrupt, decode_event, decode_record, encode_event, encode_record,
+    engine, event_key, object_key, read_u64, record_revisions,
+};
+
 const META_COMPACTED: &[u8] = b"mcompacted";
 const META_FORMAT: &[u8] = b"mformat";
 /// Compaction runs once every this many revisions, to keep its cost off most commits.
@@ -209,12 +212,7 @@ impl Store for SledStore {
         };
         for (key, expected) in &txn.checks {
             let found = current(&touched, &object_key(key))?.map(|(_, m, _)| m);
-            let holds = match expected {
-                Precondition::Absent => found.is_none(),
-                Precondition::Present => found.is_some(),
-                Precondition::AtRevision(rev) => found == Some(*rev),
-            };
-            if !holds {
+            if !expected.holds(found) {
                 return Err(StoreError::Conflict {
                     key: key.clone(),
                     expected: *expected,
@@ -383,112 +381,6 @@ fn apply_event(tree: &sled::Tree, event: &Event) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-fn engine(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Engine(e.to_string())
-}
-
-fn corrupt(key: &[u8], reason: &str) -> StoreError {
-    StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.into(),
-    }
-}
-
-fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
-    match tree.get(key).map_err(engine)? {
-        None => Ok(0),
-        Some(v) => Ok(u64::from_be_bytes(
-            v.as_ref()
-                .try_into()
-                .map_err(|_| corrupt(key, "not a u64"))?,
-        )),
-    }
-}
-
-fn object_key(key: &ObjectKey) -> Vec<u8> {
-    let mut out = vec![OBJECT];
-    out.extend(keys::encode(key));
-    out
-}
-
-fn event_key(revision: Revision, index: u32) -> [u8; 13] {
-    let mut out = [EVENT; 13];
-    out[1..9].copy_from_slice(&revision.to_be_bytes());
-    out[9..].copy_from_slice(&index.to_be_bytes());
-    out
-}
-
-/// Record envelope: `[FORMAT][create_revision: u64 BE][mod_revision: u64 BE][value]`.
-fn encode_record(create_revision: Revision, mod_revision: Revision, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17 + value.len());
-    out.push(FORMAT);
-    out.extend_from_slice(&create_revision.to_be_bytes());
-    out.extend_from_slice(&mod_revision.to_be_bytes());
-    out.extend_from_slice(value);
-    out
-}
-
-fn record_revisions(bytes: &[u8]) -> Result<(Revision, Revision), StoreError> {
-    if bytes.len() < 17 || bytes[0] != FORMAT {
-        return Err(corrupt(bytes, "unknown record envelope"));
-    }
-    let create = u64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes"));
-    let modified = u64::from_be_bytes(bytes[9..17].try_into().expect("8 bytes"));
-    Ok((create, modified))
-}
-
-fn decode_record(key: ObjectKey, bytes: &[u8]) -> Result<Record, StoreError> {
-    let (create_revision, mod_revision) = record_revisions(bytes)?;
-    Ok(Record {
-        key,
-        value: bytes[17..].to_vec(),
-        create_revision,
-        mod_revision,
-    })
-}
-
-/// Event envelope: `[FORMAT][type][create_revision: u64 BE][key len: u32 BE][key][value]`.
-fn encode_event(event: &Event) -> Vec<u8> {
-    let key = keys::encode(&event.key);
-    let mut out = Vec::with_capacity(14 + key.len() + event.value.len());
-    out.push(FORMAT);
-    out.push(match event.kind {
-        EventType::Added => 1,
-        EventType::Modified => 2,
-        EventType::Deleted => 3,
-    });
-    out.extend_from_slice(&event.create_revision.to_be_bytes());
-    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    out.extend_from_slice(&key);
-    out.extend_from_slice(&event.value);
-    out
-}
-
-fn decode_event(log_key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
-    let bad = || corrupt(log_key, "unknown event envelope");
-    if log_key.len() != 13 || bytes.len() < 14 || bytes[0] != FORMAT {
-        return Err(bad());
-    }
-    let revision = u64::from_be_bytes(log_key[1..9].try_into().expect("8 bytes"));
-    let kind = match bytes[1] {
-        1 => EventType::Added,
-        2 => EventType::Modified,
-        3 => EventType::Deleted,
-        _ => return Err(bad()),
-    };
-    let create_revision = u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes"));
-    let key_len = u32::from_be_bytes(bytes[10..14].try_into().expect("4 bytes")) as usize;
-    let key_bytes = bytes.get(14..14 + key_len).ok_or_else(bad)?;
-    let key = keys::decode(key_bytes).ok_or_else(bad)?;
-    Ok(Event {
-        revision,
-        kind,
-        key,
-        value: bytes[14 + key_len..].to_vec(),
-        create_revision,
-    })
 }
 
 #[cfg(test)]
