@@ -305,3 +305,39 @@ async fn oversized_requests_are_refused() {
     assert!(status.message().contains("65536"), "{status:?}");
     assert!(!exists(&mut client, "proj", "acme", "big").await);
 }
+
+#[tokio::test]
+async fn parameters_are_validated_against_the_schemas_when_written() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    let bad_params = format!(
+        "{}  parameters: {{port: 70000, prot: 1}}\n",
+        component("worker", "shop", "deployment/service")
+    );
+    let status = apply_err(&mut client, &bad_params).await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &[
+            "Component acme/worker",
+            "spec.parameters",
+            "/port: 70000 is greater than the maximum of 65535",
+            "/prot: unknown field \"prot\"",
+        ],
+    );
+    let bad_trait = format!(
+        "{}  traits: [{{name: ingress, instanceName: public, parameters: {{path: 7}}}}]\n",
+        component("worker", "shop", "deployment/service")
+    );
+    let status = apply_err(&mut client, &bad_trait).await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &["spec.traits[0].parameters", "\"host\" is a required property", "/path"],
+    );
+    assert!(!exists(&mut client, "comp", "acme", "worker").await, "nothing half-written");
+    // Defaults fill what is left out: a component with no parameters at all is valid.
+    let fine = component("worker", "shop", "deployment/service");
+    let object = from_yaml(&fine).unwrap().remove(0);
+    client.apply(ApplyRequest { resource: Some(object.into()), dry_run: false }).await.unwrap();
+}

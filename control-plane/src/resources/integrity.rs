@@ -4,8 +4,12 @@
 
 use troupe_common::{Kind, Object, ObjectKey};
 
+use troupe_common::pb::v1alpha1 as pb;
+
 use super::references::{self, Reference, references};
+use super::validate::struct_to_json as to_json;
 use super::{Error, Resources, decode};
+use crate::render::schema::describe;
 use crate::store::Revision;
 
 impl Resources {
@@ -30,9 +34,12 @@ impl Resources {
         Ok(out)
     }
 
-    /// Checks that every reference of `object` resolves and fits (DESIGN §2, creation order).
+    /// Checks that every reference of `object` resolves and fits (DESIGN §2, creation order),
+    /// and that parameters and overrides satisfy the schemas of what they refer to.
     pub(super) fn check_references(&self, object: &Object) -> Result<(), Error> {
         let key = object.key();
+        // Most references need only exist; the few whose content is checked are decoded.
+        let mut resolved: Vec<(Reference, Object)> = Vec::new();
         for reference in references(object) {
             let Some(record) = self.store.get(&reference.target)? else {
                 return Err(Error::MissingReference {
@@ -41,116 +48,244 @@ impl Resources {
                     target: reference.target.to_string(),
                 });
             };
-            // Most references need only exist; decode the few whose content is checked.
-            let checked = matches!(
-                (object.kind(), reference.target.kind),
-                (
-                    Kind::Component,
-                    Kind::ComponentType | Kind::ClusterComponentType
-                ) | (_, Kind::Component)
-                    | (Kind::ReleaseBinding, Kind::ComponentRelease)
-            );
-            if !checked {
-                continue;
+            if needs_content(object.kind(), reference.target.kind) {
+                let target = decode(&record)?;
+                resolved.push((reference, target));
             }
-            let target = decode(&record)?;
-            let bad = |message: String| Error::BadReference {
+        }
+        for (reference, target) in &resolved {
+            if let Object::Component(component) = target
+                && reference.owner
+            {
+                check_owner_project(&key, object, reference, component)?;
+            }
+        }
+        match object {
+            Object::Component(c) => self.check_component(&key, c, &resolved),
+            Object::ReleaseBinding(b) => self.check_binding(&key, b, &resolved),
+            _ => Ok(()),
+        }
+    }
+
+    /// A Component against its type and traits: workload type, allowed traits and workflow,
+    /// parameters valid against the schemas.
+    fn check_component(
+        &self,
+        key: &ObjectKey,
+        component: &pb::Component,
+        resolved: &[(Reference, Object)],
+    ) -> Result<(), Error> {
+        let spec = component.spec.clone().unwrap_or_default();
+        let Some((type_ref, type_spec)) = resolved.iter().find_map(|(r, o)| match o {
+            Object::ComponentType(t) => Some((r, t.spec.clone().unwrap_or_default())),
+            Object::ClusterComponentType(t) => Some((r, t.spec.clone().unwrap_or_default())),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let wanted = spec.component_type.unwrap_or_default();
+        let prefix = wanted.name.split_once('/').map_or("", |(p, _)| p);
+        if prefix != type_spec.workload_type {
+            return Err(Error::BadReference {
                 object: key.clone(),
-                field: reference.field.clone(),
-                message,
-            };
-            match (object, &target) {
-                (
-                    Object::Component(c),
-                    Object::ComponentType(_) | Object::ClusterComponentType(_),
-                ) => {
-                    let spec = c.spec.clone().unwrap_or_default();
-                    let wanted = spec.component_type.unwrap_or_default();
-                    let type_spec = match &target {
-                        Object::ComponentType(t) => t.spec.clone(),
-                        Object::ClusterComponentType(t) => t.spec.clone(),
-                        _ => None,
-                    }
-                    .unwrap_or_default();
-                    let prefix = wanted.name.split_once('/').map_or("", |(p, _)| p);
-                    if prefix != type_spec.workload_type {
-                        return Err(bad(format!(
-                            "{} has workloadType {:?}, so the reference must be \"{}/{}\", not {:?}",
-                            reference.target,
-                            type_spec.workload_type,
-                            type_spec.workload_type,
-                            reference.target.name,
-                            wanted.name
-                        )));
-                    }
-                    for (i, t) in spec.traits.iter().enumerate() {
-                        let kind = t.kind.as_str().if_empty(Kind::Trait.name());
-                        if !type_spec.allowed_traits.iter().any(|a| {
-                            a.kind.as_str().if_empty(Kind::Trait.name()) == kind && a.name == t.name
-                        }) {
-                            return Err(Error::BadReference {
-                                object: key.clone(),
-                                field: format!("spec.traits[{i}]"),
-                                message: format!(
-                                    "{kind} {:?} is not in the allowedTraits of {}",
-                                    t.name, reference.target
-                                ),
-                            });
-                        }
-                    }
-                    if let Some(w) = &spec.workflow {
-                        let kind = w.kind.as_str().if_empty(Kind::Workflow.name());
-                        if !type_spec.allowed_workflows.iter().any(|a| {
-                            a.kind.as_str().if_empty(Kind::Workflow.name()) == kind
-                                && a.name == w.name
-                        }) {
-                            return Err(Error::BadReference {
-                                object: key.clone(),
-                                field: "spec.workflow".into(),
-                                message: format!(
-                                    "{kind} {:?} is not in the allowedWorkflows of {}",
-                                    w.name, reference.target
-                                ),
-                            });
-                        }
-                    }
-                }
-                (_, Object::Component(component))
-                    if reference.field == "spec.owner.componentName" =>
-                {
-                    let project = component
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.owner.as_ref())
-                        .map(|o| o.project_name.as_str())
-                        .unwrap_or("");
-                    let claimed = owner_project(object);
-                    if claimed != project {
-                        return Err(Error::BadReference {
-                            object: key.clone(),
-                            field: "spec.owner.projectName".into(),
-                            message: format!(
-                                "{} belongs to project {project:?}, not {claimed:?}",
-                                reference.target
-                            ),
-                        });
-                    }
-                }
-                (Object::ReleaseBinding(b), Object::ComponentRelease(r)) => {
-                    let mine = b.spec.as_ref().and_then(|s| s.owner.clone());
-                    let theirs = r.spec.as_ref().and_then(|s| s.owner.clone());
-                    if mine != theirs {
-                        return Err(bad(format!(
-                            "{} belongs to another component",
-                            reference.target
-                        )));
-                    }
-                }
-                _ => {}
+                field: type_ref.field.clone(),
+                message: format!(
+                    "{} has workloadType {:?}, so the reference must be \"{}/{}\", not {:?}",
+                    type_ref.target,
+                    type_spec.workload_type,
+                    type_spec.workload_type,
+                    type_ref.target.name,
+                    wanted.name
+                ),
+            });
+        }
+        for (i, t) in spec.traits.iter().enumerate() {
+            let kind = t.kind.as_str().if_empty(Kind::Trait.name());
+            if !type_spec
+                .allowed_traits
+                .iter()
+                .any(|a| a.kind.as_str().if_empty(Kind::Trait.name()) == kind && a.name == t.name)
+            {
+                return Err(Error::BadReference {
+                    object: key.clone(),
+                    field: format!("spec.traits[{i}]"),
+                    message: format!(
+                        "{kind} {:?} is not in the allowedTraits of {}",
+                        t.name, type_ref.target
+                    ),
+                });
             }
+        }
+        if let Some(w) = &spec.workflow {
+            let kind = w.kind.as_str().if_empty(Kind::Workflow.name());
+            if !type_spec.allowed_workflows.iter().any(|a| {
+                a.kind.as_str().if_empty(Kind::Workflow.name()) == kind && a.name == w.name
+            }) {
+                return Err(Error::BadReference {
+                    object: key.clone(),
+                    field: "spec.workflow".into(),
+                    message: format!(
+                        "{kind} {:?} is not in the allowedWorkflows of {}",
+                        w.name, type_ref.target
+                    ),
+                });
+            }
+        }
+        self.check_values(
+            key,
+            "spec.parameters",
+            type_spec.parameters.as_ref(),
+            spec.parameters.as_ref(),
+        )?;
+        for (i, instance) in spec.traits.iter().enumerate() {
+            let trait_spec = resolved.iter().find_map(|(r, o)| match o {
+                Object::Trait(t) if r.target.name == instance.name => t.spec.clone(),
+                Object::ClusterTrait(t) if r.target.name == instance.name => t.spec.clone(),
+                _ => None,
+            });
+            let trait_spec = trait_spec.unwrap_or_default();
+            self.check_values(
+                key,
+                &format!("spec.traits[{i}].parameters"),
+                trait_spec.parameters.as_ref(),
+                instance.parameters.as_ref(),
+            )?;
         }
         Ok(())
     }
+
+    /// A ReleaseBinding against its release: same component, overrides valid against the
+    /// schemas captured in the release.
+    fn check_binding(
+        &self,
+        key: &ObjectKey,
+        binding: &pb::ReleaseBinding,
+        resolved: &[(Reference, Object)],
+    ) -> Result<(), Error> {
+        let Some((release_ref, release)) = resolved.iter().find_map(|(r, o)| match o {
+            Object::ComponentRelease(cr) => Some((r, cr.spec.clone().unwrap_or_default())),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let spec = binding.spec.clone().unwrap_or_default();
+        if spec.owner != release.owner {
+            return Err(Error::BadReference {
+                object: key.clone(),
+                field: release_ref.field.clone(),
+                message: format!("{} belongs to another component", release_ref.target),
+            });
+        }
+        let type_spec = release
+            .component_type
+            .and_then(|t| t.spec)
+            .unwrap_or_default();
+        self.check_values(
+            key,
+            "spec.componentTypeEnvironmentConfigs",
+            type_spec.environment_configs.as_ref(),
+            spec.component_type_environment_configs.as_ref(),
+        )?;
+        let profile = release.component_profile.unwrap_or_default();
+        let mut instances: Vec<&String> = spec.trait_environment_configs.keys().collect();
+        instances.sort();
+        for instance in instances {
+            let field = format!("spec.traitEnvironmentConfigs.{instance}");
+            let Some(used) = profile.traits.iter().find(|t| &t.instance_name == instance) else {
+                let known: Vec<&str> = profile
+                    .traits
+                    .iter()
+                    .map(|t| t.instance_name.as_str())
+                    .collect();
+                return Err(Error::invalid(
+                    key,
+                    field,
+                    format!(
+                        "the release has no trait instance {instance:?} (it has: {})",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            let trait_spec = release
+                .traits
+                .iter()
+                .find(|t| {
+                    t.name == used.name
+                        && t.kind.as_str().if_empty(Kind::Trait.name())
+                            == used.kind.as_str().if_empty(Kind::Trait.name())
+                })
+                .and_then(|t| t.spec.clone())
+                .unwrap_or_default();
+            self.check_values(
+                key,
+                &field,
+                trait_spec.environment_configs.as_ref(),
+                spec.trait_environment_configs.get(instance),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Validates `value` (with defaults applied) against `schema`, if there is one.
+    fn check_values(
+        &self,
+        key: &ObjectKey,
+        field: &str,
+        schema: Option<&pbjson_types::Struct>,
+        value: Option<&pbjson_types::Struct>,
+    ) -> Result<(), Error> {
+        let Some(schema) = schema else {
+            return Ok(());
+        };
+        let schema = self
+            .schemas
+            .get(&to_json(schema))
+            .map_err(|v| Error::invalid(key, field, format!("the schema does not compile: {v}")))?;
+        let value = value.map(to_json);
+        schema
+            .apply(value.as_ref())
+            .map(|_| ())
+            .map_err(|violations| Error::invalid(key, field, describe(&violations)))
+    }
+}
+
+/// True when a reference from `from` to `to` is checked beyond existence.
+fn needs_content(from: Kind, to: Kind) -> bool {
+    matches!(
+        (from, to),
+        (
+            Kind::Component,
+            Kind::ComponentType | Kind::ClusterComponentType | Kind::Trait | Kind::ClusterTrait
+        ) | (_, Kind::Component)
+            | (Kind::ReleaseBinding, Kind::ComponentRelease)
+    )
+}
+
+/// An owned object names its project twice (its own `spec.owner.projectName` and its
+/// component's); the two must agree.
+fn check_owner_project(
+    key: &ObjectKey,
+    object: &Object,
+    reference: &Reference,
+    component: &pb::Component,
+) -> Result<(), Error> {
+    let project = component
+        .spec
+        .as_ref()
+        .and_then(|s| s.owner.as_ref())
+        .map_or("", |o| o.project_name.as_str());
+    let claimed = owner_project(object);
+    if claimed == project {
+        return Ok(());
+    }
+    Err(Error::BadReference {
+        object: key.clone(),
+        field: "spec.owner.projectName".into(),
+        message: format!(
+            "{} belongs to project {project:?}, not {claimed:?}",
+            reference.target
+        ),
+    })
 }
 
 /// The project named in an owned object's `spec.owner`.

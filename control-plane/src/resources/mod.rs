@@ -26,6 +26,7 @@ pub use error::Error;
 pub use references::{Reference, references};
 pub use watch::{WatchEvent, WatchEventType, WatchRequest};
 
+use crate::render::schema::SchemaCache;
 use crate::store::{Precondition, Record, Revision, Store, Txn, wait_durable};
 
 /// What an apply did.
@@ -67,6 +68,8 @@ pub struct Resources {
     store: Arc<dyn Store>,
     /// Held from the first read of a write's checks to its commit; never across an await.
     write_lock: std::sync::Mutex<()>,
+    /// Compiled parameter schemas, shared by every check.
+    schemas: SchemaCache,
 }
 
 impl Resources {
@@ -75,6 +78,7 @@ impl Resources {
         Self {
             store,
             write_lock: std::sync::Mutex::new(()),
+            schemas: SchemaCache::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 
 use super::Error;
 use super::references::scoped_kind;
+use crate::render::schema::Schema;
 
 /// Workload types a ComponentType may declare.
 pub const WORKLOAD_TYPES: [&str; 5] = ["deployment", "statefulset", "cronjob", "job", "proxy"];
@@ -356,17 +357,9 @@ impl Ctx<'_> {
 
     fn schema(&self, field: &str, schema: Option<&pbjson_types::Struct>) -> Result<(), Error> {
         let Some(schema) = schema else { return Ok(()) };
-        let value = struct_to_json(schema);
-        if let Err(e) = jsonschema::meta::validate(&value) {
-            let at = e.instance_path().to_string();
-            return Err(self.invalid(
-                format!("{field}{}", pointer_suffix(&at)),
-                format!("not a valid JSON Schema: {e}"),
-            ));
-        }
-        jsonschema::validator_for(&value)
+        Schema::compile(&struct_to_json(schema))
             .map(|_| ())
-            .map_err(|e| self.invalid(field, format!("not a valid JSON Schema: {e}")))
+            .map_err(|v| self.invalid(format!("{field}{}", pointer_suffix(&v.pointer)), v.message))
     }
 
     fn component_type(&self, spec: &pb::ComponentTypeSpec) -> Result<(), Error> {
