@@ -6,7 +6,13 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    let fds = protox::compile(["troupe/v1alpha1/resource_service.proto"], ["../proto"])?;
+    let fds = protox::compile(
+        [
+            "troupe/v1alpha1/resource_service.proto",
+            "troupe/v1alpha1/release_service.proto",
+        ],
+        ["../proto"],
+    )?;
     let descriptor = fds.encode_to_vec();
     std::fs::write(out.join("troupe_descriptor.bin"), &descriptor)?;
 

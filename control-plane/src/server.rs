@@ -10,7 +10,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::api::{ResourceApi, ResourceServiceServer};
+use crate::api::{ReleaseApi, ReleaseServiceServer, ResourceApi, ResourceServiceServer};
+use crate::releases::Releases;
 use crate::resources::Resources;
 use crate::store::{MemoryStore, SledStore, Store};
 
@@ -47,13 +48,20 @@ pub async fn run(
         None => Arc::new(MemoryStore::new()),
     };
     let resources = Arc::new(Resources::new(store.clone()));
+    let releases = Arc::new(Releases::new(resources.clone()));
 
     let resource_service = ResourceServiceServer::new(ResourceApi::new(resources))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    let release_service = ReleaseServiceServer::new(ReleaseApi::new(releases))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ResourceServiceServer<ResourceApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ReleaseServiceServer<ReleaseApi>>()
         .await;
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -71,6 +79,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(resource_service)
+        .add_service(release_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     tracing::info!("troupe server stopped");

@@ -333,11 +333,24 @@ async fn parameters_are_validated_against_the_schemas_when_written() {
     assert_status(
         &status,
         Code::InvalidArgument,
-        &["spec.traits[0].parameters", "\"host\" is a required property", "/path"],
+        &[
+            "spec.traits[0].parameters",
+            "\"host\" is a required property",
+            "/path",
+        ],
     );
-    assert!(!exists(&mut client, "comp", "acme", "worker").await, "nothing half-written");
+    assert!(
+        !exists(&mut client, "comp", "acme", "worker").await,
+        "nothing half-written"
+    );
     // Defaults fill what is left out: a component with no parameters at all is valid.
     let fine = component("worker", "shop", "deployment/service");
     let object = from_yaml(&fine).unwrap().remove(0);
-    client.apply(ApplyRequest { resource: Some(object.into()), dry_run: false }).await.unwrap();
+    client
+        .apply(ApplyRequest {
+            resource: Some(object.into()),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
 }

@@ -1,6 +1,7 @@
 //! gRPC handlers. Each one decodes and checks its request, makes one call into
 //! [`Resources`], and encodes the answer; errors become statuses in [`status`] only.
 
+mod release;
 mod status;
 
 use std::pin::Pin;
@@ -18,6 +19,7 @@ use troupe_common::{Kind, ObjectKey};
 use crate::resources::{Error, Outcome, Resources, WatchEventType, WatchRequest};
 
 pub use pb::resource_service_server::ResourceServiceServer;
+pub use release::{ReleaseApi, ReleaseServiceServer};
 
 /// The `troupe.v1alpha1.ResourceService` implementation.
 pub struct ResourceApi {

@@ -8,7 +8,9 @@ use crate::resources::Error;
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
-            Error::Invalid { .. } | Error::Immutable { .. } => Code::InvalidArgument,
+            Error::Invalid { .. } | Error::Immutable { .. } | Error::Render { .. } => {
+                Code::InvalidArgument
+            }
             Error::NotFound(_) => Code::NotFound,
             Error::Stale { .. } => Code::Aborted,
             Error::MissingReference { .. }

@@ -4,6 +4,7 @@
 mod apply;
 mod get;
 mod output;
+mod release;
 mod watch;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tonic::transport::{Channel, Endpoint};
+use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 
 use crate::server::{DEFAULT_MAX_MESSAGE_BYTES, ServerConfig};
@@ -101,6 +103,32 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Cut releases of components.
+    Release {
+        /// What to do with releases.
+        #[command(subcommand)]
+        action: ReleaseCommand,
+    },
+    /// Print the manifests a component would become in an environment; stores nothing.
+    Render {
+        /// The component.
+        component: String,
+        /// Namespace of the component.
+        #[arg(short, long, env = "TROUPE_NAMESPACE")]
+        namespace: String,
+        /// Environment to render for.
+        #[arg(long = "env")]
+        environment: String,
+        /// Render this ComponentRelease instead of the component's current state.
+        #[arg(long, default_value = "")]
+        release: String,
+        /// Override an environmentConfigs value: `replicas=3`, or `traits.INSTANCE.key=value`.
+        #[arg(long = "set")]
+        sets: Vec<String>,
+        /// Output format.
+        #[arg(short, long, default_value = "yaml", value_parser = ["yaml", "json"])]
+        output: String,
+    },
     /// Stream changes to resources of a kind (`all` for every kind) until interrupted.
     #[command(after_help = KINDS_HELP)]
     Watch {
@@ -118,6 +146,20 @@ pub enum Command {
         /// Output format: one line per event, or the objects as YAML or JSON lines.
         #[arg(short, long, default_value = "table", value_parser = ["table", "yaml", "json"])]
         output: String,
+    },
+}
+
+/// The `release` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Snapshot a component (with its workload, type and traits) into an immutable
+    /// ComponentRelease named by its content; unchanged inputs return the existing release.
+    Create {
+        /// The component.
+        component: String,
+        /// Namespace of the component.
+        #[arg(short, long, env = "TROUPE_NAMESPACE")]
+        namespace: String,
     },
 }
 
@@ -161,6 +203,38 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
             .await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Release {
+            action:
+                ReleaseCommand::Create {
+                    component,
+                    namespace,
+                },
+        } => {
+            release::create(
+                &mut release_client(&args.server).await?,
+                &namespace,
+                &component,
+            )
+            .await
+        }
+        Command::Render {
+            component,
+            namespace,
+            environment,
+            release,
+            sets,
+            output,
+        } => {
+            let render = release::RenderArgs {
+                namespace: &namespace,
+                component: &component,
+                environment: &environment,
+                release: &release,
+                sets: &sets,
+                output: &output,
+            };
+            release::render(&mut release_client(&args.server).await?, render).await
         }
         Command::Apply { files, dry_run } => {
             apply::run(&connect(&args.server).await?, &files, dry_run).await
@@ -223,14 +297,23 @@ pub type Client = ResourceServiceClient<Channel>;
 /// Largest message the CLI accepts (large lists).
 const CLIENT_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-async fn connect(server: &str) -> anyhow::Result<Client> {
-    let channel = Endpoint::from_shared(server.to_string())
+async fn channel(server: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(server.to_string())
         .with_context(|| format!("invalid server address {server:?}"))?
         .connect()
         .await
         .with_context(|| {
             format!("cannot reach the Troupe server at {server} (set --server or TROUPE_SERVER)")
-        })?;
+        })
+}
+
+async fn release_client(server: &str) -> anyhow::Result<ReleaseServiceClient<Channel>> {
+    Ok(ReleaseServiceClient::new(channel(server).await?)
+        .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES))
+}
+
+async fn connect(server: &str) -> anyhow::Result<Client> {
+    let channel = channel(server).await?;
     Ok(ResourceServiceClient::new(channel)
         .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(CLIENT_MAX_MESSAGE_BYTES))

@@ -2,6 +2,13 @@
 //! plane into the final Kubernetes manifests (DESIGN §3). A pure function of its inputs: no
 //! I/O, deterministic output.
 //!
+//! - [`template`] evaluates structured templates: YAML/JSON trees with `${{ expr }}` minijinja
+//!   expressions, typed when an expression stands alone.
+//! - [`patch`] applies trait patches to rendered objects.
+//! - [`component`] renders one component release for one environment.
 //! - [`schema`] defaults and validates parameters against the schemas types declare.
 
+pub mod component;
+pub mod patch;
 pub mod schema;
+pub mod template;

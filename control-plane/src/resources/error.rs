@@ -74,6 +74,14 @@ pub enum Error {
         /// How many more referrers there are beyond those listed.
         more: usize,
     },
+    /// Rendering failed: a template, a schema or a patch does not work for these inputs.
+    #[error("rendering {object}: {message}")]
+    Render {
+        /// The component rendered.
+        object: ObjectKey,
+        /// Where and why it failed.
+        message: String,
+    },
     /// A watch asked for revisions the event log no longer holds.
     #[error(
         "revision {requested} is older than the event log (oldest watchable revision: {oldest}); list again and watch from the list's revision"

@@ -9,7 +9,7 @@
 
 mod error;
 mod integrity;
-mod references;
+pub mod references;
 mod validate;
 mod watch;
 
@@ -27,6 +27,7 @@ pub use references::{Reference, references};
 pub use watch::{WatchEvent, WatchEventType, WatchRequest};
 
 use crate::render::schema::SchemaCache;
+use crate::render::template::{Engine, Limits};
 use crate::store::{Precondition, Record, Revision, Store, Txn, wait_durable};
 
 /// What an apply did.
@@ -68,8 +69,10 @@ pub struct Resources {
     store: Arc<dyn Store>,
     /// Held from the first read of a write's checks to its commit; never across an await.
     write_lock: std::sync::Mutex<()>,
-    /// Compiled parameter schemas, shared by every check.
+    /// Compiled parameter schemas, shared by every check and render.
     schemas: SchemaCache,
+    /// The template engine, shared by every check and render.
+    engine: Engine,
 }
 
 impl Resources {
@@ -79,7 +82,18 @@ impl Resources {
             store,
             write_lock: std::sync::Mutex::new(()),
             schemas: SchemaCache::default(),
+            engine: Engine::new(Limits::default()),
         }
+    }
+
+    /// The compiled-schema cache.
+    pub fn schemas(&self) -> &SchemaCache {
+        &self.schemas
+    }
+
+    /// The template engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The underlying store.
@@ -115,7 +129,7 @@ impl Resources {
         mut object: Object,
         dry_run: bool,
     ) -> Result<(Object, Outcome, Option<Revision>), Error> {
-        validate::check(&object)?;
+        validate::check(&object, &self.engine)?;
         object.set_type_meta();
         let key = object.key();
         let expected = object.meta().resource_version;

@@ -9,15 +9,17 @@ use troupe_common::{Kind, Object, ObjectKey};
 
 use super::Error;
 use super::references::scoped_kind;
+use crate::render::patch::{Op, Path};
 use crate::render::schema::Schema;
+use crate::render::template::{Engine, TemplateError};
 
 /// Workload types a ComponentType may declare.
 pub const WORKLOAD_TYPES: [&str; 5] = ["deployment", "statefulset", "cronjob", "job", "proxy"];
 
 /// Checks everything about `object` that can be checked without reading other objects.
-pub fn check(object: &Object) -> Result<(), Error> {
+pub fn check(object: &Object, engine: &Engine) -> Result<(), Error> {
     let key = object.key();
-    let ctx = Ctx { key: &key };
+    let ctx = Ctx { key: &key, engine };
     let (api_version, kind) = object.type_meta();
     if !api_version.is_empty() && api_version != troupe_common::API_VERSION {
         return Err(ctx.invalid(
@@ -311,6 +313,7 @@ mod erased {
 
 struct Ctx<'a> {
     key: &'a ObjectKey,
+    engine: &'a Engine,
 }
 
 impl Ctx<'_> {
@@ -386,9 +389,7 @@ impl Ctx<'_> {
                     format!("{:?} is used twice", r.id),
                 ));
             }
-            if r.template.is_none() {
-                return Err(self.invalid(format!("spec.resources[{i}].template"), "required"));
-            }
+            self.resource_template(&format!("spec.resources[{i}]"), r)?;
         }
         for (i, t) in spec.allowed_traits.iter().enumerate() {
             self.ref_kind(
@@ -414,17 +415,71 @@ impl Ctx<'_> {
     fn trait_spec(&self, spec: &pb::TraitSpec) -> Result<(), Error> {
         self.schema("spec.parameters", spec.parameters.as_ref())?;
         self.schema("spec.environmentConfigs", spec.environment_configs.as_ref())?;
+        for (i, c) in spec.creates.iter().enumerate() {
+            self.resource_template(&format!("spec.creates[{i}]"), c)?;
+        }
         for (i, p) in spec.patches.iter().enumerate() {
+            let at = format!("spec.patches[{i}]");
+            self.expression(&format!("{at}.forEach"), &p.for_each)?;
+            if !p.for_each.is_empty() && p.var.is_empty() {
+                return Err(self.invalid(format!("{at}.var"), "required with forEach"));
+            }
+            if let Some(target) = &p.target {
+                self.expression(&format!("{at}.target.where"), &target.r#where)?;
+            }
             for (j, op) in p.operations.iter().enumerate() {
-                if !matches!(op.op.as_str(), "add" | "replace" | "remove") {
-                    return Err(self.invalid(
-                        format!("spec.patches[{i}].operations[{j}].op"),
-                        format!("{:?} is not one of add, replace, remove", op.op),
-                    ));
+                let at = format!("{at}.operations[{j}]");
+                Op::parse(&op.op).map_err(|e| self.invalid(format!("{at}.op"), e.to_string()))?;
+                Path::parse(&op.path)
+                    .map_err(|e| self.invalid(format!("{at}.path"), e.to_string()))?;
+                if let Some(value) = &op.value {
+                    self.template(&format!("{at}.value"), &struct_to_json(value))?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// A resource entry's control fields and template compile.
+    fn resource_template(&self, at: &str, r: &pb::ResourceTemplate) -> Result<(), Error> {
+        self.expression(&format!("{at}.includeWhen"), &r.include_when)?;
+        self.expression(&format!("{at}.forEach"), &r.for_each)?;
+        if !r.for_each.is_empty() && r.var.is_empty() {
+            return Err(self.invalid(format!("{at}.var"), "required with forEach"));
+        }
+        let template = r
+            .template
+            .as_ref()
+            .ok_or_else(|| self.invalid(format!("{at}.template"), "required"))?;
+        self.template(&format!("{at}.template"), &struct_to_json(template))
+    }
+
+    /// Every `${{ }}` expression in `template` compiles.
+    fn template(&self, at: &str, template: &serde_json::Value) -> Result<(), Error> {
+        self.engine.check("", template).map_err(|e| {
+            self.invalid(
+                format!("{at}{}", pointer_suffix(&e.path)),
+                expression_error(&e),
+            )
+        })
+    }
+
+    /// A control field, when set, is one `${{ }}` expression that compiles.
+    fn expression(&self, at: &str, field: &str) -> Result<(), Error> {
+        if field.is_empty() {
+            return Ok(());
+        }
+        self.engine
+            .check_field("", field)
+            .map_err(|e| self.invalid(at, expression_error(&e)))
+    }
+}
+
+fn expression_error(e: &TemplateError) -> String {
+    if e.expression.is_empty() {
+        e.message.clone()
+    } else {
+        format!("`{}`: {}", e.expression, e.message)
     }
 }
 

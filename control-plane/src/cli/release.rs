@@ -1,0 +1,133 @@
+//! `troupe release create` and `troupe render`.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use serde_json::{Map, Value};
+use tonic::transport::Channel;
+use troupe_common::document::{integral_numbers, json_to_yaml};
+use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
+use troupe_common::pb::v1alpha1::{CreateReleaseRequest, RenderRequest};
+
+use super::server_error;
+
+pub(super) async fn create(
+    client: &mut ReleaseServiceClient<Channel>,
+    namespace: &str,
+    component: &str,
+) -> anyhow::Result<ExitCode> {
+    let request = CreateReleaseRequest {
+        namespace: namespace.into(),
+        component: component.into(),
+    };
+    let response = client
+        .create_release(request)
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    let release = response.release.unwrap_or_default();
+    let meta = release.metadata.unwrap_or_default();
+    let sequence = meta
+        .annotations
+        .get("troupe.dev/sequence")
+        .cloned()
+        .unwrap_or_default();
+    let what = if response.created {
+        "created"
+    } else {
+        "unchanged (same content)"
+    };
+    println!(
+        "componentrelease/{} (namespace {namespace}) {what}; release #{sequence} of {component}",
+        meta.name
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) struct RenderArgs<'a> {
+    pub namespace: &'a str,
+    pub component: &'a str,
+    pub environment: &'a str,
+    pub release: &'a str,
+    pub sets: &'a [String],
+    pub output: &'a str,
+}
+
+pub(super) async fn render(
+    client: &mut ReleaseServiceClient<Channel>,
+    args: RenderArgs<'_>,
+) -> anyhow::Result<ExitCode> {
+    let (type_configs, trait_configs) = parse_sets(args.sets)?;
+    let request = RenderRequest {
+        namespace: args.namespace.into(),
+        component: args.component.into(),
+        environment: args.environment.into(),
+        release: args.release.into(),
+        component_type_environment_configs: Some(serde_json::from_value(Value::Object(
+            type_configs,
+        ))?),
+        trait_environment_configs: trait_configs
+            .into_iter()
+            .map(|(k, v)| Ok((k, serde_json::from_value(Value::Object(v))?)))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let response = client
+        .render(request)
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    let mut docs = Vec::new();
+    for manifest in response.manifests {
+        let mut value = serde_json::to_value(&manifest)?;
+        integral_numbers(&mut value);
+        docs.push(value);
+    }
+    if args.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&Value::Array(docs))?);
+    } else {
+        let texts: Vec<String> = docs.iter().map(json_to_yaml).collect();
+        print!("{}", texts.join("---\n"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+type Configs = Map<String, Value>;
+
+/// `--set a.b=1` sets the ComponentType's environmentConfigs; `--set traits.NAME.a=1` sets
+/// trait instance NAME's. Values are read as YAML scalars (`3`, `true`, `text`).
+fn parse_sets(sets: &[String]) -> anyhow::Result<(Configs, HashMap<String, Configs>)> {
+    let mut type_configs = Map::new();
+    let mut trait_configs: HashMap<String, Configs> = HashMap::new();
+    for set in sets {
+        let (path, raw) = set
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set {set:?}: expected PATH=VALUE"))?;
+        let value: Value = serde_saphyr::from_str(raw).unwrap_or_else(|_| Value::from(raw));
+        let segments: Vec<&str> = path.split('.').collect();
+        let (target, segments) = match segments.as_slice() {
+            ["traits", instance, rest @ ..] if !rest.is_empty() => {
+                (trait_configs.entry(instance.to_string()).or_default(), rest)
+            }
+            _ => (&mut type_configs, segments.as_slice()),
+        };
+        insert(target, segments, value).map_err(|e| anyhow::anyhow!("--set {set:?}: {e}"))?;
+    }
+    Ok((type_configs, trait_configs))
+}
+
+fn insert(map: &mut Configs, path: &[&str], value: Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty path".into()),
+        [last] => {
+            map.insert(last.to_string(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => match map
+            .entry(first.to_string())
+            .or_insert_with(|| Value::Object(Map::new()))
+        {
+            Value::Object(inner) => insert(inner, rest, value),
+            _ => Err(format!("{first} is set to a value, not a map")),
+        },
+    }
+}

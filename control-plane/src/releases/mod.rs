@@ -1,0 +1,180 @@
+//! Releases: cutting immutable ComponentReleases from components, and rendering what a
+//! release becomes in an environment.
+//!
+//! A release is named by its content, so cutting one from unchanged inputs finds the release
+//! already there instead of making a second. Each release also carries a per-component
+//! sequence number (annotation `troupe.dev/sequence`) for people.
+
+mod snapshot;
+
+use std::sync::Arc;
+
+use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::{Kind, Object, ObjectKey};
+
+use crate::render::component::{RenderInput, render};
+use crate::resources::references::scoped_kind;
+use crate::resources::{Error, Resources};
+
+/// What to render: a component (its current state, or one of its releases) in an environment,
+/// with the overrides a ReleaseBinding would carry.
+#[derive(Debug, Clone, Default)]
+pub struct RenderRequest {
+    /// Namespace of the component.
+    pub namespace: String,
+    /// The component.
+    pub component: String,
+    /// The environment.
+    pub environment: String,
+    /// A ComponentRelease of the component; empty renders its current state.
+    pub release: String,
+    /// Values for the ComponentType's `environmentConfigs`.
+    pub type_environment_configs: Option<pbjson_types::Struct>,
+    /// Values for trait instances' `environmentConfigs`, by instance name.
+    pub trait_environment_configs: std::collections::HashMap<String, pbjson_types::Struct>,
+}
+
+/// Label naming the project an object belongs to.
+pub const LABEL_PROJECT: &str = "troupe.dev/project";
+/// Label naming the component an object belongs to.
+pub const LABEL_COMPONENT: &str = "troupe.dev/component";
+/// Annotation holding a release's per-component sequence number.
+pub const ANNOTATION_SEQUENCE: &str = "troupe.dev/sequence";
+
+/// The release service.
+pub struct Releases {
+    resources: Arc<Resources>,
+}
+
+impl Releases {
+    /// Releases over `resources`.
+    pub fn new(resources: Arc<Resources>) -> Self {
+        Self { resources }
+    }
+
+    /// Cuts a release of the component's current state; returns it and whether it is new.
+    pub async fn create(&self, namespace: &str, component: &str) -> Result<(Object, bool), Error> {
+        let (spec, name) = snapshot::snapshot(&self.resources, namespace, component).await?;
+        let key = ObjectKey::new(Kind::ComponentRelease, namespace, &name);
+        match self.resources.get(&key) {
+            Ok(existing) => return Ok((existing, false)),
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let owner = spec.owner.clone().unwrap_or_default();
+        let selector = troupe_common::selector::LabelSelector::parse(&format!(
+            "{LABEL_COMPONENT}={component}"
+        ))
+        .expect("a component name is a valid label value");
+        let earlier = self
+            .resources
+            .list(Kind::ComponentRelease, namespace, &selector, 0, "")
+            .await?
+            .items
+            .len();
+        let metadata = pb::ObjectMeta {
+            name,
+            namespace: namespace.to_string(),
+            labels: [
+                (LABEL_PROJECT.to_string(), owner.project_name.clone()),
+                (LABEL_COMPONENT.to_string(), component.to_string()),
+            ]
+            .into(),
+            annotations: [(ANNOTATION_SEQUENCE.to_string(), (earlier + 1).to_string())].into(),
+            ..Default::default()
+        };
+        let release = Object::ComponentRelease(pb::ComponentRelease {
+            metadata: Some(metadata),
+            spec: Some(spec),
+            ..Default::default()
+        });
+        let (release, _) = self.resources.apply(release, false).await?;
+        Ok((release, true))
+    }
+
+    /// Renders a component in an environment without storing anything. Returns the manifests
+    /// and the name of the release rendered (empty for the current state).
+    pub async fn render(
+        &self,
+        request: RenderRequest,
+    ) -> Result<(Vec<serde_json::Value>, String), Error> {
+        let ns = request.namespace.as_str();
+        let component_key = ObjectKey::new(Kind::Component, ns, &request.component);
+        let spec = if request.release.is_empty() {
+            snapshot::snapshot(&self.resources, ns, &request.component)
+                .await?
+                .0
+        } else {
+            let key = ObjectKey::new(Kind::ComponentRelease, ns, &request.release);
+            let Object::ComponentRelease(release) = self.resources.get(&key)? else {
+                unreachable!("the store keeps objects under their own kind")
+            };
+            let spec = release.spec.unwrap_or_default();
+            let owner = spec.owner.clone().unwrap_or_default();
+            if owner.component_name != request.component {
+                return Err(Error::invalid(
+                    &key,
+                    "spec.owner.componentName",
+                    format!(
+                        "the release belongs to component {:?}, not {:?}",
+                        owner.component_name, request.component
+                    ),
+                ));
+            }
+            spec
+        };
+        let env_key = ObjectKey::new(Kind::Environment, ns, &request.environment);
+        let Object::Environment(environment) = self.resources.get(&env_key)? else {
+            unreachable!("the store keeps objects under their own kind")
+        };
+        let data_plane = self.data_plane(ns, &environment)?;
+        let resources = self.resources.clone();
+        let release_name = request.release.clone();
+        tokio::task::spawn_blocking(move || {
+            let input = RenderInput {
+                namespace: &request.namespace,
+                release_name: &request.release,
+                release: &spec,
+                environment: &environment,
+                data_plane,
+                type_environment_configs: request.type_environment_configs.as_ref(),
+                trait_environment_configs: &request.trait_environment_configs,
+            };
+            render(resources.engine(), resources.schemas(), &input).map_err(|e| Error::Render {
+                object: component_key.clone(),
+                message: e.to_string(),
+            })
+        })
+        .await
+        .expect("render panicked")
+        .map(|manifests| (manifests, release_name))
+    }
+
+    /// The environment's data plane as templates see it: `{kind, name, spec}`.
+    fn data_plane(
+        &self,
+        namespace: &str,
+        environment: &pb::Environment,
+    ) -> Result<serde_json::Value, Error> {
+        let r = environment
+            .spec
+            .as_ref()
+            .and_then(|s| s.data_plane_ref.clone())
+            .unwrap_or_default();
+        let kind = scoped_kind(&r.kind, Kind::DataPlane, Kind::ClusterDataPlane)
+            .unwrap_or(Kind::DataPlane);
+        let ns = if kind.is_cluster_scoped() {
+            ""
+        } else {
+            namespace
+        };
+        let spec = match self.resources.get(&ObjectKey::new(kind, ns, &r.name))? {
+            Object::DataPlane(dp) => dp.spec,
+            Object::ClusterDataPlane(dp) => dp.spec,
+            _ => None,
+        };
+        let mut spec = serde_json::to_value(spec.unwrap_or_default()).unwrap_or_default();
+        troupe_common::document::integral_numbers(&mut spec);
+        Ok(serde_json::json!({"kind": kind.name(), "name": r.name, "spec": spec}))
+    }
+}

@@ -1,0 +1,143 @@
+//! Cutting a ComponentRelease: the Component with its Workload, ComponentType and every Trait
+//! it uses, copied as they are now, and named by the hash of that content.
+
+use sha2::{Digest, Sha256};
+use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::{Kind, Object, ObjectKey};
+
+use crate::resources::references::scoped_kind;
+use crate::resources::{Error, Resources};
+
+/// The release spec for the component's current state, and the name it is released under.
+pub async fn snapshot(
+    resources: &Resources,
+    namespace: &str,
+    component: &str,
+) -> Result<(pb::ComponentReleaseSpec, String), Error> {
+    let component_key = ObjectKey::new(Kind::Component, namespace, component);
+    let Object::Component(c) = resources.get(&component_key)? else {
+        unreachable!("the store keeps objects under their own kind")
+    };
+    let spec = c.spec.unwrap_or_default();
+    let owner = pb::ComponentOwner {
+        project_name: spec.owner.clone().unwrap_or_default().project_name,
+        component_name: component.to_string(),
+    };
+
+    let type_ref = spec.component_type.clone().unwrap_or_default();
+    let type_kind = scoped_kind(
+        &type_ref.kind,
+        Kind::ComponentType,
+        Kind::ClusterComponentType,
+    )
+    .unwrap_or(Kind::ComponentType);
+    let type_name = type_ref.name.split_once('/').map_or("", |(_, n)| n);
+    let type_ns = if type_kind.is_cluster_scoped() {
+        ""
+    } else {
+        namespace
+    };
+    let type_spec = match resources.get(&ObjectKey::new(type_kind, type_ns, type_name))? {
+        Object::ComponentType(t) => t.spec,
+        Object::ClusterComponentType(t) => t.spec,
+        _ => None,
+    };
+    let type_spec = type_spec.unwrap_or_default();
+
+    // Every trait used, embedded in the type first, each (kind, name) once, sorted.
+    let mut used: Vec<(Kind, String)> = type_spec
+        .traits
+        .iter()
+        .chain(&spec.traits)
+        .map(|t| {
+            let kind = scoped_kind(&t.kind, Kind::Trait, Kind::ClusterTrait).unwrap_or(Kind::Trait);
+            (kind, t.name.clone())
+        })
+        .collect();
+    used.sort();
+    used.dedup();
+    let mut traits = Vec::with_capacity(used.len());
+    for (kind, name) in used {
+        let ns = if kind.is_cluster_scoped() {
+            ""
+        } else {
+            namespace
+        };
+        let trait_spec = match resources.get(&ObjectKey::new(kind, ns, &name))? {
+            Object::Trait(t) => t.spec,
+            Object::ClusterTrait(t) => t.spec,
+            _ => None,
+        };
+        traits.push(pb::TraitSnapshot {
+            kind: kind.name().to_string(),
+            name,
+            spec: trait_spec,
+        });
+    }
+
+    let workload = find_workload(resources, namespace, component).await?;
+    let mut release = pb::ComponentReleaseSpec {
+        owner: Some(owner),
+        component_type: Some(pb::ComponentTypeSnapshot {
+            kind: type_kind.name().to_string(),
+            name: type_ref.name.clone(),
+            spec: Some(type_spec),
+        }),
+        traits,
+        component_profile: Some(pb::ComponentProfile {
+            parameters: spec.parameters.clone(),
+            traits: spec.traits.clone(),
+        }),
+        workload: Some(pb::WorkloadTemplate {
+            container: workload.container,
+            endpoints: workload.endpoints,
+            connections: workload.connections,
+        }),
+        content_hash: String::new(),
+    };
+    release.content_hash = content_hash(&release);
+    let name = release_name(component, &release.content_hash);
+    Ok((release, name))
+}
+
+/// The component's Workload (the one whose `spec.owner.componentName` names it).
+async fn find_workload(
+    resources: &Resources,
+    namespace: &str,
+    component: &str,
+) -> Result<pb::WorkloadSpec, Error> {
+    let page = resources
+        .list(Kind::Workload, namespace, &Default::default(), 0, "")
+        .await?;
+    page.items
+        .into_iter()
+        .find_map(|o| match o {
+            Object::Workload(w) => w.spec.filter(|s| {
+                s.owner
+                    .as_ref()
+                    .is_some_and(|o| o.component_name == component)
+            }),
+            _ => None,
+        })
+        .ok_or_else(|| Error::MissingReference {
+            object: ObjectKey::new(Kind::Component, namespace, component),
+            field: "its Workload".into(),
+            target: format!(
+                "a Workload in {namespace} with spec.owner.componentName {component:?}"
+            ),
+        })
+}
+
+/// Hex sha256 of the release's content in canonical JSON (sorted keys, integral numbers).
+fn content_hash(release: &pb::ComponentReleaseSpec) -> String {
+    let mut value = serde_json::to_value(release).expect("generated types serialize");
+    troupe_common::document::integral_numbers(&mut value);
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `{component}-{first 10 hex of the hash}`, within a DNS label.
+fn release_name(component: &str, hash: &str) -> String {
+    let prefix: String = component.chars().take(52).collect();
+    format!("{}-{}", prefix.trim_end_matches('-'), &hash[..10])
+}

@@ -1,0 +1,299 @@
+//! Structured templates: JSON trees whose strings may hold `${{ expr }}` minijinja expressions
+//! (DESIGN §3). [`Engine::render`] walks a tree and returns a new one; the template is never
+//! treated as text, so quoting and indentation cannot break the output.
+//!
+//! - A string that is exactly one `${{ expr }}` (whitespace around it allowed) becomes the
+//!   expression's typed value: `${{ 3 }}` is the integer 3, `${{ labels }}` a map.
+//! - A string mixing text and expressions renders to a string: strings are inserted as-is,
+//!   `null` as nothing, numbers, bools, lists and maps as compact JSON.
+//! - Map keys may hold expressions; a key must evaluate to a string or a number.
+//! - A value (or key) that evaluates to `omit()` removes its map entry or list item; `omit()`
+//!   inside an expression's list or map result is dropped too.
+//! - `$${{` is a literal `${{` (for shell snippets that need the text itself).
+//! - Undefined variables are errors naming the expression, e.g. ``undefined value: `foo.bar`
+//!   is undefined``.
+//!
+//! Resource entries add `includeWhen` (a bool expression, evaluated first, without the loop
+//! variable) and `forEach` + `var` (a list, or a map iterated in key order as `{key, value}`
+//! items) — see [`Engine::render_resource`].
+//!
+//! # Helpers
+//!
+//! Besides minijinja's builtin filters and functions (`length`, `default`, `join`, `upper`,
+//! `items`, `range`, …), every expression can call:
+//!
+//! | helper | result |
+//! |---|---|
+//! | `omit()` | the sentinel that removes its map entry or list item |
+//! | `dns_name(part, ...)` | parts joined with `-`, lowercased, other characters → `-`, dashes collapsed and trimmed, cut to fit, plus `-` and 8 hex of sha256(parts joined by NUL): a stable DNS label of at most 63 characters |
+//! | `merge(a, b, ...)` | deep merge of maps, later wins; non-maps are replaced; `none` arguments are skipped; a key set to `omit()` is removed |
+//! | `sha256(x)` | hex sha256 of a string, or of the compact JSON of any other value |
+//! | `hash(x, n=8)` | the first `n` hex characters of `sha256(x)` |
+//! | `b64encode(s)`, `b64decode(s)` | standard base64; decoding invalid base64 or non-UTF-8 bytes is an error |
+//! | `tojson(x, indent=n)` | compact JSON (pretty with `indent`) |
+//! | `fromjson(s)` | the value JSON text describes |
+//!
+//! The last six also work as filters (`x | sha256`); the `tojson` filter is replaced by the
+//! function so both spell JSON the same way. Division `/` yields a float (`10 / 2` is `5.0`);
+//! use `//` or `| int` for integers.
+//!
+//! # Bounds
+//!
+//! Every public call is one *render call* with three bounds from [`Limits`]: fuel, the
+//! recursion limit, and the size of the output; each error names the bound and its value.
+//! minijinja 3 accounts fuel per evaluation: each `Expression::eval` builds a fresh `State`
+//! whose tracker starts at `Environment::fuel()`, so nothing carries over between evaluations
+//! or calls — but nothing bounds a call that evaluates many expressions either (a `forEach`
+//! over 10,000 items). To make the budget per call, the environment's fuel is only a ceiling
+//! (2^56) and every expression is compiled as `__troupe_meter(__troupe_charge(), (expr))`. The
+//! call's meter rides in the evaluation scope; `__troupe_charge` runs first and consumes the
+//! ceiling minus what the call has left, so the expression can only spend the remainder, and
+//! `__troupe_meter` books what it did spend (meters only ever add, so an expression cannot
+//! give fuel back). A new call gets a new meter, so it starts with the full budget.
+//!
+//! Compiled expressions are cached per engine, keyed by their text; the context is converted
+//! to a minijinja value once per call, and a `forEach` iteration binds its variable in a
+//! small scope object instead of copying the context.
+
+mod functions;
+mod parse;
+mod resource;
+mod value;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use minijinja::value::Value;
+use minijinja::{Environment, Error, ErrorKind, Expression};
+use serde_json::Value as Json;
+
+use self::functions::{CHARGE_FN, ENV_FUEL, METER_FN};
+use self::resource::control_expression;
+use self::value::{Meter, Sizer, to_json};
+use self::walk::{Call, Loc, error};
+
+/// Evaluation bounds, per render call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// minijinja fuel for all the expressions of one call (about one unit per instruction,
+    /// per 64 bytes of data produced, per item visited).
+    pub fuel: u64,
+    /// How deep templates, values and minijinja's own recursion may nest (minijinja caps
+    /// this at 500).
+    pub recursion: usize,
+    /// Approximate bytes of rendered JSON one call may produce.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 200_000,
+            recursion: 64,
+            max_output_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A template error: where, which expression, what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {}{message}", quoted(expression))]
+pub struct TemplateError {
+    /// JSON pointer of the string (for a key: the map's path plus the key).
+    pub path: String,
+    /// The expression's source, empty when the error is not about one expression.
+    pub expression: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn quoted(expression: &str) -> String {
+    if expression.is_empty() {
+        String::new()
+    } else {
+        format!("`{expression}`: ")
+    }
+}
+
+/// The control fields of one resource entry (strings empty when unset).
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceEntry<'a> {
+    /// `${{ bool }}`: no object when false.
+    pub include_when: &'a str,
+    /// `${{ list-or-map }}`: one object per item.
+    pub for_each: &'a str,
+    /// The loop variable's name; required with `for_each`.
+    pub var: &'a str,
+    /// The object's template.
+    pub template: &'a Json,
+}
+
+/// Compiled expressions kept per engine; the cache is cleared when it reaches this size so
+/// templates that come and go cannot grow it without bound.
+const CACHE_CAPACITY: usize = 16_384;
+
+type Compiled = Arc<Expression<'static, 'static>>;
+
+/// The template engine: one per process (holds the minijinja environment, the helper
+/// functions and the compiled-expression cache). `Send + Sync`.
+pub struct Engine {
+    env: &'static Environment<'static>,
+    limits: Limits,
+    cache: Mutex<HashMap<Box<str>, Compiled>>,
+}
+
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Engine>();
+};
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine with the given bounds (`fuel` is capped at 2^56).
+    pub fn new(limits: Limits) -> Self {
+        let limits = Limits {
+            fuel: limits.fuel.min(ENV_FUEL),
+            ..limits
+        };
+        Engine {
+            env: functions::environment(limits.recursion),
+            limits,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The engine's bounds.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Compiles every expression in `template` without evaluating it. `path` is the
+    /// JSON-pointer prefix for error paths.
+    pub fn check(&self, path: &str, template: &Json) -> Result<(), TemplateError> {
+        self.check_node(&Loc::Root(path), template, self.limits.recursion)
+    }
+
+    /// Checks a control field (includeWhen, forEach, where, a validation rule): exactly one
+    /// `${{ expr }}` that compiles.
+    pub fn check_field(&self, path: &str, field: &str) -> Result<(), TemplateError> {
+        let expr = control_expression(&Loc::Root(path), field)?;
+        self.compiled(expr)
+            .map(drop)
+            .map_err(|message| error(&Loc::Root(path), expr, message))
+    }
+
+    /// Renders a template tree against `context` (a JSON object of the variables).
+    pub fn render(
+        &self,
+        path: &str,
+        template: &Json,
+        context: &Json,
+    ) -> Result<Json, TemplateError> {
+        let loc = Loc::Root(path);
+        let call = self.call(&loc, context)?;
+        let root = call.scope(None);
+        self.render_node(&call, &root, &loc, template, self.limits.recursion)?
+            .ok_or_else(|| error(&loc, "", "the template root evaluated to omit()"))
+    }
+
+    /// Evaluates one `${{ expr }}` control field (includeWhen, forEach, where, validation
+    /// rule) to a typed value.
+    pub fn eval(&self, path: &str, field: &str, context: &Json) -> Result<Json, TemplateError> {
+        let loc = Loc::Root(path);
+        let call = self.call(&loc, context)?;
+        let expr = control_expression(&loc, field)?;
+        let value = self
+            .evaluate(&call.scope(None), expr)
+            .map_err(|m| error(&loc, expr, m))?;
+        to_json(&value, &call.sizer, self.limits.recursion)
+            .map_err(|m| error(&loc, expr, m))?
+            .ok_or_else(|| error(&loc, expr, "omit() is not a value here"))
+    }
+
+    fn call(&self, loc: &Loc<'_>, context: &Json) -> Result<Call, TemplateError> {
+        if !context.is_object() {
+            return Err(error(loc, "", "the render context must be a JSON object"));
+        }
+        let meter = Meter {
+            limit: self.limits.fuel,
+            spent: AtomicU64::new(0),
+        };
+        Ok(Call {
+            context: Value::from(minijinja::value::Serde(context)),
+            meter: Value::from_object(meter),
+            sizer: Sizer::new(self.limits.max_output_bytes),
+        })
+    }
+
+    /// Evaluates one expression in `scope`, charging the scope's call meter.
+    fn evaluate(&self, scope: &Value, expr: &str) -> Result<Value, String> {
+        let compiled = self.compiled(expr)?;
+        compiled.eval(scope.clone()).map_err(|e| self.describe(&e))
+    }
+
+    /// The compiled, metered form of `expr`, from the cache or compiled now.
+    fn compiled(&self, expr: &str) -> Result<Compiled, String> {
+        let lock = || self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(compiled) = lock().get(expr) {
+            return Ok(compiled.clone());
+        }
+        // The bare expression is compiled first: wrapping could make a malformed one (`a), (b`)
+        // parse, and its syntax errors point into the user's text.
+        self.env
+            .compile_expression_owned(expr.to_owned())
+            .map_err(|e| self.describe(&e))?;
+        let metered = format!("{METER_FN}({CHARGE_FN}(), ({expr}))");
+        let compiled = Arc::new(
+            self.env
+                .compile_expression_owned(metered)
+                .map_err(|e| self.describe(&e))?,
+        );
+        let mut cache = lock();
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(expr.into(), compiled.clone());
+        Ok(compiled)
+    }
+
+    /// A minijinja error as a message, naming the bound for bound errors.
+    fn describe(&self, err: &Error) -> String {
+        if err.kind() == ErrorKind::OutOfFuel {
+            return format!(
+                "template evaluation ran out of fuel (limit {} per render call): a loop or a value is too large",
+                self.limits.fuel
+            );
+        }
+        if err
+            .detail()
+            .is_some_and(|d| d.contains("recursion limit exceeded"))
+        {
+            return format!(
+                "template evaluation exceeded the recursion limit ({} levels)",
+                self.limits.recursion
+            );
+        }
+        let mut message = match err.detail() {
+            Some(detail) => format!("{}: {detail}", err.kind()),
+            None => err.kind().to_string(),
+        };
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        message
+    }
+}

@@ -1,0 +1,254 @@
+//! The bridge between JSON and minijinja values: the evaluation scope, the `omit()` sentinel,
+//! the per-call fuel meter, and the conversion of results back to JSON under the output bound.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use minijinja::value::{Enumerator, Object, ObjectRepr, Value, ValueKind};
+use serde_json::{Map, Number, Value as Json};
+
+/// The context variable under which a render call's [`Meter`] is reachable from the fuel
+/// functions. Looked up before the loop variable, so a `var` cannot shadow it.
+pub(super) const METER_VAR: &str = "__troupe_fuel";
+
+/// What `omit()` returns: removes the map entry or list item it lands in.
+#[derive(Debug)]
+pub(super) struct Omit;
+
+impl Object for Omit {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+}
+
+/// Whether `value` is the `omit()` sentinel.
+pub(super) fn is_omit(value: &Value) -> bool {
+    value.downcast_object_ref::<Omit>().is_some()
+}
+
+/// The fuel one render call may still spend, shared by all its expression evaluations.
+#[derive(Debug)]
+pub(super) struct Meter {
+    /// The call's budget (`Limits::fuel`).
+    pub limit: u64,
+    /// Fuel spent by the evaluations so far.
+    pub spent: AtomicU64,
+}
+
+impl Meter {
+    /// Fuel the call has left.
+    pub fn remaining(&self) -> u64 {
+        self.limit
+            .saturating_sub(self.spent.load(Ordering::Relaxed))
+    }
+}
+
+impl Object for Meter {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+}
+
+/// The root every expression is evaluated against: the call's context, the forEach loop
+/// variable when bound, and the meter. Binding a loop variable makes a new scope without
+/// copying the context.
+#[derive(Debug)]
+pub(super) struct Scope {
+    pub context: Value,
+    pub bound: Option<(String, Value)>,
+    pub meter: Value,
+}
+
+impl Scope {
+    fn lookup(&self, key: &str) -> Option<Value> {
+        if key == METER_VAR {
+            return Some(self.meter.clone());
+        }
+        if let Some((name, value)) = &self.bound
+            && name == key
+        {
+            return Some(value.clone());
+        }
+        self.context
+            .get_attr(key)
+            .ok()
+            .filter(|v| !v.is_undefined())
+    }
+}
+
+impl Object for Scope {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        key.as_str().and_then(|key| self.lookup(key))
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        self.lookup(key)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::NonEnumerable
+    }
+}
+
+/// Approximate JSON sizes charged against the output bound.
+const SCALAR_SIZE: usize = 8;
+const CONTAINER_SIZE: usize = 2;
+
+/// The output bound of one render call: approximate bytes of rendered JSON.
+#[derive(Debug)]
+pub(super) struct Sizer {
+    max: usize,
+    used: Cell<usize>,
+}
+
+impl Sizer {
+    /// A bound of `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Sizer {
+            max,
+            used: Cell::new(0),
+        }
+    }
+
+    /// Bytes charged so far.
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    /// A copy to charge tentatively: same limit, same usage, not committed.
+    pub fn scratch(&self) -> Sizer {
+        Sizer {
+            max: self.max,
+            used: Cell::new(self.used.get()),
+        }
+    }
+
+    /// Charges `bytes`; fails once the total passes the bound.
+    pub fn charge(&self, bytes: usize) -> Result<(), String> {
+        let used = self.used.get().saturating_add(bytes);
+        if used > self.max {
+            return Err(format!(
+                "rendered output exceeds the size limit ({} bytes)",
+                self.max
+            ));
+        }
+        self.used.set(used);
+        Ok(())
+    }
+
+    /// Charges the approximate size of a literal JSON value.
+    pub fn charge_json(&self, value: &Json) -> Result<(), String> {
+        match value {
+            Json::String(s) => self.charge(s.len() + 2),
+            Json::Array(items) => {
+                self.charge(CONTAINER_SIZE + items.len())?;
+                items.iter().try_for_each(|item| self.charge_json(item))
+            }
+            Json::Object(map) => {
+                self.charge(CONTAINER_SIZE)?;
+                map.iter().try_for_each(|(key, value)| {
+                    self.charge(key.len() + 4)?;
+                    self.charge_json(value)
+                })
+            }
+            Json::Null | Json::Bool(_) | Json::Number(_) => self.charge(SCALAR_SIZE),
+        }
+    }
+}
+
+/// Converts an evaluation result to JSON. `None` means the value is `omit()`; `omit()` items
+/// inside lists and maps are dropped. Integers stay integers. Nesting deeper than `depth`
+/// levels is refused.
+pub(super) fn to_json(value: &Value, sizer: &Sizer, depth: usize) -> Result<Option<Json>, String> {
+    if depth == 0 {
+        return Err("value nests too deeply (recursion limit)".into());
+    }
+    let json = match value.kind() {
+        ValueKind::Undefined => {
+            return Err("the result is or contains an undefined value \
+                 (`a if b` without `else` is undefined when b is false; `else omit()` drops the field)"
+                .into());
+        }
+        ValueKind::None => {
+            sizer.charge(SCALAR_SIZE)?;
+            Json::Null
+        }
+        ValueKind::Bool => {
+            sizer.charge(SCALAR_SIZE)?;
+            Json::Bool(value.is_true())
+        }
+        ValueKind::Number => {
+            sizer.charge(SCALAR_SIZE)?;
+            Json::Number(to_number(value)?)
+        }
+        ValueKind::String => {
+            let s = value.as_str().unwrap_or_default();
+            sizer.charge(s.len() + 2)?;
+            Json::String(s.to_owned())
+        }
+        ValueKind::Seq | ValueKind::Iterable => {
+            sizer.charge(CONTAINER_SIZE)?;
+            let mut items = Vec::with_capacity(value.len().unwrap_or(0));
+            for item in value.try_iter().map_err(|e| e.to_string())? {
+                sizer.charge(1)?;
+                items.extend(to_json(&item, sizer, depth - 1)?);
+            }
+            Json::Array(items)
+        }
+        ValueKind::Map => {
+            sizer.charge(CONTAINER_SIZE)?;
+            let mut map = Map::new();
+            for key in value.try_iter().map_err(|e| e.to_string())? {
+                let item = value.get_item(&key).map_err(|e| e.to_string())?;
+                let key = to_key(&key)?;
+                sizer.charge(key.len() + 4)?;
+                if let Some(item) = to_json(&item, sizer, depth - 1)? {
+                    map.insert(key, item);
+                }
+            }
+            Json::Object(map)
+        }
+        ValueKind::Plain if is_omit(value) => return Ok(None),
+        kind => return Err(format!("a {kind} value cannot be rendered")),
+    };
+    Ok(Some(json))
+}
+
+/// A map key as a string: strings as-is, numbers and bools in their JSON spelling.
+pub(super) fn to_key(key: &Value) -> Result<String, String> {
+    match key.kind() {
+        ValueKind::String => Ok(key.as_str().unwrap_or_default().to_owned()),
+        ValueKind::Number => Ok(to_number(key)?.to_string()),
+        ValueKind::Bool => Ok(key.is_true().to_string()),
+        kind => Err(format!(
+            "a map key must be a string or a number, got {kind}"
+        )),
+    }
+}
+
+fn to_number(value: &Value) -> Result<Number, String> {
+    if value.is_integer() {
+        if let Ok(i) = i64::try_from(value.clone()) {
+            return Ok(i.into());
+        }
+        if let Ok(u) = u64::try_from(value.clone()) {
+            return Ok(u.into());
+        }
+        return Err(format!("integer {value} is out of range"));
+    }
+    f64::try_from(value.clone())
+        .ok()
+        .and_then(Number::from_f64)
+        .ok_or_else(|| format!("{value} is not a finite number"))
+}
+
+/// Formats a value for interpolation into a string: strings as-is, null as nothing, anything
+/// else as compact JSON.
+pub(super) fn interpolate(value: &Json, out: &mut String) {
+    match value {
+        Json::String(s) => out.push_str(s),
+        Json::Null => {}
+        other => out.push_str(&other.to_string()),
+    }
+}
