@@ -354,3 +354,87 @@ async fn parameters_are_validated_against_the_schemas_when_written() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn template_syntax_errors_are_refused_when_the_type_is_written() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    let ct = "apiVersion: troupe.dev/v1alpha1
+kind: ComponentType
+metadata: {name: broken, namespace: acme}
+spec:
+  workloadType: deployment
+  resources:
+    - id: deployment
+      template:
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: \"${{ metadata.name | upper( }}\"}
+";
+    let status = apply_err(&mut client, ct).await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &[
+            "ComponentType acme/broken",
+            "spec.resources[0].template.metadata.name",
+            "metadata.name | upper(",
+        ],
+    );
+    let bad_when = ct.replace(
+        "    - id: deployment\n",
+        "    - id: deployment\n      includeWhen: \"yes\"\n",
+    );
+    let status = apply_err(&mut client, &bad_when).await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &["spec.resources[0].includeWhen"],
+    );
+    assert!(!exists(&mut client, "ct", "acme", "broken").await);
+}
+
+#[tokio::test]
+async fn binding_overrides_are_validated_against_the_release() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
+    let release = out
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches("componentrelease/");
+    let binding = format!(
+        "apiVersion: troupe.dev/v1alpha1
+kind: ReleaseBinding
+metadata: {{name: api-production, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: api}}
+  environment: production
+  releaseName: {release}
+  componentTypeEnvironmentConfigs: {{replicas: -1}}
+"
+    );
+    let status = apply_err(&mut client, &binding).await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &[
+            "ReleaseBinding acme/api-production",
+            "spec.componentTypeEnvironmentConfigs",
+            "/replicas",
+        ],
+    );
+    let unknown_instance = binding.replace(
+        "componentTypeEnvironmentConfigs: {replicas: -1}",
+        "traitEnvironmentConfigs: {private: {host: x}}",
+    );
+    let status = apply_err(&mut client, &unknown_instance).await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &["spec.traitEnvironmentConfigs.private", "it has: public"],
+    );
+    let fine = binding.replace("replicas: -1", "replicas: 3");
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&fine)));
+}

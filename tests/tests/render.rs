@@ -87,6 +87,23 @@ fn renders_typed_manifests_with_labels_traits_and_defaults() {
         deployment["spec"]["template"]["metadata"]["annotations"]["troupe.dev/config-hash"]
             .is_string()
     );
+    assert!(
+        deployment["spec"]["template"]["spec"]["containers"][0]
+            .get("command")
+            .is_none(),
+        "an empty command is left out, as a person would"
+    );
+    assert!(
+        deployment["metadata"]["labels"]
+            .get("troupe.dev/release")
+            .is_none(),
+        "no release rendered"
+    );
+    let service = find(&objects, "Service");
+    assert_eq!(
+        service["spec"]["ports"],
+        serde_json::json!([{"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}])
+    );
     let ingress = find(&objects, "Ingress");
     assert_eq!(ingress["spec"]["rules"][0]["host"], "api.acme.example.com");
 }

@@ -98,6 +98,7 @@ pub fn render(
             env_meta.name.as_str(),
             input.release_name,
         ])
+        .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| (k.to_string(), Value::from(v)))
         .collect();
     let pod_selectors = json!({

@@ -193,12 +193,12 @@ fn service_ports(endpoints: Value) -> Result<Value, Error> {
         } else {
             "TCP"
         };
-        ports.push(Value::from_iter([
+        ports.push(Value::from(BTreeMap::from([
             ("name", field("name")),
             ("port", port),
             ("targetPort", target),
             ("protocol", Value::from(protocol)),
-        ]));
+        ])));
     }
     Ok(Value::from(ports))
 }
