@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod controllers;
 pub mod releases;
 pub mod render;
 pub mod resources;

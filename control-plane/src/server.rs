@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::{ReleaseApi, ReleaseServiceServer, ResourceApi, ResourceServiceServer};
+use crate::controllers::binding::BindingController;
 use crate::releases::Releases;
 use crate::resources::Resources;
 use crate::store::{MemoryStore, SledStore, Store};
@@ -49,6 +50,8 @@ pub async fn run(
     };
     let resources = Arc::new(Resources::new(store.clone()));
     let releases = Arc::new(Releases::new(resources.clone()));
+    let binding_controller = BindingController::new(resources.clone(), releases.clone());
+    tokio::spawn(binding_controller.run());
 
     let resource_service = ResourceServiceServer::new(ResourceApi::new(resources))
         .max_decoding_message_size(config.max_message_bytes)

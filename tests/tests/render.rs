@@ -157,3 +157,114 @@ fn bad_overrides_and_unknown_environments_are_refused() {
         stderr(&out)
     );
 }
+
+fn binding(name: &str, env: &str, release: &str, replicas: i64) -> String {
+    format!(
+        "apiVersion: troupe.dev/v1alpha1
+kind: ReleaseBinding
+metadata: {{name: {name}, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: api}}
+  environment: {env}
+  releaseName: {release}
+  componentTypeEnvironmentConfigs: {{replicas: {replicas}}}
+"
+    )
+}
+
+/// Polls `troupe get release NAME -o json` until it exists and matches `ready`.
+fn wait_release(server: &Server, name: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..100 {
+        let out = server.cli(&["get", "release", name, "-n", "acme", "-o", "json"]);
+        if out.status.success() {
+            let v: Value = serde_json::from_str(&troupe_tests::stdout(&out)).unwrap();
+            if ready(&v) {
+                return v;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("Release {name} did not appear");
+}
+
+#[test]
+fn bindings_render_into_releases_that_differ_by_their_overrides() {
+    let (server, _dir) = mk_platform();
+    let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
+    let release = out
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches("componentrelease/")
+        .to_string();
+    let two = format!(
+        "{}---\n{}",
+        binding("api-development", "development", &release, 1),
+        binding("api-production", "production", &release, 4)
+    );
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&two)));
+    let dev = wait_release(&server, "api-development", |_| true);
+    let prod = wait_release(&server, "api-production", |_| true);
+    let manifests = |r: &Value| -> Vec<Value> {
+        r["spec"]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["object"].clone())
+            .collect()
+    };
+    let (dev_objects, prod_objects) = (manifests(&dev), manifests(&prod));
+    assert_eq!(find(&dev_objects, "Deployment")["spec"]["replicas"], 1);
+    assert_eq!(find(&prod_objects, "Deployment")["spec"]["replicas"], 4);
+    assert_eq!(
+        find(&prod_objects, "Deployment")["metadata"]["labels"]["troupe.dev/release"],
+        release.as_str()
+    );
+    // Apart from the environment's own name, only the override differs.
+    let normalize = |objects: &[Value]| {
+        objects
+            .iter()
+            .map(|o| {
+                o.to_string()
+                    .replace("development", "ENV")
+                    .replace("production", "ENV")
+            })
+            .map(|s| s.replace("\"replicas\":4", "\"replicas\":1"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(normalize(&dev_objects), normalize(&prod_objects));
+
+    // Re-applying the same bindings changes nothing: no new revision for the Release.
+    let version = prod["metadata"]["resourceVersion"].clone();
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&two)));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let again = wait_release(&server, "api-production", |_| true);
+    assert_eq!(again["metadata"]["resourceVersion"], version);
+
+    // A binding naming a release that does not exist is refused when written.
+    let bad = binding("api-staging", "staging", "api-0000000000", 1);
+    let out = server.cli_with_stdin(&["apply", "-f", "-"], Some(&bad));
+    assert!(
+        stderr(&out).contains("ComponentRelease acme/api-0000000000"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Undeploy removes the Release but keeps the binding.
+    let undeploy = binding("api-development", "development", &release, 1) + "  state: Undeploy\n";
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&undeploy)));
+    for _ in 0..100 {
+        if !server
+            .cli(&["get", "release", "api-development", "-n", "acme"])
+            .status
+            .success()
+        {
+            let yaml =
+                success(&server.cli(&["get", "rb", "api-development", "-n", "acme", "-o", "yaml"]));
+            assert!(yaml.contains("reason: Undeployed"), "{yaml}");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the Release of an undeployed binding was not removed");
+}

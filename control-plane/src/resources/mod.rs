@@ -193,6 +193,38 @@ impl Resources {
         Ok((object, outcome, Some(revision)))
     }
 
+    /// Replaces the status of the stored object with `object`'s, leaving spec and metadata as
+    /// stored. Status is the control plane's to write: controllers call this, users cannot.
+    /// Returns false when the status already matched (nothing written).
+    pub async fn write_status(self: &Arc<Self>, object: Object) -> Result<bool, Error> {
+        let this = self.clone();
+        let revision = tokio::task::spawn_blocking(move || -> Result<Option<Revision>, Error> {
+            let key = object.key();
+            let _guard = this.lock();
+            let (mut stored, record) = this
+                .read(&key)?
+                .ok_or_else(|| Error::NotFound(key.clone()))?;
+            if stored.status_eq(&object) {
+                return Ok(None);
+            }
+            stored.copy_status_from(Some(&object));
+            stored.meta_mut().resource_version = 0;
+            let txn = Txn::default()
+                .check(key.clone(), Precondition::AtRevision(record.mod_revision))
+                .put(key, encode(&stored));
+            Ok(Some(this.store.commit(txn)?))
+        })
+        .await
+        .expect("status write panicked")?;
+        match revision {
+            Some(revision) => {
+                wait_durable(&*self.store, revision).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         // The lock guards no data, only ordering; a panic while holding it leaves nothing
         // inconsistent behind.

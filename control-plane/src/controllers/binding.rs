@@ -1,0 +1,242 @@
+//! The binding controller: each ReleaseBinding whose state is Active and which names a
+//! release is rendered (release + environment + data plane + the binding's overrides) into a
+//! Release of the same name, holding the final manifests. A binding that cannot be rendered
+//! gets a `Rendered=False` condition with the full message, and its Release is left as it was.
+//! An `Undeploy` binding has no Release.
+//!
+//! Level-triggered: every binding is reconciled at start, and again whenever it, or an
+//! environment or data plane of its namespace, changes. Rendering is deterministic, so
+//! re-rendering unchanged inputs writes nothing (no new revision).
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::Receiver;
+use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::{Kind, Object, ObjectKey};
+
+use super::set_condition;
+use crate::releases::{Releases, RenderRequest};
+use crate::resources::references::scoped_kind;
+use crate::resources::{Error, Resources, WatchEvent, WatchRequest};
+
+/// Renders ReleaseBindings into Releases.
+pub struct BindingController {
+    resources: Arc<Resources>,
+    releases: Arc<Releases>,
+}
+
+impl BindingController {
+    /// A controller over `resources`.
+    pub fn new(resources: Arc<Resources>, releases: Arc<Releases>) -> Self {
+        Self {
+            resources,
+            releases,
+        }
+    }
+
+    /// Runs until the event stream ends (the server stops).
+    pub async fn run(self) {
+        let events = match self.resources.watch(WatchRequest::default()) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!(error = %e, "binding controller could not watch");
+                return;
+            }
+        };
+        self.follow(events).await;
+    }
+
+    async fn follow(&self, mut events: Receiver<Result<WatchEvent, Error>>) {
+        while let Some(event) = events.recv().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::error!(error = %e, "binding controller lost its watch");
+                    return;
+                }
+            };
+            let Some(object) = event.object else { continue };
+            let key = object.key();
+            let targets = match key.kind {
+                Kind::ReleaseBinding => vec![key],
+                Kind::ComponentRelease | Kind::Environment | Kind::DataPlane => {
+                    self.bindings(Some(&key.namespace)).await
+                }
+                Kind::ClusterDataPlane => self.bindings(None).await,
+                _ => continue,
+            };
+            for binding in targets {
+                if let Err(e) = self.reconcile(&binding).await {
+                    tracing::warn!(binding = %binding, error = %e, "reconcile failed");
+                }
+            }
+        }
+    }
+
+    /// Bindings in `namespace` (every namespace if `None`).
+    async fn bindings(&self, namespace: Option<&str>) -> Vec<ObjectKey> {
+        let page = self
+            .resources
+            .list(
+                Kind::ReleaseBinding,
+                namespace.unwrap_or(""),
+                &Default::default(),
+                0,
+                "",
+            )
+            .await;
+        page.map(|p| p.items.iter().map(Object::key).collect())
+            .unwrap_or_default()
+    }
+
+    /// Brings the binding's Release and conditions in line with the binding.
+    pub async fn reconcile(&self, key: &ObjectKey) -> Result<(), Error> {
+        let Object::ReleaseBinding(mut binding) = (match self.resources.get(key) {
+            Ok(o) => o,
+            // Deleting a binding deletes its Release with it (owner cascade).
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }) else {
+            return Ok(());
+        };
+        let spec = binding.spec.clone().unwrap_or_default();
+        let generation = binding.metadata.as_ref().map_or(0, |m| m.generation);
+        let release_key = ObjectKey::new(Kind::Release, &key.namespace, &key.name);
+        let mut status = binding.status.clone().unwrap_or_default();
+        if spec.state == "Undeploy" || spec.release_name.is_empty() {
+            let reason = if spec.state == "Undeploy" {
+                "Undeployed"
+            } else {
+                "NoRelease"
+            };
+            if self.resources.get(&release_key).is_ok() {
+                self.resources.delete(&release_key, 0, false).await?;
+            }
+            set_condition(
+                &mut status.conditions,
+                "Rendered",
+                false,
+                reason,
+                "nothing to render",
+                generation,
+            );
+        } else {
+            let owner = spec.owner.clone().unwrap_or_default();
+            let rendered = self
+                .releases
+                .render(RenderRequest {
+                    namespace: key.namespace.clone(),
+                    component: owner.component_name.clone(),
+                    environment: spec.environment.clone(),
+                    release: spec.release_name.clone(),
+                    type_environment_configs: spec.component_type_environment_configs.clone(),
+                    trait_environment_configs: spec.trait_environment_configs.clone(),
+                })
+                .await;
+            match rendered {
+                Ok((manifests, _)) => {
+                    let release = self.release_object(key, &spec, manifests)?;
+                    self.resources.apply(release, false).await?;
+                    let message =
+                        format!("rendered {} into Release {}", spec.release_name, key.name);
+                    set_condition(
+                        &mut status.conditions,
+                        "Rendered",
+                        true,
+                        "Rendered",
+                        &message,
+                        generation,
+                    );
+                }
+                Err(e) => {
+                    set_condition(
+                        &mut status.conditions,
+                        "Rendered",
+                        false,
+                        "RenderFailed",
+                        &e.to_string(),
+                        generation,
+                    );
+                }
+            }
+        }
+        status.observed_generation = generation;
+        binding.status = Some(status);
+        self.resources
+            .write_status(Object::ReleaseBinding(binding))
+            .await?;
+        Ok(())
+    }
+
+    fn release_object(
+        &self,
+        key: &ObjectKey,
+        spec: &pb::ReleaseBindingSpec,
+        manifests: Vec<serde_json::Value>,
+    ) -> Result<Object, Error> {
+        let env_key = ObjectKey::new(Kind::Environment, &key.namespace, &spec.environment);
+        let data_plane_ref = match self.resources.get(&env_key)? {
+            Object::Environment(env) => env.spec.and_then(|s| s.data_plane_ref),
+            _ => None,
+        }
+        .map(|r| pb::DataPlaneRef {
+            kind: scoped_kind(&r.kind, Kind::DataPlane, Kind::ClusterDataPlane)
+                .unwrap_or(Kind::DataPlane)
+                .name()
+                .to_string(),
+            name: r.name,
+        });
+        let content = serde_json::Value::Array(manifests.clone()).to_string();
+        let content_hash: String = Sha256::digest(content.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let resources = manifests
+            .into_iter()
+            .map(|m| {
+                let id = format!(
+                    "{}/{}",
+                    m["kind"].as_str().unwrap_or_default(),
+                    m["metadata"]["name"].as_str().unwrap_or_default()
+                );
+                let object = serde_json::from_value(m).map_err(|e| Error::Render {
+                    object: key.clone(),
+                    message: format!("rendered object {id} is not a JSON object: {e}"),
+                })?;
+                Ok(pb::ReleaseResource {
+                    id,
+                    object: Some(object),
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        let owner = spec.owner.clone();
+        let labels = [
+            (
+                crate::releases::LABEL_PROJECT.to_string(),
+                owner.clone().unwrap_or_default().project_name,
+            ),
+            (
+                crate::releases::LABEL_COMPONENT.to_string(),
+                owner.clone().unwrap_or_default().component_name,
+            ),
+        ];
+        Ok(Object::Release(pb::Release {
+            metadata: Some(pb::ObjectMeta {
+                name: key.name.clone(),
+                namespace: key.namespace.clone(),
+                labels: labels.into(),
+                ..Default::default()
+            }),
+            spec: Some(pb::ReleaseSpec {
+                owner,
+                environment: spec.environment.clone(),
+                release_binding: key.name.clone(),
+                data_plane_ref,
+                resources,
+                content_hash,
+            }),
+            ..Default::default()
+        }))
+    }
+}

@@ -1,0 +1,49 @@
+//! Controllers: level-triggered loops that compute derived state from the full current state
+//! and can be re-run at any time with the same result (STYLE 11).
+//!
+//! - [`binding`] renders every ReleaseBinding into its Release and reports how that went on
+//!   the binding's conditions.
+
+pub mod binding;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use troupe_common::pb::v1alpha1::Condition;
+
+/// Sets condition `type_` in `conditions`, keeping its transition time when its status did
+/// not change.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: i64,
+) {
+    let status = if status { "True" } else { "False" };
+    let existing = conditions.iter_mut().find(|c| c.r#type == type_);
+    let transition = match &existing {
+        Some(c) if c.status == status => c.last_transition_time,
+        _ => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            Some(pbjson_types::Timestamp {
+                seconds: now.as_secs() as i64,
+                nanos: 0,
+            })
+        }
+    };
+    let condition = Condition {
+        r#type: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        last_transition_time: transition,
+        observed_generation: generation,
+    };
+    match existing {
+        Some(c) => *c = condition,
+        None => conditions.push(condition),
+    }
+}
