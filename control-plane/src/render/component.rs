@@ -11,7 +11,7 @@ use troupe_common::pb::v1alpha1 as pb;
 
 use super::patch::{self, Op, Path, Target};
 use super::schema::{SchemaCache, describe};
-use super::template::{Engine, ResourceEntry};
+use super::template::{Context, Engine, ResourceEntry};
 
 /// Everything one render reads.
 pub struct RenderInput<'a> {
@@ -132,9 +132,10 @@ pub fn render(
     });
 
     let mut objects = Vec::new();
+    let prepared = prepare(engine, "the render context", &context)?;
     for (i, resource) in type_spec.resources.iter().enumerate() {
         let location = format!("ComponentType resources[{}]", label(&resource.id, i));
-        objects.extend(render_entry(engine, &location, resource, &context)?);
+        objects.extend(render_entry(engine, &location, resource, &prepared)?);
     }
 
     // Trait instances: the type's embedded ones, then the component's.
@@ -177,9 +178,10 @@ pub fn render(
         trait_context["environmentConfigs"] = trait_env;
         trait_context["trait"] =
             json!({"name": instance.name, "instanceName": instance.instance_name});
+        let prepared = prepare(engine, &at, &trait_context)?;
         for (i, create) in trait_spec.creates.iter().enumerate() {
             let location = format!("{at} creates[{}]", label(&create.id, i));
-            objects.extend(render_entry(engine, &location, create, &trait_context)?);
+            objects.extend(render_entry(engine, &location, create, &prepared)?);
         }
         for (i, p) in trait_spec.patches.iter().enumerate() {
             apply_patch(
@@ -256,11 +258,18 @@ fn validated(
         .map_err(|violations| fail(location, describe(&violations)))
 }
 
+/// Converts a context once for the many template calls that share it.
+fn prepare(engine: &Engine, location: &str, context: &Value) -> Result<Context, RenderError> {
+    engine
+        .context(context)
+        .map_err(|e| fail(location, e.to_string()))
+}
+
 fn render_entry(
     engine: &Engine,
     location: &str,
     resource: &pb::ResourceTemplate,
-    context: &Value,
+    context: &Context,
 ) -> Result<Vec<Value>, RenderError> {
     let template = resource
         .template
@@ -321,6 +330,7 @@ fn apply_patch(
             .collect()
     };
     for pass in passes {
+        let prepared = prepare(engine, location, &pass)?;
         for object in objects.iter_mut() {
             if !patch::matches(&selector, object) {
                 continue;
@@ -342,7 +352,7 @@ fn apply_patch(
                 let value = match &operation.value {
                     Some(v) => Some(
                         engine
-                            .render("/value", &to_json(v), &pass)
+                            .render("/value", &to_json(v), &prepared)
                             .map_err(|e| fail(&at, e.to_string()))?,
                     ),
                     None => None,

@@ -120,6 +120,29 @@ fn quoted(expression: &str) -> String {
     }
 }
 
+/// A render context converted once ([`Engine::context`]) and shared by many calls.
+#[derive(Debug, Clone)]
+pub struct Context(Value);
+
+/// What the engine accepts as a render context: a JSON object, or a converted [`Context`].
+pub trait AsContext {
+    /// The context as minijinja sees it; `None` when it is not a JSON object.
+    fn as_context(&self) -> Option<Value>;
+}
+
+impl AsContext for &Json {
+    fn as_context(&self) -> Option<Value> {
+        self.is_object()
+            .then(|| Value::from(minijinja::value::Serde(*self)))
+    }
+}
+
+impl AsContext for &Context {
+    fn as_context(&self) -> Option<Value> {
+        Some(self.0.clone())
+    }
+}
+
 /// The control fields of one resource entry (strings empty when unset).
 #[derive(Debug, Clone, Copy)]
 pub struct ResourceEntry<'a> {
@@ -199,7 +222,7 @@ impl Engine {
         &self,
         path: &str,
         template: &Json,
-        context: &Json,
+        context: impl AsContext,
     ) -> Result<Json, TemplateError> {
         let loc = Loc::Root(path);
         let call = self.call(&loc, context)?;
@@ -210,7 +233,12 @@ impl Engine {
 
     /// Evaluates one `${{ expr }}` control field (includeWhen, forEach, where, validation
     /// rule) to a typed value.
-    pub fn eval(&self, path: &str, field: &str, context: &Json) -> Result<Json, TemplateError> {
+    pub fn eval(
+        &self,
+        path: &str,
+        field: &str,
+        context: impl AsContext,
+    ) -> Result<Json, TemplateError> {
         let loc = Loc::Root(path);
         let call = self.call(&loc, context)?;
         let expr = control_expression(&loc, field)?;
@@ -222,16 +250,29 @@ impl Engine {
             .ok_or_else(|| error(&loc, expr, "omit() is not a value here"))
     }
 
-    fn call(&self, loc: &Loc<'_>, context: &Json) -> Result<Call, TemplateError> {
+    /// Converts a render context once, for many calls (each call otherwise converts its
+    /// JSON context again).
+    pub fn context(&self, context: &Json) -> Result<Context, TemplateError> {
         if !context.is_object() {
-            return Err(error(loc, "", "the render context must be a JSON object"));
+            return Err(error(
+                &Loc::Root(""),
+                "",
+                "the render context must be a JSON object",
+            ));
         }
+        Ok(Context(Value::from(minijinja::value::Serde(context))))
+    }
+
+    fn call(&self, loc: &Loc<'_>, context: impl AsContext) -> Result<Call, TemplateError> {
+        let context = context
+            .as_context()
+            .ok_or_else(|| error(loc, "", "the render context must be a JSON object"))?;
         let meter = Meter {
             limit: self.limits.fuel,
             spent: AtomicU64::new(0),
         };
         Ok(Call {
-            context: Value::from(minijinja::value::Serde(context)),
+            context,
             meter: Value::from_object(meter),
             sizer: Sizer::new(self.limits.max_output_bytes),
         })

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 use super::parse::{Parsed, parse};
 use super::value::is_omit;
 use super::walk::{Call, Loc, error};
-use super::{Engine, ResourceEntry, TemplateError};
+use super::{AsContext, Engine, ResourceEntry, TemplateError};
 
 impl Engine {
     /// Checks a resource entry: its control fields, `var`, and its template. Error paths are
@@ -33,7 +33,7 @@ impl Engine {
         &self,
         path: &str,
         resource: &ResourceEntry<'_>,
-        context: &Json,
+        context: impl AsContext,
     ) -> Result<Vec<Json>, TemplateError> {
         check_var(path, resource)?;
         let entry = Loc::Root(path);

@@ -6,6 +6,8 @@
 //! concurrency: the ceiling for a store that acknowledges only what is on disk. The last line
 //! is one JSON object with every figure.
 
+mod render;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,9 +43,15 @@ enum Bench {
         #[arg(long)]
         in_memory: bool,
     },
+    /// Render throughput of one component release vs raw minijinja.
+    Render {
+        /// Seconds to run each measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
 }
 
-const PLATFORM: &str = include_str!("../../../examples/platform.yaml");
+const PLATFORM: &str = include_str!("../../../../examples/platform.yaml");
 
 /// A small Component, as a team would write it.
 fn mk_component(name: &str) -> Object {
@@ -250,5 +258,10 @@ async fn main() -> anyhow::Result<()> {
             clients,
             in_memory,
         } => write(seconds, clients, in_memory).await,
+        Bench::Render { seconds } => {
+            let figures = render::run(Duration::from_secs_f64(seconds))?;
+            println!("{}", serde_json::Value::Object(figures));
+            Ok(())
+        }
     }
 }
