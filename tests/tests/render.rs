@@ -268,3 +268,33 @@ fn bindings_render_into_releases_that_differ_by_their_overrides() {
     }
     panic!("the Release of an undeployed binding was not removed");
 }
+
+/// The example `service` rendered for production matches the reviewed file in
+/// `tests/golden/`: a change to rendered output shows up as a diff to review. Run with
+/// `TROUPE_UPDATE_GOLDEN=1` to rewrite the file after an intended change.
+#[test]
+fn example_service_render_matches_its_golden_file() {
+    let (server, _dir) = mk_platform();
+    let out = success(&server.cli(&[
+        "render",
+        "api",
+        "-n",
+        "acme",
+        "--env",
+        "production",
+        "--set",
+        "replicas=3",
+    ]));
+    let golden = troupe_tests::workspace_root().join("tests/golden/api-production.yaml");
+    if std::env::var_os("TROUPE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &out).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(&golden).expect("golden file (TROUPE_UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(
+        out,
+        expected,
+        "rendered output changed; review and update {}",
+        golden.display()
+    );
+}
