@@ -12,6 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::{ReleaseApi, ReleaseServiceServer, ResourceApi, ResourceServiceServer};
 use crate::controllers::binding::BindingController;
+use crate::controllers::deploy::DeployController;
 use crate::releases::Releases;
 use crate::resources::Resources;
 use crate::store::{MemoryStore, SledStore, Store};
@@ -52,6 +53,7 @@ pub async fn run(
     let releases = Arc::new(Releases::new(resources.clone()));
     let binding_controller = BindingController::new(resources.clone(), releases.clone());
     tokio::spawn(binding_controller.run());
+    tokio::spawn(DeployController::new(resources.clone(), releases.clone()).run());
 
     let resource_service = ResourceServiceServer::new(ResourceApi::new(resources))
         .max_decoding_message_size(config.max_message_bytes)

@@ -298,3 +298,56 @@ fn example_service_render_matches_its_golden_file() {
         golden.display()
     );
 }
+
+/// Polls until `check` holds for the YAML of `troupe get KIND NAME -n acme -o yaml`.
+fn wait_yaml(server: &Server, kind: &str, name: &str, check: impl Fn(&str) -> bool) -> String {
+    for _ in 0..100 {
+        let out = server.cli(&["get", kind, name, "-n", "acme", "-o", "yaml"]);
+        let yaml = troupe_tests::stdout(&out);
+        if out.status.success() && check(&yaml) {
+            return yaml;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{kind} {name} never got there");
+}
+
+#[test]
+fn auto_deploy_releases_every_change_into_the_first_environment() {
+    let (server, _dir) = mk_platform();
+    let yaml = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
+    let auto = yaml.replace("spec:\n", "spec:\n  autoDeploy: true\n");
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&auto)));
+
+    // The pipeline starts at development: the binding appears there, and renders.
+    let binding = wait_yaml(&server, "rb", "api-development", |_| true);
+    let first = binding
+        .lines()
+        .find(|l| l.contains("releaseName:"))
+        .unwrap()
+        .to_string();
+    wait_yaml(&server, "release", "api-development", |_| true);
+    assert!(
+        !server
+            .cli(&["get", "rb", "api-staging", "-n", "acme"])
+            .status
+            .success(),
+        "other environments change only by promotion"
+    );
+
+    // A change to the workload cuts release #2 and moves the binding to it.
+    let workload = success(&server.cli(&["get", "wl", "api", "-n", "acme", "-o", "yaml"]));
+    let edited = workload.replace("ghcr.io/acme/api:1.0.0", "ghcr.io/acme/api:2.0.0");
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&edited)));
+    let moved = wait_yaml(&server, "rb", "api-development", |y| !y.contains(&first));
+    assert!(moved.contains("releaseName: api-"), "{moved}");
+    wait_yaml(&server, "release", "api-development", |y| {
+        y.contains("ghcr.io/acme/api:2.0.0")
+    });
+    let releases = success(&server.cli(&["get", "cr", "-n", "acme"]));
+    assert_eq!(
+        releases.lines().count(),
+        3,
+        "two releases and a header: {releases}"
+    );
+}

@@ -3,8 +3,11 @@
 //!
 //! - [`binding`] renders every ReleaseBinding into its Release and reports how that went on
 //!   the binding's conditions.
+//! - [`deploy`] cuts releases of `autoDeploy` components when their inputs change and binds
+//!   them in the first environment of their pipeline.
 
 pub mod binding;
+pub mod deploy;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

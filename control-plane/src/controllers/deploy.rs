@@ -1,0 +1,177 @@
+//! The deploy controller (`autoDeploy`): when a Component with `autoDeploy: true`, its
+//! Workload, or the ComponentType or a Trait it uses changes, it cuts a release of the
+//! component (content-named, so unchanged inputs cut nothing new) and points the component's
+//! ReleaseBinding in the first environment of its project's pipeline at it, keeping that
+//! binding's overrides. Other environments change only by promotion.
+
+use std::sync::Arc;
+
+use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::{Kind, Object, ObjectKey};
+
+use crate::releases::Releases;
+use crate::resources::{Error, Resources, WatchEventType, WatchRequest};
+
+/// Cuts and binds releases of `autoDeploy` components.
+pub struct DeployController {
+    resources: Arc<Resources>,
+    releases: Arc<Releases>,
+}
+
+impl DeployController {
+    /// A controller over `resources`.
+    pub fn new(resources: Arc<Resources>, releases: Arc<Releases>) -> Self {
+        Self {
+            resources,
+            releases,
+        }
+    }
+
+    /// Runs until the event stream ends (the server stops).
+    pub async fn run(self) {
+        let mut events = match self.resources.watch(WatchRequest::default()) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!(error = %e, "deploy controller could not watch");
+                return;
+            }
+        };
+        while let Some(event) = events.recv().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::error!(error = %e, "deploy controller lost its watch");
+                    return;
+                }
+            };
+            if event.kind == WatchEventType::Deleted {
+                continue;
+            }
+            let Some(object) = event.object else { continue };
+            let key = object.key();
+            let components = match &object {
+                Object::Component(_) => vec![key],
+                Object::Workload(w) => {
+                    let owner = w
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.owner.clone())
+                        .unwrap_or_default();
+                    vec![ObjectKey::new(
+                        Kind::Component,
+                        &key.namespace,
+                        owner.component_name,
+                    )]
+                }
+                Object::ComponentType(_) | Object::Trait(_) => {
+                    self.components(&key.namespace).await
+                }
+                Object::ClusterComponentType(_) | Object::ClusterTrait(_) => {
+                    self.components("").await
+                }
+                _ => continue,
+            };
+            for component in components {
+                if let Err(e) = self.deploy(&component).await {
+                    tracing::warn!(component = %component, error = %e, "auto-deploy failed");
+                }
+            }
+        }
+    }
+
+    /// Components in `namespace` (every namespace if empty).
+    async fn components(&self, namespace: &str) -> Vec<ObjectKey> {
+        let page = self
+            .resources
+            .list(Kind::Component, namespace, &Default::default(), 0, "")
+            .await;
+        page.map(|p| p.items.iter().map(Object::key).collect())
+            .unwrap_or_default()
+    }
+
+    /// Cuts a release of `component` if it auto-deploys, and binds it in the first environment.
+    pub async fn deploy(&self, component: &ObjectKey) -> Result<(), Error> {
+        let Ok(Object::Component(c)) = self.resources.get(component) else {
+            return Ok(());
+        };
+        let spec = c.spec.unwrap_or_default();
+        if !spec.auto_deploy {
+            return Ok(());
+        }
+        let project = spec.owner.unwrap_or_default().project_name;
+        let Some(environment) = self.first_environment(&component.namespace, &project)? else {
+            return Ok(());
+        };
+        let (release, _) = match self
+            .releases
+            .create(&component.namespace, &component.name)
+            .await
+        {
+            Ok(release) => release,
+            // No Workload yet: nothing to release until there is one.
+            Err(Error::MissingReference { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let release_name = release.meta().name.clone();
+        let binding_key = ObjectKey::new(
+            Kind::ReleaseBinding,
+            &component.namespace,
+            format!("{}-{environment}", component.name),
+        );
+        let mut binding = match self.resources.get(&binding_key) {
+            Ok(Object::ReleaseBinding(b)) => b,
+            Ok(_) => return Ok(()),
+            Err(Error::NotFound(_)) => pb::ReleaseBinding {
+                metadata: Some(pb::ObjectMeta {
+                    name: binding_key.name.clone(),
+                    namespace: component.namespace.clone(),
+                    ..Default::default()
+                }),
+                spec: Some(pb::ReleaseBindingSpec {
+                    owner: Some(pb::ComponentOwner {
+                        project_name: project,
+                        component_name: component.name.clone(),
+                    }),
+                    environment,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Err(e) => return Err(e),
+        };
+        let spec = binding.spec.get_or_insert_default();
+        if spec.release_name == release_name {
+            return Ok(());
+        }
+        spec.release_name = release_name;
+        binding.metadata.get_or_insert_default().resource_version = 0;
+        self.resources
+            .apply(Object::ReleaseBinding(binding), false)
+            .await?;
+        Ok(())
+    }
+
+    /// The first environment of the project's pipeline: a source that is no edge's target.
+    fn first_environment(&self, namespace: &str, project: &str) -> Result<Option<String>, Error> {
+        let Ok(Object::Project(p)) =
+            self.resources
+                .get(&ObjectKey::new(Kind::Project, namespace, project))
+        else {
+            return Ok(None);
+        };
+        let pipeline_name = p.spec.unwrap_or_default().deployment_pipeline_ref;
+        let key = ObjectKey::new(Kind::DeploymentPipeline, namespace, pipeline_name);
+        let Object::DeploymentPipeline(pipeline) = self.resources.get(&key)? else {
+            return Ok(None);
+        };
+        let paths = pipeline.spec.unwrap_or_default().promotion_paths;
+        let targets: Vec<&str> = paths
+            .iter()
+            .flat_map(|p| p.targets.iter().map(|t| t.environment.as_str()))
+            .collect();
+        Ok(paths
+            .iter()
+            .map(|p| p.source_environment.clone())
+            .find(|source| !targets.contains(&source.as_str())))
+    }
+}
