@@ -351,3 +351,21 @@ fn auto_deploy_releases_every_change_into_the_first_environment() {
         "two releases and a header: {releases}"
     );
 }
+
+#[test]
+fn validation_rules_stop_a_render_with_their_message() {
+    let (server, _dir) = mk_platform();
+    let yaml = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
+    success(&server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&yaml.replace("port: 8080", "port: 22")),
+    ));
+    let out = server.cli(&["render", "api", "-n", "acme", "--env", "development"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("ComponentType validations[0]")
+            && err.contains("port 22 is reserved for SSH on our nodes"),
+        "{err}"
+    );
+}

@@ -133,6 +133,7 @@ pub fn render(
 
     let mut objects = Vec::new();
     let prepared = prepare(engine, "the render context", &context)?;
+    check_rules(engine, "ComponentType", &type_spec.validations, &prepared)?;
     for (i, resource) in type_spec.resources.iter().enumerate() {
         let location = format!("ComponentType resources[{}]", label(&resource.id, i));
         objects.extend(render_entry(engine, &location, resource, &prepared)?);
@@ -179,6 +180,7 @@ pub fn render(
         trait_context["trait"] =
             json!({"name": instance.name, "instanceName": instance.instance_name});
         let prepared = prepare(engine, &at, &trait_context)?;
+        check_rules(engine, &at, &trait_spec.validations, &prepared)?;
         for (i, create) in trait_spec.creates.iter().enumerate() {
             let location = format!("{at} creates[{}]", label(&create.id, i));
             objects.extend(render_entry(engine, &location, create, &prepared)?);
@@ -256,6 +258,40 @@ fn validated(
     schema
         .apply(value.as_ref())
         .map_err(|violations| fail(location, describe(&violations)))
+}
+
+/// Checks a type's or trait's validation rules before anything renders: each rule must
+/// evaluate to `true`, otherwise its message is the error.
+fn check_rules(
+    engine: &Engine,
+    location: &str,
+    rules: &[pb::ValidationRule],
+    context: &Context,
+) -> Result<(), RenderError> {
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("{location} validations[{i}]");
+        let holds = engine
+            .eval("rule", &rule.rule, context)
+            .map_err(|e| fail(&at, e.to_string()))?;
+        match holds {
+            Value::Bool(true) => {}
+            Value::Bool(false) => {
+                let message = if rule.message.is_empty() {
+                    format!("{} does not hold", rule.rule)
+                } else {
+                    rule.message.clone()
+                };
+                return Err(fail(&at, message));
+            }
+            other => {
+                return Err(fail(
+                    &at,
+                    format!("the rule must give true or false, not {other}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Converts a context once for the many template calls that share it.

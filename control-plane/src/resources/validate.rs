@@ -391,6 +391,7 @@ impl Ctx<'_> {
             }
             self.resource_template(&format!("spec.resources[{i}]"), r)?;
         }
+        self.rules(&spec.validations)?;
         for (i, t) in spec.allowed_traits.iter().enumerate() {
             self.ref_kind(
                 &format!("spec.allowedTraits[{i}].kind"),
@@ -418,6 +419,7 @@ impl Ctx<'_> {
         for (i, c) in spec.creates.iter().enumerate() {
             self.resource_template(&format!("spec.creates[{i}]"), c)?;
         }
+        self.rules(&spec.validations)?;
         for (i, p) in spec.patches.iter().enumerate() {
             let at = format!("spec.patches[{i}]");
             self.expression(&format!("{at}.forEach"), &p.for_each)?;
@@ -436,6 +438,17 @@ impl Ctx<'_> {
                     self.template(&format!("{at}.value"), &struct_to_json(value))?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Validation rules are `${{ }}` expressions that compile, each with a message.
+    fn rules(&self, rules: &[pb::ValidationRule]) -> Result<(), Error> {
+        for (i, rule) in rules.iter().enumerate() {
+            if rule.rule.is_empty() {
+                return Err(self.invalid(format!("spec.validations[{i}].rule"), "required"));
+            }
+            self.expression(&format!("spec.validations[{i}].rule"), &rule.rule)?;
         }
         Ok(())
     }
