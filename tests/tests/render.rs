@@ -369,3 +369,46 @@ fn validation_rules_stop_a_render_with_their_message() {
         "{err}"
     );
 }
+
+#[test]
+fn diff_compares_a_binding_with_its_release() {
+    let (server, _dir) = mk_platform();
+    let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
+    let release = out
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches("componentrelease/")
+        .to_string();
+    success(&server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&binding("api-production", "production", &release, 2)),
+    ));
+    wait_release(&server, "api-production", |_| true);
+    let same = server.cli(&["diff", "api-production", "-n", "acme"]);
+    assert!(same.status.success(), "{}", stderr(&same));
+    assert!(stderr(&same).contains("no differences"));
+    let changed = server.cli(&[
+        "diff",
+        "api-production",
+        "-n",
+        "acme",
+        "--set",
+        "replicas=6",
+    ]);
+    assert_eq!(
+        changed.status.code(),
+        Some(1),
+        "differences exit 1, like kubectl diff"
+    );
+    let text = troupe_tests::stdout(&changed);
+    assert!(
+        text.contains("--- Deployment acme-shop-production/api"),
+        "{text}"
+    );
+    let changes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(['+', '-']) && !l.starts_with("---") && !l.starts_with("+++"))
+        .collect();
+    assert_eq!(changes, ["+  replicas: 6", "-  replicas: 2"], "{text}");
+}

@@ -2,6 +2,7 @@
 //! client of it (`--server`, or `TROUPE_SERVER`).
 
 mod apply;
+mod diff;
 mod get;
 mod output;
 mod release;
@@ -129,6 +130,18 @@ pub enum Command {
         #[arg(short, long, default_value = "yaml", value_parser = ["yaml", "json"])]
         output: String,
     },
+    /// Compare what a ReleaseBinding renders now (with optional `--set` changes to its
+    /// overrides) with its stored Release; exits 1 when they differ.
+    Diff {
+        /// The ReleaseBinding.
+        binding: String,
+        /// Namespace of the binding.
+        #[arg(short, long, env = "TROUPE_NAMESPACE")]
+        namespace: String,
+        /// Change an override for the comparison: `replicas=3`, `traits.INSTANCE.key=value`.
+        #[arg(long = "set")]
+        sets: Vec<String>,
+    },
     /// Stream changes to resources of a kind (`all` for every kind) until interrupted.
     #[command(after_help = KINDS_HELP)]
     Watch {
@@ -235,6 +248,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 output: &output,
             };
             release::render(&mut release_client(&args.server).await?, render).await
+        }
+        Command::Diff {
+            binding,
+            namespace,
+            sets,
+        } => {
+            let resources = connect(&args.server).await?;
+            let mut releases = release_client(&args.server).await?;
+            diff::run(&resources, &mut releases, &namespace, &binding, &sets).await
         }
         Command::Apply { files, dry_run } => {
             apply::run(&connect(&args.server).await?, &files, dry_run).await

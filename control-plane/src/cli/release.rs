@@ -91,13 +91,22 @@ pub(super) async fn render(
     Ok(ExitCode::SUCCESS)
 }
 
-type Configs = Map<String, Value>;
+pub(super) type Configs = Map<String, Value>;
 
 /// `--set a.b=1` sets the ComponentType's environmentConfigs; `--set traits.NAME.a=1` sets
 /// trait instance NAME's. Values are read as YAML scalars (`3`, `true`, `text`).
 fn parse_sets(sets: &[String]) -> anyhow::Result<(Configs, HashMap<String, Configs>)> {
-    let mut type_configs = Map::new();
-    let mut trait_configs: HashMap<String, Configs> = HashMap::new();
+    let (mut type_configs, mut trait_configs) = (Map::new(), HashMap::new());
+    apply_sets(sets, &mut type_configs, &mut trait_configs)?;
+    Ok((type_configs, trait_configs))
+}
+
+/// Applies `--set` values on top of existing configs.
+pub(super) fn apply_sets(
+    sets: &[String],
+    type_configs: &mut Configs,
+    trait_configs: &mut HashMap<String, Configs>,
+) -> anyhow::Result<()> {
     for set in sets {
         let (path, raw) = set
             .split_once('=')
@@ -108,11 +117,11 @@ fn parse_sets(sets: &[String]) -> anyhow::Result<(Configs, HashMap<String, Confi
             ["traits", instance, rest @ ..] if !rest.is_empty() => {
                 (trait_configs.entry(instance.to_string()).or_default(), rest)
             }
-            _ => (&mut type_configs, segments.as_slice()),
+            _ => (&mut *type_configs, segments.as_slice()),
         };
         insert(target, segments, value).map_err(|e| anyhow::anyhow!("--set {set:?}: {e}"))?;
     }
-    Ok((type_configs, trait_configs))
+    Ok(())
 }
 
 fn insert(map: &mut Configs, path: &[&str], value: Value) -> Result<(), String> {

@@ -1,0 +1,181 @@
+//! `troupe diff BINDING`: renders what a ReleaseBinding would produce now (optionally with
+//! `--set` changes to its overrides) and compares it with its stored Release, object by
+//! object, as a line diff of their YAML. Exits 1 when they differ, like `kubectl diff`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::ExitCode;
+
+use serde_json::{Map, Value};
+use tonic::transport::Channel;
+use troupe_common::Object;
+use troupe_common::document::{integral_numbers, json_to_yaml};
+use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
+use troupe_common::pb::v1alpha1::{GetRequest, RenderRequest};
+
+use super::release::{Configs, apply_sets};
+use super::{Client, server_error};
+
+pub(super) async fn run(
+    resources: &Client,
+    releases: &mut ReleaseServiceClient<Channel>,
+    namespace: &str,
+    binding: &str,
+    sets: &[String],
+) -> anyhow::Result<ExitCode> {
+    let get = |kind: &str, name: &str| GetRequest {
+        kind: kind.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let object = resources
+        .clone()
+        .get(get("ReleaseBinding", binding))
+        .await
+        .map_err(server_error)?
+        .into_inner()
+        .resource
+        .and_then(|r| r.object);
+    let Some(Object::ReleaseBinding(b)) = object else {
+        anyhow::bail!("ReleaseBinding {namespace}/{binding} has no spec");
+    };
+    let spec = b.spec.unwrap_or_default();
+    let mut type_configs: Configs = as_map(&spec.component_type_environment_configs)?;
+    let mut trait_configs: HashMap<String, Configs> = spec
+        .trait_environment_configs
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), as_map(&Some(v.clone()))?)))
+        .collect::<anyhow::Result<_>>()?;
+    apply_sets(sets, &mut type_configs, &mut trait_configs)?;
+    let request = RenderRequest {
+        namespace: namespace.into(),
+        component: spec.owner.unwrap_or_default().component_name,
+        environment: spec.environment,
+        release: spec.release_name,
+        component_type_environment_configs: Some(serde_json::from_value(Value::Object(
+            type_configs,
+        ))?),
+        trait_environment_configs: trait_configs
+            .into_iter()
+            .map(|(k, v)| Ok((k, serde_json::from_value(Value::Object(v))?)))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let rendered = releases
+        .render(request)
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    let wanted = by_identity(
+        rendered
+            .manifests
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()?,
+    );
+
+    let stored: Vec<Value> = match resources.clone().get(get("Release", binding)).await {
+        Ok(response) => match response.into_inner().resource.and_then(|r| r.object) {
+            Some(Object::Release(r)) => r
+                .spec
+                .unwrap_or_default()
+                .resources
+                .iter()
+                .map(|res| serde_json::to_value(&res.object))
+                .collect::<Result<_, _>>()?,
+            _ => vec![],
+        },
+        Err(status) if status.code() == tonic::Code::NotFound => vec![],
+        Err(status) => return Err(server_error(status)),
+    };
+    let current = by_identity(stored);
+
+    let mut differs = false;
+    let names: std::collections::BTreeSet<&String> = wanted.keys().chain(current.keys()).collect();
+    for name in names {
+        let old = current.get(name).map(json_to_yaml).unwrap_or_default();
+        let new = wanted.get(name).map(json_to_yaml).unwrap_or_default();
+        if old == new {
+            continue;
+        }
+        differs = true;
+        println!("--- {name} (stored Release {binding})\n+++ {name} (rendered now)");
+        for line in line_diff(&old, &new) {
+            println!("{line}");
+        }
+    }
+    if !differs {
+        eprintln!("no differences: Release {binding} matches what the binding renders");
+    }
+    Ok(if differs {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn as_map(value: &Option<pbjson_types::Struct>) -> anyhow::Result<Configs> {
+    match value {
+        Some(s) => match serde_json::to_value(s)? {
+            Value::Object(map) => Ok(map),
+            _ => Ok(Map::new()),
+        },
+        None => Ok(Map::new()),
+    }
+}
+
+/// Objects keyed by `Kind namespace/name`, with integral numbers as integers.
+fn by_identity(objects: Vec<Value>) -> BTreeMap<String, Value> {
+    objects
+        .into_iter()
+        .map(|mut o| {
+            integral_numbers(&mut o);
+            let id = format!(
+                "{} {}/{}",
+                o["kind"].as_str().unwrap_or(""),
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            );
+            (id, o)
+        })
+        .collect()
+}
+
+/// A minimal line diff (longest common subsequence): ` ` kept, `-` removed, `+` added.
+fn line_diff(old: &str, new: &str) -> Vec<String> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push(format!(" {}", a[i]));
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(format!("+{}", b[j]));
+            j += 1;
+        } else {
+            out.push(format!("-{}", a[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_diff;
+
+    #[test]
+    fn line_diff_marks_changed_lines() {
+        let d = line_diff("a\nb\nc\n", "a\nB\nc\nd\n");
+        assert_eq!(d, [" a", "+B", "-b", " c", "+d"]);
+    }
+}
