@@ -412,3 +412,69 @@ fn diff_compares_a_binding_with_its_release() {
         .collect();
     assert_eq!(changes, ["+  replicas: 6", "-  replicas: 2"], "{text}");
 }
+
+/// The rest of the sample platform renders to reviewed golden files: a worker with a
+/// persistent volume and an autoscaler, and a scheduled task.
+#[test]
+fn sample_types_and_traits_match_their_golden_files() {
+    let (server, _dir) = mk_platform();
+    let samples = troupe_tests::examples_dir().join("samples");
+    success(&server.cli(&["apply", "-f", samples.to_str().unwrap()]));
+    for (component, env, sets) in [
+        (
+            "orders",
+            "production",
+            vec!["--set", "replicas=2", "--set", "traits.scale.maxReplicas=6"],
+        ),
+        ("nightly-report", "development", vec![]),
+    ] {
+        let mut args = vec!["render", component, "-n", "acme", "--env", env];
+        args.extend(sets);
+        let out = success(&server.cli(&args));
+        let golden =
+            troupe_tests::workspace_root().join(format!("tests/golden/{component}-{env}.yaml"));
+        if std::env::var_os("TROUPE_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &out).unwrap();
+        }
+        let expected = std::fs::read_to_string(&golden)
+            .expect("golden file (TROUPE_UPDATE_GOLDEN=1 writes it)");
+        assert_eq!(
+            out,
+            expected,
+            "rendered output changed; review and update {}",
+            golden.display()
+        );
+    }
+    let orders = render_json(
+        &server,
+        "orders",
+        &["--env", "production", "--set", "traits.scale.maxReplicas=6"],
+    );
+    let pod = &find(&orders, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "orders-data"
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/lib/orders"
+    );
+    assert_eq!(
+        find(&orders, "PersistentVolumeClaim")["spec"]["resources"]["requests"]["storage"],
+        "5Gi"
+    );
+    assert_eq!(
+        find(&orders, "HorizontalPodAutoscaler")["spec"]["maxReplicas"],
+        6
+    );
+    let report = render_json(&server, "nightly-report", &["--env", "development"]);
+    let cron = find(&report, "CronJob");
+    assert_eq!(cron["spec"]["schedule"], "30 2 * * *");
+    assert!(cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"]["troupe.dev/config-hash"].is_string());
+}
+
+fn render_json(server: &Server, component: &str, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["render", component, "-n", "acme", "-o", "json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&success(&server.cli(&all))).unwrap()
+}

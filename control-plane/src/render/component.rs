@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use troupe_common::pb::v1alpha1 as pb;
 
+use super::context::{configurations, hash_hex, target_namespace, to_json, workload_context};
 use super::patch::{self, Op, Path, Target};
 use super::schema::{SchemaCache, describe};
 use super::template::{Context, Engine, ResourceEntry};
@@ -440,91 +440,4 @@ fn pod_templates(object: &mut Value) -> Vec<&mut Value> {
         _ => return vec![],
     };
     object.pointer_mut(pointer).into_iter().collect()
-}
-
-/// The workload as templates see it: every field present (empty when unset), so a template
-/// can use `workload.container.command` without guarding it; `targetPort` defaults to `port`.
-fn workload_context(workload: &pb::WorkloadTemplate) -> Value {
-    let container = workload.container.clone().unwrap_or_default();
-    let endpoints: Vec<Value> = workload
-        .endpoints
-        .iter()
-        .map(|e| {
-            json!({
-                "name": e.name,
-                "type": e.r#type,
-                "port": e.port,
-                "targetPort": if e.target_port == 0 { e.port } else { e.target_port },
-                "visibility": e.visibility,
-                "basePath": e.base_path,
-                "displayName": e.display_name,
-            })
-        })
-        .collect();
-    let connections: Vec<Value> = workload.connections.iter().map(to_json).collect();
-    json!({
-        "container": {
-            "image": container.image,
-            "command": container.command,
-            "args": container.args,
-        },
-        "endpoints": endpoints,
-        "connections": connections,
-    })
-}
-
-/// Environment variables and files of the container, in the shapes templates use:
-/// `env` as Kubernetes `EnvVar`s, `files` as `{name, mountPath, value}`.
-fn configurations(container: Option<&pb::Container>) -> Value {
-    let Some(container) = container else {
-        return json!({"env": [], "files": []});
-    };
-    let env: Vec<Value> = container
-        .env
-        .iter()
-        .map(|e| {
-            match e
-                .value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref())
-            {
-                Some(secret) => json!({
-                    "name": e.key,
-                    "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
-                }),
-                None => json!({"name": e.key, "value": e.value}),
-            }
-        })
-        .collect();
-    let files: Vec<Value> = container
-        .files
-        .iter()
-        .map(|f| json!({"name": f.key, "mountPath": f.mount_path, "value": f.value}))
-        .collect();
-    json!({"env": env, "files": files})
-}
-
-/// The namespace a component's objects go to in the data plane: `{ns}-{project}-{env}`,
-/// shortened with a hash when it would exceed a DNS label.
-pub fn target_namespace(namespace: &str, project: &str, environment: &str) -> String {
-    let full = format!("{namespace}-{project}-{environment}");
-    if full.len() <= 63 {
-        return full;
-    }
-    let hash = hash_hex(&full);
-    format!("{}-{}", full[..54].trim_end_matches('-'), &hash[..8])
-}
-
-fn hash_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A generated message as JSON, integral numbers as integers.
-fn to_json(value: &impl serde::Serialize) -> Value {
-    let mut v = serde_json::to_value(value).unwrap_or_default();
-    troupe_common::document::integral_numbers(&mut v);
-    v
 }

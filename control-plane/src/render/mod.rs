@@ -9,6 +9,7 @@
 //! - [`schema`] defaults and validates parameters against the schemas types declare.
 
 pub mod component;
+mod context;
 pub mod patch;
 pub mod schema;
 pub mod template;
