@@ -427,6 +427,7 @@ fn sample_types_and_traits_match_their_golden_files() {
             vec!["--set", "replicas=2", "--set", "traits.scale.maxReplicas=6"],
         ),
         ("nightly-report", "development", vec![]),
+        ("storefront", "staging", vec![]),
     ] {
         let mut args = vec!["render", component, "-n", "acme", "--env", env];
         args.extend(sets);
