@@ -12,7 +12,7 @@ use troupe_common::document::{integral_numbers, json_to_yaml};
 use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
 use troupe_common::pb::v1alpha1::{GetRequest, RenderRequest};
 
-use super::release::{Configs, apply_sets};
+use super::release::{Configs, apply_sets, set_configs};
 use super::{Client, server_error};
 
 pub(super) async fn run(
@@ -46,19 +46,14 @@ pub(super) async fn run(
         .map(|(k, v)| Ok((k.clone(), as_map(&Some(v.clone()))?)))
         .collect::<anyhow::Result<_>>()?;
     apply_sets(sets, &mut type_configs, &mut trait_configs)?;
-    let request = RenderRequest {
+    let mut request = RenderRequest {
         namespace: namespace.into(),
         component: spec.owner.unwrap_or_default().component_name,
         environment: spec.environment,
         release: spec.release_name,
-        component_type_environment_configs: Some(serde_json::from_value(Value::Object(
-            type_configs,
-        ))?),
-        trait_environment_configs: trait_configs
-            .into_iter()
-            .map(|(k, v)| Ok((k, serde_json::from_value(Value::Object(v))?)))
-            .collect::<anyhow::Result<_>>()?,
+        ..Default::default()
     };
+    set_configs(&mut request, type_configs, trait_configs)?;
     let rendered = releases
         .render(request)
         .await

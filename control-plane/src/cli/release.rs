@@ -58,19 +58,14 @@ pub(super) async fn render(
     args: RenderArgs<'_>,
 ) -> anyhow::Result<ExitCode> {
     let (type_configs, trait_configs) = parse_sets(args.sets)?;
-    let request = RenderRequest {
+    let mut request = RenderRequest {
         namespace: args.namespace.into(),
         component: args.component.into(),
         environment: args.environment.into(),
         release: args.release.into(),
-        component_type_environment_configs: Some(serde_json::from_value(Value::Object(
-            type_configs,
-        ))?),
-        trait_environment_configs: trait_configs
-            .into_iter()
-            .map(|(k, v)| Ok((k, serde_json::from_value(Value::Object(v))?)))
-            .collect::<anyhow::Result<_>>()?,
+        ..Default::default()
     };
+    set_configs(&mut request, type_configs, trait_configs)?;
     let response = client
         .render(request)
         .await
@@ -92,6 +87,21 @@ pub(super) async fn render(
 }
 
 pub(super) type Configs = Map<String, Value>;
+
+/// Puts override maps into a render request.
+pub(super) fn set_configs(
+    request: &mut RenderRequest,
+    type_configs: Configs,
+    trait_configs: HashMap<String, Configs>,
+) -> anyhow::Result<()> {
+    request.component_type_environment_configs =
+        Some(serde_json::from_value(Value::Object(type_configs))?);
+    request.trait_environment_configs = trait_configs
+        .into_iter()
+        .map(|(k, v)| Ok((k, serde_json::from_value(Value::Object(v))?)))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(())
+}
 
 /// `--set a.b=1` sets the ComponentType's environmentConfigs; `--set traits.NAME.a=1` sets
 /// trait instance NAME's. Values are read as YAML scalars (`3`, `true`, `text`).
