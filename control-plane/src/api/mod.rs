@@ -159,13 +159,13 @@ impl ResourceService for ResourceApi {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let r = request.into_inner();
-        let kind = if r.kind.is_empty() {
-            None
+        let kinds = if r.kind.is_empty() {
+            vec![]
         } else {
-            Some(parse_kind("kind", &r.kind)?)
+            vec![parse_kind("kind", &r.kind)?]
         };
         let request = WatchRequest {
-            kind,
+            kinds,
             namespace: r.namespace,
             selector: parse_selector(&r.label_selector)?,
             since: r.since_revision,

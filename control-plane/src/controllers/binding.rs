@@ -37,7 +37,17 @@ impl BindingController {
 
     /// Runs until the event stream ends (the server stops).
     pub async fn run(self) {
-        let events = match self.resources.watch(WatchRequest::default()) {
+        let request = WatchRequest {
+            kinds: vec![
+                Kind::ReleaseBinding,
+                Kind::ComponentRelease,
+                Kind::Environment,
+                Kind::DataPlane,
+                Kind::ClusterDataPlane,
+            ],
+            ..Default::default()
+        };
+        let events = match self.resources.watch(request) {
             Ok(events) => events,
             Err(e) => {
                 tracing::error!(error = %e, "binding controller could not watch");

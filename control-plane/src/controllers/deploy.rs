@@ -29,7 +29,18 @@ impl DeployController {
 
     /// Runs until the event stream ends (the server stops).
     pub async fn run(self) {
-        let mut events = match self.resources.watch(WatchRequest::default()) {
+        let request = WatchRequest {
+            kinds: vec![
+                Kind::Component,
+                Kind::Workload,
+                Kind::ComponentType,
+                Kind::ClusterComponentType,
+                Kind::Trait,
+                Kind::ClusterTrait,
+            ],
+            ..Default::default()
+        };
+        let mut events = match self.resources.watch(request) {
             Ok(events) => events,
             Err(e) => {
                 tracing::error!(error = %e, "deploy controller could not watch");
@@ -50,6 +61,8 @@ impl DeployController {
             let Some(object) = event.object else { continue };
             let key = object.key();
             let components = match &object {
+                // Most components do not auto-deploy: the event says so without a read.
+                Object::Component(c) if !c.spec.as_ref().is_some_and(|s| s.auto_deploy) => continue,
                 Object::Component(_) => vec![key],
                 Object::Workload(w) => {
                     let owner = w

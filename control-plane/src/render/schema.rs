@@ -102,16 +102,25 @@ impl SchemaCache {
     /// The compiled form of `raw`, compiling it on first use.
     pub fn get(&self, raw: &Value) -> Result<Arc<Schema>, Violation> {
         // serde_json's maps are sorted, so equal schemas print equal.
-        let key = raw.to_string();
-        if let Some(schema) = self.lock().get(&key) {
+        self.get_or_compile(&raw.to_string(), || raw.clone())
+    }
+
+    /// The schema cached under `id`, or `raw()` compiled and cached under it. `id` must
+    /// change whenever the schema can: e.g. the owning object's key and revision.
+    pub fn get_or_compile(
+        &self,
+        id: &str,
+        raw: impl FnOnce() -> Value,
+    ) -> Result<Arc<Schema>, Violation> {
+        if let Some(schema) = self.lock().get(id) {
             return Ok(schema.clone());
         }
-        let schema = Arc::new(Schema::compile(raw)?);
+        let schema = Arc::new(Schema::compile(&raw())?);
         let mut compiled = self.lock();
         if compiled.len() >= MAX_CACHED {
             compiled.clear();
         }
-        compiled.insert(key, schema.clone());
+        compiled.insert(id.to_string(), schema.clone());
         Ok(schema)
     }
 

@@ -76,11 +76,21 @@ impl Resources {
         resolved: &[(Reference, Object)],
     ) -> Result<(), Error> {
         let spec = component.spec.clone().unwrap_or_default();
-        let Some((type_ref, type_spec)) = resolved.iter().find_map(|(r, o)| match o {
-            Object::ComponentType(t) => Some((r, t.spec.clone().unwrap_or_default())),
-            Object::ClusterComponentType(t) => Some((r, t.spec.clone().unwrap_or_default())),
-            _ => None,
-        }) else {
+        let Some((type_ref, type_version, type_spec)) =
+            resolved.iter().find_map(|(r, o)| match o {
+                Object::ComponentType(t) => Some((
+                    r,
+                    o.meta().resource_version,
+                    t.spec.clone().unwrap_or_default(),
+                )),
+                Object::ClusterComponentType(t) => Some((
+                    r,
+                    o.meta().resource_version,
+                    t.spec.clone().unwrap_or_default(),
+                )),
+                _ => None,
+            })
+        else {
             return Ok(());
         };
         let wanted = spec.component_type.unwrap_or_default();
@@ -134,6 +144,7 @@ impl Resources {
         self.check_values(
             key,
             "spec.parameters",
+            Some(format!("{}@{type_version}/parameters", type_ref.target)),
             type_spec.parameters.as_ref(),
             spec.parameters.as_ref(),
         )?;
@@ -147,6 +158,7 @@ impl Resources {
             self.check_values(
                 key,
                 &format!("spec.traits[{i}].parameters"),
+                None,
                 trait_spec.parameters.as_ref(),
                 instance.parameters.as_ref(),
             )?;
@@ -183,6 +195,7 @@ impl Resources {
         self.check_values(
             key,
             "spec.componentTypeEnvironmentConfigs",
+            None,
             type_spec.environment_configs.as_ref(),
             spec.component_type_environment_configs.as_ref(),
         )?;
@@ -219,6 +232,7 @@ impl Resources {
             self.check_values(
                 key,
                 &field,
+                None,
                 trait_spec.environment_configs.as_ref(),
                 spec.trait_environment_configs.get(instance),
             )?;
@@ -227,19 +241,24 @@ impl Resources {
     }
 
     /// Validates `value` (with defaults applied) against `schema`, if there is one.
+    /// `cache_id` names the schema's version (owner key and revision) when known, which
+    /// spares converting the schema to find it in the cache.
     fn check_values(
         &self,
         key: &ObjectKey,
         field: &str,
+        cache_id: Option<String>,
         schema: Option<&pbjson_types::Struct>,
         value: Option<&pbjson_types::Struct>,
     ) -> Result<(), Error> {
         let Some(schema) = schema else {
             return Ok(());
         };
-        let schema = self
-            .schemas
-            .get(&to_json(schema))
+        let compiled = match cache_id {
+            Some(id) => self.schemas.get_or_compile(&id, || to_json(schema)),
+            None => self.schemas.get(&to_json(schema)),
+        };
+        let schema = compiled
             .map_err(|v| Error::invalid(key, field, format!("the schema does not compile: {v}")))?;
         let value = value.map(to_json);
         schema

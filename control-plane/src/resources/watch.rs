@@ -26,8 +26,8 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
 /// What to watch.
 #[derive(Debug, Clone, Default)]
 pub struct WatchRequest {
-    /// Kind to watch; `None` watches every kind.
-    pub kind: Option<Kind>,
+    /// Kinds to watch; empty watches every kind.
+    pub kinds: Vec<Kind>,
     /// Namespace to watch; empty watches every namespace.
     pub namespace: String,
     /// Objects must match this selector.
@@ -68,7 +68,7 @@ impl WatchRequest {
     }
 
     fn wants_kind(&self, kind: Kind) -> bool {
-        self.kind.is_none_or(|k| k == kind)
+        self.kinds.is_empty() || self.kinds.contains(&kind)
     }
 }
 
@@ -152,9 +152,10 @@ impl Resources {
 
     /// Sends every current object as ADDED, then a bookmark; returns the snapshot revision.
     async fn send_snapshot(&self, request: &WatchRequest, tx: &Sink) -> Result<Revision, Error> {
-        let kinds: Vec<Kind> = match request.kind {
-            Some(k) => vec![k],
-            None => Kind::ALL.to_vec(),
+        let kinds: Vec<Kind> = if request.kinds.is_empty() {
+            Kind::ALL.to_vec()
+        } else {
+            request.kinds.clone()
         };
         // One revision for the whole snapshot: read it first, then catch up from it. Objects
         // written meanwhile may show up both in the snapshot and as later events, which is
