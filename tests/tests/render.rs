@@ -172,19 +172,29 @@ spec:
     )
 }
 
-/// Polls `troupe get release NAME -o json` until it exists and matches `ready`.
-fn wait_release(server: &Server, name: &str, ready: impl Fn(&Value) -> bool) -> Value {
+/// Polls `troupe get KIND NAME -n acme -o OUTPUT` until it succeeds and `check` holds for
+/// its output, which it returns.
+fn wait_get(
+    server: &Server,
+    kind: &str,
+    name: &str,
+    output: &str,
+    check: impl Fn(&str) -> bool,
+) -> String {
     for _ in 0..100 {
-        let out = server.cli(&["get", "release", name, "-n", "acme", "-o", "json"]);
-        if out.status.success() {
-            let v: Value = serde_json::from_str(&troupe_tests::stdout(&out)).unwrap();
-            if ready(&v) {
-                return v;
-            }
+        let out = server.cli(&["get", kind, name, "-n", "acme", "-o", output]);
+        let text = troupe_tests::stdout(&out);
+        if out.status.success() && check(&text) {
+            return text;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!("Release {name} did not appear");
+    panic!("{kind} {name} never got there");
+}
+
+/// Waits for Release NAME to exist and returns it as JSON.
+fn wait_release(server: &Server, name: &str) -> Value {
+    serde_json::from_str(&wait_get(server, "release", name, "json", |_| true)).unwrap()
 }
 
 #[test]
@@ -203,8 +213,8 @@ fn bindings_render_into_releases_that_differ_by_their_overrides() {
         binding("api-production", "production", &release, 4)
     );
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&two)));
-    let dev = wait_release(&server, "api-development", |_| true);
-    let prod = wait_release(&server, "api-production", |_| true);
+    let dev = wait_release(&server, "api-development");
+    let prod = wait_release(&server, "api-production");
     let manifests = |r: &Value| -> Vec<Value> {
         r["spec"]["resources"]
             .as_array()
@@ -238,7 +248,7 @@ fn bindings_render_into_releases_that_differ_by_their_overrides() {
     let version = prod["metadata"]["resourceVersion"].clone();
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&two)));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let again = wait_release(&server, "api-production", |_| true);
+    let again = wait_release(&server, "api-production");
     assert_eq!(again["metadata"]["resourceVersion"], version);
 
     // A binding naming a release that does not exist is refused when written.
@@ -299,17 +309,8 @@ fn example_service_render_matches_its_golden_file() {
     );
 }
 
-/// Polls until `check` holds for the YAML of `troupe get KIND NAME -n acme -o yaml`.
 fn wait_yaml(server: &Server, kind: &str, name: &str, check: impl Fn(&str) -> bool) -> String {
-    for _ in 0..100 {
-        let out = server.cli(&["get", kind, name, "-n", "acme", "-o", "yaml"]);
-        let yaml = troupe_tests::stdout(&out);
-        if out.status.success() && check(&yaml) {
-            return yaml;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("{kind} {name} never got there");
+    wait_get(server, kind, name, "yaml", check)
 }
 
 #[test]
@@ -384,7 +385,7 @@ fn diff_compares_a_binding_with_its_release() {
         &["apply", "-f", "-"],
         Some(&binding("api-production", "production", &release, 2)),
     ));
-    wait_release(&server, "api-production", |_| true);
+    wait_release(&server, "api-production");
     let same = server.cli(&["diff", "api-production", "-n", "acme"]);
     assert!(same.status.success(), "{}", stderr(&same));
     assert!(stderr(&same).contains("no differences"));

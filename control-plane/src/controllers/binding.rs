@@ -11,14 +11,13 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc::Receiver;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use super::set_condition;
+use super::{follow, set_condition};
 use crate::releases::{Releases, RenderRequest};
 use crate::resources::references::scoped_kind;
-use crate::resources::{Error, Resources, WatchEvent, WatchRequest};
+use crate::resources::{Error, Resources};
 
 /// Renders ReleaseBindings into Releases.
 pub struct BindingController {
@@ -37,49 +36,30 @@ impl BindingController {
 
     /// Runs until the event stream ends (the server stops).
     pub async fn run(self) {
-        let request = WatchRequest {
-            kinds: vec![
-                Kind::ReleaseBinding,
-                Kind::ComponentRelease,
-                Kind::Environment,
-                Kind::DataPlane,
-                Kind::ClusterDataPlane,
-            ],
-            ..Default::default()
-        };
-        let events = match self.resources.watch(request) {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::error!(error = %e, "binding controller could not watch");
-                return;
-            }
-        };
-        self.follow(events).await;
+        let kinds = vec![
+            Kind::ReleaseBinding,
+            Kind::ComponentRelease,
+            Kind::Environment,
+            Kind::DataPlane,
+            Kind::ClusterDataPlane,
+        ];
+        follow(&self.resources, "binding", kinds, |_, object| {
+            self.on_change(object)
+        })
+        .await;
     }
 
-    async fn follow(&self, mut events: Receiver<Result<WatchEvent, Error>>) {
-        while let Some(event) = events.recv().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(e) => {
-                    tracing::error!(error = %e, "binding controller lost its watch");
-                    return;
-                }
-            };
-            let Some(object) = event.object else { continue };
-            let key = object.key();
-            let targets = match key.kind {
-                Kind::ReleaseBinding => vec![key],
-                Kind::ComponentRelease | Kind::Environment | Kind::DataPlane => {
-                    self.bindings(Some(&key.namespace)).await
-                }
-                Kind::ClusterDataPlane => self.bindings(None).await,
-                _ => continue,
-            };
-            for binding in targets {
-                if let Err(e) = self.reconcile(&binding).await {
-                    tracing::warn!(binding = %binding, error = %e, "reconcile failed");
-                }
+    /// Reconciles the bindings a change can affect.
+    async fn on_change(&self, object: Object) {
+        let key = object.key();
+        let targets = match key.kind {
+            Kind::ReleaseBinding => vec![key],
+            Kind::ClusterDataPlane => self.bindings(None).await,
+            _ => self.bindings(Some(&key.namespace)).await,
+        };
+        for binding in targets {
+            if let Err(e) = self.reconcile(&binding).await {
+                tracing::warn!(binding = %binding, error = %e, "reconcile failed");
             }
         }
     }

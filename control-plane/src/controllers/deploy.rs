@@ -9,8 +9,9 @@ use std::sync::Arc;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
+use super::follow;
 use crate::releases::Releases;
-use crate::resources::{Error, Resources, WatchEventType, WatchRequest};
+use crate::resources::{Error, Resources, WatchEventType};
 
 /// Cuts and binds releases of `autoDeploy` components.
 pub struct DeployController {
@@ -29,65 +30,49 @@ impl DeployController {
 
     /// Runs until the event stream ends (the server stops).
     pub async fn run(self) {
-        let request = WatchRequest {
-            kinds: vec![
-                Kind::Component,
-                Kind::Workload,
-                Kind::ComponentType,
-                Kind::ClusterComponentType,
-                Kind::Trait,
-                Kind::ClusterTrait,
-            ],
-            ..Default::default()
-        };
-        let mut events = match self.resources.watch(request) {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::error!(error = %e, "deploy controller could not watch");
-                return;
+        let kinds = vec![
+            Kind::Component,
+            Kind::Workload,
+            Kind::ComponentType,
+            Kind::ClusterComponentType,
+            Kind::Trait,
+            Kind::ClusterTrait,
+        ];
+        follow(&self.resources, "deploy", kinds, |kind, object| {
+            self.on_change(kind, object)
+        })
+        .await;
+    }
+
+    /// Deploys the components a change can affect.
+    async fn on_change(&self, kind: WatchEventType, object: Object) {
+        if kind == WatchEventType::Deleted {
+            return;
+        }
+        let key = object.key();
+        let components = match &object {
+            // Most components do not auto-deploy: the event says so without a read.
+            Object::Component(c) if !c.spec.as_ref().is_some_and(|s| s.auto_deploy) => return,
+            Object::Component(_) => vec![key],
+            Object::Workload(w) => {
+                let owner = w
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.owner.clone())
+                    .unwrap_or_default();
+                vec![ObjectKey::new(
+                    Kind::Component,
+                    &key.namespace,
+                    owner.component_name,
+                )]
             }
+            Object::ComponentType(_) | Object::Trait(_) => self.components(&key.namespace).await,
+            Object::ClusterComponentType(_) | Object::ClusterTrait(_) => self.components("").await,
+            _ => return,
         };
-        while let Some(event) = events.recv().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(e) => {
-                    tracing::error!(error = %e, "deploy controller lost its watch");
-                    return;
-                }
-            };
-            if event.kind == WatchEventType::Deleted {
-                continue;
-            }
-            let Some(object) = event.object else { continue };
-            let key = object.key();
-            let components = match &object {
-                // Most components do not auto-deploy: the event says so without a read.
-                Object::Component(c) if !c.spec.as_ref().is_some_and(|s| s.auto_deploy) => continue,
-                Object::Component(_) => vec![key],
-                Object::Workload(w) => {
-                    let owner = w
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.owner.clone())
-                        .unwrap_or_default();
-                    vec![ObjectKey::new(
-                        Kind::Component,
-                        &key.namespace,
-                        owner.component_name,
-                    )]
-                }
-                Object::ComponentType(_) | Object::Trait(_) => {
-                    self.components(&key.namespace).await
-                }
-                Object::ClusterComponentType(_) | Object::ClusterTrait(_) => {
-                    self.components("").await
-                }
-                _ => continue,
-            };
-            for component in components {
-                if let Err(e) = self.deploy(&component).await {
-                    tracing::warn!(component = %component, error = %e, "auto-deploy failed");
-                }
+        for component in components {
+            if let Err(e) = self.deploy(&component).await {
+                tracing::warn!(component = %component, error = %e, "auto-deploy failed");
             }
         }
     }

@@ -9,9 +9,48 @@
 pub mod binding;
 pub mod deploy;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use troupe_common::pb::v1alpha1::Condition;
+use troupe_common::{Kind, Object};
+
+use crate::resources::{Resources, WatchEventType, WatchRequest};
+
+/// Follows every change to objects of `kinds` (starting with the objects that exist), handing
+/// each changed object to `handle`, until the event stream ends (the server stops). `name`
+/// labels the controller in logs.
+pub async fn follow<F, Fut>(resources: &Arc<Resources>, name: &str, kinds: Vec<Kind>, mut handle: F)
+where
+    F: FnMut(WatchEventType, Object) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let request = WatchRequest {
+        kinds,
+        ..Default::default()
+    };
+    let mut events = match resources.watch(request) {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::error!(controller = name, error = %e, "could not watch");
+            return;
+        }
+    };
+    while let Some(event) = events.recv().await {
+        match event {
+            Ok(event) => {
+                if let Some(object) = event.object {
+                    handle(event.kind, object).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(controller = name, error = %e, "lost its watch");
+                return;
+            }
+        }
+    }
+}
 
 /// Sets condition `type_` in `conditions`, keeping its transition time when its status did
 /// not change.

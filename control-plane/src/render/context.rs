@@ -69,7 +69,7 @@ pub(super) fn configurations(container: Option<&pb::Container>) -> Value {
 
 /// The namespace a component's objects go to in the data plane: `{ns}-{project}-{env}`,
 /// shortened with a hash when it would exceed a DNS label.
-pub fn target_namespace(namespace: &str, project: &str, environment: &str) -> String {
+pub(super) fn target_namespace(namespace: &str, project: &str, environment: &str) -> String {
     let full = format!("{namespace}-{project}-{environment}");
     if full.len() <= 63 {
         return full;

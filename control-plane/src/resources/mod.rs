@@ -96,11 +96,6 @@ impl Resources {
         &self.engine
     }
 
-    /// The underlying store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// Creates or updates `object`. `metadata.resourceVersion`, when set, must match the stored
     /// version. Returns the stored object once it is on disk.
     pub async fn apply(
