@@ -441,3 +441,41 @@ fn pod_templates(object: &mut Value) -> Vec<&mut Value> {
     };
     object.pointer_mut(pointer).into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::check_object;
+
+    #[test]
+    fn rendered_objects_must_name_api_version_kind_and_name() {
+        assert!(
+            check_object(
+                0,
+                &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"}})
+            )
+            .is_ok()
+        );
+        let err =
+            check_object(2, &json!({"kind": "Service", "metadata": {"name": "api"}})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rendered object 2 (Service): apiVersion is missing"
+        );
+        let err = check_object(0, &json!({"apiVersion": "v1", "metadata": {}})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rendered object 0 (no kind): kind is missing"
+        );
+        let err = check_object(
+            0,
+            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rendered object 0 (Service): metadata.name is missing"
+        );
+    }
+}
