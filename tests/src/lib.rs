@@ -131,6 +131,28 @@ impl Server {
         self.cli_with_stdin(args, None)
     }
 
+    /// Polls `troupe get KIND NAME -n NAMESPACE -o OUTPUT` until it succeeds and `check`
+    /// holds for its output, which it returns; panics after about five seconds.
+    pub fn wait_get(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        output: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut last = String::new();
+        for _ in 0..100 {
+            let out = self.cli(&["get", kind, name, "-n", namespace, "-o", output]);
+            last = stdout(&out) + &stderr(&out);
+            if out.status.success() && check(&stdout(&out)) {
+                return stdout(&out);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{kind} {namespace}/{name} never got there; last seen:\n{last}");
+    }
+
     /// Runs the `troupe` CLI against this server, feeding `stdin`.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut child = Command::new(troupe_bin())

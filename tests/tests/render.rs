@@ -172,8 +172,6 @@ spec:
     )
 }
 
-/// Polls `troupe get KIND NAME -n acme -o OUTPUT` until it succeeds and `check` holds for
-/// its output, which it returns.
 fn wait_get(
     server: &Server,
     kind: &str,
@@ -181,15 +179,7 @@ fn wait_get(
     output: &str,
     check: impl Fn(&str) -> bool,
 ) -> String {
-    for _ in 0..100 {
-        let out = server.cli(&["get", kind, name, "-n", "acme", "-o", output]);
-        let text = troupe_tests::stdout(&out);
-        if out.status.success() && check(&text) {
-            return text;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("{kind} {name} never got there");
+    server.wait_get(kind, "acme", name, output, check)
 }
 
 /// Waits for Release NAME to exist and returns it as JSON.

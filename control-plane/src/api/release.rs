@@ -57,7 +57,7 @@ impl ReleaseService for ReleaseApi {
         required("namespace", &r.namespace)?;
         required("component", &r.component)?;
         required("environment", &r.environment)?;
-        let (manifests, release) = self
+        let rendered = self
             .releases
             .render(RenderRequest {
                 namespace: r.namespace,
@@ -66,12 +66,20 @@ impl ReleaseService for ReleaseApi {
                 release: r.release,
                 type_environment_configs: r.component_type_environment_configs,
                 trait_environment_configs: r.trait_environment_configs,
+                workload_overrides: r.workload_overrides,
             })
             .await?;
-        let manifests = manifests
+        let manifests = rendered
+            .manifests
             .into_iter()
             .map(|m| serde_json::from_value(m).map_err(|e| Status::internal(e.to_string())))
             .collect::<Result<_, _>>()?;
-        Ok(Response::new(pb::RenderResponse { manifests, release }))
+        Ok(Response::new(pb::RenderResponse {
+            manifests,
+            release: rendered.release,
+            endpoints: rendered.endpoints,
+            resolved_connections: rendered.connections.resolved,
+            pending_connections: rendered.connections.pending,
+        }))
     }
 }

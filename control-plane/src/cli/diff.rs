@@ -12,15 +12,23 @@ use troupe_common::document::{integral_numbers, json_to_yaml};
 use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
 use troupe_common::pb::v1alpha1::{GetRequest, RenderRequest};
 
-use super::release::{Configs, apply_sets, set_configs};
+use super::release::{Configs, apply_sets, set_configs, set_env};
 use super::{Client, server_error};
+
+/// Changes to the binding's overrides for the comparison.
+pub(super) struct Changes<'a> {
+    /// `--set` values for environmentConfigs.
+    pub sets: &'a [String],
+    /// `--set-env` container environment variables.
+    pub set_envs: &'a [String],
+}
 
 pub(super) async fn run(
     resources: &Client,
     releases: &mut ReleaseServiceClient<Channel>,
     namespace: &str,
     binding: &str,
-    sets: &[String],
+    changes: Changes<'_>,
 ) -> anyhow::Result<ExitCode> {
     let get = |kind: &str, name: &str| GetRequest {
         kind: kind.into(),
@@ -45,12 +53,13 @@ pub(super) async fn run(
         .iter()
         .map(|(k, v)| Ok((k.clone(), as_map(&Some(v.clone()))?)))
         .collect::<anyhow::Result<_>>()?;
-    apply_sets(sets, &mut type_configs, &mut trait_configs)?;
+    apply_sets(changes.sets, &mut type_configs, &mut trait_configs)?;
     let mut request = RenderRequest {
         namespace: namespace.into(),
         component: spec.owner.unwrap_or_default().component_name,
         environment: spec.environment,
         release: spec.release_name,
+        workload_overrides: set_env(changes.set_envs, spec.workload_overrides)?,
         ..Default::default()
     };
     set_configs(&mut request, type_configs, trait_configs)?;

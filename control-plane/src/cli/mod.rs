@@ -126,6 +126,10 @@ pub enum Command {
         /// Override an environmentConfigs value: `replicas=3`, or `traits.INSTANCE.key=value`.
         #[arg(long = "set")]
         sets: Vec<String>,
+        /// Set an environment variable of the container, as a binding's workload overrides do:
+        /// `LOG_LEVEL=debug`.
+        #[arg(long = "set-env")]
+        set_envs: Vec<String>,
         /// Output format.
         #[arg(short, long, default_value = "yaml", value_parser = ["yaml", "json"])]
         output: String,
@@ -141,6 +145,9 @@ pub enum Command {
         /// Change an override for the comparison: `replicas=3`, `traits.INSTANCE.key=value`.
         #[arg(long = "set")]
         sets: Vec<String>,
+        /// Set a container environment variable for the comparison: `LOG_LEVEL=debug`.
+        #[arg(long = "set-env")]
+        set_envs: Vec<String>,
     },
     /// Stream changes to resources of a kind (`all` for every kind) until interrupted.
     #[command(after_help = KINDS_HELP)]
@@ -237,6 +244,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             environment,
             release,
             sets,
+            set_envs,
             output,
         } => {
             let render = release::RenderArgs {
@@ -245,6 +253,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 environment: &environment,
                 release: &release,
                 sets: &sets,
+                set_envs: &set_envs,
                 output: &output,
             };
             release::render(&mut release_client(&args.server).await?, render).await
@@ -253,10 +262,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             binding,
             namespace,
             sets,
+            set_envs,
         } => {
             let resources = connect(&args.server).await?;
             let mut releases = release_client(&args.server).await?;
-            diff::run(&resources, &mut releases, &namespace, &binding, &sets).await
+            let changes = diff::Changes {
+                sets: &sets,
+                set_envs: &set_envs,
+            };
+            diff::run(&resources, &mut releases, &namespace, &binding, changes).await
         }
         Command::Apply { files, dry_run } => {
             apply::run(&connect(&args.server).await?, &files, dry_run).await

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use tonic::transport::Channel;
 use troupe_common::document::{integral_numbers, json_to_yaml};
 use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
-use troupe_common::pb::v1alpha1::{CreateReleaseRequest, RenderRequest};
+use troupe_common::pb::v1alpha1::{CreateReleaseRequest, EnvVar, RenderRequest, WorkloadOverrides};
 
 use super::server_error;
 
@@ -50,6 +50,7 @@ pub(super) struct RenderArgs<'a> {
     pub environment: &'a str,
     pub release: &'a str,
     pub sets: &'a [String],
+    pub set_envs: &'a [String],
     pub output: &'a str,
 }
 
@@ -66,11 +67,18 @@ pub(super) async fn render(
         ..Default::default()
     };
     set_configs(&mut request, type_configs, trait_configs)?;
+    request.workload_overrides = set_env(args.set_envs, None)?;
     let response = client
         .render(request)
         .await
         .map_err(server_error)?
         .into_inner();
+    for pending in &response.pending_connections {
+        eprintln!(
+            "connection to {}/{} endpoint {} is pending: {}",
+            pending.project, pending.component, pending.endpoint, pending.reason
+        );
+    }
     let mut docs = Vec::new();
     for manifest in response.manifests {
         let mut value = serde_json::to_value(&manifest)?;
@@ -87,6 +95,35 @@ pub(super) async fn render(
 }
 
 pub(super) type Configs = Map<String, Value>;
+
+/// `--set-env KEY=VALUE` values on top of a binding's workload overrides (an existing key is
+/// replaced). `None` when there is nothing to override.
+pub(super) fn set_env(
+    set_envs: &[String],
+    base: Option<WorkloadOverrides>,
+) -> anyhow::Result<Option<WorkloadOverrides>> {
+    if set_envs.is_empty() {
+        return Ok(base);
+    }
+    let mut overrides = base.unwrap_or_default();
+    let container = overrides.container.get_or_insert_default();
+    for set in set_envs {
+        let (key, value) = set
+            .split_once('=')
+            .filter(|(key, _)| !key.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--set-env {set:?}: expected KEY=VALUE"))?;
+        let var = EnvVar {
+            key: key.into(),
+            value: value.into(),
+            value_from: None,
+        };
+        match container.env.iter_mut().find(|e| e.key == key) {
+            Some(existing) => *existing = var,
+            None => container.env.push(var),
+        }
+    }
+    Ok(Some(overrides))
+}
 
 /// Puts override maps into a render request.
 pub(super) fn set_configs(

@@ -4,11 +4,19 @@
 //! gets a `Rendered=False` condition with the full message, and its Release is left as it was.
 //! An `Undeploy` binding has no Release.
 //!
+//! The binding's status also says where the component's endpoints are reached
+//! (`status.endpoints`) and how its workload's connections resolved: `resolvedConnections`,
+//! `pendingConnections` with the reason, and the `ConnectionsResolved` condition. A pending
+//! connection does not stop the render; its environment variables are left out until it
+//! resolves.
+//!
 //! Level-triggered: every binding is reconciled at start, and again whenever it, or an
-//! environment or data plane of its namespace, changes. Rendering is deterministic, so
-//! re-rendering unchanged inputs writes nothing (no new revision).
+//! environment or data plane of its namespace, changes — and when the binding of a component
+//! it connects to changes (the controller remembers who connects to whom). Rendering is
+//! deterministic, so re-rendering unchanged inputs writes nothing (no new revision).
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 use troupe_common::pb::v1alpha1 as pb;
@@ -19,10 +27,15 @@ use crate::releases::{Releases, RenderRequest};
 use crate::resources::references::scoped_kind;
 use crate::resources::{Error, Resources};
 
+/// A component in one environment: `(namespace, environment, project, component)`.
+type Placement = (String, String, String, String);
+
 /// Renders ReleaseBindings into Releases.
 pub struct BindingController {
     resources: Arc<Resources>,
     releases: Arc<Releases>,
+    /// For each connection target, the bindings whose workload connects to it.
+    consumers: Mutex<HashMap<Placement, BTreeSet<ObjectKey>>>,
 }
 
 impl BindingController {
@@ -31,6 +44,7 @@ impl BindingController {
         Self {
             resources,
             releases,
+            consumers: Mutex::default(),
         }
     }
 
@@ -52,9 +66,21 @@ impl BindingController {
     /// Reconciles the bindings a change can affect.
     async fn on_change(&self, object: Object) {
         let key = object.key();
-        let targets = match key.kind {
-            Kind::ReleaseBinding => vec![key],
-            Kind::ClusterDataPlane => self.bindings(None).await,
+        let targets = match &object {
+            Object::ReleaseBinding(binding) => {
+                let mut targets = vec![key.clone()];
+                if let Some(placement) = placement(&key.namespace, binding) {
+                    let consumers = self
+                        .consumers
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if let Some(found) = consumers.get(&placement) {
+                        targets.extend(found.iter().filter(|k| **k != key).cloned());
+                    }
+                }
+                targets
+            }
+            Object::ClusterDataPlane(_) => self.bindings(None).await,
             _ => self.bindings(Some(&key.namespace)).await,
         };
         for binding in targets {
@@ -94,6 +120,7 @@ impl BindingController {
         let generation = binding.metadata.as_ref().map_or(0, |m| m.generation);
         let release_key = ObjectKey::new(Kind::Release, &key.namespace, &key.name);
         let mut status = binding.status.clone().unwrap_or_default();
+        self.remember_connections(key, &spec);
         if spec.state == "Undeploy" || spec.release_name.is_empty() {
             let reason = if spec.state == "Undeploy" {
                 "Undeployed"
@@ -103,6 +130,13 @@ impl BindingController {
             if self.resources.get(&release_key).is_ok() {
                 self.resources.delete(&release_key, 0, false).await?;
             }
+            // Nothing runs, so there is nothing to reach and nothing connects.
+            status.endpoints.clear();
+            status.resolved_connections.clear();
+            status.pending_connections.clear();
+            status
+                .conditions
+                .retain(|c| c.r#type != "ConnectionsResolved");
             set_condition(
                 &mut status.conditions,
                 "Rendered",
@@ -122,11 +156,45 @@ impl BindingController {
                     release: spec.release_name.clone(),
                     type_environment_configs: spec.component_type_environment_configs.clone(),
                     trait_environment_configs: spec.trait_environment_configs.clone(),
+                    workload_overrides: spec.workload_overrides.clone(),
                 })
                 .await;
             match rendered {
-                Ok((manifests, _)) => {
-                    let release = self.release_object(key, &spec, manifests)?;
+                Ok(rendered) => {
+                    let connections = rendered.connections;
+                    let (resolved, reason, message) = match connections.pending.as_slice() {
+                        [] if connections.resolved.is_empty() => (
+                            true,
+                            "NoConnections",
+                            "the workload has no connections".into(),
+                        ),
+                        [] => (
+                            true,
+                            "AllConnectionsResolved",
+                            format!("{} connection(s) resolved", connections.resolved.len()),
+                        ),
+                        pending => (
+                            false,
+                            "ConnectionsPending",
+                            pending
+                                .iter()
+                                .map(|p| format!("{}: {}", p.endpoint, p.reason))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        ),
+                    };
+                    set_condition(
+                        &mut status.conditions,
+                        "ConnectionsResolved",
+                        resolved,
+                        reason,
+                        &message,
+                        generation,
+                    );
+                    status.endpoints = rendered.endpoints;
+                    status.resolved_connections = connections.resolved;
+                    status.pending_connections = connections.pending;
+                    let release = self.release_object(key, &spec, rendered.manifests)?;
                     self.resources.apply(release, false).await?;
                     let message =
                         format!("rendered {} into Release {}", spec.release_name, key.name);
@@ -157,6 +225,38 @@ impl BindingController {
             .write_status(Object::ReleaseBinding(binding))
             .await?;
         Ok(())
+    }
+
+    /// Records which components the binding's release connects to, so a change to their
+    /// bindings re-renders this one.
+    fn remember_connections(&self, key: &ObjectKey, spec: &pb::ReleaseBindingSpec) {
+        let release = ObjectKey::new(Kind::ComponentRelease, &key.namespace, &spec.release_name);
+        let Ok(Object::ComponentRelease(release)) = self.resources.get(&release) else {
+            return;
+        };
+        let release = release.spec.unwrap_or_default();
+        let project = release.owner.unwrap_or_default().project_name;
+        let connections = release.workload.map(|w| w.connections).unwrap_or_default();
+        let mut consumers = self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for c in connections {
+            let target_project = if c.project.is_empty() {
+                project.clone()
+            } else {
+                c.project
+            };
+            consumers
+                .entry((
+                    key.namespace.clone(),
+                    spec.environment.clone(),
+                    target_project,
+                    c.component,
+                ))
+                .or_default()
+                .insert(key.clone());
+        }
     }
 
     fn release_object(
@@ -229,4 +329,16 @@ impl BindingController {
             ..Default::default()
         }))
     }
+}
+
+/// Where a binding places its component.
+fn placement(namespace: &str, binding: &pb::ReleaseBinding) -> Option<Placement> {
+    let spec = binding.spec.as_ref()?;
+    let owner = spec.owner.as_ref()?;
+    Some((
+        namespace.to_string(),
+        spec.environment.clone(),
+        owner.project_name.clone(),
+        owner.component_name.clone(),
+    ))
 }

@@ -5,6 +5,7 @@
 //! already there instead of making a second. Each release also carries a per-component
 //! sequence number (annotation `troupe.dev/sequence`) for people.
 
+pub mod connections;
 mod snapshot;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 use crate::render::component::{RenderInput, render};
 use crate::resources::references::scoped_kind;
 use crate::resources::{Error, Resources};
+use connections::Resolution;
 
 /// What to render: a component (its current state, or one of its releases) in an environment,
 /// with the overrides a ReleaseBinding would carry.
@@ -32,6 +34,21 @@ pub struct RenderRequest {
     pub type_environment_configs: Option<pbjson_types::Struct>,
     /// Values for trait instances' `environmentConfigs`, by instance name.
     pub trait_environment_configs: std::collections::HashMap<String, pbjson_types::Struct>,
+    /// Changes to the workload in this environment.
+    pub workload_overrides: Option<pb::WorkloadOverrides>,
+}
+
+/// What a render produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rendered {
+    /// The Kubernetes objects, in render order.
+    pub manifests: Vec<serde_json::Value>,
+    /// The release rendered; empty for the component's current state.
+    pub release: String,
+    /// Where the component's endpoints are reached in the environment.
+    pub endpoints: Vec<pb::EndpointStatus>,
+    /// How the workload's connections resolved.
+    pub connections: Resolution,
 }
 
 /// Label naming the project an object belongs to.
@@ -92,12 +109,8 @@ impl Releases {
         Ok((release, true))
     }
 
-    /// Renders a component in an environment without storing anything. Returns the manifests
-    /// and the name of the release rendered (empty for the current state).
-    pub async fn render(
-        &self,
-        request: RenderRequest,
-    ) -> Result<(Vec<serde_json::Value>, String), Error> {
+    /// Renders a component in an environment without storing anything.
+    pub async fn render(&self, request: RenderRequest) -> Result<Rendered, Error> {
         let ns = request.namespace.as_str();
         let component_key = ObjectKey::new(Kind::Component, ns, &request.component);
         let spec = if request.release.is_empty() {
@@ -128,8 +141,21 @@ impl Releases {
             unreachable!("the store keeps objects under their own kind")
         };
         let data_plane = self.data_plane(ns, &environment)?;
+        let owner = spec.owner.clone().unwrap_or_default();
+        let declared = spec
+            .workload
+            .as_ref()
+            .map(|w| w.connections.as_slice())
+            .unwrap_or_default();
+        let resolution = connections::resolve(
+            &self.resources,
+            ns,
+            &owner.project_name,
+            &request.environment,
+            declared,
+        )
+        .await?;
         let resources = self.resources.clone();
-        let release_name = request.release.clone();
         tokio::task::spawn_blocking(move || {
             let input = RenderInput {
                 namespace: &request.namespace,
@@ -139,15 +165,24 @@ impl Releases {
                 data_plane,
                 type_environment_configs: request.type_environment_configs.as_ref(),
                 trait_environment_configs: &request.trait_environment_configs,
+                workload_overrides: request.workload_overrides.as_ref(),
+                connections: &resolution.addresses,
             };
-            render(resources.engine(), resources.schemas(), &input).map_err(|e| Error::Render {
-                object: component_key.clone(),
-                message: e.to_string(),
+            let output = render(resources.engine(), resources.schemas(), &input).map_err(|e| {
+                Error::Render {
+                    object: component_key.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            Ok(Rendered {
+                manifests: output.objects,
+                release: request.release,
+                endpoints: output.endpoints,
+                connections: resolution,
             })
         })
         .await
         .expect("render panicked")
-        .map(|manifests| (manifests, release_name))
     }
 
     /// The environment's data plane as templates see it: `{kind, name, spec}`.

@@ -8,7 +8,11 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 use troupe_common::pb::v1alpha1 as pb;
 
-use super::context::{configurations, hash_hex, target_namespace, to_json, workload_context};
+use super::context::{
+    configurations, connections_context, hash_hex, overridden, target_namespace, to_json,
+    workload_context,
+};
+use super::endpoints::{Address, endpoint_statuses};
 use super::patch::{self, Op, Path, Target};
 use super::schema::{SchemaCache, describe};
 use super::template::{Context, Engine, ResourceEntry};
@@ -29,6 +33,20 @@ pub struct RenderInput<'a> {
     pub type_environment_configs: Option<&'a pbjson_types::Struct>,
     /// Values for each trait instance's `environmentConfigs`, by instance name.
     pub trait_environment_configs: &'a HashMap<String, pbjson_types::Struct>,
+    /// Changes to the workload's container in this environment.
+    pub workload_overrides: Option<&'a pb::WorkloadOverrides>,
+    /// Addresses of the workload's connections, by position; `None` (or missing) where the
+    /// target is not available: its environment variables are left out.
+    pub connections: &'a [Option<Address>],
+}
+
+/// What a render produces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The Kubernetes objects, in render order.
+    pub objects: Vec<Value>,
+    /// Where the workload's endpoints are reached, from the rendered Services.
+    pub endpoints: Vec<pb::EndpointStatus>,
 }
 
 /// A render failure: where, and what.
@@ -65,7 +83,7 @@ pub fn render(
     engine: &Engine,
     schemas: &SchemaCache,
     input: &RenderInput<'_>,
-) -> Result<Vec<Value>, RenderError> {
+) -> Result<Rendered, RenderError> {
     let release = input.release;
     let owner = release.owner.clone().unwrap_or_default();
     let component_type = release.component_type.clone().unwrap_or_default();
@@ -106,14 +124,21 @@ pub fn render(
         "troupe.dev/component": component,
         "troupe.dev/environment": env_meta.name,
     });
-    let configurations = configurations(workload.container.as_ref());
-    let mut context = json!({
+    let container = overridden(
+        workload.container.as_ref(),
+        input.workload_overrides,
+        &workload.connections,
+        input.connections,
+    );
+    let configurations = configurations(&container);
+    let namespace = target_namespace(input.namespace, &owner.project_name, &env_meta.name);
+    let context = json!({
         "metadata": {
             "name": component,
             "componentName": component,
             "projectName": owner.project_name,
             "environmentName": env_meta.name,
-            "namespace": target_namespace(input.namespace, &owner.project_name, &env_meta.name),
+            "namespace": namespace,
             "controlPlaneNamespace": input.namespace,
             "labels": labels,
             "podSelectors": pod_selectors,
@@ -122,7 +147,7 @@ pub fn render(
         "environmentConfigs": environment_configs,
         "workload": workload_context(&workload),
         "configurations": configurations,
-        "connections": {},
+        "connections": connections_context(&workload.connections, input.connections),
         "dataplane": input.data_plane,
         "environment": {
             "name": env_meta.name,
@@ -132,12 +157,19 @@ pub fn render(
     });
 
     let mut objects = Vec::new();
+    // Output rules run once everything is rendered, each with the context it was declared in.
+    let mut output_rules = Vec::new();
     let prepared = prepare(engine, "the render context", &context)?;
     check_rules(engine, "ComponentType", &type_spec.validations, &prepared)?;
     for (i, resource) in type_spec.resources.iter().enumerate() {
         let location = format!("ComponentType resources[{}]", label(&resource.id, i));
         objects.extend(render_entry(engine, &location, resource, &prepared)?);
     }
+    output_rules.push((
+        "ComponentType".to_string(),
+        type_spec.output_validations.clone(),
+        prepared.clone(),
+    ));
 
     // Trait instances: the type's embedded ones, then the component's.
     for (origin, instance) in type_spec
@@ -190,13 +222,12 @@ pub fn render(
                 engine,
                 &format!("{at} patches[{i}]"),
                 p,
-                &trait_context,
+                &prepared,
                 &mut objects,
             )?;
         }
+        output_rules.push((at, trait_spec.output_validations, prepared));
     }
-    // The trait contexts are done with; the base context is reused for post-processing only.
-    context["trait"] = Value::Null;
 
     let config_hash = hash_hex(&configurations.to_string());
     for (i, object) in objects.iter_mut().enumerate() {
@@ -219,7 +250,11 @@ pub fn render(
             }
         }
     }
-    Ok(objects)
+    for (location, rules, context) in &output_rules {
+        check_output_rules(engine, location, rules, context, &objects)?;
+    }
+    let endpoints = endpoint_statuses(&workload.endpoints, &objects, &namespace);
+    Ok(Rendered { objects, endpoints })
 }
 
 fn same_trait_kind(a: &str, b: &str) -> bool {
@@ -294,6 +329,102 @@ fn check_rules(
     Ok(())
 }
 
+/// Checks rules over the rendered objects: each rule must give `true` for every object its
+/// target selects, otherwise its message, naming the object, is the error.
+fn check_output_rules(
+    engine: &Engine,
+    location: &str,
+    rules: &[pb::OutputValidationRule],
+    context: &Context,
+    objects: &[Value],
+) -> Result<(), RenderError> {
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("{location} outputValidations[{i}]");
+        let target = rule.target.clone().unwrap_or_default();
+        for object in objects {
+            if !selects(engine, &at, &target, context, &[], object)? {
+                continue;
+            }
+            let object_at = format!("{at} on {}", object_id(object));
+            let holds = engine
+                .eval_bound("rule", &rule.rule, context, &[("object", object)])
+                .map_err(|e| fail(&object_at, e.to_string()))?;
+            match holds {
+                Value::Bool(true) => {}
+                Value::Bool(false) => {
+                    let message = if rule.message.is_empty() {
+                        format!("{} does not hold", rule.rule)
+                    } else {
+                        rule.message.clone()
+                    };
+                    return Err(fail(&object_at, message));
+                }
+                other => {
+                    return Err(fail(
+                        &object_at,
+                        format!("the rule must give true or false, not {other}"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `target` (group, version, kind, and `where` with `object` and the `bound`
+/// variables visible) selects `object`. A target without a kind selects every object.
+fn selects(
+    engine: &Engine,
+    location: &str,
+    target: &pb::PatchTarget,
+    context: &Context,
+    bound: &[(&str, &Value)],
+    object: &Value,
+) -> Result<bool, RenderError> {
+    let selector = Target {
+        group: &target.group,
+        version: &target.version,
+        kind: &target.kind,
+    };
+    if !target.kind.is_empty() && !patch::matches(&selector, object) {
+        return Ok(false);
+    }
+    if target.r#where.is_empty() {
+        return Ok(true);
+    }
+    let mut bound = bound.to_vec();
+    bound.push(("object", object));
+    let keep = engine
+        .eval_bound("where", &target.r#where, context, &bound)
+        .map_err(|e| fail(location, e.to_string()))?;
+    match keep {
+        Value::Bool(keep) => Ok(keep),
+        other => Err(fail(
+            location,
+            format!("where must give true or false, not {other}"),
+        )),
+    }
+}
+
+/// `apps/v1 Deployment`: a target's group, version and kind, for messages.
+fn target_name(target: &pb::PatchTarget) -> String {
+    let version = if target.group.is_empty() {
+        target.version.clone()
+    } else {
+        format!("{}/{}", target.group, target.version)
+    };
+    format!("{version} {}", target.kind).trim().to_string()
+}
+
+/// `Kind/name` of a rendered object, for messages.
+fn object_id(object: &Value) -> String {
+    format!(
+        "{}/{}",
+        object["kind"].as_str().unwrap_or("?"),
+        object["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
+
 /// Converts a context once for the many template calls that share it.
 fn prepare(engine: &Engine, location: &str, context: &Value) -> Result<Context, RenderError> {
     engine
@@ -327,27 +458,25 @@ fn apply_patch(
     engine: &Engine,
     location: &str,
     p: &pb::TraitPatch,
-    context: &Value,
+    context: &Context,
     objects: &mut [Value],
 ) -> Result<(), RenderError> {
     let target = p.target.clone().unwrap_or_default();
-    let selector = Target {
-        group: &target.group,
-        version: &target.version,
-        kind: &target.kind,
-    };
+    if target.kind.is_empty() {
+        return Err(fail(location, "target.kind is required"));
+    }
     // forEach over the patch: one pass per item, with `var` bound.
-    let passes: Vec<Value> = if p.for_each.is_empty() {
-        vec![context.clone()]
+    let passes: Vec<Option<Value>> = if p.for_each.is_empty() {
+        vec![None]
     } else {
         let items = engine
             .eval("forEach", &p.for_each, context)
             .map_err(|e| fail(location, e.to_string()))?;
-        let items = match items {
-            Value::Array(items) => items,
+        match items {
+            Value::Array(items) => items.into_iter().map(Some).collect(),
             Value::Object(map) => map
                 .into_iter()
-                .map(|(k, v)| json!({"key": k, "value": v}))
+                .map(|(k, v)| Some(json!({"key": k, "value": v})))
                 .collect(),
             other => {
                 return Err(fail(
@@ -355,48 +484,70 @@ fn apply_patch(
                     format!("forEach must give a list or a map, not {other}"),
                 ));
             }
-        };
-        items
-            .into_iter()
-            .map(|item| {
-                let mut c = context.clone();
-                c[p.var.as_str()] = item;
-                c
-            })
-            .collect()
+        }
     };
-    for pass in passes {
-        let prepared = prepare(engine, location, &pass)?;
+    let operations = p
+        .operations
+        .iter()
+        .enumerate()
+        .map(|(j, operation)| {
+            let at = format!("{location} operations[{j}]");
+            let op = Op::parse(&operation.op).map_err(|e| fail(&at, e.to_string()))?;
+            let path = Path::parse(&operation.path).map_err(|e| fail(&at, e.to_string()))?;
+            Ok((
+                at,
+                op,
+                path,
+                &operation.path,
+                operation.value.as_ref().map(to_json),
+            ))
+        })
+        .collect::<Result<Vec<_>, RenderError>>()?;
+    let mut selected = 0;
+    for pass in &passes {
+        let bound: Vec<(&str, &Value)> = pass.iter().map(|item| (p.var.as_str(), item)).collect();
         for object in objects.iter_mut() {
-            if !patch::matches(&selector, object) {
+            if !selects(engine, location, &target, context, &bound, object)? {
                 continue;
             }
-            if !target.r#where.is_empty() {
-                let mut c = pass.clone();
-                c["object"] = object.clone();
-                let keep = engine
-                    .eval("where", &target.r#where, &c)
-                    .map_err(|e| fail(location, e.to_string()))?;
-                if keep != Value::Bool(true) {
-                    continue;
-                }
-            }
-            for (j, operation) in p.operations.iter().enumerate() {
-                let at = format!("{location} operations[{j}]");
-                let op = Op::parse(&operation.op).map_err(|e| fail(&at, e.to_string()))?;
-                let path = Path::parse(&operation.path).map_err(|e| fail(&at, e.to_string()))?;
-                let value = match &operation.value {
+            selected += 1;
+            for (at, op, path, raw, value) in &operations {
+                let value = match value {
                     Some(v) => Some(
                         engine
-                            .render("/value", &to_json(v), &prepared)
-                            .map_err(|e| fail(&at, e.to_string()))?,
+                            .render_bound("/value", v, context, &bound)
+                            .map_err(|e| fail(at, e.to_string()))?,
                     ),
                     None => None,
                 };
-                patch::apply(object, op, &path, value.as_ref())
-                    .map_err(|e| fail(&at, e.to_string()))?;
+                let changed = patch::apply(object, *op, path, value.as_ref())
+                    .map_err(|e| fail(at, e.to_string()))?;
+                if p.required && changed == 0 {
+                    return Err(fail(
+                        at,
+                        format!(
+                            "required patch: {} matches nothing in {}",
+                            raw,
+                            object_id(object)
+                        ),
+                    ));
+                }
             }
         }
+    }
+    if p.required && selected == 0 && !passes.is_empty() {
+        return Err(fail(
+            location,
+            format!(
+                "required patch: no rendered object is a {}{}",
+                target_name(&target),
+                if target.r#where.is_empty() {
+                    String::new()
+                } else {
+                    format!(" where {}", target.r#where)
+                }
+            ),
+        ));
     }
     Ok(())
 }

@@ -5,6 +5,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use troupe_common::pb::v1alpha1 as pb;
 
+use super::endpoints::{Address, connection_env};
+
 /// The workload as templates see it: every field present (empty when unset), so a template
 /// can use `workload.container.command` without guarding it; `targetPort` defaults to `port`.
 pub(super) fn workload_context(workload: &pb::WorkloadTemplate) -> Value {
@@ -36,12 +38,81 @@ pub(super) fn workload_context(workload: &pb::WorkloadTemplate) -> Value {
     })
 }
 
+/// The container as one environment runs it: the release's container with the binding's
+/// overrides merged by key (an override replaces the entry with its key, new keys are
+/// appended), then the environment variables of resolved connections, unless the container
+/// already sets that variable itself.
+pub(super) fn overridden(
+    container: Option<&pb::Container>,
+    overrides: Option<&pb::WorkloadOverrides>,
+    connections: &[pb::Connection],
+    addresses: &[Option<Address>],
+) -> pb::Container {
+    let mut container = container.cloned().unwrap_or_default();
+    if let Some(o) = overrides.and_then(|o| o.container.as_ref()) {
+        for env in &o.env {
+            match container.env.iter_mut().find(|e| e.key == env.key) {
+                Some(existing) => *existing = env.clone(),
+                None => container.env.push(env.clone()),
+            }
+        }
+        for file in &o.files {
+            match container.files.iter_mut().find(|f| f.key == file.key) {
+                Some(existing) => *existing = file.clone(),
+                None => container.files.push(file.clone()),
+            }
+        }
+    }
+    for (connection, address) in connections.iter().zip(addresses) {
+        let Some(address) = address else { continue };
+        for (key, value) in connection_env(connection, address) {
+            if container.env.iter().all(|e| e.key != key) {
+                container.env.push(pb::EnvVar {
+                    key,
+                    value,
+                    value_from: None,
+                });
+            }
+        }
+    }
+    container
+}
+
+/// The workload's connections as templates see them, in declaration order: the target, and
+/// once resolved its address (`resolved` false and empty address parts while pending).
+pub(super) fn connections_context(
+    connections: &[pb::Connection],
+    addresses: &[Option<Address>],
+) -> Value {
+    let items: Vec<Value> = connections
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let address = addresses.get(i).cloned().flatten();
+            let visibility = if c.visibility.is_empty() {
+                "project"
+            } else {
+                c.visibility.as_str()
+            };
+            json!({
+                "project": c.project,
+                "component": c.component,
+                "endpoint": c.endpoint,
+                "visibility": visibility,
+                "resolved": address.is_some(),
+                "url": address.as_ref().map(Address::url).unwrap_or_default(),
+                "host": address.as_ref().map(|a| a.host.clone()).unwrap_or_default(),
+                "port": address.as_ref().map_or(0, |a| a.port),
+                "basePath": address.as_ref().map(|a| a.path.clone()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Value::Array(items)
+}
+
 /// Environment variables and files of the container, in the shapes templates use:
 /// `env` as Kubernetes `EnvVar`s, `files` as `{name, mountPath, value}`.
-pub(super) fn configurations(container: Option<&pb::Container>) -> Value {
-    let Some(container) = container else {
-        return json!({"env": [], "files": []});
-    };
+pub(super) fn configurations(container: &pb::Container) -> Value {
     let env: Vec<Value> = container
         .env
         .iter()

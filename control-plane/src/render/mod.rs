@@ -7,9 +7,12 @@
 //! - [`patch`] applies trait patches to rendered objects.
 //! - [`component`] renders one component release for one environment.
 //! - [`schema`] defaults and validates parameters against the schemas types declare.
+//! - [`endpoints`] finds where rendered endpoints are reached and what a resolved connection
+//!   injects.
 
 pub mod component;
 mod context;
+pub mod endpoints;
 pub mod patch;
 pub mod schema;
 pub mod template;

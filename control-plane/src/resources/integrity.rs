@@ -110,6 +110,20 @@ impl Resources {
             });
         }
         for (i, t) in spec.traits.iter().enumerate() {
+            if type_spec
+                .traits
+                .iter()
+                .any(|embedded| embedded.instance_name == t.instance_name)
+            {
+                return Err(Error::invalid(
+                    key,
+                    format!("spec.traits[{i}].instanceName"),
+                    format!(
+                        "{:?} is already the name of a trait instance embedded in {}",
+                        t.instance_name, type_ref.target
+                    ),
+                ));
+            }
             let kind = t.kind.as_str().if_empty(Kind::Trait.name());
             if !type_spec
                 .allowed_traits

@@ -180,6 +180,21 @@ pub fn check(object: &Object, engine: &Engine) -> Result<(), Error> {
                     ));
                 }
             }
+            for (i, c) in spec.connections.iter().enumerate() {
+                let at = format!("spec.connections[{i}]");
+                if !c.project.is_empty() {
+                    ctx.dns(&format!("{at}.project"), &c.project)?;
+                }
+                ctx.dns(&format!("{at}.component"), &c.component)?;
+                ctx.dns(&format!("{at}.endpoint"), &c.endpoint)?;
+                if !matches!(c.visibility.as_str(), "" | "project" | "namespace") {
+                    return Err(ctx.invalid(
+                        format!("{at}.visibility"),
+                        format!("{:?} is not one of project, namespace", c.visibility),
+                    ));
+                }
+            }
+            ctx.container_vars("spec.container", &container.env, &container.files)?;
         }
         Object::WorkflowRun(run) => {
             let spec = run.spec.clone().unwrap_or_default();
@@ -206,6 +221,13 @@ pub fn check(object: &Object, engine: &Engine) -> Result<(), Error> {
             ctx.dns("spec.environment", &spec.environment)?;
             if !spec.release_name.is_empty() {
                 ctx.dns("spec.releaseName", &spec.release_name)?;
+            }
+            if let Some(c) = spec
+                .workload_overrides
+                .as_ref()
+                .and_then(|o| o.container.as_ref())
+            {
+                ctx.container_vars("spec.workloadOverrides.container", &c.env, &c.files)?;
             }
             if !matches!(spec.state.as_str(), "" | "Active" | "Undeploy") {
                 return Err(ctx.invalid(
@@ -392,6 +414,7 @@ impl Ctx<'_> {
             self.resource_template(&format!("spec.resources[{i}]"), r)?;
         }
         self.rules(&spec.validations)?;
+        self.output_rules(&spec.output_validations)?;
         for (i, t) in spec.allowed_traits.iter().enumerate() {
             self.ref_kind(
                 &format!("spec.allowedTraits[{i}].kind"),
@@ -420,8 +443,12 @@ impl Ctx<'_> {
             self.resource_template(&format!("spec.creates[{i}]"), c)?;
         }
         self.rules(&spec.validations)?;
+        self.output_rules(&spec.output_validations)?;
         for (i, p) in spec.patches.iter().enumerate() {
             let at = format!("spec.patches[{i}]");
+            if p.target.as_ref().is_none_or(|t| t.kind.is_empty()) {
+                return Err(self.invalid(format!("{at}.target.kind"), "required"));
+            }
             self.expression(&format!("{at}.forEach"), &p.for_each)?;
             if !p.for_each.is_empty() && p.var.is_empty() {
                 return Err(self.invalid(format!("{at}.var"), "required with forEach"));
@@ -449,6 +476,68 @@ impl Ctx<'_> {
                 return Err(self.invalid(format!("spec.validations[{i}].rule"), "required"));
             }
             self.expression(&format!("spec.validations[{i}].rule"), &rule.rule)?;
+        }
+        Ok(())
+    }
+
+    /// Output rules: a rule that compiles, and a `where` that compiles when set.
+    fn output_rules(&self, rules: &[pb::OutputValidationRule]) -> Result<(), Error> {
+        for (i, rule) in rules.iter().enumerate() {
+            let at = format!("spec.outputValidations[{i}]");
+            if rule.rule.is_empty() {
+                return Err(self.invalid(format!("{at}.rule"), "required"));
+            }
+            self.expression(&format!("{at}.rule"), &rule.rule)?;
+            if let Some(target) = &rule.target {
+                self.expression(&format!("{at}.target.where"), &target.r#where)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Environment variables and files: a key each, used once; a file has an absolute mount
+    /// path; a value or a secret reference, not both.
+    fn container_vars(
+        &self,
+        at: &str,
+        env: &[pb::EnvVar],
+        files: &[pb::FileVar],
+    ) -> Result<(), Error> {
+        let mut keys = std::collections::BTreeSet::new();
+        for (i, e) in env.iter().enumerate() {
+            let field = format!("{at}.env[{i}]");
+            if e.key.is_empty() {
+                return Err(self.invalid(format!("{field}.key"), "required"));
+            }
+            if !keys.insert(e.key.as_str()) {
+                return Err(
+                    self.invalid(format!("{field}.key"), format!("{:?} is set twice", e.key))
+                );
+            }
+            if !e.value.is_empty() && e.value_from.is_some() {
+                return Err(self.invalid(&field, "set value or valueFrom, not both"));
+            }
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        for (i, f) in files.iter().enumerate() {
+            let field = format!("{at}.files[{i}]");
+            if f.key.is_empty() {
+                return Err(self.invalid(format!("{field}.key"), "required"));
+            }
+            if !keys.insert(f.key.as_str()) {
+                return Err(
+                    self.invalid(format!("{field}.key"), format!("{:?} is set twice", f.key))
+                );
+            }
+            if !f.mount_path.starts_with('/') {
+                return Err(self.invalid(
+                    format!("{field}.mountPath"),
+                    format!("{:?} is not an absolute path", f.mount_path),
+                ));
+            }
+            if !f.value.is_empty() && f.value_from.is_some() {
+                return Err(self.invalid(&field, "set value or valueFrom, not both"));
+            }
         }
         Ok(())
     }

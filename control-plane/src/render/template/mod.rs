@@ -143,6 +143,13 @@ impl AsContext for &Context {
     }
 }
 
+fn bind(&(name, value): &(&str, &Json)) -> (String, Value) {
+    (
+        name.to_string(),
+        Value::from(minijinja::value::Serde(value)),
+    )
+}
+
 /// The control fields of one resource entry (strings empty when unset).
 #[derive(Debug, Clone, Copy)]
 pub struct ResourceEntry<'a> {
@@ -224,9 +231,21 @@ impl Engine {
         template: &Json,
         context: impl AsContext,
     ) -> Result<Json, TemplateError> {
+        self.render_bound(path, template, context, &[])
+    }
+
+    /// [`Engine::render`] with more variables, `(name, value)` pairs, visible on top of the
+    /// context (the context itself is not copied).
+    pub fn render_bound(
+        &self,
+        path: &str,
+        template: &Json,
+        context: impl AsContext,
+        bound: &[(&str, &Json)],
+    ) -> Result<Json, TemplateError> {
         let loc = Loc::Root(path);
         let call = self.call(&loc, context)?;
-        let root = call.scope(None);
+        let root = call.scope(bound.iter().map(bind).collect());
         self.render_node(&call, &root, &loc, template, self.limits.recursion)?
             .ok_or_else(|| error(&loc, "", "the template root evaluated to omit()"))
     }
@@ -239,11 +258,23 @@ impl Engine {
         field: &str,
         context: impl AsContext,
     ) -> Result<Json, TemplateError> {
+        self.eval_bound(path, field, context, &[])
+    }
+
+    /// [`Engine::eval`] with more variables, `(name, value)` pairs, visible on top of the
+    /// context (the context itself is not copied).
+    pub fn eval_bound(
+        &self,
+        path: &str,
+        field: &str,
+        context: impl AsContext,
+        bound: &[(&str, &Json)],
+    ) -> Result<Json, TemplateError> {
         let loc = Loc::Root(path);
         let call = self.call(&loc, context)?;
         let expr = control_expression(&loc, field)?;
         let value = self
-            .evaluate(&call.scope(None), expr)
+            .evaluate(&call.scope(bound.iter().map(bind).collect()), expr)
             .map_err(|m| error(&loc, expr, m))?;
         to_json(&value, &call.sizer, self.limits.recursion)
             .map_err(|m| error(&loc, expr, m))?

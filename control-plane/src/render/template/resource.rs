@@ -38,7 +38,7 @@ impl Engine {
         check_var(path, resource)?;
         let entry = Loc::Root(path);
         let call = self.call(&entry, context)?;
-        let root = call.scope(None);
+        let root = call.scope(vec![]);
         if !resource.include_when.is_empty() {
             let loc = entry.key("includeWhen");
             let expr = control_expression(&loc, resource.include_when)?;
@@ -72,7 +72,7 @@ impl Engine {
             .map_err(|m| error(&each_loc, expr, m))?;
         let mut objects = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
-            let scope = call.scope(Some((resource.var.to_owned(), item)));
+            let scope = call.scope(vec![(resource.var.to_owned(), item)]);
             let object = self
                 .render_object(&call, &scope, &loc, resource.template, depth)
                 .map_err(|mut e| {

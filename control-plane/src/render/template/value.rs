@@ -50,13 +50,13 @@ impl Object for Meter {
     }
 }
 
-/// The root every expression is evaluated against: the call's context, the forEach loop
-/// variable when bound, and the meter. Binding a loop variable makes a new scope without
-/// copying the context.
+/// The root every expression is evaluated against: the call's context, the variables bound
+/// on top of it (a forEach loop variable, the object a rule looks at), and the meter. Binding
+/// makes a new scope without copying the context.
 #[derive(Debug)]
 pub(super) struct Scope {
     pub context: Value,
-    pub bound: Option<(String, Value)>,
+    pub bound: Vec<(String, Value)>,
     pub meter: Value,
 }
 
@@ -65,9 +65,7 @@ impl Scope {
         if key == METER_VAR {
             return Some(self.meter.clone());
         }
-        if let Some((name, value)) = &self.bound
-            && name == key
-        {
+        if let Some((_, value)) = self.bound.iter().find(|(name, _)| name == key) {
             return Some(value.clone());
         }
         self.context

@@ -205,7 +205,7 @@ pub(super) struct Call {
 }
 
 impl Call {
-    pub fn scope(&self, bound: Option<(String, Value)>) -> Value {
+    pub fn scope(&self, bound: Vec<(String, Value)>) -> Value {
         Value::from_object(Scope {
             context: self.context.clone(),
             bound,

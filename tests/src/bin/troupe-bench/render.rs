@@ -128,8 +128,10 @@ pub fn run(run: Duration) -> anyhow::Result<serde_json::Map<String, Value>> {
         data_plane: json!({"kind": "DataPlane", "name": "default", "spec": {}}),
         type_environment_configs: Some(&configs),
         trait_environment_configs: &overrides,
+        workload_overrides: None,
+        connections: &[],
     };
-    let objects = render(&engine, &schemas, &input)?;
+    let objects = render(&engine, &schemas, &input)?.objects;
     println!(
         "rendering `service` with traits ingress and team-labels: {} objects",
         objects.len()

@@ -1,0 +1,208 @@
+//! Resolving a workload's connections in one environment. A connection names a component (in
+//! the consumer's project unless it names another) and one of its endpoints; the address comes
+//! from that component's ReleaseBinding in the same environment — the `status.endpoints` its
+//! render produced — never from what a template meant to create. A connection that cannot
+//! resolve is pending, with the reason, and its environment variables are left out until it
+//! does.
+
+use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::{Kind, Object, ObjectKey};
+
+use crate::render::endpoints::Address;
+use crate::resources::{Error, Resources};
+
+/// The outcome for every connection of a workload, in declaration order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resolution {
+    /// Each connection's address, `None` while pending.
+    pub addresses: Vec<Option<Address>>,
+    /// The connections that resolved.
+    pub resolved: Vec<pb::ResolvedConnection>,
+    /// The connections that did not, with why.
+    pub pending: Vec<pb::PendingConnection>,
+}
+
+/// Resolves `connections` of a component of `project` in `environment` (all in `namespace`).
+pub async fn resolve(
+    resources: &Resources,
+    namespace: &str,
+    project: &str,
+    environment: &str,
+    connections: &[pb::Connection],
+) -> Result<Resolution, Error> {
+    let mut resolution = Resolution::default();
+    if connections.is_empty() {
+        return Ok(resolution);
+    }
+    let bindings: Vec<pb::ReleaseBinding> = resources
+        .list(Kind::ReleaseBinding, namespace, &Default::default(), 0, "")
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::ReleaseBinding(b)
+                if b.spec
+                    .as_ref()
+                    .is_some_and(|s| s.environment == environment) =>
+            {
+                Some(b)
+            }
+            _ => None,
+        })
+        .collect();
+    for connection in connections {
+        let target_project = if connection.project.is_empty() {
+            project
+        } else {
+            connection.project.as_str()
+        };
+        let visibility = if connection.visibility.is_empty() {
+            "project"
+        } else {
+            connection.visibility.as_str()
+        };
+        let outcome = address(
+            resources,
+            namespace,
+            environment,
+            &bindings,
+            (project, target_project),
+            visibility,
+            connection,
+        );
+        match outcome {
+            Ok(address) => {
+                resolution.resolved.push(pb::ResolvedConnection {
+                    namespace: namespace.to_string(),
+                    project: target_project.to_string(),
+                    component: connection.component.clone(),
+                    endpoint: connection.endpoint.clone(),
+                    visibility: visibility.to_string(),
+                    url: address.url(),
+                });
+                resolution.addresses.push(Some(address));
+            }
+            Err(reason) => {
+                resolution.pending.push(pb::PendingConnection {
+                    namespace: namespace.to_string(),
+                    project: target_project.to_string(),
+                    component: connection.component.clone(),
+                    endpoint: connection.endpoint.clone(),
+                    visibility: visibility.to_string(),
+                    reason,
+                });
+                resolution.addresses.push(None);
+            }
+        }
+    }
+    Ok(resolution)
+}
+
+/// The address one connection resolves to, or why it does not.
+fn address(
+    resources: &Resources,
+    namespace: &str,
+    environment: &str,
+    bindings: &[pb::ReleaseBinding],
+    (project, target_project): (&str, &str),
+    visibility: &str,
+    connection: &pb::Connection,
+) -> Result<Address, String> {
+    let target = format!("component {}/{}", target_project, connection.component);
+    if target_project != project && visibility != "namespace" {
+        return Err(format!(
+            "{target} is in another project; a connection across projects needs visibility namespace"
+        ));
+    }
+    let candidates: Vec<&pb::ReleaseBinding> = bindings
+        .iter()
+        .filter(|b| {
+            let owner = b
+                .spec
+                .as_ref()
+                .and_then(|s| s.owner.clone())
+                .unwrap_or_default();
+            owner.project_name == target_project && owner.component_name == connection.component
+        })
+        .collect();
+    let binding = match candidates.as_slice() {
+        [] => {
+            return Err(format!(
+                "{target} has no ReleaseBinding in environment {environment}"
+            ));
+        }
+        [one] => *one,
+        many => {
+            let names: Vec<&str> = many
+                .iter()
+                .filter_map(|b| b.metadata.as_ref().map(|m| m.name.as_str()))
+                .collect();
+            return Err(format!(
+                "{target} has {} ReleaseBindings in environment {environment} ({}); which one is meant is ambiguous",
+                many.len(),
+                names.join(", ")
+            ));
+        }
+    };
+    let spec = binding.spec.clone().unwrap_or_default();
+    if spec.state == "Undeploy" {
+        return Err(format!(
+            "{target} is undeployed in environment {environment}"
+        ));
+    }
+    if spec.release_name.is_empty() {
+        return Err(format!(
+            "{target} has no release bound in environment {environment}"
+        ));
+    }
+    let release_key = ObjectKey::new(Kind::ComponentRelease, namespace, &spec.release_name);
+    let endpoints = match resources.get(&release_key) {
+        Ok(Object::ComponentRelease(r)) => r
+            .spec
+            .and_then(|s| s.workload)
+            .map(|w| w.endpoints)
+            .unwrap_or_default(),
+        _ => {
+            return Err(format!(
+                "{target}: release {} is not found",
+                spec.release_name
+            ));
+        }
+    };
+    let Some(endpoint) = endpoints.iter().find(|e| e.name == connection.endpoint) else {
+        let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+        return Err(format!(
+            "{target} has no endpoint {:?} in release {} (it has: {})",
+            connection.endpoint,
+            spec.release_name,
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    };
+    if visibility == "namespace" && !endpoint.visibility.iter().any(|v| v == "namespace") {
+        return Err(format!(
+            "endpoint {} of {target} is not visible to the namespace (its visibility: project{})",
+            endpoint.name,
+            endpoint
+                .visibility
+                .iter()
+                .map(|v| format!(", {v}"))
+                .collect::<String>()
+        ));
+    }
+    binding
+        .status
+        .as_ref()
+        .and_then(|s| s.endpoints.iter().find(|e| e.name == connection.endpoint))
+        .and_then(|e| e.service_url.as_ref())
+        .map(Address::from_url)
+        .ok_or_else(|| {
+            format!(
+                "endpoint {} of {target} has no address in environment {environment} yet (not rendered, or no Service exposes its port)",
+                endpoint.name
+            )
+        })
+}
