@@ -8,12 +8,13 @@
 pub mod connections;
 mod snapshot;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use crate::render::component::{RenderInput, render};
+use crate::render::component::{Plan, RenderError, RenderInput};
 use crate::resources::references::scoped_kind;
 use crate::resources::{Error, Resources};
 use connections::Resolution;
@@ -61,12 +62,45 @@ pub const ANNOTATION_SEQUENCE: &str = "troupe.dev/sequence";
 /// The release service.
 pub struct Releases {
     resources: Arc<Resources>,
+    plans: Arc<PlanCache>,
+}
+
+/// Render plans of releases, by the release's key and uid.
+#[derive(Default)]
+struct PlanCache {
+    plans: Mutex<HashMap<(ObjectKey, String), Arc<Plan>>>,
+}
+
+/// Bound on kept plans; past it the cache starts over.
+const MAX_PLANS: usize = 4096;
+
+impl PlanCache {
+    fn get_or_try(
+        &self,
+        key: (ObjectKey, String),
+        build: impl FnOnce() -> Result<Plan, RenderError>,
+    ) -> Result<Arc<Plan>, RenderError> {
+        let lock = || self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(plan) = lock().get(&key) {
+            return Ok(plan.clone());
+        }
+        let plan = Arc::new(build()?);
+        let mut plans = lock();
+        if plans.len() >= MAX_PLANS {
+            plans.clear();
+        }
+        plans.insert(key, plan.clone());
+        Ok(plan)
+    }
 }
 
 impl Releases {
     /// Releases over `resources`.
     pub fn new(resources: Arc<Resources>) -> Self {
-        Self { resources }
+        Self {
+            resources,
+            plans: Arc::default(),
+        }
     }
 
     /// Cuts a release of the component's current state; returns it and whether it is new.
@@ -113,10 +147,13 @@ impl Releases {
     pub async fn render(&self, request: RenderRequest) -> Result<Rendered, Error> {
         let ns = request.namespace.as_str();
         let component_key = ObjectKey::new(Kind::Component, ns, &request.component);
-        let spec = if request.release.is_empty() {
-            snapshot::snapshot(&self.resources, ns, &request.component)
+        // A release's plan is kept (releases never change), keyed by the object's uid so a
+        // release deleted and written again under the same name is planned again.
+        let (spec, plan_key) = if request.release.is_empty() {
+            let spec = snapshot::snapshot(&self.resources, ns, &request.component)
                 .await?
-                .0
+                .0;
+            (spec, None)
         } else {
             let key = ObjectKey::new(Kind::ComponentRelease, ns, &request.release);
             let Object::ComponentRelease(release) = self.resources.get(&key)? else {
@@ -134,7 +171,8 @@ impl Releases {
                     ),
                 ));
             }
-            spec
+            let uid = release.metadata.unwrap_or_default().uid;
+            (spec, Some((key, uid)))
         };
         let env_key = ObjectKey::new(Kind::Environment, ns, &request.environment);
         let Object::Environment(environment) = self.resources.get(&env_key)? else {
@@ -156,7 +194,18 @@ impl Releases {
         )
         .await?;
         let resources = self.resources.clone();
+        let plans = self.plans.clone();
         tokio::task::spawn_blocking(move || {
+            let to_error = |e: RenderError| Error::Render {
+                object: component_key.clone(),
+                message: e.to_string(),
+            };
+            let plan = match plan_key {
+                None => Arc::new(Plan::new(resources.schemas(), &spec).map_err(to_error)?),
+                Some(key) => plans
+                    .get_or_try(key, || Plan::new(resources.schemas(), &spec))
+                    .map_err(to_error)?,
+            };
             let input = RenderInput {
                 namespace: &request.namespace,
                 release_name: &request.release,
@@ -168,12 +217,7 @@ impl Releases {
                 workload_overrides: request.workload_overrides.as_ref(),
                 connections: &resolution.addresses,
             };
-            let output = render(resources.engine(), resources.schemas(), &input).map_err(|e| {
-                Error::Render {
-                    object: component_key.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+            let output = plan.render(resources.engine(), &input).map_err(to_error)?;
             Ok(Rendered {
                 manifests: output.objects,
                 release: request.release,

@@ -4,6 +4,7 @@
 //! standard labels and the configuration hash. Pure and deterministic.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use troupe_common::pb::v1alpha1 as pb;
@@ -14,7 +15,7 @@ use super::context::{
 };
 use super::endpoints::{Address, endpoint_statuses};
 use super::patch::{self, Op, Path, Target};
-use super::schema::{SchemaCache, describe};
+use super::schema::{Schema, SchemaCache, describe};
 use super::template::{Context, Engine, ResourceEntry};
 
 /// Everything one render reads.
@@ -78,183 +79,382 @@ pub const LABELS: [&str; 5] = [
 /// Annotation on pod templates whose value changes when configuration does, so pods roll.
 pub const CONFIG_HASH: &str = "troupe.dev/config-hash";
 
-/// Renders `input` into Kubernetes objects.
+/// Renders `input` into Kubernetes objects: [`Plan::new`] then [`Plan::render`].
 pub fn render(
     engine: &Engine,
     schemas: &SchemaCache,
     input: &RenderInput<'_>,
 ) -> Result<Rendered, RenderError> {
-    let release = input.release;
-    let owner = release.owner.clone().unwrap_or_default();
-    let component_type = release.component_type.clone().unwrap_or_default();
-    let type_spec = component_type.spec.unwrap_or_default();
-    let profile = release.component_profile.clone().unwrap_or_default();
-    let workload = release.workload.clone().unwrap_or_default();
-    let env_meta = input.environment.metadata.clone().unwrap_or_default();
-    let env_spec = input.environment.spec.clone().unwrap_or_default();
+    Plan::new(schemas, input.release)?.render(engine, input)
+}
 
-    let parameters = validated(
-        schemas,
-        "ComponentType parameters",
-        type_spec.parameters.as_ref(),
-        profile.parameters.as_ref(),
-    )?;
-    let environment_configs = validated(
-        schemas,
-        "ComponentType environmentConfigs",
-        type_spec.environment_configs.as_ref(),
-        input.type_environment_configs,
-    )?;
+/// The part of rendering a release that no environment changes, worked out once per release:
+/// the type and trait instances in order with their parameters defaulted and validated, the
+/// `environmentConfigs` schemas compiled, templates and patch values as JSON and patch paths
+/// parsed. A release is immutable, so its plan can be kept and reused for every binding.
+pub struct Plan {
+    owner: pb::ComponentOwner,
+    workload: pb::WorkloadTemplate,
+    workload_context: Value,
+    /// The ComponentType first, then each trait instance.
+    stages: Vec<Stage>,
+}
 
-    let component = owner.component_name.as_str();
-    let labels: Map<String, Value> = LABELS
-        .iter()
-        .zip([
-            input.namespace,
-            owner.project_name.as_str(),
-            component,
-            env_meta.name.as_str(),
-            input.release_name,
-        ])
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.to_string(), Value::from(v)))
-        .collect();
-    let pod_selectors = json!({
-        "troupe.dev/project": owner.project_name,
-        "troupe.dev/component": component,
-        "troupe.dev/environment": env_meta.name,
-    });
-    let container = overridden(
-        workload.container.as_ref(),
-        input.workload_overrides,
-        &workload.connections,
-        input.connections,
-    );
-    let configurations = configurations(&container);
-    let namespace = target_namespace(input.namespace, &owner.project_name, &env_meta.name);
-    let context = json!({
-        "metadata": {
-            "name": component,
-            "componentName": component,
-            "projectName": owner.project_name,
-            "environmentName": env_meta.name,
-            "namespace": namespace,
-            "controlPlaneNamespace": input.namespace,
-            "labels": labels,
-            "podSelectors": pod_selectors,
-        },
-        "parameters": parameters,
-        "environmentConfigs": environment_configs,
-        "workload": workload_context(&workload),
-        "configurations": configurations,
-        "connections": connections_context(&workload.connections, input.connections),
-        "dataplane": input.data_plane,
-        "environment": {
-            "name": env_meta.name,
-            "isProduction": env_spec.is_production,
-            "spec": to_json(&env_spec),
-        },
-    });
+/// The ComponentType, or one trait instance.
+struct Stage {
+    /// `ComponentType` or `trait INSTANCE (TRAIT)`, for messages.
+    location: String,
+    /// The trait instance's name; empty for the type.
+    instance_name: String,
+    /// `{name, instanceName}` for a trait; `None` for the type.
+    trait_value: Option<Value>,
+    parameters: Value,
+    environment_schema: Option<Arc<Schema>>,
+    /// A trait instance's own `environmentConfigs`, used when the binding sets none.
+    environment_defaults: Option<Value>,
+    validations: Vec<pb::ValidationRule>,
+    output_validations: Vec<pb::OutputValidationRule>,
+    entries: Vec<Entry>,
+    patches: Vec<PatchPlan>,
+}
 
-    let mut objects = Vec::new();
-    // Output rules run once everything is rendered, each with the context it was declared in.
-    let mut output_rules = Vec::new();
-    let prepared = prepare(engine, "the render context", &context)?;
-    check_rules(engine, "ComponentType", &type_spec.validations, &prepared)?;
-    for (i, resource) in type_spec.resources.iter().enumerate() {
-        let location = format!("ComponentType resources[{}]", label(&resource.id, i));
-        objects.extend(render_entry(engine, &location, resource, &prepared)?);
-    }
-    output_rules.push((
-        "ComponentType".to_string(),
-        type_spec.output_validations.clone(),
-        prepared.clone(),
-    ));
+/// A resource template (a type's resource or a trait's create).
+struct Entry {
+    location: String,
+    include_when: String,
+    for_each: String,
+    var: String,
+    template: Value,
+}
 
-    // Trait instances: the type's embedded ones, then the component's.
-    for (origin, instance) in type_spec
-        .traits
-        .iter()
-        .map(|t| ("ComponentType", t))
-        .chain(profile.traits.iter().map(|t| ("Component", t)))
-    {
-        let snapshot = release
+/// A trait patch, parsed.
+struct PatchPlan {
+    location: String,
+    for_each: String,
+    var: String,
+    target: pb::PatchTarget,
+    required: bool,
+    operations: Vec<OperationPlan>,
+}
+
+struct OperationPlan {
+    location: String,
+    op: Op,
+    path: Path,
+    raw_path: String,
+    value: Option<Value>,
+}
+
+impl Plan {
+    /// Works out the environment-independent part of rendering `release`.
+    pub fn new(
+        schemas: &SchemaCache,
+        release: &pb::ComponentReleaseSpec,
+    ) -> Result<Plan, RenderError> {
+        let default_type = pb::ComponentTypeSpec::default();
+        let type_spec = release
+            .component_type
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .unwrap_or(&default_type);
+        let profile = release.component_profile.clone().unwrap_or_default();
+        let workload = release.workload.clone().unwrap_or_default();
+        let mut stages = vec![Stage {
+            location: "ComponentType".into(),
+            instance_name: String::new(),
+            trait_value: None,
+            parameters: validated(
+                schemas,
+                "ComponentType parameters",
+                type_spec.parameters.as_ref(),
+                profile.parameters.as_ref(),
+            )?,
+            environment_schema: schema(
+                schemas,
+                "ComponentType environmentConfigs",
+                type_spec.environment_configs.as_ref(),
+            )?,
+            environment_defaults: None,
+            validations: type_spec.validations.clone(),
+            output_validations: type_spec.output_validations.clone(),
+            entries: entries("ComponentType resources", &type_spec.resources),
+            patches: vec![],
+        }];
+        // Trait instances: the type's embedded ones, then the component's.
+        for (origin, instance) in type_spec
             .traits
             .iter()
-            .find(|t| t.name == instance.name && same_trait_kind(&t.kind, &instance.kind))
-            .ok_or_else(|| {
-                fail(
-                    format!("{origin} trait {}", instance.instance_name),
-                    format!("trait {:?} is not in the release", instance.name),
-                )
-            })?;
-        let trait_spec = snapshot.spec.clone().unwrap_or_default();
-        let at = format!("trait {} ({})", instance.instance_name, instance.name);
-        let trait_parameters = validated(
-            schemas,
-            &format!("{at} parameters"),
-            trait_spec.parameters.as_ref(),
-            instance.parameters.as_ref(),
-        )?;
-        let env_values = input
-            .trait_environment_configs
-            .get(&instance.instance_name)
-            .or(instance.environment_configs.as_ref());
-        let trait_env = validated(
-            schemas,
-            &format!("{at} environmentConfigs"),
-            trait_spec.environment_configs.as_ref(),
-            env_values,
-        )?;
-        let mut trait_context = context.clone();
-        trait_context["parameters"] = trait_parameters;
-        trait_context["environmentConfigs"] = trait_env;
-        trait_context["trait"] =
-            json!({"name": instance.name, "instanceName": instance.instance_name});
-        let prepared = prepare(engine, &at, &trait_context)?;
-        check_rules(engine, &at, &trait_spec.validations, &prepared)?;
-        for (i, create) in trait_spec.creates.iter().enumerate() {
-            let location = format!("{at} creates[{}]", label(&create.id, i));
-            objects.extend(render_entry(engine, &location, create, &prepared)?);
+            .map(|t| ("ComponentType", t))
+            .chain(profile.traits.iter().map(|t| ("Component", t)))
+        {
+            let snapshot = release
+                .traits
+                .iter()
+                .find(|t| t.name == instance.name && same_trait_kind(&t.kind, &instance.kind))
+                .ok_or_else(|| {
+                    fail(
+                        format!("{origin} trait {}", instance.instance_name),
+                        format!("trait {:?} is not in the release", instance.name),
+                    )
+                })?;
+            let default_trait = pb::TraitSpec::default();
+            let trait_spec = snapshot.spec.as_ref().unwrap_or(&default_trait);
+            let at = format!("trait {} ({})", instance.instance_name, instance.name);
+            stages.push(Stage {
+                instance_name: instance.instance_name.clone(),
+                trait_value: Some(
+                    json!({"name": instance.name, "instanceName": instance.instance_name}),
+                ),
+                parameters: validated(
+                    schemas,
+                    &format!("{at} parameters"),
+                    trait_spec.parameters.as_ref(),
+                    instance.parameters.as_ref(),
+                )?,
+                environment_schema: schema(
+                    schemas,
+                    &format!("{at} environmentConfigs"),
+                    trait_spec.environment_configs.as_ref(),
+                )?,
+                environment_defaults: instance.environment_configs.as_ref().map(to_json),
+                validations: trait_spec.validations.clone(),
+                output_validations: trait_spec.output_validations.clone(),
+                entries: entries(&format!("{at} creates"), &trait_spec.creates),
+                patches: trait_spec
+                    .patches
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| patch_plan(&format!("{at} patches[{i}]"), p))
+                    .collect::<Result<_, _>>()?,
+                location: at,
+            });
         }
-        for (i, p) in trait_spec.patches.iter().enumerate() {
-            apply_patch(
-                engine,
-                &format!("{at} patches[{i}]"),
-                p,
-                &prepared,
-                &mut objects,
-            )?;
-        }
-        output_rules.push((at, trait_spec.output_validations, prepared));
+        Ok(Plan {
+            owner: release.owner.clone().unwrap_or_default(),
+            workload_context: workload_context(&workload),
+            workload,
+            stages,
+        })
     }
 
-    let config_hash = hash_hex(&configurations.to_string());
-    for (i, object) in objects.iter_mut().enumerate() {
-        check_object(i, object)?;
-        let meta = object["metadata"].as_object_mut().expect("checked above");
-        let object_labels = meta.entry("labels").or_insert_with(|| json!({}));
-        if let Some(map) = object_labels.as_object_mut() {
-            for (k, v) in &labels {
-                map.insert(k.clone(), v.clone());
+    /// Renders the release for the environment, overrides and connections in `input`
+    /// (`input.release` is not read again: the plan holds what it needs of it).
+    pub fn render(
+        &self,
+        engine: &Engine,
+        input: &RenderInput<'_>,
+    ) -> Result<Rendered, RenderError> {
+        let owner = &self.owner;
+        let workload = &self.workload;
+        let default_env = pb::EnvironmentSpec::default();
+        let env_name = input
+            .environment
+            .metadata
+            .as_ref()
+            .map_or("", |m| m.name.as_str());
+        let env_spec = input.environment.spec.as_ref().unwrap_or(&default_env);
+
+        let component = owner.component_name.as_str();
+        let labels: Map<String, Value> = LABELS
+            .iter()
+            .zip([
+                input.namespace,
+                owner.project_name.as_str(),
+                component,
+                env_name,
+                input.release_name,
+            ])
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_string(), Value::from(v)))
+            .collect();
+        let pod_selectors = json!({
+            "troupe.dev/project": owner.project_name,
+            "troupe.dev/component": component,
+            "troupe.dev/environment": env_name,
+        });
+        let container = overridden(
+            workload.container.as_ref(),
+            input.workload_overrides,
+            &workload.connections,
+            input.connections,
+        );
+        let configurations = configurations(&container);
+        let config_hash = hash_hex(&configurations.to_string());
+        let namespace = target_namespace(input.namespace, &owner.project_name, env_name);
+        let type_stage = &self.stages[0];
+        let context = json!({
+            "metadata": {
+                "name": component,
+                "componentName": component,
+                "projectName": owner.project_name,
+                "environmentName": env_name,
+                "namespace": namespace,
+                "controlPlaneNamespace": input.namespace,
+                "labels": labels,
+                "podSelectors": pod_selectors,
+            },
+            "parameters": type_stage.parameters,
+            "environmentConfigs": type_stage.environment_configs(input.type_environment_configs)?,
+            "workload": self.workload_context,
+            "configurations": configurations,
+            "connections": connections_context(&workload.connections, input.connections),
+            "dataplane": input.data_plane,
+            "environment": {
+                "name": env_name,
+                "isProduction": env_spec.is_production,
+                "spec": to_json(env_spec),
+            },
+        });
+        let base = engine
+            .context(&context)
+            .map_err(|e| fail("the render context", e.to_string()))?;
+
+        let mut objects = Vec::new();
+        // Each stage's context, kept for its output rules, which run once everything is
+        // rendered.
+        let mut contexts = Vec::with_capacity(self.stages.len());
+        for stage in &self.stages {
+            let context = match &stage.trait_value {
+                None => base.clone(),
+                Some(trait_value) => {
+                    let values = input
+                        .trait_environment_configs
+                        .get(&stage.instance_name)
+                        .map(to_json)
+                        .or_else(|| stage.environment_defaults.clone());
+                    let environment_configs = stage.environment_configs_json(values.as_ref())?;
+                    base.with(&[
+                        ("parameters", &stage.parameters),
+                        ("environmentConfigs", &environment_configs),
+                        ("trait", trait_value),
+                    ])
+                }
+            };
+            check_rules(engine, &stage.location, &stage.validations, &context)?;
+            for entry in &stage.entries {
+                objects.extend(entry.render(engine, &context)?);
+            }
+            for patch in &stage.patches {
+                patch.apply(engine, &context, &mut objects)?;
+            }
+            contexts.push(context);
+        }
+
+        for (i, object) in objects.iter_mut().enumerate() {
+            check_object(i, object)?;
+            let meta = object["metadata"].as_object_mut().expect("checked above");
+            let object_labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Some(map) = object_labels.as_object_mut() {
+                for (k, v) in &labels {
+                    map.insert(k.clone(), v.clone());
+                }
+            }
+            for template in pod_templates(object) {
+                let annotations = template
+                    .as_object_mut()
+                    .map(|t| t.entry("metadata").or_insert_with(|| json!({})))
+                    .and_then(Value::as_object_mut)
+                    .map(|m| m.entry("annotations").or_insert_with(|| json!({})));
+                if let Some(Value::Object(a)) = annotations {
+                    a.insert(CONFIG_HASH.into(), Value::from(&config_hash[..16]));
+                }
             }
         }
-        for template in pod_templates(object) {
-            let annotations = template
-                .as_object_mut()
-                .map(|t| t.entry("metadata").or_insert_with(|| json!({})))
-                .and_then(Value::as_object_mut)
-                .map(|m| m.entry("annotations").or_insert_with(|| json!({})));
-            if let Some(Value::Object(a)) = annotations {
-                a.insert(CONFIG_HASH.into(), Value::from(&config_hash[..16]));
-            }
+        for (stage, context) in self.stages.iter().zip(&contexts) {
+            check_output_rules(
+                engine,
+                &stage.location,
+                &stage.output_validations,
+                context,
+                &objects,
+            )?;
+        }
+        let endpoints = endpoint_statuses(&workload.endpoints, &objects, &namespace);
+        Ok(Rendered { objects, endpoints })
+    }
+}
+
+impl Stage {
+    /// The stage's `environmentConfigs` from a binding's values, defaulted and validated.
+    fn environment_configs(
+        &self,
+        values: Option<&pbjson_types::Struct>,
+    ) -> Result<Value, RenderError> {
+        self.environment_configs_json(values.map(to_json).as_ref())
+    }
+
+    fn environment_configs_json(&self, values: Option<&Value>) -> Result<Value, RenderError> {
+        match &self.environment_schema {
+            None => Ok(values.cloned().unwrap_or_else(|| json!({}))),
+            Some(schema) => schema.apply(values).map_err(|violations| {
+                fail(
+                    format!("{} environmentConfigs", self.location),
+                    describe(&violations),
+                )
+            }),
         }
     }
-    for (location, rules, context) in &output_rules {
-        check_output_rules(engine, location, rules, context, &objects)?;
+}
+
+/// A list of resource templates, with their locations.
+fn entries(location: &str, templates: &[pb::ResourceTemplate]) -> Vec<Entry> {
+    templates
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Entry {
+            location: format!("{location}[{}]", label(&t.id, i)),
+            include_when: t.include_when.clone(),
+            for_each: t.for_each.clone(),
+            var: t.var.clone(),
+            template: t.template.as_ref().map(to_json).unwrap_or(Value::Null),
+        })
+        .collect()
+}
+
+impl Entry {
+    fn render(&self, engine: &Engine, context: &Context) -> Result<Vec<Value>, RenderError> {
+        let entry = ResourceEntry {
+            include_when: &self.include_when,
+            for_each: &self.for_each,
+            var: &self.var,
+            template: &self.template,
+        };
+        engine
+            .render_resource("", &entry, context)
+            .map_err(|e| fail(&self.location, e.to_string()))
     }
-    let endpoints = endpoint_statuses(&workload.endpoints, &objects, &namespace);
-    Ok(Rendered { objects, endpoints })
+}
+
+fn patch_plan(location: &str, p: &pb::TraitPatch) -> Result<PatchPlan, RenderError> {
+    let target = p.target.clone().unwrap_or_default();
+    if target.kind.is_empty() {
+        return Err(fail(location, "target.kind is required"));
+    }
+    let operations = p
+        .operations
+        .iter()
+        .enumerate()
+        .map(|(j, operation)| {
+            let at = format!("{location} operations[{j}]");
+            let op = Op::parse(&operation.op).map_err(|e| fail(&at, e.to_string()))?;
+            let path = Path::parse(&operation.path).map_err(|e| fail(&at, e.to_string()))?;
+            Ok(OperationPlan {
+                location: at,
+                op,
+                path,
+                raw_path: operation.path.clone(),
+                value: operation.value.as_ref().map(to_json),
+            })
+        })
+        .collect::<Result<_, RenderError>>()?;
+    Ok(PatchPlan {
+        location: location.to_string(),
+        for_each: p.for_each.clone(),
+        var: p.var.clone(),
+        target,
+        required: p.required,
+        operations,
+    })
 }
 
 fn same_trait_kind(a: &str, b: &str) -> bool {
@@ -276,23 +476,35 @@ fn label(id: &str, index: usize) -> String {
     }
 }
 
+/// The compiled form of a schema, if there is one.
+fn schema(
+    schemas: &SchemaCache,
+    location: &str,
+    schema: Option<&pbjson_types::Struct>,
+) -> Result<Option<Arc<Schema>>, RenderError> {
+    schema
+        .map(|s| {
+            schemas
+                .get(&to_json(s))
+                .map_err(|v| fail(location, format!("the schema does not compile: {v}")))
+        })
+        .transpose()
+}
+
 /// Defaults and validates `value` against `schema` (none: any object).
 fn validated(
     schemas: &SchemaCache,
     location: &str,
-    schema: Option<&pbjson_types::Struct>,
+    raw_schema: Option<&pbjson_types::Struct>,
     value: Option<&pbjson_types::Struct>,
 ) -> Result<Value, RenderError> {
     let value = value.map(to_json);
-    let Some(schema) = schema else {
-        return Ok(value.unwrap_or_else(|| json!({})));
-    };
-    let schema = schemas
-        .get(&to_json(schema))
-        .map_err(|v| fail(location, format!("the schema does not compile: {v}")))?;
-    schema
-        .apply(value.as_ref())
-        .map_err(|violations| fail(location, describe(&violations)))
+    match schema(schemas, location, raw_schema)? {
+        None => Ok(value.unwrap_or_else(|| json!({}))),
+        Some(schema) => schema
+            .apply(value.as_ref())
+            .map_err(|violations| fail(location, describe(&violations))),
+    }
 }
 
 /// Checks a type's or trait's validation rules before anything renders: each rule must
@@ -425,131 +637,88 @@ fn object_id(object: &Value) -> String {
     )
 }
 
-/// Converts a context once for the many template calls that share it.
-fn prepare(engine: &Engine, location: &str, context: &Value) -> Result<Context, RenderError> {
-    engine
-        .context(context)
-        .map_err(|e| fail(location, e.to_string()))
-}
-
-fn render_entry(
-    engine: &Engine,
-    location: &str,
-    resource: &pb::ResourceTemplate,
-    context: &Context,
-) -> Result<Vec<Value>, RenderError> {
-    let template = resource
-        .template
-        .as_ref()
-        .map(to_json)
-        .unwrap_or(Value::Null);
-    let entry = ResourceEntry {
-        include_when: &resource.include_when,
-        for_each: &resource.for_each,
-        var: &resource.var,
-        template: &template,
-    };
-    engine
-        .render_resource("", &entry, context)
-        .map_err(|e| fail(location, e.to_string()))
-}
-
-fn apply_patch(
-    engine: &Engine,
-    location: &str,
-    p: &pb::TraitPatch,
-    context: &Context,
-    objects: &mut [Value],
-) -> Result<(), RenderError> {
-    let target = p.target.clone().unwrap_or_default();
-    if target.kind.is_empty() {
-        return Err(fail(location, "target.kind is required"));
-    }
-    // forEach over the patch: one pass per item, with `var` bound.
-    let passes: Vec<Option<Value>> = if p.for_each.is_empty() {
-        vec![None]
-    } else {
-        let items = engine
-            .eval("forEach", &p.for_each, context)
-            .map_err(|e| fail(location, e.to_string()))?;
-        match items {
-            Value::Array(items) => items.into_iter().map(Some).collect(),
-            Value::Object(map) => map
-                .into_iter()
-                .map(|(k, v)| Some(json!({"key": k, "value": v})))
-                .collect(),
-            other => {
-                return Err(fail(
-                    location,
-                    format!("forEach must give a list or a map, not {other}"),
-                ));
-            }
-        }
-    };
-    let operations = p
-        .operations
-        .iter()
-        .enumerate()
-        .map(|(j, operation)| {
-            let at = format!("{location} operations[{j}]");
-            let op = Op::parse(&operation.op).map_err(|e| fail(&at, e.to_string()))?;
-            let path = Path::parse(&operation.path).map_err(|e| fail(&at, e.to_string()))?;
-            Ok((
-                at,
-                op,
-                path,
-                &operation.path,
-                operation.value.as_ref().map(to_json),
-            ))
-        })
-        .collect::<Result<Vec<_>, RenderError>>()?;
-    let mut selected = 0;
-    for pass in &passes {
-        let bound: Vec<(&str, &Value)> = pass.iter().map(|item| (p.var.as_str(), item)).collect();
-        for object in objects.iter_mut() {
-            if !selects(engine, location, &target, context, &bound, object)? {
-                continue;
-            }
-            selected += 1;
-            for (at, op, path, raw, value) in &operations {
-                let value = match value {
-                    Some(v) => Some(
-                        engine
-                            .render_bound("/value", v, context, &bound)
-                            .map_err(|e| fail(at, e.to_string()))?,
-                    ),
-                    None => None,
-                };
-                let changed = patch::apply(object, *op, path, value.as_ref())
-                    .map_err(|e| fail(at, e.to_string()))?;
-                if p.required && changed == 0 {
+impl PatchPlan {
+    /// Applies the patch to every object its target selects, once per `forEach` item.
+    fn apply(
+        &self,
+        engine: &Engine,
+        context: &Context,
+        objects: &mut [Value],
+    ) -> Result<(), RenderError> {
+        let location = self.location.as_str();
+        // forEach over the patch: one pass per item, with `var` bound.
+        let passes: Vec<Option<Value>> = if self.for_each.is_empty() {
+            vec![None]
+        } else {
+            let items = engine
+                .eval("forEach", &self.for_each, context)
+                .map_err(|e| fail(location, e.to_string()))?;
+            match items {
+                Value::Array(items) => items.into_iter().map(Some).collect(),
+                Value::Object(map) => map
+                    .into_iter()
+                    .map(|(k, v)| Some(json!({"key": k, "value": v})))
+                    .collect(),
+                other => {
                     return Err(fail(
-                        at,
-                        format!(
-                            "required patch: {} matches nothing in {}",
-                            raw,
-                            object_id(object)
-                        ),
+                        location,
+                        format!("forEach must give a list or a map, not {other}"),
                     ));
                 }
             }
-        }
-    }
-    if p.required && selected == 0 && !passes.is_empty() {
-        return Err(fail(
-            location,
-            format!(
-                "required patch: no rendered object is a {}{}",
-                target_name(&target),
-                if target.r#where.is_empty() {
-                    String::new()
-                } else {
-                    format!(" where {}", target.r#where)
+        };
+        let target = &self.target;
+        let mut selected = 0;
+        for pass in &passes {
+            let bound: Vec<(&str, &Value)> =
+                pass.iter().map(|item| (self.var.as_str(), item)).collect();
+            for object in objects.iter_mut() {
+                if !selects(engine, location, target, context, &bound, object)? {
+                    continue;
                 }
-            ),
-        ));
+                selected += 1;
+                for operation in &self.operations {
+                    let at = operation.location.as_str();
+                    let value = match &operation.value {
+                        Some(v) => Some(
+                            engine
+                                .render_bound("/value", v, context, &bound)
+                                .map_err(|e| fail(at, e.to_string()))?,
+                        ),
+                        None => None,
+                    };
+                    let changed =
+                        patch::apply(object, operation.op, &operation.path, value.as_ref())
+                            .map_err(|e| fail(at, e.to_string()))?;
+                    if self.required && changed == 0 {
+                        return Err(fail(
+                            at,
+                            format!(
+                                "required patch: {} matches nothing in {}",
+                                operation.raw_path,
+                                object_id(object)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if self.required && selected == 0 && !passes.is_empty() {
+            return Err(fail(
+                location,
+                format!(
+                    "required patch: no rendered object is a {}{}",
+                    target_name(target),
+                    if target.r#where.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" where {}", target.r#where)
+                    }
+                ),
+            ));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Every rendered object must be a Kubernetes object: apiVersion, kind and metadata.name.

@@ -74,7 +74,7 @@ use serde_json::Value as Json;
 
 use self::functions::{CHARGE_FN, ENV_FUEL, METER_FN};
 use self::resource::control_expression;
-use self::value::{Meter, Sizer, to_json};
+use self::value::{Layer, Meter, Sizer, to_json};
 use self::walk::{Call, Loc, error};
 
 /// Evaluation bounds, per render call.
@@ -123,6 +123,17 @@ fn quoted(expression: &str) -> String {
 /// A render context converted once ([`Engine::context`]) and shared by many calls.
 #[derive(Debug, Clone)]
 pub struct Context(Value);
+
+impl Context {
+    /// This context with `vars` set on top, replacing variables of the same name; the
+    /// context itself is shared, not copied or converted again.
+    pub fn with(&self, vars: &[(&str, &Json)]) -> Context {
+        Context(Value::from_object(Layer {
+            base: self.0.clone(),
+            vars: vars.iter().map(bind).collect(),
+        }))
+    }
+}
 
 /// What the engine accepts as a render context: a JSON object, or a converted [`Context`].
 pub trait AsContext {

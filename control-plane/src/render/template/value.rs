@@ -27,6 +27,37 @@ pub(super) fn is_omit(value: &Value) -> bool {
     value.downcast_object_ref::<Omit>().is_some()
 }
 
+/// A render context with some variables replaced (a trait's `parameters`, say), sharing the
+/// rest of the context instead of copying it.
+#[derive(Debug)]
+pub(super) struct Layer {
+    pub base: Value,
+    pub vars: Vec<(String, Value)>,
+}
+
+impl Layer {
+    fn lookup(&self, key: &str) -> Option<Value> {
+        if let Some((_, value)) = self.vars.iter().find(|(name, _)| name == key) {
+            return Some(value.clone());
+        }
+        self.base.get_attr(key).ok().filter(|v| !v.is_undefined())
+    }
+}
+
+impl Object for Layer {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        key.as_str().and_then(|key| self.lookup(key))
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        self.lookup(key)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::NonEnumerable
+    }
+}
+
 /// The fuel one render call may still spend, shared by all its expression evaluations.
 #[derive(Debug)]
 pub(super) struct Meter {
