@@ -22,10 +22,11 @@ use sha2::{Digest, Sha256};
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use super::{follow, set_condition};
+use super::queue::Queue;
+use super::{WORKERS, follow, set_condition};
 use crate::releases::{Releases, RenderRequest};
 use crate::resources::references::scoped_kind;
-use crate::resources::{Error, Resources};
+use crate::resources::{Error, Resources, WatchEventType};
 
 /// A component in one environment: `(namespace, environment, project, component)`.
 type Placement = (String, String, String, String);
@@ -51,24 +52,53 @@ impl BindingController {
     /// Runs until the event stream ends (the server stops).
     pub async fn run(self) {
         let kinds = vec![
+            // Not ComponentRelease: releases never change, and a binding can only name one
+            // that exists.
             Kind::ReleaseBinding,
-            Kind::ComponentRelease,
             Kind::Environment,
             Kind::DataPlane,
             Kind::ClusterDataPlane,
         ];
-        follow(&self.resources, "binding", kinds, |_, object| {
-            self.on_change(object)
+        let this = Arc::new(self);
+        let queue = Arc::new(Queue::default());
+        let worker = this.clone();
+        queue.spawn_workers(WORKERS, move |key| {
+            let this = worker.clone();
+            async move {
+                if let Err(e) = this.reconcile(&key).await {
+                    tracing::warn!(binding = %key, error = %e, "reconcile failed");
+                }
+            }
+        });
+        let resources = this.resources.clone();
+        follow(&resources, "binding", kinds, |kind, object| {
+            let (this, queue) = (this.clone(), queue.clone());
+            async move {
+                for key in this.affected(kind, object).await {
+                    queue.add(key);
+                }
+            }
         })
         .await;
     }
 
-    /// Reconciles the bindings a change can affect.
-    async fn on_change(&self, object: Object) {
+    /// The bindings a change can affect.
+    async fn affected(&self, event: WatchEventType, object: Object) -> Vec<ObjectKey> {
         let key = object.key();
-        let targets = match &object {
+        match &object {
             Object::ReleaseBinding(binding) => {
-                let mut targets = vec![key.clone()];
+                // The controller's own status write comes back as a change with the
+                // generation already observed: only the binding's consumers need a look.
+                let generation = binding.metadata.as_ref().map_or(0, |m| m.generation);
+                let observed = binding
+                    .status
+                    .as_ref()
+                    .map_or(-1, |s| s.observed_generation);
+                let mut targets = if event == WatchEventType::Modified && observed == generation {
+                    vec![]
+                } else {
+                    vec![key.clone()]
+                };
                 if let Some(placement) = placement(&key.namespace, binding) {
                     let consumers = self
                         .consumers
@@ -82,11 +112,6 @@ impl BindingController {
             }
             Object::ClusterDataPlane(_) => self.bindings(None).await,
             _ => self.bindings(Some(&key.namespace)).await,
-        };
-        for binding in targets {
-            if let Err(e) = self.reconcile(&binding).await {
-                tracing::warn!(binding = %binding, error = %e, "reconcile failed");
-            }
         }
     }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use super::follow;
+use super::queue::Queue;
+use super::{WORKERS, follow};
 use crate::releases::Releases;
 use crate::resources::{Error, Resources, WatchEventType};
 
@@ -38,21 +39,38 @@ impl DeployController {
             Kind::Trait,
             Kind::ClusterTrait,
         ];
-        follow(&self.resources, "deploy", kinds, |kind, object| {
-            self.on_change(kind, object)
+        let this = Arc::new(self);
+        let queue = Arc::new(Queue::default());
+        let worker = this.clone();
+        queue.spawn_workers(WORKERS, move |component| {
+            let this = worker.clone();
+            async move {
+                if let Err(e) = this.deploy(&component).await {
+                    tracing::warn!(component = %component, error = %e, "auto-deploy failed");
+                }
+            }
+        });
+        let resources = this.resources.clone();
+        follow(&resources, "deploy", kinds, |kind, object| {
+            let (this, queue) = (this.clone(), queue.clone());
+            async move {
+                for component in this.affected(kind, object).await {
+                    queue.add(component);
+                }
+            }
         })
         .await;
     }
 
-    /// Deploys the components a change can affect.
-    async fn on_change(&self, kind: WatchEventType, object: Object) {
+    /// The components a change can affect.
+    async fn affected(&self, kind: WatchEventType, object: Object) -> Vec<ObjectKey> {
         if kind == WatchEventType::Deleted {
-            return;
+            return vec![];
         }
         let key = object.key();
-        let components = match &object {
+        match &object {
             // Most components do not auto-deploy: the event says so without a read.
-            Object::Component(c) if !c.spec.as_ref().is_some_and(|s| s.auto_deploy) => return,
+            Object::Component(c) if !c.spec.as_ref().is_some_and(|s| s.auto_deploy) => vec![],
             Object::Component(_) => vec![key],
             Object::Workload(w) => {
                 let owner = w
@@ -68,12 +86,7 @@ impl DeployController {
             }
             Object::ComponentType(_) | Object::Trait(_) => self.components(&key.namespace).await,
             Object::ClusterComponentType(_) | Object::ClusterTrait(_) => self.components("").await,
-            _ => return,
-        };
-        for component in components {
-            if let Err(e) = self.deploy(&component).await {
-                tracing::warn!(component = %component, error = %e, "auto-deploy failed");
-            }
+            _ => vec![],
         }
     }
 

@@ -5,9 +5,13 @@
 //!   the binding's conditions.
 //! - [`deploy`] cuts releases of `autoDeploy` components when their inputs change and binds
 //!   them in the first environment of their pipeline.
+//!
+//! Each maps a change to the keys it affects and queues them ([`queue`]): a key waits at most
+//! once, so bursts coalesce, and a pool of workers reconciles different keys at once.
 
 pub mod binding;
 pub mod deploy;
+mod queue;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +21,11 @@ use troupe_common::pb::v1alpha1::Condition;
 use troupe_common::{Kind, Object};
 
 use crate::resources::{Resources, WatchEventType, WatchRequest};
+
+/// Reconciles each controller runs at once. Durable writes share flushes, so concurrent
+/// reconciles finish a burst (a type change touching thousands of components) many times
+/// faster than one at a time.
+const WORKERS: usize = 32;
 
 /// Follows every change to objects of `kinds` (starting with the objects that exist), handing
 /// each changed object to `handle`, until the event stream ends (the server stops). `name`

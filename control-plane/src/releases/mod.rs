@@ -63,7 +63,11 @@ pub const ANNOTATION_SEQUENCE: &str = "troupe.dev/sequence";
 pub struct Releases {
     resources: Arc<Resources>,
     plans: Arc<PlanCache>,
+    /// The highest release sequence number per namespace and component.
+    sequences: Mutex<Sequences>,
 }
+
+type Sequences = HashMap<String, HashMap<String, u64>>;
 
 /// Render plans of releases, by the release's key and uid.
 #[derive(Default)]
@@ -100,6 +104,7 @@ impl Releases {
         Self {
             resources,
             plans: Arc::default(),
+            sequences: Mutex::default(),
         }
     }
 
@@ -113,16 +118,7 @@ impl Releases {
             Err(e) => return Err(e),
         }
         let owner = spec.owner.clone().unwrap_or_default();
-        let selector = troupe_common::selector::LabelSelector::parse(&format!(
-            "{LABEL_COMPONENT}={component}"
-        ))
-        .expect("a component name is a valid label value");
-        let earlier = self
-            .resources
-            .list(Kind::ComponentRelease, namespace, &selector, 0, "")
-            .await?
-            .items
-            .len();
+        let sequence = self.next_sequence(namespace, component).await?;
         let metadata = pb::ObjectMeta {
             name,
             namespace: namespace.to_string(),
@@ -131,7 +127,7 @@ impl Releases {
                 (LABEL_COMPONENT.to_string(), component.to_string()),
             ]
             .into(),
-            annotations: [(ANNOTATION_SEQUENCE.to_string(), (earlier + 1).to_string())].into(),
+            annotations: [(ANNOTATION_SEQUENCE.to_string(), sequence.to_string())].into(),
             ..Default::default()
         };
         let release = Object::ComponentRelease(pb::ComponentRelease {
@@ -141,6 +137,56 @@ impl Releases {
         });
         let (release, _) = self.resources.apply(release, false).await?;
         Ok((release, true))
+    }
+
+    /// The next sequence number of `component`'s releases. The numbers of a namespace are
+    /// read from its releases once, then counted here, so cutting a release never lists every
+    /// release of the namespace.
+    async fn next_sequence(&self, namespace: &str, component: &str) -> Result<u64, Error> {
+        let loaded = self.sequences_lock().contains_key(namespace);
+        if !loaded {
+            let releases = self
+                .resources
+                .list(
+                    Kind::ComponentRelease,
+                    namespace,
+                    &Default::default(),
+                    0,
+                    "",
+                )
+                .await?;
+            let mut highest: HashMap<String, u64> = HashMap::new();
+            for release in &releases.items {
+                let meta = release.meta();
+                let (Some(owner), Some(sequence)) = (
+                    meta.labels.get(LABEL_COMPONENT),
+                    meta.annotations
+                        .get(ANNOTATION_SEQUENCE)
+                        .and_then(|s| s.parse::<u64>().ok()),
+                ) else {
+                    continue;
+                };
+                let entry = highest.entry(owner.clone()).or_default();
+                *entry = (*entry).max(sequence);
+            }
+            self.sequences_lock()
+                .entry(namespace.to_string())
+                .or_insert(highest);
+        }
+        let mut sequences = self.sequences_lock();
+        let counter = sequences
+            .entry(namespace.to_string())
+            .or_default()
+            .entry(component.to_string())
+            .or_default();
+        *counter += 1;
+        Ok(*counter)
+    }
+
+    fn sequences_lock(&self) -> std::sync::MutexGuard<'_, Sequences> {
+        self.sequences
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Renders a component in an environment without storing anything.
