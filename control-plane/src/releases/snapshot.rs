@@ -100,23 +100,31 @@ pub async fn snapshot(
     Ok((release, name))
 }
 
-/// The component's Workload (the one whose `spec.owner.componentName` names it).
+/// The component's Workload (the one whose `spec.owner.componentName` names it): usually
+/// named after the component, so read directly; otherwise found by a scan of the namespace.
 async fn find_workload(
     resources: &Resources,
     namespace: &str,
     component: &str,
 ) -> Result<pb::WorkloadSpec, Error> {
+    let owned = |spec: &pb::WorkloadSpec| {
+        spec.owner
+            .as_ref()
+            .is_some_and(|o| o.component_name == component)
+    };
+    if let Ok(Object::Workload(w)) =
+        resources.get(&ObjectKey::new(Kind::Workload, namespace, component))
+        && let Some(spec) = w.spec.filter(owned)
+    {
+        return Ok(spec);
+    }
     let page = resources
         .list(Kind::Workload, namespace, &Default::default(), 0, "")
         .await?;
     page.items
         .into_iter()
         .find_map(|o| match o {
-            Object::Workload(w) => w.spec.filter(|s| {
-                s.owner
-                    .as_ref()
-                    .is_some_and(|o| o.component_name == component)
-            }),
+            Object::Workload(w) => w.spec.filter(owned),
             _ => None,
         })
         .ok_or_else(|| Error::MissingReference {

@@ -7,6 +7,7 @@
 //! is one JSON object with every figure.
 
 mod render;
+mod rerender;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +49,9 @@ enum Bench {
         /// Seconds to run each measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// autoDeploy components re-rendered by one ComponentType change (0 skips it).
+        #[arg(long, default_value_t = 10_000)]
+        components: usize,
     },
 }
 
@@ -258,8 +262,25 @@ async fn main() -> anyhow::Result<()> {
             clients,
             in_memory,
         } => write(seconds, clients, in_memory).await,
-        Bench::Render { seconds } => {
-            let figures = render::run(Duration::from_secs_f64(seconds))?;
+        Bench::Render {
+            seconds,
+            components,
+        } => {
+            let mut figures = render::run(Duration::from_secs_f64(seconds))?;
+            if components > 0 {
+                let measured = rerender::run(components).await?;
+                let name = if components == 10_000 {
+                    "rerender_10k_s".to_string()
+                } else {
+                    format!("rerender_{components}_s")
+                };
+                figures.insert(name, round2(measured.rerender_s).into());
+                figures.insert(
+                    "first_deploy_s".into(),
+                    round2(measured.first_deploy_s).into(),
+                );
+                figures.insert("apply_components_s".into(), round2(measured.apply_s).into());
+            }
             println!("{}", serde_json::Value::Object(figures));
             Ok(())
         }

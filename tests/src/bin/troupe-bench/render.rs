@@ -225,7 +225,5 @@ pub fn run(run: Duration) -> anyhow::Result<serde_json::Map<String, Value>> {
         ((raw / ours * 100.0).round() / 100.0).into(),
     );
     figures.insert("expressions".into(), compiled.len().into());
-    // Not measured yet: a type change re-rendering 10,000 autoDeploy components.
-    figures.insert("rerender_10k_s".into(), Value::Null);
     Ok(figures)
 }
