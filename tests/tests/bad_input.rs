@@ -96,6 +96,32 @@ async fn names_must_be_dns_labels() {
 }
 
 #[tokio::test]
+async fn a_workload_is_named_after_its_component() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    let status = apply_err(
+        &mut client,
+        "apiVersion: troupe.dev/v1alpha1
+kind: Workload
+metadata: {name: api-workload, namespace: acme}
+spec:
+  owner: {projectName: shop, componentName: api}
+  container: {image: ghcr.io/acme/api:1.0.0}
+",
+    )
+    .await;
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &[
+            "Workload acme/api-workload",
+            "metadata.name",
+            "named after its component: expected \"api\"",
+        ],
+    );
+}
+
+#[tokio::test]
 async fn references_must_resolve_when_written() {
     let (server, _dir) = mk_platform(&[]);
     let mut client = server.client().await;

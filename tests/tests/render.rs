@@ -65,7 +65,28 @@ fn renders_typed_manifests_with_labels_traits_and_defaults() {
         .iter()
         .map(|o| o["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["Deployment", "Service", "Ingress"], "{objects:#?}");
+    assert_eq!(
+        kinds,
+        ["Deployment", "ConfigMap", "Service", "HTTPRoute", "Ingress"],
+        "{objects:#?}"
+    );
+    // The workload's file is a ConfigMap key, mounted at its path.
+    assert_eq!(
+        find(&objects, "ConfigMap")["data"]["app.yaml"],
+        "cache: {ttlSeconds: 30}\n"
+    );
+    let deployment = find(&objects, "Deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0],
+        serde_json::json!({"name": "files", "mountPath": "/etc/api/app.yaml", "subPath": "app.yaml"})
+    );
+    // The external endpoint gets a route on the data plane's public gateway.
+    let route = find(&objects, "HTTPRoute");
+    assert_eq!(
+        route["spec"]["hostnames"][0],
+        "api-development.apps.acme.example.com"
+    );
+    assert_eq!(route["spec"]["parentRefs"][0]["name"], "gateway-external");
     let deployment = find(&objects, "Deployment");
     assert_eq!(
         deployment["spec"]["replicas"], 1,

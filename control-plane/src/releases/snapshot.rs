@@ -75,7 +75,7 @@ pub async fn snapshot(
         });
     }
 
-    let workload = find_workload(resources, namespace, component).await?;
+    let workload = find_workload(resources, namespace, component)?;
     let mut release = pb::ComponentReleaseSpec {
         owner: Some(owner),
         component_type: Some(pb::ComponentTypeSnapshot {
@@ -100,40 +100,21 @@ pub async fn snapshot(
     Ok((release, name))
 }
 
-/// The component's Workload (the one whose `spec.owner.componentName` names it): usually
-/// named after the component, so read directly; otherwise found by a scan of the namespace.
-async fn find_workload(
+/// The component's Workload: it is named after the component (checked when written).
+fn find_workload(
     resources: &Resources,
     namespace: &str,
     component: &str,
 ) -> Result<pb::WorkloadSpec, Error> {
-    let owned = |spec: &pb::WorkloadSpec| {
-        spec.owner
-            .as_ref()
-            .is_some_and(|o| o.component_name == component)
-    };
-    if let Ok(Object::Workload(w)) =
-        resources.get(&ObjectKey::new(Kind::Workload, namespace, component))
-        && let Some(spec) = w.spec.filter(owned)
-    {
-        return Ok(spec);
-    }
-    let page = resources
-        .list(Kind::Workload, namespace, &Default::default(), 0, "")
-        .await?;
-    page.items
-        .into_iter()
-        .find_map(|o| match o {
-            Object::Workload(w) => w.spec.filter(owned),
-            _ => None,
-        })
-        .ok_or_else(|| Error::MissingReference {
+    match resources.get(&ObjectKey::new(Kind::Workload, namespace, component)) {
+        Ok(Object::Workload(w)) => Ok(w.spec.unwrap_or_default()),
+        Ok(_) | Err(Error::NotFound(_)) => Err(Error::MissingReference {
             object: ObjectKey::new(Kind::Component, namespace, component),
             field: "its Workload".into(),
-            target: format!(
-                "a Workload in {namespace} with spec.owner.componentName {component:?}"
-            ),
-        })
+            target: format!("Workload {namespace}/{component}"),
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Hex sha256 of the release's content in canonical JSON (sorted keys, integral numbers).

@@ -160,6 +160,16 @@ pub fn check(object: &Object, engine: &Engine) -> Result<(), Error> {
         Object::Workload(w) => {
             let spec = w.spec.clone().unwrap_or_default();
             ctx.component_owner(spec.owner.as_ref())?;
+            let component = spec
+                .owner
+                .as_ref()
+                .map_or("", |o| o.component_name.as_str());
+            if w.metadata.as_ref().is_some_and(|m| m.name != component) {
+                return Err(ctx.invalid(
+                    "metadata.name",
+                    format!("a Workload is named after its component: expected {component:?}"),
+                ));
+            }
             let container = ctx.required("spec.container", spec.container.as_ref())?;
             if container.image.trim().is_empty() {
                 return Err(ctx.invalid("spec.container.image", "required"));

@@ -59,6 +59,9 @@ fn build(recursion: usize) -> Environment<'static> {
     env.add_function("dns_name", dns_name);
     env.add_function("merge", merge);
     env.add_filter("service_ports", service_ports);
+    env.add_filter("file_mounts", file_mounts);
+    env.add_filter("to_map", to_map);
+    env.add_test("containing", containing);
     // The unary helpers double as filters: `x | sha256` is `sha256(x)`.
     macro_rules! function_and_filter {
         ($($name:ident),*) => {$(
@@ -174,7 +177,6 @@ pub(super) fn dns_label(parts: &[String]) -> String {
     }
 }
 
-/// `merge(a, b, ...)`: deep merge of maps, later arguments win; none arguments are skipped.
 /// `workload.endpoints | service_ports`: the endpoints as Kubernetes `ServicePort`s
 /// (`name`, `port`, `targetPort`, and `protocol` UDP for UDP endpoints, TCP otherwise).
 fn service_ports(endpoints: Value) -> Result<Value, Error> {
@@ -203,6 +205,47 @@ fn service_ports(endpoints: Value) -> Result<Value, Error> {
     Ok(Value::from(ports))
 }
 
+/// `configurations.files | file_mounts("files")`: one Kubernetes `VolumeMount` per file, of
+/// the volume named `volume`, with the file's name as `subPath`.
+fn file_mounts(files: Value, volume: String) -> Result<Value, Error> {
+    let mut mounts = Vec::new();
+    for file in files.try_iter()? {
+        mounts.push(Value::from(BTreeMap::from([
+            ("name", Value::from(volume.as_str())),
+            ("mountPath", file.get_attr("mountPath")?),
+            ("subPath", file.get_attr("name")?),
+        ])));
+    }
+    Ok(Value::from(mounts))
+}
+
+/// `items | to_map("name", "value")`: a map from each item's `key` attribute to its `value`
+/// attribute; a later item wins over an earlier one with the same key.
+fn to_map(items: Value, key: String, value: String) -> Result<Value, Error> {
+    let mut map = BTreeMap::new();
+    for item in items.try_iter()? {
+        let k = item.get_attr(&key)?;
+        if k.is_undefined() || k.is_none() {
+            return Err(invalid(format!("to_map: an item has no {key:?}")));
+        }
+        map.insert(k, item.get_attr(&value)?);
+    }
+    Ok(Value::from(map))
+}
+
+/// The test `containing`: `endpoints | selectattr("visibility", "containing", "external")`
+/// keeps the items whose `visibility` list (or string) contains `"external"`.
+fn containing(haystack: Value, needle: Value) -> Result<bool, Error> {
+    if let Some(text) = haystack.as_str() {
+        return Ok(needle.as_str().is_some_and(|n| text.contains(n)));
+    }
+    if haystack.is_undefined() || haystack.is_none() {
+        return Ok(false);
+    }
+    Ok(haystack.try_iter()?.any(|item| item == needle))
+}
+
+/// `merge(a, b, ...)`: deep merge of maps, later arguments win; none arguments are skipped.
 fn merge(state: &State, maps: Rest<Value>) -> Result<Value, Error> {
     let mut merged = Value::from_pairs(Vec::<(Value, Value)>::new());
     for (i, map) in maps.iter().enumerate() {

@@ -32,6 +32,11 @@
 //! | `b64encode(s)`, `b64decode(s)` | standard base64; decoding invalid base64 or non-UTF-8 bytes is an error |
 //! | `tojson(x, indent=n)` | compact JSON (pretty with `indent`) |
 //! | `fromjson(s)` | the value JSON text describes |
+//! | `endpoints \| service_ports` | the workload's endpoints as Kubernetes `ServicePort`s |
+//! | `files \| file_mounts(volume)` | one `VolumeMount` per file of `volume`, `subPath` its name |
+//! | `items \| to_map(key, value)` | a map from each item's `key` attribute to its `value` attribute |
+//!
+//! and the test `containing`: `endpoints | selectattr("visibility", "containing", "external")`.
 //!
 //! The last six also work as filters (`x | sha256`); the `tojson` filter is replaced by the
 //! function so both spell JSON the same way. Division `/` yields a float (`10 / 2` is `5.0`);

@@ -116,3 +116,46 @@ fn tojson_and_fromjson_round_trip_with_types() {
             .is_err()
     );
 }
+
+#[test]
+fn file_mounts_and_to_map_shape_files_for_a_config_map() {
+    let files = "[{'name': 'app.yaml', 'mountPath': '/etc/app.yaml', 'value': 'a: 1'}, \
+                 {'name': 'key', 'mountPath': '/etc/key', 'value': 'k'}]";
+    assert_eq!(
+        eval(&format!("${{{{ {files} | file_mounts('cfg') }}}}")),
+        json!([
+            {"name": "cfg", "mountPath": "/etc/app.yaml", "subPath": "app.yaml"},
+            {"name": "cfg", "mountPath": "/etc/key", "subPath": "key"},
+        ])
+    );
+    assert_eq!(
+        eval(&format!("${{{{ {files} | to_map('name', 'value') }}}}")),
+        json!({"app.yaml": "a: 1", "key": "k"})
+    );
+    let err = mk_engine()
+        .eval(
+            "/f",
+            "${{ [{'value': 1}] | to_map('name', 'value') }}",
+            &mk_context(),
+        )
+        .unwrap_err();
+    assert!(err.message.contains("an item has no \"name\""), "{err}");
+}
+
+#[test]
+fn the_containing_test_selects_items_whose_list_holds_a_value() {
+    let endpoints = "[{'name': 'web', 'visibility': ['external', 'internal']}, \
+                     {'name': 'admin', 'visibility': ['internal']}, {'name': 'db'}]";
+    assert_eq!(
+        eval(&format!(
+            "${{{{ {endpoints} | selectattr('visibility', 'containing', 'external') | map(attribute='name') | list }}}}"
+        )),
+        json!(["web"])
+    );
+    assert_eq!(
+        eval(&format!(
+            "${{{{ {endpoints} | selectattr('visibility', 'containing', 'internal') | map(attribute='name') | list }}}}"
+        )),
+        json!(["web", "admin"])
+    );
+}
