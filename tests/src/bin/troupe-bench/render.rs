@@ -35,11 +35,12 @@ spec:
 ";
 
 /// The release of `service` with two traits (ingress and team-labels) built from the examples.
-fn mk_release() -> (pb::ComponentReleaseSpec, pb::Environment) {
+fn mk_release() -> anyhow::Result<(pb::ComponentReleaseSpec, pb::Environment, Value)> {
     let mut objects = from_yaml(PLATFORM).expect("examples parse");
     objects.extend(from_yaml(TEAM_LABELS).expect("trait parses"));
     let mut release = pb::ComponentReleaseSpec::default();
     let mut environment = pb::Environment::default();
+    let mut data_plane = Value::Null;
     for object in objects {
         match object {
             Object::ComponentType(t) => {
@@ -78,6 +79,11 @@ fn mk_release() -> (pb::ComponentReleaseSpec, pb::Environment) {
                     connections: spec.connections,
                 });
             }
+            Object::DataPlane(dp) => {
+                let mut spec = serde_json::to_value(dp.spec)?;
+                troupe_common::document::integral_numbers(&mut spec);
+                data_plane = json!({"kind": "DataPlane", "name": "default", "spec": spec});
+            }
             Object::Environment(e)
                 if e.metadata.as_ref().is_some_and(|m| m.name == "production") =>
             {
@@ -86,7 +92,7 @@ fn mk_release() -> (pb::ComponentReleaseSpec, pb::Environment) {
             _ => {}
         }
     }
-    (release, environment)
+    Ok((release, environment, data_plane))
 }
 
 /// Every `${{ … }}` expression in a JSON tree.
@@ -95,11 +101,12 @@ fn expressions(value: &Value, out: &mut Vec<String>) {
         Value::String(s) => {
             let mut rest = s.as_str();
             while let Some(start) = rest.find("${{") {
-                let Some(len) = rest[start..].find("}}") else {
+                let body = &rest[start + 3..];
+                let Some(len) = expression_end(body) else {
                     break;
                 };
-                out.push(rest[start + 3..start + len].trim().to_string());
-                rest = &rest[start + len + 2..];
+                out.push(body[..len].trim().to_string());
+                rest = &body[len + 2..];
             }
         }
         Value::Array(items) => items.iter().for_each(|v| expressions(v, out)),
@@ -111,6 +118,24 @@ fn expressions(value: &Value, out: &mut Vec<String>) {
         }
         _ => {}
     }
+}
+
+/// Where the `}}` closing an expression starts: the first one outside brackets and quotes.
+fn expression_end(body: &str) -> Option<usize> {
+    let (mut depth, mut quote) = (0usize, None);
+    let bytes = body.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match (quote, b) {
+            (Some(q), _) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(b),
+            (None, b'}') if depth == 0 && bytes.get(i + 1) == Some(&b'}') => return Some(i),
+            (None, b'{' | b'[' | b'(') => depth += 1,
+            (None, b'}' | b']' | b')') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Seconds per call of `f`, calling it for `run`.
@@ -126,7 +151,7 @@ fn per_call<T, E>(run: Duration, mut f: impl FnMut() -> Result<T, E>) -> Result<
 
 /// Renders per second for `run`, and raw minijinja passes over the same expressions.
 pub fn run(run: Duration) -> anyhow::Result<serde_json::Map<String, Value>> {
-    let (release, environment) = mk_release();
+    let (release, environment, data_plane) = mk_release()?;
     let engine = Engine::new(Limits::default());
     let schemas = SchemaCache::default();
     let overrides = HashMap::new();
@@ -136,7 +161,7 @@ pub fn run(run: Duration) -> anyhow::Result<serde_json::Map<String, Value>> {
         release_name: "api-0123456789",
         release: &release,
         environment: &environment,
-        data_plane: json!({"kind": "DataPlane", "name": "default", "spec": {}}),
+        data_plane,
         type_environment_configs: Some(&configs),
         trait_environment_configs: &overrides,
         workload_overrides: None,
@@ -173,19 +198,26 @@ pub fn run(run: Duration) -> anyhow::Result<serde_json::Map<String, Value>> {
     let mut env = minijinja::Environment::new();
     // Stand-ins for our helpers, so the same expressions compile.
     env.add_filter("service_ports", |v: minijinja::Value| v);
+    env.add_filter("file_mounts", |v: minijinja::Value, _: String| v);
+    env.add_filter("to_map", |v: minijinja::Value, _: String, _: String| v);
+    env.add_test("containing", |_: minijinja::Value, _: minijinja::Value| {
+        true
+    });
     env.add_function("omit", || minijinja::Value::from(()));
     let compiled: Vec<_> = exprs
         .iter()
         .map(|e| env.compile_expression(e))
         .collect::<Result<_, _>>()?;
     let context = minijinja::Value::from(minijinja::value::Serde(json!({
+        "dataplane": input.data_plane,
+        "endpoint": {"name": "http", "port": 8080, "basePath": "/"},
         "metadata": {"name": "api", "componentName": "api", "namespace": "acme-shop-production",
                      "podSelectors": {"troupe.dev/component": "api"}},
         "parameters": {"port": 8080, "host": "api.example.com", "path": "/", "servicePort": 8080, "team": "platform"},
         "environmentConfigs": {"replicas": 3},
         "workload": {"container": {"image": "x", "command": [], "args": []},
                      "endpoints": [{"name": "http", "port": 8080}]},
-        "configurations": {"env": [], "files": []},
+        "configurations": {"env": [], "files": [{"name": "app.yaml", "mountPath": "/etc/api/app.yaml", "value": "x"}]},
         "trait": {"name": "ingress", "instanceName": "public"},
     })));
     let start = Instant::now();
