@@ -55,7 +55,12 @@ pub async fn run(
     tokio::spawn(binding_controller.run());
     tokio::spawn(DeployController::new(resources.clone(), releases.clone()).run());
 
-    let resource_service = ResourceServiceServer::new(ResourceApi::new(resources))
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
+    let resource_service = ResourceServiceServer::new(ResourceApi::new(resources, stopping))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     let release_service = ReleaseServiceServer::new(ReleaseApi::new(releases))

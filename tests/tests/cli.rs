@@ -151,6 +151,32 @@ fn delete_refuses_referenced_objects_and_cascades_projects() {
 }
 
 #[test]
+fn open_watches_do_not_hold_a_shutdown_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut watcher = std::process::Command::new(troupe_tests::troupe_bin())
+        .args(["watch", "all"])
+        .env("TROUPE_SERVER", server.url())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        server.terminate(),
+        "SIGTERM stops the server with a watch open"
+    );
+    // The watch ends with the server, and so does the CLI following it.
+    for _ in 0..100 {
+        if watcher.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = watcher.kill();
+    panic!("the watch CLI kept running after the server stopped");
+}
+
+#[test]
 fn everything_is_still_there_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());

@@ -24,12 +24,17 @@ pub use release::{ReleaseApi, ReleaseServiceServer};
 /// The `troupe.v1alpha1.ResourceService` implementation.
 pub struct ResourceApi {
     resources: Arc<Resources>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ResourceApi {
-    /// Serves `resources`.
-    pub fn new(resources: Arc<Resources>) -> Self {
-        Self { resources }
+    /// Serves `resources`. Watch streams end once `stopping` turns true, so a graceful
+    /// shutdown is not held open by watchers.
+    pub fn new(resources: Arc<Resources>, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self {
+            resources,
+            stopping,
+        }
     }
 }
 
@@ -185,6 +190,12 @@ impl ResourceService for ResourceApi {
                 revision: event.revision,
             })
         });
-        Ok(Response::new(Box::pin(stream)))
+        let mut stopping = self.stopping.clone();
+        let stop = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        Ok(Response::new(Box::pin(futures::StreamExt::take_until(
+            stream, stop,
+        ))))
     }
 }

@@ -60,6 +60,23 @@ pub struct SledStore {
     flusher: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Opens the database, waiting up to a second for the file lock: sled's background threads
+/// release it shortly after the last handle of a previous open (in this process) is dropped.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result.map_err(engine),
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`, keeping the default event-log retention.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -69,7 +86,7 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`; the event log keeps the last `retention`
     /// revisions.
     pub fn open_with_retention(dir: &Path, retention: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(engine)?;
+        let db = open_db(dir)?;
         let tree = db.open_tree("troupe").map_err(engine)?;
         match tree.get(META_FORMAT).map_err(engine)? {
             None => {
