@@ -1,7 +1,11 @@
-//! Rendering one component release for one environment: build the context, render the
-//! ComponentType's resources, then each trait instance's `creates` and `patches` (the type's
-//! embedded traits first, then the component's, each seeing what came before), then add the
-//! standard labels and the configuration hash. Pure and deterministic.
+//! Rendering one component release for one environment, pure and deterministic, in two
+//! steps. [`Plan::new`] works out what no environment changes, once per release: parameters
+//! defaulted and validated, schemas compiled, templates converted, patch paths parsed.
+//! [`Plan::render`] then builds the context (environment, overrides, resolved connections),
+//! renders the ComponentType's resources, then each trait instance's `creates` and `patches`
+//! (the type's embedded traits first, then the component's, each seeing what came before),
+//! adds the standard labels and the configuration hash, checks the output rules, and finds
+//! where the endpoints are reached.
 
 use std::collections::HashMap;
 use std::sync::Arc;
