@@ -110,7 +110,17 @@ fn connections_resolve_from_the_target_binding_and_are_pending_until_then() {
     let api_binding = get_json(&server, "rb", "api-staging", |b| {
         b["status"]["endpoints"][0]["invokeUrl"].is_string()
     });
-    assert_eq!(api_binding["status"]["endpoints"][0]["invokeUrl"], API_URL);
+    let endpoint = &api_binding["status"]["endpoints"][0];
+    assert_eq!(
+        endpoint["serviceUrl"]["host"],
+        "api.acme-shop-staging.svc.cluster.local"
+    );
+    // Callers outside use the route on the data plane's public gateway.
+    assert_eq!(
+        endpoint["invokeUrl"],
+        "https://api-staging.apps.acme.example.com:443"
+    );
+    assert_eq!(endpoint["externalUrls"]["http"]["port"], 80);
     let binding = get_json(&server, "rb", "storefront-staging", |b| {
         condition(b, "ConnectionsResolved")["status"] == "True"
     });

@@ -373,7 +373,8 @@ impl Plan {
                 &objects,
             )?;
         }
-        let endpoints = endpoint_statuses(&workload.endpoints, &objects, &namespace);
+        let endpoints =
+            endpoint_statuses(&workload.endpoints, &objects, &namespace, &input.data_plane);
         Ok(Rendered { objects, endpoints })
     }
 }

@@ -64,13 +64,17 @@ fn scheme(endpoint_type: &str) -> &'static str {
 }
 
 /// For each workload endpoint that a rendered Service exposes (a port whose `port` or
-/// `targetPort` is the endpoint's), where in-cluster callers reach it. `namespace` is the
-/// target namespace, used for a Service rendered without one. Endpoints no Service exposes
+/// `targetPort` is the endpoint's), where in-cluster callers reach it, and — when a rendered
+/// HTTPRoute on one of the data plane's gateways sends traffic to that Service port — its
+/// URLs on the external and internal gateways. `invokeUrl` is the most public of them.
+/// `namespace` is the target namespace, used for a Service rendered without one; `data_plane`
+/// is the data plane as templates see it (`{kind, name, spec}`). Endpoints no Service exposes
 /// are left out: nothing can call them.
 pub fn endpoint_statuses(
     endpoints: &[pb::Endpoint],
     objects: &[Value],
     namespace: &str,
+    data_plane: &Value,
 ) -> Vec<pb::EndpointStatus> {
     let services: Vec<&Value> = objects
         .iter()
@@ -102,16 +106,78 @@ pub fn endpoint_statuses(
                 port,
                 path: endpoint.base_path.trim_end_matches('/').to_string(),
             };
+            let gateway_urls = |gateway: &str| {
+                gateway_urls(objects, &data_plane["spec"]["gateway"][gateway], name, port)
+            };
+            let (external_urls, internal_urls) =
+                (gateway_urls("external"), gateway_urls("internal"));
+            let invoke_url = [&external_urls, &internal_urls]
+                .into_iter()
+                .flatten()
+                .find_map(|u| u.https.as_ref().or(u.http.as_ref()))
+                .map(|u| Address::from_url(u).url())
+                .unwrap_or_else(|| address.url());
             Some(pb::EndpointStatus {
                 name: endpoint.name.clone(),
                 r#type: endpoint.r#type.clone(),
                 service_url: Some(address.to_url()),
-                invoke_url: address.url(),
-                internal_urls: None,
-                external_urls: None,
+                invoke_url,
+                internal_urls,
+                external_urls,
             })
         })
         .collect()
+}
+
+/// The URLs of Service `service` port `port` on `gateway` (the data plane's gateway spec):
+/// from the first rendered HTTPRoute attached to that gateway with a rule sending traffic to
+/// the port — its first hostname, the rule's first path prefix, the gateway's listener ports.
+fn gateway_urls(
+    objects: &[Value],
+    gateway: &Value,
+    service: &str,
+    port: i32,
+) -> Option<pb::EndpointUrls> {
+    let gateway_name = gateway["name"].as_str().filter(|n| !n.is_empty())?;
+    let (host, path) = objects
+        .iter()
+        .filter(|o| o["kind"] == "HTTPRoute")
+        .filter(|o| {
+            o["spec"]["parentRefs"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|r| r["name"] == gateway_name))
+        })
+        .find_map(|route| {
+            let rule = route["spec"]["rules"].as_array()?.iter().find(|rule| {
+                rule["backendRefs"].as_array().is_some_and(|refs| {
+                    refs.iter()
+                        .any(|b| b["name"] == service && (b["port"].is_null() || b["port"] == port))
+                })
+            })?;
+            let host = route["spec"]["hostnames"][0].as_str()?.to_string();
+            let path = rule["matches"][0]["path"]["value"]
+                .as_str()
+                .unwrap_or("/")
+                .trim_end_matches('/')
+                .to_string();
+            Some((host, path))
+        })?;
+    let url = |scheme: &str, listener: &str| {
+        gateway[listener]
+            .as_i64()
+            .filter(|p| *p > 0)
+            .map(|p| pb::EndpointUrl {
+                scheme: scheme.into(),
+                host: host.clone(),
+                port: p as i32,
+                path: path.clone(),
+            })
+    };
+    Some(pb::EndpointUrls {
+        http: url("http", "httpPort"),
+        https: url("https", "httpsPort"),
+        tls: None,
+    })
 }
 
 /// The environment variables a resolved connection asks for (`envBindings`), in the order
@@ -160,7 +226,7 @@ mod tests {
             endpoint("rpc", "gRPC", 9090, ""),
             endpoint("admin", "HTTP", 7000, ""),
         ];
-        let statuses = endpoint_statuses(&endpoints, &objects, "ignored");
+        let statuses = endpoint_statuses(&endpoints, &objects, "ignored", &Value::Null);
         let urls: Vec<(&str, &str)> = statuses
             .iter()
             .map(|s| (s.name.as_str(), s.invoke_url.as_str()))
@@ -181,8 +247,48 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
                               "spec": {"ports": [{"port": 5432}]}}),
         ];
-        let statuses = endpoint_statuses(&[endpoint("pg", "TCP", 5432, "")], &objects, "t");
+        let statuses = endpoint_statuses(
+            &[endpoint("pg", "TCP", 5432, "")],
+            &objects,
+            "t",
+            &Value::Null,
+        );
         assert_eq!(statuses[0].invoke_url, "db.t.svc.cluster.local:5432");
+    }
+
+    #[test]
+    fn routes_on_the_data_planes_gateways_give_public_urls() {
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "t"},
+                   "spec": {"ports": [{"port": 8080}]}}),
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                   "metadata": {"name": "api-http-external"},
+                   "spec": {"parentRefs": [{"name": "gw-ext"}], "hostnames": ["api.apps.example.com"],
+                            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                                       "backendRefs": [{"name": "api", "port": 8080}]}]}}),
+        ];
+        let data_plane = json!({"spec": {"gateway": {
+            "external": {"name": "gw-ext", "httpPort": 80, "httpsPort": 443},
+            "internal": {"name": "gw-int", "httpPort": 80},
+        }}});
+        let statuses = endpoint_statuses(
+            &[endpoint("http", "HTTP", 8080, "")],
+            &objects,
+            "t",
+            &data_plane,
+        );
+        let status = &statuses[0];
+        assert_eq!(status.invoke_url, "https://api.apps.example.com:443/v1");
+        let external = status.external_urls.as_ref().unwrap();
+        assert_eq!(external.http.as_ref().unwrap().port, 80);
+        assert!(
+            status.internal_urls.is_none(),
+            "no route on the internal gateway"
+        );
+        assert_eq!(
+            status.service_url.as_ref().unwrap().host,
+            "api.t.svc.cluster.local"
+        );
     }
 
     #[test]
