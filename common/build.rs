@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         [
             "troupe/v1alpha1/resource_service.proto",
             "troupe/v1alpha1/release_service.proto",
+            "troupe/v1alpha1/agent_service.proto",
         ],
         ["../proto"],
     )?;

@@ -6,6 +6,7 @@
 //! access to any typed object, and [`document`] converts objects to and from the YAML/JSON
 //! documents users write, which are the same document under the proto3 JSON mapping.
 
+pub mod agent;
 pub mod document;
 pub mod kind;
 pub mod names;

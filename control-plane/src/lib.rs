@@ -5,6 +5,7 @@
 //! integrity rules and persists through [`store`]. [`server`] wires them together once;
 //! [`cli`] is the client side of the same binary.
 
+pub mod agents;
 pub mod api;
 pub mod cli;
 pub mod controllers;

@@ -10,6 +10,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::agents::pki::Pki;
+use crate::agents::tokens::Tokens;
+use crate::agents::{Hub, HubConfig};
+use crate::api::agent::{AgentApi, AgentServiceServer, DataPlaneApi, DataPlaneServiceServer};
 use crate::api::{ReleaseApi, ReleaseServiceServer, ResourceApi, ResourceServiceServer};
 use crate::controllers::binding::BindingController;
 use crate::controllers::deploy::DeployController;
@@ -29,14 +33,60 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
+    /// Address of the agent endpoint (TLS, client certificates); port 0 picks a free port.
+    pub agent_listen: SocketAddr,
+    /// Host names and addresses the agent endpoint's certificate is valid for.
+    pub agent_names: Vec<String>,
+    /// How agent sessions run.
+    pub hub: HubConfig,
+    /// Dev mode: load the sample platform and run an in-process agent for DataPlane
+    /// `acme/local` that writes to `DATA_DIR/dataplane-local/`.
+    pub dev: bool,
 }
 
-/// Runs the server until `shutdown` resolves. `on_ready` gets the bound address once the
-/// listener is open and the store is loaded.
+impl ServerConfig {
+    /// A server on free loopback ports over `data_dir` (in memory if `None`), with defaults
+    /// for the rest: what tests and benchmarks start.
+    pub fn local(data_dir: Option<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent_names: vec!["localhost".into(), "127.0.0.1".into()],
+            hub: HubConfig::default(),
+            dev: false,
+        }
+    }
+}
+
+/// The data plane of dev mode, from the sample platform.
+pub const DEV_DATA_PLANE: &str = "acme/local";
+
+/// The sample platform dev mode loads (`examples/platform.yaml`).
+pub const SAMPLE_PLATFORM: &str = include_str!("../../examples/platform.yaml");
+
+/// Where a started server listens.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The API endpoint (plain gRPC).
+    pub api: SocketAddr,
+    /// The agent endpoint (gRPC over TLS).
+    pub agents: SocketAddr,
+    /// PEM of the CA agents trust the agent endpoint by.
+    pub ca_pem: String,
+    /// Where that CA is on disk, unless the server keeps everything in memory.
+    pub ca_path: Option<PathBuf>,
+    /// In dev mode, where the in-process agent writes manifests.
+    pub dev_dataplane_dir: Option<PathBuf>,
+}
+
+/// Runs the server until `shutdown` resolves. `on_ready` gets the bound addresses once the
+/// listeners are open and the store is loaded.
 pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    on_ready: impl FnOnce(SocketAddr),
+    on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = match &config.data_dir {
         Some(dir) => {
@@ -60,9 +110,42 @@ pub async fn run(
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
-    let resource_service = ResourceServiceServer::new(ResourceApi::new(resources, stopping))
+
+    let pki_dir = config.data_dir.as_ref().map(|d| d.join("pki"));
+    let pki = Arc::new(Pki::load_or_create(
+        pki_dir.as_deref(),
+        &config.agent_names,
+    )?);
+    let tokens = Arc::new(Tokens::load(
+        pki_dir.as_ref().map(|d| d.join("tokens.json")),
+    )?);
+    let hub = Hub::start(resources.clone(), config.hub.clone(), stopping.clone());
+    let agent_service = AgentServiceServer::new(AgentApi::new(hub, pki.clone(), tokens.clone()))
         .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+        .max_encoding_message_size(
+            config
+                .max_message_bytes
+                .max(2 * troupe_common::agent::CHUNK_BYTES),
+        );
+    let data_plane_service =
+        DataPlaneServiceServer::new(DataPlaneApi::new(pki.clone(), tokens.clone()));
+    // The sample platform is loaded on the first start only, so later starts keep the
+    // user's changes to it.
+    let first_start = resources
+        .get(&troupe_common::ObjectKey::new(
+            troupe_common::Kind::Namespace,
+            "",
+            "acme",
+        ))
+        .is_err();
+    if config.dev && first_start {
+        let loaded = load_documents(&resources, SAMPLE_PLATFORM).await?;
+        tracing::info!(objects = loaded, "dev mode: sample platform loaded");
+    }
+    let resource_service =
+        ResourceServiceServer::new(ResourceApi::new(resources, stopping.clone()))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
     let release_service = ReleaseServiceServer::new(ReleaseApi::new(releases))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
@@ -73,6 +156,9 @@ pub async fn run(
     health_reporter
         .set_serving::<ReleaseServiceServer<ReleaseApi>>()
         .await;
+    health_reporter
+        .set_serving::<DataPlaneServiceServer<DataPlaneApi>>()
+        .await;
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
@@ -80,19 +166,106 @@ pub async fn run(
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = ?config.data_dir, revision = store.revision(), "troupe server ready");
-    on_ready(addr);
+    let agent_listener = TcpListener::bind(config.agent_listen)
+        .await
+        .with_context(|| format!("listening for agents on {}", config.agent_listen))?;
+    let agent_addr = agent_listener.local_addr()?;
+    tracing::info!(%addr, agents = %agent_addr, data_dir = ?config.data_dir, revision = store.revision(), "troupe server ready");
+    let dev_dataplane_dir = match (&config.dev, &config.data_dir) {
+        (true, Some(dir)) => Some(dir.join("dataplane-local")),
+        (true, None) => {
+            Some(std::env::temp_dir().join(format!("troupe-dev-{}", std::process::id())))
+        }
+        _ => None,
+    };
+    if let Some(target) = &dev_dataplane_dir {
+        let state_dir = match &config.data_dir {
+            Some(dir) => dir.join("agent-local"),
+            None => target.with_extension("agent"),
+        };
+        start_dev_agent(
+            &pki,
+            &tokens,
+            agent_addr,
+            target,
+            state_dir,
+            stopping.clone(),
+        )?;
+    }
+    on_ready(Ready {
+        api: addr,
+        agents: agent_addr,
+        ca_pem: pki.ca_pem().to_string(),
+        ca_path: pki.ca_path(),
+        dev_dataplane_dir,
+    });
 
-    tonic::transport::Server::builder()
+    let mut agent_stopping = stopping.clone();
+    let agent_server = tonic::transport::Server::builder()
+        .tls_config(pki.server_tls())?
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .trace_fn(|request| tracing::info_span!("agent-rpc", path = %request.uri().path()))
+        .add_service(agent_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(agent_listener), async move {
+            let _ = agent_stopping.wait_for(|s| *s).await;
+        });
+    let api_server = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(resource_service)
         .add_service(release_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .add_service(data_plane_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let (api, agents) = tokio::join!(api_server, agent_server);
+    api?;
+    agents?;
     tracing::info!("troupe server stopped");
+    Ok(())
+}
+
+/// Applies every object of a YAML stream, in order.
+async fn load_documents(resources: &Arc<Resources>, yaml: &str) -> anyhow::Result<usize> {
+    let objects = troupe_common::document::from_yaml(yaml)?;
+    let count = objects.len();
+    for object in objects {
+        let key = object.key();
+        resources
+            .apply(object, false)
+            .await
+            .with_context(|| format!("loading {key}"))?;
+    }
+    Ok(count)
+}
+
+/// Starts dev mode's agent in this process: registered with a fresh token over the real
+/// agent endpoint, applying with the directory applier.
+fn start_dev_agent(
+    pki: &Pki,
+    tokens: &Tokens,
+    agent_addr: SocketAddr,
+    target: &std::path::Path,
+    state_dir: PathBuf,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let data_plane = troupe_common::pb::v1alpha1::DataPlaneIdentity::parse(DEV_DATA_PLANE)
+        .map_err(anyhow::Error::msg)?;
+    let (token, _) = tokens.create(
+        &data_plane,
+        std::time::Duration::from_secs(3600),
+        pki.ca_pin(),
+    )?;
+    let url = format!("https://127.0.0.1:{}", agent_addr.port());
+    let applier = Arc::new(troupe_agent::apply::dir::DirApplier::new(target));
+    let mut config = troupe_agent::Config::new(url, data_plane, state_dir, applier);
+    config.token = Some(token.to_string());
+    config.resync_every = std::time::Duration::from_secs(5);
+    tokio::spawn(async move {
+        if let Err(e) = troupe_agent::run(config, stopping).await {
+            tracing::error!(error = %format!("{e:#}"), "the dev-mode agent stopped");
+        }
+    });
     Ok(())
 }
 

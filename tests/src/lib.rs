@@ -73,6 +73,8 @@ pub struct Server {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// `127.0.0.1:PORT` of the agent endpoint.
+    pub agent_addr: String,
     /// The data directory (kept by the caller's `TempDir`).
     pub data_dir: PathBuf,
 }
@@ -86,7 +88,14 @@ impl Server {
     /// As [`Server::start`], with extra `troupe server` arguments.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(troupe_bin())
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--agent-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -94,9 +103,9 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting troupe server");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .expect("reading the server's first line");
         let addr = line
@@ -104,11 +113,29 @@ impl Server {
             .strip_prefix("troupe server listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
             .to_string();
+        line.clear();
+        stdout
+            .read_line(&mut line)
+            .expect("reading the server's second line");
+        let agent_addr = line
+            .trim()
+            .strip_prefix("troupe agent endpoint listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected second line from the server: {line:?}"))
+            .to_string();
+        // Keep reading stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         Server {
             child,
             addr,
+            agent_addr,
             data_dir: data_dir.to_path_buf(),
         }
+    }
+
+    /// `https://127.0.0.1:PORT` of the agent endpoint.
+    pub fn agent_url(&self) -> String {
+        format!("https://{}", self.agent_addr)
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -127,11 +127,11 @@ fn editing_yaml_output_and_applying_it_updates_the_object() {
 fn delete_refuses_referenced_objects_and_cascades_projects() {
     let (server, _dir) = mk_server();
     apply_examples(&server);
-    let refused = server.cli(&["delete", "dataplane", "default", "-n", "acme"]);
+    let refused = server.cli(&["delete", "dataplane", "local", "-n", "acme"]);
     assert!(!refused.status.success());
     let err = stderr(&refused);
     assert!(
-        err.contains("DataPlane acme/default is still referenced by")
+        err.contains("DataPlane acme/local is still referenced by")
             && err.contains("Environment acme/development")
             && err.contains("FailedPrecondition"),
         "{err}"

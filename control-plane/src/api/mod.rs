@@ -1,6 +1,7 @@
 //! gRPC handlers. Each one decodes and checks its request, makes one call into
 //! [`Resources`], and encodes the answer; errors become statuses in [`status`] only.
 
+pub mod agent;
 mod release;
 mod status;
 

@@ -2,10 +2,12 @@
 //! client of it (`--server`, or `TROUPE_SERVER`).
 
 mod apply;
+mod dataplane;
 mod diff;
 mod get;
 mod output;
 mod release;
+mod status;
 mod watch;
 
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 
+use crate::agents::HubConfig;
 use crate::server::{DEFAULT_MAX_MESSAGE_BYTES, ServerConfig};
 
 const KINDS_HELP: &str = "KIND is a canonical, plural or short name: Namespace (ns), DataPlane (dp), \
@@ -54,8 +57,8 @@ pub enum Command {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
-        /// Directory of the on-disk store (created if missing).
-        #[arg(long, env = "TROUPE_DATA_DIR", required_unless_present = "in_memory")]
+        /// Directory of the on-disk store (created if missing); `./troupe-dev` with --dev.
+        #[arg(long, env = "TROUPE_DATA_DIR", required_unless_present_any = ["in_memory", "dev"])]
         data_dir: Option<PathBuf>,
         /// Keep everything in memory instead (lost when the server stops).
         #[arg(long, conflicts_with = "data_dir")]
@@ -63,6 +66,40 @@ pub enum Command {
         /// Largest gRPC message accepted or sent, in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
         max_message_bytes: usize,
+        /// Address of the agent endpoint (TLS; agents connect here). Port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        agent_listen: SocketAddr,
+        /// A host name or address agents reach the agent endpoint by (its certificate is
+        /// valid for these, `localhost` and `127.0.0.1`). Repeatable.
+        #[arg(long = "agent-name")]
+        agent_names: Vec<String>,
+        /// Seconds between heartbeats on agent streams; three missed end a stream.
+        #[arg(long, default_value_t = 10)]
+        agent_heartbeat_seconds: u64,
+        /// Largest release sent to an agent, in bytes of manifests; a larger one fails alone.
+        #[arg(long, default_value_t = HubConfig::default().max_release_bytes)]
+        agent_max_release_bytes: usize,
+        /// Dev mode: load the sample platform and run an agent in this process for DataPlane
+        /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Show where a component runs: each environment's release and whether it is ready.
+    Status {
+        /// The component.
+        component: String,
+        /// Namespace of the component.
+        #[arg(short, long, env = "TROUPE_NAMESPACE")]
+        namespace: String,
+        /// Output format.
+        #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
+    /// Manage data planes' agents.
+    Dataplane {
+        /// What to do.
+        #[command(subcommand)]
+        action: DataPlaneCommand,
     },
     /// Create or update resources from YAML or JSON files (`-` reads standard input).
     Apply {
@@ -183,6 +220,31 @@ pub enum ReleaseCommand {
     },
 }
 
+/// The `dataplane` verbs.
+#[derive(Debug, Subcommand)]
+pub enum DataPlaneCommand {
+    /// Bootstrap tokens agents register with.
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+}
+
+/// The `dataplane token` verbs.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token that registers an agent for one data plane, and print it.
+    Create {
+        /// The data plane: `NAMESPACE/NAME` (a DataPlane, created at registration if missing)
+        /// or `NAME` (a ClusterDataPlane).
+        data_plane: String,
+        /// How long the token is accepted: seconds, or a number with s, m, h or d.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+}
+
 /// Installs the log subscriber (stderr; `RUST_LOG` filters, default `info` for the server and
 /// `warn` for client verbs).
 pub fn init_tracing(args: &Args) {
@@ -211,19 +273,72 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             data_dir,
             in_memory,
             max_message_bytes,
+            agent_listen,
+            agent_names,
+            agent_heartbeat_seconds,
+            agent_max_release_bytes,
+            dev,
         } => {
+            let data_dir = match (in_memory, data_dir, dev) {
+                (true, _, _) => None,
+                (false, None, true) => Some(PathBuf::from("troupe-dev")),
+                (false, dir, _) => dir,
+            };
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+            names.extend(agent_names);
             let config = ServerConfig {
                 listen,
-                data_dir: if in_memory { None } else { data_dir },
+                data_dir,
                 max_message_bytes,
+                agent_listen,
+                agent_names: names,
+                hub: HubConfig {
+                    heartbeat: std::time::Duration::from_secs(agent_heartbeat_seconds.max(1)),
+                    max_release_bytes: agent_max_release_bytes,
+                    ..HubConfig::default()
+                },
+                dev,
             };
-            crate::server::run(config, crate::server::shutdown_signal(), |addr| {
-                // Scripts and tests read this line to find a server started on port 0.
-                println!("troupe server listening on {addr}");
+            crate::server::run(config, crate::server::shutdown_signal(), |ready| {
+                // Scripts and tests read these lines to find a server started on port 0.
+                println!("troupe server listening on {}", ready.api);
+                let ca = ready
+                    .ca_path
+                    .map_or("in memory".to_string(), |p| p.display().to_string());
+                println!(
+                    "troupe agent endpoint listening on {} (CA {ca})",
+                    ready.agents
+                );
+                if let Some(dir) = ready.dev_dataplane_dir {
+                    println!(
+                        "dev mode: data plane {} applies manifests under {}",
+                        crate::server::DEV_DATA_PLANE,
+                        dir.display()
+                    );
+                }
             })
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status {
+            component,
+            namespace,
+            output,
+        } => {
+            status::run(
+                &connect(&args.server).await?,
+                &namespace,
+                &component,
+                &output,
+            )
+            .await
+        }
+        Command::Dataplane {
+            action:
+                DataPlaneCommand::Token {
+                    action: TokenCommand::Create { data_plane, ttl },
+                },
+        } => dataplane::create_token(channel(&args.server).await?, &data_plane, &ttl).await,
         Command::Release {
             action:
                 ReleaseCommand::Create {

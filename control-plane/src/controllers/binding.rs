@@ -24,6 +24,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 
 use super::queue::Queue;
 use super::{WORKERS, follow, set_condition};
+use crate::agents::status::rollup_binding;
 use crate::releases::{Releases, RenderRequest};
 use crate::resources::references::scoped_kind;
 use crate::resources::{Error, Resources, WatchEventType};
@@ -37,6 +38,9 @@ pub struct BindingController {
     releases: Arc<Releases>,
     /// For each connection target, the bindings whose workload connects to it.
     consumers: Mutex<HashMap<Placement, BTreeSet<ObjectKey>>>,
+    /// The generation last seen of each environment and data plane: their status changes
+    /// (an agent connecting, a heartbeat) render nothing differently.
+    seen: Mutex<HashMap<ObjectKey, i64>>,
 }
 
 impl BindingController {
@@ -46,6 +50,7 @@ impl BindingController {
             resources,
             releases,
             consumers: Mutex::default(),
+            seen: Mutex::default(),
         }
     }
 
@@ -110,9 +115,22 @@ impl BindingController {
                 }
                 targets
             }
+            _ if !self.spec_changed(event, &object) => vec![],
             Object::ClusterDataPlane(_) => self.bindings(None).await,
             _ => self.bindings(Some(&key.namespace)).await,
         }
+    }
+
+    /// False for a change that left the object's spec as the controller last saw it.
+    fn spec_changed(&self, event: WatchEventType, object: &Object) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = object.key();
+        if event == WatchEventType::Deleted {
+            seen.remove(&key);
+            return true;
+        }
+        let generation = object.meta().generation;
+        seen.insert(key, generation) != Some(generation)
     }
 
     /// Bindings in `namespace` (every namespace if `None`).
@@ -133,7 +151,7 @@ impl BindingController {
 
     /// Brings the binding's Release and conditions in line with the binding.
     pub async fn reconcile(&self, key: &ObjectKey) -> Result<(), Error> {
-        let Object::ReleaseBinding(mut binding) = (match self.resources.get(key) {
+        let Object::ReleaseBinding(binding) = (match self.resources.get(key) {
             Ok(o) => o,
             // Deleting a binding deletes its Release with it (owner cascade).
             Err(Error::NotFound(_)) => return Ok(()),
@@ -152,7 +170,12 @@ impl BindingController {
             } else {
                 "NoRelease"
             };
-            if self.resources.get(&release_key).is_ok() {
+            // A Release already waiting for its prune is left to the agent hub.
+            let live = self
+                .resources
+                .get(&release_key)
+                .is_ok_and(|r| r.meta().delete_time.is_none());
+            if live {
                 self.resources.delete(&release_key, 0, false).await?;
             }
             // Nothing runs, so there is nothing to reach and nothing connects.
@@ -245,9 +268,31 @@ impl BindingController {
             }
         }
         status.observed_generation = generation;
-        binding.status = Some(status);
+        // Merged into the stored status, whose Ready/Progressing/Degraded the agent hub keeps
+        // up to date too, then rolled up again from the Release as it is now.
         self.resources
-            .write_status(Object::ReleaseBinding(binding))
+            .update_status(key, move |resources, object| {
+                if let Object::ReleaseBinding(stored) = object {
+                    let stored_status = stored.status.get_or_insert_default();
+                    stored_status.observed_generation = status.observed_generation;
+                    stored_status.endpoints = status.endpoints;
+                    stored_status.resolved_connections = status.resolved_connections;
+                    stored_status.pending_connections = status.pending_connections;
+                    for owned in ["Rendered", "ConnectionsResolved"] {
+                        let computed = status.conditions.iter().find(|c| c.r#type == owned);
+                        let conditions = &mut stored_status.conditions;
+                        match (computed, conditions.iter().position(|c| c.r#type == owned)) {
+                            (Some(c), Some(i)) => conditions[i] = c.clone(),
+                            (Some(c), None) => conditions.push(c.clone()),
+                            (None, Some(i)) => {
+                                conditions.remove(i);
+                            }
+                            (None, None) => {}
+                        }
+                    }
+                }
+                rollup_binding(resources, object);
+            })
             .await?;
         Ok(())
     }

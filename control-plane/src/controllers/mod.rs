@@ -11,7 +11,7 @@
 
 pub mod binding;
 pub mod deploy;
-mod queue;
+pub(crate) mod queue;
 
 use std::future::Future;
 use std::sync::Arc;

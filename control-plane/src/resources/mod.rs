@@ -109,7 +109,7 @@ impl Resources {
         let (mut object, outcome, revision) =
             tokio::task::spawn_blocking(move || this.apply_locked(object, dry_run))
                 .await
-                .expect("apply panicked")?;
+                .map_err(joined)??;
         if let Some(revision) = revision {
             wait_durable(&*self.store, revision).await?;
             object.meta_mut().resource_version = revision;
@@ -149,8 +149,11 @@ impl Resources {
                 let meta = object.meta_mut();
                 meta.uid = old_meta.uid.clone();
                 meta.create_time = old_meta.create_time;
-                meta.delete_time = old_meta.delete_time;
-                meta.generation = old_meta.generation + i64::from(spec_changed);
+                // Re-applying a Release that waits for its prune brings it back, as a newer
+                // generation than the pending removal.
+                let revived = old.kind() == Kind::Release && old_meta.delete_time.is_some();
+                meta.delete_time = if revived { None } else { old_meta.delete_time };
+                meta.generation = old_meta.generation + i64::from(spec_changed || revived);
                 // Status is written by the control plane only.
                 object.copy_status_from(Some(old));
                 let mut stored = old.clone();
@@ -210,7 +213,82 @@ impl Resources {
             Ok(Some(this.store.commit(txn)?))
         })
         .await
-        .expect("status write panicked")?;
+        .map_err(joined)??;
+        match revision {
+            Some(revision) => {
+                wait_durable(&*self.store, revision).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Changes the status of the stored object with `change`, under the write lock, so
+    /// writers of different parts of one status never undo each other. `change` may read
+    /// other objects through the `Resources` it is given; whatever it does to spec or
+    /// metadata is discarded. Returns false when the status did not change.
+    pub async fn update_status<F>(
+        self: &Arc<Self>,
+        key: &ObjectKey,
+        change: F,
+    ) -> Result<bool, Error>
+    where
+        F: FnOnce(&Resources, &mut Object) + Send + 'static,
+    {
+        let (this, key) = (self.clone(), key.clone());
+        let revision = tokio::task::spawn_blocking(move || -> Result<Option<Revision>, Error> {
+            let _guard = this.lock();
+            let (mut stored, record) = this
+                .read(&key)?
+                .ok_or_else(|| Error::NotFound(key.clone()))?;
+            let mut changed = stored.clone();
+            change(&this, &mut changed);
+            if stored.status_eq(&changed) {
+                return Ok(None);
+            }
+            stored.copy_status_from(Some(&changed));
+            stored.meta_mut().resource_version = 0;
+            let txn = Txn::default()
+                .check(key.clone(), Precondition::AtRevision(record.mod_revision))
+                .put(key, encode(&stored));
+            Ok(Some(this.store.commit(txn)?))
+        })
+        .await
+        .map_err(joined)??;
+        match revision {
+            Some(revision) => {
+                wait_durable(&*self.store, revision).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Removes a Release that waited for its prune, once the agent acknowledged pruning
+    /// `generation`. A Release revived or changed since is left alone. Returns true when it
+    /// was removed.
+    pub async fn purge_release(
+        self: &Arc<Self>,
+        key: &ObjectKey,
+        generation: i64,
+    ) -> Result<bool, Error> {
+        let (this, key) = (self.clone(), key.clone());
+        let revision = tokio::task::spawn_blocking(move || -> Result<Option<Revision>, Error> {
+            let _guard = this.lock();
+            let Some((object, record)) = this.read(&key)? else {
+                return Ok(None);
+            };
+            let meta = object.meta();
+            if meta.delete_time.is_none() || meta.generation > generation {
+                return Ok(None);
+            }
+            let txn = Txn::default()
+                .check(key.clone(), Precondition::AtRevision(record.mod_revision))
+                .delete(key);
+            Ok(Some(this.store.commit(txn)?))
+        })
+        .await
+        .map_err(joined)??;
         match revision {
             Some(revision) => {
                 wait_durable(&*self.store, revision).await?;
@@ -248,7 +326,7 @@ impl Resources {
         let (records, revision) =
             tokio::task::spawn_blocking(move || store.list(kind, namespace.as_deref()))
                 .await
-                .expect("list task panicked")?;
+                .map_err(joined)??;
         let mut items = Vec::new();
         let mut next_page_token = String::new();
         for record in records {
@@ -287,7 +365,7 @@ impl Resources {
         let (deleted, revision) =
             tokio::task::spawn_blocking(move || this.delete_locked(&key, expected, dry_run))
                 .await
-                .expect("delete panicked")?;
+                .map_err(joined)??;
         if let Some(revision) = revision {
             wait_durable(&*self.store, revision).await?;
         }
@@ -345,12 +423,39 @@ impl Resources {
         let mut txn = Txn::default();
         // Children first, so a watcher never sees an owner vanish before what it owns.
         for (k, revision) in doomed.iter().rev() {
-            txn = txn
-                .check(k.clone(), Precondition::AtRevision(*revision))
-                .delete(k.clone());
+            txn = txn.check(k.clone(), Precondition::AtRevision(*revision));
+            txn = match self.awaiting_prune(k)? {
+                Some(release) => txn.put(k.clone(), encode(&release)),
+                None => txn.delete(k.clone()),
+            };
         }
         let revision = self.store.commit(txn)?;
         Ok((Deleted { object, cascaded }, Some(revision)))
+    }
+
+    /// A Release some agent has applied is not deleted outright: it stays, marked with
+    /// `deleteTime` at a new generation, until the agent acknowledges pruning it (DESIGN §6:
+    /// objects leave a data plane only on an explicit removal). Returns that marked Release,
+    /// or `None` when `key` can simply go.
+    fn awaiting_prune(&self, key: &ObjectKey) -> Result<Option<Object>, Error> {
+        if key.kind != Kind::Release {
+            return Ok(None);
+        }
+        let Some((Object::Release(mut release), _)) = self.read(key)? else {
+            return Ok(None);
+        };
+        let applied = release
+            .status
+            .as_ref()
+            .is_some_and(|s| s.applied_generation > 0);
+        let meta = release.metadata.get_or_insert_default();
+        if !applied || meta.delete_time.is_some() {
+            return Ok(applied.then_some(Object::Release(release)));
+        }
+        meta.delete_time = Some(now());
+        meta.generation += 1;
+        meta.resource_version = 0;
+        Ok(Some(Object::Release(release)))
     }
 
     /// Reads and decodes one object with its record.
@@ -359,6 +464,17 @@ impl Resources {
             return Ok(None);
         };
         Ok(Some((decode(&record)?, record)))
+    }
+}
+
+/// A write or read run off the async workers did not finish: its panic goes on up; if the
+/// runtime is shutting down, the caller gets an error instead of a second panic.
+fn joined(e: tokio::task::JoinError) -> Error {
+    match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(_) => Error::Store(crate::store::StoreError::Engine(
+            "the control plane is shutting down".into(),
+        )),
     }
 }
 

@@ -187,6 +187,19 @@ pub fn references(object: &Object) -> Vec<Reference> {
         }
         Object::Release(r) => {
             let Some(spec) = &r.spec else { return out };
+            // A Release waiting for its prune has outlived its owners; it still holds its
+            // environment and data plane until the agent lets go of it.
+            let pruning = r.metadata.as_ref().is_some_and(|m| m.delete_time.is_some());
+            if pruning {
+                out.push(Reference::to(
+                    "spec.environment",
+                    ObjectKey::new(Kind::Environment, ns, &spec.environment),
+                ));
+                if let Some(dp) = &spec.data_plane_ref {
+                    data_plane(ns, dp, "spec.dataPlaneRef", &mut out);
+                }
+                return out;
+            }
             if let Some(owner) = &spec.owner {
                 component_owner(ns, owner, &mut out);
             }

@@ -20,7 +20,7 @@ use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 use troupe_common::pb::v1alpha1::{ApplyRequest, Resource};
-use troupe_control_plane::server::{DEFAULT_MAX_MESSAGE_BYTES, ServerConfig};
+use troupe_control_plane::server::ServerConfig;
 
 #[derive(Parser)]
 #[command(about = "Troupe benchmarks: print numbers, assert nothing")]
@@ -173,11 +173,7 @@ fn bench_raw_sled(clients: usize, run: Duration) -> Measured {
 async fn write(seconds: f64, clients: Vec<usize>, in_memory: bool) -> anyhow::Result<()> {
     let run = Duration::from_secs_f64(seconds);
     let dir = tempfile::tempdir()?;
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: (!in_memory).then(|| dir.path().to_path_buf()),
-        max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-    };
+    let config = ServerConfig::local((!in_memory).then(|| dir.path().to_path_buf()));
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(troupe_control_plane::server::run(
@@ -185,8 +181,8 @@ async fn write(seconds: f64, clients: Vec<usize>, in_memory: bool) -> anyhow::Re
         async {
             let _ = stop_rx.await;
         },
-        move |addr| {
-            let _ = addr_tx.send(addr);
+        move |ready| {
+            let _ = addr_tx.send(ready.api);
         },
     ));
     let url = format!("http://{}", addr_rx.await?);

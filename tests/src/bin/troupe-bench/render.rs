@@ -82,7 +82,7 @@ fn mk_release() -> anyhow::Result<(pb::ComponentReleaseSpec, pb::Environment, Va
             Object::DataPlane(dp) => {
                 let mut spec = serde_json::to_value(dp.spec)?;
                 troupe_common::document::integral_numbers(&mut spec);
-                data_plane = json!({"kind": "DataPlane", "name": "default", "spec": spec});
+                data_plane = json!({"kind": "DataPlane", "name": "local", "spec": spec});
             }
             Object::Environment(e)
                 if e.metadata.as_ref().is_some_and(|m| m.name == "production") =>

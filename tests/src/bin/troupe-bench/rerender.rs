@@ -10,7 +10,7 @@ use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 use troupe_common::pb::v1alpha1::{ApplyRequest, EventType, WatchRequest};
-use troupe_control_plane::server::{DEFAULT_MAX_MESSAGE_BYTES, ServerConfig};
+use troupe_control_plane::server::ServerConfig;
 
 const PLATFORM: &str = include_str!("../../../../examples/platform.yaml");
 
@@ -105,11 +105,7 @@ fn marked(object: &Object) -> bool {
 /// Runs the measurement with `components` autoDeploy components.
 pub async fn run(components: usize) -> anyhow::Result<Rerender> {
     let dir = tempfile::tempdir()?;
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: Some(dir.path().to_path_buf()),
-        max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-    };
+    let config = ServerConfig::local(Some(dir.path().to_path_buf()));
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(troupe_control_plane::server::run(
@@ -117,8 +113,8 @@ pub async fn run(components: usize) -> anyhow::Result<Rerender> {
         async {
             let _ = stop_rx.await;
         },
-        move |addr| {
-            let _ = addr_tx.send(addr);
+        move |ready| {
+            let _ = addr_tx.send(ready.api);
         },
     ));
     let url = format!("http://{}", addr_rx.await?);

@@ -1,0 +1,238 @@
+//! The control plane's certificate authority for agents.
+//!
+//! Generated on first start and kept in `DATA_DIR/pki/` (`ca.crt`, `ca.key`, mode 0600 for
+//! the key); in-memory servers make a fresh one. The CA signs the agent endpoint's server
+//! certificate (re-issued at every start for the configured names) and, at registration, each
+//! agent's client certificate, whose only identity is a SAN URI naming its data plane
+//! (`troupe://dataplane/NS/NAME`). What the agent's CSR asks for beyond its public key is
+//! ignored.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+use troupe_common::pb::v1alpha1::DataPlaneIdentity;
+
+/// How long an agent's client certificate is valid.
+const CLIENT_CERT_DAYS: i64 = 365;
+/// How long the CA is valid.
+const CA_DAYS: i64 = 3650;
+
+/// The CA and the agent endpoint's server identity.
+pub struct Pki {
+    ca_pem: String,
+    ca_pin: String,
+    issuer: Issuer<'static, KeyPair>,
+    /// PEM chain of the server certificate followed by the CA, so a client that only has
+    /// the CA pin can find the CA in the handshake.
+    server_chain_pem: String,
+    server_key_pem: String,
+    /// Where the CA lives, if on disk.
+    dir: Option<PathBuf>,
+}
+
+impl Pki {
+    /// Loads the CA from `dir` (creating it on first start), or makes an ephemeral one when
+    /// `dir` is `None`, and issues the server certificate for `server_names` (DNS names or IP
+    /// addresses).
+    pub fn load_or_create(dir: Option<&Path>, server_names: &[String]) -> anyhow::Result<Self> {
+        let (ca_pem, ca_key) = match dir {
+            Some(dir) => load_or_create_ca(dir)?,
+            None => new_ca()?,
+        };
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("reading the agent CA")?;
+        let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())
+            .context("decoding the agent CA")?;
+        let ca_pin = hex(&Sha256::digest(&ca_der));
+
+        let server_key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.subject_alt_names = server_names
+            .iter()
+            .map(|n| match n.parse() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => Ok(SanType::DnsName(n.as_str().try_into()?)),
+            })
+            .collect::<Result<_, rcgen::Error>>()?;
+        params.distinguished_name = name("troupe agent endpoint");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(CLIENT_CERT_DAYS);
+        let server = params.signed_by(&server_key, &issuer)?;
+        Ok(Self {
+            server_chain_pem: format!("{}{}", server.pem(), ca_pem),
+            server_key_pem: server_key.serialize_pem(),
+            ca_pem,
+            ca_pin,
+            issuer,
+            dir: dir.map(Path::to_path_buf),
+        })
+    }
+
+    /// PEM of the CA certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Hex SHA-256 of the CA certificate's DER: the pin bootstrap tokens carry.
+    pub fn ca_pin(&self) -> &str {
+        &self.ca_pin
+    }
+
+    /// Path of `ca.crt`, when the CA is on disk.
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("ca.crt"))
+    }
+
+    /// The agent endpoint's TLS identity: asks for client certificates signed by the CA but
+    /// lets `Register` through without one.
+    pub fn server_tls(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &self.server_chain_pem,
+                &self.server_key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .client_auth_optional(true)
+    }
+
+    /// Signs an agent's CSR as the client certificate of `data_plane`. Only the CSR's public
+    /// key is used.
+    pub fn sign_agent(
+        &self,
+        csr_pem: &str,
+        data_plane: &DataPlaneIdentity,
+    ) -> Result<String, String> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| format!("csrPem is not a PEM certificate signing request: {e}"))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&format!("troupe agent {data_plane}"));
+        params.subject_alt_names = vec![SanType::URI(
+            data_plane
+                .to_uri()
+                .as_str()
+                .try_into()
+                .map_err(|e| format!("data plane URI: {e}"))?,
+        )];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(CLIENT_CERT_DAYS);
+        let request = CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        };
+        request
+            .signed_by(&self.issuer)
+            .map(|cert| cert.pem())
+            .map_err(|e| format!("signing the agent certificate: {e}"))
+    }
+}
+
+/// The data plane a verified client certificate (DER) speaks for. The TLS layer has already
+/// checked that the CA signed it; this reads the identity it carries.
+pub fn identity_of(cert_der: &[u8]) -> Option<DataPlaneIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(uri) => DataPlaneIdentity::from_uri(uri),
+        _ => None,
+    })
+}
+
+fn load_or_create_ca(dir: &Path) -> anyhow::Result<(String, KeyPair)> {
+    let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    if cert_path.exists() && key_path.exists() {
+        let cert = std::fs::read_to_string(&cert_path)
+            .with_context(|| format!("reading {}", cert_path.display()))?;
+        let key = std::fs::read_to_string(&key_path)
+            .with_context(|| format!("reading {}", key_path.display()))?;
+        let key = KeyPair::from_pem(&key).with_context(|| format!("{}", key_path.display()))?;
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert, key) = new_ca()?;
+    write_private(&key_path, &key.serialize_pem())?;
+    write_private(&cert_path, &cert)?;
+    tracing::info!(ca = %cert_path.display(), "created the agent CA");
+    Ok((cert, key))
+}
+
+fn new_ca() -> anyhow::Result<(String, KeyPair)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name = name("troupe agent CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+    params.not_after = OffsetDateTime::now_utc() + Duration::days(CA_DAYS);
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key))
+}
+
+/// Writes a file readable by its owner only, atomically (temporary file, fsync, rename).
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_certificates_carry_the_data_plane_and_nothing_the_csr_asked_for() {
+        let pki = Pki::load_or_create(None, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut asked = CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+        asked.subject_alt_names.push(SanType::URI(
+            "troupe://dataplane/other/plane".try_into().unwrap(),
+        ));
+        let csr = asked.serialize_request(&key).unwrap().pem().unwrap();
+        let id = DataPlaneIdentity::parse("team/edge").unwrap();
+        let pem = pki.sign_agent(&csr, &id).unwrap();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(identity_of(&der), Some(id));
+        assert!(
+            pki.sign_agent("not a csr", &DataPlaneIdentity::default())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_ca_survives_a_restart_and_keeps_its_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Pki::load_or_create(Some(dir.path()), &["localhost".into()]).unwrap();
+        let second = Pki::load_or_create(Some(dir.path()), &["localhost".into()]).unwrap();
+        assert_eq!(first.ca_pin(), second.ca_pin());
+        assert_eq!(first.ca_pin().len(), 64);
+    }
+}

@@ -1,0 +1,496 @@
+//! One agent stream, from `Hello` to its end.
+//!
+//! The session keeps what the agent holds (`held`: from `Hello.known`, then from acks) and a
+//! queue of release ids to look at. Looking at an id compares the index with `held`:
+//! an upsert if the content differs, a removal if the agent holds something the store no longer
+//! wants, nothing if they agree. Each id has at most one generation in flight, and at most
+//! `window` ids are in flight at once; an id that changes meanwhile is looked at again after
+//! its ack, with whatever is newest then.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use troupe_common::agent::{PROTOCOL_VERSION, chunks, encode_manifests, parse_release_id};
+use troupe_common::pb::v1alpha1::{
+    self as pb, AgentMessage, ControlMessage, agent_message, control_message,
+};
+use troupe_common::{Kind, Object, ObjectKey};
+
+use super::status::PlaneReport;
+use super::{Desired, Hub, Item, Work};
+
+/// The control plane's half of a stream.
+pub type ControlStream = ReceiverStream<Result<ControlMessage, Status>>;
+
+/// The agent's half of a stream.
+pub type Inbound = Pin<Box<dyn Stream<Item = Result<AgentMessage, Status>> + Send>>;
+
+/// Messages buffered towards the agent.
+const OUTBOUND: usize = 32;
+/// How often the data plane's status (releases in sync, last heartbeat) may be written.
+const PLANE_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    generation: i64,
+    content_hash: String,
+    remove: bool,
+}
+
+impl Hub {
+    /// Opens a session for `plane`'s agent over `inbound`. Fails if the data plane does not
+    /// exist; everything after that (a late or wrong `Hello`, displacement) ends the stream
+    /// with a status.
+    pub fn connect(
+        self: &Arc<Self>,
+        plane: ObjectKey,
+        inbound: Inbound,
+    ) -> Result<ControlStream, Status> {
+        if self.resources.get(&plane).is_err() {
+            return Err(Status::not_found(format!(
+                "{} {} does not exist; it may have been deleted after the agent registered",
+                plane.kind.name(),
+                display(&plane)
+            )));
+        }
+        let (tx, rx) = mpsc::channel(OUTBOUND);
+        let session = Session {
+            hub: self.clone(),
+            plane,
+            tx,
+            held: HashMap::new(),
+            in_flight: HashMap::new(),
+            failed: HashMap::new(),
+            report: PlaneReport::default(),
+            report_due: false,
+            counts: pb::SyncComplete::default(),
+        };
+        tokio::spawn(session.run(inbound));
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+struct Session {
+    hub: Arc<Hub>,
+    plane: ObjectKey,
+    tx: mpsc::Sender<Result<ControlMessage, Status>>,
+    /// What the agent holds: generation and content hash per release id.
+    held: HashMap<String, (i64, String)>,
+    in_flight: HashMap<String, InFlight>,
+    /// Generations the agent failed to apply; not resent until the release changes.
+    failed: HashMap<String, i64>,
+    report: PlaneReport,
+    report_due: bool,
+    /// Upserts, removals and unchanged releases of the initial diff.
+    counts: pb::SyncComplete,
+}
+
+enum End {
+    /// The stream is over; say this to the agent if it still listens.
+    Status(Status),
+    /// The agent went away.
+    Gone(String),
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Inbound) {
+        let end = self.serve(&mut inbound).await;
+        let reason = match end {
+            End::Status(status) => {
+                let reason = status.message().to_string();
+                let _ = self.tx.send(Err(status)).await;
+                reason
+            }
+            End::Gone(reason) => reason,
+        };
+        tracing::info!(plane = %display(&self.plane), %reason, "agent session ended");
+    }
+
+    async fn serve(&mut self, inbound: &mut Inbound) -> End {
+        let hub = self.hub.clone();
+        let hello = match tokio::time::timeout(hub.config.hello_deadline, inbound.next()).await {
+            Err(_) => {
+                return End::Status(Status::deadline_exceeded(format!(
+                    "no Hello within {:?} of opening the stream",
+                    hub.config.hello_deadline
+                )));
+            }
+            Ok(None) => return End::Gone("closed before Hello".into()),
+            Ok(Some(Err(e))) => return End::Gone(e.message().to_string()),
+            Ok(Some(Ok(AgentMessage {
+                message: Some(agent_message::Message::Hello(hello)),
+            }))) => hello,
+            Ok(Some(Ok(_))) => {
+                return End::Status(Status::invalid_argument("the first message must be Hello"));
+            }
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return End::Status(Status::failed_precondition(format!(
+                "the agent speaks protocol version {}; this control plane speaks {PROTOCOL_VERSION}",
+                hello.protocol_version
+            )));
+        }
+        // Wait for the index to hold every Release: a diff against a half-loaded index
+        // would tell the agent to prune what merely was not read yet.
+        let mut loaded = hub.loaded.clone();
+        if loaded.wait_for(|l| *l).await.is_err() {
+            return End::Status(Status::unavailable("the control plane is stopping"));
+        }
+        let Ok(permit) = hub.resyncs.acquire().await else {
+            return End::Status(Status::unavailable("the control plane is stopping"));
+        };
+
+        let work = Arc::new(Work::default());
+        let (session_id, mut displaced) = hub.attach(&self.plane, work.clone());
+        let mut stopping = hub.stopping.clone();
+        self.held = hello
+            .known
+            .into_iter()
+            .filter(|(id, _)| parse_release_id(id).is_some())
+            .map(|(id, k)| (id, (k.generation, k.content_hash)))
+            .collect();
+        let mut ids: Vec<String> = hub.desired_set(&self.plane).into_keys().collect();
+        ids.extend(self.held.keys().cloned());
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            work.push(Item::Release(id));
+        }
+        work.push(Item::SyncComplete);
+        self.report = PlaneReport {
+            sessions: 1,
+            agent_version: hello.agent_version.clone(),
+            cluster_info: hello.cluster_info.clone(),
+            last_connected: Some(now()),
+            last_heartbeat: Some(now()),
+            ..Default::default()
+        };
+        self.send_plane_report();
+        let welcome = control_message::Message::Welcome(pb::Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            session_id: session_id.to_string(),
+            heartbeat_interval_seconds: hub.config.heartbeat.as_secs().max(1) as u32,
+        });
+        if !self.send(welcome).await {
+            hub.detach(&self.plane, session_id);
+            return End::Gone("closed before Welcome".into());
+        }
+        tracing::info!(plane = %display(&self.plane), session = session_id, agent = %hello.agent_version, "agent connected");
+
+        let mut permit = Some(permit);
+        let mut heartbeat = tokio::time::interval(hub.config.heartbeat);
+        let mut report = tokio::time::interval(PLANE_REPORT_EVERY);
+        let mut last_heard = Instant::now();
+        let end = loop {
+            // Take work while the window has room.
+            while self.in_flight.len() < hub.config.window {
+                let Some(item) = work.pop() else { break };
+                match item {
+                    Item::Release(id) => {
+                        if !self.look_at(&id).await {
+                            break;
+                        }
+                    }
+                    Item::SyncComplete => {
+                        let done = control_message::Message::SyncComplete(self.counts);
+                        self.send(done).await;
+                        permit = None;
+                        self.report_due = true;
+                    }
+                }
+            }
+            if self.tx.is_closed() {
+                break End::Gone("the stream closed".into());
+            }
+            let room = self.in_flight.len() < hub.config.window;
+            tokio::select! {
+                biased;
+                _ = displaced.changed() => {
+                    break End::Status(Status::aborted(format!(
+                        "displaced by a newer session of data plane {}",
+                        display(&self.plane)
+                    )));
+                }
+                _ = stopped(&mut stopping) => {
+                    break End::Status(Status::unavailable("the control plane is stopping; reconnect"));
+                }
+                message = inbound.next() => match message {
+                    Some(Ok(message)) => {
+                        last_heard = Instant::now();
+                        if let Err(status) = self.receive(message, &work) {
+                            break End::Status(status);
+                        }
+                    }
+                    Some(Err(e)) => break End::Gone(e.message().to_string()),
+                    None => break End::Gone("the agent closed the stream".into()),
+                },
+                _ = work.ready.notified(), if room => {}
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > hub.config.heartbeat * 3 {
+                        break End::Status(Status::deadline_exceeded("no message from the agent for three heartbeat intervals"));
+                    }
+                    let beat = control_message::Message::Heartbeat(pb::Heartbeat { time: Some(now()) });
+                    self.send(beat).await;
+                }
+                _ = report.tick() => {
+                    if self.report_due {
+                        self.send_plane_report();
+                    }
+                }
+            }
+        };
+        drop(permit);
+        if hub.detach(&self.plane, session_id) {
+            let reason = match &end {
+                End::Status(s) => s.message().to_string(),
+                End::Gone(r) => r.clone(),
+            };
+            self.report.sessions = 0;
+            self.report.last_disconnected = Some(now());
+            self.report.message = format!("agent disconnected: {reason}");
+            self.send_plane_report();
+        }
+        end
+    }
+
+    /// Handles one message from the agent.
+    fn receive(&mut self, message: AgentMessage, work: &Work) -> Result<(), Status> {
+        match message.message {
+            Some(agent_message::Message::Ack(ack)) => {
+                let Some(flight) = self.in_flight.get(&ack.release) else {
+                    return Ok(());
+                };
+                if flight.generation != ack.generation {
+                    return Ok(());
+                }
+                let flight = self.in_flight.remove(&ack.release).expect("just found");
+                let key = release_key(&ack.release);
+                if ack.ok {
+                    self.failed.remove(&ack.release);
+                    if flight.remove {
+                        self.held.remove(&ack.release);
+                        let resources = self.hub.resources.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = resources.purge_release(&key, flight.generation).await {
+                                tracing::warn!(release = %key, error = %e, "could not remove a pruned release");
+                            }
+                        });
+                    } else {
+                        self.held.insert(
+                            ack.release.clone(),
+                            (flight.generation, flight.content_hash),
+                        );
+                        self.hub.status.applied(key, flight.generation);
+                    }
+                } else {
+                    self.failed.insert(ack.release.clone(), flight.generation);
+                    self.hub.status.failed(key, flight.generation, ack.error);
+                }
+                self.report_due = true;
+                work.push(Item::Release(ack.release));
+            }
+            // An agent reports only on releases of its own data plane.
+            Some(agent_message::Message::Status(report))
+                if self.hub.desired(&self.plane, &report.release).is_some() =>
+            {
+                self.hub.status.health(
+                    release_key(&report.release),
+                    report.generation,
+                    report.resources,
+                );
+            }
+            // The heartbeat time is written at most every 30 s.
+            Some(agent_message::Message::Heartbeat(_))
+                if self
+                    .report
+                    .last_heartbeat
+                    .is_none_or(|t| now().seconds - t.seconds >= 30) =>
+            {
+                self.report.last_heartbeat = Some(now());
+                self.report_due = true;
+            }
+            Some(agent_message::Message::Hello(_)) => {
+                return Err(Status::invalid_argument("Hello is sent once, first"));
+            }
+            Some(_) | None => {}
+        }
+        Ok(())
+    }
+
+    /// Brings one release id in line. Returns false when the stream is closed.
+    async fn look_at(&mut self, id: &str) -> bool {
+        if self.in_flight.contains_key(id) {
+            // Looked at again once its ack arrives.
+            return true;
+        }
+        let desired = self.hub.desired(&self.plane, id);
+        let held = self.held.get(id).cloned();
+        match (desired, held) {
+            (Some(d), held) if !d.terminating => {
+                if held
+                    .as_ref()
+                    .is_some_and(|(_, hash)| *hash == d.content_hash)
+                {
+                    // Same content (perhaps at a newer generation): nothing to send.
+                    self.counts.unchanged += 1;
+                    self.held
+                        .insert(id.to_string(), (d.generation, d.content_hash));
+                    if d.applied < d.generation {
+                        self.hub.status.applied(release_key(id), d.generation);
+                    }
+                    return true;
+                }
+                if self.failed.get(id) == Some(&d.generation) {
+                    return true;
+                }
+                self.counts.upserts += 1;
+                self.upsert(id, &d).await
+            }
+            (Some(d), Some(_)) => {
+                self.counts.removes += 1;
+                self.remove(id, d.generation).await
+            }
+            (Some(d), None) => {
+                // Waiting for a prune the agent has nothing for: done.
+                let (resources, key) = (self.hub.resources.clone(), release_key(id));
+                tokio::spawn(async move {
+                    let _ = resources.purge_release(&key, d.generation).await;
+                });
+                true
+            }
+            (None, Some((generation, _))) => {
+                self.counts.removes += 1;
+                self.remove(id, generation + 1).await
+            }
+            (None, None) => true,
+        }
+    }
+
+    async fn upsert(&mut self, id: &str, desired: &Desired) -> bool {
+        let key = release_key(id);
+        let Ok(Object::Release(release)) = self.hub.resources.get(&key) else {
+            // Gone since the index saw it; its deletion event brings the id back.
+            return true;
+        };
+        let meta = release.metadata.clone().unwrap_or_default();
+        let spec = release.spec.unwrap_or_default();
+        let generation = meta.generation.max(desired.generation);
+        let manifests = encode_manifests(&spec.resources);
+        if manifests.len() > self.hub.config.max_release_bytes {
+            let error = format!(
+                "the release is {} bytes; the agent endpoint sends at most {} bytes per release (--agent-max-release-bytes)",
+                manifests.len(),
+                self.hub.config.max_release_bytes
+            );
+            self.failed.insert(id.to_string(), generation);
+            self.hub.status.failed(key, generation, error);
+            return true;
+        }
+        let parts = chunks(&manifests);
+        let count = parts.len() as u32;
+        for (index, part) in parts.into_iter().enumerate() {
+            let upsert = control_message::Message::Upsert(pb::ReleaseUpsert {
+                release: id.to_string(),
+                generation,
+                content_hash: spec.content_hash.clone(),
+                chunk_index: index as u32,
+                chunk_count: count,
+                manifests: part.to_vec(),
+            });
+            if !self.send(upsert).await {
+                return false;
+            }
+        }
+        self.in_flight.insert(
+            id.to_string(),
+            InFlight {
+                generation,
+                content_hash: spec.content_hash,
+                remove: false,
+            },
+        );
+        true
+    }
+
+    async fn remove(&mut self, id: &str, generation: i64) -> bool {
+        let remove = control_message::Message::Remove(pb::ReleaseRemove {
+            release: id.to_string(),
+            generation,
+        });
+        if !self.send(remove).await {
+            return false;
+        }
+        self.in_flight.insert(
+            id.to_string(),
+            InFlight {
+                generation,
+                content_hash: String::new(),
+                remove: true,
+            },
+        );
+        true
+    }
+
+    async fn send(&self, message: control_message::Message) -> bool {
+        self.tx
+            .send(Ok(ControlMessage {
+                message: Some(message),
+            }))
+            .await
+            .is_ok()
+    }
+
+    fn send_plane_report(&mut self) {
+        let desired = self.hub.desired_set(&self.plane);
+        let in_sync = desired
+            .iter()
+            .filter(|(id, d)| {
+                !d.terminating
+                    && self
+                        .held
+                        .get(*id)
+                        .is_some_and(|(_, h)| *h == d.content_hash)
+            })
+            .count() as i32;
+        self.report.in_sync = in_sync;
+        self.report.pending = desired.len() as i32 - in_sync;
+        self.report_due = false;
+        self.hub
+            .status
+            .plane(self.plane.clone(), self.report.clone());
+    }
+}
+
+/// Resolves once `stopping` turns true.
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+fn release_key(id: &str) -> ObjectKey {
+    let (namespace, name) = parse_release_id(id).unwrap_or(("", id));
+    ObjectKey::new(Kind::Release, namespace, name)
+}
+
+fn display(plane: &ObjectKey) -> String {
+    if plane.namespace.is_empty() {
+        plane.name.clone()
+    } else {
+        format!("{}/{}", plane.namespace, plane.name)
+    }
+}
+
+fn now() -> pbjson_types::Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: 0,
+    }
+}

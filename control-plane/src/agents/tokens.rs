@@ -1,0 +1,174 @@
+//! Bootstrap tokens: short-lived secrets an agent exchanges for its client certificate.
+//!
+//! Each token is bound to one data plane and expires. Only the SHA-256 of its secret is kept,
+//! in `DATA_DIR/pki/tokens.json` (rewritten atomically, mode 0600), so a copy of the data
+//! directory does not leak usable tokens. A token stays valid until it expires, so an agent
+//! that lost its state can register again with the same token.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use troupe_common::agent::BootstrapToken;
+use troupe_common::pb::v1alpha1::DataPlaneIdentity;
+
+use super::pki::{hex, write_private};
+
+/// Lifetime of a token created without one.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Malformed, unknown, wrong secret or expired: the caller is not authenticated.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid token for another data plane.
+    #[error("{0}")]
+    PermissionDenied(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    secret_sha256: String,
+    namespace: String,
+    name: String,
+    expires_unix: u64,
+}
+
+/// The tokens, by id.
+pub struct Tokens {
+    path: Option<PathBuf>,
+    entries: Mutex<BTreeMap<String, Entry>>,
+}
+
+impl Tokens {
+    /// Loads the tokens kept at `path` (none yet if it does not exist); `None` keeps them in
+    /// memory only.
+    pub fn load(path: Option<PathBuf>) -> anyhow::Result<Self> {
+        let entries = match &path {
+            Some(p) if p.exists() => serde_json::from_slice(&std::fs::read(p)?)?,
+            _ => BTreeMap::new(),
+        };
+        Ok(Self {
+            path,
+            entries: Mutex::new(entries),
+        })
+    }
+
+    /// Makes a token for `data_plane`, valid for `ttl`, carrying `ca_pin`. Returns it with its
+    /// expiry; it is on disk when this returns.
+    pub fn create(
+        &self,
+        data_plane: &DataPlaneIdentity,
+        ttl: Duration,
+        ca_pin: &str,
+    ) -> anyhow::Result<(BootstrapToken, SystemTime)> {
+        let random = || hex(uuid::Uuid::new_v4().as_bytes());
+        let token = BootstrapToken {
+            id: random()[..16].to_string(),
+            secret: random(),
+            ca_pin: ca_pin.to_string(),
+        };
+        let expires = SystemTime::now() + ttl;
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = unix(SystemTime::now());
+        // Expired tokens are kept a day, so using one says "expired" rather than "unknown".
+        entries.retain(|_, e| e.expires_unix + 86_400 > now);
+        entries.insert(
+            token.id.clone(),
+            Entry {
+                secret_sha256: hex(&Sha256::digest(token.secret.as_bytes())),
+                namespace: data_plane.namespace.clone(),
+                name: data_plane.name.clone(),
+                expires_unix: unix(expires),
+            },
+        );
+        if let Some(path) = &self.path {
+            write_private(path, &serde_json::to_string_pretty(&*entries)?)?;
+        }
+        Ok((token, expires))
+    }
+
+    /// Checks that `token` is current and was made for `data_plane`.
+    pub fn verify(&self, token: &str, data_plane: &DataPlaneIdentity) -> Result<(), TokenError> {
+        let token = BootstrapToken::parse(token).map_err(TokenError::Unauthenticated)?;
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let unknown =
+            || TokenError::Unauthenticated(format!("bootstrap token {} is not known", token.id));
+        let entry = entries.get(&token.id).ok_or_else(unknown)?;
+        let given = hex(&Sha256::digest(token.secret.as_bytes()));
+        if !constant_time_eq(given.as_bytes(), entry.secret_sha256.as_bytes()) {
+            return Err(unknown());
+        }
+        if entry.expires_unix <= unix(SystemTime::now()) {
+            return Err(TokenError::Unauthenticated(format!(
+                "bootstrap token {} has expired; create a new one with `troupe dataplane token create`",
+                token.id
+            )));
+        }
+        if entry.namespace != data_plane.namespace || entry.name != data_plane.name {
+            let bound = DataPlaneIdentity {
+                namespace: entry.namespace.clone(),
+                name: entry.name.clone(),
+            };
+            return Err(TokenError::PermissionDenied(format!(
+                "bootstrap token {} registers data plane {bound}, not {data_plane}",
+                token.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_registers_its_own_data_plane_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let tokens = Tokens::load(Some(path.clone())).unwrap();
+        let edge = DataPlaneIdentity::parse("team/edge").unwrap();
+        let other = DataPlaneIdentity::parse("team/core").unwrap();
+        let pin = "a".repeat(64);
+        let (token, _) = tokens.create(&edge, DEFAULT_TTL, &pin).unwrap();
+        let text = token.to_string();
+
+        // Survives a restart; the secret itself is not on disk.
+        let tokens = Tokens::load(Some(path.clone())).unwrap();
+        assert!(
+            !std::fs::read_to_string(&path)
+                .unwrap()
+                .contains(&token.secret)
+        );
+        assert_eq!(tokens.verify(&text, &edge), Ok(()));
+        assert!(
+            matches!(tokens.verify(&text, &other), Err(TokenError::PermissionDenied(m)) if m.contains("team/edge"))
+        );
+        let forged = BootstrapToken {
+            secret: "0".repeat(32),
+            ..token
+        };
+        assert!(matches!(
+            tokens.verify(&forged.to_string(), &edge),
+            Err(TokenError::Unauthenticated(_))
+        ));
+
+        let (expired, _) = tokens.create(&edge, Duration::ZERO, &pin).unwrap();
+        let err = tokens.verify(&expired.to_string(), &edge).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+    }
+}

@@ -1,0 +1,70 @@
+//! `troupe dataplane token create`: a bootstrap token for one data plane's agent.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use troupe_common::pb::v1alpha1::data_plane_service_client::DataPlaneServiceClient;
+use troupe_common::pb::v1alpha1::{CreateBootstrapTokenRequest, DataPlaneIdentity};
+
+use super::server_error;
+
+/// Parses `90`, `90s`, `15m`, `24h` or `7d`.
+fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--ttl {text:?}: expected a number with s, m, h or d"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("--ttl {text:?}: the unit must be s, m, h or d"),
+    };
+    if seconds == 0 {
+        anyhow::bail!("--ttl must be more than zero");
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+pub(super) async fn create_token(
+    channel: Channel,
+    data_plane: &str,
+    ttl: &str,
+) -> anyhow::Result<ExitCode> {
+    let ttl = parse_ttl(ttl)?;
+    let id = DataPlaneIdentity::parse(data_plane).map_err(anyhow::Error::msg)?;
+    let response = DataPlaneServiceClient::new(channel)
+        .create_bootstrap_token(CreateBootstrapTokenRequest {
+            data_plane: Some(id.clone()),
+            ttl_seconds: ttl.as_secs() as i64,
+        })
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    println!("{}", response.token);
+    eprintln!(
+        "token for data plane {id}, valid for {}s; start the agent with:\n  troupe-agent --control-plane https://HOST:50052 --dataplane {id} --token {} --state-dir DIR --apply dir:PATH",
+        ttl.as_secs(),
+        response.token
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_take_a_unit() {
+        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_ttl("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("0").is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! `troupe status COMPONENT`: each environment of the component's pipeline (in pipeline
+//! order, then any other environment it is bound in) with its release and readiness, as the
+//! bindings' `Ready` conditions say.
+
+use std::process::ExitCode;
+
+use troupe_common::pb::v1alpha1::{GetRequest, ListRequest};
+use troupe_common::{Kind, Object};
+
+use super::{Client, server_error};
+
+/// One row.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Row {
+    environment: String,
+    binding: String,
+    release: String,
+    state: String,
+    ready: bool,
+    reason: String,
+    message: String,
+}
+
+async fn get(client: &Client, kind: Kind, namespace: &str, name: &str) -> anyhow::Result<Object> {
+    let request = GetRequest {
+        kind: kind.name().into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    client
+        .clone()
+        .get(request)
+        .await
+        .map_err(server_error)?
+        .into_inner()
+        .resource
+        .and_then(|r| r.object)
+        .ok_or_else(|| anyhow::anyhow!("empty answer"))
+}
+
+/// The environments of the component's project pipeline, first environment first.
+async fn pipeline_order(
+    client: &Client,
+    namespace: &str,
+    component: &str,
+) -> anyhow::Result<Vec<String>> {
+    let Object::Component(component) = get(client, Kind::Component, namespace, component).await?
+    else {
+        return Ok(vec![]);
+    };
+    let project = component
+        .spec
+        .and_then(|s| s.owner)
+        .unwrap_or_default()
+        .project_name;
+    let Ok(Object::Project(project)) = get(client, Kind::Project, namespace, &project).await else {
+        return Ok(vec![]);
+    };
+    let pipeline = project.spec.unwrap_or_default().deployment_pipeline_ref;
+    let Ok(Object::DeploymentPipeline(pipeline)) =
+        get(client, Kind::DeploymentPipeline, namespace, &pipeline).await
+    else {
+        return Ok(vec![]);
+    };
+    let mut order: Vec<String> = Vec::new();
+    for path in pipeline.spec.unwrap_or_default().promotion_paths {
+        for env in std::iter::once(path.source_environment)
+            .chain(path.targets.into_iter().map(|t| t.environment))
+        {
+            if !order.contains(&env) {
+                order.push(env);
+            }
+        }
+    }
+    Ok(order)
+}
+
+pub(super) async fn run(
+    client: &Client,
+    namespace: &str,
+    component: &str,
+    output: &str,
+) -> anyhow::Result<ExitCode> {
+    let order = pipeline_order(client, namespace, component).await?;
+    let request = ListRequest {
+        kind: Kind::ReleaseBinding.name().into(),
+        namespace: namespace.into(),
+        ..Default::default()
+    };
+    let bindings = client
+        .clone()
+        .list(request)
+        .await
+        .map_err(server_error)?
+        .into_inner()
+        .items;
+    let mut rows: Vec<Row> = Vec::new();
+    for binding in bindings.into_iter().filter_map(|r| r.object) {
+        let Object::ReleaseBinding(binding) = binding else {
+            continue;
+        };
+        let spec = binding.spec.unwrap_or_default();
+        if spec
+            .owner
+            .as_ref()
+            .is_none_or(|o| o.component_name != component)
+        {
+            continue;
+        }
+        let ready = binding
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == "Ready");
+        rows.push(Row {
+            environment: spec.environment,
+            binding: binding.metadata.unwrap_or_default().name,
+            release: spec.release_name,
+            state: if spec.state.is_empty() {
+                "Active".into()
+            } else {
+                spec.state
+            },
+            ready: ready.as_ref().is_some_and(|c| c.status == "True"),
+            reason: ready
+                .as_ref()
+                .map_or("Pending".into(), |c| c.reason.clone()),
+            message: ready.map(|c| c.message).unwrap_or_default(),
+        });
+    }
+    for env in &order {
+        if !rows.iter().any(|r| &r.environment == env) {
+            rows.push(Row {
+                environment: env.clone(),
+                binding: String::new(),
+                release: String::new(),
+                state: String::new(),
+                ready: false,
+                reason: "NotDeployed".into(),
+                message: "no ReleaseBinding in this environment".into(),
+            });
+        }
+    }
+    let rank = |env: &str| order.iter().position(|e| e == env).unwrap_or(usize::MAX);
+    rows.sort_by(|a, b| {
+        (rank(&a.environment), &a.environment).cmp(&(rank(&b.environment), &b.environment))
+    });
+    if output == "json" {
+        let doc = serde_json::json!({
+            "component": component,
+            "namespace": namespace,
+            "environments": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut lines = vec![
+        [
+            "ENVIRONMENT",
+            "RELEASE",
+            "STATE",
+            "READY",
+            "REASON",
+            "MESSAGE",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in &rows {
+        lines.push(vec![
+            r.environment.clone(),
+            dash(&r.release),
+            dash(&r.state),
+            if r.ready {
+                "True".into()
+            } else {
+                "False".into()
+            },
+            r.reason.clone(),
+            r.message.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
+        .collect();
+    for line in lines {
+        let mut out = String::new();
+        for (i, cell) in line.iter().enumerate() {
+            if i < 5 {
+                out.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            } else {
+                out.push_str(cell);
+            }
+        }
+        println!("{}", out.trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}

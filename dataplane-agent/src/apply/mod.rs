@@ -1,0 +1,73 @@
+//! Appliers: where an agent puts a release's objects, and how it reads their health.
+//!
+//! Every applier is idempotent: applying what is already there changes nothing, so the agent
+//! can re-apply its whole desired state at any time to correct drift. An applier removes
+//! objects only when told to ([`Applier::prune`], or objects that left a release on
+//! [`Applier::apply`]); it never decides on its own that something should go.
+
+pub mod dir;
+
+use futures::future::BoxFuture;
+use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
+
+/// Health values reported per object.
+pub mod health {
+    /// The object is what it should be and serving.
+    pub const HEALTHY: &str = "Healthy";
+    /// The object is on its way (rolling out, pending).
+    pub const PROGRESSING: &str = "Progressing";
+    /// The object failed or is unhealthy.
+    pub const DEGRADED: &str = "Degraded";
+    /// The object is paused (a suspended CronJob).
+    pub const SUSPENDED: &str = "Suspended";
+}
+
+/// Puts releases somewhere and reads back their health.
+pub trait Applier: Send + Sync {
+    /// Makes the objects of `release` (id `NAMESPACE/NAME`) exactly `resources`: creates or
+    /// updates each, and removes objects a previous apply of the same release made that are
+    /// no longer in it. Returns the health of each object.
+    fn apply<'a>(
+        &'a self,
+        release: &'a str,
+        resources: &'a [ReleaseResource],
+    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, String>>;
+
+    /// Removes every object of `release`. Pruning a release that has nothing is not an error.
+    fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), String>>;
+
+    /// What to tell the control plane about the target.
+    fn info(&self) -> ClusterInfo;
+}
+
+/// The group, version, kind, name and namespace of a rendered object, for status entries.
+pub fn describe(resource: &ReleaseResource) -> ReleaseResourceStatus {
+    let object = resource.object.as_ref();
+    let field = |path: &[&str]| -> String {
+        let mut value = object.and_then(|o| o.fields.get(path[0]));
+        for key in &path[1..] {
+            value = match value.and_then(|v| v.kind.as_ref()) {
+                Some(pbjson_types::value::Kind::StructValue(s)) => s.fields.get(*key),
+                _ => None,
+            };
+        }
+        match value.and_then(|v| v.kind.as_ref()) {
+            Some(pbjson_types::value::Kind::StringValue(s)) => s.clone(),
+            _ => String::new(),
+        }
+    };
+    let api_version = field(&["apiVersion"]);
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), api_version),
+    };
+    ReleaseResourceStatus {
+        id: resource.id.clone(),
+        group,
+        version,
+        kind: field(&["kind"]),
+        name: field(&["metadata", "name"]),
+        namespace: field(&["metadata", "namespace"]),
+        ..Default::default()
+    }
+}

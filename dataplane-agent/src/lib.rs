@@ -1,0 +1,76 @@
+//! `troupe-agent`: runs next to a cluster (or a directory), registers it as a DataPlane, and
+//! keeps it in line with the Releases the control plane binds to it (DESIGN §6).
+//!
+//! - [`identity`]: registration with a bootstrap token, and the mTLS identity after it.
+//! - [`state`]: the last acknowledged desired state, on disk.
+//! - [`apply`]: where objects go: [`apply::dir`] writes files.
+//! - [`stream`]: the one long-lived stream: Hello with what the agent holds, upserts and
+//!   removals applied and acknowledged one by one, health reports, heartbeats, and reconnects
+//!   with full-jitter backoff.
+//!
+//! The agent deletes objects only on an explicit removal from the control plane, never
+//! because a connection dropped; while disconnected it keeps re-applying what it holds.
+
+pub mod apply;
+pub mod identity;
+pub mod state;
+pub mod stream;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use troupe_common::pb::v1alpha1::DataPlaneIdentity;
+
+/// The agent's version, sent in `Hello` and at registration.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How an agent runs.
+#[derive(Clone)]
+pub struct Config {
+    /// The control plane's agent endpoint, `https://HOST:PORT`.
+    pub control_plane: String,
+    /// The data plane this agent speaks for.
+    pub data_plane: DataPlaneIdentity,
+    /// Bootstrap token, needed only until the agent has registered.
+    pub token: Option<String>,
+    /// CA of the agent endpoint, instead of finding it by the token's pin.
+    pub ca_cert: Option<PathBuf>,
+    /// Where the agent keeps its identity and desired state.
+    pub state_dir: PathBuf,
+    /// Where objects are applied.
+    pub applier: Arc<dyn apply::Applier>,
+    /// How often everything held is re-applied to correct drift.
+    pub resync_every: Duration,
+    /// Largest release accepted, in bytes of manifests; a larger one is refused alone.
+    pub max_release_bytes: usize,
+    /// First reconnect delay bound; doubles per failed attempt up to `backoff_max`.
+    pub backoff_base: Duration,
+    /// Largest reconnect delay bound.
+    pub backoff_max: Duration,
+}
+
+impl Config {
+    /// A configuration with the defaults for everything but the essentials.
+    pub fn new(
+        control_plane: impl Into<String>,
+        data_plane: DataPlaneIdentity,
+        state_dir: impl Into<PathBuf>,
+        applier: Arc<dyn apply::Applier>,
+    ) -> Self {
+        Self {
+            control_plane: control_plane.into(),
+            data_plane,
+            token: None,
+            ca_cert: None,
+            state_dir: state_dir.into(),
+            applier,
+            resync_every: Duration::from_secs(30),
+            max_release_bytes: 256 * 1024 * 1024,
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+pub use stream::run;

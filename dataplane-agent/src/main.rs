@@ -1,0 +1,116 @@
+//! The `troupe-agent` binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use troupe_agent::Config;
+use troupe_agent::apply::Applier;
+use troupe_agent::apply::dir::DirApplier;
+use troupe_common::pb::v1alpha1::DataPlaneIdentity;
+
+/// The Troupe data-plane agent: registers a cluster (or a directory) as a DataPlane, applies
+/// the Releases bound to it and reports their health.
+#[derive(Debug, Parser)]
+#[command(name = "troupe-agent", version, about)]
+struct Args {
+    /// The control plane's agent endpoint, e.g. `https://troupe.example.com:50052`.
+    #[arg(long, env = "TROUPE_CONTROL_PLANE")]
+    control_plane: String,
+    /// The data plane this agent speaks for: `NAMESPACE/NAME` (a DataPlane) or `NAME` (a
+    /// ClusterDataPlane).
+    #[arg(long = "dataplane", env = "TROUPE_DATAPLANE")]
+    data_plane: String,
+    /// Bootstrap token from `troupe dataplane token create`; needed on the first start only.
+    #[arg(long, env = "TROUPE_AGENT_TOKEN")]
+    token: Option<String>,
+    /// PEM file of the agent endpoint's CA, instead of trusting the CA the token pins.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Where the agent keeps its identity and the last acknowledged desired state.
+    #[arg(long, env = "TROUPE_AGENT_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Where objects go: `dir:PATH` writes one YAML file per object under PATH.
+    #[arg(long, default_value = "dir:./troupe-dataplane")]
+    apply: String,
+    /// Seconds between re-applying everything held, to correct drift.
+    #[arg(long, default_value_t = 30)]
+    resync_interval: u64,
+    /// Largest release accepted, in bytes of manifests.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    max_release_bytes: usize,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn applier(spec: &str) -> anyhow::Result<Arc<dyn Applier>> {
+    match spec.split_once(':') {
+        Some(("dir", path)) if !path.is_empty() => Ok(Arc::new(DirApplier::new(path))),
+        _ if spec == "kubernetes" => anyhow::bail!(
+            "--apply kubernetes: the Kubernetes applier is not available in this build yet; use dir:PATH"
+        ),
+        _ => anyhow::bail!("--apply {spec:?}: expected dir:PATH"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let data_plane = DataPlaneIdentity::parse(&args.data_plane).map_err(anyhow::Error::msg)?;
+    let mut config = Config::new(
+        args.control_plane,
+        data_plane,
+        args.state_dir,
+        applier(&args.apply)?,
+    );
+    config.token = args.token;
+    config.ca_cert = args.ca_cert;
+    config.resync_every = Duration::from_secs(args.resync_interval.max(1));
+    config.max_release_bytes = args.max_release_bytes;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        troupe_agent::run(config, stopping).await
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,118 @@
+//! The agent's desired state on disk: for each release it holds, the last generation it
+//! acknowledged and that generation's objects, one file per release under
+//! `STATE_DIR/releases/`. A file is written (temporary file, fsync, rename, fsync of the
+//! folder) before the ack goes out, so what the control plane was told is applied survives a
+//! crash; on restart the agent reports it in `Hello.known` and keeps applying it while the
+//! control plane is away.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use troupe_common::pb::v1alpha1::ReleaseResource;
+
+/// One release as last acknowledged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Held {
+    /// Release id, `NAMESPACE/NAME`.
+    pub release: String,
+    /// Generation acknowledged.
+    pub generation: i64,
+    /// Its content hash.
+    pub content_hash: String,
+    /// Its objects.
+    pub resources: Vec<ReleaseResource>,
+}
+
+/// The on-disk state.
+pub struct State {
+    dir: PathBuf,
+}
+
+impl State {
+    /// Opens (creating) the state under `state_dir`.
+    pub fn open(state_dir: &Path) -> std::io::Result<Self> {
+        let dir = state_dir.join("releases");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// Everything held, by release id. Files that cannot be read are reported and skipped
+    /// (the control plane resends what the agent does not report).
+    pub fn load(&self) -> std::io::Result<BTreeMap<String, Held>> {
+        let mut held = BTreeMap::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match std::fs::read(&path).map(|b| serde_json::from_slice::<Held>(&b)) {
+                Ok(Ok(h)) => {
+                    held.insert(h.release.clone(), h);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable state")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable state")
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// Records `held` durably.
+    pub fn save(&self, held: &Held) -> std::io::Result<()> {
+        let path = self.path(&held.release);
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec(held)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir)
+    }
+
+    /// Forgets `release` durably.
+    pub fn remove(&self, release: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(release)) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn path(&self, release: &str) -> PathBuf {
+        // Release ids are `NAMESPACE/NAME` of DNS labels: `_` cannot occur in them.
+        self.dir.join(format!("{}.json", release.replace('/', "_")))
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_saved_is_loaded_and_removal_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let held = Held {
+            release: "acme/api-dev".into(),
+            generation: 3,
+            content_hash: "abc".into(),
+            resources: vec![],
+        };
+        state.save(&held).unwrap();
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.load().unwrap().get("acme/api-dev"), Some(&held));
+        state.remove("acme/api-dev").unwrap();
+        state.remove("acme/api-dev").unwrap();
+        assert!(state.load().unwrap().is_empty());
+    }
+}
