@@ -87,14 +87,12 @@ impl Server {
 
     /// As [`Server::start`], with extra `troupe server` arguments.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(troupe_bin())
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--agent-listen",
-                "127.0.0.1:0",
-            ])
+        let mut command = Command::new(troupe_bin());
+        command.args(["server", "--listen", "127.0.0.1:0"]);
+        if !extra.contains(&"--agent-listen") {
+            command.args(["--agent-listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -231,6 +229,168 @@ impl Server {
         }
         panic!("the server did not stop within 5 s of SIGTERM");
     }
+}
+
+/// The `troupe-agent` binary built next to `troupe`.
+pub fn troupe_agent_bin() -> PathBuf {
+    troupe_bin().with_file_name("troupe-agent")
+}
+
+/// A running `troupe-agent` process with the directory applier, killed when dropped.
+pub struct Agent {
+    child: Child,
+    /// Where it writes manifests.
+    pub target: PathBuf,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent for `data_plane` against `control_plane` (`https://…`), keeping its
+    /// state in `state_dir` and writing under `target`; `token` is needed on the first start.
+    pub fn start(
+        control_plane: &str,
+        data_plane: &str,
+        token: Option<&str>,
+        state_dir: &Path,
+        target: &Path,
+    ) -> Agent {
+        let mut command = Command::new(troupe_agent_bin());
+        command
+            .args(["--control-plane", control_plane, "--dataplane", data_plane])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--apply")
+            .arg(format!("dir:{}", target.display()))
+            .args(["--resync-interval", "1"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        Agent {
+            child: command.spawn().expect("starting troupe-agent"),
+            target: target.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    /// Kills the agent with SIGKILL.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaping");
+    }
+
+    /// Waits for the agent to exit by itself (it fails to register, say), at most 10 s.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the agent did not exit");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy on loopback in front of `upstream` that the test can cut: every open
+/// connection is reset at once, as a flaky network or a load balancer restart would.
+pub struct Proxy {
+    /// `127.0.0.1:PORT` to connect to instead of the upstream.
+    pub addr: String,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    /// Milliseconds each forwarded read is held back.
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    /// Starts forwarding to `upstream`.
+    pub fn start(upstream: &str) -> Proxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let connections: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (conns, delay) = (connections.clone(), delay_ms.clone());
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                {
+                    let mut open = conns.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let delay = delay.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buffer = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buffer) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let ms = delay.load(Ordering::Relaxed);
+                            if ms > 0 {
+                                std::thread::sleep(Duration::from_millis(ms));
+                            }
+                            if to.write_all(&buffer[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy {
+            addr,
+            connections,
+            delay_ms,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Resets every open connection.
+    pub fn cut(&self) {
+        for stream in self.connections.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Holds back each forwarded read by `ms` milliseconds (0: none).
+    pub fn delay(&self, ms: u64) {
+        self.delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A free loopback port (bound and released; good enough for a test's restarts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl Drop for Server {
