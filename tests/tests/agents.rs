@@ -113,7 +113,7 @@ fn get_json(server: &Server, kind: &str, name: &str) -> Option<Value> {
         .then(|| serde_json::from_str(&stdout(&out)).unwrap())
 }
 
-fn start_agent(server: &Server, url: &str, root: &Path, name: &str, token: Option<&str>) -> Agent {
+fn start_agent(url: &str, root: &Path, name: &str, token: Option<&str>) -> Agent {
     Agent::start(
         url,
         "acme/local",
@@ -135,7 +135,7 @@ fn release_dir(agent: &Agent, name: &str) -> PathBuf {
 fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
     let (server, dir) = platform(&[]);
     let token = token(&server, "acme/local", "1h");
-    let agent = start_agent(&server, &server.agent_url(), dir.path(), "a", Some(&token));
+    let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
     let release = release(&server);
     bind(&server, "development", &release, "");
     bind(&server, "staging", &release, "");
@@ -208,7 +208,7 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
 fn a_killed_agent_catches_up_on_restart_without_reapplying_what_is_unchanged() {
     let (server, dir) = platform(&[]);
     let token = token(&server, "acme/local", "1h");
-    let agent = start_agent(&server, &server.agent_url(), dir.path(), "a", Some(&token));
+    let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
     let release = release(&server);
     bind(&server, "development", &release, "");
     wait_until("development is ready", || ready(&server, "development"));
@@ -229,7 +229,7 @@ fn a_killed_agent_catches_up_on_restart_without_reapplying_what_is_unchanged() {
     assert_ne!(dp["status"]["agentConnection"]["connected"], true, "{dp}");
 
     // Restarted without a token: it reuses its identity and catches up.
-    let agent = start_agent(&server, &server.agent_url(), dir.path(), "a", None);
+    let agent = start_agent(&server.agent_url(), dir.path(), "a", None);
     wait_until("staging is ready", || ready(&server, "staging"));
     assert_eq!(files(&agent.target, "api-staging").len(), 5);
     for (path, time) in times {
@@ -246,7 +246,7 @@ fn a_control_plane_restart_prunes_nothing_and_the_agent_comes_back() {
     let server = Server::start_with(&data, &args);
     success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
     let token = token(&server, "acme/local", "1h");
-    let agent = start_agent(&server, &server.agent_url(), dir.path(), "a", Some(&token));
+    let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
     let release = release(&server);
     bind(&server, "development", &release, "");
     wait_until("development is ready", || ready(&server, "development"));
@@ -274,7 +274,7 @@ fn cut_and_slow_connections_lose_no_update() {
     let (server, dir) = platform(&[]);
     let proxy = Proxy::start(&server.agent_addr);
     let token = token(&server, "acme/local", "1h");
-    let agent = start_agent(&server, &proxy.url(), dir.path(), "a", Some(&token));
+    let agent = start_agent(&proxy.url(), dir.path(), "a", Some(&token));
     let release = release(&server);
     bind(&server, "development", &release, "");
     wait_until("development is ready", || ready(&server, "development"));
@@ -415,7 +415,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn an_oversized_release_fails_alone() {
     let (server, dir) = platform(&["--agent-max-release-bytes", "40000"]);
     let token = token(&server, "acme/local", "1h");
-    let agent = start_agent(&server, &server.agent_url(), dir.path(), "a", Some(&token));
+    let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
     let release = release(&server);
     let big = "x".repeat(60_000);
     bind(
