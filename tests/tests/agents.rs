@@ -350,13 +350,8 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
 
     // The edge agent (registered as DataPlane acme/edge, created at registration) gets
     // nothing of acme/local's releases.
-    let local = start_agent(
-        &server,
-        &server.agent_url(),
-        dir.path(),
-        "local",
-        Some(&token(&server, "acme/local", "1h")),
-    );
+    let local_token = token(&server, "acme/local", "1h");
+    let local = start_agent(&server.agent_url(), dir.path(), "local", Some(&local_token));
     let edge = Agent::start(
         &server.agent_url(),
         "acme/edge",
