@@ -202,6 +202,15 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
         !agent.target.join("acme").exists(),
         "empty folders are removed too"
     );
+
+    // Deleting the project takes the bindings with it, and the agent prunes their releases.
+    bind(&server, "production", &release, "");
+    wait_until("production is ready", || ready(&server, "production"));
+    success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
+    wait_until("production is pruned", || {
+        !release_dir(&agent, "api-production").exists()
+            && get_json(&server, "release", "api-production").is_none()
+    });
 }
 
 #[test]
