@@ -117,7 +117,7 @@ pub async fn run(
         &config.agent_names,
     )?);
     let tokens = Arc::new(Tokens::load(
-        pki_dir.as_ref().map(|d| d.join("tokens.json")),
+        pki_dir.as_ref().map(|d| d.join("tokens.jsonl")),
     )?);
     let hub = Hub::start(resources.clone(), config.hub.clone(), stopping.clone());
     let agent_service = AgentServiceServer::new(AgentApi::new(hub, pki.clone(), tokens.clone()))

@@ -3,7 +3,8 @@
 //!
 //! - [`identity`]: registration with a bootstrap token, and the mTLS identity after it.
 //! - [`state`]: the last acknowledged desired state, on disk.
-//! - [`apply`]: where objects go: [`apply::dir`] writes files.
+//! - [`apply`]: where objects go: [`apply::kubernetes`] applies them to a cluster,
+//!   [`apply::dir`] writes files.
 //! - [`stream`]: the one long-lived stream: Hello with what the agent holds, upserts and
 //!   removals applied and acknowledged one by one, health reports, heartbeats, and reconnects
 //!   with full-jitter backoff.
@@ -48,6 +49,24 @@ pub struct Config {
     pub backoff_base: Duration,
     /// Largest reconnect delay bound.
     pub backoff_max: Duration,
+    /// Told about the stream's progress, for a program that embeds the agent (dev mode,
+    /// benchmarks).
+    pub on_event: Option<Arc<dyn Fn(Event) + Send + Sync>>,
+}
+
+/// Progress an embedding program can follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A stream is open and everything that differed at its start has been handled
+    /// (`SyncComplete` arrived).
+    Synced,
+    /// A generation of a release was applied, recorded and acknowledged.
+    Acked {
+        /// Release id, `NAMESPACE/NAME`.
+        release: String,
+        /// The generation.
+        generation: i64,
+    },
 }
 
 impl Config {
@@ -69,6 +88,7 @@ impl Config {
             max_release_bytes: 256 * 1024 * 1024,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
+            on_event: None,
         }
     }
 }

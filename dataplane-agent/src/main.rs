@@ -1,14 +1,16 @@
 //! The `troupe-agent` binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use troupe_agent::Config;
 use troupe_agent::apply::Applier;
 use troupe_agent::apply::dir::DirApplier;
+use troupe_agent::apply::kubernetes::KubeApplier;
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
 
 /// The Troupe data-plane agent: registers a cluster (or a directory) as a DataPlane, applies
@@ -32,7 +34,8 @@ struct Args {
     /// Where the agent keeps its identity and the last acknowledged desired state.
     #[arg(long, env = "TROUPE_AGENT_STATE_DIR")]
     state_dir: PathBuf,
-    /// Where objects go: `dir:PATH` writes one YAML file per object under PATH.
+    /// Where objects go: `kubernetes` applies them to the cluster of the kubeconfig (or the
+    /// one the agent runs in); `dir:PATH` writes one YAML file per object under PATH.
     #[arg(long, default_value = "dir:./troupe-dataplane")]
     apply: String,
     /// Seconds between re-applying everything held, to correct drift.
@@ -46,13 +49,20 @@ struct Args {
     log_format: String,
 }
 
-fn applier(spec: &str) -> anyhow::Result<Arc<dyn Applier>> {
+async fn applier(spec: &str, state_dir: &Path) -> anyhow::Result<Arc<dyn Applier>> {
     match spec.split_once(':') {
         Some(("dir", path)) if !path.is_empty() => Ok(Arc::new(DirApplier::new(path))),
-        _ if spec == "kubernetes" => anyhow::bail!(
-            "--apply kubernetes: the Kubernetes applier is not available in this build yet; use dir:PATH"
-        ),
-        _ => anyhow::bail!("--apply {spec:?}: expected dir:PATH"),
+        _ if spec == "kubernetes" => {
+            let config = kube::Config::infer()
+                .await
+                .context("--apply kubernetes: no kubeconfig and not running in a cluster")?;
+            let client = kube::Client::try_from(config).context("--apply kubernetes")?;
+            Ok(Arc::new(KubeApplier::new(
+                client,
+                state_dir.join("kubernetes"),
+            )))
+        }
+        _ => anyhow::bail!("--apply {spec:?}: expected kubernetes or dir:PATH"),
     }
 }
 
@@ -79,18 +89,14 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let data_plane = DataPlaneIdentity::parse(&args.data_plane).map_err(anyhow::Error::msg)?;
-    let mut config = Config::new(
-        args.control_plane,
-        data_plane,
-        args.state_dir,
-        applier(&args.apply)?,
-    );
-    config.token = args.token;
-    config.ca_cert = args.ca_cert;
-    config.resync_every = Duration::from_secs(args.resync_interval.max(1));
-    config.max_release_bytes = args.max_release_bytes;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        let applier = applier(&args.apply, &args.state_dir).await?;
+        let mut config = Config::new(args.control_plane, data_plane, args.state_dir, applier);
+        config.token = args.token;
+        config.ca_cert = args.ca_cert;
+        config.resync_every = Duration::from_secs(args.resync_interval.max(1));
+        config.max_release_bytes = args.max_release_bytes;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;

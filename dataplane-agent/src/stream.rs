@@ -1,9 +1,10 @@
 //! The agent's side of `AgentService.Session`, and the loop that keeps it open.
 //!
-//! One [`Core`] holds the applier, the on-disk state and the last observed health; the stream
-//! and the drift loop take turns on it. Each upsert is applied, then recorded on disk, then
-//! acknowledged; each removal is pruned, then forgotten, then acknowledged. A chunked upsert
-//! is applied only once all its chunks are in.
+//! One [`Core`] holds the applier, the on-disk state and the last observed health; the stream,
+//! the drift loop and, for appliers that watch health, the health follower take turns on it.
+//! Each upsert is applied, then recorded on disk, then acknowledged; each removal is pruned,
+//! then forgotten, then acknowledged. A chunked upsert is applied only once all its chunks
+//! are in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -92,6 +93,23 @@ impl Core {
                 }
             };
             self.observed(&held.release, held.generation, statuses);
+        }
+        self.unreported.len() != before
+    }
+
+    /// Takes the health the applier watched change since the last apply. Returns true when
+    /// health changed.
+    fn refresh_health(&mut self) -> bool {
+        let held: Vec<(String, i64)> = self
+            .held
+            .values()
+            .map(|h| (h.release.clone(), h.generation))
+            .collect();
+        let before = self.unreported.len();
+        for (release, generation) in held {
+            if let Some(statuses) = self.applier.health(&release) {
+                self.observed(&release, generation, statuses);
+            }
         }
         self.unreported.len() != before
     }
@@ -230,6 +248,14 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         health_changed.clone(),
         shutdown.clone(),
     ));
+    if let Some(changes) = config.applier.health_changes() {
+        tokio::spawn(follow_health(
+            core.clone(),
+            changes,
+            health_changed.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     let mut attempt: u32 = 0;
     loop {
@@ -284,6 +310,24 @@ async fn correct_drift(
     }
 }
 
+/// Passes on health the applier saw change between applies.
+async fn follow_health(
+    core: Arc<Mutex<Core>>,
+    changes: Arc<Notify>,
+    health_changed: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = changes.notified() => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        if core.lock().await.refresh_health() {
+            health_changed.notify_one();
+        }
+    }
+}
+
 /// Resolves once `shutdown` turns true.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
@@ -322,7 +366,7 @@ async fn session(
             })
             .collect()
     };
-    let info = config.applier.info();
+    let info = config.applier.info().await;
     tx.send(message(agent_message::Message::Hello(pb::Hello {
         agent_version: crate::VERSION.into(),
         protocol_version: PROTOCOL_VERSION,
@@ -376,8 +420,12 @@ async fn session(
                                 if let Err(e) = &result {
                                     tracing::warn!(%release, generation, error = %e, "apply failed");
                                 }
-                                let ack = pb::Ack { release, generation, ok: result.is_ok(), error: result.err().unwrap_or_default() };
+                                let ok = result.is_ok();
+                                let ack = pb::Ack { release: release.clone(), generation, ok, error: result.err().unwrap_or_default() };
                                 send(agent_message::Message::Ack(ack));
+                                if ok && let Some(on_event) = &config.on_event {
+                                    on_event(crate::Event::Acked { release, generation });
+                                }
                                 if let Some(report) = report {
                                     let _ = tx.send(report);
                                 }
@@ -401,6 +449,9 @@ async fn session(
                     Some(control_message::Message::SyncComplete(done)) => {
                         tracing::info!(upserts = done.upserts, removes = done.removes, unchanged = done.unchanged, "in sync");
                         synced = true;
+                        if let Some(on_event) = &config.on_event {
+                            on_event(crate::Event::Synced);
+                        }
                         // The control plane may have restarted: tell it every health, once.
                         let mut core = core.lock().await;
                         let releases: Vec<String> = core.health.keys().cloned().collect();

@@ -193,7 +193,11 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
     assert_eq!(status_of(&server, "development")["reason"], "Undeployed");
 
     // Deleting a binding prunes its release too; nothing else moves.
-    success(&server.cli(&["delete", "rb", "api-staging", "-n", "acme"]));
+    let out = success(&server.cli(&["delete", "rb", "api-staging", "-n", "acme"]));
+    assert!(
+        out.contains("Release acme/api-staging deleted once its data plane has pruned its objects"),
+        "{out}"
+    );
     wait_until("staging is pruned", || {
         !release_dir(&agent, "api-staging").exists()
             && get_json(&server, "release", "api-staging").is_none()

@@ -1,11 +1,14 @@
 //! Bootstrap tokens: short-lived secrets an agent exchanges for its client certificate.
 //!
 //! Each token is bound to one data plane and expires. Only the SHA-256 of its secret is kept,
-//! in `DATA_DIR/pki/tokens.json` (rewritten atomically, mode 0600), so a copy of the data
-//! directory does not leak usable tokens. A token stays valid until it expires, so an agent
-//! that lost its state can register again with the same token.
+//! appended as one JSON line to `DATA_DIR/pki/tokens.jsonl` (mode 0600, fsynced before the
+//! token is handed out), so a copy of the data directory does not leak usable tokens and
+//! creating many tokens costs one short append each. Loading skips tokens long expired and
+//! rewrites the file without them. A token stays valid until it expires, so an agent that
+//! lost its state can register again with the same token.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +36,7 @@ pub enum TokenError {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
+    id: String,
     secret_sha256: String,
     namespace: String,
     name: String,
@@ -41,21 +45,48 @@ struct Entry {
 
 /// The tokens, by id.
 pub struct Tokens {
-    path: Option<PathBuf>,
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// The open log, when tokens are kept on disk.
+    log: Option<Mutex<std::fs::File>>,
 }
+
+/// Expired tokens are remembered this long, so using one says "expired" rather than
+/// "unknown".
+const REMEMBER_EXPIRED_SECS: u64 = 86_400;
 
 impl Tokens {
     /// Loads the tokens kept at `path` (none yet if it does not exist); `None` keeps them in
     /// memory only.
     pub fn load(path: Option<PathBuf>) -> anyhow::Result<Self> {
-        let entries = match &path {
-            Some(p) if p.exists() => serde_json::from_slice(&std::fs::read(p)?)?,
-            _ => BTreeMap::new(),
+        let mut entries = BTreeMap::new();
+        let now = unix(SystemTime::now());
+        let Some(path) = path else {
+            return Ok(Self {
+                entries: Mutex::new(entries),
+                log: None,
+            });
         };
+        if path.exists() {
+            for line in std::io::BufReader::new(std::fs::File::open(&path)?).lines() {
+                let line = line?;
+                // A line cut short by a crash mid-append was never acknowledged: skip it.
+                if let Ok(entry) = serde_json::from_str::<Entry>(&line)
+                    && entry.expires_unix + REMEMBER_EXPIRED_SECS > now
+                {
+                    entries.insert(entry.id.clone(), entry);
+                }
+            }
+        }
+        let mut compacted = String::new();
+        for entry in entries.values() {
+            compacted.push_str(&serde_json::to_string(entry)?);
+            compacted.push('\n');
+        }
+        write_private(&path, &compacted)?;
+        let log = std::fs::OpenOptions::new().append(true).open(&path)?;
         Ok(Self {
-            path,
             entries: Mutex::new(entries),
+            log: Some(Mutex::new(log)),
         })
     }
 
@@ -74,22 +105,22 @@ impl Tokens {
             ca_pin: ca_pin.to_string(),
         };
         let expires = SystemTime::now() + ttl;
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let now = unix(SystemTime::now());
-        // Expired tokens are kept a day, so using one says "expired" rather than "unknown".
-        entries.retain(|_, e| e.expires_unix + 86_400 > now);
-        entries.insert(
-            token.id.clone(),
-            Entry {
-                secret_sha256: hex(&Sha256::digest(token.secret.as_bytes())),
-                namespace: data_plane.namespace.clone(),
-                name: data_plane.name.clone(),
-                expires_unix: unix(expires),
-            },
-        );
-        if let Some(path) = &self.path {
-            write_private(path, &serde_json::to_string_pretty(&*entries)?)?;
+        let entry = Entry {
+            id: token.id.clone(),
+            secret_sha256: hex(&Sha256::digest(token.secret.as_bytes())),
+            namespace: data_plane.namespace.clone(),
+            name: data_plane.name.clone(),
+            expires_unix: unix(expires),
+        };
+        if let Some(log) = &self.log {
+            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+            log.write_all(format!("{}\n", serde_json::to_string(&entry)?).as_bytes())?;
+            log.sync_data()?;
         }
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.id.clone(), entry);
         Ok((token, expires))
     }
 
@@ -139,7 +170,7 @@ mod tests {
     #[test]
     fn a_token_registers_its_own_data_plane_until_it_expires() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tokens.json");
+        let path = dir.path().join("tokens.jsonl");
         let tokens = Tokens::load(Some(path.clone())).unwrap();
         let edge = DataPlaneIdentity::parse("team/edge").unwrap();
         let other = DataPlaneIdentity::parse("team/core").unwrap();

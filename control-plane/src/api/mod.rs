@@ -144,17 +144,19 @@ impl ResourceService for ResourceApi {
             .resources
             .delete(&key, r.expected_resource_version, r.dry_run)
             .await?;
-        Ok(Response::new(pb::DeleteResponse {
-            resource: Some(deleted.object.into()),
-            cascaded: deleted
-                .cascaded
-                .into_iter()
+        let references = |keys: Vec<ObjectKey>| {
+            keys.into_iter()
                 .map(|k| pb::ObjectReference {
                     kind: k.kind.name().to_string(),
                     namespace: k.namespace,
                     name: k.name,
                 })
-                .collect(),
+                .collect()
+        };
+        Ok(Response::new(pb::DeleteResponse {
+            resource: Some(deleted.object.into()),
+            cascaded: references(deleted.cascaded),
+            pruning: references(deleted.pruning),
         }))
     }
 

@@ -102,16 +102,26 @@ pub(super) async fn delete(
         .map_err(server_error)?
         .into_inner();
     let suffix = if dry_run { " (dry run)" } else { "" };
-    if let Some(object) = response.resource.and_then(|r| r.object) {
-        println!("{} deleted{suffix}", object.key());
-    }
-    for child in response.cascaded {
-        let ns = if child.namespace.is_empty() {
-            String::new()
+    let name = |r: &troupe_common::pb::v1alpha1::ObjectReference| {
+        if r.namespace.is_empty() {
+            format!("{} {}", r.kind, r.name)
         } else {
-            format!("{}/", child.namespace)
-        };
-        println!("{} {ns}{} deleted{suffix}", child.kind, child.name);
+            format!("{} {}/{}", r.kind, r.namespace, r.name)
+        }
+    };
+    let pruning: Vec<String> = response.pruning.iter().map(name).collect();
+    let done = |what: String| {
+        if pruning.contains(&what) {
+            println!("{what} deleted once its data plane has pruned its objects{suffix}");
+        } else {
+            println!("{what} deleted{suffix}");
+        }
+    };
+    if let Some(object) = response.resource.and_then(|r| r.object) {
+        done(object.key().to_string());
+    }
+    for child in &response.cascaded {
+        done(name(child));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,9 +10,10 @@
 //! connection does not stop the render; its environment variables are left out until it
 //! resolves.
 //!
-//! Level-triggered: every binding is reconciled at start, and again whenever it, or an
-//! environment or data plane of its namespace, changes — and when the binding of a component
-//! it connects to changes (the controller remembers who connects to whom). Rendering is
+//! Level-triggered: every binding is reconciled at start, and again whenever it, its
+//! environment or that environment's data plane changes (their spec, not their status), and
+//! when the binding of a component it connects to changes (the controller remembers who
+//! connects to whom, and which bindings sit in which environment). Rendering is
 //! deterministic, so re-rendering unchanged inputs writes nothing (no new revision).
 
 use std::collections::{BTreeSet, HashMap};
@@ -41,6 +42,51 @@ pub struct BindingController {
     /// The generation last seen of each environment and data plane: their status changes
     /// (an agent connecting, a heartbeat) render nothing differently.
     seen: Mutex<HashMap<ObjectKey, i64>>,
+    /// Which bindings sit in which environment, and which data plane each environment uses,
+    /// so a change to either re-renders only the bindings it reaches.
+    placements: Mutex<Placements>,
+}
+
+/// `(namespace, environment)`.
+type EnvKey = (String, String);
+
+#[derive(Default)]
+struct Placements {
+    bindings: HashMap<EnvKey, BTreeSet<ObjectKey>>,
+    environment_of: HashMap<ObjectKey, EnvKey>,
+    plane_of: HashMap<EnvKey, ObjectKey>,
+}
+
+impl Placements {
+    fn place(&mut self, binding: ObjectKey, environment: Option<EnvKey>) {
+        if let Some(old) = self.environment_of.remove(&binding)
+            && let Some(set) = self.bindings.get_mut(&old)
+        {
+            set.remove(&binding);
+        }
+        if let Some(env) = environment {
+            self.bindings
+                .entry(env.clone())
+                .or_default()
+                .insert(binding.clone());
+            self.environment_of.insert(binding, env);
+        }
+    }
+
+    fn in_environment(&self, env: &EnvKey) -> Vec<ObjectKey> {
+        self.bindings
+            .get(env)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn on_plane(&self, plane: &ObjectKey) -> Vec<ObjectKey> {
+        self.plane_of
+            .iter()
+            .filter(|(_, p)| *p == plane)
+            .flat_map(|(env, _)| self.in_environment(env))
+            .collect()
+    }
 }
 
 impl BindingController {
@@ -51,6 +97,7 @@ impl BindingController {
             releases,
             consumers: Mutex::default(),
             seen: Mutex::default(),
+            placements: Mutex::default(),
         }
     }
 
@@ -90,8 +137,15 @@ impl BindingController {
     /// The bindings a change can affect.
     async fn affected(&self, event: WatchEventType, object: Object) -> Vec<ObjectKey> {
         let key = object.key();
+        let deleted = event == WatchEventType::Deleted;
         match &object {
             Object::ReleaseBinding(binding) => {
+                let environment = binding
+                    .spec
+                    .as_ref()
+                    .filter(|_| !deleted)
+                    .map(|s| (key.namespace.clone(), s.environment.clone()));
+                self.placements().place(key.clone(), environment);
                 // The controller's own status write comes back as a change with the
                 // generation already observed: only the binding's consumers need a look.
                 let generation = binding.metadata.as_ref().map_or(0, |m| m.generation);
@@ -115,10 +169,40 @@ impl BindingController {
                 }
                 targets
             }
+            Object::Environment(env) => {
+                let env_key = (key.namespace.clone(), key.name.clone());
+                let plane = env
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.data_plane_ref.as_ref())
+                    .map(
+                        |r| match scoped_kind(&r.kind, Kind::DataPlane, Kind::ClusterDataPlane) {
+                            Some(Kind::ClusterDataPlane) => {
+                                ObjectKey::new(Kind::ClusterDataPlane, "", &r.name)
+                            }
+                            _ => ObjectKey::new(Kind::DataPlane, &key.namespace, &r.name),
+                        },
+                    );
+                let mut placements = self.placements();
+                match plane.filter(|_| !deleted) {
+                    Some(plane) => placements.plane_of.insert(env_key.clone(), plane),
+                    None => placements.plane_of.remove(&env_key),
+                };
+                if self.spec_changed(event, &object) {
+                    placements.in_environment(&env_key)
+                } else {
+                    vec![]
+                }
+            }
             _ if !self.spec_changed(event, &object) => vec![],
-            Object::ClusterDataPlane(_) => self.bindings(None).await,
-            _ => self.bindings(Some(&key.namespace)).await,
+            _ => self.placements().on_plane(&key),
         }
+    }
+
+    fn placements(&self) -> std::sync::MutexGuard<'_, Placements> {
+        self.placements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// False for a change that left the object's spec as the controller last saw it.
@@ -131,22 +215,6 @@ impl BindingController {
         }
         let generation = object.meta().generation;
         seen.insert(key, generation) != Some(generation)
-    }
-
-    /// Bindings in `namespace` (every namespace if `None`).
-    async fn bindings(&self, namespace: Option<&str>) -> Vec<ObjectKey> {
-        let page = self
-            .resources
-            .list(
-                Kind::ReleaseBinding,
-                namespace.unwrap_or(""),
-                &Default::default(),
-                0,
-                "",
-            )
-            .await;
-        page.map(|p| p.items.iter().map(Object::key).collect())
-            .unwrap_or_default()
     }
 
     /// Brings the binding's Release and conditions in line with the binding.

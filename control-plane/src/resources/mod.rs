@@ -59,6 +59,8 @@ pub struct Deleted {
     pub object: Object,
     /// Objects deleted with it by cascade.
     pub cascaded: Vec<ObjectKey>,
+    /// Releases among them that stay until their agent has pruned them.
+    pub pruning: Vec<ObjectKey>,
 }
 
 /// How many referrers an error message lists before summarizing the rest.
@@ -417,20 +419,29 @@ impl Resources {
             });
         }
         let cascaded: Vec<ObjectKey> = doomed.iter().skip(1).map(|(k, _)| k.clone()).collect();
-        if dry_run {
-            return Ok((Deleted { object, cascaded }, None));
-        }
         let mut txn = Txn::default();
+        let mut pruning = Vec::new();
         // Children first, so a watcher never sees an owner vanish before what it owns.
         for (k, revision) in doomed.iter().rev() {
             txn = txn.check(k.clone(), Precondition::AtRevision(*revision));
             txn = match self.awaiting_prune(k)? {
-                Some(release) => txn.put(k.clone(), encode(&release)),
+                Some(release) => {
+                    pruning.push(k.clone());
+                    txn.put(k.clone(), encode(&release))
+                }
                 None => txn.delete(k.clone()),
             };
         }
+        let deleted = Deleted {
+            object,
+            cascaded,
+            pruning,
+        };
+        if dry_run {
+            return Ok((deleted, None));
+        }
         let revision = self.store.commit(txn)?;
-        Ok((Deleted { object, cascaded }, Some(revision)))
+        Ok((deleted, Some(revision)))
     }
 
     /// A Release some agent has applied is not deleted outright: it stays, marked with

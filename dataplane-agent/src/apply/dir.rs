@@ -125,11 +125,13 @@ impl Applier for DirApplier {
         Box::pin(async move { self.prune_now(release) })
     }
 
-    fn info(&self) -> ClusterInfo {
-        ClusterInfo {
-            platform: "directory".into(),
-            ..Default::default()
-        }
+    fn info(&self) -> BoxFuture<'_, ClusterInfo> {
+        Box::pin(async {
+            ClusterInfo {
+                platform: "directory".into(),
+                ..Default::default()
+            }
+        })
     }
 }
 

@@ -4,10 +4,18 @@
 //! can re-apply its whole desired state at any time to correct drift. An applier removes
 //! objects only when told to ([`Applier::prune`], or objects that left a release on
 //! [`Applier::apply`]); it never decides on its own that something should go.
+//!
+//! Health is what [`Applier::apply`] returns; an applier that watches its objects also keeps
+//! it current between applies ([`Applier::health`]) and says when it changed
+//! ([`Applier::health_changes`]).
 
 pub mod dir;
+pub mod kubernetes;
+
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use tokio::sync::Notify;
 use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
 
 /// Health values reported per object.
@@ -37,7 +45,19 @@ pub trait Applier: Send + Sync {
     fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), String>>;
 
     /// What to tell the control plane about the target.
-    fn info(&self) -> ClusterInfo;
+    fn info(&self) -> BoxFuture<'_, ClusterInfo>;
+
+    /// The health of each object of `release` as last observed, for appliers that watch
+    /// their objects between applies; `None` when health is known only from `apply`.
+    fn health(&self, _release: &str) -> Option<Vec<ReleaseResourceStatus>> {
+        None
+    }
+
+    /// Notified when [`Applier::health`] may have changed for some release; `None` for
+    /// appliers that do not watch.
+    fn health_changes(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
 /// The group, version, kind, name and namespace of a rendered object, for status entries.

@@ -1,11 +1,15 @@
 //! `troupe-bench`: prints performance figures; asserts nothing.
 //!
+//! `troupe-bench agents` drives many in-process agents against a `troupe server` process: see
+//! `agents.rs`.
+//!
 //! `troupe-bench write` measures durable Apply throughput and latency (small Components; 1, 8
 //! and 64 concurrent clients, each on its own TCP connection to a server in this process with a
 //! sled store on disk), and, in the same run, raw sled insert + flush with the same payloads and
 //! concurrency: the ceiling for a store that acknowledges only what is on disk. The last line
 //! is one JSON object with every figure.
 
+mod agents;
 mod render;
 mod rerender;
 
@@ -52,6 +56,23 @@ enum Bench {
         /// autoDeploy components re-rendered by one ComponentType change (0 skips it).
         #[arg(long, default_value_t = 10_000)]
         components: usize,
+    },
+    /// Agents over mTLS against a `troupe server` process: ack latency under a change rate,
+    /// memory per idle agent, resync after a restart, next to a raw unary round trip.
+    Agents {
+        /// Agents connected while bindings change.
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// Binding changes per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Seconds of changes.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Agents connected for the memory and restart measurements (at most --agents skips
+        /// them).
+        #[arg(long, default_value_t = 10_000)]
+        resync_agents: usize,
     },
 }
 
@@ -277,6 +298,22 @@ async fn main() -> anyhow::Result<()> {
                 );
                 figures.insert("apply_components_s".into(), round2(measured.apply_s).into());
             }
+            println!("{}", serde_json::Value::Object(figures));
+            Ok(())
+        }
+        Bench::Agents {
+            agents,
+            rate,
+            seconds,
+            resync_agents,
+        } => {
+            let options = agents::Options {
+                agents,
+                rate,
+                seconds,
+                resync_agents,
+            };
+            let figures = agents::run(options).await?;
             println!("{}", serde_json::Value::Object(figures));
             Ok(())
         }

@@ -1,0 +1,255 @@
+//! The Kubernetes applier against a fake API server speaking HTTP ([`fake_apiserver`]):
+//! server-side apply with the inventory labels, ordering, health noticed through watches,
+//! pruning of what left a release and of whole releases, and cluster info.
+
+mod fake_apiserver;
+
+use std::time::Duration;
+
+use fake_apiserver::FakeApiServer;
+use serde_json::{Value, json};
+use troupe_agent::apply::Applier;
+use troupe_agent::apply::kubernetes::KubeApplier;
+use troupe_common::pb::v1alpha1::{ReleaseResource, ReleaseResourceStatus};
+
+const RELEASE: &str = "acme/web-dev";
+
+fn mk_resource(id: &str, object: Value) -> ReleaseResource {
+    ReleaseResource {
+        id: id.into(),
+        object: Some(serde_json::from_value(object).unwrap()),
+    }
+}
+
+/// The release: the Namespace comes last to show it is applied first all the same.
+fn mk_release() -> Vec<ReleaseResource> {
+    vec![
+        mk_resource(
+            "settings",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "settings", "namespace": "shop", "labels": {"app": "web"}},
+                   "data": {"color": "blue"}}),
+        ),
+        mk_resource(
+            "web",
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "namespace": "shop"},
+                   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                            "template": {"metadata": {"labels": {"app": "web"}},
+                                         "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}),
+        ),
+        mk_resource(
+            "web-svc",
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "web", "namespace": "shop"},
+                   "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+        ),
+        mk_resource(
+            "ns",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        ),
+    ]
+}
+
+fn health_of<'a>(statuses: &'a [ReleaseResourceStatus], id: &str) -> &'a str {
+    &statuses
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("no status for {id} in {statuses:?}"))
+        .health
+}
+
+fn patches(fake: &FakeApiServer) -> Vec<String> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PATCH "))
+        .collect()
+}
+
+#[tokio::test]
+async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
+    let fake = FakeApiServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    // Objects the release must never touch: another release's, and one made by hand.
+    fake.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "other", "labels": {
+            "troupe.dev/release-namespace": "acme", "troupe.dev/release": "api-dev",
+            "app.kubernetes.io/managed-by": "troupe-agent"}}}));
+    fake.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "by-hand", "namespace": "other"}}));
+
+    let applier = KubeApplier::new(fake.client(), state.path().join("kubernetes"));
+    let statuses = applier.apply(RELEASE, &mk_release()).await.unwrap();
+
+    // Reported in release order, the Deployment still rolling out.
+    let ids: Vec<&str> = statuses.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["settings", "web", "web-svc", "ns"]);
+    assert_eq!(health_of(&statuses, "web"), "Progressing");
+    assert_eq!(health_of(&statuses, "settings"), "Healthy");
+    assert_eq!(health_of(&statuses, "web-svc"), "Healthy");
+    assert_eq!(health_of(&statuses, "ns"), "Healthy");
+    let web = statuses.iter().find(|s| s.id == "web").unwrap();
+    assert_eq!(
+        (web.group.as_str(), web.version.as_str(), web.kind.as_str()),
+        ("apps", "v1", "Deployment")
+    );
+    assert_eq!((web.namespace.as_str(), web.name.as_str()), ("shop", "web"));
+
+    // The Namespace went first, then the rest in release order.
+    assert_eq!(
+        patches(&fake),
+        [
+            "PATCH /api/v1/namespaces/shop",
+            "PATCH /api/v1/namespaces/shop/configmaps/settings",
+            "PATCH /apis/apps/v1/namespaces/shop/deployments/web",
+            "PATCH /api/v1/namespaces/shop/services/web",
+        ]
+    );
+
+    // Each object carries the inventory labels, its own labels, and the agent's field manager.
+    for (plural, namespace, name) in [
+        ("namespaces", "", "shop"),
+        ("configmaps", "shop", "settings"),
+        ("deployments", "shop", "web"),
+        ("services", "shop", "web"),
+    ] {
+        let object = fake
+            .get(plural, namespace, name)
+            .unwrap_or_else(|| panic!("{plural} {name} applied"));
+        let labels = &object["metadata"]["labels"];
+        assert_eq!(labels["troupe.dev/release-namespace"], "acme", "{object}");
+        assert_eq!(labels["troupe.dev/release"], "web-dev", "{object}");
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"], "troupe-agent",
+            "{object}"
+        );
+        assert_eq!(
+            object["metadata"]["managedFields"][0]["manager"],
+            "troupe-agent"
+        );
+    }
+    assert_eq!(
+        fake.get("configmaps", "shop", "settings").unwrap()["metadata"]["labels"]["app"],
+        "web"
+    );
+
+    // The controller catches up: the watch notices, without another apply.
+    let changes = applier
+        .health_changes()
+        .expect("the applier watches health");
+    let applied = patches(&fake).len();
+    fake.set_status(
+        "deployments",
+        "shop",
+        "web",
+        json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+               "readyReplicas": 2, "availableReplicas": 2}),
+    );
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let health = applier.health(RELEASE).unwrap();
+            if health_of(&health, "web") == "Healthy" {
+                break;
+            }
+            changes.notified().await;
+        }
+    })
+    .await
+    .expect("the Deployment turns Healthy through the watch");
+    assert_eq!(
+        patches(&fake).len(),
+        applied,
+        "health came from the watch, not an apply"
+    );
+    assert!(
+        fake.requests()
+            .contains(&"WATCH /apis/apps/v1/deployments".to_string()),
+        "{:?}",
+        fake.requests()
+    );
+
+    // Re-applying what is there changes nothing.
+    let again = applier.apply(RELEASE, &mk_release()).await.unwrap();
+    assert_eq!(health_of(&again, "web"), "Healthy");
+
+    // The ConfigMap leaves the release: it is deleted, the rest stays, and so do the objects
+    // of others (one with the same name, another release's labels and the same kind).
+    let without_settings: Vec<ReleaseResource> = mk_release()
+        .into_iter()
+        .filter(|r| r.id != "settings")
+        .collect();
+    let statuses = applier.apply(RELEASE, &without_settings).await.unwrap();
+    assert_eq!(statuses.len(), 3);
+    assert!(fake.get("configmaps", "shop", "settings").is_none());
+    assert!(fake.get("deployments", "shop", "web").is_some());
+    assert!(fake.get("services", "shop", "web").is_some());
+    assert!(fake.get("namespaces", "", "shop").is_some());
+    assert!(fake.get("configmaps", "other", "settings").is_some());
+    assert!(fake.get("configmaps", "other", "by-hand").is_some());
+    assert!(
+        fake.requests()
+            .contains(&"DELETE /api/v1/namespaces/shop/configmaps/settings".to_string())
+    );
+    drop(applier);
+
+    // After a restart (a new applier, the same state), pruning the release still finds every
+    // kind it used, and deletes the Namespace last.
+    let applier = KubeApplier::new(fake.client(), state.path().join("kubernetes"));
+    applier.prune(RELEASE).await.unwrap();
+    for (plural, namespace, name) in [
+        ("namespaces", "", "shop"),
+        ("deployments", "shop", "web"),
+        ("services", "shop", "web"),
+    ] {
+        assert!(
+            fake.get(plural, namespace, name).is_none(),
+            "{plural} {name} pruned"
+        );
+    }
+    assert!(fake.get("configmaps", "other", "settings").is_some());
+    assert!(fake.get("configmaps", "other", "by-hand").is_some());
+    let deletes: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("DELETE "))
+        .collect();
+    assert_eq!(
+        deletes.last().map(String::as_str),
+        Some("DELETE /api/v1/namespaces/shop")
+    );
+    assert_eq!(applier.health(RELEASE), None);
+    // Pruning again finds nothing and is not an error.
+    applier.prune(RELEASE).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_object_of_a_kind_the_cluster_does_not_serve_fails_the_apply_and_names_it() {
+    let fake = FakeApiServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let applier = KubeApplier::new(fake.client(), state.path());
+    let error = applier
+        .apply(
+            RELEASE,
+            &[mk_resource(
+                "cron",
+                json!({"apiVersion": "apps/v1", "kind": "CronTab", "metadata": {"name": "x", "namespace": "shop"}}),
+            )],
+        )
+        .await
+        .unwrap_err();
+    assert!(error.contains("CronTab (apps/v1)"), "{error}");
+    assert!(patches(&fake).is_empty());
+}
+
+#[tokio::test]
+async fn info_reports_the_platform_version_and_nodes() {
+    let fake = FakeApiServer::start().await;
+    for name in ["node-a", "node-b"] {
+        fake.create(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}));
+    }
+    let state = tempfile::tempdir().unwrap();
+    let info = KubeApplier::new(fake.client(), state.path()).info().await;
+    assert_eq!(info.platform, "kubernetes");
+    assert_eq!(info.kubernetes_version, "v1.33.1");
+    assert_eq!(info.node_count, 2);
+}
