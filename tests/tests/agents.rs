@@ -498,3 +498,46 @@ spec:
         "{written:?}"
     );
 }
+
+#[test]
+fn a_cluster_data_plane_agent_serves_the_environments_on_it() {
+    let (server, dir) = platform(&[]);
+    // A ClusterDataPlane with the example's gateways, claimed by its agent at registration
+    // (a token for a bare `NAME` is a ClusterDataPlane's); the `edge` environment is on it.
+    let local = server.cli(&["get", "dp", "local", "-n", "acme", "-o", "json"]);
+    let spec = serde_json::from_str::<Value>(&stdout(&local)).unwrap()["spec"].to_string();
+    let shared = format!(
+        "apiVersion: troupe.dev/v1alpha1
+kind: ClusterDataPlane
+metadata: {{name: shared}}
+spec: {spec}
+---
+apiVersion: troupe.dev/v1alpha1
+kind: Environment
+metadata: {{name: edge, namespace: acme}}
+spec: {{dataPlaneRef: {{kind: ClusterDataPlane, name: shared}}}}
+"
+    );
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&shared)));
+    let token = token(&server, "shared", "1h");
+    let agent = Agent::start(
+        &server.agent_url(),
+        "shared",
+        Some(&token),
+        &dir.path().join("shared-state"),
+        &dir.path().join("shared-target"),
+    );
+    let release = release(&server);
+    bind(&server, "edge", &release, "");
+    bind(&server, "development", &release, "");
+    wait_until("edge is ready", || ready(&server, "edge"));
+    assert_eq!(files(&agent.target, "api-edge").len(), 5);
+    // development is on acme/local, which has no agent: the shared agent never sees it.
+    wait_until("development waits for its own agent", || {
+        status_of(&server, "development")["reason"] == "AgentDisconnected"
+    });
+    assert!(files(&agent.target, "api-development").is_empty());
+    let cdp = server.cli(&["get", "cdp", "shared", "-o", "json"]);
+    let cdp: Value = serde_json::from_str(&stdout(&cdp)).unwrap();
+    assert_eq!(cdp["status"]["agentConnection"]["connected"], true, "{cdp}");
+}
