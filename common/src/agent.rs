@@ -111,6 +111,15 @@ impl fmt::Display for BootstrapToken {
     }
 }
 
+/// Lowercase hex SHA-256 of `bytes`: content hashes and CA pins.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Encodes a release's resources as the JSON array the upserts carry.
 pub fn encode_manifests(resources: &[ReleaseResource]) -> Vec<u8> {
     serde_json::to_vec(resources).expect("release resources serialize")

@@ -8,10 +8,12 @@
 
 pub mod agent;
 pub mod document;
+pub mod durable;
 pub mod kind;
 pub mod names;
 pub mod object;
 pub mod selector;
+pub mod timestamp;
 
 /// Code generated from `proto/`. Never edited by hand.
 #[allow(missing_docs, clippy::all, reason = "generated code")]

@@ -13,9 +13,9 @@ use anyhow::{Context, bail};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use troupe_common::agent::BootstrapToken;
+use troupe_common::agent::{BootstrapToken, sha256_hex};
+use troupe_common::durable;
 use troupe_common::pb::v1alpha1::agent_service_client::AgentServiceClient;
 use troupe_common::pb::v1alpha1::{DataPlaneIdentity, RegisterRequest};
 
@@ -117,28 +117,19 @@ pub async fn load_or_register(
         ca_pem: response.ca_certificate_pem,
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_private(&dir.join("agent.key"), &identity.key_pem)?;
-    write_private(&dir.join("agent.crt"), &identity.cert_pem)?;
-    write_private(&dir.join("ca.crt"), &identity.ca_pem)?;
-    write_private(&dir.join("dataplane"), &data_plane.to_string())?;
+    let files = [
+        ("agent.key", identity.key_pem.clone()),
+        ("agent.crt", identity.cert_pem.clone()),
+        ("ca.crt", identity.ca_pem.clone()),
+        ("dataplane", data_plane.to_string()),
+    ];
+    for (name, contents) in files {
+        let path = dir.join(name);
+        durable::write(&path, contents.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     tracing::info!(data_plane = %data_plane, "registered");
     Ok(identity)
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// Opens one TLS handshake with the agent endpoint and returns (as PEM) the CA certificate
@@ -218,7 +209,7 @@ impl ServerCertVerifier for PinVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let ca = intermediates
             .iter()
-            .find(|c| hex(&Sha256::digest(c.as_ref())) == self.pin)
+            .find(|c| sha256_hex(c.as_ref()) == self.pin)
             .ok_or_else(|| {
                 rustls::Error::General(
                     "no certificate of the endpoint matches the CA pin in the token".into(),
@@ -271,8 +262,4 @@ impl ServerCertVerifier for PinVerifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

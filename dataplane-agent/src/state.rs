@@ -1,15 +1,14 @@
 //! The agent's desired state on disk: for each release it holds, the last generation it
 //! acknowledged and that generation's objects, one file per release under
-//! `STATE_DIR/releases/`. A file is written (temporary file, fsync, rename, fsync of the
-//! folder) before the ack goes out, so what the control plane was told is applied survives a
+//! `STATE_DIR/releases/`. A file is written durably ([`durable`]) before the ack goes out, so what the control plane was told is applied survives a
 //! crash; on restart the agent reports it in `Hello.known` and keeps applying it while the
 //! control plane is away.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use troupe_common::durable;
 use troupe_common::pb::v1alpha1::ReleaseResource;
 
 /// One release as last acknowledged.
@@ -64,34 +63,18 @@ impl State {
 
     /// Records `held` durably.
     pub fn save(&self, held: &Held) -> std::io::Result<()> {
-        let path = self.path(&held.release);
-        let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec(held)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)
+        durable::write(&self.path(&held.release), &serde_json::to_vec(held)?)
     }
 
     /// Forgets `release` durably.
     pub fn remove(&self, release: &str) -> std::io::Result<()> {
-        match std::fs::remove_file(self.path(release)) {
-            Ok(()) => sync_dir(&self.dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        durable::remove(&self.path(release))
     }
 
     fn path(&self, release: &str) -> PathBuf {
         // Release ids are `NAMESPACE/NAME` of DNS labels: `_` cannot occur in them.
         self.dir.join(format!("{}.json", release.replace('/', "_")))
     }
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]

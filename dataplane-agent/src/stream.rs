@@ -20,6 +20,8 @@ use troupe_common::pb::v1alpha1::{
     self as pb, AgentMessage, ReleaseResourceStatus, agent_message, control_message,
 };
 
+use troupe_common::timestamp::now_seconds;
+
 use crate::Config;
 use crate::apply::Applier;
 use crate::identity::{self, AgentIdentity};
@@ -125,7 +127,7 @@ impl Core {
 }
 
 fn stamp(mut resources: Vec<ReleaseResourceStatus>) -> Vec<ReleaseResourceStatus> {
-    let now = now();
+    let now = now_seconds();
     for r in &mut resources {
         r.last_observed_time = Some(now);
     }
@@ -479,19 +481,9 @@ async fn session(
                 if last_heard.elapsed() > interval * 3 {
                     anyhow::bail!("no message from the control plane for three heartbeat intervals");
                 }
-                send(agent_message::Message::Heartbeat(pb::Heartbeat { time: Some(now()) }));
+                send(agent_message::Message::Heartbeat(pb::Heartbeat { time: Some(now_seconds()) }));
             }
         }
-    }
-}
-
-fn now() -> pbjson_types::Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: 0,
     }
 }
 

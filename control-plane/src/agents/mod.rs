@@ -330,11 +330,4 @@ impl Hub {
             _ => false,
         }
     }
-
-    /// True while `plane` has a session.
-    pub fn is_connected(&self, plane: &ObjectKey) -> bool {
-        self.planes()
-            .get(plane)
-            .is_some_and(|p| p.session.is_some())
-    }
 }

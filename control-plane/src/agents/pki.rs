@@ -15,8 +15,8 @@ use rcgen::{
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::pem::PemObject;
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
+use troupe_common::durable;
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
 
 /// How long an agent's client certificate is valid.
@@ -49,7 +49,7 @@ impl Pki {
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("reading the agent CA")?;
         let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())
             .context("decoding the agent CA")?;
-        let ca_pin = hex(&Sha256::digest(&ca_der));
+        let ca_pin = troupe_common::agent::sha256_hex(&ca_der);
 
         let server_key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -158,8 +158,10 @@ fn load_or_create_ca(dir: &Path) -> anyhow::Result<(String, KeyPair)> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (cert, key) = new_ca()?;
-    write_private(&key_path, &key.serialize_pem())?;
-    write_private(&cert_path, &cert)?;
+    for (path, contents) in [(&key_path, key.serialize_pem()), (&cert_path, cert.clone())] {
+        durable::write(path, contents.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     tracing::info!(ca = %cert_path.display(), "created the agent CA");
     Ok((cert, key))
 }
@@ -176,32 +178,10 @@ fn new_ca() -> anyhow::Result<(String, KeyPair)> {
     Ok((cert.pem(), key))
 }
 
-/// Writes a file readable by its owner only, atomically (temporary file, fsync, rename).
-pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 fn name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
     dn
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

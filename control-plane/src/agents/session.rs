@@ -20,6 +20,7 @@ use troupe_common::agent::{PROTOCOL_VERSION, chunks, encode_manifests, parse_rel
 use troupe_common::pb::v1alpha1::{
     self as pb, AgentMessage, ControlMessage, agent_message, control_message,
 };
+use troupe_common::timestamp::now_seconds;
 use troupe_common::{Kind, Object, ObjectKey};
 
 use super::status::PlaneReport;
@@ -167,8 +168,8 @@ impl Session {
             sessions: 1,
             agent_version: hello.agent_version.clone(),
             cluster_info: hello.cluster_info.clone(),
-            last_connected: Some(now()),
-            last_heartbeat: Some(now()),
+            last_connected: Some(now_seconds()),
+            last_heartbeat: Some(now_seconds()),
             ..Default::default()
         };
         self.send_plane_report();
@@ -235,7 +236,7 @@ impl Session {
                     if last_heard.elapsed() > hub.config.heartbeat * 3 {
                         break End::Status(Status::deadline_exceeded("no message from the agent for three heartbeat intervals"));
                     }
-                    let beat = control_message::Message::Heartbeat(pb::Heartbeat { time: Some(now()) });
+                    let beat = control_message::Message::Heartbeat(pb::Heartbeat { time: Some(now_seconds()) });
                     self.send(beat).await;
                 }
                 _ = report.tick() => {
@@ -252,7 +253,7 @@ impl Session {
                 End::Gone(r) => r.clone(),
             };
             self.report.sessions = 0;
-            self.report.last_disconnected = Some(now());
+            self.report.last_disconnected = Some(now_seconds());
             self.report.message = format!("agent disconnected: {reason}");
             self.send_plane_report();
         }
@@ -310,9 +311,9 @@ impl Session {
                 if self
                     .report
                     .last_heartbeat
-                    .is_none_or(|t| now().seconds - t.seconds >= 30) =>
+                    .is_none_or(|t| now_seconds().seconds - t.seconds >= 30) =>
             {
-                self.report.last_heartbeat = Some(now());
+                self.report.last_heartbeat = Some(now_seconds());
                 self.report_due = true;
             }
             Some(agent_message::Message::Hello(_)) => {
@@ -482,15 +483,5 @@ fn display(plane: &ObjectKey) -> String {
         plane.name.clone()
     } else {
         format!("{}/{}", plane.namespace, plane.name)
-    }
-}
-
-fn now() -> pbjson_types::Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: 0,
     }
 }

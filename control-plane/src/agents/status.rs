@@ -270,22 +270,16 @@ fn release_status(release: &mut pb::Release, report: &ReleaseReport, connected: 
             "AgentDisconnected"
         };
         let message = format!("waiting for data plane {plane} to prune the release's objects");
-        set_condition(
-            &mut status.conditions,
-            "Applied",
-            false,
-            reason,
-            &message,
-            generation,
-        );
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            false,
-            reason,
-            &message,
-            generation,
-        );
+        for type_ in ["Applied", "Ready"] {
+            set_condition(
+                &mut status.conditions,
+                type_,
+                false,
+                reason,
+                &message,
+                generation,
+            );
+        }
         return;
     }
     if applied {

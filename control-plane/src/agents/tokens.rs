@@ -14,11 +14,9 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use troupe_common::agent::BootstrapToken;
+use troupe_common::agent::{BootstrapToken, sha256_hex};
+use troupe_common::durable;
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
-
-use super::pki::{hex, write_private};
 
 /// Lifetime of a token created without one.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -82,7 +80,7 @@ impl Tokens {
             compacted.push_str(&serde_json::to_string(entry)?);
             compacted.push('\n');
         }
-        write_private(&path, &compacted)?;
+        durable::write(&path, compacted.as_bytes())?;
         let log = std::fs::OpenOptions::new().append(true).open(&path)?;
         Ok(Self {
             entries: Mutex::new(entries),
@@ -98,7 +96,7 @@ impl Tokens {
         ttl: Duration,
         ca_pin: &str,
     ) -> anyhow::Result<(BootstrapToken, SystemTime)> {
-        let random = || hex(uuid::Uuid::new_v4().as_bytes());
+        let random = || uuid::Uuid::new_v4().simple().to_string();
         let token = BootstrapToken {
             id: random()[..16].to_string(),
             secret: random(),
@@ -107,7 +105,7 @@ impl Tokens {
         let expires = SystemTime::now() + ttl;
         let entry = Entry {
             id: token.id.clone(),
-            secret_sha256: hex(&Sha256::digest(token.secret.as_bytes())),
+            secret_sha256: sha256_hex(token.secret.as_bytes()),
             namespace: data_plane.namespace.clone(),
             name: data_plane.name.clone(),
             expires_unix: unix(expires),
@@ -131,7 +129,7 @@ impl Tokens {
         let unknown =
             || TokenError::Unauthenticated(format!("bootstrap token {} is not known", token.id));
         let entry = entries.get(&token.id).ok_or_else(unknown)?;
-        let given = hex(&Sha256::digest(token.secret.as_bytes()));
+        let given = sha256_hex(token.secret.as_bytes());
         if !constant_time_eq(given.as_bytes(), entry.secret_sha256.as_bytes()) {
             return Err(unknown());
         }

@@ -2,7 +2,7 @@
 //! and `troupe.v1alpha1.DataPlaneService` (bootstrap tokens, on the API endpoint).
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 use troupe_common::pb::v1alpha1::{self as pb, DataPlaneIdentity};
@@ -159,12 +159,11 @@ impl pb::data_plane_service_server::DataPlaneService for DataPlaneApi {
                 tracing::error!(error = %e, "could not store a bootstrap token");
                 Status::internal("could not store the token; see the control plane's log")
             })?;
-        let since = expires.duration_since(UNIX_EPOCH).unwrap_or_default();
         Ok(Response::new(pb::CreateBootstrapTokenResponse {
             token: token.to_string(),
             expire_time: Some(pbjson_types::Timestamp {
-                seconds: since.as_secs() as i64,
                 nanos: 0,
+                ..troupe_common::timestamp::at(expires)
             }),
             ca_certificate_pem: self.pki.ca_pem().to_string(),
         }))

@@ -19,7 +19,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sha2::{Digest, Sha256};
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
@@ -416,10 +415,7 @@ impl BindingController {
             name: r.name,
         });
         let content = serde_json::Value::Array(manifests.clone()).to_string();
-        let content_hash: String = Sha256::digest(content.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let content_hash = troupe_common::agent::sha256_hex(content.as_bytes());
         let resources = manifests
             .into_iter()
             .map(|m| {

@@ -15,7 +15,6 @@ pub(crate) mod queue;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use troupe_common::pb::v1alpha1::Condition;
 use troupe_common::{Kind, Object};
@@ -75,15 +74,7 @@ pub fn set_condition(
     let existing = conditions.iter_mut().find(|c| c.r#type == type_);
     let transition = match &existing {
         Some(c) if c.status == status => c.last_transition_time,
-        _ => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            Some(pbjson_types::Timestamp {
-                seconds: now.as_secs() as i64,
-                nanos: 0,
-            })
-        }
+        _ => Some(troupe_common::timestamp::now_seconds()),
     };
     let condition = Condition {
         r#type: type_.to_string(),

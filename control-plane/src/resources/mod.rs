@@ -15,11 +15,11 @@ mod watch;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 use troupe_common::pb::v1alpha1::Resource;
 use troupe_common::selector::LabelSelector;
+use troupe_common::timestamp::now;
 use troupe_common::{Kind, Object, ObjectKey};
 
 pub use error::Error;
@@ -105,15 +105,13 @@ impl Resources {
         object: Object,
         dry_run: bool,
     ) -> Result<(Object, Outcome), Error> {
-        // The locked section may wait on the storage engine (a write can stall behind a
-        // flush), so it runs off the async workers, which keep serving other requests.
-        let this = self.clone();
-        let (mut object, outcome, revision) =
-            tokio::task::spawn_blocking(move || this.apply_locked(object, dry_run))
-                .await
-                .map_err(joined)??;
+        let ((mut object, outcome), revision) = self
+            .write_durably(move |this| {
+                let (object, outcome, revision) = this.apply_locked(object, dry_run)?;
+                Ok(((object, outcome), revision))
+            })
+            .await?;
         if let Some(revision) = revision {
-            wait_durable(&*self.store, revision).await?;
             object.meta_mut().resource_version = revision;
         }
         Ok((object, outcome))
@@ -193,38 +191,6 @@ impl Resources {
         Ok((object, outcome, Some(revision)))
     }
 
-    /// Replaces the status of the stored object with `object`'s, leaving spec and metadata as
-    /// stored. Status is the control plane's to write: controllers call this, users cannot.
-    /// Returns false when the status already matched (nothing written).
-    pub async fn write_status(self: &Arc<Self>, object: Object) -> Result<bool, Error> {
-        let this = self.clone();
-        let revision = tokio::task::spawn_blocking(move || -> Result<Option<Revision>, Error> {
-            let key = object.key();
-            let _guard = this.lock();
-            let (mut stored, record) = this
-                .read(&key)?
-                .ok_or_else(|| Error::NotFound(key.clone()))?;
-            if stored.status_eq(&object) {
-                return Ok(None);
-            }
-            stored.copy_status_from(Some(&object));
-            stored.meta_mut().resource_version = 0;
-            let txn = Txn::default()
-                .check(key.clone(), Precondition::AtRevision(record.mod_revision))
-                .put(key, encode(&stored));
-            Ok(Some(this.store.commit(txn)?))
-        })
-        .await
-        .map_err(joined)??;
-        match revision {
-            Some(revision) => {
-                wait_durable(&*self.store, revision).await?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
     /// Changes the status of the stored object with `change`, under the write lock, so
     /// writers of different parts of one status never undo each other. `change` may read
     /// other objects through the `Resources` it is given; whatever it does to spec or
@@ -237,33 +203,27 @@ impl Resources {
     where
         F: FnOnce(&Resources, &mut Object) + Send + 'static,
     {
-        let (this, key) = (self.clone(), key.clone());
-        let revision = tokio::task::spawn_blocking(move || -> Result<Option<Revision>, Error> {
-            let _guard = this.lock();
-            let (mut stored, record) = this
-                .read(&key)?
-                .ok_or_else(|| Error::NotFound(key.clone()))?;
-            let mut changed = stored.clone();
-            change(&this, &mut changed);
-            if stored.status_eq(&changed) {
-                return Ok(None);
-            }
-            stored.copy_status_from(Some(&changed));
-            stored.meta_mut().resource_version = 0;
-            let txn = Txn::default()
-                .check(key.clone(), Precondition::AtRevision(record.mod_revision))
-                .put(key, encode(&stored));
-            Ok(Some(this.store.commit(txn)?))
-        })
-        .await
-        .map_err(joined)??;
-        match revision {
-            Some(revision) => {
-                wait_durable(&*self.store, revision).await?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        let key = key.clone();
+        let ((), revision) = self
+            .write_durably(move |this| {
+                let _guard = this.lock();
+                let (mut stored, record) = this
+                    .read(&key)?
+                    .ok_or_else(|| Error::NotFound(key.clone()))?;
+                let mut changed = stored.clone();
+                change(this, &mut changed);
+                if stored.status_eq(&changed) {
+                    return Ok(((), None));
+                }
+                stored.copy_status_from(Some(&changed));
+                stored.meta_mut().resource_version = 0;
+                let txn = Txn::default()
+                    .check(key.clone(), Precondition::AtRevision(record.mod_revision))
+                    .put(key, encode(&stored));
+                Ok(((), Some(this.store.commit(txn)?)))
+            })
+            .await?;
+        Ok(revision.is_some())
     }
 
     /// Removes a Release that waited for its prune, once the agent acknowledged pruning
@@ -274,30 +234,41 @@ impl Resources {
         key: &ObjectKey,
         generation: i64,
     ) -> Result<bool, Error> {
-        let (this, key) = (self.clone(), key.clone());
-        let revision = tokio::task::spawn_blocking(move || -> Result<Option<Revision>, Error> {
-            let _guard = this.lock();
-            let Some((object, record)) = this.read(&key)? else {
-                return Ok(None);
-            };
-            let meta = object.meta();
-            if meta.delete_time.is_none() || meta.generation > generation {
-                return Ok(None);
-            }
-            let txn = Txn::default()
-                .check(key.clone(), Precondition::AtRevision(record.mod_revision))
-                .delete(key);
-            Ok(Some(this.store.commit(txn)?))
-        })
-        .await
-        .map_err(joined)??;
-        match revision {
-            Some(revision) => {
-                wait_durable(&*self.store, revision).await?;
-                Ok(true)
-            }
-            None => Ok(false),
+        let key = key.clone();
+        let ((), revision) = self
+            .write_durably(move |this| {
+                let _guard = this.lock();
+                let Some((object, record)) = this.read(&key)? else {
+                    return Ok(((), None));
+                };
+                let meta = object.meta();
+                if meta.delete_time.is_none() || meta.generation > generation {
+                    return Ok(((), None));
+                }
+                let txn = Txn::default()
+                    .check(key.clone(), Precondition::AtRevision(record.mod_revision))
+                    .delete(key);
+                Ok(((), Some(this.store.commit(txn)?)))
+            })
+            .await?;
+        Ok(revision.is_some())
+    }
+
+    /// Runs `write` (its checks and its commit) off the async workers, which keep serving
+    /// other requests while a write stalls behind a flush, then waits until the revision it
+    /// returns, if any, is on disk.
+    async fn write_durably<T: Send + 'static>(
+        self: &Arc<Self>,
+        write: impl FnOnce(&Resources) -> Result<(T, Option<Revision>), Error> + Send + 'static,
+    ) -> Result<(T, Option<Revision>), Error> {
+        let this = self.clone();
+        let (value, revision) = tokio::task::spawn_blocking(move || write(&this))
+            .await
+            .map_err(joined)??;
+        if let Some(revision) = revision {
+            wait_durable(&*self.store, revision).await?;
         }
+        Ok((value, revision))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -363,14 +334,10 @@ impl Resources {
         expected: Revision,
         dry_run: bool,
     ) -> Result<Deleted, Error> {
-        let (this, key) = (self.clone(), key.clone());
-        let (deleted, revision) =
-            tokio::task::spawn_blocking(move || this.delete_locked(&key, expected, dry_run))
-                .await
-                .map_err(joined)??;
-        if let Some(revision) = revision {
-            wait_durable(&*self.store, revision).await?;
-        }
+        let key = key.clone();
+        let (deleted, _) = self
+            .write_durably(move |this| this.delete_locked(&key, expected, dry_run))
+            .await?;
         Ok(deleted)
     }
 
@@ -491,16 +458,6 @@ fn joined(e: tokio::task::JoinError) -> Error {
 
 fn page_token_of(key: &ObjectKey) -> String {
     format!("{}/{}", key.namespace, key.name)
-}
-
-fn now() -> pbjson_types::Timestamp {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: since.subsec_nanos() as i32,
-    }
 }
 
 /// Encodes an object for storage. `resourceVersion` is not stored: it is the record's revision.

@@ -8,8 +8,8 @@
 //! object of the release outside it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use troupe_common::durable;
 
 use serde::{Deserialize, Serialize};
 
@@ -99,29 +99,13 @@ impl KindRecord {
     /// Records `kinds` for `release` durably.
     pub fn save(&self, release: &str, kinds: &BTreeSet<Kind>) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let path = self.path(release);
-        let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec(kinds)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)
+        durable::write(&self.path(release), &serde_json::to_vec(kinds)?)
     }
 
     /// Forgets `release` durably.
     pub fn remove(&self, release: &str) -> std::io::Result<()> {
-        match std::fs::remove_file(self.path(release)) {
-            Ok(()) => sync_dir(&self.dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        durable::remove(&self.path(release))
     }
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]
