@@ -45,6 +45,8 @@ pub enum Kind {
     ReleaseBinding,
     /// Rendered manifests for one data plane.
     Release,
+    /// A request to move a release to an environment, and its record.
+    Promotion,
 }
 
 /// A kind name that matches no kind.
@@ -54,7 +56,7 @@ pub struct UnknownKind(pub String);
 
 impl Kind {
     /// Every kind, in creation order (a kind's references point only to kinds before it).
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Namespace,
         Kind::DataPlane,
         Kind::ClusterDataPlane,
@@ -73,6 +75,7 @@ impl Kind {
         Kind::ComponentRelease,
         Kind::ReleaseBinding,
         Kind::Release,
+        Kind::Promotion,
     ];
 
     /// `(canonical name, plural, short name)`.
@@ -96,6 +99,7 @@ impl Kind {
             Kind::ComponentRelease => ("ComponentRelease", "componentreleases", "cr"),
             Kind::ReleaseBinding => ("ReleaseBinding", "releasebindings", "rb"),
             Kind::Release => ("Release", "releases", "rel"),
+            Kind::Promotion => ("Promotion", "promotions", "promo"),
         }
     }
 
@@ -147,6 +151,7 @@ impl Kind {
             Kind::ComponentRelease => 16,
             Kind::ReleaseBinding => 17,
             Kind::Release => 18,
+            Kind::Promotion => 19,
         }
     }
 

@@ -134,6 +134,7 @@ for_every_kind!(
     ComponentRelease,
     ReleaseBinding,
     Release,
+    Promotion,
 );
 
 impl Object {

@@ -9,6 +9,7 @@ pub mod agents;
 pub mod api;
 pub mod cli;
 pub mod controllers;
+pub mod promotions;
 pub mod releases;
 pub mod render;
 pub mod resources;

@@ -14,9 +14,12 @@ use crate::agents::pki::Pki;
 use crate::agents::tokens::Tokens;
 use crate::agents::{Hub, HubConfig};
 use crate::api::agent::{AgentApi, AgentServiceServer, DataPlaneApi, DataPlaneServiceServer};
+use crate::api::promotion::{PromotionApi, PromotionServiceServer};
 use crate::api::{ReleaseApi, ReleaseServiceServer, ResourceApi, ResourceServiceServer};
 use crate::controllers::binding::BindingController;
 use crate::controllers::deploy::DeployController;
+use crate::controllers::promotion::PromotionController;
+use crate::promotions::Promotions;
 use crate::releases::Releases;
 use crate::resources::Resources;
 use crate::store::{MemoryStore, SledStore, Store};
@@ -104,6 +107,8 @@ pub async fn run(
     let binding_controller = BindingController::new(resources.clone(), releases.clone());
     tokio::spawn(binding_controller.run());
     tokio::spawn(DeployController::new(resources.clone(), releases.clone()).run());
+    let promotions = Arc::new(Promotions::new(resources.clone()));
+    tokio::spawn(PromotionController::new(resources.clone(), promotions.clone()).run());
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
@@ -149,6 +154,9 @@ pub async fn run(
     let release_service = ReleaseServiceServer::new(ReleaseApi::new(releases))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
+    let promotion_service = PromotionServiceServer::new(PromotionApi::new(promotions))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ResourceServiceServer<ResourceApi>>()
@@ -158,6 +166,9 @@ pub async fn run(
         .await;
     health_reporter
         .set_serving::<DataPlaneServiceServer<DataPlaneApi>>()
+        .await;
+    health_reporter
+        .set_serving::<PromotionServiceServer<PromotionApi>>()
         .await;
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -216,6 +227,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(resource_service)
         .add_service(release_service)
+        .add_service(promotion_service)
         .add_service(data_plane_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
     let (api, agents) = tokio::join!(api_server, agent_server);

@@ -231,6 +231,56 @@ impl Server {
     }
 }
 
+/// How long a test waits for the system to converge before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `check` every 50 ms until it holds; panics naming `what` after [`PATIENCE`].
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < PATIENCE {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// The files the directory applier wrote under `target` for release `NAMESPACE/NAME`, by
+/// file name.
+pub fn release_files(
+    target: &Path,
+    namespace: &str,
+    name: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let Ok(entries) = std::fs::read_dir(target.join(namespace).join(name)) else {
+        return Default::default();
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), text)
+        })
+        .collect()
+}
+
+impl Server {
+    /// `troupe dataplane token create DATA_PLANE --ttl TTL`.
+    pub fn token(&self, data_plane: &str, ttl: &str) -> String {
+        let out = success(&self.cli(&["dataplane", "token", "create", data_plane, "--ttl", ttl]));
+        out.trim().to_string()
+    }
+
+    /// `troupe get KIND NAME -n NAMESPACE -o json`, or `None` when it fails (not found).
+    pub fn get_json(&self, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        let out = self.cli(&["get", kind, name, "-n", namespace, "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_str(&stdout(&out)).expect("JSON from troupe get"))
+    }
+}
+
 /// The `troupe-agent` binary built next to `troupe`.
 pub fn troupe_agent_bin() -> PathBuf {
     troupe_bin().with_file_name("troupe-agent")

@@ -9,38 +9,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use troupe_tests::{
-    Agent, Proxy, Server, examples_dir, free_port, stderr, stdout, success, troupe_agent_bin,
-    workspace_root,
+    Agent, Proxy, Server, examples_dir, free_port, release_files, stderr, stdout, success,
+    troupe_agent_bin, wait_until, workspace_root,
 };
-
-/// How long a test waits for the system to converge before it fails.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < PATIENCE {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting until {what}");
-}
 
 fn platform(extra: &[&str]) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(&dir.path().join("data"), extra);
     success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
     (server, dir)
-}
-
-fn token(server: &Server, data_plane: &str, ttl: &str) -> String {
-    let out = success(&server.cli(&["dataplane", "token", "create", data_plane, "--ttl", ttl]));
-    out.trim().to_string()
 }
 
 /// Cuts a release of `api` and returns its name.
@@ -67,18 +48,8 @@ spec:
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
 }
 
-/// The files the directory applier wrote for release `acme/NAME`, by file name.
 fn files(target: &Path, name: &str) -> BTreeMap<String, String> {
-    let Ok(entries) = std::fs::read_dir(target.join("acme").join(name)) else {
-        return BTreeMap::new();
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            (e.file_name().to_string_lossy().into_owned(), text)
-        })
-        .collect()
+    release_files(target, "acme", name)
 }
 
 fn deployment(target: &Path, name: &str) -> String {
@@ -107,10 +78,7 @@ fn ready(server: &Server, env: &str) -> bool {
 }
 
 fn get_json(server: &Server, kind: &str, name: &str) -> Option<Value> {
-    let out = server.cli(&["get", kind, name, "-n", "acme", "-o", "json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_str(&stdout(&out)).unwrap())
+    server.get_json(kind, "acme", name)
 }
 
 fn start_agent(url: &str, root: &Path, name: &str, token: Option<&str>) -> Agent {
@@ -134,7 +102,7 @@ fn release_dir(agent: &Agent, name: &str) -> PathBuf {
 #[test]
 fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
     let (server, dir) = platform(&[]);
-    let token = token(&server, "acme/local", "1h");
+    let token = server.token("acme/local", "1h");
     let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
     let release = release(&server);
     bind(&server, "development", &release, "");
@@ -220,7 +188,7 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
 #[test]
 fn a_killed_agent_catches_up_on_restart_without_reapplying_what_is_unchanged() {
     let (server, dir) = platform(&[]);
-    let token = token(&server, "acme/local", "1h");
+    let token = server.token("acme/local", "1h");
     let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
     let release = release(&server);
     bind(&server, "development", &release, "");
@@ -258,7 +226,7 @@ fn a_control_plane_restart_prunes_nothing_and_the_agent_comes_back() {
     let args = ["--agent-listen", agent_listen.as_str()];
     let server = Server::start_with(&data, &args);
     success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
-    let token = token(&server, "acme/local", "1h");
+    let token = server.token("acme/local", "1h");
     let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
     let release = release(&server);
     bind(&server, "development", &release, "");
@@ -286,7 +254,7 @@ fn a_control_plane_restart_prunes_nothing_and_the_agent_comes_back() {
 fn cut_and_slow_connections_lose_no_update() {
     let (server, dir) = platform(&[]);
     let proxy = Proxy::start(&server.agent_addr);
-    let token = token(&server, "acme/local", "1h");
+    let token = server.token("acme/local", "1h");
     let agent = start_agent(&proxy.url(), dir.path(), "a", Some(&token));
     let release = release(&server);
     bind(&server, "development", &release, "");
@@ -333,7 +301,7 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
             .unwrap()
     };
     // A token made for another data plane.
-    let edge_token = token(&server, "acme/edge", "1h");
+    let edge_token = server.token("acme/edge", "1h");
     let out = run_agent("acme/local", &edge_token, "x");
     assert!(!out.status.success());
     assert!(
@@ -343,7 +311,7 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
         stderr(&out)
     );
     // An expired token.
-    let short = token(&server, "acme/local", "1s");
+    let short = server.token("acme/local", "1s");
     std::thread::sleep(Duration::from_millis(2100));
     let out = run_agent("acme/local", &short, "y");
     assert!(
@@ -363,7 +331,7 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
 
     // The edge agent (registered as DataPlane acme/edge, created at registration) gets
     // nothing of acme/local's releases.
-    let local_token = token(&server, "acme/local", "1h");
+    let local_token = server.token("acme/local", "1h");
     let local = start_agent(&server.agent_url(), dir.path(), "local", Some(&local_token));
     let edge = Agent::start(
         &server.agent_url(),
@@ -422,7 +390,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn an_oversized_release_fails_alone() {
     let (server, dir) = platform(&["--agent-max-release-bytes", "40000"]);
-    let token = token(&server, "acme/local", "1h");
+    let token = server.token("acme/local", "1h");
     let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
     let release = release(&server);
     let big = "x".repeat(60_000);
@@ -519,7 +487,7 @@ spec: {{dataPlaneRef: {{kind: ClusterDataPlane, name: shared}}}}
 "
     );
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&shared)));
-    let token = token(&server, "shared", "1h");
+    let token = server.token("shared", "1h");
     let agent = Agent::start(
         &server.agent_url(),
         "shared",

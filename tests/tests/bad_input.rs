@@ -464,3 +464,129 @@ spec:
     let fine = binding.replace("replicas: -1", "replicas: 3");
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&fine)));
 }
+
+#[tokio::test]
+async fn a_pipeline_must_be_a_graph_with_one_root_and_gates_that_can_pass() {
+    let (server, _dir) = mk_platform(&[]);
+    let mut client = server.client().await;
+    let pipeline = |paths: &str| {
+        format!(
+            "apiVersion: troupe.dev/v1alpha1
+kind: DeploymentPipeline
+metadata: {{name: broken, namespace: acme}}
+spec:
+  promotionPaths:
+{paths}"
+        )
+    };
+    let cases: [(&str, &str, &[&str]); 8] = [
+        (
+            "    - {sourceEnvironment: development, targets: [{environment: staging}]}
+    - {sourceEnvironment: staging, targets: [{environment: development}]}
+",
+            "a cycle",
+            &["spec.promotionPaths", "every source is also a target"],
+        ),
+        (
+            "    - {sourceEnvironment: development, targets: [{environment: staging}]}
+    - {sourceEnvironment: staging, targets: [{environment: production}]}
+    - {sourceEnvironment: production, targets: [{environment: staging}]}
+",
+            "a cycle below the root",
+            &["has a cycle: staging → production → staging"],
+        ),
+        (
+            "    - {sourceEnvironment: development, targets: [{environment: production}]}
+    - {sourceEnvironment: staging, targets: [{environment: production}]}
+",
+            "two roots",
+            &["single first environment", "development, staging"],
+        ),
+        (
+            "    - {sourceEnvironment: development, targets: [{environment: staging, gates: [{name: g, type: vibes}]}]}
+",
+            "an unknown gate type",
+            &["spec.promotionPaths[0].targets[0].gates[0].type", "\"vibes\" is not one of healthy, soak, check"],
+        ),
+        (
+            "    - {sourceEnvironment: development, targets: [{environment: staging, gates: [{name: g, type: soak}]}]}
+",
+            "a soak without a duration",
+            &["gates[0].soakDurationSeconds", "required for a soak gate"],
+        ),
+        (
+            "    - {sourceEnvironment: development, targets: [{environment: staging, requiresApproval: true, approvers: [alice], requiredApprovals: 2}]}
+",
+            "more approvals than approvers",
+            &["targets[0].requiredApprovals", "2 approvals can never come from 1 approver(s)"],
+        ),
+        (
+            "    - {sourceEnvironment: development, targets: [{environment: staging, approvers: [alice]}]}
+",
+            "approvers without approval",
+            &["targets[0].approvers", "requiresApproval is false"],
+        ),
+        (
+            "    - {sourceEnvironment: development, targets: [{environment: qa}]}
+",
+            "an unknown environment",
+            &["spec.promotionPaths[0].targets[0].environment", "Environment acme/qa"],
+        ),
+    ];
+    for (paths, what, needles) in cases {
+        let status = apply_err(&mut client, &pipeline(paths)).await;
+        let code = if what == "an unknown environment" {
+            Code::FailedPrecondition
+        } else {
+            Code::InvalidArgument
+        };
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+        assert_status(&status, code, needles);
+        assert!(
+            status.message().contains("DeploymentPipeline acme/broken"),
+            "{what}: {status:?}"
+        );
+        assert!(
+            !exists(&mut client, "pipeline", "acme", "broken").await,
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn promotion_requests_name_what_is_wrong() {
+    let (server, _dir) = mk_platform(&[]);
+    for (args, code, needle) in [
+        (
+            vec!["promote", "nope", "-n", "acme", "--to", "staging"],
+            "NotFound",
+            "Component acme/nope not found",
+        ),
+        (
+            vec!["promote", "api", "-n", "acme", "--to", "staging"],
+            "FailedPrecondition",
+            "api is not deployed in development: nothing to promote",
+        ),
+        (
+            vec!["approve", "api-staging-9", "-n", "acme", "--as", "alice"],
+            "NotFound",
+            "Promotion acme/api-staging-9 not found",
+        ),
+        (
+            vec!["rollback", "api", "-n", "acme", "--env", "staging"],
+            "FailedPrecondition",
+            "not deployed in staging: nothing to roll back",
+        ),
+    ] {
+        let out = server.cli(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(needle) && err.contains(code),
+            "{args:?}: {err}"
+        );
+    }
+    // The refused promotion is on record.
+    let history = success(&server.cli(&["history", "api", "-n", "acme"]));
+    assert!(history.contains("Refused"), "{history}");
+}

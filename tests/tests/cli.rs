@@ -218,6 +218,13 @@ fn watch_streams_changes_from_a_revision() {
         .skip(1)
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(events, ["ADDED", "MODIFIED", "DELETED"], "{text}");
+    // The edit is one MODIFIED; the control plane's status writes (the component's latest
+    // release) may add more.
+    assert_eq!(events.first(), Some(&"ADDED"), "{text}");
+    assert_eq!(events.last(), Some(&"DELETED"), "{text}");
+    assert!(
+        events[1..events.len() - 1].iter().all(|e| *e == "MODIFIED") && events.len() >= 3,
+        "{text}"
+    );
     assert!(text.contains("Component acme/api"), "{text}");
 }

@@ -408,12 +408,39 @@ pub fn rollup_binding(resources: &Resources, object: &mut Object) {
         }
         _ => None,
     };
+    // A Release rendered from an older binding spec, or a status from before the Release's
+    // latest generation, says nothing about what the binding asks for now.
+    let rendered_now = rendered
+        .as_ref()
+        .is_some_and(|c| c.observed_generation >= generation);
+    let release_generation = release
+        .as_ref()
+        .and_then(|r| r.metadata.as_ref())
+        .map_or(0, |m| m.generation);
+    let observed_now = release
+        .as_ref()
+        .and_then(|r| r.status.as_ref())
+        .is_some_and(|s| s.observed_generation >= release_generation);
     // (ready, progressing, degraded, reason, message)
     let (ready, progressing, degraded, reason, message) = match (&rendered, &release) {
         (Some(c), _) if c.status == "False" => {
             let failed = c.reason == "RenderFailed";
             (false, false, failed, c.reason.clone(), c.message.clone())
         }
+        (_, None) | (_, Some(_)) if !rendered_now => (
+            false,
+            true,
+            false,
+            "Rendering".into(),
+            "the release is being rendered".into(),
+        ),
+        (_, Some(_)) if !observed_now => (
+            false,
+            true,
+            false,
+            "Applying".into(),
+            "waiting for the data plane".into(),
+        ),
         (_, None) => (
             false,
             true,
@@ -484,6 +511,43 @@ pub fn rollup_binding(resources: &Resources, object: &mut Object) {
         &message,
         generation,
     );
+    let current = binding
+        .spec
+        .as_ref()
+        .map(|s| s.release_name.clone())
+        .unwrap_or_default();
+    record_release(status, &current, rendered_now, ready);
+}
+
+/// Releases a binding's history keeps.
+pub const RELEASE_HISTORY: usize = 10;
+
+/// Notes in the binding's history that it rendered `current` (once it has), and when it was
+/// first `Ready` on it.
+fn record_release(
+    status: &mut pb::ReleaseBindingStatus,
+    current: &str,
+    rendered: bool,
+    ready: bool,
+) {
+    if current.is_empty() || !rendered {
+        return;
+    }
+    let history = &mut status.release_history;
+    if history.first().is_none_or(|d| d.release_name != current) {
+        history.insert(
+            0,
+            pb::DeployedRelease {
+                release_name: current.to_string(),
+                deploy_time: Some(troupe_common::timestamp::now()),
+                ready_time: None,
+            },
+        );
+        history.truncate(RELEASE_HISTORY);
+    }
+    if ready && history[0].ready_time.is_none() {
+        history[0].ready_time = Some(troupe_common::timestamp::now());
+    }
 }
 
 fn plane_status(status: &mut pb::DataPlaneStatus, report: &PlaneReport) {

@@ -2,6 +2,7 @@
 //! [`Resources`], and encodes the answer; errors become statuses in [`status`] only.
 
 pub mod agent;
+pub mod promotion;
 mod release;
 mod status;
 

@@ -15,7 +15,9 @@ impl From<Error> for Status {
             Error::Stale { .. } => Code::Aborted,
             Error::MissingReference { .. }
             | Error::BadReference { .. }
-            | Error::StillReferenced { .. } => Code::FailedPrecondition,
+            | Error::StillReferenced { .. }
+            | Error::Refused { .. } => Code::FailedPrecondition,
+            Error::Forbidden { .. } => Code::PermissionDenied,
             Error::Compacted { .. } => Code::OutOfRange,
             Error::Decode { .. } | Error::Store(_) => {
                 tracing::error!(error = %error, "internal error");

@@ -82,6 +82,7 @@ pub(super) async fn delete(
     name: &str,
     namespace: &str,
     dry_run: bool,
+    wait: Option<std::time::Duration>,
 ) -> anyhow::Result<ExitCode> {
     let namespace = if Kind::parse(kind)?.is_cluster_scoped() {
         ""
@@ -123,5 +124,58 @@ pub(super) async fn delete(
     for child in &response.cascaded {
         done(name(child));
     }
-    Ok(ExitCode::SUCCESS)
+    match wait {
+        Some(limit) if !dry_run && !response.pruning.is_empty() => {
+            wait_for_prunes(client, &response.pruning, limit).await
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Waits until every object in `pruning` has left the store (its data plane pruned it),
+/// printing progress as it changes. Exits 2 if `limit` passes first.
+async fn wait_for_prunes(
+    client: &Client,
+    pruning: &[troupe_common::pb::v1alpha1::ObjectReference],
+    limit: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut left: Vec<_> = pruning.to_vec();
+    let total = left.len();
+    let mut shown = usize::MAX;
+    loop {
+        let mut still = Vec::with_capacity(left.len());
+        for r in left {
+            let request = GetRequest {
+                kind: r.kind.clone(),
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+            };
+            match client.clone().get(request).await {
+                Err(status) if status.code() == tonic::Code::NotFound => {}
+                Err(status) => return Err(server_error(status)),
+                Ok(_) => still.push(r),
+            }
+        }
+        left = still;
+        if left.len() != shown {
+            shown = left.len();
+            println!("pruned {} of {total}", total - shown);
+        }
+        if left.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let names: Vec<String> = left
+                .iter()
+                .map(|r| format!("{} {}/{}", r.kind, r.namespace, r.name))
+                .collect();
+            eprintln!(
+                "still waiting for their data planes to prune: {}",
+                names.join(", ")
+            );
+            return Ok(ExitCode::from(2));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

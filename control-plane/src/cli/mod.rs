@@ -6,6 +6,7 @@ mod dataplane;
 mod diff;
 mod get;
 mod output;
+mod promote;
 mod release;
 mod status;
 mod watch;
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tonic::transport::{Channel, Endpoint};
+use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 
@@ -27,7 +29,7 @@ const KINDS_HELP: &str = "KIND is a canonical, plural or short name: Namespace (
 ClusterDataPlane (cdp), Environment (env), DeploymentPipeline (pipeline), Project (proj), \
 ComponentType (ct), ClusterComponentType (cct), Trait (trait), ClusterTrait (ctrait), Workflow (wf), \
 ClusterWorkflow (cwf), Component (comp), Workload (wl), WorkflowRun (wfr), ComponentRelease (cr), \
-ReleaseBinding (rb), Release (rel).";
+ReleaseBinding (rb), Release (rel), Promotion (promo).";
 
 /// Troupe: a control plane for internal developer platforms.
 #[derive(Debug, Parser)]
@@ -95,6 +97,110 @@ pub enum Command {
         #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
         output: String,
     },
+    /// Promote the release running in one environment to the next, along the pipeline.
+    Promote {
+        /// The component.
+        component: String,
+        /// Namespace of the component.
+        #[arg(short, long, env = "TROUPE_NAMESPACE")]
+        namespace: String,
+        /// Target environment.
+        #[arg(long)]
+        to: String,
+        /// Source environment; by default the one whose pipeline edge leads to --to.
+        #[arg(long, default_value = "")]
+        from: String,
+        /// Who asks (recorded; approvers are matched against it). Default: $USER.
+        #[arg(long = "as", env = "TROUPE_USER")]
+        user: Option<String>,
+        /// Why.
+        #[arg(short, long, default_value = "")]
+        message: String,
+        /// Wait up to SECONDS for a pending promotion to finish.
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
+    },
+    /// Approve a pending promotion.
+    Approve {
+        /// The Promotion (as `promote` printed it).
+        promotion: String,
+        /// Namespace of the promotion.
+        #[arg(short, long, env = "TROUPE_NAMESPACE")]
+        namespace: String,
+        /// Who approves. Default: $USER.
+        #[arg(long = "as", env = "TROUPE_USER")]
+        user: Option<String>,
+        /// A comment.
+        #[arg(short, long, default_value = "")]
+        message: String,
+    },
+    /// Reject a pending promotion (or withdraw your own).
+    Reject {
+        /// The Promotion.
+        promotion: String,
+        /// Namespace of the promotion.
+        #[arg(short, long, env = "TROUPE_NAMESPACE")]
+        namespace: String,
+        /// Who rejects. Default: $USER.
+        #[arg(long = "as", env = "TROUPE_USER")]
+        user: Option<String>,
+        /// Why.
+        #[arg(short, long, default_value = "")]
+        message: String,
+    },
+    /// Report the result of a `check` gate of a pending promotion.
+    Check {
+        /// The Promotion.
+        promotion: String,
+        /// Name of the check gate.
+        check: String,
+        /// Namespace of the promotion.
+        #[arg(short, long, env = "TROUPE_NAMESPACE")]
+        namespace: String,
+        /// The check passed.
+        #[arg(long, conflicts_with = "failed", required_unless_present = "failed")]
+        passed: bool,
+        /// The check failed.
+        #[arg(long)]
+        failed: bool,
+        /// Details.
+        #[arg(short, long, default_value = "")]
+        message: String,
+        /// Who reports. Default: $USER.
+        #[arg(long = "as", env = "TROUPE_USER")]
+        user: Option<String>,
+    },
+    /// Point an environment back at an earlier release of a component.
+    Rollback {
+        /// The component.
+        component: String,
+        /// Namespace of the component.
+        #[arg(short, long, env = "TROUPE_NAMESPACE")]
+        namespace: String,
+        /// The environment.
+        #[arg(long = "env")]
+        environment: String,
+        /// The ComponentRelease to go back to; by default the one the environment ran before.
+        #[arg(long, default_value = "")]
+        to: String,
+        /// Who asks. Default: $USER.
+        #[arg(long = "as", env = "TROUPE_USER")]
+        user: Option<String>,
+        /// Why.
+        #[arg(short, long, default_value = "")]
+        message: String,
+    },
+    /// List a component's promotions and rollbacks: who, when, from, to, which release, outcome.
+    History {
+        /// The component.
+        component: String,
+        /// Namespace of the component.
+        #[arg(short, long, env = "TROUPE_NAMESPACE")]
+        namespace: String,
+        /// Output format.
+        #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
     /// Manage data planes' agents.
     Dataplane {
         /// What to do.
@@ -127,7 +233,8 @@ pub enum Command {
         #[arg(short = 'l', long, default_value = "")]
         selector: String,
     },
-    /// Delete a resource (a Project takes its components and their children with it).
+    /// Delete a resource (a Project takes its components and their children with it, an
+    /// Environment its bindings; what an agent applied goes once the agent has pruned it).
     #[command(after_help = KINDS_HELP)]
     Delete {
         /// Kind of resource.
@@ -140,6 +247,10 @@ pub enum Command {
         /// Show what would be deleted without deleting.
         #[arg(long)]
         dry_run: bool,
+        /// Wait up to SECONDS for data planes to prune what the deletion removes, showing
+        /// progress.
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
     },
     /// Cut releases of components.
     Release {
@@ -267,6 +378,7 @@ pub fn init_tracing(args: &Args) {
 
 /// Runs one verb.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let reject = matches!(args.command, Command::Reject { .. });
     match args.command {
         Command::Server {
             listen,
@@ -326,6 +438,104 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             output,
         } => {
             status::run(
+                &connect(&args.server).await?,
+                &namespace,
+                &component,
+                &output,
+            )
+            .await
+        }
+        Command::Promote {
+            component,
+            namespace,
+            to,
+            from,
+            user,
+            message,
+            wait,
+        } => {
+            let request = pb::PromoteRequest {
+                namespace,
+                component,
+                from_environment: from,
+                to_environment: to,
+                requested_by: promote::user(user),
+                message,
+            };
+            let client = connect(&args.server).await?;
+            let mut promoter = promoter(&args.server).await?;
+            let wait = wait.map(std::time::Duration::from_secs);
+            promote::promote(&client, &mut promoter, request, wait).await
+        }
+        Command::Approve {
+            promotion,
+            namespace,
+            user,
+            message,
+        }
+        | Command::Reject {
+            promotion,
+            namespace,
+            user,
+            message,
+        } => {
+            let request = pb::ApproveRequest {
+                namespace,
+                promotion,
+                user: promote::user(user),
+                comment: message,
+            };
+            let client = connect(&args.server).await?;
+            let mut promoter = promoter(&args.server).await?;
+            promote::approve(&client, &mut promoter, request, reject).await
+        }
+        Command::Check {
+            promotion,
+            check,
+            namespace,
+            passed,
+            failed: _,
+            message,
+            user,
+        } => {
+            let request = pb::ReportCheckRequest {
+                namespace,
+                promotion,
+                check,
+                passed,
+                message,
+                reported_by: promote::user(user),
+            };
+            let client = connect(&args.server).await?;
+            let mut promoter = promoter(&args.server).await?;
+            promote::check(&client, &mut promoter, request).await
+        }
+        Command::Rollback {
+            component,
+            namespace,
+            environment,
+            to,
+            user,
+            message,
+        } => {
+            let request = pb::RollbackRequest {
+                namespace,
+                component,
+                environment,
+                release: to,
+                requested_by: promote::user(user),
+                message,
+            };
+            let client = connect(&args.server).await?;
+            let mut promoter = promoter(&args.server).await?;
+            promote::rollback(&client, &mut promoter, request).await
+        }
+        Command::History {
+            component,
+            namespace,
+            output,
+        } => {
+            promote::history(
                 &connect(&args.server).await?,
                 &namespace,
                 &component,
@@ -412,6 +622,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             name,
             namespace,
             dry_run,
+            wait,
         } => {
             get::delete(
                 &connect(&args.server).await?,
@@ -419,6 +630,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &name,
                 &namespace,
                 dry_run,
+                wait.map(std::time::Duration::from_secs),
             )
             .await
         }
@@ -461,6 +673,10 @@ async fn channel(server: &str) -> anyhow::Result<Channel> {
 async fn release_client(server: &str) -> anyhow::Result<ReleaseServiceClient<Channel>> {
     Ok(ReleaseServiceClient::new(channel(server).await?)
         .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES))
+}
+
+async fn promoter(server: &str) -> anyhow::Result<promote::Promoter> {
+    Ok(promote::Promoter::new(channel(server).await?))
 }
 
 async fn connect(server: &str) -> anyhow::Result<Client> {

@@ -39,29 +39,35 @@ async fn get(client: &Client, kind: Kind, namespace: &str, name: &str) -> anyhow
         .ok_or_else(|| anyhow::anyhow!("empty answer"))
 }
 
-/// The environments of the component's project pipeline, first environment first.
+/// The environments of the component's project pipeline, first environment first, and the
+/// release its current state makes (known for components without autoDeploy).
 async fn pipeline_order(
     client: &Client,
     namespace: &str,
     component: &str,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<(Vec<String>, String)> {
     let Object::Component(component) = get(client, Kind::Component, namespace, component).await?
     else {
-        return Ok(vec![]);
+        return Ok((vec![], String::new()));
     };
+    let latest = component
+        .status
+        .and_then(|s| s.latest_release)
+        .map(|l| l.name)
+        .unwrap_or_default();
     let project = component
         .spec
         .and_then(|s| s.owner)
         .unwrap_or_default()
         .project_name;
     let Ok(Object::Project(project)) = get(client, Kind::Project, namespace, &project).await else {
-        return Ok(vec![]);
+        return Ok((vec![], latest));
     };
     let pipeline = project.spec.unwrap_or_default().deployment_pipeline_ref;
     let Ok(Object::DeploymentPipeline(pipeline)) =
         get(client, Kind::DeploymentPipeline, namespace, &pipeline).await
     else {
-        return Ok(vec![]);
+        return Ok((vec![], latest));
     };
     let mut order: Vec<String> = Vec::new();
     for path in pipeline.spec.unwrap_or_default().promotion_paths {
@@ -73,7 +79,7 @@ async fn pipeline_order(
             }
         }
     }
-    Ok(order)
+    Ok((order, latest))
 }
 
 pub(super) async fn run(
@@ -82,7 +88,7 @@ pub(super) async fn run(
     component: &str,
     output: &str,
 ) -> anyhow::Result<ExitCode> {
-    let order = pipeline_order(client, namespace, component).await?;
+    let (order, latest) = pipeline_order(client, namespace, component).await?;
     let request = ListRequest {
         kind: Kind::ReleaseBinding.name().into(),
         namespace: namespace.into(),
@@ -147,11 +153,18 @@ pub(super) async fn run(
     rows.sort_by(|a, b| {
         (rank(&a.environment), &a.environment).cmp(&(rank(&b.environment), &b.environment))
     });
+    // A component without autoDeploy: is there a release newer than the first environment's?
+    let first = order
+        .first()
+        .and_then(|env| rows.iter().find(|r| &r.environment == env));
+    let newer = first.filter(|r| !latest.is_empty() && r.release != latest);
     if output == "json" {
         let doc = serde_json::json!({
             "component": component,
             "namespace": namespace,
             "environments": rows,
+            "latestRelease": latest,
+            "newerReleaseAvailable": newer.is_some(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
@@ -202,6 +215,17 @@ pub(super) async fn run(
             }
         }
         println!("{}", out.trim_end());
+    }
+    if let Some(first) = newer {
+        let runs = if first.release.is_empty() {
+            "nothing".to_string()
+        } else {
+            first.release.clone()
+        };
+        println!(
+            "\nnewer release available: {latest} ({} runs {runs}); `troupe release create {component} -n {namespace}` cuts it",
+            first.environment
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

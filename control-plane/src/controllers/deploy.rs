@@ -2,7 +2,9 @@
 //! Workload, or the ComponentType or a Trait it uses changes, it cuts a release of the
 //! component (content-named, so unchanged inputs cut nothing new) and points the component's
 //! ReleaseBinding in the first environment of its project's pipeline at it, keeping that
-//! binding's overrides. Other environments change only by promotion.
+//! binding's overrides. Other environments change only by promotion. For a component without
+//! `autoDeploy` it keeps `status.latestRelease` naming the release its current state makes,
+//! so `troupe status` can say a newer release is available.
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 use super::queue::Queue;
 use super::{WORKERS, follow};
 use crate::releases::Releases;
+use crate::releases::bind::bind;
 use crate::resources::{Error, Resources, WatchEventType};
 
 /// Cuts and binds releases of `autoDeploy` components.
@@ -69,8 +72,6 @@ impl DeployController {
         }
         let key = object.key();
         match &object {
-            // Most components do not auto-deploy: the event says so without a read.
-            Object::Component(c) if !c.spec.as_ref().is_some_and(|s| s.auto_deploy) => vec![],
             Object::Component(_) => vec![key],
             Object::Workload(w) => {
                 let owner = w
@@ -100,14 +101,17 @@ impl DeployController {
             .unwrap_or_default()
     }
 
-    /// Cuts a release of `component` if it auto-deploys, and binds it in the first environment.
+    /// Cuts a release of `component` if it auto-deploys, and binds it in the first environment;
+    /// otherwise records which release its current state makes.
     pub async fn deploy(&self, component: &ObjectKey) -> Result<(), Error> {
         let Ok(Object::Component(c)) = self.resources.get(component) else {
             return Ok(());
         };
         let spec = c.spec.unwrap_or_default();
         if !spec.auto_deploy {
-            return Ok(());
+            return self
+                .note_latest(component, c.status.and_then(|s| s.latest_release))
+                .await;
         }
         let project = spec.owner.unwrap_or_default().project_name;
         let Some(environment) = self.first_environment(&component.namespace, &project)? else {
@@ -123,41 +127,45 @@ impl DeployController {
             Err(Error::MissingReference { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let release_name = release.meta().name.clone();
-        let binding_key = ObjectKey::new(
-            Kind::ReleaseBinding,
+        let owner = pb::ComponentOwner {
+            project_name: project,
+            component_name: component.name.clone(),
+        };
+        bind(
+            &self.resources,
             &component.namespace,
-            format!("{}-{environment}", component.name),
-        );
-        let mut binding = match self.resources.get(&binding_key) {
-            Ok(Object::ReleaseBinding(b)) => b,
-            Ok(_) => return Ok(()),
-            Err(Error::NotFound(_)) => pb::ReleaseBinding {
-                metadata: Some(pb::ObjectMeta {
-                    name: binding_key.name.clone(),
-                    namespace: component.namespace.clone(),
-                    ..Default::default()
-                }),
-                spec: Some(pb::ReleaseBindingSpec {
-                    owner: Some(pb::ComponentOwner {
-                        project_name: project,
-                        component_name: component.name.clone(),
-                    }),
-                    environment,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+            &owner,
+            &environment,
+            &release.meta().name,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sets `status.latestRelease` of a component that does not auto-deploy, if it changed.
+    async fn note_latest(
+        &self,
+        component: &ObjectKey,
+        noted: Option<pb::LatestRelease>,
+    ) -> Result<(), Error> {
+        let latest = match self
+            .releases
+            .latest(&component.namespace, &component.name)
+            .await
+        {
+            Ok(latest) => latest,
+            Err(Error::MissingReference { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let spec = binding.spec.get_or_insert_default();
-        if spec.release_name == release_name {
+        if noted.as_ref() == Some(&latest) {
             return Ok(());
         }
-        spec.release_name = release_name;
-        binding.metadata.get_or_insert_default().resource_version = 0;
         self.resources
-            .apply(Object::ReleaseBinding(binding), false)
+            .update_status(component, move |_, object| {
+                if let Object::Component(c) = object {
+                    c.status.get_or_insert_default().latest_release = Some(latest);
+                }
+            })
             .await?;
         Ok(())
     }

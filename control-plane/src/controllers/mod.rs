@@ -5,12 +5,15 @@
 //!   the binding's conditions.
 //! - [`deploy`] cuts releases of `autoDeploy` components when their inputs change and binds
 //!   them in the first environment of their pipeline.
+//! - [`promotion`] takes pending Promotions forward when their source environment, approvals,
+//!   checks or soak time change.
 //!
 //! Each maps a change to the keys it affects and queues them ([`queue`]): a key waits at most
 //! once, so bursts coalesce, and a pool of workers reconciles different keys at once.
 
 pub mod binding;
 pub mod deploy;
+pub mod promotion;
 pub(crate) mod queue;
 
 use std::future::Future;

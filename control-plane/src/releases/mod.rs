@@ -5,6 +5,7 @@
 //! already there instead of making a second. Each release also carries a per-component
 //! sequence number (annotation `troupe.dev/sequence`) for people.
 
+pub mod bind;
 pub mod connections;
 mod snapshot;
 
@@ -63,11 +64,22 @@ pub const ANNOTATION_SEQUENCE: &str = "troupe.dev/sequence";
 pub struct Releases {
     resources: Arc<Resources>,
     plans: Arc<PlanCache>,
-    /// The highest release sequence number per namespace and component.
+    /// Per namespace and component: the highest release sequence number, and the releases
+    /// that may still exist by sequence number (what retention goes through).
     sequences: Mutex<Sequences>,
 }
 
-type Sequences = HashMap<String, HashMap<String, u64>>;
+type Sequences = HashMap<String, HashMap<String, Cut>>;
+
+/// The releases cut of one component.
+#[derive(Default)]
+struct Cut {
+    highest: u64,
+    releases: std::collections::BTreeMap<u64, String>,
+}
+
+/// Releases kept per component when its `releaseHistoryLimit` is 0.
+pub const DEFAULT_RELEASE_HISTORY: usize = 10;
 
 /// Render plans of releases, by the release's key and uid.
 #[derive(Default)]
@@ -136,7 +148,78 @@ impl Releases {
             ..Default::default()
         });
         let (release, _) = self.resources.apply(release, false).await?;
+        self.note_cut(namespace, component, sequence, &release.meta().name);
+        self.retain(namespace, component).await?;
         Ok((release, true))
+    }
+
+    /// The release the component's current state makes, cut or not.
+    pub async fn latest(
+        &self,
+        namespace: &str,
+        component: &str,
+    ) -> Result<pb::LatestRelease, Error> {
+        let (spec, name) = snapshot::snapshot(&self.resources, namespace, component).await?;
+        Ok(pb::LatestRelease {
+            name,
+            hash: spec.content_hash,
+        })
+    }
+
+    /// Removes the component's oldest releases beyond its `releaseHistoryLimit`, except those
+    /// a binding or a pending promotion still uses (the store refuses to delete those).
+    async fn retain(&self, namespace: &str, component: &str) -> Result<(), Error> {
+        let key = ObjectKey::new(Kind::Component, namespace, component);
+        let limit = match self.resources.get(&key) {
+            Ok(Object::Component(c)) => c.spec.map_or(0, |s| s.release_history_limit),
+            _ => return Ok(()),
+        };
+        let limit = if limit > 0 {
+            limit as usize
+        } else {
+            DEFAULT_RELEASE_HISTORY
+        };
+        let candidates: Vec<(u64, String)> = {
+            let sequences = self.sequences_lock();
+            let Some(cut) = sequences.get(namespace).and_then(|c| c.get(component)) else {
+                return Ok(());
+            };
+            let excess = cut.releases.len().saturating_sub(limit);
+            cut.releases
+                .iter()
+                .take(excess)
+                .map(|(n, name)| (*n, name.clone()))
+                .collect()
+        };
+        for (sequence, name) in candidates {
+            let key = ObjectKey::new(Kind::ComponentRelease, namespace, &name);
+            match self.resources.delete(&key, 0, false).await {
+                Ok(_) | Err(Error::NotFound(_)) => {
+                    tracing::debug!(release = %key, "removed by retention");
+                    let mut sequences = self.sequences_lock();
+                    if let Some(cut) = sequences
+                        .get_mut(namespace)
+                        .and_then(|c| c.get_mut(component))
+                    {
+                        cut.releases.remove(&sequence);
+                    }
+                }
+                Err(Error::StillReferenced { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes a new release for retention.
+    fn note_cut(&self, namespace: &str, component: &str, sequence: u64, name: &str) {
+        self.sequences_lock()
+            .entry(namespace.to_string())
+            .or_default()
+            .entry(component.to_string())
+            .or_default()
+            .releases
+            .insert(sequence, name.to_string());
     }
 
     /// The next sequence number of `component`'s releases. The numbers of a namespace are
@@ -155,7 +238,7 @@ impl Releases {
                     "",
                 )
                 .await?;
-            let mut highest: HashMap<String, u64> = HashMap::new();
+            let mut cuts: HashMap<String, Cut> = HashMap::new();
             for release in &releases.items {
                 let meta = release.meta();
                 let (Some(owner), Some(sequence)) = (
@@ -166,21 +249,22 @@ impl Releases {
                 ) else {
                     continue;
                 };
-                let entry = highest.entry(owner.clone()).or_default();
-                *entry = (*entry).max(sequence);
+                let cut = cuts.entry(owner.clone()).or_default();
+                cut.highest = cut.highest.max(sequence);
+                cut.releases.insert(sequence, meta.name.clone());
             }
             self.sequences_lock()
                 .entry(namespace.to_string())
-                .or_insert(highest);
+                .or_insert(cuts);
         }
         let mut sequences = self.sequences_lock();
-        let counter = sequences
+        let cut = sequences
             .entry(namespace.to_string())
             .or_default()
             .entry(component.to_string())
             .or_default();
-        *counter += 1;
-        Ok(*counter)
+        cut.highest += 1;
+        Ok(cut.highest)
     }
 
     fn sequences_lock(&self) -> std::sync::MutexGuard<'_, Sequences> {

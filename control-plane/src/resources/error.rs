@@ -74,6 +74,23 @@ pub enum Error {
         /// How many more referrers there are beyond those listed.
         more: usize,
     },
+    /// The action is well-formed but not allowed in the object's current state or by policy:
+    /// a promotion the pipeline does not permit, approving a promotion that is not pending.
+    #[error("{object}: {message}")]
+    Refused {
+        /// The object acted on.
+        object: ObjectKey,
+        /// Why, and what would be allowed.
+        message: String,
+    },
+    /// The user named in the request may not do this.
+    #[error("{object}: {message}")]
+    Forbidden {
+        /// The object acted on.
+        object: ObjectKey,
+        /// Who was refused and who may.
+        message: String,
+    },
     /// Rendering failed: a template, a schema or a patch does not work for these inputs.
     #[error("rendering {object}: {message}")]
     Render {

@@ -48,6 +48,18 @@ impl Resources {
                     target: reference.target.to_string(),
                 });
             };
+            // Nothing new may point at an environment on its way out.
+            if reference.target.kind == Kind::Environment
+                && decode(&record)?.meta().delete_time.is_some()
+            {
+                return Err(Error::Refused {
+                    object: key,
+                    message: format!(
+                        "{}: {} is being deleted (waiting for its data planes to prune)",
+                        reference.field, reference.target
+                    ),
+                });
+            }
             if needs_content(object.kind(), reference.target.kind) {
                 let target = decode(&record)?;
                 resolved.push((reference, target));
@@ -329,6 +341,7 @@ fn owner_project(object: &Object) -> &str {
         Object::ComponentRelease(o) => o.spec.as_ref().and_then(|s| s.owner.as_ref()),
         Object::ReleaseBinding(o) => o.spec.as_ref().and_then(|s| s.owner.as_ref()),
         Object::Release(o) => o.spec.as_ref().and_then(|s| s.owner.as_ref()),
+        Object::Promotion(o) => o.spec.as_ref().and_then(|s| s.owner.as_ref()),
         _ => None,
     };
     owner.map_or("", |o| o.project_name.as_str())

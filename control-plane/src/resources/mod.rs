@@ -245,9 +245,31 @@ impl Resources {
                 if meta.delete_time.is_none() || meta.generation > generation {
                     return Ok(((), None));
                 }
-                let txn = Txn::default()
+                let mut txn = Txn::default()
                     .check(key.clone(), Precondition::AtRevision(record.mod_revision))
-                    .delete(key);
+                    .delete(key.clone());
+                // The last Release of an environment being deleted takes the environment.
+                if let Object::Release(release) = &object {
+                    let environment = ObjectKey::new(
+                        Kind::Environment,
+                        &key.namespace,
+                        release.spec.as_ref().map_or("", |s| s.environment.as_str()),
+                    );
+                    if let Some((env, env_record)) = this.read(&environment)?
+                        && env.meta().delete_time.is_some()
+                        && this
+                            .referrers(&environment)?
+                            .iter()
+                            .all(|(k, _, _)| k == &key)
+                    {
+                        txn = txn
+                            .check(
+                                environment.clone(),
+                                Precondition::AtRevision(env_record.mod_revision),
+                            )
+                            .delete(environment);
+                    }
+                }
                 Ok(((), Some(this.store.commit(txn)?)))
             })
             .await?;
@@ -391,10 +413,17 @@ impl Resources {
         // Children first, so a watcher never sees an owner vanish before what it owns.
         for (k, revision) in doomed.iter().rev() {
             txn = txn.check(k.clone(), Precondition::AtRevision(*revision));
-            txn = match self.awaiting_prune(k)? {
-                Some(release) => {
+            // An environment whose Releases wait for their prune waits with them, marked
+            // too, and goes with the last of them (`purge_release`).
+            let waiting = if k.kind == Kind::Environment && !pruning.is_empty() {
+                self.marked_for_deletion(k)?
+            } else {
+                self.awaiting_prune(k)?
+            };
+            txn = match waiting {
+                Some(object) => {
                     pruning.push(k.clone());
-                    txn.put(k.clone(), encode(&release))
+                    txn.put(k.clone(), encode(&object))
                 }
                 None => txn.delete(k.clone()),
             };
@@ -434,6 +463,20 @@ impl Resources {
         meta.generation += 1;
         meta.resource_version = 0;
         Ok(Some(Object::Release(release)))
+    }
+
+    /// The object marked with `deleteTime` (kept if already marked), at a new generation.
+    fn marked_for_deletion(&self, key: &ObjectKey) -> Result<Option<Object>, Error> {
+        let Some((mut object, _)) = self.read(key)? else {
+            return Ok(None);
+        };
+        let meta = object.meta_mut();
+        if meta.delete_time.is_none() {
+            meta.delete_time = Some(now());
+            meta.generation += 1;
+        }
+        meta.resource_version = 0;
+        Ok(Some(object))
     }
 
     /// Reads and decodes one object with its record.

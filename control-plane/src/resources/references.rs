@@ -174,7 +174,9 @@ pub fn references(object: &Object) -> Vec<Reference> {
             if let Some(owner) = &spec.owner {
                 component_owner(ns, owner, &mut out);
             }
-            out.push(Reference::to(
+            // Deleting an environment takes its bindings with it (and waits for their
+            // Releases to be pruned).
+            out.push(Reference::owned_by(
                 "spec.environment",
                 ObjectKey::new(Kind::Environment, ns, &spec.environment),
             ));
@@ -191,7 +193,7 @@ pub fn references(object: &Object) -> Vec<Reference> {
             // environment and data plane until the agent lets go of it.
             let pruning = r.metadata.as_ref().is_some_and(|m| m.delete_time.is_some());
             if pruning {
-                out.push(Reference::to(
+                out.push(Reference::owned_by(
                     "spec.environment",
                     ObjectKey::new(Kind::Environment, ns, &spec.environment),
                 ));
@@ -203,7 +205,7 @@ pub fn references(object: &Object) -> Vec<Reference> {
             if let Some(owner) = &spec.owner {
                 component_owner(ns, owner, &mut out);
             }
-            out.push(Reference::to(
+            out.push(Reference::owned_by(
                 "spec.environment",
                 ObjectKey::new(Kind::Environment, ns, &spec.environment),
             ));
@@ -215,6 +217,38 @@ pub fn references(object: &Object) -> Vec<Reference> {
             }
             if let Some(dp) = &spec.data_plane_ref {
                 data_plane(ns, dp, "spec.dataPlaneRef", &mut out);
+            }
+        }
+        Object::Promotion(p) => {
+            let Some(spec) = &p.spec else { return out };
+            if let Some(owner) = &spec.owner {
+                component_owner(ns, owner, &mut out);
+            }
+            // A finished promotion is a record: it holds on to nothing but its component, so
+            // history never keeps an environment or an old release from being deleted.
+            let pending = p
+                .status
+                .as_ref()
+                .is_none_or(|s| s.phase == "Pending" || s.phase.is_empty());
+            if !pending {
+                return out;
+            }
+            for (field, environment) in [
+                ("spec.sourceEnvironment", &spec.source_environment),
+                ("spec.targetEnvironment", &spec.target_environment),
+            ] {
+                if !environment.is_empty() {
+                    out.push(Reference::to(
+                        field,
+                        ObjectKey::new(Kind::Environment, ns, environment),
+                    ));
+                }
+            }
+            if !spec.release_name.is_empty() {
+                out.push(Reference::to(
+                    "spec.releaseName",
+                    ObjectKey::new(Kind::ComponentRelease, ns, &spec.release_name),
+                ));
             }
         }
         Object::Namespace(_)
@@ -247,12 +281,14 @@ pub fn referrer_kinds(kind: Kind) -> &'static [Kind] {
             Kind::ComponentRelease,
             Kind::ReleaseBinding,
             Kind::Release,
+            Kind::Promotion,
         ],
         Kind::DataPlane | Kind::ClusterDataPlane => &[Kind::Environment, Kind::Release],
         Kind::Environment => &[
             Kind::DeploymentPipeline,
             Kind::ReleaseBinding,
             Kind::Release,
+            Kind::Promotion,
         ],
         Kind::DeploymentPipeline => &[Kind::Project],
         Kind::Project => &[Kind::Component],
@@ -266,10 +302,11 @@ pub fn referrer_kinds(kind: Kind) -> &'static [Kind] {
             Kind::ComponentRelease,
             Kind::ReleaseBinding,
             Kind::Release,
+            Kind::Promotion,
         ],
-        Kind::ComponentRelease => &[Kind::ReleaseBinding],
+        Kind::ComponentRelease => &[Kind::ReleaseBinding, Kind::Promotion],
         Kind::ReleaseBinding => &[Kind::Release],
-        Kind::Workload | Kind::WorkflowRun | Kind::Release => &[],
+        Kind::Workload | Kind::WorkflowRun | Kind::Release | Kind::Promotion => &[],
     }
 }
 

@@ -67,18 +67,27 @@ pub fn check(object: &Object, engine: &Engine) -> Result<(), Error> {
             )?;
             ctx.dns("spec.dataPlaneRef.name", &r.name)?;
         }
-        Object::DeploymentPipeline(p) => {
+        Object::DeploymentPipeline(p) => ctx.pipeline(&p.spec.clone().unwrap_or_default())?,
+        Object::Promotion(p) => {
             let spec = p.spec.clone().unwrap_or_default();
-            for (i, path) in spec.promotion_paths.iter().enumerate() {
-                ctx.dns(
-                    &format!("spec.promotionPaths[{i}].sourceEnvironment"),
-                    &path.source_environment,
-                )?;
-                for (j, t) in path.targets.iter().enumerate() {
-                    ctx.dns(
-                        &format!("spec.promotionPaths[{i}].targets[{j}].environment"),
-                        &t.environment,
-                    )?;
+            ctx.component_owner(spec.owner.as_ref())?;
+            ctx.dns("spec.targetEnvironment", &spec.target_environment)?;
+            if !spec.release_name.is_empty() {
+                ctx.dns("spec.releaseName", &spec.release_name)?;
+            }
+            match spec.action.as_str() {
+                "Promote" => ctx.dns("spec.sourceEnvironment", &spec.source_environment)?,
+                "Rollback" if spec.source_environment.is_empty() => {}
+                "Rollback" => {
+                    return Err(
+                        ctx.invalid("spec.sourceEnvironment", "must be empty for a Rollback")
+                    );
+                }
+                other => {
+                    return Err(ctx.invalid(
+                        "spec.action",
+                        format!("{other:?} is not one of Promote, Rollback"),
+                    ));
                 }
             }
         }
@@ -322,6 +331,11 @@ pub fn check_immutable(old: &Object, new: &Object) -> Result<(), Error> {
         (Object::ReleaseBinding(a), Object::ReleaseBinding(b)) => {
             fields!(a, b, "spec.owner" => owner, "spec.environment" => environment)
         }
+        (Object::Promotion(a), Object::Promotion(b)) if a.spec != b.spec => Err(Error::Immutable {
+            object: key.clone(),
+            field: "spec".into(),
+            change: "a promotion is a record; ask for a new one instead".into(),
+        }),
         (Object::Release(a), Object::Release(b)) => {
             fields!(a, b, "spec.owner" => owner, "spec.environment" => environment)
         }
@@ -361,6 +375,176 @@ impl Ctx<'_> {
                 self.invalid(field, format!("{value:?} is not a valid name: it {why}"))
             }
         })
+    }
+
+    /// A pipeline's edges form a graph with one root and no cycles; each edge's approvals
+    /// and gates can be met.
+    fn pipeline(&self, spec: &pb::DeploymentPipelineSpec) -> Result<(), Error> {
+        use std::collections::{BTreeMap, BTreeSet};
+        if spec.promotion_paths.is_empty() {
+            return Err(self.invalid(
+                "spec.promotionPaths",
+                "required: at least one path, whose source is the first environment",
+            ));
+        }
+        let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut targets: BTreeSet<&str> = BTreeSet::new();
+        for (i, path) in spec.promotion_paths.iter().enumerate() {
+            let at = format!("spec.promotionPaths[{i}]");
+            let source = path.source_environment.as_str();
+            self.dns(&format!("{at}.sourceEnvironment"), source)?;
+            if edges.insert(source, Vec::new()).is_some() {
+                return Err(self.invalid(
+                    format!("{at}.sourceEnvironment"),
+                    format!("{source:?} is the source of an earlier path; list all its targets in one path"),
+                ));
+            }
+            for (j, t) in path.targets.iter().enumerate() {
+                let at = format!("{at}.targets[{j}]");
+                self.dns(&format!("{at}.environment"), &t.environment)?;
+                if t.environment == source {
+                    return Err(self.invalid(
+                        format!("{at}.environment"),
+                        format!("{source:?} cannot promote to itself"),
+                    ));
+                }
+                if path.targets[..j]
+                    .iter()
+                    .any(|o| o.environment == t.environment)
+                {
+                    return Err(self.invalid(
+                        format!("{at}.environment"),
+                        format!("{:?} is listed twice", t.environment),
+                    ));
+                }
+                self.promotion_target(&at, t)?;
+                targets.insert(&t.environment);
+                edges.entry(source).or_default().push(&t.environment);
+            }
+        }
+        let roots: Vec<&str> = edges
+            .keys()
+            .copied()
+            .filter(|e| !targets.contains(e))
+            .collect();
+        match roots.as_slice() {
+            [_] => {}
+            [] => {
+                return Err(self.invalid(
+                    "spec.promotionPaths",
+                    "has no first environment: every source is also a target (a cycle)",
+                ));
+            }
+            many => {
+                return Err(self.invalid(
+                    "spec.promotionPaths",
+                    format!(
+                        "must have a single first environment (a source that is no target), found {}",
+                        many.join(", ")
+                    ),
+                ));
+            }
+        }
+        // Depth-first from every node: meeting a node on the current path is a cycle.
+        fn visit<'a>(
+            node: &'a str,
+            edges: &BTreeMap<&'a str, Vec<&'a str>>,
+            path: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) -> Option<Vec<&'a str>> {
+            if let Some(start) = path.iter().position(|n| *n == node) {
+                let mut cycle = path[start..].to_vec();
+                cycle.push(node);
+                return Some(cycle);
+            }
+            if !done.insert(node) {
+                return None;
+            }
+            path.push(node);
+            for next in edges.get(node).into_iter().flatten() {
+                if let Some(cycle) = visit(next, edges, path, done) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            None
+        }
+        let mut done = BTreeSet::new();
+        for node in edges.keys() {
+            if let Some(cycle) = visit(node, &edges, &mut Vec::new(), &mut done) {
+                return Err(self.invalid(
+                    "spec.promotionPaths",
+                    format!("has a cycle: {}", cycle.join(" → ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One edge's approval settings and gates.
+    fn promotion_target(&self, at: &str, t: &pb::PromotionTarget) -> Result<(), Error> {
+        if t.required_approvals < 0 {
+            return Err(self.invalid(format!("{at}.requiredApprovals"), "must not be negative"));
+        }
+        if !t.requires_approval && (t.required_approvals > 0 || !t.approvers.is_empty()) {
+            let field = if t.approvers.is_empty() {
+                "requiredApprovals"
+            } else {
+                "approvers"
+            };
+            return Err(self.invalid(
+                format!("{at}.{field}"),
+                "set, but requiresApproval is false",
+            ));
+        }
+        if !t.approvers.is_empty() && t.required_approvals as usize > t.approvers.len() {
+            return Err(self.invalid(
+                format!("{at}.requiredApprovals"),
+                format!(
+                    "{} approvals can never come from {} approver(s)",
+                    t.required_approvals,
+                    t.approvers.len()
+                ),
+            ));
+        }
+        for (k, approver) in t.approvers.iter().enumerate() {
+            if approver.trim().is_empty() {
+                return Err(self.invalid(format!("{at}.approvers[{k}]"), "must not be empty"));
+            }
+        }
+        for (k, gate) in t.gates.iter().enumerate() {
+            let at = format!("{at}.gates[{k}]");
+            self.dns(&format!("{at}.name"), &gate.name)?;
+            if t.gates[..k].iter().any(|g| g.name == gate.name) {
+                return Err(self.invalid(
+                    format!("{at}.name"),
+                    format!("{:?} is used by an earlier gate of this edge", gate.name),
+                ));
+            }
+            match gate.r#type.as_str() {
+                "soak" if gate.soak_duration_seconds <= 0 => {
+                    return Err(self.invalid(
+                        format!("{at}.soakDurationSeconds"),
+                        "required for a soak gate: a number of seconds above 0",
+                    ));
+                }
+                "soak" => {}
+                "healthy" | "check" if gate.soak_duration_seconds != 0 => {
+                    return Err(self.invalid(
+                        format!("{at}.soakDurationSeconds"),
+                        format!("only soak gates have one, this is a {} gate", gate.r#type),
+                    ));
+                }
+                "healthy" | "check" => {}
+                other => {
+                    return Err(self.invalid(
+                        format!("{at}.type"),
+                        format!("{other:?} is not one of healthy, soak, check"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn required<'v, T>(&self, field: &str, value: Option<&'v T>) -> Result<&'v T, Error> {

@@ -1,0 +1,263 @@
+//! `troupe promote`, `approve`, `reject`, `check`, `rollback` and `history`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::pb::v1alpha1::promotion_service_client::PromotionServiceClient;
+use troupe_common::{Kind, Object};
+
+use super::{Client, server_error};
+use crate::promotions::phase;
+
+/// The promotion service client.
+pub(super) type Promoter = PromotionServiceClient<Channel>;
+
+/// Who the CLI acts as: `--as`, `TROUPE_USER`, else the login name.
+pub(super) fn user(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_default()
+}
+
+/// One line about a promotion: `promotion/NAME: PHASE: MESSAGE`.
+fn describe(p: &pb::Promotion) -> String {
+    let name = p.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");
+    let status = p.status.clone().unwrap_or_default();
+    format!("promotion/{name}: {}: {}", status.phase, status.message)
+}
+
+/// Prints the promotion, waiting with `wait` until it is no longer pending. Exits 1 when it
+/// ended without succeeding.
+async fn report(
+    client: &Client,
+    promotion: pb::Promotion,
+    wait: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    println!("{}", describe(&promotion));
+    let mut promotion = promotion;
+    if let Some(limit) = wait {
+        let meta = promotion.metadata.clone().unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut last = describe(&promotion);
+        while phase_of(&promotion) == phase::PENDING {
+            if tokio::time::Instant::now() >= deadline {
+                eprintln!("still pending after {}s", limit.as_secs());
+                return Ok(ExitCode::from(2));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let request = pb::GetRequest {
+                kind: Kind::Promotion.name().into(),
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone(),
+            };
+            let object = client
+                .clone()
+                .get(request)
+                .await
+                .map_err(server_error)?
+                .into_inner()
+                .resource
+                .and_then(|r| r.object);
+            if let Some(Object::Promotion(p)) = object {
+                promotion = p;
+            }
+            let now = describe(&promotion);
+            if now != last {
+                println!("{now}");
+                last = now;
+            }
+        }
+    }
+    let phase = phase_of(&promotion);
+    Ok(if phase == phase::SUCCEEDED || phase == phase::PENDING {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn phase_of(p: &pb::Promotion) -> String {
+    p.status
+        .as_ref()
+        .map(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+/// `troupe promote`.
+pub(super) async fn promote(
+    client: &Client,
+    promoter: &mut Promoter,
+    request: pb::PromoteRequest,
+    wait: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let promotion = promoter
+        .promote(request)
+        .await
+        .map_err(server_error)?
+        .into_inner()
+        .promotion
+        .unwrap_or_default();
+    report(client, promotion, wait).await
+}
+
+/// `troupe approve` and `troupe reject`.
+pub(super) async fn approve(
+    client: &Client,
+    promoter: &mut Promoter,
+    request: pb::ApproveRequest,
+    reject: bool,
+) -> anyhow::Result<ExitCode> {
+    let answer = if reject {
+        promoter.reject(request).await
+    } else {
+        promoter.approve(request).await
+    };
+    let promotion = answer
+        .map_err(server_error)?
+        .into_inner()
+        .promotion
+        .unwrap_or_default();
+    let code = report(client, promotion, None).await?;
+    // A rejection that took effect is what was asked for.
+    Ok(if reject { ExitCode::SUCCESS } else { code })
+}
+
+/// `troupe check`.
+pub(super) async fn check(
+    client: &Client,
+    promoter: &mut Promoter,
+    request: pb::ReportCheckRequest,
+) -> anyhow::Result<ExitCode> {
+    let promotion = promoter
+        .report_check(request)
+        .await
+        .map_err(server_error)?
+        .into_inner()
+        .promotion
+        .unwrap_or_default();
+    report(client, promotion, None).await
+}
+
+/// `troupe rollback`.
+pub(super) async fn rollback(
+    client: &Client,
+    promoter: &mut Promoter,
+    request: pb::RollbackRequest,
+) -> anyhow::Result<ExitCode> {
+    let promotion = promoter
+        .rollback(request)
+        .await
+        .map_err(server_error)?
+        .into_inner()
+        .promotion
+        .unwrap_or_default();
+    report(client, promotion, None).await
+}
+
+/// `troupe history`: every promotion and rollback of a component, oldest first.
+pub(super) async fn history(
+    client: &Client,
+    namespace: &str,
+    component: &str,
+    output: &str,
+) -> anyhow::Result<ExitCode> {
+    let request = pb::ListRequest {
+        kind: Kind::Promotion.name().into(),
+        namespace: namespace.into(),
+        label_selector: format!("{}={component}", crate::releases::LABEL_COMPONENT),
+        ..Default::default()
+    };
+    let items = client
+        .clone()
+        .list(request)
+        .await
+        .map_err(server_error)?
+        .into_inner()
+        .items;
+    let mut promotions: Vec<pb::Promotion> = items
+        .into_iter()
+        .filter_map(|r| match r.object {
+            Some(Object::Promotion(p)) => Some(p),
+            _ => None,
+        })
+        .collect();
+    promotions.sort_by_key(|p| {
+        let meta = p.metadata.clone().unwrap_or_default();
+        (meta.create_time.map(|t| (t.seconds, t.nanos)), meta.name)
+    });
+    if output == "json" {
+        let items: Vec<serde_json::Value> = promotions
+            .iter()
+            .map(|p| serde_json::to_value(p).unwrap_or_default())
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut lines = vec![
+        [
+            "TIME", "NAME", "ACTION", "FROM", "TO", "RELEASE", "BY", "OUTCOME", "MESSAGE",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in &promotions {
+        let meta = p.metadata.clone().unwrap_or_default();
+        let spec = p.spec.clone().unwrap_or_default();
+        let status = p.status.clone().unwrap_or_default();
+        let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+        lines.push(vec![
+            meta.create_time.map(time).unwrap_or_default(),
+            meta.name,
+            spec.action,
+            dash(spec.source_environment),
+            spec.target_environment,
+            dash(spec.release_name),
+            dash(spec.requested_by),
+            dash(status.phase),
+            status.message,
+        ]);
+    }
+    let columns = lines[0].len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for line in lines {
+        let mut out = String::new();
+        for (i, cell) in line.iter().enumerate() {
+            if i + 1 < columns {
+                let pad = widths[i] - cell.chars().count();
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad + 3));
+            } else {
+                out.push_str(cell);
+            }
+        }
+        println!("{}", out.trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A timestamp as `2026-11-24T10:00:00Z`.
+fn time(t: pbjson_types::Timestamp) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| {
+            v.as_str().map(|s| {
+                s.split('.')
+                    .next()
+                    .unwrap_or(s)
+                    .trim_end_matches('Z')
+                    .to_string()
+                    + "Z"
+            })
+        })
+        .unwrap_or_default()
+}
