@@ -37,18 +37,12 @@ fn promotion_key(namespace: &str, name: &str) -> Result<ObjectKey, Status> {
     Ok(ObjectKey::new(Kind::Promotion, namespace, name))
 }
 
-fn answer(promotion: pb::Promotion) -> Response<pb::PromotionResponse> {
-    Response::new(pb::PromotionResponse {
-        promotion: Some(promotion),
-    })
-}
-
 #[tonic::async_trait]
 impl PromotionService for PromotionApi {
     async fn promote(
         &self,
         request: Request<pb::PromoteRequest>,
-    ) -> Result<Response<pb::PromotionResponse>, Status> {
+    ) -> Result<Response<pb::PromoteResponse>, Status> {
         let r = request.into_inner();
         required("namespace", &r.namespace)?;
         let promotion = self
@@ -62,39 +56,45 @@ impl PromotionService for PromotionApi {
                 message: r.message,
             })
             .await?;
-        Ok(answer(promotion))
+        Ok(Response::new(pb::PromoteResponse {
+            promotion: Some(promotion),
+        }))
     }
 
     async fn approve(
         &self,
         request: Request<pb::ApproveRequest>,
-    ) -> Result<Response<pb::PromotionResponse>, Status> {
+    ) -> Result<Response<pb::ApproveResponse>, Status> {
         let r = request.into_inner();
         let key = promotion_key(&r.namespace, &r.promotion)?;
         let promotion = self
             .promotions
             .approve(&key, &r.user, &r.comment, false)
             .await?;
-        Ok(answer(promotion))
+        Ok(Response::new(pb::ApproveResponse {
+            promotion: Some(promotion),
+        }))
     }
 
     async fn reject(
         &self,
-        request: Request<pb::ApproveRequest>,
-    ) -> Result<Response<pb::PromotionResponse>, Status> {
+        request: Request<pb::RejectRequest>,
+    ) -> Result<Response<pb::RejectResponse>, Status> {
         let r = request.into_inner();
         let key = promotion_key(&r.namespace, &r.promotion)?;
         let promotion = self
             .promotions
             .approve(&key, &r.user, &r.comment, true)
             .await?;
-        Ok(answer(promotion))
+        Ok(Response::new(pb::RejectResponse {
+            promotion: Some(promotion),
+        }))
     }
 
     async fn report_check(
         &self,
         request: Request<pb::ReportCheckRequest>,
-    ) -> Result<Response<pb::PromotionResponse>, Status> {
+    ) -> Result<Response<pb::ReportCheckResponse>, Status> {
         let r = request.into_inner();
         let key = promotion_key(&r.namespace, &r.promotion)?;
         let result = pb::CheckResult {
@@ -105,13 +105,15 @@ impl PromotionService for PromotionApi {
             time: None,
         };
         let promotion = self.promotions.report_check(&key, result).await?;
-        Ok(answer(promotion))
+        Ok(Response::new(pb::ReportCheckResponse {
+            promotion: Some(promotion),
+        }))
     }
 
     async fn rollback(
         &self,
         request: Request<pb::RollbackRequest>,
-    ) -> Result<Response<pb::PromotionResponse>, Status> {
+    ) -> Result<Response<pb::RollbackResponse>, Status> {
         let r = request.into_inner();
         required("namespace", &r.namespace)?;
         let promotion = self
@@ -125,6 +127,8 @@ impl PromotionService for PromotionApi {
                 message: r.message,
             })
             .await?;
-        Ok(answer(promotion))
+        Ok(Response::new(pb::RollbackResponse {
+            promotion: Some(promotion),
+        }))
     }
 }

@@ -109,16 +109,20 @@ pub(super) async fn approve(
     request: pb::ApproveRequest,
     reject: bool,
 ) -> anyhow::Result<ExitCode> {
-    let answer = if reject {
-        promoter.reject(request).await
+    let promotion = if reject {
+        let request = pb::RejectRequest {
+            namespace: request.namespace,
+            promotion: request.promotion,
+            user: request.user,
+            comment: request.comment,
+        };
+        let answer = promoter.reject(request).await.map_err(server_error)?;
+        answer.into_inner().promotion
     } else {
-        promoter.approve(request).await
-    };
-    let promotion = answer
-        .map_err(server_error)?
-        .into_inner()
-        .promotion
-        .unwrap_or_default();
+        let answer = promoter.approve(request).await.map_err(server_error)?;
+        answer.into_inner().promotion
+    }
+    .unwrap_or_default();
     let code = report(client, promotion, None).await?;
     // A rejection that took effect is what was asked for.
     Ok(if reject { ExitCode::SUCCESS } else { code })
