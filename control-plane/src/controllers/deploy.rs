@@ -14,7 +14,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 use super::queue::Queue;
 use super::{WORKERS, follow};
 use crate::releases::Releases;
-use crate::releases::bind::bind;
+use crate::releases::bind::{Lookup, bind};
 use crate::resources::{Error, Resources, WatchEventType};
 
 /// Cuts and binds releases of `autoDeploy` components.
@@ -137,6 +137,7 @@ impl DeployController {
             &owner,
             &environment,
             &release.meta().name,
+            Lookup::ByName,
         )
         .await?;
         Ok(())

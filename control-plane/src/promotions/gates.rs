@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use troupe_common::ObjectKey;
 use troupe_common::pb::v1alpha1 as pb;
 
-use crate::releases::bind::find_binding;
+use crate::releases::bind::{Lookup, find_binding};
 use crate::resources::{Error, Resources};
 
 /// The outcome of one evaluation.
@@ -172,6 +172,7 @@ async fn source(
         &key.namespace,
         &owner.component_name,
         &spec.source_environment,
+        Lookup::Anywhere,
     )
     .await?;
     let Some(binding) = binding else {

@@ -19,7 +19,7 @@ use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::selector::LabelSelector;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use crate::releases::bind::{bind, find_binding};
+use crate::releases::bind::{Lookup, bind, find_binding};
 use crate::releases::{LABEL_COMPONENT, LABEL_PROJECT};
 use crate::resources::{Error, Resources};
 use gates::Evaluation;
@@ -110,7 +110,14 @@ impl Promotions {
         } else {
             request.from.clone()
         };
-        let source = find_binding(&self.resources, ns, &owner.component_name, &from).await?;
+        let source = find_binding(
+            &self.resources,
+            ns,
+            &owner.component_name,
+            &from,
+            Lookup::Anywhere,
+        )
+        .await?;
         let release = source
             .as_ref()
             .filter(|b| active(b))
@@ -118,8 +125,14 @@ impl Promotions {
             .map(|s| s.release_name.clone())
             .unwrap_or_default();
         if !release.is_empty()
-            && let Some(target) =
-                find_binding(&self.resources, ns, &owner.component_name, &request.to).await?
+            && let Some(target) = find_binding(
+                &self.resources,
+                ns,
+                &owner.component_name,
+                &request.to,
+                Lookup::Anywhere,
+            )
+            .await?
             && target
                 .spec
                 .as_ref()
@@ -181,7 +194,14 @@ impl Promotions {
         let component_key = ObjectKey::new(Kind::Component, ns, &owner.component_name);
         let env = request.environment.as_str();
         let _guard = self.lock.lock().await;
-        let Some(binding) = find_binding(&self.resources, ns, &owner.component_name, env).await?
+        let Some(binding) = find_binding(
+            &self.resources,
+            ns,
+            &owner.component_name,
+            env,
+            Lookup::Anywhere,
+        )
+        .await?
         else {
             return Err(Error::Refused {
                 object: component_key,
@@ -441,6 +461,7 @@ impl Promotions {
             &owner,
             env,
             &spec.release_name,
+            Lookup::Anywhere,
         )
         .await
         {

@@ -13,13 +13,23 @@ pub fn binding_name(component: &str, environment: &str) -> String {
     format!("{component}-{environment}")
 }
 
-/// The component's binding in `environment`, if it has one. Bindings Troupe creates are found
-/// by name; one a user named otherwise costs a scan of the namespace's bindings.
+/// How to look for a component's binding in an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// By the name Troupe gives bindings only: one read, for paths that run per component at
+    /// scale (autoDeploy).
+    ByName,
+    /// By name, then through the namespace's bindings for one a user named otherwise.
+    Anywhere,
+}
+
+/// The component's binding in `environment`, if it has one.
 pub async fn find_binding(
     resources: &Arc<Resources>,
     namespace: &str,
     component: &str,
     environment: &str,
+    lookup: Lookup,
 ) -> Result<Option<pb::ReleaseBinding>, Error> {
     let is_it = |b: &pb::ReleaseBinding| {
         b.spec.as_ref().is_some_and(|s| {
@@ -36,6 +46,7 @@ pub async fn find_binding(
     );
     match resources.get(&key) {
         Ok(Object::ReleaseBinding(b)) if is_it(&b) => return Ok(Some(b)),
+        Ok(_) | Err(Error::NotFound(_)) if lookup == Lookup::ByName => return Ok(None),
         Ok(_) | Err(Error::NotFound(_)) => {}
         Err(e) => return Err(e),
     }
@@ -57,26 +68,33 @@ pub async fn bind(
     owner: &pb::ComponentOwner,
     environment: &str,
     release: &str,
+    lookup: Lookup,
 ) -> Result<String, Error> {
     // Each write is made against the version read, so a concurrent change to the binding (a
     // user editing its overrides) is read again instead of overwritten.
     let mut attempts = 0;
     loop {
-        let mut binding = find_binding(resources, namespace, &owner.component_name, environment)
-            .await?
-            .unwrap_or_else(|| pb::ReleaseBinding {
-                metadata: Some(pb::ObjectMeta {
-                    name: binding_name(&owner.component_name, environment),
-                    namespace: namespace.to_string(),
-                    ..Default::default()
-                }),
-                spec: Some(pb::ReleaseBindingSpec {
-                    owner: Some(owner.clone()),
-                    environment: environment.to_string(),
-                    ..Default::default()
-                }),
+        let mut binding = find_binding(
+            resources,
+            namespace,
+            &owner.component_name,
+            environment,
+            lookup,
+        )
+        .await?
+        .unwrap_or_else(|| pb::ReleaseBinding {
+            metadata: Some(pb::ObjectMeta {
+                name: binding_name(&owner.component_name, environment),
+                namespace: namespace.to_string(),
                 ..Default::default()
-            });
+            }),
+            spec: Some(pb::ReleaseBindingSpec {
+                owner: Some(owner.clone()),
+                environment: environment.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         let spec = binding.spec.get_or_insert_default();
         let previous = std::mem::replace(&mut spec.release_name, release.to_string());
         if previous == release {

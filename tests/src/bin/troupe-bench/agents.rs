@@ -50,14 +50,25 @@ pub struct Options {
 }
 
 /// A `troupe server` process.
-struct ControlPlane {
+pub(crate) struct ControlPlane {
     child: Child,
-    api: String,
-    agents: String,
+    /// Address of the API (`HOST:PORT`).
+    pub(crate) api: String,
+    /// Address of the agent endpoint (`HOST:PORT`).
+    pub(crate) agents: String,
+}
+
+/// A free loopback address for the agent endpoint, fixed so a restarted server keeps it.
+pub(crate) fn free_loopback_address() -> anyhow::Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(format!("127.0.0.1:{port}"))
 }
 
 impl ControlPlane {
-    fn start(data_dir: &Path, agent_listen: &str) -> anyhow::Result<(Self, Instant)> {
+    /// Starts `troupe server` on `data_dir`; returns once it is ready, with when it was.
+    pub(crate) fn start(data_dir: &Path, agent_listen: &str) -> anyhow::Result<(Self, Instant)> {
         let exe = std::env::current_exe()?.with_file_name("troupe");
         anyhow::ensure!(
             exe.exists(),
@@ -109,7 +120,8 @@ impl ControlPlane {
             .map_or(0, |kib| kib * 1024)
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
+    /// Stops the server (SIGTERM) and waits for it to exit.
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
@@ -127,19 +139,25 @@ impl Drop for ControlPlane {
 
 /// Applies in memory; remembers the `BENCH_SEQ` container variable each release last carried.
 #[derive(Default)]
-struct MemoryApplier {
-    seqs: Mutex<HashMap<String, u64>>,
+pub(crate) struct MemoryApplier {
+    /// Release id → the `BENCH_SEQ` it last carried.
+    pub(crate) seqs: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryApplier {
-    fn seq_of(resources: &[ReleaseResource]) -> Option<u64> {
+    /// The `BENCH_SEQ` variable of a release's Deployment, if it has one.
+    pub(crate) fn seq_of(resources: &[ReleaseResource]) -> Option<u64> {
         let deployment = resources.iter().find(|r| r.id.starts_with("Deployment/"))?;
-        let object = serde_json::to_value(&deployment.object).ok()?;
-        let env = object["spec"]["template"]["spec"]["containers"][0]["env"].as_array()?;
-        env.iter()
-            .find(|e| e["name"] == "BENCH_SEQ")
-            .and_then(|e| e["value"].as_str()?.parse().ok())
+        deployment_seq(&serde_json::to_value(&deployment.object).ok()?)
     }
+}
+
+/// The `BENCH_SEQ` variable of a Deployment (or of a Deployment template), if it has one.
+pub(crate) fn deployment_seq(deployment: &serde_json::Value) -> Option<u64> {
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array()?;
+    env.iter()
+        .find(|e| e["name"] == "BENCH_SEQ")
+        .and_then(|e| e["value"].as_str()?.parse().ok())
 }
 
 impl Applier for MemoryApplier {
@@ -259,17 +277,22 @@ spec: {{dataPlaneRef: {{kind: DataPlane, name: dp-{i}}}}}
 }
 
 /// The agents, and what they report.
-struct Fleet {
-    applier: Arc<MemoryApplier>,
-    synced: Arc<AtomicUsize>,
-    acks: mpsc::UnboundedReceiver<(String, Instant)>,
+pub(crate) struct Fleet {
+    /// Where every agent applies.
+    pub(crate) applier: Arc<MemoryApplier>,
+    /// `Synced` events so far, over all agents.
+    pub(crate) synced: Arc<AtomicUsize>,
+    /// Each acknowledgement: the release id and when the agent reported it.
+    pub(crate) acks: mpsc::UnboundedReceiver<(String, Instant)>,
     acks_tx: mpsc::UnboundedSender<(String, Instant)>,
-    stop: watch::Sender<bool>,
+    /// Set to stop every agent.
+    pub(crate) stop: watch::Sender<bool>,
     root: PathBuf,
 }
 
 impl Fleet {
-    fn new(root: &Path) -> Self {
+    /// No agents yet; their state goes under `root`.
+    pub(crate) fn new(root: &Path) -> Self {
         let (acks_tx, acks) = mpsc::unbounded_channel();
         Self {
             applier: Arc::default(),
@@ -281,8 +304,8 @@ impl Fleet {
         }
     }
 
-    /// Starts agents for data planes `from..to`, registering each with its own token.
-    async fn start(
+    /// Starts agents for data planes `acme/dp-{from..to}`, registering each with its own token.
+    pub(crate) async fn start(
         &self,
         cp: &ControlPlane,
         ca: &Path,
@@ -337,7 +360,8 @@ impl Fleet {
         Ok(())
     }
 
-    async fn wait_synced(&self, count: usize, what: &str) -> anyhow::Result<Duration> {
+    /// Waits until `count` `Synced` events have arrived; `what` names them in the error.
+    pub(crate) async fn wait_synced(&self, count: usize, what: &str) -> anyhow::Result<Duration> {
         let start = Instant::now();
         while self.synced.load(Ordering::Relaxed) < count {
             anyhow::ensure!(
@@ -378,10 +402,7 @@ async fn raw_rtt(api: &str) -> anyhow::Result<(f64, f64)> {
 pub async fn run(options: Options) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let agent_listen = format!("127.0.0.1:{port}");
+    let agent_listen = free_loopback_address()?;
     let (cp, _) = ControlPlane::start(&data, &agent_listen)?;
     let ca = data.join("pki").join("ca.crt");
     let channel = Channel::from_shared(format!("http://{}", cp.api))?

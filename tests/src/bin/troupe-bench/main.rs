@@ -3,6 +3,10 @@
 //! `troupe-bench agents` drives many in-process agents against a `troupe server` process: see
 //! `agents.rs`.
 //!
+//! `troupe-bench propagate` times one ComponentType change through to every affected Release
+//! acknowledged by its agent, with the same server process and in-process agents: see
+//! `propagate.rs`.
+//!
 //! `troupe-bench write` measures durable Apply throughput and latency (small Components; 1, 8
 //! and 64 concurrent clients, each on its own TCP connection to a server in this process with a
 //! sled store on disk), and, in the same run, raw sled insert + flush with the same payloads and
@@ -10,6 +14,7 @@
 //! is one JSON object with every figure.
 
 mod agents;
+mod propagate;
 mod render;
 mod rerender;
 
@@ -73,6 +78,16 @@ enum Bench {
         /// them).
         #[arg(long, default_value_t = 10_000)]
         resync_agents: usize,
+    },
+    /// A ComponentType change through to every affected Release acknowledged by its agent,
+    /// against a `troupe server` process with one in-process agent per data plane.
+    Propagate {
+        /// autoDeploy components per run; each run has a fresh server and data dir.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        components: Vec<usize>,
+        /// Data planes, each with its environment, pipeline, project and agent.
+        #[arg(long, default_value_t = 100)]
+        data_planes: usize,
     },
 }
 
@@ -314,6 +329,18 @@ async fn main() -> anyhow::Result<()> {
                 resync_agents,
             };
             let figures = agents::run(options).await?;
+            println!("{}", serde_json::Value::Object(figures));
+            Ok(())
+        }
+        Bench::Propagate {
+            components,
+            data_planes,
+        } => {
+            let options = propagate::Options {
+                components,
+                data_planes,
+            };
+            let figures = propagate::run(options).await?;
             println!("{}", serde_json::Value::Object(figures));
             Ok(())
         }

@@ -55,7 +55,12 @@ spec:
     from_yaml(&yaml).expect("valid component")
 }
 
-async fn apply_all(url: &str, objects: Vec<Object>, clients: usize) -> anyhow::Result<()> {
+/// Applies `objects` over `clients` connections, each taking a contiguous share in order.
+pub(crate) async fn apply_all(
+    url: &str,
+    objects: Vec<Object>,
+    clients: usize,
+) -> anyhow::Result<()> {
     // Even, so a Component and its Workload (adjacent) go through the same client, in order.
     let chunk = objects.len().div_ceil(clients).next_multiple_of(2).max(2);
     let mut tasks = Vec::new();
