@@ -1,5 +1,6 @@
 //! The agent's desired state on disk: for each release it holds, the last generation it
-//! acknowledged and that generation's objects, one file per release under
+//! acknowledged and that generation's objects (or, ahead of a first apply, a pending entry),
+//! one file per release under
 //! `STATE_DIR/releases/`. A file is written durably ([`durable`]) before the ack goes out, so what the control plane was told is applied survives a
 //! crash; on restart the agent reports it in `Hello.known` and keeps applying it while the
 //! control plane is away.
@@ -22,6 +23,24 @@ pub struct Held {
     pub content_hash: String,
     /// Its objects.
     pub resources: Vec<ReleaseResource>,
+}
+
+impl Held {
+    /// A release about to be applied for the first time, before anything is acknowledged:
+    /// generation 0, no content.
+    pub fn pending(release: &str) -> Self {
+        Self {
+            release: release.to_string(),
+            generation: 0,
+            content_hash: String::new(),
+            resources: Vec::new(),
+        }
+    }
+
+    /// True for a release written ahead of its first apply and never acknowledged.
+    pub fn is_pending(&self) -> bool {
+        self.generation == 0
+    }
 }
 
 /// The on-disk state.

@@ -48,6 +48,15 @@ impl Core {
             return Ok(());
         }
         let resources = decode_manifests(&upsert.manifests)?;
+        if !self.held.contains_key(&upsert.release) {
+            // Written ahead of a first apply: if the agent dies between the apply and the
+            // record below, the release is still reported in `Hello` (as generation 0), so
+            // the control plane sends it again or, if it is gone, a removal for what the
+            // apply created.
+            self.state
+                .save(&Held::pending(&upsert.release))
+                .map_err(|e| format!("recording the release in the agent's state: {e}"))?;
+        }
         let statuses = self.applier.apply(&upsert.release, &resources).await?;
         let held = Held {
             release: upsert.release.clone(),
@@ -86,7 +95,8 @@ impl Core {
     async fn correct_drift(&mut self) -> bool {
         let releases: Vec<Held> = self.held.values().cloned().collect();
         let before = self.unreported.len();
-        for held in releases {
+        // A release only written ahead of its first apply has nothing acknowledged to keep.
+        for held in releases.into_iter().filter(|h| !h.is_pending()) {
             let statuses = match self.applier.apply(&held.release, &held.resources).await {
                 Ok(statuses) => statuses,
                 Err(e) => {
@@ -490,6 +500,61 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::future::BoxFuture;
+
+    /// An applier that gets as far as creating objects, then fails (a crash mid-apply, as
+    /// far as the state on disk can tell), and counts what it is asked to do.
+    #[derive(Default)]
+    struct Failing {
+        applies: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Applier for Failing {
+        fn apply<'a>(
+            &'a self,
+            _release: &'a str,
+            _resources: &'a [pb::ReleaseResource],
+        ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, String>> {
+            self.applies
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { Err("the target went away mid-apply".to_string()) })
+        }
+
+        fn prune<'a>(&'a self, _release: &'a str) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn info(&self) -> BoxFuture<'_, pb::ClusterInfo> {
+            Box::pin(async { pb::ClusterInfo::default() })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_apply_is_on_record_before_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let applier = Arc::new(Failing::default());
+        let mut core = Core {
+            applier: applier.clone(),
+            state: State::open(dir.path()).unwrap(),
+            held: BTreeMap::new(),
+            health: HashMap::new(),
+            unreported: BTreeSet::new(),
+        };
+        let upsert = Assembled {
+            release: "acme/api-eu".into(),
+            generation: 4,
+            content_hash: "h".into(),
+            manifests: b"[]".to_vec(),
+        };
+        assert!(core.upsert(upsert).await.is_err());
+        // After a restart the agent reports it (generation 0), so a removal can reach it…
+        let held = State::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(held.get("acme/api-eu"), Some(&Held::pending("acme/api-eu")));
+        // …and never re-applies it on its own: nothing of it was acknowledged.
+        core.held = held;
+        core.correct_drift().await;
+        assert_eq!(applier.applies.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     fn chunk(index: u32, count: u32, bytes: &[u8]) -> pb::ReleaseUpsert {
         pb::ReleaseUpsert {
