@@ -153,3 +153,55 @@ fn component_lifecycle_with_grpcurl_json() {
         "watch output:\n{text}"
     );
 }
+
+#[test]
+fn promotion_with_grpcurl_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
+    let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
+    let release = out
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches("componentrelease/");
+    let binding = format!(
+        "apiVersion: troupe.dev/v1alpha1
+kind: ReleaseBinding
+metadata: {{name: api-development, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: api}}
+  environment: development
+  releaseName: {release}
+"
+    );
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&binding)));
+    // development → staging has no gates: the promotion succeeds in the call.
+    let out = success(&server.grpcurl(&[
+        "-d",
+        r#"{"namespace":"acme","component":"api","toEnvironment":"staging","requestedBy":"carol"}"#,
+        &server.addr,
+        "troupe.v1alpha1.PromotionService/Promote",
+    ]));
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let promotion = &answer["promotion"];
+    assert_eq!(promotion["status"]["phase"], "Succeeded", "{out}");
+    assert_eq!(
+        promotion["spec"]["sourceEnvironment"], "development",
+        "{out}"
+    );
+    assert_eq!(promotion["spec"]["releaseName"], release, "{out}");
+    // A check no gate names is refused with the field named.
+    let out = server.grpcurl(&[
+        "-d",
+        r#"{"namespace":"acme","promotion":"api-staging-1","check":"e2e","passed":true}"#,
+        &server.addr,
+        "troupe.v1alpha1.PromotionService/ReportCheck",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("FailedPrecondition") && stderr(&out).contains("is Succeeded"),
+        "{}",
+        stderr(&out)
+    );
+}
