@@ -272,6 +272,32 @@ impl Server {
         out.trim().to_string()
     }
 
+    /// `troupe release create COMPONENT -n acme`: the new (or unchanged) release's name.
+    pub fn cut_release(&self, component: &str) -> String {
+        let out = success(&self.cli(&["release", "create", component, "-n", "acme"]));
+        out.split_whitespace()
+            .next()
+            .expect("release create prints the release")
+            .trim_start_matches("componentrelease/")
+            .to_string()
+    }
+
+    /// Applies ReleaseBinding `COMPONENT-ENV` in acme (project shop) pointing at `release`,
+    /// with `extra` spec lines (indented two spaces) appended.
+    pub fn bind(&self, component: &str, env: &str, release: &str, extra: &str) {
+        let yaml = format!(
+            "apiVersion: troupe.dev/v1alpha1
+kind: ReleaseBinding
+metadata: {{name: {component}-{env}, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: {component}}}
+  environment: {env}
+  releaseName: {release}
+{extra}"
+        );
+        success(&self.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
+    }
+
     /// `troupe get KIND NAME -n NAMESPACE -o json`, or `None` when it fails (not found).
     pub fn get_json(&self, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value> {
         let out = self.cli(&["get", kind, name, "-n", namespace, "-o", "json"]);

@@ -24,30 +24,6 @@ fn platform(extra: &[&str]) -> (Server, tempfile::TempDir) {
     (server, dir)
 }
 
-/// Cuts a release of `api` and returns its name.
-fn release(server: &Server) -> String {
-    let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
-    out.split_whitespace()
-        .next()
-        .unwrap()
-        .trim_start_matches("componentrelease/")
-        .to_string()
-}
-
-fn bind(server: &Server, env: &str, release: &str, extra: &str) {
-    let yaml = format!(
-        "apiVersion: troupe.dev/v1alpha1
-kind: ReleaseBinding
-metadata: {{name: api-{env}, namespace: acme}}
-spec:
-  owner: {{projectName: shop, componentName: api}}
-  environment: {env}
-  releaseName: {release}
-{extra}"
-    );
-    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
-}
-
 fn files(target: &Path, name: &str) -> BTreeMap<String, String> {
     release_files(target, "acme", name)
 }
@@ -104,9 +80,9 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
     let (server, dir) = platform(&[]);
     let token = server.token("acme/local", "1h");
     let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
-    let release = release(&server);
-    bind(&server, "development", &release, "");
-    bind(&server, "staging", &release, "");
+    let release = server.cut_release("api");
+    server.bind("api", "development", &release, "");
+    server.bind("api", "staging", &release, "");
 
     wait_until("both environments are ready", || {
         ready(&server, "development") && ready(&server, "staging")
@@ -138,8 +114,8 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
         .find(|p| p.to_string_lossy().contains("deployment_"))
         .unwrap();
     let before = modified(&staging_deployment);
-    bind(
-        &server,
+    server.bind(
+        "api",
         "development",
         &release,
         "  componentTypeEnvironmentConfigs: {replicas: 3}\n",
@@ -153,7 +129,7 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
     assert_eq!(modified(&staging_deployment), before);
 
     // Undeploy: the files go, then the Release leaves the store; the binding says why.
-    bind(&server, "development", &release, "  state: Undeploy\n");
+    server.bind("api", "development", &release, "  state: Undeploy\n");
     wait_until("development is pruned", || {
         !release_dir(&agent, "api-development").exists()
             && get_json(&server, "release", "api-development").is_none()
@@ -176,7 +152,7 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
     );
 
     // Deleting the project takes the bindings with it, and the agent prunes their releases.
-    bind(&server, "production", &release, "");
+    server.bind("api", "production", &release, "");
     wait_until("production is ready", || ready(&server, "production"));
     success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
     wait_until("production is pruned", || {
@@ -190,8 +166,8 @@ fn a_killed_agent_catches_up_on_restart_without_reapplying_what_is_unchanged() {
     let (server, dir) = platform(&[]);
     let token = server.token("acme/local", "1h");
     let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
-    let release = release(&server);
-    bind(&server, "development", &release, "");
+    let release = server.cut_release("api");
+    server.bind("api", "development", &release, "");
     wait_until("development is ready", || ready(&server, "development"));
     let dev = release_dir(&agent, "api-development");
     let times: Vec<_> = std::fs::read_dir(&dev)
@@ -202,7 +178,7 @@ fn a_killed_agent_catches_up_on_restart_without_reapplying_what_is_unchanged() {
     agent.kill();
 
     // While the agent is away, its files stay and the new binding waits for it.
-    bind(&server, "staging", &release, "");
+    server.bind("api", "staging", &release, "");
     wait_until("staging says it waits for the agent", || {
         status_of(&server, "staging")["reason"] == "AgentDisconnected"
     });
@@ -228,8 +204,8 @@ fn a_control_plane_restart_prunes_nothing_and_the_agent_comes_back() {
     success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
     let token = server.token("acme/local", "1h");
     let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
-    let release = release(&server);
-    bind(&server, "development", &release, "");
+    let release = server.cut_release("api");
+    server.bind("api", "development", &release, "");
     wait_until("development is ready", || ready(&server, "development"));
     server.kill();
 
@@ -238,7 +214,7 @@ fn a_control_plane_restart_prunes_nothing_and_the_agent_comes_back() {
     assert_eq!(files(&agent.target, "api-development").len(), 5);
 
     let server = Server::start_with(&data, &args);
-    bind(&server, "staging", &release, "");
+    server.bind("api", "staging", &release, "");
     wait_until("staging is ready after the restart", || {
         ready(&server, "staging")
     });
@@ -256,16 +232,16 @@ fn cut_and_slow_connections_lose_no_update() {
     let proxy = Proxy::start(&server.agent_addr);
     let token = server.token("acme/local", "1h");
     let agent = start_agent(&proxy.url(), dir.path(), "a", Some(&token));
-    let release = release(&server);
-    bind(&server, "development", &release, "");
+    let release = server.cut_release("api");
+    server.bind("api", "development", &release, "");
     wait_until("development is ready", || ready(&server, "development"));
 
     for replicas in 2..=6 {
         if replicas == 4 {
             proxy.delay(100);
         }
-        bind(
-            &server,
+        server.bind(
+            "api",
             "development",
             &release,
             &format!("  componentTypeEnvironmentConfigs: {{replicas: {replicas}}}\n"),
@@ -340,8 +316,8 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
         &dir.path().join("edge-state"),
         &dir.path().join("edge-target"),
     );
-    let release = release(&server);
-    bind(&server, "development", &release, "");
+    let release = server.cut_release("api");
+    server.bind("api", "development", &release, "");
     wait_until("edge is connected and development ready", || {
         let edge = get_json(&server, "dp", "edge");
         edge.is_some_and(|dp| dp["status"]["agentConnection"]["connected"] == true)
@@ -369,7 +345,7 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
         "{dp}"
     );
     local.kill();
-    bind(&server, "staging", &release, "");
+    server.bind("api", "staging", &release, "");
     wait_until("the twin gets staging", || {
         files(&twin.target, "api-staging").len() == 5 && ready(&server, "staging")
     });
@@ -392,15 +368,15 @@ fn an_oversized_release_fails_alone() {
     let (server, dir) = platform(&["--agent-max-release-bytes", "40000"]);
     let token = server.token("acme/local", "1h");
     let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
-    let release = release(&server);
+    let release = server.cut_release("api");
     let big = "x".repeat(60_000);
-    bind(
-        &server,
+    server.bind(
+        "api",
         "development",
         &release,
         &format!("  workloadOverrides: {{container: {{env: [{{key: BIG, value: {big}}}]}}}}\n"),
     );
-    bind(&server, "staging", &release, "");
+    server.bind("api", "staging", &release, "");
     wait_until("staging is ready and development failed", || {
         ready(&server, "staging") && status_of(&server, "development")["reason"] == "ApplyFailed"
     });
@@ -423,7 +399,7 @@ fn an_oversized_release_fails_alone() {
     assert!(files(&agent.target, "api-development").is_empty());
 
     // Shrunk back under the limit, it goes through.
-    bind(&server, "development", &release, "");
+    server.bind("api", "development", &release, "");
     wait_until("development is ready", || ready(&server, "development"));
 }
 
@@ -495,9 +471,9 @@ spec: {{dataPlaneRef: {{kind: ClusterDataPlane, name: shared}}}}
         &dir.path().join("shared-state"),
         &dir.path().join("shared-target"),
     );
-    let release = release(&server);
-    bind(&server, "edge", &release, "");
-    bind(&server, "development", &release, "");
+    let release = server.cut_release("api");
+    server.bind("api", "edge", &release, "");
+    server.bind("api", "development", &release, "");
     wait_until("edge is ready", || ready(&server, "edge"));
     assert_eq!(files(&agent.target, "api-edge").len(), 5);
     // development is on acme/local, which has no agent: the shared agent never sees it.

@@ -14,30 +14,6 @@ fn mk_platform() -> (Server, tempfile::TempDir) {
     (server, dir)
 }
 
-/// Cuts a release of `component` and returns its name.
-fn release(server: &Server, component: &str) -> String {
-    let out = success(&server.cli(&["release", "create", component, "-n", "acme"]));
-    out.split_whitespace()
-        .next()
-        .unwrap()
-        .trim_start_matches("componentrelease/")
-        .to_string()
-}
-
-fn bind(server: &Server, component: &str, env: &str, release: &str, extra: &str) {
-    let yaml = format!(
-        "apiVersion: troupe.dev/v1alpha1
-kind: ReleaseBinding
-metadata: {{name: {component}-{env}, namespace: acme}}
-spec:
-  owner: {{projectName: shop, componentName: {component}}}
-  environment: {env}
-  releaseName: {release}
-{extra}"
-    );
-    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
-}
-
 fn get_json(server: &Server, kind: &str, name: &str, check: impl Fn(&Value) -> bool) -> Value {
     let text = server.wait_get(kind, "acme", name, "json", |text| {
         serde_json::from_str(text).is_ok_and(|v: Value| check(&v))
@@ -79,8 +55,8 @@ const API_URL: &str = "http://api.acme-shop-staging.svc.cluster.local:8080";
 #[test]
 fn connections_resolve_from_the_target_binding_and_are_pending_until_then() {
     let (server, _dir) = mk_platform();
-    let storefront = release(&server, "storefront");
-    bind(&server, "storefront", "staging", &storefront, "");
+    let storefront = server.cut_release("storefront");
+    server.bind("storefront", "staging", &storefront, "");
 
     // api is not bound in staging: storefront deploys, without the variable, and says why.
     let binding = get_json(&server, "rb", "storefront-staging", |b| {
@@ -105,8 +81,8 @@ fn connections_resolve_from_the_target_binding_and_are_pending_until_then() {
     );
 
     // Binding api in staging resolves the connection without touching storefront's binding.
-    let api = release(&server, "api");
-    bind(&server, "api", "staging", &api, "");
+    let api = server.cut_release("api");
+    server.bind("api", "staging", &api, "");
     let api_binding = get_json(&server, "rb", "api-staging", |b| {
         b["status"]["endpoints"][0]["invokeUrl"].is_string()
     });
@@ -132,7 +108,7 @@ fn connections_resolve_from_the_target_binding_and_are_pending_until_then() {
     assert!(deployment_env(&rendered).contains(&("API_URL".into(), API_URL.into())));
 
     // Undeploying api makes the connection pending again, and the variable goes.
-    bind(&server, "api", "staging", &api, "  state: Undeploy\n");
+    server.bind("api", "staging", &api, "  state: Undeploy\n");
     let binding = get_json(&server, "rb", "storefront-staging", |b| {
         condition(b, "ConnectionsResolved")["status"] == "False"
     });
@@ -162,10 +138,10 @@ fn connections_to_missing_endpoints_or_across_projects_say_why() {
     let workload = success(&server.cli(&["get", "wl", "storefront", "-n", "acme", "-o", "yaml"]));
     let edited = workload.replace("endpoint: http", "endpoint: admin");
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&edited)));
-    let api = release(&server, "api");
-    bind(&server, "api", "staging", &api, "");
-    let storefront = release(&server, "storefront");
-    bind(&server, "storefront", "staging", &storefront, "");
+    let api = server.cut_release("api");
+    server.bind("api", "staging", &api, "");
+    let storefront = server.cut_release("storefront");
+    server.bind("storefront", "staging", &storefront, "");
     let binding = get_json(&server, "rb", "storefront-staging", |b| {
         b["status"]["pendingConnections"][0]["reason"].is_string()
     });
@@ -189,15 +165,15 @@ fn connections_to_missing_endpoints_or_across_projects_say_why() {
 #[test]
 fn workload_overrides_change_one_environment_only() {
     let (server, _dir) = mk_platform();
-    let api = release(&server, "api");
+    let api = server.cut_release("api");
     let overrides = "  workloadOverrides:
     container:
       env:
         - {key: LOG_LEVEL, value: debug}
         - {key: FEATURE_X, value: \"on\"}
 ";
-    bind(&server, "api", "staging", &api, overrides);
-    bind(&server, "api", "production", &api, "");
+    server.bind("api", "staging", &api, overrides);
+    server.bind("api", "production", &api, "");
     let staging = get_json(&server, "release", "api-staging", |_| true);
     let production = get_json(&server, "release", "api-production", |_| true);
     assert_eq!(

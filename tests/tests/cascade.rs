@@ -97,32 +97,9 @@ spec:
         platform.agents.push(agent);
     }
     for component in COMPONENTS {
-        let out = success(
-            &platform
-                .server
-                .cli(&["release", "create", component, "-n", "acme"]),
-        );
-        let release = out
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .trim_start_matches("componentrelease/");
+        let release = platform.server.cut_release(component);
         for (env, _) in ENVIRONMENTS {
-            let yaml = format!(
-                "apiVersion: troupe.dev/v1alpha1
-kind: ReleaseBinding
-metadata: {{name: {component}-{env}, namespace: acme}}
-spec:
-  owner: {{projectName: shop, componentName: {component}}}
-  environment: {env}
-  releaseName: {release}
-"
-            );
-            success(
-                &platform
-                    .server
-                    .cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)),
-            );
+            platform.server.bind(component, env, &release, "");
         }
     }
     wait_until("every release is applied on its data plane", || {

@@ -159,23 +159,8 @@ fn promotion_with_grpcurl_json() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
-    let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
-    let release = out
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_start_matches("componentrelease/");
-    let binding = format!(
-        "apiVersion: troupe.dev/v1alpha1
-kind: ReleaseBinding
-metadata: {{name: api-development, namespace: acme}}
-spec:
-  owner: {{projectName: shop, componentName: api}}
-  environment: development
-  releaseName: {release}
-"
-    );
-    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&binding)));
+    let release = server.cut_release("api");
+    server.bind("api", "development", &release, "");
     // development → staging has no gates: the promotion succeeds in the call.
     let out = success(&server.grpcurl(&[
         "-d",

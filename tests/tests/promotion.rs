@@ -49,30 +49,6 @@ spec:
     (server, agent, dir)
 }
 
-/// `troupe release create COMPONENT`: the release's name.
-fn cut(server: &Server, component: &str) -> String {
-    let out = success(&server.cli(&["release", "create", component, "-n", "acme"]));
-    out.split_whitespace()
-        .next()
-        .unwrap()
-        .trim_start_matches("componentrelease/")
-        .to_string()
-}
-
-fn bind(server: &Server, component: &str, env: &str, release: &str) {
-    let yaml = format!(
-        "apiVersion: troupe.dev/v1alpha1
-kind: ReleaseBinding
-metadata: {{name: {component}-{env}, namespace: acme}}
-spec:
-  owner: {{projectName: shop, componentName: {component}}}
-  environment: {env}
-  releaseName: {release}
-"
-    );
-    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
-}
-
 /// The release `component`'s binding in `env` points at.
 fn bound(server: &Server, component: &str, env: &str) -> String {
     server
@@ -123,8 +99,8 @@ fn set_image(server: &Server, image: &str) {
 #[test]
 fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
     let (server, agent, _dir) = platform();
-    let first = cut(&server, "api");
-    bind(&server, "api", "development", &first);
+    let first = server.cut_release("api");
+    server.bind("api", "development", &first, "");
 
     // Asked before development is ready: pending on the soak gate, then done by itself.
     let out = success(&server.cli(&[
@@ -325,8 +301,8 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
 
     // A second release reaches staging; rolling staging back returns to the first.
     set_image(&server, "ghcr.io/acme/api:2.0.0");
-    let second = cut(&server, "api");
-    bind(&server, "api", "development", &second);
+    let second = server.cut_release("api");
+    server.bind("api", "development", &second, "");
     let out = success(&server.cli(&[
         "promote", "api", "-n", "acme", "--to", "staging", "--as", "carol", "--wait", "30",
     ]));
@@ -433,8 +409,8 @@ spec:
         );
         success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
     }
-    let m1 = cut(&server, "m1");
-    bind(&server, "m1", "development", &m1);
+    let m1 = server.cut_release("m1");
+    server.bind("m1", "development", &m1, "");
     wait_until("a1 and a2 are deployed to development", || {
         ready(&server, "a1", "development") && ready(&server, "a2", "development")
     });

@@ -378,7 +378,6 @@ pub fn init_tracing(args: &Args) {
 
 /// Runs one verb.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let reject = matches!(args.command, Command::Reject { .. });
     match args.command {
         Command::Server {
             listen,
@@ -462,18 +461,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 requested_by: promote::user(user),
                 message,
             };
-            let client = connect(&args.server).await?;
-            let mut promoter = promoter(&args.server).await?;
+            let answer = promoter(&args.server).await?.promote(request).await;
             let wait = wait.map(std::time::Duration::from_secs);
-            promote::promote(&client, &mut promoter, request, wait).await
+            promote::answered(&connect(&args.server).await?, answer, wait).await
         }
         Command::Approve {
-            promotion,
-            namespace,
-            user,
-            message,
-        }
-        | Command::Reject {
             promotion,
             namespace,
             user,
@@ -485,9 +477,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 user: promote::user(user),
                 comment: message,
             };
-            let client = connect(&args.server).await?;
-            let mut promoter = promoter(&args.server).await?;
-            promote::approve(&client, &mut promoter, request, reject).await
+            let answer = promoter(&args.server).await?.approve(request).await;
+            promote::answered(&connect(&args.server).await?, answer, None).await
+        }
+        Command::Reject {
+            promotion,
+            namespace,
+            user,
+            message,
+        } => {
+            let request = pb::RejectRequest {
+                namespace,
+                promotion,
+                user: promote::user(user),
+                comment: message,
+            };
+            let answer = promoter(&args.server).await?.reject(request).await;
+            // A rejection that took effect ends the promotion as Refused: what was asked.
+            promote::answered(&connect(&args.server).await?, answer, None)
+                .await
+                .map(|_| ExitCode::SUCCESS)
         }
         Command::Check {
             promotion,
@@ -506,9 +515,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 message,
                 reported_by: promote::user(user),
             };
-            let client = connect(&args.server).await?;
-            let mut promoter = promoter(&args.server).await?;
-            promote::check(&client, &mut promoter, request).await
+            let answer = promoter(&args.server).await?.report_check(request).await;
+            promote::answered(&connect(&args.server).await?, answer, None).await
         }
         Command::Rollback {
             component,
@@ -526,9 +534,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 requested_by: promote::user(user),
                 message,
             };
-            let client = connect(&args.server).await?;
-            let mut promoter = promoter(&args.server).await?;
-            promote::rollback(&client, &mut promoter, request).await
+            let answer = promoter(&args.server).await?.rollback(request).await;
+            promote::answered(&connect(&args.server).await?, answer, None).await
         }
         Command::History {
             component,

@@ -86,8 +86,14 @@ fn table(items: &[Object], show_namespace: bool) -> String {
         ]);
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+    columns(&rows)
+}
+
+/// Rows as aligned columns (three spaces apart), one line each, the first row the header.
+pub(super) fn columns(rows: &[Vec<String>]) -> String {
+    let count = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..count)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {

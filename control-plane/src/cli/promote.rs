@@ -8,6 +8,7 @@ use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::pb::v1alpha1::promotion_service_client::PromotionServiceClient;
 use troupe_common::{Kind, Object};
 
+use super::output::columns;
 use super::{Client, server_error};
 use crate::promotions::phase;
 
@@ -85,80 +86,40 @@ fn phase_of(p: &pb::Promotion) -> String {
         .unwrap_or_default()
 }
 
-/// `troupe promote`.
-pub(super) async fn promote(
+/// Prints what a promotion verb answered; with `wait`, follows a pending promotion (see
+/// [`report`]).
+pub(super) async fn answered<T: Answer>(
     client: &Client,
-    promoter: &mut Promoter,
-    request: pb::PromoteRequest,
+    answer: Result<tonic::Response<T>, tonic::Status>,
     wait: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
-    let promotion = promoter
-        .promote(request)
-        .await
-        .map_err(server_error)?
-        .into_inner()
-        .promotion
-        .unwrap_or_default();
+    let promotion = answer.map_err(server_error)?.into_inner().promotion();
     report(client, promotion, wait).await
 }
 
-/// `troupe approve` and `troupe reject`.
-pub(super) async fn approve(
-    client: &Client,
-    promoter: &mut Promoter,
-    request: pb::ApproveRequest,
-    reject: bool,
-) -> anyhow::Result<ExitCode> {
-    let promotion = if reject {
-        let request = pb::RejectRequest {
-            namespace: request.namespace,
-            promotion: request.promotion,
-            user: request.user,
-            comment: request.comment,
-        };
-        let answer = promoter.reject(request).await.map_err(server_error)?;
-        answer.into_inner().promotion
-    } else {
-        let answer = promoter.approve(request).await.map_err(server_error)?;
-        answer.into_inner().promotion
-    }
-    .unwrap_or_default();
-    let code = report(client, promotion, None).await?;
-    // A rejection that took effect is what was asked for.
-    Ok(if reject { ExitCode::SUCCESS } else { code })
+/// A PromotionService response: each carries the promotion as it stands.
+pub(super) trait Answer {
+    /// The promotion.
+    fn promotion(self) -> pb::Promotion;
 }
 
-/// `troupe check`.
-pub(super) async fn check(
-    client: &Client,
-    promoter: &mut Promoter,
-    request: pb::ReportCheckRequest,
-) -> anyhow::Result<ExitCode> {
-    let promotion = promoter
-        .report_check(request)
-        .await
-        .map_err(server_error)?
-        .into_inner()
-        .promotion
-        .unwrap_or_default();
-    report(client, promotion, None).await
+macro_rules! answers {
+    ($($response:ident),*) => {
+        $(impl Answer for pb::$response {
+            fn promotion(self) -> pb::Promotion {
+                self.promotion.unwrap_or_default()
+            }
+        })*
+    };
 }
 
-/// `troupe rollback`.
-pub(super) async fn rollback(
-    client: &Client,
-    promoter: &mut Promoter,
-    request: pb::RollbackRequest,
-) -> anyhow::Result<ExitCode> {
-    let promotion = promoter
-        .rollback(request)
-        .await
-        .map_err(server_error)?
-        .into_inner()
-        .promotion
-        .unwrap_or_default();
-    report(client, promotion, None).await
-}
+answers!(
+    PromoteResponse,
+    ApproveResponse,
+    RejectResponse,
+    ReportCheckResponse,
+    RollbackResponse
+);
 
 /// `troupe history`: every promotion and rollback of a component, oldest first.
 pub(super) async fn history(
@@ -223,45 +184,16 @@ pub(super) async fn history(
             status.message,
         ]);
     }
-    let columns = lines[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|i| {
-            lines
-                .iter()
-                .map(|l| l[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for line in lines {
-        let mut out = String::new();
-        for (i, cell) in line.iter().enumerate() {
-            if i + 1 < columns {
-                let pad = widths[i] - cell.chars().count();
-                out.push_str(cell);
-                out.push_str(&" ".repeat(pad + 3));
-            } else {
-                out.push_str(cell);
-            }
-        }
-        println!("{}", out.trim_end());
-    }
+    print!("{}", columns(&lines));
     Ok(ExitCode::SUCCESS)
 }
 
-/// A timestamp as `2026-11-24T10:00:00Z`.
+/// A timestamp as `2026-11-24T10:00:00Z`: its RFC 3339 form to the second.
 fn time(t: pbjson_types::Timestamp) -> String {
-    serde_json::to_value(t)
+    let text = serde_json::to_value(t)
         .ok()
-        .and_then(|v| {
-            v.as_str().map(|s| {
-                s.split('.')
-                    .next()
-                    .unwrap_or(s)
-                    .trim_end_matches('Z')
-                    .to_string()
-                    + "Z"
-            })
-        })
-        .unwrap_or_default()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    // `YYYY-MM-DDTHH:MM:SS` is the first 19 characters, whatever fraction or offset follows.
+    text.get(..19).map(|s| format!("{s}Z")).unwrap_or(text)
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use troupe_common::pb::v1alpha1::{GetRequest, ListRequest};
 use troupe_common::{Kind, Object};
 
+use super::output::columns;
 use super::{Client, server_error};
 
 /// One row.
@@ -202,20 +203,7 @@ pub(super) async fn run(
             r.message.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
-        .collect();
-    for line in lines {
-        let mut out = String::new();
-        for (i, cell) in line.iter().enumerate() {
-            if i < 5 {
-                out.push_str(&format!("{cell:<w$}   ", w = widths[i]));
-            } else {
-                out.push_str(cell);
-            }
-        }
-        println!("{}", out.trim_end());
-    }
+    print!("{}", columns(&lines));
     if let Some(first) = newer {
         let runs = if first.release.is_empty() {
             "nothing".to_string()

@@ -11,7 +11,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 
 use super::follow;
 use super::queue::Queue;
-use crate::promotions::{Promotions, phase};
+use crate::promotions::{Promotions, is_pending};
 use crate::resources::{Resources, WatchEventType};
 
 /// Pending promotions by namespace and component.
@@ -70,10 +70,7 @@ impl PromotionController {
                             .map(|o| o.component_name.clone())
                             .unwrap_or_default();
                         let slot = (key.namespace.clone(), component);
-                        let waiting = kind != WatchEventType::Deleted
-                            && p.status
-                                .as_ref()
-                                .is_none_or(|s| s.phase.is_empty() || s.phase == phase::PENDING);
+                        let waiting = kind != WatchEventType::Deleted && is_pending(p);
                         if waiting {
                             pending.entry(slot).or_default().insert(key.clone());
                             queue.add(key);

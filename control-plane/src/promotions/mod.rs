@@ -170,13 +170,7 @@ impl Promotions {
             let record = self.record(ns, spec, phase::REFUSED, &message).await?;
             return Err(refused(&record, message));
         }
-        let key = self.create(ns, spec, true).await?;
-        let (promotion, _) = self.advance_locked(&key).await?;
-        let status = promotion.status.clone().unwrap_or_default();
-        if status.phase == phase::REFUSED {
-            return Err(refused(&promotion, status.message));
-        }
-        Ok(promotion)
+        self.start(ns, spec).await
     }
 
     /// Points an environment back at an earlier release; see `PromotionService.Rollback`.
@@ -258,13 +252,7 @@ impl Promotions {
             requested_by: request.requested_by,
             message: request.message,
         };
-        let key = self.create(ns, spec, true).await?;
-        let (promotion, _) = self.advance_locked(&key).await?;
-        let status = promotion.status.clone().unwrap_or_default();
-        if status.phase == phase::REFUSED {
-            return Err(refused(&promotion, status.message));
-        }
-        Ok(promotion)
+        self.start(ns, spec).await
     }
 
     /// Adds `user`'s approval to a pending promotion, or (`reject`) ends it as refused.
@@ -406,10 +394,10 @@ impl Promotions {
         key: &ObjectKey,
     ) -> Result<(pb::Promotion, Option<Duration>), Error> {
         let promotion = self.promotion(key)?;
-        let status = promotion.status.clone().unwrap_or_default();
-        if !status.phase.is_empty() && status.phase != phase::PENDING {
+        if !is_pending(&promotion) {
             return Ok((promotion, None));
         }
+        let status = promotion.status.clone().unwrap_or_default();
         let spec = promotion.spec.clone().unwrap_or_default();
         if spec.release_name.is_empty() {
             self.finish(key, phase::REFUSED, "names no release to promote", "")
@@ -516,6 +504,22 @@ impl Promotions {
         Ok(out)
     }
 
+    /// Stores a new promotion (superseding pending ones to the same environment) and takes it
+    /// as far as it goes now; one refused on the way is returned as [`Error::Refused`].
+    async fn start(
+        &self,
+        namespace: &str,
+        spec: pb::PromotionSpec,
+    ) -> Result<pb::Promotion, Error> {
+        let key = self.create(namespace, spec, true).await?;
+        let (promotion, _) = self.advance_locked(&key).await?;
+        let status = promotion.status.clone().unwrap_or_default();
+        if status.phase == phase::REFUSED {
+            return Err(refused(&promotion, status.message));
+        }
+        Ok(promotion)
+    }
+
     /// Stores a new promotion; with `supersede`, pending ones to the same environment end.
     async fn create(
         &self,
@@ -528,10 +532,7 @@ impl Promotions {
         let name = next_name(&owner.component_name, &spec.target_environment, &earlier);
         let key = ObjectKey::new(Kind::Promotion, namespace, &name);
         for p in &earlier {
-            let pending = p
-                .status
-                .as_ref()
-                .is_none_or(|s| s.phase.is_empty() || s.phase == phase::PENDING);
+            let pending = is_pending(p);
             let same_target = p
                 .spec
                 .as_ref()
@@ -712,12 +713,8 @@ impl Promotions {
     /// The promotion, if it is still pending.
     fn pending(&self, key: &ObjectKey) -> Result<pb::Promotion, Error> {
         let promotion = self.promotion(key)?;
-        let phase = promotion
-            .status
-            .as_ref()
-            .map(|s| s.phase.clone())
-            .unwrap_or_default();
-        if !phase.is_empty() && phase != phase::PENDING {
+        if !is_pending(&promotion) {
+            let phase = promotion.status.map(|s| s.phase).unwrap_or_default();
             return Err(Error::Refused {
                 object: key.clone(),
                 message: format!("the promotion is {phase}; only a Pending one can change"),
@@ -725,6 +722,14 @@ impl Promotions {
         }
         Ok(promotion)
     }
+}
+
+/// True for a promotion still waiting (a new one has no phase yet).
+pub fn is_pending(promotion: &pb::Promotion) -> bool {
+    promotion
+        .status
+        .as_ref()
+        .is_none_or(|s| s.phase.is_empty() || s.phase == phase::PENDING)
 }
 
 /// The component's owner reference (project and component name).
