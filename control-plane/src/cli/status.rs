@@ -38,23 +38,6 @@ struct Row {
     message: String,
 }
 
-async fn get(client: &Client, kind: Kind, namespace: &str, name: &str) -> anyhow::Result<Object> {
-    let request = GetRequest {
-        kind: kind.name().into(),
-        namespace: namespace.into(),
-        name: name.into(),
-    };
-    client
-        .clone()
-        .get(request)
-        .await
-        .map_err(server_error)?
-        .into_inner()
-        .resource
-        .and_then(|r| r.object)
-        .ok_or_else(|| anyhow::anyhow!("empty answer"))
-}
-
 impl StatusCmd {
     /// Prints the component's environments as a table or a JSON document.
     pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -92,6 +75,24 @@ impl StatusCmd {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// One object, which must exist.
+async fn get(client: &Client, kind: Kind, namespace: &str, name: &str) -> anyhow::Result<Object> {
+    let request = GetRequest {
+        kind: kind.name().into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    client
+        .clone()
+        .get(request)
+        .await
+        .map_err(server_error)?
+        .into_inner()
+        .resource
+        .and_then(|r| r.object)
+        .ok_or_else(|| anyhow::anyhow!("empty answer"))
 }
 
 /// The environments of the component's project pipeline, first environment first, and the
