@@ -4,18 +4,62 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use troupe_common::document;
 use troupe_common::pb::v1alpha1::{ApplyOutcome, ApplyRequest};
 use troupe_common::{Object, ObjectKey};
 
-use super::{Client, server_error};
+use super::context::{Context, server_error};
 
-pub(super) async fn run(
-    client: &Client,
-    sources: &[String],
+/// Create or update resources from YAML or JSON files (`-` reads standard input).
+#[derive(Debug, clap::Args)]
+pub struct ApplyCmd {
+    /// A file, a directory of .yaml/.yml/.json files, or `-`. Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<String>,
+    /// Validate and show what would happen without writing anything.
+    #[arg(long)]
     dry_run: bool,
-) -> anyhow::Result<ExitCode> {
+}
+
+impl ApplyCmd {
+    /// Applies every object; exits 1 when any was refused.
+    pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let client = ctx.resources().await?;
+        let dry_run = self.dry_run;
+        let mut failed = 0;
+        for object in read_objects(&self.files)? {
+            let key = object.key();
+            let request = ApplyRequest {
+                resource: Some(object.into()),
+                dry_run,
+            };
+            match client.clone().apply(request).await {
+                Ok(response) => {
+                    let outcome = match response.into_inner().outcome() {
+                        ApplyOutcome::Created => "created",
+                        ApplyOutcome::Configured => "configured",
+                        ApplyOutcome::Unchanged | ApplyOutcome::Unspecified => "unchanged",
+                    };
+                    let suffix = if dry_run { " (dry run)" } else { "" };
+                    println!("{} {outcome}{suffix}", display(&key));
+                }
+                Err(status) => {
+                    failed += 1;
+                    eprintln!("error: {}", server_error(status));
+                }
+            }
+        }
+        Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+}
+
+/// Every object of every source, in order; a malformed document fails them all.
+fn read_objects(sources: &[String]) -> anyhow::Result<Vec<Object>> {
     let mut objects: Vec<Object> = Vec::new();
     for source in sources {
         for (name, text) in read_source(source)? {
@@ -26,34 +70,7 @@ pub(super) async fn run(
     if objects.is_empty() {
         anyhow::bail!("no objects found in {}", sources.join(", "));
     }
-    let mut failed = 0;
-    for object in objects {
-        let key = object.key();
-        let request = ApplyRequest {
-            resource: Some(object.into()),
-            dry_run,
-        };
-        match client.clone().apply(request).await {
-            Ok(response) => {
-                let outcome = match response.into_inner().outcome() {
-                    ApplyOutcome::Created => "created",
-                    ApplyOutcome::Configured => "configured",
-                    ApplyOutcome::Unchanged | ApplyOutcome::Unspecified => "unchanged",
-                };
-                let suffix = if dry_run { " (dry run)" } else { "" };
-                println!("{} {outcome}{suffix}", display(&key));
-            }
-            Err(status) => {
-                failed += 1;
-                eprintln!("error: {}", server_error(status));
-            }
-        }
-    }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(objects)
 }
 
 /// `component/api -n acme` style identity for result lines.

@@ -1,13 +1,86 @@
-//! `troupe dataplane token create`: a bootstrap token for one data plane's agent.
+//! `troupe dataplane token create`: a bootstrap token for one data plane's agent, printed
+//! with the command line that starts the agent with it.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use clap::Subcommand;
 use troupe_common::pb::v1alpha1::data_plane_service_client::DataPlaneServiceClient;
 use troupe_common::pb::v1alpha1::{CreateBootstrapTokenRequest, DataPlaneIdentity};
 
-use super::server_error;
+use super::context::{Context, server_error};
+
+/// Manage data planes' agents.
+#[derive(Debug, clap::Args)]
+pub struct DataPlaneCmd {
+    /// What to do.
+    #[command(subcommand)]
+    action: DataPlaneCommand,
+}
+
+/// The `dataplane` verbs.
+#[derive(Debug, Subcommand)]
+enum DataPlaneCommand {
+    /// Bootstrap tokens agents register with.
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+}
+
+/// The `dataplane token` verbs.
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token that registers an agent for one data plane, and print it.
+    Create(TokenCreateCmd),
+}
+
+impl DataPlaneCmd {
+    /// Runs the `dataplane` verb given.
+    pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        match self.action {
+            DataPlaneCommand::Token {
+                action: TokenCommand::Create(cmd),
+            } => cmd.run(ctx).await,
+        }
+    }
+}
+
+/// Create a token that registers an agent for one data plane, and print it.
+#[derive(Debug, clap::Args)]
+struct TokenCreateCmd {
+    /// The data plane: `NAMESPACE/NAME` (a DataPlane, created at registration if missing)
+    /// or `NAME` (a ClusterDataPlane).
+    data_plane: String,
+    /// How long the token is accepted: seconds, or a number with s, m, h or d.
+    #[arg(long, default_value = "24h")]
+    ttl: String,
+}
+
+impl TokenCreateCmd {
+    /// Creates the token and prints it (standard output) and how to use it (standard error).
+    async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let channel = ctx.channel().await?;
+        let ttl = parse_ttl(&self.ttl)?;
+        let id = DataPlaneIdentity::parse(&self.data_plane).map_err(anyhow::Error::msg)?;
+        let response = DataPlaneServiceClient::new(channel)
+            .create_bootstrap_token(CreateBootstrapTokenRequest {
+                data_plane: Some(id.clone()),
+                ttl_seconds: ttl.as_secs() as i64,
+            })
+            .await
+            .map_err(server_error)?
+            .into_inner();
+        println!("{}", response.token);
+        eprintln!(
+            "token for data plane {id}, valid for {}s; start the agent with:\n  troupe-agent --control-plane https://HOST:50052 --dataplane {id} --token {} --state-dir DIR --apply dir:PATH",
+            ttl.as_secs(),
+            response.token
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
 
 /// Parses `90`, `90s`, `15m`, `24h` or `7d`.
 fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
@@ -29,30 +102,6 @@ fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
         anyhow::bail!("--ttl must be more than zero");
     }
     Ok(Duration::from_secs(seconds))
-}
-
-pub(super) async fn create_token(
-    channel: Channel,
-    data_plane: &str,
-    ttl: &str,
-) -> anyhow::Result<ExitCode> {
-    let ttl = parse_ttl(ttl)?;
-    let id = DataPlaneIdentity::parse(data_plane).map_err(anyhow::Error::msg)?;
-    let response = DataPlaneServiceClient::new(channel)
-        .create_bootstrap_token(CreateBootstrapTokenRequest {
-            data_plane: Some(id.clone()),
-            ttl_seconds: ttl.as_secs() as i64,
-        })
-        .await
-        .map_err(server_error)?
-        .into_inner();
-    println!("{}", response.token);
-    eprintln!(
-        "token for data plane {id}, valid for {}s; start the agent with:\n  troupe-agent --control-plane https://HOST:50052 --dataplane {id} --token {} --state-dir DIR --apply dir:PATH",
-        ttl.as_secs(),
-        response.token
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -6,77 +6,125 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 
 use serde_json::{Map, Value};
-use tonic::transport::Channel;
 use troupe_common::Object;
 use troupe_common::document::{integral_numbers, json_to_yaml};
-use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
 use troupe_common::pb::v1alpha1::{GetRequest, RenderRequest};
 
-use super::release::{Configs, apply_sets, set_configs, set_env};
-use super::{Client, server_error};
+use super::context::{Client, Context, Releases, server_error};
+use super::overrides::{Configs, apply_sets, set_configs, set_env};
 
-/// Changes to the binding's overrides for the comparison.
-pub(super) struct Changes<'a> {
-    /// `--set` values for environmentConfigs.
-    pub sets: &'a [String],
-    /// `--set-env` container environment variables.
-    pub set_envs: &'a [String],
+/// Compare what a ReleaseBinding renders now (with optional `--set` changes to its
+/// overrides) with its stored Release; exits 1 when they differ.
+#[derive(Debug, clap::Args)]
+pub struct DiffCmd {
+    /// The ReleaseBinding.
+    binding: String,
+    /// Namespace of the binding.
+    #[arg(short, long, env = "TROUPE_NAMESPACE")]
+    namespace: String,
+    /// Change an override for the comparison: `replicas=3`, `traits.INSTANCE.key=value`.
+    #[arg(long = "set")]
+    sets: Vec<String>,
+    /// Set a container environment variable for the comparison: `LOG_LEVEL=debug`.
+    #[arg(long = "set-env")]
+    set_envs: Vec<String>,
 }
 
-pub(super) async fn run(
-    resources: &Client,
-    releases: &mut ReleaseServiceClient<Channel>,
-    namespace: &str,
-    binding: &str,
-    changes: Changes<'_>,
-) -> anyhow::Result<ExitCode> {
-    let get = |kind: &str, name: &str| GetRequest {
-        kind: kind.into(),
-        namespace: namespace.into(),
-        name: name.into(),
-    };
-    let object = resources
-        .clone()
-        .get(get("ReleaseBinding", binding))
-        .await
-        .map_err(server_error)?
-        .into_inner()
-        .resource
-        .and_then(|r| r.object);
-    let Some(Object::ReleaseBinding(b)) = object else {
-        anyhow::bail!("ReleaseBinding {namespace}/{binding} has no spec");
-    };
-    let spec = b.spec.unwrap_or_default();
-    let mut type_configs: Configs = as_map(&spec.component_type_environment_configs)?;
-    let mut trait_configs: HashMap<String, Configs> = spec
-        .trait_environment_configs
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), as_map(&Some(v.clone()))?)))
-        .collect::<anyhow::Result<_>>()?;
-    apply_sets(changes.sets, &mut type_configs, &mut trait_configs)?;
-    let mut request = RenderRequest {
-        namespace: namespace.into(),
-        component: spec.owner.unwrap_or_default().component_name,
-        environment: spec.environment,
-        release: spec.release_name,
-        workload_overrides: set_env(changes.set_envs, spec.workload_overrides)?,
-        ..Default::default()
-    };
-    set_configs(&mut request, type_configs, trait_configs)?;
-    let rendered = releases
-        .render(request)
-        .await
-        .map_err(server_error)?
-        .into_inner();
-    let wanted = by_identity(
-        rendered
+impl DiffCmd {
+    /// Prints the differences, object by object; exits 1 when there are any.
+    pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let resources = ctx.resources().await?;
+        let mut releases = ctx.releases().await?;
+        let wanted = by_identity(self.rendered(&resources, &mut releases).await?);
+        let current = by_identity(stored(&resources, &self.namespace, &self.binding).await?);
+        let binding = &self.binding;
+        let mut differs = false;
+        let names: std::collections::BTreeSet<&String> =
+            wanted.keys().chain(current.keys()).collect();
+        for name in names {
+            let old = current.get(name).map(json_to_yaml).unwrap_or_default();
+            let new = wanted.get(name).map(json_to_yaml).unwrap_or_default();
+            if old == new {
+                continue;
+            }
+            differs = true;
+            println!("--- {name} (stored Release {binding})\n+++ {name} (rendered now)");
+            for line in line_diff(&old, &new) {
+                println!("{line}");
+            }
+        }
+        if !differs {
+            eprintln!("no differences: Release {binding} matches what the binding renders");
+        }
+        Ok(if differs {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+
+    /// What the binding renders now, with the changes applied to its overrides.
+    async fn rendered(
+        &self,
+        resources: &Client,
+        releases: &mut Releases,
+    ) -> anyhow::Result<Vec<Value>> {
+        let (namespace, binding) = (&self.namespace, &self.binding);
+        let request = GetRequest {
+            kind: "ReleaseBinding".into(),
+            namespace: namespace.clone(),
+            name: binding.clone(),
+        };
+        let object = resources
+            .clone()
+            .get(request)
+            .await
+            .map_err(server_error)?
+            .into_inner()
+            .resource
+            .and_then(|r| r.object);
+        let Some(Object::ReleaseBinding(b)) = object else {
+            anyhow::bail!("ReleaseBinding {namespace}/{binding} has no spec");
+        };
+        let spec = b.spec.unwrap_or_default();
+        let mut type_configs: Configs = as_map(&spec.component_type_environment_configs)?;
+        let mut trait_configs: HashMap<String, Configs> = spec
+            .trait_environment_configs
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), as_map(&Some(v.clone()))?)))
+            .collect::<anyhow::Result<_>>()?;
+        apply_sets(&self.sets, &mut type_configs, &mut trait_configs)?;
+        let mut request = RenderRequest {
+            namespace: namespace.clone(),
+            component: spec.owner.unwrap_or_default().component_name,
+            environment: spec.environment,
+            release: spec.release_name,
+            workload_overrides: set_env(&self.set_envs, spec.workload_overrides)?,
+            ..Default::default()
+        };
+        set_configs(&mut request, type_configs, trait_configs)?;
+        let rendered = releases
+            .render(request)
+            .await
+            .map_err(server_error)?
+            .into_inner();
+        Ok(rendered
             .manifests
             .iter()
             .map(serde_json::to_value)
-            .collect::<Result<_, _>>()?,
-    );
+            .collect::<Result<_, _>>()?)
+    }
+}
 
-    let stored: Vec<Value> = match resources.clone().get(get("Release", binding)).await {
+/// The objects of the binding's stored Release (same name as the binding); none when there
+/// is no Release yet.
+async fn stored(client: &Client, namespace: &str, binding: &str) -> anyhow::Result<Vec<Value>> {
+    let request = GetRequest {
+        kind: "Release".into(),
+        namespace: namespace.into(),
+        name: binding.into(),
+    };
+    Ok(match client.clone().get(request).await {
         Ok(response) => match response.into_inner().resource.and_then(|r| r.object) {
             Some(Object::Release(r)) => r
                 .spec
@@ -89,30 +137,6 @@ pub(super) async fn run(
         },
         Err(status) if status.code() == tonic::Code::NotFound => vec![],
         Err(status) => return Err(server_error(status)),
-    };
-    let current = by_identity(stored);
-
-    let mut differs = false;
-    let names: std::collections::BTreeSet<&String> = wanted.keys().chain(current.keys()).collect();
-    for name in names {
-        let old = current.get(name).map(json_to_yaml).unwrap_or_default();
-        let new = wanted.get(name).map(json_to_yaml).unwrap_or_default();
-        if old == new {
-            continue;
-        }
-        differs = true;
-        println!("--- {name} (stored Release {binding})\n+++ {name} (rendered now)");
-        for line in line_diff(&old, &new) {
-            println!("{line}");
-        }
-    }
-    if !differs {
-        eprintln!("no differences: Release {binding} matches what the binding renders");
-    }
-    Ok(if differs {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     })
 }
 

@@ -1,50 +1,88 @@
-//! `troupe get` and `troupe delete`.
+//! `troupe get KIND [NAME]`: one resource, or every resource of a kind (following page
+//! tokens to the end), as a table, YAML or JSON; YAML and JSON apply back unchanged.
 
 use std::process::ExitCode;
 
-use troupe_common::pb::v1alpha1::{DeleteRequest, GetRequest, ListRequest};
+use troupe_common::pb::v1alpha1::{GetRequest, ListRequest};
 use troupe_common::{Kind, Object};
 
+use super::context::{Client, Context, server_error};
 use super::output::{print_list, print_one};
-use super::{Client, server_error};
 
 /// Page size the CLI lists with; it follows page tokens to the end.
 const PAGE: u32 = 500;
 
-pub(super) async fn get(
+/// Show one resource or list resources of a kind.
+#[derive(Debug, clap::Args)]
+pub struct GetCmd {
+    /// Kind of resource.
+    kind: String,
+    /// Name of one resource; omit to list.
+    name: Option<String>,
+    /// Namespace; when listing, omit to list every namespace.
+    #[arg(short, long, env = "TROUPE_NAMESPACE", default_value = "")]
+    namespace: String,
+    /// Output format.
+    #[arg(short, long, default_value = "table", value_parser = ["table", "yaml", "json"])]
+    output: String,
+    /// Label selector, e.g. `app=api,tier!=db`.
+    #[arg(short = 'l', long, default_value = "")]
+    selector: String,
+}
+
+impl GetCmd {
+    /// Prints the resource or the listing.
+    pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let client = ctx.resources().await?;
+        let parsed = Kind::parse(&self.kind)?;
+        // A namespace (say, from TROUPE_NAMESPACE) means nothing to cluster-scoped kinds.
+        let namespace = if parsed.is_cluster_scoped() {
+            ""
+        } else {
+            &self.namespace
+        };
+        if let Some(name) = &self.name {
+            let object = get(&client, &self.kind, namespace, name).await?;
+            print_one(&object, &self.output)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let items = list(&client, &self.kind, namespace, &self.selector).await?;
+        let show_namespace = !parsed.is_cluster_scoped() && namespace.is_empty();
+        if items.is_empty() && self.output == "table" {
+            eprintln!("no {} found", parsed.plural());
+            return Ok(ExitCode::SUCCESS);
+        }
+        print_list(&items, &self.output, show_namespace)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// One resource.
+async fn get(client: &Client, kind: &str, namespace: &str, name: &str) -> anyhow::Result<Object> {
+    let request = GetRequest {
+        kind: kind.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let resource = client
+        .clone()
+        .get(request)
+        .await
+        .map_err(server_error)?
+        .into_inner()
+        .resource;
+    resource
+        .and_then(|r| r.object)
+        .ok_or_else(|| anyhow::anyhow!("empty answer"))
+}
+
+/// Every resource of a kind the selector matches, page by page.
+async fn list(
     client: &Client,
     kind: &str,
-    name: Option<&str>,
     namespace: &str,
-    output: &str,
     selector: &str,
-) -> anyhow::Result<ExitCode> {
-    let parsed = Kind::parse(kind)?;
-    // A namespace (say, from TROUPE_NAMESPACE) means nothing to cluster-scoped kinds.
-    let namespace = if parsed.is_cluster_scoped() {
-        ""
-    } else {
-        namespace
-    };
-    if let Some(name) = name {
-        let request = GetRequest {
-            kind: kind.into(),
-            namespace: namespace.into(),
-            name: name.into(),
-        };
-        let resource = client
-            .clone()
-            .get(request)
-            .await
-            .map_err(server_error)?
-            .into_inner()
-            .resource;
-        let object = resource
-            .and_then(|r| r.object)
-            .ok_or_else(|| anyhow::anyhow!("empty answer"))?;
-        print_one(&object, output)?;
-        return Ok(ExitCode::SUCCESS);
-    }
+) -> anyhow::Result<Vec<Object>> {
     let mut items: Vec<Object> = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -67,115 +105,5 @@ pub(super) async fn get(
         }
         page_token = page.next_page_token;
     }
-    let show_namespace = !parsed.is_cluster_scoped() && namespace.is_empty();
-    if items.is_empty() && output == "table" {
-        eprintln!("no {} found", parsed.plural());
-        return Ok(ExitCode::SUCCESS);
-    }
-    print_list(&items, output, show_namespace)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(super) async fn delete(
-    client: &Client,
-    kind: &str,
-    name: &str,
-    namespace: &str,
-    dry_run: bool,
-    wait: Option<std::time::Duration>,
-) -> anyhow::Result<ExitCode> {
-    let namespace = if Kind::parse(kind)?.is_cluster_scoped() {
-        ""
-    } else {
-        namespace
-    };
-    let request = DeleteRequest {
-        kind: kind.into(),
-        namespace: namespace.into(),
-        name: name.into(),
-        expected_resource_version: 0,
-        dry_run,
-    };
-    let response = client
-        .clone()
-        .delete(request)
-        .await
-        .map_err(server_error)?
-        .into_inner();
-    let suffix = if dry_run { " (dry run)" } else { "" };
-    let name = |r: &troupe_common::pb::v1alpha1::ObjectReference| {
-        if r.namespace.is_empty() {
-            format!("{} {}", r.kind, r.name)
-        } else {
-            format!("{} {}/{}", r.kind, r.namespace, r.name)
-        }
-    };
-    let pruning: Vec<String> = response.pruning.iter().map(name).collect();
-    let done = |what: String| {
-        if pruning.contains(&what) {
-            println!("{what} deleted once its data plane has pruned its objects{suffix}");
-        } else {
-            println!("{what} deleted{suffix}");
-        }
-    };
-    if let Some(object) = response.resource.and_then(|r| r.object) {
-        done(object.key().to_string());
-    }
-    for child in &response.cascaded {
-        done(name(child));
-    }
-    match wait {
-        Some(limit) if !dry_run && !response.pruning.is_empty() => {
-            wait_for_prunes(client, &response.pruning, limit).await
-        }
-        _ => Ok(ExitCode::SUCCESS),
-    }
-}
-
-/// Waits until every object in `pruning` has left the store (its data plane pruned it),
-/// printing progress as it changes. Exits 2 if `limit` passes first.
-async fn wait_for_prunes(
-    client: &Client,
-    pruning: &[troupe_common::pb::v1alpha1::ObjectReference],
-    limit: std::time::Duration,
-) -> anyhow::Result<ExitCode> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut left: Vec<_> = pruning.to_vec();
-    let total = left.len();
-    let mut shown = usize::MAX;
-    loop {
-        let mut still = Vec::with_capacity(left.len());
-        for r in left {
-            let request = GetRequest {
-                kind: r.kind.clone(),
-                namespace: r.namespace.clone(),
-                name: r.name.clone(),
-            };
-            match client.clone().get(request).await {
-                Err(status) if status.code() == tonic::Code::NotFound => {}
-                Err(status) => return Err(server_error(status)),
-                Ok(_) => still.push(r),
-            }
-        }
-        left = still;
-        if left.len() != shown {
-            shown = left.len();
-            println!("pruned {} of {total}", total - shown);
-        }
-        if left.is_empty() {
-            return Ok(ExitCode::SUCCESS);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let names: Vec<String> = left
-                .iter()
-                .map(|r| format!("{} {}/{}", r.kind, r.namespace, r.name))
-                .collect();
-            eprintln!(
-                "still waiting for their data planes to prune: {}",
-                names.join(", ")
-            );
-            return Ok(ExitCode::from(2));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    Ok(items)
 }

@@ -1,22 +1,202 @@
-//! `troupe promote`, `approve`, `reject`, `check`, `rollback` and `history`.
+//! `troupe promote`, `approve`, `reject`, `check` and `rollback`: each asks the promotion
+//! service for one change and prints the Promotion as it then stands (`promote --wait`
+//! follows a pending one until it ends). Exits 1 when the promotion ended without succeeding.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tonic::transport::Channel;
 use troupe_common::pb::v1alpha1 as pb;
-use troupe_common::pb::v1alpha1::promotion_service_client::PromotionServiceClient;
 use troupe_common::{Kind, Object};
 
-use super::output::columns;
-use super::{Client, server_error};
+use super::context::{Client, Context, server_error};
 use crate::promotions::phase;
 
-/// The promotion service client.
-pub(super) type Promoter = PromotionServiceClient<Channel>;
+/// Promote the release running in one environment to the next, along the pipeline.
+#[derive(Debug, clap::Args)]
+pub struct PromoteCmd {
+    /// The component.
+    component: String,
+    /// Namespace of the component.
+    #[arg(short, long, env = "TROUPE_NAMESPACE")]
+    namespace: String,
+    /// Target environment.
+    #[arg(long)]
+    to: String,
+    /// Source environment; by default the one whose pipeline edge leads to --to.
+    #[arg(long, default_value = "")]
+    from: String,
+    /// Who asks (recorded; approvers are matched against it). Default: $USER.
+    #[arg(long = "as", env = "TROUPE_USER")]
+    user: Option<String>,
+    /// Why.
+    #[arg(short, long, default_value = "")]
+    message: String,
+    /// Wait up to SECONDS for a pending promotion to finish.
+    #[arg(long, value_name = "SECONDS")]
+    wait: Option<u64>,
+}
+
+impl PromoteCmd {
+    /// Starts the promotion; with `--wait`, follows it while it is pending.
+    pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let request = pb::PromoteRequest {
+            namespace: self.namespace,
+            component: self.component,
+            from_environment: self.from,
+            to_environment: self.to,
+            requested_by: user(self.user),
+            message: self.message,
+        };
+        let answer = ctx.promoter().await?.promote(request).await;
+        answered(ctx, answer, self.wait.map(Duration::from_secs)).await
+    }
+}
+
+/// Approve a pending promotion.
+#[derive(Debug, clap::Args)]
+pub struct ApproveCmd {
+    /// The Promotion (as `promote` printed it).
+    promotion: String,
+    /// Namespace of the promotion.
+    #[arg(short, long, env = "TROUPE_NAMESPACE")]
+    namespace: String,
+    /// Who approves. Default: $USER.
+    #[arg(long = "as", env = "TROUPE_USER")]
+    user: Option<String>,
+    /// A comment.
+    #[arg(short, long, default_value = "")]
+    message: String,
+}
+
+impl ApproveCmd {
+    /// Records the approval.
+    pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let request = pb::ApproveRequest {
+            namespace: self.namespace,
+            promotion: self.promotion,
+            user: user(self.user),
+            comment: self.message,
+        };
+        let answer = ctx.promoter().await?.approve(request).await;
+        answered(ctx, answer, None).await
+    }
+}
+
+/// Reject a pending promotion (or withdraw your own).
+#[derive(Debug, clap::Args)]
+pub struct RejectCmd {
+    /// The Promotion.
+    promotion: String,
+    /// Namespace of the promotion.
+    #[arg(short, long, env = "TROUPE_NAMESPACE")]
+    namespace: String,
+    /// Who rejects. Default: $USER.
+    #[arg(long = "as", env = "TROUPE_USER")]
+    user: Option<String>,
+    /// Why.
+    #[arg(short, long, default_value = "")]
+    message: String,
+}
+
+impl RejectCmd {
+    /// Records the rejection.
+    pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let request = pb::RejectRequest {
+            namespace: self.namespace,
+            promotion: self.promotion,
+            user: user(self.user),
+            comment: self.message,
+        };
+        let answer = ctx.promoter().await?.reject(request).await;
+        // A rejection that took effect ends the promotion as Refused: what was asked.
+        answered(ctx, answer, None).await.map(|_| ExitCode::SUCCESS)
+    }
+}
+
+/// Report the result of a `check` gate of a pending promotion.
+#[derive(Debug, clap::Args)]
+pub struct CheckCmd {
+    /// The Promotion.
+    promotion: String,
+    /// Name of the check gate.
+    check: String,
+    /// Namespace of the promotion.
+    #[arg(short, long, env = "TROUPE_NAMESPACE")]
+    namespace: String,
+    /// The check passed.
+    #[arg(long, conflicts_with = "failed", required_unless_present = "failed")]
+    passed: bool,
+    /// The check failed.
+    #[allow(
+        dead_code,
+        reason = "clap needs the flag; `passed` alone carries the result"
+    )]
+    #[arg(long)]
+    failed: bool,
+    /// Details.
+    #[arg(short, long, default_value = "")]
+    message: String,
+    /// Who reports. Default: $USER.
+    #[arg(long = "as", env = "TROUPE_USER")]
+    user: Option<String>,
+}
+
+impl CheckCmd {
+    /// Records the check's result.
+    pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let request = pb::ReportCheckRequest {
+            namespace: self.namespace,
+            promotion: self.promotion,
+            check: self.check,
+            passed: self.passed,
+            message: self.message,
+            reported_by: user(self.user),
+        };
+        let answer = ctx.promoter().await?.report_check(request).await;
+        answered(ctx, answer, None).await
+    }
+}
+
+/// Point an environment back at an earlier release of a component.
+#[derive(Debug, clap::Args)]
+pub struct RollbackCmd {
+    /// The component.
+    component: String,
+    /// Namespace of the component.
+    #[arg(short, long, env = "TROUPE_NAMESPACE")]
+    namespace: String,
+    /// The environment.
+    #[arg(long = "env")]
+    environment: String,
+    /// The ComponentRelease to go back to; by default the one the environment ran before.
+    #[arg(long, default_value = "")]
+    to: String,
+    /// Who asks. Default: $USER.
+    #[arg(long = "as", env = "TROUPE_USER")]
+    user: Option<String>,
+    /// Why.
+    #[arg(short, long, default_value = "")]
+    message: String,
+}
+
+impl RollbackCmd {
+    /// Starts the rollback.
+    pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let request = pb::RollbackRequest {
+            namespace: self.namespace,
+            component: self.component,
+            environment: self.environment,
+            release: self.to,
+            requested_by: user(self.user),
+            message: self.message,
+        };
+        let answer = ctx.promoter().await?.rollback(request).await;
+        answered(ctx, answer, None).await
+    }
+}
 
 /// Who the CLI acts as: `--as`, `TROUPE_USER`, else the login name.
-pub(super) fn user(given: Option<String>) -> String {
+fn user(given: Option<String>) -> String {
     given
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_default()
@@ -88,17 +268,18 @@ fn phase_of(p: &pb::Promotion) -> String {
 
 /// Prints what a promotion verb answered; with `wait`, follows a pending promotion (see
 /// [`report`]).
-pub(super) async fn answered<T: Answer>(
-    client: &Client,
+async fn answered<T: Answer>(
+    ctx: &Context,
     answer: Result<tonic::Response<T>, tonic::Status>,
     wait: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
+    let client = ctx.resources().await?;
     let promotion = answer.map_err(server_error)?.into_inner().promotion();
-    report(client, promotion, wait).await
+    report(&client, promotion, wait).await
 }
 
 /// A PromotionService response: each carries the promotion as it stands.
-pub(super) trait Answer {
+trait Answer {
     /// The promotion.
     fn promotion(self) -> pb::Promotion;
 }
@@ -120,80 +301,3 @@ answers!(
     ReportCheckResponse,
     RollbackResponse
 );
-
-/// `troupe history`: every promotion and rollback of a component, oldest first.
-pub(super) async fn history(
-    client: &Client,
-    namespace: &str,
-    component: &str,
-    output: &str,
-) -> anyhow::Result<ExitCode> {
-    let request = pb::ListRequest {
-        kind: Kind::Promotion.name().into(),
-        namespace: namespace.into(),
-        label_selector: format!("{}={component}", crate::releases::LABEL_COMPONENT),
-        ..Default::default()
-    };
-    let items = client
-        .clone()
-        .list(request)
-        .await
-        .map_err(server_error)?
-        .into_inner()
-        .items;
-    let mut promotions: Vec<pb::Promotion> = items
-        .into_iter()
-        .filter_map(|r| match r.object {
-            Some(Object::Promotion(p)) => Some(p),
-            _ => None,
-        })
-        .collect();
-    promotions.sort_by_key(|p| {
-        let meta = p.metadata.clone().unwrap_or_default();
-        (meta.create_time.map(|t| (t.seconds, t.nanos)), meta.name)
-    });
-    if output == "json" {
-        let items: Vec<serde_json::Value> = promotions
-            .iter()
-            .map(|p| serde_json::to_value(p).unwrap_or_default())
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut lines = vec![
-        [
-            "TIME", "NAME", "ACTION", "FROM", "TO", "RELEASE", "BY", "OUTCOME", "MESSAGE",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for p in &promotions {
-        let meta = p.metadata.clone().unwrap_or_default();
-        let spec = p.spec.clone().unwrap_or_default();
-        let status = p.status.clone().unwrap_or_default();
-        let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
-        lines.push(vec![
-            meta.create_time.map(time).unwrap_or_default(),
-            meta.name,
-            spec.action,
-            dash(spec.source_environment),
-            spec.target_environment,
-            dash(spec.release_name),
-            dash(spec.requested_by),
-            dash(status.phase),
-            status.message,
-        ]);
-    }
-    print!("{}", columns(&lines));
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A timestamp as `2026-11-24T10:00:00Z`: its RFC 3339 form to the second.
-fn time(t: pbjson_types::Timestamp) -> String {
-    let text = serde_json::to_value(t)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    // `YYYY-MM-DDTHH:MM:SS` is the first 19 characters, whatever fraction or offset follows.
-    text.get(..19).map(|s| format!("{s}Z")).unwrap_or(text)
-}

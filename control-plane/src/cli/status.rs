@@ -4,11 +4,26 @@
 
 use std::process::ExitCode;
 
-use troupe_common::pb::v1alpha1::{GetRequest, ListRequest};
+use troupe_common::pb::v1alpha1::{
+    DeploymentPipelineSpec, GetRequest, ListRequest, ReleaseBinding,
+};
 use troupe_common::{Kind, Object};
 
+use super::context::{Client, Context, server_error};
 use super::output::columns;
-use super::{Client, server_error};
+
+/// Show where a component runs: each environment's release and whether it is ready.
+#[derive(Debug, clap::Args)]
+pub struct StatusCmd {
+    /// The component.
+    component: String,
+    /// Namespace of the component.
+    #[arg(short, long, env = "TROUPE_NAMESPACE")]
+    namespace: String,
+    /// Output format.
+    #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+}
 
 /// One row.
 #[derive(Debug, serde::Serialize)]
@@ -23,6 +38,46 @@ struct Row {
     message: String,
 }
 
+impl StatusCmd {
+    /// Prints the component's environments as a table or a JSON document.
+    pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let client = ctx.resources().await?;
+        let (namespace, component) = (&self.namespace, &self.component);
+        let (order, latest) = pipeline_order(&client, namespace, component).await?;
+        let rows = rows(&client, namespace, component, &order).await?;
+        // A component without autoDeploy: is there a release newer than the first environment's?
+        let first = order
+            .first()
+            .and_then(|env| rows.iter().find(|r| &r.environment == env));
+        let newer = first.filter(|r| !latest.is_empty() && r.release != latest);
+        if self.output == "json" {
+            let doc = serde_json::json!({
+                "component": component,
+                "namespace": namespace,
+                "environments": rows,
+                "latestRelease": latest,
+                "newerReleaseAvailable": newer.is_some(),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        print!("{}", table(&rows));
+        if let Some(first) = newer {
+            let runs = if first.release.is_empty() {
+                "nothing".to_string()
+            } else {
+                first.release.clone()
+            };
+            println!(
+                "\nnewer release available: {latest} ({} runs {runs}); `troupe release create {component} -n {namespace}` cuts it",
+                first.environment
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// One object, which must exist.
 async fn get(client: &Client, kind: Kind, namespace: &str, name: &str) -> anyhow::Result<Object> {
     let request = GetRequest {
         kind: kind.name().into(),
@@ -70,8 +125,14 @@ async fn pipeline_order(
     else {
         return Ok((vec![], latest));
     };
+    Ok((environment_order(pipeline.spec.unwrap_or_default()), latest))
+}
+
+/// A pipeline's environments in promotion order: each path's source, then its targets, each
+/// environment where it first appears.
+fn environment_order(pipeline: DeploymentPipelineSpec) -> Vec<String> {
     let mut order: Vec<String> = Vec::new();
-    for path in pipeline.spec.unwrap_or_default().promotion_paths {
+    for path in pipeline.promotion_paths {
         for env in std::iter::once(path.source_environment)
             .chain(path.targets.into_iter().map(|t| t.environment))
         {
@@ -80,16 +141,17 @@ async fn pipeline_order(
             }
         }
     }
-    Ok((order, latest))
+    order
 }
 
-pub(super) async fn run(
+/// One row per binding of the component, plus a `NotDeployed` row for each pipeline
+/// environment without one; pipeline environments first, in `order`, then the others by name.
+async fn rows(
     client: &Client,
     namespace: &str,
     component: &str,
-    output: &str,
-) -> anyhow::Result<ExitCode> {
-    let (order, latest) = pipeline_order(client, namespace, component).await?;
+    order: &[String],
+) -> anyhow::Result<Vec<Row>> {
     let request = ListRequest {
         kind: Kind::ReleaseBinding.name().into(),
         namespace: namespace.into(),
@@ -102,18 +164,35 @@ pub(super) async fn run(
         .map_err(server_error)?
         .into_inner()
         .items;
-    let mut rows: Vec<Row> = Vec::new();
-    for binding in bindings.into_iter().filter_map(|r| r.object) {
-        let Object::ReleaseBinding(binding) = binding else {
-            continue;
-        };
+    let mut rows: Vec<Row> = bindings
+        .into_iter()
+        .filter_map(|r| match r.object {
+            Some(Object::ReleaseBinding(binding)) => Row::of_binding(binding, component),
+            _ => None,
+        })
+        .collect();
+    for env in order {
+        if !rows.iter().any(|r| &r.environment == env) {
+            rows.push(Row::not_deployed(env));
+        }
+    }
+    let rank = |env: &str| order.iter().position(|e| e == env).unwrap_or(usize::MAX);
+    rows.sort_by(|a, b| {
+        (rank(&a.environment), &a.environment).cmp(&(rank(&b.environment), &b.environment))
+    });
+    Ok(rows)
+}
+
+impl Row {
+    /// The row of a binding, as its `Ready` condition says; `None` for another component's.
+    fn of_binding(binding: ReleaseBinding, component: &str) -> Option<Row> {
         let spec = binding.spec.unwrap_or_default();
         if spec
             .owner
             .as_ref()
             .is_none_or(|o| o.component_name != component)
         {
-            continue;
+            return None;
         }
         let ready = binding
             .status
@@ -121,7 +200,7 @@ pub(super) async fn run(
             .conditions
             .into_iter()
             .find(|c| c.r#type == "Ready");
-        rows.push(Row {
+        Some(Row {
             environment: spec.environment,
             binding: binding.metadata.unwrap_or_default().name,
             release: spec.release_name,
@@ -135,41 +214,25 @@ pub(super) async fn run(
                 .as_ref()
                 .map_or("Pending".into(), |c| c.reason.clone()),
             message: ready.map(|c| c.message).unwrap_or_default(),
-        });
+        })
     }
-    for env in &order {
-        if !rows.iter().any(|r| &r.environment == env) {
-            rows.push(Row {
-                environment: env.clone(),
-                binding: String::new(),
-                release: String::new(),
-                state: String::new(),
-                ready: false,
-                reason: "NotDeployed".into(),
-                message: "no ReleaseBinding in this environment".into(),
-            });
+
+    /// The row of a pipeline environment the component has no binding in.
+    fn not_deployed(env: &str) -> Row {
+        Row {
+            environment: env.to_string(),
+            binding: String::new(),
+            release: String::new(),
+            state: String::new(),
+            ready: false,
+            reason: "NotDeployed".into(),
+            message: "no ReleaseBinding in this environment".into(),
         }
     }
-    let rank = |env: &str| order.iter().position(|e| e == env).unwrap_or(usize::MAX);
-    rows.sort_by(|a, b| {
-        (rank(&a.environment), &a.environment).cmp(&(rank(&b.environment), &b.environment))
-    });
-    // A component without autoDeploy: is there a release newer than the first environment's?
-    let first = order
-        .first()
-        .and_then(|env| rows.iter().find(|r| &r.environment == env));
-    let newer = first.filter(|r| !latest.is_empty() && r.release != latest);
-    if output == "json" {
-        let doc = serde_json::json!({
-            "component": component,
-            "namespace": namespace,
-            "environments": rows,
-            "latestRelease": latest,
-            "newerReleaseAvailable": newer.is_some(),
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(ExitCode::SUCCESS);
-    }
+}
+
+/// The rows as aligned columns under a header.
+fn table(rows: &[Row]) -> String {
     let dash = |s: &str| {
         if s.is_empty() {
             "-".to_string()
@@ -189,7 +252,7 @@ pub(super) async fn run(
         .map(String::from)
         .to_vec(),
     ];
-    for r in &rows {
+    for r in rows {
         lines.push(vec![
             r.environment.clone(),
             dash(&r.release),
@@ -203,17 +266,5 @@ pub(super) async fn run(
             r.message.clone(),
         ]);
     }
-    print!("{}", columns(&lines));
-    if let Some(first) = newer {
-        let runs = if first.release.is_empty() {
-            "nothing".to_string()
-        } else {
-            first.release.clone()
-        };
-        println!(
-            "\nnewer release available: {latest} ({} runs {runs}); `troupe release create {component} -n {namespace}` cuts it",
-            first.environment
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    columns(&lines)
 }

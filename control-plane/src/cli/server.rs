@@ -1,0 +1,95 @@
+//! `troupe server`: runs the control plane (API, agent endpoint and, with `--dev`, a sample
+//! platform with an in-process agent) until interrupted, printing where it listens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::agents::HubConfig;
+use crate::server::{DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
+
+/// Run the control plane server.
+#[derive(Debug, clap::Args)]
+pub struct ServerCmd {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Directory of the on-disk store (created if missing); `./troupe-dev` with --dev.
+    #[arg(long, env = "TROUPE_DATA_DIR", required_unless_present_any = ["in_memory", "dev"])]
+    data_dir: Option<PathBuf>,
+    /// Keep everything in memory instead (lost when the server stops).
+    #[arg(long, conflicts_with = "data_dir")]
+    in_memory: bool,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// Address of the agent endpoint (TLS; agents connect here). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    agent_listen: SocketAddr,
+    /// A host name or address agents reach the agent endpoint by (its certificate is
+    /// valid for these, `localhost` and `127.0.0.1`). Repeatable.
+    #[arg(long = "agent-name")]
+    agent_names: Vec<String>,
+    /// Seconds between heartbeats on agent streams; three missed end a stream.
+    #[arg(long, default_value_t = 10)]
+    agent_heartbeat_seconds: u64,
+    /// Largest release sent to an agent, in bytes of manifests; a larger one fails alone.
+    #[arg(long, default_value_t = HubConfig::default().max_release_bytes)]
+    agent_max_release_bytes: usize,
+    /// Dev mode: load the sample platform and run an agent in this process for DataPlane
+    /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
+    #[arg(long)]
+    dev: bool,
+}
+
+impl ServerCmd {
+    /// Serves until a shutdown signal.
+    pub(super) async fn run(self) -> anyhow::Result<ExitCode> {
+        crate::server::run(self.config(), crate::server::shutdown_signal(), announce).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// The server configuration the flags describe.
+    fn config(self) -> ServerConfig {
+        let data_dir = match (self.in_memory, self.data_dir, self.dev) {
+            (true, _, _) => None,
+            (false, None, true) => Some(PathBuf::from("troupe-dev")),
+            (false, dir, _) => dir,
+        };
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        names.extend(self.agent_names);
+        ServerConfig {
+            listen: self.listen,
+            data_dir,
+            max_message_bytes: self.max_message_bytes,
+            agent_listen: self.agent_listen,
+            agent_names: names,
+            hub: HubConfig {
+                heartbeat: std::time::Duration::from_secs(self.agent_heartbeat_seconds.max(1)),
+                max_release_bytes: self.agent_max_release_bytes,
+                ..HubConfig::default()
+            },
+            dev: self.dev,
+        }
+    }
+}
+
+/// Prints where the server listens. Scripts and tests read these lines to find a server
+/// started on port 0.
+fn announce(ready: Ready) {
+    println!("troupe server listening on {}", ready.api);
+    let ca = ready
+        .ca_path
+        .map_or("in memory".to_string(), |p| p.display().to_string());
+    println!(
+        "troupe agent endpoint listening on {} (CA {ca})",
+        ready.agents
+    );
+    if let Some(dir) = ready.dev_dataplane_dir {
+        println!(
+            "dev mode: data plane {} applies manifests under {}",
+            crate::server::DEV_DATA_PLANE,
+            dir.display()
+        );
+    }
+}
