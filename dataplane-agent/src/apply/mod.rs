@@ -7,7 +7,8 @@
 //!
 //! Health is what [`Applier::apply`] returns; an applier that watches its objects also keeps
 //! it current between applies ([`Applier::health`]) and says when it changed
-//! ([`Applier::health_changes`]).
+//! ([`Applier::health_changes`]). Health values are [`troupe_common::status::Health`], the
+//! words the control plane rolls up.
 
 pub mod dir;
 pub mod kubernetes;
@@ -17,18 +18,6 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
-
-/// Health values reported per object.
-pub mod health {
-    /// The object is what it should be and serving.
-    pub const HEALTHY: &str = "Healthy";
-    /// The object is on its way (rolling out, pending).
-    pub const PROGRESSING: &str = "Progressing";
-    /// The object failed or is unhealthy.
-    pub const DEGRADED: &str = "Degraded";
-    /// The object is paused (a suspended CronJob).
-    pub const SUSPENDED: &str = "Suspended";
-}
 
 /// Puts releases somewhere and reads back their health.
 pub trait Applier: Send + Sync {
