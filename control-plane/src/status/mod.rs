@@ -1,7 +1,7 @@
 //! Status derivations: what the control plane says about Releases, ReleaseBindings and
 //! DataPlanes, as pure functions of plain values.
 //!
-//! This floor sits below [`crate::controllers`] and [`crate::agents`], which own the writes:
+//! This floor sits below the controllers and the agent hub, which own the writes:
 //! the agent hub feeds what agents report into [`release`] and [`plane`] and writes Release and
 //! DataPlane status; the binding controller feeds a binding and its Release into [`binding`]
 //! and is the only writer of ReleaseBinding status. Nothing here reads the store or the clock
