@@ -235,7 +235,9 @@ mod tests {
         assert_eq!(Reason::ResourcesHealthy.to_string(), "ResourcesHealthy");
         assert_eq!(Health::Suspended.as_str(), "Suspended");
         assert_eq!(ConditionStatus::from(true).as_str(), "True");
-        assert!("ConnectionsResolved".to_string() == ConditionType::ConnectionsResolved);
+        let stored = String::from("ConnectionsResolved");
+        assert!(stored == ConditionType::ConnectionsResolved);
+        assert!(*"Applied" == ConditionType::Applied);
     }
 
     #[test]
