@@ -125,12 +125,7 @@ pub async fn run(
     let tokens = Arc::new(Tokens::load(
         pki_dir.as_ref().map(|d| d.join("tokens.jsonl")),
     )?);
-    let hub = Hub::start(
-        resources.clone(),
-        rollups,
-        config.hub.clone(),
-        stopping.clone(),
-    );
+    let hub = Hub::start(resources.clone(), rollups, &config.hub, stopping.clone());
     let agent_service = AgentServiceServer::new(AgentApi::new(hub, pki.clone(), tokens.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(

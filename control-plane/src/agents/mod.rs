@@ -153,7 +153,7 @@ impl Hub {
     pub fn start(
         resources: Arc<Resources>,
         rollups: Rollups,
-        config: HubConfig,
+        config: &HubConfig,
         stopping: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let (loaded_tx, loaded) = watch::channel(false);
@@ -161,7 +161,7 @@ impl Hub {
             status: StatusWriter::start(resources.clone(), rollups),
             resources,
             resyncs: Semaphore::new(config.concurrent_resyncs.max(1)),
-            config,
+            config: config.clone(),
             planes: Mutex::default(),
             loaded,
             sessions: AtomicU64::new(0),

@@ -6,6 +6,11 @@
 //! wants, nothing if they agree. Each id has at most one generation in flight, and at most
 //! `window` ids are in flight at once; an id that changes meanwhile is looked at again after
 //! its ack, with whatever is newest then.
+//!
+//! A session goes through [`Session::hello`] (the handshake), [`Session::resync`] (queue every
+//! id either side knows), [`Session::stream`] (one `select!` over the agent's messages, new
+//! work, displacement, shutdown, heartbeats and data-plane reports) and, if it was still the
+//! data plane's session, [`Session::disconnected`]. Status goes to the hub's status writer.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -113,6 +118,7 @@ impl Session {
         tracing::info!(plane = %display(&self.plane), %reason, "agent session ended");
     }
 
+    /// Runs the session from `Hello` to its end, and says why it ended.
     async fn serve(&mut self, inbound: &mut Inbound) -> End {
         let hub = self.hub.clone();
         let hello = match self.hello(inbound).await {
