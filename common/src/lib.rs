@@ -5,6 +5,7 @@
 //! make that code pleasant to use: [`kind`] names every resource kind, [`object`] gives uniform
 //! access to any typed object, and [`document`] converts objects to and from the YAML/JSON
 //! documents users write, which are the same document under the proto3 JSON mapping.
+//! [`status`] names the words status is written in (condition types, reasons, health).
 
 pub mod agent;
 pub mod document;
@@ -13,6 +14,7 @@ pub mod kind;
 pub mod names;
 pub mod object;
 pub mod selector;
+pub mod status;
 pub mod timestamp;
 
 /// Code generated from `proto/`. Never edited by hand.

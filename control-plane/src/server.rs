@@ -105,6 +105,7 @@ pub async fn run(
     let resources = Arc::new(Resources::new(store.clone()));
     let releases = Arc::new(Releases::new(resources.clone()));
     let binding_controller = BindingController::new(resources.clone(), releases.clone());
+    let rollups = binding_controller.rollups();
     tokio::spawn(binding_controller.run());
     tokio::spawn(DeployController::new(resources.clone(), releases.clone()).run());
     let promotions = Arc::new(Promotions::new(resources.clone()));
@@ -124,7 +125,7 @@ pub async fn run(
     let tokens = Arc::new(Tokens::load(
         pki_dir.as_ref().map(|d| d.join("tokens.jsonl")),
     )?);
-    let hub = Hub::start(resources.clone(), config.hub.clone(), stopping.clone());
+    let hub = Hub::start(resources.clone(), rollups, &config.hub, stopping.clone());
     let agent_service = AgentServiceServer::new(AgentApi::new(hub, pki.clone(), tokens.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(

@@ -8,8 +8,8 @@
 //! - [`session`] runs one agent stream: delta resync from the agent's `known` map, one
 //!   generation in flight per release (so updates never overtake each other and a slow agent
 //!   gets the newest generation, not a backlog), acks, chunking, heartbeats.
-//! - [`status`] turns acks and health reports into Release, ReleaseBinding and DataPlane
-//!   status.
+//! - [`status`] turns acks and health reports into Release and DataPlane status (derived by
+//!   [`crate::status`]), and asks the binding controller to roll bindings up after.
 //!
 //! Nothing is pruned because a connection dropped: a Release leaves a data plane only when it
 //! leaves the store's desired set and the agent acknowledges the removal.
@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use troupe_common::{Kind, Object, ObjectKey};
 
+use crate::controllers::binding::Rollups;
 use crate::resources::{Resources, WatchEventType, WatchRequest};
 use status::{StatusWriter, plane_of};
 
@@ -147,19 +148,20 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the hub: its Release index and its status writer. Sessions end when `stopping`
-    /// turns true.
+    /// Starts the hub: its Release index and its status writer, which rolls bindings up
+    /// through `rollups`. Sessions end when `stopping` turns true.
     pub fn start(
         resources: Arc<Resources>,
-        config: HubConfig,
+        rollups: Rollups,
+        config: &HubConfig,
         stopping: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let (loaded_tx, loaded) = watch::channel(false);
         let hub = Arc::new(Self {
-            status: StatusWriter::start(resources.clone()),
+            status: StatusWriter::start(resources.clone(), rollups),
             resources,
             resyncs: Semaphore::new(config.concurrent_resyncs.max(1)),
-            config,
+            config: config.clone(),
             planes: Mutex::default(),
             loaded,
             sessions: AtomicU64::new(0),

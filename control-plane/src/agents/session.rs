@@ -6,6 +6,11 @@
 //! wants, nothing if they agree. Each id has at most one generation in flight, and at most
 //! `window` ids are in flight at once; an id that changes meanwhile is looked at again after
 //! its ack, with whatever is newest then.
+//!
+//! A session goes through [`Session::hello`] (the handshake), [`Session::resync`] (queue every
+//! id either side knows), [`Session::stream`] (one `select!` over the agent's messages, new
+//! work, displacement, shutdown, heartbeats and data-plane reports) and, if it was still the
+//! data plane's session, [`Session::disconnected`]. Status goes to the hub's status writer.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -13,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{SemaphorePermit, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use troupe_common::agent::{PROTOCOL_VERSION, chunks, encode_manifests, parse_release_id};
@@ -23,8 +28,8 @@ use troupe_common::pb::v1alpha1::{
 use troupe_common::timestamp::now_seconds;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use super::status::PlaneReport;
 use super::{Desired, Hub, Item, Work};
+use crate::status::plane::PlaneReport;
 
 /// The control plane's half of a stream.
 pub type ControlStream = ReceiverStream<Result<ControlMessage, Status>>;
@@ -113,30 +118,13 @@ impl Session {
         tracing::info!(plane = %display(&self.plane), %reason, "agent session ended");
     }
 
+    /// Runs the session from `Hello` to its end, and says why it ended.
     async fn serve(&mut self, inbound: &mut Inbound) -> End {
         let hub = self.hub.clone();
-        let hello = match tokio::time::timeout(hub.config.hello_deadline, inbound.next()).await {
-            Err(_) => {
-                return End::Status(Status::deadline_exceeded(format!(
-                    "no Hello within {:?} of opening the stream",
-                    hub.config.hello_deadline
-                )));
-            }
-            Ok(None) => return End::Gone("closed before Hello".into()),
-            Ok(Some(Err(e))) => return End::Gone(e.message().to_string()),
-            Ok(Some(Ok(AgentMessage {
-                message: Some(agent_message::Message::Hello(hello)),
-            }))) => hello,
-            Ok(Some(Ok(_))) => {
-                return End::Status(Status::invalid_argument("the first message must be Hello"));
-            }
+        let hello = match self.hello(inbound).await {
+            Ok(hello) => hello,
+            Err(end) => return end,
         };
-        if hello.protocol_version != PROTOCOL_VERSION {
-            return End::Status(Status::failed_precondition(format!(
-                "the agent speaks protocol version {}; this control plane speaks {PROTOCOL_VERSION}",
-                hello.protocol_version
-            )));
-        }
         // Wait for the index to hold every Release: a diff against a half-loaded index
         // would tell the agent to prune what merely was not read yet.
         let mut loaded = hub.loaded.clone();
@@ -146,24 +134,9 @@ impl Session {
         let Ok(permit) = hub.resyncs.acquire().await else {
             return End::Status(Status::unavailable("the control plane is stopping"));
         };
-
         let work = Arc::new(Work::default());
-        let (session_id, mut displaced) = hub.attach(&self.plane, work.clone());
-        let mut stopping = hub.stopping.clone();
-        self.held = hello
-            .known
-            .into_iter()
-            .filter(|(id, _)| parse_release_id(id).is_some())
-            .map(|(id, k)| (id, (k.generation, k.content_hash)))
-            .collect();
-        let mut ids: Vec<String> = hub.desired_set(&self.plane).into_keys().collect();
-        ids.extend(self.held.keys().cloned());
-        ids.sort();
-        ids.dedup();
-        for id in ids {
-            work.push(Item::Release(id));
-        }
-        work.push(Item::SyncComplete);
+        let (session_id, displaced) = hub.attach(&self.plane, work.clone());
+        self.resync(hello.known, &work);
         self.report = PlaneReport {
             sessions: 1,
             agent_version: hello.agent_version.clone(),
@@ -183,58 +156,107 @@ impl Session {
             return End::Gone("closed before Welcome".into());
         }
         tracing::info!(plane = %display(&self.plane), session = session_id, agent = %hello.agent_version, "agent connected");
+        let end = self.stream(inbound, &work, displaced, permit).await;
+        if hub.detach(&self.plane, session_id) {
+            self.disconnected(&end);
+        }
+        end
+    }
 
+    /// Waits for the agent's `Hello` and checks that it speaks our protocol.
+    async fn hello(&self, inbound: &mut Inbound) -> Result<pb::Hello, End> {
+        let deadline = self.hub.config.hello_deadline;
+        let hello = match tokio::time::timeout(deadline, inbound.next()).await {
+            Err(_) => {
+                return Err(End::Status(Status::deadline_exceeded(format!(
+                    "no Hello within {deadline:?} of opening the stream"
+                ))));
+            }
+            Ok(None) => return Err(End::Gone("closed before Hello".into())),
+            Ok(Some(Err(e))) => return Err(End::Gone(e.message().to_string())),
+            Ok(Some(Ok(AgentMessage {
+                message: Some(agent_message::Message::Hello(hello)),
+            }))) => hello,
+            Ok(Some(Ok(_))) => {
+                return Err(End::Status(Status::invalid_argument(
+                    "the first message must be Hello",
+                )));
+            }
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(End::Status(Status::failed_precondition(format!(
+                "the agent speaks protocol version {}; this control plane speaks {PROTOCOL_VERSION}",
+                hello.protocol_version
+            ))));
+        }
+        Ok(hello)
+    }
+
+    /// Takes what the agent says it holds, and queues every release id either side knows,
+    /// then the end of the initial diff.
+    fn resync(&mut self, known: HashMap<String, pb::KnownRelease>, work: &Work) {
+        self.held = known
+            .into_iter()
+            .filter(|(id, _)| parse_release_id(id).is_some())
+            .map(|(id, k)| (id, (k.generation, k.content_hash)))
+            .collect();
+        let mut ids: Vec<String> = self.hub.desired_set(&self.plane).into_keys().collect();
+        ids.extend(self.held.keys().cloned());
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            work.push(Item::Release(id));
+        }
+        work.push(Item::SyncComplete);
+    }
+
+    /// The session proper: sends work while the window has room, handles what the agent
+    /// sends, beats the heart and reports the data plane, until something ends it. The resync
+    /// `permit` is given back once the initial diff is sent.
+    async fn stream(
+        &mut self,
+        inbound: &mut Inbound,
+        work: &Work,
+        mut displaced: watch::Receiver<bool>,
+        permit: SemaphorePermit<'_>,
+    ) -> End {
+        let hub = self.hub.clone();
+        let mut stopping = hub.stopping.clone();
         let mut permit = Some(permit);
         let mut heartbeat = tokio::time::interval(hub.config.heartbeat);
         let mut report = tokio::time::interval(PLANE_REPORT_EVERY);
         let mut last_heard = Instant::now();
-        let end = loop {
-            // Take work while the window has room.
-            while self.in_flight.len() < hub.config.window {
-                let Some(item) = work.pop() else { break };
-                match item {
-                    Item::Release(id) => {
-                        if !self.look_at(&id).await {
-                            break;
-                        }
-                    }
-                    Item::SyncComplete => {
-                        let done = control_message::Message::SyncComplete(self.counts);
-                        self.send(done).await;
-                        permit = None;
-                        self.report_due = true;
-                    }
-                }
-            }
+        loop {
+            self.send_work(work, &mut permit).await;
             if self.tx.is_closed() {
-                break End::Gone("the stream closed".into());
+                return End::Gone("the stream closed".into());
             }
             let room = self.in_flight.len() < hub.config.window;
             tokio::select! {
                 biased;
                 _ = displaced.changed() => {
-                    break End::Status(Status::aborted(format!(
+                    return End::Status(Status::aborted(format!(
                         "displaced by a newer session of data plane {}",
                         display(&self.plane)
                     )));
                 }
                 _ = stopped(&mut stopping) => {
-                    break End::Status(Status::unavailable("the control plane is stopping; reconnect"));
+                    return End::Status(Status::unavailable("the control plane is stopping; reconnect"));
                 }
                 message = inbound.next() => match message {
                     Some(Ok(message)) => {
                         last_heard = Instant::now();
-                        if let Err(status) = self.receive(message, &work) {
-                            break End::Status(status);
+                        if let Err(status) = self.receive(message, work) {
+                            return End::Status(status);
                         }
                     }
-                    Some(Err(e)) => break End::Gone(e.message().to_string()),
-                    None => break End::Gone("the agent closed the stream".into()),
+                    Some(Err(e)) => return End::Gone(e.message().to_string()),
+                    None => return End::Gone("the agent closed the stream".into()),
                 },
                 _ = work.ready.notified(), if room => {}
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > hub.config.heartbeat * 3 {
-                        break End::Status(Status::deadline_exceeded("no message from the agent for three heartbeat intervals"));
+                        return End::Status(Status::deadline_exceeded("no message from the agent for three heartbeat intervals"));
                     }
                     let beat = control_message::Message::Heartbeat(pb::Heartbeat { time: Some(now_seconds()) });
                     self.send(beat).await;
@@ -245,19 +267,40 @@ impl Session {
                     }
                 }
             }
-        };
-        drop(permit);
-        if hub.detach(&self.plane, session_id) {
-            let reason = match &end {
-                End::Status(s) => s.message().to_string(),
-                End::Gone(r) => r.clone(),
-            };
-            self.report.sessions = 0;
-            self.report.last_disconnected = Some(now_seconds());
-            self.report.message = format!("agent disconnected: {reason}");
-            self.send_plane_report();
         }
-        end
+    }
+
+    /// Takes work while the window has room; stops early if the stream closed (the caller
+    /// notices). Gives the resync permit back once the initial diff is sent.
+    async fn send_work(&mut self, work: &Work, permit: &mut Option<SemaphorePermit<'_>>) {
+        while self.in_flight.len() < self.hub.config.window {
+            let Some(item) = work.pop() else { break };
+            match item {
+                Item::Release(id) => {
+                    if !self.look_at(&id).await {
+                        return;
+                    }
+                }
+                Item::SyncComplete => {
+                    let done = control_message::Message::SyncComplete(self.counts);
+                    self.send(done).await;
+                    *permit = None;
+                    self.report_due = true;
+                }
+            }
+        }
+    }
+
+    /// Reports the data plane disconnected, with why the session ended.
+    fn disconnected(&mut self, end: &End) {
+        let reason = match end {
+            End::Status(s) => s.message().to_string(),
+            End::Gone(r) => r.clone(),
+        };
+        self.report.sessions = 0;
+        self.report.last_disconnected = Some(now_seconds());
+        self.report.message = format!("agent disconnected: {reason}");
+        self.send_plane_report();
     }
 
     /// Handles one message from the agent.

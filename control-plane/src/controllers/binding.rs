@@ -15,19 +15,25 @@
 //! when the binding of a component it connects to changes (the controller remembers who
 //! connects to whom, and which bindings sit in which environment). Rendering is
 //! deterministic, so re-rendering unchanged inputs writes nothing (no new revision).
+//!
+//! The controller is the one writer of binding status. The outcome of a render and the
+//! roll-up of `Ready`, `Progressing` and `Degraded` from the binding's Release are computed by
+//! [`crate::status::binding`]; when only a Release's status changed, the agent hub asks for a
+//! roll-up through [`Rollups`], which shares the render queue (a binding is worked on by one
+//! worker at a time, and a queued render includes the roll-up).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
 use super::queue::Queue;
-use super::{WORKERS, follow, set_condition};
-use crate::agents::status::rollup_binding;
+use super::{WORKERS, follow};
 use crate::releases::{Releases, RenderRequest};
 use crate::resources::references::scoped_kind;
 use crate::resources::{Error, Resources, WatchEventType};
+use crate::status;
 
 /// A component in one environment: `(namespace, environment, project, component)`.
 type Placement = (String, String, String, String);
@@ -44,6 +50,26 @@ pub struct BindingController {
     /// Which bindings sit in which environment, and which data plane each environment uses,
     /// so a change to either re-renders only the bindings it reaches.
     placements: Mutex<Placements>,
+    /// Bindings to render or roll up; each waits at most once.
+    queue: Arc<Queue>,
+    /// Queued bindings that need a render, not just a roll-up.
+    renders: Mutex<HashSet<ObjectKey>>,
+}
+
+/// A handle on the binding controller's queue: asks it to roll a binding's `Ready`,
+/// `Progressing` and `Degraded` up again from its Release's status, without rendering. The
+/// agent hub calls it after it writes a Release's status, so the controller stays the one
+/// writer of binding status.
+#[derive(Clone)]
+pub struct Rollups {
+    queue: Arc<Queue>,
+}
+
+impl Rollups {
+    /// Queues a roll-up of `binding` (coalesced with any other work queued for it).
+    pub fn roll_up(&self, binding: ObjectKey) {
+        self.queue.add(binding);
+    }
 }
 
 /// `(namespace, environment)`.
@@ -97,6 +123,15 @@ impl BindingController {
             consumers: Mutex::default(),
             seen: Mutex::default(),
             placements: Mutex::default(),
+            queue: Arc::new(Queue::default()),
+            renders: Mutex::default(),
+        }
+    }
+
+    /// The handle the agent hub rolls bindings up with.
+    pub fn rollups(&self) -> Rollups {
+        Rollups {
+            queue: self.queue.clone(),
         }
     }
 
@@ -111,26 +146,37 @@ impl BindingController {
             Kind::ClusterDataPlane,
         ];
         let this = Arc::new(self);
-        let queue = Arc::new(Queue::default());
         let worker = this.clone();
-        queue.spawn_workers(WORKERS, move |key| {
+        this.queue.spawn_workers(WORKERS, move |key| {
             let this = worker.clone();
             async move {
-                if let Err(e) = this.reconcile(&key).await {
-                    tracing::warn!(binding = %key, error = %e, "reconcile failed");
+                let render = this.renders().remove(&key);
+                let result = if render {
+                    this.reconcile(&key).await
+                } else {
+                    this.roll_up(&key).await
+                };
+                if let Err(e) = result {
+                    tracing::warn!(binding = %key, render, error = %e, "reconcile failed");
                 }
             }
         });
         let resources = this.resources.clone();
         follow(&resources, "binding", kinds, |kind, object| {
-            let (this, queue) = (this.clone(), queue.clone());
+            let this = this.clone();
             async move {
                 for key in this.affected(kind, object).await {
-                    queue.add(key);
+                    // Marked before it is queued, so the worker that takes it renders.
+                    this.renders().insert(key.clone());
+                    this.queue.add(key);
                 }
             }
         })
         .await;
+    }
+
+    fn renders(&self) -> std::sync::MutexGuard<'_, HashSet<ObjectKey>> {
+        self.renders.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The bindings a change can affect.
@@ -216,7 +262,7 @@ impl BindingController {
         seen.insert(key, generation) != Some(generation)
     }
 
-    /// Brings the binding's Release and conditions in line with the binding.
+    /// Brings the binding's Release and status in line with the binding.
     pub async fn reconcile(&self, key: &ObjectKey) -> Result<(), Error> {
         let Object::ReleaseBinding(binding) = (match self.resources.get(key) {
             Ok(o) => o,
@@ -228,140 +274,109 @@ impl BindingController {
         };
         let spec = binding.spec.clone().unwrap_or_default();
         let generation = binding.metadata.as_ref().map_or(0, |m| m.generation);
-        let release_key = ObjectKey::new(Kind::Release, &key.namespace, &key.name);
         let mut status = binding.status.clone().unwrap_or_default();
         self.remember_connections(key, &spec);
-        if spec.state == "Undeploy" || spec.release_name.is_empty() {
-            let reason = if spec.state == "Undeploy" {
-                "Undeployed"
-            } else {
-                "NoRelease"
-            };
-            // A Release already waiting for its prune is left to the agent hub.
-            let live = self
-                .resources
-                .get(&release_key)
-                .is_ok_and(|r| r.meta().delete_time.is_none());
-            if live {
-                self.resources.delete(&release_key, 0, false).await?;
+        match status::binding::not_rendering(&spec) {
+            Some(reason) => {
+                self.remove_release(key).await?;
+                status::binding::not_rendered(&mut status, reason, generation);
             }
-            // Nothing runs, so there is nothing to reach and nothing connects.
-            status.endpoints.clear();
-            status.resolved_connections.clear();
-            status.pending_connections.clear();
-            status
-                .conditions
-                .retain(|c| c.r#type != "ConnectionsResolved");
-            set_condition(
-                &mut status.conditions,
-                "Rendered",
-                false,
-                reason,
-                "nothing to render",
-                generation,
-            );
-        } else {
-            let owner = spec.owner.clone().unwrap_or_default();
-            let rendered = self
-                .releases
-                .render(RenderRequest {
-                    namespace: key.namespace.clone(),
-                    component: owner.component_name.clone(),
-                    environment: spec.environment.clone(),
-                    release: spec.release_name.clone(),
-                    type_environment_configs: spec.component_type_environment_configs.clone(),
-                    trait_environment_configs: spec.trait_environment_configs.clone(),
-                    workload_overrides: spec.workload_overrides.clone(),
-                })
-                .await;
-            match rendered {
-                Ok(rendered) => {
-                    let connections = rendered.connections;
-                    let (resolved, reason, message) = match connections.pending.as_slice() {
-                        [] if connections.resolved.is_empty() => (
-                            true,
-                            "NoConnections",
-                            "the workload has no connections".into(),
-                        ),
-                        [] => (
-                            true,
-                            "AllConnectionsResolved",
-                            format!("{} connection(s) resolved", connections.resolved.len()),
-                        ),
-                        pending => (
-                            false,
-                            "ConnectionsPending",
-                            pending
-                                .iter()
-                                .map(|p| format!("{}: {}", p.endpoint, p.reason))
-                                .collect::<Vec<_>>()
-                                .join("; "),
-                        ),
-                    };
-                    set_condition(
-                        &mut status.conditions,
-                        "ConnectionsResolved",
-                        resolved,
-                        reason,
-                        &message,
-                        generation,
-                    );
-                    status.endpoints = rendered.endpoints;
-                    status.resolved_connections = connections.resolved;
-                    status.pending_connections = connections.pending;
-                    let release = self.release_object(key, &spec, rendered.manifests)?;
-                    self.resources.apply(release, false).await?;
-                    let message =
-                        format!("rendered {} into Release {}", spec.release_name, key.name);
-                    set_condition(
-                        &mut status.conditions,
-                        "Rendered",
-                        true,
-                        "Rendered",
-                        &message,
-                        generation,
-                    );
-                }
-                Err(e) => {
-                    set_condition(
-                        &mut status.conditions,
-                        "Rendered",
-                        false,
-                        "RenderFailed",
-                        &e.to_string(),
-                        generation,
-                    );
-                }
-            }
+            None => self.render(key, &spec, &mut status, generation).await?,
         }
         status.observed_generation = generation;
-        // Merged into the stored status, whose Ready/Progressing/Degraded the agent hub keeps
-        // up to date too, then rolled up again from the Release as it is now.
+        self.write_status(key, status).await
+    }
+
+    /// Deletes the binding's Release, unless it already waits for its prune (the agent hub
+    /// finishes that).
+    async fn remove_release(&self, key: &ObjectKey) -> Result<(), Error> {
+        let release_key = ObjectKey::new(Kind::Release, &key.namespace, &key.name);
+        let live = self
+            .resources
+            .get(&release_key)
+            .is_ok_and(|r| r.meta().delete_time.is_none());
+        if live {
+            self.resources.delete(&release_key, 0, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Renders the binding into its Release and records the outcome in `status`. A render
+    /// that fails is recorded, not returned: the Release is left as it was.
+    async fn render(
+        &self,
+        key: &ObjectKey,
+        spec: &pb::ReleaseBindingSpec,
+        status: &mut pb::ReleaseBindingStatus,
+        generation: i64,
+    ) -> Result<(), Error> {
+        let owner = spec.owner.clone().unwrap_or_default();
+        let rendered = self
+            .releases
+            .render(RenderRequest {
+                namespace: key.namespace.clone(),
+                component: owner.component_name.clone(),
+                environment: spec.environment.clone(),
+                release: spec.release_name.clone(),
+                type_environment_configs: spec.component_type_environment_configs.clone(),
+                trait_environment_configs: spec.trait_environment_configs.clone(),
+                workload_overrides: spec.workload_overrides.clone(),
+            })
+            .await;
+        let rendered = match rendered {
+            Ok(rendered) => rendered,
+            Err(e) => {
+                status::binding::render_failed(status, &e.to_string(), generation);
+                return Ok(());
+            }
+        };
+        let connections = rendered.connections;
+        status::binding::connections(
+            status,
+            connections.resolved,
+            connections.pending,
+            generation,
+        );
+        status.endpoints = rendered.endpoints;
+        let release = self.release_object(key, spec, rendered.manifests)?;
+        self.resources.apply(release, false).await?;
+        status::binding::rendered(status, &spec.release_name, &key.name, generation);
+        Ok(())
+    }
+
+    /// Merges what the render computed into the stored status, then rolls the binding up
+    /// from its Release as it is now.
+    async fn write_status(
+        &self,
+        key: &ObjectKey,
+        computed: pb::ReleaseBindingStatus,
+    ) -> Result<(), Error> {
         self.resources
             .update_status(key, move |resources, object| {
                 if let Object::ReleaseBinding(stored) = object {
-                    let stored_status = stored.status.get_or_insert_default();
-                    stored_status.observed_generation = status.observed_generation;
-                    stored_status.endpoints = status.endpoints;
-                    stored_status.resolved_connections = status.resolved_connections;
-                    stored_status.pending_connections = status.pending_connections;
-                    for owned in ["Rendered", "ConnectionsResolved"] {
-                        let computed = status.conditions.iter().find(|c| c.r#type == owned);
-                        let conditions = &mut stored_status.conditions;
-                        match (computed, conditions.iter().position(|c| c.r#type == owned)) {
-                            (Some(c), Some(i)) => conditions[i] = c.clone(),
-                            (Some(c), None) => conditions.push(c.clone()),
-                            (None, Some(i)) => {
-                                conditions.remove(i);
-                            }
-                            (None, None) => {}
-                        }
-                    }
+                    status::binding::merge_render(stored.status.get_or_insert_default(), computed);
+                    roll_up(resources, stored);
                 }
-                rollup_binding(resources, object);
             })
             .await?;
         Ok(())
+    }
+
+    /// Rolls the binding's `Ready`, `Progressing` and `Degraded` up from its Release's
+    /// status, rendering nothing. A binding that is gone has nothing to roll up.
+    async fn roll_up(&self, key: &ObjectKey) -> Result<(), Error> {
+        let result = self
+            .resources
+            .update_status(key, |resources, object| {
+                if let Object::ReleaseBinding(binding) = object {
+                    roll_up(resources, binding);
+                }
+            })
+            .await;
+        match result {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Records which components the binding's release connects to, so a change to their
@@ -463,6 +478,17 @@ impl BindingController {
             ..Default::default()
         }))
     }
+}
+
+/// Rolls `binding` up from its Release as stored now (read in the same write, so the two agree).
+fn roll_up(resources: &Resources, binding: &mut pb::ReleaseBinding) {
+    let meta = binding.metadata.clone().unwrap_or_default();
+    let key = ObjectKey::new(Kind::Release, &meta.namespace, &meta.name);
+    let release = match resources.get(&key) {
+        Ok(Object::Release(release)) => Some(release),
+        _ => None,
+    };
+    status::binding::roll_up(binding, release.as_ref());
 }
 
 /// Where a binding places its component.

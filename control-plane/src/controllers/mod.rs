@@ -1,15 +1,19 @@
 //! Controllers: level-triggered loops that compute derived state from the full current state
 //! and can be re-run at any time with the same result (STYLE 11).
 //!
-//! - [`binding`] renders every ReleaseBinding into its Release and reports how that went on
-//!   the binding's conditions.
+//! - [`binding`] renders every ReleaseBinding into its Release and is the one writer of the
+//!   binding's status: how the render went, and (rolled up from its Release, also when the
+//!   agent hub asks through [`binding::Rollups`]) how the release is doing.
 //! - [`deploy`] cuts releases of `autoDeploy` components when their inputs change and binds
 //!   them in the first environment of their pipeline.
 //! - [`promotion`] takes pending Promotions forward when their source environment, approvals,
 //!   checks or soak time change.
 //!
 //! Each maps a change to the keys it affects and queues them ([`queue`]): a key waits at most
-//! once, so bursts coalesce, and a pool of workers reconciles different keys at once.
+//! once, so bursts coalesce, and a pool of workers reconciles different keys at once. The
+//! agent hub, on the floor above, uses the same queue for its status writes.
+//!
+//! Status is derived by [`crate::status`], the floor below; controllers only write it.
 
 pub mod binding;
 pub mod deploy;
@@ -19,7 +23,6 @@ pub(crate) mod queue;
 use std::future::Future;
 use std::sync::Arc;
 
-use troupe_common::pb::v1alpha1::Condition;
 use troupe_common::{Kind, Object};
 
 use crate::resources::{Resources, WatchEventType, WatchRequest};
@@ -60,35 +63,5 @@ where
                 return;
             }
         }
-    }
-}
-
-/// Sets condition `type_` in `conditions`, keeping its transition time when its status did
-/// not change.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: i64,
-) {
-    let status = if status { "True" } else { "False" };
-    let existing = conditions.iter_mut().find(|c| c.r#type == type_);
-    let transition = match &existing {
-        Some(c) if c.status == status => c.last_transition_time,
-        _ => Some(troupe_common::timestamp::now_seconds()),
-    };
-    let condition = Condition {
-        r#type: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message: message.to_string(),
-        last_transition_time: transition,
-        observed_generation: generation,
-    };
-    match existing {
-        Some(c) => *c = condition,
-        None => conditions.push(condition),
     }
 }

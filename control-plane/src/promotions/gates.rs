@@ -184,14 +184,24 @@ async fn source(
     let generation = binding.metadata.as_ref().map_or(0, |m| m.generation);
     let spec = binding.spec.unwrap_or_default();
     let status = binding.status.unwrap_or_default();
-    let ready = status.conditions.iter().find(|c| c.r#type == "Ready");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == troupe_common::status::ConditionType::Ready);
     let ready = match ready {
-        _ if spec.state == "Undeploy" => Err("undeployed".to_string()),
-        Some(c) if c.status == "True" && c.observed_generation >= generation => Ok(status
-            .release_history
-            .first()
-            .filter(|d| d.release_name == spec.release_name)
-            .and_then(|d| d.ready_time)),
+        _ if spec.state == troupe_common::status::BindingState::Undeploy => {
+            Err("undeployed".to_string())
+        }
+        Some(c)
+            if c.status == troupe_common::status::ConditionStatus::True
+                && c.observed_generation >= generation =>
+        {
+            Ok(status
+                .release_history
+                .first()
+                .filter(|d| d.release_name == spec.release_name)
+                .and_then(|d| d.ready_time))
+        }
         Some(c) if !c.reason.is_empty() => Err(if c.message.is_empty() {
             c.reason.clone()
         } else {

@@ -748,10 +748,9 @@ fn owner_of(component: &pb::Component) -> pb::ComponentOwner {
 
 /// True when the binding deploys its release (not `Undeploy`).
 fn active(binding: &pb::ReleaseBinding) -> bool {
-    binding
-        .spec
-        .as_ref()
-        .is_some_and(|s| s.state.is_empty() || s.state == "Active")
+    binding.spec.as_ref().is_some_and(|s| {
+        s.state.is_empty() || s.state == troupe_common::status::BindingState::Active
+    })
 }
 
 /// The environment whose edge leads to `to`.

@@ -145,7 +145,7 @@ fn address(
         }
     };
     let spec = binding.spec.clone().unwrap_or_default();
-    if spec.state == "Undeploy" {
+    if spec.state == troupe_common::status::BindingState::Undeploy {
         return Err(format!(
             "{target} is undeployed in environment {environment}"
         ));

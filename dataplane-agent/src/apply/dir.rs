@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use futures::future::BoxFuture;
 use troupe_common::agent::parse_release_id;
 use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
+use troupe_common::status::Health;
 
-use super::{Applier, describe, health};
+use super::{Applier, describe};
 
 /// Applies releases to files under a root directory.
 pub struct DirApplier {
@@ -81,7 +82,7 @@ impl DirApplier {
             let path = dir.join(&file);
             write_if_changed(&path, &render(resource)?)
                 .map_err(|e| format!("writing {}: {e}", path.display()))?;
-            status.health = health::HEALTHY.into();
+            status.health = Health::Healthy.as_str().into();
             keep.insert(file);
             statuses.push(status);
         }
@@ -159,7 +160,7 @@ mod tests {
             resource("ConfigMap", "b", "1"),
         ];
         let statuses = applier.apply("acme/api-dev", &both).await.unwrap();
-        assert!(statuses.iter().all(|s| s.health == "Healthy"));
+        assert!(statuses.iter().all(|s| s.health == Health::Healthy));
         let dir = root.path().join("acme/api-dev");
         let a = dir.join("configmap_shop_a.yaml");
         assert!(

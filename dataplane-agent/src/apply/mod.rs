@@ -7,7 +7,8 @@
 //!
 //! Health is what [`Applier::apply`] returns; an applier that watches its objects also keeps
 //! it current between applies ([`Applier::health`]) and says when it changed
-//! ([`Applier::health_changes`]).
+//! ([`Applier::health_changes`]). Health values are [`troupe_common::status::Health`], the
+//! words the control plane rolls up.
 
 pub mod dir;
 pub mod kubernetes;
@@ -18,16 +19,19 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
 
-/// Health values reported per object.
+/// Health values reported per object, as the strings the proto carries: spelled once, by
+/// [`troupe_common::status::Health`]; kept for code outside the agent that names them so.
 pub mod health {
+    use troupe_common::status::Health;
+
     /// The object is what it should be and serving.
-    pub const HEALTHY: &str = "Healthy";
+    pub const HEALTHY: &str = Health::Healthy.as_str();
     /// The object is on its way (rolling out, pending).
-    pub const PROGRESSING: &str = "Progressing";
+    pub const PROGRESSING: &str = Health::Progressing.as_str();
     /// The object failed or is unhealthy.
-    pub const DEGRADED: &str = "Degraded";
+    pub const DEGRADED: &str = Health::Degraded.as_str();
     /// The object is paused (a suspended CronJob).
-    pub const SUSPENDED: &str = "Suspended";
+    pub const SUSPENDED: &str = Health::Suspended.as_str();
 }
 
 /// Puts releases somewhere and reads back their health.

@@ -7,41 +7,43 @@
 
 use serde_json::Value;
 
-use crate::apply::health::{DEGRADED, HEALTHY, PROGRESSING, SUSPENDED};
+use troupe_common::status::{
+    self, Health::Degraded, Health::Healthy, Health::Progressing, Health::Suspended,
+};
 
 /// A health value and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
-    /// One of [`crate::apply::health`].
-    pub health: &'static str,
+    /// What the object's status says.
+    pub health: status::Health,
     /// Detail for people; empty when there is nothing to add.
     pub message: String,
 }
 
 fn healthy() -> Health {
     Health {
-        health: HEALTHY,
+        health: Healthy,
         message: String::new(),
     }
 }
 
 fn progressing(message: impl Into<String>) -> Health {
     Health {
-        health: PROGRESSING,
+        health: Progressing,
         message: message.into(),
     }
 }
 
 fn degraded(message: impl Into<String>) -> Health {
     Health {
-        health: DEGRADED,
+        health: Degraded,
         message: message.into(),
     }
 }
 
 fn suspended(message: impl Into<String>) -> Health {
     Health {
-        health: SUSPENDED,
+        health: Suspended,
         message: message.into(),
     }
 }
@@ -309,7 +311,7 @@ mod tests {
         json!({"metadata": {"generation": 2}, "spec": {"replicas": replicas}, "status": status})
     }
 
-    fn health(group: &str, kind: &str, object: Value) -> &'static str {
+    fn health(group: &str, kind: &str, object: Value) -> status::Health {
         of(group, kind, &object).health
     }
 
@@ -321,37 +323,37 @@ mod tests {
             d(
                 json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3})
             ),
-            PROGRESSING
+            Progressing
         );
         assert_eq!(
             d(
                 json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 3})
             ),
-            PROGRESSING
+            Progressing
         );
         // Old replicas still terminating.
         assert_eq!(
             d(
                 json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 3, "availableReplicas": 3})
             ),
-            PROGRESSING
+            Progressing
         );
         assert_eq!(
             d(
                 json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 2})
             ),
-            PROGRESSING
+            Progressing
         );
         assert_eq!(
             d(
                 json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3})
             ),
-            HEALTHY
+            Healthy
         );
         // No status at all: just created.
         assert_eq!(
             health("apps", "Deployment", json!({"metadata": {"generation": 1}})),
-            PROGRESSING
+            Progressing
         );
         // spec.replicas defaults to 1.
         assert_eq!(
@@ -360,7 +362,7 @@ mod tests {
                 "Deployment",
                 json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}})
             ),
-            HEALTHY
+            Healthy
         );
     }
 
@@ -378,12 +380,12 @@ mod tests {
                 ]}),
             ),
         );
-        assert_eq!(stuck.health, DEGRADED);
+        assert_eq!(stuck.health, Degraded);
         assert!(stuck.message.contains("timed out progressing"), "{stuck:?}");
 
         let mut paused = mk_deployment(3, json!({}));
         paused["spec"]["paused"] = json!(true);
-        assert_eq!(health("apps", "Deployment", paused), SUSPENDED);
+        assert_eq!(health("apps", "Deployment", paused), Suspended);
     }
 
     #[test]
@@ -404,24 +406,24 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             status
         };
-        assert_eq!(s(json!({"replicas": 2}), observed(json!({}))), HEALTHY);
+        assert_eq!(s(json!({"replicas": 2}), observed(json!({}))), Healthy);
         assert_eq!(
             s(
                 json!({"replicas": 2}),
                 observed(json!({"readyReplicas": 1}))
             ),
-            PROGRESSING
+            Progressing
         );
         assert_eq!(
             s(
                 json!({"replicas": 2}),
                 observed(json!({"updateRevision": "web-2"}))
             ),
-            PROGRESSING
+            Progressing
         );
         assert_eq!(
             s(json!({"replicas": 2}), json!({"observedGeneration": 0})),
-            PROGRESSING
+            Progressing
         );
         // A partitioned rollout is done once the replicas above the partition are updated.
         let partitioned = json!({"replicas": 3, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}});
@@ -432,7 +434,7 @@ mod tests {
                     json!({"readyReplicas": 3, "updatedReplicas": 1, "updateRevision": "web-2"})
                 )
             ),
-            HEALTHY
+            Healthy
         );
         assert_eq!(
             s(
@@ -441,7 +443,7 @@ mod tests {
                     json!({"readyReplicas": 3, "updatedReplicas": 0, "updateRevision": "web-2"})
                 )
             ),
-            PROGRESSING
+            Progressing
         );
     }
 
@@ -456,16 +458,16 @@ mod tests {
         };
         let full = json!({"observedGeneration": 3, "desiredNumberScheduled": 4,
                           "updatedNumberScheduled": 4, "numberAvailable": 4});
-        assert_eq!(d(full.clone()), HEALTHY);
+        assert_eq!(d(full.clone()), Healthy);
         let mut rolling = full.clone();
         rolling["updatedNumberScheduled"] = json!(2);
-        assert_eq!(d(rolling), PROGRESSING);
+        assert_eq!(d(rolling), Progressing);
         let mut unavailable = full.clone();
         unavailable["numberAvailable"] = json!(3);
-        assert_eq!(d(unavailable), PROGRESSING);
+        assert_eq!(d(unavailable), Progressing);
         let mut stale = full;
         stale["observedGeneration"] = json!(2);
-        assert_eq!(d(stale), PROGRESSING);
+        assert_eq!(d(stale), Progressing);
     }
 
     #[test]
@@ -473,7 +475,7 @@ mod tests {
         let job = |status: Value| health("batch", "Job", json!({"status": status}));
         assert_eq!(
             job(json!({"conditions": [{"type": "Complete", "status": "True"}]})),
-            HEALTHY
+            Healthy
         );
         let failed = of(
             "batch",
@@ -481,20 +483,20 @@ mod tests {
             &json!({"status": {"conditions": [{"type": "Failed", "status": "True",
                 "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}),
         );
-        assert_eq!(failed.health, DEGRADED);
+        assert_eq!(failed.health, Degraded);
         assert_eq!(
             failed.message,
             "Job has reached the specified backoff limit"
         );
-        assert_eq!(job(json!({"active": 1})), PROGRESSING);
+        assert_eq!(job(json!({"active": 1})), Progressing);
         assert_eq!(
             health("batch", "Job", json!({"spec": {"suspend": true}})),
-            SUSPENDED
+            Suspended
         );
 
         assert_eq!(
             health("batch", "CronJob", json!({"spec": {"suspend": true}})),
-            SUSPENDED
+            Suspended
         );
         assert_eq!(
             health(
@@ -502,7 +504,7 @@ mod tests {
                 "CronJob",
                 json!({"spec": {"schedule": "* * * * *"}})
             ),
-            HEALTHY
+            Healthy
         );
     }
 
@@ -515,19 +517,19 @@ mod tests {
             pod(
                 json!({"phase": "Running", "containerStatuses": [container(true), container(true)]})
             ),
-            HEALTHY
+            Healthy
         );
         assert_eq!(
             pod(
                 json!({"phase": "Running", "containerStatuses": [container(true), container(false)]})
             ),
-            PROGRESSING
+            Progressing
         );
-        assert_eq!(pod(json!({"phase": "Pending"})), PROGRESSING);
-        assert_eq!(pod(json!({"phase": "Succeeded"})), HEALTHY);
+        assert_eq!(pod(json!({"phase": "Pending"})), Progressing);
+        assert_eq!(pod(json!({"phase": "Succeeded"})), Healthy);
         assert_eq!(
             pod(json!({"phase": "Failed", "message": "evicted"})),
-            DEGRADED
+            Degraded
         );
         let crashing = of(
             "",
@@ -536,7 +538,7 @@ mod tests {
                 {"name": "app", "ready": false, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s"}}}
             ]}}),
         );
-        assert_eq!(crashing.health, DEGRADED);
+        assert_eq!(crashing.health, Degraded);
         assert_eq!(
             crashing.message,
             "container app: CrashLoopBackOff back-off 5m0s"
@@ -545,7 +547,7 @@ mod tests {
             pod(json!({"phase": "Pending", "initContainerStatuses": [
                 {"name": "init", "ready": false, "state": {"waiting": {"reason": "ImagePullBackOff"}}}
             ]})),
-            DEGRADED
+            Degraded
         );
     }
 
@@ -558,9 +560,9 @@ mod tests {
                 json!({"status": {"phase": phase}}),
             )
         };
-        assert_eq!(pvc("Bound"), HEALTHY);
-        assert_eq!(pvc("Pending"), PROGRESSING);
-        assert_eq!(pvc("Lost"), DEGRADED);
+        assert_eq!(pvc("Bound"), Healthy);
+        assert_eq!(pvc("Pending"), Progressing);
+        assert_eq!(pvc("Lost"), Degraded);
 
         let lb = |status: Value| {
             health(
@@ -569,20 +571,20 @@ mod tests {
                 json!({"spec": {"type": "LoadBalancer"}, "status": status}),
             )
         };
-        assert_eq!(lb(json!({"loadBalancer": {}})), PROGRESSING);
+        assert_eq!(lb(json!({"loadBalancer": {}})), Progressing);
         assert_eq!(
             lb(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}})),
-            HEALTHY
+            Healthy
         );
         assert_eq!(
             health("", "Service", json!({"spec": {"type": "ClusterIP"}})),
-            HEALTHY
+            Healthy
         );
     }
 
     #[test]
     fn other_kinds_are_healthy_by_existing_and_only_ruled_kinds_are_watched() {
-        assert_eq!(health("", "ConfigMap", json!({})), HEALTHY);
+        assert_eq!(health("", "ConfigMap", json!({})), Healthy);
         // A custom resource that happens to be called Deployment has no rule.
         assert_eq!(
             health(
@@ -590,7 +592,7 @@ mod tests {
                 "Deployment",
                 json!({"metadata": {"generation": 5}})
             ),
-            HEALTHY
+            Healthy
         );
         assert!(has_rule("apps", "Deployment"));
         assert!(has_rule("", "Service"));

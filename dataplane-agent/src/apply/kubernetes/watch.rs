@@ -20,10 +20,10 @@ use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use troupe_common::pb::v1alpha1::ReleaseResourceStatus;
+use troupe_common::status::Health::Degraded;
 
 use super::health::{self, Health};
 use super::inventory;
-use crate::apply::health::DEGRADED;
 
 /// What names an object on the board: API group, kind, namespace (empty for cluster-scoped
 /// objects) and name.
@@ -119,7 +119,7 @@ impl Board {
             return;
         };
         if entry.health != health.health || entry.message != health.message {
-            tracing::debug!(%release, kind = %key.kind, name = %key.name, health = health.health, "health changed");
+            tracing::debug!(%release, kind = %key.kind, name = %key.name, health = health.health.as_str(), "health changed");
             entry.health = health.health.to_string();
             entry.message = health.message;
             drop(releases);
@@ -144,7 +144,7 @@ impl Board {
         );
         let health = if deleted {
             Health {
-                health: DEGRADED,
+                health: Degraded,
                 message: "deleted by someone other than the agent; the next resync re-creates it"
                     .into(),
             }
@@ -152,7 +152,7 @@ impl Board {
             match serde_json::to_value(object) {
                 Ok(value) => health::of(&resource.group, &resource.kind, &value),
                 Err(e) => Health {
-                    health: DEGRADED,
+                    health: Degraded,
                     message: format!("unreadable object: {e}"),
                 },
             }
@@ -187,7 +187,7 @@ pub fn spawn(client: Client, resource: ApiResource, board: Arc<Board>) -> AbortH
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::health::{HEALTHY, PROGRESSING};
+    use troupe_common::status::Health::{Healthy, Progressing};
 
     fn mk_status(kind: &str, name: &str, health: &str) -> ReleaseResourceStatus {
         ReleaseResourceStatus {
@@ -228,7 +228,10 @@ mod tests {
     #[tokio::test]
     async fn events_update_the_objects_of_their_release_only_and_notify_on_change() {
         let board = Board::default();
-        board.record("acme/web", mk_status("Deployment", "web", PROGRESSING));
+        board.record(
+            "acme/web",
+            mk_status("Deployment", "web", Progressing.as_str()),
+        );
         let key = ObjectKey::of(&mk_status("Deployment", "web", ""));
         assert_eq!(
             board.settle("acme/web", std::slice::from_ref(&key)).len(),
@@ -242,16 +245,16 @@ mod tests {
             &mk_deployment("acme/other", "web", 1),
             false,
         );
-        assert_eq!(board.get("acme/web").unwrap()[0].health, PROGRESSING);
+        assert_eq!(board.get("acme/web").unwrap()[0].health, Progressing);
 
         board.on_event(&deployments(), &mk_deployment("acme/web", "web", 1), false);
-        assert_eq!(board.get("acme/web").unwrap()[0].health, HEALTHY);
+        assert_eq!(board.get("acme/web").unwrap()[0].health, Healthy);
         tokio::time::timeout(std::time::Duration::from_secs(1), changed.notified())
             .await
             .expect("a change notifies");
 
         board.on_event(&deployments(), &mk_deployment("acme/web", "web", 1), true);
-        assert_eq!(board.get("acme/web").unwrap()[0].health, DEGRADED);
+        assert_eq!(board.get("acme/web").unwrap()[0].health, Degraded);
 
         board.forget("acme/web");
         board.on_event(&deployments(), &mk_deployment("acme/web", "web", 1), false);
