@@ -16,7 +16,7 @@ use crate::agents::{Hub, HubConfig};
 use crate::api::agent::{AgentApi, AgentServiceServer, DataPlaneApi, DataPlaneServiceServer};
 use crate::api::promotion::{PromotionApi, PromotionServiceServer};
 use crate::api::{ReleaseApi, ReleaseServiceServer, ResourceApi, ResourceServiceServer};
-use crate::controllers::binding::BindingController;
+use crate::controllers::binding::{BindingController, Rollups};
 use crate::controllers::deploy::DeployController;
 use crate::controllers::promotion::PromotionController;
 use crate::promotions::Promotions;
@@ -91,25 +91,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = match &config.data_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating data directory {}", dir.display()))?;
-            Arc::new(
-                SledStore::open(dir)
-                    .with_context(|| format!("opening the store in {}", dir.display()))?,
-            )
-        }
-        None => Arc::new(MemoryStore::new()),
-    };
-    let resources = Arc::new(Resources::new(store.clone()));
-    let releases = Arc::new(Releases::new(resources.clone()));
-    let binding_controller = BindingController::new(resources.clone(), releases.clone());
-    let rollups = binding_controller.rollups();
-    tokio::spawn(binding_controller.run());
-    tokio::spawn(DeployController::new(resources.clone(), releases.clone()).run());
-    let promotions = Arc::new(Promotions::new(resources.clone()));
-    tokio::spawn(PromotionController::new(resources.clone(), promotions.clone()).run());
+    let store = open_store(config.data_dir.as_deref())?;
+    let domain = Domain::start(store.clone());
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
@@ -125,54 +108,16 @@ pub async fn run(
     let tokens = Arc::new(Tokens::load(
         pki_dir.as_ref().map(|d| d.join("tokens.jsonl")),
     )?);
-    let hub = Hub::start(resources.clone(), rollups, &config.hub, stopping.clone());
-    let agent_service = AgentServiceServer::new(AgentApi::new(hub, pki.clone(), tokens.clone()))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(
-            config
-                .max_message_bytes
-                .max(2 * troupe_common::agent::CHUNK_BYTES),
-        );
-    let data_plane_service =
-        DataPlaneServiceServer::new(DataPlaneApi::new(pki.clone(), tokens.clone()));
-    // The sample platform is loaded on the first start only, so later starts keep the
-    // user's changes to it.
-    let first_start = resources
-        .get(&troupe_common::ObjectKey::new(
-            troupe_common::Kind::Namespace,
-            "",
-            "acme",
-        ))
-        .is_err();
-    if config.dev && first_start {
-        let loaded = load_documents(&resources, SAMPLE_PLATFORM).await?;
+    let hub = Hub::start(
+        domain.resources.clone(),
+        domain.rollups.clone(),
+        &config.hub,
+        stopping.clone(),
+    );
+    if config.dev && first_start(&domain.resources) {
+        let loaded = load_documents(&domain.resources, SAMPLE_PLATFORM).await?;
         tracing::info!(objects = loaded, "dev mode: sample platform loaded");
     }
-    let resource_service =
-        ResourceServiceServer::new(ResourceApi::new(resources, stopping.clone()))
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(config.max_message_bytes);
-    let release_service = ReleaseServiceServer::new(ReleaseApi::new(releases))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
-    let promotion_service = PromotionServiceServer::new(PromotionApi::new(promotions))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<ResourceServiceServer<ResourceApi>>()
-        .await;
-    health_reporter
-        .set_serving::<ReleaseServiceServer<ReleaseApi>>()
-        .await;
-    health_reporter
-        .set_serving::<DataPlaneServiceServer<DataPlaneApi>>()
-        .await;
-    health_reporter
-        .set_serving::<PromotionServiceServer<PromotionApi>>()
-        .await;
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -183,13 +128,7 @@ pub async fn run(
         .with_context(|| format!("listening for agents on {}", config.agent_listen))?;
     let agent_addr = agent_listener.local_addr()?;
     tracing::info!(%addr, agents = %agent_addr, data_dir = ?config.data_dir, revision = store.revision(), "troupe server ready");
-    let dev_dataplane_dir = match (&config.dev, &config.data_dir) {
-        (true, Some(dir)) => Some(dir.join("dataplane-local")),
-        (true, None) => {
-            Some(std::env::temp_dir().join(format!("troupe-dev-{}", std::process::id())))
-        }
-        _ => None,
-    };
+    let dev_dataplane_dir = dev_data_plane_dir(&config);
     if let Some(target) = &dev_dataplane_dir {
         let state_dir = match &config.data_dir {
             Some(dir) => dir.join("agent-local"),
@@ -212,30 +151,160 @@ pub async fn run(
         dev_dataplane_dir,
     });
 
-    let mut agent_stopping = stopping.clone();
-    let agent_server = tonic::transport::Server::builder()
-        .tls_config(pki.server_tls())?
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .trace_fn(|request| tracing::info_span!("agent-rpc", path = %request.uri().path()))
-        .add_service(agent_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(agent_listener), async move {
-            let _ = agent_stopping.wait_for(|s| *s).await;
-        });
-    let api_server = tonic::transport::Server::builder()
-        .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(resource_service)
-        .add_service(release_service)
-        .add_service(promotion_service)
-        .add_service(data_plane_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let agent_server = serve_agents(
+        &config,
+        hub,
+        &pki,
+        &tokens,
+        agent_listener,
+        stopping.clone(),
+    )?;
+    let api_server =
+        serve_api(&config, domain, &pki, &tokens, listener, stopping, shutdown).await?;
     let (api, agents) = tokio::join!(api_server, agent_server);
     api?;
     agents?;
     tracing::info!("troupe server stopped");
     Ok(())
+}
+
+/// The sled store in `data_dir` (created if missing), or an in-memory store without one.
+fn open_store(data_dir: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating data directory {}", dir.display()))?;
+            Arc::new(
+                SledStore::open(dir)
+                    .with_context(|| format!("opening the store in {}", dir.display()))?,
+            )
+        }
+        None => Arc::new(MemoryStore::new()),
+    })
+}
+
+/// The domain services over one store, with their controllers running.
+struct Domain {
+    resources: Arc<Resources>,
+    releases: Arc<Releases>,
+    promotions: Arc<Promotions>,
+    /// How the agent hub asks the binding controller to roll a binding's status up.
+    rollups: Rollups,
+}
+
+impl Domain {
+    fn start(store: Arc<dyn Store>) -> Self {
+        let resources = Arc::new(Resources::new(store));
+        let releases = Arc::new(Releases::new(resources.clone()));
+        let binding_controller = BindingController::new(resources.clone(), releases.clone());
+        let rollups = binding_controller.rollups();
+        tokio::spawn(binding_controller.run());
+        tokio::spawn(DeployController::new(resources.clone(), releases.clone()).run());
+        let promotions = Arc::new(Promotions::new(resources.clone()));
+        tokio::spawn(PromotionController::new(resources.clone(), promotions.clone()).run());
+        Domain {
+            resources,
+            releases,
+            promotions,
+            rollups,
+        }
+    }
+}
+
+/// Whether this is the first start on this store: the sample platform is loaded on the first
+/// start only, so later starts keep the user's changes to it.
+fn first_start(resources: &Resources) -> bool {
+    resources
+        .get(&troupe_common::ObjectKey::new(
+            troupe_common::Kind::Namespace,
+            "",
+            "acme",
+        ))
+        .is_err()
+}
+
+/// In dev mode, the folder the in-process agent writes manifests to.
+fn dev_data_plane_dir(config: &ServerConfig) -> Option<PathBuf> {
+    match (&config.dev, &config.data_dir) {
+        (true, Some(dir)) => Some(dir.join("dataplane-local")),
+        (true, None) => {
+            Some(std::env::temp_dir().join(format!("troupe-dev-{}", std::process::id())))
+        }
+        _ => None,
+    }
+}
+
+/// The agent endpoint: TLS with client certificates, the agent service only.
+fn serve_agents(
+    config: &ServerConfig,
+    hub: Arc<Hub>,
+    pki: &Arc<Pki>,
+    tokens: &Arc<Tokens>,
+    listener: TcpListener,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>>> {
+    let agent_service = AgentServiceServer::new(AgentApi::new(hub, pki.clone(), tokens.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(
+            config
+                .max_message_bytes
+                .max(2 * troupe_common::agent::CHUNK_BYTES),
+        );
+    Ok(tonic::transport::Server::builder()
+        .tls_config(pki.server_tls())?
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .trace_fn(|request| tracing::info_span!("agent-rpc", path = %request.uri().path()))
+        .add_service(agent_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }))
+}
+
+/// The API endpoint: every user-facing service, health and reflection.
+async fn serve_api(
+    config: &ServerConfig,
+    domain: Domain,
+    pki: &Arc<Pki>,
+    tokens: &Arc<Tokens>,
+    listener: TcpListener,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>>> {
+    let max = config.max_message_bytes;
+    let data_plane_service =
+        DataPlaneServiceServer::new(DataPlaneApi::new(pki.clone(), tokens.clone()));
+    let resource_service = ResourceServiceServer::new(ResourceApi::new(domain.resources, stopping))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let release_service = ReleaseServiceServer::new(ReleaseApi::new(domain.releases))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let promotion_service = PromotionServiceServer::new(PromotionApi::new(domain.promotions))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ResourceServiceServer<ResourceApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ReleaseServiceServer<ReleaseApi>>()
+        .await;
+    health_reporter
+        .set_serving::<DataPlaneServiceServer<DataPlaneApi>>()
+        .await;
+    health_reporter
+        .set_serving::<PromotionServiceServer<PromotionApi>>()
+        .await;
+    Ok(tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(resource_service)
+        .add_service(release_service)
+        .add_service(promotion_service)
+        .add_service(data_plane_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown))
 }
 
 /// Applies every object of a YAML stream, in order.

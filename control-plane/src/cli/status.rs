@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use troupe_common::pb::v1alpha1::{
     DeploymentPipelineSpec, GetRequest, ListRequest, ReleaseBinding,
 };
+use troupe_common::status::{BindingState, ConditionStatus};
 use troupe_common::{Kind, Object};
 
 use super::context::{Client, Context, server_error};
 use super::output::columns;
+use crate::status::binding::readiness;
 
 /// Show where a component runs: each environment's release and whether it is ready.
 #[derive(Debug, clap::Args)]
@@ -186,6 +188,7 @@ async fn rows(
 impl Row {
     /// The row of a binding, as its `Ready` condition says; `None` for another component's.
     fn of_binding(binding: ReleaseBinding, component: &str) -> Option<Row> {
+        let readiness = readiness(Some(&binding));
         let spec = binding.spec.unwrap_or_default();
         if spec
             .owner
@@ -194,39 +197,32 @@ impl Row {
         {
             return None;
         }
-        let ready = binding
-            .status
-            .unwrap_or_default()
-            .conditions
-            .into_iter()
-            .find(|c| c.r#type == "Ready");
+        let state = match spec.state.as_str() {
+            "" => BindingState::Active.as_str().to_string(),
+            _ => spec.state,
+        };
         Some(Row {
             environment: spec.environment,
             binding: binding.metadata.unwrap_or_default().name,
             release: spec.release_name,
-            state: if spec.state.is_empty() {
-                "Active".into()
-            } else {
-                spec.state
-            },
-            ready: ready.as_ref().is_some_and(|c| c.status == "True"),
-            reason: ready
-                .as_ref()
-                .map_or("Pending".into(), |c| c.reason.clone()),
-            message: ready.map(|c| c.message).unwrap_or_default(),
+            state,
+            ready: readiness.ready,
+            reason: readiness.reason,
+            message: readiness.message,
         })
     }
 
     /// The row of a pipeline environment the component has no binding in.
     fn not_deployed(env: &str) -> Row {
+        let readiness = readiness(None);
         Row {
             environment: env.to_string(),
             binding: String::new(),
             release: String::new(),
             state: String::new(),
-            ready: false,
-            reason: "NotDeployed".into(),
-            message: "no ReleaseBinding in this environment".into(),
+            ready: readiness.ready,
+            reason: readiness.reason,
+            message: readiness.message,
         }
     }
 }
@@ -257,11 +253,7 @@ fn table(rows: &[Row]) -> String {
             r.environment.clone(),
             dash(&r.release),
             dash(&r.state),
-            if r.ready {
-                "True".into()
-            } else {
-                "False".into()
-            },
+            ConditionStatus::from(r.ready).as_str().into(),
             r.reason.clone(),
             r.message.clone(),
         ]);
