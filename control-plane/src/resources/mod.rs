@@ -9,6 +9,7 @@
 
 mod error;
 mod integrity;
+mod kinds;
 pub mod references;
 mod validate;
 mod watch;
@@ -20,7 +21,7 @@ use prost::Message;
 use troupe_common::pb::v1alpha1::Resource;
 use troupe_common::selector::LabelSelector;
 use troupe_common::timestamp::now;
-use troupe_common::{Kind, Object, ObjectKey};
+use troupe_common::{Kind, Object, ObjectKey, Typed};
 
 pub use error::Error;
 pub use references::{Reference, references};
@@ -306,6 +307,25 @@ impl Resources {
             .ok_or_else(|| Error::NotFound(key.clone()))
     }
 
+    /// Reads one object as its generated type; reading a key of another kind is an error.
+    pub fn get_as<T: Typed>(&self, key: &ObjectKey) -> Result<T, Error> {
+        typed(key, self.get(key)?)
+    }
+
+    /// Every object of `T`'s kind in `namespace` (every namespace if empty) matching
+    /// `selector`, ordered by namespace and name.
+    pub async fn list_as<T: Typed>(
+        &self,
+        namespace: &str,
+        selector: &LabelSelector,
+    ) -> Result<Vec<T>, Error> {
+        let page = self.list(T::KIND, namespace, selector, 0, "").await?;
+        page.items
+            .into_iter()
+            .map(|object| typed(&object.key(), object))
+            .collect()
+    }
+
     /// Lists objects of `kind` in `namespace` (every namespace if empty) matching `selector`,
     /// `page_size` at a time (0: all) starting after `page_token`.
     pub async fn list(
@@ -497,6 +517,14 @@ fn joined(e: tokio::task::JoinError) -> Error {
             "the control plane is shutting down".into(),
         )),
     }
+}
+
+/// `object`, read under `key`, as a `T`.
+fn typed<T: Typed>(key: &ObjectKey, object: Object) -> Result<T, Error> {
+    T::from_object(object).map_err(|other| Error::Decode {
+        key: key.clone(),
+        reason: format!("it holds a {}, not a {}", other.kind(), T::KIND),
+    })
 }
 
 fn page_token_of(key: &ObjectKey) -> String {
