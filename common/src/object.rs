@@ -51,8 +51,8 @@ pub trait Typed: Sized {
     /// The kind of this type's objects.
     const KIND: Kind;
 
-    /// The message inside `object`, or `object` itself when it is of another kind.
-    fn from_object(object: Object) -> Result<Self, Object>;
+    /// The message inside `object`, or the kind it is of when that is another kind.
+    fn from_object(object: Object) -> Result<Self, Kind>;
 
     /// The message inside `object`, if it is of this kind.
     fn from_mut(object: &mut Object) -> Option<&mut Self>;
@@ -144,10 +144,10 @@ macro_rules! for_every_kind {
             impl Typed for crate::pb::v1alpha1::$variant {
                 const KIND: Kind = Kind::$variant;
 
-                fn from_object(object: Object) -> Result<Self, Object> {
+                fn from_object(object: Object) -> Result<Self, Kind> {
                     match object {
                         Object::$variant(o) => Ok(o),
-                        other => Err(other),
+                        other => Err(other.kind()),
                     }
                 }
 
@@ -199,11 +199,6 @@ impl Object {
     pub fn key(&self) -> ObjectKey {
         let meta = self.meta();
         ObjectKey::new(self.kind(), meta.namespace.clone(), meta.name.clone())
-    }
-
-    /// The typed message inside, if the object is a `T`.
-    pub fn into_typed<T: Typed>(self) -> Result<T, Object> {
-        T::from_object(self)
     }
 
     /// The typed message inside, mutably, if the object is a `T`.

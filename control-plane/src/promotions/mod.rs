@@ -9,6 +9,11 @@
 //! Advancing is idempotent and re-run by the promotion controller whenever the source binding
 //! changes, a soak period ends, or the control plane restarts, so a crash between binding and
 //! recording is finished on the next pass.
+//!
+//! One file per concern: `request` (asking for a promotion), `rollback`, `approvals`
+//! (approvals and check reports), `advance` (deciding), `gates` (evaluating an edge's gates),
+//! `record` (creating, ending and listing the records). This file holds the service and what
+//! they share: the pipeline's edge a promotion takes, and typed reads.
 
 mod advance;
 mod approvals;
@@ -41,6 +46,7 @@ pub mod phase {
     /// A newer promotion or rollback to the same environment replaced it.
     pub const SUPERSEDED: &str = "Superseded";
 }
+
 /// The promotion service.
 pub struct Promotions {
     resources: Arc<Resources>,

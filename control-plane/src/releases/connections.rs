@@ -204,8 +204,8 @@ fn released_endpoint(
             .unwrap_or_default(),
         Err(_) => return Err(format!("{target}: release {release} is not found")),
     };
-    let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
     let Some(endpoint) = endpoints.iter().find(|e| e.name == connection.endpoint) else {
+        let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
         return Err(format!(
             "{target} has no endpoint {:?} in release {release} (it has: {})",
             connection.endpoint,

@@ -3,6 +3,11 @@
 //! cascades). It sits between the gRPC handlers and the [`Store`]: handlers decode and encode,
 //! this layer decides, the store persists.
 //!
+//! What differs between kinds (their fields' rules, their references, their immutable
+//! fields) lives in one file per kind under `kinds/`, behind one table; `validate`,
+//! `references` and `integrity` are the machinery every kind shares. Reads come untyped
+//! ([`Resources::get`]) or as the generated type ([`Resources::get_as`]).
+//!
 //! Writes are serialized by one lock held from the first read of a check to the commit, so a
 //! reference checked to exist cannot vanish before the write lands. The lock is released
 //! before waiting for the flush, so concurrent writers share flushes.
@@ -521,9 +526,9 @@ fn joined(e: tokio::task::JoinError) -> Error {
 
 /// `object`, read under `key`, as a `T`.
 fn typed<T: Typed>(key: &ObjectKey, object: Object) -> Result<T, Error> {
-    T::from_object(object).map_err(|other| Error::Decode {
+    T::from_object(object).map_err(|found| Error::Decode {
         key: key.clone(),
-        reason: format!("it holds a {}, not a {}", other.kind(), T::KIND),
+        reason: format!("it holds a {found}, not a {}", T::KIND),
     })
 }
 
@@ -555,4 +560,49 @@ fn decode_bytes(key: &ObjectKey, bytes: &[u8], revision: Revision) -> Result<Obj
     })?;
     object.meta_mut().resource_version = revision;
     Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use troupe_common::pb::v1alpha1 as pb;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn mk_namespace(name: &str) -> Object {
+        pb::Namespace {
+            metadata: Some(pb::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into()
+    }
+
+    #[tokio::test]
+    async fn typed_reads_return_the_generated_type_and_refuse_another() {
+        let resources = Arc::new(Resources::new(Arc::new(MemoryStore::new())));
+        for name in ["acme", "zeta"] {
+            resources.apply(mk_namespace(name), false).await.unwrap();
+        }
+        let key = ObjectKey::new(Kind::Namespace, "", "acme");
+        let namespace: pb::Namespace = resources.get_as(&key).unwrap();
+        assert_eq!(namespace.metadata.unwrap().name, "acme");
+
+        let err = resources.get_as::<pb::Component>(&key).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "stored Namespace acme could not be decoded: it holds a Namespace, not a Component"
+        );
+        let missing = ObjectKey::new(Kind::Namespace, "", "nope");
+        assert!(matches!(
+            resources.get_as::<pb::Namespace>(&missing),
+            Err(Error::NotFound(_))
+        ));
+
+        let all: Vec<pb::Namespace> = resources.list_as("", &Default::default()).await.unwrap();
+        let names: Vec<String> = all.into_iter().map(|n| n.metadata.unwrap().name).collect();
+        assert_eq!(names, ["acme", "zeta"]);
+    }
 }

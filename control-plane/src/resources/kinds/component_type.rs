@@ -2,12 +2,11 @@
 //! Its workload type is fixed once written; its schemas, templates and expressions must
 //! compile.
 
-use troupe_common::ObjectKey;
 use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::{Kind, ObjectKey};
 
 use super::{Ctx, Error, Rules, unchanged_fields};
 use crate::resources::validate::WORKLOAD_TYPES;
-use troupe_common::Kind;
 
 impl Rules for pb::ComponentType {
     fn validate(&self, ctx: &Ctx<'_>) -> Result<(), Error> {

@@ -1,8 +1,7 @@
 //! Environment: a deployment stage on one data plane, which it names once and for good.
 
-use troupe_common::Kind;
-use troupe_common::ObjectKey;
 use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::{Kind, ObjectKey};
 
 use super::{Ctx, Error, Reference, Rules, unchanged_fields};
 use crate::resources::references::data_plane;

@@ -1,12 +1,12 @@
 //! Workflow and ClusterWorkflow (build or automation templates, whose parameter schema must
 //! compile) and WorkflowRun (one execution, fixed once started).
 
+use troupe_common::kind::scoped_kind;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, ObjectKey};
 
 use super::{Ctx, Error, Reference, Rules, unchanged_fields};
 use crate::resources::references::component_owner;
-use troupe_common::kind::scoped_kind;
 
 impl Rules for pb::Workflow {
     fn validate(&self, ctx: &Ctx<'_>) -> Result<(), Error> {
