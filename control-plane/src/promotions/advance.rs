@@ -23,6 +23,7 @@ impl Promotions {
         self.advance_locked(key).await
     }
 
+    /// [`Promotions::advance`], with the promotion lock already held.
     pub(super) async fn advance_locked(
         &self,
         key: &ObjectKey,

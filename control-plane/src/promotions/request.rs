@@ -39,10 +39,10 @@ impl Promotions {
         let ns = request.namespace.as_str();
         let component = self.component(ns, &request.component)?;
         let owner = owner_of(&component);
-        let pipeline = self.pipeline(ns, &owner.project_name)?;
+        let (pipeline_key, pipeline) = self.pipeline(ns, &owner.project_name)?;
         let _guard = self.lock.lock().await;
         let from = if request.from.is_empty() {
-            previous_environment(&pipeline.0, &pipeline.1, &request.to)?
+            previous_environment(&pipeline_key, &pipeline, &request.to)?
         } else {
             request.from.clone()
         };
@@ -117,6 +117,7 @@ fn active(binding: &pb::ReleaseBinding) -> bool {
         .as_ref()
         .is_some_and(|s| s.state.is_empty() || s.state == "Active")
 }
+
 /// The environment whose edge leads to `to`.
 fn previous_environment(key: &ObjectKey, pipeline: &Pipeline, to: &str) -> Result<String, Error> {
     match pipeline.sources_of(to).as_slice() {
