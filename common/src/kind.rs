@@ -181,6 +181,17 @@ impl Kind {
     }
 }
 
+/// Resolves the `kind` of a `{kind, name}` reference that may name a namespaced kind or its
+/// cluster-scoped twin (empty means the namespaced one); `None` for any other value.
+pub fn scoped_kind(kind: &str, namespaced: Kind, cluster: Kind) -> Option<Kind> {
+    match kind {
+        "" => Some(namespaced),
+        k if k == namespaced.name() => Some(namespaced),
+        k if k == cluster.name() => Some(cluster),
+        _ => None,
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -3,16 +3,18 @@
 //! `proto/` is the schema of record. [`pb`] holds the code generated from it (prost types, tonic
 //! clients and servers, pbjson serde following the proto3 JSON mapping); the modules beside it
 //! make that code pleasant to use: [`kind`] names every resource kind, [`object`] gives uniform
-//! access to any typed object, and [`document`] converts objects to and from the YAML/JSON
+//! access to any typed object, [`pipeline`] reads a pipeline as a graph, and [`document`] converts objects to and from the YAML/JSON
 //! documents users write, which are the same document under the proto3 JSON mapping.
 //! [`status`] names the words status is written in (condition types, reasons, health).
 
 pub mod agent;
+pub mod data_plane;
 pub mod document;
 pub mod durable;
 pub mod kind;
 pub mod names;
 pub mod object;
+pub mod pipeline;
 pub mod selector;
 pub mod status;
 pub mod timestamp;
@@ -34,4 +36,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("trou
 pub const API_VERSION: &str = "troupe.dev/v1alpha1";
 
 pub use kind::Kind;
-pub use object::{Object, ObjectKey};
+pub use object::{Object, ObjectKey, Typed};
+pub use pipeline::Pipeline;

@@ -32,6 +32,33 @@ impl ObjectKey {
             name: name.into(),
         }
     }
+
+    /// The key of `name` as referenced from an object in `namespace`: in that namespace, or
+    /// in none when `kind` is cluster-scoped.
+    pub fn scoped(kind: Kind, namespace: &str, name: impl Into<String>) -> Self {
+        let namespace = if kind.is_cluster_scoped() {
+            ""
+        } else {
+            namespace
+        };
+        Self::new(kind, namespace, name)
+    }
+}
+
+/// A generated kind message (`pb::Component`, …): the typed view of one [`Object`] variant.
+/// Implemented for every kind by `for_every_kind!`, so typed reads are written once.
+pub trait Typed: Sized {
+    /// The kind of this type's objects.
+    const KIND: Kind;
+
+    /// The message inside `object`, or the kind it is of when that is another kind.
+    fn from_object(object: Object) -> Result<Self, Kind>;
+
+    /// The message inside `object`, if it is of this kind.
+    fn from_mut(object: &mut Object) -> Option<&mut Self>;
+
+    /// Wraps the message in an [`Object`].
+    fn into_object(self) -> Object;
 }
 
 impl fmt::Display for ObjectKey {
@@ -112,6 +139,36 @@ macro_rules! for_every_kind {
                 }
             }
         }
+
+        $(
+            impl Typed for crate::pb::v1alpha1::$variant {
+                const KIND: Kind = Kind::$variant;
+
+                fn from_object(object: Object) -> Result<Self, Kind> {
+                    match object {
+                        Object::$variant(o) => Ok(o),
+                        other => Err(other.kind()),
+                    }
+                }
+
+                fn from_mut(object: &mut Object) -> Option<&mut Self> {
+                    match object {
+                        Object::$variant(o) => Some(o),
+                        _ => None,
+                    }
+                }
+
+                fn into_object(self) -> Object {
+                    Object::$variant(self)
+                }
+            }
+
+            impl From<crate::pb::v1alpha1::$variant> for Object {
+                fn from(o: crate::pb::v1alpha1::$variant) -> Self {
+                    Object::$variant(o)
+                }
+            }
+        )*
     };
 }
 
@@ -142,6 +199,11 @@ impl Object {
     pub fn key(&self) -> ObjectKey {
         let meta = self.meta();
         ObjectKey::new(self.kind(), meta.namespace.clone(), meta.name.clone())
+    }
+
+    /// The typed message inside, mutably, if the object is a `T`.
+    pub fn typed_mut<T: Typed>(&mut self) -> Option<&mut T> {
+        T::from_mut(self)
     }
 
     /// Wraps the object in a `Resource` message.

@@ -207,10 +207,12 @@ impl StatusWriter {
 
 /// The data plane a Release goes to.
 pub fn plane_of(namespace: &str, release: &pb::Release) -> Option<ObjectKey> {
-    let r = release.spec.as_ref()?.data_plane_ref.as_ref()?;
-    Some(if r.kind == Kind::ClusterDataPlane.name() {
-        ObjectKey::new(Kind::ClusterDataPlane, "", &r.name)
-    } else {
-        ObjectKey::new(Kind::DataPlane, namespace, &r.name)
-    })
+    Some(
+        release
+            .spec
+            .as_ref()?
+            .data_plane_ref
+            .as_ref()?
+            .key(namespace),
+    )
 }

@@ -8,7 +8,7 @@ use troupe_common::pb::v1alpha1::{
     DeploymentPipelineSpec, GetRequest, ListRequest, ReleaseBinding,
 };
 use troupe_common::status::{BindingState, ConditionStatus};
-use troupe_common::{Kind, Object};
+use troupe_common::{Kind, Object, Pipeline};
 
 use super::context::{Client, Context, server_error};
 use super::output::columns;
@@ -133,17 +133,11 @@ async fn pipeline_order(
 /// A pipeline's environments in promotion order: each path's source, then its targets, each
 /// environment where it first appears.
 fn environment_order(pipeline: DeploymentPipelineSpec) -> Vec<String> {
-    let mut order: Vec<String> = Vec::new();
-    for path in pipeline.promotion_paths {
-        for env in std::iter::once(path.source_environment)
-            .chain(path.targets.into_iter().map(|t| t.environment))
-        {
-            if !order.contains(&env) {
-                order.push(env);
-            }
-        }
-    }
-    order
+    Pipeline::new(&pipeline)
+        .environments()
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 /// One row per binding of the component, plus a `NotDeployed` row for each pipeline

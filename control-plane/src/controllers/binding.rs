@@ -31,7 +31,6 @@ use troupe_common::{Kind, Object, ObjectKey};
 use super::queue::Queue;
 use super::{WORKERS, follow};
 use crate::releases::{Releases, RenderRequest};
-use crate::resources::references::scoped_kind;
 use crate::resources::{Error, Resources, WatchEventType};
 use crate::status;
 
@@ -220,14 +219,7 @@ impl BindingController {
                     .spec
                     .as_ref()
                     .and_then(|s| s.data_plane_ref.as_ref())
-                    .map(
-                        |r| match scoped_kind(&r.kind, Kind::DataPlane, Kind::ClusterDataPlane) {
-                            Some(Kind::ClusterDataPlane) => {
-                                ObjectKey::new(Kind::ClusterDataPlane, "", &r.name)
-                            }
-                            _ => ObjectKey::new(Kind::DataPlane, &key.namespace, &r.name),
-                        },
-                    );
+                    .map(|r| r.key(&key.namespace));
                 let mut placements = self.placements();
                 match plane.filter(|_| !deleted) {
                     Some(plane) => placements.plane_of.insert(env_key.clone(), plane),
@@ -418,16 +410,10 @@ impl BindingController {
         manifests: Vec<serde_json::Value>,
     ) -> Result<Object, Error> {
         let env_key = ObjectKey::new(Kind::Environment, &key.namespace, &spec.environment);
-        let data_plane_ref = match self.resources.get(&env_key)? {
-            Object::Environment(env) => env.spec.and_then(|s| s.data_plane_ref),
-            _ => None,
-        }
-        .map(|r| pb::DataPlaneRef {
-            kind: scoped_kind(&r.kind, Kind::DataPlane, Kind::ClusterDataPlane)
-                .unwrap_or(Kind::DataPlane)
-                .name()
-                .to_string(),
-            name: r.name,
+        let environment = self.resources.get_as::<pb::Environment>(&env_key)?;
+        let data_plane_ref = environment.spec.and_then(|s| s.data_plane_ref).map(|r| {
+            let kind = r.key(&key.namespace).kind.name().to_string();
+            pb::DataPlaneRef { kind, name: r.name }
         });
         let content = serde_json::Value::Array(manifests.clone()).to_string();
         let content_hash = troupe_common::agent::sha256_hex(content.as_bytes());

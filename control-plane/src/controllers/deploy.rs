@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use troupe_common::pb::v1alpha1 as pb;
-use troupe_common::{Kind, Object, ObjectKey};
+use troupe_common::{Kind, Object, ObjectKey, Pipeline};
 
 use super::queue::Queue;
 use super::{WORKERS, follow};
@@ -104,7 +104,7 @@ impl DeployController {
     /// Cuts a release of `component` if it auto-deploys, and binds it in the first environment;
     /// otherwise records which release its current state makes.
     pub async fn deploy(&self, component: &ObjectKey) -> Result<(), Error> {
-        let Ok(Object::Component(c)) = self.resources.get(component) else {
+        let Ok(c) = self.resources.get_as::<pb::Component>(component) else {
             return Ok(());
         };
         let spec = c.spec.unwrap_or_default();
@@ -163,7 +163,7 @@ impl DeployController {
         }
         self.resources
             .update_status(component, move |_, object| {
-                if let Object::Component(c) = object {
+                if let Some(c) = object.typed_mut::<pb::Component>() {
                     c.status.get_or_insert_default().latest_release = Some(latest);
                 }
             })
@@ -173,25 +173,17 @@ impl DeployController {
 
     /// The first environment of the project's pipeline: a source that is no edge's target.
     fn first_environment(&self, namespace: &str, project: &str) -> Result<Option<String>, Error> {
-        let Ok(Object::Project(p)) =
-            self.resources
-                .get(&ObjectKey::new(Kind::Project, namespace, project))
-        else {
+        let Ok(project) = self.resources.get_as::<pb::Project>(&ObjectKey::new(
+            Kind::Project,
+            namespace,
+            project,
+        )) else {
             return Ok(None);
         };
-        let pipeline_name = p.spec.unwrap_or_default().deployment_pipeline_ref;
+        let pipeline_name = project.spec.unwrap_or_default().deployment_pipeline_ref;
         let key = ObjectKey::new(Kind::DeploymentPipeline, namespace, pipeline_name);
-        let Object::DeploymentPipeline(pipeline) = self.resources.get(&key)? else {
-            return Ok(None);
-        };
-        let paths = pipeline.spec.unwrap_or_default().promotion_paths;
-        let targets: Vec<&str> = paths
-            .iter()
-            .flat_map(|p| p.targets.iter().map(|t| t.environment.as_str()))
-            .collect();
-        Ok(paths
-            .iter()
-            .map(|p| p.source_environment.clone())
-            .find(|source| !targets.contains(&source.as_str())))
+        let pipeline = self.resources.get_as::<pb::DeploymentPipeline>(&key)?;
+        let pipeline = Pipeline::new(&pipeline.spec.unwrap_or_default());
+        Ok(pipeline.first().map(str::to_string))
     }
 }

@@ -52,74 +52,12 @@ pub async fn evaluate(
     } else {
         None
     };
-    let release = &spec.release_name;
-    let from = &spec.source_environment;
-    let mut gates = Vec::with_capacity(edge.gates.len());
     let mut recheck = None;
-    for gate in &edge.gates {
-        let (passed, message) = match (gate.r#type.as_str(), &source) {
-            ("check", _) => match status.checks.iter().find(|c| c.name == gate.name) {
-                None => (false, "waiting for a report".to_string()),
-                Some(c) => {
-                    let verdict = if c.passed { "passed" } else { "failed" };
-                    let mut message =
-                        format!("{verdict} (reported by {})", or_unknown(&c.reported_by));
-                    if !c.message.is_empty() {
-                        message.push_str(&format!(": {}", c.message));
-                    }
-                    (c.passed, message)
-                }
-            },
-            (_, Some(source)) if &source.release != release => (
-                false,
-                if source.release.is_empty() {
-                    format!("{from} no longer runs the component")
-                } else {
-                    format!("{from} now runs {}, not {release}", source.release)
-                },
-            ),
-            (
-                _,
-                Some(Source {
-                    ready: Err(why), ..
-                }),
-            ) => (false, format!("{release} is not ready in {from}: {why}")),
-            (
-                "soak",
-                Some(Source {
-                    ready: Ok(since), ..
-                }),
-            ) => {
-                let want = Duration::from_secs(gate.soak_duration_seconds.max(0) as u64);
-                let ran = since.as_ref().map_or(Duration::ZERO, elapsed);
-                if ran >= want {
-                    (
-                        true,
-                        format!("ready in {from} for {} (needs {})", human(ran), human(want)),
-                    )
-                } else {
-                    let left = want - ran;
-                    recheck = Some(recheck.map_or(left, |r: Duration| r.min(left)));
-                    (
-                        false,
-                        format!(
-                            "ready in {from} for {} of {} ({} to go)",
-                            human(ran),
-                            human(want),
-                            human(left)
-                        ),
-                    )
-                }
-            }
-            (_, _) => (true, format!("{release} is ready in {from}")),
-        };
-        gates.push(pb::GateStatus {
-            name: gate.name.clone(),
-            r#type: gate.r#type.clone(),
-            passed,
-            message,
-        });
-    }
+    let gates: Vec<pb::GateStatus> = edge
+        .gates
+        .iter()
+        .map(|gate| gate_status(gate, spec, status, source.as_ref(), &mut recheck))
+        .collect();
     let needed = if edge.requires_approval {
         edge.required_approvals.max(1) as usize
     } else {
@@ -158,6 +96,80 @@ pub async fn evaluate(
         message,
         recheck,
     })
+}
+
+/// One gate as it stands now. A soak gate still running sets `recheck` to when it ends, if
+/// that comes before any other.
+fn gate_status(
+    gate: &pb::PromotionGate,
+    spec: &pb::PromotionSpec,
+    status: &pb::PromotionStatus,
+    source: Option<&Source>,
+    recheck: &mut Option<Duration>,
+) -> pb::GateStatus {
+    let release = &spec.release_name;
+    let from = &spec.source_environment;
+    let (passed, message) = match (gate.r#type.as_str(), source) {
+        ("check", _) => match status.checks.iter().find(|c| c.name == gate.name) {
+            None => (false, "waiting for a report".to_string()),
+            Some(c) => {
+                let verdict = if c.passed { "passed" } else { "failed" };
+                let mut message = format!("{verdict} (reported by {})", or_unknown(&c.reported_by));
+                if !c.message.is_empty() {
+                    message.push_str(&format!(": {}", c.message));
+                }
+                (c.passed, message)
+            }
+        },
+        (_, Some(source)) if &source.release != release => (
+            false,
+            if source.release.is_empty() {
+                format!("{from} no longer runs the component")
+            } else {
+                format!("{from} now runs {}, not {release}", source.release)
+            },
+        ),
+        (
+            _,
+            Some(Source {
+                ready: Err(why), ..
+            }),
+        ) => (false, format!("{release} is not ready in {from}: {why}")),
+        (
+            "soak",
+            Some(Source {
+                ready: Ok(since), ..
+            }),
+        ) => {
+            let want = Duration::from_secs(gate.soak_duration_seconds.max(0) as u64);
+            let ran = since.as_ref().map_or(Duration::ZERO, elapsed);
+            if ran >= want {
+                (
+                    true,
+                    format!("ready in {from} for {} (needs {})", human(ran), human(want)),
+                )
+            } else {
+                let left = want - ran;
+                *recheck = Some(recheck.map_or(left, |r: Duration| r.min(left)));
+                (
+                    false,
+                    format!(
+                        "ready in {from} for {} of {} ({} to go)",
+                        human(ran),
+                        human(want),
+                        human(left)
+                    ),
+                )
+            }
+        }
+        (_, _) => (true, format!("{release} is ready in {from}")),
+    };
+    pb::GateStatus {
+        name: gate.name.clone(),
+        r#type: gate.r#type.clone(),
+        passed,
+        message,
+    }
 }
 
 /// What the source environment runs, and whether it is ready on it.

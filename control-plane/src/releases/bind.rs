@@ -44,19 +44,15 @@ pub async fn find_binding(
         namespace,
         binding_name(component, environment),
     );
-    match resources.get(&key) {
-        Ok(Object::ReleaseBinding(b)) if is_it(&b) => return Ok(Some(b)),
+    match resources.get_as::<pb::ReleaseBinding>(&key) {
+        Ok(b) if is_it(&b) => return Ok(Some(b)),
         Ok(_) | Err(Error::NotFound(_)) if lookup == Lookup::ByName => return Ok(None),
         Ok(_) | Err(Error::NotFound(_)) => {}
         Err(e) => return Err(e),
     }
-    let page = resources
-        .list(Kind::ReleaseBinding, namespace, &Default::default(), 0, "")
-        .await?;
-    Ok(page.items.into_iter().find_map(|o| match o {
-        Object::ReleaseBinding(b) if is_it(&b) => Some(b),
-        _ => None,
-    }))
+    let bindings: Vec<pb::ReleaseBinding> =
+        resources.list_as(namespace, &Default::default()).await?;
+    Ok(bindings.into_iter().find(is_it))
 }
 
 /// Points the component's binding in `environment` at `release`, creating the binding if

@@ -6,7 +6,7 @@
 //! does.
 
 use troupe_common::pb::v1alpha1 as pb;
-use troupe_common::{Kind, Object, ObjectKey};
+use troupe_common::{Kind, ObjectKey};
 
 use crate::render::endpoints::Address;
 use crate::resources::{Error, Resources};
@@ -34,22 +34,13 @@ pub async fn resolve(
     if connections.is_empty() {
         return Ok(resolution);
     }
-    let bindings: Vec<pb::ReleaseBinding> = resources
-        .list(Kind::ReleaseBinding, namespace, &Default::default(), 0, "")
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::ReleaseBinding(b)
-                if b.spec
-                    .as_ref()
-                    .is_some_and(|s| s.environment == environment) =>
-            {
-                Some(b)
-            }
-            _ => None,
-        })
-        .collect();
+    let mut bindings: Vec<pb::ReleaseBinding> =
+        resources.list_as(namespace, &Default::default()).await?;
+    bindings.retain(|b: &pb::ReleaseBinding| {
+        b.spec
+            .as_ref()
+            .is_some_and(|s| s.environment == environment)
+    });
     for connection in connections {
         let target_project = if connection.project.is_empty() {
             project
@@ -114,36 +105,7 @@ fn address(
             "{target} is in another project; a connection across projects needs visibility namespace"
         ));
     }
-    let candidates: Vec<&pb::ReleaseBinding> = bindings
-        .iter()
-        .filter(|b| {
-            let owner = b
-                .spec
-                .as_ref()
-                .and_then(|s| s.owner.clone())
-                .unwrap_or_default();
-            owner.project_name == target_project && owner.component_name == connection.component
-        })
-        .collect();
-    let binding = match candidates.as_slice() {
-        [] => {
-            return Err(format!(
-                "{target} has no ReleaseBinding in environment {environment}"
-            ));
-        }
-        [one] => *one,
-        many => {
-            let names: Vec<&str> = many
-                .iter()
-                .filter_map(|b| b.metadata.as_ref().map(|m| m.name.as_str()))
-                .collect();
-            return Err(format!(
-                "{target} has {} ReleaseBindings in environment {environment} ({}); which one is meant is ambiguous",
-                many.len(),
-                names.join(", ")
-            ));
-        }
-    };
+    let binding = target_binding(bindings, &target, environment, target_project, connection)?;
     let spec = binding.spec.clone().unwrap_or_default();
     if spec.state == troupe_common::status::BindingState::Undeploy {
         return Err(format!(
@@ -155,33 +117,13 @@ fn address(
             "{target} has no release bound in environment {environment}"
         ));
     }
-    let release_key = ObjectKey::new(Kind::ComponentRelease, namespace, &spec.release_name);
-    let endpoints = match resources.get(&release_key) {
-        Ok(Object::ComponentRelease(r)) => r
-            .spec
-            .and_then(|s| s.workload)
-            .map(|w| w.endpoints)
-            .unwrap_or_default(),
-        _ => {
-            return Err(format!(
-                "{target}: release {} is not found",
-                spec.release_name
-            ));
-        }
-    };
-    let Some(endpoint) = endpoints.iter().find(|e| e.name == connection.endpoint) else {
-        let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
-        return Err(format!(
-            "{target} has no endpoint {:?} in release {} (it has: {})",
-            connection.endpoint,
-            spec.release_name,
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        ));
-    };
+    let endpoint = released_endpoint(
+        resources,
+        namespace,
+        &target,
+        &spec.release_name,
+        connection,
+    )?;
     if visibility == "namespace" && !endpoint.visibility.iter().any(|v| v == "namespace") {
         return Err(format!(
             "endpoint {} of {target} is not visible to the namespace (its visibility: project{})",
@@ -205,4 +147,74 @@ fn address(
                 endpoint.name
             )
         })
+}
+
+/// The one binding of the connected component in the environment.
+fn target_binding<'b>(
+    bindings: &'b [pb::ReleaseBinding],
+    target: &str,
+    environment: &str,
+    target_project: &str,
+    connection: &pb::Connection,
+) -> Result<&'b pb::ReleaseBinding, String> {
+    let candidates: Vec<&pb::ReleaseBinding> = bindings
+        .iter()
+        .filter(|b| {
+            let owner = b
+                .spec
+                .as_ref()
+                .and_then(|s| s.owner.clone())
+                .unwrap_or_default();
+            owner.project_name == target_project && owner.component_name == connection.component
+        })
+        .collect();
+    match candidates.as_slice() {
+        [] => Err(format!(
+            "{target} has no ReleaseBinding in environment {environment}"
+        )),
+        [one] => Ok(one),
+        many => {
+            let names: Vec<&str> = many
+                .iter()
+                .filter_map(|b| b.metadata.as_ref().map(|m| m.name.as_str()))
+                .collect();
+            Err(format!(
+                "{target} has {} ReleaseBindings in environment {environment} ({}); which one is meant is ambiguous",
+                many.len(),
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+/// The endpoint the connection names, as declared in the bound release.
+fn released_endpoint(
+    resources: &Resources,
+    namespace: &str,
+    target: &str,
+    release: &str,
+    connection: &pb::Connection,
+) -> Result<pb::Endpoint, String> {
+    let release_key = ObjectKey::new(Kind::ComponentRelease, namespace, release);
+    let endpoints = match resources.get_as::<pb::ComponentRelease>(&release_key) {
+        Ok(r) => r
+            .spec
+            .and_then(|s| s.workload)
+            .map(|w| w.endpoints)
+            .unwrap_or_default(),
+        Err(_) => return Err(format!("{target}: release {release} is not found")),
+    };
+    let Some(endpoint) = endpoints.iter().find(|e| e.name == connection.endpoint) else {
+        let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+        return Err(format!(
+            "{target} has no endpoint {:?} in release {release} (it has: {})",
+            connection.endpoint,
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    };
+    Ok(endpoint.clone())
 }

@@ -16,7 +16,6 @@ use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
 use crate::render::component::{Plan, RenderError, RenderInput};
-use crate::resources::references::scoped_kind;
 use crate::resources::{Error, Resources};
 use connections::Resolution;
 
@@ -170,9 +169,9 @@ impl Releases {
     /// a binding or a pending promotion still uses (the store refuses to delete those).
     async fn retain(&self, namespace: &str, component: &str) -> Result<(), Error> {
         let key = ObjectKey::new(Kind::Component, namespace, component);
-        let limit = match self.resources.get(&key) {
-            Ok(Object::Component(c)) => c.spec.map_or(0, |s| s.release_history_limit),
-            _ => return Ok(()),
+        let limit = match self.resources.get_as::<pb::Component>(&key) {
+            Ok(c) => c.spec.map_or(0, |s| s.release_history_limit),
+            Err(_) => return Ok(()),
         };
         let limit = if limit > 0 {
             limit as usize
@@ -286,9 +285,7 @@ impl Releases {
             (spec, None)
         } else {
             let key = ObjectKey::new(Kind::ComponentRelease, ns, &request.release);
-            let Object::ComponentRelease(release) = self.resources.get(&key)? else {
-                unreachable!("the store keeps objects under their own kind")
-            };
+            let release = self.resources.get_as::<pb::ComponentRelease>(&key)?;
             let spec = release.spec.unwrap_or_default();
             let owner = spec.owner.clone().unwrap_or_default();
             if owner.component_name != request.component {
@@ -305,9 +302,7 @@ impl Releases {
             (spec, Some((key, uid)))
         };
         let env_key = ObjectKey::new(Kind::Environment, ns, &request.environment);
-        let Object::Environment(environment) = self.resources.get(&env_key)? else {
-            unreachable!("the store keeps objects under their own kind")
-        };
+        let environment = self.resources.get_as::<pb::Environment>(&env_key)?;
         let data_plane = self.data_plane(ns, &environment)?;
         let owner = spec.owner.clone().unwrap_or_default();
         let declared = spec
@@ -370,20 +365,14 @@ impl Releases {
             .as_ref()
             .and_then(|s| s.data_plane_ref.clone())
             .unwrap_or_default();
-        let kind = scoped_kind(&r.kind, Kind::DataPlane, Kind::ClusterDataPlane)
-            .unwrap_or(Kind::DataPlane);
-        let ns = if kind.is_cluster_scoped() {
-            ""
-        } else {
-            namespace
-        };
-        let spec = match self.resources.get(&ObjectKey::new(kind, ns, &r.name))? {
+        let key = r.key(namespace);
+        let spec = match self.resources.get(&key)? {
             Object::DataPlane(dp) => dp.spec,
             Object::ClusterDataPlane(dp) => dp.spec,
             _ => None,
         };
         let mut spec = serde_json::to_value(spec.unwrap_or_default()).unwrap_or_default();
         troupe_common::document::integral_numbers(&mut spec);
-        Ok(serde_json::json!({"kind": kind.name(), "name": r.name, "spec": spec}))
+        Ok(serde_json::json!({"kind": key.kind.name(), "name": r.name, "spec": spec}))
     }
 }

@@ -2,10 +2,10 @@
 //! it uses, copied as they are now, and named by the hash of that content.
 
 use sha2::{Digest, Sha256};
+use troupe_common::kind::scoped_kind;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use crate::resources::references::scoped_kind;
 use crate::resources::{Error, Resources};
 
 /// The release spec for the component's current state, and the name it is released under.
@@ -15,9 +15,7 @@ pub async fn snapshot(
     component: &str,
 ) -> Result<(pb::ComponentReleaseSpec, String), Error> {
     let component_key = ObjectKey::new(Kind::Component, namespace, component);
-    let Object::Component(c) = resources.get(&component_key)? else {
-        unreachable!("the store keeps objects under their own kind")
-    };
+    let c = resources.get_as::<pb::Component>(&component_key)?;
     let spec = c.spec.unwrap_or_default();
     let owner = pb::ComponentOwner {
         project_name: spec.owner.clone().unwrap_or_default().project_name,
@@ -32,12 +30,7 @@ pub async fn snapshot(
     )
     .unwrap_or(Kind::ComponentType);
     let type_name = type_ref.name.split_once('/').map_or("", |(_, n)| n);
-    let type_ns = if type_kind.is_cluster_scoped() {
-        ""
-    } else {
-        namespace
-    };
-    let type_spec = match resources.get(&ObjectKey::new(type_kind, type_ns, type_name))? {
+    let type_spec = match resources.get(&ObjectKey::scoped(type_kind, namespace, type_name))? {
         Object::ComponentType(t) => t.spec,
         Object::ClusterComponentType(t) => t.spec,
         _ => None,
@@ -58,12 +51,7 @@ pub async fn snapshot(
     used.dedup();
     let mut traits = Vec::with_capacity(used.len());
     for (kind, name) in used {
-        let ns = if kind.is_cluster_scoped() {
-            ""
-        } else {
-            namespace
-        };
-        let trait_spec = match resources.get(&ObjectKey::new(kind, ns, &name))? {
+        let trait_spec = match resources.get(&ObjectKey::scoped(kind, namespace, &name))? {
             Object::Trait(t) => t.spec,
             Object::ClusterTrait(t) => t.spec,
             _ => None,
@@ -106,9 +94,9 @@ fn find_workload(
     namespace: &str,
     component: &str,
 ) -> Result<pb::WorkloadSpec, Error> {
-    match resources.get(&ObjectKey::new(Kind::Workload, namespace, component)) {
-        Ok(Object::Workload(w)) => Ok(w.spec.unwrap_or_default()),
-        Ok(_) | Err(Error::NotFound(_)) => Err(Error::MissingReference {
+    match resources.get_as::<pb::Workload>(&ObjectKey::new(Kind::Workload, namespace, component)) {
+        Ok(w) => Ok(w.spec.unwrap_or_default()),
+        Err(Error::NotFound(_)) => Err(Error::MissingReference {
             object: ObjectKey::new(Kind::Component, namespace, component),
             field: "its Workload".into(),
             target: format!("Workload {namespace}/{component}"),

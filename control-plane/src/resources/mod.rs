@@ -3,25 +3,32 @@
 //! cascades). It sits between the gRPC handlers and the [`Store`]: handlers decode and encode,
 //! this layer decides, the store persists.
 //!
+//! What differs between kinds (their fields' rules, their references, their immutable
+//! fields) lives in one file per kind under `kinds/`, behind one table; `validate`, `delete`,
+//! `references` and `integrity` are the machinery every kind shares. Reads come untyped
+//! ([`Resources::get`]) or as the generated type ([`Resources::get_as`]).
+//!
 //! Writes are serialized by one lock held from the first read of a check to the commit, so a
 //! reference checked to exist cannot vanish before the write lands. The lock is released
 //! before waiting for the flush, so concurrent writers share flushes.
 
+mod delete;
 mod error;
 mod integrity;
+mod kinds;
 pub mod references;
 mod validate;
 mod watch;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use prost::Message;
 use troupe_common::pb::v1alpha1::Resource;
 use troupe_common::selector::LabelSelector;
 use troupe_common::timestamp::now;
-use troupe_common::{Kind, Object, ObjectKey};
+use troupe_common::{Kind, Object, ObjectKey, Typed};
 
+pub use delete::Deleted;
 pub use error::Error;
 pub use references::{Reference, references};
 pub use watch::{WatchEvent, WatchEventType, WatchRequest};
@@ -50,17 +57,6 @@ pub struct Page {
     pub next_page_token: String,
     /// Store revision the listing reflects.
     pub revision: Revision,
-}
-
-/// The result of a delete.
-#[derive(Debug, Clone)]
-pub struct Deleted {
-    /// The object as it was.
-    pub object: Object,
-    /// Objects deleted with it by cascade.
-    pub cascaded: Vec<ObjectKey>,
-    /// Releases among them that stay until their agent has pruned them.
-    pub pruning: Vec<ObjectKey>,
 }
 
 /// How many referrers an error message lists before summarizing the rest.
@@ -226,56 +222,6 @@ impl Resources {
         Ok(revision.is_some())
     }
 
-    /// Removes a Release that waited for its prune, once the agent acknowledged pruning
-    /// `generation`. A Release revived or changed since is left alone. Returns true when it
-    /// was removed.
-    pub async fn purge_release(
-        self: &Arc<Self>,
-        key: &ObjectKey,
-        generation: i64,
-    ) -> Result<bool, Error> {
-        let key = key.clone();
-        let ((), revision) = self
-            .write_durably(move |this| {
-                let _guard = this.lock();
-                let Some((object, record)) = this.read(&key)? else {
-                    return Ok(((), None));
-                };
-                let meta = object.meta();
-                if meta.delete_time.is_none() || meta.generation > generation {
-                    return Ok(((), None));
-                }
-                let mut txn = Txn::default()
-                    .check(key.clone(), Precondition::AtRevision(record.mod_revision))
-                    .delete(key.clone());
-                // The last Release of an environment being deleted takes the environment.
-                if let Object::Release(release) = &object {
-                    let environment = ObjectKey::new(
-                        Kind::Environment,
-                        &key.namespace,
-                        release.spec.as_ref().map_or("", |s| s.environment.as_str()),
-                    );
-                    if let Some((env, env_record)) = this.read(&environment)?
-                        && env.meta().delete_time.is_some()
-                        && this
-                            .referrers(&environment)?
-                            .iter()
-                            .all(|(k, _, _)| k == &key)
-                    {
-                        txn = txn
-                            .check(
-                                environment.clone(),
-                                Precondition::AtRevision(env_record.mod_revision),
-                            )
-                            .delete(environment);
-                    }
-                }
-                Ok(((), Some(this.store.commit(txn)?)))
-            })
-            .await?;
-        Ok(revision.is_some())
-    }
-
     /// Runs `write` (its checks and its commit) off the async workers, which keep serving
     /// other requests while a write stalls behind a flush, then waits until the revision it
     /// returns, if any, is on disk.
@@ -304,6 +250,25 @@ impl Resources {
         self.read(key)?
             .map(|(o, _)| o)
             .ok_or_else(|| Error::NotFound(key.clone()))
+    }
+
+    /// Reads one object as its generated type; reading a key of another kind is an error.
+    pub fn get_as<T: Typed>(&self, key: &ObjectKey) -> Result<T, Error> {
+        typed(key, self.get(key)?)
+    }
+
+    /// Every object of `T`'s kind in `namespace` (every namespace if empty) matching
+    /// `selector`, ordered by namespace and name.
+    pub async fn list_as<T: Typed>(
+        &self,
+        namespace: &str,
+        selector: &LabelSelector,
+    ) -> Result<Vec<T>, Error> {
+        let page = self.list(T::KIND, namespace, selector, 0, "").await?;
+        page.items
+            .into_iter()
+            .map(|object| typed(&object.key(), object))
+            .collect()
     }
 
     /// Lists objects of `kind` in `namespace` (every namespace if empty) matching `selector`,
@@ -348,137 +313,6 @@ impl Resources {
         })
     }
 
-    /// Deletes an object, cascading to what it owns. Refused while objects outside the
-    /// cascade still refer to it. Returns once the deletion is on disk.
-    pub async fn delete(
-        self: &Arc<Self>,
-        key: &ObjectKey,
-        expected: Revision,
-        dry_run: bool,
-    ) -> Result<Deleted, Error> {
-        let key = key.clone();
-        let (deleted, _) = self
-            .write_durably(move |this| this.delete_locked(&key, expected, dry_run))
-            .await?;
-        Ok(deleted)
-    }
-
-    /// The checks and the commit of [`Resources::delete`], under the write lock.
-    fn delete_locked(
-        &self,
-        key: &ObjectKey,
-        expected: Revision,
-        dry_run: bool,
-    ) -> Result<(Deleted, Option<Revision>), Error> {
-        let _guard = self.lock();
-        let (object, record) = self
-            .read(key)?
-            .ok_or_else(|| Error::NotFound(key.clone()))?;
-        if expected != 0 && record.mod_revision != expected {
-            return Err(Error::Stale {
-                key: key.clone(),
-                expected,
-                found: record.mod_revision.to_string(),
-            });
-        }
-        // Walk the reference graph: owned referrers join the cascade, others block it unless
-        // the cascade takes them too.
-        let mut doomed = vec![(key.clone(), record.mod_revision)];
-        let mut in_cascade: BTreeSet<ObjectKey> = BTreeSet::from([key.clone()]);
-        let mut blockers: BTreeSet<ObjectKey> = BTreeSet::new();
-        let mut i = 0;
-        while i < doomed.len() {
-            let target = doomed[i].0.clone();
-            for (referrer, reference, revision) in self.referrers(&target)? {
-                if !reference.owner {
-                    blockers.insert(referrer);
-                } else if in_cascade.insert(referrer.clone()) {
-                    doomed.push((referrer, revision));
-                }
-            }
-            i += 1;
-        }
-        blockers.retain(|b| !in_cascade.contains(b));
-        if !blockers.is_empty() {
-            let more = blockers.len().saturating_sub(LISTED_REFERRERS);
-            return Err(Error::StillReferenced {
-                key: key.clone(),
-                referrers: blockers.into_iter().take(LISTED_REFERRERS).collect(),
-                more,
-            });
-        }
-        let cascaded: Vec<ObjectKey> = doomed.iter().skip(1).map(|(k, _)| k.clone()).collect();
-        let mut txn = Txn::default();
-        let mut pruning = Vec::new();
-        // Children first, so a watcher never sees an owner vanish before what it owns.
-        for (k, revision) in doomed.iter().rev() {
-            txn = txn.check(k.clone(), Precondition::AtRevision(*revision));
-            // An environment whose Releases wait for their prune waits with them, marked
-            // too, and goes with the last of them (`purge_release`).
-            let waiting = if k.kind == Kind::Environment && !pruning.is_empty() {
-                self.marked_for_deletion(k)?
-            } else {
-                self.awaiting_prune(k)?
-            };
-            txn = match waiting {
-                Some(object) => {
-                    pruning.push(k.clone());
-                    txn.put(k.clone(), encode(&object))
-                }
-                None => txn.delete(k.clone()),
-            };
-        }
-        let deleted = Deleted {
-            object,
-            cascaded,
-            pruning,
-        };
-        if dry_run {
-            return Ok((deleted, None));
-        }
-        let revision = self.store.commit(txn)?;
-        Ok((deleted, Some(revision)))
-    }
-
-    /// A Release some agent has applied is not deleted outright: it stays, marked with
-    /// `deleteTime` at a new generation, until the agent acknowledges pruning it (DESIGN §6:
-    /// objects leave a data plane only on an explicit removal). Returns that marked Release,
-    /// or `None` when `key` can simply go.
-    fn awaiting_prune(&self, key: &ObjectKey) -> Result<Option<Object>, Error> {
-        if key.kind != Kind::Release {
-            return Ok(None);
-        }
-        let Some((Object::Release(mut release), _)) = self.read(key)? else {
-            return Ok(None);
-        };
-        let applied = release
-            .status
-            .as_ref()
-            .is_some_and(|s| s.applied_generation > 0);
-        let meta = release.metadata.get_or_insert_default();
-        if !applied || meta.delete_time.is_some() {
-            return Ok(applied.then_some(Object::Release(release)));
-        }
-        meta.delete_time = Some(now());
-        meta.generation += 1;
-        meta.resource_version = 0;
-        Ok(Some(Object::Release(release)))
-    }
-
-    /// The object marked with `deleteTime` (kept if already marked), at a new generation.
-    fn marked_for_deletion(&self, key: &ObjectKey) -> Result<Option<Object>, Error> {
-        let Some((mut object, _)) = self.read(key)? else {
-            return Ok(None);
-        };
-        let meta = object.meta_mut();
-        if meta.delete_time.is_none() {
-            meta.delete_time = Some(now());
-            meta.generation += 1;
-        }
-        meta.resource_version = 0;
-        Ok(Some(object))
-    }
-
     /// Reads and decodes one object with its record.
     fn read(&self, key: &ObjectKey) -> Result<Option<(Object, Record)>, Error> {
         let Some(record) = self.store.get(key)? else {
@@ -497,6 +331,14 @@ fn joined(e: tokio::task::JoinError) -> Error {
             "the control plane is shutting down".into(),
         )),
     }
+}
+
+/// `object`, read under `key`, as a `T`.
+fn typed<T: Typed>(key: &ObjectKey, object: Object) -> Result<T, Error> {
+    T::from_object(object).map_err(|found| Error::Decode {
+        key: key.clone(),
+        reason: format!("it holds a {found}, not a {}", T::KIND),
+    })
 }
 
 fn page_token_of(key: &ObjectKey) -> String {
@@ -528,3 +370,6 @@ fn decode_bytes(key: &ObjectKey, bytes: &[u8], revision: Revision) -> Result<Obj
     object.meta_mut().resource_version = revision;
     Ok(object)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! Advancing a promotion: refused when the pipeline (as it is now) has no such edge, still
+//! pending while approvals or gates are missing, otherwise the target binding points at the
+//! release and the promotion ends `Succeeded`.
+
+use std::time::Duration;
+
+use troupe_common::ObjectKey;
+use troupe_common::pb::v1alpha1 as pb;
+
+use super::gates::{self, Evaluation};
+use super::{Promotions, is_pending, phase};
+use crate::releases::bind::{Lookup, bind};
+use crate::resources::Error;
+
+impl Promotions {
+    /// Takes a promotion as far as it can go now. Returns it, and when a pending one should be
+    /// looked at again even if nothing changes (a soak period ending).
+    pub async fn advance(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<(pb::Promotion, Option<Duration>), Error> {
+        let _guard = self.lock.lock().await;
+        self.advance_locked(key).await
+    }
+
+    /// [`Promotions::advance`], with the promotion lock already held.
+    pub(super) async fn advance_locked(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<(pb::Promotion, Option<Duration>), Error> {
+        let promotion = self.promotion(key)?;
+        if !is_pending(&promotion) {
+            return Ok((promotion, None));
+        }
+        let status = promotion.status.clone().unwrap_or_default();
+        let spec = promotion.spec.clone().unwrap_or_default();
+        if spec.release_name.is_empty() {
+            self.finish(key, phase::REFUSED, "names no release to promote", "")
+                .await?;
+            return Ok((self.promotion(key)?, None));
+        }
+        if spec.action == "Promote" {
+            let evaluation = match self.edge_of(key, &spec) {
+                Ok(edge) => gates::evaluate(&self.resources, key, &spec, &status, &edge).await?,
+                Err(Error::Refused { message, .. }) => {
+                    self.finish(key, phase::REFUSED, &message, "").await?;
+                    return Ok((self.promotion(key)?, None));
+                }
+                Err(e) => return Err(e),
+            };
+            if !evaluation.ready() {
+                let Evaluation {
+                    gates,
+                    message,
+                    recheck,
+                    ..
+                } = evaluation;
+                self.resources
+                    .update_status(key, move |_, object| {
+                        if let Some(p) = object.typed_mut::<pb::Promotion>() {
+                            let status = p.status.get_or_insert_default();
+                            status.phase = phase::PENDING.into();
+                            status.message = message;
+                            status.gates = gates;
+                        }
+                    })
+                    .await?;
+                return Ok((self.promotion(key)?, recheck));
+            }
+            let gates = evaluation.gates;
+            self.resources
+                .update_status(key, move |_, object| {
+                    if let Some(p) = object.typed_mut::<pb::Promotion>() {
+                        p.status.get_or_insert_default().gates = gates;
+                    }
+                })
+                .await?;
+        }
+        let owner = spec.owner.clone().unwrap_or_default();
+        let env = &spec.target_environment;
+        match bind(
+            &self.resources,
+            &key.namespace,
+            &owner,
+            env,
+            &spec.release_name,
+            Lookup::Anywhere,
+        )
+        .await
+        {
+            Ok(previous) => {
+                let message = if previous.is_empty() || previous == spec.release_name {
+                    format!("{env} runs {}", spec.release_name)
+                } else {
+                    format!("{env} runs {} (was {previous})", spec.release_name)
+                };
+                self.finish(key, phase::SUCCEEDED, &message, &previous)
+                    .await?;
+            }
+            Err(
+                e @ (Error::Invalid { .. }
+                | Error::BadReference { .. }
+                | Error::MissingReference { .. }
+                | Error::Refused { .. }),
+            ) => {
+                let message = format!("could not bind {}: {e}", spec.release_name);
+                self.finish(key, phase::REFUSED, &message, "").await?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok((self.promotion(key)?, None))
+    }
+}

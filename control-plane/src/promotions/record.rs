@@ -1,0 +1,169 @@
+//! The promotion records: creating one (named `{component}-{environment}-{n}`, superseding
+//! pending ones to the same environment), ending one in a phase, and a component's history.
+
+use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::selector::LabelSelector;
+use troupe_common::{Kind, Object, ObjectKey};
+
+use super::{LABEL_ENVIRONMENT, Promotions, is_pending, phase, refused};
+use crate::releases::{LABEL_COMPONENT, LABEL_PROJECT};
+use crate::resources::Error;
+
+impl Promotions {
+    /// Promotions of a component, oldest first.
+    pub async fn history(
+        &self,
+        namespace: &str,
+        component: &str,
+    ) -> Result<Vec<pb::Promotion>, Error> {
+        let selector = LabelSelector::parse(&format!("{LABEL_COMPONENT}={component}"))
+            .map_err(|e| Error::invalid("HistoryRequest", "component", e.to_string()))?;
+        let mut out: Vec<pb::Promotion> = self.resources.list_as(namespace, &selector).await?;
+        out.sort_by_key(|p| {
+            let meta = p.metadata.clone().unwrap_or_default();
+            let created = meta.create_time.map(|t| (t.seconds, t.nanos));
+            (created, meta.name)
+        });
+        Ok(out)
+    }
+
+    /// Stores a new promotion (superseding pending ones to the same environment) and takes it
+    /// as far as it goes now; one refused on the way is returned as [`Error::Refused`].
+    pub(super) async fn start(
+        &self,
+        namespace: &str,
+        spec: pb::PromotionSpec,
+    ) -> Result<pb::Promotion, Error> {
+        let key = self.create(namespace, spec, true).await?;
+        let (promotion, _) = self.advance_locked(&key).await?;
+        let status = promotion.status.clone().unwrap_or_default();
+        if status.phase == phase::REFUSED {
+            return Err(refused(&promotion, status.message));
+        }
+        Ok(promotion)
+    }
+
+    /// Stores a new promotion; with `supersede`, pending ones to the same environment end.
+    pub(super) async fn create(
+        &self,
+        namespace: &str,
+        spec: pb::PromotionSpec,
+        supersede: bool,
+    ) -> Result<ObjectKey, Error> {
+        let owner = spec.owner.clone().unwrap_or_default();
+        let earlier = self.history(namespace, &owner.component_name).await?;
+        let name = next_name(&owner.component_name, &spec.target_environment, &earlier);
+        let key = ObjectKey::new(Kind::Promotion, namespace, &name);
+        for p in &earlier {
+            let pending = is_pending(p);
+            let same_target = p
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.target_environment == spec.target_environment);
+            if supersede && pending && same_target {
+                let old = ObjectKey::new(
+                    Kind::Promotion,
+                    namespace,
+                    p.metadata.clone().unwrap_or_default().name,
+                );
+                self.finish(
+                    &old,
+                    phase::SUPERSEDED,
+                    &format!("superseded by {name}"),
+                    "",
+                )
+                .await?;
+            }
+        }
+        let metadata = pb::ObjectMeta {
+            name,
+            namespace: namespace.to_string(),
+            labels: [
+                (LABEL_PROJECT.to_string(), owner.project_name.clone()),
+                (LABEL_COMPONENT.to_string(), owner.component_name.clone()),
+                (
+                    LABEL_ENVIRONMENT.to_string(),
+                    spec.target_environment.clone(),
+                ),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let promotion = pb::Promotion {
+            metadata: Some(metadata),
+            spec: Some(spec),
+            ..Default::default()
+        };
+        self.resources
+            .apply(Object::Promotion(promotion), false)
+            .await?;
+        Ok(key)
+    }
+
+    /// Stores a promotion that ended before it began (refused on request).
+    pub(super) async fn record(
+        &self,
+        namespace: &str,
+        spec: pb::PromotionSpec,
+        phase: &str,
+        message: &str,
+    ) -> Result<pb::Promotion, Error> {
+        let key = self.create(namespace, spec, false).await?;
+        self.finish(&key, phase, message, "").await?;
+        self.promotion(&key)
+    }
+
+    /// Ends a promotion in `phase`.
+    pub(super) async fn finish(
+        &self,
+        key: &ObjectKey,
+        phase: &str,
+        message: &str,
+        previous: &str,
+    ) -> Result<(), Error> {
+        let (phase, message, previous) =
+            (phase.to_string(), message.to_string(), previous.to_string());
+        self.resources
+            .update_status(key, move |_, object| {
+                if let Some(p) = object.typed_mut::<pb::Promotion>() {
+                    let status = p.status.get_or_insert_default();
+                    status.phase = phase;
+                    status.message = message;
+                    if !previous.is_empty() {
+                        status.previous_release = previous;
+                    }
+                    status.completion_time = Some(troupe_common::timestamp::now_seconds());
+                }
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// `{component}-{environment}-{n}`, numbered after every earlier promotion of the component.
+fn next_name(component: &str, environment: &str, earlier: &[pb::Promotion]) -> String {
+    let highest = earlier
+        .iter()
+        .filter_map(|p| {
+            p.metadata
+                .as_ref()?
+                .name
+                .rsplit('-')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let n = highest.max(earlier.len()) + 1;
+    let name = format!("{component}-{environment}-{n}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let suffix = format!("-{n}");
+    let keep = 63 - suffix.len();
+    format!(
+        "{}{suffix}",
+        &component[..keep.min(component.len())].trim_end_matches('-')
+    )
+}
