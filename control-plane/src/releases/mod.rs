@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use troupe_common::pb::v1alpha1 as pb;
-use troupe_common::{Kind, Object, ObjectKey};
+use troupe_common::{Kind, Object, ObjectKey, Policy};
 
 use crate::render::component::{Plan, RenderError, RenderInput};
 use crate::resources::{Error, Resources};
@@ -303,7 +303,7 @@ impl Releases {
         };
         let env_key = ObjectKey::new(Kind::Environment, ns, &request.environment);
         let environment = self.resources.get_as::<pb::Environment>(&env_key)?;
-        let data_plane = self.data_plane(ns, &environment)?;
+        let (data_plane, policy) = self.data_plane(ns, &environment)?;
         let owner = spec.owner.clone().unwrap_or_default();
         let declared = spec
             .workload
@@ -337,6 +337,7 @@ impl Releases {
                 release: &spec,
                 environment: &environment,
                 data_plane,
+                policy: &policy,
                 type_environment_configs: request.type_environment_configs.as_ref(),
                 trait_environment_configs: &request.trait_environment_configs,
                 workload_overrides: request.workload_overrides.as_ref(),
@@ -354,12 +355,13 @@ impl Releases {
         .expect("render panicked")
     }
 
-    /// The environment's data plane as templates see it: `{kind, name, spec}`.
+    /// The environment's data plane as templates see it, `{kind, name, spec}`, and its
+    /// resource policy, read once for the whole render.
     fn data_plane(
         &self,
         namespace: &str,
         environment: &pb::Environment,
-    ) -> Result<serde_json::Value, Error> {
+    ) -> Result<(serde_json::Value, Policy), Error> {
         let r = environment
             .spec
             .as_ref()
@@ -370,9 +372,12 @@ impl Releases {
             Object::DataPlane(dp) => dp.spec,
             Object::ClusterDataPlane(dp) => dp.spec,
             _ => None,
-        };
-        let mut spec = serde_json::to_value(spec.unwrap_or_default()).unwrap_or_default();
+        }
+        .unwrap_or_default();
+        let policy = Policy::new(key.to_string(), spec.resource_policy.as_ref());
+        let mut spec = serde_json::to_value(spec).unwrap_or_default();
         troupe_common::document::integral_numbers(&mut spec);
-        Ok(serde_json::json!({"kind": key.kind.name(), "name": r.name, "spec": spec}))
+        let document = serde_json::json!({"kind": key.kind.name(), "name": r.name, "spec": spec});
+        Ok((document, policy))
     }
 }

@@ -4,8 +4,9 @@
 //! [`Plan::render`] then builds the context (environment, overrides, resolved connections),
 //! renders the ComponentType's resources, then each trait instance's `creates` and `patches`
 //! (the type's embedded traits first, then the component's, each seeing what came before),
-//! adds the standard labels and the configuration hash, checks the output rules, and finds
-//! where the endpoints are reached.
+//! checks every object (Kubernetes' naming rules, the data plane's resource policy) and puts
+//! it in the environment's target namespace, adds the standard labels and the configuration
+//! hash, checks the output rules, and finds where the endpoints are reached.
 
 mod patches;
 mod plan;
@@ -16,6 +17,7 @@ pub use plan::Plan;
 use std::collections::HashMap;
 
 use serde_json::Value;
+use troupe_common::Policy;
 use troupe_common::pb::v1alpha1 as pb;
 
 use super::endpoints::Address;
@@ -34,6 +36,9 @@ pub struct RenderInput<'a> {
     pub environment: &'a pb::Environment,
     /// The environment's data plane, as a JSON document (`{name, spec}`), for templates.
     pub data_plane: Value,
+    /// The data plane's resource policy, read once per render from its spec: which kinds the
+    /// rendered objects may have.
+    pub policy: &'a Policy,
     /// Values for the ComponentType's `environmentConfigs`.
     pub type_environment_configs: Option<&'a pbjson_types::Struct>,
     /// Values for each trait instance's `environmentConfigs`, by instance name.

@@ -161,7 +161,7 @@ impl Plan {
             .map_err(|e| fail("the render context", e.to_string()))?;
         let (mut objects, contexts) = self.render_stages(engine, input, &base)?;
         for (i, object) in objects.iter_mut().enumerate() {
-            check_object(i, object)?;
+            check_object(i, object, input.policy, &frame.namespace)?;
             frame.stamp(object);
         }
         for (stage, context) in self.stages.iter().zip(&contexts) {

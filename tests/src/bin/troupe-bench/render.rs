@@ -156,12 +156,14 @@ pub fn run(run: Duration) -> anyhow::Result<serde_json::Map<String, Value>> {
     let schemas = SchemaCache::default();
     let overrides = HashMap::new();
     let configs: pbjson_types::Struct = serde_json::from_value(json!({"replicas": 3}))?;
+    let policy = troupe_common::Policy::new("DataPlane acme/local", None);
     let input = RenderInput {
         namespace: "acme",
         release_name: "api-0123456789",
         release: &release,
         environment: &environment,
         data_plane,
+        policy: &policy,
         type_environment_configs: Some(&configs),
         trait_environment_configs: &overrides,
         workload_overrides: None,
