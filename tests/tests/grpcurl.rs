@@ -4,18 +4,9 @@
 
 use std::process::{Command, Stdio};
 
-use troupe_tests::{Server, examples_dir, grpcurl_bin, stderr, stdout, success};
+use troupe_tests::{Platform, grpcurl_bin, stderr, stdout, success};
 
 const SERVICE: &str = "troupe.v1alpha1.ResourceService";
-
-fn mk_platform() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
-    // Start from a platform without the example component, so grpcurl creates it.
-    success(&server.cli(&["delete", "component", "api", "-n", "acme"]));
-    (server, dir)
-}
 
 const COMPONENT: &str = r#"{"resource": {"component": {
   "apiVersion": "troupe.dev/v1alpha1", "kind": "Component",
@@ -25,8 +16,7 @@ const COMPONENT: &str = r#"{"resource": {"component": {
 
 #[test]
 fn reflection_lists_and_describes_the_services() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Platform::builder().start();
     let out = success(&server.grpcurl(&[&server.addr, "list"]));
     for service in [
         SERVICE,
@@ -59,7 +49,9 @@ fn reflection_lists_and_describes_the_services() {
 
 #[test]
 fn component_lifecycle_with_grpcurl_json() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
+    // Start from a platform without the example component, so grpcurl creates it.
+    success(&server.cli(&["delete", "component", "api", "-n", "acme"]));
     let start: u64 = {
         let list = success(&server.grpcurl(&[
             "-d",
@@ -156,9 +148,7 @@ fn component_lifecycle_with_grpcurl_json() {
 
 #[test]
 fn promotion_with_grpcurl_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
+    let server = Platform::builder().examples().start();
     let release = server.cut_release("api");
     server.bind("api", "development", &release, "");
     // development → staging has no gates: the promotion succeeds in the call.
