@@ -2,9 +2,10 @@
 //! proto files at hand, and a Component can be created, read, listed, watched and deleted with
 //! plain JSON.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use troupe_tests::{Platform, grpcurl_bin, stderr, stdout, success};
+use troupe_tests::{PATIENCE, Platform, eventually, grpcurl_bin, stderr, success};
 
 const SERVICE: &str = "troupe.v1alpha1.ResourceService";
 
@@ -63,17 +64,33 @@ fn component_lifecycle_with_grpcurl_json() {
         v["revision"].as_str().unwrap().parse().unwrap()
     };
     // Watch from the listing's revision in the background while the component changes.
-    let watch = Command::new(grpcurl_bin())
-        .args(["-plaintext", "-max-time", "4", "-d"])
+    let mut watch = Command::new(grpcurl_bin())
+        .args(["-plaintext", "-v", "-max-time", "4", "-d"])
         .arg(format!(
             r#"{{"kind":"comp","namespace":"acme","sinceRevision":"{start}"}}"#
         ))
         .args([&server.addr, &format!("{SERVICE}/Watch")])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (lines, printed) = std::sync::mpsc::channel();
+    let out = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    // With -v, grpcurl reports the response headers once the server has opened the stream.
+    let mut text = String::new();
+    eventually("the watch is open", PATIENCE, || {
+        text.extend(printed.try_iter().map(|line| line + "\n"));
+        if text.contains("Response headers received:") {
+            Ok(())
+        } else {
+            Err(text.clone())
+        }
+    });
 
     let applied =
         success(&server.grpcurl(&["-d", COMPONENT, &server.addr, &format!("{SERVICE}/Apply")]));
@@ -132,8 +149,9 @@ fn component_lifecycle_with_grpcurl_json() {
         stderr(&missing)
     );
 
-    let out = watch.wait_with_output().unwrap();
-    let text = stdout(&out);
+    watch.wait().unwrap();
+    // The rest of what the watch printed, up to its end.
+    text.extend(printed.iter().map(|line| line + "\n"));
     let types: Vec<&str> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("\"type\": \""))

@@ -90,9 +90,8 @@ fn set_image(server: &Server, image: &str) {
 
 #[test]
 fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
-    let platform = platform();
-    let server: &Server = &platform;
-    let agent = platform.agent("agent");
+    let server = platform();
+    let agent = server.agent("agent");
     let first = server.cut_release("api");
     server.bind("api", "development", &first, "");
 
@@ -128,7 +127,7 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
     eventually("staging is ready", PATIENCE, || {
         ready(&server, "api", "staging")
     });
-    assert!(deployment(&agent, "api-staging").contains("ghcr.io/acme/api:1.0.0"));
+    assert!(deployment(agent, "api-staging").contains("ghcr.io/acme/api:1.0.0"));
 
     // Refused outright, recorded, and nothing moves.
     let out = server.cli(&[
@@ -304,7 +303,7 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
     ]));
     assert!(out.contains("Succeeded"), "{out}");
     eventually("staging runs 2.0.0", PATIENCE, || {
-        deployment(&agent, "api-staging").contains("ghcr.io/acme/api:2.0.0")
+        deployment(agent, "api-staging").contains("ghcr.io/acme/api:2.0.0")
     });
     let out = success(&server.cli(&[
         "rollback",
@@ -323,7 +322,7 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
         "{out}"
     );
     eventually("staging runs 1.0.0 again", PATIENCE, || {
-        deployment(&agent, "api-staging").contains("ghcr.io/acme/api:1.0.0")
+        deployment(agent, "api-staging").contains("ghcr.io/acme/api:1.0.0")
     });
     let out = success(&server.cli(&[
         "rollback", "api", "-n", "acme", "--env", "staging", "--to", &second,
@@ -382,9 +381,8 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
 
 #[test]
 fn a_component_type_change_reaches_the_first_environment_of_auto_deployed_components_only() {
-    let platform = platform();
-    let server: &Server = &platform;
-    let agent = platform.agent("agent");
+    let server = platform();
+    let agent = server.agent("agent");
     // Three more components like api: two auto-deploy, one does not. One keeps two releases.
     for (name, auto, limit) in [("a1", true, 2), ("a2", true, 0), ("m1", false, 0)] {
         let yaml = format!(
@@ -441,15 +439,15 @@ spec:
             );
             a1 != a1_before
                 && a2 != a2_before
-                && deployment(&agent, "a1-development").contains("replicas: 2")
-                && deployment(&agent, "a2-development").contains("replicas: 2")
+                && deployment(agent, "a1-development").contains("replicas: 2")
+                && deployment(agent, "a2-development").contains("replicas: 2")
         },
     );
     // Nothing else moved: staging waits for a promotion, m1 does not auto-deploy, api neither.
     assert_eq!(bound(&server, "a1", "staging"), a1_before);
-    assert!(deployment(&agent, "a1-staging").contains("replicas: 1"));
+    assert!(deployment(agent, "a1-staging").contains("replicas: 1"));
     assert_eq!(bound(&server, "m1", "development"), m1);
-    assert!(deployment(&agent, "m1-development").contains("replicas: 1"));
+    assert!(deployment(agent, "m1-development").contains("replicas: 1"));
     assert_eq!(bound(&server, "api", "development"), "");
     eventually("m1 says a newer release is available", PATIENCE, || {
         let out = success(&server.cli(&["status", "m1", "-n", "acme", "-o", "json"]));
@@ -476,7 +474,7 @@ spec:
         );
         success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
         eventually("a1 runs the new image", PATIENCE, || {
-            deployment(&agent, "a1-development").contains(&format!("a1:{version}.0.0"))
+            deployment(agent, "a1-development").contains(&format!("a1:{version}.0.0"))
         });
     }
     let out = success(&server.cli(&[
