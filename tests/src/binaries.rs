@@ -1,10 +1,11 @@
 //! The programs the tests drive: Troupe's own binaries, built on first use so a test never
 //! runs stale code, and the external tools the test command installs.
 //!
-//! The first call in a test process runs `cargo build --workspace --bins` (the invocation CI
-//! uses, so it is a no-op when the binaries are fresh and never changes feature resolution)
-//! into the target directory this test executable was built in. Cargo's own lock on that
-//! directory serialises test processes that build at the same time.
+//! The first call in a test process runs `cargo build --workspace --bins` into the target
+//! directory this test executable was built in: the build `scripts/test.sh` (and so CI) runs
+//! before the tests, so it is a no-op when the binaries are fresh and never changes feature
+//! resolution. Cargo's own lock on that directory serialises test processes that build at the
+//! same time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

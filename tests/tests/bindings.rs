@@ -7,13 +7,17 @@ use troupe_tests::{PATIENCE, Platform, Server, eventually, stderr, success};
 
 /// Waits until `troupe get KIND NAME -n acme -o json` succeeds and `check` holds for it.
 fn get_json(server: &Server, kind: &str, name: &str, check: impl Fn(&Value) -> bool) -> Value {
-    eventually(&format!("{kind} acme/{name} gets there"), PATIENCE, || {
-        let text = server.get_text(kind, "acme", name, "json")?;
-        match serde_json::from_str::<Value>(&text) {
-            Ok(value) if check(&value) => Ok(value),
-            _ => Err(text),
-        }
-    })
+    eventually(
+        &format!("{kind} acme/{name} is as expected"),
+        PATIENCE,
+        || {
+            let text = server.get_text(kind, "acme", name, "json")?;
+            match serde_json::from_str::<Value>(&text) {
+                Ok(value) if check(&value) => Ok(value),
+                _ => Err(text),
+            }
+        },
+    )
 }
 
 fn condition<'a>(binding: &'a Value, type_: &str) -> &'a Value {

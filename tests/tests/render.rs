@@ -309,10 +309,14 @@ fn example_service_render_matches_its_golden_file() {
 
 /// Waits until `troupe get KIND NAME -n acme -o yaml` succeeds and `check` holds for it.
 fn wait_yaml(server: &Server, kind: &str, name: &str, check: impl Fn(&str) -> bool) -> String {
-    eventually(&format!("{kind} acme/{name} gets there"), PATIENCE, || {
-        let yaml = server.get_text(kind, "acme", name, "yaml")?;
-        if check(&yaml) { Ok(yaml) } else { Err(yaml) }
-    })
+    eventually(
+        &format!("{kind} acme/{name} is as expected"),
+        PATIENCE,
+        || {
+            let yaml = server.get_text(kind, "acme", name, "yaml")?;
+            if check(&yaml) { Ok(yaml) } else { Err(yaml) }
+        },
+    )
 }
 
 #[test]
