@@ -5,7 +5,7 @@
 //! either an observation window (nothing may change during it) or a fault injected at a chosen
 //! moment, and each says which.
 
-use std::fmt::Display;
+use std::fmt::{Debug, Display};
 use std::time::{Duration, Instant};
 
 /// How long a test waits for the system to converge before it fails.
@@ -72,6 +72,16 @@ pub fn eventually<O: Observation>(
             panic!("timed out after {timeout:?} waiting until {what}; last seen:\n{seen}");
         }
         std::thread::sleep(INTERVAL);
+    }
+}
+
+/// A probe that reports what it saw: `seen` when `holds` is true of it, else `seen` in its
+/// `Debug` form for [`eventually`] to show if the wait times out.
+pub fn check<T: Debug>(seen: T, holds: impl FnOnce(&T) -> bool) -> Result<T, String> {
+    if holds(&seen) {
+        Ok(seen)
+    } else {
+        Err(format!("{seen:#?}"))
     }
 }
 

@@ -42,8 +42,14 @@ fn status_of(server: &Server, env: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn ready(server: &Server, env: &str) -> bool {
-    status_of(server, env)["ready"] == true
+/// Whether `env` is ready; while it is not, its status entry, for a wait to report.
+fn ready(server: &Server, env: &str) -> Result<(), Value> {
+    let status = status_of(server, env);
+    if status["ready"] == true {
+        Ok(())
+    } else {
+        Err(status)
+    }
 }
 
 fn get_json(server: &Server, kind: &str, name: &str) -> Option<Value> {
@@ -67,7 +73,7 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
     server.bind("api", "staging", &release, "");
 
     eventually("both environments are ready", PATIENCE, || {
-        ready(&server, "development") && ready(&server, "staging")
+        ready(&server, "development").and_then(|()| ready(&server, "staging"))
     });
     assert!(deployment(&agent.target, "api-development").contains("kind: Deployment"));
     assert_eq!(files(&agent.target, "api-staging").len(), 5);
@@ -242,7 +248,7 @@ fn cut_and_slow_connections_lose_no_update() {
             let rel = get_json(&server, "release", "api-development").unwrap();
             deployment(&agent.target, "api-development").contains("replicas: 6")
                 && rel["status"]["appliedGeneration"] == rel["metadata"]["generation"]
-                && ready(&server, "development")
+                && ready(&server, "development").is_ok()
         },
     );
 }
@@ -305,7 +311,7 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
     eventually("edge is connected and development ready", PATIENCE, || {
         let edge = get_json(&server, "dp", "edge");
         edge.is_some_and(|dp| dp["status"]["agentConnection"]["connected"] == true)
-            && ready(&server, "development")
+            && ready(&server, "development").is_ok()
     });
     assert_eq!(files(&local.target, "api-development").len(), 5);
     assert!(!edge.target.join("acme").exists());
@@ -325,7 +331,7 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
     local.kill();
     server.bind("api", "staging", &release, "");
     eventually("the twin gets staging", PATIENCE, || {
-        files(&twin.target, "api-staging").len() == 5 && ready(&server, "staging")
+        files(&twin.target, "api-staging").len() == 5 && ready(&server, "staging").is_ok()
     });
 }
 
@@ -358,7 +364,8 @@ fn an_oversized_release_fails_alone() {
     );
     server.bind("api", "staging", &release, "");
     eventually("staging is ready and development failed", PATIENCE, || {
-        ready(&server, "staging") && status_of(&server, "development")["reason"] == "ApplyFailed"
+        ready(&server, "staging").is_ok()
+            && status_of(&server, "development")["reason"] == "ApplyFailed"
     });
     let dev = status_of(&server, "development");
     assert!(

@@ -5,7 +5,7 @@
 //! waits for its bindings' objects to be pruned.
 
 use troupe_tests::{
-    PATIENCE, Platform, Server, eventually, release_files, stderr, stdout, success,
+    PATIENCE, Platform, Server, check, eventually, release_files, stderr, stdout, success,
 };
 
 /// Components, environments, and the data plane each environment is on.
@@ -65,7 +65,11 @@ spec:
     eventually(
         "every release is applied on its data plane",
         PATIENCE,
-        || deployed(&platform).len() == COMPONENTS.len() * ENVIRONMENTS.len(),
+        || {
+            check(deployed(&platform), |d| {
+                d.len() == COMPONENTS.len() * ENVIRONMENTS.len()
+            })
+        },
     );
     platform
 }
@@ -145,7 +149,7 @@ fn deleting_a_project_leaves_nothing_on_any_data_plane_or_in_the_store() {
     // (A Release whose acknowledgement was still on its way left the store at once; its
     // removal reaches the agent right after.)
     eventually("both data planes pruned everything", PATIENCE, || {
-        deployed(&platform).is_empty()
+        check(deployed(&platform), Vec::is_empty)
     });
     assert_eq!(left_in_store(server, &PROJECT_KINDS), Vec::<String>::new());
     // With nothing left on it, the data plane can go once its environment has.
@@ -164,10 +168,10 @@ fn a_cascade_interrupted_by_a_killed_control_plane_finishes_after_the_restart() 
     let edge = platform.restart_agent("acme/edge", "edge");
     platform.agents.push(edge);
     eventually("both data planes pruned everything", PATIENCE, || {
-        deployed(&platform).is_empty()
+        check(deployed(&platform), Vec::is_empty)
     });
     eventually("the store holds nothing of the project", PATIENCE, || {
-        left_in_store(&platform, &PROJECT_KINDS).is_empty()
+        check(left_in_store(&platform, &PROJECT_KINDS), Vec::is_empty)
     });
 }
 
@@ -207,13 +211,14 @@ spec:
     // A Release the agent applied but whose acknowledgement had not reached the store when
     // the agent was killed left the store at once; the agent prunes it when it comes back.
     eventually("only eu's releases were pruned", PATIENCE, || {
-        deployed(&platform)
-            == [
+        check(deployed(&platform), |d| {
+            d == &[
                 "local/api-development",
                 "local/api-staging",
                 "local/web-development",
                 "local/web-staging",
             ]
+        })
     });
     success(&server.cli(&["delete", "dp", "edge", "-n", "acme"]));
 }

@@ -49,14 +49,16 @@ fn bound(server: &Server, component: &str, env: &str) -> String {
         .unwrap_or_default()
 }
 
-fn ready(server: &Server, component: &str, env: &str) -> bool {
+/// Whether `component` is ready in `env`; while it is not, its status, for a wait to report.
+fn ready(server: &Server, component: &str, env: &str) -> Result<(), Value> {
     let out = success(&server.cli(&["status", component, "-n", "acme", "-o", "json"]));
     let doc: Value = serde_json::from_str(&out).unwrap();
-    doc["environments"]
+    let is_ready = doc["environments"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["environment"] == env && e["ready"] == true)
+        .any(|e| e["environment"] == env && e["ready"] == true);
+    if is_ready { Ok(()) } else { Err(doc) }
 }
 
 fn promotion(server: &Server, name: &str) -> Value {
@@ -408,7 +410,7 @@ spec:
     let m1 = server.cut_release("m1");
     server.bind("m1", "development", &m1, "");
     eventually("a1 and a2 are deployed to development", PATIENCE, || {
-        ready(&server, "a1", "development") && ready(&server, "a2", "development")
+        ready(&server, "a1", "development").and_then(|()| ready(&server, "a2", "development"))
     });
     let a1_before = bound(&server, "a1", "development");
     let a2_before = bound(&server, "a2", "development");
