@@ -102,8 +102,8 @@ fn output_rules_check_each_rendered_object_they_target() {
   - target: {group: apps, version: v1, kind: Deployment}
     rule: ${{ object.spec.replicas <= 3 }}
     message: a service runs at most 3 replicas
-  - rule: ${{ object.metadata.namespace == metadata.namespace }}
-    message: everything goes to the component's namespace
+  - rule: ${{ object.metadata.name | length <= 20 }}
+    message: names are at most 20 characters
   validations:\n",
         )
     });
@@ -129,16 +129,16 @@ fn output_rules_check_each_rendered_object_they_target() {
     // An untargeted rule sees every object, including what traits create.
     edit(&server, "trait", "ingress", |y| {
         y.replace(
-            "namespace: ${{ metadata.namespace }}",
-            "namespace: elsewhere",
+            "name: ${{ metadata.componentName }}-${{ trait.instanceName }}",
+            "name: ${{ metadata.componentName }}-${{ trait.instanceName }}-named-at-length",
         )
     });
     let err = render_error(&server, &[]);
     assert_mentions(
         &err,
         &[
-            "outputValidations[1] on Ingress/api-public",
-            "everything goes to the component's namespace",
+            "outputValidations[1] on Ingress/api-public-named-at-length",
+            "names are at most 20 characters",
         ],
     );
 
