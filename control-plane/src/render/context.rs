@@ -298,7 +298,7 @@ mod tests {
             let mut s: String = (0..len)
                 .map(|_| ['a', 'b', '-', '1'][(next() % 4) as usize])
                 .collect();
-            if next() % 16 == 0 {
+            if next().is_multiple_of(16) {
                 s.push_str(&"x".repeat(40));
             }
             s.trim_matches('-').to_string()
