@@ -8,7 +8,7 @@
 //! in `allowedKinds` (or, when that is empty, in [`DEFAULT_KINDS`]); a cluster-scoped kind
 //! must be in `allowedClusterKinds`, which is empty unless the platform fills it.
 
-use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use crate::pb::v1alpha1::{GroupKind, ResourcePolicy};
 
@@ -181,16 +181,29 @@ impl GroupRule {
     }
 }
 
-/// A data plane's resource policy, read once and asked about each object. Lookups are by
-/// group then a short scan of kinds: no allocation per object.
+/// A data plane's resource policy, read once and asked about each object. Lookups are short
+/// scans of a few groups, then of their kinds: no hashing, no allocation per object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// The data plane it belongs to, for messages: `DataPlane acme/local`.
     data_plane: String,
-    /// Namespaced kinds allowed, by group.
-    allowed: HashMap<String, GroupRule>,
-    /// Cluster-scoped kinds allowed, by group.
-    allowed_cluster: HashMap<String, GroupRule>,
+    /// What is allowed; the default rules are built once and shared.
+    rules: Arc<Rules>,
+}
+
+/// The allowed kinds of a policy, by group.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Rules {
+    /// Namespaced kinds allowed.
+    allowed: Vec<(String, GroupRule)>,
+    /// Cluster-scoped kinds allowed.
+    allowed_cluster: Vec<(String, GroupRule)>,
+}
+
+impl Rules {
+    fn find<'a>(rules: &'a [(String, GroupRule)], group: &str) -> Option<&'a GroupRule> {
+        rules.iter().find(|(g, _)| g == group).map(|(_, r)| r)
+    }
 }
 
 impl Default for Policy {
@@ -205,30 +218,36 @@ impl Policy {
     /// `policy`; `None` or an empty `allowedKinds` means [`DEFAULT_KINDS`]. Entries are taken
     /// as written: [`Policy::check_spec`] is what refuses a malformed policy.
     pub fn new(data_plane: impl Into<String>, policy: Option<&ResourcePolicy>) -> Self {
-        let mut allowed = HashMap::new();
-        let mut allowed_cluster = HashMap::new();
-        match policy {
-            Some(p) if !p.allowed_kinds.is_empty() => {
+        static DEFAULT: OnceLock<Arc<Rules>> = OnceLock::new();
+        let rules = match policy {
+            Some(p) if !p.allowed_kinds.is_empty() || !p.allowed_cluster_kinds.is_empty() => {
+                let mut rules = Rules::default();
+                if p.allowed_kinds.is_empty() {
+                    for (group, kind) in DEFAULT_KINDS {
+                        add(&mut rules.allowed, group, kind);
+                    }
+                }
                 for gk in &p.allowed_kinds {
-                    add(&mut allowed, &gk.group, &gk.kind);
+                    add(&mut rules.allowed, &gk.group, &gk.kind);
                 }
-            }
-            _ => {
-                for (group, kind) in DEFAULT_KINDS {
-                    add(&mut allowed, group, kind);
+                for gk in &p.allowed_cluster_kinds {
+                    add(&mut rules.allowed_cluster, &gk.group, &gk.kind);
                 }
+                Arc::new(rules)
             }
-        }
-        for gk in policy
-            .map(|p| p.allowed_cluster_kinds.as_slice())
-            .unwrap_or_default()
-        {
-            add(&mut allowed_cluster, &gk.group, &gk.kind);
-        }
+            _ => DEFAULT
+                .get_or_init(|| {
+                    let mut rules = Rules::default();
+                    for (group, kind) in DEFAULT_KINDS {
+                        add(&mut rules.allowed, group, kind);
+                    }
+                    Arc::new(rules)
+                })
+                .clone(),
+        };
         Policy {
             data_plane: data_plane.into(),
-            allowed,
-            allowed_cluster,
+            rules,
         }
     }
 
@@ -248,10 +267,8 @@ impl Policy {
         namespace: &str,
     ) -> Result<Scope, PolicyError> {
         let group = api_group(api_version);
-        let listed_cluster = self
-            .allowed_cluster
-            .get(group)
-            .is_some_and(|r| r.allows(kind));
+        let listed_cluster =
+            Rules::find(&self.rules.allowed_cluster, group).is_some_and(|r| r.allows(kind));
         if listed_cluster || is_cluster_scoped(group, kind) {
             if !listed_cluster {
                 return Err(PolicyError::ClusterKindNotAllowed {
@@ -268,7 +285,7 @@ impl Policy {
             }
             return Ok(Scope::Cluster);
         }
-        if self.allowed.get(group).is_some_and(|r| r.allows(kind)) {
+        if Rules::find(&self.rules.allowed, group).is_some_and(|r| r.allows(kind)) {
             return Ok(Scope::Namespaced);
         }
         Err(PolicyError::KindNotAllowed {
@@ -301,8 +318,15 @@ impl Policy {
     }
 }
 
-fn add(rules: &mut HashMap<String, GroupRule>, group: &str, kind: &str) {
-    let rule = rules.entry(group.to_string()).or_default();
+fn add(rules: &mut Vec<(String, GroupRule)>, group: &str, kind: &str) {
+    let at = match rules.iter().position(|(g, _)| g == group) {
+        Some(at) => at,
+        None => {
+            rules.push((group.to_string(), GroupRule::default()));
+            rules.len() - 1
+        }
+    };
+    let rule = &mut rules[at].1;
     if kind == ANY_KIND {
         rule.any = true;
     } else {
