@@ -307,3 +307,57 @@ fn tenants_whose_readable_names_meet_land_in_two_namespaces() {
     assert_ne!(first, second);
     assert!(second[0].starts_with("team-a-b-production--"), "{second:?}");
 }
+
+#[test]
+fn an_object_that_changes_namespace_leaves_no_copy_behind() {
+    // The way existing releases move to a new target namespace: the next render puts the
+    // object elsewhere, and the agent prunes what left the release. Here a policy change
+    // makes a kind cluster-scoped, so its object leaves the target namespace.
+    let platform = Platform::builder()
+        .examples()
+        .agent("acme/local", "local")
+        .start();
+    edit(&platform, "trait", "ingress", |y| {
+        y.replace(
+            "apiVersion: networking.k8s.io/v1",
+            "apiVersion: example.com/v1",
+        )
+        .replace("kind: Ingress", "kind: Gadget")
+        .lines()
+        .filter(|l| l.trim() != "namespace: ${{ metadata.namespace }}")
+        .map(|l| format!("{l}\n"))
+        .collect()
+    });
+    let kinds = "    allowedKinds:
+    - {group: apps, kind: Deployment}
+    - {group: '', kind: ConfigMap}
+    - {group: '', kind: Service}
+    - {group: gateway.networking.k8s.io, kind: HTTPRoute}
+    - {group: example.com, kind: Gadget}
+";
+    let namespaced = format!("{}  resourcePolicy:\n{kinds}", example_data_plane());
+    success(&platform.cli_with_stdin(&["apply", "-f", "-"], Some(&namespaced)));
+    let release = platform.cut_release("api");
+    platform.bind("api", "development", &release, "");
+    let target = platform.agent_target("local");
+    let files = |wanted: &'static str| {
+        eventually(&format!("the agent holds {wanted}"), PATIENCE, || {
+            check(release_files(&target, "acme", "api-development"), |f| {
+                f.contains_key(wanted)
+            })
+        })
+    };
+    let before = files("gadget_acme-shop-development_api-public.yaml");
+    assert!(before.contains_key("deployment_acme-shop-development_api.yaml"));
+
+    let cluster = format!(
+        "{namespaced}    allowedClusterKinds:\n    - {{group: example.com, kind: Gadget}}\n"
+    );
+    success(&platform.cli_with_stdin(&["apply", "-f", "-"], Some(&cluster)));
+    let after = eventually("the old Gadget file is pruned", PATIENCE, || {
+        check(files("gadget_api-public.yaml"), |f| {
+            !f.contains_key("gadget_acme-shop-development_api-public.yaml")
+        })
+    });
+    assert_eq!(after.len(), before.len(), "{:#?}", after.keys());
+}
