@@ -8,9 +8,15 @@
 //! Health is what [`Applier::apply`] returns; an applier that watches its objects also keeps
 //! it current between applies ([`Applier::health`]) and says when it changed
 //! ([`Applier::health_changes`]).
+//!
+//! What goes wrong is an [`Error`] naming the release, object or file; it reaches the control
+//! plane as the text of a failed `Ack`, which is why [`Applier`] hands failures over as text.
 
 pub mod dir;
+mod error;
 pub mod kubernetes;
+
+pub use self::error::Error;
 
 use std::sync::Arc;
 
@@ -31,6 +37,10 @@ pub mod health {
 }
 
 /// Puts releases somewhere and reads back their health.
+///
+/// A failure is the message the control plane will see (for the appliers here, an [`Error`]
+/// as text); it stays text at this boundary so appliers outside this crate (the benchmark's
+/// in-memory one) keep implementing the trait as they are.
 pub trait Applier: Send + Sync {
     /// Makes the objects of `release` (id `NAMESPACE/NAME`) exactly `resources`: creates or
     /// updates each, and removes objects a previous apply of the same release made that are
