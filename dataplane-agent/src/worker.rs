@@ -14,6 +14,9 @@
 //! `Hello` reports it. Commands a session queued but the worker had not started when it ended
 //! are dropped: the control plane resends whatever still differs after the next `Hello`.
 //! Nothing is ever pruned but on a removal from the control plane.
+//!
+//! The operations on the state themselves (apply and record, prune and forget, drift, health)
+//! are in `core`; this file is the task around them and what it says to sessions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -21,13 +24,14 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
-use troupe_common::agent::decode_manifests;
-use troupe_common::pb::v1alpha1::{self as pb, AgentMessage, ReleaseResourceStatus, agent_message};
-use troupe_common::timestamp::now_seconds;
+use troupe_common::pb::v1alpha1::{self as pb, AgentMessage, agent_message};
 
+use self::core::{Core, Failure};
 use crate::Event;
 use crate::apply::Applier;
 use crate::state::{Held, State};
+
+mod core;
 
 /// How many commands may wait for the worker; a session that finds the queue full stops
 /// reading its stream until there is room.
@@ -126,153 +130,6 @@ impl Handle {
 /// Wraps one agent message.
 pub(crate) fn message(m: agent_message::Message) -> AgentMessage {
     AgentMessage { message: Some(m) }
-}
-
-/// The applier, the desired state and the health the agent last saw.
-struct Core {
-    applier: Arc<dyn Applier>,
-    state: State,
-    held: BTreeMap<String, Held>,
-    health: HashMap<String, (i64, Vec<ReleaseResourceStatus>)>,
-    /// Releases whose health changed since it was last reported.
-    unreported: BTreeSet<String>,
-}
-
-/// Why an upsert or a removal failed; its text is the error of the `Ack`.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    /// The joined chunks are not a list of objects.
-    #[error("{0}")]
-    Decode(String),
-    /// The applier failed.
-    #[error("{0}")]
-    Apply(String),
-    /// The state on disk could not be written.
-    #[error("recording the release in the agent's state: {0}")]
-    Record(#[source] std::io::Error),
-    /// The state on disk could not be cleared.
-    #[error("forgetting the release in the agent's state: {0}")]
-    Forget(#[source] std::io::Error),
-}
-
-impl Core {
-    async fn upsert(&mut self, upsert: Upsert) -> Result<(), Failure> {
-        if let Some(held) = self.held.get(&upsert.release)
-            && (held.generation > upsert.generation
-                || (held.generation == upsert.generation
-                    && held.content_hash == upsert.content_hash))
-        {
-            // A resend of what is applied already, or an old generation: nothing to do.
-            return Ok(());
-        }
-        let resources = decode_manifests(&upsert.manifests).map_err(Failure::Decode)?;
-        if !self.held.contains_key(&upsert.release) {
-            // Written ahead of a first apply: if the agent dies between the apply and the
-            // record below, the release is still reported in `Hello` (as generation 0), so
-            // the control plane sends it again or, if it is gone, a removal for what the
-            // apply created.
-            self.state
-                .save(&Held::pending(&upsert.release))
-                .map_err(Failure::Record)?;
-        }
-        let statuses = self
-            .applier
-            .apply(&upsert.release, &resources)
-            .await
-            .map_err(Failure::Apply)?;
-        let held = Held {
-            release: upsert.release.clone(),
-            generation: upsert.generation,
-            content_hash: upsert.content_hash,
-            resources,
-        };
-        self.state.save(&held).map_err(Failure::Record)?;
-        self.held.insert(upsert.release.clone(), held);
-        self.observed(&upsert.release, upsert.generation, statuses);
-        Ok(())
-    }
-
-    async fn remove(&mut self, release: &str) -> Result<(), Failure> {
-        self.applier.prune(release).await.map_err(Failure::Apply)?;
-        self.state.remove(release).map_err(Failure::Forget)?;
-        self.held.remove(release);
-        self.health.remove(release);
-        self.unreported.remove(release);
-        Ok(())
-    }
-
-    fn observed(&mut self, release: &str, generation: i64, statuses: Vec<ReleaseResourceStatus>) {
-        let new = (generation, statuses);
-        if self.health.get(release) != Some(&new) {
-            self.health.insert(release.to_string(), new);
-            self.unreported.insert(release.to_string());
-        }
-    }
-
-    /// Re-applies everything held, correcting drift. Returns true when health changed.
-    async fn correct_drift(&mut self) -> bool {
-        let releases: Vec<Held> = self.held.values().cloned().collect();
-        let before = self.unreported.len();
-        // A release only written ahead of its first apply has nothing acknowledged to keep.
-        for held in releases.into_iter().filter(|h| !h.is_pending()) {
-            let statuses = match self.applier.apply(&held.release, &held.resources).await {
-                Ok(statuses) => statuses,
-                Err(e) => {
-                    tracing::warn!(release = %held.release, error = %e, "could not re-apply");
-                    continue;
-                }
-            };
-            self.observed(&held.release, held.generation, statuses);
-        }
-        self.unreported.len() != before
-    }
-
-    /// Takes the health the applier watched change since the last apply. Returns true when
-    /// health changed.
-    fn refresh_health(&mut self) -> bool {
-        let held: Vec<(String, i64)> = self
-            .held
-            .values()
-            .map(|h| (h.release.clone(), h.generation))
-            .collect();
-        let before = self.unreported.len();
-        for (release, generation) in held {
-            if let Some(statuses) = self.applier.health(&release) {
-                self.observed(&release, generation, statuses);
-            }
-        }
-        self.unreported.len() != before
-    }
-
-    fn known(&self) -> Vec<(String, pb::KnownRelease)> {
-        self.held
-            .values()
-            .map(|h| {
-                let known = pb::KnownRelease {
-                    generation: h.generation,
-                    content_hash: h.content_hash.clone(),
-                };
-                (h.release.clone(), known)
-            })
-            .collect()
-    }
-
-    fn report(&self, release: &str) -> Option<AgentMessage> {
-        let (generation, resources) = self.health.get(release)?.clone();
-        Some(message(agent_message::Message::Status(pb::StatusReport {
-            release: release.to_string(),
-            generation,
-            resources: stamp(resources),
-        })))
-    }
-}
-
-fn stamp(mut resources: Vec<ReleaseResourceStatus>) -> Vec<ReleaseResourceStatus> {
-    let now = now_seconds();
-    for r in &mut resources {
-        r.last_observed_time = Some(now);
-    }
-    resources
 }
 
 /// The session health changes are reported to.

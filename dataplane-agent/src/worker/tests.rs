@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::future::BoxFuture;
-use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource};
+use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
 
 use super::*;
 use crate::apply::describe;
