@@ -6,8 +6,10 @@
 //! - [`apply`]: where objects go: [`apply::kubernetes`] applies them to a cluster,
 //!   [`apply::dir`] writes files.
 //! - [`stream`]: the one long-lived stream: Hello with what the agent holds, upserts and
-//!   removals applied and acknowledged one by one, health reports, heartbeats, and reconnects
-//!   with full-jitter backoff.
+//!   removals passed on and acknowledged one by one, health reports, heartbeats, and
+//!   reconnects with full-jitter backoff.
+//! - `worker`: the one task that owns the applier and the state: it applies, records,
+//!   prunes, corrects drift and follows health, and answers whichever stream is open.
 //!
 //! The agent deletes objects only on an explicit removal from the control plane, never
 //! because a connection dropped; while disconnected it keeps re-applying what it holds.
@@ -16,11 +18,13 @@ pub mod apply;
 pub mod identity;
 pub mod state;
 pub mod stream;
+mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
 
 /// The agent's version, sent in `Hello` and at registration.
@@ -94,3 +98,8 @@ impl Config {
 }
 
 pub use stream::run;
+
+/// Resolves once `shutdown` turns true.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}

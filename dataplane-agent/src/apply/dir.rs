@@ -15,7 +15,7 @@ use troupe_common::agent::parse_release_id;
 use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
 use troupe_common::status::Health;
 
-use super::{Applier, describe};
+use super::{Applier, Error, describe};
 
 /// Applies releases to files under a root directory.
 pub struct DirApplier {
@@ -29,9 +29,9 @@ impl DirApplier {
     }
 
     /// The folder of `release`.
-    pub fn release_dir(&self, release: &str) -> Result<PathBuf, String> {
+    pub fn release_dir(&self, release: &str) -> Result<PathBuf, Error> {
         let (namespace, name) =
-            parse_release_id(release).ok_or_else(|| format!("bad release id {release:?}"))?;
+            parse_release_id(release).ok_or_else(|| Error::BadRelease(release.into()))?;
         Ok(self.root.join(namespace).join(name))
     }
 }
@@ -46,11 +46,15 @@ fn file_name(status: &ReleaseResourceStatus) -> String {
     }
 }
 
-fn render(resource: &ReleaseResource) -> Result<String, String> {
+fn render(resource: &ReleaseResource) -> Result<String, Error> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| Error::Render {
+        id: resource.id.clone(),
+        source,
+    };
     // Through serde_json::Value, whose maps are sorted: the same object always makes the same
     // bytes.
-    let value = serde_json::to_value(&resource.object).map_err(|e| e.to_string())?;
-    serde_saphyr::to_string(&value).map_err(|e| format!("{}: {e}", resource.id))
+    let value = serde_json::to_value(&resource.object).map_err(|e| failed(e.into()))?;
+    serde_saphyr::to_string(&value).map_err(|e| failed(e.into()))
 }
 
 fn write_if_changed(path: &Path, contents: &str) -> std::io::Result<bool> {
@@ -68,42 +72,41 @@ impl DirApplier {
         &self,
         release: &str,
         resources: &[ReleaseResource],
-    ) -> Result<Vec<ReleaseResourceStatus>, String> {
+    ) -> Result<Vec<ReleaseResourceStatus>, Error> {
         let dir = self.release_dir(release)?;
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
         let mut keep = BTreeSet::new();
         let mut statuses = Vec::with_capacity(resources.len());
         for resource in resources {
             let mut status = describe(resource);
             if status.kind.is_empty() || status.name.is_empty() {
-                return Err(format!("object {} has no kind or name", resource.id));
+                return Err(Error::Unnamed {
+                    id: resource.id.clone(),
+                });
             }
             let file = file_name(&status);
             let path = dir.join(&file);
-            write_if_changed(&path, &render(resource)?)
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            write_if_changed(&path, &render(resource)?).map_err(Error::io("writing", &path))?;
             status.health = Health::Healthy.as_str().into();
             keep.insert(file);
             statuses.push(status);
         }
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        let entries = std::fs::read_dir(&dir).map_err(Error::io("reading", &dir))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !keep.contains(&name) {
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| format!("pruning {}: {e}", entry.path().display()))?;
+                std::fs::remove_file(entry.path()).map_err(Error::io("pruning", entry.path()))?;
             }
         }
         Ok(statuses)
     }
 
-    fn prune_now(&self, release: &str) -> Result<(), String> {
+    fn prune_now(&self, release: &str) -> Result<(), Error> {
         let dir = self.release_dir(release)?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("pruning {}: {e}", dir.display())),
+            Err(e) => return Err(Error::io("pruning", &dir)(e)),
         }
         // Leave no empty namespace folder behind.
         if let Some(parent) = dir.parent() {
@@ -118,11 +121,11 @@ impl Applier for DirApplier {
         &'a self,
         release: &'a str,
         resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, Error>> {
         Box::pin(async move { self.apply_now(release, resources) })
     }
 
-    fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move { self.prune_now(release) })
     }
 

@@ -237,7 +237,11 @@ async fn an_object_of_a_kind_the_cluster_does_not_serve_fails_the_apply_and_name
         )
         .await
         .unwrap_err();
-    assert!(error.contains("CronTab (apps/v1)"), "{error}");
+    assert!(
+        matches!(error, troupe_agent::apply::Error::Discovery { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("CronTab (apps/v1)"), "{error}");
     assert!(patches(&fake).is_empty());
 }
 

@@ -35,51 +35,7 @@ use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceS
 
 use self::inventory::{Kind, KindRecord, MANAGER};
 use self::watch::{Board, ObjectKey};
-use super::{Applier, describe};
-
-/// What can go wrong applying to a cluster.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The release id is not `NAMESPACE/NAME`.
-    #[error("bad release id {0:?}")]
-    BadRelease(String),
-    /// A rendered object cannot be applied as it is.
-    #[error("object {id}: {reason}")]
-    BadObject {
-        /// The object's id in the release.
-        id: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The cluster does not serve the object's kind, or could not be asked.
-    #[error("finding {kind} ({api_version}) on the cluster: {source}")]
-    Discovery {
-        /// The object's apiVersion.
-        api_version: String,
-        /// The object's kind.
-        kind: String,
-        /// What the API server said.
-        source: kube::Error,
-    },
-    /// The API server refused a request about an object.
-    #[error("{action} {object}: {source}")]
-    Request {
-        /// `applying`, `listing`, `deleting`.
-        action: &'static str,
-        /// `Kind namespace/name`, or the kind for a list.
-        object: String,
-        /// What the API server said.
-        source: kube::Error,
-    },
-    /// The record of a release's kinds cannot be read or written.
-    #[error("the record of the release's kinds in {dir}: {source}")]
-    Record {
-        /// Where the record is kept.
-        dir: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-}
+use super::{Applier, Error, describe};
 
 /// How long to wait for the kinds of CustomResourceDefinitions applied moments earlier to be
 /// served.
@@ -466,16 +422,12 @@ impl Applier for KubeApplier {
         &'a self,
         release: &'a str,
         resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, String>> {
-        Box::pin(async move {
-            self.apply_release(release, resources)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, Error>> {
+        Box::pin(async move { self.apply_release(release, resources).await })
     }
 
-    fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.prune_release(release).await.map_err(|e| e.to_string()) })
+    fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move { self.prune_release(release).await })
     }
 
     fn info(&self) -> BoxFuture<'_, ClusterInfo> {
