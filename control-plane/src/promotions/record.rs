@@ -7,7 +7,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 
 use super::{LABEL_ENVIRONMENT, Promotions, is_pending, phase, refused};
 use crate::releases::{LABEL_COMPONENT, LABEL_PROJECT};
-use crate::resources::Error;
+use crate::resources::{Error, Origin};
 
 impl Promotions {
     /// Promotions of a component, oldest first.
@@ -95,7 +95,7 @@ impl Promotions {
             ..Default::default()
         };
         self.resources
-            .apply(Object::Promotion(promotion), false)
+            .apply(Object::Promotion(promotion), Origin::ControlPlane, false)
             .await?;
         Ok(key)
     }
