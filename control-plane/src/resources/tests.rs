@@ -225,3 +225,95 @@ async fn typed_reads_return_the_generated_type_and_refuse_another() {
     let names: Vec<String> = all.into_iter().map(|n| n.metadata.unwrap().name).collect();
     assert_eq!(names, ["acme", "zeta"]);
 }
+
+fn mk_template(value: serde_json::Value) -> Option<pbjson_types::Struct> {
+    Some(serde_json::from_value(value).unwrap())
+}
+
+fn mk_component_type(template: serde_json::Value) -> Object {
+    pb::ComponentType {
+        metadata: mk_meta("acme", "service"),
+        spec: Some(pb::ComponentTypeSpec {
+            workload_type: "deployment".into(),
+            resources: vec![pb::ResourceTemplate {
+                id: "deployment".into(),
+                template: mk_template(template),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .into()
+}
+
+#[tokio::test]
+async fn templates_must_name_the_object_they_make() {
+    let resources = mk_resources();
+    resources
+        .apply(mk_namespace("acme"), Origin::User, false)
+        .await
+        .unwrap();
+    let cases = [
+        (
+            serde_json::json!({}),
+            "ComponentType acme/service: spec.resources[0].template.apiVersion: required: the template of resource \"deployment\" is empty (a string, or a ${{ }} expression)",
+        ),
+        (
+            serde_json::json!({"apiVersion": "apps/v1", "metadata": {"name": "x"}}),
+            "ComponentType acme/service: spec.resources[0].template.kind: required: the template of resource \"deployment\" must name the Kubernetes object it makes (a string, or a ${{ }} expression)",
+        ),
+        (
+            serde_json::json!({"apiVersion": "", "kind": "Deployment"}),
+            "ComponentType acme/service: spec.resources[0].template.apiVersion: required: the template of resource \"deployment\" must name the Kubernetes object it makes (a string, or a ${{ }} expression)",
+        ),
+    ];
+    for (template, expected) in cases {
+        let err = resources
+            .apply(mk_component_type(template), Origin::User, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Invalid { .. }), "{err}");
+        assert_eq!(err.to_string(), expected);
+    }
+    let key = ObjectKey::new(Kind::ComponentType, "acme", "service");
+    assert!(matches!(resources.get(&key), Err(Error::NotFound(_))));
+
+    let expressions = serde_json::json!({
+        "apiVersion": "${{ parameters.apiVersion }}",
+        "kind": "${{ parameters.kind }}",
+        "metadata": {"name": "${{ metadata.name }}"},
+    });
+    resources
+        .apply(mk_component_type(expressions), Origin::User, false)
+        .await
+        .unwrap();
+
+    let mk_trait = |template| -> Object {
+        pb::Trait {
+            metadata: mk_meta("acme", "storage"),
+            spec: Some(pb::TraitSpec {
+                creates: vec![pb::ResourceTemplate {
+                    template: mk_template(template),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into()
+    };
+    let err = resources
+        .apply(mk_trait(serde_json::json!({})), Origin::User, false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Trait acme/storage: spec.creates[0].template.apiVersion: required: the template is empty (a string, or a ${{ }} expression)"
+    );
+    let volume = serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim"});
+    resources
+        .apply(mk_trait(volume), Origin::User, false)
+        .await
+        .unwrap();
+}
