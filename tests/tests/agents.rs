@@ -13,16 +13,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use troupe_tests::{
-    Agent, Proxy, Server, examples_dir, free_port, release_files, stderr, stdout, success,
-    troupe_agent_bin, wait_until, workspace_root,
+    Agent, PATIENCE, Platform, Proxy, Server, eventually, release_files, stderr, stdout, success,
+    troupe_agent_bin, workspace_root,
 };
-
-fn platform(extra: &[&str]) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(&dir.path().join("data"), extra);
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
-    (server, dir)
-}
 
 fn files(target: &Path, name: &str) -> BTreeMap<String, String> {
     release_files(target, "acme", name)
@@ -49,22 +42,18 @@ fn status_of(server: &Server, env: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn ready(server: &Server, env: &str) -> bool {
-    status_of(server, env)["ready"] == true
+/// Whether `env` is ready; while it is not, its status entry, for a wait to report.
+fn ready(server: &Server, env: &str) -> Result<(), Value> {
+    let status = status_of(server, env);
+    if status["ready"] == true {
+        Ok(())
+    } else {
+        Err(status)
+    }
 }
 
 fn get_json(server: &Server, kind: &str, name: &str) -> Option<Value> {
     server.get_json(kind, "acme", name)
-}
-
-fn start_agent(url: &str, root: &Path, name: &str, token: Option<&str>) -> Agent {
-    Agent::start(
-        url,
-        "acme/local",
-        token,
-        &root.join(format!("{name}-state")),
-        &root.join(format!("{name}-target")),
-    )
 }
 
 fn modified(path: &Path) -> std::time::SystemTime {
@@ -77,15 +66,14 @@ fn release_dir(agent: &Agent, name: &str) -> PathBuf {
 
 #[test]
 fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
-    let (server, dir) = platform(&[]);
-    let token = server.token("acme/local", "1h");
-    let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
+    let server = Platform::builder().examples().start();
+    let agent = server.register_agent("acme/local", "a");
     let release = server.cut_release("api");
     server.bind("api", "development", &release, "");
     server.bind("api", "staging", &release, "");
 
-    wait_until("both environments are ready", || {
-        ready(&server, "development") && ready(&server, "staging")
+    eventually("both environments are ready", PATIENCE, || {
+        ready(&server, "development").and_then(|()| ready(&server, "staging"))
     });
     assert!(deployment(&agent.target, "api-development").contains("kind: Deployment"));
     assert_eq!(files(&agent.target, "api-staging").len(), 5);
@@ -120,17 +108,17 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
         &release,
         "  componentTypeEnvironmentConfigs: {replicas: 3}\n",
     );
-    wait_until("replicas 3 is applied", || {
+    eventually("replicas 3 is applied", PATIENCE, || {
         deployment(&agent.target, "api-development").contains("replicas: 3")
     });
-    wait_until("development is ready again", || {
+    eventually("development is ready again", PATIENCE, || {
         ready(&server, "development")
     });
     assert_eq!(modified(&staging_deployment), before);
 
     // Undeploy: the files go, then the Release leaves the store; the binding says why.
     server.bind("api", "development", &release, "  state: Undeploy\n");
-    wait_until("development is pruned", || {
+    eventually("development is pruned", PATIENCE, || {
         !release_dir(&agent, "api-development").exists()
             && get_json(&server, "release", "api-development").is_none()
     });
@@ -142,7 +130,7 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
         out.contains("Release acme/api-staging deleted once its data plane has pruned its objects"),
         "{out}"
     );
-    wait_until("staging is pruned", || {
+    eventually("staging is pruned", PATIENCE, || {
         !release_dir(&agent, "api-staging").exists()
             && get_json(&server, "release", "api-staging").is_none()
     });
@@ -153,9 +141,11 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
 
     // Deleting the project takes the bindings with it, and the agent prunes their releases.
     server.bind("api", "production", &release, "");
-    wait_until("production is ready", || ready(&server, "production"));
+    eventually("production is ready", PATIENCE, || {
+        ready(&server, "production")
+    });
     success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
-    wait_until("production is pruned", || {
+    eventually("production is pruned", PATIENCE, || {
         !release_dir(&agent, "api-production").exists()
             && get_json(&server, "release", "api-production").is_none()
     });
@@ -163,12 +153,13 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
 
 #[test]
 fn a_killed_agent_catches_up_on_restart_without_reapplying_what_is_unchanged() {
-    let (server, dir) = platform(&[]);
-    let token = server.token("acme/local", "1h");
-    let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
+    let server = Platform::builder().examples().start();
+    let agent = server.register_agent("acme/local", "a");
     let release = server.cut_release("api");
     server.bind("api", "development", &release, "");
-    wait_until("development is ready", || ready(&server, "development"));
+    eventually("development is ready", PATIENCE, || {
+        ready(&server, "development")
+    });
     let dev = release_dir(&agent, "api-development");
     let times: Vec<_> = std::fs::read_dir(&dev)
         .unwrap()
@@ -179,15 +170,15 @@ fn a_killed_agent_catches_up_on_restart_without_reapplying_what_is_unchanged() {
 
     // While the agent is away, its files stay and the new binding waits for it.
     server.bind("api", "staging", &release, "");
-    wait_until("staging says it waits for the agent", || {
+    eventually("staging says it waits for the agent", PATIENCE, || {
         status_of(&server, "staging")["reason"] == "AgentDisconnected"
     });
     let dp = get_json(&server, "dp", "local").unwrap();
     assert_ne!(dp["status"]["agentConnection"]["connected"], true, "{dp}");
 
     // Restarted without a token: it reuses its identity and catches up.
-    let agent = start_agent(&server.agent_url(), dir.path(), "a", None);
-    wait_until("staging is ready", || ready(&server, "staging"));
+    let agent = server.restart_agent("acme/local", "a");
+    eventually("staging is ready", PATIENCE, || ready(&server, "staging"));
     assert_eq!(files(&agent.target, "api-staging").len(), 5);
     for (path, time) in times {
         assert_eq!(modified(&path), time, "{} was rewritten", path.display());
@@ -196,30 +187,27 @@ fn a_killed_agent_catches_up_on_restart_without_reapplying_what_is_unchanged() {
 
 #[test]
 fn a_control_plane_restart_prunes_nothing_and_the_agent_comes_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let agent_listen = format!("127.0.0.1:{}", free_port());
-    let args = ["--agent-listen", agent_listen.as_str()];
-    let server = Server::start_with(&data, &args);
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
-    let token = server.token("acme/local", "1h");
-    let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
+    let mut server = Platform::builder().examples().fixed_agent_port().start();
+    let agent = server.register_agent("acme/local", "a");
     let release = server.cut_release("api");
     server.bind("api", "development", &release, "");
-    wait_until("development is ready", || ready(&server, "development"));
-    server.kill();
+    eventually("development is ready", PATIENCE, || {
+        ready(&server, "development")
+    });
+    server.kill_server();
 
-    // The agent keeps its files while the control plane is gone (it resyncs every second).
+    // The agent keeps its files while the control plane is gone (it resyncs every second):
+    // an observation window, not a wait.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(files(&agent.target, "api-development").len(), 5);
 
-    let server = Server::start_with(&data, &args);
+    server.restart_server();
     server.bind("api", "staging", &release, "");
-    wait_until("staging is ready after the restart", || {
+    eventually("staging is ready after the restart", PATIENCE, || {
         ready(&server, "staging")
     });
     success(&server.cli(&["delete", "rb", "api-development", "-n", "acme"]));
-    wait_until("development is pruned", || {
+    eventually("development is pruned", PATIENCE, || {
         !release_dir(&agent, "api-development").exists()
             && get_json(&server, "release", "api-development").is_none()
     });
@@ -228,13 +216,15 @@ fn a_control_plane_restart_prunes_nothing_and_the_agent_comes_back() {
 
 #[test]
 fn cut_and_slow_connections_lose_no_update() {
-    let (server, dir) = platform(&[]);
+    let server = Platform::builder().examples().start();
     let proxy = Proxy::start(&server.agent_addr);
     let token = server.token("acme/local", "1h");
-    let agent = start_agent(&proxy.url(), dir.path(), "a", Some(&token));
+    let agent = server.start_agent(&proxy.url(), "acme/local", "a", Some(&token));
     let release = server.cut_release("api");
     server.bind("api", "development", &release, "");
-    wait_until("development is ready", || ready(&server, "development"));
+    eventually("development is ready", PATIENCE, || {
+        ready(&server, "development")
+    });
 
     for replicas in 2..=6 {
         if replicas == 4 {
@@ -246,21 +236,27 @@ fn cut_and_slow_connections_lose_no_update() {
             &release,
             &format!("  componentTypeEnvironmentConfigs: {{replicas: {replicas}}}\n"),
         );
+        // The cut lands at a different point of each update's delivery.
         std::thread::sleep(Duration::from_millis(30 * replicas));
         proxy.cut();
     }
     proxy.delay(0);
-    wait_until("the last update is applied and acknowledged", || {
-        let rel = get_json(&server, "release", "api-development").unwrap();
-        deployment(&agent.target, "api-development").contains("replicas: 6")
-            && rel["status"]["appliedGeneration"] == rel["metadata"]["generation"]
-            && ready(&server, "development")
-    });
+    eventually(
+        "the last update is applied and acknowledged",
+        PATIENCE,
+        || {
+            let rel = get_json(&server, "release", "api-development").unwrap();
+            deployment(&agent.target, "api-development").contains("replicas: 6")
+                && rel["status"]["appliedGeneration"] == rel["metadata"]["generation"]
+                && ready(&server, "development").is_ok()
+        },
+    );
 }
 
 #[test]
 fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
-    let (server, dir) = platform(&[]);
+    let server = Platform::builder().examples().start();
+    let dir = server.root();
     let run_agent = |data_plane: &str, token: &str, name: &str| {
         Command::new(troupe_agent_bin())
             .args([
@@ -270,9 +266,9 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
                 data_plane,
             ])
             .args(["--token", token, "--apply"])
-            .arg(format!("dir:{}", dir.path().join(name).display()))
+            .arg(format!("dir:{}", dir.join(name).display()))
             .arg("--state-dir")
-            .arg(dir.path().join(format!("{name}-state")))
+            .arg(dir.join(format!("{name}-state")))
             .output()
             .unwrap()
     };
@@ -288,6 +284,7 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
     );
     // An expired token.
     let short = server.token("acme/local", "1s");
+    // The token's lifetime running out is the point, so this is time passing, not a wait.
     std::thread::sleep(Duration::from_millis(2100));
     let out = run_agent("acme/local", &short, "y");
     assert!(
@@ -307,36 +304,23 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
 
     // The edge agent (registered as DataPlane acme/edge, created at registration) gets
     // nothing of acme/local's releases.
-    let local_token = server.token("acme/local", "1h");
-    let local = start_agent(&server.agent_url(), dir.path(), "local", Some(&local_token));
-    let edge = Agent::start(
-        &server.agent_url(),
-        "acme/edge",
-        Some(&edge_token),
-        &dir.path().join("edge-state"),
-        &dir.path().join("edge-target"),
-    );
+    let local = server.register_agent("acme/local", "local");
+    let edge = server.start_agent(&server.agent_url(), "acme/edge", "edge", Some(&edge_token));
     let release = server.cut_release("api");
     server.bind("api", "development", &release, "");
-    wait_until("edge is connected and development ready", || {
+    eventually("edge is connected and development ready", PATIENCE, || {
         let edge = get_json(&server, "dp", "edge");
         edge.is_some_and(|dp| dp["status"]["agentConnection"]["connected"] == true)
-            && ready(&server, "development")
+            && ready(&server, "development").is_ok()
     });
     assert_eq!(files(&local.target, "api-development").len(), 5);
     assert!(!edge.target.join("acme").exists());
 
     // A second agent with local's identity displaces the first; one session at a time, and
     // the survivor gets every later change.
-    copy_dir(&local.state_dir, &dir.path().join("twin-state"));
-    let twin = Agent::start(
-        &server.agent_url(),
-        "acme/local",
-        None,
-        &dir.path().join("twin-state"),
-        &dir.path().join("twin-target"),
-    );
-    wait_until("the twin holds development too", || {
+    copy_dir(&local.state_dir, &server.agent_state_dir("twin"));
+    let twin = server.restart_agent("acme/local", "twin");
+    eventually("the twin holds development too", PATIENCE, || {
         files(&twin.target, "api-development").len() == 5
     });
     let dp = get_json(&server, "dp", "local").unwrap();
@@ -346,8 +330,8 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
     );
     local.kill();
     server.bind("api", "staging", &release, "");
-    wait_until("the twin gets staging", || {
-        files(&twin.target, "api-staging").len() == 5 && ready(&server, "staging")
+    eventually("the twin gets staging", PATIENCE, || {
+        files(&twin.target, "api-staging").len() == 5 && ready(&server, "staging").is_ok()
     });
 }
 
@@ -365,9 +349,11 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn an_oversized_release_fails_alone() {
-    let (server, dir) = platform(&["--agent-max-release-bytes", "40000"]);
-    let token = server.token("acme/local", "1h");
-    let agent = start_agent(&server.agent_url(), dir.path(), "a", Some(&token));
+    let server = Platform::builder()
+        .examples()
+        .args(&["--agent-max-release-bytes", "40000"])
+        .start();
+    let agent = server.register_agent("acme/local", "a");
     let release = server.cut_release("api");
     let big = "x".repeat(60_000);
     server.bind(
@@ -377,8 +363,9 @@ fn an_oversized_release_fails_alone() {
         &format!("  workloadOverrides: {{container: {{env: [{{key: BIG, value: {big}}}]}}}}\n"),
     );
     server.bind("api", "staging", &release, "");
-    wait_until("staging is ready and development failed", || {
-        ready(&server, "staging") && status_of(&server, "development")["reason"] == "ApplyFailed"
+    eventually("staging is ready and development failed", PATIENCE, || {
+        ready(&server, "staging").is_ok()
+            && status_of(&server, "development")["reason"] == "ApplyFailed"
     });
     let dev = status_of(&server, "development");
     assert!(
@@ -400,13 +387,14 @@ fn an_oversized_release_fails_alone() {
 
     // Shrunk back under the limit, it goes through.
     server.bind("api", "development", &release, "");
-    wait_until("development is ready", || ready(&server, "development"));
+    eventually("development is ready", PATIENCE, || {
+        ready(&server, "development")
+    });
 }
 
 #[test]
 fn dev_mode_applies_a_new_component_to_its_local_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), &["--dev"]);
+    let server = Platform::builder().dev().start();
     let component = "apiVersion: troupe.dev/v1alpha1
 kind: Component
 metadata: {name: hello, namespace: acme}
@@ -423,8 +411,8 @@ spec:
   container: {image: ghcr.io/acme/hello:1.0.0}
 ";
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(component)));
-    let local = dir.path().join("dataplane-local").join("acme");
-    wait_until("hello is ready in development", || {
+    let local = server.data_dir.join("dataplane-local").join("acme");
+    eventually("hello is ready in development", PATIENCE, || {
         let out = server.cli(&["status", "hello", "-n", "acme", "-o", "json"]);
         let Ok(doc) = serde_json::from_str::<Value>(&stdout(&out)) else {
             return false;
@@ -445,7 +433,7 @@ spec:
 
 #[test]
 fn a_cluster_data_plane_agent_serves_the_environments_on_it() {
-    let (server, dir) = platform(&[]);
+    let server = Platform::builder().examples().start();
     // A ClusterDataPlane with the example's gateways, claimed by its agent at registration
     // (a token for a bare `NAME` is a ClusterDataPlane's); the `edge` environment is on it.
     let local = server.cli(&["get", "dp", "local", "-n", "acme", "-o", "json"]);
@@ -463,21 +451,14 @@ spec: {{dataPlaneRef: {{kind: ClusterDataPlane, name: shared}}}}
 "
     );
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&shared)));
-    let token = server.token("shared", "1h");
-    let agent = Agent::start(
-        &server.agent_url(),
-        "shared",
-        Some(&token),
-        &dir.path().join("shared-state"),
-        &dir.path().join("shared-target"),
-    );
+    let agent = server.register_agent("shared", "shared");
     let release = server.cut_release("api");
     server.bind("api", "edge", &release, "");
     server.bind("api", "development", &release, "");
-    wait_until("edge is ready", || ready(&server, "edge"));
+    eventually("edge is ready", PATIENCE, || ready(&server, "edge"));
     assert_eq!(files(&agent.target, "api-edge").len(), 5);
     // development is on acme/local, which has no agent: the shared agent never sees it.
-    wait_until("development waits for its own agent", || {
+    eventually("development waits for its own agent", PATIENCE, || {
         status_of(&server, "development")["reason"] == "AgentDisconnected"
     });
     assert!(files(&agent.target, "api-development").is_empty());

@@ -4,18 +4,11 @@
 use tonic::Code;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::{ApplyRequest, GetRequest};
-use troupe_tests::{Server, examples_dir, stderr, success};
+use troupe_tests::{Platform, stderr, success};
 
 type Client = troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient<
     tonic::transport::Channel,
 >;
-
-fn mk_platform(extra: &[&str]) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), extra);
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
-    (server, dir)
-}
 
 /// Applies one YAML document and returns the error status.
 async fn apply_err(client: &mut Client, yaml: &str) -> tonic::Status {
@@ -71,7 +64,7 @@ fn component(name: &str, project: &str, ty: &str) -> String {
 
 #[tokio::test]
 async fn names_must_be_dns_labels() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     let status = apply_err(
         &mut client,
@@ -97,7 +90,7 @@ async fn names_must_be_dns_labels() {
 
 #[tokio::test]
 async fn a_workload_is_named_after_its_component() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     let status = apply_err(
         &mut client,
@@ -123,7 +116,7 @@ spec:
 
 #[tokio::test]
 async fn references_must_resolve_when_written() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     let status = apply_err(
         &mut client,
@@ -185,7 +178,7 @@ async fn references_must_resolve_when_written() {
 
 #[tokio::test]
 async fn immutable_fields_cannot_change() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     let project = "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {name: other, namespace: acme}\nspec: {deploymentPipelineRef: default}\n";
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(project)));
@@ -229,7 +222,7 @@ async fn immutable_fields_cannot_change() {
 
 #[tokio::test]
 async fn stale_resource_version_is_aborted() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     let yaml = success(&server.cli(&["get", "proj", "shop", "-n", "acme", "-o", "yaml"]));
     assert!(yaml.contains("description: The online shop."), "{yaml}");
@@ -247,7 +240,7 @@ async fn stale_resource_version_is_aborted() {
 
 #[tokio::test]
 async fn embedded_json_schemas_must_be_valid() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     let ct = "apiVersion: troupe.dev/v1alpha1
 kind: ComponentType
@@ -277,7 +270,7 @@ spec:
 
 #[tokio::test]
 async fn unknown_fields_and_kinds_and_malformed_yaml_are_refused_whole() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     // A valid document followed by a broken one: the CLI applies nothing.
     let mixed = "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {name: first, namespace: acme}\nspec: {deploymentPipelineRef: default}\n---\nkind: Project\n  bad: [indent\n";
@@ -320,7 +313,10 @@ async fn unknown_fields_and_kinds_and_malformed_yaml_are_refused_whole() {
 
 #[tokio::test]
 async fn oversized_requests_are_refused() {
-    let (server, _dir) = mk_platform(&["--max-message-bytes", "65536"]);
+    let server = Platform::builder()
+        .examples()
+        .args(&["--max-message-bytes", "65536"])
+        .start();
     let mut client = server.client().await;
     let big = format!(
         "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {{name: big, namespace: acme}}\nspec: {{deploymentPipelineRef: default, description: \"{}\"}}\n",
@@ -334,7 +330,7 @@ async fn oversized_requests_are_refused() {
 
 #[tokio::test]
 async fn parameters_are_validated_against_the_schemas_when_written() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     let bad_params = format!(
         "{}  parameters: {{port: 70000, prot: 1}}\n",
@@ -383,7 +379,7 @@ async fn parameters_are_validated_against_the_schemas_when_written() {
 
 #[tokio::test]
 async fn template_syntax_errors_are_refused_when_the_type_is_written() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     let ct = "apiVersion: troupe.dev/v1alpha1
 kind: ComponentType
@@ -422,7 +418,7 @@ spec:
 
 #[tokio::test]
 async fn binding_overrides_are_validated_against_the_release() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
     let release = out
@@ -467,7 +463,7 @@ spec:
 
 #[tokio::test]
 async fn a_pipeline_must_be_a_graph_with_one_root_and_gates_that_can_pass() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     let mut client = server.client().await;
     let pipeline = |paths: &str| {
         format!(
@@ -555,7 +551,7 @@ spec:
 
 #[tokio::test]
 async fn promotion_requests_name_what_is_wrong() {
-    let (server, _dir) = mk_platform(&[]);
+    let server = Platform::builder().examples().start();
     for (args, code, needle) in [
         (
             vec!["promote", "nope", "-n", "acme", "--to", "staging"],

@@ -3,22 +3,21 @@
 //! exists), and per-environment workload overrides.
 
 use serde_json::Value;
-use troupe_tests::{Server, examples_dir, stderr, success};
+use troupe_tests::{PATIENCE, Platform, Server, eventually, stderr, success};
 
-fn mk_platform() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    for dir in [examples_dir(), examples_dir().join("samples")] {
-        success(&server.cli(&["apply", "-f", dir.to_str().unwrap()]));
-    }
-    (server, dir)
-}
-
+/// Waits until `troupe get KIND NAME -n acme -o json` succeeds and `check` holds for it.
 fn get_json(server: &Server, kind: &str, name: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let text = server.wait_get(kind, "acme", name, "json", |text| {
-        serde_json::from_str(text).is_ok_and(|v: Value| check(&v))
-    });
-    serde_json::from_str(&text).unwrap()
+    eventually(
+        &format!("{kind} acme/{name} is as expected"),
+        PATIENCE,
+        || {
+            let text = server.get_text(kind, "acme", name, "json")?;
+            match serde_json::from_str::<Value>(&text) {
+                Ok(value) if check(&value) => Ok(value),
+                _ => Err(text),
+            }
+        },
+    )
 }
 
 fn condition<'a>(binding: &'a Value, type_: &str) -> &'a Value {
@@ -54,7 +53,7 @@ const API_URL: &str = "http://api.acme-shop-staging.svc.cluster.local:8080";
 
 #[test]
 fn connections_resolve_from_the_target_binding_and_are_pending_until_then() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().samples().start();
     let storefront = server.cut_release("storefront");
     server.bind("storefront", "staging", &storefront, "");
 
@@ -134,7 +133,7 @@ fn connections_resolve_from_the_target_binding_and_are_pending_until_then() {
 
 #[test]
 fn connections_to_missing_endpoints_or_across_projects_say_why() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().samples().start();
     let workload = success(&server.cli(&["get", "wl", "storefront", "-n", "acme", "-o", "yaml"]));
     let edited = workload.replace("endpoint: http", "endpoint: admin");
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&edited)));
@@ -164,7 +163,7 @@ fn connections_to_missing_endpoints_or_across_projects_say_why() {
 
 #[test]
 fn workload_overrides_change_one_environment_only() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().samples().start();
     let api = server.cut_release("api");
     let overrides = "  workloadOverrides:
     container:

@@ -4,10 +4,8 @@
 //! the control plane is killed mid-cascade and restarted, and an environment being deleted
 //! waits for its bindings' objects to be pruned.
 
-use std::path::Path;
-
 use troupe_tests::{
-    Agent, Server, examples_dir, free_port, release_files, stderr, stdout, success, wait_until,
+    PATIENCE, Platform, Server, check, eventually, release_files, stderr, stdout, success,
 };
 
 /// Components, environments, and the data plane each environment is on.
@@ -18,42 +16,10 @@ const ENVIRONMENTS: [(&str, &str); 3] = [
     ("eu", "edge"),
 ];
 
-struct Platform {
-    server: Server,
-    agents: Vec<Agent>,
-    data: std::path::PathBuf,
-    agent_listen: String,
-    dir: tempfile::TempDir,
-}
-
-impl Platform {
-    fn start_server(data: &Path, agent_listen: &str) -> Server {
-        Server::start_with(data, &["--agent-listen", agent_listen])
-    }
-
-    fn agent(&self, plane: &str, token: Option<&str>) -> Agent {
-        Agent::start(
-            &self.server.agent_url(),
-            &format!("acme/{plane}"),
-            token,
-            &self.dir.path().join(format!("{plane}-state")),
-            &self.dir.path().join(format!("{plane}-target")),
-        )
-    }
-
-    fn target(&self, plane: &str) -> std::path::PathBuf {
-        self.dir.path().join(format!("{plane}-target"))
-    }
-}
-
 /// The sample platform plus DataPlane `edge` with Environment `eu`, agents for both data
-/// planes, and `api` and `web` running in development, staging and eu.
+/// planes (each named after its plane), and `api` and `web` running in development, staging
+/// and eu.
 fn platform() -> Platform {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let agent_listen = format!("127.0.0.1:{}", free_port());
-    let server = Platform::start_server(&data, &agent_listen);
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
     let yaml = "apiVersion: troupe.dev/v1alpha1
 kind: DataPlane
 metadata: {name: edge, namespace: acme}
@@ -83,28 +49,28 @@ spec:
   owner: {projectName: shop, componentName: web}
   container: {image: ghcr.io/acme/web:1.0.0}
 ";
-    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(yaml)));
-    let mut platform = Platform {
-        server,
-        agents: Vec::new(),
-        data,
-        agent_listen,
-        dir,
-    };
-    for plane in ["local", "edge"] {
-        let token = platform.server.token(&format!("acme/{plane}"), "1h");
-        let agent = platform.agent(plane, Some(&token));
-        platform.agents.push(agent);
-    }
+    let platform = Platform::builder()
+        .examples()
+        .apply(yaml)
+        .fixed_agent_port()
+        .agent("acme/local", "local")
+        .agent("acme/edge", "edge")
+        .start();
     for component in COMPONENTS {
-        let release = platform.server.cut_release(component);
+        let release = platform.cut_release(component);
         for (env, _) in ENVIRONMENTS {
-            platform.server.bind(component, env, &release, "");
+            platform.bind(component, env, &release, "");
         }
     }
-    wait_until("every release is applied on its data plane", || {
-        deployed(&platform).len() == COMPONENTS.len() * ENVIRONMENTS.len()
-    });
+    eventually(
+        "every release is applied on its data plane",
+        PATIENCE,
+        || {
+            check(deployed(&platform), |d| {
+                d.len() == COMPONENTS.len() * ENVIRONMENTS.len()
+            })
+        },
+    );
     platform
 }
 
@@ -114,7 +80,7 @@ fn deployed(platform: &Platform) -> Vec<String> {
     for component in COMPONENTS {
         for (env, plane) in ENVIRONMENTS {
             let release = format!("{component}-{env}");
-            if !release_files(&platform.target(plane), "acme", &release).is_empty() {
+            if !release_files(&platform.agent_target(plane), "acme", &release).is_empty() {
                 out.push(format!("{plane}/{release}"));
             }
         }
@@ -157,7 +123,7 @@ const PROJECT_KINDS: [&str; 7] = [
 #[test]
 fn deleting_a_project_leaves_nothing_on_any_data_plane_or_in_the_store() {
     let platform = platform();
-    let server = &platform.server;
+    let server: &Server = &platform;
 
     // What is still used is refused, with the referrers named.
     let out = server.cli(&["delete", "dp", "edge", "-n", "acme"]);
@@ -182,8 +148,8 @@ fn deleting_a_project_leaves_nothing_on_any_data_plane_or_in_the_store() {
     assert!(out.trim_end().ends_with("pruned 6 of 6"), "{out}");
     // (A Release whose acknowledgement was still on its way left the store at once; its
     // removal reaches the agent right after.)
-    wait_until("both data planes pruned everything", || {
-        deployed(&platform).is_empty()
+    eventually("both data planes pruned everything", PATIENCE, || {
+        check(deployed(&platform), Vec::is_empty)
     });
     assert_eq!(left_in_store(server, &PROJECT_KINDS), Vec::<String>::new());
     // With nothing left on it, the data plane can go once its environment has.
@@ -193,32 +159,19 @@ fn deleting_a_project_leaves_nothing_on_any_data_plane_or_in_the_store() {
 
 #[test]
 fn a_cascade_interrupted_by_a_killed_control_plane_finishes_after_the_restart() {
-    let Platform {
-        server,
-        mut agents,
-        data,
-        agent_listen,
-        dir,
-    } = platform();
+    let mut platform = platform();
     // The edge agent is away, so its releases cannot be pruned before the kill.
-    agents.pop().unwrap().kill();
-    success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
-    server.kill();
-    let server = Platform::start_server(&data, &agent_listen);
-    let mut platform = Platform {
-        server,
-        agents,
-        data,
-        agent_listen,
-        dir,
-    };
-    let edge = platform.agent("edge", None);
+    platform.agents.pop().unwrap().kill();
+    success(&platform.cli(&["delete", "project", "shop", "-n", "acme"]));
+    platform.kill_server();
+    platform.restart_server();
+    let edge = platform.restart_agent("acme/edge", "edge");
     platform.agents.push(edge);
-    wait_until("both data planes pruned everything", || {
-        deployed(&platform).is_empty()
+    eventually("both data planes pruned everything", PATIENCE, || {
+        check(deployed(&platform), Vec::is_empty)
     });
-    wait_until("the store holds nothing of the project", || {
-        left_in_store(&platform.server, &PROJECT_KINDS).is_empty()
+    eventually("the store holds nothing of the project", PATIENCE, || {
+        check(left_in_store(&platform, &PROJECT_KINDS), Vec::is_empty)
     });
 }
 
@@ -227,7 +180,7 @@ fn an_environment_being_deleted_takes_its_bindings_and_waits_for_their_prune() {
     let mut platform = platform();
     let edge = platform.agents.pop().unwrap();
     edge.kill();
-    let server = &platform.server;
+    let server: &Server = &platform;
     let out = success(&server.cli(&["delete", "env", "eu", "-n", "acme"]));
     assert!(
         out.contains("Environment acme/eu deleted once its data plane has pruned its objects")
@@ -249,22 +202,23 @@ spec:
         stderr(&out)
     );
     assert!(server.get_json("env", "acme", "eu").is_some());
-    let edge = platform.agent("edge", None);
+    let edge = platform.restart_agent("acme/edge", "edge");
     platform.agents.push(edge);
-    let server = &platform.server;
-    wait_until("eu is gone", || {
+    let server: &Server = &platform;
+    eventually("eu is gone", PATIENCE, || {
         server.get_json("env", "acme", "eu").is_none()
     });
     // A Release the agent applied but whose acknowledgement had not reached the store when
     // the agent was killed left the store at once; the agent prunes it when it comes back.
-    wait_until("only eu's releases were pruned", || {
-        deployed(&platform)
-            == [
+    eventually("only eu's releases were pruned", PATIENCE, || {
+        check(deployed(&platform), |d| {
+            d == &[
                 "local/api-development",
                 "local/api-staging",
                 "local/web-development",
                 "local/web-staging",
             ]
+        })
     });
     success(&server.cli(&["delete", "dp", "edge", "-n", "acme"]));
 }

@@ -2,12 +2,13 @@
 //! round-trip YAML and JSON back through apply, delete with referrer checks and cascades, and
 //! find everything again after a restart.
 
-use troupe_tests::{Server, examples_dir, stderr, stdout, success};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-fn mk_server() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    (Server::start(dir.path()), dir)
-}
+use troupe_tests::{
+    PATIENCE, Platform, Server, eventually, examples_dir, stderr, stdout, success, troupe_bin,
+};
 
 fn apply_examples(server: &Server) -> String {
     success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]))
@@ -15,7 +16,7 @@ fn apply_examples(server: &Server) -> String {
 
 #[test]
 fn apply_prints_one_line_per_object_and_reapply_is_unchanged() {
-    let (server, _dir) = mk_server();
+    let server = Platform::builder().start();
     let first = apply_examples(&server);
     assert!(first.contains("namespace/acme created"), "{first}");
     assert!(
@@ -33,7 +34,7 @@ fn apply_prints_one_line_per_object_and_reapply_is_unchanged() {
 
 #[test]
 fn get_accepts_every_spelling_of_a_kind() {
-    let (server, _dir) = mk_server();
+    let server = Platform::builder().start();
     apply_examples(&server);
     for kind in ["Environment", "environments", "env", "ENV"] {
         let out = success(&server.cli(&["get", kind, "-n", "acme"]));
@@ -64,7 +65,7 @@ fn get_accepts_every_spelling_of_a_kind() {
 
 #[test]
 fn label_selector_filters_listings() {
-    let (server, _dir) = mk_server();
+    let server = Platform::builder().start();
     apply_examples(&server);
     let labelled = "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata:\n  name: billing\n  namespace: acme\n  labels: {team: payments}\nspec:\n  deploymentPipelineRef: default\n";
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(labelled)));
@@ -76,7 +77,7 @@ fn label_selector_filters_listings() {
 
 #[test]
 fn get_yaml_then_apply_is_a_no_op() {
-    let (server, _dir) = mk_server();
+    let server = Platform::builder().start();
     apply_examples(&server);
     for kind in [
         "ns", "dp", "env", "pipeline", "ct", "trait", "proj", "comp", "wl",
@@ -101,7 +102,7 @@ fn get_yaml_then_apply_is_a_no_op() {
 
 #[test]
 fn editing_yaml_output_and_applying_it_updates_the_object() {
-    let (server, _dir) = mk_server();
+    let server = Platform::builder().start();
     apply_examples(&server);
     let yaml = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
     assert!(yaml.contains("generation: \"1\""), "{yaml}");
@@ -125,7 +126,7 @@ fn editing_yaml_output_and_applying_it_updates_the_object() {
 
 #[test]
 fn delete_refuses_referenced_objects_and_cascades_projects() {
-    let (server, _dir) = mk_server();
+    let server = Platform::builder().start();
     apply_examples(&server);
     let refused = server.cli(&["delete", "dataplane", "local", "-n", "acme"]);
     assert!(!refused.status.success());
@@ -150,40 +151,58 @@ fn delete_refuses_referenced_objects_and_cascades_projects() {
     success(&server.cli(&["delete", "pipeline", "default", "-n", "acme"]));
 }
 
+/// A child process killed when dropped, so a failed test leaves none behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn open_watches_do_not_hold_a_shutdown_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let mut watcher = std::process::Command::new(troupe_tests::troupe_bin())
-        .args(["watch", "all"])
-        .env("TROUPE_SERVER", server.url())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut server = Platform::builder().start();
+    let mut watcher = Reaped(
+        Command::new(troupe_bin())
+            .args(["watch", "all"])
+            .env("TROUPE_SERVER", server.url())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The CLI prints its header once the server has opened the stream.
+    let (lines, printed) = std::sync::mpsc::channel();
+    let out = watcher.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    eventually("the watch is open", PATIENCE, || printed.try_recv());
     assert!(
-        server.terminate(),
+        server.terminate_server(),
         "SIGTERM stops the server with a watch open"
     );
     // The watch ends with the server, and so does the CLI following it.
-    for _ in 0..100 {
-        if watcher.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = watcher.kill();
-    panic!("the watch CLI kept running after the server stopped");
+    eventually(
+        "the watch CLI stops after the server stopped",
+        Duration::from_secs(5),
+        || watcher.0.try_wait().unwrap(),
+    );
 }
 
 #[test]
 fn everything_is_still_there_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let mut server = Platform::builder().start();
     apply_examples(&server);
     let before = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
-    assert!(server.terminate(), "SIGTERM stops the server cleanly");
-    let server = Server::start(dir.path());
+    assert!(
+        server.terminate_server(),
+        "SIGTERM stops the server cleanly"
+    );
+    server.restart_server();
     let after = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
     assert_eq!(before, after);
     let out = apply_examples(&server);
@@ -192,7 +211,7 @@ fn everything_is_still_there_after_a_restart() {
 
 #[test]
 fn watch_streams_changes_from_a_revision() {
-    let (server, _dir) = mk_server();
+    let server = Platform::builder().start();
     apply_examples(&server);
     let yaml = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
     let edited = yaml.replace("port: 8080", "port: 9090");
@@ -200,10 +219,10 @@ fn watch_streams_changes_from_a_revision() {
     success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
     // Replaying from revision 1 shows the history of components, then the stream stays open;
     // the CLI is stopped by the timeout.
-    let out = std::process::Command::new("timeout")
+    let out = Command::new("timeout")
         .args([
             "3",
-            troupe_tests::troupe_bin().to_str().unwrap(),
+            troupe_bin().to_str().unwrap(),
             "watch",
             "comp",
             "--since",

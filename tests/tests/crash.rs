@@ -4,13 +4,11 @@ use std::collections::BTreeSet;
 
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::{ApplyRequest, ListRequest};
-use troupe_tests::{Server, examples_dir, success};
+use troupe_tests::{Platform, success};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
+    let mut server = Platform::builder().examples().start();
     let template = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
 
     // A burst of concurrent writes; remember exactly those the server acknowledged.
@@ -48,9 +46,9 @@ async fn acknowledged_writes_survive_sigkill() {
         acked.extend(task.await.unwrap());
     }
     assert_eq!(acked.len(), 320, "every write in the burst is acknowledged");
-    server.kill();
+    server.kill_server();
 
-    let server = Server::start(dir.path());
+    server.restart_server();
     let mut client = server.client().await;
     let request = ListRequest {
         kind: "comp".into(),

@@ -2,20 +2,12 @@
 //! proto files at hand, and a Component can be created, read, listed, watched and deleted with
 //! plain JSON.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use troupe_tests::{Server, examples_dir, grpcurl_bin, stderr, stdout, success};
+use troupe_tests::{PATIENCE, Platform, eventually, grpcurl_bin, stderr, success};
 
 const SERVICE: &str = "troupe.v1alpha1.ResourceService";
-
-fn mk_platform() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
-    // Start from a platform without the example component, so grpcurl creates it.
-    success(&server.cli(&["delete", "component", "api", "-n", "acme"]));
-    (server, dir)
-}
 
 const COMPONENT: &str = r#"{"resource": {"component": {
   "apiVersion": "troupe.dev/v1alpha1", "kind": "Component",
@@ -25,8 +17,7 @@ const COMPONENT: &str = r#"{"resource": {"component": {
 
 #[test]
 fn reflection_lists_and_describes_the_services() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Platform::builder().start();
     let out = success(&server.grpcurl(&[&server.addr, "list"]));
     for service in [
         SERVICE,
@@ -59,7 +50,9 @@ fn reflection_lists_and_describes_the_services() {
 
 #[test]
 fn component_lifecycle_with_grpcurl_json() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
+    // Start from a platform without the example component, so grpcurl creates it.
+    success(&server.cli(&["delete", "component", "api", "-n", "acme"]));
     let start: u64 = {
         let list = success(&server.grpcurl(&[
             "-d",
@@ -71,17 +64,33 @@ fn component_lifecycle_with_grpcurl_json() {
         v["revision"].as_str().unwrap().parse().unwrap()
     };
     // Watch from the listing's revision in the background while the component changes.
-    let watch = Command::new(grpcurl_bin())
-        .args(["-plaintext", "-max-time", "4", "-d"])
+    let mut watch = Command::new(grpcurl_bin())
+        .args(["-plaintext", "-v", "-max-time", "4", "-d"])
         .arg(format!(
             r#"{{"kind":"comp","namespace":"acme","sinceRevision":"{start}"}}"#
         ))
         .args([&server.addr, &format!("{SERVICE}/Watch")])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (lines, printed) = std::sync::mpsc::channel();
+    let out = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    // With -v, grpcurl reports the response headers once the server has opened the stream.
+    let mut text = String::new();
+    eventually("the watch is open", PATIENCE, || {
+        text.extend(printed.try_iter().map(|line| line + "\n"));
+        if text.contains("Response headers received:") {
+            Ok(())
+        } else {
+            Err(text.clone())
+        }
+    });
 
     let applied =
         success(&server.grpcurl(&["-d", COMPONENT, &server.addr, &format!("{SERVICE}/Apply")]));
@@ -140,8 +149,9 @@ fn component_lifecycle_with_grpcurl_json() {
         stderr(&missing)
     );
 
-    let out = watch.wait_with_output().unwrap();
-    let text = stdout(&out);
+    watch.wait().unwrap();
+    // The rest of what the watch printed, up to its end.
+    text.extend(printed.iter().map(|line| line + "\n"));
     let types: Vec<&str> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("\"type\": \""))
@@ -156,9 +166,7 @@ fn component_lifecycle_with_grpcurl_json() {
 
 #[test]
 fn promotion_with_grpcurl_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
+    let server = Platform::builder().examples().start();
     let release = server.cut_release("api");
     server.bind("api", "development", &release, "");
     // development → staging has no gates: the promotion succeeds in the call.

@@ -5,17 +5,14 @@
 //! exactly the first environment of the components that auto-deploy.
 
 use serde_json::Value;
-use troupe_tests::{Agent, Server, examples_dir, release_files, stderr, success, wait_until};
+use troupe_tests::{Agent, PATIENCE, Platform, Server, eventually, release_files, stderr, success};
 
 /// Soak in development before staging, in seconds: long enough to observe, short for a test.
 const SOAK: u64 = 3;
 
 /// The sample platform with a pipeline that has every kind of gate, and an agent for
-/// DataPlane acme/local.
-fn platform() -> (Server, Agent, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"));
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
+/// DataPlane acme/local named `agent`.
+fn platform() -> Platform {
     let pipeline = format!(
         "apiVersion: troupe.dev/v1alpha1
 kind: DeploymentPipeline
@@ -37,16 +34,11 @@ spec:
             - {{name: e2e, type: check}}
 "
     );
-    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&pipeline)));
-    let token = server.token("acme/local", "1h");
-    let agent = Agent::start(
-        &server.agent_url(),
-        "acme/local",
-        Some(&token),
-        &dir.path().join("agent-state"),
-        &dir.path().join("agent-target"),
-    );
-    (server, agent, dir)
+    Platform::builder()
+        .examples()
+        .apply(&pipeline)
+        .agent("acme/local", "agent")
+        .start()
 }
 
 /// The release `component`'s binding in `env` points at.
@@ -57,14 +49,16 @@ fn bound(server: &Server, component: &str, env: &str) -> String {
         .unwrap_or_default()
 }
 
-fn ready(server: &Server, component: &str, env: &str) -> bool {
+/// Whether `component` is ready in `env`; while it is not, its status, for a wait to report.
+fn ready(server: &Server, component: &str, env: &str) -> Result<(), Value> {
     let out = success(&server.cli(&["status", component, "-n", "acme", "-o", "json"]));
     let doc: Value = serde_json::from_str(&out).unwrap();
-    doc["environments"]
+    let is_ready = doc["environments"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["environment"] == env && e["ready"] == true)
+        .any(|e| e["environment"] == env && e["ready"] == true);
+    if is_ready { Ok(()) } else { Err(doc) }
 }
 
 fn promotion(server: &Server, name: &str) -> Value {
@@ -98,7 +92,8 @@ fn set_image(server: &Server, image: &str) {
 
 #[test]
 fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
-    let (server, agent, _dir) = platform();
+    let server = platform();
+    let agent = server.agent("agent");
     let first = server.cut_release("api");
     server.bind("api", "development", &first, "");
 
@@ -111,7 +106,7 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
         "{out}"
     );
     let to_staging = promotion_name(&out);
-    wait_until("the staging promotion succeeds", || {
+    eventually("the staging promotion succeeds", PATIENCE, || {
         promotion(&server, &to_staging)["status"]["phase"] == "Succeeded"
     });
     let record = promotion(&server, &to_staging);
@@ -131,8 +126,10 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
     );
     // The same release, not a re-render of the component.
     assert_eq!(bound(&server, "api", "staging"), first);
-    wait_until("staging is ready", || ready(&server, "api", "staging"));
-    assert!(deployment(&agent, "api-staging").contains("ghcr.io/acme/api:1.0.0"));
+    eventually("staging is ready", PATIENCE, || {
+        ready(&server, "api", "staging")
+    });
+    assert!(deployment(agent, "api-staging").contains("ghcr.io/acme/api:1.0.0"));
 
     // Refused outright, recorded, and nothing moves.
     let out = server.cli(&[
@@ -289,7 +286,7 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
     ]));
     assert!(out.contains(": Succeeded: production runs"), "{out}");
     assert_eq!(bound(&server, "api", "production"), first);
-    wait_until("production is ready", || {
+    eventually("production is ready", PATIENCE, || {
         ready(&server, "api", "production")
     });
     let out = server.cli(&["approve", &to_production, "-n", "acme", "--as", "bob"]);
@@ -307,8 +304,8 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
         "promote", "api", "-n", "acme", "--to", "staging", "--as", "carol", "--wait", "30",
     ]));
     assert!(out.contains("Succeeded"), "{out}");
-    wait_until("staging runs 2.0.0", || {
-        deployment(&agent, "api-staging").contains("ghcr.io/acme/api:2.0.0")
+    eventually("staging runs 2.0.0", PATIENCE, || {
+        deployment(agent, "api-staging").contains("ghcr.io/acme/api:2.0.0")
     });
     let out = success(&server.cli(&[
         "rollback",
@@ -326,8 +323,8 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
         out.contains(&format!("Succeeded: staging runs {first} (was {second})")),
         "{out}"
     );
-    wait_until("staging runs 1.0.0 again", || {
-        deployment(&agent, "api-staging").contains("ghcr.io/acme/api:1.0.0")
+    eventually("staging runs 1.0.0 again", PATIENCE, || {
+        deployment(agent, "api-staging").contains("ghcr.io/acme/api:1.0.0")
     });
     let out = success(&server.cli(&[
         "rollback", "api", "-n", "acme", "--env", "staging", "--to", &second,
@@ -386,7 +383,8 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
 
 #[test]
 fn a_component_type_change_reaches_the_first_environment_of_auto_deployed_components_only() {
-    let (server, agent, _dir) = platform();
+    let server = platform();
+    let agent = server.agent("agent");
     // Three more components like api: two auto-deploy, one does not. One keeps two releases.
     for (name, auto, limit) in [("a1", true, 2), ("a2", true, 0), ("m1", false, 0)] {
         let yaml = format!(
@@ -411,8 +409,8 @@ spec:
     }
     let m1 = server.cut_release("m1");
     server.bind("m1", "development", &m1, "");
-    wait_until("a1 and a2 are deployed to development", || {
-        ready(&server, "a1", "development") && ready(&server, "a2", "development")
+    eventually("a1 and a2 are deployed to development", PATIENCE, || {
+        ready(&server, "a1", "development").and_then(|()| ready(&server, "a2", "development"))
     });
     let a1_before = bound(&server, "a1", "development");
     let a2_before = bound(&server, "a2", "development");
@@ -421,7 +419,9 @@ spec:
         "promote", "a1", "-n", "acme", "--to", "staging", "--wait", "30",
     ]));
     assert!(out.contains("Succeeded"), "{out}");
-    wait_until("m1 is ready", || ready(&server, "m1", "development"));
+    eventually("m1 is ready", PATIENCE, || {
+        ready(&server, "m1", "development")
+    });
     let out = success(&server.cli(&["status", "m1", "-n", "acme"]));
     assert!(!out.contains("newer release available"), "{out}");
 
@@ -431,23 +431,27 @@ spec:
     assert_ne!(changed, out);
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&changed)));
 
-    wait_until("a1 and a2 run new releases in development", || {
-        let (a1, a2) = (
-            bound(&server, "a1", "development"),
-            bound(&server, "a2", "development"),
-        );
-        a1 != a1_before
-            && a2 != a2_before
-            && deployment(&agent, "a1-development").contains("replicas: 2")
-            && deployment(&agent, "a2-development").contains("replicas: 2")
-    });
+    eventually(
+        "a1 and a2 run new releases in development",
+        PATIENCE,
+        || {
+            let (a1, a2) = (
+                bound(&server, "a1", "development"),
+                bound(&server, "a2", "development"),
+            );
+            a1 != a1_before
+                && a2 != a2_before
+                && deployment(agent, "a1-development").contains("replicas: 2")
+                && deployment(agent, "a2-development").contains("replicas: 2")
+        },
+    );
     // Nothing else moved: staging waits for a promotion, m1 does not auto-deploy, api neither.
     assert_eq!(bound(&server, "a1", "staging"), a1_before);
-    assert!(deployment(&agent, "a1-staging").contains("replicas: 1"));
+    assert!(deployment(agent, "a1-staging").contains("replicas: 1"));
     assert_eq!(bound(&server, "m1", "development"), m1);
-    assert!(deployment(&agent, "m1-development").contains("replicas: 1"));
+    assert!(deployment(agent, "m1-development").contains("replicas: 1"));
     assert_eq!(bound(&server, "api", "development"), "");
-    wait_until("m1 says a newer release is available", || {
+    eventually("m1 says a newer release is available", PATIENCE, || {
         let out = success(&server.cli(&["status", "m1", "-n", "acme", "-o", "json"]));
         let doc: Value = serde_json::from_str(&out).unwrap();
         doc["newerReleaseAvailable"] == true && doc["latestRelease"] != m1.as_str()
@@ -471,8 +475,8 @@ spec:
 "
         );
         success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
-        wait_until("a1 runs the new image", || {
-            deployment(&agent, "a1-development").contains(&format!("a1:{version}.0.0"))
+        eventually("a1 runs the new image", PATIENCE, || {
+            deployment(agent, "a1-development").contains(&format!("a1:{version}.0.0"))
         });
     }
     let out = success(&server.cli(&[

@@ -3,12 +3,11 @@
 
 use std::process::Command;
 
-use troupe_tests::{Server, python_bin, success, workspace_root};
+use troupe_tests::{Platform, python_bin, success, workspace_root};
 
 #[test]
 fn generated_python_client_applies_and_reads_the_examples() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Platform::builder().start();
     let root = workspace_root();
     let out = Command::new(python_bin())
         .current_dir(&root)

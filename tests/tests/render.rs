@@ -2,14 +2,7 @@
 //! render it for environments with different overrides, and see exactly those differences.
 
 use serde_json::Value;
-use troupe_tests::{Server, examples_dir, stderr, success};
-
-fn mk_platform() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
-    (server, dir)
-}
+use troupe_tests::{PATIENCE, Platform, Server, eventually, stderr, stdout, success};
 
 fn render(server: &Server, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["render", "api", "-n", "acme", "-o", "json"];
@@ -26,7 +19,7 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
 
 #[test]
 fn identical_inputs_make_one_release() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     let first = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
     assert!(first.contains(" created; release #1 of api"), "{first}");
     let again = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
@@ -59,7 +52,7 @@ fn identical_inputs_make_one_release() {
 
 #[test]
 fn renders_typed_manifests_with_labels_traits_and_defaults() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     let objects = render(&server, &["--env", "development"]);
     let kinds: Vec<&str> = objects
         .iter()
@@ -131,7 +124,7 @@ fn renders_typed_manifests_with_labels_traits_and_defaults() {
 
 #[test]
 fn two_environments_differ_exactly_by_their_overrides() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     let a = render(&server, &["--env", "production", "--set", "replicas=2"]);
     let b = render(&server, &["--env", "production", "--set", "replicas=5"]);
     assert_eq!(find(&a, "Deployment")["spec"]["replicas"], 2);
@@ -152,7 +145,7 @@ fn two_environments_differ_exactly_by_their_overrides() {
 
 #[test]
 fn bad_overrides_and_unknown_environments_are_refused() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     let out = server.cli(&[
         "render",
         "api",
@@ -193,24 +186,17 @@ spec:
     )
 }
 
-fn wait_get(
-    server: &Server,
-    kind: &str,
-    name: &str,
-    output: &str,
-    check: impl Fn(&str) -> bool,
-) -> String {
-    server.wait_get(kind, "acme", name, output, check)
-}
-
 /// Waits for Release NAME to exist and returns it as JSON.
 fn wait_release(server: &Server, name: &str) -> Value {
-    serde_json::from_str(&wait_get(server, "release", name, "json", |_| true)).unwrap()
+    let text = eventually(&format!("Release acme/{name} exists"), PATIENCE, || {
+        server.get_text("release", "acme", name, "json")
+    });
+    serde_json::from_str(&text).unwrap()
 }
 
 #[test]
 fn bindings_render_into_releases_that_differ_by_their_overrides() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
     let release = out
         .split_whitespace()
@@ -258,6 +244,7 @@ fn bindings_render_into_releases_that_differ_by_their_overrides() {
     // Re-applying the same bindings changes nothing: no new revision for the Release.
     let version = prod["metadata"]["resourceVersion"].clone();
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&two)));
+    // An observation window, not a wait: a needless re-render would land within it.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let again = wait_release(&server, "api-production");
     assert_eq!(again["metadata"]["resourceVersion"], version);
@@ -274,20 +261,20 @@ fn bindings_render_into_releases_that_differ_by_their_overrides() {
     // Undeploy removes the Release but keeps the binding.
     let undeploy = binding("api-development", "development", &release, 1) + "  state: Undeploy\n";
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&undeploy)));
-    for _ in 0..100 {
-        if !server
-            .cli(&["get", "release", "api-development", "-n", "acme"])
-            .status
-            .success()
-        {
-            let yaml =
-                success(&server.cli(&["get", "rb", "api-development", "-n", "acme", "-o", "yaml"]));
-            assert!(yaml.contains("reason: Undeployed"), "{yaml}");
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("the Release of an undeployed binding was not removed");
+    eventually(
+        "the Release of the undeployed binding is removed",
+        PATIENCE,
+        || {
+            let out = server.cli(&["get", "release", "api-development", "-n", "acme"]);
+            if out.status.success() {
+                Err(stdout(&out))
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let yaml = success(&server.cli(&["get", "rb", "api-development", "-n", "acme", "-o", "yaml"]));
+    assert!(yaml.contains("reason: Undeployed"), "{yaml}");
 }
 
 /// The example `service` rendered for production matches the reviewed file in
@@ -295,7 +282,7 @@ fn bindings_render_into_releases_that_differ_by_their_overrides() {
 /// `TROUPE_UPDATE_GOLDEN=1` to rewrite the file after an intended change.
 #[test]
 fn example_service_render_matches_its_golden_file() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     let out = success(&server.cli(&[
         "render",
         "api",
@@ -320,13 +307,21 @@ fn example_service_render_matches_its_golden_file() {
     );
 }
 
+/// Waits until `troupe get KIND NAME -n acme -o yaml` succeeds and `check` holds for it.
 fn wait_yaml(server: &Server, kind: &str, name: &str, check: impl Fn(&str) -> bool) -> String {
-    wait_get(server, kind, name, "yaml", check)
+    eventually(
+        &format!("{kind} acme/{name} is as expected"),
+        PATIENCE,
+        || {
+            let yaml = server.get_text(kind, "acme", name, "yaml")?;
+            if check(&yaml) { Ok(yaml) } else { Err(yaml) }
+        },
+    )
 }
 
 #[test]
 fn auto_deploy_releases_every_change_into_the_first_environment() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     let yaml = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
     let auto = yaml.replace("spec:\n", "spec:\n  autoDeploy: true\n");
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&auto)));
@@ -369,7 +364,7 @@ fn auto_deploy_releases_every_change_into_the_first_environment() {
 
 #[test]
 fn validation_rules_stop_a_render_with_their_message() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     let yaml = success(&server.cli(&["get", "comp", "api", "-n", "acme", "-o", "yaml"]));
     success(&server.cli_with_stdin(
         &["apply", "-f", "-"],
@@ -387,7 +382,7 @@ fn validation_rules_stop_a_render_with_their_message() {
 
 #[test]
 fn diff_compares_a_binding_with_its_release() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
     let release = out
         .split_whitespace()
@@ -432,9 +427,7 @@ fn diff_compares_a_binding_with_its_release() {
 /// persistent volume and an autoscaler, and a scheduled task.
 #[test]
 fn sample_types_and_traits_match_their_golden_files() {
-    let (server, _dir) = mk_platform();
-    let samples = troupe_tests::examples_dir().join("samples");
-    success(&server.cli(&["apply", "-f", samples.to_str().unwrap()]));
+    let server = Platform::builder().samples().start();
     for (component, env, sets) in [
         (
             "orders",

@@ -2,14 +2,7 @@
 //! fails the render with a message naming where (type or trait, entry, field, expression)
 //! and what, and nothing is stored.
 
-use troupe_tests::{Server, examples_dir, stderr, success};
-
-fn mk_platform() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
-    (server, dir)
-}
+use troupe_tests::{Platform, Server, stderr, success};
 
 /// Applies `kind NAME` back after `edit` changes its YAML.
 fn edit(server: &Server, kind: &str, name: &str, edit: impl Fn(&str) -> String) {
@@ -40,7 +33,7 @@ fn assert_mentions(text: &str, needles: &[&str]) {
 
 #[test]
 fn expression_errors_name_the_template_field_and_expression() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
 
     // An undefined variable.
     edit(&server, "ct", "service", |y| {
@@ -101,7 +94,7 @@ fn expression_errors_name_the_template_field_and_expression() {
 
 #[test]
 fn output_rules_check_each_rendered_object_they_target() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     edit(&server, "ct", "service", |y| {
         y.replace(
             "  validations:\n",
@@ -159,7 +152,7 @@ fn output_rules_check_each_rendered_object_they_target() {
 
 #[test]
 fn required_patches_must_change_something() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     let patches = |required: bool, kind: &str, path: &str| {
         format!(
             "  patches:
@@ -222,7 +215,7 @@ fn required_patches_must_change_something() {
 
 #[test]
 fn trait_instance_names_are_unique_across_the_type_and_the_component() {
-    let (server, _dir) = mk_platform();
+    let server = Platform::builder().examples().start();
     edit(&server, "ct", "service", |y| {
         y.replace(
             "  validations:\n",

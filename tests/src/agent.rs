@@ -1,0 +1,70 @@
+//! A running `troupe-agent` with the directory applier: it writes each release's manifests
+//! under its target directory, where the tests read them back.
+//!
+//! A test starts one through [`crate::Platform`], which places its state and target
+//! directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::troupe_agent_bin;
+
+/// A running `troupe-agent` process with the directory applier, killed when dropped.
+pub struct Agent {
+    child: Child,
+    /// The name the platform knows it by (its directories are named after it).
+    pub name: String,
+    /// Where it writes manifests.
+    pub target: PathBuf,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+}
+
+impl Agent {
+    /// Starts agent `name` for `data_plane` against `control_plane` (`https://…`), keeping its
+    /// state in `state_dir`, writing under `target` and resyncing every second; `token` is
+    /// needed on the first start, later starts reuse the identity in the state directory.
+    pub(crate) fn start(
+        control_plane: &str,
+        data_plane: &str,
+        token: Option<&str>,
+        name: &str,
+        state_dir: &Path,
+        target: &Path,
+    ) -> Agent {
+        let mut command = Command::new(troupe_agent_bin());
+        command
+            .args(["--control-plane", control_plane])
+            .args(["--dataplane", data_plane])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--apply")
+            .arg(format!("dir:{}", target.display()))
+            .args(["--resync-interval", "1"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        Agent {
+            child: command.spawn().expect("starting troupe-agent"),
+            name: name.to_string(),
+            target: target.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    /// Kills the agent with SIGKILL.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaping");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,107 @@
+//! The programs the tests drive: Troupe's own binaries, built on first use so a test never
+//! runs stale code, and the external tools the test command installs.
+//!
+//! The first call in a test process runs `cargo build --workspace --bins` into the target
+//! directory this test executable was built in: the build `scripts/test.sh` (and so CI) runs
+//! before the tests, so it is a no-op when the binaries are fresh and never changes feature
+//! resolution. Cargo's own lock on that directory serialises test processes that build at the
+//! same time.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::workspace_root;
+
+/// The `troupe` binary, built from the current sources.
+pub fn troupe_bin() -> PathBuf {
+    built("troupe")
+}
+
+/// The `troupe-agent` binary, built from the current sources.
+pub fn troupe_agent_bin() -> PathBuf {
+    built("troupe-agent")
+}
+
+/// The grpcurl binary.
+pub fn grpcurl_bin() -> PathBuf {
+    tool("TROUPE_GRPCURL", ".tools/venv/bin/grpcurl")
+}
+
+/// The Python interpreter with grpcio-tools and PyYAML.
+pub fn python_bin() -> PathBuf {
+    tool("TROUPE_PYTHON", ".tools/venv/bin/python")
+}
+
+/// `name` in the profile directory, once this process has built the workspace's binaries.
+fn built(name: &str) -> PathBuf {
+    // A failed build is kept, not retried: every test of the process reports the same error
+    // instead of each compiling again.
+    static PROFILE_DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = PROFILE_DIR
+        .get_or_init(build)
+        .as_ref()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing after `cargo build --workspace --bins`",
+        bin.display()
+    );
+    bin
+}
+
+/// Builds the workspace's binaries into the profile directory of this test executable
+/// (`target/debug/deps/<test>` → `target/debug`) and returns that directory.
+fn build() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding the test executable: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{} is not in a target directory", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| format!("{} is not in a target directory", exe.display()))?;
+    // Cargo sets CARGO for the tests it runs: the same cargo, hence the same toolchain.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command
+        .args(["build", "--workspace", "--bins"])
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target_dir);
+    // Tests built with another profile (`cargo test --release`) run that profile's binaries.
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some(profile) => {
+            command.args(["--profile", profile]);
+        }
+    }
+    let output = command.output().map_err(|e| {
+        format!(
+            "running {} to build the binaries the tests run: {e}",
+            cargo.to_string_lossy()
+        )
+    })?;
+    if !output.status.success() {
+        return Err(format!(
+            "`cargo build --workspace --bins` failed ({}), so the end-to-end tests cannot run:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(profile_dir.to_path_buf())
+}
+
+/// A tool installed by the test command, overridable by an environment variable.
+fn tool(env: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(default));
+    assert!(
+        path.exists(),
+        "{} not found: run scripts/test.sh, which installs it (or set {env})",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,216 @@
+//! The one way a test gets a running Troupe: [`Platform::builder`] names what the test needs
+//! (the example platform, extra YAML, server flags, agents), [`PlatformBuilder::start`] brings
+//! it up in a fresh temporary directory, and the [`Platform`] keeps everything alive until the
+//! test ends.
+//!
+//! Layout of that directory: the server's data directory is `data/`; agent `NAME` keeps its
+//! state in `NAME-state/` and writes manifests under `NAME-target/`, so a restarted agent (or
+//! a twin given a copy of its state) finds its identity where the first one left it.
+
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+use crate::{Agent, Server, examples_dir, success};
+
+/// What [`PlatformBuilder::start`] sets up, in order: a server with the flags, the example
+/// platform, its samples, the extra YAML, then the agents.
+#[derive(Default)]
+pub struct PlatformBuilder {
+    examples: bool,
+    samples: bool,
+    yaml: Vec<String>,
+    args: Vec<String>,
+    fixed_agent_port: bool,
+    agents: Vec<(String, String)>,
+}
+
+impl PlatformBuilder {
+    /// Applies the example platform (`examples/`): namespace acme, DataPlane local, three
+    /// environments, the pipeline, project shop and component api.
+    pub fn examples(mut self) -> Self {
+        self.examples = true;
+        self
+    }
+
+    /// Applies the examples and then the samples in `examples/samples/`.
+    pub fn samples(mut self) -> Self {
+        self.examples = true;
+        self.samples = true;
+        self
+    }
+
+    /// Applies `yaml` (one or more documents) after the examples.
+    pub fn apply(mut self, yaml: &str) -> Self {
+        self.yaml.push(yaml.to_string());
+        self
+    }
+
+    /// Runs the server with `--dev`: an embedded agent for acme/local writing under
+    /// `DATA_DIR/dataplane-local/`.
+    pub fn dev(self) -> Self {
+        self.args(&["--dev"])
+    }
+
+    /// Extra `troupe server` arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Serves the agent endpoint on one port for the platform's whole life, so agents
+    /// reconnect to a restarted server.
+    pub fn fixed_agent_port(mut self) -> Self {
+        self.fixed_agent_port = true;
+        self
+    }
+
+    /// Starts agent `name` for `data_plane` once the YAML is applied, registered with a fresh
+    /// token; [`Platform::agent`] finds it.
+    pub fn agent(mut self, data_plane: &str, name: &str) -> Self {
+        self.agents.push((data_plane.to_string(), name.to_string()));
+        self
+    }
+
+    /// Starts the platform; panics if any step fails.
+    pub fn start(self) -> Platform {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut args = self.args;
+        if self.fixed_agent_port {
+            args.extend([
+                "--agent-listen".to_string(),
+                format!("127.0.0.1:{}", free_port()),
+            ]);
+        }
+        let server = Server::start(&dir.path().join("data"), &args);
+        let mut platform = Platform {
+            server,
+            agents: Vec::new(),
+            args,
+            dir,
+        };
+        let mut dirs = Vec::new();
+        if self.examples {
+            dirs.push(examples_dir());
+        }
+        if self.samples {
+            dirs.push(examples_dir().join("samples"));
+        }
+        for dir in dirs {
+            success(&platform.cli(&["apply", "-f", dir.to_str().unwrap()]));
+        }
+        for yaml in &self.yaml {
+            success(&platform.cli_with_stdin(&["apply", "-f", "-"], Some(yaml)));
+        }
+        for (data_plane, name) in &self.agents {
+            let agent = platform.register_agent(data_plane, name);
+            platform.agents.push(agent);
+        }
+        platform
+    }
+}
+
+/// A running platform: a `troupe server` over a data directory in a temporary directory, and
+/// the agents the builder started. It dereferences to its [`Server`]; dropping it stops every
+/// process before the directory goes.
+pub struct Platform {
+    server: Server,
+    /// The agents [`PlatformBuilder::agent`] started, in that order.
+    pub agents: Vec<Agent>,
+    args: Vec<String>,
+    // Last, so the processes above are gone before their directories are removed.
+    dir: tempfile::TempDir,
+}
+
+impl Platform {
+    /// A builder for a platform with nothing applied and no agent.
+    pub fn builder() -> PlatformBuilder {
+        PlatformBuilder::default()
+    }
+
+    /// The temporary directory everything lives in.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The agent the builder started as `name`.
+    pub fn agent(&self, name: &str) -> &Agent {
+        self.agents
+            .iter()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no running agent {name}"))
+    }
+
+    /// Where agent `name` writes manifests, whether or not it runs.
+    pub fn agent_target(&self, name: &str) -> PathBuf {
+        self.root().join(format!("{name}-target"))
+    }
+
+    /// Where agent `name` keeps its state, whether or not it runs.
+    pub fn agent_state_dir(&self, name: &str) -> PathBuf {
+        self.root().join(format!("{name}-state"))
+    }
+
+    /// Starts agent `name` for `data_plane`, registered with a fresh one-hour token.
+    pub fn register_agent(&self, data_plane: &str, name: &str) -> Agent {
+        let token = self.token(data_plane, "1h");
+        self.start_agent(&self.agent_url(), data_plane, name, Some(&token))
+    }
+
+    /// Starts agent `name` for `data_plane` again, with the identity in its state directory.
+    pub fn restart_agent(&self, data_plane: &str, name: &str) -> Agent {
+        self.start_agent(&self.agent_url(), data_plane, name, None)
+    }
+
+    /// Starts agent `name` for `data_plane` against `control_plane` (the agent endpoint's
+    /// `https://…`, or a proxy in front of it), with `token` if given.
+    pub fn start_agent(
+        &self,
+        control_plane: &str,
+        data_plane: &str,
+        name: &str,
+        token: Option<&str>,
+    ) -> Agent {
+        Agent::start(
+            control_plane,
+            data_plane,
+            token,
+            name,
+            &self.agent_state_dir(name),
+            &self.agent_target(name),
+        )
+    }
+
+    /// Kills the server with SIGKILL: no shutdown hook runs.
+    pub fn kill_server(&mut self) {
+        self.server.kill();
+    }
+
+    /// Sends the server SIGTERM and waits for it to exit; returns whether it exited cleanly.
+    pub fn terminate_server(&mut self) -> bool {
+        self.server.terminate()
+    }
+
+    /// Starts the server again over the same data directory with the same flags (a fixed
+    /// agent port stays), killing it first if it still runs. Its client address changes.
+    pub fn restart_server(&mut self) {
+        self.server.stop();
+        let data_dir = self.server.data_dir.clone();
+        self.server = Server::start(&data_dir, &self.args);
+    }
+}
+
+impl Deref for Platform {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+/// A free loopback port (bound and released; good enough for a test's restarts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
