@@ -35,15 +35,14 @@ fn assert_status(status: &tonic::Status, code: Code, message: &str) {
     assert_eq!(status.message(), message);
 }
 
-/// A Release a user might hand in: it would bind the namespace's default service account to
-/// cluster-admin on data plane acme/local.
+/// A Release a user might hand in (everything it names exists): it would bind the namespace's
+/// default service account to cluster-admin on data plane acme/local.
 const FORGED_RELEASE: &str = "apiVersion: troupe.dev/v1alpha1
 kind: Release
 metadata: {name: api-production, namespace: acme}
 spec:
   owner: {projectName: shop, componentName: api}
   environment: production
-  releaseBinding: api-production
   dataPlaneRef: {kind: DataPlane, name: local}
   contentHash: trust-me
   resources:
