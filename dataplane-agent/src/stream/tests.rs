@@ -13,6 +13,7 @@ use troupe_common::pb::v1alpha1::{
 
 use super::session::Session;
 use crate::Config;
+use troupe_common::policy::Policy;
 use crate::state::State;
 use crate::worker::Worker;
 use crate::worker::tests::Gated;
@@ -43,6 +44,7 @@ async fn heartbeats_go_out_while_an_apply_runs_and_its_ack_follows_it() {
     let (_stop, stopping) = watch::channel(false);
     let worker = Worker::spawn(
         applier.clone(),
+        Arc::new(Policy::default()),
         State::open(dir.path()).unwrap(),
         BTreeMap::new(),
         Duration::from_secs(3600),
