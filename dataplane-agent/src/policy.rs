@@ -15,7 +15,10 @@ const WHO: &str = "this agent";
 /// `GROUP/KIND` (an empty group, or no `GROUP/`, is the core group; `*` as the kind allows a
 /// whole group of namespaced kinds). No `--allow-kinds` means Troupe's default kinds; no
 /// `--allow-cluster-kinds` means none.
-pub fn from_flags(allow_kinds: &[String], allow_cluster_kinds: &[String]) -> Result<Policy, String> {
+pub fn from_flags(
+    allow_kinds: &[String],
+    allow_cluster_kinds: &[String],
+) -> Result<Policy, String> {
     let spec = ResourcePolicy {
         allowed_kinds: group_kinds("--allow-kinds", allow_kinds)?,
         allowed_cluster_kinds: group_kinds("--allow-cluster-kinds", allow_cluster_kinds)?,
@@ -124,8 +127,11 @@ mod tests {
 
     #[test]
     fn flags_list_group_kinds_whole_groups_and_the_core_group() {
-        let policy = from_flags(&mk_flags(&["apps/Deployment,/ConfigMap", "example.com/*"]), &[])
-            .unwrap();
+        let policy = from_flags(
+            &mk_flags(&["apps/Deployment,/ConfigMap", "example.com/*"]),
+            &[],
+        )
+        .unwrap();
         assert_eq!(refusal(&policy, "apps/v1", "Deployment", "shop"), None);
         assert_eq!(refusal(&policy, "v1", "ConfigMap", "shop"), None);
         assert_eq!(refusal(&policy, "example.com/v1", "Gadget", "shop"), None);

@@ -13,10 +13,10 @@ use troupe_common::pb::v1alpha1::{
 
 use super::session::Session;
 use crate::Config;
-use troupe_common::policy::Policy;
 use crate::state::State;
 use crate::worker::Worker;
 use crate::worker::tests::Gated;
+use troupe_common::policy::Policy;
 
 fn mk_control(m: control_message::Message) -> Result<ControlMessage, tonic::Status> {
     Ok(ControlMessage { message: Some(m) })

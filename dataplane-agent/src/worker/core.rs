@@ -182,7 +182,9 @@ impl Core {
             let release = held.release.clone();
             match self.apply(held, false).await {
                 Ok(c) => changed |= c,
-                Err(e) => tracing::warn!(%release, error = %e, "could not apply what it waited for"),
+                Err(e) => {
+                    tracing::warn!(%release, error = %e, "could not apply what it waited for")
+                }
             }
         }
         changed

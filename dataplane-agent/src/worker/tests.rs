@@ -192,13 +192,20 @@ async fn an_object_owned_by_one_release_is_not_taken_by_another_nor_pruned_with_
         mk_object("v1", "ConfigMap", "shared", "second"),
         mk_object("v1", "ConfigMap", "own", "second"),
     ];
-    core.upsert(mk_release("acme/first", 1, &first)).await.unwrap();
-    core.upsert(mk_release("acme/second", 1, &second)).await.unwrap();
+    core.upsert(mk_release("acme/first", 1, &first))
+        .await
+        .unwrap();
+    core.upsert(mk_release("acme/second", 1, &second))
+        .await
+        .unwrap();
 
     let conflict = entry(&core, "acme/second", "ConfigMap/shared");
     assert_eq!(conflict.health, Health::Degraded);
     assert_eq!(conflict.message, "owned by release acme/first");
-    assert_eq!(entry(&core, "acme/second", "ConfigMap/own").health, Health::Healthy);
+    assert_eq!(
+        entry(&core, "acme/second", "ConfigMap/own").health,
+        Health::Healthy
+    );
     let second_files = crate::apply::dir::DirApplier::new(target.path())
         .release_dir("acme/second")
         .unwrap();
@@ -217,7 +224,11 @@ async fn an_object_owned_by_one_release_is_not_taken_by_another_nor_pruned_with_
     // Removing the release that waits leaves the owner's object alone.
     core.remove("acme/second").await.unwrap();
     let first_file = target.path().join("acme/first/configmap_shop_shared.yaml");
-    assert!(std::fs::read_to_string(&first_file).unwrap().contains("first"));
+    assert!(
+        std::fs::read_to_string(&first_file)
+            .unwrap()
+            .contains("first")
+    );
 }
 
 #[tokio::test]
@@ -225,27 +236,41 @@ async fn when_the_owner_lets_go_the_release_that_waited_takes_the_object() {
     let (target, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut core = mk_dir_core(target.path(), state.path(), Policy::default());
     let shared = |from| [mk_object("v1", "ConfigMap", "shared", from)];
-    core.upsert(mk_release("acme/first", 1, &shared("first"))).await.unwrap();
-    core.upsert(mk_release("acme/second", 1, &shared("second"))).await.unwrap();
+    core.upsert(mk_release("acme/first", 1, &shared("first")))
+        .await
+        .unwrap();
+    core.upsert(mk_release("acme/second", 1, &shared("second")))
+        .await
+        .unwrap();
 
     core.remove("acme/first").await.unwrap();
     assert!(core.apply_waiting().await);
     let taken = target.path().join("acme/second/configmap_shop_shared.yaml");
     assert!(std::fs::read_to_string(&taken).unwrap().contains("second"));
-    assert_eq!(entry(&core, "acme/second", "ConfigMap/shared").health, Health::Healthy);
+    assert_eq!(
+        entry(&core, "acme/second", "ConfigMap/shared").health,
+        Health::Healthy
+    );
     // And it is on record: after a restart the first, back again, waits in its turn.
     drop(core);
     let mut core = mk_dir_core(target.path(), state.path(), Policy::default());
-    core.upsert(mk_release("acme/first", 2, &shared("first"))).await.unwrap();
+    core.upsert(mk_release("acme/first", 2, &shared("first")))
+        .await
+        .unwrap();
     assert_eq!(
         entry(&core, "acme/first", "ConfigMap/shared").message,
         "owned by release acme/second"
     );
 
     // An object that leaves its owner's release is free for the next apply of the other.
-    core.upsert(mk_release("acme/second", 2, &[])).await.unwrap();
+    core.upsert(mk_release("acme/second", 2, &[]))
+        .await
+        .unwrap();
     core.correct_drift().await;
-    assert_eq!(entry(&core, "acme/first", "ConfigMap/shared").health, Health::Healthy);
+    assert_eq!(
+        entry(&core, "acme/first", "ConfigMap/shared").health,
+        Health::Healthy
+    );
 }
 
 #[tokio::test]
@@ -257,11 +282,20 @@ async fn objects_outside_the_agents_policy_fail_alone() {
         mk_object("v1", "ConfigMap", "settings", "x"),
         mk_object("apps/v1", "Deployment", "api", "x"),
     ];
-    core.upsert(mk_release("acme/api", 1, &objects)).await.unwrap();
+    core.upsert(mk_release("acme/api", 1, &objects))
+        .await
+        .unwrap();
     let refused = entry(&core, "acme/api", "ConfigMap/settings");
     assert_eq!(refused.health, Health::Degraded);
-    assert!(refused.message.contains("--allow-kinds"), "{}", refused.message);
-    assert_eq!(entry(&core, "acme/api", "Deployment/api").health, Health::Healthy);
+    assert!(
+        refused.message.contains("--allow-kinds"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        entry(&core, "acme/api", "Deployment/api").health,
+        Health::Healthy
+    );
     assert_eq!(
         crate::apply::dir::DirApplier::new(target.path())
             .release_dir("acme/api")

@@ -127,17 +127,23 @@ async fn hostile_kinds_names_and_namespaces_fail_alone_and_write_nothing_outside
     );
     // The message names the field and the value.
     assert!(
-        statuses[0].message.contains("kind \"../../etc\" is not a kind"),
+        statuses[0]
+            .message
+            .contains("kind \"../../etc\" is not a kind"),
         "{}",
         statuses[0].message
     );
     assert!(
-        statuses[6].message.contains("metadata.name \"../../../escaped\""),
+        statuses[6]
+            .message
+            .contains("metadata.name \"../../../escaped\""),
         "{}",
         statuses[6].message
     );
     assert!(
-        statuses[13].message.contains("metadata.namespace \"../../etc\""),
+        statuses[13]
+            .message
+            .contains("metadata.namespace \"../../etc\""),
         "{}",
         statuses[13].message
     );
@@ -148,7 +154,9 @@ async fn a_release_id_that_is_not_two_labels_is_refused_whole() {
     let outer = tempfile::tempdir().unwrap();
     let applier = DirApplier::new(outer.path().join("root"));
     let fine = [mk_object("v1", "ConfigMap", "shop", "fine")];
-    for release in ["../x", "acme/..", "/abs/x", "acme/a b", "", "acme/", "Acme/x"] {
+    for release in [
+        "../x", "acme/..", "/abs/x", "acme/a b", "", "acme/", "Acme/x",
+    ] {
         let err = applier.apply(release, &fine).await.unwrap_err();
         assert!(matches!(err, Error::BadRelease(_)), "{release}: {err}");
         assert!(applier.prune(release).await.is_err(), "{release}");
