@@ -283,7 +283,10 @@ async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
     let fake = FakeApiServer::start().await;
     let state = tempfile::tempdir().unwrap();
     let applier = KubeApplier::new(fake.client(), state.path().join("kubernetes"));
-    let first = applier.apply("acme/first", &mk_shared("first")).await.unwrap();
+    let first = applier
+        .apply("acme/first", &mk_shared("first"))
+        .await
+        .unwrap();
     assert_eq!(health_of(&first, "shared"), "Healthy");
 
     // The second release renders the same ConfigMap: that object fails, naming the owner,
@@ -294,7 +297,10 @@ async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
         .unwrap();
     assert_eq!(health_of(&second, "shared"), "Degraded");
     assert_eq!(second[0].message, "owned by release acme/first");
-    assert_eq!((second[0].namespace.as_str(), second[0].name.as_str()), ("shop", "shared"));
+    assert_eq!(
+        (second[0].namespace.as_str(), second[0].name.as_str()),
+        ("shop", "shared")
+    );
     assert_eq!(
         shared_written_by(&fake),
         Some(("first".into(), "first".into()))
