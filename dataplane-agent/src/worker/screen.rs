@@ -88,3 +88,31 @@ pub(super) fn merge(
     all.extend(refused.map(|(_, status)| status));
     all
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_status(id: &str) -> ReleaseResourceStatus {
+        ReleaseResourceStatus {
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn refused_entries_go_back_to_their_places_in_the_release() {
+        let ids = |all: Vec<ReleaseResourceStatus>| -> Vec<String> {
+            all.into_iter().map(|s| s.id).collect()
+        };
+        let applied = vec![mk_status("b"), mk_status("d")];
+        let refused = vec![
+            (0, mk_status("a")),
+            (2, mk_status("c")),
+            (4, mk_status("e")),
+        ];
+        assert_eq!(ids(merge(applied, refused)), ["a", "b", "c", "d", "e"]);
+        assert_eq!(ids(merge(vec![mk_status("a")], vec![])), ["a"]);
+        assert_eq!(ids(merge(vec![], vec![(0, mk_status("a"))])), ["a"]);
+    }
+}
