@@ -8,15 +8,19 @@
 //! objects to and from the YAML/JSON documents users write, which are the same document under
 //! the proto3 JSON mapping. [`status`] names the words status is written in (condition types,
 //! reasons, health, binding states) once, for both sides of the agent protocol.
+//! [`policy`] says which Kubernetes kinds a data plane accepts, and [`k8s_names`] holds
+//! Kubernetes' naming rules for what is sent to a cluster.
 
 pub mod agent;
 pub mod data_plane;
 pub mod document;
 pub mod durable;
+pub mod k8s_names;
 pub mod kind;
 pub mod names;
 pub mod object;
 pub mod pipeline;
+pub mod policy;
 pub mod selector;
 pub mod status;
 pub mod timestamp;
@@ -40,3 +44,4 @@ pub const API_VERSION: &str = "troupe.dev/v1alpha1";
 pub use kind::Kind;
 pub use object::{Object, ObjectKey, Typed};
 pub use pipeline::Pipeline;
+pub use policy::Policy;

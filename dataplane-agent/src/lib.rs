@@ -5,6 +5,7 @@
 //! - [`state`]: the last acknowledged desired state, on disk.
 //! - [`apply`]: where objects go: [`apply::kubernetes`] applies them to a cluster,
 //!   [`apply::dir`] writes files.
+//! - [`policy`]: the kinds this agent accepts, whatever the control plane sends.
 //! - [`stream`]: the one long-lived stream: Hello with what the agent holds, upserts and
 //!   removals passed on and acknowledged one by one, health reports, heartbeats, and
 //!   reconnects with full-jitter backoff.
@@ -16,6 +17,7 @@
 
 pub mod apply;
 pub mod identity;
+pub mod policy;
 pub mod state;
 pub mod stream;
 mod worker;
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
+use troupe_common::policy::Policy;
 
 /// The agent's version, sent in `Hello` and at registration.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -45,6 +48,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where objects are applied.
     pub applier: Arc<dyn apply::Applier>,
+    /// The kinds the agent applies; objects of other kinds fail alone.
+    pub policy: Arc<Policy>,
     /// How often everything held is re-applied to correct drift.
     pub resync_every: Duration,
     /// Largest release accepted, in bytes of manifests; a larger one is refused alone.
@@ -88,6 +93,7 @@ impl Config {
             ca_cert: None,
             state_dir: state_dir.into(),
             applier,
+            policy: Arc::new(Policy::default()),
             resync_every: Duration::from_secs(30),
             max_release_bytes: 256 * 1024 * 1024,
             backoff_base: Duration::from_millis(250),

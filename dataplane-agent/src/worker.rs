@@ -15,16 +15,22 @@
 //! are dropped: the control plane resends whatever still differs after the next `Hello`.
 //! Nothing is ever pruned but on a removal from the control plane.
 //!
+//! Before the applier sees a release, each object is checked against the agent's policy and
+//! the owners index (`screen`, `owners`): one release owns each object, first come first
+//! served; an object refused fails alone. When a release is removed, the releases that
+//! waited for an object it owned are applied again at once.
+//!
 //! The operations on the state themselves (apply and record, prune and forget, drift, health)
 //! are in `core`; this file is the task around them and what it says to sessions.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 use troupe_common::pb::v1alpha1::{self as pb, AgentMessage, agent_message};
+use troupe_common::policy::Policy;
 
 use self::core::{Core, Failure};
 use crate::Event;
@@ -32,6 +38,8 @@ use crate::apply::Applier;
 use crate::state::{Held, State};
 
 mod core;
+mod owners;
+mod screen;
 
 /// How many commands may wait for the worker; a session that finds the queue full stops
 /// reading its stream until there is room.
@@ -151,6 +159,7 @@ impl Worker {
     /// gone.
     pub fn spawn(
         applier: Arc<dyn Applier>,
+        policy: Arc<Policy>,
         state: State,
         held: BTreeMap<String, Held>,
         resync_every: Duration,
@@ -158,13 +167,7 @@ impl Worker {
     ) -> Handle {
         let (commands, queue) = mpsc::channel(QUEUE);
         let worker = Self {
-            core: Core {
-                applier,
-                state,
-                held,
-                health: HashMap::new(),
-                unreported: BTreeSet::new(),
-            },
+            core: Core::new(applier, policy, state, held),
             listener: None,
         };
         tokio::spawn(worker.run(queue, resync_every, shutdown));
@@ -231,10 +234,15 @@ impl Worker {
                 if let Err(e) = &result {
                     tracing::warn!(%release, error = %e, "prune failed");
                 }
+                let removed = result.is_ok();
                 let ack = ack(release, generation, result);
                 let _ = replies
                     .send(Reply::Message(message(agent_message::Message::Ack(ack))))
                     .await;
+                // What the release owned may be waited for by another.
+                if removed && self.core.apply_waiting().await {
+                    self.report_changes().await;
+                }
             }
             Command::Synced { replies } if !replies.is_closed() => self.synced(&replies).await,
             // The session that asked is gone; the control plane asks again after `Hello`.

@@ -45,6 +45,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     };
     let worker = Worker::spawn(
         config.applier.clone(),
+        config.policy.clone(),
         state,
         held,
         config.resync_every,

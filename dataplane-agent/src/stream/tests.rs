@@ -16,6 +16,7 @@ use crate::Config;
 use crate::state::State;
 use crate::worker::Worker;
 use crate::worker::tests::Gated;
+use troupe_common::policy::Policy;
 
 fn mk_control(m: control_message::Message) -> Result<ControlMessage, tonic::Status> {
     Ok(ControlMessage { message: Some(m) })
@@ -43,6 +44,7 @@ async fn heartbeats_go_out_while_an_apply_runs_and_its_ack_follows_it() {
     let (_stop, stopping) = watch::channel(false);
     let worker = Worker::spawn(
         applier.clone(),
+        Arc::new(Policy::default()),
         State::open(dir.path()).unwrap(),
         BTreeMap::new(),
         Duration::from_secs(3600),

@@ -6,9 +6,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use troupe_common::agent::decode_manifests;
-use troupe_common::pb::v1alpha1::{self as pb, AgentMessage, ReleaseResourceStatus, agent_message};
+use troupe_common::pb::v1alpha1::{
+    self as pb, AgentMessage, ReleaseResource, ReleaseResourceStatus, agent_message,
+};
+use troupe_common::policy::Policy;
 use troupe_common::timestamp::now_seconds;
 
+use super::owners::Owners;
+use super::screen::{merge, screen};
 use super::{Upsert, message};
 use crate::apply::Applier;
 use crate::state::{Held, State};
@@ -16,12 +21,19 @@ use crate::state::{Held, State};
 /// The applier, the desired state and the health the agent last saw.
 pub(super) struct Core {
     pub(super) applier: Arc<dyn Applier>,
+    /// The kinds the agent applies.
+    pub(super) policy: Arc<Policy>,
     /// The desired state on disk; written before each ack.
     pub(super) state: State,
+    /// The release that owns each object applied; follows `held`.
+    pub(super) owners: Owners,
     /// What `state` holds, by release id.
     pub(super) held: BTreeMap<String, Held>,
     /// Per release, the generation and object health last observed.
     pub(super) health: HashMap<String, (i64, Vec<ReleaseResourceStatus>)>,
+    /// Per release, the status entries of the objects the last apply refused, to report
+    /// beside the health the applier watches.
+    pub(super) refused: HashMap<String, Vec<ReleaseResourceStatus>>,
     /// Releases whose health changed since it was last reported.
     pub(super) unreported: BTreeSet<String>,
 }
@@ -44,6 +56,25 @@ pub(super) enum Failure {
 }
 
 impl Core {
+    /// The state of an agent starting over `held`, as loaded from `state`.
+    pub(super) fn new(
+        applier: Arc<dyn Applier>,
+        policy: Arc<Policy>,
+        state: State,
+        held: BTreeMap<String, Held>,
+    ) -> Self {
+        Self {
+            applier,
+            policy,
+            state,
+            owners: Owners::from_held(&held),
+            held,
+            health: HashMap::new(),
+            refused: HashMap::new(),
+            unreported: BTreeSet::new(),
+        }
+    }
+
     pub(super) async fn upsert(&mut self, upsert: Upsert) -> Result<(), Failure> {
         if let Some(held) = self.held.get(&upsert.release)
             && (held.generation > upsert.generation
@@ -63,56 +94,110 @@ impl Core {
                 .save(&Held::pending(&upsert.release))
                 .map_err(Failure::Record)?;
         }
-        let statuses = self
-            .applier
-            .apply(&upsert.release, &resources)
-            .await
-            .map_err(Failure::Apply)?;
         let held = Held {
             release: upsert.release.clone(),
             generation: upsert.generation,
             content_hash: upsert.content_hash,
             resources,
+            unapplied: Default::default(),
         };
-        self.state.save(&held).map_err(Failure::Record)?;
-        self.held.insert(upsert.release.clone(), held);
-        self.observed(&upsert.release, upsert.generation, statuses);
-        Ok(())
+        self.apply(held, true).await.map(|_| ())
+    }
+
+    /// Applies what `held` owns of its objects, records it (always when `record`, else when
+    /// what it owns changed) and takes in the health. The owners index changes only once the
+    /// record is written. Returns true when health changed.
+    async fn apply(&mut self, mut held: Held, record: bool) -> Result<bool, Failure> {
+        let screened = screen(&held.release, &held.resources, &self.policy, &self.owners);
+        let statuses = self
+            .applier
+            .apply(&held.release, &screened.apply)
+            .await
+            .map_err(Failure::Apply)?;
+        if record || held.unapplied != screened.unapplied {
+            held.unapplied = screened.unapplied;
+            self.state.save(&held).map_err(Failure::Record)?;
+        }
+        self.owners.set(&held.release, screened.owned);
+        let (release, generation) = (held.release.clone(), held.generation);
+        self.held.insert(release.clone(), held);
+        let refused = screened.refused.iter().map(|(_, s)| s.clone()).collect();
+        self.refused.insert(release.clone(), refused);
+        Ok(self.observed(&release, generation, merge(statuses, screened.refused)))
     }
 
     pub(super) async fn remove(&mut self, release: &str) -> Result<(), Failure> {
         self.applier.prune(release).await.map_err(Failure::Apply)?;
         self.state.remove(release).map_err(Failure::Forget)?;
+        self.owners.let_go(release);
         self.held.remove(release);
         self.health.remove(release);
+        self.refused.remove(release);
         self.unreported.remove(release);
         Ok(())
     }
 
-    fn observed(&mut self, release: &str, generation: i64, statuses: Vec<ReleaseResourceStatus>) {
+    /// Takes in the health of `release`; returns true when it changed.
+    fn observed(
+        &mut self,
+        release: &str,
+        generation: i64,
+        statuses: Vec<ReleaseResourceStatus>,
+    ) -> bool {
         let new = (generation, statuses);
-        if self.health.get(release) != Some(&new) {
-            self.health.insert(release.to_string(), new);
-            self.unreported.insert(release.to_string());
+        if self.health.get(release) == Some(&new) {
+            return false;
         }
+        self.health.insert(release.to_string(), new);
+        self.unreported.insert(release.to_string());
+        true
     }
 
     /// Re-applies everything held, correcting drift. Returns true when health changed.
     pub(super) async fn correct_drift(&mut self) -> bool {
         let releases: Vec<Held> = self.held.values().cloned().collect();
-        let before = self.unreported.len();
+        let mut changed = false;
         // A release only written ahead of its first apply has nothing acknowledged to keep.
         for held in releases.into_iter().filter(|h| !h.is_pending()) {
-            let statuses = match self.applier.apply(&held.release, &held.resources).await {
-                Ok(statuses) => statuses,
-                Err(e) => {
-                    tracing::warn!(release = %held.release, error = %e, "could not re-apply");
-                    continue;
-                }
-            };
-            self.observed(&held.release, held.generation, statuses);
+            let release = held.release.clone();
+            match self.apply(held, false).await {
+                Ok(c) => changed |= c,
+                Err(e) => tracing::warn!(%release, error = %e, "could not re-apply"),
+            }
         }
-        self.unreported.len() != before
+        changed
+    }
+
+    /// Re-applies the releases that wait for an object no release owns any more (its owner
+    /// was removed). Returns true when health changed.
+    pub(super) async fn apply_waiting(&mut self) -> bool {
+        let waiting: Vec<Held> = self
+            .held
+            .values()
+            .filter(|h| !h.is_pending() && self.waits_for_free_object(h))
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for held in waiting {
+            let release = held.release.clone();
+            match self.apply(held, false).await {
+                Ok(c) => changed |= c,
+                Err(e) => {
+                    tracing::warn!(%release, error = %e, "could not apply what it waited for")
+                }
+            }
+        }
+        changed
+    }
+
+    fn waits_for_free_object(&self, held: &Held) -> bool {
+        held.resources
+            .iter()
+            .filter(|r| held.unapplied.contains(&r.id))
+            .any(|r: &ReleaseResource| {
+                let key = super::owners::ObjectKey::of(&crate::apply::describe(r));
+                self.owners.owner_of(&key).is_none()
+            })
     }
 
     /// Takes the health the applier watched change since the last apply. Returns true when
@@ -123,13 +208,14 @@ impl Core {
             .values()
             .map(|h| (h.release.clone(), h.generation))
             .collect();
-        let before = self.unreported.len();
+        let mut changed = false;
         for (release, generation) in held {
-            if let Some(statuses) = self.applier.health(&release) {
-                self.observed(&release, generation, statuses);
+            if let Some(mut statuses) = self.applier.health(&release) {
+                statuses.extend(self.refused.get(&release).cloned().unwrap_or_default());
+                changed |= self.observed(&release, generation, statuses);
             }
         }
-        self.unreported.len() != before
+        changed
     }
 
     pub(super) fn known(&self) -> Vec<(String, pb::KnownRelease)> {

@@ -11,6 +11,14 @@
 //!
 //! Pruning lists objects by the release's label selector only, and deletes an object only if
 //! its own labels name the release: objects of other releases or tools are never touched.
+//!
+//! One release owns each object: before applying, the applier reads the object, and one whose
+//! inventory labels name another release is left alone, that object failing `Degraded` (`owned
+//! by release …`) while the rest of the release applies. The labels, not a field manager per
+//! release, carry ownership: a forced apply takes fields from any manager, so a manager name
+//! would prevent nothing, and the labels are what pruning trusts already. Objects without the
+//! labels (made by hand, or by another tool) are taken over as before. The agent's worker keeps
+//! the same rule for every applier; this check also holds between agents sharing a cluster.
 
 pub mod health;
 pub mod inventory;
@@ -50,6 +58,9 @@ pub struct KubeApplier {
     discovered: Mutex<HashMap<Kind, (ApiResource, bool)>>,
     /// One watch per group and kind with a health rule.
     watches: Mutex<HashMap<(String, String), AbortHandle>>,
+    /// Per release, the objects its last apply left to the release that owns them; reported
+    /// beside the watched health.
+    conflicts: Mutex<HashMap<String, Vec<ReleaseResourceStatus>>>,
 }
 
 /// A rendered object, labelled and ready to apply.
@@ -128,6 +139,7 @@ impl KubeApplier {
             board: Arc::default(),
             discovered: Mutex::default(),
             watches: Mutex::default(),
+            conflicts: Mutex::default(),
         }
     }
 
@@ -194,6 +206,39 @@ impl KubeApplier {
         }
     }
 
+    /// Where a manifest's object lives.
+    fn namespace_of<'a>(&'a self, manifest: &'a Manifest, namespaced: bool) -> &'a str {
+        match (namespaced, manifest.namespace.as_str()) {
+            (false, _) => "",
+            (true, "") => self.client.default_namespace(),
+            (true, ns) => ns,
+        }
+    }
+
+    /// The other release whose inventory labels the object of `manifest` carries on the
+    /// cluster, if any.
+    async fn owned_elsewhere(
+        &self,
+        release: &str,
+        manifest: &Manifest,
+        resource: &ApiResource,
+        namespaced: bool,
+    ) -> Result<Option<String>, Error> {
+        let namespace = self.namespace_of(manifest, namespaced);
+        let existing = self
+            .api(resource, namespace)
+            .get_opt(&manifest.name)
+            .await
+            .map_err(|source| Error::Request {
+                action: "reading",
+                object: describe_object(&resource.kind, namespace, &manifest.name),
+                source,
+            })?;
+        Ok(existing
+            .and_then(|o| o.metadata.labels.as_ref().and_then(inventory::release_of))
+            .filter(|owner| owner != release))
+    }
+
     /// Server-side applies one object and returns its status entry.
     async fn apply_object(
         &self,
@@ -201,11 +246,7 @@ impl KubeApplier {
         resource: &ApiResource,
         namespaced: bool,
     ) -> Result<ReleaseResourceStatus, Error> {
-        let namespace = match (namespaced, manifest.namespace.as_str()) {
-            (false, _) => "",
-            (true, "") => self.client.default_namespace(),
-            (true, ns) => ns,
-        };
+        let namespace = self.namespace_of(manifest, namespaced);
         let mut body = manifest.body.clone();
         if let Some(metadata) = body["metadata"].as_object_mut() {
             if namespace.is_empty() {
@@ -280,10 +321,23 @@ impl KubeApplier {
         let mut order: Vec<usize> = (0..manifests.len()).collect();
         order.sort_by_key(|&i| apply_rank(&manifests[i].kind));
         let mut keys = vec![None; manifests.len()];
+        let mut conflicts = vec![None; manifests.len()];
         let mut defined_kinds = false;
         for i in order {
             let manifest = &manifests[i];
             let (resource, namespaced) = self.resolve(&manifest.kind, defined_kinds).await?;
+            if let Some(owner) = self
+                .owned_elsewhere(release, manifest, &resource, namespaced)
+                .await?
+            {
+                conflicts[i] = Some(ReleaseResourceStatus {
+                    namespace: self.namespace_of(manifest, namespaced).to_string(),
+                    health: troupe_common::status::Health::Degraded.as_str().into(),
+                    message: format!("owned by release {owner}"),
+                    ..manifest.status.clone()
+                });
+                continue;
+            }
             let status = self.apply_object(manifest, &resource, namespaced).await?;
             defined_kinds |= apply_rank(&manifest.kind) == 1;
             keys[i] = Some(ObjectKey::new(&resource, &status.namespace, &status.name));
@@ -297,7 +351,19 @@ impl KubeApplier {
             let id = release.to_string();
             self.with_record(move |r| r.save(&id, &now)).await?;
         }
-        Ok(self.board.settle(release, &keys))
+        let mut applied = self.board.settle(release, &keys).into_iter();
+        let statuses = conflicts
+            .iter()
+            .filter_map(|c| c.clone().or_else(|| applied.next()))
+            .collect();
+        let conflicts: Vec<_> = conflicts.into_iter().flatten().collect();
+        let mut held = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+        if conflicts.is_empty() {
+            held.remove(release);
+        } else {
+            held.insert(release.to_string(), conflicts);
+        }
+        Ok(statuses)
     }
 
     /// Deletes the objects of `release` of the given kinds, except `keep`.
@@ -372,6 +438,10 @@ impl KubeApplier {
 
     async fn prune_release(&self, release: &str) -> Result<(), Error> {
         self.board.forget(release);
+        self.conflicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(release);
         let id = release.to_string();
         let kinds = self.with_record(move |r| r.load(&id)).await?;
         self.delete_objects(release, &kinds, &[]).await?;
@@ -443,7 +513,10 @@ impl Applier for KubeApplier {
     }
 
     fn health(&self, release: &str) -> Option<Vec<ReleaseResourceStatus>> {
-        self.board.get(release)
+        let mut statuses = self.board.get(release)?;
+        let conflicts = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+        statuses.extend(conflicts.get(release).cloned().unwrap_or_default());
+        Some(statuses)
     }
 
     fn health_changes(&self) -> Option<Arc<Notify>> {
