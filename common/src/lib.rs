@@ -3,9 +3,11 @@
 //! `proto/` is the schema of record. [`pb`] holds the code generated from it (prost types, tonic
 //! clients and servers, pbjson serde following the proto3 JSON mapping); the modules beside it
 //! make that code pleasant to use: [`kind`] names every resource kind, [`object`] gives uniform
-//! access to any typed object, [`pipeline`] reads a pipeline as a graph, and [`document`] converts objects to and from the YAML/JSON
-//! documents users write, which are the same document under the proto3 JSON mapping.
-//! [`status`] names the words status is written in (condition types, reasons, health).
+//! access to any typed object ([`Typed`] for typed reads), [`pipeline`] reads a pipeline as a
+//! graph, [`data_plane`] maps a data-plane reference to its key, and [`document`] converts
+//! objects to and from the YAML/JSON documents users write, which are the same document under
+//! the proto3 JSON mapping. [`status`] names the words status is written in (condition types,
+//! reasons, health, binding states) once, for both sides of the agent protocol.
 //! [`policy`] says which Kubernetes kinds a data plane accepts, and [`k8s_names`] holds
 //! Kubernetes' naming rules for what is sent to a cluster.
 

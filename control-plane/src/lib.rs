@@ -1,13 +1,25 @@
 //! The Troupe control plane: the resource API over gRPC, backed by a durable store, and the
 //! `troupe` command line that talks to it.
 //!
-//! Data flows inward: [`api`] decodes gRPC requests and calls [`resources`], which enforces
-//! integrity rules and persists through [`store`]. [`server`] wires them together once;
-//! [`cli`] is the client side of the same binary.
+//! The modules are floors; each imports only the floors below it:
 //!
-//! [`status`] is the floor below [`controllers`] and [`agents`]: pure derivations of Release,
-//! ReleaseBinding and DataPlane status, which those two floors write (agents may call into
-//! controllers, never the other way round).
+//! | floor | modules | role |
+//! |---|---|---|
+//! | 1 | [`store`] | revisions, preconditions, multi-object commits, the event log (sled, memory) |
+//! | 1 | [`render`] | pure: templates, schemas, patches, one component's render |
+//! | 1 | [`status`] | pure derivations of Release, ReleaseBinding and DataPlane status |
+//! | 2 | [`resources`] | apply/get/list/delete/watch; the rules of each kind in `resources/kinds/` |
+//! | 3 | [`releases`] | cutting ComponentReleases, rendering on request, binding |
+//! | 4 | [`promotions`] | promote, approve, reject, check, rollback, gates |
+//! | 5 | [`controllers`] | level-triggered loops; the binding controller writes binding status |
+//! | 6 | [`agents`] | the agent hub: sessions, CA and tokens; writes Release and DataPlane status |
+//! | 7 | [`api`] | thin gRPC handlers and the one error → status mapping |
+//! | 8 | [`server`] | wiring, once: store, services, controllers, hub, endpoints, dev mode |
+//! | 9 | [`cli`] | the verbs, one struct each; `troupe server` calls [`server`] |
+//!
+//! Data flows inward: [`api`] decodes a request and makes one domain call. Agents report
+//! through the hub, which writes Release status and asks the binding controller to roll the
+//! binding up, so every status field has one writer.
 
 pub mod agents;
 pub mod api;

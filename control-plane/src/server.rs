@@ -21,7 +21,7 @@ use crate::controllers::deploy::DeployController;
 use crate::controllers::promotion::PromotionController;
 use crate::promotions::Promotions;
 use crate::releases::Releases;
-use crate::resources::Resources;
+use crate::resources::{Origin, Resources};
 use crate::store::{MemoryStore, SledStore, Store};
 
 /// Default largest gRPC message the server accepts or sends.
@@ -314,7 +314,7 @@ async fn load_documents(resources: &Arc<Resources>, yaml: &str) -> anyhow::Resul
     for object in objects {
         let key = object.key();
         resources
-            .apply(object, false)
+            .apply(object, Origin::User, false)
             .await
             .with_context(|| format!("loading {key}"))?;
     }

@@ -5,23 +5,30 @@
 //! - [`state`]: the last acknowledged desired state, on disk.
 //! - [`apply`]: where objects go: [`apply::kubernetes`] applies them to a cluster,
 //!   [`apply::dir`] writes files.
+//! - [`policy`]: the kinds this agent accepts, whatever the control plane sends.
 //! - [`stream`]: the one long-lived stream: Hello with what the agent holds, upserts and
-//!   removals applied and acknowledged one by one, health reports, heartbeats, and reconnects
-//!   with full-jitter backoff.
+//!   removals passed on and acknowledged one by one, health reports, heartbeats, and
+//!   reconnects with full-jitter backoff.
+//! - `worker`: the one task that owns the applier and the state: it applies, records,
+//!   prunes, corrects drift and follows health, and answers whichever stream is open.
 //!
 //! The agent deletes objects only on an explicit removal from the control plane, never
 //! because a connection dropped; while disconnected it keeps re-applying what it holds.
 
 pub mod apply;
 pub mod identity;
+pub mod policy;
 pub mod state;
 pub mod stream;
+mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
+use troupe_common::policy::Policy;
 
 /// The agent's version, sent in `Hello` and at registration.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,6 +48,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where objects are applied.
     pub applier: Arc<dyn apply::Applier>,
+    /// The kinds the agent applies; objects of other kinds fail alone.
+    pub policy: Arc<Policy>,
     /// How often everything held is re-applied to correct drift.
     pub resync_every: Duration,
     /// Largest release accepted, in bytes of manifests; a larger one is refused alone.
@@ -84,6 +93,7 @@ impl Config {
             ca_cert: None,
             state_dir: state_dir.into(),
             applier,
+            policy: Arc::new(Policy::default()),
             resync_every: Duration::from_secs(30),
             max_release_bytes: 256 * 1024 * 1024,
             backoff_base: Duration::from_millis(250),
@@ -94,3 +104,8 @@ impl Config {
 }
 
 pub use stream::run;
+
+/// Resolves once `shutdown` turns true.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}

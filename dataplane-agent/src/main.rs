@@ -44,6 +44,15 @@ struct Args {
     /// Largest release accepted, in bytes of manifests.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     max_release_bytes: usize,
+    /// Namespaced kinds the agent applies, as GROUP/KIND (an empty group is the core group,
+    /// `*` a whole group), comma-separated or repeated. Default: Troupe's default kinds
+    /// (Deployment, Service, ConfigMap, Secret, Job, Ingress, …). Objects of other kinds fail
+    /// alone, `Degraded`.
+    #[arg(long, env = "TROUPE_AGENT_ALLOW_KINDS", value_delimiter = ',')]
+    allow_kinds: Vec<String>,
+    /// Cluster-scoped kinds the agent applies, as GROUP/KIND (`/Namespace`). Default: none.
+    #[arg(long, env = "TROUPE_AGENT_ALLOW_CLUSTER_KINDS", value_delimiter = ',')]
+    allow_cluster_kinds: Vec<String>,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -89,11 +98,14 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let data_plane = DataPlaneIdentity::parse(&args.data_plane).map_err(anyhow::Error::msg)?;
+    let policy = troupe_agent::policy::from_flags(&args.allow_kinds, &args.allow_cluster_kinds)
+        .map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let applier = applier(&args.apply, &args.state_dir).await?;
         let mut config = Config::new(args.control_plane, data_plane, args.state_dir, applier);
         config.token = args.token;
+        config.policy = Arc::new(policy);
         config.ca_cert = args.ca_cert;
         config.resync_every = Duration::from_secs(args.resync_interval.max(1));
         config.max_release_bytes = args.max_release_bytes;

@@ -1,11 +1,11 @@
 //! The agent's desired state on disk: for each release it holds, the last generation it
-//! acknowledged and that generation's objects (or, ahead of a first apply, a pending entry),
-//! one file per release under
+//! acknowledged, that generation's objects and which of them it did not apply (or, ahead of a
+//! first apply, a pending entry), one file per release under
 //! `STATE_DIR/releases/`. A file is written durably ([`durable`]) before the ack goes out, so what the control plane was told is applied survives a
 //! crash; on restart the agent reports it in `Hello.known` and keeps applying it while the
 //! control plane is away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,10 @@ pub struct Held {
     pub content_hash: String,
     /// Its objects.
     pub resources: Vec<ReleaseResource>,
+    /// The ids of its objects the agent did not apply (another release owns them, or the
+    /// agent's policy refuses them): the others are the objects the release owns.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unapplied: BTreeSet<String>,
 }
 
 impl Held {
@@ -34,6 +38,7 @@ impl Held {
             generation: 0,
             content_hash: String::new(),
             resources: Vec::new(),
+            unapplied: BTreeSet::new(),
         }
     }
 
@@ -109,6 +114,7 @@ mod tests {
             generation: 3,
             content_hash: "abc".into(),
             resources: vec![],
+            unapplied: ["ConfigMap/shared".to_string()].into(),
         };
         state.save(&held).unwrap();
         let state = State::open(dir.path()).unwrap();

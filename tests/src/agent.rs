@@ -32,6 +32,27 @@ impl Agent {
         state_dir: &Path,
         target: &Path,
     ) -> Agent {
+        Self::start_with(
+            control_plane,
+            data_plane,
+            token,
+            name,
+            state_dir,
+            target,
+            &[],
+        )
+    }
+
+    /// [`Agent::start`] with `extra` arguments (`--allow-kinds …`).
+    pub(crate) fn start_with(
+        control_plane: &str,
+        data_plane: &str,
+        token: Option<&str>,
+        name: &str,
+        state_dir: &Path,
+        target: &Path,
+        extra: &[&str],
+    ) -> Agent {
         let mut command = Command::new(troupe_agent_bin());
         command
             .args(["--control-plane", control_plane])
@@ -41,6 +62,7 @@ impl Agent {
             .arg("--apply")
             .arg(format!("dir:{}", target.display()))
             .args(["--resync-interval", "1"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -156,6 +156,20 @@ impl Platform {
         self.start_agent(&self.agent_url(), data_plane, name, Some(&token))
     }
 
+    /// [`Platform::register_agent`] with `extra` agent arguments (`--allow-kinds …`).
+    pub fn register_agent_with(&self, data_plane: &str, name: &str, extra: &[&str]) -> Agent {
+        let token = self.token(data_plane, "1h");
+        Agent::start_with(
+            &self.agent_url(),
+            data_plane,
+            Some(&token),
+            name,
+            &self.agent_state_dir(name),
+            &self.agent_target(name),
+            extra,
+        )
+    }
+
     /// Starts agent `name` for `data_plane` again, with the identity in its state directory.
     pub fn restart_agent(&self, data_plane: &str, name: &str) -> Agent {
         self.start_agent(&self.agent_url(), data_plane, name, None)

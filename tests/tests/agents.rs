@@ -24,7 +24,7 @@ fn files(target: &Path, name: &str) -> BTreeMap<String, String> {
 fn deployment(target: &Path, name: &str) -> String {
     files(target, name)
         .into_iter()
-        .find(|(f, _)| f.starts_with("deployment_"))
+        .find(|(f, _)| f.starts_with("deployment.apps_"))
         .map(|(_, text)| text)
         .unwrap_or_default()
 }
@@ -99,7 +99,7 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("deployment_"))
+        .find(|p| p.to_string_lossy().contains("deployment.apps_"))
         .unwrap();
     let before = modified(&staging_deployment);
     server.bind(

@@ -86,7 +86,7 @@ fn a_cluster_role_binding_fails_the_render_and_reaches_no_agent() {
     platform.bind("api", "development", &good, "");
     let files = eventually("the agent writes the first release", PATIENCE, || {
         check(release_files(&target, "acme", "api-development"), |f| {
-            f.keys().any(|k| k.starts_with("deployment_"))
+            f.keys().any(|k| k.starts_with("deployment.apps_"))
         })
     });
     let stored = platform
@@ -183,7 +183,7 @@ fn a_data_plane_that_allows_a_cluster_kind_renders_it_without_a_namespace() {
     let target = platform.agent_target("local");
     eventually("the agent writes the ClusterRoleBinding", PATIENCE, || {
         check(release_files(&target, "acme", "api-development"), |f| {
-            f.contains_key("clusterrolebinding_api-admin.yaml")
+            f.contains_key("clusterrolebinding.rbac.authorization.k8s.io_api-admin.yaml")
         })
     });
 }
@@ -347,16 +347,16 @@ fn an_object_that_changes_namespace_leaves_no_copy_behind() {
             })
         })
     };
-    let before = files("gadget_acme-shop-development_api-public.yaml");
-    assert!(before.contains_key("deployment_acme-shop-development_api.yaml"));
+    let before = files("gadget.example.com_acme-shop-development_api-public.yaml");
+    assert!(before.contains_key("deployment.apps_acme-shop-development_api.yaml"));
 
     let cluster = format!(
         "{namespaced}    allowedClusterKinds:\n    - {{group: example.com, kind: Gadget}}\n"
     );
     success(&platform.cli_with_stdin(&["apply", "-f", "-"], Some(&cluster)));
     let after = eventually("the old Gadget file is pruned", PATIENCE, || {
-        check(files("gadget_api-public.yaml"), |f| {
-            !f.contains_key("gadget_acme-shop-development_api-public.yaml")
+        check(files("gadget.example.com_api-public.yaml"), |f| {
+            !f.contains_key("gadget.example.com_acme-shop-development_api-public.yaml")
         })
     });
     assert_eq!(after.len(), before.len(), "{:#?}", after.keys());

@@ -78,7 +78,7 @@ fn promotion_name(out: &str) -> String {
 fn deployment(agent: &Agent, release: &str) -> String {
     release_files(&agent.target, "acme", release)
         .into_iter()
-        .find(|(f, _)| f.starts_with("deployment_"))
+        .find(|(f, _)| f.starts_with("deployment.apps_"))
         .map(|(_, text)| text)
         .unwrap_or_default()
 }

@@ -11,7 +11,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 use crate::agents::pki::{Pki, identity_of};
 use crate::agents::tokens::{DEFAULT_TTL, TokenError, Tokens};
 use crate::agents::{ControlStream, Hub};
-use crate::resources::Error;
+use crate::resources::{Error, Origin};
 
 pub use pb::agent_service_server::AgentServiceServer;
 pub use pb::data_plane_service_server::DataPlaneServiceServer;
@@ -91,7 +91,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
                         ..Default::default()
                     })
                 };
-                resources.apply(object, false).await?;
+                resources.apply(object, Origin::ControlPlane, false).await?;
             }
             Err(e) => return Err(e.into()),
         }

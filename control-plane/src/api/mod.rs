@@ -18,7 +18,7 @@ use troupe_common::pb::v1alpha1::resource_service_server::ResourceService;
 use troupe_common::selector::LabelSelector;
 use troupe_common::{Kind, ObjectKey};
 
-use crate::resources::{Error, Outcome, Resources, WatchEventType, WatchRequest};
+use crate::resources::{Error, Origin, Outcome, Resources, WatchEventType, WatchRequest};
 
 pub use pb::resource_service_server::ResourceServiceServer;
 pub use release::{ReleaseApi, ReleaseServiceServer};
@@ -82,7 +82,10 @@ impl ResourceService for ResourceApi {
                 "resource: required: set exactly one kind, e.g. {\"component\": {...}}",
             )
         })?;
-        let (object, outcome) = self.resources.apply(object, request.dry_run).await?;
+        let (object, outcome) = self
+            .resources
+            .apply(object, Origin::User, request.dry_run)
+            .await?;
         let outcome = match outcome {
             Outcome::Created => pb::ApplyOutcome::Created,
             Outcome::Configured => pb::ApplyOutcome::Configured,
@@ -143,7 +146,7 @@ impl ResourceService for ResourceApi {
         let key = object_key(&r.kind, &r.namespace, &r.name)?;
         let deleted = self
             .resources
-            .delete(&key, r.expected_resource_version, r.dry_run)
+            .delete(&key, Origin::User, r.expected_resource_version, r.dry_run)
             .await?;
         let references = |keys: Vec<ObjectKey>| {
             keys.into_iter()

@@ -17,7 +17,7 @@ impl From<Error> for Status {
             | Error::BadReference { .. }
             | Error::StillReferenced { .. }
             | Error::Refused { .. } => Code::FailedPrecondition,
-            Error::Forbidden { .. } => Code::PermissionDenied,
+            Error::Forbidden { .. } | Error::ControlPlaneOwned { .. } => Code::PermissionDenied,
             Error::Compacted { .. } => Code::OutOfRange,
             Error::Decode { .. } | Error::Store(_) => {
                 tracing::error!(error = %error, "internal error");

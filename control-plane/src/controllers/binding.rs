@@ -31,7 +31,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 use super::queue::Queue;
 use super::{WORKERS, follow};
 use crate::releases::{Releases, RenderRequest};
-use crate::resources::{Error, Resources, WatchEventType};
+use crate::resources::{Error, Origin, Resources, WatchEventType};
 use crate::status;
 
 /// A component in one environment: `(namespace, environment, project, component)`.
@@ -288,7 +288,9 @@ impl BindingController {
             .get(&release_key)
             .is_ok_and(|r| r.meta().delete_time.is_none());
         if live {
-            self.resources.delete(&release_key, 0, false).await?;
+            self.resources
+                .delete(&release_key, Origin::ControlPlane, 0, false)
+                .await?;
         }
         Ok(())
     }
@@ -331,7 +333,9 @@ impl BindingController {
         );
         status.endpoints = rendered.endpoints;
         let release = self.release_object(key, spec, rendered.manifests)?;
-        self.resources.apply(release, false).await?;
+        self.resources
+            .apply(release, Origin::ControlPlane, false)
+            .await?;
         status::binding::rendered(status, &spec.release_name, &key.name, generation);
         Ok(())
     }

@@ -1,6 +1,7 @@
-//! Advancing a promotion: refused when the pipeline (as it is now) has no such edge, still
-//! pending while approvals or gates are missing, otherwise the target binding points at the
-//! release and the promotion ends `Succeeded`.
+//! Advancing a promotion: refused when the pipeline (as it is now) has no such edge (or, for a
+//! rollback, when the environment never ran the release), still pending while approvals or
+//! gates are missing, otherwise the target binding points at the release and the promotion
+//! ends `Succeeded`.
 
 use std::time::Duration;
 
@@ -8,8 +9,9 @@ use troupe_common::ObjectKey;
 use troupe_common::pb::v1alpha1 as pb;
 
 use super::gates::{self, Evaluation};
+use super::rollback::{never_ran, ran_before};
 use super::{Promotions, is_pending, phase};
-use crate::releases::bind::{Lookup, bind};
+use crate::releases::bind::{Lookup, bind, find_binding};
 use crate::resources::Error;
 
 impl Promotions {
@@ -78,6 +80,14 @@ impl Promotions {
         }
         let owner = spec.owner.clone().unwrap_or_default();
         let env = &spec.target_environment;
+        if spec.action == "Rollback"
+            && let Some(message) = self
+                .not_in_history(key, &owner, env, &spec.release_name)
+                .await?
+        {
+            self.finish(key, phase::REFUSED, &message, "").await?;
+            return Ok((self.promotion(key)?, None));
+        }
         match bind(
             &self.resources,
             &key.namespace,
@@ -109,5 +119,31 @@ impl Promotions {
             Err(e) => return Err(e),
         }
         Ok((self.promotion(key)?, None))
+    }
+}
+
+impl Promotions {
+    /// Why a rollback of `env` to `release` may not go ahead, if it may not: the environment
+    /// never ran it (a rollback passes no approvals or gates, so it only goes back).
+    async fn not_in_history(
+        &self,
+        key: &ObjectKey,
+        owner: &pb::ComponentOwner,
+        env: &str,
+        release: &str,
+    ) -> Result<Option<String>, Error> {
+        let binding = find_binding(
+            &self.resources,
+            &key.namespace,
+            &owner.component_name,
+            env,
+            Lookup::Anywhere,
+        )
+        .await?;
+        Ok(match binding {
+            Some(b) if ran_before(&b, release) => None,
+            Some(b) => Some(never_ran(&b, env, release)),
+            None => Some(format!("{env} never ran {release}: nothing to roll back")),
+        })
     }
 }

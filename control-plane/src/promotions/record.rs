@@ -7,7 +7,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 
 use super::{LABEL_ENVIRONMENT, Promotions, is_pending, phase, refused};
 use crate::releases::{LABEL_COMPONENT, LABEL_PROJECT};
-use crate::resources::Error;
+use crate::resources::{Error, Origin};
 
 impl Promotions {
     /// Promotions of a component, oldest first.
@@ -95,7 +95,7 @@ impl Promotions {
             ..Default::default()
         };
         self.resources
-            .apply(Object::Promotion(promotion), false)
+            .apply(Object::Promotion(promotion), Origin::ControlPlane, false)
             .await?;
         Ok(key)
     }
@@ -141,21 +141,27 @@ impl Promotions {
 }
 
 /// `{component}-{environment}-{n}`, numbered after every earlier promotion of the component.
+///
+/// Records of a component go only with the component, and each one this service made took the
+/// count of records before it plus one: so that count plus one is the next number, and numbers
+/// are never read back out of names (a name such as `api-production-18446744073709551615` can
+/// neither overflow the numbering nor move it). A name already taken is skipped.
 fn next_name(component: &str, environment: &str, earlier: &[pb::Promotion]) -> String {
-    let highest = earlier
+    let taken: std::collections::HashSet<&str> = earlier
         .iter()
-        .filter_map(|p| {
-            p.metadata
-                .as_ref()?
-                .name
-                .rsplit('-')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0);
-    let n = highest.max(earlier.len()) + 1;
+        .filter_map(|p| p.metadata.as_ref().map(|m| m.name.as_str()))
+        .collect();
+    let first = u64::try_from(earlier.len())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    (first..=u64::MAX)
+        .map(|n| numbered(component, environment, n))
+        .find(|name| !taken.contains(name.as_str()))
+        .expect("fewer records than numbers")
+}
+
+/// `{component}-{environment}-{n}`, the component shortened to fit a DNS label.
+fn numbered(component: &str, environment: &str, n: u64) -> String {
     let name = format!("{component}-{environment}-{n}");
     if name.len() <= 63 {
         return name;
@@ -166,4 +172,54 @@ fn next_name(component: &str, environment: &str, earlier: &[pb::Promotion]) -> S
         "{}{suffix}",
         &component[..keep.min(component.len())].trim_end_matches('-')
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_promotions(names: &[&str]) -> Vec<pb::Promotion> {
+        names
+            .iter()
+            .map(|name| pb::Promotion {
+                metadata: Some(pb::ObjectMeta {
+                    name: name.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_count_the_component_s_records() {
+        assert_eq!(next_name("api", "staging", &[]), "api-staging-1");
+        let earlier = mk_promotions(&["api-staging-1", "api-production-2"]);
+        assert_eq!(next_name("api", "production", &earlier), "api-production-3");
+    }
+
+    #[test]
+    fn huge_numbers_in_names_neither_overflow_nor_move_the_numbering() {
+        let earlier = mk_promotions(&[
+            "api-staging-1",
+            "api-production-18446744073709551615",
+            "api-production-99999999999999999999999",
+        ]);
+        assert_eq!(next_name("api", "production", &earlier), "api-production-4");
+    }
+
+    #[test]
+    fn a_taken_name_is_skipped() {
+        let earlier = mk_promotions(&["api-staging-1", "api-production-3"]);
+        assert_eq!(next_name("api", "production", &earlier), "api-production-4");
+        assert_eq!(next_name("api", "staging", &earlier), "api-staging-3");
+    }
+
+    #[test]
+    fn long_names_keep_their_number_within_a_dns_label() {
+        let component = "a".repeat(60);
+        let name = next_name(&component, "production", &mk_promotions(&["x"]));
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.ends_with("a-2"), "{name}");
+    }
 }

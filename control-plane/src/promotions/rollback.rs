@@ -1,5 +1,7 @@
 //! Rolling an environment back to an earlier release of the component: the one it ran
-//! before, or one named.
+//! before, or one named. Either way it is a release the environment ran (its binding's
+//! `status.releaseHistory`): that is what lets a rollback skip the edge's approvals and
+//! gates. Any other release reaches the environment by promotion.
 
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, ObjectKey};
@@ -94,6 +96,12 @@ impl Promotions {
                 message: format!("{env} already runs {release}"),
             });
         }
+        if !ran_before(&binding, &release) {
+            return Err(Error::Refused {
+                object: component_key,
+                message: never_ran(&binding, env, &release),
+            });
+        }
         let spec = pb::PromotionSpec {
             owner: Some(owner),
             action: "Rollback".into(),
@@ -122,5 +130,70 @@ impl Promotions {
                     .is_ok()
             })
             .map(str::to_string)
+    }
+}
+
+/// True when the binding's environment ran `release` (it is in the binding's history).
+pub(super) fn ran_before(binding: &pb::ReleaseBinding, release: &str) -> bool {
+    binding
+        .status
+        .as_ref()
+        .is_some_and(|s| s.release_history.iter().any(|d| d.release_name == release))
+}
+
+/// Why a rollback to `release`, which `env` never ran, is refused, and what to do instead.
+pub(super) fn never_ran(binding: &pb::ReleaseBinding, env: &str, release: &str) -> String {
+    let mut ran: Vec<&str> = binding
+        .status
+        .as_ref()
+        .map(|s| {
+            s.release_history
+                .iter()
+                .map(|d| d.release_name.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    ran.dedup();
+    let ran = if ran.is_empty() {
+        "none yet".to_string()
+    } else {
+        ran.join(", ")
+    };
+    format!(
+        "{env} never ran {release}: a rollback goes back only to a release {env} ran before ({ran}); use `troupe promote` to bring another release to {env} through its approvals and gates"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_binding(history: &[&str]) -> pb::ReleaseBinding {
+        pb::ReleaseBinding {
+            status: Some(pb::ReleaseBindingStatus {
+                release_history: history
+                    .iter()
+                    .map(|name| pb::DeployedRelease {
+                        release_name: name.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_release_the_environment_ran_is_a_rollback() {
+        let binding = mk_binding(&["api-2", "api-1"]);
+        assert!(ran_before(&binding, "api-1"));
+        assert!(!ran_before(&binding, "api-3"));
+        assert!(!ran_before(&mk_binding(&[]), "api-1"));
+        assert_eq!(
+            never_ran(&binding, "production", "api-3"),
+            "production never ran api-3: a rollback goes back only to a release production ran before (api-2, api-1); use `troupe promote` to bring another release to production through its approvals and gates"
+        );
+        assert!(never_ran(&mk_binding(&[]), "production", "api-3").contains("(none yet)"));
     }
 }

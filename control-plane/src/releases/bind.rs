@@ -6,7 +6,7 @@ use std::sync::Arc;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use crate::resources::{Error, Resources};
+use crate::resources::{Error, Origin, Resources};
 
 /// The name a binding gets when Troupe creates it: `{component}-{environment}`.
 pub fn binding_name(component: &str, environment: &str) -> String {
@@ -97,7 +97,7 @@ pub async fn bind(
             return Ok(previous);
         }
         match resources
-            .apply(Object::ReleaseBinding(binding), false)
+            .apply(Object::ReleaseBinding(binding), Origin::ControlPlane, false)
             .await
         {
             Ok(_) => return Ok(previous),

@@ -16,7 +16,7 @@ use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey, Policy};
 
 use crate::render::component::{Plan, RenderError, RenderInput};
-use crate::resources::{Error, Resources};
+use crate::resources::{Error, Origin, Resources};
 use connections::Resolution;
 
 /// What to render: a component (its current state, or one of its releases) in an environment,
@@ -146,7 +146,10 @@ impl Releases {
             spec: Some(spec),
             ..Default::default()
         });
-        let (release, _) = self.resources.apply(release, false).await?;
+        let (release, _) = self
+            .resources
+            .apply(release, Origin::ControlPlane, false)
+            .await?;
         self.note_cut(namespace, component, sequence, &release.meta().name);
         self.retain(namespace, component).await?;
         Ok((release, true))
@@ -192,7 +195,11 @@ impl Releases {
         };
         for (sequence, name) in candidates {
             let key = ObjectKey::new(Kind::ComponentRelease, namespace, &name);
-            match self.resources.delete(&key, 0, false).await {
+            match self
+                .resources
+                .delete(&key, Origin::ControlPlane, 0, false)
+                .await
+            {
                 Ok(_) | Err(Error::NotFound(_)) => {
                     tracing::debug!(release = %key, "removed by retention");
                     let mut sequences = self.sequences_lock();

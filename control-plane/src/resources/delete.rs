@@ -7,7 +7,7 @@ use std::sync::Arc;
 use troupe_common::timestamp::now;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use super::{Error, LISTED_REFERRERS, Resources, encode};
+use super::{Error, LISTED_REFERRERS, Origin, Resources, encode, kinds};
 use crate::store::{Precondition, Revision, Txn};
 
 /// The result of a delete.
@@ -22,14 +22,19 @@ pub struct Deleted {
 }
 
 impl Resources {
-    /// Deletes an object, cascading to what it owns. Refused while objects outside the
-    /// cascade still refer to it. Returns once the deletion is on disk.
+    /// Deletes an object for `origin`, cascading to what it owns. Refused while objects
+    /// outside the cascade still refer to it, and to a user for kinds the control plane
+    /// removes itself. Returns once the deletion is on disk.
     pub async fn delete(
         self: &Arc<Self>,
         key: &ObjectKey,
+        origin: Origin,
         expected: Revision,
         dry_run: bool,
     ) -> Result<Deleted, Error> {
+        if origin == Origin::User {
+            kinds::check_user_change(key, kinds::Change::Delete)?;
+        }
         let key = key.clone();
         let (deleted, _) = self
             .write_durably(move |this| this.delete_locked(&key, expected, dry_run))

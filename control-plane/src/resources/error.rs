@@ -91,6 +91,17 @@ pub enum Error {
         /// Who was refused and who may.
         message: String,
     },
+    /// A user asked to write or delete an object of a kind only the control plane writes
+    /// (or deletes); `instead` says what does it.
+    #[error("{object} is {verb} by the control plane: {instead}")]
+    ControlPlaneOwned {
+        /// The object.
+        object: ObjectKey,
+        /// `written` or `deleted`.
+        verb: &'static str,
+        /// What the user runs instead.
+        instead: &'static str,
+    },
     /// Rendering failed: a template, a schema or a patch does not work for these inputs.
     #[error("rendering {object}: {message}")]
     Render {

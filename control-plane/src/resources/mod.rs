@@ -37,6 +37,19 @@ use crate::render::schema::SchemaCache;
 use crate::render::template::{Engine, Limits};
 use crate::store::{Precondition, Record, Revision, Store, Txn, wait_durable};
 
+/// Who asks for a write. Users come through `ResourceService` (and the sample platform a
+/// dev server loads); the control plane's own writers (the binding controller, the release and
+/// promotion services, agent registration) write the kinds it alone computes. A user's write
+/// of such a kind is refused (each kind's rules in `kinds/` say which, and what to use
+/// instead), so the rule holds whichever handler a write enters through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A person or a client program, through the public API.
+    User,
+    /// The control plane itself.
+    ControlPlane,
+}
+
 /// What an apply did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -94,16 +107,18 @@ impl Resources {
         &self.engine
     }
 
-    /// Creates or updates `object`. `metadata.resourceVersion`, when set, must match the stored
-    /// version. Returns the stored object once it is on disk.
+    /// Creates or updates `object` for `origin`. `metadata.resourceVersion`, when set, must
+    /// match the stored version; status is never taken from the writer (see
+    /// [`Resources::update_status`]). Returns the stored object once it is on disk.
     pub async fn apply(
         self: &Arc<Self>,
         object: Object,
+        origin: Origin,
         dry_run: bool,
     ) -> Result<(Object, Outcome), Error> {
         let ((mut object, outcome), revision) = self
             .write_durably(move |this| {
-                let (object, outcome, revision) = this.apply_locked(object, dry_run)?;
+                let (object, outcome, revision) = this.apply_locked(object, origin, dry_run)?;
                 Ok(((object, outcome), revision))
             })
             .await?;
@@ -118,8 +133,12 @@ impl Resources {
     fn apply_locked(
         &self,
         mut object: Object,
+        origin: Origin,
         dry_run: bool,
     ) -> Result<(Object, Outcome, Option<Revision>), Error> {
+        if origin == Origin::User {
+            kinds::check_user_change(&object.key(), kinds::Change::Apply)?;
+        }
         validate::check(&object, &self.engine)?;
         object.set_type_meta();
         let key = object.key();

@@ -16,11 +16,195 @@ fn mk_namespace(name: &str) -> Object {
     .into()
 }
 
+fn mk_resources() -> Arc<Resources> {
+    Arc::new(Resources::new(Arc::new(MemoryStore::new())))
+}
+
+fn mk_meta(namespace: &str, name: &str) -> Option<pb::ObjectMeta> {
+    Some(pb::ObjectMeta {
+        name: name.into(),
+        namespace: namespace.into(),
+        ..Default::default()
+    })
+}
+
+fn mk_owner() -> Option<pb::ComponentOwner> {
+    Some(pb::ComponentOwner {
+        project_name: "shop".into(),
+        component_name: "api".into(),
+    })
+}
+
+/// One object of each kind only the control plane writes, as a user would hand it in.
+fn mk_control_plane_objects() -> Vec<Object> {
+    vec![
+        pb::ComponentRelease {
+            metadata: mk_meta("acme", "api-1"),
+            spec: Some(pb::ComponentReleaseSpec {
+                owner: mk_owner(),
+                content_hash: "0000".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into(),
+        pb::Release {
+            metadata: mk_meta("acme", "api-production"),
+            spec: Some(pb::ReleaseSpec {
+                owner: mk_owner(),
+                environment: "production".into(),
+                content_hash: "0000".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into(),
+        pb::Promotion {
+            metadata: mk_meta("acme", "api-production-7"),
+            spec: Some(pb::PromotionSpec {
+                owner: mk_owner(),
+                action: "Rollback".into(),
+                target_environment: "production".into(),
+                release_name: "api-1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into(),
+    ]
+}
+
+#[tokio::test]
+async fn a_user_cannot_write_what_the_control_plane_computes() {
+    let resources = mk_resources();
+    resources
+        .apply(mk_namespace("acme"), Origin::User, false)
+        .await
+        .unwrap();
+    let expected = [
+        "ComponentRelease acme/api-1 is written by the control plane: use `troupe release create` or ReleaseService.CreateRelease",
+        "Release acme/api-production is written by the control plane: the binding controller renders it from its ReleaseBinding; change the ReleaseBinding, or use `troupe promote` or `troupe rollback`",
+        "Promotion acme/api-production-7 is written by the control plane: use `troupe promote`, `troupe rollback` or PromotionService.Promote and PromotionService.Rollback",
+    ];
+    for (object, expected) in mk_control_plane_objects().into_iter().zip(expected) {
+        let key = object.key();
+        for dry_run in [true, false] {
+            let err = resources
+                .apply(object.clone(), Origin::User, dry_run)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::ControlPlaneOwned { .. }),
+                "{key}: {err}"
+            );
+            assert_eq!(err.to_string(), expected);
+        }
+        assert!(matches!(resources.get(&key), Err(Error::NotFound(_))));
+        // The control plane's own write goes on to the ordinary checks (here: the component
+        // does not exist).
+        let err = resources
+            .apply(object, Origin::ControlPlane, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::MissingReference { .. }),
+            "{key}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_user_cannot_delete_releases_or_promotion_records() {
+    let resources = mk_resources();
+    let release = ObjectKey::new(Kind::Release, "acme", "api-production");
+    let err = resources
+        .delete(&release, Origin::User, 0, false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Release acme/api-production is deleted by the control plane: delete its ReleaseBinding, or set the binding's state to Undeploy"
+    );
+    let promotion = ObjectKey::new(Kind::Promotion, "acme", "api-production-7");
+    let err = resources
+        .delete(&promotion, Origin::User, 0, true)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "Promotion acme/api-production-7 is deleted by the control plane: promotion records are kept"
+        ),
+        "{err}"
+    );
+    // A ComponentRelease no binding uses may go; the control plane deletes Releases itself.
+    let unused = ObjectKey::new(Kind::ComponentRelease, "acme", "api-1");
+    for (key, origin) in [(unused, Origin::User), (release, Origin::ControlPlane)] {
+        let err = resources.delete(&key, origin, 0, false).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{key}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_user_apply_never_sets_status() {
+    let resources = mk_resources();
+    resources
+        .apply(mk_namespace("acme"), Origin::User, false)
+        .await
+        .unwrap();
+    let mk_plane = |generation| -> Object {
+        pb::DataPlane {
+            metadata: mk_meta("acme", "edge"),
+            spec: Some(pb::DataPlaneSpec {
+                plane_id: "edge".into(),
+                ..Default::default()
+            }),
+            status: Some(pb::DataPlaneStatus {
+                observed_generation: generation,
+                releases_in_sync: 99,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into()
+    };
+    let key = ObjectKey::new(Kind::DataPlane, "acme", "edge");
+    let (created, _) = resources
+        .apply(mk_plane(7), Origin::User, false)
+        .await
+        .unwrap();
+    let plane: pb::DataPlane = resources.get_as(&key).unwrap();
+    assert_eq!(plane.status, None, "created: {created:?}");
+
+    let written = pb::DataPlaneStatus {
+        observed_generation: 1,
+        ..Default::default()
+    };
+    let status = written.clone();
+    resources
+        .update_status(&key, move |_, object| {
+            if let Some(p) = object.typed_mut::<pb::DataPlane>() {
+                p.status = Some(status);
+            }
+        })
+        .await
+        .unwrap();
+    let (_, outcome) = resources
+        .apply(mk_plane(8), Origin::User, false)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Unchanged);
+    let plane: pb::DataPlane = resources.get_as(&key).unwrap();
+    assert_eq!(plane.status, Some(written));
+}
+
 #[tokio::test]
 async fn typed_reads_return_the_generated_type_and_refuse_another() {
-    let resources = Arc::new(Resources::new(Arc::new(MemoryStore::new())));
+    let resources = mk_resources();
     for name in ["acme", "zeta"] {
-        resources.apply(mk_namespace(name), false).await.unwrap();
+        resources
+            .apply(mk_namespace(name), Origin::User, false)
+            .await
+            .unwrap();
     }
     let key = ObjectKey::new(Kind::Namespace, "", "acme");
     let namespace: pb::Namespace = resources.get_as(&key).unwrap();
@@ -40,4 +224,96 @@ async fn typed_reads_return_the_generated_type_and_refuse_another() {
     let all: Vec<pb::Namespace> = resources.list_as("", &Default::default()).await.unwrap();
     let names: Vec<String> = all.into_iter().map(|n| n.metadata.unwrap().name).collect();
     assert_eq!(names, ["acme", "zeta"]);
+}
+
+fn mk_template(value: serde_json::Value) -> Option<pbjson_types::Struct> {
+    Some(serde_json::from_value(value).unwrap())
+}
+
+fn mk_component_type(template: serde_json::Value) -> Object {
+    pb::ComponentType {
+        metadata: mk_meta("acme", "service"),
+        spec: Some(pb::ComponentTypeSpec {
+            workload_type: "deployment".into(),
+            resources: vec![pb::ResourceTemplate {
+                id: "deployment".into(),
+                template: mk_template(template),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .into()
+}
+
+#[tokio::test]
+async fn templates_must_name_the_object_they_make() {
+    let resources = mk_resources();
+    resources
+        .apply(mk_namespace("acme"), Origin::User, false)
+        .await
+        .unwrap();
+    let cases = [
+        (
+            serde_json::json!({}),
+            "ComponentType acme/service: spec.resources[0].template.apiVersion: required: the template of resource \"deployment\" is empty (a string, or a ${{ }} expression)",
+        ),
+        (
+            serde_json::json!({"apiVersion": "apps/v1", "metadata": {"name": "x"}}),
+            "ComponentType acme/service: spec.resources[0].template.kind: required: the template of resource \"deployment\" must name the Kubernetes object it makes (a string, or a ${{ }} expression)",
+        ),
+        (
+            serde_json::json!({"apiVersion": "", "kind": "Deployment"}),
+            "ComponentType acme/service: spec.resources[0].template.apiVersion: required: the template of resource \"deployment\" must name the Kubernetes object it makes (a string, or a ${{ }} expression)",
+        ),
+    ];
+    for (template, expected) in cases {
+        let err = resources
+            .apply(mk_component_type(template), Origin::User, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Invalid { .. }), "{err}");
+        assert_eq!(err.to_string(), expected);
+    }
+    let key = ObjectKey::new(Kind::ComponentType, "acme", "service");
+    assert!(matches!(resources.get(&key), Err(Error::NotFound(_))));
+
+    let expressions = serde_json::json!({
+        "apiVersion": "${{ parameters.apiVersion }}",
+        "kind": "${{ parameters.kind }}",
+        "metadata": {"name": "${{ metadata.name }}"},
+    });
+    resources
+        .apply(mk_component_type(expressions), Origin::User, false)
+        .await
+        .unwrap();
+
+    let mk_trait = |template| -> Object {
+        pb::Trait {
+            metadata: mk_meta("acme", "storage"),
+            spec: Some(pb::TraitSpec {
+                creates: vec![pb::ResourceTemplate {
+                    template: mk_template(template),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into()
+    };
+    let err = resources
+        .apply(mk_trait(serde_json::json!({})), Origin::User, false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Trait acme/storage: spec.creates[0].template.apiVersion: required: the template is empty (a string, or a ${{ }} expression)"
+    );
+    let volume = serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim"});
+    resources
+        .apply(mk_trait(volume), Origin::User, false)
+        .await
+        .unwrap();
 }

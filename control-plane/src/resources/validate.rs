@@ -240,7 +240,45 @@ impl Ctx<'_> {
             .template
             .as_ref()
             .ok_or_else(|| self.invalid(format!("{at}.template"), "required"))?;
-        self.template(&format!("{at}.template"), &struct_to_json(template))
+        let template = struct_to_json(template);
+        self.object_identity(&format!("{at}.template"), &r.id, &template)?;
+        self.template(&format!("{at}.template"), &template)
+    }
+
+    /// A resource template makes Kubernetes objects: it says which, with an `apiVersion` and
+    /// a `kind` that are each a string or a `${{ }}` expression. An empty template (some
+    /// clients send an unset one as `{}`) is refused here rather than when it renders.
+    fn object_identity(
+        &self,
+        at: &str,
+        id: &str,
+        template: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let empty = template.as_object().is_none_or(|o| o.is_empty());
+        for field in ["apiVersion", "kind"] {
+            let set = template
+                .get(field)
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|v| !v.trim().is_empty());
+            if set {
+                continue;
+            }
+            let which = if id.is_empty() {
+                String::new()
+            } else {
+                format!(" of resource {id:?}")
+            };
+            let why = if empty {
+                format!("the template{which} is empty")
+            } else {
+                format!("the template{which} must name the Kubernetes object it makes")
+            };
+            return Err(self.invalid(
+                format!("{at}.{field}"),
+                format!("required: {why} (a string, or a ${{{{ }}}} expression)"),
+            ));
+        }
+        Ok(())
     }
 
     /// Every `${{ }}` expression in `template` compiles.

@@ -9,9 +9,15 @@
 //! it current between applies ([`Applier::health`]) and says when it changed
 //! ([`Applier::health_changes`]). Health values are [`troupe_common::status::Health`], the
 //! words the control plane rolls up.
+//!
+//! What goes wrong is an [`Error`] naming the release, object or file; it reaches the control
+//! plane as the text of a failed `Ack`.
 
 pub mod dir;
+mod error;
 pub mod kubernetes;
+
+pub use self::error::Error;
 
 use std::sync::Arc;
 
@@ -35,6 +41,10 @@ pub mod health {
 }
 
 /// Puts releases somewhere and reads back their health.
+///
+/// A failure is the message the control plane will see (for the appliers here, an [`Error`]
+/// as text); it stays text at this boundary so appliers outside this crate (the benchmark's
+/// in-memory one) keep implementing the trait as they are.
 pub trait Applier: Send + Sync {
     /// Makes the objects of `release` (id `NAMESPACE/NAME`) exactly `resources`: creates or
     /// updates each, and removes objects a previous apply of the same release made that are
@@ -43,10 +53,10 @@ pub trait Applier: Send + Sync {
         &'a self,
         release: &'a str,
         resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, String>>;
+    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, Error>>;
 
     /// Removes every object of `release`. Pruning a release that has nothing is not an error.
-    fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), Error>>;
 
     /// What to tell the control plane about the target.
     fn info(&self) -> BoxFuture<'_, ClusterInfo>;

@@ -237,7 +237,11 @@ async fn an_object_of_a_kind_the_cluster_does_not_serve_fails_the_apply_and_name
         )
         .await
         .unwrap_err();
-    assert!(error.contains("CronTab (apps/v1)"), "{error}");
+    assert!(
+        matches!(error, troupe_agent::apply::Error::Discovery { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("CronTab (apps/v1)"), "{error}");
     assert!(patches(&fake).is_empty());
 }
 
@@ -252,4 +256,79 @@ async fn info_reports_the_platform_version_and_nodes() {
     assert_eq!(info.platform, "kubernetes");
     assert_eq!(info.kubernetes_version, "v1.33.1");
     assert_eq!(info.node_count, 2);
+}
+
+/// A release of one ConfigMap `shared` in `shop`, saying who wrote it.
+fn mk_shared(written_by: &str) -> Vec<ReleaseResource> {
+    vec![mk_resource(
+        "shared",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "shared", "namespace": "shop"},
+               "data": {"writtenBy": written_by}}),
+    )]
+}
+
+fn shared_written_by(fake: &FakeApiServer) -> Option<(String, String)> {
+    let object = fake.get("configmaps", "shop", "shared")?;
+    Some((
+        object["data"]["writtenBy"].as_str()?.to_string(),
+        object["metadata"]["labels"]["troupe.dev/release"]
+            .as_str()?
+            .to_string(),
+    ))
+}
+
+#[tokio::test]
+async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
+    let fake = FakeApiServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let applier = KubeApplier::new(fake.client(), state.path().join("kubernetes"));
+    let first = applier
+        .apply("acme/first", &mk_shared("first"))
+        .await
+        .unwrap();
+    assert_eq!(health_of(&first, "shared"), "Healthy");
+
+    // The second release renders the same ConfigMap: that object fails, naming the owner,
+    // and the cluster's object stays the first's.
+    let second = applier
+        .apply("acme/second", &mk_shared("second"))
+        .await
+        .unwrap();
+    assert_eq!(health_of(&second, "shared"), "Degraded");
+    assert_eq!(second[0].message, "owned by release acme/first");
+    assert_eq!(
+        (second[0].namespace.as_str(), second[0].name.as_str()),
+        ("shop", "shared")
+    );
+    assert_eq!(
+        shared_written_by(&fake),
+        Some(("first".into(), "first".into()))
+    );
+    // The conflict stays in the health reported between applies.
+    let health = applier.health("acme/second").unwrap();
+    assert_eq!(health_of(&health, "shared"), "Degraded");
+
+    // Pruning the second leaves the first's object; pruning the first removes it, and the
+    // second's next apply takes it.
+    applier.prune("acme/second").await.unwrap();
+    assert_eq!(
+        shared_written_by(&fake),
+        Some(("first".into(), "first".into()))
+    );
+    applier
+        .apply("acme/second", &mk_shared("second"))
+        .await
+        .unwrap();
+    applier.prune("acme/first").await.unwrap();
+    assert_eq!(shared_written_by(&fake), None);
+    let second = applier
+        .apply("acme/second", &mk_shared("second"))
+        .await
+        .unwrap();
+    assert_eq!(health_of(&second, "shared"), "Healthy");
+    assert_eq!(
+        shared_written_by(&fake),
+        Some(("second".into(), "second".into()))
+    );
 }

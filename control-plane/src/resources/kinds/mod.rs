@@ -54,6 +54,14 @@ trait Rules {
     /// Kinds among [`Rules::REFERS_TO`] whose objects [`Rules::check_resolved`] looks inside.
     const CHECKS_CONTENT_OF: &'static [Kind] = &[];
 
+    /// For kinds only the control plane writes (it computes their content): what a user
+    /// runs instead of applying one. A user's apply of such a kind is refused.
+    const WRITTEN_BY_CONTROL_PLANE: Option<&'static str> = None;
+
+    /// For kinds a user may not delete directly (deleting one would go around the rules that
+    /// remove it): what a user runs instead. Cascades from what owns them still delete them.
+    const DELETED_BY_CONTROL_PLANE: Option<&'static str> = None;
+
     /// Checks everything about the object that needs no other object; the metadata every
     /// kind shares is checked before.
     fn validate(&self, _ctx: &Ctx<'_>) -> Result<(), Error> {
@@ -83,6 +91,25 @@ trait Rules {
         _resolved: &Resolved,
     ) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+/// A change a user asks for through the resource service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    /// Create or update.
+    Apply,
+    /// Delete.
+    Delete,
+}
+
+impl Change {
+    /// The participle messages use: "is written by the control plane".
+    fn done(self) -> &'static str {
+        match self {
+            Change::Apply => "written",
+            Change::Delete => "deleted",
+        }
     }
 }
 
@@ -150,6 +177,26 @@ macro_rules! kinds {
             resolved: &Resolved,
         ) -> Result<(), Error> {
             match object { $(Object::$variant(o) => o.check_resolved(resources, key, resolved),)+ }
+        }
+
+        /// Refuses `change` by a user to `key` when the control plane alone makes it.
+        pub(super) fn check_user_change(key: &ObjectKey, change: Change) -> Result<(), Error> {
+            let instead = match change {
+                Change::Apply => match key.kind {
+                    $(Kind::$variant => <pb::$variant as Rules>::WRITTEN_BY_CONTROL_PLANE,)+
+                },
+                Change::Delete => match key.kind {
+                    $(Kind::$variant => <pb::$variant as Rules>::DELETED_BY_CONTROL_PLANE,)+
+                },
+            };
+            match instead {
+                Some(instead) => Err(Error::ControlPlaneOwned {
+                    object: key.clone(),
+                    verb: change.done(),
+                    instead,
+                }),
+                None => Ok(()),
+            }
         }
 
         fn refers_to(kind: Kind) -> &'static [Kind] {

@@ -1,5 +1,5 @@
-//! Promotion: a request to move a release to an environment, and then its record. Its spec
-//! never changes; once finished it holds on to nothing but its component, so history never
+//! Promotion: a request to move a release to an environment, and then its record. Only the
+//! promotion service writes one (users ask through PromotionService). Its spec never changes; once finished it holds on to nothing but its component, so history never
 //! keeps an environment or an old release from being deleted.
 
 use troupe_common::pb::v1alpha1 as pb;
@@ -11,6 +11,16 @@ use crate::resources::references::component_owner;
 impl Rules for pb::Promotion {
     const REFERS_TO: &'static [Kind] =
         &[Kind::Component, Kind::Environment, Kind::ComponentRelease];
+    // A promotion is the record the promotion service keeps of a request: it names it,
+    // supersedes older ones, records refusals and who asked. A hand-written one would skip all
+    // of that (and a Rollback would skip the edge's approvals and gates).
+    const WRITTEN_BY_CONTROL_PLANE: Option<&'static str> = Some(
+        "use `troupe promote`, `troupe rollback` or PromotionService.Promote and PromotionService.Rollback",
+    );
+    // The record stays until its component goes.
+    const DELETED_BY_CONTROL_PLANE: Option<&'static str> = Some(
+        "promotion records are kept until their component is deleted; `troupe reject` withdraws a pending one",
+    );
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<(), Error> {
         let spec = self.spec.clone().unwrap_or_default();

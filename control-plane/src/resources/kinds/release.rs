@@ -1,6 +1,7 @@
 //! ComponentRelease (an immutable snapshot of a component) and Release (the manifests one
 //! binding renders for one data plane). A Release waiting for its agent to prune it has
-//! outlived its owners, and holds on only to its environment and data plane.
+//! outlived its owners, and holds on only to its environment and data plane. Only the control
+//! plane writes either (it computes their content, names and content hashes); users read them.
 
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, ObjectKey};
@@ -10,6 +11,11 @@ use crate::resources::references::{component_owner, data_plane};
 
 impl Rules for pb::ComponentRelease {
     const REFERS_TO: &'static [Kind] = &[Kind::Component];
+    // The release path snapshots the component and names the release after its content hash;
+    // a hand-written one could carry any content under any name. Deleting an unused one is
+    // left to users: the bindings and pending promotions that use one keep it alive.
+    const WRITTEN_BY_CONTROL_PLANE: Option<&'static str> =
+        Some("use `troupe release create` or ReleaseService.CreateRelease");
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<(), Error> {
         ctx.component_owner(self.owner())
@@ -45,6 +51,14 @@ impl Rules for pb::Release {
         Kind::DataPlane,
         Kind::ClusterDataPlane,
     ];
+    // What reaches a data plane: only the binding controller renders it, from its binding.
+    const WRITTEN_BY_CONTROL_PLANE: Option<&'static str> = Some(
+        "the binding controller renders it from its ReleaseBinding; change the ReleaseBinding, or use `troupe promote` or `troupe rollback`",
+    );
+    // Deleting one directly would prune a running component while its binding still says it
+    // runs; it goes with its binding (or when the binding's state is Undeploy).
+    const DELETED_BY_CONTROL_PLANE: Option<&'static str> =
+        Some("delete its ReleaseBinding, or set the binding's state to Undeploy");
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<(), Error> {
         let spec = self.spec.clone().unwrap_or_default();

@@ -11,6 +11,14 @@
 //!
 //! Pruning lists objects by the release's label selector only, and deletes an object only if
 //! its own labels name the release: objects of other releases or tools are never touched.
+//!
+//! One release owns each object: before applying, the applier reads the object, and one whose
+//! inventory labels name another release is left alone, that object failing `Degraded` (`owned
+//! by release …`) while the rest of the release applies. The labels, not a field manager per
+//! release, carry ownership: a forced apply takes fields from any manager, so a manager name
+//! would prevent nothing, and the labels are what pruning trusts already. Objects without the
+//! labels (made by hand, or by another tool) are taken over as before. The agent's worker keeps
+//! the same rule for every applier; this check also holds between agents sharing a cluster.
 
 pub mod health;
 pub mod inventory;
@@ -35,51 +43,7 @@ use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceS
 
 use self::inventory::{Kind, KindRecord, MANAGER};
 use self::watch::{Board, ObjectKey};
-use super::{Applier, describe};
-
-/// What can go wrong applying to a cluster.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The release id is not `NAMESPACE/NAME`.
-    #[error("bad release id {0:?}")]
-    BadRelease(String),
-    /// A rendered object cannot be applied as it is.
-    #[error("object {id}: {reason}")]
-    BadObject {
-        /// The object's id in the release.
-        id: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The cluster does not serve the object's kind, or could not be asked.
-    #[error("finding {kind} ({api_version}) on the cluster: {source}")]
-    Discovery {
-        /// The object's apiVersion.
-        api_version: String,
-        /// The object's kind.
-        kind: String,
-        /// What the API server said.
-        source: kube::Error,
-    },
-    /// The API server refused a request about an object.
-    #[error("{action} {object}: {source}")]
-    Request {
-        /// `applying`, `listing`, `deleting`.
-        action: &'static str,
-        /// `Kind namespace/name`, or the kind for a list.
-        object: String,
-        /// What the API server said.
-        source: kube::Error,
-    },
-    /// The record of a release's kinds cannot be read or written.
-    #[error("the record of the release's kinds in {dir}: {source}")]
-    Record {
-        /// Where the record is kept.
-        dir: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-}
+use super::{Applier, Error, describe};
 
 /// How long to wait for the kinds of CustomResourceDefinitions applied moments earlier to be
 /// served.
@@ -94,6 +58,9 @@ pub struct KubeApplier {
     discovered: Mutex<HashMap<Kind, (ApiResource, bool)>>,
     /// One watch per group and kind with a health rule.
     watches: Mutex<HashMap<(String, String), AbortHandle>>,
+    /// Per release, the objects its last apply left to the release that owns them; reported
+    /// beside the watched health.
+    conflicts: Mutex<HashMap<String, Vec<ReleaseResourceStatus>>>,
 }
 
 /// A rendered object, labelled and ready to apply.
@@ -172,6 +139,7 @@ impl KubeApplier {
             board: Arc::default(),
             discovered: Mutex::default(),
             watches: Mutex::default(),
+            conflicts: Mutex::default(),
         }
     }
 
@@ -238,6 +206,39 @@ impl KubeApplier {
         }
     }
 
+    /// Where a manifest's object lives.
+    fn namespace_of<'a>(&'a self, manifest: &'a Manifest, namespaced: bool) -> &'a str {
+        match (namespaced, manifest.namespace.as_str()) {
+            (false, _) => "",
+            (true, "") => self.client.default_namespace(),
+            (true, ns) => ns,
+        }
+    }
+
+    /// The other release whose inventory labels the object of `manifest` carries on the
+    /// cluster, if any.
+    async fn owned_elsewhere(
+        &self,
+        release: &str,
+        manifest: &Manifest,
+        resource: &ApiResource,
+        namespaced: bool,
+    ) -> Result<Option<String>, Error> {
+        let namespace = self.namespace_of(manifest, namespaced);
+        let existing = self
+            .api(resource, namespace)
+            .get_opt(&manifest.name)
+            .await
+            .map_err(|source| Error::Request {
+                action: "reading",
+                object: describe_object(&resource.kind, namespace, &manifest.name),
+                source,
+            })?;
+        Ok(existing
+            .and_then(|o| o.metadata.labels.as_ref().and_then(inventory::release_of))
+            .filter(|owner| owner != release))
+    }
+
     /// Server-side applies one object and returns its status entry.
     async fn apply_object(
         &self,
@@ -245,11 +246,7 @@ impl KubeApplier {
         resource: &ApiResource,
         namespaced: bool,
     ) -> Result<ReleaseResourceStatus, Error> {
-        let namespace = match (namespaced, manifest.namespace.as_str()) {
-            (false, _) => "",
-            (true, "") => self.client.default_namespace(),
-            (true, ns) => ns,
-        };
+        let namespace = self.namespace_of(manifest, namespaced);
         let mut body = manifest.body.clone();
         if let Some(metadata) = body["metadata"].as_object_mut() {
             if namespace.is_empty() {
@@ -324,10 +321,23 @@ impl KubeApplier {
         let mut order: Vec<usize> = (0..manifests.len()).collect();
         order.sort_by_key(|&i| apply_rank(&manifests[i].kind));
         let mut keys = vec![None; manifests.len()];
+        let mut conflicts = vec![None; manifests.len()];
         let mut defined_kinds = false;
         for i in order {
             let manifest = &manifests[i];
             let (resource, namespaced) = self.resolve(&manifest.kind, defined_kinds).await?;
+            if let Some(owner) = self
+                .owned_elsewhere(release, manifest, &resource, namespaced)
+                .await?
+            {
+                conflicts[i] = Some(ReleaseResourceStatus {
+                    namespace: self.namespace_of(manifest, namespaced).to_string(),
+                    health: troupe_common::status::Health::Degraded.as_str().into(),
+                    message: format!("owned by release {owner}"),
+                    ..manifest.status.clone()
+                });
+                continue;
+            }
             let status = self.apply_object(manifest, &resource, namespaced).await?;
             defined_kinds |= apply_rank(&manifest.kind) == 1;
             keys[i] = Some(ObjectKey::new(&resource, &status.namespace, &status.name));
@@ -341,7 +351,19 @@ impl KubeApplier {
             let id = release.to_string();
             self.with_record(move |r| r.save(&id, &now)).await?;
         }
-        Ok(self.board.settle(release, &keys))
+        let mut applied = self.board.settle(release, &keys).into_iter();
+        let statuses = conflicts
+            .iter()
+            .filter_map(|c| c.clone().or_else(|| applied.next()))
+            .collect();
+        let conflicts: Vec<_> = conflicts.into_iter().flatten().collect();
+        let mut held = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+        if conflicts.is_empty() {
+            held.remove(release);
+        } else {
+            held.insert(release.to_string(), conflicts);
+        }
+        Ok(statuses)
     }
 
     /// Deletes the objects of `release` of the given kinds, except `keep`.
@@ -416,6 +438,10 @@ impl KubeApplier {
 
     async fn prune_release(&self, release: &str) -> Result<(), Error> {
         self.board.forget(release);
+        self.conflicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(release);
         let id = release.to_string();
         let kinds = self.with_record(move |r| r.load(&id)).await?;
         self.delete_objects(release, &kinds, &[]).await?;
@@ -466,16 +492,12 @@ impl Applier for KubeApplier {
         &'a self,
         release: &'a str,
         resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, String>> {
-        Box::pin(async move {
-            self.apply_release(release, resources)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, Error>> {
+        Box::pin(async move { self.apply_release(release, resources).await })
     }
 
-    fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.prune_release(release).await.map_err(|e| e.to_string()) })
+    fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move { self.prune_release(release).await })
     }
 
     fn info(&self) -> BoxFuture<'_, ClusterInfo> {
@@ -491,7 +513,10 @@ impl Applier for KubeApplier {
     }
 
     fn health(&self, release: &str) -> Option<Vec<ReleaseResourceStatus>> {
-        self.board.get(release)
+        let mut statuses = self.board.get(release)?;
+        let conflicts = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+        statuses.extend(conflicts.get(release).cloned().unwrap_or_default());
+        Some(statuses)
     }
 
     fn health_changes(&self) -> Option<Arc<Notify>> {

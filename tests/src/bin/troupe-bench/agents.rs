@@ -165,7 +165,7 @@ impl Applier for MemoryApplier {
         &'a self,
         release: &'a str,
         resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, troupe_agent::apply::Error>> {
         Box::pin(async move {
             if let Some(seq) = Self::seq_of(resources) {
                 self.seqs.lock().unwrap().insert(release.to_string(), seq);
@@ -180,7 +180,10 @@ impl Applier for MemoryApplier {
         })
     }
 
-    fn prune<'a>(&'a self, _release: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn prune<'a>(
+        &'a self,
+        _release: &'a str,
+    ) -> BoxFuture<'a, Result<(), troupe_agent::apply::Error>> {
         Box::pin(async { Ok(()) })
     }
 

@@ -1,0 +1,88 @@
+//! The agent's side of `AgentService.Session`, and the loop that keeps it open.
+//!
+//! [`run`] loads the state, registers if needed and starts the [`Worker`] that owns the
+//! state from then on (it applies, records, prunes and corrects drift, connected or not).
+//! Then it keeps one stream open at a time ([`session`]), reconnecting with full-jitter
+//! exponential backoff. A stream only carries messages between the control plane and the
+//! worker: it never waits for an apply, so heartbeats go out while one runs, and nothing is
+//! pruned because a stream ended.
+//!
+//! - [`session`]: one stream, from `Hello` until it ends.
+//! - [`chunks`]: joins the chunks of an upsert before it is handed to the worker.
+
+mod chunks;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::identity;
+use crate::state::State;
+use crate::worker::Worker;
+use crate::{Config, stopped};
+
+/// Runs the agent until `shutdown` turns true: registers if needed, then keeps a stream open,
+/// reconnecting with full-jitter exponential backoff, and corrects drift meanwhile.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let state = State::open(&config.state_dir)
+        .with_context(|| format!("opening the state in {}", config.state_dir.display()))?;
+    let held = state.load().context("reading the agent's state")?;
+    tracing::info!(releases = held.len(), state = %config.state_dir.display(), "agent state loaded");
+    let identity = tokio::select! {
+        identity = identity::load_or_register(
+            &config.state_dir,
+            &config.control_plane,
+            &config.data_plane,
+            config.token.as_deref(),
+            config.ca_cert.as_deref(),
+        ) => identity?,
+        _ = stopped(&mut shutdown) => return Ok(()),
+    };
+    let worker = Worker::spawn(
+        config.applier.clone(),
+        config.policy.clone(),
+        state,
+        held,
+        config.resync_every,
+        shutdown.clone(),
+    );
+
+    let mut attempt: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            outcome = session::session(&config, &identity, &worker) => outcome,
+            _ = stopped(&mut shutdown) => return Ok(()),
+        };
+        match outcome {
+            Ok(()) => tracing::info!("stream ended; reconnecting"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "stream failed; reconnecting"),
+        }
+        // A stream that lived a while resets the backoff: it was a disconnect, not a failure
+        // to connect.
+        if started.elapsed() > Duration::from_secs(30) {
+            attempt = 0;
+        }
+        let delay = backoff(&config, attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut shutdown) => return Ok(()),
+        }
+    }
+}
+
+/// Full jitter: a uniformly random delay up to the exponential bound.
+fn backoff(config: &Config, attempt: u32) -> Duration {
+    let bound = config
+        .backoff_base
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(config.backoff_max);
+    let millis = bound.as_millis().max(1) as u64;
+    Duration::from_millis(rand::rng().random_range(0..=millis))
+}
