@@ -140,10 +140,16 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn a_data_plane_that_allows_a_cluster_kind_renders_it_without_a_namespace() {
-    let platform = Platform::builder()
-        .examples()
-        .agent("acme/local", "local")
-        .start();
+    let platform = Platform::builder().examples().start();
+    // The agent checks again with its own policy, which must allow the kind too.
+    let agent = platform.register_agent_with(
+        "acme/local",
+        "local",
+        &[
+            "--allow-cluster-kinds",
+            "rbac.authorization.k8s.io/ClusterRoleBinding",
+        ],
+    );
     edit(&platform, "ct", "service", |y| {
         y.replace("  resources:\n", ADMIN_RESOURCE)
     });
@@ -180,11 +186,11 @@ fn a_data_plane_that_allows_a_cluster_kind_renders_it_without_a_namespace() {
     // And it reaches the agent, as a cluster-scoped file.
     let release = platform.cut_release("api");
     platform.bind("api", "development", &release, "");
-    let target = platform.agent_target("local");
     eventually("the agent writes the ClusterRoleBinding", PATIENCE, || {
-        check(release_files(&target, "acme", "api-development"), |f| {
-            f.contains_key("clusterrolebinding.rbac.authorization.k8s.io_api-admin.yaml")
-        })
+        check(
+            release_files(&agent.target, "acme", "api-development"),
+            |f| f.contains_key("clusterrolebinding.rbac.authorization.k8s.io_api-admin.yaml"),
+        )
     });
 }
 
@@ -312,11 +318,15 @@ fn tenants_whose_readable_names_meet_land_in_two_namespaces() {
 fn an_object_that_changes_namespace_leaves_no_copy_behind() {
     // The way existing releases move to a new target namespace: the next render puts the
     // object elsewhere, and the agent prunes what left the release. Here a policy change
-    // makes a kind cluster-scoped, so its object leaves the target namespace.
-    let platform = Platform::builder()
-        .examples()
-        .agent("acme/local", "local")
-        .start();
+    // makes a kind cluster-scoped, so its object leaves the target namespace. The agent
+    // checks kinds again with its own policy, so it is started with the same policy each time.
+    let platform = Platform::builder().examples().start();
+    let usual = "apps/Deployment,/ConfigMap,/Service,gateway.networking.k8s.io/HTTPRoute";
+    let agent = platform.register_agent_with(
+        "acme/local",
+        "local",
+        &["--allow-kinds", &format!("{usual},example.com/Gadget")],
+    );
     edit(&platform, "trait", "ingress", |y| {
         y.replace(
             "apiVersion: networking.k8s.io/v1",
@@ -353,7 +363,18 @@ fn an_object_that_changes_namespace_leaves_no_copy_behind() {
     let cluster = format!(
         "{namespaced}    allowedClusterKinds:\n    - {{group: example.com, kind: Gadget}}\n"
     );
+    agent.kill();
     success(&platform.cli_with_stdin(&["apply", "-f", "-"], Some(&cluster)));
+    let _agent = platform.register_agent_with(
+        "acme/local",
+        "local",
+        &[
+            "--allow-kinds",
+            usual,
+            "--allow-cluster-kinds",
+            "example.com/Gadget",
+        ],
+    );
     let after = eventually("the old Gadget file is pruned", PATIENCE, || {
         check(files("gadget.example.com_api-public.yaml"), |f| {
             !f.contains_key("gadget.example.com_acme-shop-development_api-public.yaml")
