@@ -381,3 +381,139 @@ spec:
     );
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&expressed)));
 }
+
+/// ReleaseBinding `api-ENV` in acme pointing at `release`, with `extra` spec lines.
+fn binding_yaml(env: &str, release: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: troupe.dev/v1alpha1
+kind: ReleaseBinding
+metadata: {{name: api-{env}, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: api}}
+  environment: {env}
+  releaseName: {release}
+{extra}"
+    )
+}
+
+/// Why a user's apply may not point production's binding at a release: `change` is what it
+/// tried (`be set to R`, `change from A to B`).
+fn bypass_refused(change: &str) -> String {
+    format!(
+        "ReleaseBinding acme/api-production: spec.releaseName: cannot {change} by an apply: production gets its releases through pipeline default's edge staging → production, which requires an approval and the gate healthy-in-staging; use `troupe promote api -n acme --to production`, or `troupe rollback api -n acme --env production` to go back to a release production ran"
+    )
+}
+
+/// The replicas of the Deployment in Release `api-ENV`, once it exists.
+fn replicas(server: &Server, env: &str) -> Option<i64> {
+    let release = server.get_json("release", "acme", &format!("api-{env}"))?;
+    release["spec"]["resources"]
+        .as_array()?
+        .iter()
+        .map(|r| &r["object"])
+        .find(|o| o["kind"] == "Deployment")?["spec"]["replicas"]
+        .as_i64()
+}
+
+#[tokio::test]
+async fn a_binding_applied_directly_cannot_skip_the_pipelines_approvals_and_gates() {
+    let server = Platform::builder()
+        .examples()
+        .agent("acme/local", "a")
+        .start();
+    let mut client = server.client().await;
+    let first = server.cut_release("api");
+    // Development is where releases arrive; development → staging has no approval and no
+    // gate: a binding applied directly bypasses nothing there.
+    server.bind("api", "development", &first, "");
+    server.bind("api", "staging", &first, "");
+    assert_eq!(bound(&server, "staging"), first);
+
+    // staging → production needs an approval and a healthy staging: an apply goes around both.
+    let production = from_yaml(&binding_yaml("production", &first, ""))
+        .unwrap()
+        .remove(0);
+    let status = apply(&mut client, production).await.unwrap_err();
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        &bypass_refused(&format!("be set to {first}")),
+    );
+    let out = server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&binding_yaml("production", &first, "")),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "error: {} (PermissionDenied)",
+            bypass_refused(&format!("be set to {first}"))
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(server.get_json("rb", "acme", "api-production").is_none());
+    assert!(server.get_json("release", "acme", "api-production").is_none());
+
+    // The approved path still works.
+    eventually("staging is ready", PATIENCE, || ready(&server, "staging"));
+    let out = success(&server.cli(&[
+        "promote", "api", "-n", "acme", "--to", "production", "--as", "carol",
+    ]));
+    assert!(out.contains("Pending: waiting for 1 more approval"), "{out}");
+    let name = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("promotion/"))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_string();
+    let out = success(&server.cli(&["approve", &name, "-n", "acme", "--as", "alice"]));
+    assert!(out.contains(": Succeeded: production runs"), "{out}");
+    assert_eq!(bound(&server, "production"), first);
+
+    // Its overrides and its state stay the user's to change.
+    let replicas_3 = "  componentTypeEnvironmentConfigs: {replicas: 3}\n";
+    success(&server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&binding_yaml("production", &first, replicas_3)),
+    ));
+    eventually("production runs 3 replicas", PATIENCE, || {
+        replicas(&server, "production") == Some(3)
+    });
+
+    // Its release is not.
+    set_image(&server, "api:1.0.0", "api:2.0.0");
+    let second = server.cut_release("api");
+    let changed = from_yaml(&binding_yaml("production", &second, replicas_3))
+        .unwrap()
+        .remove(0);
+    let status = apply(&mut client, changed).await.unwrap_err();
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        &bypass_refused(&format!("change from {first} to {second}")),
+    );
+    assert_eq!(bound(&server, "production"), first);
+    let undeploy = format!("{replicas_3}  state: Undeploy\n");
+    success(&server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&binding_yaml("production", &first, &undeploy)),
+    ));
+    eventually("production is undeployed", PATIENCE, || {
+        server.get_json("release", "acme", "api-production").is_none()
+    });
+    assert_eq!(bound(&server, "production"), first);
+}
+
+/// Whether api is ready in `env`; while it is not, `troupe status`, for a wait to report.
+fn ready(server: &Server, env: &str) -> Result<(), Value> {
+    let out = success(&server.cli(&["status", "api", "-n", "acme", "-o", "json"]));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let is_ready = doc["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["environment"] == env && e["ready"] == true);
+    if is_ready { Ok(()) } else { Err(doc) }
+}
