@@ -1,14 +1,16 @@
 //! Governance end to end: what only the control plane writes (Releases, ComponentReleases,
 //! Promotions) is refused to users, through the generated client and `troupe apply -f`
 //! alike; a rollback goes only to a release the environment ran, needing no approval, and
-//! anything else must be promoted; a template that names no object is refused when written.
+//! anything else must be promoted; a ReleaseBinding applied directly sets its release only
+//! where the pipeline requires no approval or gate on the way in; a template that names no
+//! object is refused when written.
 
 use serde_json::Value;
 use tonic::Code;
 use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::{self as pb, ApplyRequest, DeleteRequest, GetRequest};
-use troupe_tests::{PATIENCE, Platform, Server, check, eventually, stderr, success};
+use troupe_tests::{PATIENCE, Platform, Server, check, eventually, examples_dir, stderr, success};
 
 type Client = pb::resource_service_client::ResourceServiceClient<tonic::transport::Channel>;
 
@@ -200,6 +202,15 @@ async fn a_user_apply_sets_no_status() {
     );
 }
 
+/// The DeploymentPipeline document of the example platform.
+fn example_pipeline() -> String {
+    let text = std::fs::read_to_string(examples_dir().join("platform.yaml")).unwrap();
+    text.split("\n---\n")
+        .find(|doc| doc.contains("kind: DeploymentPipeline"))
+        .expect("the examples have a pipeline")
+        .to_string()
+}
+
 /// The binding of `component` in `env` once its history holds `release`.
 fn ran(server: &Server, env: &str, release: &str) -> Value {
     eventually(&format!("{env} has run {release}"), PATIENCE, || {
@@ -232,9 +243,10 @@ fn bound(server: &Server, env: &str) -> String {
 
 #[tokio::test]
 async fn a_rollback_goes_only_where_the_environment_has_been() {
-    let server = Platform::builder().examples().start();
+    let server = Platform::builder().examples().ungated().start();
     let mut client = server.client().await;
-    // Production (which needs an approval from alice or bob) has run two releases.
+    // Production has run two releases, bound while its edge required nothing; then the
+    // example pipeline is back, and production needs an approval from alice or bob.
     let first = server.cut_release("api");
     server.bind("api", "production", &first, "");
     ran(&server, "production", &first);
@@ -242,6 +254,7 @@ async fn a_rollback_goes_only_where_the_environment_has_been() {
     let second = server.cut_release("api");
     server.bind("api", "production", &second, "");
     ran(&server, "production", &second);
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&example_pipeline())));
     // A third release only development has seen.
     set_image(&server, "api:2.0.0", "api:3.0.0");
     let third = server.cut_release("api");
@@ -453,14 +466,28 @@ async fn a_binding_applied_directly_cannot_skip_the_pipelines_approvals_and_gate
         stderr(&out)
     );
     assert!(server.get_json("rb", "acme", "api-production").is_none());
-    assert!(server.get_json("release", "acme", "api-production").is_none());
+    assert!(
+        server
+            .get_json("release", "acme", "api-production")
+            .is_none()
+    );
 
     // The approved path still works.
     eventually("staging is ready", PATIENCE, || ready(&server, "staging"));
     let out = success(&server.cli(&[
-        "promote", "api", "-n", "acme", "--to", "production", "--as", "carol",
+        "promote",
+        "api",
+        "-n",
+        "acme",
+        "--to",
+        "production",
+        "--as",
+        "carol",
     ]));
-    assert!(out.contains("Pending: waiting for 1 more approval"), "{out}");
+    assert!(
+        out.contains("Pending: waiting for 1 more approval"),
+        "{out}"
+    );
     let name = out
         .lines()
         .next()
@@ -501,7 +528,9 @@ async fn a_binding_applied_directly_cannot_skip_the_pipelines_approvals_and_gate
         Some(&binding_yaml("production", &first, &undeploy)),
     ));
     eventually("production is undeployed", PATIENCE, || {
-        server.get_json("release", "acme", "api-production").is_none()
+        server
+            .get_json("release", "acme", "api-production")
+            .is_none()
     });
     assert_eq!(bound(&server, "production"), first);
 }

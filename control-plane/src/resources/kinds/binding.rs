@@ -303,7 +303,10 @@ mod tests {
         Pipeline::new(&pb::DeploymentPipelineSpec {
             promotion_paths: vec![
                 path("development", vec![edge("staging", false, &[])]),
-                path("staging", vec![edge("production", true, &["healthy-in-staging"])]),
+                path(
+                    "staging",
+                    vec![edge("production", true, &["healthy-in-staging"])],
+                ),
                 path("qa", vec![edge("prod", false, &[])]),
                 path("perf", vec![edge("prod", false, &["soak", "e2e"])]),
             ],
@@ -335,14 +338,19 @@ mod tests {
     fn a_release_is_set_directly_only_where_no_approval_or_gate_is_skipped() {
         assert!(route("development", "api-2", "api-1").is_ok());
         assert!(route("staging", "api-2", "").is_ok());
-        assert!(route("edge", "api-2", "api-1").is_ok(), "no edge leads there");
+        assert!(
+            route("edge", "api-2", "api-1").is_ok(),
+            "no edge leads there"
+        );
         let err = route("production", "api-2", "").unwrap_err();
         assert!(matches!(err, Error::BypassesPipeline { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
             "ReleaseBinding acme/api-production: spec.releaseName: cannot be set to api-2 by an apply: production gets its releases through pipeline default's edge staging → production, which requires an approval and the gate healthy-in-staging; use `troupe promote api -n acme --to production`, or `troupe rollback api -n acme --env production` to go back to a release production ran"
         );
-        let err = route("production", "api-2", "api-1").unwrap_err().to_string();
+        let err = route("production", "api-2", "api-1")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("cannot change from api-1 to api-2 by an apply"),
             "{err}"
