@@ -22,7 +22,7 @@ use std::process::Output;
 
 pub use agent::Agent;
 pub use binaries::{grpcurl_bin, python_bin, troupe_agent_bin, troupe_bin};
-pub use platform::{Platform, PlatformBuilder};
+pub use platform::{Platform, PlatformBuilder, UNGATED_PIPELINE};
 pub use poll::{Observation, PATIENCE, check, eventually};
 pub use proxy::Proxy;
 pub use server::Server;

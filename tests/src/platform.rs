@@ -12,6 +12,21 @@ use std::path::{Path, PathBuf};
 
 use crate::{Agent, Server, examples_dir, success};
 
+/// The example pipeline (development → staging → production) requiring nothing on any
+/// edge: no approval, no gate. A user's apply may point a binding at a release only where the
+/// pipeline requires nothing on the way in, so a test that binds releases directly into
+/// production (and is not about promotion) applies this first: see [`PlatformBuilder::ungated`].
+pub const UNGATED_PIPELINE: &str = "apiVersion: troupe.dev/v1alpha1
+kind: DeploymentPipeline
+metadata: {name: default, namespace: acme}
+spec:
+  promotionPaths:
+    - sourceEnvironment: development
+      targets: [{environment: staging}]
+    - sourceEnvironment: staging
+      targets: [{environment: production}]
+";
+
 /// What [`PlatformBuilder::start`] sets up, in order: a server with the flags, the example
 /// platform, its samples, the extra YAML, then the agents.
 #[derive(Default)]
@@ -43,6 +58,12 @@ impl PlatformBuilder {
     pub fn apply(mut self, yaml: &str) -> Self {
         self.yaml.push(yaml.to_string());
         self
+    }
+
+    /// Replaces the example pipeline by [`UNGATED_PIPELINE`], so the test may bind releases
+    /// directly into every environment.
+    pub fn ungated(self) -> Self {
+        self.apply(UNGATED_PIPELINE)
     }
 
     /// Runs the server with `--dev`: an embedded agent for acme/local writing under

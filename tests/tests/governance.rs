@@ -1,14 +1,16 @@
 //! Governance end to end: what only the control plane writes (Releases, ComponentReleases,
 //! Promotions) is refused to users, through the generated client and `troupe apply -f`
 //! alike; a rollback goes only to a release the environment ran, needing no approval, and
-//! anything else must be promoted; a template that names no object is refused when written.
+//! anything else must be promoted; a ReleaseBinding applied directly sets its release only
+//! where the pipeline requires no approval or gate on the way in; a template that names no
+//! object is refused when written.
 
 use serde_json::Value;
 use tonic::Code;
 use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::{self as pb, ApplyRequest, DeleteRequest, GetRequest};
-use troupe_tests::{PATIENCE, Platform, Server, check, eventually, stderr, success};
+use troupe_tests::{PATIENCE, Platform, Server, check, eventually, examples_dir, stderr, success};
 
 type Client = pb::resource_service_client::ResourceServiceClient<tonic::transport::Channel>;
 
@@ -200,6 +202,15 @@ async fn a_user_apply_sets_no_status() {
     );
 }
 
+/// The DeploymentPipeline document of the example platform.
+fn example_pipeline() -> String {
+    let text = std::fs::read_to_string(examples_dir().join("platform.yaml")).unwrap();
+    text.split("\n---\n")
+        .find(|doc| doc.contains("kind: DeploymentPipeline"))
+        .expect("the examples have a pipeline")
+        .to_string()
+}
+
 /// The binding of `component` in `env` once its history holds `release`.
 fn ran(server: &Server, env: &str, release: &str) -> Value {
     eventually(&format!("{env} has run {release}"), PATIENCE, || {
@@ -232,9 +243,10 @@ fn bound(server: &Server, env: &str) -> String {
 
 #[tokio::test]
 async fn a_rollback_goes_only_where_the_environment_has_been() {
-    let server = Platform::builder().examples().start();
+    let server = Platform::builder().examples().ungated().start();
     let mut client = server.client().await;
-    // Production (which needs an approval from alice or bob) has run two releases.
+    // Production has run two releases, bound while its edge required nothing; then the
+    // example pipeline is back, and production needs an approval from alice or bob.
     let first = server.cut_release("api");
     server.bind("api", "production", &first, "");
     ran(&server, "production", &first);
@@ -242,6 +254,7 @@ async fn a_rollback_goes_only_where_the_environment_has_been() {
     let second = server.cut_release("api");
     server.bind("api", "production", &second, "");
     ran(&server, "production", &second);
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&example_pipeline())));
     // A third release only development has seen.
     set_image(&server, "api:2.0.0", "api:3.0.0");
     let third = server.cut_release("api");
@@ -380,4 +393,156 @@ spec:
         "apiVersion: v1, kind: \"${{ parameters.kind }}\",",
     );
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&expressed)));
+}
+
+/// ReleaseBinding `api-ENV` in acme pointing at `release`, with `extra` spec lines.
+fn binding_yaml(env: &str, release: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: troupe.dev/v1alpha1
+kind: ReleaseBinding
+metadata: {{name: api-{env}, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: api}}
+  environment: {env}
+  releaseName: {release}
+{extra}"
+    )
+}
+
+/// Why a user's apply may not point production's binding at a release: `change` is what it
+/// tried (`be set to R`, `change from A to B`).
+fn bypass_refused(change: &str) -> String {
+    format!(
+        "ReleaseBinding acme/api-production: spec.releaseName: cannot {change} by an apply: production gets its releases through pipeline default's edge staging → production, which requires an approval and the gate healthy-in-staging; use `troupe promote api -n acme --to production`, or `troupe rollback api -n acme --env production` to go back to a release production ran"
+    )
+}
+
+/// The replicas of the Deployment in Release `api-ENV`, once it exists.
+fn replicas(server: &Server, env: &str) -> Option<i64> {
+    let release = server.get_json("release", "acme", &format!("api-{env}"))?;
+    release["spec"]["resources"]
+        .as_array()?
+        .iter()
+        .map(|r| &r["object"])
+        .find(|o| o["kind"] == "Deployment")?["spec"]["replicas"]
+        .as_i64()
+}
+
+#[tokio::test]
+async fn a_binding_applied_directly_cannot_skip_the_pipelines_approvals_and_gates() {
+    let server = Platform::builder()
+        .examples()
+        .agent("acme/local", "a")
+        .start();
+    let mut client = server.client().await;
+    let first = server.cut_release("api");
+    // Development is where releases arrive; development → staging has no approval and no
+    // gate: a binding applied directly bypasses nothing there.
+    server.bind("api", "development", &first, "");
+    server.bind("api", "staging", &first, "");
+    assert_eq!(bound(&server, "staging"), first);
+
+    // staging → production needs an approval and a healthy staging: an apply goes around both.
+    let production = from_yaml(&binding_yaml("production", &first, ""))
+        .unwrap()
+        .remove(0);
+    let status = apply(&mut client, production).await.unwrap_err();
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        &bypass_refused(&format!("be set to {first}")),
+    );
+    let out = server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&binding_yaml("production", &first, "")),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "error: {} (PermissionDenied)",
+            bypass_refused(&format!("be set to {first}"))
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(server.get_json("rb", "acme", "api-production").is_none());
+    assert!(
+        server
+            .get_json("release", "acme", "api-production")
+            .is_none()
+    );
+
+    // The approved path still works.
+    eventually("staging is ready", PATIENCE, || ready(&server, "staging"));
+    let out = success(&server.cli(&[
+        "promote",
+        "api",
+        "-n",
+        "acme",
+        "--to",
+        "production",
+        "--as",
+        "carol",
+    ]));
+    assert!(
+        out.contains("Pending: waiting for 1 more approval"),
+        "{out}"
+    );
+    let name = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("promotion/"))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_string();
+    let out = success(&server.cli(&["approve", &name, "-n", "acme", "--as", "alice"]));
+    assert!(out.contains(": Succeeded: production runs"), "{out}");
+    assert_eq!(bound(&server, "production"), first);
+
+    // Its overrides and its state stay the user's to change.
+    let replicas_3 = "  componentTypeEnvironmentConfigs: {replicas: 3}\n";
+    success(&server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&binding_yaml("production", &first, replicas_3)),
+    ));
+    eventually("production runs 3 replicas", PATIENCE, || {
+        replicas(&server, "production") == Some(3)
+    });
+
+    // Its release is not.
+    set_image(&server, "api:1.0.0", "api:2.0.0");
+    let second = server.cut_release("api");
+    let changed = from_yaml(&binding_yaml("production", &second, replicas_3))
+        .unwrap()
+        .remove(0);
+    let status = apply(&mut client, changed).await.unwrap_err();
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        &bypass_refused(&format!("change from {first} to {second}")),
+    );
+    assert_eq!(bound(&server, "production"), first);
+    let undeploy = format!("{replicas_3}  state: Undeploy\n");
+    success(&server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&binding_yaml("production", &first, &undeploy)),
+    ));
+    eventually("production is undeployed", PATIENCE, || {
+        server
+            .get_json("release", "acme", "api-production")
+            .is_none()
+    });
+    assert_eq!(bound(&server, "production"), first);
+}
+
+/// Whether api is ready in `env`; while it is not, `troupe status`, for a wait to report.
+fn ready(server: &Server, env: &str) -> Result<(), Value> {
+    let out = success(&server.cli(&["status", "api", "-n", "acme", "-o", "json"]));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let is_ready = doc["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["environment"] == env && e["ready"] == true);
+    if is_ready { Ok(()) } else { Err(doc) }
 }

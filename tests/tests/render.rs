@@ -196,7 +196,8 @@ fn wait_release(server: &Server, name: &str) -> Value {
 
 #[test]
 fn bindings_render_into_releases_that_differ_by_their_overrides() {
-    let server = Platform::builder().examples().start();
+    // Production is bound directly below: its edge requires nothing here.
+    let server = Platform::builder().examples().ungated().start();
     let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
     let release = out
         .split_whitespace()
@@ -382,7 +383,8 @@ fn validation_rules_stop_a_render_with_their_message() {
 
 #[test]
 fn diff_compares_a_binding_with_its_release() {
-    let server = Platform::builder().examples().start();
+    // Production is bound directly below: its edge requires nothing here.
+    let server = Platform::builder().examples().ungated().start();
     let out = success(&server.cli(&["release", "create", "api", "-n", "acme"]));
     let release = out
         .split_whitespace()

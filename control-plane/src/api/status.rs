@@ -17,7 +17,11 @@ impl From<Error> for Status {
             | Error::BadReference { .. }
             | Error::StillReferenced { .. }
             | Error::Refused { .. } => Code::FailedPrecondition,
-            Error::Forbidden { .. } | Error::ControlPlaneOwned { .. } => Code::PermissionDenied,
+            // Who writes what: no state of the system makes these writes a user's to make,
+            // only another path (the control plane's) does; hence not FAILED_PRECONDITION.
+            Error::Forbidden { .. }
+            | Error::ControlPlaneOwned { .. }
+            | Error::BypassesPipeline { .. } => Code::PermissionDenied,
             Error::Compacted { .. } => Code::OutOfRange,
             Error::Decode { .. } | Error::Store(_) => {
                 tracing::error!(error = %error, "internal error");

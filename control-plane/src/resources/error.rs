@@ -102,6 +102,18 @@ pub enum Error {
         /// What the user runs instead.
         instead: &'static str,
     },
+    /// A user's write would move a release into an environment around what the pipeline
+    /// requires on the way there (approvals, gates); `message` names the edge and what to
+    /// run instead.
+    #[error("{object}: {field}: {message}")]
+    BypassesPipeline {
+        /// The object.
+        object: ObjectKey,
+        /// The field whose change is refused.
+        field: &'static str,
+        /// What the pipeline requires, and the command that goes through it.
+        message: String,
+    },
     /// Rendering failed: a template, a schema or a patch does not work for these inputs.
     #[error("rendering {object}: {message}")]
     Render {

@@ -188,6 +188,9 @@ impl Resources {
                 Outcome::Created
             }
         };
+        if origin == Origin::User {
+            kinds::check_user_apply(existing.as_ref().map(|(o, _)| o), &object, self, &key)?;
+        }
         if dry_run || outcome == Outcome::Unchanged {
             let current = existing.map_or(0, |(_, r)| r.mod_revision);
             object.meta_mut().resource_version = current;

@@ -92,6 +92,17 @@ trait Rules {
     ) -> Result<(), Error> {
         Ok(())
     }
+    /// Refuses a change a user's apply may not make although the object is valid: one only
+    /// the control plane's own paths make (`old` is the stored object, if any). Runs under
+    /// the write lock, after the references are checked; the control plane's writes skip it.
+    fn check_user_apply(
+        &self,
+        _old: Option<&Self>,
+        _resources: &Resources,
+        _key: &ObjectKey,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// A change a user asks for through the resource service.
@@ -177,6 +188,25 @@ macro_rules! kinds {
             resolved: &Resolved,
         ) -> Result<(), Error> {
             match object { $(Object::$variant(o) => o.check_resolved(resources, key, resolved),)+ }
+        }
+
+        /// Refuses a user's apply of `new` over `old` (the stored object, if any) that only
+        /// the control plane's paths may make.
+        pub(super) fn check_user_apply(
+            old: Option<&Object>,
+            new: &Object,
+            resources: &Resources,
+            key: &ObjectKey,
+        ) -> Result<(), Error> {
+            match new {
+                $(Object::$variant(o) => {
+                    let old = match old {
+                        Some(Object::$variant(old)) => Some(old),
+                        _ => None,
+                    };
+                    o.check_user_apply(old, resources, key)
+                })+
+            }
         }
 
         /// Refuses `change` by a user to `key` when the control plane alone makes it.
