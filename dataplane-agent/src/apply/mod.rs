@@ -25,26 +25,10 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
 
-/// Health values reported per object, as the strings the proto carries: spelled once, by
-/// [`troupe_common::status::Health`]; kept for code outside the agent that names them so.
-pub mod health {
-    use troupe_common::status::Health;
-
-    /// The object is what it should be and serving.
-    pub const HEALTHY: &str = Health::Healthy.as_str();
-    /// The object is on its way (rolling out, pending).
-    pub const PROGRESSING: &str = Health::Progressing.as_str();
-    /// The object failed or is unhealthy.
-    pub const DEGRADED: &str = Health::Degraded.as_str();
-    /// The object is paused (a suspended CronJob).
-    pub const SUSPENDED: &str = Health::Suspended.as_str();
-}
-
 /// Puts releases somewhere and reads back their health.
 ///
-/// A failure is the message the control plane will see (for the appliers here, an [`Error`]
-/// as text); it stays text at this boundary so appliers outside this crate (the benchmark's
-/// in-memory one) keep implementing the trait as they are.
+/// A failure is an [`Error`] naming what it was about; its text is what the control plane
+/// sees in the failed `Ack`.
 pub trait Applier: Send + Sync {
     /// Makes the objects of `release` (id `NAMESPACE/NAME`) exactly `resources`: creates or
     /// updates each, and removes objects a previous apply of the same release made that are

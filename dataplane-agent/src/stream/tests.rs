@@ -1,11 +1,10 @@
 //! A session over in-memory channels instead of gRPC: what the agent sends while the worker
 //! is busy applying.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use troupe_common::pb::v1alpha1::{
     self as pb, AgentMessage, ControlMessage, DataPlaneIdentity, agent_message, control_message,
@@ -13,10 +12,7 @@ use troupe_common::pb::v1alpha1::{
 
 use super::session::Session;
 use crate::Config;
-use crate::state::State;
-use crate::worker::Worker;
-use crate::worker::tests::Gated;
-use troupe_common::policy::Policy;
+use crate::worker::tests::{Gated, mk_gated_worker};
 
 fn mk_control(m: control_message::Message) -> Result<ControlMessage, tonic::Status> {
     Ok(ControlMessage { message: Some(m) })
@@ -41,15 +37,7 @@ fn is_heartbeat(m: &AgentMessage) -> bool {
 async fn heartbeats_go_out_while_an_apply_runs_and_its_ack_follows_it() {
     let dir = tempfile::tempdir().unwrap();
     let applier = Arc::new(Gated::default());
-    let (_stop, stopping) = watch::channel(false);
-    let worker = Worker::spawn(
-        applier.clone(),
-        Arc::new(Policy::default()),
-        State::open(dir.path()).unwrap(),
-        BTreeMap::new(),
-        Duration::from_secs(3600),
-        stopping,
-    );
+    let (_stop, worker) = mk_gated_worker(dir.path(), &applier);
     let config = Config::new(
         "https://control-plane.invalid",
         DataPlaneIdentity::default(),

@@ -71,6 +71,24 @@ impl Applier for Gated {
     }
 }
 
+/// A worker over `applier` with its state in `dir`, the default policy and no drift pass
+/// during a test; it stops when the returned sender is dropped.
+pub(crate) fn mk_gated_worker(
+    dir: &std::path::Path,
+    applier: &Arc<Gated>,
+) -> (watch::Sender<bool>, Handle) {
+    let (stop, stopping) = watch::channel(false);
+    let worker = Worker::spawn(
+        applier.clone(),
+        Arc::new(Policy::default()),
+        State::open(dir).unwrap(),
+        BTreeMap::new(),
+        Duration::from_secs(3600),
+        stopping,
+    );
+    (stop, worker)
+}
+
 pub(crate) fn mk_upsert(release: &str, generation: i64) -> Upsert {
     Upsert {
         release: release.into(),
@@ -108,15 +126,7 @@ async fn a_first_apply_is_on_record_before_it_starts() {
 async fn an_apply_in_flight_when_its_session_ends_is_recorded_and_reported_in_the_next_hello() {
     let dir = tempfile::tempdir().unwrap();
     let applier = Arc::new(Gated::default());
-    let (_stop, stopping) = watch::channel(false);
-    let worker = Worker::spawn(
-        applier.clone(),
-        Arc::new(Policy::default()),
-        State::open(dir.path()).unwrap(),
-        BTreeMap::new(),
-        Duration::from_secs(3600),
-        stopping,
-    );
+    let (_stop, worker) = mk_gated_worker(dir.path(), &applier);
 
     let (replies, answers) = mpsc::channel(8);
     assert!(worker.connect(replies.clone()).await.unwrap().is_empty());

@@ -25,7 +25,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::transport::Channel;
 use troupe_agent::Event;
-use troupe_agent::apply::{Applier, describe, health};
+use troupe_agent::apply::{Applier, describe};
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::data_plane_service_client::DataPlaneServiceClient;
 use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
@@ -34,6 +34,7 @@ use troupe_common::pb::v1alpha1::{
     ApplyRequest, ClusterInfo, CreateBootstrapTokenRequest, CreateReleaseRequest,
     DataPlaneIdentity, ReleaseResource, ReleaseResourceStatus,
 };
+use troupe_common::status::Health;
 
 use super::{PLATFORM, percentile, round2};
 
@@ -173,7 +174,7 @@ impl Applier for MemoryApplier {
             Ok(resources
                 .iter()
                 .map(|r| ReleaseResourceStatus {
-                    health: health::HEALTHY.into(),
+                    health: Health::Healthy.as_str().into(),
                     ..describe(r)
                 })
                 .collect())
