@@ -151,6 +151,25 @@ impl Server {
             .then(|| serde_json::from_str(&stdout(&out)).expect("JSON from troupe get"))
     }
 
+    /// The release `component`'s binding in `env` names (namespace `acme`); empty without one.
+    pub fn bound(&self, component: &str, env: &str) -> String {
+        self.get_json("rb", "acme", &format!("{component}-{env}"))
+            .map(|b| b["spec"]["releaseName"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+
+    /// Whether `component` (namespace `acme`) is ready in `env`, as `troupe status` says;
+    /// while it is not, the status, for a wait to report.
+    pub fn ready(&self, component: &str, env: &str) -> Result<(), serde_json::Value> {
+        let out = success(&self.cli(&["status", component, "-n", "acme", "-o", "json"]));
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON from troupe status");
+        let is_ready = doc["environments"].as_array().is_some_and(|envs| {
+            envs.iter()
+                .any(|e| e["environment"] == env && e["ready"] == true)
+        });
+        if is_ready { Ok(()) } else { Err(doc) }
+    }
+
     /// `troupe dataplane token create DATA_PLANE --ttl TTL`.
     pub fn token(&self, data_plane: &str, ttl: &str) -> String {
         let out = success(&self.cli(&["dataplane", "token", "create", data_plane, "--ttl", ttl]));

@@ -234,13 +234,6 @@ fn set_image(server: &Server, from: &str, to: &str) {
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&changed)));
 }
 
-fn bound(server: &Server, env: &str) -> String {
-    let binding = server
-        .get_json("rb", "acme", &format!("api-{env}"))
-        .unwrap();
-    binding["spec"]["releaseName"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn a_rollback_goes_only_where_the_environment_has_been() {
     let server = Platform::builder().examples().ungated().start();
@@ -278,7 +271,7 @@ async fn a_rollback_goes_only_where_the_environment_has_been() {
         "Component acme/api: production never ran {third}: a rollback goes back only to a release production ran before ({second}, {first}); use `troupe promote` to bring another release to production through its approvals and gates (FailedPrecondition)"
     );
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
-    assert_eq!(bound(&server, "production"), second);
+    assert_eq!(server.bound("api", "production"), second);
     let out = success(&server.cli(&["history", "api", "-n", "acme", "-o", "json"]));
     assert_eq!(out.trim(), "[]", "a refused rollback leaves no record");
 
@@ -311,7 +304,7 @@ spec:
         "{}",
         stderr(&out)
     );
-    assert_eq!(bound(&server, "production"), second);
+    assert_eq!(server.bound("api", "production"), second);
 
     // Back to a release production ran: no approval, no gate, numbered from 1.
     let out = success(&server.cli(&[
@@ -332,7 +325,7 @@ spec:
         )),
         "{out}"
     );
-    assert_eq!(bound(&server, "production"), first);
+    assert_eq!(server.bound("api", "production"), first);
 }
 
 #[tokio::test]
@@ -440,7 +433,7 @@ async fn a_binding_applied_directly_cannot_skip_the_pipelines_approvals_and_gate
     // gate: a binding applied directly bypasses nothing there.
     server.bind("api", "development", &first, "");
     server.bind("api", "staging", &first, "");
-    assert_eq!(bound(&server, "staging"), first);
+    assert_eq!(server.bound("api", "staging"), first);
 
     // staging → production needs an approval and a healthy staging: an apply goes around both.
     let production = from_yaml(&binding_yaml("production", &first, ""))
@@ -473,7 +466,9 @@ async fn a_binding_applied_directly_cannot_skip_the_pipelines_approvals_and_gate
     );
 
     // The approved path still works.
-    eventually("staging is ready", PATIENCE, || ready(&server, "staging"));
+    eventually("staging is ready", PATIENCE, || {
+        server.ready("api", "staging")
+    });
     let out = success(&server.cli(&[
         "promote",
         "api",
@@ -497,7 +492,7 @@ async fn a_binding_applied_directly_cannot_skip_the_pipelines_approvals_and_gate
         .to_string();
     let out = success(&server.cli(&["approve", &name, "-n", "acme", "--as", "alice"]));
     assert!(out.contains(": Succeeded: production runs"), "{out}");
-    assert_eq!(bound(&server, "production"), first);
+    assert_eq!(server.bound("api", "production"), first);
 
     // Its overrides and its state stay the user's to change.
     let replicas_3 = "  componentTypeEnvironmentConfigs: {replicas: 3}\n";
@@ -521,7 +516,7 @@ async fn a_binding_applied_directly_cannot_skip_the_pipelines_approvals_and_gate
         Code::PermissionDenied,
         &bypass_refused(&format!("change from {first} to {second}")),
     );
-    assert_eq!(bound(&server, "production"), first);
+    assert_eq!(server.bound("api", "production"), first);
     let undeploy = format!("{replicas_3}  state: Undeploy\n");
     success(&server.cli_with_stdin(
         &["apply", "-f", "-"],
@@ -532,17 +527,5 @@ async fn a_binding_applied_directly_cannot_skip_the_pipelines_approvals_and_gate
             .get_json("release", "acme", "api-production")
             .is_none()
     });
-    assert_eq!(bound(&server, "production"), first);
-}
-
-/// Whether api is ready in `env`; while it is not, `troupe status`, for a wait to report.
-fn ready(server: &Server, env: &str) -> Result<(), Value> {
-    let out = success(&server.cli(&["status", "api", "-n", "acme", "-o", "json"]));
-    let doc: Value = serde_json::from_str(&out).unwrap();
-    let is_ready = doc["environments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["environment"] == env && e["ready"] == true);
-    if is_ready { Ok(()) } else { Err(doc) }
+    assert_eq!(server.bound("api", "production"), first);
 }

@@ -42,25 +42,6 @@ spec:
 }
 
 /// The release `component`'s binding in `env` points at.
-fn bound(server: &Server, component: &str, env: &str) -> String {
-    server
-        .get_json("rb", "acme", &format!("{component}-{env}"))
-        .map(|b| b["spec"]["releaseName"].as_str().unwrap_or("").to_string())
-        .unwrap_or_default()
-}
-
-/// Whether `component` is ready in `env`; while it is not, its status, for a wait to report.
-fn ready(server: &Server, component: &str, env: &str) -> Result<(), Value> {
-    let out = success(&server.cli(&["status", component, "-n", "acme", "-o", "json"]));
-    let doc: Value = serde_json::from_str(&out).unwrap();
-    let is_ready = doc["environments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["environment"] == env && e["ready"] == true);
-    if is_ready { Ok(()) } else { Err(doc) }
-}
-
 fn promotion(server: &Server, name: &str) -> Value {
     server.get_json("promotion", "acme", name).unwrap()
 }
@@ -125,9 +106,9 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
         "soaked from {ready_time} to {done}"
     );
     // The same release, not a re-render of the component.
-    assert_eq!(bound(&server, "api", "staging"), first);
+    assert_eq!(server.bound("api", "staging"), first);
     eventually("staging is ready", PATIENCE, || {
-        ready(&server, "api", "staging")
+        server.ready("api", "staging")
     });
     assert!(deployment(agent, "api-staging").contains("ghcr.io/acme/api:1.0.0"));
 
@@ -171,7 +152,7 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(bound(&server, "api", "production"), "");
+    assert_eq!(server.bound("api", "production"), "");
 
     // Production waits for an approver and the e2e check; a rejection ends it.
     let out = success(&server.cli(&[
@@ -273,7 +254,7 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
         out.contains("gate e2e: failed (reported by ci): 3 tests failed"),
         "{out}"
     );
-    assert_eq!(bound(&server, "api", "production"), "");
+    assert_eq!(server.bound("api", "production"), "");
     let out = success(&server.cli(&[
         "check",
         &to_production,
@@ -285,9 +266,9 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
         "ci",
     ]));
     assert!(out.contains(": Succeeded: production runs"), "{out}");
-    assert_eq!(bound(&server, "api", "production"), first);
+    assert_eq!(server.bound("api", "production"), first);
     eventually("production is ready", PATIENCE, || {
-        ready(&server, "api", "production")
+        server.ready("api", "production")
     });
     let out = server.cli(&["approve", &to_production, "-n", "acme", "--as", "bob"]);
     assert!(
@@ -410,17 +391,19 @@ spec:
     let m1 = server.cut_release("m1");
     server.bind("m1", "development", &m1, "");
     eventually("a1 and a2 are deployed to development", PATIENCE, || {
-        ready(&server, "a1", "development").and_then(|()| ready(&server, "a2", "development"))
+        server
+            .ready("a1", "development")
+            .and_then(|()| server.ready("a2", "development"))
     });
-    let a1_before = bound(&server, "a1", "development");
-    let a2_before = bound(&server, "a2", "development");
+    let a1_before = server.bound("a1", "development");
+    let a2_before = server.bound("a2", "development");
     // a1 also runs in staging, promoted there.
     let out = success(&server.cli(&[
         "promote", "a1", "-n", "acme", "--to", "staging", "--wait", "30",
     ]));
     assert!(out.contains("Succeeded"), "{out}");
     eventually("m1 is ready", PATIENCE, || {
-        ready(&server, "m1", "development")
+        server.ready("m1", "development")
     });
     let out = success(&server.cli(&["status", "m1", "-n", "acme"]));
     assert!(!out.contains("newer release available"), "{out}");
@@ -436,8 +419,8 @@ spec:
         PATIENCE,
         || {
             let (a1, a2) = (
-                bound(&server, "a1", "development"),
-                bound(&server, "a2", "development"),
+                server.bound("a1", "development"),
+                server.bound("a2", "development"),
             );
             a1 != a1_before
                 && a2 != a2_before
@@ -446,11 +429,11 @@ spec:
         },
     );
     // Nothing else moved: staging waits for a promotion, m1 does not auto-deploy, api neither.
-    assert_eq!(bound(&server, "a1", "staging"), a1_before);
+    assert_eq!(server.bound("a1", "staging"), a1_before);
     assert!(deployment(agent, "a1-staging").contains("replicas: 1"));
-    assert_eq!(bound(&server, "m1", "development"), m1);
+    assert_eq!(server.bound("m1", "development"), m1);
     assert!(deployment(agent, "m1-development").contains("replicas: 1"));
-    assert_eq!(bound(&server, "api", "development"), "");
+    assert_eq!(server.bound("api", "development"), "");
     eventually("m1 says a newer release is available", PATIENCE, || {
         let out = success(&server.cli(&["status", "m1", "-n", "acme", "-o", "json"]));
         let doc: Value = serde_json::from_str(&out).unwrap();
@@ -498,7 +481,7 @@ spec:
         .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
     names.sort();
-    let development = bound(&server, "a1", "development");
+    let development = server.bound("a1", "development");
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(
         names.contains(&a1_before),
