@@ -100,13 +100,15 @@ impl Rules for pb::ReleaseBinding {
         key: &ObjectKey,
         resolved: &Resolved,
     ) -> Result<(), Error> {
+        let default_release = pb::ComponentReleaseSpec::default();
         let Some((release_ref, release)) = resolved.iter().find_map(|(r, o)| match o {
-            Object::ComponentRelease(cr) => Some((r, cr.spec.clone().unwrap_or_default())),
+            Object::ComponentRelease(cr) => Some((r, cr.spec.as_ref().unwrap_or(&default_release))),
             _ => None,
         }) else {
             return Ok(());
         };
-        let spec = self.spec.clone().unwrap_or_default();
+        let default_spec = pb::ReleaseBindingSpec::default();
+        let spec = self.spec.as_ref().unwrap_or(&default_spec);
         if spec.owner != release.owner {
             return Err(Error::BadReference {
                 object: key.clone(),
@@ -114,19 +116,19 @@ impl Rules for pb::ReleaseBinding {
                 message: format!("{} belongs to another component", release_ref.target),
             });
         }
-        let type_spec = release
+        let type_schema = release
             .component_type
-            .clone()
-            .and_then(|t| t.spec)
-            .unwrap_or_default();
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.environment_configs.as_ref());
         resources.check_values(
             key,
             "spec.componentTypeEnvironmentConfigs",
             None,
-            type_spec.environment_configs.as_ref(),
+            type_schema,
             spec.component_type_environment_configs.as_ref(),
         )?;
-        check_trait_configs(resources, key, &spec, &release)
+        check_trait_configs(resources, key, spec, release)
     }
 }
 
@@ -138,7 +140,11 @@ fn check_trait_configs(
     spec: &pb::ReleaseBindingSpec,
     release: &pb::ComponentReleaseSpec,
 ) -> Result<(), Error> {
-    let profile = release.component_profile.clone().unwrap_or_default();
+    let default_profile = pb::ComponentProfile::default();
+    let profile = release
+        .component_profile
+        .as_ref()
+        .unwrap_or(&default_profile);
     let mut instances: Vec<&String> = spec.trait_environment_configs.keys().collect();
     instances.sort();
     for instance in instances {
@@ -158,20 +164,20 @@ fn check_trait_configs(
                 ),
             ));
         };
-        let trait_spec = release
+        let trait_schema = release
             .traits
             .iter()
             .find(|t| {
                 t.name == used.name
                     && kind_or(&t.kind, Kind::Trait) == kind_or(&used.kind, Kind::Trait)
             })
-            .and_then(|t| t.spec.clone())
-            .unwrap_or_default();
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.environment_configs.as_ref());
         resources.check_values(
             key,
             &field,
             None,
-            trait_spec.environment_configs.as_ref(),
+            trait_schema,
             spec.trait_environment_configs.get(instance),
         )?;
     }
