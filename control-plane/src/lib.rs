@@ -13,6 +13,7 @@
 //! | 4 | [`promotions`] | promote, approve, reject, check, rollback, gates |
 //! | 5 | [`controllers`] | level-triggered loops; the binding controller writes binding status |
 //! | 6 | [`agents`] | the agent hub: sessions, CA and tokens; writes Release and DataPlane status |
+//! | 6 | [`auth`] | who calls (tokens, OIDC) and what they may do (roles, bindings); the audit log |
 //! | 7 | [`api`] | thin gRPC handlers and the one error → status mapping |
 //! | 8 | [`server`] | wiring, once: store, services, controllers, hub, endpoints, dev mode |
 //! | 9 | [`cli`] | the verbs, one struct each; `troupe server` calls [`server`] |
@@ -23,6 +24,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod controllers;
 pub mod promotions;

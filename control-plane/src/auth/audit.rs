@@ -1,0 +1,1 @@
+//! The audit log. (Interface only; being written.)

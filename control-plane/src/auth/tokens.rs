@@ -1,0 +1,1 @@
+//! Troupe API tokens for people and CI. (Interface only; being written.)
