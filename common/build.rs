@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "troupe/v1alpha1/resource_service.proto",
             "troupe/v1alpha1/release_service.proto",
             "troupe/v1alpha1/agent_service.proto",
+            "troupe/v1alpha1/auth_service.proto",
         ],
         ["../proto"],
     )?;

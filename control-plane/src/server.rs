@@ -14,8 +14,12 @@ use crate::agents::pki::Pki;
 use crate::agents::tokens::Tokens;
 use crate::agents::{Hub, HubConfig};
 use crate::api::agent::{AgentApi, AgentServiceServer, DataPlaneApi, DataPlaneServiceServer};
+use crate::api::auth::{AuthApi, AuthServiceServer};
 use crate::api::promotion::{PromotionApi, PromotionServiceServer};
 use crate::api::{ReleaseApi, ReleaseServiceServer, ResourceApi, ResourceServiceServer};
+use crate::auth::rbac::Rbac;
+use crate::auth::tokens::ApiTokens;
+use crate::auth::{Auth, AuthConfig};
 use crate::controllers::binding::{BindingController, Rollups};
 use crate::controllers::deploy::DeployController;
 use crate::controllers::promotion::PromotionController;
@@ -45,6 +49,8 @@ pub struct ServerConfig {
     /// Dev mode: load the sample platform and run an in-process agent for DataPlane
     /// `acme/local` that writes to `DATA_DIR/dataplane-local/`.
     pub dev: bool,
+    /// Authentication, OIDC issuers and the audit log.
+    pub auth: AuthConfig,
 }
 
 impl ServerConfig {
@@ -53,15 +59,26 @@ impl ServerConfig {
     pub fn local(data_dir: Option<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             agent_names: vec!["localhost".into(), "127.0.0.1".into()],
             hub: HubConfig::default(),
             dev: false,
+            auth: AuthConfig {
+                enabled: true,
+                oidc: vec![],
+                audit_log: data_dir.as_ref().map(|d| d.join(AUDIT_LOG)),
+            },
+            data_dir,
         }
     }
 }
+
+/// The audit log's file in the data directory.
+pub const AUDIT_LOG: &str = "audit.log";
+
+/// The bootstrap admin token's file in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// The data plane of dev mode, from the sample platform.
 pub const DEV_DATA_PLANE: &str = "acme/local";
@@ -82,6 +99,10 @@ pub struct Ready {
     pub ca_path: Option<PathBuf>,
     /// In dev mode, where the in-process agent writes manifests.
     pub dev_dataplane_dir: Option<PathBuf>,
+    /// The bootstrap admin token (also in `DATA_DIR/admin.token`).
+    pub admin_token: String,
+    /// Where the admin token is on disk, unless the server keeps everything in memory.
+    pub admin_token_path: Option<PathBuf>,
 }
 
 /// Runs the server until `shutdown` resolves. `on_ready` gets the bound addresses once the
@@ -92,7 +113,9 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     let store = open_store(config.data_dir.as_deref())?;
-    let domain = Domain::start(store.clone());
+    let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
+    let (domain, admin_token) =
+        Domain::start(store.clone(), &config, admin_token_path.as_deref()).await?;
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
@@ -149,6 +172,8 @@ pub async fn run(
         ca_pem: pki.ca_pem().to_string(),
         ca_path: pki.ca_path(),
         dev_dataplane_dir,
+        admin_token,
+        admin_token_path,
     });
 
     let agent_server = serve_agents(
@@ -190,10 +215,19 @@ struct Domain {
     promotions: Arc<Promotions>,
     /// How the agent hub asks the binding controller to roll a binding's status up.
     rollups: Rollups,
+    /// Who may call the API, and the audit log.
+    auth: Arc<Auth>,
 }
 
 impl Domain {
-    fn start(store: Arc<dyn Store>) -> Self {
+    /// Starts the services and controllers over `store`, and authentication as `config`
+    /// says. Returns them with the bootstrap admin token (written to `admin_token_path` on
+    /// the first start).
+    async fn start(
+        store: Arc<dyn Store>,
+        config: &ServerConfig,
+        admin_token_path: Option<&std::path::Path>,
+    ) -> anyhow::Result<(Self, String)> {
         let resources = Arc::new(Resources::new(store));
         let releases = Arc::new(Releases::new(resources.clone()));
         let binding_controller = BindingController::new(resources.clone(), releases.clone());
@@ -202,12 +236,23 @@ impl Domain {
         tokio::spawn(DeployController::new(resources.clone(), releases.clone()).run());
         let promotions = Arc::new(Promotions::new(resources.clone()));
         tokio::spawn(PromotionController::new(resources.clone(), promotions.clone()).run());
-        Domain {
+        let api_tokens = ApiTokens::load(
+            config
+                .data_dir
+                .as_ref()
+                .map(|d| d.join("auth/tokens.jsonl")),
+        )?;
+        let admin_token = api_tokens.admin_token(admin_token_path)?;
+        let rbac = Rbac::start(resources.clone()).await?;
+        let auth = Arc::new(Auth::new(&config.auth, api_tokens, rbac)?);
+        let domain = Domain {
             resources,
             releases,
             promotions,
             rollups,
-        }
+            auth,
+        };
+        Ok((domain, admin_token))
     }
 }
 
@@ -271,17 +316,28 @@ async fn serve_api(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>>> {
     let max = config.max_message_bytes;
+    let auth = domain.auth;
     let data_plane_service =
-        DataPlaneServiceServer::new(DataPlaneApi::new(pki.clone(), tokens.clone()));
-    let resource_service = ResourceServiceServer::new(ResourceApi::new(domain.resources, stopping))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let release_service = ReleaseServiceServer::new(ReleaseApi::new(domain.releases))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let promotion_service = PromotionServiceServer::new(PromotionApi::new(domain.promotions))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+        DataPlaneServiceServer::new(DataPlaneApi::new(pki.clone(), tokens.clone(), auth.clone()));
+    let auth_service = AuthServiceServer::new(AuthApi::new(auth.clone(), domain.resources.clone()));
+    let resource_service = ResourceServiceServer::new(ResourceApi::new(
+        domain.resources.clone(),
+        auth.clone(),
+        stopping,
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let release_service = ReleaseServiceServer::new(ReleaseApi::new(
+        domain.releases,
+        domain.resources.clone(),
+        auth.clone(),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let promotion_service =
+        PromotionServiceServer::new(PromotionApi::new(domain.promotions, domain.resources, auth))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ResourceServiceServer<ResourceApi>>()
@@ -295,6 +351,9 @@ async fn serve_api(
     health_reporter
         .set_serving::<PromotionServiceServer<PromotionApi>>()
         .await;
+    health_reporter
+        .set_serving::<AuthServiceServer<AuthApi>>()
+        .await;
     Ok(tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
         .add_service(health_service)
@@ -304,6 +363,7 @@ async fn serve_api(
         .add_service(release_service)
         .add_service(promotion_service)
         .add_service(data_plane_service)
+        .add_service(auth_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown))
 }
 

@@ -128,12 +128,14 @@ impl pb::agent_service_server::AgentService for AgentApi {
 pub struct DataPlaneApi {
     pki: Arc<Pki>,
     tokens: Arc<Tokens>,
+    auth: Arc<crate::auth::Auth>,
 }
 
 impl DataPlaneApi {
-    /// Serves token creation with `pki`'s pin.
-    pub fn new(pki: Arc<Pki>, tokens: Arc<Tokens>) -> Self {
-        Self { pki, tokens }
+    /// Serves token creation with `pki`'s pin, to whom `auth` allows (verb `token` on the
+    /// DataPlane or ClusterDataPlane).
+    pub fn new(pki: Arc<Pki>, tokens: Arc<Tokens>, auth: Arc<crate::auth::Auth>) -> Self {
+        Self { pki, tokens, auth }
     }
 }
 
@@ -143,8 +145,21 @@ impl pb::data_plane_service_server::DataPlaneService for DataPlaneApi {
         &self,
         request: Request<pb::CreateBootstrapTokenRequest>,
     ) -> Result<Response<pb::CreateBootstrapTokenResponse>, Status> {
+        let who = self.auth.caller(&request).await?;
         let request = request.into_inner();
         let id = identity("dataPlane", request.data_plane)?;
+        let kind = if id.namespace.is_empty() {
+            troupe_common::Kind::ClusterDataPlane
+        } else {
+            troupe_common::Kind::DataPlane
+        };
+        let target = crate::auth::Target {
+            kind: kind.name().to_string(),
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+            ..Default::default()
+        };
+        self.auth.allow(&who, crate::auth::Verb::Token, &target)?;
         if request.ttl_seconds < 0 {
             return Err(Status::invalid_argument("ttlSeconds: must not be negative"));
         }
@@ -159,6 +174,8 @@ impl pb::data_plane_service_server::DataPlaneService for DataPlaneApi {
                 tracing::error!(error = %e, "could not store a bootstrap token");
                 Status::internal("could not store the token; see the control plane's log")
             })?;
+        self.auth
+            .record(&who, crate::auth::Verb::Token, &target, None);
         Ok(Response::new(pb::CreateBootstrapTokenResponse {
             token: token.to_string(),
             expire_time: Some(pbjson_types::Timestamp {

@@ -1,7 +1,9 @@
-//! gRPC handlers. Each one decodes and checks its request, makes one call into
-//! [`Resources`], and encodes the answer; errors become statuses in [`status`] only.
+//! gRPC handlers. Each one learns who calls ([`Auth::caller`]), decodes and checks its
+//! request, asks whether the caller may ([`Auth::allow`]), makes one call into the domain,
+//! and encodes the answer; errors become statuses in [`status`] only.
 
 pub mod agent;
+pub mod auth;
 pub mod promotion;
 mod release;
 mod status;
@@ -18,6 +20,8 @@ use troupe_common::pb::v1alpha1::resource_service_server::ResourceService;
 use troupe_common::selector::LabelSelector;
 use troupe_common::{Kind, ObjectKey};
 
+use crate::auth::rbac::{Reach, target_of};
+use crate::auth::{Auth, Principal, Target, Verb};
 use crate::resources::{Error, Origin, Outcome, Resources, WatchEventType, WatchRequest};
 
 pub use pb::resource_service_server::ResourceServiceServer;
@@ -26,18 +30,61 @@ pub use release::{ReleaseApi, ReleaseServiceServer};
 /// The `troupe.v1alpha1.ResourceService` implementation.
 pub struct ResourceApi {
     resources: Arc<Resources>,
+    auth: Arc<Auth>,
     stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ResourceApi {
-    /// Serves `resources`. Watch streams end once `stopping` turns true, so a graceful
-    /// shutdown is not held open by watchers.
-    pub fn new(resources: Arc<Resources>, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+    /// Serves `resources` to whom `auth` allows. Watch streams end once `stopping` turns
+    /// true, so a graceful shutdown is not held open by watchers.
+    pub fn new(
+        resources: Arc<Resources>,
+        auth: Arc<Auth>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             resources,
+            auth,
             stopping,
         }
     }
+
+    /// Whether `who` may `verb` the object at `key`, judged by the stored object's project
+    /// and component when it exists and by its namespace otherwise, so a caller without the
+    /// grant learns nothing of whether it exists. Returns the stored object.
+    fn allow_stored(
+        &self,
+        who: &Principal,
+        verb: Verb,
+        key: &ObjectKey,
+    ) -> Result<Result<troupe_common::Object, Error>, Status> {
+        let stored = self.resources.get(key);
+        let target = match &stored {
+            Ok(object) => target_of(object),
+            Err(_) => key_target(key),
+        };
+        self.auth.allow(who, verb, &target)?;
+        Ok(stored)
+    }
+}
+
+/// The target a key names, before its object is known.
+fn key_target(key: &ObjectKey) -> Target {
+    Target {
+        kind: key.kind.name().to_string(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        ..Target::default()
+    }
+}
+
+/// Whether writes of `kind` change who may do what (the caller of such a write waits until
+/// they do).
+fn grants_access(kind: Kind) -> bool {
+    matches!(
+        kind.name(),
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
+    )
 }
 
 fn parse_kind(field: &str, value: &str) -> Result<Kind, Status> {
@@ -76,16 +123,39 @@ impl ResourceService for ResourceApi {
         &self,
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
         let request = request.into_inner();
         let object = request.resource.and_then(|r| r.object).ok_or_else(|| {
             Status::invalid_argument(
                 "resource: required: set exactly one kind, e.g. {\"component\": {...}}",
             )
         })?;
+        let target = target_of(&object);
+        self.auth.allow(&caller, Verb::Apply, &target)?;
+        if !target.component.is_empty() {
+            // An object that belongs to a component is also judged where it is now, so a
+            // caller cannot write over another project's object of the same name.
+            let key = object.key();
+            if let Ok(stored) = self.resources.get(&key) {
+                let before = target_of(&stored);
+                if before != target {
+                    self.auth.allow(&caller, Verb::Apply, &before)?;
+                }
+            }
+        }
+        let kind = object.key().kind;
         let (object, outcome) = self
             .resources
             .apply(object, Origin::User, request.dry_run)
             .await?;
+        let revision = object.meta().resource_version;
+        if !request.dry_run {
+            self.auth
+                .record(&caller, Verb::Apply, &target, Some(revision));
+            if grants_access(kind) {
+                self.auth.caught_up(revision).await;
+            }
+        }
         let outcome = match outcome {
             Outcome::Created => pb::ApplyOutcome::Created,
             Outcome::Configured => pb::ApplyOutcome::Configured,
@@ -101,9 +171,10 @@ impl ResourceService for ResourceApi {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let key = object_key(&r.kind, &r.namespace, &r.name)?;
-        let object = self.resources.get(&key)?;
+        let object = self.allow_stored(&caller, Verb::Get, &key)??;
         Ok(Response::new(pb::GetResponse {
             resource: Some(object.into()),
         }))
@@ -113,6 +184,7 @@ impl ResourceService for ResourceApi {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let kind = parse_kind("kind", &r.kind)?;
         if kind.is_cluster_scoped() && !r.namespace.is_empty() {
@@ -121,7 +193,18 @@ impl ResourceService for ResourceApi {
             )));
         }
         let selector = parse_selector(&r.label_selector)?;
-        let page = self
+        let reach = self
+            .auth
+            .reach(&caller, Verb::List, kind.name(), &r.namespace);
+        if reach == Reach::Nothing {
+            let target = Target {
+                kind: kind.name().to_string(),
+                namespace: r.namespace.clone(),
+                ..Target::default()
+            };
+            self.auth.allow(&caller, Verb::List, &target)?;
+        }
+        let mut page = self
             .resources
             .list(
                 kind,
@@ -131,6 +214,10 @@ impl ResourceService for ResourceApi {
                 &r.page_token,
             )
             .await?;
+        if reach != Reach::Everything {
+            page.items
+                .retain(|o| self.auth.may(&caller, Verb::List, &target_of(o)).is_ok());
+        }
         Ok(Response::new(pb::ListResponse {
             items: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token,
@@ -142,12 +229,23 @@ impl ResourceService for ResourceApi {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let key = object_key(&r.kind, &r.namespace, &r.name)?;
+        let target = match self.allow_stored(&caller, Verb::Delete, &key)? {
+            Ok(stored) => target_of(&stored),
+            Err(_) => key_target(&key),
+        };
         let deleted = self
             .resources
             .delete(&key, Origin::User, r.expected_resource_version, r.dry_run)
             .await?;
+        if !r.dry_run {
+            self.auth.record(&caller, Verb::Delete, &target, None);
+            if grants_access(key.kind) {
+                self.auth.caught_up(self.resources.revision()).await;
+            }
+        }
         let references = |keys: Vec<ObjectKey>| {
             keys.into_iter()
                 .map(|k| pb::ObjectReference {
@@ -170,12 +268,29 @@ impl ResourceService for ResourceApi {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let kinds = if r.kind.is_empty() {
             vec![]
         } else {
             vec![parse_kind("kind", &r.kind)?]
         };
+        // A watch of one kind the caller cannot see at all is refused; a watch of every
+        // kind is allowed and carries only what the caller may see.
+        let reach = match kinds.first() {
+            Some(kind) => self
+                .auth
+                .reach(&caller, Verb::Watch, kind.name(), &r.namespace),
+            None => Reach::Some,
+        };
+        if reach == Reach::Nothing {
+            let target = Target {
+                kind: r.kind.clone(),
+                namespace: r.namespace.clone(),
+                ..Target::default()
+            };
+            self.auth.allow(&caller, Verb::Watch, &target)?;
+        }
         let request = WatchRequest {
             kinds,
             namespace: r.namespace,
@@ -183,7 +298,17 @@ impl ResourceService for ResourceApi {
             since: r.since_revision,
         };
         let events = self.resources.watch(request)?;
-        let stream = ReceiverStream::new(events).map(|item: Result<_, Error>| {
+        let auth = self.auth.clone();
+        let visible = move |event: &Result<crate::resources::WatchEvent, Error>| match event {
+            Ok(event) => match &event.object {
+                Some(object) if reach != Reach::Everything => {
+                    auth.may(&caller, Verb::Watch, &target_of(object)).is_ok()
+                }
+                _ => true,
+            },
+            Err(_) => true,
+        };
+        let stream = ReceiverStream::new(events).filter(visible).map(|item| {
             let event = item?;
             let kind = match event.kind {
                 WatchEventType::Added => pb::EventType::Added,

@@ -8,19 +8,67 @@ use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::pb::v1alpha1::promotion_service_server::PromotionService;
 use troupe_common::{Kind, ObjectKey};
 
+use super::auth::{actor, component_target};
+use crate::auth::rbac::target_of;
+use crate::auth::{Auth, Principal, Verb};
 use crate::promotions::{PromoteRequest, Promotions, RollbackRequest};
+use crate::resources::Resources;
 
 pub use pb::promotion_service_server::PromotionServiceServer;
 
 /// The `troupe.v1alpha1.PromotionService` implementation.
 pub struct PromotionApi {
     promotions: Arc<Promotions>,
+    resources: Arc<Resources>,
+    auth: Arc<Auth>,
 }
 
 impl PromotionApi {
-    /// Serves `promotions`.
-    pub fn new(promotions: Arc<Promotions>) -> Self {
-        Self { promotions }
+    /// Serves `promotions` to whom `auth` allows.
+    pub fn new(promotions: Arc<Promotions>, resources: Arc<Resources>, auth: Arc<Auth>) -> Self {
+        Self {
+            promotions,
+            resources,
+            auth,
+        }
+    }
+
+    /// Who acts: the caller, or the user a request's deprecated `requestedBy` / `user` /
+    /// `reportedBy` field names, which is impersonation.
+    async fn actor<T>(&self, request: &Request<T>, named: &str) -> Result<Principal, Status> {
+        let caller = self.auth.caller(request).await?;
+        self.auth.impersonate(caller, named, vec![])
+    }
+
+    /// Whether `who` may `verb` the stored promotion at `key` (judged by its namespace when
+    /// there is none, so nothing leaks about whether it exists).
+    fn allow_promotion(&self, who: &Principal, verb: Verb, key: &ObjectKey) -> Result<(), Status> {
+        let target = match self.resources.get(key) {
+            Ok(object) => target_of(&object),
+            Err(_) => crate::auth::Target {
+                kind: key.kind.name().to_string(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                ..Default::default()
+            },
+        };
+        self.auth.allow(who, verb, &target)?;
+        self.auth.record(who, verb, &target, None);
+        Ok(())
+    }
+
+    /// Whether `who` may `verb` promotions of `component` in `namespace`.
+    fn allow_component(
+        &self,
+        who: &Principal,
+        verb: Verb,
+        namespace: &str,
+        component: &str,
+    ) -> Result<(), Status> {
+        let target = component_target(&self.resources, Kind::Promotion, namespace, component);
+        self.auth.allow(who, verb, &target)?;
+        self.auth.record(who, verb, &target, None);
+        Ok(())
     }
 }
 
@@ -43,8 +91,12 @@ impl PromotionService for PromotionApi {
         &self,
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::PromoteResponse>, Status> {
+        let who = self
+            .actor(&request, &request.get_ref().requested_by)
+            .await?;
         let r = request.into_inner();
         required("namespace", &r.namespace)?;
+        self.allow_component(&who, Verb::Promote, &r.namespace, &r.component)?;
         let promotion = self
             .promotions
             .promote(PromoteRequest {
@@ -52,7 +104,7 @@ impl PromotionService for PromotionApi {
                 component: r.component,
                 from: r.from_environment,
                 to: r.to_environment,
-                requested_by: r.requested_by,
+                requested_by: actor(&who),
                 message: r.message,
             })
             .await?;
@@ -65,11 +117,13 @@ impl PromotionService for PromotionApi {
         &self,
         request: Request<pb::ApproveRequest>,
     ) -> Result<Response<pb::ApproveResponse>, Status> {
+        let who = self.actor(&request, &request.get_ref().user).await?;
         let r = request.into_inner();
         let key = promotion_key(&r.namespace, &r.promotion)?;
+        self.allow_promotion(&who, Verb::Approve, &key)?;
         let promotion = self
             .promotions
-            .approve(&key, &r.user, &r.comment, false)
+            .approve(&key, &actor(&who), &r.comment, false)
             .await?;
         Ok(Response::new(pb::ApproveResponse {
             promotion: Some(promotion),
@@ -80,11 +134,13 @@ impl PromotionService for PromotionApi {
         &self,
         request: Request<pb::RejectRequest>,
     ) -> Result<Response<pb::RejectResponse>, Status> {
+        let who = self.actor(&request, &request.get_ref().user).await?;
         let r = request.into_inner();
         let key = promotion_key(&r.namespace, &r.promotion)?;
+        self.allow_promotion(&who, Verb::Approve, &key)?;
         let promotion = self
             .promotions
-            .approve(&key, &r.user, &r.comment, true)
+            .approve(&key, &actor(&who), &r.comment, true)
             .await?;
         Ok(Response::new(pb::RejectResponse {
             promotion: Some(promotion),
@@ -95,14 +151,18 @@ impl PromotionService for PromotionApi {
         &self,
         request: Request<pb::ReportCheckRequest>,
     ) -> Result<Response<pb::ReportCheckResponse>, Status> {
+        let who = self.actor(&request, &request.get_ref().reported_by).await?;
         let r = request.into_inner();
         let key = promotion_key(&r.namespace, &r.promotion)?;
+        self.allow_promotion(&who, Verb::Check, &key)?;
+        let by = actor(&who);
         let result = pb::CheckResult {
             name: r.check,
             passed: r.passed,
             message: r.message,
-            reported_by: r.reported_by,
+            reported_by: by.user,
             time: None,
+            impersonated_by: by.impersonated_by,
         };
         let promotion = self.promotions.report_check(&key, result).await?;
         Ok(Response::new(pb::ReportCheckResponse {
@@ -114,8 +174,12 @@ impl PromotionService for PromotionApi {
         &self,
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
+        let who = self
+            .actor(&request, &request.get_ref().requested_by)
+            .await?;
         let r = request.into_inner();
         required("namespace", &r.namespace)?;
+        self.allow_component(&who, Verb::Rollback, &r.namespace, &r.component)?;
         let promotion = self
             .promotions
             .rollback(RollbackRequest {
@@ -123,7 +187,7 @@ impl PromotionService for PromotionApi {
                 component: r.component,
                 environment: r.environment,
                 release: r.release,
-                requested_by: r.requested_by,
+                requested_by: actor(&who),
                 message: r.message,
             })
             .await?;

@@ -7,19 +7,28 @@ use troupe_common::Object;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::pb::v1alpha1::release_service_server::ReleaseService;
 
+use super::auth::component_target;
+use crate::auth::{Auth, Verb};
 use crate::releases::{Releases, RenderRequest};
+use crate::resources::Resources;
 
 pub use pb::release_service_server::ReleaseServiceServer;
 
 /// The `troupe.v1alpha1.ReleaseService` implementation.
 pub struct ReleaseApi {
     releases: Arc<Releases>,
+    resources: Arc<Resources>,
+    auth: Arc<Auth>,
 }
 
 impl ReleaseApi {
-    /// Serves `releases`.
-    pub fn new(releases: Arc<Releases>) -> Self {
-        Self { releases }
+    /// Serves `releases` to whom `auth` allows.
+    pub fn new(releases: Arc<Releases>, resources: Arc<Resources>, auth: Arc<Auth>) -> Self {
+        Self {
+            releases,
+            resources,
+            auth,
+        }
     }
 }
 
@@ -36,10 +45,24 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<pb::CreateReleaseRequest>,
     ) -> Result<Response<pb::CreateReleaseResponse>, Status> {
+        let who = self.auth.caller(&request).await?;
         let r = request.into_inner();
         required("namespace", &r.namespace)?;
         required("component", &r.component)?;
+        let target = component_target(
+            &self.resources,
+            troupe_common::Kind::ComponentRelease,
+            &r.namespace,
+            &r.component,
+        );
+        self.auth.allow(&who, Verb::Apply, &target)?;
         let (release, created) = self.releases.create(&r.namespace, &r.component).await?;
+        self.auth.record(
+            &who,
+            Verb::Apply,
+            &target,
+            release.meta().resource_version.into(),
+        );
         let Object::ComponentRelease(release) = release else {
             return Err(Status::internal("a release that is not a ComponentRelease"));
         };
@@ -53,10 +76,18 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<pb::RenderRequest>,
     ) -> Result<Response<pb::RenderResponse>, Status> {
+        let who = self.auth.caller(&request).await?;
         let r = request.into_inner();
         required("namespace", &r.namespace)?;
         required("component", &r.component)?;
         required("environment", &r.environment)?;
+        let target = component_target(
+            &self.resources,
+            troupe_common::Kind::Component,
+            &r.namespace,
+            &r.component,
+        );
+        self.auth.allow(&who, Verb::Render, &target)?;
         let rendered = self
             .releases
             .render(RenderRequest {

@@ -189,7 +189,199 @@ impl fmt::Display for Target {
         match (self.project.is_empty(), self.component.is_empty()) {
             (true, _) => Ok(()),
             (false, true) => write!(f, " (project {})", self.project),
-            (false, false) => write!(f, " (project {}, component {})", self.project, self.component),
+            (false, false) => write!(
+                f,
+                " (project {}, component {})",
+                self.project, self.component
+            ),
         }
+    }
+}
+
+impl Principal {
+    /// The caller of an embedded server with authentication turned off.
+    pub fn internal() -> Self {
+        Principal {
+            name: "troupe".into(),
+            groups: vec![],
+            via: Via::Internal,
+            impersonated_by: None,
+        }
+    }
+}
+
+/// How the API endpoint authenticates and where it audits.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Whether calls need credentials. Only an embedded server (benchmarks) turns this off;
+    /// `troupe server` always authenticates.
+    pub enabled: bool,
+    /// Trusted OIDC issuers.
+    pub oidc: Vec<oidc::IssuerConfig>,
+    /// Where audit lines go: a file, or `None` for the log stream.
+    pub audit_log: Option<std::path::PathBuf>,
+}
+
+/// Authentication, authorization and audit for the API endpoint's handlers.
+pub struct Auth {
+    enabled: bool,
+    tokens: tokens::ApiTokens,
+    oidc: oidc::Oidc,
+    rbac: std::sync::Arc<rbac::Rbac>,
+    audit: audit::Audit,
+}
+
+/// The `UNAUTHENTICATED` answer to a call without a token.
+const NO_TOKEN: &str =
+    "no credentials: send `authorization: Bearer TOKEN` (a Troupe API token or an OIDC JWT)";
+
+impl Auth {
+    /// Authentication over `tokens`, authorization by `rbac`, audit as `config` says.
+    pub fn new(
+        config: &AuthConfig,
+        tokens: tokens::ApiTokens,
+        rbac: std::sync::Arc<rbac::Rbac>,
+    ) -> anyhow::Result<Self> {
+        let audit = match &config.audit_log {
+            Some(path) => audit::Audit::to_file(path)?,
+            None => audit::Audit::Log,
+        };
+        Ok(Auth {
+            enabled: config.enabled,
+            tokens,
+            oidc: oidc::Oidc::new(config.oidc.clone())?,
+            rbac,
+            audit,
+        })
+    }
+
+    /// The API tokens.
+    pub fn tokens(&self) -> &tokens::ApiTokens {
+        &self.tokens
+    }
+
+    /// Who makes `request`: the principal its bearer token proves, or the user it
+    /// impersonates (which the token's principal must be allowed to). `UNAUTHENTICATED` says
+    /// what was wrong with the credentials.
+    pub async fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+        if !self.enabled {
+            return Ok(Principal::internal());
+        }
+        let metadata = request.metadata();
+        let real = match self.authenticate(metadata).await {
+            Ok(principal) => principal,
+            Err(reason) => {
+                self.audit.unauthenticated(&reason);
+                return Err(tonic::Status::unauthenticated(reason));
+            }
+        };
+        let Some(user) = metadata.get(IMPERSONATE_USER) else {
+            if metadata.get(IMPERSONATE_GROUP).is_some() {
+                return Err(tonic::Status::invalid_argument(format!(
+                    "{IMPERSONATE_GROUP}: needs {IMPERSONATE_USER}"
+                )));
+            }
+            return Ok(real);
+        };
+        let text = |v: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>, key: &str| {
+            v.to_str().map(str::to_string).map_err(|_| {
+                tonic::Status::invalid_argument(format!("{key}: must be printable ASCII"))
+            })
+        };
+        let user = text(user, IMPERSONATE_USER)?;
+        let groups = metadata
+            .get_all(IMPERSONATE_GROUP)
+            .iter()
+            .map(|g| text(g, IMPERSONATE_GROUP))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.impersonate(real, &user, groups)
+    }
+
+    /// `real` acting as `user` with `groups`, if `real` may impersonate them.
+    pub fn impersonate(
+        &self,
+        real: Principal,
+        user: &str,
+        groups: Vec<String>,
+    ) -> Result<Principal, tonic::Status> {
+        if user.is_empty() || user == real.name && groups.is_empty() {
+            return Ok(real);
+        }
+        let target = |kind: &str, name: &str| Target {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            ..Target::default()
+        };
+        self.allow(&real, Verb::Impersonate, &target(pseudo_kind::USER, user))?;
+        for group in &groups {
+            self.allow(&real, Verb::Impersonate, &target(pseudo_kind::GROUP, group))?;
+        }
+        Ok(Principal {
+            name: user.to_string(),
+            groups,
+            via: real.via.clone(),
+            impersonated_by: Some(Box::new(real)),
+        })
+    }
+
+    async fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Principal, String> {
+        let header = metadata.get("authorization").ok_or(NO_TOKEN)?;
+        let header = header
+            .to_str()
+            .map_err(|_| "authorization: must be printable ASCII".to_string())?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or("authorization: expected `Bearer TOKEN`")?;
+        if oidc::Oidc::looks_like_jwt(token) {
+            self.oidc.verify(token).await
+        } else {
+            self.tokens.verify(token).map_err(|e| e.to_string())
+        }
+    }
+
+    /// Whether `who` may do `verb` to `target`: `PERMISSION_DENIED` naming what was missing
+    /// (and an audit line) when not.
+    pub fn allow(&self, who: &Principal, verb: Verb, target: &Target) -> Result<(), tonic::Status> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.rbac.check(who, verb, target).map_err(|reason| {
+            self.audit.denied(who, verb, target, &reason);
+            tonic::Status::permission_denied(reason)
+        })
+    }
+
+    /// The answer to "may `who` do `verb` to `target`", without auditing it (`can-i`).
+    pub fn may(&self, who: &Principal, verb: Verb, target: &Target) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.rbac.check(who, verb, target)
+    }
+
+    /// Records an allowed mutating call; `revision` is where it landed in the store.
+    pub fn record(&self, who: &Principal, verb: Verb, target: &Target, revision: Option<u64>) {
+        if self.enabled {
+            self.audit.allowed(who, verb, target, revision);
+        }
+    }
+
+    /// How much of `kind` in `namespace` (empty: all) `who` may `verb` (list, watch).
+    pub fn reach(&self, who: &Principal, verb: Verb, kind: &str, namespace: &str) -> rbac::Reach {
+        if !self.enabled {
+            return rbac::Reach::Everything;
+        }
+        self.rbac.reach(who, verb, kind, namespace)
+    }
+
+    /// Returns once the roles and bindings written up to `revision` judge calls.
+    pub async fn caught_up(&self, revision: u64) {
+        self.rbac.caught_up(revision).await;
     }
 }

@@ -1,1 +1,478 @@
-//! Troupe API tokens for people and CI. (Interface only; being written.)
+//! Troupe API tokens: bearer secrets for people and CI, `troupe token create NAME`.
+//!
+//! A token is `trp_` and 64 hex digits of randomness; whoever presents it is the user NAME
+//! with the token's groups. Only the SHA-256 of a token is kept, so a copy of the data
+//! directory holds no usable token. Tokens live in `DATA_DIR/auth/tokens.jsonl`: one JSON
+//! line per creation or revocation, fsynced before the call returns; loading replays the
+//! lines and rewrites the file without tokens long gone. Checking a token is one hash and
+//! one map lookup under a read lock.
+//!
+//! The first start (no `DATA_DIR/admin.token` yet) makes the token `admin`, in group
+//! [`ADMINS_GROUP`], and writes it to `DATA_DIR/admin.token` (mode 0600). Removing that file
+//! and restarting revokes the old admin token and writes a new one.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use troupe_common::durable;
+
+use super::{Principal, Via};
+
+/// Prefix of every Troupe API token.
+pub const PREFIX: &str = "trp_";
+/// Group of the bootstrap admin token; the built-in ClusterRoleBinding `admins` gives it the
+/// `admin` role.
+pub const ADMINS_GROUP: &str = "system:admins";
+/// Name of the bootstrap admin token.
+pub const ADMIN_TOKEN_NAME: &str = "admin";
+/// Lifetime of a token created without one.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Lifetime of the bootstrap admin token.
+pub const ADMIN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Expired and revoked tokens are remembered this long, so presenting one says why it no
+/// longer works rather than "unknown".
+const REMEMBER_SECS: u64 = 7 * 86_400;
+
+/// Why a token is refused, or a token operation failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// The presented token proves nothing (the `UNAUTHENTICATED` message).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A request to create or revoke a token that cannot be done.
+    #[error("{0}")]
+    Invalid(String),
+    /// The token file could not be written.
+    #[error("writing the token file: {0}")]
+    Io(String),
+}
+
+/// A token's record, as kept on disk (without the secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    name: String,
+    sha256: String,
+    groups: Vec<String>,
+    created_unix: u64,
+    expires_unix: u64,
+    created_by: String,
+}
+
+/// One line of the token file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "op")]
+enum Line {
+    Create(Record),
+    Revoke { name: String, time_unix: u64 },
+}
+
+/// A token in memory: its record, whether it was revoked, and when it was last presented.
+#[derive(Debug)]
+struct Entry {
+    record: Record,
+    revoked_unix: Option<u64>,
+    last_used_unix: AtomicU64,
+}
+
+/// What a listing shows of a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Its name, the user name of whoever presents it.
+    pub name: String,
+    /// Its groups.
+    pub groups: Vec<String>,
+    /// When it was made (Unix seconds).
+    pub created_unix: u64,
+    /// When it stops being accepted (Unix seconds).
+    pub expires_unix: u64,
+    /// Who made it.
+    pub created_by: String,
+    /// When it was last presented since the server started (Unix seconds), if it was.
+    pub last_used_unix: Option<u64>,
+}
+
+/// The API tokens, by the hash of their secret.
+pub struct ApiTokens {
+    entries: RwLock<HashMap<[u8; 32], Entry>>,
+    /// The open token file, when tokens are kept on disk.
+    log: Option<Mutex<std::fs::File>>,
+}
+
+impl ApiTokens {
+    /// Loads the tokens kept at `path` (none yet if it does not exist); `None` keeps them in
+    /// memory only.
+    pub fn load(path: Option<PathBuf>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self {
+                entries: RwLock::new(HashMap::new()),
+                log: None,
+            });
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut entries = HashMap::new();
+        if path.exists() {
+            let mut names: HashMap<String, [u8; 32]> = HashMap::new();
+            for line in std::io::BufReader::new(std::fs::File::open(&path)?).lines() {
+                // A line cut short by a crash mid-append was never acknowledged: skip it.
+                match serde_json::from_str::<Line>(&line?) {
+                    Ok(Line::Create(record)) => {
+                        let Some(hash) = parse_hash(&record.sha256) else {
+                            continue;
+                        };
+                        names.insert(record.name.clone(), hash);
+                        entries.insert(hash, Entry::new(record, None));
+                    }
+                    Ok(Line::Revoke { name, time_unix }) => {
+                        if let Some(entry) = names.get(&name).and_then(|h| entries.get_mut(h)) {
+                            entry.revoked_unix.get_or_insert(time_unix);
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let now = unix(SystemTime::now());
+        entries.retain(|_, e: &mut Entry| e.ended_unix() + REMEMBER_SECS > now);
+        let mut compacted = String::new();
+        for entry in entries.values() {
+            compacted.push_str(&serde_json::to_string(&Line::Create(entry.record.clone()))?);
+            compacted.push('\n');
+            if let Some(time_unix) = entry.revoked_unix {
+                let name = entry.record.name.clone();
+                compacted.push_str(&serde_json::to_string(&Line::Revoke { name, time_unix })?);
+                compacted.push('\n');
+            }
+        }
+        durable::write(&path, compacted.as_bytes())?;
+        let log = std::fs::OpenOptions::new().append(true).open(&path)?;
+        Ok(Self {
+            entries: RwLock::new(entries),
+            log: Some(Mutex::new(log)),
+        })
+    }
+
+    /// Makes token `name` with `groups`, valid for `ttl`, on behalf of `created_by`. Returns
+    /// the token (shown once) and its description; it is on disk when this returns.
+    pub fn create(
+        &self,
+        name: &str,
+        groups: &[String],
+        ttl: Duration,
+        created_by: &str,
+    ) -> Result<(String, TokenInfo), TokenError> {
+        check_name(name)?;
+        if let Some(group) = groups.iter().find(|g| g.trim().is_empty()) {
+            return Err(TokenError::Invalid(format!(
+                "groups: {group:?} is not a group name"
+            )));
+        }
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let token = format!("{PREFIX}{}", hex(&secret));
+        let hash = digest(&token);
+        let now = unix(SystemTime::now());
+        let record = Record {
+            name: name.to_string(),
+            sha256: hex(&hash),
+            groups: groups.to_vec(),
+            created_unix: now,
+            expires_unix: now.saturating_add(ttl.as_secs()),
+            created_by: created_by.to_string(),
+        };
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries
+            .values()
+            .any(|e| e.record.name == name && e.is_current(now))
+        {
+            return Err(TokenError::Invalid(format!(
+                "name: a token named {name:?} exists; revoke it first (`troupe token revoke {name}`)"
+            )));
+        }
+        self.append(&Line::Create(record.clone()))?;
+        let entry = Entry::new(record, None);
+        let info = entry.info();
+        entries.insert(hash, entry);
+        Ok((token, info))
+    }
+
+    /// Ends token `name` now. Returns how it was.
+    pub fn revoke(&self, name: &str) -> Result<TokenInfo, TokenError> {
+        let now = unix(SystemTime::now());
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let entry = entries
+            .values_mut()
+            .find(|e| e.record.name == name && e.is_current(now))
+            .ok_or_else(|| TokenError::Invalid(format!("no current token is named {name:?}")))?;
+        self.append(&Line::Revoke {
+            name: name.to_string(),
+            time_unix: now,
+        })?;
+        entry.revoked_unix = Some(now);
+        Ok(entry.info())
+    }
+
+    /// The current tokens (neither expired nor revoked), by name.
+    pub fn list(&self) -> Vec<TokenInfo> {
+        let now = unix(SystemTime::now());
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut tokens: Vec<TokenInfo> = entries
+            .values()
+            .filter(|e| e.is_current(now))
+            .map(Entry::info)
+            .collect();
+        tokens.sort_by(|a, b| a.name.cmp(&b.name));
+        tokens
+    }
+
+    /// The principal `token` proves, or why it proves nothing.
+    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        if !token.starts_with(PREFIX) {
+            return Err(TokenError::Unauthenticated(
+                "malformed token: expected a Troupe API token (trp_…) or an OIDC JWT".into(),
+            ));
+        }
+        let hash = digest(token);
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let entry = entries
+            .get(&hash)
+            .ok_or_else(|| TokenError::Unauthenticated("unknown API token".into()))?;
+        let now = unix(SystemTime::now());
+        let name = &entry.record.name;
+        if let Some(when) = entry.revoked_unix {
+            return Err(TokenError::Unauthenticated(format!(
+                "API token {name} was revoked at {}",
+                rfc3339(when)
+            )));
+        }
+        if entry.record.expires_unix <= now {
+            return Err(TokenError::Unauthenticated(format!(
+                "API token {name} expired at {}; create a new one with `troupe token create {name}`",
+                rfc3339(entry.record.expires_unix)
+            )));
+        }
+        entry.last_used_unix.store(now, Ordering::Relaxed);
+        Ok(Principal {
+            name: name.clone(),
+            groups: entry.record.groups.clone(),
+            via: Via::Token(name.clone()),
+            impersonated_by: None,
+        })
+    }
+
+    /// The bootstrap admin token: read from `file` if it is there, otherwise made anew (the
+    /// previous admin token revoked) and written to `file` (mode 0600). Without a file (a
+    /// server in memory) it is made anew on every start.
+    pub fn admin_token(&self, file: Option<&Path>) -> anyhow::Result<String> {
+        if let Some(file) = file
+            && let Ok(text) = std::fs::read_to_string(file)
+            && self.verify(text.trim()).is_ok()
+        {
+            return Ok(text.trim().to_string());
+        }
+        match self.revoke(ADMIN_TOKEN_NAME) {
+            Ok(_) | Err(TokenError::Invalid(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (token, _) = self.create(
+            ADMIN_TOKEN_NAME,
+            &[ADMINS_GROUP.to_string()],
+            ADMIN_TTL,
+            "troupe server (first start)",
+        )?;
+        if let Some(file) = file {
+            durable::write(file, format!("{token}\n").as_bytes())?;
+        }
+        Ok(token)
+    }
+
+    fn append(&self, line: &Line) -> Result<(), TokenError> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        let io = |e: std::io::Error| TokenError::Io(e.to_string());
+        let text = serde_json::to_string(line).map_err(|e| TokenError::Io(e.to_string()))?;
+        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+        log.write_all(format!("{text}\n").as_bytes()).map_err(io)?;
+        log.sync_data().map_err(io)
+    }
+}
+
+impl Entry {
+    fn new(record: Record, revoked_unix: Option<u64>) -> Self {
+        Self {
+            record,
+            revoked_unix,
+            last_used_unix: AtomicU64::new(0),
+        }
+    }
+
+    fn is_current(&self, now: u64) -> bool {
+        self.revoked_unix.is_none() && self.record.expires_unix > now
+    }
+
+    /// When the token stopped (or stops) being accepted.
+    fn ended_unix(&self) -> u64 {
+        self.revoked_unix.unwrap_or(self.record.expires_unix)
+    }
+
+    fn info(&self) -> TokenInfo {
+        let last = self.last_used_unix.load(Ordering::Relaxed);
+        TokenInfo {
+            name: self.record.name.clone(),
+            groups: self.record.groups.clone(),
+            created_unix: self.record.created_unix,
+            expires_unix: self.record.expires_unix,
+            created_by: self.record.created_by.clone(),
+            last_used_unix: (last != 0).then_some(last),
+        }
+    }
+}
+
+/// Token names are user names: a DNS label, so they read the same in role bindings, audit
+/// lines and promotion records.
+fn check_name(name: &str) -> Result<(), TokenError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(TokenError::Invalid(format!(
+            "name: {name:?} must be a DNS label (lowercase letters, digits and '-', at most 63)"
+        )))
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    let mut hash = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(hash)
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `2026-12-01T19:00:00Z`.
+pub(crate) fn rfc3339(unix_secs: u64) -> String {
+    let at = pbjson_types::Timestamp {
+        seconds: unix_secs as i64,
+        nanos: 0,
+    };
+    serde_json::to_value(at)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| unix_secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_proves_its_name_and_groups_until_revoked_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth/tokens.jsonl");
+        let tokens = ApiTokens::load(Some(path.clone())).unwrap();
+        let groups = vec!["shop-team".to_string()];
+        let (token, info) = tokens
+            .create("ci-orders", &groups, DEFAULT_TTL, "admin")
+            .unwrap();
+        assert_eq!(info.created_by, "admin");
+        assert!(token.starts_with(PREFIX));
+
+        let tokens = ApiTokens::load(Some(path.clone())).unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(&token));
+        let who = tokens.verify(&token).unwrap();
+        assert_eq!(
+            (who.name.as_str(), who.groups.clone()),
+            ("ci-orders", groups.clone())
+        );
+        assert_eq!(who.via, Via::Token("ci-orders".into()));
+        assert!(tokens.list()[0].last_used_unix.is_some());
+        let duplicate = tokens.create("ci-orders", &[], DEFAULT_TTL, "admin");
+        assert!(matches!(duplicate, Err(TokenError::Invalid(m)) if m.contains("exists")));
+
+        tokens.revoke("ci-orders").unwrap();
+        let tokens = ApiTokens::load(Some(path)).unwrap();
+        let err = tokens.verify(&token).unwrap_err().to_string();
+        assert!(err.contains("ci-orders was revoked"), "{err}");
+        assert!(tokens.list().is_empty());
+        // The name is free again.
+        tokens
+            .create("ci-orders", &[], DEFAULT_TTL, "admin")
+            .unwrap();
+    }
+
+    #[test]
+    fn expired_unknown_and_malformed_tokens_say_what_is_wrong() {
+        let tokens = ApiTokens::load(None).unwrap();
+        let (expired, _) = tokens.create("old", &[], Duration::ZERO, "admin").unwrap();
+        let err = tokens.verify(&expired).unwrap_err().to_string();
+        assert!(err.contains("API token old expired at"), "{err}");
+        let forged = format!("{PREFIX}{}", "0".repeat(64));
+        assert_eq!(
+            tokens.verify(&forged).unwrap_err().to_string(),
+            "unknown API token"
+        );
+        let err = tokens.verify("hunter2").unwrap_err().to_string();
+        assert!(err.starts_with("malformed token"), "{err}");
+        let err = tokens.create("Bad Name", &[], DEFAULT_TTL, "admin");
+        assert!(matches!(err, Err(TokenError::Invalid(m)) if m.starts_with("name:")));
+    }
+
+    #[test]
+    fn the_admin_token_is_written_once_and_renewed_when_its_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth/tokens.jsonl");
+        let file = dir.path().join("admin.token");
+        let tokens = ApiTokens::load(Some(path.clone())).unwrap();
+        let first = tokens.admin_token(Some(&file)).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let tokens = ApiTokens::load(Some(path.clone())).unwrap();
+        assert_eq!(tokens.admin_token(Some(&file)).unwrap(), first);
+        assert_eq!(tokens.verify(&first).unwrap().groups, vec![ADMINS_GROUP]);
+
+        std::fs::remove_file(&file).unwrap();
+        let second = tokens.admin_token(Some(&file)).unwrap();
+        assert_ne!(first, second);
+        assert!(tokens.verify(&first).is_err());
+        assert!(tokens.verify(&second).is_ok());
+    }
+}

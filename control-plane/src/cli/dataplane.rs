@@ -83,7 +83,7 @@ impl TokenCreateCmd {
 }
 
 /// Parses `90`, `90s`, `15m`, `24h` or `7d`.
-fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
+pub(super) fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
         None => (text, "s"),

@@ -5,6 +5,7 @@
 //! module parses the command line into one of them and hands it the shared [`Context`].
 
 mod apply;
+mod auth;
 mod context;
 mod dataplane;
 mod delete;
@@ -18,6 +19,7 @@ mod release;
 mod render;
 mod server;
 mod status;
+mod token;
 mod watch;
 
 use std::process::ExitCode;
@@ -25,6 +27,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use self::apply::ApplyCmd;
+use self::auth::AuthCmd;
 use self::context::Context;
 use self::dataplane::DataPlaneCmd;
 use self::delete::DeleteCmd;
@@ -36,6 +39,7 @@ use self::release::ReleaseCmd;
 use self::render::RenderCmd;
 use self::server::ServerCmd;
 use self::status::StatusCmd;
+use self::token::TokenCmd;
 use self::watch::WatchCmd;
 
 /// How a KIND argument may be spelled (after the help of the verbs that take one).
@@ -105,6 +109,10 @@ pub enum Command {
     /// Stream changes to resources of a kind (`all` for every kind) until interrupted.
     #[command(after_help = KINDS_HELP)]
     Watch(WatchCmd),
+    /// Manage API tokens (bearer tokens for people and CI).
+    Token(TokenCmd),
+    /// Who you are to the server (`whoami`), and what you may do (`can-i`).
+    Auth(AuthCmd),
 }
 
 /// Installs the log subscriber (stderr; `RUST_LOG` filters, default `info` for the server and
@@ -147,5 +155,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Render(cmd) => cmd.run(&ctx).await,
         Command::Diff(cmd) => cmd.run(&ctx).await,
         Command::Watch(cmd) => cmd.run(&ctx).await,
+        Command::Token(cmd) => cmd.run(&ctx).await,
+        Command::Auth(cmd) => cmd.run(&ctx).await,
     }
 }

@@ -25,8 +25,9 @@ pub struct PromoteCmd {
     /// Source environment; by default the one whose pipeline edge leads to --to.
     #[arg(long, default_value = "")]
     from: String,
-    /// Who asks (recorded; approvers are matched against it). Default: $USER.
-    #[arg(long = "as", env = "TROUPE_USER")]
+    /// Act as this user (impersonation: needs the `impersonate` verb on User NAME);
+    /// by default the caller the token proves.
+    #[arg(long = "as")]
     user: Option<String>,
     /// Why.
     #[arg(short, long, default_value = "")]
@@ -60,8 +61,9 @@ pub struct ApproveCmd {
     /// Namespace of the promotion.
     #[arg(short, long, env = "TROUPE_NAMESPACE")]
     namespace: String,
-    /// Who approves. Default: $USER.
-    #[arg(long = "as", env = "TROUPE_USER")]
+    /// Act as this user (impersonation: needs the `impersonate` verb on User NAME);
+    /// by default the caller the token proves.
+    #[arg(long = "as")]
     user: Option<String>,
     /// A comment.
     #[arg(short, long, default_value = "")]
@@ -90,8 +92,9 @@ pub struct RejectCmd {
     /// Namespace of the promotion.
     #[arg(short, long, env = "TROUPE_NAMESPACE")]
     namespace: String,
-    /// Who rejects. Default: $USER.
-    #[arg(long = "as", env = "TROUPE_USER")]
+    /// Act as this user (impersonation: needs the `impersonate` verb on User NAME);
+    /// by default the caller the token proves.
+    #[arg(long = "as")]
     user: Option<String>,
     /// Why.
     #[arg(short, long, default_value = "")]
@@ -136,8 +139,9 @@ pub struct CheckCmd {
     /// Details.
     #[arg(short, long, default_value = "")]
     message: String,
-    /// Who reports. Default: $USER.
-    #[arg(long = "as", env = "TROUPE_USER")]
+    /// Act as this user (impersonation: needs the `impersonate` verb on User NAME);
+    /// by default the caller the token proves.
+    #[arg(long = "as")]
     user: Option<String>,
 }
 
@@ -171,8 +175,9 @@ pub struct RollbackCmd {
     /// The ComponentRelease to go back to; by default the one the environment ran before.
     #[arg(long, default_value = "")]
     to: String,
-    /// Who asks. Default: $USER.
-    #[arg(long = "as", env = "TROUPE_USER")]
+    /// Act as this user (impersonation: needs the `impersonate` verb on User NAME);
+    /// by default the caller the token proves.
+    #[arg(long = "as")]
     user: Option<String>,
     /// Why.
     #[arg(short, long, default_value = "")]
@@ -196,10 +201,9 @@ impl RollbackCmd {
 }
 
 /// Who the CLI acts as: `--as`, `TROUPE_USER`, else the login name.
+/// The user a request names: empty (the caller) unless `--as` impersonates someone.
 fn user(given: Option<String>) -> String {
-    given
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_default()
+    given.unwrap_or_default()
 }
 
 /// One line about a promotion: `promotion/NAME: PHASE: MESSAGE`.

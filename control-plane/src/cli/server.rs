@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::agents::HubConfig;
-use crate::server::{DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
+use crate::auth::AuthConfig;
+use crate::server::{AUDIT_LOG, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
 
 /// Run the control plane server.
 #[derive(Debug, clap::Args)]
@@ -40,6 +41,10 @@ pub struct ServerCmd {
     /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
     #[arg(long)]
     dev: bool,
+    /// Where the audit log goes: a file (default DATA_DIR/audit.log), or `-` for the log
+    /// stream (target `troupe::audit`).
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
 }
 
 impl ServerCmd {
@@ -56,6 +61,11 @@ impl ServerCmd {
             (false, None, true) => Some(PathBuf::from("troupe-dev")),
             (false, dir, _) => dir,
         };
+        let audit_log = match self.audit_log {
+            Some(path) if path.as_os_str() == "-" => None,
+            Some(path) => Some(path),
+            None => data_dir.as_ref().map(|d| d.join(AUDIT_LOG)),
+        };
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         names.extend(self.agent_names);
         ServerConfig {
@@ -70,6 +80,11 @@ impl ServerCmd {
                 ..HubConfig::default()
             },
             dev: self.dev,
+            auth: AuthConfig {
+                enabled: true,
+                oidc: vec![],
+                audit_log,
+            },
         }
     }
 }

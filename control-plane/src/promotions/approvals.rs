@@ -4,19 +4,20 @@
 use troupe_common::ObjectKey;
 use troupe_common::pb::v1alpha1 as pb;
 
-use super::{Promotions, phase};
+use super::{Actor, Promotions, phase};
 use crate::resources::Error;
 
 impl Promotions {
-    /// Adds `user`'s approval to a pending promotion, or (`reject`) ends it as refused.
+    /// Adds `who`'s approval to a pending promotion, or (`reject`) ends it as refused.
     pub async fn approve(
         &self,
         key: &ObjectKey,
-        user: &str,
+        who: &Actor,
         comment: &str,
         reject: bool,
     ) -> Result<pb::Promotion, Error> {
-        if user.is_empty() {
+        let user = who.display();
+        if who.user.is_empty() {
             return Err(Error::invalid("ApproveRequest", "user", "required"));
         }
         let _guard = self.lock.lock().await;
@@ -33,8 +34,8 @@ impl Promotions {
                 ),
             });
         }
-        let requester = user == spec.requested_by;
-        if !edge.approvers.is_empty() && !edge.approvers.iter().any(|a| a == user) && !requester {
+        let requester = who.user == spec.requested_by;
+        if !edge.approvers.is_empty() && !edge.approvers.iter().any(|a| who.is(a)) && !requester {
             return Err(Error::Forbidden {
                 object: key.clone(),
                 message: format!(
@@ -63,9 +64,10 @@ impl Promotions {
             });
         }
         let approval = pb::Approval {
-            user: user.to_string(),
+            user: who.user.clone(),
             time: Some(troupe_common::timestamp::now_seconds()),
             comment: comment.to_string(),
+            impersonated_by: who.impersonated_by.clone(),
         };
         self.resources
             .update_status(key, move |_, object| {

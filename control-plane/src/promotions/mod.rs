@@ -32,6 +32,37 @@ use crate::resources::{Error, Resources};
 pub use request::PromoteRequest;
 pub use rollback::RollbackRequest;
 
+/// Who acts on a promotion: the authenticated caller, or the user it impersonates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    /// The user name records keep and approvers match.
+    pub user: String,
+    /// The user's groups; an approver written `group:NAME` matches a member.
+    pub groups: Vec<String>,
+    /// When impersonated: the caller who really acts; empty otherwise.
+    pub impersonated_by: String,
+}
+
+impl Actor {
+    /// Whether an `approvers` entry names this actor: its user name, or `group:NAME` for one
+    /// of its groups.
+    pub fn is(&self, approver: &str) -> bool {
+        match approver.strip_prefix("group:") {
+            Some(group) => self.groups.iter().any(|g| g == group),
+            None => self.user == approver,
+        }
+    }
+
+    /// `alice`, or `alice (impersonated by admin)`.
+    pub fn display(&self) -> String {
+        if self.impersonated_by.is_empty() {
+            self.user.clone()
+        } else {
+            format!("{} (impersonated by {})", self.user, self.impersonated_by)
+        }
+    }
+}
+
 /// Label naming the environment a promotion goes to.
 pub const LABEL_ENVIRONMENT: &str = "troupe.dev/environment";
 

@@ -5,7 +5,7 @@ use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::status::BindingState;
 use troupe_common::{Kind, ObjectKey, Pipeline};
 
-use super::{Promotions, owner_of, phase, refused};
+use super::{Actor, Promotions, owner_of, phase, refused};
 use crate::releases::bind::{Lookup, find_binding};
 use crate::resources::Error;
 
@@ -21,7 +21,7 @@ pub struct PromoteRequest {
     /// Target environment.
     pub to: String,
     /// Who asks.
-    pub requested_by: String,
+    pub requested_by: Actor,
     /// Why.
     pub message: String,
 }
@@ -86,8 +86,9 @@ impl Promotions {
             source_environment: from.clone(),
             target_environment: request.to.clone(),
             release_name: release.clone(),
-            requested_by: request.requested_by.clone(),
+            requested_by: request.requested_by.user.clone(),
             message: request.message.clone(),
+            impersonated_by: request.requested_by.impersonated_by.clone(),
         };
         // Refusals are recorded, but supersede nothing.
         let refusal = if release.is_empty() {

@@ -6,7 +6,7 @@
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, ObjectKey};
 
-use super::{Promotions, owner_of};
+use super::{Actor, Promotions, owner_of};
 use crate::releases::bind::{Lookup, find_binding};
 use crate::resources::Error;
 
@@ -22,7 +22,7 @@ pub struct RollbackRequest {
     /// The release to go back to; empty means the one the environment ran before.
     pub release: String,
     /// Who asks.
-    pub requested_by: String,
+    pub requested_by: Actor,
     /// Why.
     pub message: String,
 }
@@ -108,8 +108,9 @@ impl Promotions {
             source_environment: String::new(),
             target_environment: env.to_string(),
             release_name: release,
-            requested_by: request.requested_by,
+            requested_by: request.requested_by.user,
             message: request.message,
+            impersonated_by: request.requested_by.impersonated_by,
         };
         self.start(ns, spec).await
     }

@@ -97,6 +97,11 @@ impl Resources {
         }
     }
 
+    /// The store's current revision: every write up to it is visible to reads.
+    pub fn revision(&self) -> Revision {
+        self.store.revision()
+    }
+
     /// The compiled-schema cache.
     pub fn schemas(&self) -> &SchemaCache {
         &self.schemas
