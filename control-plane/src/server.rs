@@ -45,6 +45,8 @@ pub struct ServerConfig {
     /// Dev mode: load the sample platform and run an in-process agent for DataPlane
     /// `acme/local` that writes to `DATA_DIR/dataplane-local/`.
     pub dev: bool,
+    /// Issuers whose OIDC JWTs the API accepts as bearer tokens; empty accepts none.
+    pub oidc: Vec<crate::auth::oidc::IssuerConfig>,
 }
 
 impl ServerConfig {
@@ -59,6 +61,7 @@ impl ServerConfig {
             agent_names: vec!["localhost".into(), "127.0.0.1".into()],
             hub: HubConfig::default(),
             dev: false,
+            oidc: Vec::new(),
         }
     }
 }

@@ -148,12 +148,16 @@ impl Oidc {
     /// The principal a JWT proves, or why it proves nothing (expired, unknown issuer, bad
     /// signature, wrong audience …), as the `UNAUTHENTICATED` message says it.
     pub async fn verify(&self, token: &str) -> Result<Principal, String> {
-        self.check(token, now())
+        self.verify_at(token, now()).await
+    }
+
+    /// [`Oidc::verify`] at time `now` (seconds since the epoch).
+    async fn verify_at(&self, token: &str, now: i64) -> Result<Principal, String> {
+        self.check(token, now)
             .await
             .map_err(|e| format!("OIDC token: {e}"))
     }
 
-    /// [`Oidc::verify`] at time `now` (seconds since the epoch).
     async fn check(&self, token: &str, now: i64) -> Result<Principal, Error> {
         let jwt = jwt::parse(token)?;
         let iss = jwt::string_claim(&jwt.claims, "iss")?.ok_or(Error::NoIssuer)?;
