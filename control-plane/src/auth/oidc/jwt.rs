@@ -68,7 +68,7 @@ pub(super) fn parse(token: &str) -> Result<Jwt<'_>, Error> {
     else {
         return Err(Error::Malformed("not three dot-separated parts"));
     };
-    let header = decode_object(header, "header")?;
+    let header = decode_object(header, Part::Header)?;
     let alg = header
         .get("alg")
         .and_then(Value::as_str)
@@ -83,7 +83,7 @@ pub(super) fn parse(token: &str) -> Result<Jwt<'_>, Error> {
         Some(Value::String(kid)) => Some(kid.clone()),
         Some(_) => return Err(Error::Malformed("the header's kid is not a string")),
     };
-    let claims_object = decode_object(claims, "claims")?;
+    let claims_object = decode_object(claims, Part::Claims)?;
     let signature = URL_SAFE_NO_PAD
         .decode(signature)
         .map_err(|_| Error::Malformed("the signature is not base64url"))?;
@@ -102,20 +102,32 @@ fn signature_len(token: &str) -> usize {
     token.rfind('.').map_or(0, |dot| token.len() - dot)
 }
 
-/// Decodes one base64url part holding a JSON object.
-fn decode_object(part: &str, what: &'static str) -> Result<Map<String, Value>, Error> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| {
-        Error::Malformed(if what == "header" {
-            "the header is not base64url"
-        } else {
-            "the claims are not base64url"
-        })
-    })?;
+/// Decodes one base64url part holding a JSON object; `what` names the part in messages.
+fn decode_object(part: &str, what: Part) -> Result<Map<String, Value>, Error> {
+    let (not_base64, not_object) = match what {
+        Part::Header => (
+            "the header is not base64url",
+            "the header is not a JSON object",
+        ),
+        Part::Claims => (
+            "the claims are not base64url",
+            "the claims are not a JSON object",
+        ),
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| Error::Malformed(not_base64))?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(object)) => Ok(object),
-        _ if what == "header" => Err(Error::Malformed("the header is not a JSON object")),
-        _ => Err(Error::Malformed("the claims are not a JSON object")),
+        _ => Err(Error::Malformed(not_object)),
     }
+}
+
+/// The JSON parts of a token.
+#[derive(Clone, Copy)]
+enum Part {
+    Header,
+    Claims,
 }
 
 /// A string claim, `Ok(None)` when absent.

@@ -409,18 +409,17 @@ async fn an_unreachable_or_oversized_key_set_is_a_fetch_error() {
     let key = TestKey::mk_ec("k1");
     let idp = FakeIdp::mk(&[&key]).await;
     *idp.jwks.lock().unwrap() = Value::String("x".repeat(2 << 20));
-    let err = idp
-        .oidc()
-        .verify_at(&key.sign(&idp.claims()), NOW)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        format!(
-            "OIDC token: cannot fetch the keys of issuer {0}: GET {0}/keys: the answer is larger than 1048576 bytes",
-            idp.url
-        )
+    let oidc = idp.oidc();
+    let token = key.sign(&idp.claims());
+    let expected = format!(
+        "OIDC token: cannot fetch the keys of issuer {0}: GET {0}/keys: the answer is larger than 1048576 bytes",
+        idp.url
     );
+    assert_eq!(oidc.verify_at(&token, NOW).await.unwrap_err(), expected);
+    // The failure is remembered for the refetch interval: a retry costs the provider nothing.
+    idp.publish(&[&key]);
+    assert_eq!(oidc.verify_at(&token, NOW).await.unwrap_err(), expected);
+    assert_eq!(idp.requests(), 1);
 
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
@@ -432,6 +431,25 @@ async fn an_unreachable_or_oversized_key_set_is_a_fetch_error() {
         "OIDC token: cannot fetch the keys of issuer {url}: GET {url}/.well-known/openid-configuration: "
     );
     assert!(err.starts_with(&expected), "{err}");
+}
+
+#[tokio::test]
+async fn a_discovery_document_for_another_issuer_is_refused() {
+    let key = TestKey::mk_ec("k1");
+    let idp = FakeIdp::mk(&[&key]).await;
+    // The same provider under another spelling of its URL: its document names the real one.
+    let alias = idp.url.replace("127.0.0.1", "localhost");
+    let oidc = Oidc::new(vec![mk_issuer(&alias)]).unwrap();
+    let claims = with(idp.claims(), json!({"iss": alias}));
+    let err = oidc.verify_at(&key.sign(&claims), NOW).await.unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "OIDC token: cannot fetch the keys of issuer {alias}: GET {alias}/.well-known/openid-configuration: the document is for issuer {:?}",
+            idp.url
+        )
+    );
+    assert_eq!(idp.requests(), 0);
 }
 
 #[test]
