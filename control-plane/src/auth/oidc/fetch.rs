@@ -3,6 +3,7 @@
 //! or hostile identity provider cannot stall or fill the server; plain HTTP is allowed only
 //! to loopback addresses (local test issuers), anything else must be HTTPS.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
@@ -62,25 +63,28 @@ pub(super) struct Fetcher {
 }
 
 impl Fetcher {
-    /// A client trusting the platform's root certificates. Without any (a bare container),
-    /// HTTPS issuers fail at fetch time with a certificate error, and loopback HTTP still works.
-    pub(super) fn new() -> Fetcher {
-        let provider = rustls::crypto::ring::default_provider();
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = match builder.with_provider_and_native_roots(provider) {
-            Ok(builder) => builder,
-            Err(e) => {
-                tracing::warn!(error = %e, "no platform root certificates; HTTPS OIDC issuers will fail");
-                let config = rustls::ClientConfig::builder_with_provider(
-                    rustls::crypto::ring::default_provider().into(),
-                )
+    /// A client trusting the platform's root certificates, loaded only when `https` (some
+    /// issuer needs them). Without any (a bare container), HTTPS issuers fail at fetch time
+    /// with a certificate error, and loopback HTTP still works.
+    pub(super) fn new(https: bool) -> Fetcher {
+        let provider = || Arc::new(rustls::crypto::ring::default_provider());
+        let native = match https {
+            true => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_native_roots(provider())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "no platform root certificates: HTTPS OIDC issuers will fail");
+                })
+                .ok(),
+            false => None,
+        };
+        let builder = native.unwrap_or_else(|| {
+            let config = rustls::ClientConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()
                 .expect("ring supports the default protocol versions")
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-        };
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+        });
         let connector = builder.https_or_http().enable_http1().build();
         Fetcher {
             client: Client::builder(TokioExecutor::new()).build(connector),

@@ -132,9 +132,10 @@ impl Oidc {
                 last_fetch: tokio::sync::Mutex::new(None),
             });
         }
+        let https = checked.iter().any(|i| i.config.url.starts_with("https:"));
         Ok(Self {
             issuers: checked,
-            fetcher: Fetcher::new(),
+            fetcher: Fetcher::new(https),
             refetch_interval: REFETCH_INTERVAL,
         })
     }
