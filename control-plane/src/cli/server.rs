@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use crate::agents::HubConfig;
 use crate::auth::AuthConfig;
+use crate::auth::oidc::IssuerConfig;
 use crate::server::{AUDIT_LOG, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
 
 /// Run the control plane server.
@@ -45,6 +46,23 @@ pub struct ServerCmd {
     /// stream (target `troupe::audit`).
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Accept OIDC JWTs from this issuer (its `iss`; keys are found through
+    /// URL/.well-known/openid-configuration). HTTPS, or HTTP to a loopback address. Repeatable.
+    #[arg(long = "oidc-issuer", value_name = "URL", requires = "oidc_audiences")]
+    oidc_issuers: Vec<String>,
+    /// An `aud` accepted in OIDC tokens (from every issuer); a token must name one. Repeatable.
+    #[arg(long = "oidc-audience", value_name = "AUD", requires = "oidc_issuers")]
+    oidc_audiences: Vec<String>,
+    /// The OIDC claim holding the user name.
+    #[arg(long, default_value = "sub", value_name = "CLAIM")]
+    oidc_username_claim: String,
+    /// The OIDC claim holding the user's groups (a string or an array of strings).
+    #[arg(long, default_value = "groups", value_name = "CLAIM")]
+    oidc_groups_claim: String,
+    /// Prefix added to OIDC user and group names (`oidc:` makes `alice` `oidc:alice`), so
+    /// they cannot be mistaken for names of Troupe tokens.
+    #[arg(long, default_value = "", value_name = "PREFIX")]
+    oidc_prefix: String,
 }
 
 impl ServerCmd {
@@ -82,7 +100,17 @@ impl ServerCmd {
             dev: self.dev,
             auth: AuthConfig {
                 enabled: true,
-                oidc: vec![],
+                oidc: self
+                    .oidc_issuers
+                    .iter()
+                    .map(|url| IssuerConfig {
+                        url: url.clone(),
+                        audiences: self.oidc_audiences.clone(),
+                        username_claim: self.oidc_username_claim.clone(),
+                        groups_claim: self.oidc_groups_claim.clone(),
+                        prefix: self.oidc_prefix.clone(),
+                    })
+                    .collect(),
                 audit_log,
             },
         }
