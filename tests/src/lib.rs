@@ -25,7 +25,7 @@ pub use binaries::{grpcurl_bin, python_bin, troupe_agent_bin, troupe_bin};
 pub use platform::{Platform, PlatformBuilder, UNGATED_PIPELINE};
 pub use poll::{Observation, PATIENCE, check, eventually};
 pub use proxy::Proxy;
-pub use server::Server;
+pub use server::{Bearer, Client, Connection, Server};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

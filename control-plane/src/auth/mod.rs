@@ -189,7 +189,11 @@ impl fmt::Display for Target {
         match (self.project.is_empty(), self.component.is_empty()) {
             (true, _) => Ok(()),
             (false, true) => write!(f, " (project {})", self.project),
-            (false, false) => write!(f, " (project {}, component {})", self.project, self.component),
+            (false, false) => write!(
+                f,
+                " (project {}, component {})",
+                self.project, self.component
+            ),
         }
     }
 }
