@@ -58,6 +58,8 @@ pub struct Server {
     pub addr: String,
     /// Whether the API endpoint speaks TLS (it does unless started with `--plaintext`).
     pub tls: bool,
+    /// The server's first line: `troupe server listening on ADDR (TRANSPORT)`.
+    pub announced: String,
     /// `127.0.0.1:PORT` of the agent endpoint.
     pub agent_addr: String,
     /// The data directory (kept by the platform's temporary directory).
@@ -69,7 +71,10 @@ impl Server {
     /// and waits until it serves (it prints its addresses once it listens).
     pub(crate) fn start(data_dir: &Path, extra: &[String]) -> Server {
         let mut command = Command::new(troupe_bin());
-        command.args(["server", "--listen", "127.0.0.1:0"]);
+        command.arg("server");
+        if !extra.iter().any(|a| a == "--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         if !extra.iter().any(|a| a == "--agent-listen") {
             command.args(["--agent-listen", "127.0.0.1:0"]);
         }
@@ -93,7 +98,9 @@ impl Server {
             .strip_prefix("troupe server listening on ")
             .and_then(|rest| rest.split_once(' '))
             .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"));
-        let (addr, tls) = (addr.to_string(), transport.starts_with("(TLS"));
+        // A server on every interface is reached on loopback.
+        let addr = addr.replace("0.0.0.0:", "127.0.0.1:");
+        let (announced, tls) = (line.trim().to_string(), transport.starts_with("(TLS"));
         line.clear();
         stdout
             .read_line(&mut line)
@@ -110,6 +117,7 @@ impl Server {
             child,
             addr,
             tls,
+            announced,
             agent_addr,
             data_dir: data_dir.to_path_buf(),
         }
