@@ -74,6 +74,11 @@ impl Context {
             Some(path) => Config::load(&path)?,
             None => Config::default(),
         };
+        Self::from_config(flags, &config)
+    }
+
+    /// The settings `flags` and `config` give, flags first.
+    fn from_config(flags: Flags, config: &Config) -> anyhow::Result<Self> {
         let named = match &flags.context {
             Some(name) => Some(config.get(name).with_context(|| {
                 format!("no context {name:?} in the CLI config (see `troupe context list`)")
@@ -213,4 +218,88 @@ fn to_pem(der: &[u8]) -> String {
 /// A server error as the CLI prints it: the server's own message.
 pub(super) fn server_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::config::NamedContext;
+
+    fn mk_config() -> Config {
+        Config {
+            current_context: Some("prod".into()),
+            contexts: vec![
+                NamedContext {
+                    name: "prod".into(),
+                    server: "https://prod.example:50051".into(),
+                    ca: None,
+                    token: Some("prod-token".into()),
+                },
+                NamedContext {
+                    name: "dev".into(),
+                    server: "http://127.0.0.1:50051".into(),
+                    ca: None,
+                    token: Some("dev-token".into()),
+                },
+            ],
+        }
+    }
+
+    fn mk_flags(server: Option<&str>, token: Option<&str>, context: Option<&str>) -> Flags {
+        Flags {
+            server: server.map(Into::into),
+            ca: None,
+            token: token.map(Into::into),
+            context: context.map(Into::into),
+        }
+    }
+
+    fn resolved(flags: Flags, config: &Config) -> (String, Option<String>) {
+        let ctx = Context::from_config(flags, config).unwrap();
+        (ctx.server, ctx.token)
+    }
+
+    #[test]
+    fn flags_win_and_a_contexts_token_goes_only_to_its_server() {
+        let config = mk_config();
+        let prod = || "https://prod.example:50051".to_string();
+        let none = mk_flags(None, None, None);
+        assert_eq!(resolved(none, &config), (prod(), Some("prod-token".into())));
+        let same_server = mk_flags(Some("https://prod.example:50051/"), None, None);
+        assert_eq!(
+            resolved(same_server, &config),
+            (prod() + "/", Some("prod-token".into()))
+        );
+        let own_token = mk_flags(None, Some("mine"), None);
+        assert_eq!(resolved(own_token, &config), (prod(), Some("mine".into())));
+        let elsewhere = mk_flags(Some("https://evil.example:443"), None, None);
+        assert_eq!(
+            resolved(elsewhere, &config),
+            ("https://evil.example:443".into(), None)
+        );
+        let named = mk_flags(None, None, Some("dev"));
+        assert_eq!(
+            resolved(named, &config),
+            ("http://127.0.0.1:50051".into(), Some("dev-token".into()))
+        );
+        let nothing = resolved(mk_flags(None, None, None), &Config::default());
+        assert_eq!(nothing, (DEFAULT_SERVER.to_string(), None));
+        let unknown = Context::from_config(mk_flags(None, None, Some("nope")), &config);
+        let err = format!("{:#}", unknown.err().unwrap());
+        assert!(err.contains("no context \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn the_token_goes_with_every_call_as_a_bearer() {
+        let mut bearer = Bearer::new(Some(" secret\n")).unwrap();
+        let request = bearer.call(tonic::Request::new(())).unwrap();
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer secret"
+        );
+        let mut none = Bearer::new(None).unwrap();
+        let request = none.call(tonic::Request::new(())).unwrap();
+        assert!(request.metadata().get("authorization").is_none());
+        assert!(Bearer::new(Some("bad\u{7f}token")).is_err());
+    }
 }
