@@ -124,6 +124,62 @@ fn the_api_speaks_tls_with_the_servers_ca() {
 }
 
 #[test]
+fn the_operators_certificate_replaces_the_servers_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (ca_path, cert_path, key_path) = (
+        dir.path().join("operator-ca.pem"),
+        dir.path().join("api.pem"),
+        dir.path().join("api.key"),
+    );
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    std::fs::write(&cert_path, leaf.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+
+    let server = Platform::builder()
+        .args(&[
+            "--api-tls-cert",
+            cert_path.to_str().unwrap(),
+            "--api-tls-key",
+            key_path.to_str().unwrap(),
+        ])
+        .start();
+    assert!(
+        server
+            .announced
+            .ends_with(&format!("(TLS, certificate {})", cert_path.display())),
+        "{}",
+        server.announced
+    );
+    let grpcurl = |ca: &Path| {
+        Command::new(troupe_tests::grpcurl_bin())
+            .arg("-cacert")
+            .arg(ca)
+            .args(["-max-time", "5", &server.addr, HEALTH])
+            .output()
+            .unwrap()
+    };
+    assert!(success(&grpcurl(&ca_path)).contains("SERVING"));
+    // The server's own CA no longer vouches for the API (it still does for agents).
+    let own = grpcurl(&server.ca_path());
+    assert!(!own.status.success(), "{}", stdout(&own));
+    let config = server.config_path();
+    let url = server.url();
+    let ca = ca_path.to_str().unwrap();
+    let out = troupe_with_config(&config, &["--server", &url, "--ca", ca, "get", "ns"]);
+    success(&out);
+}
+
+#[test]
 fn login_writes_a_context_that_later_verbs_use() {
     let server = Platform::builder().examples().start();
     let config = server.config_path();
