@@ -28,7 +28,7 @@ pub use oidc::FakeIssuer;
 pub use platform::{Platform, PlatformBuilder, UNGATED_PIPELINE};
 pub use poll::{Observation, PATIENCE, check, eventually};
 pub use proxy::Proxy;
-pub use server::Server;
+pub use server::{Bearer, Client, Connection, Server};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
