@@ -24,97 +24,7 @@ pub const IMPERSONATE_USER: &str = "troupe-impersonate-user";
 /// Metadata key naming a group of the impersonated user (repeatable).
 pub const IMPERSONATE_GROUP: &str = "troupe-impersonate-group";
 
-/// What a caller does. Role rules name verbs by [`Verb::as_str`], or `*` for all of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Verb {
-    /// Read one object.
-    Get,
-    /// List objects of a kind.
-    List,
-    /// Stream changes.
-    Watch,
-    /// Create or update (ResourceService.Apply; cutting a ComponentRelease).
-    Apply,
-    /// Delete.
-    Delete,
-    /// Ask for a promotion.
-    Promote,
-    /// Approve or reject a pending promotion.
-    Approve,
-    /// Report the result of a `check` gate.
-    Check,
-    /// Roll an environment back.
-    Rollback,
-    /// Render a component without storing anything.
-    Render,
-    /// Mint a token: an agent bootstrap token for a DataPlane, or an API token.
-    Token,
-    /// Act as another user or group.
-    Impersonate,
-}
-
-impl Verb {
-    /// Every verb, in the order help texts list them.
-    pub const ALL: [Verb; 12] = [
-        Verb::Get,
-        Verb::List,
-        Verb::Watch,
-        Verb::Apply,
-        Verb::Delete,
-        Verb::Promote,
-        Verb::Approve,
-        Verb::Check,
-        Verb::Rollback,
-        Verb::Render,
-        Verb::Token,
-        Verb::Impersonate,
-    ];
-
-    /// The verb as roles and messages spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Get => "get",
-            Verb::List => "list",
-            Verb::Watch => "watch",
-            Verb::Apply => "apply",
-            Verb::Delete => "delete",
-            Verb::Promote => "promote",
-            Verb::Approve => "approve",
-            Verb::Check => "check",
-            Verb::Rollback => "rollback",
-            Verb::Render => "render",
-            Verb::Token => "token",
-            Verb::Impersonate => "impersonate",
-        }
-    }
-
-    /// The verb `word` spells, if any.
-    pub fn parse(word: &str) -> Option<Verb> {
-        Verb::ALL.into_iter().find(|v| v.as_str() == word)
-    }
-
-    /// Whether the verb changes something (an audited call).
-    pub fn mutates(self) -> bool {
-        !matches!(self, Verb::Get | Verb::List | Verb::Watch | Verb::Render)
-    }
-}
-
-impl fmt::Display for Verb {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Kinds that are not stored objects but appear in role rules: API tokens, and the users
-/// and groups a caller may impersonate.
-pub mod pseudo_kind {
-    /// `troupe token create/list/revoke` (verbs `token`, `list`, `delete`; cluster scope).
-    pub const API_TOKEN: &str = "ApiToken";
-    /// Impersonating a user (verb `impersonate`).
-    pub const USER: &str = "User";
-    /// Impersonating a group (verb `impersonate`).
-    pub const GROUP: &str = "Group";
-}
+pub use troupe_common::access::{Verb, pseudo_kind};
 
 /// How a principal proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +99,11 @@ impl fmt::Display for Target {
         match (self.project.is_empty(), self.component.is_empty()) {
             (true, _) => Ok(()),
             (false, true) => write!(f, " (project {})", self.project),
-            (false, false) => write!(f, " (project {}, component {})", self.project, self.component),
+            (false, false) => write!(
+                f,
+                " (project {}, component {})",
+                self.project, self.component
+            ),
         }
     }
 }
