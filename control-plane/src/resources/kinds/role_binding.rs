@@ -176,3 +176,141 @@ fn check_subjects(ctx: &Ctx<'_>, subjects: &[pb::Subject]) -> Result<(), Error> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use troupe_common::Object;
+    use troupe_common::pb::v1alpha1 as pb;
+
+    use crate::render::template::{Engine, Limits};
+    use crate::resources::validate::check;
+
+    fn mk_check(object: impl Into<Object>) -> Result<(), String> {
+        check(&object.into(), &Engine::new(Limits::default())).map_err(|e| e.to_string())
+    }
+
+    fn mk_meta(namespace: &str) -> Option<pb::ObjectMeta> {
+        Some(pb::ObjectMeta {
+            name: "b".into(),
+            namespace: namespace.into(),
+            ..Default::default()
+        })
+    }
+
+    fn mk_spec(
+        kind: &str,
+        subjects: &[(&str, &str)],
+        scope: Option<(&str, &str)>,
+    ) -> pb::RoleBindingSpec {
+        pb::RoleBindingSpec {
+            role_ref: Some(pb::RoleRef {
+                kind: kind.into(),
+                name: "developer".into(),
+            }),
+            subjects: subjects
+                .iter()
+                .map(|(kind, name)| pb::Subject {
+                    kind: kind.to_string(),
+                    name: name.to_string(),
+                })
+                .collect(),
+            scope: scope.map(|(project, component)| pb::AccessScope {
+                project: project.into(),
+                component: component.into(),
+            }),
+        }
+    }
+
+    fn mk_binding(
+        kind: &str,
+        subjects: &[(&str, &str)],
+        scope: Option<(&str, &str)>,
+    ) -> pb::RoleBinding {
+        pb::RoleBinding {
+            metadata: mk_meta("acme"),
+            spec: Some(mk_spec(kind, subjects, scope)),
+            ..Default::default()
+        }
+    }
+
+    fn mk_cluster_binding(kind: &str) -> pb::ClusterRoleBinding {
+        let spec = mk_spec(kind, &[("User", "alice")], None);
+        pb::ClusterRoleBinding {
+            metadata: mk_meta(""),
+            spec: Some(pb::ClusterRoleBindingSpec {
+                role_ref: spec.role_ref,
+                subjects: spec.subjects,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bindings_name_a_role_kind_subjects_and_a_whole_scope() {
+        let alice = [("User", "alice@example.com")];
+        assert_eq!(
+            mk_check(mk_binding("ClusterRole", &alice, Some(("shop", "api")))),
+            Ok(())
+        );
+        assert_eq!(
+            mk_check(mk_binding("", &[("Group", "g"), ("Token", "ci")], None)),
+            Ok(())
+        );
+        assert_eq!(
+            mk_check(mk_binding("ClusterRole", &alice, Some(("", "api")))),
+            Err(
+                "RoleBinding acme/b: spec.scope.component: requires spec.scope.project (the \
+                 component's project)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            mk_check(mk_binding("Roles", &alice, None)),
+            Err(
+                "RoleBinding acme/b: spec.roleRef.kind: \"Roles\" is not one of Role, ClusterRole"
+                    .into()
+            )
+        );
+        assert_eq!(
+            mk_check(mk_binding(
+                "Role",
+                &[("User", "a"), ("ServiceAccount", "b")],
+                None
+            )),
+            Err(
+                "RoleBinding acme/b: spec.subjects[1].kind: \"ServiceAccount\" is not one of \
+                 User, Group, Token"
+                    .into()
+            )
+        );
+        assert_eq!(
+            mk_check(mk_binding("Role", &[("Group", " ops")], None)),
+            Err(
+                "RoleBinding acme/b: spec.subjects[0].name: \" ops\" has leading or trailing \
+                 whitespace"
+                    .into()
+            )
+        );
+        assert_eq!(
+            mk_check(mk_binding("Role", &[], None)),
+            Err(
+                "RoleBinding acme/b: spec.subjects: required: at least one User, Group or Token"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_cluster_role_binding_grants_a_cluster_role() {
+        assert_eq!(mk_check(mk_cluster_binding("")), Ok(()));
+        assert_eq!(mk_check(mk_cluster_binding("ClusterRole")), Ok(()));
+        assert_eq!(
+            mk_check(mk_cluster_binding("Role")),
+            Err(
+                "ClusterRoleBinding b: spec.roleRef.kind: a ClusterRoleBinding grants a \
+                 ClusterRole, not a \"Role\" (a RoleBinding grants a Role)"
+                    .into()
+            )
+        );
+    }
+}
