@@ -751,7 +751,7 @@ async fn the_server_itself_may_do_anything() {
     );
 }
 
-const ACCESS: &str = include_str!("../../../../examples/access.yaml");
+const ACCESS: &str = include_str!("../../../../examples/access/access.yaml");
 
 #[tokio::test]
 async fn the_example_access_file_grants_what_it_says() {
