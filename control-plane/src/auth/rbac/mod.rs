@@ -2,7 +2,7 @@
 //! scopes, evaluated allow-only and fail-closed.
 //!
 //! [`Rbac::start`] writes the [`builtin`] roles that are missing, loads every role and binding
-//! into an [`index`] and follows their changes with a watch that also marks its progress
+//! into an index (`index.rs`) and follows their changes with a watch that also marks its progress
 //! through every other commit; a follower task owns the index, compiles it into the grants a
 //! check reads after each burst of changes, and then says how far it has come, which is what
 //! [`Rbac::caught_up`] waits on. [`Rbac::check`] and [`Rbac::reach`] only read the compiled
