@@ -869,3 +869,53 @@ async fn bindings_name_roles_and_scopes_that_exist() {
         "Project acme/shop is still referenced by RoleBinding acme/b; delete or change them first"
     );
 }
+
+#[test]
+fn targets_carry_the_project_and_component_objects_belong_to() {
+    let owner = || {
+        Some(pb::ComponentOwner {
+            project_name: "shop".into(),
+            component_name: "api".into(),
+        })
+    };
+    let project: Object = pb::Project {
+        metadata: mk_meta("acme", "shop"),
+        ..Default::default()
+    }
+    .into();
+    let workload: Object = pb::Workload {
+        metadata: mk_meta("acme", "api"),
+        spec: Some(pb::WorkloadSpec {
+            owner: owner(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .into();
+    let promotion: Object = pb::Promotion {
+        metadata: mk_meta("acme", "api-production-7"),
+        spec: Some(pb::PromotionSpec {
+            owner: owner(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .into();
+    let standalone: Object = pb::WorkflowRun {
+        metadata: mk_meta("acme", "nightly"),
+        ..Default::default()
+    }
+    .into();
+    let shown = |o: &Object| target_of(o).to_string();
+    assert_eq!(shown(&project), "Project acme/shop (project shop)");
+    assert_eq!(
+        shown(&workload),
+        "Workload acme/api (project shop, component api)"
+    );
+    assert_eq!(
+        shown(&promotion),
+        "Promotion acme/api-production-7 (project shop, component api)"
+    );
+    assert_eq!(shown(&standalone), "WorkflowRun acme/nightly");
+    assert_eq!(shown(&mk_namespace("acme")), "Namespace acme");
+}
