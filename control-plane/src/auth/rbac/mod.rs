@@ -214,7 +214,20 @@ async fn follow_watch(
             continue;
         }
         if dirty {
-            let grants = Arc::new(index.grants());
+            // Compiling walks every binding: off the async workers, taking the index along.
+            let compiled = tokio::task::spawn_blocking(move || {
+                let grants = index.grants();
+                (index, grants)
+            })
+            .await;
+            let (back, grants) = match compiled {
+                Ok(compiled) => compiled,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down.
+                Err(_) => return Ok(()),
+            };
+            index = back;
+            let grants = Arc::new(grants);
             *shared
                 .grants
                 .write()
