@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use troupe_common::access::{ANY, BUILTIN_LABEL, Verb};
 use troupe_common::pb::v1alpha1 as pb;
-use troupe_common::{Kind, Object, ObjectKey};
+use troupe_common::{Kind, Object};
 
+use crate::auth::tokens::ADMINS_GROUP;
 use crate::resources::{Error, Origin, Resources};
 
 /// Words of a built-in rule: all of them, or these.
@@ -206,16 +207,47 @@ fn words<T: Copy>(words: Words<T>, spell: impl Fn(T) -> &'static str) -> Vec<Str
 /// Writes the built-in roles that are missing; returns the names written.
 pub async fn write_missing(resources: &Arc<Resources>) -> Result<Vec<&'static str>, Error> {
     let mut written = Vec::new();
-    for builtin in BUILTINS {
-        match resources.get(&ObjectKey::new(Kind::ClusterRole, "", builtin.name)) {
+    let objects = BUILTINS
+        .iter()
+        .map(|b| (b.name, b.to_object()))
+        .chain([(ADMINS_BINDING, admins_binding())]);
+    for (name, object) in objects {
+        match resources.get(&object.key()) {
             Ok(_) => continue,
             Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        resources
-            .apply(builtin.to_object(), Origin::ControlPlane, false)
-            .await?;
-        written.push(builtin.name);
+        resources.apply(object, Origin::ControlPlane, false).await?;
+        written.push(name);
     }
     Ok(written)
+}
+
+/// Name of the built-in ClusterRoleBinding that makes the group of the bootstrap admin
+/// token ([`ADMINS_GROUP`]) `admin`.
+pub const ADMINS_BINDING: &str = "admins";
+
+/// ClusterRoleBinding `admins`: group [`ADMINS_GROUP`] (the bootstrap admin token's) gets
+/// ClusterRole `admin`. Give a person or CI system the whole platform by adding them to it,
+/// or by a ClusterRoleBinding of their own.
+fn admins_binding() -> Object {
+    pb::ClusterRoleBinding {
+        metadata: Some(pb::ObjectMeta {
+            name: ADMINS_BINDING.into(),
+            labels: [(BUILTIN_LABEL.to_string(), "true".to_string())].into(),
+            ..Default::default()
+        }),
+        spec: Some(pb::ClusterRoleBindingSpec {
+            role_ref: Some(pb::RoleRef {
+                kind: Kind::ClusterRole.name().into(),
+                name: ADMIN.name.into(),
+            }),
+            subjects: vec![pb::Subject {
+                kind: "Group".into(),
+                name: ADMINS_GROUP.into(),
+            }],
+        }),
+        ..Default::default()
+    }
+    .into()
 }
