@@ -95,6 +95,7 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
     assert_eq!(record["spec"]["sourceEnvironment"], "development");
     assert_eq!(record["spec"]["releaseName"], first.as_str());
     assert_eq!(record["spec"]["requestedBy"], "carol");
+    assert_eq!(record["spec"]["impersonatedBy"], "admin");
     // The soak was honoured: it ended at least SOAK seconds after development became ready.
     let binding = server.get_json("rb", "acme", "api-development").unwrap();
     let ready_time = binding["status"]["releaseHistory"][0]["readyTime"]
@@ -185,7 +186,11 @@ fn a_release_moves_along_the_pipeline_through_its_gates_and_rolls_back() {
     ]));
     let record = promotion(&server, &rejected);
     assert_eq!(record["status"]["phase"], "Refused");
-    assert_eq!(record["status"]["message"], "rejected by bob: not today");
+    // The record keeps both names: who acted, and who really called (impersonating).
+    assert_eq!(
+        record["status"]["message"],
+        "rejected by bob (impersonated by admin): not today"
+    );
 
     // Asked again, twice: the second supersedes the first.
     let superseded = promotion_name(&success(&server.cli(&[

@@ -16,8 +16,8 @@ impl Promotions {
         comment: &str,
         reject: bool,
     ) -> Result<pb::Promotion, Error> {
-        let user = who.display();
-        if who.user.is_empty() {
+        let user = &who.user;
+        if user.is_empty() {
             return Err(Error::invalid("ApproveRequest", "user", "required"));
         }
         let _guard = self.lock.lock().await;
@@ -48,9 +48,9 @@ impl Promotions {
         if reject {
             let by = if requester { "withdrawn" } else { "rejected" };
             let message = if comment.is_empty() {
-                format!("{by} by {user}")
+                format!("{by} by {}", who.display())
             } else {
-                format!("{by} by {user}: {comment}")
+                format!("{by} by {}: {comment}", who.display())
             };
             self.finish(key, phase::REFUSED, &message, "").await?;
             return self.promotion(key);
