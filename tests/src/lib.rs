@@ -13,6 +13,7 @@ mod agent;
 mod binaries;
 mod platform;
 mod poll;
+pub mod probes;
 mod proxy;
 mod server;
 
