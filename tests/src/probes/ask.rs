@@ -168,10 +168,16 @@ fn ask_cli(server: &Server, token: &str, op: &Op) -> Answer {
         }
         Op::Apply(object) => {
             let text = labelled(object, Tool::Cli.name()).to_string();
-            (
-                cli_as(server, token, &["apply", "-f", "-"], Some(&text)),
-                BTreeSet::new(),
-            )
+            let out = cli_as(server, token, &["apply", "-f", "-"], Some(&text));
+            // `workload/api (namespace acme) configured`: the object the CLI applied.
+            let kind = object["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let applied = crate::stdout(&out).starts_with(&format!("{kind}/{name} "));
+            let keys = applied.then(|| object_key(object)).flatten();
+            (out, keys.into_iter().collect())
         }
         Op::ListAll(kind) => {
             let out = cli_as(server, token, &["get", kind, "-o", "json"], None);
