@@ -72,6 +72,31 @@ function loadModules() {
   return { grpc: from("@grpc/grpc-js"), loader: from("@grpc/proto-loader"), protobuf: from("protobufjs") };
 }
 
+// An RFC 3339 time as a Timestamp message, to the nanosecond; `self` is the Timestamp type
+// with its own (unwrapped) fromObject.
+function toTimestamp(self, json) {
+  if (typeof json !== "string") return self.fromObject(json);
+  const fraction = /\.(\d+)/.exec(json);
+  const millis = Date.parse(json.replace(/\.\d+/, ""));
+  if (Number.isNaN(millis)) throw new Error(`not an RFC 3339 time: ${json}`);
+  return self.create({
+    seconds: Math.floor(millis / 1000),
+    nanos: fraction ? Number(fraction[1].slice(0, 9).padEnd(9, "0")) : 0,
+  });
+}
+
+// A Timestamp as proto3 JSON writes it: `2026-12-01T19:00:00Z`, with 3, 6 or 9 fractional
+// digits when there are nanoseconds.
+function fromTimestamp(ts) {
+  const seconds = Number(String(ts.seconds || 0));
+  const whole = new Date(seconds * 1000).toISOString().replace(".000Z", "");
+  const nanos = ts.nanos || 0;
+  if (nanos === 0) return `${whole}Z`;
+  let digits = String(nanos).padStart(9, "0");
+  while (digits.length > 3 && digits.endsWith("000")) digits = digits.slice(0, -3);
+  return `${whole}.${digits}Z`;
+}
+
 // Teaches protobufjs the proto3 JSON forms of the well-known types the API uses, so a
 // Struct is a plain JSON object (a Component's parameters) and a Timestamp an RFC 3339
 // string, as in YAML, grpcurl and the Python client.
@@ -127,21 +152,7 @@ function registerJsonMappings(protobuf) {
   wrap("Struct", toStruct, fromStruct);
   wrap("Value", toValue, fromValue);
   wrap("ListValue", toList, (list) => (list.values || []).map(fromValue));
-  wrap(
-    "Timestamp",
-    (self, json) => {
-      if (typeof json !== "string") return type(self, "Timestamp").fromObject(json);
-      const millis = Date.parse(json);
-      return type(self, "Timestamp").create({
-        seconds: Math.floor(millis / 1000),
-        nanos: (millis % 1000) * 1e6,
-      });
-    },
-    (ts) => {
-      const millis = Number(String(ts.seconds || 0)) * 1000 + Math.floor((ts.nanos || 0) / 1e6);
-      return new Date(millis).toISOString().replace(".000Z", "Z");
-    },
-  );
+  wrap("Timestamp", toTimestamp, fromTimestamp);
 }
 
 // Every service of troupe.v1alpha1, generated from the .proto files under `protoDir`.
