@@ -1,5 +1,10 @@
 //! `troupe server`: opens the store, builds the services and serves them over gRPC with
 //! reflection and health, until SIGINT or SIGTERM.
+//!
+//! The API endpoint speaks TLS unless told otherwise ([`ApiTransport`]): by default with the
+//! certificate the server's own CA signs (the agent endpoint's, valid for the API names too),
+//! or with one the operator brings. Plain gRPC is for loopback only unless explicitly made
+//! insecure, since API calls carry bearer tokens.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,6 +49,11 @@ pub struct ServerConfig {
     pub agent_listen: SocketAddr,
     /// Host names and addresses the agent endpoint's certificate is valid for.
     pub agent_names: Vec<String>,
+    /// How the API endpoint secures its transport.
+    pub api_transport: ApiTransport,
+    /// Host names and addresses clients reach the API by; the server certificate is valid
+    /// for these and the agent names.
+    pub api_names: Vec<String>,
     /// How agent sessions run.
     pub hub: HubConfig,
     /// Dev mode: load the sample platform and run an in-process agent for DataPlane
@@ -62,6 +72,8 @@ impl ServerConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             agent_names: vec!["localhost".into(), "127.0.0.1".into()],
+            api_transport: ApiTransport::OwnCa,
+            api_names: vec!["localhost".into(), "127.0.0.1".into()],
             hub: HubConfig::default(),
             dev: false,
             auth: AuthConfig {
@@ -71,6 +83,60 @@ impl ServerConfig {
             },
             data_dir,
         }
+    }
+
+    /// Every name the server certificate is valid for: the agent names, then the API names
+    /// not among them.
+    fn server_names(&self) -> Vec<String> {
+        let mut names = self.agent_names.clone();
+        for name in &self.api_names {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
+    /// Refuses plain gRPC on a non-loopback address unless insecure was asked for: tokens
+    /// would cross the network in clear.
+    fn check_transport(&self) -> anyhow::Result<()> {
+        if let ApiTransport::Plaintext { insecure: false } = self.api_transport
+            && !self.listen.ip().is_loopback()
+        {
+            anyhow::bail!(
+                "refusing to serve the API in plaintext on {}, which is not a loopback address: \
+                 bearer tokens would cross the network unencrypted; listen on 127.0.0.1, drop \
+                 --plaintext, or add --insecure to accept that",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How the API endpoint secures its transport. Clients never present certificates to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiTransport {
+    /// TLS with the server certificate the server's own CA signs (the default).
+    OwnCa,
+    /// TLS with the operator's certificate chain and private key (PEM files).
+    Operator {
+        /// The certificate chain, leaf first.
+        cert: PathBuf,
+        /// The private key of the leaf.
+        key: PathBuf,
+    },
+    /// Plain gRPC. Refused on a non-loopback address unless `insecure`.
+    Plaintext {
+        /// Serve plaintext on any address.
+        insecure: bool,
+    },
+}
+
+impl ApiTransport {
+    /// Whether the endpoint speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, ApiTransport::Plaintext { .. })
     }
 }
 
@@ -89,8 +155,15 @@ pub const SAMPLE_PLATFORM: &str = include_str!("../../examples/platform.yaml");
 /// Where a started server listens.
 #[derive(Debug, Clone)]
 pub struct Ready {
-    /// The API endpoint (plain gRPC).
+    /// The API endpoint.
     pub api: SocketAddr,
+    /// How the API endpoint secures its transport.
+    pub api_transport: ApiTransport,
+    /// PEM of the CA API clients trust the API endpoint by, when the server's own CA signs
+    /// its certificate (`None` in plaintext or with the operator's certificate).
+    pub api_ca_pem: Option<String>,
+    /// Where that CA is on disk, unless the server keeps everything in memory.
+    pub api_ca_path: Option<PathBuf>,
     /// The agent endpoint (gRPC over TLS).
     pub agents: SocketAddr,
     /// PEM of the CA agents trust the agent endpoint by.
@@ -105,6 +178,23 @@ pub struct Ready {
     pub admin_token_path: Option<PathBuf>,
 }
 
+impl Ready {
+    /// The URL clients reach the API by: `https://` or `http://`, with the listen address (a
+    /// loopback address when the server listens on every interface).
+    pub fn api_url(&self) -> String {
+        let scheme = if self.api_transport.is_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut addr = self.api;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("{scheme}://{addr}")
+    }
+}
+
 /// Runs the server until `shutdown` resolves. `on_ready` gets the bound addresses once the
 /// listeners are open and the store is loaded.
 pub async fn run(
@@ -112,6 +202,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
+    config.check_transport()?;
     let store = open_store(config.data_dir.as_deref())?;
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
     let (domain, admin_token) =
@@ -126,7 +217,7 @@ pub async fn run(
     let pki_dir = config.data_dir.as_ref().map(|d| d.join("pki"));
     let pki = Arc::new(Pki::load_or_create(
         pki_dir.as_deref(),
-        &config.agent_names,
+        &config.server_names(),
     )?);
     let tokens = Arc::new(Tokens::load(
         pki_dir.as_ref().map(|d| d.join("tokens.jsonl")),
@@ -166,8 +257,12 @@ pub async fn run(
             stopping.clone(),
         )?;
     }
+    let own_ca = config.api_transport == ApiTransport::OwnCa;
     on_ready(Ready {
         api: addr,
+        api_transport: config.api_transport.clone(),
+        api_ca_pem: own_ca.then(|| pki.ca_pem().to_string()),
+        api_ca_path: pki.ca_path().filter(|_| own_ca),
         agents: agent_addr,
         ca_pem: pki.ca_pem().to_string(),
         ca_path: pki.ca_path(),
@@ -354,7 +449,11 @@ async fn serve_api(
     health_reporter
         .set_serving::<AuthServiceServer<AuthApi>>()
         .await;
-    Ok(tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = api_tls(&config.api_transport, pki)? {
+        builder = builder.tls_config(tls)?;
+    }
+    Ok(builder
         .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
@@ -365,6 +464,24 @@ async fn serve_api(
         .add_service(data_plane_service)
         .add_service(auth_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown))
+}
+
+/// The API endpoint's TLS configuration, `None` for plaintext.
+fn api_tls(
+    transport: &ApiTransport,
+    pki: &Pki,
+) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    Ok(match transport {
+        ApiTransport::OwnCa => Some(pki.api_tls()),
+        ApiTransport::Operator { cert, key } => {
+            let read = |path: &PathBuf| {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+            };
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            Some(tonic::transport::ServerTlsConfig::new().identity(identity))
+        }
+        ApiTransport::Plaintext { .. } => None,
+    })
 }
 
 /// Applies every object of a YAML stream, in order.
@@ -432,4 +549,57 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_config(listen: &str, api_transport: ApiTransport) -> ServerConfig {
+        let mut config = ServerConfig::local(None);
+        config.listen = listen.parse().unwrap();
+        config.api_transport = api_transport;
+        config
+    }
+
+    #[test]
+    fn plaintext_is_for_loopback_unless_insecure() {
+        let plain = ApiTransport::Plaintext { insecure: false };
+        assert!(
+            mk_config("127.0.0.1:0", plain.clone())
+                .check_transport()
+                .is_ok()
+        );
+        assert!(
+            mk_config("[::1]:0", plain.clone())
+                .check_transport()
+                .is_ok()
+        );
+        let err = mk_config("0.0.0.0:50051", plain)
+            .check_transport()
+            .unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("0.0.0.0:50051") && err.contains("--insecure"),
+            "{err}"
+        );
+        let insecure = ApiTransport::Plaintext { insecure: true };
+        assert!(mk_config("0.0.0.0:0", insecure).check_transport().is_ok());
+        assert!(
+            mk_config("0.0.0.0:0", ApiTransport::OwnCa)
+                .check_transport()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_certificate_covers_agent_and_api_names_once() {
+        let mut config = ServerConfig::local(None);
+        config.agent_names.push("agents.example".into());
+        config.api_names.push("api.example".into());
+        assert_eq!(
+            config.server_names(),
+            ["localhost", "127.0.0.1", "agents.example", "api.example"]
+        );
+    }
 }

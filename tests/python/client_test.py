@@ -15,8 +15,12 @@ against a freshly started and empty Troupe server, it
 
 Usage (cwd = project root; the Rust integration test runs it this way):
 
-    $TROUPE_PYTHON tests/python/client_test.py --server 127.0.0.1:PORT \
-        --proto proto --examples examples/platform.yaml
+    TROUPE_TOKEN=... $TROUPE_PYTHON tests/python/client_test.py --server 127.0.0.1:PORT \
+        --ca DATA_DIR/pki/ca.crt --proto proto --examples examples/platform.yaml
+
+With ``--ca`` the channel is TLS trusting that CA (``grpc.secure_channel``); without it,
+plaintext. The token in ``TROUPE_TOKEN``, if set, goes with every call as
+``authorization: Bearer TOKEN`` metadata.
 
 Needs only the standard library, grpcio, grpcio-tools, protobuf and PyYAML. Exits 0 when every
 check passes, 1 when a check fails and 2 when the test cannot run at all (bad arguments, code
@@ -25,6 +29,7 @@ generation or import failure, server unreachable). The last line of output is a 
 """
 
 import argparse
+import collections
 import glob
 import json
 import os
@@ -115,6 +120,51 @@ def generate_client(proto_dir, out_dir):
     return pb, pb_grpc
 
 
+# --- the connection ----------------------------------------------------------------------------
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """Call details a client interceptor can build (grpc's own are read-only)."""
+
+
+class BearerToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds ``authorization: Bearer TOKEN`` to the metadata of every unary call."""
+
+    def __init__(self, token):
+        self.header = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_unary(self, continuation, details, request):
+        details = _CallDetails(
+            details.method,
+            details.timeout,
+            list(details.metadata or []) + [self.header],
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+        return continuation(details, request)
+
+
+def open_channel(args):
+    """The channel to the server: TLS trusting ``--ca`` when given, with the token if any."""
+    if args.ca:
+        with open(args.ca, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+        channel = grpc.secure_channel(args.server, credentials)
+    else:
+        channel = grpc.insecure_channel(args.server)
+    token = os.environ.get("TROUPE_TOKEN", "").strip()
+    if token:
+        channel = grpc.intercept_channel(channel, BearerToken(token))
+    return channel
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -170,7 +220,7 @@ def run(args, checks):
         pb, pb_grpc = generate_client(args.proto, gen_dir)
         print(f"generated the Python client from {args.proto} into {gen_dir}")
 
-        with grpc.insecure_channel(args.server) as channel:
+        with open_channel(args) as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=RPC_TIMEOUT_S)
             except grpc.FutureTimeoutError:
@@ -339,6 +389,7 @@ def expect_not_found(stub, pb, checks, kind, namespace, name):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", required=True, help="address of the server, host:port")
+    parser.add_argument("--ca", help="PEM file of the CA to trust the server by (TLS)")
     parser.add_argument("--proto", required=True, help="directory holding troupe/v1alpha1/*.proto")
     parser.add_argument("--examples", required=True, help="multi-document YAML of example objects")
     args = parser.parse_args()

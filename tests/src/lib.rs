@@ -2,7 +2,8 @@
 //! `troupe-agent` binaries over TCP: [`Platform`] starts a server (and agents) in a temporary
 //! directory, [`Server`] talks to it with the generated Rust client, the CLI and grpcurl,
 //! [`eventually`] is how a test waits for the system to converge, and [`Proxy`] injects
-//! network faults between an agent and the control plane.
+//! network faults between an agent and the control plane. [`FakeIssuer`] is an OIDC identity
+//! provider whose tokens a server started with its [`FakeIssuer::server_args`] accepts.
 //!
 //! The binaries are built from the current sources on first use (see [`troupe_bin`]), so
 //! `cargo test` never runs stale code. Tool paths come from `TROUPE_GRPCURL` and
@@ -11,6 +12,7 @@
 
 mod agent;
 mod binaries;
+pub mod oidc;
 mod platform;
 mod poll;
 pub mod probes;
@@ -23,10 +25,11 @@ use std::process::Output;
 
 pub use agent::Agent;
 pub use binaries::{grpcurl_bin, python_bin, troupe_agent_bin, troupe_bin};
+pub use oidc::FakeIssuer;
 pub use platform::{Platform, PlatformBuilder, UNGATED_PIPELINE};
 pub use poll::{Observation, PATIENCE, check, eventually};
 pub use proxy::Proxy;
-pub use server::Server;
+pub use server::{Bearer, Client, Connection, Server};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

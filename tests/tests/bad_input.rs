@@ -6,9 +6,7 @@ use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::{ApplyRequest, GetRequest};
 use troupe_tests::{Platform, stderr, success};
 
-type Client = troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient<
-    tonic::transport::Channel,
->;
+use troupe_tests::Client;
 
 /// Applies one YAML document and returns the error status.
 async fn apply_err(client: &mut Client, yaml: &str) -> tonic::Status {

@@ -165,9 +165,9 @@ impl Drop for Reaped {
 fn open_watches_do_not_hold_a_shutdown_open() {
     let mut server = Platform::builder().start();
     let mut watcher = Reaped(
-        Command::new(troupe_bin())
+        server
+            .cli_command(None)
             .args(["watch", "all"])
-            .env("TROUPE_SERVER", server.url())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -219,7 +219,8 @@ fn watch_streams_changes_from_a_revision() {
     success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
     // Replaying from revision 1 shows the history of components, then the stream stays open;
     // the CLI is stopped by the timeout.
-    let out = Command::new("timeout")
+    let out = server
+        .cli_env(&mut Command::new("timeout"), None)
         .args([
             "3",
             troupe_bin().to_str().unwrap(),
@@ -228,7 +229,6 @@ fn watch_streams_changes_from_a_revision() {
             "--since",
             "1",
         ])
-        .env("TROUPE_SERVER", server.url())
         .output()
         .unwrap();
     let text = stdout(&out);

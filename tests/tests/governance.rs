@@ -12,7 +12,7 @@ use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::{self as pb, ApplyRequest, DeleteRequest, GetRequest};
 use troupe_tests::{PATIENCE, Platform, Server, check, eventually, examples_dir, stderr, success};
 
-type Client = pb::resource_service_client::ResourceServiceClient<tonic::transport::Channel>;
+use troupe_tests::Client;
 
 async fn apply(client: &mut Client, object: Object) -> Result<pb::ApplyResponse, tonic::Status> {
     let request = ApplyRequest {

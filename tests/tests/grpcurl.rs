@@ -1,11 +1,11 @@
-//! The real grpcurl against the real server: services are discoverable by reflection with no
-//! proto files at hand, and a Component can be created, read, listed, watched and deleted with
-//! plain JSON.
+//! The real grpcurl against the real server, over TLS trusting the server's CA: services are
+//! discoverable by reflection with no proto files at hand, and a Component can be created,
+//! read, listed, watched and deleted with plain JSON.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use troupe_tests::{PATIENCE, Platform, eventually, grpcurl_bin, stderr, success};
+use troupe_tests::{PATIENCE, Platform, eventually, stderr, success};
 
 const SERVICE: &str = "troupe.v1alpha1.ResourceService";
 
@@ -64,8 +64,9 @@ fn component_lifecycle_with_grpcurl_json() {
         v["revision"].as_str().unwrap().parse().unwrap()
     };
     // Watch from the listing's revision in the background while the component changes.
-    let mut watch = Command::new(grpcurl_bin())
-        .args(["-plaintext", "-v", "-max-time", "4", "-d"])
+    let mut watch = server
+        .grpcurl_command(server.admin_token().as_deref())
+        .args(["-v", "-max-time", "4", "-d"])
         .arg(format!(
             r#"{{"kind":"comp","namespace":"acme","sinceRevision":"{start}"}}"#
         ))

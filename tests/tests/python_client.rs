@@ -1,5 +1,6 @@
 //! A client generated from `proto/` in Python (grpcio-tools) applies the examples and reads
-//! them back: other languages can use the API with nothing but the proto files.
+//! them back over TLS with the admin token: other languages can use the API with nothing but
+//! the proto files, the server's CA and a token.
 
 use std::process::Command;
 
@@ -9,12 +10,17 @@ use troupe_tests::{Platform, python_bin, success, workspace_root};
 fn generated_python_client_applies_and_reads_the_examples() {
     let server = Platform::builder().start();
     let root = workspace_root();
-    let out = Command::new(python_bin())
+    let mut command = Command::new(python_bin());
+    command
         .current_dir(&root)
         .args(["tests/python/client_test.py", "--server", &server.addr])
-        .args(["--proto", "proto", "--examples", "examples/platform.yaml"])
-        .output()
-        .expect("running python");
+        .arg("--ca")
+        .arg(server.ca_path())
+        .args(["--proto", "proto", "--examples", "examples/platform.yaml"]);
+    if let Some(token) = server.admin_token() {
+        command.env("TROUPE_TOKEN", token);
+    }
+    let out = command.output().expect("running python");
     let text = success(&out);
     assert!(
         text.contains("python client: ") && text.contains(" passed, 0 failed"),

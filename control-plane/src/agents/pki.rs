@@ -1,8 +1,9 @@
-//! The control plane's certificate authority for agents.
+//! The control plane's certificate authority, for agents and API clients.
 //!
 //! Generated on first start and kept in `DATA_DIR/pki/` (`ca.crt`, `ca.key`, mode 0600 for
-//! the key); in-memory servers make a fresh one. The CA signs the agent endpoint's server
-//! certificate (re-issued at every start for the configured names) and, at registration, each
+//! the key); in-memory servers make a fresh one. The CA signs the server certificate (re-issued
+//! at every start for the configured names; the agent endpoint and the API endpoint present the
+//! same one, the API without asking for client certificates) and, at registration, each
 //! agent's client certificate, whose only identity is a SAN URI naming its data plane
 //! (`troupe://dataplane/NS/NAME`). What the agent's CSR asks for beyond its public key is
 //! ignored.
@@ -24,7 +25,7 @@ const CLIENT_CERT_DAYS: i64 = 365;
 /// How long the CA is valid.
 const CA_DAYS: i64 = 3650;
 
-/// The CA and the agent endpoint's server identity.
+/// The CA and the server identity both endpoints present.
 pub struct Pki {
     ca_pem: String,
     ca_pin: String,
@@ -60,7 +61,7 @@ impl Pki {
                 Err(_) => Ok(SanType::DnsName(n.as_str().try_into()?)),
             })
             .collect::<Result<_, rcgen::Error>>()?;
-        params.distinguished_name = name("troupe agent endpoint");
+        params.distinguished_name = name("troupe server");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         params.not_after = OffsetDateTime::now_utc() + Duration::days(CLIENT_CERT_DAYS);
@@ -100,6 +101,15 @@ impl Pki {
             ))
             .client_ca_root(tonic::transport::Certificate::from_pem(&self.ca_pem))
             .client_auth_optional(true)
+    }
+
+    /// The API endpoint's TLS identity: the same certificate, no client certificates (API
+    /// callers prove who they are with a bearer token).
+    pub fn api_tls(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            &self.server_chain_pem,
+            &self.server_key_pem,
+        ))
     }
 
     /// Signs an agent's CSR as the client certificate of `data_plane`. Only the CSR's public

@@ -1,50 +1,136 @@
-//! What every client verb shares: the server address (`--server`, or `TROUPE_SERVER`), the
-//! clients each verb opens on it, and how a server error is printed.
+//! What every client verb shares: which server it talks to, how (the CA to trust, the token to
+//! send), the clients each verb opens on it, and how a server error is printed.
+//!
+//! Settings come from flags, then environment variables (`TROUPE_SERVER`, `TROUPE_CA`,
+//! `TROUPE_TOKEN`, `TROUPE_CONTEXT`), then the chosen context of the config file
+//! ([`super::config`]), then the default `https://127.0.0.1:50051`. A context's CA and token go
+//! only to that context's server: naming another server leaves them out.
 //!
 //! A verb connects first, before reading its inputs, so a server that cannot be reached is
 //! the error it reports whatever else is wrong.
 
+use std::path::PathBuf;
+
 use anyhow::Context as _;
-use tonic::transport::{Channel, Endpoint};
+use base64::Engine as _;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use troupe_common::pb::v1alpha1::promotion_service_client::PromotionServiceClient;
 use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 
+use super::config::{self, Config};
+
+/// A connection to the server that sends the token with every call.
+pub(super) type Connection = InterceptedService<Channel, Bearer>;
+
 /// A client of the resource service.
-pub(super) type Client = ResourceServiceClient<Channel>;
+pub(super) type Client = ResourceServiceClient<Connection>;
 
 /// A client of the release service.
-pub(super) type Releases = ReleaseServiceClient<Channel>;
+pub(super) type Releases = ReleaseServiceClient<Connection>;
 
 /// A client of the promotion service.
-pub(super) type Promoter = PromotionServiceClient<Channel>;
+pub(super) type Promoter = PromotionServiceClient<Connection>;
 
 /// Largest message the CLI accepts (large lists).
 const CLIENT_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-/// The server a client verb talks to.
+/// The server client verbs talk to when nothing names one.
+pub(super) const DEFAULT_SERVER: &str = "https://127.0.0.1:50051";
+
+/// The connection settings given on the command line or in the environment.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Flags {
+    /// `--server` / `TROUPE_SERVER`.
+    pub(super) server: Option<String>,
+    /// `--ca` / `TROUPE_CA`.
+    pub(super) ca: Option<PathBuf>,
+    /// `--token` / `TROUPE_TOKEN`.
+    pub(super) token: Option<String>,
+    /// `--context` / `TROUPE_CONTEXT`.
+    pub(super) context: Option<String>,
+}
+
+/// The server a client verb talks to, and how.
 pub(super) struct Context {
     server: String,
+    /// PEM of the CA to trust; `None` trusts the system's roots.
+    ca: Option<String>,
+    token: Option<String>,
 }
 
 impl Context {
-    /// A context for the server at `server` (not contacted yet).
-    pub(super) fn new(server: String) -> Self {
-        Self { server }
+    /// A context with exactly these settings (not contacted yet).
+    pub(super) fn new(server: String, ca: Option<String>, token: Option<String>) -> Self {
+        Self { server, ca, token }
     }
 
-    /// A connection to the server.
-    pub(super) async fn channel(&self) -> anyhow::Result<Channel> {
+    /// The settings `flags` and the config file give, flags first.
+    pub(super) fn resolve(flags: Flags) -> anyhow::Result<Self> {
+        let config = match config::path() {
+            Some(path) => Config::load(&path)?,
+            None => Config::default(),
+        };
+        Self::from_config(flags, &config)
+    }
+
+    /// The settings `flags` and `config` give, flags first.
+    fn from_config(flags: Flags, config: &Config) -> anyhow::Result<Self> {
+        let named = match &flags.context {
+            Some(name) => Some(config.get(name).with_context(|| {
+                format!("no context {name:?} in the CLI config (see `troupe context list`)")
+            })?),
+            None => config.current(),
+        };
+        let named = named.filter(|c| {
+            flags
+                .server
+                .as_deref()
+                .is_none_or(|s| s.trim_end_matches('/') == c.server.trim_end_matches('/'))
+        });
+        let server = flags
+            .server
+            .or_else(|| named.map(|c| c.server.clone()))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+        let ca = match (flags.ca, named) {
+            (Some(path), _) => Some(config::read_ca(&path)?),
+            (None, Some(named)) => named.ca_pem()?,
+            (None, None) => None,
+        };
+        let token = flags.token.or_else(|| named.and_then(|c| c.token.clone()));
+        Ok(Self { server, ca, token })
+    }
+
+    /// A connection to the server: TLS for `https://` (with the CA, or the system's roots),
+    /// plaintext for `http://`; every call carries the token.
+    pub(super) async fn channel(&self) -> anyhow::Result<Connection> {
         let server = &self.server;
-        Endpoint::from_shared(server.to_string())
-            .with_context(|| format!("invalid server address {server:?}"))?
-            .connect()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the Troupe server at {server} (set --server or TROUPE_SERVER)"
-                )
-            })
+        let bearer = Bearer::new(self.token.as_deref())?;
+        let mut endpoint = Endpoint::from_shared(server.to_string())
+            .with_context(|| format!("invalid server address {server:?}"))?;
+        if server.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(self.client_tls()?)
+                .with_context(|| format!("TLS settings for {server}"))?;
+        }
+        let channel = endpoint.connect().await.with_context(|| {
+            format!(
+                "cannot reach the Troupe server at {server} (set --server or TROUPE_SERVER; \
+                 for https, --ca or TROUPE_CA names the CA to trust it by)"
+            )
+        })?;
+        Ok(InterceptedService::new(channel, bearer))
+    }
+
+    fn client_tls(&self) -> anyhow::Result<ClientTlsConfig> {
+        let tls = ClientTlsConfig::new();
+        Ok(match &self.ca {
+            Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+            None => tls.ca_certificates(system_roots()?),
+        })
     }
 
     /// A client of the resource service.
@@ -66,7 +152,154 @@ impl Context {
     }
 }
 
+/// Sends `authorization: Bearer TOKEN` with every call (nothing without a token).
+#[derive(Clone)]
+pub(super) struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    fn new(token: Option<&str>) -> anyhow::Result<Self> {
+        let value = token
+            .map(|t| {
+                format!("Bearer {}", t.trim())
+                    .parse()
+                    .context("the token is not printable ASCII")
+            })
+            .transpose()?;
+        Ok(Self(value))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The system's trusted CAs, for an https server with no CA configured.
+fn system_roots() -> anyhow::Result<Vec<Certificate>> {
+    let found = rustls_native_certs::load_native_certs();
+    anyhow::ensure!(
+        !found.certs.is_empty(),
+        "no CA to trust the server by: the system has no trusted certificates \
+         (give --ca FILE or TROUPE_CA){}",
+        found
+            .errors
+            .first()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+    Ok(found
+        .certs
+        .iter()
+        .map(|der| Certificate::from_pem(to_pem(der)))
+        .collect())
+}
+
+/// A DER certificate as PEM, the form tonic reads.
+fn to_pem(der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
 /// A server error as the CLI prints it: the server's own message.
 pub(super) fn server_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::config::NamedContext;
+
+    fn mk_config() -> Config {
+        Config {
+            current_context: Some("prod".into()),
+            contexts: vec![
+                NamedContext {
+                    name: "prod".into(),
+                    server: "https://prod.example:50051".into(),
+                    ca: None,
+                    token: Some("prod-token".into()),
+                },
+                NamedContext {
+                    name: "dev".into(),
+                    server: "http://127.0.0.1:50051".into(),
+                    ca: None,
+                    token: Some("dev-token".into()),
+                },
+            ],
+        }
+    }
+
+    fn mk_flags(server: Option<&str>, token: Option<&str>, context: Option<&str>) -> Flags {
+        Flags {
+            server: server.map(Into::into),
+            ca: None,
+            token: token.map(Into::into),
+            context: context.map(Into::into),
+        }
+    }
+
+    fn resolved(flags: Flags, config: &Config) -> (String, Option<String>) {
+        let ctx = Context::from_config(flags, config).unwrap();
+        (ctx.server, ctx.token)
+    }
+
+    #[test]
+    fn flags_win_and_a_contexts_token_goes_only_to_its_server() {
+        let config = mk_config();
+        let prod = || "https://prod.example:50051".to_string();
+        let none = mk_flags(None, None, None);
+        assert_eq!(resolved(none, &config), (prod(), Some("prod-token".into())));
+        let same_server = mk_flags(Some("https://prod.example:50051/"), None, None);
+        assert_eq!(
+            resolved(same_server, &config),
+            (prod() + "/", Some("prod-token".into()))
+        );
+        let own_token = mk_flags(None, Some("mine"), None);
+        assert_eq!(resolved(own_token, &config), (prod(), Some("mine".into())));
+        let elsewhere = mk_flags(Some("https://evil.example:443"), None, None);
+        assert_eq!(
+            resolved(elsewhere, &config),
+            ("https://evil.example:443".into(), None)
+        );
+        let named = mk_flags(None, None, Some("dev"));
+        assert_eq!(
+            resolved(named, &config),
+            ("http://127.0.0.1:50051".into(), Some("dev-token".into()))
+        );
+        let nothing = resolved(mk_flags(None, None, None), &Config::default());
+        assert_eq!(nothing, (DEFAULT_SERVER.to_string(), None));
+        let unknown = Context::from_config(mk_flags(None, None, Some("nope")), &config);
+        let err = format!("{:#}", unknown.err().unwrap());
+        assert!(err.contains("no context \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn the_token_goes_with_every_call_as_a_bearer() {
+        let mut bearer = Bearer::new(Some(" secret\n")).unwrap();
+        let request = bearer.call(tonic::Request::new(())).unwrap();
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer secret"
+        );
+        let mut none = Bearer::new(None).unwrap();
+        let request = none.call(tonic::Request::new(())).unwrap();
+        assert!(request.metadata().get("authorization").is_none());
+        assert!(Bearer::new(Some("bad\u{7f}token")).is_err());
+    }
 }

@@ -1,17 +1,20 @@
-//! The `troupe` command line: `server` runs the control plane; every other verb is a gRPC
-//! client of it (`--server`, or `TROUPE_SERVER`).
+//! The `troupe` command line: `server` runs the control plane; `login`, `logout` and
+//! `context` keep the config file's contexts; every other verb is a gRPC client of the server
+//! (`--server`, `--ca`, `--token`, or the current context).
 //!
 //! Each verb is one `clap::Args` struct in its own file with its flags and a `run`; this
 //! module parses the command line into one of them and hands it the shared [`Context`].
 
 mod apply;
 mod auth;
+mod config;
 mod context;
 mod dataplane;
 mod delete;
 mod diff;
 mod get;
 mod history;
+mod login;
 mod output;
 mod overrides;
 mod promote;
@@ -28,12 +31,13 @@ use clap::{Parser, Subcommand};
 
 use self::apply::ApplyCmd;
 use self::auth::AuthCmd;
-use self::context::Context;
+use self::context::{Context, Flags};
 use self::dataplane::DataPlaneCmd;
 use self::delete::DeleteCmd;
 use self::diff::DiffCmd;
 use self::get::GetCmd;
 use self::history::HistoryCmd;
+use self::login::{ContextCmd, LoginCmd, LogoutCmd};
 use self::promote::{ApproveCmd, CheckCmd, PromoteCmd, RejectCmd, RollbackCmd};
 use self::release::ReleaseCmd;
 use self::render::RenderCmd;
@@ -53,14 +57,21 @@ ReleaseBinding (rb), Release (rel), Promotion (promo).";
 #[derive(Debug, Parser)]
 #[command(name = "troupe", version, about, after_help = KINDS_HELP)]
 pub struct Args {
-    /// Address of the Troupe server.
-    #[arg(
-        long,
-        global = true,
-        env = "TROUPE_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub server: String,
+    /// URL of the Troupe server: https://HOST:PORT, or http:// for a plaintext one (default:
+    /// the current context's, else https://127.0.0.1:50051).
+    #[arg(long, global = true, env = "TROUPE_SERVER")]
+    pub server: Option<String>,
+    /// PEM file of the CA to trust the server by (default: the context's, else the system's).
+    #[arg(long, global = true, env = "TROUPE_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// API token, sent as `authorization: Bearer TOKEN` with every call (default: the
+    /// context's).
+    #[arg(long, global = true, env = "TROUPE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Context of the CLI config to use instead of the current one (for login and logout:
+    /// the one to write or remove).
+    #[arg(long, global = true, env = "TROUPE_CONTEXT")]
+    pub context: Option<String>,
     /// Log format of the server: text or json.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -74,6 +85,12 @@ pub struct Args {
 pub enum Command {
     /// Run the control plane server.
     Server(ServerCmd),
+    /// Check that a server answers with a token, then save both as the current context.
+    Login(LoginCmd),
+    /// Forget a context and its token.
+    Logout(LogoutCmd),
+    /// List the CLI config's contexts, or choose the current one.
+    Context(ContextCmd),
     /// Show where a component runs: each environment's release and whether it is ready.
     Status(StatusCmd),
     /// Promote the release running in one environment to the next, along the pipeline.
@@ -137,25 +154,35 @@ pub fn init_tracing(args: &Args) {
 
 /// Runs one verb.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let ctx = Context::new(args.server);
+    let flags = Flags {
+        server: args.server,
+        ca: args.ca,
+        token: args.token,
+        context: args.context,
+    };
+    // Only the verbs that talk to the server read the config file.
+    let ctx = || Context::resolve(flags.clone());
     match args.command {
         Command::Server(cmd) => cmd.run().await,
-        Command::Status(cmd) => cmd.run(&ctx).await,
-        Command::Promote(cmd) => cmd.run(&ctx).await,
-        Command::Approve(cmd) => cmd.run(&ctx).await,
-        Command::Reject(cmd) => cmd.run(&ctx).await,
-        Command::Check(cmd) => cmd.run(&ctx).await,
-        Command::Rollback(cmd) => cmd.run(&ctx).await,
-        Command::History(cmd) => cmd.run(&ctx).await,
-        Command::Dataplane(cmd) => cmd.run(&ctx).await,
-        Command::Apply(cmd) => cmd.run(&ctx).await,
-        Command::Get(cmd) => cmd.run(&ctx).await,
-        Command::Delete(cmd) => cmd.run(&ctx).await,
-        Command::Release(cmd) => cmd.run(&ctx).await,
-        Command::Render(cmd) => cmd.run(&ctx).await,
-        Command::Diff(cmd) => cmd.run(&ctx).await,
-        Command::Watch(cmd) => cmd.run(&ctx).await,
-        Command::Token(cmd) => cmd.run(&ctx).await,
-        Command::Auth(cmd) => cmd.run(&ctx).await,
+        Command::Login(cmd) => cmd.run(flags).await,
+        Command::Logout(cmd) => cmd.run(flags),
+        Command::Context(cmd) => cmd.run(),
+        Command::Status(cmd) => cmd.run(&ctx()?).await,
+        Command::Promote(cmd) => cmd.run(&ctx()?).await,
+        Command::Approve(cmd) => cmd.run(&ctx()?).await,
+        Command::Reject(cmd) => cmd.run(&ctx()?).await,
+        Command::Check(cmd) => cmd.run(&ctx()?).await,
+        Command::Rollback(cmd) => cmd.run(&ctx()?).await,
+        Command::History(cmd) => cmd.run(&ctx()?).await,
+        Command::Dataplane(cmd) => cmd.run(&ctx()?).await,
+        Command::Apply(cmd) => cmd.run(&ctx()?).await,
+        Command::Get(cmd) => cmd.run(&ctx()?).await,
+        Command::Delete(cmd) => cmd.run(&ctx()?).await,
+        Command::Release(cmd) => cmd.run(&ctx()?).await,
+        Command::Render(cmd) => cmd.run(&ctx()?).await,
+        Command::Diff(cmd) => cmd.run(&ctx()?).await,
+        Command::Watch(cmd) => cmd.run(&ctx()?).await,
+        Command::Token(cmd) => cmd.run(&ctx()?).await,
+        Command::Auth(cmd) => cmd.run(&ctx()?).await,
     }
 }

@@ -1,5 +1,6 @@
 //! `troupe server`: runs the control plane (API, agent endpoint and, with `--dev`, a sample
-//! platform with an in-process agent) until interrupted, printing where it listens.
+//! platform with an in-process agent) until interrupted, printing where it listens. In dev
+//! mode it also writes the CLI context `dev`, so client verbs in another shell need no setup.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,8 @@ use std::process::ExitCode;
 
 use crate::agents::HubConfig;
 use crate::auth::AuthConfig;
-use crate::server::{AUDIT_LOG, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
+use crate::auth::oidc::IssuerConfig;
+use crate::server::{ApiTransport, AUDIT_LOG, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
 
 /// Run the control plane server.
 #[derive(Debug, clap::Args)]
@@ -15,6 +17,23 @@ pub struct ServerCmd {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// A host name or address clients reach the API by (the server certificate is valid
+    /// for these, the agent names, `localhost` and `127.0.0.1`). Repeatable.
+    #[arg(long = "api-name")]
+    api_names: Vec<String>,
+    /// PEM certificate chain the API endpoint presents instead of one from the server's CA.
+    #[arg(long, requires = "api_tls_key", conflicts_with = "plaintext")]
+    api_tls_cert: Option<PathBuf>,
+    /// PEM private key of --api-tls-cert.
+    #[arg(long, requires = "api_tls_cert")]
+    api_tls_key: Option<PathBuf>,
+    /// Serve the API as plain gRPC, without TLS: only on a loopback address unless
+    /// --insecure is given too.
+    #[arg(long)]
+    plaintext: bool,
+    /// Allow --plaintext on a non-loopback address: tokens cross the network in clear.
+    #[arg(long, requires = "plaintext")]
+    insecure: bool,
     /// Directory of the on-disk store (created if missing); `./troupe-dev` with --dev.
     #[arg(long, env = "TROUPE_DATA_DIR", required_unless_present_any = ["in_memory", "dev"])]
     data_dir: Option<PathBuf>,
@@ -45,12 +64,37 @@ pub struct ServerCmd {
     /// stream (target `troupe::audit`).
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Accept OIDC JWTs from this issuer (its `iss`; keys are found through
+    /// URL/.well-known/openid-configuration). HTTPS, or HTTP to a loopback address. Repeatable.
+    #[arg(long = "oidc-issuer", value_name = "URL", requires = "oidc_audiences")]
+    oidc_issuers: Vec<String>,
+    /// An `aud` accepted in OIDC tokens (from every issuer); a token must name one. Repeatable.
+    #[arg(long = "oidc-audience", value_name = "AUD", requires = "oidc_issuers")]
+    oidc_audiences: Vec<String>,
+    /// The OIDC claim holding the user name.
+    #[arg(long, default_value = "sub", value_name = "CLAIM")]
+    oidc_username_claim: String,
+    /// The OIDC claim holding the user's groups (a string or an array of strings).
+    #[arg(long, default_value = "groups", value_name = "CLAIM")]
+    oidc_groups_claim: String,
+    /// Prefix added to OIDC user and group names (`oidc:` makes `alice` `oidc:alice`), so
+    /// they cannot be mistaken for names of Troupe tokens.
+    #[arg(long, default_value = "", value_name = "PREFIX")]
+    oidc_prefix: String,
 }
 
 impl ServerCmd {
     /// Serves until a shutdown signal.
     pub(super) async fn run(self) -> anyhow::Result<ExitCode> {
-        crate::server::run(self.config(), crate::server::shutdown_signal(), announce).await?;
+        let config = self.config();
+        let dev_data_dir = config.data_dir.clone().filter(|_| config.dev);
+        let on_ready = move |ready: Ready| {
+            announce(&ready);
+            if let Some(dir) = dev_data_dir {
+                write_dev_context(&ready, &dir);
+            }
+        };
+        crate::server::run(config, crate::server::shutdown_signal(), on_ready).await?;
         Ok(ExitCode::SUCCESS)
     }
 
@@ -68,12 +112,23 @@ impl ServerCmd {
         };
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         names.extend(self.agent_names);
+        let mut api_names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        api_names.extend(self.api_names);
+        let api_transport = match (self.plaintext, self.api_tls_cert, self.api_tls_key) {
+            (true, _, _) => ApiTransport::Plaintext {
+                insecure: self.insecure,
+            },
+            (false, Some(cert), Some(key)) => ApiTransport::Operator { cert, key },
+            (false, _, _) => ApiTransport::OwnCa,
+        };
         ServerConfig {
             listen: self.listen,
             data_dir,
             max_message_bytes: self.max_message_bytes,
             agent_listen: self.agent_listen,
             agent_names: names,
+            api_transport,
+            api_names,
             hub: HubConfig {
                 heartbeat: std::time::Duration::from_secs(self.agent_heartbeat_seconds.max(1)),
                 max_release_bytes: self.agent_max_release_bytes,
@@ -82,7 +137,17 @@ impl ServerCmd {
             dev: self.dev,
             auth: AuthConfig {
                 enabled: true,
-                oidc: vec![],
+                oidc: self
+                    .oidc_issuers
+                    .iter()
+                    .map(|url| IssuerConfig {
+                        url: url.clone(),
+                        audiences: self.oidc_audiences.clone(),
+                        username_claim: self.oidc_username_claim.clone(),
+                        groups_claim: self.oidc_groups_claim.clone(),
+                        prefix: self.oidc_prefix.clone(),
+                    })
+                    .collect(),
                 audit_log,
             },
         }
@@ -91,20 +156,42 @@ impl ServerCmd {
 
 /// Prints where the server listens. Scripts and tests read these lines to find a server
 /// started on port 0.
-fn announce(ready: Ready) {
-    println!("troupe server listening on {}", ready.api);
+fn announce(ready: &Ready) {
+    let transport = match (&ready.api_transport, &ready.api_ca_path) {
+        (ApiTransport::Plaintext { .. }, _) => "plaintext".to_string(),
+        (ApiTransport::Operator { cert, .. }, _) => format!("TLS, certificate {}", cert.display()),
+        (ApiTransport::OwnCa, Some(ca)) => format!("TLS, CA {}", ca.display()),
+        (ApiTransport::OwnCa, None) => "TLS, CA in memory".to_string(),
+    };
+    println!("troupe server listening on {} ({transport})", ready.api);
     let ca = ready
         .ca_path
+        .as_ref()
         .map_or("in memory".to_string(), |p| p.display().to_string());
     println!(
         "troupe agent endpoint listening on {} (CA {ca})",
         ready.agents
     );
-    if let Some(dir) = ready.dev_dataplane_dir {
+    if let Some(dir) = &ready.dev_dataplane_dir {
         println!(
             "dev mode: data plane {} applies manifests under {}",
             crate::server::DEV_DATA_PLANE,
             dir.display()
         );
+    }
+}
+
+/// Writes the CLI context `dev` for this server (a failure is a warning: the server runs).
+fn write_dev_context(ready: &Ready, data_dir: &std::path::Path) {
+    let token = data_dir.join("admin.token");
+    match super::config::write_dev_context(ready.api_url(), ready.api_ca_path.as_deref(), &token) {
+        Ok(path) => println!(
+            "dev mode: CLI context {} written to {}",
+            super::config::DEV_CONTEXT,
+            path.display()
+        ),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "dev mode: could not write the CLI context")
+        }
     }
 }

@@ -92,7 +92,10 @@ fn promotion_target(ctx: &Ctx<'_>, at: &str, t: &pb::PromotionTarget) -> Result<
             "set, but requiresApproval is false",
         ));
     }
-    if !t.approvers.is_empty() && t.required_approvals as usize > t.approvers.len() {
+    // A `group:NAME` approver stands for every member, so only a list of users bounds
+    // how many approvals can come.
+    let only_users = t.approvers.iter().all(|a| !a.starts_with("group:"));
+    if !t.approvers.is_empty() && only_users && t.required_approvals as usize > t.approvers.len() {
         return Err(ctx.invalid(
             format!("{at}.requiredApprovals"),
             format!(
@@ -103,8 +106,11 @@ fn promotion_target(ctx: &Ctx<'_>, at: &str, t: &pb::PromotionTarget) -> Result<
         ));
     }
     for (k, approver) in t.approvers.iter().enumerate() {
-        if approver.trim().is_empty() {
-            return Err(ctx.invalid(format!("{at}.approvers[{k}]"), "must not be empty"));
+        if approver.trim().is_empty() || approver.trim_start_matches("group:").is_empty() {
+            return Err(ctx.invalid(
+                format!("{at}.approvers[{k}]"),
+                "must name a user, or a group as group:NAME",
+            ));
         }
     }
     for (k, gate) in t.gates.iter().enumerate() {

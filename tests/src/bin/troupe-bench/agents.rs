@@ -83,6 +83,8 @@ impl ControlPlane {
                 "127.0.0.1:0",
                 "--agent-listen",
                 agent_listen,
+                // Plain gRPC on loopback: the figures stay comparable with earlier runs.
+                "--plaintext",
             ])
             .arg("--data-dir")
             .arg(data_dir)
@@ -96,6 +98,9 @@ impl ControlPlane {
         let api = line
             .trim()
             .trim_start_matches("troupe server listening on ")
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
             .to_string();
         line.clear();
         out.read_line(&mut line)?;

@@ -29,7 +29,7 @@ use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 use troupe_common::pb::v1alpha1::{ApplyRequest, Resource};
-use troupe_control_plane::server::ServerConfig;
+use troupe_control_plane::server::{ApiTransport, ServerConfig};
 
 #[derive(Parser)]
 #[command(about = "Troupe benchmarks: print numbers, assert nothing")]
@@ -209,7 +209,9 @@ fn bench_raw_sled(clients: usize, run: Duration) -> Measured {
 async fn write(seconds: f64, clients: Vec<usize>, in_memory: bool) -> anyhow::Result<()> {
     let run = Duration::from_secs_f64(seconds);
     let dir = tempfile::tempdir()?;
-    let config = ServerConfig::local((!in_memory).then(|| dir.path().to_path_buf()));
+    let mut config = ServerConfig::local((!in_memory).then(|| dir.path().to_path_buf()));
+    // Plain gRPC on loopback: the figures measure the server, not TLS.
+    config.api_transport = ApiTransport::Plaintext { insecure: false };
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(troupe_control_plane::server::run(

@@ -10,7 +10,7 @@ use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 use troupe_common::pb::v1alpha1::{ApplyRequest, EventType, WatchRequest};
-use troupe_control_plane::server::ServerConfig;
+use troupe_control_plane::server::{ApiTransport, ServerConfig};
 
 const PLATFORM: &str = include_str!("../../../../examples/platform.yaml");
 
@@ -110,7 +110,9 @@ fn marked(object: &Object) -> bool {
 /// Runs the measurement with `components` autoDeploy components.
 pub async fn run(components: usize) -> anyhow::Result<Rerender> {
     let dir = tempfile::tempdir()?;
-    let config = ServerConfig::local(Some(dir.path().to_path_buf()));
+    let mut config = ServerConfig::local(Some(dir.path().to_path_buf()));
+    // Plain gRPC on loopback: the figures measure the server, not TLS.
+    config.api_transport = ApiTransport::Plaintext { insecure: false };
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(troupe_control_plane::server::run(
