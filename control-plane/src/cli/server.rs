@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use crate::agents::HubConfig;
 use crate::auth::AuthConfig;
 use crate::auth::oidc::IssuerConfig;
-use crate::server::{ApiTransport, AUDIT_LOG, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
+use crate::server::{AUDIT_LOG, ApiTransport, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
 
 /// Run the control plane server.
 #[derive(Debug, clap::Args)]

@@ -5,14 +5,14 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use super::{Client, ProbeResult, cli_as, code};
-use crate::{PATIENCE, Server, troupe_bin};
+use crate::{PATIENCE, Server};
 
 /// A tool a user calls the API with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,12 +196,9 @@ fn ask_cli(server: &Server, token: &str, op: &Op) -> Answer {
 
 /// `troupe watch all` until its BOOKMARK line (the current objects are all printed).
 fn watch_cli(server: &Server, token: &str) -> Answer {
-    let mut child = Command::new(troupe_bin())
+    let mut child = server
+        .cli_command(Some(token))
         .args(["watch", "all"])
-        .env("TROUPE_SERVER", server.url())
-        .env("TROUPE_TOKEN", token)
-        .env("TROUPE_CONFIG", server.data_dir.join("no-such-config.yaml"))
-        .envs(super::api_ca(server).map(|ca| ("TROUPE_CA", ca)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

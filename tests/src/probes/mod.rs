@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{Server, grpcurl_bin, python_bin, troupe_bin, workspace_root};
+use crate::{Server, grpcurl_bin, python_bin, workspace_root};
 
 mod ask;
 
@@ -111,7 +111,7 @@ fn api_ca(server: &Server) -> Option<PathBuf> {
     server
         .url()
         .starts_with("https://")
-        .then(|| server.data_dir.join("pki").join("ca.pem"))
+        .then(|| server.ca_path())
 }
 
 /// Makes `calls` with the Node client (`tests/node/probe.mjs`).
@@ -321,25 +321,17 @@ pub fn code_named(name: &str) -> Option<i32> {
     NAMES.iter().position(|n| *n == name).map(|c| c as i32)
 }
 
-/// Runs the `troupe` CLI against `server` as the holder of `token` (empty: none), with
-/// `stdin` if given.
+/// Runs the `troupe` CLI against `server` as the holder of `token`, with `stdin` if given
+/// ([`Server::cli_as`] with standard input).
 pub fn cli_as(server: &Server, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(troupe_bin());
-    command
+    let mut child = server
+        .cli_command(Some(token))
         .args(args)
-        .env("TROUPE_SERVER", server.url())
-        .env("TROUPE_TOKEN", token)
-        // A config file that does not exist: no test reads or writes the user's contexts.
-        .env("TROUPE_CONFIG", server.data_dir.join("no-such-config.yaml"))
-        .env_remove("TROUPE_NAMESPACE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    match api_ca(server) {
-        Some(ca) => command.env("TROUPE_CA", ca),
-        None => command.env_remove("TROUPE_CA"),
-    };
-    let mut child = command.spawn().expect("running troupe");
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running troupe");
     {
         let mut pipe = child.stdin.take().expect("piped stdin");
         if let Some(text) = stdin {
