@@ -143,10 +143,9 @@ impl Fixture {
             .apply(BILLING_YAML)
             .apply(ACCESS_YAML)
             .start();
-        let admin = std::fs::read_to_string(platform.data_dir.join("admin.token"))
-            .expect("the server writes the admin token")
-            .trim()
-            .to_string();
+        let admin = platform
+            .admin_token()
+            .expect("the server writes the admin token");
         let mut fixture = Fixture {
             platform,
             tokens: HashMap::from([(Role::Admin, admin)]),
