@@ -239,7 +239,9 @@ async function main() {
     const client = clients[call.service];
     if (typeof client[call.method] !== "function") fail(`no method ${call.service}/${call.method}`);
     const metadata = metadataFor(grpc, args.token, call.metadata);
-    const result = call.stream
+    // Streaming is the method's, as the proto declares it (`stream` in a call is a hint).
+    const streaming = Service.service[call.method]?.responseStream ?? Boolean(call.stream);
+    const result = streaming
       ? await serverStream(client, call, metadata)
       : await unary(client, call, metadata);
     process.stdout.write(`${JSON.stringify(result)}\n`);

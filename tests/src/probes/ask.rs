@@ -293,3 +293,44 @@ fn object_key(v: &Value) -> Option<String> {
         _ => format!("{kind} {name}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_component(name: &str) -> Value {
+        json!({"apiVersion": "troupe.dev/v1alpha1", "kind": "Component",
+               "metadata": {"name": name, "namespace": "acme"}})
+    }
+
+    #[test]
+    fn keys_come_from_every_shape_of_answer() {
+        let one = BTreeSet::from(["Component acme/api".to_string()]);
+        let resource = json!({"component": mk_component("api"), "object": "component"});
+        assert_eq!(keys_of(&mk_component("api")), one, "get -o json");
+        assert_eq!(keys_of(&json!({"resource": resource})), one, "Get");
+        let list = json!({"items": [resource, {"namespace": {"kind": "Namespace",
+                          "metadata": {"name": "acme", "namespace": ""}}}]});
+        let both = BTreeSet::from(["Component acme/api".into(), "Namespace acme".into()]);
+        assert_eq!(keys_of(&list), both, "List");
+        let events = json!([{"type": "EVENT_TYPE_ADDED", "resource": resource},
+                            {"type": "EVENT_TYPE_BOOKMARK", "resource": null}]);
+        assert_eq!(keys_of(&events), one, "Watch");
+    }
+
+    #[test]
+    fn the_cli_status_is_read_from_its_error_line() {
+        assert_eq!(cli_status(true, ""), (code::OK, String::new()));
+        let stderr = "error: dev may not get Component acme/x (project b) (PermissionDenied)\n";
+        assert_eq!(
+            cli_status(false, stderr),
+            (
+                code::PERMISSION_DENIED,
+                "dev may not get Component acme/x (project b)".to_string()
+            )
+        );
+        assert_eq!(super::super::code_named("Cancelled"), Some(1));
+        assert_eq!(super::super::code_named("Unauthenticated"), Some(16));
+        assert_eq!(super::super::code_named("Nope"), None);
+    }
+}
