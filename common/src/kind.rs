@@ -47,6 +47,14 @@ pub enum Kind {
     Release,
     /// A request to move a release to an environment, and its record.
     Promotion,
+    /// Access rules in one namespace.
+    Role,
+    /// Access rules shared by every namespace.
+    ClusterRole,
+    /// A role granted within a namespace, project or component.
+    RoleBinding,
+    /// A cluster role granted everywhere.
+    ClusterRoleBinding,
 }
 
 /// A kind name that matches no kind.
@@ -56,7 +64,7 @@ pub struct UnknownKind(pub String);
 
 impl Kind {
     /// Every kind, in creation order (a kind's references point only to kinds before it).
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Namespace,
         Kind::DataPlane,
         Kind::ClusterDataPlane,
@@ -76,6 +84,10 @@ impl Kind {
         Kind::ReleaseBinding,
         Kind::Release,
         Kind::Promotion,
+        Kind::Role,
+        Kind::ClusterRole,
+        Kind::RoleBinding,
+        Kind::ClusterRoleBinding,
     ];
 
     /// `(canonical name, plural, short name)`.
@@ -100,6 +112,11 @@ impl Kind {
             Kind::ReleaseBinding => ("ReleaseBinding", "releasebindings", "rb"),
             Kind::Release => ("Release", "releases", "rel"),
             Kind::Promotion => ("Promotion", "promotions", "promo"),
+            Kind::Role => ("Role", "roles", "role"),
+            Kind::ClusterRole => ("ClusterRole", "clusterroles", "crole"),
+            // `rb` is ReleaseBinding's; the canonical name, lowercased, is the short name.
+            Kind::RoleBinding => ("RoleBinding", "rolebindings", "rolebinding"),
+            Kind::ClusterRoleBinding => ("ClusterRoleBinding", "clusterrolebindings", "crb"),
         }
     }
 
@@ -127,6 +144,8 @@ impl Kind {
                 | Kind::ClusterComponentType
                 | Kind::ClusterTrait
                 | Kind::ClusterWorkflow
+                | Kind::ClusterRole
+                | Kind::ClusterRoleBinding
         )
     }
 
@@ -152,6 +171,10 @@ impl Kind {
             Kind::ReleaseBinding => 17,
             Kind::Release => 18,
             Kind::Promotion => 19,
+            Kind::Role => 20,
+            Kind::ClusterRole => 21,
+            Kind::RoleBinding => 22,
+            Kind::ClusterRoleBinding => 23,
         }
     }
 
@@ -219,6 +242,21 @@ mod tests {
             assert_eq!(Kind::from_code(kind.code()), Some(kind));
         }
         assert!(Kind::parse("gadget").is_err());
+    }
+
+    #[test]
+    fn no_two_kinds_share_a_name() {
+        let mut seen = std::collections::BTreeMap::new();
+        for kind in Kind::ALL {
+            let (name, plural, short) = kind.names();
+            for word in [name.to_ascii_lowercase(), plural.into(), short.into()] {
+                if let Some(other) = seen.insert(word.clone(), kind) {
+                    assert_eq!(other, kind, "{word:?} names both {other} and {kind}");
+                }
+            }
+        }
+        assert_eq!(Kind::parse("rb"), Ok(Kind::ReleaseBinding));
+        assert_eq!(Kind::parse("crb"), Ok(Kind::ClusterRoleBinding));
     }
 
     #[test]

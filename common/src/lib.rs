@@ -9,8 +9,10 @@
 //! the proto3 JSON mapping. [`status`] names the words status is written in (condition types,
 //! reasons, health, binding states) once, for both sides of the agent protocol.
 //! [`policy`] says which Kubernetes kinds a data plane accepts, and [`k8s_names`] holds
-//! Kubernetes' naming rules for what is sent to a cluster.
+//! Kubernetes' naming rules for what is sent to a cluster. [`access`] names the words access
+//! control is written in (verbs, pseudo-kinds, subject kinds).
 
+pub mod access;
 pub mod agent;
 pub mod data_plane;
 pub mod document;

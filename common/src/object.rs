@@ -192,6 +192,10 @@ for_every_kind!(
     ReleaseBinding,
     Release,
     Promotion,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
 );
 
 impl Object {

@@ -27,6 +27,30 @@ spec:
       targets: [{environment: production}]
 ";
 
+/// The people the promotion tests act as (`--as NAME`, impersonated by the admin token):
+/// alice, bob, carol, dave and mallory are developers everywhere, ci is a CI publisher. A
+/// test that is about promotion rules, not access, applies this: see
+/// [`PlatformBuilder::people`].
+pub const PEOPLE: &str = "apiVersion: troupe.dev/v1alpha1
+kind: ClusterRoleBinding
+metadata: {name: test-developers}
+spec:
+  roleRef: {kind: ClusterRole, name: developer}
+  subjects:
+    - {kind: User, name: alice}
+    - {kind: User, name: bob}
+    - {kind: User, name: carol}
+    - {kind: User, name: dave}
+    - {kind: User, name: mallory}
+---
+apiVersion: troupe.dev/v1alpha1
+kind: ClusterRoleBinding
+metadata: {name: test-ci}
+spec:
+  roleRef: {kind: ClusterRole, name: ci-publisher}
+  subjects: [{kind: User, name: ci}]
+";
+
 /// What [`PlatformBuilder::start`] sets up, in order: a server with the flags, the example
 /// platform, its samples, the extra YAML, then the agents.
 #[derive(Default)]
@@ -64,6 +88,11 @@ impl PlatformBuilder {
     /// directly into every environment.
     pub fn ungated(self) -> Self {
         self.apply(UNGATED_PIPELINE)
+    }
+
+    /// Grants the [`PEOPLE`] their roles, so a test may act as them with `--as`.
+    pub fn people(self) -> Self {
+        self.apply(PEOPLE)
     }
 
     /// Runs the server with `--dev`: an embedded agent for acme/local writing under

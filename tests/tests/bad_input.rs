@@ -550,7 +550,7 @@ spec:
 
 #[tokio::test]
 async fn promotion_requests_name_what_is_wrong() {
-    let server = Platform::builder().examples().start();
+    let server = Platform::builder().examples().people().start();
     for (args, code, needle) in [
         (
             vec!["promote", "nope", "-n", "acme", "--to", "staging"],

@@ -236,7 +236,7 @@ fn set_image(server: &Server, from: &str, to: &str) {
 
 #[tokio::test]
 async fn a_rollback_goes_only_where_the_environment_has_been() {
-    let server = Platform::builder().examples().ungated().start();
+    let server = Platform::builder().examples().people().ungated().start();
     let mut client = server.client().await;
     // Production has run two releases, bound while its edge required nothing; then the
     // example pipeline is back, and production needs an approval from alice or bob.
@@ -425,6 +425,7 @@ fn replicas(server: &Server, env: &str) -> Option<i64> {
 async fn a_binding_applied_directly_cannot_skip_the_pipelines_approvals_and_gates() {
     let server = Platform::builder()
         .examples()
+        .people()
         .agent("acme/local", "a")
         .start();
     let mut client = server.client().await;

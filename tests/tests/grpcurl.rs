@@ -173,7 +173,7 @@ fn promotion_with_grpcurl_json() {
     // development → staging has no gates: the promotion succeeds in the call.
     let out = success(&server.grpcurl(&[
         "-d",
-        r#"{"namespace":"acme","component":"api","toEnvironment":"staging","requestedBy":"carol"}"#,
+        r#"{"namespace":"acme","component":"api","toEnvironment":"staging"}"#,
         &server.addr,
         "troupe.v1alpha1.PromotionService/Promote",
     ]));
@@ -185,6 +185,8 @@ fn promotion_with_grpcurl_json() {
         "{out}"
     );
     assert_eq!(promotion["spec"]["releaseName"], release, "{out}");
+    // The requester is who the token proves, not what the request says.
+    assert_eq!(promotion["spec"]["requestedBy"], "admin", "{out}");
     // A check no gate names is refused with the field named.
     let out = server.grpcurl(&[
         "-d",

@@ -36,6 +36,7 @@ spec:
     );
     Platform::builder()
         .examples()
+        .people()
         .apply(&pipeline)
         .agent("acme/local", "agent")
         .start()

@@ -116,9 +116,12 @@ fn the_api_speaks_tls_with_the_servers_ca() {
         stderr(&out)
     );
     let ca = ca.to_str().unwrap();
+    let token = server.admin_token().expect("the admin token");
     let out = troupe_with_config(
         &config,
-        &["--server", &url, "--ca", ca, "get", "comp", "-n", "acme"],
+        &[
+            "--server", &url, "--ca", ca, "--token", &token, "get", "comp", "-n", "acme",
+        ],
     );
     assert!(success(&out).contains("api"));
 }
@@ -175,7 +178,11 @@ fn the_operators_certificate_replaces_the_servers_own() {
     let config = server.config_path();
     let url = server.url();
     let ca = ca_path.to_str().unwrap();
-    let out = troupe_with_config(&config, &["--server", &url, "--ca", ca, "get", "ns"]);
+    let token = server.admin_token().expect("the admin token");
+    let out = troupe_with_config(
+        &config,
+        &["--server", &url, "--ca", ca, "--token", &token, "get", "ns"],
+    );
     success(&out);
 }
 
@@ -184,9 +191,7 @@ fn login_writes_a_context_that_later_verbs_use() {
     let server = Platform::builder().examples().start();
     let config = server.config_path();
     let ca = server.ca_path();
-    let token = server
-        .admin_token()
-        .unwrap_or_else(|| "test-token".to_string());
+    let token = server.admin_token().expect("the admin token");
     let url = server.url();
 
     // A server the CLI cannot trust is not saved.
@@ -197,6 +202,26 @@ fn login_writes_a_context_that_later_verbs_use() {
         "a failed login wrote {}",
         config.display()
     );
+
+    // A token the server does not know is refused, and nothing is written.
+    let refused = troupe_with_config(
+        &config,
+        &[
+            "login",
+            "--server",
+            &url,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--token",
+            "trp_0000",
+        ],
+    );
+    assert!(
+        !refused.status.success() && stderr(&refused).contains("unknown API token"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!config.exists(), "a refused login writes no context");
 
     let out = success(&troupe_with_config(
         &config,
@@ -214,7 +239,7 @@ fn login_writes_a_context_that_later_verbs_use() {
     ));
     assert_eq!(
         out.trim(),
-        format!("logged in to {url}: context test is current")
+        format!("logged in to {url} as admin: context test is current")
     );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&config).unwrap().permissions().mode();

@@ -82,8 +82,8 @@ fn key_target(key: &ObjectKey) -> Target {
 /// they do).
 fn grants_access(kind: Kind) -> bool {
     matches!(
-        kind.name(),
-        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
+        kind,
+        Kind::Role | Kind::ClusterRole | Kind::RoleBinding | Kind::ClusterRoleBinding
     )
 }
 

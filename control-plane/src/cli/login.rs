@@ -5,9 +5,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
+use troupe_common::pb::v1alpha1::WhoAmIRequest;
+use troupe_common::pb::v1alpha1::auth_service_client::AuthServiceClient;
 
 use super::config::{self, Config, NamedContext};
 use super::context::{Context, Flags, server_error};
@@ -32,16 +31,11 @@ impl LoginCmd {
             .context("troupe login needs a token: --token TOKEN (or TROUPE_TOKEN)")?;
         let ca = flags.ca.as_deref().map(config::read_ca).transpose()?;
         let ctx = Context::new(server.clone(), ca.clone(), Some(token.clone()));
-        // Health answers without checking the token; WhoAmI will, once the server has it.
-        let answer = HealthClient::new(ctx.channel().await?)
-            .check(HealthCheckRequest::default())
+        let me = AuthServiceClient::new(ctx.channel().await?)
+            .who_am_i(WhoAmIRequest {})
             .await
             .map_err(server_error)?
             .into_inner();
-        anyhow::ensure!(
-            answer.status == ServingStatus::Serving as i32,
-            "the server at {server} answers but is not serving"
-        );
         let name = match flags.context {
             Some(name) => name,
             None => default_name(&server)?,
@@ -56,7 +50,10 @@ impl LoginCmd {
         });
         config.current_context = Some(name.clone());
         config.save(&path)?;
-        println!("logged in to {server}: context {name} is current");
+        println!(
+            "logged in to {server} as {}: context {name} is current",
+            me.user
+        );
         Ok(ExitCode::SUCCESS)
     }
 }

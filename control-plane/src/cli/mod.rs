@@ -51,7 +51,8 @@ const KINDS_HELP: &str = "KIND is a canonical, plural or short name: Namespace (
 ClusterDataPlane (cdp), Environment (env), DeploymentPipeline (pipeline), Project (proj), \
 ComponentType (ct), ClusterComponentType (cct), Trait (trait), ClusterTrait (ctrait), Workflow (wf), \
 ClusterWorkflow (cwf), Component (comp), Workload (wl), WorkflowRun (wfr), ComponentRelease (cr), \
-ReleaseBinding (rb), Release (rel), Promotion (promo).";
+ReleaseBinding (rb), Release (rel), Promotion (promo), Role (role), ClusterRole (crole), \
+RoleBinding (rolebinding), ClusterRoleBinding (crb).";
 
 /// Troupe: a control plane for internal developer platforms.
 #[derive(Debug, Parser)]

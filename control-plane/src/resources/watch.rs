@@ -81,6 +81,25 @@ impl Resources {
         self: &Arc<Self>,
         request: WatchRequest,
     ) -> Result<mpsc::Receiver<Result<WatchEvent, Error>>, Error> {
+        self.start_watch(request, false)
+    }
+
+    /// Starts a watch like [`Resources::watch`] that also marks its progress through the
+    /// commits it does not want: a bookmark follows every commit, live or replayed. A
+    /// follower of a few kinds thus learns that every change up to a revision has reached it
+    /// (what "wait until the index has seen revision R" needs), without decoding the rest.
+    pub fn watch_with_progress(
+        self: &Arc<Self>,
+        request: WatchRequest,
+    ) -> Result<mpsc::Receiver<Result<WatchEvent, Error>>, Error> {
+        self.start_watch(request, true)
+    }
+
+    fn start_watch(
+        self: &Arc<Self>,
+        request: WatchRequest,
+        progress: bool,
+    ) -> Result<mpsc::Receiver<Result<WatchEvent, Error>>, Error> {
         let live = self.store.subscribe();
         let head = self.store.revision();
         if request.since > head {
@@ -100,7 +119,7 @@ impl Resources {
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.run_watch(request, live, &tx).await {
+            if let Err(e) = this.run_watch(request, progress, live, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -110,6 +129,7 @@ impl Resources {
     async fn run_watch(
         &self,
         request: WatchRequest,
+        progress: bool,
         mut live: broadcast::Receiver<Arc<[Event]>>,
         tx: &Sink,
     ) -> Result<(), Error> {
@@ -117,7 +137,7 @@ impl Resources {
         if cursor == 0 {
             cursor = self.send_snapshot(&request, tx).await?;
         }
-        cursor = self.catch_up(&request, cursor, tx).await?;
+        cursor = self.catch_up(&request, progress, cursor, tx).await?;
         let mut bookmarks = tokio::time::interval(BOOKMARK_EVERY);
         bookmarks.reset();
         loop {
@@ -134,14 +154,17 @@ impl Resources {
                                 return Ok(());
                             }
                         }
+                        if progress && !send(tx, bookmark(cursor)).await {
+                            return Ok(());
+                        }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        cursor = self.catch_up(&request, cursor, tx).await?;
+                        cursor = self.catch_up(&request, progress, cursor, tx).await?;
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
                 _ = bookmarks.tick() => {
-                    if !send(tx, WatchEvent { kind: WatchEventType::Bookmark, object: None, revision: cursor }).await {
+                    if !send(tx, bookmark(cursor)).await {
                         return Ok(());
                     }
                 }
@@ -193,10 +216,12 @@ impl Resources {
         Ok(revision)
     }
 
-    /// Replays the log after `cursor`; returns the last revision replayed.
+    /// Replays the log after `cursor`, with a bookmark after each batch when `progress` is
+    /// asked for; returns the last revision replayed.
     async fn catch_up(
         &self,
         request: &WatchRequest,
+        progress: bool,
         mut cursor: Revision,
         tx: &Sink,
     ) -> Result<Revision, Error> {
@@ -210,6 +235,9 @@ impl Resources {
                 if !self.send_event(request, event, tx).await? {
                     return Ok(cursor);
                 }
+            }
+            if progress && !send(tx, bookmark(cursor)).await {
+                return Ok(cursor);
             }
         }
     }
@@ -242,6 +270,14 @@ impl Resources {
             },
         )
         .await)
+    }
+}
+
+fn bookmark(revision: Revision) -> WatchEvent {
+    WatchEvent {
+        kind: WatchEventType::Bookmark,
+        object: None,
+        revision,
     }
 }
 

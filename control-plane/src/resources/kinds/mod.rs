@@ -14,6 +14,8 @@ mod platform;
 mod project;
 mod promotion;
 mod release;
+mod role;
+mod role_binding;
 mod traits;
 mod workflow;
 mod workload;
@@ -259,6 +261,10 @@ kinds!(
     ReleaseBinding,
     Release,
     Promotion,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
 );
 
 #[cfg(test)]
@@ -284,6 +290,8 @@ mod tests {
                 Kind::ReleaseBinding,
                 Kind::Release,
                 Kind::Promotion,
+                Kind::Role,
+                Kind::RoleBinding,
             ],
             Kind::DataPlane | Kind::ClusterDataPlane => &[Kind::Environment, Kind::Release],
             Kind::Environment => &[
@@ -293,7 +301,7 @@ mod tests {
                 Kind::Promotion,
             ],
             Kind::DeploymentPipeline => &[Kind::Project],
-            Kind::Project => &[Kind::Component],
+            Kind::Project => &[Kind::Component, Kind::RoleBinding],
             Kind::ComponentType | Kind::ClusterComponentType | Kind::Trait | Kind::ClusterTrait => {
                 &[Kind::Component]
             }
@@ -305,10 +313,14 @@ mod tests {
                 Kind::ReleaseBinding,
                 Kind::Release,
                 Kind::Promotion,
+                Kind::RoleBinding,
             ],
             Kind::ComponentRelease => &[Kind::ReleaseBinding, Kind::Promotion],
             Kind::ReleaseBinding => &[Kind::Release],
             Kind::Workload | Kind::WorkflowRun | Kind::Release | Kind::Promotion => &[],
+            Kind::Role => &[Kind::RoleBinding],
+            Kind::ClusterRole => &[Kind::RoleBinding, Kind::ClusterRoleBinding],
+            Kind::RoleBinding | Kind::ClusterRoleBinding => &[],
         }
     }
 

@@ -7,29 +7,20 @@
 //! acknowledged by its agent, with the same server process and in-process agents: see
 //! `propagate.rs`.
 //!
-//! `troupe-bench write` measures durable Apply throughput and latency (small Components; 1, 8
-//! and 64 concurrent clients, each on its own TCP connection to a server in this process with a
-//! sled store on disk), and, in the same run, raw sled insert + flush with the same payloads and
-//! concurrency: the ceiling for a store that acknowledges only what is on disk. The last line
-//! is one JSON object with every figure.
+//! `troupe-bench write` measures durable Apply throughput and latency with and without
+//! authentication, against raw sled: see `write.rs`.
 
 mod agents;
 mod propagate;
 mod render;
 mod rerender;
+mod write;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use prost::Message;
-use tonic::transport::Channel;
 use troupe_common::Object;
 use troupe_common::document::from_yaml;
-use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
-use troupe_common::pb::v1alpha1::{ApplyRequest, Resource};
-use troupe_control_plane::server::{ApiTransport, ServerConfig};
 
 #[derive(Parser)]
 #[command(about = "Troupe benchmarks: print numbers, assert nothing")]
@@ -131,159 +122,6 @@ fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Measured {
     }
 }
 
-async fn bench_apply(url: &str, clients: usize, run: Duration, round: usize) -> Measured {
-    let start = Instant::now();
-    let deadline = start + run;
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        // One TCP connection per client.
-        let channel = Channel::from_shared(url.to_string())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect");
-        let mut client = ResourceServiceClient::new(channel);
-        let template = mk_component("template");
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = 0;
-            while Instant::now() < deadline {
-                let mut object = template.clone();
-                object.meta_mut().name = format!("b{round}-{c}-{i}");
-                let t = Instant::now();
-                client
-                    .apply(ApplyRequest {
-                        resource: Some(object.into()),
-                        dry_run: false,
-                    })
-                    .await
-                    .expect("apply");
-                latencies.push(t.elapsed());
-                i += 1;
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    summarize(all, start.elapsed())
-}
-
-fn bench_raw_sled(clients: usize, run: Duration) -> Measured {
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
-    let payload = Resource {
-        object: Some(mk_component("b0-0-0")),
-    }
-    .encode_to_vec();
-    let counter = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + run;
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            let db = db.clone();
-            let payload = payload.clone();
-            let counter = counter.clone();
-            std::thread::spawn(move || {
-                let mut latencies = Vec::new();
-                while Instant::now() < deadline {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    let t = Instant::now();
-                    db.insert(n.to_be_bytes(), payload.as_slice()).unwrap();
-                    db.flush().unwrap();
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for t in threads {
-        all.extend(t.join().unwrap());
-    }
-    summarize(all, start.elapsed())
-}
-
-async fn write(seconds: f64, clients: Vec<usize>, in_memory: bool) -> anyhow::Result<()> {
-    let run = Duration::from_secs_f64(seconds);
-    let dir = tempfile::tempdir()?;
-    let mut config = ServerConfig::local((!in_memory).then(|| dir.path().to_path_buf()));
-    // Plain gRPC on loopback: the figures measure the server, not TLS.
-    config.api_transport = ApiTransport::Plaintext { insecure: false };
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(troupe_control_plane::server::run(
-        config,
-        async {
-            let _ = stop_rx.await;
-        },
-        move |ready| {
-            let _ = addr_tx.send(ready.api);
-        },
-    ));
-    let url = format!("http://{}", addr_rx.await?);
-
-    // The platform the components refer to (everything in the examples but the component).
-    let channel = Channel::from_shared(url.clone())?.connect().await?;
-    let mut client = ResourceServiceClient::new(channel);
-    for object in from_yaml(PLATFORM)? {
-        if matches!(object, Object::Component(_) | Object::Workload(_)) {
-            continue;
-        }
-        client
-            .apply(ApplyRequest {
-                resource: Some(object.into()),
-                dry_run: false,
-            })
-            .await?;
-    }
-    let payload_bytes = Resource {
-        object: Some(mk_component("b0-0-0")),
-    }
-    .encoded_len();
-    println!("payload: one Component, {payload_bytes} bytes encoded; {seconds} s per measurement");
-    println!(
-        "{:<26} {:>8} {:>12} {:>10} {:>10}",
-        "measurement", "clients", "ops/s", "p50 ms", "p99 ms"
-    );
-
-    let mut figures = serde_json::Map::new();
-    figures.insert("payload_bytes".into(), payload_bytes.into());
-    for (round, &c) in clients.iter().enumerate() {
-        let apply = bench_apply(&url, c, run, round).await;
-        let raw = std::thread::Builder::new()
-            .name("raw-sled".into())
-            .spawn(move || bench_raw_sled(c, run))?
-            .join()
-            .expect("raw sled bench panicked");
-        for (name, m) in [
-            ("durable apply (gRPC/TCP)", &apply),
-            ("raw sled insert+flush", &raw),
-        ] {
-            println!(
-                "{name:<26} {c:>8} {:>12.0} {:>10.2} {:>10.2}",
-                m.ops_s, m.p50_ms, m.p99_ms
-            );
-        }
-        figures.insert(format!("apply_ops_s_{c}"), round2(apply.ops_s).into());
-        figures.insert(format!("apply_p50_ms_{c}"), round2(apply.p50_ms).into());
-        figures.insert(format!("apply_p99_ms_{c}"), round2(apply.p99_ms).into());
-        figures.insert(format!("raw_sled_ops_s_{c}"), round2(raw.ops_s).into());
-        figures.insert(format!("raw_sled_p50_ms_{c}"), round2(raw.p50_ms).into());
-        figures.insert(format!("raw_sled_p99_ms_{c}"), round2(raw.p99_ms).into());
-        figures.insert(
-            format!("ratio_vs_raw_sled_{c}"),
-            round2(apply.ops_s / raw.ops_s).into(),
-        );
-    }
-    let _ = stop_tx.send(());
-    server.await??;
-    println!("{}", serde_json::Value::Object(figures));
-    Ok(())
-}
-
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -295,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             clients,
             in_memory,
-        } => write(seconds, clients, in_memory).await,
+        } => write::write(seconds, clients, in_memory).await,
         Bench::Render {
             seconds,
             components,

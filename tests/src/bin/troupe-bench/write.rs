@@ -1,0 +1,257 @@
+//! `troupe-bench write`: durable Apply throughput and latency (small Components; 1, 8 and 64
+//! concurrent clients, each on its own TCP connection to a server in this process with a sled
+//! store on disk), measured twice per client count:
+//!
+//! - **no auth**: a server with authentication turned off (what an embedded server can do;
+//!   `troupe server` always authenticates);
+//! - **token + role**: the default server, each call carrying an API token whose user is a
+//!   `developer` of project shop through a RoleBinding, so every Apply pays for the token
+//!   lookup, the role check and an audit line.
+//!
+//! and, in the same run, raw sled insert + flush with the same payloads and concurrency: the
+//! ceiling for a store that acknowledges only what is on disk. Both servers serve plain gRPC on
+//! loopback, so the figures measure the server, not TLS. The last line is one JSON object with
+//! every figure.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use troupe_common::Object;
+use troupe_common::document::from_yaml;
+use troupe_common::pb::v1alpha1::auth_service_client::AuthServiceClient;
+use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
+use troupe_common::pb::v1alpha1::{ApplyRequest, CreateTokenRequest, Resource};
+use troupe_control_plane::server::{ApiTransport, ServerConfig};
+
+use crate::{Measured, PLATFORM, mk_component, round2, summarize};
+
+/// The RoleBinding that makes the bench's token user a developer of project shop.
+const BENCH_ACCESS: &str = "apiVersion: troupe.dev/v1alpha1
+kind: RoleBinding
+metadata: {name: bench-developers, namespace: acme}
+spec:
+  roleRef: {kind: ClusterRole, name: developer}
+  subjects: [{kind: Group, name: bench}]
+  scope: {project: shop}
+";
+
+/// A server in this process, and how to call it.
+struct BenchServer {
+    url: String,
+    /// `Bearer …` for the bench user; `None` without authentication.
+    bearer: Option<MetadataValue<tonic::metadata::Ascii>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl BenchServer {
+    /// Starts a server over `dir` (in memory without one), with or without authentication,
+    /// and loads the example platform (everything but its component).
+    async fn start(dir: Option<&Path>, auth: bool) -> anyhow::Result<Self> {
+        let mut config = ServerConfig::local(dir.map(Path::to_path_buf));
+        config.api_transport = ApiTransport::Plaintext { insecure: false };
+        config.auth.enabled = auth;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(troupe_control_plane::server::run(
+            config,
+            async {
+                let _ = stop_rx.await;
+            },
+            move |ready| {
+                let _ = ready_tx.send((ready.api, ready.admin_token));
+            },
+        ));
+        let (addr, admin) = ready_rx.await?;
+        let url = format!("http://{addr}");
+        let admin: MetadataValue<_> = format!("Bearer {admin}").parse()?;
+        let channel = Channel::from_shared(url.clone())?.connect().await?;
+        let mut client = ResourceServiceClient::new(channel.clone());
+        let mut yaml = from_yaml(PLATFORM)?;
+        if auth {
+            yaml.extend(from_yaml(BENCH_ACCESS)?);
+        }
+        for object in yaml {
+            if matches!(object, Object::Component(_) | Object::Workload(_)) {
+                continue;
+            }
+            let mut request = tonic::Request::new(ApplyRequest {
+                resource: Some(object.into()),
+                dry_run: false,
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", admin.clone());
+            client.apply(request).await?;
+        }
+        let bearer = if auth {
+            let mut request = tonic::Request::new(CreateTokenRequest {
+                name: "bench".into(),
+                groups: vec!["bench".into()],
+                ttl_seconds: 3600,
+            });
+            request.metadata_mut().insert("authorization", admin);
+            let token = AuthServiceClient::new(channel)
+                .create_token(request)
+                .await?
+                .into_inner()
+                .token;
+            Some(format!("Bearer {token}").parse()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            url,
+            bearer,
+            stop,
+            task,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
+async fn bench_apply(server: &BenchServer, clients: usize, run: Duration, round: &str) -> Measured {
+    let start = Instant::now();
+    let deadline = start + run;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        // One TCP connection per client.
+        let channel = Channel::from_shared(server.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = ResourceServiceClient::new(channel);
+        let template = mk_component("template");
+        let bearer = server.bearer.clone();
+        let round = round.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let mut object = template.clone();
+                object.meta_mut().name = format!("b{round}-{c}-{i}");
+                let mut request = tonic::Request::new(ApplyRequest {
+                    resource: Some(object.into()),
+                    dry_run: false,
+                });
+                if let Some(bearer) = &bearer {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer.clone());
+                }
+                let t = Instant::now();
+                client.apply(request).await.expect("apply");
+                latencies.push(t.elapsed());
+                i += 1;
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    summarize(all, start.elapsed())
+}
+
+fn bench_raw_sled(clients: usize, run: Duration) -> Measured {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let payload = Resource {
+        object: Some(mk_component("b0-0-0")),
+    }
+    .encode_to_vec();
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + run;
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let db = db.clone();
+            let payload = payload.clone();
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let t = Instant::now();
+                    db.insert(n.to_be_bytes(), payload.as_slice()).unwrap();
+                    db.flush().unwrap();
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(t.join().unwrap());
+    }
+    summarize(all, start.elapsed())
+}
+
+/// Runs the write benchmark and prints its table and JSON line.
+pub async fn write(seconds: f64, clients: Vec<usize>, in_memory: bool) -> anyhow::Result<()> {
+    let run = Duration::from_secs_f64(seconds);
+    let (open_dir, auth_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let dir = |d: &tempfile::TempDir| (!in_memory).then(|| d.path().to_path_buf());
+    let open = BenchServer::start(dir(&open_dir).as_deref(), false).await?;
+    let authed = BenchServer::start(dir(&auth_dir).as_deref(), true).await?;
+    let payload_bytes = Resource {
+        object: Some(mk_component("b0-0-0")),
+    }
+    .encoded_len();
+    println!("payload: one Component, {payload_bytes} bytes encoded; {seconds} s per measurement");
+    println!(
+        "{:<30} {:>8} {:>12} {:>10} {:>10}",
+        "measurement", "clients", "ops/s", "p50 ms", "p99 ms"
+    );
+
+    let mut figures = serde_json::Map::new();
+    figures.insert("payload_bytes".into(), payload_bytes.into());
+    for (round, &c) in clients.iter().enumerate() {
+        let plain = bench_apply(&open, c, run, &round.to_string()).await;
+        let auth = bench_apply(&authed, c, run, &round.to_string()).await;
+        let raw = std::thread::Builder::new()
+            .name("raw-sled".into())
+            .spawn(move || bench_raw_sled(c, run))?
+            .join()
+            .expect("raw sled bench panicked");
+        for (name, m) in [
+            ("durable apply, no auth", &plain),
+            ("durable apply, token + role", &auth),
+            ("raw sled insert+flush", &raw),
+        ] {
+            println!(
+                "{name:<30} {c:>8} {:>12.0} {:>10.2} {:>10.2}",
+                m.ops_s, m.p50_ms, m.p99_ms
+            );
+        }
+        for (key, m) in [("apply", &plain), ("apply_auth", &auth), ("raw_sled", &raw)] {
+            figures.insert(format!("{key}_ops_s_{c}"), round2(m.ops_s).into());
+            figures.insert(format!("{key}_p50_ms_{c}"), round2(m.p50_ms).into());
+            figures.insert(format!("{key}_p99_ms_{c}"), round2(m.p99_ms).into());
+        }
+        figures.insert(
+            format!("auth_cost_pct_{c}"),
+            round2(100.0 * (1.0 - auth.ops_s / plain.ops_s)).into(),
+        );
+        figures.insert(
+            format!("ratio_vs_raw_sled_{c}"),
+            round2(plain.ops_s / raw.ops_s).into(),
+        );
+    }
+    open.stop().await?;
+    authed.stop().await?;
+    println!("{}", serde_json::Value::Object(figures));
+    Ok(())
+}
