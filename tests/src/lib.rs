@@ -15,6 +15,7 @@ mod binaries;
 pub mod oidc;
 mod platform;
 mod poll;
+pub mod probes;
 mod proxy;
 mod server;
 
