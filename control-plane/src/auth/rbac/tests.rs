@@ -752,12 +752,13 @@ async fn the_server_itself_may_do_anything() {
 }
 
 const ACCESS: &str = include_str!("../../../../examples/access/access.yaml");
+const SAMPLE_PLATFORM: &str = include_str!("../../../../examples/platform.yaml");
 
 #[tokio::test]
 async fn the_example_access_file_grants_what_it_says() {
     let resources = mk_resources();
     let rbac = Rbac::start(resources.clone()).await.unwrap();
-    mk_load(&resources, crate::server::SAMPLE_PLATFORM).await;
+    mk_load(&resources, SAMPLE_PLATFORM).await;
     mk_load(&resources, ACCESS).await;
     let head = mk_apply(&resources, mk_namespace("other")).await.unwrap();
     mk_caught_up(&rbac, head).await;
@@ -802,7 +803,7 @@ async fn the_example_access_file_grants_what_it_says() {
 async fn bindings_name_roles_and_scopes_that_exist() {
     let resources = mk_resources();
     let _rbac = Rbac::start(resources.clone()).await.unwrap();
-    mk_load(&resources, crate::server::SAMPLE_PLATFORM).await;
+    mk_load(&resources, SAMPLE_PLATFORM).await;
     let bind = |role: &str, scope: &str| mk_binding("acme", "b", role, &[("Group", "g")], scope);
     assert_eq!(
         mk_apply(&resources, bind("Role/deployer", "")).await,
