@@ -82,7 +82,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,rustls=error")
             .env("TROUPE_CONFIG", config_path(data_dir))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
