@@ -10,7 +10,7 @@ use troupe_common::{Kind, ObjectKey};
 
 use super::auth::{actor, component_target};
 use crate::auth::rbac::target_of;
-use crate::auth::{Auth, Principal, Verb};
+use crate::auth::{Auth, Principal, Target, Verb};
 use crate::promotions::{PromoteRequest, Promotions, RollbackRequest};
 use crate::resources::Resources;
 
@@ -41,8 +41,13 @@ impl PromotionApi {
     }
 
     /// Whether `who` may `verb` the stored promotion at `key` (judged by its namespace when
-    /// there is none, so nothing leaks about whether it exists).
-    fn allow_promotion(&self, who: &Principal, verb: Verb, key: &ObjectKey) -> Result<(), Status> {
+    /// there is none, so nothing leaks about whether it exists); the target, to audit.
+    fn allow_promotion(
+        &self,
+        who: &Principal,
+        verb: Verb,
+        key: &ObjectKey,
+    ) -> Result<Target, Status> {
         let target = match self.resources.get(key) {
             Ok(object) => target_of(&object),
             Err(_) => crate::auth::Target {
@@ -53,22 +58,32 @@ impl PromotionApi {
             },
         };
         self.auth.allow(who, verb, &target)?;
-        self.auth.record(who, verb, &target, None);
-        Ok(())
+        Ok(target)
     }
 
-    /// Whether `who` may `verb` promotions of `component` in `namespace`.
+    /// Whether `who` may `verb` promotions of `component` in `namespace`; the target, to
+    /// audit.
     fn allow_component(
         &self,
         who: &Principal,
         verb: Verb,
         namespace: &str,
         component: &str,
-    ) -> Result<(), Status> {
+    ) -> Result<Target, Status> {
         let target = component_target(&self.resources, Kind::Promotion, namespace, component);
         self.auth.allow(who, verb, &target)?;
-        self.auth.record(who, verb, &target, None);
-        Ok(())
+        Ok(target)
+    }
+
+    /// Audits a call that went through, with the revision of the promotion it left.
+    fn record(&self, who: &Principal, verb: Verb, target: Target, promotion: &pb::Promotion) {
+        let meta = promotion.metadata.as_ref();
+        let target = Target {
+            name: meta.map(|m| m.name.clone()).unwrap_or_default(),
+            ..target
+        };
+        let revision = meta.map(|m| m.resource_version);
+        self.auth.record(who, verb, &target, revision);
     }
 }
 
@@ -96,7 +111,7 @@ impl PromotionService for PromotionApi {
             .await?;
         let r = request.into_inner();
         required("namespace", &r.namespace)?;
-        self.allow_component(&who, Verb::Promote, &r.namespace, &r.component)?;
+        let target = self.allow_component(&who, Verb::Promote, &r.namespace, &r.component)?;
         let promotion = self
             .promotions
             .promote(PromoteRequest {
@@ -108,6 +123,7 @@ impl PromotionService for PromotionApi {
                 message: r.message,
             })
             .await?;
+        self.record(&who, Verb::Promote, target, &promotion);
         Ok(Response::new(pb::PromoteResponse {
             promotion: Some(promotion),
         }))
@@ -120,11 +136,12 @@ impl PromotionService for PromotionApi {
         let who = self.actor(&request, &request.get_ref().user).await?;
         let r = request.into_inner();
         let key = promotion_key(&r.namespace, &r.promotion)?;
-        self.allow_promotion(&who, Verb::Approve, &key)?;
+        let target = self.allow_promotion(&who, Verb::Approve, &key)?;
         let promotion = self
             .promotions
             .approve(&key, &actor(&who), &r.comment, false)
             .await?;
+        self.record(&who, Verb::Approve, target, &promotion);
         Ok(Response::new(pb::ApproveResponse {
             promotion: Some(promotion),
         }))
@@ -137,11 +154,12 @@ impl PromotionService for PromotionApi {
         let who = self.actor(&request, &request.get_ref().user).await?;
         let r = request.into_inner();
         let key = promotion_key(&r.namespace, &r.promotion)?;
-        self.allow_promotion(&who, Verb::Approve, &key)?;
+        let target = self.allow_promotion(&who, Verb::Approve, &key)?;
         let promotion = self
             .promotions
             .approve(&key, &actor(&who), &r.comment, true)
             .await?;
+        self.record(&who, Verb::Approve, target, &promotion);
         Ok(Response::new(pb::RejectResponse {
             promotion: Some(promotion),
         }))
@@ -154,7 +172,7 @@ impl PromotionService for PromotionApi {
         let who = self.actor(&request, &request.get_ref().reported_by).await?;
         let r = request.into_inner();
         let key = promotion_key(&r.namespace, &r.promotion)?;
-        self.allow_promotion(&who, Verb::Check, &key)?;
+        let target = self.allow_promotion(&who, Verb::Check, &key)?;
         let by = actor(&who);
         let result = pb::CheckResult {
             name: r.check,
@@ -165,6 +183,7 @@ impl PromotionService for PromotionApi {
             impersonated_by: by.impersonated_by,
         };
         let promotion = self.promotions.report_check(&key, result).await?;
+        self.record(&who, Verb::Check, target, &promotion);
         Ok(Response::new(pb::ReportCheckResponse {
             promotion: Some(promotion),
         }))
@@ -179,7 +198,7 @@ impl PromotionService for PromotionApi {
             .await?;
         let r = request.into_inner();
         required("namespace", &r.namespace)?;
-        self.allow_component(&who, Verb::Rollback, &r.namespace, &r.component)?;
+        let target = self.allow_component(&who, Verb::Rollback, &r.namespace, &r.component)?;
         let promotion = self
             .promotions
             .rollback(RollbackRequest {
@@ -191,6 +210,7 @@ impl PromotionService for PromotionApi {
                 message: r.message,
             })
             .await?;
+        self.record(&who, Verb::Rollback, target, &promotion);
         Ok(Response::new(pb::RollbackResponse {
             promotion: Some(promotion),
         }))

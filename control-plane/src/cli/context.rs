@@ -22,6 +22,7 @@ use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 
 use super::config::{self, Config};
+use crate::auth::{IMPERSONATE_GROUP, IMPERSONATE_USER};
 
 /// A connection to the server that sends the token with every call.
 pub(super) type Connection = InterceptedService<Channel, Bearer>;
@@ -52,6 +53,10 @@ pub(super) struct Flags {
     pub(super) token: Option<String>,
     /// `--context` / `TROUPE_CONTEXT`.
     pub(super) context: Option<String>,
+    /// `--as`: the user to impersonate.
+    pub(super) as_user: Option<String>,
+    /// `--as-group`: the impersonated user's groups.
+    pub(super) as_groups: Vec<String>,
 }
 
 /// The server a client verb talks to, and how.
@@ -60,12 +65,19 @@ pub(super) struct Context {
     /// PEM of the CA to trust; `None` trusts the system's roots.
     ca: Option<String>,
     token: Option<String>,
+    /// Impersonation metadata every call carries (`--as`, `--as-group`).
+    impersonate: Vec<(&'static str, String)>,
 }
 
 impl Context {
     /// A context with exactly these settings (not contacted yet).
     pub(super) fn new(server: String, ca: Option<String>, token: Option<String>) -> Self {
-        Self { server, ca, token }
+        Self {
+            server,
+            ca,
+            token,
+            impersonate: Vec::new(),
+        }
     }
 
     /// The settings `flags` and the config file give, flags first.
@@ -101,14 +113,25 @@ impl Context {
             (None, None) => None,
         };
         let token = flags.token.or_else(|| named.and_then(|c| c.token.clone()));
-        Ok(Self { server, ca, token })
+        let impersonate = flags
+            .as_user
+            .map(|user| (IMPERSONATE_USER, user))
+            .into_iter()
+            .chain(flags.as_groups.into_iter().map(|g| (IMPERSONATE_GROUP, g)))
+            .collect();
+        Ok(Self {
+            server,
+            ca,
+            token,
+            impersonate,
+        })
     }
 
     /// A connection to the server: TLS for `https://` (with the CA, or the system's roots),
     /// plaintext for `http://`; every call carries the token.
     pub(super) async fn channel(&self) -> anyhow::Result<Connection> {
         let server = &self.server;
-        let bearer = Bearer::new(self.token.as_deref())?;
+        let bearer = Bearer::new(self.token.as_deref(), &self.impersonate)?;
         let mut endpoint = Endpoint::from_shared(server.to_string())
             .with_context(|| format!("invalid server address {server:?}"))?;
         if server.starts_with("https://") {
@@ -154,18 +177,30 @@ impl Context {
 
 /// Sends `authorization: Bearer TOKEN` with every call (nothing without a token).
 #[derive(Clone)]
-pub(super) struct Bearer(Option<MetadataValue<Ascii>>);
+pub(super) struct Bearer {
+    token: Option<MetadataValue<Ascii>>,
+    impersonate: Vec<(&'static str, MetadataValue<Ascii>)>,
+}
 
 impl Bearer {
-    fn new(token: Option<&str>) -> anyhow::Result<Self> {
-        let value = token
+    fn new(token: Option<&str>, impersonate: &[(&'static str, String)]) -> anyhow::Result<Self> {
+        let token = token
             .map(|t| {
                 format!("Bearer {}", t.trim())
                     .parse()
                     .context("the token is not printable ASCII")
             })
             .transpose()?;
-        Ok(Self(value))
+        let impersonate = impersonate
+            .iter()
+            .map(|(key, name)| {
+                let value = name.parse().with_context(|| {
+                    format!("--as / --as-group {name:?} is not printable ASCII")
+                })?;
+                Ok((*key, value))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { token, impersonate })
     }
 }
 
@@ -174,10 +209,12 @@ impl Interceptor for Bearer {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
+        let metadata = request.metadata_mut();
+        if let Some(value) = &self.token {
+            metadata.insert("authorization", value.clone());
+        }
+        for (key, value) in &self.impersonate {
+            metadata.append(*key, value.clone());
         }
         Ok(request)
     }
@@ -251,6 +288,7 @@ mod tests {
             ca: None,
             token: token.map(Into::into),
             context: context.map(Into::into),
+            ..Flags::default()
         }
     }
 
@@ -291,15 +329,31 @@ mod tests {
 
     #[test]
     fn the_token_goes_with_every_call_as_a_bearer() {
-        let mut bearer = Bearer::new(Some(" secret\n")).unwrap();
+        let mut bearer = Bearer::new(Some(" secret\n"), &[]).unwrap();
         let request = bearer.call(tonic::Request::new(())).unwrap();
         assert_eq!(
             request.metadata().get("authorization").unwrap(),
             "Bearer secret"
         );
-        let mut none = Bearer::new(None).unwrap();
+        let mut none = Bearer::new(None, &[]).unwrap();
         let request = none.call(tonic::Request::new(())).unwrap();
         assert!(request.metadata().get("authorization").is_none());
-        assert!(Bearer::new(Some("bad\u{7f}token")).is_err());
+        assert!(Bearer::new(Some("bad\u{7f}token"), &[]).is_err());
+    }
+
+    #[test]
+    fn as_and_as_group_go_with_every_call_as_impersonation_metadata() {
+        let flags = Flags {
+            as_user: Some("alice".into()),
+            as_groups: vec!["shop-team".into(), "oncall".into()],
+            ..mk_flags(Some("https://h:1"), Some("t"), None)
+        };
+        let ctx = Context::from_config(flags, &Config::default()).unwrap();
+        let mut bearer = Bearer::new(ctx.token.as_deref(), &ctx.impersonate).unwrap();
+        let request = bearer.call(tonic::Request::new(())).unwrap();
+        let metadata = request.metadata();
+        assert_eq!(metadata.get(IMPERSONATE_USER).unwrap(), "alice");
+        let groups: Vec<_> = metadata.get_all(IMPERSONATE_GROUP).iter().collect();
+        assert_eq!(groups, ["shop-team", "oncall"]);
     }
 }

@@ -73,6 +73,18 @@ pub struct Args {
     /// the one to write or remove).
     #[arg(long, global = true, env = "TROUPE_CONTEXT")]
     pub context: Option<String>,
+    /// Act as this user (impersonation, as kubectl's --as: the call is judged by that user's
+    /// grants and records name both; needs the `impersonate` verb on User USER).
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
+    /// With --as: a group of the impersonated user (repeatable; needs `impersonate` on Group).
+    #[arg(
+        long = "as-group",
+        global = true,
+        value_name = "GROUP",
+        requires = "as_user"
+    )]
+    pub as_groups: Vec<String>,
     /// Log format of the server: text or json.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -162,6 +174,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ca: args.ca,
         token: args.token,
         context: args.context,
+        as_user: args.as_user,
+        as_groups: args.as_groups,
     };
     // Only the verbs that talk to the server read the config file.
     let ctx = || Context::resolve(flags.clone());

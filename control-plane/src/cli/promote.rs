@@ -25,10 +25,6 @@ pub struct PromoteCmd {
     /// Source environment; by default the one whose pipeline edge leads to --to.
     #[arg(long, default_value = "")]
     from: String,
-    /// Act as this user (impersonation: needs the `impersonate` verb on User NAME);
-    /// by default the caller the token proves.
-    #[arg(long = "as")]
-    user: Option<String>,
     /// Why.
     #[arg(short, long, default_value = "")]
     message: String,
@@ -45,7 +41,7 @@ impl PromoteCmd {
             component: self.component,
             from_environment: self.from,
             to_environment: self.to,
-            requested_by: user(self.user),
+            requested_by: String::new(),
             message: self.message,
         };
         let answer = ctx.promoter().await?.promote(request).await;
@@ -61,10 +57,6 @@ pub struct ApproveCmd {
     /// Namespace of the promotion.
     #[arg(short, long, env = "TROUPE_NAMESPACE")]
     namespace: String,
-    /// Act as this user (impersonation: needs the `impersonate` verb on User NAME);
-    /// by default the caller the token proves.
-    #[arg(long = "as")]
-    user: Option<String>,
     /// A comment.
     #[arg(short, long, default_value = "")]
     message: String,
@@ -76,7 +68,7 @@ impl ApproveCmd {
         let request = pb::ApproveRequest {
             namespace: self.namespace,
             promotion: self.promotion,
-            user: user(self.user),
+            user: String::new(),
             comment: self.message,
         };
         let answer = ctx.promoter().await?.approve(request).await;
@@ -92,10 +84,6 @@ pub struct RejectCmd {
     /// Namespace of the promotion.
     #[arg(short, long, env = "TROUPE_NAMESPACE")]
     namespace: String,
-    /// Act as this user (impersonation: needs the `impersonate` verb on User NAME);
-    /// by default the caller the token proves.
-    #[arg(long = "as")]
-    user: Option<String>,
     /// Why.
     #[arg(short, long, default_value = "")]
     message: String,
@@ -107,7 +95,7 @@ impl RejectCmd {
         let request = pb::RejectRequest {
             namespace: self.namespace,
             promotion: self.promotion,
-            user: user(self.user),
+            user: String::new(),
             comment: self.message,
         };
         let answer = ctx.promoter().await?.reject(request).await;
@@ -139,10 +127,6 @@ pub struct CheckCmd {
     /// Details.
     #[arg(short, long, default_value = "")]
     message: String,
-    /// Act as this user (impersonation: needs the `impersonate` verb on User NAME);
-    /// by default the caller the token proves.
-    #[arg(long = "as")]
-    user: Option<String>,
 }
 
 impl CheckCmd {
@@ -154,7 +138,7 @@ impl CheckCmd {
             check: self.check,
             passed: self.passed,
             message: self.message,
-            reported_by: user(self.user),
+            reported_by: String::new(),
         };
         let answer = ctx.promoter().await?.report_check(request).await;
         answered(ctx, answer, None).await
@@ -175,10 +159,6 @@ pub struct RollbackCmd {
     /// The ComponentRelease to go back to; by default the one the environment ran before.
     #[arg(long, default_value = "")]
     to: String,
-    /// Act as this user (impersonation: needs the `impersonate` verb on User NAME);
-    /// by default the caller the token proves.
-    #[arg(long = "as")]
-    user: Option<String>,
     /// Why.
     #[arg(short, long, default_value = "")]
     message: String,
@@ -192,7 +172,7 @@ impl RollbackCmd {
             component: self.component,
             environment: self.environment,
             release: self.to,
-            requested_by: user(self.user),
+            requested_by: String::new(),
             message: self.message,
         };
         let answer = ctx.promoter().await?.rollback(request).await;
@@ -201,11 +181,6 @@ impl RollbackCmd {
 }
 
 /// Who the CLI acts as: `--as`, `TROUPE_USER`, else the login name.
-/// The user a request names: empty (the caller) unless `--as` impersonates someone.
-fn user(given: Option<String>) -> String {
-    given.unwrap_or_default()
-}
-
 /// One line about a promotion: `promotion/NAME: PHASE: MESSAGE`.
 fn describe(p: &pb::Promotion) -> String {
     let name = p.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");

@@ -87,9 +87,9 @@ impl Rbac {
     pub async fn start(resources: Arc<Resources>) -> anyhow::Result<Arc<Self>> {
         let written = builtin::write_missing(&resources)
             .await
-            .context("writing the built-in roles")?;
+            .context("writing the built-in roles and bindings")?;
         if !written.is_empty() {
-            tracing::info!(roles = ?written, "wrote the built-in roles");
+            tracing::info!(objects = ?written, "wrote the built-in roles and bindings");
         }
         let events = resources
             .watch_with_progress(request())
