@@ -217,6 +217,11 @@ impl Server {
         self.run_cli(self.cli_command(None).args(args), stdin)
     }
 
+    /// Runs the `troupe` CLI against this server as the holder of `token`, feeding `stdin`.
+    pub fn cli_as_with_stdin(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_cli(self.cli_command(Some(token)).args(args), stdin)
+    }
+
     fn run_cli(&self, command: &mut Command, stdin: Option<&str>) -> Output {
         let mut child = command
             .stdin(Stdio::piped())

@@ -324,19 +324,5 @@ pub fn code_named(name: &str) -> Option<i32> {
 /// Runs the `troupe` CLI against `server` as the holder of `token`, with `stdin` if given
 /// ([`Server::cli_as`] with standard input).
 pub fn cli_as(server: &Server, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = server
-        .cli_command(Some(token))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running troupe");
-    {
-        let mut pipe = child.stdin.take().expect("piped stdin");
-        if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes()).expect("writing stdin");
-        }
-    }
-    child.wait_with_output().expect("waiting for troupe")
+    server.cli_as_with_stdin(token, args, stdin)
 }
