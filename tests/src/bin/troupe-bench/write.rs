@@ -10,7 +10,8 @@
 //!
 //! and, in the same run, raw sled insert + flush with the same payloads and concurrency: the
 //! ceiling for a store that acknowledges only what is on disk. Both servers serve plain gRPC on
-//! loopback, so the figures measure the server, not TLS. The last line is one JSON object with
+//! loopback, so the figures measure the server, not TLS; the two measurements alternate in
+//! slices so drift in the machine's speed falls on both. The last line is one JSON object with
 //! every figure.
 
 use std::path::Path;
@@ -119,7 +120,13 @@ impl BenchServer {
     }
 }
 
-async fn bench_apply(server: &BenchServer, clients: usize, run: Duration, round: &str) -> Measured {
+/// Applies from `clients` connections for `run`; every Apply's latency, and how long it took.
+async fn bench_apply(
+    server: &BenchServer,
+    clients: usize,
+    run: Duration,
+    round: &str,
+) -> (Vec<Duration>, Duration) {
     let start = Instant::now();
     let deadline = start + run;
     let mut tasks = Vec::new();
@@ -161,7 +168,38 @@ async fn bench_apply(server: &BenchServer, clients: usize, run: Duration, round:
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    summarize(all, start.elapsed())
+    (all, start.elapsed())
+}
+
+/// Slices each measurement is cut into, run alternately with and without authentication
+/// (each side going first in half of them), so a machine whose speed drifts during the run
+/// does not favour one side.
+const SLICES: usize = 4;
+
+/// Apply with and without authentication, `run` each, in alternating slices.
+async fn bench_pair(
+    open: &BenchServer,
+    authed: &BenchServer,
+    clients: usize,
+    run: Duration,
+    round: usize,
+) -> (Measured, Measured) {
+    let slice = run / SLICES as u32;
+    let (mut plain, mut auth) = ((Vec::new(), Duration::ZERO), (Vec::new(), Duration::ZERO));
+    for i in 0..SLICES {
+        let name = format!("{round}-{i}");
+        let order = if i % 2 == 0 {
+            [(open, &mut plain), (authed, &mut auth)]
+        } else {
+            [(authed, &mut auth), (open, &mut plain)]
+        };
+        for (server, into) in order {
+            let (latencies, took) = bench_apply(server, clients, slice, &name).await;
+            into.0.extend(latencies);
+            into.1 += took;
+        }
+    }
+    (summarize(plain.0, plain.1), summarize(auth.0, auth.1))
 }
 
 fn bench_raw_sled(clients: usize, run: Duration) -> Measured {
@@ -219,8 +257,7 @@ pub async fn write(seconds: f64, clients: Vec<usize>, in_memory: bool) -> anyhow
     let mut figures = serde_json::Map::new();
     figures.insert("payload_bytes".into(), payload_bytes.into());
     for (round, &c) in clients.iter().enumerate() {
-        let plain = bench_apply(&open, c, run, &round.to_string()).await;
-        let auth = bench_apply(&authed, c, run, &round.to_string()).await;
+        let (plain, auth) = bench_pair(&open, &authed, c, run, round).await;
         let raw = std::thread::Builder::new()
             .name("raw-sled".into())
             .spawn(move || bench_raw_sled(c, run))?
