@@ -147,7 +147,8 @@ impl ResourceService for ResourceApi {
         let (object, outcome) = self
             .resources
             .apply(object, Origin::User, request.dry_run)
-            .await?;
+            .await
+            .map_err(|e| self.auth.refused(&caller, Verb::Apply, &target, e.into()))?;
         let revision = object.meta().resource_version;
         if !request.dry_run {
             self.auth
@@ -239,7 +240,8 @@ impl ResourceService for ResourceApi {
         let deleted = self
             .resources
             .delete(&key, Origin::User, r.expected_resource_version, r.dry_run)
-            .await?;
+            .await
+            .map_err(|e| self.auth.refused(&caller, Verb::Delete, &target, e.into()))?;
         if !r.dry_run {
             self.auth.record(&caller, Verb::Delete, &target, None);
             if grants_access(key.kind) {

@@ -122,7 +122,8 @@ impl PromotionService for PromotionApi {
                 requested_by: actor(&who),
                 message: r.message,
             })
-            .await?;
+            .await
+            .map_err(|e| self.auth.refused(&who, Verb::Promote, &target, e.into()))?;
         self.record(&who, Verb::Promote, target, &promotion);
         Ok(Response::new(pb::PromoteResponse {
             promotion: Some(promotion),
@@ -140,7 +141,8 @@ impl PromotionService for PromotionApi {
         let promotion = self
             .promotions
             .approve(&key, &actor(&who), &r.comment, false)
-            .await?;
+            .await
+            .map_err(|e| self.auth.refused(&who, Verb::Approve, &target, e.into()))?;
         self.record(&who, Verb::Approve, target, &promotion);
         Ok(Response::new(pb::ApproveResponse {
             promotion: Some(promotion),
@@ -158,7 +160,8 @@ impl PromotionService for PromotionApi {
         let promotion = self
             .promotions
             .approve(&key, &actor(&who), &r.comment, true)
-            .await?;
+            .await
+            .map_err(|e| self.auth.refused(&who, Verb::Approve, &target, e.into()))?;
         self.record(&who, Verb::Approve, target, &promotion);
         Ok(Response::new(pb::RejectResponse {
             promotion: Some(promotion),
@@ -182,7 +185,11 @@ impl PromotionService for PromotionApi {
             time: None,
             impersonated_by: by.impersonated_by,
         };
-        let promotion = self.promotions.report_check(&key, result).await?;
+        let promotion = self
+            .promotions
+            .report_check(&key, result)
+            .await
+            .map_err(|e| self.auth.refused(&who, Verb::Check, &target, e.into()))?;
         self.record(&who, Verb::Check, target, &promotion);
         Ok(Response::new(pb::ReportCheckResponse {
             promotion: Some(promotion),
@@ -209,7 +216,8 @@ impl PromotionService for PromotionApi {
                 requested_by: actor(&who),
                 message: r.message,
             })
-            .await?;
+            .await
+            .map_err(|e| self.auth.refused(&who, Verb::Rollback, &target, e.into()))?;
         self.record(&who, Verb::Rollback, target, &promotion);
         Ok(Response::new(pb::RollbackResponse {
             promotion: Some(promotion),

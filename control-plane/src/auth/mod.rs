@@ -275,6 +275,22 @@ impl Auth {
         self.rbac.check(who, verb, target)
     }
 
+    /// Audits a call the domain refused with `PERMISSION_DENIED` after the roles allowed it
+    /// (a kind only the control plane writes, an edge's approvers, a gated environment), and
+    /// returns the status to answer with.
+    pub fn refused(
+        &self,
+        who: &Principal,
+        verb: Verb,
+        target: &Target,
+        status: tonic::Status,
+    ) -> tonic::Status {
+        if self.enabled && status.code() == tonic::Code::PermissionDenied {
+            self.audit.denied(who, verb, target, status.message());
+        }
+        status
+    }
+
     /// Records an allowed mutating call; `revision` is where it landed in the store.
     pub fn record(&self, who: &Principal, verb: Verb, target: &Target, revision: Option<u64>) {
         if self.enabled {

@@ -308,4 +308,32 @@ fn the_audit_log_has_a_line_for_a_denial_and_for_an_apply() {
         ),
         "{allow}"
     );
+
+    // A call the roles allow but a rule of the platform refuses is a denial too: even the
+    // admin cannot hand in a Release.
+    let forged = "apiVersion: troupe.dev/v1alpha1
+kind: Release
+metadata: {name: api-forged, namespace: acme}
+spec:
+  owner: {projectName: shop, componentName: api}
+  environment: development
+  dataPlaneRef: {kind: DataPlane, name: local}
+";
+    let out = f
+        .platform
+        .cli_with_stdin(&["apply", "-f", "-"], Some(forged));
+    assert!(!out.status.success());
+    let deny = lines().into_iter().find(|l| {
+        l["decision"] == "deny"
+            && l["principal"] == "admin"
+            && l["kind"] == "Release"
+            && l["name"] == "api-forged"
+    });
+    let deny = deny.expect("a deny line for the admin's forged Release");
+    assert!(
+        deny["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("is written by the control plane")),
+        "{deny}"
+    );
 }
