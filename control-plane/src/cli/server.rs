@@ -172,6 +172,14 @@ fn announce(ready: &Ready) {
         "troupe agent endpoint listening on {} (CA {ca})",
         ready.agents
     );
+    match &ready.admin_token_path {
+        Some(path) => println!("admin token in {}", path.display()),
+        // Nothing on disk: this line is the only way to the token.
+        None => println!(
+            "admin token (in memory, until the server stops): {}",
+            ready.admin_token
+        ),
+    }
     if let Some(dir) = &ready.dev_dataplane_dir {
         println!(
             "dev mode: data plane {} applies manifests under {}",

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::transport::Channel;
+
+use super::api::{Api, ApiAddr};
 use troupe_agent::Event;
 use troupe_agent::apply::{Applier, describe};
 use troupe_common::document::from_yaml;
@@ -57,6 +59,8 @@ pub(crate) struct ControlPlane {
     pub(crate) api: String,
     /// Address of the agent endpoint (`HOST:PORT`).
     pub(crate) agents: String,
+    /// The admin token the server wrote to its data directory.
+    token: String,
 }
 
 /// A free loopback address for the agent endpoint, fixed so a restarted server keeps it.
@@ -113,7 +117,19 @@ impl ControlPlane {
             .unwrap_or_default()
             .to_string();
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        Ok((Self { child, api, agents }, ready))
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))?;
+        let server = Self {
+            child,
+            api,
+            agents,
+            token,
+        };
+        Ok((server, ready))
+    }
+
+    /// The API, called with the admin token.
+    pub(crate) fn api_addr(&self) -> anyhow::Result<ApiAddr> {
+        ApiAddr::new(format!("http://{}", self.api), &self.token)
     }
 
     fn rss_bytes(&self) -> u64 {
@@ -221,7 +237,7 @@ spec:
     )
 }
 
-async fn apply_yaml(client: &mut ResourceServiceClient<Channel>, yaml: &str) -> anyhow::Result<()> {
+async fn apply_yaml(client: &mut ResourceServiceClient<Api>, yaml: &str) -> anyhow::Result<()> {
     for object in from_yaml(yaml)? {
         client
             .apply(ApplyRequest {
@@ -247,11 +263,9 @@ fn data_plane_spec() -> String {
 }
 
 /// Data planes, environments and bindings `from..to`, 32 at a time.
-async fn populate(api: &str, from: usize, to: usize, release: &str) -> anyhow::Result<()> {
+async fn populate(api: &ApiAddr, from: usize, to: usize, release: &str) -> anyhow::Result<()> {
     let spec = data_plane_spec();
-    let channel = Channel::from_shared(format!("http://{api}"))?
-        .connect()
-        .await?;
+    let channel = api.connect().await?;
     let limit = Arc::new(Semaphore::new(32));
     let mut tasks = Vec::new();
     for i in from..to {
@@ -321,9 +335,7 @@ impl Fleet {
         from: usize,
         to: usize,
     ) -> anyhow::Result<()> {
-        let channel = Channel::from_shared(format!("http://{}", cp.api))?
-            .connect()
-            .await?;
+        let channel = cp.api_addr()?.connect().await?;
         let url = format!("https://{}", cp.agents);
         for i in from..to {
             let token = DataPlaneServiceClient::new(channel.clone())
@@ -414,9 +426,7 @@ pub async fn run(options: Options) -> anyhow::Result<serde_json::Map<String, ser
     let agent_listen = free_loopback_address()?;
     let (cp, _) = ControlPlane::start(&data, &agent_listen)?;
     let ca = data.join("pki").join("ca.crt");
-    let channel = Channel::from_shared(format!("http://{}", cp.api))?
-        .connect()
-        .await?;
+    let channel = cp.api_addr()?.connect().await?;
     let mut resources = ResourceServiceClient::new(channel.clone());
     let total = options.resync_agents.max(options.agents);
     // The example platform's namespace, types, traits and component; the bench brings its own
@@ -479,7 +489,7 @@ spec: {deploymentPipelineRef: default}
         .and_then(|r| r.metadata)
         .map(|m| m.name)
         .unwrap_or_default();
-    populate(&cp.api, 0, options.agents, &release).await?;
+    populate(&cp.api_addr()?, 0, options.agents, &release).await?;
     let mut fleet = Fleet::new(dir.path());
     fleet.start(&cp, &ca, 0, options.agents).await?;
     fleet.wait_synced(options.agents, "first agents").await?;
@@ -571,7 +581,7 @@ spec: {deploymentPipelineRef: default}
 
     // 2. Memory per idle agent.
     eprintln!("setting up {} more data planes …", total - options.agents);
-    populate(&cp.api, options.agents, total, &release).await?;
+    populate(&cp.api_addr()?, options.agents, total, &release).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = cp.rss_bytes();
     fleet.start(&cp, &ca, options.agents, total).await?;

@@ -11,6 +11,7 @@
 //! authentication, against raw sled: see `write.rs`.
 
 mod agents;
+mod api;
 mod propagate;
 mod render;
 mod rerender;

@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 use troupe_common::pb::v1alpha1::{EventType, WatchRequest};
 
 use super::agents::{self, ControlPlane, Fleet, MemoryApplier};
+use super::api::Api;
 use super::rerender::apply_all;
 use super::round2;
 
@@ -190,7 +190,7 @@ fn to_seen(object: Object) -> Option<Seen> {
 
 /// Follows every change to objects of `kind` in `acme`, from now on.
 async fn watch(
-    channel: Channel,
+    channel: Api,
     kind: &'static str,
     tx: mpsc::UnboundedSender<Seen>,
 ) -> anyhow::Result<JoinHandle<()>> {
@@ -380,8 +380,8 @@ async fn run_once(components: usize, data_planes: usize) -> anyhow::Result<Run> 
     let data = dir.path().join("data");
     let (cp, _) = ControlPlane::start(&data, &agents::free_loopback_address()?)?;
     let ca = data.join("pki").join("ca.crt");
-    let url = format!("http://{}", cp.api);
-    let channel = Channel::from_shared(url.clone())?.connect().await?;
+    let url = cp.api_addr()?;
+    let channel = url.connect().await?;
     eprintln!("{components} components over {data_planes} data planes: setting up …");
     let setup = Instant::now();
     let namespace =

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
+use super::api::ApiAddr;
 use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
@@ -57,7 +57,7 @@ spec:
 
 /// Applies `objects` over `clients` connections, each taking a contiguous share in order.
 pub(crate) async fn apply_all(
-    url: &str,
+    api: &ApiAddr,
     objects: Vec<Object>,
     clients: usize,
 ) -> anyhow::Result<()> {
@@ -66,7 +66,7 @@ pub(crate) async fn apply_all(
     let mut tasks = Vec::new();
     for part in objects.chunks(chunk) {
         let part = part.to_vec();
-        let channel = Channel::from_shared(url.to_string())?.connect().await?;
+        let channel = api.connect().await?;
         tasks.push(tokio::spawn(async move {
             let mut client = ResourceServiceClient::new(channel);
             for object in part {
@@ -121,18 +121,18 @@ pub async fn run(components: usize) -> anyhow::Result<Rerender> {
             let _ = stop_rx.await;
         },
         move |ready| {
-            let _ = addr_tx.send(ready.api);
+            let _ = addr_tx.send((ready.api, ready.admin_token));
         },
     ));
-    let url = format!("http://{}", addr_rx.await?);
+    let (addr, token) = addr_rx.await?;
+    let url = ApiAddr::new(format!("http://{addr}"), &token)?;
     let platform: Vec<Object> = from_yaml(PLATFORM)?
         .into_iter()
         .filter(|o| !matches!(o, Object::Component(_) | Object::Workload(_)))
         .collect();
     apply_all(&url, platform, 1).await?;
 
-    let channel = Channel::from_shared(url.clone())?.connect().await?;
-    let mut watch = ResourceServiceClient::new(channel)
+    let mut watch = ResourceServiceClient::new(url.connect().await?)
         .max_decoding_message_size(64 << 20)
         .watch(WatchRequest {
             kind: "Release".into(),
