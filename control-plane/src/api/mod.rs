@@ -285,9 +285,9 @@ impl ResourceService for ResourceApi {
                 .reach(&caller, Verb::Watch, kind.name(), &r.namespace),
             None => Reach::Some,
         };
-        if reach == Reach::Nothing {
+        if let (Reach::Nothing, Some(kind)) = (reach, kinds.first()) {
             let target = Target {
-                kind: r.kind.clone(),
+                kind: kind.name().to_string(),
                 namespace: r.namespace.clone(),
                 ..Target::default()
             };

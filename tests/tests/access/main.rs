@@ -219,6 +219,26 @@ fn tokens_that_prove_nothing_are_unauthenticated_with_the_reason() {
 }
 
 #[test]
+fn a_watch_of_a_kind_out_of_reach_is_refused_naming_the_kind() {
+    let f = fixture();
+    // ci-publisher reads workloads and runs, not environments; the kind is named canonically
+    // however the caller spelt it.
+    let out = cli_as(
+        &f.platform,
+        f.token(Role::Ci),
+        &["watch", "env", "-n", "acme"],
+        None,
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("ci may not watch Environment in namespace acme")
+            && stderr(&out).contains("PermissionDenied"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn auth_whoami_and_can_i_answer_for_the_caller() {
     let f = fixture();
     let dev = f.token(Role::Developer);
