@@ -920,3 +920,47 @@ fn targets_carry_the_project_and_component_objects_belong_to() {
     assert_eq!(shown(&standalone), "WorkflowRun acme/nightly");
     assert_eq!(shown(&mk_namespace("acme")), "Namespace acme");
 }
+
+#[tokio::test]
+async fn the_role_a_binding_grants_cannot_change_in_place() {
+    let resources = mk_resources();
+    let _rbac = Rbac::start(resources.clone()).await.unwrap();
+    mk_load(&resources, SAMPLE_PLATFORM).await;
+    let binding = |role: &str| {
+        format!(
+            "apiVersion: troupe.dev/v1alpha1
+kind: RoleBinding
+metadata: {{name: shop-readers, namespace: acme}}
+spec:
+  roleRef: {{kind: ClusterRole, name: {role}}}
+  subjects: [{{kind: Group, name: shop-team}}]
+"
+        )
+    };
+    mk_load(&resources, &binding("viewer")).await;
+    let widened = troupe_common::document::from_yaml(&binding("admin")).unwrap();
+    let err = mk_apply(&resources, widened.into_iter().next().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("spec.roleRef") && err.contains("immutable"),
+        "{err}"
+    );
+    let cluster = |role: &str| {
+        format!(
+            "apiVersion: troupe.dev/v1alpha1
+kind: ClusterRoleBinding
+metadata: {{name: readers}}
+spec:
+  roleRef: {{kind: ClusterRole, name: {role}}}
+  subjects: [{{kind: Group, name: readers}}]
+"
+        )
+    };
+    mk_load(&resources, &cluster("viewer")).await;
+    let widened = troupe_common::document::from_yaml(&cluster("admin")).unwrap();
+    let err = mk_apply(&resources, widened.into_iter().next().unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.contains("spec.roleRef"), "{err}");
+}

@@ -4,12 +4,14 @@
 //! everywhere. The role and the scope are references like any other: they must exist when the
 //! binding is written, and what a binding names cannot be deleted while it does (delete or
 //! change the binding first), so a binding never silently outlives its role or its project.
+//! The role a binding grants is immutable, as in Kubernetes: granting another role is another
+//! binding, so no one holding `apply` on a binding can widen what it grants in place.
 
 use troupe_common::access::SubjectKind;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, ObjectKey};
 
-use super::{Ctx, Error, Reference, Resolved, Resources, Rules, kind_or};
+use super::{Ctx, Error, Reference, Resolved, Resources, Rules, kind_or, unchanged_fields};
 use crate::resources::references::scoped_kind;
 
 impl Rules for pb::RoleBinding {
@@ -19,6 +21,10 @@ impl Rules for pb::RoleBinding {
         Kind::Project,
         Kind::Component,
     ];
+
+    fn immutable(&self, old: &Self, key: &ObjectKey) -> Result<(), Error> {
+        unchanged_fields!(key, old, self, "spec.roleRef" => role_ref)
+    }
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<(), Error> {
         let spec = self.spec.clone().unwrap_or_default();
@@ -113,6 +119,10 @@ impl Rules for pb::RoleBinding {
 
 impl Rules for pb::ClusterRoleBinding {
     const REFERS_TO: &'static [Kind] = &[Kind::ClusterRole];
+
+    fn immutable(&self, old: &Self, key: &ObjectKey) -> Result<(), Error> {
+        unchanged_fields!(key, old, self, "spec.roleRef" => role_ref)
+    }
 
     fn validate(&self, ctx: &Ctx<'_>) -> Result<(), Error> {
         let spec = self.spec.clone().unwrap_or_default();
