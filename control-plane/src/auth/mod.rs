@@ -59,12 +59,13 @@ impl Principal {
         }
     }
 
-    /// Whether `subject` names this principal: the user's own name or one of its groups
-    /// (`approvers` entries of a pipeline edge; a group is written `group:NAME`).
-    pub fn is(&self, subject: &str) -> bool {
-        match subject.strip_prefix("group:") {
-            Some(group) => self.groups.iter().any(|g| g == group),
-            None => self.name == subject,
+    /// The caller of an embedded server with authentication turned off.
+    pub fn internal() -> Self {
+        Principal {
+            name: "troupe".into(),
+            groups: vec![],
+            via: Via::Internal,
+            impersonated_by: None,
         }
     }
 }
@@ -104,18 +105,6 @@ impl fmt::Display for Target {
                 " (project {}, component {})",
                 self.project, self.component
             ),
-        }
-    }
-}
-
-impl Principal {
-    /// The caller of an embedded server with authentication turned off.
-    pub fn internal() -> Self {
-        Principal {
-            name: "troupe".into(),
-            groups: vec![],
-            via: Via::Internal,
-            impersonated_by: None,
         }
     }
 }
