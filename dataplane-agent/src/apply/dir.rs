@@ -23,6 +23,7 @@ use std::path::{Component, Path, PathBuf};
 
 use futures::future::BoxFuture;
 use troupe_common::agent::parse_release_id;
+use troupe_common::document::integral_numbers;
 use troupe_common::k8s_names;
 use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
 use troupe_common::status::Health;
@@ -108,7 +109,10 @@ fn render(resource: &ReleaseResource) -> Result<String, Error> {
     };
     // Through serde_json::Value, whose maps are sorted: the same object always makes the same
     // bytes.
-    let value = serde_json::to_value(&resource.object).map_err(|e| failed(e.into()))?;
+    let mut value = serde_json::to_value(&resource.object).map_err(|e| failed(e.into()))?;
+    // A Release carries objects as google.protobuf.Struct, whose numbers are all doubles:
+    // `replicas: 3`, not `3.0`.
+    integral_numbers(&mut value);
     serde_saphyr::to_string(&value).map_err(|e| failed(e.into()))
 }
 

@@ -332,3 +332,27 @@ async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
         Some(("second".into(), "second".into()))
     );
 }
+
+#[tokio::test]
+async fn whole_numbers_go_out_as_integers() {
+    // A Release carries objects as google.protobuf.Struct, where every number is a double; a
+    // strict decoder refuses `"replicas": 2.0` for an int32 field.
+    let fake = FakeApiServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let applier = KubeApplier::new(fake.client(), state.path());
+    applier.apply(RELEASE, &mk_release()).await.unwrap();
+    let deployment = fake
+        .get("deployments", "shop", "web")
+        .expect("the Deployment");
+    assert!(
+        deployment["spec"]["replicas"].is_u64(),
+        "replicas went out as {}",
+        deployment["spec"]["replicas"]
+    );
+    let service = fake.get("services", "shop", "web").expect("the Service");
+    assert!(
+        service["spec"]["ports"][0]["port"].is_u64(),
+        "port went out as {}",
+        service["spec"]["ports"][0]["port"]
+    );
+}

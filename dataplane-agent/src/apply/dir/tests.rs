@@ -214,3 +214,34 @@ async fn files_of_the_older_naming_are_removed_by_the_next_apply() {
         ["acme/api-dev/deployment.apps_shop_api.yaml"]
     );
 }
+
+#[tokio::test]
+async fn whole_numbers_are_written_as_integers() {
+    // A Release carries objects as google.protobuf.Struct, where every number is a double.
+    let root = tempfile::tempdir().unwrap();
+    let applier = DirApplier::new(root.path());
+    let object = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"replicas": 3, "template": {"spec": {"containers": [
+            {"name": "web", "ports": [{"containerPort": 8080}]}]}}},
+        "data": {"ratio": 0.5}
+    });
+    let resource = ReleaseResource {
+        id: "Deployment/web".into(),
+        object: Some(serde_json::from_value(object).unwrap()),
+    };
+    applier.apply("acme/api-dev", &[resource]).await.unwrap();
+    let text = std::fs::read_to_string(
+        root.path()
+            .join("acme/api-dev/deployment.apps_shop_web.yaml"),
+    )
+    .unwrap_or_else(|_| {
+        let files = files_under(root.path());
+        panic!("no Deployment file among {files:?}")
+    });
+    assert!(text.contains("replicas: 3\n"), "{text}");
+    assert!(text.contains("containerPort: 8080\n"), "{text}");
+    assert!(text.contains("ratio: 0.5\n"), "{text}");
+    assert!(!text.contains("3.0") && !text.contains("8080.0"), "{text}");
+}

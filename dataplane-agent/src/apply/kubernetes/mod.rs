@@ -39,6 +39,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use troupe_common::agent::parse_release_id;
+use troupe_common::document::integral_numbers;
 use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
 
 use self::inventory::{Kind, KindRecord, MANAGER};
@@ -84,6 +85,9 @@ impl Manifest {
             return Err(bad("it has no apiVersion, kind or metadata.name"));
         }
         let mut body = serde_json::to_value(&resource.object).map_err(|e| bad(&e.to_string()))?;
+        // google.protobuf.Struct holds every number as a double; the API server decodes int32
+        // and int64 fields strictly, so whole numbers go out as integers.
+        integral_numbers(&mut body);
         let metadata = body
             .get_mut("metadata")
             .and_then(Value::as_object_mut)
