@@ -44,7 +44,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The cluster does not serve the object's kind, or could not be asked.
-    #[error("finding {kind} ({api_version}) on the cluster: {source}")]
+    #[error("finding {kind} ({api_version}) on the cluster: {}", said(source))]
     Discovery {
         /// The object's apiVersion.
         api_version: String,
@@ -54,7 +54,7 @@ pub enum Error {
         source: kube::Error,
     },
     /// The API server refused a request about an object.
-    #[error("{action} {object}: {source}")]
+    #[error("{action} {object}: {}", said(source))]
     Request {
         /// `applying`, `listing`, `deleting`.
         action: &'static str,
@@ -71,6 +71,23 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// What the API server said, as people read it: `Forbidden (403): services "web" is
+/// forbidden: …` for a refusal (its reason, code and message, as kubectl prints them), the
+/// client's own message for anything else.
+fn said(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            let reason = if status.reason.is_empty() {
+                "Failure"
+            } else {
+                status.reason.as_str()
+            };
+            format!("{reason} ({}): {}", status.code, status.message)
+        }
+        other => other.to_string(),
+    }
 }
 
 impl Error {

@@ -83,6 +83,9 @@ struct Store {
     objects: BTreeMap<Key, Value>,
     events: Vec<Event>,
     requests: Vec<String>,
+    /// Server-side applies answered with a failure instead, by plural and name: the code,
+    /// reason and message of the Status (an admission webhook or RBAC saying no).
+    refusals: BTreeMap<(String, String), (StatusCode, String, String)>,
 }
 
 struct Shared {
@@ -148,6 +151,16 @@ impl FakeApiServer {
         let mut store = self.shared.store.lock().unwrap();
         store.put(resource, namespace, name, object, "ADDED");
         self.shared.latest.send_replace(store.resource_version);
+    }
+
+    /// Answers every apply of `plural` `name` with a failure Status, as RBAC (403) or an
+    /// admission webhook (422) would.
+    pub fn refuse(&self, plural: &str, name: &str, code: u16, reason: &str, message: &str) {
+        let code = StatusCode::from_u16(code).expect("an HTTP status code");
+        self.shared.store.lock().unwrap().refusals.insert(
+            (plural.to_string(), name.to_string()),
+            (code, reason.to_string(), message.to_string()),
+        );
     }
 
     /// Sets the status of an object, as its controller would.
@@ -259,7 +272,18 @@ async fn handle(
         .requests
         .push(format!("{verb} {path}"));
 
+    let refusal = name.and_then(|name| {
+        let store = shared.store.lock().unwrap();
+        store
+            .refusals
+            .get(&(plural.to_string(), name.to_string()))
+            .cloned()
+    });
     match (method, name) {
+        (Method::PATCH, Some(_)) if refusal.is_some() => {
+            let (code, reason, message) = refusal.expect("checked");
+            status(code, &reason, message)
+        }
         (Method::PATCH, Some(name)) => {
             apply(&shared, resource, namespace, name, &query, &headers, &body)
         }

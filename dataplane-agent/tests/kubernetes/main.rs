@@ -356,3 +356,27 @@ async fn whole_numbers_go_out_as_integers() {
         service["spec"]["ports"][0]["port"]
     );
 }
+
+#[tokio::test]
+async fn the_api_servers_refusal_reads_as_its_reason_code_and_message() {
+    let fake = FakeApiServer::start().await;
+    fake.refuse(
+        "services",
+        "web",
+        403,
+        "Forbidden",
+        "services \"web\" is forbidden: User \"troupe-agent\" cannot patch resource \"services\"",
+    );
+    let state = tempfile::tempdir().unwrap();
+    let applier = KubeApplier::new(fake.client(), state.path());
+    let error = applier
+        .apply(RELEASE, &mk_release())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "applying Service shop/web: Forbidden (403): services \"web\" is forbidden: \
+         User \"troupe-agent\" cannot patch resource \"services\""
+    );
+}
