@@ -2,7 +2,7 @@
 //! and the whole of [`Rbac`] over the in-memory store: built-in roles, following changes,
 //! references checked when bindings are written, and the example access file.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use troupe_common::ObjectKey;
 use troupe_common::pb::v1alpha1 as pb;
@@ -511,10 +511,10 @@ fn reach_says_whether_a_listing_needs_filtering() {
     assert_eq!(reach(&[], Verb::List, "Component", "acme"), Reach::Nothing);
 }
 
-/// A check looks up the caller's names, not every binding: with ten thousand bindings of
-/// other users it stays in the microseconds (numbers printed with `--nocapture`).
+/// Among ten thousand bindings of other users, a check finds the caller's own grant and
+/// nothing else. (What a check costs is measured by `troupe-bench write`, not here.)
 #[test]
-fn a_check_costs_the_callers_grants_not_every_binding() {
+fn among_ten_thousand_bindings_a_check_finds_the_callers_grants() {
     let mut objects: Vec<Object> = (0..10_000)
         .map(|i| {
             let ns = format!("ns{}", i % 100);
@@ -534,26 +534,34 @@ fn a_check_costs_the_callers_grants_not_every_binding() {
         &[("Group", "shop-team")],
         "shop",
     ));
-    let started = Instant::now();
     let grants = mk_index(&objects).grants();
-    let compiled = started.elapsed();
     let alice = mk_user("alice", &["staff", "oncall", "shop-team"]);
-    let (yes, no) = (
-        mk_target("Component", "acme", "shop", "api"),
-        mk_target("Environment", "acme", "", ""),
-    );
-    const ROUNDS: u32 = 20_000;
-    let started = Instant::now();
-    for _ in 0..ROUNDS {
-        assert!(grants.allows(&alice, Verb::Apply, &yes));
-        assert!(!grants.allows(&alice, Verb::Apply, &no));
-    }
-    let per_check = started.elapsed() / (2 * ROUNDS);
-    println!("10001 bindings: compiled in {compiled:?}; {per_check:?} per check");
-    assert!(
-        per_check < Duration::from_micros(50),
-        "{per_check:?} per check"
-    );
+    assert!(grants.allows(
+        &alice,
+        Verb::Apply,
+        &mk_target("Component", "acme", "shop", "api")
+    ));
+    assert!(!grants.allows(
+        &alice,
+        Verb::Apply,
+        &mk_target("Environment", "acme", "", "")
+    ));
+    assert!(!grants.allows(
+        &alice,
+        Verb::Apply,
+        &mk_target("Component", "ns7", "shop", "api")
+    ));
+    let u7 = mk_user("u7", &[]);
+    assert!(grants.allows(
+        &u7,
+        Verb::Apply,
+        &mk_target("Component", "ns7", "shop", "api")
+    ));
+    assert!(!grants.allows(
+        &u7,
+        Verb::Apply,
+        &mk_target("Component", "acme", "shop", "api")
+    ));
 }
 
 // ---------------------------------------------------------------- over the store
