@@ -53,6 +53,29 @@ pub(crate) fn component_target(
     }
 }
 
+/// The stored object at `key` (or why there is none) and the target it is: judged by the
+/// object's project and component when it exists, by its namespace otherwise, so a caller
+/// without the grant learns nothing of whether it exists.
+pub(crate) fn stored_target(
+    resources: &Resources,
+    key: &ObjectKey,
+) -> (
+    Result<troupe_common::Object, crate::resources::Error>,
+    Target,
+) {
+    let stored = resources.get(key);
+    let target = match &stored {
+        Ok(object) => target_of(object),
+        Err(_) => Target {
+            kind: key.kind.name().to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            ..Target::default()
+        },
+    };
+    (stored, target)
+}
+
 /// The actor a promotion records for `who`.
 pub(crate) fn actor(who: &Principal) -> Actor {
     Actor {

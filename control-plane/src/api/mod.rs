@@ -20,6 +20,7 @@ use troupe_common::pb::v1alpha1::resource_service_server::ResourceService;
 use troupe_common::selector::LabelSelector;
 use troupe_common::{Kind, ObjectKey};
 
+use self::auth::stored_target;
 use crate::auth::rbac::{Reach, target_of};
 use crate::auth::{Auth, Principal, Target, Verb};
 use crate::resources::{Error, Origin, Outcome, Resources, WatchEventType, WatchRequest};
@@ -49,32 +50,17 @@ impl ResourceApi {
         }
     }
 
-    /// Whether `who` may `verb` the object at `key`, judged by the stored object's project
-    /// and component when it exists and by its namespace otherwise, so a caller without the
-    /// grant learns nothing of whether it exists. Returns the stored object.
+    /// Whether `who` may `verb` the object at `key` ([`stored_target`] says by what). Returns
+    /// the stored object (or why there is none) and the target judged.
     fn allow_stored(
         &self,
         who: &Principal,
         verb: Verb,
         key: &ObjectKey,
-    ) -> Result<Result<troupe_common::Object, Error>, Status> {
-        let stored = self.resources.get(key);
-        let target = match &stored {
-            Ok(object) => target_of(object),
-            Err(_) => key_target(key),
-        };
+    ) -> Result<(Result<troupe_common::Object, Error>, Target), Status> {
+        let (stored, target) = stored_target(&self.resources, key);
         self.auth.allow(who, verb, &target)?;
-        Ok(stored)
-    }
-}
-
-/// The target a key names, before its object is known.
-fn key_target(key: &ObjectKey) -> Target {
-    Target {
-        kind: key.kind.name().to_string(),
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
-        ..Target::default()
+        Ok((stored, target))
     }
 }
 
@@ -143,7 +129,7 @@ impl ResourceService for ResourceApi {
                 }
             }
         }
-        let kind = object.key().kind;
+        let kind = object.kind();
         let (object, outcome) = self
             .resources
             .apply(object, Origin::User, request.dry_run)
@@ -175,7 +161,7 @@ impl ResourceService for ResourceApi {
         let caller = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let key = object_key(&r.kind, &r.namespace, &r.name)?;
-        let object = self.allow_stored(&caller, Verb::Get, &key)??;
+        let object = self.allow_stored(&caller, Verb::Get, &key)?.0?;
         Ok(Response::new(pb::GetResponse {
             resource: Some(object.into()),
         }))
@@ -233,10 +219,7 @@ impl ResourceService for ResourceApi {
         let caller = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let key = object_key(&r.kind, &r.namespace, &r.name)?;
-        let target = match self.allow_stored(&caller, Verb::Delete, &key)? {
-            Ok(stored) => target_of(&stored),
-            Err(_) => key_target(&key),
-        };
+        let (_, target) = self.allow_stored(&caller, Verb::Delete, &key)?;
         let deleted = self
             .resources
             .delete(&key, Origin::User, r.expected_resource_version, r.dry_run)

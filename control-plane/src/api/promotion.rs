@@ -8,8 +8,7 @@ use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::pb::v1alpha1::promotion_service_server::PromotionService;
 use troupe_common::{Kind, ObjectKey};
 
-use super::auth::{actor, component_target};
-use crate::auth::rbac::target_of;
+use super::auth::{actor, component_target, stored_target};
 use crate::auth::{Auth, Principal, Target, Verb};
 use crate::promotions::{PromoteRequest, Promotions, RollbackRequest};
 use crate::resources::Resources;
@@ -48,15 +47,7 @@ impl PromotionApi {
         verb: Verb,
         key: &ObjectKey,
     ) -> Result<Target, Status> {
-        let target = match self.resources.get(key) {
-            Ok(object) => target_of(&object),
-            Err(_) => crate::auth::Target {
-                kind: key.kind.name().to_string(),
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                ..Default::default()
-            },
-        };
+        let (_, target) = stored_target(&self.resources, key);
         self.auth.allow(who, verb, &target)?;
         Ok(target)
     }

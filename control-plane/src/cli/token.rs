@@ -9,6 +9,7 @@ use troupe_common::pb::v1alpha1::auth_service_client::AuthServiceClient;
 use super::context::{Context, server_error};
 use super::dataplane::parse_ttl;
 use super::output::columns;
+use crate::auth::tokens::rfc3339;
 
 /// Manage API tokens (bearer tokens for people and CI).
 #[derive(Debug, clap::Args)]
@@ -95,9 +96,7 @@ impl TokenCmd {
 fn table(tokens: &[pb::ApiToken]) -> String {
     let time = |t: &Option<pbjson_types::Timestamp>| {
         t.as_ref()
-            .and_then(|t| serde_json::to_value(t).ok())
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| "-".into())
+            .map_or_else(|| "-".into(), |t| rfc3339(t.seconds.max(0) as u64))
     };
     let mut rows = vec![
         ["NAME", "GROUPS", "EXPIRES", "LAST USED", "CREATED BY"]
