@@ -52,6 +52,10 @@ pub struct Config {
     pub policy: Arc<Policy>,
     /// How often everything held is re-applied to correct drift.
     pub resync_every: Duration,
+    /// Before an apply that left objects failing is tried again; doubled for each attempt.
+    pub retry_base: Duration,
+    /// The longest wait between two attempts at a failing apply.
+    pub retry_max: Duration,
     /// Largest release accepted, in bytes of manifests; a larger one is refused alone.
     pub max_release_bytes: usize,
     /// First reconnect delay bound; doubles per failed attempt up to `backoff_max`.
@@ -95,6 +99,8 @@ impl Config {
             applier,
             policy: Arc::new(Policy::default()),
             resync_every: Duration::from_secs(30),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
             max_release_bytes: 256 * 1024 * 1024,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),

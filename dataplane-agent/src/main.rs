@@ -41,6 +41,10 @@ struct Args {
     /// Seconds between re-applying everything held, to correct drift.
     #[arg(long, default_value_t = 30)]
     resync_interval: u64,
+    /// Longest wait, in seconds, between attempts at objects that failed to apply (the wait
+    /// starts at one second and doubles).
+    #[arg(long, default_value_t = 60)]
+    retry_max: u64,
     /// Largest release accepted, in bytes of manifests.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     max_release_bytes: usize,
@@ -108,6 +112,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         config.policy = Arc::new(policy);
         config.ca_cert = args.ca_cert;
         config.resync_every = Duration::from_secs(args.resync_interval.max(1));
+        config.retry_max = Duration::from_secs(args.retry_max.max(1));
         config.max_release_bytes = args.max_release_bytes;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

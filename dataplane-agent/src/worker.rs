@@ -39,7 +39,10 @@ use crate::state::{Held, State};
 
 mod core;
 mod owners;
+mod retry;
 mod screen;
+
+pub(crate) use self::retry::Timing;
 
 /// How many commands may wait for the worker; a session that finds the queue full stops
 /// reading its stream until there is room.
@@ -155,19 +158,20 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Starts the worker over `held` (as loaded from `state`); it corrects drift at once and
-    /// then every `resync_every`, and stops when `shutdown` turns true or every handle is
-    /// gone.
+    /// then every `timing.resync_every`, retries what failed, and stops when `shutdown`
+    /// turns true or every handle is gone.
     pub fn spawn(
         applier: Arc<dyn Applier>,
         policy: Arc<Policy>,
         state: State,
         held: BTreeMap<String, Held>,
-        resync_every: Duration,
+        timing: Timing,
         shutdown: watch::Receiver<bool>,
     ) -> Handle {
         let (commands, queue) = mpsc::channel(QUEUE);
+        let resync_every = timing.resync_every;
         let worker = Self {
-            core: Core::new(applier, policy, state, held),
+            core: Core::new(applier, policy, state, held, timing),
             listener: None,
         };
         tokio::spawn(worker.run(queue, resync_every, shutdown));
@@ -195,6 +199,13 @@ impl Worker {
                 },
                 _ = drift.tick() => {
                     if self.core.correct_drift().await {
+                        self.report_changes().await;
+                    }
+                }
+                _ = retry_due(self.core.next_retry()) => {
+                    let (changed, removed) = self.core.retry_due().await;
+                    self.removed_late(removed).await;
+                    if changed {
                         self.report_changes().await;
                     }
                 }
@@ -230,7 +241,7 @@ impl Worker {
                 generation,
                 replies,
             } if !replies.is_closed() => {
-                let result = self.core.remove(&release).await;
+                let result = self.core.remove(&release, generation).await;
                 if let Err(e) = &result {
                     tracing::warn!(%release, error = %e, "prune failed");
                 }
@@ -297,6 +308,20 @@ impl Worker {
         }
     }
 
+    /// Acknowledges removals that succeeded on a retry, after their first ack failed.
+    async fn removed_late(&mut self, removed: Vec<(String, i64)>) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        for (release, generation) in removed {
+            let ack = ack(release, generation, Ok(()));
+            let _ = listener
+                .replies
+                .send(Reply::Message(message(agent_message::Message::Ack(ack))))
+                .await;
+        }
+    }
+
     /// Reports the health that changed to a synced session; without one it waits, and the
     /// next session's sync reports everything.
     async fn report_changes(&mut self) {
@@ -311,6 +336,14 @@ impl Worker {
                 let _ = listener.replies.send(Reply::Message(report)).await;
             }
         }
+    }
+}
+
+/// Resolves when the next retry is due; never when none is.
+async fn retry_due(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -307,13 +307,28 @@ impl Session {
     fn receive(&mut self, message: AgentMessage, work: &Work) -> Result<(), Status> {
         match message.message {
             Some(agent_message::Message::Ack(ack)) => {
-                let Some(flight) = self.in_flight.get(&ack.release) else {
-                    return Ok(());
+                let flight = match self.in_flight.get(&ack.release) {
+                    Some(flight) if flight.generation == ack.generation => {
+                        self.in_flight.remove(&ack.release).expect("just found")
+                    }
+                    Some(_) => return Ok(()),
+                    // A removal that failed and that the agent retried on its own until it
+                    // went through.
+                    None if ack.ok
+                        && self.failed.get(&ack.release) == Some(&ack.generation)
+                        && self
+                            .hub
+                            .desired(&self.plane, &ack.release)
+                            .is_none_or(|d| d.terminating) =>
+                    {
+                        InFlight {
+                            generation: ack.generation,
+                            content_hash: String::new(),
+                            remove: true,
+                        }
+                    }
+                    None => return Ok(()),
                 };
-                if flight.generation != ack.generation {
-                    return Ok(());
-                }
-                let flight = self.in_flight.remove(&ack.release).expect("just found");
                 let key = release_key(&ack.release);
                 if ack.ok {
                     self.failed.remove(&ack.release);
@@ -397,6 +412,10 @@ impl Session {
                 self.upsert(id, &d).await
             }
             (Some(d), Some(_)) => {
+                if self.failed.get(id) == Some(&d.generation) {
+                    // The agent retries a failed prune on its own and acks when it is done.
+                    return true;
+                }
                 self.counts.removes += 1;
                 self.remove(id, d.generation).await
             }
@@ -409,6 +428,9 @@ impl Session {
                 true
             }
             (None, Some((generation, _))) => {
+                if self.failed.get(id) == Some(&(generation + 1)) {
+                    return true;
+                }
                 self.counts.removes += 1;
                 self.remove(id, generation + 1).await
             }

@@ -28,7 +28,7 @@ use troupe_common::k8s_names;
 use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
 use troupe_common::status::Health;
 
-use super::{Applier, Error, describe};
+use super::{Applied, Applier, Error, describe};
 
 /// Applies releases to files under a root directory.
 pub struct DirApplier {
@@ -233,8 +233,8 @@ impl Applier for DirApplier {
         &'a self,
         release: &'a str,
         resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, Error>> {
-        Box::pin(async move { self.apply_now(release, resources) })
+    ) -> BoxFuture<'a, Result<Applied, Error>> {
+        Box::pin(async move { self.apply_now(release, resources).map(Applied::done) })
     }
 
     fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), Error>> {

@@ -10,8 +10,11 @@
 //! ([`Applier::health_changes`]). Health values are [`troupe_common::status::Health`], the
 //! words the control plane rolls up.
 //!
-//! What goes wrong is an [`Error`] naming the release, object or file; it reaches the control
-//! plane as the text of a failed `Ack`.
+//! What goes wrong with the release as a whole is an [`Error`] naming the release, object or
+//! file; it reaches the control plane as the text of a failed `Ack`. What goes wrong with one
+//! object is that object's status (`Degraded`, or `Progressing` while it waits), listed in
+//! [`Applied::failed`]: the rest of the release applies all the same, and the worker tries
+//! the release again with backoff until nothing is left failing.
 
 pub mod dir;
 mod error;
@@ -32,12 +35,12 @@ use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceS
 pub trait Applier: Send + Sync {
     /// Makes the objects of `release` (id `NAMESPACE/NAME`) exactly `resources`: creates or
     /// updates each, and removes objects a previous apply of the same release made that are
-    /// no longer in it. Returns the health of each object.
+    /// no longer in it. Returns the health of each object, and which failed.
     fn apply<'a>(
         &'a self,
         release: &'a str,
         resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, Error>>;
+    ) -> BoxFuture<'a, Result<Applied, Error>>;
 
     /// Removes every object of `release`. Pruning a release that has nothing is not an error.
     fn prune<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), Error>>;
@@ -55,6 +58,34 @@ pub trait Applier: Send + Sync {
     /// appliers that do not watch.
     fn health_changes(&self) -> Option<Arc<Notify>> {
         None
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// Each object's status, in the release's order.
+    pub statuses: Vec<ReleaseResourceStatus>,
+    /// The ids of the objects that are not applied yet and are worth another try (the API
+    /// server refused or could not be reached, a kind is not served yet); their statuses
+    /// say why.
+    pub failed: Vec<String>,
+    /// Something else is left to do: an object that left the release could not be deleted.
+    pub incomplete: bool,
+}
+
+impl Applied {
+    /// Everything applied.
+    pub fn done(statuses: Vec<ReleaseResourceStatus>) -> Self {
+        Self {
+            statuses,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the release should be applied again soon.
+    pub fn needs_retry(&self) -> bool {
+        !self.failed.is_empty() || self.incomplete
     }
 }
 

@@ -48,7 +48,11 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         config.policy.clone(),
         state,
         held,
-        config.resync_every,
+        crate::worker::Timing {
+            resync_every: config.resync_every,
+            retry_base: config.retry_base,
+            retry_max: config.retry_max,
+        },
         shutdown.clone(),
     );
 

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use troupe_common::agent::decode_manifests;
 use troupe_common::pb::v1alpha1::{
     self as pb, AgentMessage, ReleaseResource, ReleaseResourceStatus, agent_message,
@@ -13,6 +15,7 @@ use troupe_common::policy::Policy;
 use troupe_common::timestamp::now_seconds;
 
 use super::owners::Owners;
+use super::retry::{Retry, Timing};
 use super::screen::{merge, screen};
 use super::{Upsert, message};
 use crate::apply::Applier;
@@ -36,6 +39,13 @@ pub(super) struct Core {
     pub(super) refused: HashMap<String, Vec<ReleaseResourceStatus>>,
     /// Releases whose health changed since it was last reported.
     pub(super) unreported: BTreeSet<String>,
+    /// Drift and retry intervals.
+    pub(super) timing: Timing,
+    /// Per release whose last apply left objects failing, the next attempt.
+    pub(super) retries: HashMap<String, Retry>,
+    /// Per release whose removal failed, the generation of the removal and the next attempt;
+    /// drift leaves these alone.
+    pub(super) removing: HashMap<String, (i64, Retry)>,
 }
 
 /// Why an upsert or a removal failed; its text is the error of the `Ack`.
@@ -62,8 +72,12 @@ impl Core {
         policy: Arc<Policy>,
         state: State,
         held: BTreeMap<String, Held>,
+        timing: Timing,
     ) -> Self {
         Self {
+            timing,
+            retries: HashMap::new(),
+            removing: HashMap::new(),
             applier,
             policy,
             state,
@@ -85,6 +99,9 @@ impl Core {
             return Ok(());
         }
         let resources = decode_manifests(&upsert.manifests).map_err(Failure::Decode)?;
+        // A new generation starts counting its attempts afresh, and is no longer removed.
+        self.retries.remove(&upsert.release);
+        self.removing.remove(&upsert.release);
         if !self.held.contains_key(&upsert.release) {
             // Written ahead of a first apply: if the agent dies between the apply and the
             // record below, the release is still reported in `Hello` (as generation 0), so
@@ -109,7 +126,7 @@ impl Core {
     /// record is written. Returns true when health changed.
     async fn apply(&mut self, mut held: Held, record: bool) -> Result<bool, Failure> {
         let screened = screen(&held.release, &held.resources, &self.policy, &self.owners);
-        let statuses = self
+        let applied = self
             .applier
             .apply(&held.release, &screened.apply)
             .await
@@ -123,11 +140,33 @@ impl Core {
         self.held.insert(release.clone(), held);
         let refused = screened.refused.iter().map(|(_, s)| s.clone()).collect();
         self.refused.insert(release.clone(), refused);
+        let statuses = if applied.needs_retry() {
+            let retry = Retry::after(self.retries.get(&release), &applied.failed, &self.timing);
+            let statuses = retry.mark(applied.statuses);
+            self.retries.insert(release.clone(), retry);
+            statuses
+        } else {
+            self.retries.remove(&release);
+            applied.statuses
+        };
         Ok(self.observed(&release, generation, merge(statuses, screened.refused)))
     }
 
-    pub(super) async fn remove(&mut self, release: &str) -> Result<(), Failure> {
-        self.applier.prune(release).await.map_err(Failure::Apply)?;
+    /// Prunes and forgets `release`; a failed prune is tried again with backoff, the
+    /// release held until then.
+    pub(super) async fn remove(&mut self, release: &str, generation: i64) -> Result<(), Failure> {
+        if let Err(e) = self.applier.prune(release).await {
+            let retry = Retry::after(
+                self.removing.get(release).map(|(_, r)| r),
+                &[],
+                &self.timing,
+            );
+            self.removing
+                .insert(release.to_string(), (generation, retry));
+            return Err(Failure::Apply(e));
+        }
+        self.removing.remove(release);
+        self.retries.remove(release);
         self.state.remove(release).map_err(Failure::Forget)?;
         self.owners.let_go(release);
         self.held.remove(release);
@@ -157,8 +196,14 @@ impl Core {
     pub(super) async fn correct_drift(&mut self) -> bool {
         let releases: Vec<Held> = self.held.values().cloned().collect();
         let mut changed = false;
-        // A release only written ahead of its first apply has nothing acknowledged to keep.
-        for held in releases.into_iter().filter(|h| !h.is_pending()) {
+        // A release only written ahead of its first apply has nothing acknowledged to keep;
+        // one being removed is not re-created.
+        let removing = &self.removing;
+        let releases: Vec<Held> = releases
+            .into_iter()
+            .filter(|h| !h.is_pending() && !removing.contains_key(&h.release))
+            .collect();
+        for held in releases {
             let release = held.release.clone();
             match self.apply(held, false).await {
                 Ok(c) => changed |= c,
@@ -166,6 +211,56 @@ impl Core {
             }
         }
         changed
+    }
+
+    /// When the next retry is due, if any.
+    pub(super) fn next_retry(&self) -> Option<Instant> {
+        let applies = self.retries.values().map(|r| r.at);
+        let removals = self.removing.values().map(|(_, r)| r.at);
+        applies.chain(removals).min()
+    }
+
+    /// Applies again the releases whose retry is due, and prunes again those whose removal
+    /// is. Returns whether health changed and the removals that now succeeded, with their
+    /// generations.
+    pub(super) async fn retry_due(&mut self) -> (bool, Vec<(String, i64)>) {
+        let now = Instant::now();
+        let mut removed = Vec::new();
+        let due: Vec<(String, i64)> = self
+            .removing
+            .iter()
+            .filter(|(_, (_, r))| r.at <= now)
+            .map(|(release, (generation, _))| (release.clone(), *generation))
+            .collect();
+        for (release, generation) in due {
+            match self.remove(&release, generation).await {
+                Ok(()) => removed.push((release, generation)),
+                Err(e) => tracing::warn!(%release, error = %e, "prune failed again"),
+            }
+        }
+        let due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.at <= now)
+            .map(|(release, _)| release.clone())
+            .collect();
+        let mut changed = false;
+        for release in due {
+            let Some(held) = self.held.get(&release).cloned() else {
+                self.retries.remove(&release);
+                continue;
+            };
+            match self.apply(held, false).await {
+                Ok(c) => changed |= c,
+                Err(e) => {
+                    // Nothing new to wait for: try again later rather than spin.
+                    tracing::warn!(%release, error = %e, "retry failed");
+                    let retry = Retry::after(self.retries.get(&release), &[], &self.timing);
+                    self.retries.insert(release, retry);
+                }
+            }
+        }
+        (changed, removed)
     }
 
     /// Re-applies the releases that wait for an object no release owns any more (its owner
@@ -211,6 +306,9 @@ impl Core {
         let mut changed = false;
         for (release, generation) in held {
             if let Some(mut statuses) = self.applier.health(&release) {
+                if let Some(retry) = self.retries.get(&release) {
+                    statuses = retry.mark(statuses);
+                }
                 statuses.extend(self.refused.get(&release).cloned().unwrap_or_default());
                 changed |= self.observed(&release, generation, statuses);
             }

@@ -22,7 +22,7 @@ impl Applier for Failing {
         &'a self,
         _release: &'a str,
         _resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, apply::Error>> {
+    ) -> BoxFuture<'a, Result<apply::Applied, apply::Error>> {
         self.applies.fetch_add(1, Ordering::SeqCst);
         Box::pin(async {
             Err(apply::Error::io("writing", "/target/api.yaml")(
@@ -54,11 +54,13 @@ impl Applier for Gated {
         &'a self,
         _release: &'a str,
         resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, apply::Error>> {
+    ) -> BoxFuture<'a, Result<apply::Applied, apply::Error>> {
         Box::pin(async move {
             self.started.notify_one();
             self.release.notified().await;
-            Ok(resources.iter().map(describe).collect())
+            Ok(apply::Applied::done(
+                resources.iter().map(describe).collect(),
+            ))
         })
     }
 
@@ -83,10 +85,19 @@ pub(crate) fn mk_gated_worker(
         Arc::new(Policy::default()),
         State::open(dir).unwrap(),
         BTreeMap::new(),
-        Duration::from_secs(3600),
+        mk_timing(),
         stopping,
     );
     (stop, worker)
+}
+
+/// No drift pass during a test; quick retries.
+fn mk_timing() -> Timing {
+    Timing {
+        resync_every: Duration::from_secs(3600),
+        retry_base: Duration::from_millis(10),
+        retry_max: Duration::from_millis(100),
+    }
 }
 
 pub(crate) fn mk_upsert(release: &str, generation: i64) -> Upsert {
@@ -107,6 +118,7 @@ async fn a_first_apply_is_on_record_before_it_starts() {
         Arc::new(Policy::default()),
         State::open(dir.path()).unwrap(),
         BTreeMap::new(),
+        mk_timing(),
     );
     let error = core.upsert(mk_upsert("acme/api-eu", 4)).await.unwrap_err();
     assert_eq!(
@@ -185,6 +197,7 @@ fn mk_dir_core(target: &std::path::Path, state: &std::path::Path, policy: Policy
         Arc::new(policy),
         state,
         held,
+        mk_timing(),
     )
 }
 
@@ -232,7 +245,7 @@ async fn an_object_owned_by_one_release_is_not_taken_by_another_nor_pruned_with_
     );
 
     // Removing the release that waits leaves the owner's object alone.
-    core.remove("acme/second").await.unwrap();
+    core.remove("acme/second", 2).await.unwrap();
     let first_file = target.path().join("acme/first/configmap_shop_shared.yaml");
     assert!(
         std::fs::read_to_string(&first_file)
@@ -253,7 +266,7 @@ async fn when_the_owner_lets_go_the_release_that_waited_takes_the_object() {
         .await
         .unwrap();
 
-    core.remove("acme/first").await.unwrap();
+    core.remove("acme/first", 2).await.unwrap();
     assert!(core.apply_waiting().await);
     let taken = target.path().join("acme/second/configmap_shop_shared.yaml");
     assert!(std::fs::read_to_string(&taken).unwrap().contains("second"));
@@ -315,4 +328,167 @@ async fn objects_outside_the_agents_policy_fail_alone() {
             .count(),
         1
     );
+}
+
+/// An applier that refuses every object of kind Service for its first `failures` applies, and
+/// its first prune; it remembers what it last applied.
+struct Flaky {
+    failures: AtomicUsize,
+    prune_failures: AtomicUsize,
+    applied: std::sync::Mutex<Vec<String>>,
+}
+
+impl Flaky {
+    fn new(failures: usize) -> Self {
+        Self {
+            failures: AtomicUsize::new(failures),
+            prune_failures: AtomicUsize::new(1),
+            applied: Default::default(),
+        }
+    }
+}
+
+impl Applier for Flaky {
+    fn apply<'a>(
+        &'a self,
+        _release: &'a str,
+        resources: &'a [ReleaseResource],
+    ) -> BoxFuture<'a, Result<apply::Applied, apply::Error>> {
+        Box::pin(async move {
+            let failing = self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            let mut applied = apply::Applied::default();
+            for resource in resources {
+                let mut status = describe(resource);
+                if failing && status.kind == "Service" {
+                    status.health = Health::Degraded.as_str().into();
+                    status.message = "applying Service shop/web: Forbidden (403): no".into();
+                    applied.failed.push(status.id.clone());
+                } else {
+                    status.health = Health::Healthy.as_str().into();
+                    let data = serde_json::to_value(&resource.object).unwrap();
+                    self.applied.lock().unwrap().push(data["data"]["from"].to_string());
+                }
+                applied.statuses.push(status);
+            }
+            Ok(applied)
+        })
+    }
+
+    fn prune<'a>(&'a self, _release: &'a str) -> BoxFuture<'a, Result<(), apply::Error>> {
+        Box::pin(async move {
+            match self
+                .prune_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            {
+                Ok(_) => Err(apply::Error::io("pruning", "/target")(
+                    std::io::Error::other("busy"),
+                )),
+                Err(_) => Ok(()),
+            }
+        })
+    }
+
+    fn info(&self) -> BoxFuture<'_, ClusterInfo> {
+        Box::pin(async { ClusterInfo::default() })
+    }
+}
+
+fn mk_flaky_core(applier: &Arc<Flaky>, state: &std::path::Path) -> Core {
+    Core::new(
+        applier.clone(),
+        Arc::new(Policy::default()),
+        State::open(state).unwrap(),
+        BTreeMap::new(),
+        mk_timing(),
+    )
+}
+
+/// Waits until the core's next retry is due.
+async fn until_due(core: &Core) {
+    let at = core.next_retry().expect("a retry is scheduled");
+    tokio::time::sleep_until(at).await;
+}
+
+#[tokio::test]
+async fn a_failed_object_is_retried_with_backoff_and_its_release_kept_at_the_newest_generation() {
+    let state = tempfile::tempdir().unwrap();
+    let applier = Arc::new(Flaky::new(2));
+    let mut core = mk_flaky_core(&applier, state.path());
+    let objects = |from| {
+        [
+            mk_object("v1", "ConfigMap", "settings", from),
+            mk_object("v1", "Service", "web", from),
+        ]
+    };
+    // The first attempt: the Service fails alone, the ConfigMap applies, the release is
+    // recorded at its generation all the same.
+    core.upsert(mk_release("acme/web", 1, &objects("one")))
+        .await
+        .unwrap();
+    let service = entry(&core, "acme/web", "Service/web");
+    assert_eq!(service.health, Health::Degraded);
+    assert_eq!(
+        service.message,
+        "retrying (attempt 1, next in 10ms): applying Service shop/web: Forbidden (403): no"
+    );
+    assert_eq!(
+        entry(&core, "acme/web", "ConfigMap/settings").health,
+        Health::Healthy
+    );
+    assert_eq!(core.known()[0].1.generation, 1);
+
+    // The second attempt fails too, and waits twice as long.
+    until_due(&core).await;
+    assert!(core.retry_due().await.0);
+    assert_eq!(
+        entry(&core, "acme/web", "Service/web").message,
+        "retrying (attempt 2, next in 20ms): applying Service shop/web: Forbidden (403): no"
+    );
+    // The third goes through: nothing left to retry.
+    until_due(&core).await;
+    assert!(core.retry_due().await.0);
+    let service = entry(&core, "acme/web", "Service/web");
+    assert_eq!((service.health.as_str(), service.message.as_str()), ("Healthy", ""));
+    assert!(core.next_retry().is_none());
+
+    // A newer generation that fails at first: drift re-applies it, never the older one.
+    applier.failures.store(1, Ordering::SeqCst);
+    core.upsert(mk_release("acme/web", 2, &objects("two")))
+        .await
+        .unwrap();
+    applier.applied.lock().unwrap().clear();
+    core.correct_drift().await;
+    assert_eq!(
+        *applier.applied.lock().unwrap(),
+        ["\"two\"", "\"two\""],
+        "drift applies the newest generation the control plane sent"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_removal_is_retried_and_not_re_applied_by_drift() {
+    let state = tempfile::tempdir().unwrap();
+    let applier = Arc::new(Flaky::new(0));
+    let mut core = mk_flaky_core(&applier, state.path());
+    core.upsert(mk_release(
+        "acme/web",
+        1,
+        &[mk_object("v1", "ConfigMap", "settings", "one")],
+    ))
+    .await
+    .unwrap();
+    let error = core.remove("acme/web", 2).await.unwrap_err();
+    assert_eq!(error.to_string(), "pruning /target: busy");
+    applier.applied.lock().unwrap().clear();
+    core.correct_drift().await;
+    assert!(applier.applied.lock().unwrap().is_empty(), "not re-created");
+
+    until_due(&core).await;
+    let (_, removed) = core.retry_due().await;
+    assert_eq!(removed, [("acme/web".to_string(), 2)]);
+    assert!(core.known().is_empty());
+    assert!(core.next_retry().is_none());
 }

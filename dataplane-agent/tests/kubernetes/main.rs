@@ -73,13 +73,12 @@ async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
     // Objects the release must never touch: another release's, and one made by hand.
     fake.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "settings", "namespace": "other", "labels": {
-            "troupe.dev/release-namespace": "acme", "troupe.dev/release": "api-dev",
-            "app.kubernetes.io/managed-by": "troupe-agent"}}}));
+            "agent.troupe.dev/release-namespace": "acme", "agent.troupe.dev/release": "api-dev"}}}));
     fake.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "by-hand", "namespace": "other"}}));
 
     let applier = KubeApplier::new(fake.client(), state.path().join("kubernetes"));
-    let statuses = applier.apply(RELEASE, &mk_release()).await.unwrap();
+    let statuses = applier.apply(RELEASE, &mk_release()).await.unwrap().statuses;
 
     // Reported in release order, the Deployment still rolling out.
     let ids: Vec<&str> = statuses.iter().map(|s| s.id.as_str()).collect();
@@ -117,8 +116,8 @@ async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
             .get(plural, namespace, name)
             .unwrap_or_else(|| panic!("{plural} {name} applied"));
         let labels = &object["metadata"]["labels"];
-        assert_eq!(labels["troupe.dev/release-namespace"], "acme", "{object}");
-        assert_eq!(labels["troupe.dev/release"], "web-dev", "{object}");
+        assert_eq!(labels["agent.troupe.dev/release-namespace"], "acme", "{object}");
+        assert_eq!(labels["agent.troupe.dev/release"], "web-dev", "{object}");
         assert_eq!(
             labels["app.kubernetes.io/managed-by"], "troupe-agent",
             "{object}"
@@ -169,7 +168,7 @@ async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
     );
 
     // Re-applying what is there changes nothing.
-    let again = applier.apply(RELEASE, &mk_release()).await.unwrap();
+    let again = applier.apply(RELEASE, &mk_release()).await.unwrap().statuses;
     assert_eq!(health_of(&again, "web"), "Healthy");
 
     // The ConfigMap leaves the release: it is deleted, the rest stays, and so do the objects
@@ -178,7 +177,7 @@ async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
         .into_iter()
         .filter(|r| r.id != "settings")
         .collect();
-    let statuses = applier.apply(RELEASE, &without_settings).await.unwrap();
+    let statuses = applier.apply(RELEASE, &without_settings).await.unwrap().statuses;
     assert_eq!(statuses.len(), 3);
     assert!(fake.get("configmaps", "shop", "settings").is_none());
     assert!(fake.get("deployments", "shop", "web").is_some());
@@ -272,7 +271,7 @@ fn shared_written_by(fake: &FakeApiServer) -> Option<(String, String)> {
     let object = fake.get("configmaps", "shop", "shared")?;
     Some((
         object["data"]["writtenBy"].as_str()?.to_string(),
-        object["metadata"]["labels"]["troupe.dev/release"]
+        object["metadata"]["labels"]["agent.troupe.dev/release"]
             .as_str()?
             .to_string(),
     ))
@@ -286,7 +285,7 @@ async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
     let first = applier
         .apply("acme/first", &mk_shared("first"))
         .await
-        .unwrap();
+        .unwrap().statuses;
     assert_eq!(health_of(&first, "shared"), "Healthy");
 
     // The second release renders the same ConfigMap: that object fails, naming the owner,
@@ -294,7 +293,7 @@ async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
     let second = applier
         .apply("acme/second", &mk_shared("second"))
         .await
-        .unwrap();
+        .unwrap().statuses;
     assert_eq!(health_of(&second, "shared"), "Degraded");
     assert_eq!(second[0].message, "owned by release acme/first");
     assert_eq!(
@@ -325,7 +324,7 @@ async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
     let second = applier
         .apply("acme/second", &mk_shared("second"))
         .await
-        .unwrap();
+        .unwrap().statuses;
     assert_eq!(health_of(&second, "shared"), "Healthy");
     assert_eq!(
         shared_written_by(&fake),

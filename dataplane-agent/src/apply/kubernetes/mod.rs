@@ -1,30 +1,32 @@
-//! The Kubernetes applier: server-side apply of each release's objects to a cluster, pruning
-//! by inventory labels, and health read from the objects' status and kept current by watches.
+//! The Kubernetes applier: server-side apply of each release's objects to a cluster, light on
+//! the API server, and health read from the objects' status and kept current by watches.
 //!
-//! Applying a release: each object gets the release's [`inventory`] labels; the kinds it uses
-//! are added to the release's record; objects are applied in order (Namespaces, then
-//! CustomResourceDefinitions, then the rest as the release lists them) with one field manager,
-//! `troupe-agent`, forcing ownership, each kind found through API discovery; objects of the
-//! release's recorded kinds that carry its labels but left it are deleted; the record is
-//! narrowed to the kinds now in use. The health of each object comes from what the API server
-//! returned ([`health`]), and [`watch`] keeps it current afterwards.
+//! Applying a release: each object gets the release's [`inventory`] labels; the kinds and
+//! namespaces it uses are added to the release's record; objects are applied in order
+//! (Namespaces, then CustomResourceDefinitions, then the rest as the release lists them), each
+//! kind found through API discovery, each target namespace created when missing
+//! ([`namespaces`]). Every object is applied on its own ([`object`]): one that fails does not
+//! stop the others, and comes back in [`Applied::failed`] for the worker to retry with
+//! backoff. Custom resources wait, `Progressing`, until the CustomResourceDefinition that
+//! defines them is Established. Objects of the release's recorded kinds that carry its labels
+//! but left it are deleted; the record is narrowed to what is now in use.
 //!
-//! Pruning lists objects by the release's label selector only, and deletes an object only if
-//! its own labels name the release: objects of other releases or tools are never touched.
+//! What the cluster holds is read from watches ([`cache`]), one per kind, not asked for: an
+//! object applied before and unchanged since costs no request, so an idle agent sends none,
+//! and pruning needs no list. The health of each object comes from what the API server
+//! returned or the watch saw ([`health`], [`board`]).
 //!
-//! One release owns each object: before applying, the applier reads the object, and one whose
-//! inventory labels name another release is left alone, that object failing `Degraded` (`owned
-//! by release …`) while the rest of the release applies. The labels, not a field manager per
-//! release, carry ownership: a forced apply takes fields from any manager, so a manager name
-//! would prevent nothing, and the labels are what pruning trusts already. Objects without the
-//! labels (made by hand, or by another tool) are taken over as before. The agent's worker keeps
-//! the same rule for every applier; this check also holds between agents sharing a cluster.
+//! Pruning a release deletes the objects the cache holds with its labels, and the namespaces
+//! the agent created for it once nothing else is in them. An object is deleted only if its own
+//! labels name the release: objects of other releases or tools are never touched.
 
+pub mod board;
+pub mod cache;
 pub mod health;
 pub mod inventory;
-pub mod watch;
+mod namespaces;
+pub mod object;
 
-use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -32,86 +34,39 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use kube::discovery::{ApiResource, Scope};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
 use troupe_common::agent::parse_release_id;
-use troupe_common::document::integral_numbers;
 use troupe_common::pb::v1alpha1::{ClusterInfo, ReleaseResource, ReleaseResourceStatus};
+use troupe_common::status::Health;
 
-use self::inventory::{Kind, KindRecord, MANAGER};
-use self::watch::{Board, ObjectKey};
-use super::{Applier, Error, describe};
+use self::board::{Board, ObjectKey};
+use self::cache::Cache;
+use self::inventory::{Kind, KindRecord, Used};
+use self::object::{LastApplied, Manifest, Outcome};
+use super::{Applied, Applier, Error};
 
-/// How long to wait for the kinds of CustomResourceDefinitions applied moments earlier to be
-/// served.
-const NEW_KIND_WAIT: Duration = Duration::from_secs(10);
+/// How long pruning waits for the first list of a kind's watch.
+const SYNC_WAIT: Duration = Duration::from_secs(30);
 
 /// Applies releases to a Kubernetes cluster.
 pub struct KubeApplier {
     client: Client,
     record: KindRecord,
     board: Arc<Board>,
+    cache: Cache,
     /// Kinds found through discovery; an entry is dropped when applying that kind fails.
     discovered: Mutex<HashMap<Kind, (ApiResource, bool)>>,
-    /// One watch per group and kind with a health rule.
-    watches: Mutex<HashMap<(String, String), AbortHandle>>,
-    /// Per release, the objects its last apply left to the release that owns them; reported
-    /// beside the watched health.
-    conflicts: Mutex<HashMap<String, Vec<ReleaseResourceStatus>>>,
-}
-
-/// A rendered object, labelled and ready to apply.
-struct Manifest {
-    kind: Kind,
-    name: String,
-    /// As rendered; empty means the client's default namespace for namespaced kinds.
-    namespace: String,
-    body: Value,
-    status: ReleaseResourceStatus,
-}
-
-impl Manifest {
-    fn new(resource: &ReleaseResource, labels: &[(&str, String)]) -> Result<Self, Error> {
-        let status = describe(resource);
-        let bad = |reason: &str| Error::BadObject {
-            id: resource.id.clone(),
-            reason: reason.to_string(),
-        };
-        if status.kind.is_empty() || status.version.is_empty() || status.name.is_empty() {
-            return Err(bad("it has no apiVersion, kind or metadata.name"));
-        }
-        let mut body = serde_json::to_value(&resource.object).map_err(|e| bad(&e.to_string()))?;
-        // google.protobuf.Struct holds every number as a double; the API server decodes int32
-        // and int64 fields strictly, so whole numbers go out as integers.
-        integral_numbers(&mut body);
-        let metadata = body
-            .get_mut("metadata")
-            .and_then(Value::as_object_mut)
-            .ok_or_else(|| bad("metadata is not a map"))?;
-        let object_labels = metadata
-            .entry("labels")
-            .or_insert_with(|| Value::Object(Default::default()))
-            .as_object_mut()
-            .ok_or_else(|| bad("metadata.labels is not a map"))?;
-        for (key, value) in labels {
-            object_labels.insert(key.to_string(), Value::String(value.clone()));
-        }
-        let api_version = body["apiVersion"].as_str().unwrap_or_default().to_string();
-        Ok(Self {
-            kind: Kind {
-                api_version,
-                kind: status.kind.clone(),
-            },
-            name: status.name.clone(),
-            namespace: status.namespace.clone(),
-            body,
-            status,
-        })
-    }
+    /// What was last applied of each object, to send only what changed or drifted.
+    last_applied: Mutex<HashMap<ObjectKey, LastApplied>>,
+    /// Namespaces known to exist.
+    namespaces: Mutex<BTreeSet<String>>,
+    /// Per release, the status entries of the objects its last apply did not apply;
+    /// reported beside the watched health.
+    unapplied: Mutex<HashMap<String, Vec<ReleaseResourceStatus>>>,
 }
 
 /// Namespaces first, then CustomResourceDefinitions, then everything else; pruning goes the
@@ -133,17 +88,35 @@ fn not_found(e: &kube::Error) -> bool {
     }
 }
 
+/// The group and kind a CustomResourceDefinition defines, and whether it is Established.
+fn defines(crd: &Value) -> Option<((String, String), bool)> {
+    let group = crd.pointer("/spec/group")?.as_str()?.to_string();
+    let kind = crd.pointer("/spec/names/kind")?.as_str()?.to_string();
+    let established = crd
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+        });
+    Some(((group, kind), established))
+}
+
 impl KubeApplier {
-    /// An applier talking to the cluster through `client`, recording the kinds of each
-    /// release under `record_dir`.
+    /// An applier talking to the cluster through `client`, recording what each release uses
+    /// under `record_dir`.
     pub fn new(client: Client, record_dir: impl Into<PathBuf>) -> Self {
+        let board = Arc::new(Board::default());
         Self {
+            cache: Cache::new(client.clone(), board.clone()),
             client,
             record: KindRecord::new(record_dir),
-            board: Arc::default(),
+            board,
             discovered: Mutex::default(),
-            watches: Mutex::default(),
-            conflicts: Mutex::default(),
+            last_applied: Mutex::default(),
+            namespaces: Mutex::default(),
+            unapplied: Mutex::default(),
         }
     }
 
@@ -161,9 +134,8 @@ impl KubeApplier {
             .map_err(|source| Error::Record { dir, source })
     }
 
-    /// The resource and whether it is namespaced, for a kind; waits up to [`NEW_KIND_WAIT`]
-    /// when the kind may come from a CustomResourceDefinition just applied.
-    async fn resolve(&self, kind: &Kind, just_defined: bool) -> Result<(ApiResource, bool), Error> {
+    /// The resource and whether it is namespaced, for a kind.
+    async fn resolve(&self, kind: &Kind) -> Result<(ApiResource, bool), Error> {
         if let Some(found) = self
             .discovered
             .lock()
@@ -177,29 +149,27 @@ impl KubeApplier {
             None => ("", kind.api_version.as_str()),
         };
         let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind.kind);
-        let deadline = tokio::time::Instant::now() + NEW_KIND_WAIT;
-        let (resource, capabilities) = loop {
-            match kube::discovery::pinned_kind(&self.client, &gvk).await {
-                Ok(found) => break found,
-                Err(e) if just_defined && tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(kind = %kind.kind, error = %e, "waiting for a new kind to be served");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(source) => {
-                    return Err(Error::Discovery {
-                        api_version: kind.api_version.clone(),
-                        kind: kind.kind.clone(),
-                        source,
-                    });
-                }
-            }
-        };
+        let (resource, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|source| Error::Discovery {
+                api_version: kind.api_version.clone(),
+                kind: kind.kind.clone(),
+                source,
+            })?;
         let found = (resource, capabilities.scope == Scope::Namespaced);
         self.discovered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(kind.clone(), found.clone());
         Ok(found)
+    }
+
+    /// Looks `kind` up again next time: applying it failed, it may have gone.
+    fn forget_kind(&self, kind: &Kind) {
+        self.discovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(kind);
     }
 
     fn api(&self, resource: &ApiResource, namespace: &str) -> Api<DynamicObject> {
@@ -219,203 +189,225 @@ impl KubeApplier {
         }
     }
 
-    /// The other release whose inventory labels the object of `manifest` carries on the
-    /// cluster, if any.
-    async fn owned_elsewhere(
+    /// Applies one manifest of a release whose CustomResourceDefinitions, applied before it,
+    /// define what `crds` says.
+    async fn apply_manifest(
         &self,
         release: &str,
         manifest: &Manifest,
-        resource: &ApiResource,
-        namespaced: bool,
-    ) -> Result<Option<String>, Error> {
-        let namespace = self.namespace_of(manifest, namespaced);
-        let existing = self
-            .api(resource, namespace)
-            .get_opt(&manifest.name)
-            .await
-            .map_err(|source| Error::Request {
-                action: "reading",
-                object: describe_object(&resource.kind, namespace, &manifest.name),
-                source,
-            })?;
-        Ok(existing
-            .and_then(|o| o.metadata.labels.as_ref().and_then(inventory::release_of))
-            .filter(|owner| owner != release))
-    }
-
-    /// Server-side applies one object and returns its status entry.
-    async fn apply_object(
-        &self,
-        manifest: &Manifest,
-        resource: &ApiResource,
-        namespaced: bool,
-    ) -> Result<ReleaseResourceStatus, Error> {
-        let namespace = self.namespace_of(manifest, namespaced);
-        let mut body = manifest.body.clone();
-        if let Some(metadata) = body["metadata"].as_object_mut() {
-            if namespace.is_empty() {
-                metadata.remove("namespace");
-            } else {
-                metadata.insert("namespace".into(), Value::String(namespace.to_string()));
+        crds: &HashMap<(String, String), (String, bool)>,
+    ) -> Outcome {
+        let (group, _) = manifest
+            .kind
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", ""));
+        if let Some((crd, false)) = crds.get(&(group.to_string(), manifest.kind.kind.clone())) {
+            let why = format!("waiting for CustomResourceDefinition {crd} to be Established");
+            return Outcome::Failed(manifest.status(&manifest.namespace, Health::Progressing, why));
+        }
+        let (resource, namespaced) = match self.resolve(&manifest.kind).await {
+            Ok(found) => found,
+            Err(e) => {
+                return Outcome::Failed(manifest.status(
+                    &manifest.namespace,
+                    Health::Degraded,
+                    e.to_string(),
+                ));
             }
+        };
+        let namespace = self.namespace_of(manifest, namespaced);
+        if namespaced && let Err(e) = self.ensure_namespace(namespace, manifest).await {
+            return Outcome::Failed(manifest.status(namespace, Health::Degraded, e.to_string()));
         }
-        let params = PatchParams::apply(MANAGER).force();
-        let applied = self
-            .api(resource, namespace)
-            .patch(&manifest.name, &params, &Patch::Apply(&body))
+        self.apply_one(release, manifest, &resource, namespace)
             .await
-            .map_err(|source| {
-                // The kind may have gone (a CRD removed): look it up again next time.
-                self.discovered
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&manifest.kind);
-                Error::Request {
-                    action: "applying",
-                    object: describe_object(&resource.kind, namespace, &manifest.name),
-                    source,
-                }
-            })?;
-        let value = serde_json::to_value(&applied).unwrap_or_default();
-        let health = health::of(&resource.group, &resource.kind, &value);
-        Ok(ReleaseResourceStatus {
-            namespace: namespace.to_string(),
-            health: health.health.to_string(),
-            message: health.message,
-            ..manifest.status.clone()
-        })
-    }
-
-    /// Starts watching `resource` if its kind has a health rule and is not watched yet.
-    fn watch(&self, resource: &ApiResource) {
-        if !health::has_rule(&resource.group, &resource.kind) {
-            return;
-        }
-        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        watches
-            .entry((resource.group.clone(), resource.kind.clone()))
-            .or_insert_with(|| {
-                watch::spawn(self.client.clone(), resource.clone(), self.board.clone())
-            });
     }
 
     async fn apply_release(
         &self,
         release: &str,
         resources: &[ReleaseResource],
-    ) -> Result<Vec<ReleaseResourceStatus>, Error> {
+    ) -> Result<Applied, Error> {
         let (namespace, name) =
             parse_release_id(release).ok_or_else(|| Error::BadRelease(release.into()))?;
         let labels = inventory::labels(namespace, name);
-        let manifests = resources
+        let manifests: Vec<Result<Manifest, Box<ReleaseResourceStatus>>> = resources
             .iter()
             .map(|r| Manifest::new(r, &labels))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
 
         // Widen the record before creating anything, so no object is ever unrecorded.
         let id = release.to_string();
         let before = self.with_record(move |r| r.load(&id)).await?;
-        let now: BTreeSet<Kind> = manifests.iter().map(|m| m.kind.clone()).collect();
-        let both: BTreeSet<Kind> = before.union(&now).cloned().collect();
+        let now = Used {
+            kinds: manifests.iter().flatten().map(|m| m.kind.clone()).collect(),
+            namespaces: manifests
+                .iter()
+                .flatten()
+                .filter(|m| !m.namespace.is_empty())
+                .map(|m| m.namespace.clone())
+                .collect(),
+        };
+        let both = before.union(&now);
         if both != before {
-            let (id, kinds) = (release.to_string(), both.clone());
-            self.with_record(move |r| r.save(&id, &kinds)).await?;
+            let (id, used) = (release.to_string(), both.clone());
+            self.with_record(move |r| r.save(&id, &used)).await?;
         }
 
         let mut order: Vec<usize> = (0..manifests.len()).collect();
-        order.sort_by_key(|&i| apply_rank(&manifests[i].kind));
-        let mut keys = vec![None; manifests.len()];
-        let mut conflicts = vec![None; manifests.len()];
-        let mut defined_kinds = false;
+        order.sort_by_key(|&i| manifests[i].as_ref().map_or(3, |m| apply_rank(&m.kind)));
+        let mut outcomes: Vec<Option<Outcome>> = (0..manifests.len()).map(|_| None).collect();
+        let mut crds = HashMap::new();
         for i in order {
-            let manifest = &manifests[i];
-            let (resource, namespaced) = self.resolve(&manifest.kind, defined_kinds).await?;
-            if let Some(owner) = self
-                .owned_elsewhere(release, manifest, &resource, namespaced)
-                .await?
-            {
-                conflicts[i] = Some(ReleaseResourceStatus {
-                    namespace: self.namespace_of(manifest, namespaced).to_string(),
-                    health: troupe_common::status::Health::Degraded.as_str().into(),
-                    message: format!("owned by release {owner}"),
-                    ..manifest.status.clone()
-                });
-                continue;
+            let manifest = match &manifests[i] {
+                Ok(manifest) => manifest,
+                Err(status) => {
+                    outcomes[i] = Some(Outcome::Refused((**status).clone()));
+                    continue;
+                }
+            };
+            let outcome = self.apply_manifest(release, manifest, &crds).await;
+            if let Outcome::Applied { object, .. } = &outcome {
+                match apply_rank(&manifest.kind) {
+                    0 => self.namespace_exists(&manifest.name),
+                    1 => {
+                        if let Some((defined, established)) = defines(object) {
+                            crds.insert(defined, (manifest.name.clone(), established));
+                        }
+                    }
+                    _ => {}
+                }
             }
-            let status = self.apply_object(manifest, &resource, namespaced).await?;
-            defined_kinds |= apply_rank(&manifest.kind) == 1;
-            keys[i] = Some(ObjectKey::new(&resource, &status.namespace, &status.name));
-            self.board.record(release, status);
-            self.watch(&resource);
+            outcomes[i] = Some(outcome);
         }
-        let keys: Vec<ObjectKey> = keys.into_iter().flatten().collect();
+        self.settle(release, manifests, outcomes, both, now).await
+    }
 
-        self.delete_objects(release, &both, &keys).await?;
-        if both != now {
+    /// Prunes what left the release, narrows its record and sorts the outcomes into what the
+    /// worker sees.
+    async fn settle(
+        &self,
+        release: &str,
+        manifests: Vec<Result<Manifest, Box<ReleaseResourceStatus>>>,
+        outcomes: Vec<Option<Outcome>>,
+        both: Used,
+        now: Used,
+    ) -> Result<Applied, Error> {
+        // Every object still in the release is kept, applied or not; a kind that could not
+        // even be looked up keeps all its objects this time.
+        let mut keep = Vec::new();
+        let mut unresolved = BTreeSet::new();
+        for (manifest, outcome) in manifests.iter().zip(&outcomes) {
+            match (manifest, outcome) {
+                (Ok(_), Some(Outcome::Applied { key, .. })) => keep.push(key.clone()),
+                (Ok(m), Some(Outcome::Failed(status) | Outcome::Refused(status))) => {
+                    match self.resolve(&m.kind).await {
+                        Ok(_) => keep.push(ObjectKey::of(status)),
+                        Err(_) => {
+                            unresolved.insert(m.kind.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let kinds: BTreeSet<Kind> = both.kinds.difference(&unresolved).cloned().collect();
+        let pruned = self.delete_objects(release, &kinds, &keep).await;
+        if let Err(e) = &pruned {
+            tracing::warn!(%release, error = %e, "could not delete what left the release");
+        }
+        if pruned.is_ok() && both != now {
             let id = release.to_string();
             self.with_record(move |r| r.save(&id, &now)).await?;
         }
-        let mut applied = self.board.settle(release, &keys).into_iter();
-        let statuses = conflicts
+
+        let mut applied = Applied {
+            incomplete: pruned.is_err(),
+            ..Applied::default()
+        };
+        let mut unapplied = Vec::new();
+        let mut keys = Vec::new();
+        for outcome in outcomes.into_iter().flatten() {
+            match outcome {
+                Outcome::Applied { status, key, .. } => {
+                    self.board.record(release, status);
+                    keys.push(key);
+                }
+                Outcome::Failed(status) => {
+                    applied.failed.push(status.id.clone());
+                    unapplied.push(status);
+                }
+                Outcome::Refused(status) => unapplied.push(status),
+            }
+        }
+        let mut on_board = self.board.settle(release, &keys).into_iter();
+        let mut not_applied = unapplied.iter();
+        applied.statuses = manifests
             .iter()
-            .filter_map(|c| c.clone().or_else(|| applied.next()))
-            .collect();
-        let conflicts: Vec<_> = conflicts.into_iter().flatten().collect();
-        let mut held = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
-        if conflicts.is_empty() {
+            .map(|m| {
+                let id = match m {
+                    Ok(m) => &m.status.id,
+                    Err(s) => &s.id,
+                };
+                if applied.failed.contains(id) || unapplied.iter().any(|s| &s.id == id) {
+                    not_applied.next().cloned()
+                } else {
+                    on_board.next()
+                }
+            })
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        let mut held = self.unapplied.lock().unwrap_or_else(|e| e.into_inner());
+        if unapplied.is_empty() {
             held.remove(release);
         } else {
-            held.insert(release.to_string(), conflicts);
+            held.insert(release.to_string(), unapplied);
         }
-        Ok(statuses)
+        Ok(applied)
     }
 
-    /// Deletes the objects of `release` of the given kinds, except `keep`.
+    /// Deletes the objects of `release` of the given kinds, except `keep`, as the watches
+    /// see them. Every object is tried; the first failure is returned.
     async fn delete_objects(
         &self,
         release: &str,
         kinds: &BTreeSet<Kind>,
         keep: &[ObjectKey],
     ) -> Result<(), Error> {
-        let (namespace, name) =
-            parse_release_id(release).ok_or_else(|| Error::BadRelease(release.into()))?;
-        let selector = inventory::selector(namespace, name);
         let mut kinds: Vec<&Kind> = kinds.iter().collect();
-        kinds.sort_by_key(|k| Reverse(apply_rank(k)));
+        kinds.sort_by_key(|k| std::cmp::Reverse(apply_rank(k)));
+        let mut first_error = None;
         for kind in kinds {
-            let resource = match self.resolve(kind, false).await {
+            let resource = match self.resolve(kind).await {
                 Ok((resource, _)) => resource,
                 // A kind no longer served has no objects left to delete.
                 Err(Error::Discovery { source, .. }) if not_found(&source) => continue,
-                Err(e) => return Err(e),
-            };
-            let listed = Api::<DynamicObject>::all_with(self.client.clone(), &resource)
-                .list_metadata(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|source| Error::Request {
-                    action: "listing",
-                    object: resource.kind.clone(),
-                    source,
-                })?;
-            for object in listed.items {
-                // The selector says so already; an object is deleted only if its own labels
-                // name this release.
-                if object
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(inventory::release_of)
-                    .as_deref()
-                    != Some(release)
-                {
+                Err(e) => {
+                    first_error.get_or_insert(e);
                     continue;
                 }
+            };
+            let cache = self.cache.kind(&resource);
+            let objects = if cache.synced(SYNC_WAIT).await {
+                cache.of_release(release)
+            } else {
+                first_error.get_or_insert(Error::Request {
+                    action: "listing",
+                    object: resource.kind.clone(),
+                    source: kube::Error::Service("the watch has not listed it yet".into()),
+                });
+                continue;
+            };
+            for object in objects {
                 let object_namespace = object.namespace().unwrap_or_default();
                 let object_name = object.name_any();
-                if keep.contains(&ObjectKey::new(&resource, &object_namespace, &object_name)) {
+                let key = ObjectKey::new(&resource, &object_namespace, &object_name);
+                if keep.contains(&key) || object.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
                 tracing::info!(%release, kind = %resource.kind, namespace = %object_namespace, name = %object_name, "pruning");
+                self.forget_applied(&key);
                 match self
                     .api(&resource, &object_namespace)
                     .delete(&object_name, &DeleteParams::background())
@@ -424,31 +416,28 @@ impl KubeApplier {
                     Ok(_) => {}
                     Err(e) if not_found(&e) => {}
                     Err(source) => {
-                        return Err(Error::Request {
+                        first_error.get_or_insert(Error::Request {
                             action: "deleting",
-                            object: describe_object(
-                                &resource.kind,
-                                &object_namespace,
-                                &object_name,
-                            ),
+                            object: describe_object(&resource.kind, &object_namespace, &object_name),
                             source,
                         });
                     }
                 }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn prune_release(&self, release: &str) -> Result<(), Error> {
+        let id = release.to_string();
+        let used = self.with_record(move |r| r.load(&id)).await?;
+        self.delete_objects(release, &used.kinds, &[]).await?;
+        self.collect_namespaces(release, &used.namespaces).await?;
         self.board.forget(release);
-        self.conflicts
+        self.unapplied
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(release);
-        let id = release.to_string();
-        let kinds = self.with_record(move |r| r.load(&id)).await?;
-        self.delete_objects(release, &kinds, &[]).await?;
         let id = release.to_string();
         self.with_record(move |r| r.remove(&id)).await
     }
@@ -482,21 +471,12 @@ fn describe_object(kind: &str, namespace: &str, name: &str) -> String {
     }
 }
 
-impl Drop for KubeApplier {
-    fn drop(&mut self) {
-        let watches = self.watches.get_mut().unwrap_or_else(|e| e.into_inner());
-        for watch in watches.values() {
-            watch.abort();
-        }
-    }
-}
-
 impl Applier for KubeApplier {
     fn apply<'a>(
         &'a self,
         release: &'a str,
         resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, Error>> {
+    ) -> BoxFuture<'a, Result<Applied, Error>> {
         Box::pin(async move { self.apply_release(release, resources).await })
     }
 
@@ -518,8 +498,8 @@ impl Applier for KubeApplier {
 
     fn health(&self, release: &str) -> Option<Vec<ReleaseResourceStatus>> {
         let mut statuses = self.board.get(release)?;
-        let conflicts = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
-        statuses.extend(conflicts.get(release).cloned().unwrap_or_default());
+        let unapplied = self.unapplied.lock().unwrap_or_else(|e| e.into_inner());
+        statuses.extend(unapplied.get(release).cloned().unwrap_or_default());
         Some(statuses)
     }
 

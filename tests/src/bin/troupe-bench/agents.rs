@@ -27,7 +27,7 @@ use tonic::transport::Channel;
 
 use super::api::{Api, ApiAddr};
 use troupe_agent::Event;
-use troupe_agent::apply::{Applier, describe};
+use troupe_agent::apply::{Applied, Applier, describe};
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::data_plane_service_client::DataPlaneServiceClient;
 use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
@@ -187,18 +187,18 @@ impl Applier for MemoryApplier {
         &'a self,
         release: &'a str,
         resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<Vec<ReleaseResourceStatus>, troupe_agent::apply::Error>> {
+    ) -> BoxFuture<'a, Result<Applied, troupe_agent::apply::Error>> {
         Box::pin(async move {
             if let Some(seq) = Self::seq_of(resources) {
                 self.seqs.lock().unwrap().insert(release.to_string(), seq);
             }
-            Ok(resources
+            Ok(Applied::done(resources
                 .iter()
                 .map(|r| ReleaseResourceStatus {
                     health: Health::Healthy.as_str().into(),
                     ..describe(r)
                 })
-                .collect())
+                .collect()))
         })
     }
 
@@ -237,7 +237,7 @@ spec:
     )
 }
 
-async fn apply_yaml(client: &mut ResourceServiceClient<Api>, yaml: &str) -> anyhow::Result<()> {
+pub(crate) async fn apply_yaml(client: &mut ResourceServiceClient<Api>, yaml: &str) -> anyhow::Result<()> {
     for object in from_yaml(yaml)? {
         client
             .apply(ApplyRequest {

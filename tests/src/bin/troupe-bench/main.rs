@@ -12,6 +12,7 @@
 
 mod agents;
 mod api;
+mod kube;
 mod propagate;
 mod render;
 mod rerender;
@@ -70,6 +71,19 @@ enum Bench {
         /// them).
         #[arg(long, default_value_t = 10_000)]
         resync_agents: usize,
+        /// Instead: one agent on the Kubernetes applier against the test API server, and the
+        /// requests it sends, idle and per change.
+        #[arg(long)]
+        kubernetes: bool,
+        /// With --kubernetes: releases the agent holds.
+        #[arg(long, default_value_t = 100)]
+        releases: usize,
+        /// With --kubernetes: seconds of idle counting.
+        #[arg(long, default_value_t = 120)]
+        idle_seconds: u64,
+        /// With --kubernetes: the agent's drift pass interval, seconds.
+        #[arg(long, default_value_t = 30)]
+        resync_interval: u64,
     },
     /// A ComponentType change through to every affected Release acknowledged by its agent,
     /// against a `troupe server` process with one in-process agent per data plane.
@@ -158,10 +172,27 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Bench::Agents {
+            kubernetes: true,
+            releases,
+            idle_seconds,
+            resync_interval,
+            ..
+        } => {
+            let options = kube::Options {
+                releases,
+                seconds: idle_seconds,
+                resync_interval,
+            };
+            let figures = kube::run(options).await?;
+            println!("{}", serde_json::Value::Object(figures));
+            Ok(())
+        }
+        Bench::Agents {
             agents,
             rate,
             seconds,
             resync_agents,
+            ..
         } => {
             let options = agents::Options {
                 agents,

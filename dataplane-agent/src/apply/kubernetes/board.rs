@@ -1,24 +1,19 @@
 //! Health between applies: a board of each release's objects and their health, filled by the
-//! applier from what the API server returns on apply and kept current by watches.
+//! applier from what the API server returns on apply and kept current by the watches of the
+//! [`super::cache`].
 //!
-//! There is one watch per kind with a health rule ([`health::has_rule`]) that some release
-//! has used, cluster-wide, selecting the objects of every release this agent manages. An
-//! event recomputes the health of the object it names; when that changes, the board notifies
-//! [`Board::changed`], and the agent reads the board ([`crate::apply::Applier::health`]) and
-//! reports. Watches restart by themselves (relist, backoff) and run until the applier is
-//! dropped. Kinds without a rule are healthy by existing, so they are not watched: a deleted
-//! one is re-created at the next resync.
+//! A watch event recomputes the health of the object it names; when that changes, the board
+//! notifies [`Board::changed`], and the agent reads the board
+//! ([`crate::apply::Applier::health`]) and reports. A deleted object is `Degraded` until the
+//! next drift pass re-creates it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
+use kube::ResourceExt;
+use kube::api::DynamicObject;
 use kube::discovery::ApiResource;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
 use troupe_common::pb::v1alpha1::ReleaseResourceStatus;
 use troupe_common::status::Health::Degraded;
 
@@ -46,7 +41,8 @@ impl ObjectKey {
         }
     }
 
-    fn of(status: &ReleaseResourceStatus) -> Self {
+    /// The key of the object a status entry is about.
+    pub fn of(status: &ReleaseResourceStatus) -> Self {
         Self {
             group: status.group.clone(),
             kind: status.kind.clone(),
@@ -128,7 +124,7 @@ impl Board {
     }
 
     /// Applies one watch event about an object of kind `resource`.
-    fn on_event(&self, resource: &ApiResource, object: &DynamicObject, deleted: bool) {
+    pub fn on_event(&self, resource: &ApiResource, object: &DynamicObject, deleted: bool) {
         let Some(release) = object
             .metadata
             .labels
@@ -161,29 +157,6 @@ impl Board {
     }
 }
 
-/// Starts watching the objects of kind `resource` of every release; the watch runs until
-/// the returned handle aborts it.
-pub fn spawn(client: Client, resource: ApiResource, board: Arc<Board>) -> AbortHandle {
-    let api = Api::<DynamicObject>::all_with(client, &resource);
-    let config = watcher::Config::default().labels(&inventory::any_release_selector());
-    let task = tokio::spawn(async move {
-        let mut events = watcher(api, config).default_backoff().boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                    board.on_event(&resource, &o, false)
-                }
-                Ok(watcher::Event::Delete(o)) => board.on_event(&resource, &o, true),
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
-                Err(e) => {
-                    tracing::warn!(kind = %resource.kind, error = %e, "watch failed; retrying")
-                }
-            }
-        }
-    });
-    task.abort_handle()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,8 +180,7 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": "shop", "generation": 1, "labels": {
-                "troupe.dev/release-namespace": ns, "troupe.dev/release": rel,
-                "app.kubernetes.io/managed-by": "troupe-agent"}},
+                "agent.troupe.dev/release-namespace": ns, "agent.troupe.dev/release": rel}},
             "spec": {"replicas": 1},
             "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": available}
         }))
