@@ -63,8 +63,8 @@ pub struct Config {
     pub backoff_base: Duration,
     /// Largest reconnect delay bound.
     pub backoff_max: Duration,
-    /// Told about the stream's progress, for a program that embeds the agent (dev mode,
-    /// benchmarks).
+    /// Told about the stream's progress: the readiness probe ([`probes::Readiness`]), or a
+    /// program that embeds the agent (dev mode, benchmarks).
     pub on_event: Option<Arc<dyn Fn(Event) + Send + Sync>>,
 }
 
