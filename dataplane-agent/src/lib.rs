@@ -6,6 +6,9 @@
 //! - [`apply`]: where objects go: [`apply::kubernetes`] applies them to a cluster,
 //!   [`apply::dir`] writes files.
 //! - [`policy`]: the kinds this agent accepts, whatever the control plane sends.
+//! - [`rbac`]: the Kubernetes RBAC those kinds need (`--print-rbac`).
+//! - [`probes`]: `/healthz` and `/readyz` over HTTP (`--health-addr`), readiness following
+//!   the stream's [`Event`]s.
 //! - [`stream`]: the one long-lived stream: Hello with what the agent holds, upserts and
 //!   removals passed on and acknowledged one by one, health reports, heartbeats, and
 //!   reconnects with full-jitter backoff.
@@ -18,6 +21,8 @@
 pub mod apply;
 pub mod identity;
 pub mod policy;
+pub mod probes;
+pub mod rbac;
 pub mod state;
 pub mod stream;
 mod worker;
@@ -62,8 +67,8 @@ pub struct Config {
     pub backoff_base: Duration,
     /// Largest reconnect delay bound.
     pub backoff_max: Duration,
-    /// Told about the stream's progress, for a program that embeds the agent (dev mode,
-    /// benchmarks).
+    /// Told about the stream's progress: the readiness probe ([`probes::Readiness`]), or a
+    /// program that embeds the agent (dev mode, benchmarks).
     pub on_event: Option<Arc<dyn Fn(Event) + Send + Sync>>,
 }
 
@@ -79,6 +84,11 @@ pub enum Event {
         release: String,
         /// The generation.
         generation: i64,
+    },
+    /// A stream ended, or could not be opened; the agent reconnects after a backoff.
+    Disconnected {
+        /// Why, in one line: the error, or that the control plane ended the stream.
+        reason: String,
     },
 }
 

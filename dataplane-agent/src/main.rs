@@ -1,5 +1,6 @@
 //! The `troupe-agent` binary.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use troupe_agent::Config;
 use troupe_agent::apply::Applier;
 use troupe_agent::apply::dir::DirApplier;
 use troupe_agent::apply::kubernetes::KubeApplier;
+use troupe_agent::probes::{self, Readiness};
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
 
 /// The Troupe data-plane agent: registers a cluster (or a directory) as a DataPlane, applies
@@ -19,21 +21,33 @@ use troupe_common::pb::v1alpha1::DataPlaneIdentity;
 #[command(name = "troupe-agent", version, about)]
 struct Args {
     /// The control plane's agent endpoint, e.g. `https://troupe.example.com:50052`.
-    #[arg(long, env = "TROUPE_CONTROL_PLANE")]
-    control_plane: String,
+    #[arg(
+        long,
+        env = "TROUPE_CONTROL_PLANE",
+        required_unless_present = "print_rbac"
+    )]
+    control_plane: Option<String>,
     /// The data plane this agent speaks for: `NAMESPACE/NAME` (a DataPlane) or `NAME` (a
     /// ClusterDataPlane).
-    #[arg(long = "dataplane", env = "TROUPE_DATAPLANE")]
-    data_plane: String,
+    #[arg(
+        long = "dataplane",
+        env = "TROUPE_DATAPLANE",
+        required_unless_present = "print_rbac"
+    )]
+    data_plane: Option<String>,
     /// Bootstrap token from `troupe dataplane token create`; needed on the first start only.
     #[arg(long, env = "TROUPE_AGENT_TOKEN")]
     token: Option<String>,
     /// PEM file of the agent endpoint's CA, instead of trusting the CA the token pins.
-    #[arg(long)]
+    #[arg(long, env = "TROUPE_AGENT_CA_CERT")]
     ca_cert: Option<PathBuf>,
     /// Where the agent keeps its identity and the last acknowledged desired state.
-    #[arg(long, env = "TROUPE_AGENT_STATE_DIR")]
-    state_dir: PathBuf,
+    #[arg(
+        long,
+        env = "TROUPE_AGENT_STATE_DIR",
+        required_unless_present = "print_rbac"
+    )]
+    state_dir: Option<PathBuf>,
     /// Where objects go: `kubernetes` applies them to the cluster of the kubeconfig (or the
     /// one the agent runs in); `dir:PATH` writes one YAML file per object under PATH.
     #[arg(long, default_value = "dir:./troupe-dataplane")]
@@ -57,6 +71,14 @@ struct Args {
     /// Cluster-scoped kinds the agent applies, as GROUP/KIND (`/Namespace`). Default: none.
     #[arg(long, env = "TROUPE_AGENT_ALLOW_CLUSTER_KINDS", value_delimiter = ',')]
     allow_cluster_kinds: Vec<String>,
+    /// Serve `/healthz` (200 while running) and `/readyz` (200 while connected to the control
+    /// plane and in sync, else 503 and why) over plain HTTP on HOST:PORT. Default: off.
+    #[arg(long, env = "TROUPE_AGENT_HEALTH_ADDR", value_name = "HOST:PORT")]
+    health_addr: Option<SocketAddr>,
+    /// Print the Kubernetes ClusterRole and ClusterRoleBinding this agent needs for the kinds
+    /// of --allow-kinds and --allow-cluster-kinds (YAML), then exit.
+    #[arg(long)]
+    print_rbac: bool,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -81,6 +103,18 @@ async fn applier(spec: &str, state_dir: &Path) -> anyhow::Result<Arc<dyn Applier
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_rbac {
+        return match troupe_agent::rbac::manifests(&args.allow_kinds, &args.allow_cluster_kinds) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -101,13 +135,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let data_plane = DataPlaneIdentity::parse(&args.data_plane).map_err(anyhow::Error::msg)?;
+    // Clap requires these unless --print-rbac, which returned earlier.
+    let (Some(control_plane), Some(data_plane), Some(state_dir)) =
+        (args.control_plane, args.data_plane, args.state_dir)
+    else {
+        anyhow::bail!("--control-plane, --dataplane and --state-dir are required");
+    };
+    let data_plane = DataPlaneIdentity::parse(&data_plane).map_err(anyhow::Error::msg)?;
     let policy = troupe_agent::policy::from_flags(&args.allow_kinds, &args.allow_cluster_kinds)
         .map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let applier = applier(&args.apply, &args.state_dir).await?;
-        let mut config = Config::new(args.control_plane, data_plane, args.state_dir, applier);
+        let applier = applier(&args.apply, &state_dir).await?;
+        let mut config = Config::new(control_plane, data_plane, state_dir, applier);
         config.token = args.token;
         config.policy = Arc::new(policy);
         config.ca_cert = args.ca_cert;
@@ -115,6 +155,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         config.retry_max = Duration::from_secs(args.retry_max.max(1));
         config.max_release_bytes = args.max_release_bytes;
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        if let Some(addr) = args.health_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--health-addr {addr}"))?;
+            let readiness = Readiness::default();
+            config.on_event = Some(readiness.on_event());
+            tokio::spawn(probes::serve(listener, readiness, stopping.clone()));
+        }
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop.send(true);

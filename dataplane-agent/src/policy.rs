@@ -33,7 +33,8 @@ pub fn from_flags(
     Ok(Policy::new(WHO, Some(&spec)))
 }
 
-fn group_kinds(flag: &str, entries: &[String]) -> Result<Vec<GroupKind>, String> {
+/// The `GROUP/KIND` entries of `flag` (comma-separated or repeated), as written.
+pub(crate) fn group_kinds(flag: &str, entries: &[String]) -> Result<Vec<GroupKind>, String> {
     entries
         .iter()
         .flat_map(|e| e.split(','))

@@ -63,9 +63,19 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
             outcome = session::session(&config, &identity, &worker) => outcome,
             _ = stopped(&mut shutdown) => return Ok(()),
         };
-        match outcome {
-            Ok(()) => tracing::info!("stream ended; reconnecting"),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "stream failed; reconnecting"),
+        let reason = match outcome {
+            Ok(()) => {
+                tracing::info!("stream ended; reconnecting");
+                "the control plane ended the stream".to_string()
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                tracing::warn!(error = %reason, "stream failed; reconnecting");
+                reason
+            }
+        };
+        if let Some(on_event) = &config.on_event {
+            on_event(crate::Event::Disconnected { reason });
         }
         // A stream that lived a while resets the backoff: it was a disconnect, not a failure
         // to connect.

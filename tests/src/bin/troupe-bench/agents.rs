@@ -366,6 +366,7 @@ impl Fleet {
                 Event::Acked { release, .. } => {
                     let _ = acks.send((release, Instant::now()));
                 }
+                Event::Disconnected { .. } => {}
             }));
             let stop = self.stop.subscribe();
             tokio::spawn(async move {
