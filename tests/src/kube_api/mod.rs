@@ -175,6 +175,23 @@ impl KubeApi {
         Some(entry.object.clone())
     }
 
+    /// The objects of kind `plural` in `namespace` (empty: every namespace, or
+    /// cluster-scoped), by namespace and name.
+    pub fn list(&self, plural: &str, namespace: &str) -> Vec<Value> {
+        let store = self.shared.store.lock().unwrap();
+        let Some(kind) = store.kind_named(plural) else {
+            return Vec::new();
+        };
+        store
+            .objects
+            .iter()
+            .filter(|((g, p, ns, _), _)| {
+                *g == kind.group && *p == kind.plural && (namespace.is_empty() || ns == namespace)
+            })
+            .map(|(_, e)| e.object.clone())
+            .collect()
+    }
+
     /// Creates `object` as kubectl would (manager `kubectl`, operation Update); its kind must
     /// be served and its namespace exist. Returns the stored object, or the failure Status.
     pub fn try_create(&self, object: Value) -> Result<Value, Value> {
