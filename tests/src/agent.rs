@@ -1,5 +1,6 @@
-//! A running `troupe-agent` with the directory applier: it writes each release's manifests
-//! under its target directory, where the tests read them back.
+//! A running `troupe-agent`, with the directory applier (it writes each release's manifests
+//! under its target directory, where the tests read them back) or the Kubernetes applier
+//! (against the cluster of a kubeconfig, usually a [`crate::kube_api::KubeApi`]'s).
 //!
 //! A test starts one through [`crate::Platform`], which places its state and target
 //! directories.
@@ -14,7 +15,7 @@ pub struct Agent {
     child: Child,
     /// The name the platform knows it by (its directories are named after it).
     pub name: String,
-    /// Where it writes manifests.
+    /// Where it writes manifests (with the Kubernetes applier: its kubeconfig).
     pub target: PathBuf,
     /// Its state directory.
     pub state_dir: PathBuf,
@@ -55,13 +56,69 @@ impl Agent {
     ) -> Agent {
         let mut command = Command::new(troupe_agent_bin());
         command
+            .arg("--apply")
+            .arg(format!("dir:{}", target.display()))
+            .args(["--resync-interval", "1"]);
+        Self::launch(
+            command,
+            control_plane,
+            data_plane,
+            token,
+            name,
+            state_dir,
+            target,
+            extra,
+        )
+    }
+
+    /// Starts agent `name` like [`Agent::start_with`], but applying to the Kubernetes cluster
+    /// of `kubeconfig` (`--apply kubernetes`, `KUBECONFIG`) and resyncing every
+    /// `resync_seconds`. Its `target` is unused.
+    #[allow(clippy::too_many_arguments, reason = "each is one agent flag")]
+    pub(crate) fn start_kubernetes(
+        control_plane: &str,
+        data_plane: &str,
+        token: Option<&str>,
+        name: &str,
+        state_dir: &Path,
+        kubeconfig: &Path,
+        resync_seconds: u64,
+        extra: &[&str],
+    ) -> Agent {
+        let mut command = Command::new(troupe_agent_bin());
+        command
+            .args(["--apply", "kubernetes"])
+            .args(["--resync-interval", &resync_seconds.to_string()])
+            .env("KUBECONFIG", kubeconfig);
+        Self::launch(
+            command,
+            control_plane,
+            data_plane,
+            token,
+            name,
+            state_dir,
+            kubeconfig,
+            extra,
+        )
+    }
+
+    /// Adds the flags every agent takes to `command` (which names its applier) and spawns it.
+    #[allow(clippy::too_many_arguments, reason = "each is one agent flag")]
+    fn launch(
+        mut command: Command,
+        control_plane: &str,
+        data_plane: &str,
+        token: Option<&str>,
+        name: &str,
+        state_dir: &Path,
+        target: &Path,
+        extra: &[&str],
+    ) -> Agent {
+        command
             .args(["--control-plane", control_plane])
             .args(["--dataplane", data_plane])
             .arg("--state-dir")
             .arg(state_dir)
-            .arg("--apply")
-            .arg(format!("dir:{}", target.display()))
-            .args(["--resync-interval", "1"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -12,6 +12,7 @@
 
 mod agent;
 mod binaries;
+pub mod kube_api;
 pub mod oidc;
 mod platform;
 mod poll;

@@ -10,6 +10,7 @@
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
+use crate::kube_api::KubeApi;
 use crate::{Agent, Server, examples_dir, success};
 
 /// The example pipeline (development → staging → production) requiring nothing on any
@@ -217,6 +218,32 @@ impl Platform {
             &self.agent_state_dir(name),
             &self.agent_target(name),
             extra,
+        )
+    }
+
+    /// Starts agent `name` for `data_plane` with the Kubernetes applier against `kube`,
+    /// registered with a fresh one-hour token and resyncing every `resync_seconds`; its
+    /// kubeconfig is `NAME-kubeconfig` in [`Platform::root`].
+    pub fn register_kube_agent(
+        &self,
+        data_plane: &str,
+        name: &str,
+        kube: &KubeApi,
+        resync_seconds: u64,
+    ) -> Agent {
+        let kubeconfig = self.root().join(format!("{name}-kubeconfig"));
+        kube.write_kubeconfig(&kubeconfig)
+            .expect("writing the agent's kubeconfig");
+        let token = self.token(data_plane, "1h");
+        Agent::start_kubernetes(
+            &self.agent_url(),
+            data_plane,
+            Some(&token),
+            name,
+            &self.agent_state_dir(name),
+            &kubeconfig,
+            resync_seconds,
+            &[],
         )
     }
 

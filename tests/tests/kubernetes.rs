@@ -1,16 +1,14 @@
-//! The Kubernetes applier against a fake API server speaking HTTP ([`fake_apiserver`]):
-//! server-side apply with the inventory labels, ordering, health noticed through watches,
-//! pruning of what left a release and of whole releases, and cluster info.
-
-mod fake_apiserver;
+//! The Kubernetes applier in process against the test API server ([`KubeApi`]): server-side
+//! apply with the inventory labels, ordering, health noticed through watches, pruning of what
+//! left a release and of whole releases, and cluster info.
 
 use std::time::Duration;
 
-use fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 use troupe_agent::apply::Applier;
 use troupe_agent::apply::kubernetes::KubeApplier;
 use troupe_common::pb::v1alpha1::{ReleaseResource, ReleaseResourceStatus};
+use troupe_tests::kube_api::KubeApi;
 
 const RELEASE: &str = "acme/web-dev";
 
@@ -59,7 +57,7 @@ fn health_of<'a>(statuses: &'a [ReleaseResourceStatus], id: &str) -> &'a str {
         .health
 }
 
-fn patches(fake: &FakeApiServer) -> Vec<String> {
+fn patches(fake: &KubeApi) -> Vec<String> {
     fake.requests()
         .into_iter()
         .filter(|r| r.starts_with("PATCH "))
@@ -68,9 +66,10 @@ fn patches(fake: &FakeApiServer) -> Vec<String> {
 
 #[tokio::test]
 async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
-    let fake = FakeApiServer::start().await;
+    let fake = KubeApi::start().await;
     let state = tempfile::tempdir().unwrap();
     // Objects the release must never touch: another release's, and one made by hand.
+    fake.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}));
     fake.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "settings", "namespace": "other", "labels": {
             "agent.troupe.dev/release-namespace": "acme", "agent.troupe.dev/release": "api-dev"}}}));
@@ -223,7 +222,7 @@ async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
 
 #[tokio::test]
 async fn an_object_of_a_kind_the_cluster_does_not_serve_fails_the_apply_and_names_it() {
-    let fake = FakeApiServer::start().await;
+    let fake = KubeApi::start().await;
     let state = tempfile::tempdir().unwrap();
     let applier = KubeApplier::new(fake.client(), state.path());
     let error = applier
@@ -246,7 +245,7 @@ async fn an_object_of_a_kind_the_cluster_does_not_serve_fails_the_apply_and_name
 
 #[tokio::test]
 async fn info_reports_the_platform_version_and_nodes() {
-    let fake = FakeApiServer::start().await;
+    let fake = KubeApi::start().await;
     for name in ["node-a", "node-b"] {
         fake.create(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}));
     }
@@ -267,7 +266,7 @@ fn mk_shared(written_by: &str) -> Vec<ReleaseResource> {
     )]
 }
 
-fn shared_written_by(fake: &FakeApiServer) -> Option<(String, String)> {
+fn shared_written_by(fake: &KubeApi) -> Option<(String, String)> {
     let object = fake.get("configmaps", "shop", "shared")?;
     Some((
         object["data"]["writtenBy"].as_str()?.to_string(),
@@ -279,7 +278,8 @@ fn shared_written_by(fake: &FakeApiServer) -> Option<(String, String)> {
 
 #[tokio::test]
 async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
-    let fake = FakeApiServer::start().await;
+    let fake = KubeApi::start().await;
+    fake.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
     let state = tempfile::tempdir().unwrap();
     let applier = KubeApplier::new(fake.client(), state.path().join("kubernetes"));
     let first = applier
@@ -336,7 +336,7 @@ async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
 async fn whole_numbers_go_out_as_integers() {
     // A Release carries objects as google.protobuf.Struct, where every number is a double; a
     // strict decoder refuses `"replicas": 2.0` for an int32 field.
-    let fake = FakeApiServer::start().await;
+    let fake = KubeApi::start().await;
     let state = tempfile::tempdir().unwrap();
     let applier = KubeApplier::new(fake.client(), state.path());
     applier.apply(RELEASE, &mk_release()).await.unwrap();
@@ -358,8 +358,9 @@ async fn whole_numbers_go_out_as_integers() {
 
 #[tokio::test]
 async fn the_api_servers_refusal_reads_as_its_reason_code_and_message() {
-    let fake = FakeApiServer::start().await;
+    let fake = KubeApi::start().await;
     fake.refuse(
+        "PATCH",
         "services",
         "web",
         403,
