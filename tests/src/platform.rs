@@ -231,6 +231,18 @@ impl Platform {
         kube: &KubeApi,
         resync_seconds: u64,
     ) -> Agent {
+        self.register_kube_agent_with(data_plane, name, kube, resync_seconds, &[])
+    }
+
+    /// [`Platform::register_kube_agent`] with `extra` agent arguments (`--allow-kinds …`).
+    pub fn register_kube_agent_with(
+        &self,
+        data_plane: &str,
+        name: &str,
+        kube: &KubeApi,
+        resync_seconds: u64,
+        extra: &[&str],
+    ) -> Agent {
         let kubeconfig = self.root().join(format!("{name}-kubeconfig"));
         kube.write_kubeconfig(&kubeconfig)
             .expect("writing the agent's kubeconfig");
@@ -243,7 +255,7 @@ impl Platform {
             &self.agent_state_dir(name),
             &kubeconfig,
             resync_seconds,
-            &[],
+            extra,
         )
     }
 

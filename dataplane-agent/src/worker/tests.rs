@@ -369,7 +369,10 @@ impl Applier for Flaky {
                 } else {
                     status.health = Health::Healthy.as_str().into();
                     let data = serde_json::to_value(&resource.object).unwrap();
-                    self.applied.lock().unwrap().push(data["data"]["from"].to_string());
+                    self.applied
+                        .lock()
+                        .unwrap()
+                        .push(data["data"]["from"].to_string());
                 }
                 applied.statuses.push(status);
             }
@@ -451,7 +454,10 @@ async fn a_failed_object_is_retried_with_backoff_and_its_release_kept_at_the_new
     until_due(&core).await;
     assert!(core.retry_due().await.0);
     let service = entry(&core, "acme/web", "Service/web");
-    assert_eq!((service.health.as_str(), service.message.as_str()), ("Healthy", ""));
+    assert_eq!(
+        (service.health.as_str(), service.message.as_str()),
+        ("Healthy", "")
+    );
     assert!(core.next_retry().is_none());
 
     // A newer generation that fails at first: drift re-applies it, never the older one.

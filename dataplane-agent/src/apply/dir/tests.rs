@@ -112,7 +112,11 @@ async fn hostile_kinds_names_and_namespaces_fail_alone_and_write_nothing_outside
     ];
     let mut resources = hostile.to_vec();
     resources.push(mk_object("v1", "ConfigMap", "shop", "fine"));
-    let statuses = applier.apply("acme/api-dev", &resources).await.unwrap().statuses;
+    let statuses = applier
+        .apply("acme/api-dev", &resources)
+        .await
+        .unwrap()
+        .statuses;
 
     assert_eq!(statuses.len(), resources.len());
     for (status, resource) in statuses.iter().zip(&hostile) {
@@ -173,7 +177,11 @@ async fn kinds_of_different_groups_get_different_files() {
         mk_object("example.com/v1", "Deployment", "shop", "api"),
         mk_object("rbac.authorization.k8s.io/v1", "ClusterRole", "", "reader"),
     ];
-    let statuses = applier.apply("acme/api-dev", &resources).await.unwrap().statuses;
+    let statuses = applier
+        .apply("acme/api-dev", &resources)
+        .await
+        .unwrap()
+        .statuses;
     assert!(statuses.iter().all(|s| s.health == Health::Healthy));
     assert_eq!(
         files_under(root.path()),
@@ -194,7 +202,11 @@ async fn two_objects_of_one_release_writing_one_file_fail_the_second() {
         mk_object("v1", "ConfigMap", "shop", "a"),
     ];
     twice[1].id = "ConfigMap/a-again".into();
-    let statuses = applier.apply("acme/api-dev", &twice).await.unwrap().statuses;
+    let statuses = applier
+        .apply("acme/api-dev", &twice)
+        .await
+        .unwrap()
+        .statuses;
     assert_eq!(statuses[0].health, Health::Healthy);
     assert_eq!(statuses[1].health, Health::Degraded);
     assert!(statuses[1].message.contains("configmap_shop_a.yaml"));

@@ -109,7 +109,12 @@ impl KindCache {
     fn replace(&self, board: &Board, resource: &ApiResource, listed: Vec<DynamicObject>) {
         let listed: HashMap<Name, Arc<DynamicObject>> = listed
             .into_iter()
-            .map(|o| ((o.namespace().unwrap_or_default(), o.name_any()), Arc::new(o)))
+            .map(|o| {
+                (
+                    (o.namespace().unwrap_or_default(), o.name_any()),
+                    Arc::new(o),
+                )
+            })
             .collect();
         let gone: Vec<Arc<DynamicObject>> = self
             .objects()

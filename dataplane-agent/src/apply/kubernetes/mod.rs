@@ -418,7 +418,11 @@ impl KubeApplier {
                     Err(source) => {
                         first_error.get_or_insert(Error::Request {
                             action: "deleting",
-                            object: describe_object(&resource.kind, &object_namespace, &object_name),
+                            object: describe_object(
+                                &resource.kind,
+                                &object_namespace,
+                                &object_name,
+                            ),
                             source,
                         });
                     }

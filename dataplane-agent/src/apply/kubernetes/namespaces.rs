@@ -134,7 +134,11 @@ impl KubeApplier {
                 .and_then(|l| l.get(CREATED_NAMESPACE_LABEL))
                 .is_some_and(|v| v == "true");
             if !created
-                || self.cache.all().iter().any(|k| k.used_in(namespace, release))
+                || self
+                    .cache
+                    .all()
+                    .iter()
+                    .any(|k| k.used_in(namespace, release))
                 || self.holds_something(release, namespace).await
             {
                 continue;
@@ -156,7 +160,8 @@ impl KubeApplier {
         for (kind, plural) in CONTENTS {
             let resource =
                 ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", kind), plural);
-            let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource);
+            let api =
+                Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource);
             let listed = match api.list_metadata(&ListParams::default().match_any()).await {
                 Ok(listed) => listed,
                 // Not allowed to look, or not served: nothing the agent could tell about.
@@ -172,9 +177,16 @@ impl KubeApplier {
                 let system = (kind == "ConfigMap" && name == "kube-root-ca.crt")
                     || (kind == "ServiceAccount" && name == "default")
                     || (kind == "Secret" && name.starts_with("default-token-"));
-                let owned = meta.owner_references.as_ref().is_some_and(|o| !o.is_empty());
+                let owned = meta
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|o| !o.is_empty());
                 let leaving = meta.deletion_timestamp.is_some()
-                    || meta.labels.as_ref().and_then(inventory::release_of).as_deref()
+                    || meta
+                        .labels
+                        .as_ref()
+                        .and_then(inventory::release_of)
+                        .as_deref()
                         == Some(release);
                 !(system || owned || leaving)
             });

@@ -133,7 +133,12 @@ impl Manifest {
     }
 
     /// The status entry of this object in `namespace` with `health` and `message`.
-    pub fn status(&self, namespace: &str, health: Health, message: String) -> ReleaseResourceStatus {
+    pub fn status(
+        &self,
+        namespace: &str,
+        health: Health,
+        message: String,
+    ) -> ReleaseResourceStatus {
         ReleaseResourceStatus {
             namespace: namespace.to_string(),
             health: health.as_str().into(),
@@ -174,12 +179,21 @@ pub(super) fn project(shape: &Value, value: &Value) -> Value {
         (Value::Object(shape), Value::Object(value)) => Value::Object(
             shape
                 .iter()
-                .map(|(k, s)| (k.clone(), value.get(k).map_or(Value::Null, |v| project(s, v))))
+                .map(|(k, s)| {
+                    (
+                        k.clone(),
+                        value.get(k).map_or(Value::Null, |v| project(s, v)),
+                    )
+                })
                 .collect(),
         ),
-        (Value::Array(shape), Value::Array(value)) if shape.len() == value.len() => {
-            Value::Array(shape.iter().zip(value).map(|(s, v)| project(s, v)).collect())
-        }
+        (Value::Array(shape), Value::Array(value)) if shape.len() == value.len() => Value::Array(
+            shape
+                .iter()
+                .zip(value)
+                .map(|(s, v)| project(s, v))
+                .collect(),
+        ),
         _ => value.clone(),
     }
 }
@@ -229,8 +243,8 @@ impl KubeApplier {
             }
         };
         if let Some(live) = &live {
-            let labels = serde_json::from_value(live["metadata"]["labels"].clone())
-                .unwrap_or_default();
+            let labels =
+                serde_json::from_value(live["metadata"]["labels"].clone()).unwrap_or_default();
             match inventory::release_of(&labels) {
                 Some(owner) if owner != release => {
                     let why = format!("owned by release {owner}");

@@ -192,13 +192,15 @@ impl Applier for MemoryApplier {
             if let Some(seq) = Self::seq_of(resources) {
                 self.seqs.lock().unwrap().insert(release.to_string(), seq);
             }
-            Ok(Applied::done(resources
-                .iter()
-                .map(|r| ReleaseResourceStatus {
-                    health: Health::Healthy.as_str().into(),
-                    ..describe(r)
-                })
-                .collect()))
+            Ok(Applied::done(
+                resources
+                    .iter()
+                    .map(|r| ReleaseResourceStatus {
+                        health: Health::Healthy.as_str().into(),
+                        ..describe(r)
+                    })
+                    .collect(),
+            ))
         })
     }
 
@@ -237,7 +239,10 @@ spec:
     )
 }
 
-pub(crate) async fn apply_yaml(client: &mut ResourceServiceClient<Api>, yaml: &str) -> anyhow::Result<()> {
+pub(crate) async fn apply_yaml(
+    client: &mut ResourceServiceClient<Api>,
+    yaml: &str,
+) -> anyhow::Result<()> {
     for object in from_yaml(yaml)? {
         client
             .apply(ApplyRequest {

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use troupe_agent::apply::kubernetes::KubeApplier;
-use troupe_common::pb::v1alpha1::DataPlaneIdentity;
 use troupe_common::pb::v1alpha1::CreateBootstrapTokenRequest;
+use troupe_common::pb::v1alpha1::DataPlaneIdentity;
 use troupe_common::pb::v1alpha1::data_plane_service_client::DataPlaneServiceClient;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 use troupe_tests::kube_api::KubeApi;
@@ -69,7 +69,10 @@ fn versions(kube: &KubeApi) -> BTreeMap<String, String> {
                 let meta = &o["metadata"];
                 (
                     format!("{plural} {}/{}", meta["namespace"], meta["name"]),
-                    meta["resourceVersion"].as_str().unwrap_or_default().to_string(),
+                    meta["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                 )
             })
         })
@@ -99,7 +102,10 @@ pub async fn run(options: Options) -> anyhow::Result<serde_json::Map<String, ser
     let mut resources = ResourceServiceClient::new(channel.clone());
     // The example platform without its component; the bench brings its own.
     for doc in PLATFORM.split("\n---\n") {
-        if !doc.lines().any(|l| l == "kind: Component" || l == "kind: Workload") {
+        if !doc
+            .lines()
+            .any(|l| l == "kind: Component" || l == "kind: Workload")
+        {
             apply_yaml(&mut resources, doc).await?;
         }
     }
@@ -137,9 +143,14 @@ pub async fn run(options: Options) -> anyhow::Result<serde_json::Map<String, ser
         apply_yaml(&mut resources, &component(i, 0)).await?;
     }
     let expected = options.releases;
-    until(Duration::from_secs(600), "not every Deployment exists", || {
-        kube.list("deployments", "").len() >= expected && kube.list("services", "").len() >= expected
-    })
+    until(
+        Duration::from_secs(600),
+        "not every Deployment exists",
+        || {
+            kube.list("deployments", "").len() >= expected
+                && kube.list("services", "").len() >= expected
+        },
+    )
     .await?;
     let deployed_s = started.elapsed().as_secs_f64();
     let first_requests = count(&kube);
@@ -158,13 +169,20 @@ pub async fn run(options: Options) -> anyhow::Result<serde_json::Map<String, ser
     let before = versions(&kube);
     kube.clear_requests();
     apply_yaml(&mut resources, &component(0, 1)).await?;
-    until(Duration::from_secs(120), "the change did not arrive", || {
-        kube.list("deployments", "").iter().any(|d| {
-            d["spec"]["template"]["spec"]["containers"][0]["env"]
-                .as_array()
-                .is_some_and(|env| env.iter().any(|e| e["name"] == "BENCH_SEQ" && e["value"] == "1"))
-        })
-    })
+    until(
+        Duration::from_secs(120),
+        "the change did not arrive",
+        || {
+            kube.list("deployments", "").iter().any(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]["env"]
+                    .as_array()
+                    .is_some_and(|env| {
+                        env.iter()
+                            .any(|e| e["name"] == "BENCH_SEQ" && e["value"] == "1")
+                    })
+            })
+        },
+    )
     .await?;
     let arrived = started.elapsed();
     tokio::time::sleep(Duration::from_secs(options.resync_interval + 1)).await;

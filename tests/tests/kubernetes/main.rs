@@ -2,6 +2,8 @@
 //! apply with the inventory labels, ordering, health noticed through watches, pruning of what
 //! left a release and of whole releases, and cluster info.
 
+mod cluster;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -77,7 +79,11 @@ async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
         "metadata": {"name": "by-hand", "namespace": "other"}}));
 
     let applier = KubeApplier::new(fake.client(), state.path().join("kubernetes"));
-    let statuses = applier.apply(RELEASE, &mk_release()).await.unwrap().statuses;
+    let statuses = applier
+        .apply(RELEASE, &mk_release())
+        .await
+        .unwrap()
+        .statuses;
 
     // Reported in release order, the Deployment still rolling out.
     let ids: Vec<&str> = statuses.iter().map(|s| s.id.as_str()).collect();
@@ -115,7 +121,10 @@ async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
             .get(plural, namespace, name)
             .unwrap_or_else(|| panic!("{plural} {name} applied"));
         let labels = &object["metadata"]["labels"];
-        assert_eq!(labels["agent.troupe.dev/release-namespace"], "acme", "{object}");
+        assert_eq!(
+            labels["agent.troupe.dev/release-namespace"], "acme",
+            "{object}"
+        );
         assert_eq!(labels["agent.troupe.dev/release"], "web-dev", "{object}");
         assert_eq!(
             labels["app.kubernetes.io/managed-by"], "troupe-agent",
@@ -167,7 +176,11 @@ async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
     );
 
     // Re-applying what is there changes nothing.
-    let again = applier.apply(RELEASE, &mk_release()).await.unwrap().statuses;
+    let again = applier
+        .apply(RELEASE, &mk_release())
+        .await
+        .unwrap()
+        .statuses;
     assert_eq!(health_of(&again, "web"), "Healthy");
 
     // The ConfigMap leaves the release: it is deleted, the rest stays, and so do the objects
@@ -176,7 +189,11 @@ async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
         .into_iter()
         .filter(|r| r.id != "settings")
         .collect();
-    let statuses = applier.apply(RELEASE, &without_settings).await.unwrap().statuses;
+    let statuses = applier
+        .apply(RELEASE, &without_settings)
+        .await
+        .unwrap()
+        .statuses;
     assert_eq!(statuses.len(), 3);
     assert!(fake.get("configmaps", "shop", "settings").is_none());
     assert!(fake.get("deployments", "shop", "web").is_some());
@@ -221,26 +238,28 @@ async fn applies_orders_watches_health_and_prunes_only_its_own_objects() {
 }
 
 #[tokio::test]
-async fn an_object_of_a_kind_the_cluster_does_not_serve_fails_the_apply_and_names_it() {
+async fn an_object_of_a_kind_the_cluster_does_not_serve_fails_alone_and_names_it() {
     let fake = KubeApi::start().await;
     let state = tempfile::tempdir().unwrap();
     let applier = KubeApplier::new(fake.client(), state.path());
-    let error = applier
-        .apply(
-            RELEASE,
-            &[mk_resource(
-                "cron",
-                json!({"apiVersion": "apps/v1", "kind": "CronTab", "metadata": {"name": "x", "namespace": "shop"}}),
-            )],
-        )
-        .await
-        .unwrap_err();
+    let mut release = mk_release();
+    release.push(mk_resource(
+        "cron",
+        json!({"apiVersion": "apps/v1", "kind": "CronTab", "metadata": {"name": "x", "namespace": "shop"}}),
+    ));
+    let applied = applier.apply(RELEASE, &release).await.unwrap();
+    assert_eq!(applied.failed, ["cron"]);
+    let cron = applied.statuses.iter().find(|s| s.id == "cron").unwrap();
+    assert_eq!(cron.health, "Degraded");
     assert!(
-        matches!(error, troupe_agent::apply::Error::Discovery { .. }),
-        "{error}"
+        cron.message
+            .starts_with("finding CronTab (apps/v1) on the cluster: "),
+        "{}",
+        cron.message
     );
-    assert!(error.to_string().contains("CronTab (apps/v1)"), "{error}");
-    assert!(patches(&fake).is_empty());
+    // The rest of the release is applied all the same.
+    assert!(fake.get("deployments", "shop", "web").is_some());
+    assert!(!patches(&fake).iter().any(|p| p.contains("crontab")));
 }
 
 #[tokio::test]
@@ -285,7 +304,8 @@ async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
     let first = applier
         .apply("acme/first", &mk_shared("first"))
         .await
-        .unwrap().statuses;
+        .unwrap()
+        .statuses;
     assert_eq!(health_of(&first, "shared"), "Healthy");
 
     // The second release renders the same ConfigMap: that object fails, naming the owner,
@@ -293,7 +313,8 @@ async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
     let second = applier
         .apply("acme/second", &mk_shared("second"))
         .await
-        .unwrap().statuses;
+        .unwrap()
+        .statuses;
     assert_eq!(health_of(&second, "shared"), "Degraded");
     assert_eq!(second[0].message, "owned by release acme/first");
     assert_eq!(
@@ -324,7 +345,8 @@ async fn an_object_of_another_release_is_neither_taken_over_nor_pruned() {
     let second = applier
         .apply("acme/second", &mk_shared("second"))
         .await
-        .unwrap().statuses;
+        .unwrap()
+        .statuses;
     assert_eq!(health_of(&second, "shared"), "Healthy");
     assert_eq!(
         shared_written_by(&fake),
@@ -357,7 +379,7 @@ async fn whole_numbers_go_out_as_integers() {
 }
 
 #[tokio::test]
-async fn the_api_servers_refusal_reads_as_its_reason_code_and_message() {
+async fn a_refused_object_fails_alone_with_the_api_servers_reason_code_and_message() {
     let fake = KubeApi::start().await;
     fake.refuse(
         "PATCH",
@@ -369,14 +391,26 @@ async fn the_api_servers_refusal_reads_as_its_reason_code_and_message() {
     );
     let state = tempfile::tempdir().unwrap();
     let applier = KubeApplier::new(fake.client(), state.path());
-    let error = applier
-        .apply(RELEASE, &mk_release())
-        .await
-        .unwrap_err()
-        .to_string();
+    let applied = applier.apply(RELEASE, &mk_release()).await.unwrap();
+    assert_eq!(applied.failed, ["web-svc"]);
+    let service = applied.statuses.iter().find(|s| s.id == "web-svc").unwrap();
     assert_eq!(
-        error,
-        "applying Service shop/web: Forbidden (403): services \"web\" is forbidden: \
-         User \"troupe-agent\" cannot patch resource \"services\""
+        (service.health.as_str(), service.message.as_str()),
+        (
+            "Degraded",
+            "applying Service shop/web: Forbidden (403): services \"web\" is forbidden: \
+             User \"troupe-agent\" cannot patch resource \"services\""
+        )
     );
+    // The objects after it in the release were applied, and the health between applies
+    // still names the failure.
+    assert!(fake.get("configmaps", "shop", "settings").is_some());
+    assert!(fake.get("deployments", "shop", "web").is_some());
+    let health = applier.health(RELEASE).unwrap();
+    assert_eq!(health_of(&health, "web-svc"), "Degraded");
+    // Once the API server allows it, the next apply applies it.
+    fake.allow("PATCH", "services", "web");
+    let applied = applier.apply(RELEASE, &mk_release()).await.unwrap();
+    assert!(applied.failed.is_empty());
+    assert!(fake.get("services", "shop", "web").is_some());
 }
