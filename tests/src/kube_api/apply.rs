@@ -102,7 +102,7 @@ fn unset(object: &mut Value, pointer: &str) {
 }
 
 /// Whether `a` and `b` overlap: the same field, or one inside the other.
-fn overlaps(a: &str, b: &str) -> bool {
+pub(crate) fn overlaps(a: &str, b: &str) -> bool {
     a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
 }
 
