@@ -129,6 +129,22 @@ async fn apply_conflicts_with_other_managers_unless_forced_and_drops_what_it_lef
         5
     );
 
+    // A dry run conflicts the same way; forced, it shows the result and stores nothing.
+    let mut dry = PatchParams::apply("troupe-agent").dry_run();
+    let deployment = mk_deployment(Some(2), labels.clone());
+    let patch = Patch::Apply(&deployment);
+    assert_eq!(
+        failure(deployments.patch("web", &dry, &patch).await).code,
+        409
+    );
+    dry.force = true;
+    let shown = deployments.patch("web", &dry, &patch).await.unwrap();
+    assert_eq!(shown.data["spec"]["replicas"], 2);
+    assert_eq!(
+        kube.get("deployments", "shop", "web").unwrap()["spec"]["replicas"],
+        5
+    );
+
     // Leaving the field out is no conflict; the HPA keeps it.
     apply(
         &deployments,
