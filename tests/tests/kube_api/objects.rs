@@ -308,6 +308,21 @@ async fn deletion_in_the_foreground_marks_the_object_first() {
     assert!(kube.get("configmaps", "default", "fast").is_none());
     let absent = failure(configmaps.delete("fast", &DeleteParams::default()).await);
     assert_eq!((absent.code, absent.reason.as_str()), (404, "NotFound"));
+    // A replace (PUT) takes the body's labels and data; its manager owns what it changed.
+    let mut kept = configmaps.get("kube-root-ca.crt").await.unwrap();
+    kept.data["data"] = json!({"ca.crt": "rotated"});
+    kept.metadata.labels = Some([("rotated".to_string(), "yes".to_string())].into());
+    let replaced = configmaps
+        .replace("kube-root-ca.crt", &PostParams::default(), &kept)
+        .await
+        .unwrap();
+    assert_eq!(replaced.data["data"]["ca.crt"], "rotated");
+    assert_eq!(replaced.metadata.labels.unwrap()["rotated"], "yes");
+    assert_eq!(
+        kube.managers_of("configmaps", "default", "kube-root-ca.crt", "/data"),
+        ["kube-client"]
+    );
+
     // Someone else deleting, as a test does it.
     assert!(kube.delete("configmaps", "default", "kube-root-ca.crt"));
     assert!(!kube.delete("configmaps", "default", "kube-root-ca.crt"));
