@@ -102,7 +102,7 @@ fn unset(object: &mut Value, pointer: &str) {
 }
 
 /// Whether `a` and `b` overlap: the same field, or one inside the other.
-fn overlaps(a: &str, b: &str) -> bool {
+pub(crate) fn overlaps(a: &str, b: &str) -> bool {
     a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
 }
 
@@ -438,10 +438,18 @@ pub(crate) fn replace(
         return Err(Failure::not_found(&key.0, &key.1, &key.3));
     };
     let mut entry = old.clone();
-    object["status"] = old.object["status"].clone();
+    // The server keeps its own metadata and the status; the owned metadata is the body's.
+    let written = object["metadata"].take();
     object["metadata"] = old.object["metadata"].clone();
     for owned in ["labels", "annotations", "finalizers", "ownerReferences"] {
-        object["metadata"][owned] = entry.object["metadata"][owned].take();
+        let metadata = object["metadata"].as_object_mut().expect("stored metadata");
+        match written.get(owned) {
+            Some(value) => metadata.insert(owned.into(), value.clone()),
+            None => metadata.remove(owned),
+        };
+    }
+    if let Some(status) = old.object.get("status") {
+        object["status"] = status.clone();
     }
     let fields = leaves(&object);
     let changed: BTreeSet<String> = fields

@@ -171,7 +171,7 @@ fn parse(body: &[u8]) -> Result<Value, Failure> {
     })
 }
 
-/// PATCH: server-side apply, or a merge patch.
+/// PATCH: server-side apply, or a merge patch; with `dryRun=All`, nothing is stored.
 fn patch(
     shared: &Shared,
     kind: &Kind,
@@ -186,8 +186,12 @@ fn patch(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let body = parse(body)?;
-    let mut store = shared.store.lock().unwrap();
-    match content_type {
+    let mut stored = shared.store.lock().unwrap();
+    // A dry run writes into a scratch copy of what the write reads, and leaves nothing later.
+    let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+    let mut scratch = dry_run.then(|| stored.scratch(&key));
+    let store = scratch.as_mut().unwrap_or(&mut stored);
+    let result = match content_type {
         "application/apply-patch+yaml" => {
             let Some(manager) = manager else {
                 return Err(Failure::bad_request(
@@ -197,11 +201,11 @@ fn patch(
                 ));
             };
             let force = query.get("force").is_some_and(|f| f == "true");
-            apply::apply(&mut store, kind, &key.2, &key.3, &manager, force, body)
+            apply::apply(store, kind, &key.2, &key.3, &manager, force, body)
         }
         "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
             let manager = manager.as_deref().unwrap_or("kube-client");
-            apply::merge(&mut store, kind, key, manager, body)
+            apply::merge(store, kind, key, manager, body)
         }
         other => Err(Failure::new(
             415,
@@ -210,6 +214,10 @@ fn patch(
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (not {other:?})"
             ),
         )),
+    };
+    match result {
+        Ok((code, object, _)) if dry_run => Ok((code, object, Vec::new())),
+        other => other,
     }
 }
 

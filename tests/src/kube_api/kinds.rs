@@ -179,8 +179,7 @@ pub(crate) fn resource_list(group: &str, version: &str, kinds: &[Kind]) -> Optio
         .map(|k| {
             json!({"name": k.plural, "singularName": k.kind.to_lowercase(),
                    "namespaced": k.namespaced, "kind": k.kind,
-                   "verbs": ["create", "delete", "deletecollection", "get", "list", "patch",
-                             "update", "watch"]})
+                   "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
         })
         .collect();
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1",

@@ -250,7 +250,7 @@ impl KubeApi {
         removed
     }
 
-    /// Sets the status of an object, as its controller would.
+    /// Sets the status of an object, as its controller would; panics if there is none.
     pub fn set_status(&self, plural: &str, namespace: &str, name: &str, status: Value) {
         {
             let mut store = self.shared.store.lock().unwrap();
@@ -263,7 +263,8 @@ impl KubeApi {
         self.shared.wake();
     }
 
-    /// The managers owning the field at `json_pointer` of an object (or a field inside it).
+    /// The managers owning the field at `json_pointer` of an object, a field inside it, or
+    /// the field it is in (an array is one field), in the order they first wrote.
     pub fn managers_of(
         &self,
         plural: &str,
@@ -278,15 +279,10 @@ impl KubeApi {
         else {
             return Vec::new();
         };
-        let inside = format!("{json_pointer}/");
         entry
             .managers
             .iter()
-            .filter(|m| {
-                m.fields
-                    .iter()
-                    .any(|f| f == json_pointer || f.starts_with(&inside))
-            })
+            .filter(|m| m.fields.iter().any(|f| apply::overlaps(f, json_pointer)))
             .map(|m| m.name.clone())
             .collect()
     }

@@ -150,6 +150,28 @@ impl Store {
         }
     }
 
+    /// A store holding only what a write to `key` reads (the object, its namespace, the
+    /// kinds served), for a dry run.
+    pub fn scratch(&self, key: &Key) -> Store {
+        let mut scratch = Store {
+            resource_version: self.resource_version,
+            kinds: self.kinds.clone(),
+            ..Store::default()
+        };
+        let namespace = (
+            String::new(),
+            "namespaces".into(),
+            String::new(),
+            key.2.clone(),
+        );
+        for k in [key, &namespace] {
+            if let Some(entry) = self.objects.get(k) {
+                scratch.objects.insert(k.clone(), entry.clone());
+            }
+        }
+        scratch
+    }
+
     /// Stores `entry` at `key` under the next resourceVersion, logging ADDED or MODIFIED;
     /// returns the stored object and what must happen later.
     pub fn write(&mut self, key: &Key, mut entry: Entry) -> (Value, Vec<Later>) {

@@ -1,7 +1,8 @@
 //! Watches: the events of one collection after a resourceVersion, one JSON object a line,
 //! until `timeoutSeconds` pass, the client goes, or [`super::KubeApi::expire_watches`] ends
-//! every stream at once. A watch from before the compacted resourceVersion is 410 Gone; one
-//! without a resourceVersion (or from 0) first gets the current objects as ADDED events.
+//! every stream at once. A watch from before the compacted resourceVersion gets one ERROR
+//! event, a 410 Gone Status, as from a real server's watch cache; one without a
+//! resourceVersion (or from 0) first gets the current objects as ADDED events.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -104,15 +106,18 @@ pub(crate) fn watch(
         let store = shared.store.lock().unwrap();
         match from {
             Some(rv) if rv > 0 && rv < store.compacted => {
-                return Failure::new(
+                // As the real watch cache does: 200, then one ERROR event, then the end. (An
+                // HTTP 410 here would be retried as is by kube-runtime's watcher, forever.)
+                let gone = Failure::new(
                     410,
                     "Expired",
                     format!(
                         "too old resource version: {rv} ({})",
                         store.resource_version
                     ),
-                )
-                .into_response();
+                );
+                let event = json!({"type": "ERROR", "object": gone.to_json()});
+                return lines(futures::stream::iter([event]));
             }
             Some(rv) if rv > 0 => (VecDeque::new(), rv),
             _ => {
@@ -136,13 +141,14 @@ pub(crate) fn watch(
         seen,
         deadline,
     };
-    let lines = futures::stream::unfold(state, |mut state| async move {
-        let event = state.next().await?;
-        Some((
-            Ok::<_, Infallible>(Bytes::from(format!("{event}\n"))),
-            state,
-        ))
-    });
+    lines(futures::stream::unfold(state, |mut state| async move {
+        Some((state.next().await?, state))
+    }))
+}
+
+/// A response streaming `events`, one JSON object a line.
+fn lines(events: impl futures::Stream<Item = Value> + Send + 'static) -> Response {
+    let lines = events.map(|event| Ok::<_, Infallible>(Bytes::from(format!("{event}\n"))));
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(lines))
@@ -175,10 +181,12 @@ impl Stream {
             {
                 let store = self.shared.store.lock().unwrap();
                 let filter = &self.filter;
-                self.pending = store
+                // Events are in resourceVersion order: skip what was seen without scanning it.
+                let start = store
                     .events
+                    .partition_point(|e| e.resource_version <= self.seen);
+                self.pending = store.events[start..]
                     .iter()
-                    .filter(|e| e.resource_version > self.seen)
                     .filter(|e| filter.sees(&e.group, &e.plural, &e.namespace, &e.object))
                     .map(|e| json!({"type": e.kind, "object": e.object}))
                     .collect();

@@ -129,6 +129,22 @@ async fn apply_conflicts_with_other_managers_unless_forced_and_drops_what_it_lef
         5
     );
 
+    // A dry run conflicts the same way; forced, it shows the result and stores nothing.
+    let mut dry = PatchParams::apply("troupe-agent").dry_run();
+    let deployment = mk_deployment(Some(2), labels.clone());
+    let patch = Patch::Apply(&deployment);
+    assert_eq!(
+        failure(deployments.patch("web", &dry, &patch).await).code,
+        409
+    );
+    dry.force = true;
+    let shown = deployments.patch("web", &dry, &patch).await.unwrap();
+    assert_eq!(shown.data["spec"]["replicas"], 2);
+    assert_eq!(
+        kube.get("deployments", "shop", "web").unwrap()["spec"]["replicas"],
+        5
+    );
+
     // Leaving the field out is no conflict; the HPA keeps it.
     apply(
         &deployments,
@@ -292,6 +308,21 @@ async fn deletion_in_the_foreground_marks_the_object_first() {
     assert!(kube.get("configmaps", "default", "fast").is_none());
     let absent = failure(configmaps.delete("fast", &DeleteParams::default()).await);
     assert_eq!((absent.code, absent.reason.as_str()), (404, "NotFound"));
+    // A replace (PUT) takes the body's labels and data; its manager owns what it changed.
+    let mut kept = configmaps.get("kube-root-ca.crt").await.unwrap();
+    kept.data["data"] = json!({"ca.crt": "rotated"});
+    kept.metadata.labels = Some([("rotated".to_string(), "yes".to_string())].into());
+    let replaced = configmaps
+        .replace("kube-root-ca.crt", &PostParams::default(), &kept)
+        .await
+        .unwrap();
+    assert_eq!(replaced.data["data"]["ca.crt"], "rotated");
+    assert_eq!(replaced.metadata.labels.unwrap()["rotated"], "yes");
+    assert_eq!(
+        kube.managers_of("configmaps", "default", "kube-root-ca.crt", "/data"),
+        ["kube-client"]
+    );
+
     // Someone else deleting, as a test does it.
     assert!(kube.delete("configmaps", "default", "kube-root-ca.crt"));
     assert!(!kube.delete("configmaps", "default", "kube-root-ca.crt"));

@@ -102,9 +102,22 @@ async fn watches_stream_after_a_version_end_on_timeout_or_expiry_and_refuse_comp
     });
     ended.await.expect("the watch ends after its timeout");
 
-    // After compaction, a watch from before is 410 Gone; one from now works.
+    // After compaction, a watch from before gets one ERROR event, 410 Gone, and ends; one
+    // from now works.
     kube.compact();
-    let gone = failure(configmaps.watch(&WatchParams::default(), &old).await);
+    let mut events = configmaps
+        .watch(&WatchParams::default(), &old)
+        .await
+        .unwrap()
+        .boxed();
+    let gone = match events.try_next().await.unwrap() {
+        Some(WatchEvent::Error(status)) => status,
+        other => panic!("expected an ERROR event, got {other:?}"),
+    };
+    assert!(
+        events.try_next().await.unwrap().is_none(),
+        "the watch ended"
+    );
     assert_eq!((gone.code, gone.reason.as_str()), (410, "Expired"));
     let newest = configmaps
         .list(&ListParams::default())
@@ -127,4 +140,47 @@ async fn watches_stream_after_a_version_end_on_timeout_or_expiry_and_refuse_comp
         events.try_next().await.unwrap(),
         Some(WatchEvent::Added(_))
     ));
+}
+
+#[tokio::test]
+async fn kubes_watcher_lists_again_when_its_version_was_compacted_away() {
+    use kube::runtime::{WatchStreamExt, watcher};
+    let kube = KubeApi::start().await;
+    let configmaps = api(&kube, "v1", "ConfigMap", "configmaps", "default");
+    let mut seen = watcher(configmaps, watcher::Config::default().labels("tier"))
+        .applied_objects()
+        .boxed();
+    // Errors are part of the stream (the 410 below among them): the next name it yields.
+    let mut next_name = async move || {
+        let next = async {
+            loop {
+                if let Ok(Some(object)) = seen.try_next().await {
+                    return object.metadata.name.unwrap();
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("the watcher yields an object")
+    };
+    kube.create(mk_configmap("a", "front"));
+    assert_eq!(next_name().await, "a");
+
+    // What the watch does not select moves the history on; once compacted, the watcher's
+    // next watch (from the version of a) is 410 Gone, and it lists again.
+    kube.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "unlabelled", "namespace": "default"}}));
+    kube.compact();
+    let lists = |kube: &KubeApi| {
+        kube.request_log()
+            .iter()
+            .filter(|r| r.verb == "LIST")
+            .count()
+    };
+    assert_eq!(lists(&kube), 1);
+    kube.expire_watches();
+    assert_eq!(next_name().await, "a", "listed again");
+    assert_eq!(lists(&kube), 2);
+    kube.create(mk_configmap("b", "front"));
+    assert_eq!(next_name().await, "b", "watching again");
 }
