@@ -82,6 +82,9 @@ pub(crate) struct Store {
     pub events: Vec<Event>,
     /// Watches from a resourceVersion below this are answered 410 Gone.
     pub compacted: u64,
+    /// Whether such a watch is refused with HTTP 410 at its start (as the API server does
+    /// when the version is older than its watch cache) rather than an ERROR event.
+    pub gone_at_start: bool,
     pub kinds: Vec<Kind>,
     pub requests: Vec<Request>,
     /// By (method, plural, name).
@@ -97,6 +100,7 @@ impl Default for Store {
             objects: BTreeMap::new(),
             events: Vec::new(),
             compacted: 0,
+            gone_at_start: false,
             kinds: kinds::builtins(),
             requests: Vec::new(),
             refusals: BTreeMap::new(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::header;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -106,8 +106,9 @@ pub(crate) fn watch(
         let store = shared.store.lock().unwrap();
         match from {
             Some(rv) if rv > 0 && rv < store.compacted => {
-                // As the real watch cache does: 200, then one ERROR event, then the end. (An
-                // HTTP 410 here would be retried as is by kube-runtime's watcher, forever.)
+                // As the real watch cache does: 200, then one ERROR event, then the end; or,
+                // when asked, HTTP 410 at once (kube-runtime's watcher alone retries that with
+                // the same version forever: the agent lists again).
                 let gone = Failure::new(
                     410,
                     "Expired",
@@ -116,6 +117,9 @@ pub(crate) fn watch(
                         store.resource_version
                     ),
                 );
+                if store.gone_at_start {
+                    return gone.into_response();
+                }
                 let event = json!({"type": "ERROR", "object": gone.to_json()});
                 return lines(futures::stream::iter([event]));
             }

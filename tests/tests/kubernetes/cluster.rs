@@ -422,6 +422,7 @@ async fn a_watch_whose_version_expired_lists_again_and_keeps_seeing_changes() {
     fake.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
                        "metadata": {"name": "elsewhere", "namespace": "default"}}));
     fake.clear_requests();
+    fake.refuse_compacted_watches_at_start();
     fake.compact();
     fake.expire_watches();
     until("the watcher lists again", || {
