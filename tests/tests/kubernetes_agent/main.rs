@@ -221,3 +221,51 @@ fn a_watch_refused_with_410_lists_again_and_health_keeps_flowing() {
         || platform.ready("api", "development"),
     );
 }
+
+#[test]
+fn a_refused_prune_is_retried_and_the_release_goes_once_it_succeeds() {
+    let (_runtime, kube) = mk_cluster();
+    let platform = Platform::builder().examples().start();
+    let _agent = platform.register_kube_agent("acme/local", "k8s", &kube, 30);
+    let release = platform.cut_release("api");
+    platform.bind("api", "development", &release, "");
+    let name = eventually("the Deployment is applied", PATIENCE, || {
+        check(kube.list("deployments", TARGET), |d| d.len() == 1)
+    })[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    kube.refuse(
+        "DELETE",
+        "deployments",
+        &name,
+        403,
+        "Forbidden",
+        "deployments.apps is forbidden: cannot delete",
+    );
+
+    success(&platform.cli(&["delete", "releasebinding", "api-development", "-n", "acme"]));
+    let delete = format!("DELETE /apis/apps/v1/namespaces/{TARGET}/deployments/{name}");
+    eventually("the agent has tried the delete twice", PATIENCE, || {
+        check(kube.requests(), |r| {
+            r.iter().filter(|r| **r == delete).count() >= 2
+        })
+    });
+    assert!(
+        platform
+            .get_json("release", "acme", "api-development")
+            .is_some(),
+        "the Release stays until its prune is acknowledged"
+    );
+
+    kube.allow("DELETE", "deployments", &name);
+    eventually("the Deployment is pruned", PATIENCE, || {
+        check(kube.list("deployments", TARGET), Vec::is_empty)
+    });
+    eventually("the Release leaves the store", PATIENCE, || {
+        check(
+            platform.get_json("release", "acme", "api-development"),
+            Option::is_none,
+        )
+    });
+}
