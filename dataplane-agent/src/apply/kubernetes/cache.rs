@@ -89,12 +89,14 @@ impl KindCache {
     /// Takes in an object as the API server answered a write of the agent's, ahead of its
     /// watch event, so the next look at the cache sees the agent's own writes.
     pub fn wrote(&self, object: DynamicObject) {
+        let object = trimmed(object);
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         self.objects().insert(key, Arc::new(object));
     }
 
     fn apply(&self, board: &Board, resource: &ApiResource, object: DynamicObject) {
         board.on_event(resource, &object, false);
+        let object = trimmed(object);
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         self.objects().insert(key, Arc::new(object));
     }
@@ -131,6 +133,13 @@ impl KindCache {
         *self.objects() = listed;
         self.synced.send_replace(true);
     }
+}
+
+/// What the cache keeps of an object: all but its field-manager bookkeeping, which can be as
+/// large as the object and which nothing the agent decides reads.
+fn trimmed(mut object: DynamicObject) -> DynamicObject {
+    object.metadata.managed_fields = None;
+    object
 }
 
 fn owner(object: &DynamicObject) -> Option<String> {
