@@ -63,6 +63,19 @@ fn roll_out(kube: &KubeApi, namespace: &str, name: &str) {
     );
 }
 
+/// Binds the example component api in development and waits for its Deployment; its name.
+fn deploy_api(platform: &Platform, kube: &KubeApi) -> String {
+    let release = platform.cut_release("api");
+    platform.bind("api", "development", &release, "");
+    let deployments = eventually("the Deployment is applied", PATIENCE, || {
+        check(kube.list("deployments", TARGET), |d| d.len() == 1)
+    });
+    deployments[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn a_fresh_cluster_gets_the_namespace_and_the_release_and_loses_both_when_it_is_unbound() {
     let (_runtime, kube) = mk_cluster();
@@ -188,14 +201,7 @@ fn a_watch_refused_with_410_lists_again_and_health_keeps_flowing() {
     let (_runtime, kube) = mk_cluster();
     let platform = Platform::builder().examples().start();
     let _agent = platform.register_kube_agent("acme/local", "k8s", &kube, 30);
-    let release = platform.cut_release("api");
-    platform.bind("api", "development", &release, "");
-    let name = eventually("the Deployment is applied", PATIENCE, || {
-        check(kube.list("deployments", TARGET), |d| d.len() == 1)
-    })[0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let name = deploy_api(&platform, &kube);
     eventually("the Deployments are watched", PATIENCE, || {
         check(kube.requests(), |r| {
             r.iter().any(|r| r == "WATCH /apis/apps/v1/deployments")
@@ -227,14 +233,7 @@ fn a_refused_prune_is_retried_and_the_release_goes_once_it_succeeds() {
     let (_runtime, kube) = mk_cluster();
     let platform = Platform::builder().examples().start();
     let _agent = platform.register_kube_agent("acme/local", "k8s", &kube, 30);
-    let release = platform.cut_release("api");
-    platform.bind("api", "development", &release, "");
-    let name = eventually("the Deployment is applied", PATIENCE, || {
-        check(kube.list("deployments", TARGET), |d| d.len() == 1)
-    })[0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let name = deploy_api(&platform, &kube);
     kube.refuse(
         "DELETE",
         "deployments",
