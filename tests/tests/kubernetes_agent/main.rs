@@ -250,11 +250,19 @@ fn a_refused_prune_is_retried_and_the_release_goes_once_it_succeeds() {
             r.iter().filter(|r| **r == delete).count() >= 2
         })
     });
+    let release = platform.cli(&[
+        "get",
+        "release",
+        "api-development",
+        "-n",
+        "acme",
+        "-o",
+        "json",
+    ]);
     assert!(
-        platform
-            .get_json("release", "acme", "api-development")
-            .is_some(),
-        "the Release stays until its prune is acknowledged"
+        release.status.success(),
+        "the Release stays until its prune is acknowledged: {}",
+        troupe_tests::stderr(&release)
     );
 
     kube.allow("DELETE", "deployments", &name);
