@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
@@ -76,6 +77,7 @@ impl Hub {
             report: PlaneReport::default(),
             report_due: false,
             counts: pb::SyncComplete::default(),
+            stalled: AtomicBool::new(false),
         };
         tokio::spawn(session.run(inbound));
         Ok(ReceiverStream::new(rx))
@@ -95,6 +97,8 @@ struct Session {
     report_due: bool,
     /// Upserts, removals and unchanged releases of the initial diff.
     counts: pb::SyncComplete,
+    /// Set when the agent stopped reading its stream.
+    stalled: AtomicBool,
 }
 
 enum End {
@@ -226,8 +230,17 @@ impl Session {
         let mut heartbeat = tokio::time::interval(hub.config.heartbeat);
         let mut report = tokio::time::interval(PLANE_REPORT_EVERY);
         let mut last_heard = Instant::now();
+        // A session that cannot finish its initial diff in time (its agent acknowledges
+        // nothing, or reads nothing) lets the next one start all the same.
+        let permit_deadline = tokio::time::Instant::now() + hub.config.heartbeat * 3;
         loop {
             self.send_work(work, &mut permit).await;
+            if self.stalled.load(Ordering::Relaxed) {
+                return End::Status(Status::deadline_exceeded(format!(
+                    "the agent has not read its stream for {:?}; reconnect",
+                    hub.config.heartbeat * 3
+                )));
+            }
             if self.tx.is_closed() {
                 return End::Gone("the stream closed".into());
             }
@@ -254,6 +267,10 @@ impl Session {
                     None => return End::Gone("the agent closed the stream".into()),
                 },
                 _ = work.ready.notified(), if room => {}
+                _ = tokio::time::sleep_until(permit_deadline), if permit.is_some() => {
+                    tracing::info!(plane = %display(&self.plane), "the initial diff is taking long; the next session may resync");
+                    permit = None;
+                }
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > hub.config.heartbeat * 3 {
                         return End::Status(Status::deadline_exceeded("no message from the agent for three heartbeat intervals"));
@@ -503,13 +520,20 @@ impl Session {
         true
     }
 
+    /// Queues `message` for the agent; false when the stream is gone or the agent has not
+    /// read it for three heartbeat intervals (HTTP/2 flow control holds the queue full), in
+    /// which case [`Session::stalled`] is set and the session ends.
     async fn send(&self, message: control_message::Message) -> bool {
-        self.tx
-            .send(Ok(ControlMessage {
-                message: Some(message),
-            }))
-            .await
-            .is_ok()
+        let message = Ok(ControlMessage {
+            message: Some(message),
+        });
+        match tokio::time::timeout(self.hub.config.heartbeat * 3, self.tx.send(message)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                self.stalled.store(true, Ordering::Relaxed);
+                false
+            }
+        }
     }
 
     fn send_plane_report(&mut self) {

@@ -56,6 +56,13 @@ pub struct ServerCmd {
     /// Largest release sent to an agent, in bytes of manifests; a larger one fails alone.
     #[arg(long, default_value_t = HubConfig::default().max_release_bytes)]
     agent_max_release_bytes: usize,
+    /// Releases sent to one agent and not yet acknowledged, at most.
+    #[arg(long, default_value_t = HubConfig::default().window)]
+    agent_window: usize,
+    /// Agent sessions sending their initial diff at once; a session holds its turn for three
+    /// heartbeat intervals at most.
+    #[arg(long, default_value_t = HubConfig::default().concurrent_resyncs)]
+    agent_concurrent_resyncs: usize,
     /// Dev mode: load the sample platform and run an agent in this process for DataPlane
     /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
     #[arg(long)]
@@ -132,6 +139,8 @@ impl ServerCmd {
             hub: HubConfig {
                 heartbeat: std::time::Duration::from_secs(self.agent_heartbeat_seconds.max(1)),
                 max_release_bytes: self.agent_max_release_bytes,
+                window: self.agent_window.max(1),
+                concurrent_resyncs: self.agent_concurrent_resyncs.max(1),
                 ..HubConfig::default()
             },
             dev: self.dev,
