@@ -65,9 +65,10 @@ pub struct Rollups {
 }
 
 impl Rollups {
-    /// Queues a roll-up of `binding` (coalesced with any other work queued for it).
+    /// Queues a roll-up of `binding` (coalesced with any other work queued for it). A binding
+    /// whose reconcile failed is rolled up by its retry.
     pub fn roll_up(&self, binding: ObjectKey) {
-        self.queue.add(binding);
+        self.queue.nudge(binding);
     }
 }
 

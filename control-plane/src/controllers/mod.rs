@@ -13,6 +13,12 @@
 //! once, so bursts coalesce, and a pool of workers reconciles different keys at once. The
 //! agent hub, on the floor above, uses the same queue for its status writes.
 //!
+//! Controllers never give up: a reconcile that fails is retried by the queue with backoff
+//! (100 ms doubling to 60 s per key, reset by a new change; the binding controller shows the
+//! failure on the binding), and a controller that loses its watch lists and watches again
+//! ([`follow`]). Each controller's [`queue::Queue::stats`] counts depth, failures, retries and
+//! reconcile time.
+//!
 //! Status is derived by [`crate::status`], the floor below; controllers only write it.
 
 pub mod binding;
@@ -24,9 +30,11 @@ pub mod queue;
 mod tests;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use troupe_common::{Kind, Object};
 
 use crate::resources::{Error, Resources, WatchEvent, WatchEventType, WatchRequest};
@@ -77,7 +85,10 @@ where
             Err(e) => Some(e),
         };
         lost += 1;
-        let error = error.map_or_else(|| "the event stream ended".to_string(), |e| e.to_string());
+        let error = error.map_or_else(
+            || "the event stream ended or its handler panicked".to_string(),
+            |e| e.to_string(),
+        );
         tracing::error!(
             controller = name,
             times = lost,
@@ -90,8 +101,8 @@ where
     }
 }
 
-/// Hands every object event of `events` to `handle` until the stream fails (the error) or
-/// ends (`None`). The flag says whether the initial listing completed (its bookmark arrived).
+/// Hands every object event of `events` to `handle` until the stream fails (the error), ends
+/// or `handle` panics (`None`). The flag says whether the initial listing completed (its bookmark arrived).
 async fn drain<F, Fut>(
     events: &mut tokio::sync::mpsc::Receiver<Result<WatchEvent, Error>>,
     handle: &mut F,
@@ -104,7 +115,17 @@ where
     while let Some(event) = events.recv().await {
         match event {
             Ok(event) => match event.object {
-                Some(object) => handle(event.kind, object).await,
+                Some(object) => {
+                    // A bug in one controller's bookkeeping must not end it for good: the
+                    // panic counts as a lost watch, and the listing that follows rebuilds
+                    // what the controller remembers.
+                    let handled = AssertUnwindSafe(handle(event.kind, object))
+                        .catch_unwind()
+                        .await;
+                    if handled.is_err() {
+                        return (None, listed);
+                    }
+                }
                 None => listed = true,
             },
             Err(e) => return (Some(e), listed),

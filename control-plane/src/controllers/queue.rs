@@ -124,6 +124,16 @@ impl Queue {
         self.enqueue(&mut state, key);
     }
 
+    /// Queues `key` for work that is not a change (a roll-up of its status): like
+    /// [`Queue::add`], except that a key waiting for a retry keeps waiting (the retry does
+    /// the work), so frequent nudges cannot turn a failing key's backoff into a tight loop.
+    pub fn nudge(&self, key: ObjectKey) {
+        let mut state = self.lock();
+        if !state.backing_off.contains_key(&key) {
+            self.enqueue(&mut state, key);
+        }
+    }
+
     fn enqueue(&self, state: &mut State, key: ObjectKey) {
         if state.active.contains(&key) {
             state.again.insert(key);

@@ -166,3 +166,24 @@ async fn a_change_resets_the_backoff_and_queues_at_once() {
         "the change is not counted as a retry"
     );
 }
+
+#[tokio::test]
+async fn a_nudge_leaves_a_failing_key_to_its_retry() {
+    let queue = mk_queue();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    queue.spawn_workers(1, move |_| {
+        let runs = counted.clone();
+        async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>("conflict")
+        }
+    });
+    queue.add(key("api"));
+    eventually("it backs off", || queue.stats().backing_off == 1).await;
+    let before = runs.load(Ordering::SeqCst);
+    queue.nudge(key("api"));
+    let stats = queue.stats();
+    assert_eq!((stats.waiting, stats.backing_off), (0, 1), "{stats:?}");
+    eventually("the retry runs it", || runs.load(Ordering::SeqCst) > before).await;
+}

@@ -208,3 +208,28 @@ async fn a_reconcile_that_fails_is_retried_and_shows_on_the_binding() {
     .await;
     eventually("nothing is left to retry", || queue.stats().depth() == 0).await;
 }
+
+#[tokio::test]
+async fn a_handler_that_panics_does_not_end_the_controller() {
+    let resources = Arc::new(Resources::new(Arc::new(MemoryStore::new())));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let follower = resources.clone();
+    tokio::spawn(async move {
+        super::follow(&follower, "test", vec![Kind::Namespace], |_, _| {
+            let calls = counted.clone();
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("a bug in the controller's bookkeeping");
+                }
+            }
+        })
+        .await;
+    });
+    mk_platform(&resources, false).await;
+    eventually(
+        "the listing after the panic hands the namespace over again",
+        || calls.load(Ordering::SeqCst) >= 2,
+    )
+    .await;
+}
