@@ -18,6 +18,9 @@ use crate::releases::Releases;
 use crate::resources::{Origin, Resources};
 use crate::store::{Durability, Event, MemoryStore, Op, Record, Revision, Store, StoreError, Txn};
 
+/// The sample platform (what dev mode loads).
+const SAMPLE_PLATFORM: &str = include_str!("../../../examples/platform.yaml");
+
 /// A [`MemoryStore`] whose commits that write a Release fail while `full` is set, as on a
 /// full disk.
 struct FlakyStore {
@@ -72,7 +75,7 @@ impl Store for FlakyStore {
 
 /// Applies the sample platform, with `autoDeploy` on when asked.
 async fn mk_platform(resources: &Arc<Resources>, auto_deploy: bool) {
-    let mut yaml = crate::server::SAMPLE_PLATFORM.to_string();
+    let mut yaml = SAMPLE_PLATFORM.to_string();
     if auto_deploy {
         let comment = "# autoDeploy: true would cut a release and bind it in the first environment \
                        on every change";
