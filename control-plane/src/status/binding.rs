@@ -222,7 +222,9 @@ pub fn rollup(binding: &pb::ReleaseBinding, release: Option<&pb::Release>) -> Ro
     match (rendered, release) {
         (Some(c), _) if c.status == ConditionStatus::False => {
             let failed = c.reason == Reason::RenderFailed;
-            Rollup::new((false, false, failed), &c.reason, c.message.clone())
+            // Still on its way: the controller retries on its own.
+            let retrying = c.reason == Reason::ReconcileFailed;
+            Rollup::new((false, retrying, failed), &c.reason, c.message.clone())
         }
         (_, None) | (_, Some(_)) if !rendered_now => rendering(),
         (_, Some(_)) if !observed_now => applying(),
