@@ -152,6 +152,9 @@ words! {
         Rendering = "Rendering",
         /// The binding's release could not be rendered.
         RenderFailed = "RenderFailed",
+        /// The binding was rendered but its Release or status could not be written; the
+        /// controller tries again with backoff.
+        ReconcileFailed = "ReconcileFailed",
         /// The binding's state is `Undeploy`.
         Undeployed = "Undeployed",
         /// The binding names no release.

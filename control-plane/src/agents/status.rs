@@ -39,7 +39,7 @@ impl StatusWriter {
         let this = Arc::new(Self {
             resources,
             rollups,
-            queue: Arc::new(Queue::default()),
+            queue: Arc::new(Queue::new("status")),
             releases: Mutex::default(),
             planes: Mutex::default(),
             connected: Mutex::default(),
@@ -55,6 +55,8 @@ impl StatusWriter {
                 if let Err(e) = result {
                     tracing::debug!(object = %key, error = %e, "status not written");
                 }
+                // Not retried: the next report writes the status again.
+                Ok::<_, std::convert::Infallible>(())
             }
         });
         this

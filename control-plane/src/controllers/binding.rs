@@ -65,9 +65,10 @@ pub struct Rollups {
 }
 
 impl Rollups {
-    /// Queues a roll-up of `binding` (coalesced with any other work queued for it).
+    /// Queues a roll-up of `binding` (coalesced with any other work queued for it). A binding
+    /// whose reconcile failed is rolled up by its retry.
     pub fn roll_up(&self, binding: ObjectKey) {
-        self.queue.add(binding);
+        self.queue.nudge(binding);
     }
 }
 
@@ -122,7 +123,7 @@ impl BindingController {
             consumers: Mutex::default(),
             seen: Mutex::default(),
             placements: Mutex::default(),
-            queue: Arc::new(Queue::default()),
+            queue: Arc::new(Queue::new("binding")),
             renders: Mutex::default(),
         }
     }
@@ -134,7 +135,13 @@ impl BindingController {
         }
     }
 
-    /// Runs until the event stream ends (the server stops).
+    /// The controller's work queue, for its [`Queue::stats`].
+    pub fn queue(&self) -> Arc<Queue> {
+        self.queue.clone()
+    }
+
+    /// Runs for as long as the runtime runs (see [`follow`]); a failed reconcile is retried
+    /// by the queue with backoff.
     pub async fn run(self) {
         let kinds = vec![
             // Not ComponentRelease: releases never change, and a binding can only name one
@@ -155,9 +162,14 @@ impl BindingController {
                 } else {
                     this.roll_up(&key).await
                 };
-                if let Err(e) = result {
-                    tracing::warn!(binding = %key, render, error = %e, "reconcile failed");
+                if let Err(e) = &result {
+                    if render {
+                        // The retry renders, whatever is asked of it meanwhile.
+                        this.renders().insert(key.clone());
+                    }
+                    this.record_failure(&key, e).await;
                 }
+                result
             }
         });
         let resources = this.resources.clone();
@@ -356,6 +368,34 @@ impl BindingController {
             })
             .await?;
         Ok(())
+    }
+
+    /// Shows a failed reconcile on the binding (`Rendered=False`, reason `ReconcileFailed`,
+    /// with the error and when it is tried again). Best effort: when the binding's status
+    /// cannot be written either, the queue's log line is all there is.
+    async fn record_failure(&self, key: &ObjectKey, error: &Error) {
+        let retry = self.queue.next_retry(key);
+        let error = error.to_string();
+        let result = self
+            .resources
+            .update_status(key, move |resources, object| {
+                if let Object::ReleaseBinding(binding) = object {
+                    let generation = binding.metadata.as_ref().map_or(0, |m| m.generation);
+                    let status = binding.status.get_or_insert_default();
+                    status::binding::reconcile_failed(
+                        status,
+                        &error,
+                        retry.attempt,
+                        retry.delay,
+                        generation,
+                    );
+                    roll_up(resources, binding);
+                }
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(binding = %key, error = %e, "could not record the failed reconcile");
+        }
     }
 
     /// Rolls the binding's `Ready`, `Progressing` and `Degraded` up from its Release's

@@ -21,6 +21,8 @@ use crate::resources::{Error, Resources, WatchEventType};
 pub struct DeployController {
     resources: Arc<Resources>,
     releases: Arc<Releases>,
+    /// Components to deploy; a failed deploy is retried with backoff.
+    queue: Arc<Queue>,
 }
 
 impl DeployController {
@@ -29,10 +31,16 @@ impl DeployController {
         Self {
             resources,
             releases,
+            queue: Arc::new(Queue::new("deploy")),
         }
     }
 
-    /// Runs until the event stream ends (the server stops).
+    /// The controller's work queue, for its [`Queue::stats`].
+    pub fn queue(&self) -> Arc<Queue> {
+        self.queue.clone()
+    }
+
+    /// Runs for as long as the runtime runs (see [`follow`]).
     pub async fn run(self) {
         let kinds = vec![
             Kind::Component,
@@ -43,15 +51,11 @@ impl DeployController {
             Kind::ClusterTrait,
         ];
         let this = Arc::new(self);
-        let queue = Arc::new(Queue::default());
+        let queue = this.queue.clone();
         let worker = this.clone();
         queue.spawn_workers(WORKERS, move |component| {
             let this = worker.clone();
-            async move {
-                if let Err(e) = this.deploy(&component).await {
-                    tracing::warn!(component = %component, error = %e, "auto-deploy failed");
-                }
-            }
+            async move { this.deploy(&component).await }
         });
         let resources = this.resources.clone();
         follow(&resources, "deploy", kinds, |kind, object| {

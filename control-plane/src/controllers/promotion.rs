@@ -12,7 +12,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 use super::follow;
 use super::queue::Queue;
 use crate::promotions::{Promotions, is_pending};
-use crate::resources::{Resources, WatchEventType};
+use crate::resources::{Error, Resources, WatchEventType};
 
 /// Pending promotions by namespace and component.
 type Pending = HashMap<(String, String), BTreeSet<ObjectKey>>;
@@ -21,6 +21,8 @@ type Pending = HashMap<(String, String), BTreeSet<ObjectKey>>;
 pub struct PromotionController {
     resources: Arc<Resources>,
     promotions: Arc<Promotions>,
+    /// Promotions to advance; one that fails is retried with backoff.
+    queue: Arc<Queue>,
 }
 
 impl PromotionController {
@@ -29,12 +31,18 @@ impl PromotionController {
         Self {
             resources,
             promotions,
+            queue: Arc::new(Queue::new("promotion")),
         }
     }
 
-    /// Runs until the event stream ends (the server stops).
+    /// The controller's work queue, for its [`Queue::stats`].
+    pub fn queue(&self) -> Arc<Queue> {
+        self.queue.clone()
+    }
+
+    /// Runs for as long as the runtime runs (see [`follow`]).
     pub async fn run(self) {
-        let queue = Arc::new(Queue::default());
+        let queue = self.queue.clone();
         let pending: Arc<Mutex<Pending>> = Arc::default();
         let promotions = self.promotions.clone();
         let requeue = queue.clone();
@@ -50,9 +58,11 @@ impl PromotionController {
                             requeue.add(key);
                         });
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(promotion = %key, error = %e, "promotion stuck"),
+                    // Gone: nothing to take forward.
+                    Ok(_) | Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
                 }
+                Ok(())
             }
         });
         let kinds = vec![Kind::Promotion, Kind::ReleaseBinding];

@@ -140,6 +140,29 @@ pub fn render_failed(status: &mut pb::ReleaseBindingStatus, error: &str, generat
     );
 }
 
+/// Records that a reconcile failed after the render (the Release or the binding's status could
+/// not be written: a flush error, a conflict) and when the controller tries again (`attempt`: failures in a row). The
+/// generation counts as observed: the failure is about it, and the controller retries on its
+/// own, so the write of this status must not look like a new change.
+pub fn reconcile_failed(
+    status: &mut pb::ReleaseBindingStatus,
+    error: &str,
+    attempt: u32,
+    retry_in: std::time::Duration,
+    generation: i64,
+) {
+    let message = format!("{error} (attempt {attempt}, retrying in {retry_in:?})");
+    set_condition(
+        &mut status.conditions,
+        ConditionType::Rendered,
+        false,
+        Reason::ReconcileFailed,
+        &message,
+        generation,
+    );
+    status.observed_generation = generation;
+}
+
 /// Merges what a render computed into the stored status: the render's fields and its
 /// conditions (`Rendered`, `ConnectionsResolved`, removed when the render left them out);
 /// the other conditions are left to [`roll_up`].
@@ -199,7 +222,9 @@ pub fn rollup(binding: &pb::ReleaseBinding, release: Option<&pb::Release>) -> Ro
     match (rendered, release) {
         (Some(c), _) if c.status == ConditionStatus::False => {
             let failed = c.reason == Reason::RenderFailed;
-            Rollup::new((false, false, failed), &c.reason, c.message.clone())
+            // Still on its way: the controller retries on its own.
+            let retrying = c.reason == Reason::ReconcileFailed;
+            Rollup::new((false, retrying, failed), &c.reason, c.message.clone())
         }
         (_, None) | (_, Some(_)) if !rendered_now => rendering(),
         (_, Some(_)) if !observed_now => applying(),

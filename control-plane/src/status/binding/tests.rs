@@ -191,6 +191,31 @@ fn a_failed_render_degrades_the_binding_with_the_error() {
 }
 
 #[test]
+fn a_failed_reconcile_keeps_the_binding_progressing_with_the_error_and_the_retry() {
+    // It was rendered before; this generation's Release could not be written.
+    let mut binding = mk_rendered(1);
+    binding.metadata.as_mut().unwrap().generation = 2;
+    let status = binding.status.as_mut().unwrap();
+    reconcile_failed(
+        status,
+        "storage engine: no space left on device",
+        3,
+        std::time::Duration::from_millis(400),
+        2,
+    );
+    assert_eq!(status.observed_generation, 2, "no new change to react to");
+    let binding = rolled(binding, Some(&mk_applied(&[])));
+    assert_eq!(
+        seen(&binding),
+        all(false, true, false, Reason::ReconcileFailed)
+    );
+    assert_eq!(
+        ready_message(&binding),
+        "storage engine: no space left on device (attempt 3, retrying in 400ms)"
+    );
+}
+
+#[test]
 fn an_undeployed_binding_is_neither_ready_nor_progressing() {
     let mut binding = mk_rendered(1);
     let spec = binding.spec.as_mut().unwrap();
