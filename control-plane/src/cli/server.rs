@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use crate::agents::HubConfig;
 use crate::auth::AuthConfig;
 use crate::auth::oidc::IssuerConfig;
+use crate::render::template::Limits;
 use crate::server::{AUDIT_LOG, ApiTransport, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
 
 /// Run the control plane server.
@@ -56,6 +57,18 @@ pub struct ServerCmd {
     /// Largest release sent to an agent, in bytes of manifests; a larger one fails alone.
     #[arg(long, default_value_t = HubConfig::default().max_release_bytes)]
     agent_max_release_bytes: usize,
+    /// Fuel of one render: every expression of a component's type and traits together.
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    render_fuel: u64,
+    /// Bytes of output one render may build, its objects and patch values together.
+    #[arg(long, default_value_t = Limits::default().max_output_bytes)]
+    render_max_bytes: usize,
+    /// Objects one render may produce.
+    #[arg(long, default_value_t = Limits::default().max_objects)]
+    render_max_objects: usize,
+    /// forEach items one render may iterate, resource entries and patches together.
+    #[arg(long, default_value_t = Limits::default().max_iterations)]
+    render_max_iterations: usize,
     /// Dev mode: load the sample platform and run an agent in this process for DataPlane
     /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
     #[arg(long)]
@@ -133,6 +146,13 @@ impl ServerCmd {
                 heartbeat: std::time::Duration::from_secs(self.agent_heartbeat_seconds.max(1)),
                 max_release_bytes: self.agent_max_release_bytes,
                 ..HubConfig::default()
+            },
+            render: Limits {
+                fuel: self.render_fuel,
+                max_output_bytes: self.render_max_bytes,
+                max_objects: self.render_max_objects,
+                max_iterations: self.render_max_iterations,
+                ..Limits::default()
             },
             dev: self.dev,
             auth: AuthConfig {
