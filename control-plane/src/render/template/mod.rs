@@ -295,7 +295,7 @@ impl Engine {
     ) -> Result<Json, TemplateError> {
         let loc = Loc::Root(path);
         let call = self.call(&loc, context)?;
-        let root = call.scope(bound.iter().map(bind).collect());
+        let root = call.bind(bound).map_err(|m| error(&loc, "", m))?;
         self.render_node(&call, &root, &loc, template, self.limits.recursion)?
             .ok_or_else(|| error(&loc, "", "the template root evaluated to omit()"))
     }
@@ -323,8 +323,9 @@ impl Engine {
         let loc = Loc::Root(path);
         let call = self.call(&loc, context)?;
         let expr = control_expression(&loc, field)?;
+        let scope = call.bind(bound).map_err(|m| error(&loc, expr, m))?;
         let value = self
-            .evaluate(&call.scope(bound.iter().map(bind).collect()), expr)
+            .evaluate(&scope, expr)
             .map_err(|m| error(&loc, expr, m))?;
         to_json(&value, &call.sizer, self.limits.recursion)
             .map_err(|m| error(&loc, expr, m))?

@@ -7,7 +7,7 @@ use serde_json::{Map, Value as Json};
 
 use super::parse::{Parsed, Segment, parse};
 use super::value::{Scope, Sizer, interpolate, is_omit, to_json, to_key};
-use super::{Budget, Context, Engine, TemplateError};
+use super::{Budget, Context, Engine, TemplateError, bind};
 
 impl Engine {
     /// Renders one node; `None` when it evaluated to `omit()`.
@@ -218,6 +218,20 @@ impl Call {
     /// The render's budget.
     pub fn budget(&self) -> &Budget {
         self.context.budget()
+    }
+
+    /// A scope with `bound` converted and set on top of the context. Converting copies each
+    /// value, so it costs fuel (one per 64 bytes): a patch's `where` or an output rule,
+    /// which binds every object it looks at, cannot copy the render's output without bound.
+    pub fn bind(&self, bound: &[(&str, &Json)]) -> Result<Value, String> {
+        if !bound.is_empty() {
+            let sizer = Sizer::new(usize::MAX, usize::MAX);
+            for (_, value) in bound {
+                sizer.charge_json(value)?;
+            }
+            self.budget().spend_fuel((sizer.used() / 64) as u64)?;
+        }
+        Ok(self.scope(bound.iter().map(bind).collect()))
     }
 
     pub fn scope(&self, bound: Vec<(String, Value)>) -> Value {

@@ -249,3 +249,26 @@ fn for_each_items_are_counted_before_the_loop_runs() {
     );
     assert_eq!(context.budget().spent().objects, 0, "nothing was rendered");
 }
+
+#[test]
+fn binding_a_large_object_costs_fuel() {
+    // A patch's `where` binds every object it looks at; 1 MB bound is 16,384 fuel.
+    let engine = Engine::new(Limits {
+        fuel: 40_000,
+        ..Limits::default()
+    });
+    let context = engine.context(&mk_context()).unwrap();
+    let object = json!({"kind": "ConfigMap", "data": {"blob": "x".repeat(1 << 20)}});
+    let rule = "${{ object.kind == 'ConfigMap' }}";
+    let bound = [("object", &object)];
+    assert_eq!(
+        engine.eval_bound("where", rule, &context, &bound).unwrap(),
+        json!(true)
+    );
+    assert!(context.budget().spent().fuel >= 16_384);
+    engine.eval_bound("where", rule, &context, &bound).unwrap();
+    let err = engine
+        .eval_bound("where", rule, &context, &bound)
+        .unwrap_err();
+    assert!(err.message.contains("--render-fuel"), "{err}");
+}
