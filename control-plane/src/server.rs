@@ -30,6 +30,7 @@ use crate::controllers::deploy::DeployController;
 use crate::controllers::promotion::PromotionController;
 use crate::promotions::Promotions;
 use crate::releases::Releases;
+use crate::render::template::Limits;
 use crate::resources::{Origin, Resources};
 use crate::store::{MemoryStore, SledStore, Store};
 
@@ -61,6 +62,8 @@ pub struct ServerConfig {
     pub dev: bool,
     /// Authentication, OIDC issuers and the audit log.
     pub auth: AuthConfig,
+    /// The budget of each render (fuel, output bytes, objects, forEach iterations).
+    pub render: Limits,
 }
 
 impl ServerConfig {
@@ -75,6 +78,7 @@ impl ServerConfig {
             api_transport: ApiTransport::OwnCa,
             api_names: vec!["localhost".into(), "127.0.0.1".into()],
             hub: HubConfig::default(),
+            render: Limits::default(),
             dev: false,
             auth: AuthConfig {
                 enabled: true,
@@ -323,7 +327,7 @@ impl Domain {
         config: &ServerConfig,
         admin_token_path: Option<&std::path::Path>,
     ) -> anyhow::Result<(Self, String)> {
-        let resources = Arc::new(Resources::new(store));
+        let resources = Arc::new(Resources::with_render_limits(store, config.render));
         let releases = Arc::new(Releases::new(resources.clone()));
         let binding_controller = BindingController::new(resources.clone(), releases.clone());
         let rollups = binding_controller.rollups();

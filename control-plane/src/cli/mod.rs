@@ -97,7 +97,8 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane server.
-    Server(ServerCmd),
+    // Boxed: its flags make it several times larger than any other command.
+    Server(Box<ServerCmd>),
     /// Check that a server answers with a token, then save both as the current context.
     Login(LoginCmd),
     /// Forget a context and its token.

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use crate::agents::HubConfig;
 use crate::auth::AuthConfig;
 use crate::auth::oidc::IssuerConfig;
+use crate::render::template::Limits;
 use crate::server::{AUDIT_LOG, ApiTransport, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
 
 /// Run the control plane server.
@@ -63,6 +64,18 @@ pub struct ServerCmd {
     /// heartbeat intervals at most.
     #[arg(long, default_value_t = HubConfig::default().concurrent_resyncs)]
     agent_concurrent_resyncs: usize,
+    /// Fuel of one render: every expression of a component's type and traits together.
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    render_fuel: u64,
+    /// Bytes of output one render may build, its objects and patch values together.
+    #[arg(long, default_value_t = Limits::default().max_output_bytes)]
+    render_max_bytes: usize,
+    /// Objects one render may produce.
+    #[arg(long, default_value_t = Limits::default().max_objects)]
+    render_max_objects: usize,
+    /// forEach items one render may iterate, resource entries and patches together.
+    #[arg(long, default_value_t = Limits::default().max_iterations)]
+    render_max_iterations: usize,
     /// Dev mode: load the sample platform and run an agent in this process for DataPlane
     /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
     #[arg(long)]
@@ -142,6 +155,13 @@ impl ServerCmd {
                 window: self.agent_window.max(1),
                 concurrent_resyncs: self.agent_concurrent_resyncs.max(1),
                 ..HubConfig::default()
+            },
+            render: Limits {
+                fuel: self.render_fuel,
+                max_output_bytes: self.render_max_bytes,
+                max_objects: self.render_max_objects,
+                max_iterations: self.render_max_iterations,
+                ..Limits::default()
             },
             dev: self.dev,
             auth: AuthConfig {

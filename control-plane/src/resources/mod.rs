@@ -87,13 +87,18 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// A service over `store`.
+    /// A service over `store`, rendering within the default [`Limits`].
     pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_render_limits(store, Limits::default())
+    }
+
+    /// A service over `store` whose renders are bounded by `limits`.
+    pub fn with_render_limits(store: Arc<dyn Store>, limits: Limits) -> Self {
         Self {
             store,
             write_lock: std::sync::Mutex::new(()),
             schemas: SchemaCache::default(),
-            engine: Engine::new(Limits::default()),
+            engine: Engine::new(limits),
         }
     }
 

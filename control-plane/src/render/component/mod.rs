@@ -7,6 +7,10 @@
 //! checks every object (Kubernetes' naming rules, the data plane's resource policy) and puts
 //! it in the environment's target namespace, adds the standard labels and the configuration
 //! hash, checks the output rules, and finds where the endpoints are reached.
+//!
+//! One render is one [`super::template::Budget`]: the context [`Plan::render`] converts
+//! carries it to every stage, entry, patch and rule, so fuel, output bytes, objects and forEach
+//! iterations are bounded for the render as a whole, and a render past a budget stops there.
 
 mod patches;
 mod plan;

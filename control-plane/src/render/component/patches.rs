@@ -142,12 +142,20 @@ impl PatchPlan {
                 }
             }
         };
+        let budget = context.budget();
+        if !self.for_each.is_empty() {
+            budget
+                .count_iterations(passes.len())
+                .map_err(|m| fail(location, m))?;
+        }
         let target = &self.target;
         let mut selected = 0;
         for pass in &passes {
             let bound: Vec<(&str, &Value)> =
                 pass.iter().map(|item| (self.var.as_str(), item)).collect();
             for object in objects.iter_mut() {
+                // Passes times objects is the patch's work even when no expression runs.
+                budget.spend_fuel(1).map_err(|m| fail(location, m))?;
                 if !selects(engine, location, target, context, &bound, object)? {
                     continue;
                 }

@@ -3,7 +3,6 @@
 //! `fromjson` (the last six also as filters), plus the two internal fuel-metering functions.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
 
 use base64::Engine as _;
@@ -98,9 +97,7 @@ fn meter(state: &State, precharge: u64, value: Value) -> Result<Value, Error> {
         StringInput::new(state, &value)?;
     }
     if let Some((consumed, _)) = state.fuel_levels() {
-        call_meter(state)?
-            .spent
-            .fetch_add(consumed.saturating_sub(precharge), Ordering::Relaxed);
+        call_meter(state)?.book(consumed.saturating_sub(precharge));
     }
     Ok(value)
 }
@@ -113,7 +110,7 @@ fn charge_bytes(state: &State, bytes: usize) -> Result<(), Error> {
 
 /// Compact JSON of a value, charged to the evaluation's fuel.
 fn json_of(state: &State, value: &Value) -> Result<Json, Error> {
-    let sizer = Sizer::new(usize::MAX);
+    let sizer = Sizer::new(usize::MAX, usize::MAX);
     let json = to_json(value, &sizer, HELPER_DEPTH)
         .map_err(invalid)?
         .ok_or_else(|| invalid("omit() cannot be serialized"))?;

@@ -44,22 +44,29 @@
 //!
 //! # Bounds
 //!
-//! Every public call is one *render call* with three bounds from [`Limits`]: fuel, the
-//! recursion limit, and the size of the output; each error names the bound and its value.
+//! A render is bounded as a whole by a [`Budget`] of [`Limits`]: fuel, output bytes, objects
+//! and forEach iterations, shared by every call made with the render's [`Context`] (each
+//! error names the budget, its value and the server flag that sets it), plus the recursion
+//! limit, which bounds each value. A call given a bare JSON context is a render of its own.
+//!
 //! minijinja 3 accounts fuel per evaluation: each `Expression::eval` builds a fresh `State`
 //! whose tracker starts at `Environment::fuel()`, so nothing carries over between evaluations
-//! or calls — but nothing bounds a call that evaluates many expressions either (a `forEach`
-//! over 10,000 items). To make the budget per call, the environment's fuel is only a ceiling
+//! or calls. To make the budget per render, the environment's fuel is only a ceiling
 //! (2^56) and every expression is compiled as `__troupe_meter(__troupe_charge(), (expr))`. The
-//! call's meter rides in the evaluation scope; `__troupe_charge` runs first and consumes the
-//! ceiling minus what the call has left, so the expression can only spend the remainder, and
+//! render's meter rides in the evaluation scope; `__troupe_charge` runs first and consumes the
+//! ceiling minus what the render has left, so the expression can only spend the remainder, and
 //! `__troupe_meter` books what it did spend (meters only ever add, so an expression cannot
-//! give fuel back). A new call gets a new meter, so it starts with the full budget.
+//! give fuel back).
+//!
+//! Output bytes are charged as the JSON is built, before each string is copied, against what
+//! the render has left; a call books what it built when it ends. Objects are counted before
+//! each is rendered, forEach items before the loop runs.
 //!
 //! Compiled expressions are cached per engine, keyed by their text; the context is converted
 //! to a minijinja value once per call, and a `forEach` iteration binds its variable in a
 //! small scope object instead of copying the context.
 
+mod budget;
 mod functions;
 mod parse;
 mod resource;
@@ -70,37 +77,47 @@ mod walk;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use minijinja::value::Value;
 use minijinja::{Environment, Error, ErrorKind, Expression};
 use serde_json::Value as Json;
 
+pub use self::budget::{Budget, Spent};
+
+use self::budget::out_of_fuel;
 use self::functions::{CHARGE_FN, ENV_FUEL, METER_FN};
 use self::resource::control_expression;
-use self::value::{Layer, Meter, Sizer, to_json};
+use self::value::{Layer, to_json};
 use self::walk::{Call, Loc, error};
 
-/// Evaluation bounds, per render call.
+/// Evaluation bounds: all but `recursion` are one budget for a whole render (see
+/// [`Budget`]); the server sets them with the `--render-*` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// minijinja fuel for all the expressions of one call (about one unit per instruction,
-    /// per 64 bytes of data produced, per item visited).
+    /// minijinja fuel for every expression of one render (about one unit per instruction,
+    /// per 64 bytes of data produced, per item visited; one per object a patch visits).
     pub fuel: u64,
     /// How deep templates, values and minijinja's own recursion may nest (minijinja caps
     /// this at 500).
     pub recursion: usize,
-    /// Approximate bytes of rendered JSON one call may produce.
+    /// Approximate bytes of JSON one render may build: its objects, patch values and control
+    /// fields together.
     pub max_output_bytes: usize,
+    /// Objects one render's resource entries may produce.
+    pub max_objects: usize,
+    /// forEach items one render may iterate, resource entries and patches together.
+    pub max_iterations: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            fuel: 200_000,
+            fuel: 1_000_000,
             recursion: 64,
-            max_output_bytes: 4 << 20,
+            max_output_bytes: 8 << 20,
+            max_objects: 1_000,
+            max_iterations: 10_000,
         }
     }
 }
@@ -125,37 +142,54 @@ fn quoted(expression: &str) -> String {
     }
 }
 
-/// A render context converted once ([`Engine::context`]) and shared by many calls.
+/// One render's context: its variables, converted once ([`Engine::context`]), and its
+/// [`Budget`]. Every call made with it, or with a context [`Context::with`] makes from it,
+/// draws on that one budget.
 #[derive(Debug, Clone)]
-pub struct Context(Value);
+pub struct Context {
+    vars: Value,
+    budget: Arc<Budget>,
+}
 
 impl Context {
     /// This context with `vars` set on top, replacing variables of the same name; the
-    /// context itself is shared, not copied or converted again.
+    /// context itself is shared, not copied or converted again, and so is the budget.
     pub fn with(&self, vars: &[(&str, &Json)]) -> Context {
-        Context(Value::from_object(Layer {
-            base: self.0.clone(),
-            vars: vars.iter().map(bind).collect(),
-        }))
+        Context {
+            vars: Value::from_object(Layer {
+                base: self.vars.clone(),
+                vars: vars.iter().map(bind).collect(),
+            }),
+            budget: self.budget.clone(),
+        }
+    }
+
+    /// The render's budget.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 }
 
-/// What the engine accepts as a render context: a JSON object, or a converted [`Context`].
+/// What the engine accepts as a render context: a JSON object (a render of its own, with a
+/// fresh budget), or a [`Context`] (a part of its render).
 pub trait AsContext {
-    /// The context as minijinja sees it; `None` when it is not a JSON object.
-    fn as_context(&self) -> Option<Value>;
+    /// The context, with a fresh budget of `limits` if it has none; `None` when it is not a
+    /// JSON object.
+    fn to_context(&self, limits: Limits) -> Option<Context>;
 }
 
 impl AsContext for &Json {
-    fn as_context(&self) -> Option<Value> {
-        self.is_object()
-            .then(|| Value::from(minijinja::value::Serde(*self)))
+    fn to_context(&self, limits: Limits) -> Option<Context> {
+        self.is_object().then(|| Context {
+            vars: Value::from(minijinja::value::Serde(*self)),
+            budget: Arc::new(Budget::new(limits)),
+        })
     }
 }
 
 impl AsContext for &Context {
-    fn as_context(&self) -> Option<Value> {
-        Some(self.0.clone())
+    fn to_context(&self, _: Limits) -> Option<Context> {
+        Some((*self).clone())
     }
 }
 
@@ -261,7 +295,7 @@ impl Engine {
     ) -> Result<Json, TemplateError> {
         let loc = Loc::Root(path);
         let call = self.call(&loc, context)?;
-        let root = call.scope(bound.iter().map(bind).collect());
+        let root = call.bind(bound).map_err(|m| error(&loc, "", m))?;
         self.render_node(&call, &root, &loc, template, self.limits.recursion)?
             .ok_or_else(|| error(&loc, "", "the template root evaluated to omit()"))
     }
@@ -289,16 +323,17 @@ impl Engine {
         let loc = Loc::Root(path);
         let call = self.call(&loc, context)?;
         let expr = control_expression(&loc, field)?;
+        let scope = call.bind(bound).map_err(|m| error(&loc, expr, m))?;
         let value = self
-            .evaluate(&call.scope(bound.iter().map(bind).collect()), expr)
+            .evaluate(&scope, expr)
             .map_err(|m| error(&loc, expr, m))?;
         to_json(&value, &call.sizer, self.limits.recursion)
             .map_err(|m| error(&loc, expr, m))?
             .ok_or_else(|| error(&loc, expr, "omit() is not a value here"))
     }
 
-    /// Converts a render context once, for many calls (each call otherwise converts its
-    /// JSON context again).
+    /// Converts a render context once, for the many calls of one render (each call otherwise
+    /// converts its JSON context again), with a fresh budget of the engine's limits.
     pub fn context(&self, context: &Json) -> Result<Context, TemplateError> {
         if !context.is_object() {
             return Err(error(
@@ -307,25 +342,20 @@ impl Engine {
                 "the render context must be a JSON object",
             ));
         }
-        Ok(Context(Value::from(minijinja::value::Serde(context))))
+        Ok(Context {
+            vars: Value::from(minijinja::value::Serde(context)),
+            budget: Arc::new(Budget::new(self.limits)),
+        })
     }
 
     fn call(&self, loc: &Loc<'_>, context: impl AsContext) -> Result<Call, TemplateError> {
         let context = context
-            .as_context()
+            .to_context(self.limits)
             .ok_or_else(|| error(loc, "", "the render context must be a JSON object"))?;
-        let meter = Meter {
-            limit: self.limits.fuel,
-            spent: AtomicU64::new(0),
-        };
-        Ok(Call {
-            context,
-            meter: Value::from_object(meter),
-            sizer: Sizer::new(self.limits.max_output_bytes),
-        })
+        Ok(Call::new(context))
     }
 
-    /// Evaluates one expression in `scope`, charging the scope's call meter.
+    /// Evaluates one expression in `scope`, charging the scope's render meter.
     fn evaluate(&self, scope: &Value, expr: &str) -> Result<Value, String> {
         let compiled = self.compiled(expr)?;
         compiled.eval(scope.clone()).map_err(|e| self.describe(&e))
@@ -359,10 +389,7 @@ impl Engine {
     /// A minijinja error as a message, naming the bound for bound errors.
     fn describe(&self, err: &Error) -> String {
         if err.kind() == ErrorKind::OutOfFuel {
-            return format!(
-                "template evaluation ran out of fuel (limit {} per render call): a loop or a value is too large",
-                self.limits.fuel
-            );
+            return out_of_fuel(self.limits.fuel);
         }
         if err
             .detail()

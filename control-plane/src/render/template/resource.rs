@@ -28,7 +28,8 @@ impl Engine {
 
     /// Renders one resource entry: `includeWhen`, then `forEach`/`var`, then the template;
     /// returns 0..n objects. `path` is the entry's path; errors point below it (see
-    /// [`Engine::check_resource`]). Fuel and output size are bounded over the whole entry.
+    /// [`Engine::check_resource`]). Each object, each forEach item, the fuel spent and the
+    /// bytes built are charged to the context's render budget as they come.
     pub fn render_resource(
         &self,
         path: &str,
@@ -56,6 +57,9 @@ impl Engine {
         let loc = entry.key("template");
         let depth = self.limits.recursion;
         if resource.for_each.is_empty() {
+            call.budget()
+                .count_object()
+                .map_err(|m| error(&loc, "", m))?;
             return Ok(vec![self.render_object(
                 &call,
                 &root,
@@ -70,11 +74,17 @@ impl Engine {
             .evaluate(&root, expr)
             .and_then(|v| loop_items(&v))
             .map_err(|m| error(&each_loc, expr, m))?;
+        call.budget()
+            .count_iterations(items.len())
+            .map_err(|m| error(&each_loc, expr, m))?;
         let mut objects = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             let scope = call.scope(vec![(resource.var.to_owned(), item)]);
-            let object = self
-                .render_object(&call, &scope, &loc, resource.template, depth)
+            let object = call
+                .budget()
+                .count_object()
+                .map_err(|m| error(&loc, "", m))
+                .and_then(|()| self.render_object(&call, &scope, &loc, resource.template, depth))
                 .map_err(|mut e| {
                     e.message = format!("forEach item {i}: {}", e.message);
                     e

@@ -1,5 +1,5 @@
 //! The bridge between JSON and minijinja values: the evaluation scope, the `omit()` sentinel,
-//! the per-call fuel meter, and the conversion of results back to JSON under the output bound.
+//! the per-render fuel meter, and the conversion of results back to JSON under the output bound.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use minijinja::value::{Enumerator, Object, ObjectRepr, Value, ValueKind};
 use serde_json::{Map, Number, Value as Json};
 
-/// The context variable under which a render call's [`Meter`] is reachable from the fuel
+use super::budget::too_much_output;
+
+/// The context variable under which a render's [`Meter`] is reachable from the fuel
 /// functions. Looked up before the loop variable, so a `var` cannot shadow it.
 pub(super) const METER_VAR: &str = "__troupe_fuel";
 
@@ -58,20 +60,37 @@ impl Object for Layer {
     }
 }
 
-/// The fuel one render call may still spend, shared by all its expression evaluations.
+/// The fuel one render may still spend, shared by all its expression evaluations.
 #[derive(Debug)]
 pub(super) struct Meter {
-    /// The call's budget (`Limits::fuel`).
-    pub limit: u64,
-    /// Fuel spent by the evaluations so far.
-    pub spent: AtomicU64,
+    /// The render's budget (`Limits::fuel`).
+    limit: u64,
+    /// Fuel spent so far.
+    spent: AtomicU64,
 }
 
 impl Meter {
-    /// Fuel the call has left.
+    /// A meter with `limit` fuel, none spent.
+    pub fn new(limit: u64) -> Self {
+        Meter {
+            limit,
+            spent: AtomicU64::new(0),
+        }
+    }
+
+    /// Fuel the render has left.
     pub fn remaining(&self) -> u64 {
-        self.limit
-            .saturating_sub(self.spent.load(Ordering::Relaxed))
+        self.limit.saturating_sub(self.spent())
+    }
+
+    /// Fuel spent so far.
+    pub fn spent(&self) -> u64 {
+        self.spent.load(Ordering::Relaxed)
+    }
+
+    /// Books `fuel` as spent (meters only ever add).
+    pub fn book(&self, fuel: u64) {
+        self.spent.fetch_add(fuel, Ordering::Relaxed);
     }
 }
 
@@ -124,18 +143,23 @@ impl Object for Scope {
 const SCALAR_SIZE: usize = 8;
 const CONTAINER_SIZE: usize = 2;
 
-/// The output bound of one render call: approximate bytes of rendered JSON.
+/// The output bound of one engine call: approximate bytes of rendered JSON, at most what its
+/// render has left.
 #[derive(Debug)]
 pub(super) struct Sizer {
+    /// What this call may build.
     max: usize,
+    /// The render's whole budget, for the message.
+    budget: usize,
     used: Cell<usize>,
 }
 
 impl Sizer {
-    /// A bound of `max` bytes.
-    pub fn new(max: usize) -> Self {
+    /// A bound of `max` bytes, out of a render `budget` (named when it is exceeded).
+    pub fn new(max: usize, budget: usize) -> Self {
         Sizer {
             max,
+            budget,
             used: Cell::new(0),
         }
     }
@@ -149,6 +173,7 @@ impl Sizer {
     pub fn scratch(&self) -> Sizer {
         Sizer {
             max: self.max,
+            budget: self.budget,
             used: Cell::new(self.used.get()),
         }
     }
@@ -157,10 +182,7 @@ impl Sizer {
     pub fn charge(&self, bytes: usize) -> Result<(), String> {
         let used = self.used.get().saturating_add(bytes);
         if used > self.max {
-            return Err(format!(
-                "rendered output exceeds the size limit ({} bytes)",
-                self.max
-            ));
+            return Err(too_much_output(self.budget));
         }
         self.used.set(used);
         Ok(())

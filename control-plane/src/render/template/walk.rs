@@ -7,7 +7,7 @@ use serde_json::{Map, Value as Json};
 
 use super::parse::{Parsed, Segment, parse};
 use super::value::{Scope, Sizer, interpolate, is_omit, to_json, to_key};
-use super::{Engine, TemplateError};
+use super::{Budget, Context, Engine, TemplateError, bind};
 
 impl Engine {
     /// Renders one node; `None` when it evaluated to `omit()`.
@@ -197,20 +197,57 @@ impl Engine {
     }
 }
 
-/// One render call's state: the converted context, its fuel meter and its output bound.
+/// One engine call's state: its render's context (and budget), the render's fuel meter, and
+/// the call's output bound, booked to the render's budget when the call ends.
 pub(super) struct Call {
-    pub context: Value,
+    pub context: Context,
     pub meter: Value,
     pub sizer: Sizer,
 }
 
 impl Call {
+    pub fn new(context: Context) -> Self {
+        let budget = context.budget();
+        Call {
+            meter: budget.meter_value(),
+            sizer: budget.sizer(),
+            context,
+        }
+    }
+
+    /// The render's budget.
+    pub fn budget(&self) -> &Budget {
+        self.context.budget()
+    }
+
+    /// A scope with `bound` converted and set on top of the context. Converting copies each
+    /// value, so it costs fuel (one per 64 bytes): a patch's `where` or an output rule,
+    /// which binds every object it looks at, cannot copy the render's output without bound.
+    pub fn bind(&self, bound: &[(&str, &Json)]) -> Result<Value, String> {
+        if !bound.is_empty() {
+            let sizer = Sizer::new(usize::MAX, usize::MAX);
+            for (_, value) in bound {
+                sizer.charge_json(value)?;
+            }
+            self.budget().spend_fuel((sizer.used() / 64) as u64)?;
+        }
+        Ok(self.scope(bound.iter().map(bind).collect()))
+    }
+
     pub fn scope(&self, bound: Vec<(String, Value)>) -> Value {
         Value::from_object(Scope {
-            context: self.context.clone(),
+            context: self.context.vars.clone(),
             bound,
             meter: self.meter.clone(),
         })
+    }
+}
+
+impl Drop for Call {
+    /// Books what the call built, whether it succeeded or not: a render that goes on after
+    /// a failed call still pays for it.
+    fn drop(&mut self) {
+        self.context.budget().book_bytes(self.sizer.used());
     }
 }
 
