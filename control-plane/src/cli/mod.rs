@@ -5,6 +5,18 @@
 //! Each verb is one `clap::Args` struct in its own file with its flags and a `run`; this
 //! module parses the command line into one of them and hands it the shared [`Context`].
 
+/// `print!` for command output: see [`stdout`] for what happens when the reader has gone.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::stdout::write(format_args!($($arg)*)) };
+}
+
+/// `println!` for command output: see [`stdout`] for what happens when the reader has gone.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::stdout::write_line(format_args!($($arg)*)) };
+}
+
+mod stdout;
+
 mod apply;
 mod auth;
 mod config;

@@ -195,7 +195,7 @@ async fn report(
     promotion: pb::Promotion,
     wait: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
-    println!("{}", describe(&promotion));
+    outln!("{}", describe(&promotion));
     let mut promotion = promotion;
     if let Some(limit) = wait {
         let meta = promotion.metadata.clone().unwrap_or_default();
@@ -225,7 +225,7 @@ async fn report(
             }
             let now = describe(&promotion);
             if now != last {
-                println!("{now}");
+                outln!("{now}");
                 last = now;
             }
         }
