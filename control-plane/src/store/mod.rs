@@ -12,6 +12,7 @@
 
 mod memory;
 mod sled_store;
+mod snapshot;
 
 #[cfg(test)]
 mod conformance;
@@ -23,6 +24,7 @@ use troupe_common::{Kind, ObjectKey};
 
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
+pub use snapshot::snapshot;
 
 /// A store revision. Revision 0 is the empty store; each commit takes the next one.
 pub type Revision = u64;
