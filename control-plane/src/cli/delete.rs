@@ -94,7 +94,7 @@ async fn wait_for_prunes(
     pruning: &[ObjectReference],
     limit: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = super::deadline_after(limit);
     let mut left: Vec<_> = pruning.to_vec();
     let total = left.len();
     let mut shown = usize::MAX;
@@ -120,7 +120,7 @@ async fn wait_for_prunes(
         if left.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
-        if tokio::time::Instant::now() >= deadline {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             let names: Vec<String> = left
                 .iter()
                 .map(|r| format!("{} {}/{}", r.kind, r.namespace, r.name))

@@ -215,3 +215,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Auth(cmd) => cmd.run(&ctx()?).await,
     }
 }
+
+/// When a `--wait` of `limit` started now ends; `None` for a limit past any instant the clock
+/// can show (`--wait 18446744073709551615`), which is a wait without end.
+fn deadline_after(limit: std::time::Duration) -> Option<tokio::time::Instant> {
+    tokio::time::Instant::now().checked_add(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_too_long_for_the_clock_have_no_deadline() {
+        assert_eq!(
+            deadline_after(std::time::Duration::from_secs(u64::MAX)),
+            None
+        );
+        assert!(deadline_after(std::time::Duration::from_secs(60)).is_some());
+    }
+}

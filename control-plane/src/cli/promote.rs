@@ -199,10 +199,10 @@ async fn report(
     let mut promotion = promotion;
     if let Some(limit) = wait {
         let meta = promotion.metadata.clone().unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = super::deadline_after(limit);
         let mut last = describe(&promotion);
         while phase_of(&promotion) == phase::PENDING {
-            if tokio::time::Instant::now() >= deadline {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 eprintln!("still pending after {}s", limit.as_secs());
                 return Ok(ExitCode::from(2));
             }
