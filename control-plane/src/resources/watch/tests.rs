@@ -126,7 +126,10 @@ async fn a_watch_from_zero_is_one_snapshot_then_every_later_change_once() {
         writer.await.unwrap();
     }
     let head = resources.revision();
-    assert!(bookmark > start && bookmark < head, "the snapshot is taken amid the writes");
+    assert!(
+        bookmark > start && bookmark < head,
+        "the snapshot is taken amid the writes"
+    );
 
     let mut state = State::new();
     for event in &snapshot {
