@@ -102,7 +102,9 @@ impl Tokens {
             secret: random(),
             ca_pin: ca_pin.to_string(),
         };
-        let expires = SystemTime::now() + ttl;
+        let expires = SystemTime::now()
+            .checked_add(ttl)
+            .ok_or_else(|| anyhow::anyhow!("a TTL of {}s overflows the clock", ttl.as_secs()))?;
         let entry = Entry {
             id: token.id.clone(),
             secret_sha256: sha256_hex(token.secret.as_bytes()),

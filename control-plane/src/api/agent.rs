@@ -2,7 +2,6 @@
 //! and `troupe.v1alpha1.DataPlaneService` (bootstrap tokens, on the API endpoint).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 use troupe_common::pb::v1alpha1::{self as pb, DataPlaneIdentity};
@@ -160,13 +159,8 @@ impl pb::data_plane_service_server::DataPlaneService for DataPlaneApi {
             ..Default::default()
         };
         self.auth.allow(&who, crate::auth::Verb::Token, &target)?;
-        if request.ttl_seconds < 0 {
-            return Err(Status::invalid_argument("ttlSeconds: must not be negative"));
-        }
-        let ttl = match request.ttl_seconds {
-            0 => DEFAULT_TTL,
-            s => Duration::from_secs(s as u64),
-        };
+        let ttl = crate::auth::tokens::ttl_from_request(request.ttl_seconds, DEFAULT_TTL)
+            .map_err(Status::invalid_argument)?;
         let (token, expires) = self
             .tokens
             .create(&id, ttl, self.pki.ca_pin())

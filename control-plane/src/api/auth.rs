@@ -2,7 +2,6 @@
 //! other handlers ask about.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use troupe_common::pb::v1alpha1 as pb;
@@ -10,7 +9,7 @@ use troupe_common::pb::v1alpha1::auth_service_server::AuthService;
 use troupe_common::{Kind, ObjectKey};
 
 use crate::auth::rbac::target_of;
-use crate::auth::tokens::{DEFAULT_TTL, TokenError, TokenInfo};
+use crate::auth::tokens::{DEFAULT_TTL, TokenError, TokenInfo, ttl_from_request};
 use crate::auth::{Auth, Principal, Target, Verb, audit, pseudo_kind};
 use crate::promotions::Actor;
 use crate::resources::Resources;
@@ -227,13 +226,7 @@ impl AuthService for AuthApi {
             ..api_token_target()
         };
         self.auth.allow(&who, Verb::Token, &target)?;
-        if r.ttl_seconds < 0 {
-            return Err(Status::invalid_argument("ttlSeconds: must not be negative"));
-        }
-        let ttl = match r.ttl_seconds {
-            0 => DEFAULT_TTL,
-            s => Duration::from_secs(s as u64),
-        };
+        let ttl = ttl_from_request(r.ttl_seconds, DEFAULT_TTL).map_err(Status::invalid_argument)?;
         let (token, info) = self
             .auth
             .tokens()

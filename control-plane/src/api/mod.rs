@@ -197,7 +197,7 @@ impl ResourceService for ResourceApi {
                 kind,
                 &r.namespace,
                 &selector,
-                r.page_size as usize,
+                crate::resources::page_size(r.page_size)?,
                 &r.page_token,
             )
             .await?;

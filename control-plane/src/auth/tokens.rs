@@ -36,6 +36,31 @@ pub const ADMIN_TOKEN_NAME: &str = "admin";
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Lifetime of the bootstrap admin token.
 pub const ADMIN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest lifetime a token (API or data-plane bootstrap) may be given: ten years. Far
+/// longer lifetimes overflow the expiry's timestamp; this one leaves room for any clock.
+pub const MAX_TTL: Duration = Duration::from_secs(MAX_TTL_DAYS * 86_400);
+/// [`MAX_TTL`] in days, the unit the CLI and the messages name it in.
+pub const MAX_TTL_DAYS: u64 = 3650;
+
+/// A request's `ttlSeconds` as a lifetime: 0 means `default`; a negative one, or one longer
+/// than [`MAX_TTL`], is refused with a message naming the field and the limit.
+pub fn ttl_from_request(seconds: i64, default: Duration) -> Result<Duration, String> {
+    let Ok(seconds) = u64::try_from(seconds) else {
+        return Err("ttlSeconds: must not be negative".into());
+    };
+    let ttl = match seconds {
+        0 => default,
+        s => Duration::from_secs(s),
+    };
+    if ttl > MAX_TTL {
+        return Err(format!(
+            "ttlSeconds: {seconds} is longer than the largest TTL allowed, {} seconds ({MAX_TTL_DAYS}d)",
+            MAX_TTL.as_secs()
+        ));
+    }
+    Ok(ttl)
+}
+
 /// Expired and revoked tokens are remembered this long, so presenting one says why it no
 /// longer works rather than "unknown".
 const REMEMBER_SECS: u64 = 7 * 86_400;
@@ -171,6 +196,12 @@ impl ApiTokens {
         created_by: &str,
     ) -> Result<(String, TokenInfo), TokenError> {
         check_name(name)?;
+        if ttl > MAX_TTL {
+            return Err(TokenError::Invalid(format!(
+                "ttl: {}s is longer than the largest TTL allowed, {MAX_TTL_DAYS}d",
+                ttl.as_secs()
+            )));
+        }
         if let Some(group) = groups.iter().find(|g| g.trim().is_empty()) {
             return Err(TokenError::Invalid(format!(
                 "groups: {group:?} is not a group name"

@@ -42,7 +42,7 @@ impl ApplyCmd {
                         ApplyOutcome::Unchanged | ApplyOutcome::Unspecified => "unchanged",
                     };
                     let suffix = if dry_run { " (dry run)" } else { "" };
-                    println!("{} {outcome}{suffix}", display(&key));
+                    outln!("{} {outcome}{suffix}", display(&key));
                 }
                 Err(status) => {
                     failed += 1;

@@ -60,13 +60,13 @@ impl AuthCmd {
                     .map_err(server_error)?
                     .into_inner();
                 if output == "json" {
-                    println!("{}", serde_json::to_string_pretty(&me)?);
+                    outln!("{}", serde_json::to_string_pretty(&me)?);
                 } else {
-                    println!("user: {}", me.user);
-                    println!("groups: {}", me.groups.join(", "));
-                    println!("authenticated by: {}", me.authenticated_by);
+                    outln!("user: {}", me.user);
+                    outln!("groups: {}", me.groups.join(", "));
+                    outln!("authenticated by: {}", me.authenticated_by);
                     if !me.impersonated_by.is_empty() {
-                        println!("impersonated by: {}", me.impersonated_by);
+                        outln!("impersonated by: {}", me.impersonated_by);
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -98,10 +98,10 @@ impl AuthCmd {
                     .pop()
                     .unwrap_or_default();
                 if answer.allowed {
-                    println!("yes");
+                    outln!("yes");
                     Ok(ExitCode::SUCCESS)
                 } else {
-                    println!("no: {}", answer.reason);
+                    outln!("no: {}", answer.reason);
                     Ok(ExitCode::from(1))
                 }
             }

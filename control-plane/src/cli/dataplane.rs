@@ -9,6 +9,7 @@ use troupe_common::pb::v1alpha1::data_plane_service_client::DataPlaneServiceClie
 use troupe_common::pb::v1alpha1::{CreateBootstrapTokenRequest, DataPlaneIdentity};
 
 use super::context::{Context, server_error};
+use crate::auth::tokens::{MAX_TTL, MAX_TTL_DAYS};
 
 /// Manage data planes' agents.
 #[derive(Debug, clap::Args)]
@@ -72,7 +73,7 @@ impl TokenCreateCmd {
             .await
             .map_err(server_error)?
             .into_inner();
-        println!("{}", response.token);
+        outln!("{}", response.token);
         eprintln!(
             "token for data plane {id}, valid for {}s; start the agent with:\n  troupe-agent --control-plane https://HOST:50052 --dataplane {id} --token {} --state-dir DIR --apply dir:PATH",
             ttl.as_secs(),
@@ -91,17 +92,19 @@ pub(super) fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
     let n: u64 = number
         .parse()
         .map_err(|_| anyhow::anyhow!("--ttl {text:?}: expected a number with s, m, h or d"))?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => anyhow::bail!("--ttl {text:?}: the unit must be s, m, h or d"),
     };
-    if seconds == 0 {
-        anyhow::bail!("--ttl must be more than zero");
+    let ttl = n.checked_mul(unit_seconds).map(Duration::from_secs);
+    match ttl {
+        Some(Duration::ZERO) => anyhow::bail!("--ttl must be more than zero"),
+        Some(ttl) if ttl <= MAX_TTL => Ok(ttl),
+        _ => anyhow::bail!("--ttl {text:?}: longer than the largest TTL allowed, {MAX_TTL_DAYS}d"),
     }
-    Ok(Duration::from_secs(seconds))
 }
 
 #[cfg(test)]
@@ -115,5 +118,25 @@ mod tests {
         assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172_800));
         assert!(parse_ttl("1w").is_err());
         assert!(parse_ttl("0").is_err());
+    }
+
+    #[test]
+    fn ttls_too_long_are_refused_naming_the_limit() {
+        for text in [
+            "9223372036854775808",
+            "213503982334601d",
+            "3651d",
+            "18446744073709551615s",
+        ] {
+            let error = parse_ttl(text).unwrap_err().to_string();
+            assert!(
+                error.contains("--ttl") && error.contains("3650d"),
+                "{text}: {error}"
+            );
+        }
+        assert_eq!(
+            parse_ttl("3650d").unwrap(),
+            Duration::from_secs(3650 * 86_400)
+        );
     }
 }

@@ -74,9 +74,9 @@ fn print_deleted(response: &DeleteResponse, dry_run: bool) {
     let pruning: Vec<String> = response.pruning.iter().map(name).collect();
     let done = |what: String| {
         if pruning.contains(&what) {
-            println!("{what} deleted once its data plane has pruned its objects{suffix}");
+            outln!("{what} deleted once its data plane has pruned its objects{suffix}");
         } else {
-            println!("{what} deleted{suffix}");
+            outln!("{what} deleted{suffix}");
         }
     };
     if let Some(object) = response.resource.as_ref().and_then(|r| r.object.as_ref()) {
@@ -94,7 +94,7 @@ async fn wait_for_prunes(
     pruning: &[ObjectReference],
     limit: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = super::deadline_after(limit);
     let mut left: Vec<_> = pruning.to_vec();
     let total = left.len();
     let mut shown = usize::MAX;
@@ -115,12 +115,12 @@ async fn wait_for_prunes(
         left = still;
         if left.len() != shown {
             shown = left.len();
-            println!("pruned {} of {total}", total - shown);
+            outln!("pruned {} of {total}", total - shown);
         }
         if left.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
-        if tokio::time::Instant::now() >= deadline {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             let names: Vec<String> = left
                 .iter()
                 .map(|r| format!("{} {}/{}", r.kind, r.namespace, r.name))

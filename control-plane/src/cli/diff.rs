@@ -48,9 +48,9 @@ impl DiffCmd {
                 continue;
             }
             differs = true;
-            println!("--- {name} (stored Release {binding})\n+++ {name} (rendered now)");
+            outln!("--- {name} (stored Release {binding})\n+++ {name} (rendered now)");
             for line in line_diff(&old, &new) {
-                println!("{line}");
+                outln!("{line}");
             }
         }
         if !differs {

@@ -77,7 +77,7 @@ async fn get(client: &Client, kind: &str, namespace: &str, name: &str) -> anyhow
 }
 
 /// Every resource of a kind the selector matches, page by page.
-async fn list(
+pub(super) async fn list(
     client: &Client,
     kind: &str,
     namespace: &str,

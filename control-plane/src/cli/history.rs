@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object};
 
-use super::context::{Client, Context, server_error};
+use super::context::{Client, Context};
 use super::output::columns;
 
 /// List a component's promotions and rollbacks: who, when, from, to, which release, outcome.
@@ -32,10 +32,10 @@ impl HistoryCmd {
                 .iter()
                 .map(|p| serde_json::to_value(p).unwrap_or_default())
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&items)?);
+            outln!("{}", serde_json::to_string_pretty(&items)?);
             return Ok(ExitCode::SUCCESS);
         }
-        print!("{}", table(&promotions));
+        out!("{}", table(&promotions));
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -46,23 +46,12 @@ async fn promotions(
     namespace: &str,
     component: &str,
 ) -> anyhow::Result<Vec<pb::Promotion>> {
-    let request = pb::ListRequest {
-        kind: Kind::Promotion.name().into(),
-        namespace: namespace.into(),
-        label_selector: format!("{}={component}", crate::releases::LABEL_COMPONENT),
-        ..Default::default()
-    };
-    let items = client
-        .clone()
-        .list(request)
-        .await
-        .map_err(server_error)?
-        .into_inner()
-        .items;
+    let selector = format!("{}={component}", crate::releases::LABEL_COMPONENT);
+    let items = super::get::list(client, Kind::Promotion.name(), namespace, &selector).await?;
     let mut promotions: Vec<pb::Promotion> = items
         .into_iter()
-        .filter_map(|r| match r.object {
-            Some(Object::Promotion(p)) => Some(p),
+        .filter_map(|object| match object {
+            Object::Promotion(p) => Some(p),
             _ => None,
         })
         .collect();

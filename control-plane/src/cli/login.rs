@@ -50,7 +50,7 @@ impl LoginCmd {
         });
         config.current_context = Some(name.clone());
         config.save(&path)?;
-        println!(
+        outln!(
             "logged in to {server} as {}: context {name} is current",
             me.user
         );
@@ -77,7 +77,7 @@ impl LogoutCmd {
             path.display()
         );
         config.save(&path)?;
-        println!("context {name} removed");
+        outln!("context {name} removed");
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -109,14 +109,14 @@ impl ContextCmd {
             ContextVerb::List => {
                 let width = config.contexts.iter().map(|c| c.name.len()).max();
                 let width = width.unwrap_or(0).max("NAME".len());
-                println!("CURRENT  {:width$}  SERVER", "NAME");
+                outln!("CURRENT  {:width$}  SERVER", "NAME");
                 for c in &config.contexts {
                     let mark = if config.current_context.as_deref() == Some(&c.name) {
                         "*"
                     } else {
                         ""
                     };
-                    println!("{mark:7}  {:width$}  {}", c.name, c.server);
+                    outln!("{mark:7}  {:width$}  {}", c.name, c.server);
                 }
             }
             ContextVerb::Use { name } => {
@@ -127,7 +127,7 @@ impl ContextCmd {
                 );
                 config.current_context = Some(name.clone());
                 config.save(&path)?;
-                println!("context {name} is current");
+                outln!("context {name} is current");
             }
         }
         Ok(ExitCode::SUCCESS)

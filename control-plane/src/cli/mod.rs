@@ -5,6 +5,18 @@
 //! Each verb is one `clap::Args` struct in its own file with its flags and a `run`; this
 //! module parses the command line into one of them and hands it the shared [`Context`].
 
+/// `print!` for command output: see [`stdout`] for what happens when the reader has gone.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::stdout::write(format_args!($($arg)*)) };
+}
+
+/// `println!` for command output: see [`stdout`] for what happens when the reader has gone.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::stdout::write_line(format_args!($($arg)*)) };
+}
+
+mod stdout;
+
 mod apply;
 mod auth;
 mod config;
@@ -202,5 +214,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Watch(cmd) => cmd.run(&ctx()?).await,
         Command::Token(cmd) => cmd.run(&ctx()?).await,
         Command::Auth(cmd) => cmd.run(&ctx()?).await,
+    }
+}
+
+/// When a `--wait` of `limit` started now ends; `None` for a limit past any instant the clock
+/// can show (`--wait 18446744073709551615`), which is a wait without end.
+fn deadline_after(limit: std::time::Duration) -> Option<tokio::time::Instant> {
+    tokio::time::Instant::now().checked_add(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_too_long_for_the_clock_have_no_deadline() {
+        assert_eq!(
+            deadline_after(std::time::Duration::from_secs(u64::MAX)),
+            None
+        );
+        assert!(deadline_after(std::time::Duration::from_secs(60)).is_some());
     }
 }

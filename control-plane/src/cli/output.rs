@@ -8,8 +8,8 @@ use troupe_common::{API_VERSION, Object};
 /// Prints one object.
 pub(super) fn print_one(object: &Object, output: &str) -> anyhow::Result<()> {
     match output {
-        "yaml" => print!("{}", to_yaml(object)),
-        "json" => println!("{}", serde_json::to_string_pretty(&to_json(object))?),
+        "yaml" => out!("{}", to_yaml(object)),
+        "json" => outln!("{}", serde_json::to_string_pretty(&to_json(object))?),
         _ => print_list(std::slice::from_ref(object), "table", false)?,
     }
     Ok(())
@@ -24,7 +24,7 @@ pub(super) fn print_list(
     match output {
         "yaml" => {
             let docs: Vec<String> = items.iter().map(to_yaml).collect();
-            print!("{}", docs.join("---\n"));
+            out!("{}", docs.join("---\n"));
         }
         "json" => {
             let list = serde_json::json!({
@@ -32,9 +32,9 @@ pub(super) fn print_list(
                 "kind": "List",
                 "items": items.iter().map(to_json).collect::<Vec<_>>(),
             });
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            outln!("{}", serde_json::to_string_pretty(&list)?);
         }
-        _ => print!("{}", table(items, show_namespace)),
+        _ => out!("{}", table(items, show_namespace)),
     }
     Ok(())
 }

@@ -195,14 +195,14 @@ async fn report(
     promotion: pb::Promotion,
     wait: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
-    println!("{}", describe(&promotion));
+    outln!("{}", describe(&promotion));
     let mut promotion = promotion;
     if let Some(limit) = wait {
         let meta = promotion.metadata.clone().unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = super::deadline_after(limit);
         let mut last = describe(&promotion);
         while phase_of(&promotion) == phase::PENDING {
-            if tokio::time::Instant::now() >= deadline {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 eprintln!("still pending after {}s", limit.as_secs());
                 return Ok(ExitCode::from(2));
             }
@@ -225,7 +225,7 @@ async fn report(
             }
             let now = describe(&promotion);
             if now != last {
-                println!("{now}");
+                outln!("{now}");
                 last = now;
             }
         }

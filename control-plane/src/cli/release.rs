@@ -70,7 +70,7 @@ impl ReleaseCreateCmd {
         } else {
             "unchanged (same content)"
         };
-        println!(
+        outln!(
             "componentrelease/{} (namespace {namespace}) {what}; release #{sequence} of {component}",
             meta.name
         );

@@ -69,10 +69,10 @@ impl RenderCmd {
             docs.push(value);
         }
         if self.output == "json" {
-            println!("{}", serde_json::to_string_pretty(&Value::Array(docs))?);
+            outln!("{}", serde_json::to_string_pretty(&Value::Array(docs))?);
         } else {
             let texts: Vec<String> = docs.iter().map(json_to_yaml).collect();
-            print!("{}", texts.join("---\n"));
+            out!("{}", texts.join("---\n"));
         }
         Ok(ExitCode::SUCCESS)
     }

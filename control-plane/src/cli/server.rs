@@ -12,6 +12,15 @@ use crate::auth::oidc::IssuerConfig;
 use crate::render::template::Limits;
 use crate::server::{AUDIT_LOG, ApiTransport, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
 
+/// `println!` for the server's announcements, which never panics: a server whose standard
+/// output has been closed keeps serving.
+macro_rules! announce {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Run the control plane server.
 #[derive(Debug, clap::Args)]
 pub struct ServerCmd {
@@ -192,25 +201,25 @@ fn announce(ready: &Ready) {
         (ApiTransport::OwnCa, Some(ca)) => format!("TLS, CA {}", ca.display()),
         (ApiTransport::OwnCa, None) => "TLS, CA in memory".to_string(),
     };
-    println!("troupe server listening on {} ({transport})", ready.api);
+    announce!("troupe server listening on {} ({transport})", ready.api);
     let ca = ready
         .ca_path
         .as_ref()
         .map_or("in memory".to_string(), |p| p.display().to_string());
-    println!(
+    announce!(
         "troupe agent endpoint listening on {} (CA {ca})",
         ready.agents
     );
     match &ready.admin_token_path {
-        Some(path) => println!("admin token in {}", path.display()),
+        Some(path) => announce!("admin token in {}", path.display()),
         // Nothing on disk: this line is the only way to the token.
-        None => println!(
+        None => announce!(
             "admin token (in memory, until the server stops): {}",
             ready.admin_token
         ),
     }
     if let Some(dir) = &ready.dev_dataplane_dir {
-        println!(
+        announce!(
             "dev mode: data plane {} applies manifests under {}",
             crate::server::DEV_DATA_PLANE,
             dir.display()
@@ -222,7 +231,7 @@ fn announce(ready: &Ready) {
 fn write_dev_context(ready: &Ready, data_dir: &std::path::Path) {
     let token = data_dir.join("admin.token");
     match super::config::write_dev_context(ready.api_url(), ready.api_ca_path.as_deref(), &token) {
-        Ok(path) => println!(
+        Ok(path) => announce!(
             "dev mode: CLI context {} written to {}",
             super::config::DEV_CONTEXT,
             path.display()

@@ -4,9 +4,7 @@
 
 use std::process::ExitCode;
 
-use troupe_common::pb::v1alpha1::{
-    DeploymentPipelineSpec, GetRequest, ListRequest, ReleaseBinding,
-};
+use troupe_common::pb::v1alpha1::{DeploymentPipelineSpec, GetRequest, ReleaseBinding};
 use troupe_common::status::{BindingState, ConditionStatus};
 use troupe_common::{Kind, Object, Pipeline};
 
@@ -60,17 +58,17 @@ impl StatusCmd {
                 "latestRelease": latest,
                 "newerReleaseAvailable": newer.is_some(),
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            outln!("{}", serde_json::to_string_pretty(&doc)?);
             return Ok(ExitCode::SUCCESS);
         }
-        print!("{}", table(&rows));
+        out!("{}", table(&rows));
         if let Some(first) = newer {
             let runs = if first.release.is_empty() {
                 "nothing".to_string()
             } else {
                 first.release.clone()
             };
-            println!(
+            outln!(
                 "\nnewer release available: {latest} ({} runs {runs}); `troupe release create {component} -n {namespace}` cuts it",
                 first.environment
             );
@@ -148,22 +146,11 @@ async fn rows(
     component: &str,
     order: &[String],
 ) -> anyhow::Result<Vec<Row>> {
-    let request = ListRequest {
-        kind: Kind::ReleaseBinding.name().into(),
-        namespace: namespace.into(),
-        ..Default::default()
-    };
-    let bindings = client
-        .clone()
-        .list(request)
-        .await
-        .map_err(server_error)?
-        .into_inner()
-        .items;
+    let bindings = super::get::list(client, Kind::ReleaseBinding.name(), namespace, "").await?;
     let mut rows: Vec<Row> = bindings
         .into_iter()
-        .filter_map(|r| match r.object {
-            Some(Object::ReleaseBinding(binding)) => Row::of_binding(binding, component),
+        .filter_map(|object| match object {
+            Object::ReleaseBinding(binding) => Row::of_binding(binding, component),
             _ => None,
         })
         .collect();

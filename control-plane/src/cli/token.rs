@@ -62,7 +62,7 @@ impl TokenCmd {
                     .await
                     .map_err(server_error)?
                     .into_inner();
-                println!("{}", response.token);
+                outln!("{}", response.token);
                 eprintln!(
                     "token {name}, valid for {}s; use it with `troupe login --token TOKEN` or `authorization: Bearer TOKEN`",
                     ttl.as_secs()
@@ -76,9 +76,9 @@ impl TokenCmd {
                     .into_inner()
                     .tokens;
                 if output == "json" {
-                    println!("{}", serde_json::to_string_pretty(&tokens)?);
+                    outln!("{}", serde_json::to_string_pretty(&tokens)?);
                 } else {
-                    print!("{}", table(&tokens));
+                    out!("{}", table(&tokens));
                 }
             }
             TokenAction::Revoke { name } => {
@@ -86,7 +86,7 @@ impl TokenCmd {
                     .revoke_token(pb::RevokeTokenRequest { name: name.clone() })
                     .await
                     .map_err(server_error)?;
-                println!("token {name} revoked");
+                outln!("token {name} revoked");
             }
         }
         Ok(ExitCode::SUCCESS)

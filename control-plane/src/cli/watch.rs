@@ -50,7 +50,7 @@ impl WatchCmd {
             .map_err(server_error)?
             .into_inner();
         if output == "table" {
-            println!("{:<9} {:<9} OBJECT", "EVENT", "REVISION");
+            outln!("{:<9} {:<9} OBJECT", "EVENT", "REVISION");
         }
         while let Some(event) = stream.message().await.map_err(server_error)? {
             let object = event.resource.as_ref().and_then(|r| r.object.as_ref());
@@ -63,17 +63,17 @@ impl WatchCmd {
             };
             match (output, object) {
                 ("json", Some(o)) => {
-                    println!(
+                    outln!(
                         r#"{{"type":"{name}","revision":{},"object":{}}}"#,
                         event.revision,
                         json_line(o)
                     )
                 }
                 ("yaml", Some(o)) => {
-                    print!("# {name} at revision {}\n{}", event.revision, yaml_doc(o))
+                    out!("# {name} at revision {}\n{}", event.revision, yaml_doc(o))
                 }
                 ("json" | "yaml", None) => {}
-                _ => println!("{}", event_line(name, event.revision, object)),
+                _ => outln!("{}", event_line(name, event.revision, object)),
             }
         }
         Ok(ExitCode::SUCCESS)

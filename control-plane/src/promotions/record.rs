@@ -1,6 +1,8 @@
 //! The promotion records: creating one (named `{component}-{environment}-{n}`, superseding
 //! pending ones to the same environment), ending one in a phase, and a component's history.
 
+use std::collections::HashSet;
+
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::selector::LabelSelector;
 use troupe_common::{Kind, Object, ObjectKey};
@@ -52,7 +54,14 @@ impl Promotions {
     ) -> Result<ObjectKey, Error> {
         let owner = spec.owner.clone().unwrap_or_default();
         let earlier = self.history(namespace, &owner.component_name).await?;
-        let name = next_name(&owner.component_name, &spec.target_environment, &earlier);
+        let name = next_name(&owner.component_name, &spec.target_environment, &earlier)
+            .ok_or_else(|| Error::Refused {
+                object: ObjectKey::new(Kind::Component, namespace, &owner.component_name),
+                message: format!(
+                    "every promotion number up to {} is taken; delete the component's promotion records or promote under a new component",
+                    u64::MAX
+                ),
+            })?;
         let key = ObjectKey::new(Kind::Promotion, namespace, &name);
         for p in &earlier {
             let pending = is_pending(p);
@@ -145,19 +154,28 @@ impl Promotions {
 /// Records of a component go only with the component, and each one this service made took the
 /// count of records before it plus one: so that count plus one is the next number, and numbers
 /// are never read back out of names (a name such as `api-production-18446744073709551615` can
-/// neither overflow the numbering nor move it). A name already taken is skipped.
-fn next_name(component: &str, environment: &str, earlier: &[pb::Promotion]) -> String {
-    let taken: std::collections::HashSet<&str> = earlier
+/// neither overflow the numbering nor move it). A name already taken is skipped. `None` when the
+/// numbers have run out: never a wrapped or repeated number.
+fn next_name(component: &str, environment: &str, earlier: &[pb::Promotion]) -> Option<String> {
+    let taken: HashSet<&str> = earlier
         .iter()
         .filter_map(|p| p.metadata.as_ref().map(|m| m.name.as_str()))
         .collect();
-    let first = u64::try_from(earlier.len())
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
+    numbered_after(component, environment, earlier.len(), &taken)
+}
+
+/// The first `{component}-{environment}-{n}` after `count` records that is not taken; `None`
+/// when the numbers run out.
+fn numbered_after(
+    component: &str,
+    environment: &str,
+    count: usize,
+    taken: &HashSet<&str>,
+) -> Option<String> {
+    let first = u64::try_from(count).ok()?.checked_add(1)?;
     (first..=u64::MAX)
         .map(|n| numbered(component, environment, n))
         .find(|name| !taken.contains(name.as_str()))
-        .expect("fewer records than numbers")
 }
 
 /// `{component}-{environment}-{n}`, the component shortened to fit a DNS label.
@@ -193,9 +211,12 @@ mod tests {
 
     #[test]
     fn names_count_the_component_s_records() {
-        assert_eq!(next_name("api", "staging", &[]), "api-staging-1");
+        assert_eq!(next_name("api", "staging", &[]).unwrap(), "api-staging-1");
         let earlier = mk_promotions(&["api-staging-1", "api-production-2"]);
-        assert_eq!(next_name("api", "production", &earlier), "api-production-3");
+        assert_eq!(
+            next_name("api", "production", &earlier).unwrap(),
+            "api-production-3"
+        );
     }
 
     #[test]
@@ -205,20 +226,45 @@ mod tests {
             "api-production-18446744073709551615",
             "api-production-99999999999999999999999",
         ]);
-        assert_eq!(next_name("api", "production", &earlier), "api-production-4");
+        assert_eq!(
+            next_name("api", "production", &earlier).unwrap(),
+            "api-production-4"
+        );
+    }
+
+    #[test]
+    fn numbers_run_out_with_an_error_not_a_repeat() {
+        let none = HashSet::new();
+        assert_eq!(numbered_after("api", "production", usize::MAX, &none), None);
+        let last = format!("api-production-{}", u64::MAX);
+        assert_eq!(
+            numbered_after("api", "production", usize::MAX - 1, &none),
+            Some(last.clone())
+        );
+        let taken = HashSet::from([last.as_str()]);
+        assert_eq!(
+            numbered_after("api", "production", usize::MAX - 1, &taken),
+            None
+        );
     }
 
     #[test]
     fn a_taken_name_is_skipped() {
         let earlier = mk_promotions(&["api-staging-1", "api-production-3"]);
-        assert_eq!(next_name("api", "production", &earlier), "api-production-4");
-        assert_eq!(next_name("api", "staging", &earlier), "api-staging-3");
+        assert_eq!(
+            next_name("api", "production", &earlier).unwrap(),
+            "api-production-4"
+        );
+        assert_eq!(
+            next_name("api", "staging", &earlier).unwrap(),
+            "api-staging-3"
+        );
     }
 
     #[test]
     fn long_names_keep_their_number_within_a_dns_label() {
         let component = "a".repeat(60);
-        let name = next_name(&component, "production", &mk_promotions(&["x"]));
+        let name = next_name(&component, "production", &mk_promotions(&["x"])).unwrap();
         assert!(name.len() <= 63, "{name}");
         assert!(name.ends_with("a-2"), "{name}");
     }

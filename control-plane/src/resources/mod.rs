@@ -304,7 +304,8 @@ impl Resources {
     }
 
     /// Lists objects of `kind` in `namespace` (every namespace if empty) matching `selector`,
-    /// `page_size` at a time (0: all) starting after `page_token`.
+    /// `page_size` at a time (0: all, for the control plane's own callers) starting after
+    /// `page_token`. A page also ends before it holds more than [`PAGE_BYTES`] of objects.
     pub async fn list(
         &self,
         kind: Kind,
@@ -313,36 +314,46 @@ impl Resources {
         page_size: usize,
         page_token: &str,
     ) -> Result<Page, Error> {
+        let after = match page_token {
+            "" => None,
+            token => Some(key_of_page_token(kind, token)?),
+        };
         let store = self.store.clone();
         let namespace = (!namespace.is_empty()).then(|| namespace.to_string());
-        let (records, revision) =
-            tokio::task::spawn_blocking(move || store.list(kind, namespace.as_deref()))
-                .await
-                .map_err(joined)??;
-        let mut items = Vec::new();
-        let mut next_page_token = String::new();
-        for record in records {
-            if let Some((ns, name)) = page_token.split_once('/')
-                && (record.key.namespace.as_str(), record.key.name.as_str()) <= (ns, name)
-            {
-                continue;
+        if page_size == 0 {
+            let (records, revision) =
+                tokio::task::spawn_blocking(move || store.list(kind, namespace.as_deref()))
+                    .await
+                    .map_err(joined)??;
+            let mut items = Vec::new();
+            for record in records {
+                if after.as_ref().is_some_and(|after| record.key <= *after) {
+                    continue;
+                }
+                let object = decode(&record)?;
+                if selector.matches(&object.meta().labels) {
+                    items.push(object);
+                }
             }
-            let object = decode(&record)?;
-            if !selector.matches(&object.meta().labels) {
-                continue;
-            }
-            if page_size > 0 && items.len() == page_size {
-                next_page_token =
-                    page_token_of(&items.last().map(Object::key).expect("page is full"));
-                break;
-            }
-            items.push(object);
+            return Ok(Page {
+                items,
+                next_page_token: String::new(),
+                revision,
+            });
         }
-        Ok(Page {
-            items,
-            next_page_token,
-            revision,
+        let selector = selector.clone();
+        tokio::task::spawn_blocking(move || {
+            page(
+                &*store,
+                kind,
+                namespace.as_deref(),
+                &selector,
+                page_size,
+                after,
+            )
         })
+        .await
+        .map_err(joined)?
     }
 
     /// Reads and decodes one object with its record.
@@ -373,8 +384,94 @@ fn typed<T: Typed>(key: &ObjectKey, object: Object) -> Result<T, Error> {
     })
 }
 
+/// Objects in a page of a `List` that names no page size.
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// Most objects a `List` may ask for in one page.
+pub const MAX_PAGE_SIZE: u32 = 5_000;
+
+/// A `List` request's `pageSize` as a page size: 0 means [`DEFAULT_PAGE_SIZE`]; more than
+/// [`MAX_PAGE_SIZE`] is refused with a message that says to page.
+pub fn page_size(requested: u32) -> Result<usize, Error> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE as usize),
+        n if n <= MAX_PAGE_SIZE => Ok(n as usize),
+        n => Err(Error::invalid(
+            "ListRequest",
+            "pageSize",
+            format!(
+                "{n} is more than {MAX_PAGE_SIZE} objects per page; ask for at most {MAX_PAGE_SIZE} and page through the rest with nextPageToken"
+            ),
+        )),
+    }
+}
+
+/// Most bytes of stored objects one page holds, whatever its page size, so that a page of
+/// large objects still fits in a gRPC message (4 MiB by default).
+pub const PAGE_BYTES: usize = 3 * 1024 * 1024;
+
+/// One page of `kind` after `after`: up to `page_size` objects matching `selector`, read from
+/// the store a batch at a time, so neither the kind nor what the selector skips is ever held
+/// whole. The token is set only when a further match exists.
+fn page(
+    store: &dyn Store,
+    kind: Kind,
+    namespace: Option<&str>,
+    selector: &LabelSelector,
+    page_size: usize,
+    mut after: Option<ObjectKey>,
+) -> Result<Page, Error> {
+    let mut items: Vec<Object> = Vec::new();
+    let mut bytes = 0;
+    let mut revision = None;
+    // One more than a page, to learn whether another page follows without a second read.
+    let batch = page_size.saturating_add(1);
+    loop {
+        let (records, read_at) = store.list_page(kind, namespace, after.as_ref(), batch)?;
+        revision.get_or_insert(read_at);
+        let exhausted = records.len() < batch;
+        for record in records {
+            after = Some(record.key.clone());
+            let object = decode(&record)?;
+            if !selector.matches(&object.meta().labels) {
+                continue;
+            }
+            let full = items.len() == page_size
+                || (!items.is_empty() && bytes + record.value.len() > PAGE_BYTES);
+            if full {
+                let last = items.last().map(Object::key).expect("a full page");
+                return Ok(Page {
+                    items,
+                    next_page_token: page_token_of(&last),
+                    revision: revision.unwrap_or_default(),
+                });
+            }
+            bytes += record.value.len();
+            items.push(object);
+        }
+        if exhausted {
+            return Ok(Page {
+                items,
+                next_page_token: String::new(),
+                revision: revision.unwrap_or_default(),
+            });
+        }
+    }
+}
+
 fn page_token_of(key: &ObjectKey) -> String {
     format!("{}/{}", key.namespace, key.name)
+}
+
+/// The key a page token written by [`page_token_of`] names.
+fn key_of_page_token(kind: Kind, token: &str) -> Result<ObjectKey, Error> {
+    let (namespace, name) = token.split_once('/').ok_or_else(|| {
+        Error::invalid(
+            "ListRequest",
+            "pageToken",
+            format!("{token:?} is not a token this server returned; pass nextPageToken as it came"),
+        )
+    })?;
+    Ok(ObjectKey::new(kind, namespace, name))
 }
 
 /// Encodes an object for storage. `resourceVersion` is not stored: it is the record's revision.

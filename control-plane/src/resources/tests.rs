@@ -317,3 +317,54 @@ async fn templates_must_name_the_object_they_make() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn pages_follow_tokens_through_what_the_selector_skips() {
+    let resources = mk_resources();
+    for i in 0..10 {
+        let mut namespace = mk_namespace(&format!("ns-{i}"));
+        if i % 3 == 0 {
+            namespace
+                .meta_mut()
+                .labels
+                .insert("team".into(), "a".into());
+        }
+        resources
+            .apply(namespace, Origin::User, false)
+            .await
+            .unwrap();
+    }
+    let selector = LabelSelector::parse("team=a").unwrap();
+    let (mut names, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = resources
+            .list(Kind::Namespace, "", &selector, 2, &token)
+            .await
+            .unwrap();
+        pages += 1;
+        names.extend(page.items.iter().map(|o| o.meta().name.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(names, ["ns-0", "ns-3", "ns-6", "ns-9"]);
+    assert_eq!(pages, 2, "the last full page knows nothing follows");
+
+    let error = resources
+        .list(Kind::Namespace, "", &selector, 2, "no-slash")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("pageToken"), "{error}");
+}
+
+#[test]
+fn page_sizes_have_a_default_and_a_maximum_that_says_to_page() {
+    assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE as usize);
+    assert_eq!(page_size(MAX_PAGE_SIZE).unwrap(), MAX_PAGE_SIZE as usize);
+    let error = page_size(MAX_PAGE_SIZE + 1).unwrap_err().to_string();
+    assert!(
+        error.contains("pageSize") && error.contains("nextPageToken"),
+        "{error}"
+    );
+}

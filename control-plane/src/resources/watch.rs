@@ -2,7 +2,10 @@
 //! holds.
 //!
 //! A watch subscribes to live commits first, then replays the log from its start revision,
-//! then follows live commits, skipping those the replay already covered. A watcher that falls
+//! then follows live commits, skipping those the replay already covered. A watch from
+//! revision 0 starts with a snapshot instead: the objects as they stood at one revision, each
+//! an ADDED event carrying that revision (so resuming from any of them misses nothing), then a
+//! bookmark at it, then the changes after it. A watcher that falls
 //! behind the live channel goes back to the log; one that falls behind the log gets
 //! `Compacted` and must list again.
 
@@ -13,8 +16,8 @@ use tokio::sync::{broadcast, mpsc};
 use troupe_common::selector::LabelSelector;
 use troupe_common::{Kind, Object};
 
-use super::{Error, Resources, decode_bytes};
-use crate::store::{Event, EventType, Revision};
+use super::{Error, Resources, decode, decode_bytes, joined};
+use crate::store::{Event, EventType, Revision, snapshot};
 
 /// Events read from the log per step while catching up.
 const CATCH_UP_BATCH: usize = 1024;
@@ -56,7 +59,8 @@ pub struct WatchEvent {
     pub kind: WatchEventType,
     /// The object, except for bookmarks.
     pub object: Option<Object>,
-    /// Revision of the change.
+    /// Revision of the change; for the ADDED events of a snapshot, the snapshot's revision
+    /// (the object's own last change is its `resourceVersion`).
     pub revision: Revision,
 }
 
@@ -173,46 +177,35 @@ impl Resources {
         }
     }
 
-    /// Sends every current object as ADDED, then a bookmark; returns the snapshot revision.
+    /// Sends the objects as they stood at one revision, each as ADDED at that revision, then a
+    /// bookmark at it; returns the revision. Later changes follow from there, each once.
     async fn send_snapshot(&self, request: &WatchRequest, tx: &Sink) -> Result<Revision, Error> {
         let kinds: Vec<Kind> = if request.kinds.is_empty() {
             Kind::ALL.to_vec()
         } else {
             request.kinds.clone()
         };
-        // One revision for the whole snapshot: read it first, then catch up from it. Objects
-        // written meanwhile may show up both in the snapshot and as later events, which is
-        // harmless: each event carries the object's full state.
-        let revision = self.store.revision();
-        for kind in kinds {
-            let page = self
-                .list(kind, &request.namespace, &request.selector, 0, "")
-                .await?;
-            for object in page.items {
-                let revision = object.meta().resource_version;
-                if !send(
-                    tx,
-                    WatchEvent {
-                        kind: WatchEventType::Added,
-                        object: Some(object),
-                        revision,
-                    },
-                )
+        let store = self.store.clone();
+        let namespace = (!request.namespace.is_empty()).then(|| request.namespace.clone());
+        let (records, revision) =
+            tokio::task::spawn_blocking(move || snapshot(&*store, &kinds, namespace.as_deref()))
                 .await
-                {
-                    return Ok(revision);
-                }
+                .map_err(joined)??;
+        for record in records {
+            let object = decode(&record)?;
+            if !request.selector.matches(&object.meta().labels) {
+                continue;
+            }
+            let event = WatchEvent {
+                kind: WatchEventType::Added,
+                object: Some(object),
+                revision,
+            };
+            if !send(tx, event).await {
+                return Ok(revision);
             }
         }
-        send(
-            tx,
-            WatchEvent {
-                kind: WatchEventType::Bookmark,
-                object: None,
-                revision,
-            },
-        )
-        .await;
+        send(tx, bookmark(revision)).await;
         Ok(revision)
     }
 
@@ -284,3 +277,6 @@ fn bookmark(revision: Revision) -> WatchEvent {
 async fn send(tx: &Sink, event: WatchEvent) -> bool {
     tx.send(Ok(event)).await.is_ok()
 }
+
+#[cfg(test)]
+mod tests;

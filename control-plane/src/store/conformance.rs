@@ -52,6 +52,48 @@ pub fn get_put_list(store: &dyn Store) {
     assert_eq!(store.revision(), 5);
 }
 
+pub fn pages(store: &dyn Store) {
+    for (ns, name) in [
+        ("acme", "a"),
+        ("acme", "b"),
+        ("acme", "c"),
+        ("acmex", "a"),
+        ("beta", "a"),
+    ] {
+        put(store, &mk_key(Kind::Component, ns, name), name);
+    }
+    put(store, &mk_key(Kind::Project, "acme", "a"), "p");
+    put(store, &mk_key(Kind::ComponentType, "", "z"), "t");
+    let page = |ns: Option<&str>, after: Option<(&str, &str)>, limit| {
+        let after = after.map(|(ns, name)| mk_key(Kind::Component, ns, name));
+        let (records, revision) = store
+            .list_page(Kind::Component, ns, after.as_ref(), limit)
+            .unwrap();
+        assert_eq!(revision, 7);
+        names(&records)
+    };
+    assert_eq!(page(None, None, 2), ["acme/a", "acme/b"]);
+    assert_eq!(page(None, Some(("acme", "b")), 2), ["acme/c", "acmex/a"]);
+    assert_eq!(page(None, Some(("acmex", "a")), 2), ["beta/a"]);
+    assert!(
+        page(None, Some(("beta", "a")), 2).is_empty(),
+        "no other kind"
+    );
+    assert_eq!(
+        page(Some("acme"), Some(("acme", "a")), 5),
+        ["acme/b", "acme/c"]
+    );
+    assert!(
+        page(Some("acme"), Some(("acme", "c")), 5).is_empty(),
+        "no other namespace"
+    );
+    // A key that is not stored (deleted since the last page) still places the page.
+    assert_eq!(page(None, Some(("acme", "bb")), 1), ["acme/c"]);
+    // A key before the namespace starts at the namespace.
+    assert_eq!(page(Some("acmex"), Some(("acme", "z")), 5), ["acmex/a"]);
+    assert!(page(None, None, 0).is_empty());
+}
+
 pub fn transactions_are_atomic(store: &dyn Store) {
     let a = mk_key(Kind::Component, "acme", "a");
     let b = mk_key(Kind::Component, "acme", "b");
@@ -255,6 +297,10 @@ mod memory {
         super::get_put_list(&mk());
     }
     #[test]
+    fn pages() {
+        super::pages(&mk());
+    }
+    #[test]
     fn transactions_are_atomic() {
         super::transactions_are_atomic(&mk());
     }
@@ -295,6 +341,10 @@ mod sled {
     #[test]
     fn get_put_list() {
         super::get_put_list(&mk().0);
+    }
+    #[test]
+    fn pages() {
+        super::pages(&mk().0);
     }
     #[test]
     fn transactions_are_atomic() {

@@ -79,6 +79,25 @@ impl Store for MemoryStore {
         Ok((records, inner.revision))
     }
 
+    fn list_page(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Revision), StoreError> {
+        let (start, prefix) = keys::page_start(kind, namespace, after);
+        let inner = self.lock();
+        let records = inner
+            .objects
+            .range(start..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect();
+        Ok((records, inner.revision))
+    }
+
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
         let mut inner = self.lock();
         for (key, expected) in &txn.checks {

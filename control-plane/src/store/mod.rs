@@ -12,6 +12,7 @@
 
 mod memory;
 mod sled_store;
+mod snapshot;
 
 #[cfg(test)]
 mod conformance;
@@ -23,6 +24,7 @@ use troupe_common::{Kind, ObjectKey};
 
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
+pub use snapshot::snapshot;
 
 /// A store revision. Revision 0 is the empty store; each commit takes the next one.
 pub type Revision = u64;
@@ -195,6 +197,18 @@ pub trait Store: Send + Sync + 'static {
         namespace: Option<&str>,
     ) -> Result<(Vec<Record>, Revision), StoreError>;
 
+    /// Reads at most `limit` objects of `kind`, in `namespace` (all namespaces if `None`), the
+    /// first ones ordered after `after` (from the start if `None`), ordered by namespace and
+    /// name, together with the revision the page reflects. A page reads only the objects it
+    /// returns, so paging through a kind costs the same per page however large the kind grows.
+    fn list_page(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Revision), StoreError>;
+
     /// Commits `txn` atomically at the next revision and returns that revision. The commit is
     /// visible to reads at once; use [`wait_durable`] before telling anyone it happened.
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError>;
@@ -265,6 +279,25 @@ pub(crate) mod keys {
             out.push(0);
         }
         out
+    }
+
+    /// Where a page of `kind` (in `namespace`) after `after` starts, and the prefix every key of
+    /// the page has: the page ends at the first key without it.
+    pub fn page_start(
+        kind: Kind,
+        namespace: Option<&str>,
+        after: Option<&ObjectKey>,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let prefix = prefix(kind, namespace);
+        let start = match after.map(encode) {
+            // The first key after `after`: no name holds a NUL, so none sorts between.
+            Some(mut after) if after >= prefix => {
+                after.push(0);
+                after
+            }
+            _ => prefix.clone(),
+        };
+        (start, prefix)
     }
 
     /// Decodes a key written by [`encode`].

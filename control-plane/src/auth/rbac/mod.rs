@@ -207,7 +207,7 @@ async fn follow_watch(
             }
         }
         // Only a bookmark vouches that every change up to its revision has arrived (a
-        // snapshot's objects carry their own, older revisions).
+        // snapshot's objects all carry its revision, and more of them may follow).
         let ready = event.kind == WatchEventType::Bookmark
             && (events.is_empty() || unpublished >= COMPILE_AT_LEAST_EVERY);
         if !ready {

@@ -205,6 +205,31 @@ impl Store for SledStore {
         Ok((records, revision))
     }
 
+    fn list_page(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Revision), StoreError> {
+        let revision = self.revision.load(Ordering::SeqCst);
+        let (start, prefix) = keys::page_start(kind, namespace, after);
+        let (start, prefix) = (
+            [&[OBJECT], start.as_slice()].concat(),
+            [&[OBJECT], prefix.as_slice()].concat(),
+        );
+        let mut records = Vec::new();
+        for item in self.tree.range(start..) {
+            let (k, v) = item.map_err(engine)?;
+            if records.len() == limit || !k.starts_with(&prefix) {
+                break;
+            }
+            let key = keys::decode(&k[1..]).ok_or_else(|| corrupt(&k, "undecodable key"))?;
+            records.push(decode_record(key, &v)?);
+        }
+        Ok((records, revision))
+    }
+
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
         let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let revision = self.revision.load(Ordering::SeqCst) + 1;

@@ -9,10 +9,13 @@
 //!
 //! `troupe-bench write` measures durable Apply throughput and latency with and without
 //! authentication, against raw sled: see `write.rs`.
+//!
+//! `troupe-bench list` times `List` pages as the store grows: see `list.rs`.
 
 mod agents;
 mod api;
 mod kube;
+mod list;
 mod propagate;
 mod render;
 mod rerender;
@@ -45,6 +48,12 @@ enum Bench {
         /// the disk.
         #[arg(long)]
         in_memory: bool,
+    },
+    /// List page by page as the store grows: time per page at each size.
+    List {
+        /// Components in the store at each measurement (ascending; one store grows).
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        sizes: Vec<usize>,
     },
     /// Render throughput of one component release vs raw minijinja.
     Render {
@@ -149,6 +158,11 @@ async fn main() -> anyhow::Result<()> {
             clients,
             in_memory,
         } => write::write(seconds, clients, in_memory).await,
+        Bench::List { sizes } => {
+            let figures = list::run(sizes).await?;
+            println!("{}", serde_json::Value::Object(figures));
+            Ok(())
+        }
         Bench::Render {
             seconds,
             components,
