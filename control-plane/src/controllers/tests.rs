@@ -41,6 +41,16 @@ impl Store for FlakyStore {
         self.inner.list(kind, namespace)
     }
 
+    fn list_page(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Revision), StoreError> {
+        self.inner.list_page(kind, namespace, after, limit)
+    }
+
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
         let writes_release = txn
             .ops
