@@ -326,36 +326,33 @@ impl KubeApplier {
             incomplete: pruned.is_err(),
             ..Applied::default()
         };
+        // Applied objects' statuses come from the board, which watches keep current; the
+        // others' are what the outcome says.
         let mut unapplied = Vec::new();
         let mut keys = Vec::new();
+        let mut slots = Vec::with_capacity(outcomes.len());
         for outcome in outcomes.into_iter().flatten() {
             match outcome {
                 Outcome::Applied { status, key, .. } => {
                     self.board.record(release, status);
                     keys.push(key);
+                    slots.push(None);
                 }
                 Outcome::Failed(status) => {
                     applied.failed.push(status.id.clone());
-                    unapplied.push(status);
+                    unapplied.push(status.clone());
+                    slots.push(Some(status));
                 }
-                Outcome::Refused(status) => unapplied.push(status),
+                Outcome::Refused(status) => {
+                    unapplied.push(status.clone());
+                    slots.push(Some(status));
+                }
             }
         }
         let mut on_board = self.board.settle(release, &keys).into_iter();
-        let mut not_applied = unapplied.iter();
-        applied.statuses = manifests
-            .iter()
-            .map(|m| {
-                let id = match m {
-                    Ok(m) => &m.status.id,
-                    Err(s) => &s.id,
-                };
-                if applied.failed.contains(id) || unapplied.iter().any(|s| &s.id == id) {
-                    not_applied.next().cloned()
-                } else {
-                    on_board.next()
-                }
-            })
+        applied.statuses = slots
+            .into_iter()
+            .map(|slot| slot.or_else(|| on_board.next()))
             .collect::<Option<Vec<_>>>()
             .unwrap_or_default();
         let mut held = self.unapplied.lock().unwrap_or_else(|e| e.into_inner());
