@@ -210,7 +210,9 @@ impl Worker {
                     }
                 }
                 _ = health_changed(changes.as_deref()) => {
-                    if self.core.refresh_health() {
+                    let mut changed = self.core.refresh_health();
+                    changed |= self.core.restore_deleted().await;
+                    if changed {
                         self.report_changes().await;
                     }
                 }

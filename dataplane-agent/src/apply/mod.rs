@@ -59,6 +59,12 @@ pub trait Applier: Send + Sync {
     fn health_changes(&self) -> Option<Arc<Notify>> {
         None
     }
+
+    /// The releases with an object someone else deleted since the last call, to apply again
+    /// without waiting for the drift pass; empty for appliers that do not watch.
+    fn drifted(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What an apply did.

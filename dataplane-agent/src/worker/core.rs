@@ -213,6 +213,26 @@ impl Core {
         changed
     }
 
+    /// Applies again, at once, the releases an object of which someone else deleted.
+    /// Returns true when health changed.
+    pub(super) async fn restore_deleted(&mut self) -> bool {
+        let mut changed = false;
+        for release in self.applier.drifted() {
+            let Some(held) = self.held.get(&release).cloned() else {
+                continue;
+            };
+            if held.is_pending() || self.removing.contains_key(&release) {
+                continue;
+            }
+            tracing::info!(%release, "an object was deleted by someone else; applying again");
+            match self.apply(held, false).await {
+                Ok(c) => changed |= c,
+                Err(e) => tracing::warn!(%release, error = %e, "could not re-apply"),
+            }
+        }
+        changed
+    }
+
     /// When the next retry is due, if any.
     pub(super) fn next_retry(&self) -> Option<Instant> {
         let applies = self.retries.values().map(|r| r.at);

@@ -276,3 +276,18 @@ fn a_refused_prune_is_retried_and_the_release_goes_once_it_succeeds() {
         )
     });
 }
+
+#[test]
+fn an_object_someone_deletes_is_re_created_at_once_not_at_the_next_drift_pass() {
+    let (_runtime, kube) = mk_cluster();
+    let platform = Platform::builder().examples().start();
+    // Drift passes five minutes apart: only the watch can bring the object back in time.
+    let _agent = platform.register_kube_agent("acme/local", "k8s", &kube, 300);
+    let name = deploy_api(&platform, &kube);
+    assert!(kube.delete("deployments", TARGET, &name));
+    eventually(
+        "the Deployment is back",
+        std::time::Duration::from_secs(20),
+        || check(kube.get("deployments", TARGET, &name), Option::is_some),
+    );
+}

@@ -4,10 +4,11 @@
 //!
 //! A watch event recomputes the health of the object it names; when that changes, the board
 //! notifies [`Board::changed`], and the agent reads the board
-//! ([`crate::apply::Applier::health`]) and reports. A deleted object is `Degraded` until the
-//! next drift pass re-creates it.
+//! ([`crate::apply::Applier::health`]) and reports. An object of a release that someone
+//! deleted is `Degraded`, and its release is listed for the worker to apply again at once
+//! ([`Board::take_drifted`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kube::ResourceExt;
@@ -57,6 +58,8 @@ impl ObjectKey {
 pub struct Board {
     /// By release id; never locked across an `.await`.
     releases: Mutex<HashMap<String, Vec<ReleaseResourceStatus>>>,
+    /// Releases with an object someone deleted, for the worker to apply again.
+    drifted: Mutex<BTreeSet<String>>,
     changed: Arc<Notify>,
 }
 
@@ -104,15 +107,21 @@ impl Board {
         self.releases().get(release).cloned()
     }
 
+    /// Takes the releases with an object someone deleted since the last call.
+    pub fn take_drifted(&self) -> Vec<String> {
+        let mut drifted = self.drifted.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *drifted).into_iter().collect()
+    }
+
     /// Sets the health of one object of `release`, if the board holds it, and notifies when
-    /// it changed.
-    fn observe(&self, release: &str, key: &ObjectKey, health: Health) {
+    /// it changed. Returns whether the board holds it.
+    fn observe(&self, release: &str, key: &ObjectKey, health: Health) -> bool {
         let mut releases = self.releases();
         let Some(entry) = releases
             .get_mut(release)
             .and_then(|entries| entries.iter_mut().find(|e| ObjectKey::of(e) == *key))
         else {
-            return;
+            return false;
         };
         if entry.health != health.health || entry.message != health.message {
             tracing::debug!(%release, kind = %key.kind, name = %key.name, health = health.health.as_str(), "health changed");
@@ -121,6 +130,7 @@ impl Board {
             drop(releases);
             self.changed.notify_one();
         }
+        true
     }
 
     /// Applies one watch event about an object of kind `resource`.
@@ -141,8 +151,7 @@ impl Board {
         let health = if deleted {
             Health {
                 health: Degraded,
-                message: "deleted by someone other than the agent; the next resync re-creates it"
-                    .into(),
+                message: "deleted by someone other than the agent; re-creating it".into(),
             }
         } else {
             match serde_json::to_value(object) {
@@ -153,7 +162,14 @@ impl Board {
                 },
             }
         };
-        self.observe(&release, &key, health);
+        if self.observe(&release, &key, health) && deleted {
+            // Still part of its release: the worker applies the release again at once.
+            self.drifted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(release);
+            self.changed.notify_one();
+        }
     }
 }
 

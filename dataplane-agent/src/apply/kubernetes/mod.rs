@@ -507,4 +507,8 @@ impl Applier for KubeApplier {
     fn health_changes(&self) -> Option<Arc<Notify>> {
         Some(self.board.changed())
     }
+
+    fn drifted(&self) -> Vec<String> {
+        self.board.take_drifted()
+    }
 }
