@@ -4,8 +4,8 @@
 //!
 //! A watch event recomputes the health of the object it names; when that changes, the board
 //! notifies [`Board::changed`], and the agent reads the board
-//! ([`crate::apply::Applier::health`]) and reports. An object of a release that someone
-//! deleted is `Degraded`, and its release is listed for the worker to apply again at once
+//! ([`crate::apply::Applier::health`]) and reports. An object of a release that was deleted
+//! is `Degraded`, and its release is listed for the worker to apply again at once
 //! ([`Board::take_drifted`]).
 
 use std::collections::{BTreeSet, HashMap};
@@ -114,14 +114,14 @@ impl Board {
     }
 
     /// Sets the health of one object of `release`, if the board holds it, and notifies when
-    /// it changed. Returns whether the board holds it.
-    fn observe(&self, release: &str, key: &ObjectKey, health: Health) -> bool {
+    /// it changed.
+    fn observe(&self, release: &str, key: &ObjectKey, health: Health) {
         let mut releases = self.releases();
         let Some(entry) = releases
             .get_mut(release)
             .and_then(|entries| entries.iter_mut().find(|e| ObjectKey::of(e) == *key))
         else {
-            return false;
+            return;
         };
         if entry.health != health.health || entry.message != health.message {
             tracing::debug!(%release, kind = %key.kind, name = %key.name, health = health.health.as_str(), "health changed");
@@ -130,7 +130,6 @@ impl Board {
             drop(releases);
             self.changed.notify_one();
         }
-        true
     }
 
     /// Applies one watch event about an object of kind `resource`.
@@ -162,8 +161,11 @@ impl Board {
                 },
             }
         };
-        if self.observe(&release, &key, health) && deleted {
-            // Still part of its release: the worker applies the release again at once.
+        self.observe(&release, &key, health);
+        if deleted {
+            // The worker applies the release again at once: the object comes back if it is
+            // still part of it (before the board even knew of it, too); if the agent pruned
+            // it, that apply changes nothing and sends nothing.
             self.drifted
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
