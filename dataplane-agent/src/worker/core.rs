@@ -194,40 +194,38 @@ impl Core {
 
     /// Re-applies everything held, correcting drift. Returns true when health changed.
     pub(super) async fn correct_drift(&mut self) -> bool {
-        let releases: Vec<Held> = self.held.values().cloned().collect();
-        let mut changed = false;
-        // A release only written ahead of its first apply has nothing acknowledged to keep;
-        // one being removed is not re-created.
-        let removing = &self.removing;
-        let releases: Vec<Held> = releases
-            .into_iter()
-            .filter(|h| !h.is_pending() && !removing.contains_key(&h.release))
-            .collect();
-        for held in releases {
-            let release = held.release.clone();
-            match self.apply(held, false).await {
-                Ok(c) => changed |= c,
-                Err(e) => tracing::warn!(%release, error = %e, "could not re-apply"),
-            }
-        }
-        changed
+        let releases: Vec<String> = self.held.keys().cloned().collect();
+        self.reapply(releases, "could not re-apply").await
     }
 
     /// Applies again, at once, the releases an object of which someone else deleted.
     /// Returns true when health changed.
     pub(super) async fn restore_deleted(&mut self) -> bool {
+        let releases = self.applier.drifted();
+        if !releases.is_empty() {
+            tracing::info!(
+                ?releases,
+                "objects were deleted by someone else; applying again"
+            );
+        }
+        self.reapply(releases, "could not re-apply").await
+    }
+
+    /// Applies the held `releases` again, saying `failed` when one fails. A release only
+    /// written ahead of its first apply has nothing acknowledged to keep, and one being
+    /// removed is not re-created: both are skipped. Returns true when health changed.
+    async fn reapply(&mut self, releases: Vec<String>, failed: &str) -> bool {
         let mut changed = false;
-        for release in self.applier.drifted() {
+        for release in releases {
             let Some(held) = self.held.get(&release).cloned() else {
                 continue;
             };
             if held.is_pending() || self.removing.contains_key(&release) {
                 continue;
             }
-            tracing::info!(%release, "an object was deleted by someone else; applying again");
             match self.apply(held, false).await {
                 Ok(c) => changed |= c,
-                Err(e) => tracing::warn!(%release, error = %e, "could not re-apply"),
+                Err(e) => tracing::warn!(%release, error = %e, "{failed}"),
             }
         }
         changed
@@ -286,23 +284,14 @@ impl Core {
     /// Re-applies the releases that wait for an object no release owns any more (its owner
     /// was removed). Returns true when health changed.
     pub(super) async fn apply_waiting(&mut self) -> bool {
-        let waiting: Vec<Held> = self
+        let waiting: Vec<String> = self
             .held
             .values()
-            .filter(|h| !h.is_pending() && self.waits_for_free_object(h))
-            .cloned()
+            .filter(|h| self.waits_for_free_object(h))
+            .map(|h| h.release.clone())
             .collect();
-        let mut changed = false;
-        for held in waiting {
-            let release = held.release.clone();
-            match self.apply(held, false).await {
-                Ok(c) => changed |= c,
-                Err(e) => {
-                    tracing::warn!(%release, error = %e, "could not apply what it waited for")
-                }
-            }
-        }
-        changed
+        self.reapply(waiting, "could not apply what it waited for")
+            .await
     }
 
     fn waits_for_free_object(&self, held: &Held) -> bool {
