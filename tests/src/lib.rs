@@ -32,6 +32,33 @@ pub use poll::{Observation, PATIENCE, check, eventually};
 pub use proxy::Proxy;
 pub use server::{Bearer, Client, Connection, Server};
 
+/// Component `c{i}` of the example `service` type and its Workload (namespace acme, project
+/// shop), deploying on its own to the first environment: a Deployment whose container has
+/// `SEQ={seq}`, a ConfigMap of one file and a Service without routes.
+pub fn service_component(i: usize, seq: u64) -> String {
+    format!(
+        "apiVersion: troupe.dev/v1alpha1
+kind: Component
+metadata: {{name: c{i}, namespace: acme}}
+spec:
+  owner: {{projectName: shop}}
+  componentType: {{name: deployment/service}}
+  autoDeploy: true
+---
+apiVersion: troupe.dev/v1alpha1
+kind: Workload
+metadata: {{name: c{i}, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: c{i}}}
+  container:
+    image: ghcr.io/acme/c{i}:1.0.0
+    env: [{{key: SEQ, value: \"{seq}\"}}]
+    files: [{{key: app.yaml, mountPath: /etc/app.yaml, value: \"n: {i}\"}}]
+  endpoints: [{{name: http, type: HTTP, port: 8080, visibility: []}}]
+"
+    )
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

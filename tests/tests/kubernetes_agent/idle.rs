@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use troupe_tests::kube_api::KubeApi;
-use troupe_tests::{Platform, check, eventually};
+use troupe_tests::{Platform, check, eventually, service_component};
 
 use super::{TARGET, mk_cluster};
 
@@ -15,28 +15,7 @@ const RELEASES: usize = 100;
 /// ConfigMap of files and a Service each.
 fn components() -> String {
     (0..RELEASES)
-        .map(|i| {
-            format!(
-                "apiVersion: troupe.dev/v1alpha1
-kind: Component
-metadata: {{name: c{i}, namespace: acme}}
-spec:
-  owner: {{projectName: shop}}
-  componentType: {{name: deployment/service}}
-  autoDeploy: true
----
-apiVersion: troupe.dev/v1alpha1
-kind: Workload
-metadata: {{name: c{i}, namespace: acme}}
-spec:
-  owner: {{projectName: shop, componentName: c{i}}}
-  container:
-    image: ghcr.io/acme/c{i}:1.0.0
-    files: [{{key: app.yaml, mountPath: /etc/app.yaml, value: \"n: {i}\"}}]
-  endpoints: [{{name: http, type: HTTP, port: 8080, visibility: []}}]
-"
-            )
-        })
+        .map(|i| service_component(i, 0))
         .collect::<Vec<_>>()
         .join("---\n")
 }

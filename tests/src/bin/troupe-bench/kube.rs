@@ -21,6 +21,7 @@ use troupe_common::pb::v1alpha1::DataPlaneIdentity;
 use troupe_common::pb::v1alpha1::data_plane_service_client::DataPlaneServiceClient;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 use troupe_tests::kube_api::KubeApi;
+use troupe_tests::service_component;
 
 use super::agents::{ControlPlane, apply_yaml, free_loopback_address};
 use super::{PLATFORM, round2};
@@ -33,31 +34,6 @@ pub struct Options {
     pub seconds: u64,
     /// The agent's drift pass interval, seconds.
     pub resync_interval: u64,
-}
-
-/// Component `c{i}` and its Workload, `seq` in its environment.
-fn component(i: usize, seq: u64) -> String {
-    format!(
-        "apiVersion: troupe.dev/v1alpha1
-kind: Component
-metadata: {{name: c{i}, namespace: acme}}
-spec:
-  owner: {{projectName: shop}}
-  componentType: {{name: deployment/service}}
-  autoDeploy: true
----
-apiVersion: troupe.dev/v1alpha1
-kind: Workload
-metadata: {{name: c{i}, namespace: acme}}
-spec:
-  owner: {{projectName: shop, componentName: c{i}}}
-  container:
-    image: ghcr.io/acme/c{i}:1.0.0
-    env: [{{key: BENCH_SEQ, value: \"{seq}\"}}]
-    files: [{{key: app.yaml, mountPath: /etc/app.yaml, value: \"n: {i}\"}}]
-  endpoints: [{{name: http, type: HTTP, port: 8080, visibility: []}}]
-"
-    )
 }
 
 /// The resourceVersion of every object the API server holds of the kinds a release has.
@@ -140,7 +116,7 @@ pub async fn run(options: Options) -> anyhow::Result<serde_json::Map<String, ser
     eprintln!("deploying {} releases …", options.releases);
     let started = Instant::now();
     for i in 0..options.releases {
-        apply_yaml(&mut resources, &component(i, 0)).await?;
+        apply_yaml(&mut resources, &service_component(i, 0)).await?;
     }
     let expected = options.releases;
     until(
@@ -168,7 +144,7 @@ pub async fn run(options: Options) -> anyhow::Result<serde_json::Map<String, ser
     eprintln!("changing one component …");
     let before = versions(&kube);
     kube.clear_requests();
-    apply_yaml(&mut resources, &component(0, 1)).await?;
+    apply_yaml(&mut resources, &service_component(0, 1)).await?;
     until(
         Duration::from_secs(120),
         "the change did not arrive",
@@ -176,10 +152,7 @@ pub async fn run(options: Options) -> anyhow::Result<serde_json::Map<String, ser
             kube.list("deployments", "").iter().any(|d| {
                 d["spec"]["template"]["spec"]["containers"][0]["env"]
                     .as_array()
-                    .is_some_and(|env| {
-                        env.iter()
-                            .any(|e| e["name"] == "BENCH_SEQ" && e["value"] == "1")
-                    })
+                    .is_some_and(|env| env.iter().any(|e| e["name"] == "SEQ" && e["value"] == "1"))
             })
         },
     )
