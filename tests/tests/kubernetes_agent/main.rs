@@ -234,6 +234,17 @@ fn a_refused_prune_is_retried_and_the_release_goes_once_it_succeeds() {
     let platform = Platform::builder().examples().start();
     let _agent = platform.register_kube_agent("acme/local", "k8s", &kube, 30);
     let name = deploy_api(&platform, &kube);
+    // Only a Release recorded as applied waits for its prune; one deleted before its first
+    // ack is written goes at once (the agent still prunes what it holds).
+    eventually("the Release is recorded as applied", PATIENCE, || {
+        check(
+            platform.get_json("release", "acme", "api-development"),
+            |r| {
+                r.as_ref()
+                    .is_some_and(|r| r["status"]["appliedGeneration"] == "1")
+            },
+        )
+    });
     kube.refuse(
         "DELETE",
         "deployments",
