@@ -78,6 +78,7 @@ impl Hub {
             report_due: false,
             counts: pb::SyncComplete::default(),
             stalled: AtomicBool::new(false),
+            fault: None,
         };
         tokio::spawn(session.run(inbound));
         Ok(ReceiverStream::new(rx))
@@ -99,6 +100,9 @@ struct Session {
     counts: pb::SyncComplete,
     /// Set when the agent stopped reading its stream.
     stalled: AtomicBool,
+    /// Set when the store failed under the session; it ends, and the agent's next session
+    /// starts over.
+    fault: Option<String>,
 }
 
 enum End {
@@ -235,6 +239,9 @@ impl Session {
         let permit_deadline = tokio::time::Instant::now() + hub.config.heartbeat * 3;
         loop {
             self.send_work(work, &mut permit).await;
+            if let Some(fault) = self.fault.take() {
+                return End::Status(Status::unavailable(fault));
+            }
             if self.stalled.load(Ordering::Relaxed) {
                 return End::Status(Status::deadline_exceeded(format!(
                     "the agent has not read its stream for {:?}; reconnect",
@@ -399,7 +406,8 @@ impl Session {
         Ok(())
     }
 
-    /// Brings one release id in line. Returns false when the stream is closed.
+    /// Brings one release id in line. Returns false when the session must end (the stream
+    /// closed, or the store failed).
     async fn look_at(&mut self, id: &str) -> bool {
         if self.in_flight.contains_key(id) {
             // Looked at again once its ack arrives.
@@ -462,6 +470,12 @@ impl Session {
             return true;
         };
         let meta = release.metadata.clone().unwrap_or_default();
+        // The store may hold content newer than the index saw, not yet on disk: an agent
+        // must never apply what a crash could take back.
+        if let Err(e) = self.hub.resources.durable(meta.resource_version).await {
+            self.fault = Some(format!("the control plane's store failed: {e}; reconnect"));
+            return false;
+        }
         let spec = release.spec.unwrap_or_default();
         let generation = meta.generation.max(desired.generation);
         let manifests = encode_manifests(&spec.resources);

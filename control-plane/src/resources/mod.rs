@@ -271,6 +271,12 @@ impl Resources {
         Ok((value, revision))
     }
 
+    /// Waits until every commit up to `revision` is on disk. What goes out of the control
+    /// plane (watch events, releases sent to agents) waits for this first.
+    pub async fn durable(&self, revision: Revision) -> Result<(), Error> {
+        Ok(wait_durable(&*self.store, revision).await?)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         // The lock guards no data, only ordering; a panic while holding it leaves nothing
         // inconsistent behind.

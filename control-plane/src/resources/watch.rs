@@ -8,6 +8,12 @@
 //! bookmark at it, then the changes after it. A watcher that falls
 //! behind the live channel goes back to the log; one that falls behind the log gets
 //! `Compacted` and must list again.
+//!
+//! Durable before visible: a commit is readable (and in the live channel) before it is on
+//! disk, so nothing goes out before the store says it is durable. A watcher that saw a change
+//! a crash then took back would hold state the store forgot, and the revision would later be
+//! reused for other content. Waiting costs nothing extra: the writer of the change waits for
+//! the same flush before it answers, and the watch asks for one if nobody has.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,6 +158,7 @@ impl Resources {
                         if first.revision <= cursor {
                             continue;
                         }
+                        self.durable(first.revision).await?;
                         cursor = first.revision;
                         for event in commit.iter() {
                             if !self.send_event(&request, event, tx).await? {
@@ -191,6 +198,7 @@ impl Resources {
             tokio::task::spawn_blocking(move || snapshot(&*store, &kinds, namespace.as_deref()))
                 .await
                 .map_err(joined)??;
+        self.durable(revision).await?;
         for record in records {
             let object = decode(&record)?;
             if !request.selector.matches(&object.meta().labels) {
@@ -223,6 +231,7 @@ impl Resources {
             let Some(last) = events.last() else {
                 return Ok(cursor);
             };
+            self.durable(last.revision).await?;
             cursor = last.revision;
             for event in &events {
                 if !self.send_event(request, event, tx).await? {
@@ -278,5 +287,7 @@ async fn send(tx: &Sink, event: WatchEvent) -> bool {
     tx.send(Ok(event)).await.is_ok()
 }
 
+#[cfg(test)]
+mod durable_tests;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use super::{WatchEvent, WatchEventType, WatchRequest};
 use crate::resources::{Origin, Resources};
 use crate::store::{Revision, SledStore};
 
-fn mk_namespace(name: &str, generation: usize) -> Object {
+pub(super) fn mk_namespace(name: &str, generation: usize) -> Object {
     pb::Namespace {
         metadata: Some(pb::ObjectMeta {
             name: name.into(),
