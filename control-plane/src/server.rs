@@ -32,7 +32,7 @@ use crate::promotions::Promotions;
 use crate::releases::Releases;
 use crate::render::template::Limits;
 use crate::resources::{Origin, Resources};
-use crate::store::{MemoryStore, SledStore, Store};
+use crate::store::{MemoryStore, Retention, SledStore, Store};
 
 /// Default largest gRPC message the server accepts or sends.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// The budget of each render (fuel, output bytes, objects, forEach iterations).
     pub render: Limits,
+    /// What the store's event log keeps (revisions and bytes).
+    pub retention: Retention,
 }
 
 impl ServerConfig {
@@ -79,6 +81,7 @@ impl ServerConfig {
             api_names: vec!["localhost".into(), "127.0.0.1".into()],
             hub: HubConfig::default(),
             render: Limits::default(),
+            retention: Retention::default(),
             dev: false,
             auth: AuthConfig {
                 enabled: true,
@@ -207,7 +210,7 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     config.check_transport()?;
-    let store = open_store(config.data_dir.as_deref())?;
+    let store = open_store(config.data_dir.as_deref(), config.retention)?;
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
     let (domain, admin_token) =
         Domain::start(store.clone(), &config, admin_token_path.as_deref()).await?;
@@ -293,17 +296,20 @@ pub async fn run(
 }
 
 /// The sled store in `data_dir` (created if missing), or an in-memory store without one.
-fn open_store(data_dir: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Store>> {
+fn open_store(
+    data_dir: Option<&std::path::Path>,
+    retention: Retention,
+) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
             Arc::new(
-                SledStore::open(dir)
+                SledStore::open_with_retention(dir, retention)
                     .with_context(|| format!("opening the store in {}", dir.display()))?,
             )
         }
-        None => Arc::new(MemoryStore::new()),
+        None => Arc::new(MemoryStore::with_retention(retention)),
     })
 }
 

@@ -11,6 +11,7 @@ use crate::auth::AuthConfig;
 use crate::auth::oidc::IssuerConfig;
 use crate::render::template::Limits;
 use crate::server::{AUDIT_LOG, ApiTransport, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
+use crate::store::Retention;
 
 /// `println!` for the server's announcements, which never panics: a server whose standard
 /// output has been closed keeps serving.
@@ -85,6 +86,14 @@ pub struct ServerCmd {
     /// forEach items one render may iterate, resource entries and patches together.
     #[arg(long, default_value_t = Limits::default().max_iterations)]
     render_max_iterations: usize,
+    /// Revisions the event log keeps: a watch resumes from any of them; one further behind
+    /// must list again.
+    #[arg(long, default_value_t = Retention::default().revisions)]
+    event_log_revisions: u64,
+    /// Bytes of events the event log keeps at most, whatever the revisions (the newest commit
+    /// always stays).
+    #[arg(long, default_value_t = Retention::default().bytes)]
+    event_log_max_bytes: u64,
     /// Dev mode: load the sample platform and run an agent in this process for DataPlane
     /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
     #[arg(long)]
@@ -171,6 +180,10 @@ impl ServerCmd {
                 max_objects: self.render_max_objects,
                 max_iterations: self.render_max_iterations,
                 ..Limits::default()
+            },
+            retention: Retention {
+                revisions: self.event_log_revisions.max(1),
+                bytes: self.event_log_max_bytes,
             },
             dev: self.dev,
             auth: AuthConfig {

@@ -134,7 +134,9 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn a_controller_whose_watch_was_compacted_watches_again() {
     // The event log keeps 64 revisions; the live channel holds 4096 commits.
-    let store = Arc::new(MemoryStore::with_retention(64));
+    let store = Arc::new(MemoryStore::with_retention(
+        crate::store::Retention::revisions(64),
+    ));
     let resources = Arc::new(Resources::new(store.clone()));
     let releases = Arc::new(Releases::new(resources.clone()));
     tokio::spawn(BindingController::new(resources.clone(), releases).run());

@@ -278,6 +278,36 @@ pub fn compaction(store: &dyn Store, retention: u64) {
     );
 }
 
+/// The byte budget the stores under test keep their logs within.
+pub const LOG_BYTES: u64 = 50_000;
+
+/// A log of large values keeps within its byte budget, newest commits first.
+pub fn compaction_by_bytes(store: &dyn Store) {
+    let a = mk_key(Kind::Component, "acme", "a");
+    let value = "x".repeat(1_000);
+    for _ in 0..500 {
+        put(store, &a, &value);
+    }
+    let head = store.revision();
+    assert!(
+        matches!(store.events_after(0, 10), Err(StoreError::Compacted { .. })),
+        "500 commits of 1 kB do not fit in 50 kB"
+    );
+    // Within the budget, and at least nine tenths of it (less one commit) kept.
+    let mut kept = None;
+    for after in (0..head).rev() {
+        match store.events_after(after, usize::MAX) {
+            Ok(events) => kept = Some(events),
+            Err(_) => break,
+        }
+    }
+    let kept = kept.expect("the newest commits stay");
+    let bytes: usize = kept.iter().map(|e| e.value.len()).sum();
+    assert!(bytes as u64 <= LOG_BYTES, "{bytes} bytes kept");
+    assert!(kept.len() >= 40, "only {} commits kept", kept.len());
+    assert_eq!(kept.last().unwrap().revision, head);
+}
+
 pub async fn durability(store: &dyn Store) {
     let a = mk_key(Kind::Component, "acme", "a");
     let rev = put(store, &a, "1");
@@ -322,7 +352,18 @@ mod memory {
     }
     #[test]
     fn compaction() {
-        super::compaction(&MemoryStore::with_retention(300), 300);
+        super::compaction(
+            &MemoryStore::with_retention(crate::store::Retention::revisions(300)),
+            300,
+        );
+    }
+    #[test]
+    fn compaction_by_bytes() {
+        let retention = crate::store::Retention {
+            revisions: 100_000,
+            bytes: LOG_BYTES,
+        };
+        super::compaction_by_bytes(&MemoryStore::with_retention(retention));
     }
     #[tokio::test]
     async fn durability() {
@@ -372,9 +413,22 @@ mod sled {
         let dir = tempfile::tempdir().unwrap();
         // Sled compacts every 256 revisions, so the floor trails by up to that many.
         super::compaction(
-            &SledStore::open_with_retention(dir.path(), 300).unwrap(),
+            &SledStore::open_with_retention(dir.path(), crate::store::Retention::revisions(300))
+                .unwrap(),
             300,
         );
+    }
+    #[test]
+    fn compaction_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = crate::store::Retention {
+            revisions: 100_000,
+            bytes: LOG_BYTES,
+        };
+        super::compaction_by_bytes(&SledStore::open_with_retention(dir.path(), retention).unwrap());
+        // Reopened, the store knows what its log weighs and keeps within the budget.
+        let store = SledStore::open_with_retention(dir.path(), retention).unwrap();
+        super::compaction_by_bytes(&store);
     }
     #[tokio::test]
     async fn durability() {

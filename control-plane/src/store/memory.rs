@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
+use super::retention::{LogSize, event_bytes};
 use super::{
-    DEFAULT_EVENT_RETENTION, Durability, Event, EventType, LIVE_EVENTS, Op, Record, Revision,
-    Store, StoreError, Txn, keys,
+    Durability, Event, EventType, LIVE_EVENTS, Op, Record, Retention, Revision, Store, StoreError,
+    Txn, keys,
 };
 
 /// A [`Store`] held in memory.
@@ -17,7 +18,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     live: broadcast::Sender<Arc<[Event]>>,
     durable: watch::Sender<Durability>,
-    retention: u64,
+    retention: Retention,
 }
 
 #[derive(Default)]
@@ -27,21 +28,23 @@ struct Inner {
     revision: Revision,
     /// Events after this revision are all in `events`.
     compacted: Revision,
+    /// What `events` weighs, commit by commit.
+    size: LogSize,
 }
 
 impl MemoryStore {
     /// An empty store keeping the default number of revisions in its event log.
     pub fn new() -> Self {
-        Self::with_retention(DEFAULT_EVENT_RETENTION)
+        Self::with_retention(Retention::default())
     }
 
-    /// An empty store whose event log keeps the last `retention` revisions.
-    pub fn with_retention(retention: u64) -> Self {
+    /// An empty store whose event log keeps what `retention` says.
+    pub fn with_retention(retention: Retention) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             live: broadcast::channel(LIVE_EVENTS).0,
             durable: watch::channel(Durability::default()).0,
-            retention: retention.max(1),
+            retention,
         }
     }
 
@@ -157,8 +160,11 @@ impl Store for MemoryStore {
             return Ok(inner.revision);
         }
         inner.revision = revision;
+        for event in &events {
+            inner.size.add(revision, event_bytes(event));
+        }
         inner.events.extend(events.iter().cloned());
-        let floor = revision.saturating_sub(self.retention);
+        let floor = inner.size.compact(&self.retention, revision);
         while inner.events.front().is_some_and(|e| e.revision <= floor) {
             inner.events.pop_front();
         }

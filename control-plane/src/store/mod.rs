@@ -11,6 +11,7 @@
 //! while a flush is running share the next flush (group commit).
 
 mod memory;
+mod retention;
 mod sled_store;
 mod snapshot;
 
@@ -23,6 +24,7 @@ use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
 pub use memory::MemoryStore;
+pub use retention::{DEFAULT_EVENT_LOG_BYTES, DEFAULT_EVENT_RETENTION, Retention};
 pub use sled_store::SledStore;
 pub use snapshot::snapshot;
 
@@ -252,9 +254,6 @@ pub async fn wait_durable(store: &dyn Store, revision: Revision) -> Result<(), S
 /// Capacity of the live event channel, in commits; a watcher further behind resumes from the
 /// log.
 const LIVE_EVENTS: usize = 4096;
-
-/// Number of revisions the event log keeps by default.
-pub const DEFAULT_EVENT_RETENTION: u64 = 100_000;
 
 /// Storage-key encoding shared by the implementations: `[kind code][namespace]\0[name]`, so
 /// objects of one kind, and of one namespace within a kind, are contiguous and ordered.

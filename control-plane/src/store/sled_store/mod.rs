@@ -28,9 +28,10 @@ use std::collections::HashMap;
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
+use super::retention::{LogSize, event_bytes};
 use super::{
-    DEFAULT_EVENT_RETENTION, Durability, Event, EventType, LIVE_EVENTS, Op, Record, Revision,
-    Store, StoreError, Txn, keys,
+    Durability, Event, EventType, LIVE_EVENTS, Op, Record, Retention, Revision, Store, StoreError,
+    Txn, keys,
 };
 
 mod layout;
@@ -52,7 +53,9 @@ pub struct SledStore {
     commit_lock: Mutex<()>,
     revision: Arc<AtomicU64>,
     compacted: AtomicU64,
-    retention: u64,
+    retention: Retention,
+    /// What the event log weighs, commit by commit; changed under `commit_lock`.
+    log_size: Mutex<LogSize>,
     live: broadcast::Sender<Arc<[Event]>>,
     durable: watch::Sender<Durability>,
     /// Taken on drop, which stops the flusher thread.
@@ -80,12 +83,11 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
 impl SledStore {
     /// Opens (or creates) the store in `dir`, keeping the default event-log retention.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with_retention(dir, DEFAULT_EVENT_RETENTION)
+        Self::open_with_retention(dir, Retention::default())
     }
 
-    /// Opens (or creates) the store in `dir`; the event log keeps the last `retention`
-    /// revisions.
-    pub fn open_with_retention(dir: &Path, retention: u64) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store in `dir`; the event log keeps what `retention` says.
+    pub fn open_with_retention(dir: &Path, retention: Retention) -> Result<Self, StoreError> {
         let db = open_db(dir)?;
         let tree = db.open_tree("troupe").map_err(engine)?;
         match tree.get(META_FORMAT).map_err(engine)? {
@@ -105,6 +107,7 @@ impl SledStore {
         }
         let compacted = read_u64(&tree, META_COMPACTED)?;
         let revision = recover(&tree)?.unwrap_or(compacted);
+        let log_size = measure_log(&tree)?;
         let revision = Arc::new(AtomicU64::new(revision));
         let durable = watch::channel(Durability {
             revision: revision.load(Ordering::SeqCst),
@@ -119,7 +122,8 @@ impl SledStore {
             commit_lock: Mutex::new(()),
             revision,
             compacted: AtomicU64::new(compacted),
-            retention: retention.max(1),
+            retention,
+            log_size: Mutex::new(log_size),
             live: broadcast::channel(LIVE_EVENTS).0,
             durable,
             flush_requests: Some(flush_requests),
@@ -319,8 +323,16 @@ impl Store for SledStore {
             self.tree.apply_batch(batch).map_err(engine)?;
             self.revision.store(revision, Ordering::SeqCst);
         }
-        if revision.is_multiple_of(COMPACT_EVERY) {
-            self.compact(revision.saturating_sub(self.retention))?;
+        let floor = {
+            let mut size = self.log_size.lock().unwrap_or_else(|p| p.into_inner());
+            for event in &events {
+                size.add(revision, event_bytes(event));
+            }
+            (revision.is_multiple_of(COMPACT_EVERY) || size.over(&self.retention))
+                .then(|| size.compact(&self.retention, revision))
+        };
+        if let Some(floor) = floor {
+            self.compact(floor)?;
         }
         // No receiver is not an error: nobody is watching.
         let _ = self.live.send(events.into());
@@ -408,6 +420,18 @@ fn recover(tree: &sled::Tree) -> Result<Option<Revision>, StoreError> {
         apply_event(tree, &decode_event(&k, &v)?)?;
     }
     Ok(Some(revision))
+}
+
+/// What the event log weighs, commit by commit, read once at open.
+fn measure_log(tree: &sled::Tree) -> Result<LogSize, StoreError> {
+    let mut size = LogSize::default();
+    let (start, end) = (event_key(0, 0), [EVENT + 1]);
+    for item in tree.range(start.as_slice()..end.as_slice()) {
+        let (k, v) = item.map_err(engine)?;
+        let event = decode_event(&k, &v)?;
+        size.add(event.revision, event_bytes(&event));
+    }
+    Ok(size)
 }
 
 /// Makes the object an event describes match it.
