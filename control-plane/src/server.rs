@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub render: Limits,
     /// What the store's event log keeps (revisions and bytes).
     pub retention: Retention,
+    /// Watches one client connection may hold open.
+    pub max_watches_per_connection: usize,
 }
 
 impl ServerConfig {
@@ -82,6 +84,7 @@ impl ServerConfig {
             hub: HubConfig::default(),
             render: Limits::default(),
             retention: Retention::default(),
+            max_watches_per_connection: crate::api::DEFAULT_MAX_WATCHES_PER_CONNECTION,
             dev: false,
             auth: AuthConfig {
                 enabled: true,
@@ -425,11 +428,10 @@ async fn serve_api(
     let data_plane_service =
         DataPlaneServiceServer::new(DataPlaneApi::new(pki.clone(), tokens.clone(), auth.clone()));
     let auth_service = AuthServiceServer::new(AuthApi::new(auth.clone(), domain.resources.clone()));
-    let resource_service = ResourceServiceServer::new(ResourceApi::new(
-        domain.resources.clone(),
-        auth.clone(),
-        stopping,
-    ))
+    let resource_service = ResourceServiceServer::new(
+        ResourceApi::new(domain.resources.clone(), auth.clone(), stopping)
+            .with_max_watches_per_connection(config.max_watches_per_connection),
+    )
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
     let release_service = ReleaseServiceServer::new(ReleaseApi::new(

@@ -168,3 +168,55 @@ async fn listings_come_in_pages_and_the_cli_reads_them_all() {
         "{err}"
     );
 }
+
+/// A watch of Projects in `acme` on `client`'s connection: its stream, or the status it was
+/// refused with.
+async fn open_watch(
+    client: &mut troupe_tests::Client,
+) -> Result<tonic::Streaming<troupe_common::pb::v1alpha1::WatchResponse>, tonic::Status> {
+    let request = troupe_common::pb::v1alpha1::WatchRequest {
+        kind: "projects".into(),
+        namespace: "acme".into(),
+        ..Default::default()
+    };
+    client.watch(request).await.map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_holds_at_most_its_cap_of_watches() {
+    let server = Platform::builder()
+        .examples()
+        .args(&["--max-watches-per-connection", "5"])
+        .start();
+    let mut first = server.client().await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        open.push(open_watch(&mut first).await.expect("within the cap"));
+    }
+    let refused = open_watch(&mut first).await.expect_err("one past the cap");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("--max-watches-per-connection"),
+        "names the flag: {}",
+        refused.message()
+    );
+
+    // Another connection counts its own.
+    let mut second = server.client().await;
+    let mut other = open_watch(&mut second).await.expect("another connection");
+    assert!(other.message().await.unwrap().is_some(), "the watch streams");
+
+    // A watch the client closes gives its place back.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + troupe_tests::PATIENCE;
+    loop {
+        match open_watch(&mut first).await {
+            Ok(_) => break,
+            Err(status) if std::time::Instant::now() < deadline => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("the closed watch's place never came back: {status:?}"),
+        }
+    }
+}

@@ -7,13 +7,13 @@ pub mod auth;
 pub mod promotion;
 mod release;
 mod status;
+mod watches;
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::pb::v1alpha1::resource_service_server::ResourceService;
@@ -27,12 +27,14 @@ use crate::resources::{Error, Origin, Outcome, Resources, WatchEventType, WatchR
 
 pub use pb::resource_service_server::ResourceServiceServer;
 pub use release::{ReleaseApi, ReleaseServiceServer};
+pub use watches::DEFAULT_MAX_WATCHES_PER_CONNECTION;
 
 /// The `troupe.v1alpha1.ResourceService` implementation.
 pub struct ResourceApi {
     resources: Arc<Resources>,
     auth: Arc<Auth>,
     stopping: tokio::sync::watch::Receiver<bool>,
+    watches: Arc<watches::OpenWatches>,
 }
 
 impl ResourceApi {
@@ -47,7 +49,14 @@ impl ResourceApi {
             resources,
             auth,
             stopping,
+            watches: watches::OpenWatches::new(DEFAULT_MAX_WATCHES_PER_CONNECTION),
         }
+    }
+
+    /// Caps the watches one client connection may hold open.
+    pub fn with_max_watches_per_connection(mut self, max: usize) -> Self {
+        self.watches = watches::OpenWatches::new(max);
+        self
     }
 
     /// Whether `who` may `verb` the object at `key` ([`stored_target`] says by what). Returns
@@ -254,6 +263,7 @@ impl ResourceService for ResourceApi {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = self.auth.caller(&request).await?;
+        let slot = self.watches.open(request.remote_addr())?;
         let r = request.into_inner();
         let kinds = if r.kind.is_empty() {
             vec![]
@@ -293,7 +303,7 @@ impl ResourceService for ResourceApi {
             },
             Err(_) => true,
         };
-        let stream = ReceiverStream::new(events).filter(visible).map(|item| {
+        let stream = events.filter(visible).map(|item| {
             let event = item?;
             let kind = match event.kind {
                 WatchEventType::Added => pb::EventType::Added,
@@ -308,7 +318,9 @@ impl ResourceService for ResourceApi {
             })
         });
         let mut stopping = self.stopping.clone();
+        // The stream holds the watch's place on its connection until it ends.
         let stop = async move {
+            let _slot = slot;
             let _ = stopping.wait_for(|stop| *stop).await;
         };
         Ok(Response::new(Box::pin(futures::StreamExt::take_until(

@@ -94,6 +94,10 @@ pub struct ServerCmd {
     /// always stays).
     #[arg(long, default_value_t = Retention::default().bytes)]
     event_log_max_bytes: u64,
+    /// Watches one client connection may hold open; one more is refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = crate::api::DEFAULT_MAX_WATCHES_PER_CONNECTION)]
+    max_watches_per_connection: usize,
     /// Dev mode: load the sample platform and run an agent in this process for DataPlane
     /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
     #[arg(long)]
@@ -181,6 +185,7 @@ impl ServerCmd {
                 max_iterations: self.render_max_iterations,
                 ..Limits::default()
             },
+            max_watches_per_connection: self.max_watches_per_connection.max(1),
             retention: Retention {
                 revisions: self.event_log_revisions.max(1),
                 bytes: self.event_log_max_bytes,

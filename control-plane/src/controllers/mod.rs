@@ -37,7 +37,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use troupe_common::{Kind, Object};
 
-use crate::resources::{Error, Resources, WatchEvent, WatchEventType, WatchRequest};
+use crate::resources::{Error, Resources, WatchEventType, WatchRequest};
 
 /// Reconciles each controller runs at once. Durable writes share flushes, so concurrent
 /// reconciles finish a burst (a type change touching thousands of components) many times
@@ -104,7 +104,7 @@ where
 /// Hands every object event of `events` to `handle` until the stream fails (the error), ends
 /// or `handle` panics (`None`). The flag says whether the initial listing completed (its bookmark arrived).
 async fn drain<F, Fut>(
-    events: &mut tokio::sync::mpsc::Receiver<Result<WatchEvent, Error>>,
+    events: &mut crate::resources::WatchEvents,
     handle: &mut F,
 ) -> (Option<Error>, bool)
 where

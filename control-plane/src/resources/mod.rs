@@ -31,7 +31,7 @@ use troupe_common::{Kind, Object, ObjectKey, Typed};
 pub use delete::Deleted;
 pub use error::Error;
 pub use references::{Reference, references};
-pub use watch::{WatchEvent, WatchEventType, WatchRequest};
+pub use watch::{WatchEvent, WatchEventType, WatchEvents, WatchRequest};
 
 use crate::render::schema::SchemaCache;
 use crate::render::template::{Engine, Limits};

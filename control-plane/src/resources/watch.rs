@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use troupe_common::selector::LabelSelector;
 use troupe_common::{Kind, Object};
 
@@ -27,8 +27,6 @@ use crate::store::{Event, EventType, Revision, snapshot};
 
 /// Events read from the log per step while catching up.
 const CATCH_UP_BATCH: usize = 1024;
-/// Events buffered for a slow client before the watch waits for it.
-const CLIENT_BUFFER: usize = 256;
 /// A bookmark is sent after this much quiet, so clients can resume close to the head.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
 
@@ -82,15 +80,13 @@ impl WatchRequest {
     }
 }
 
-type Sink = mpsc::Sender<Result<WatchEvent, Error>>;
+use channel::Sink;
+pub use channel::{WATCH_BUFFER_BYTES, WATCH_BUFFER_EVENTS, WatchEvents};
 
 impl Resources {
     /// Starts a watch. Fails at once with [`Error::Compacted`] if `since` is older than the
     /// event log; later failures arrive in the stream.
-    pub fn watch(
-        self: &Arc<Self>,
-        request: WatchRequest,
-    ) -> Result<mpsc::Receiver<Result<WatchEvent, Error>>, Error> {
+    pub fn watch(self: &Arc<Self>, request: WatchRequest) -> Result<WatchEvents, Error> {
         self.start_watch(request, false)
     }
 
@@ -101,7 +97,7 @@ impl Resources {
     pub fn watch_with_progress(
         self: &Arc<Self>,
         request: WatchRequest,
-    ) -> Result<mpsc::Receiver<Result<WatchEvent, Error>>, Error> {
+    ) -> Result<WatchEvents, Error> {
         self.start_watch(request, true)
     }
 
@@ -109,7 +105,7 @@ impl Resources {
         self: &Arc<Self>,
         request: WatchRequest,
         progress: bool,
-    ) -> Result<mpsc::Receiver<Result<WatchEvent, Error>>, Error> {
+    ) -> Result<WatchEvents, Error> {
         let live = self.store.subscribe();
         let head = self.store.revision();
         if request.since > head {
@@ -126,11 +122,11 @@ impl Resources {
             // Surface a compacted start revision as the call's status, not mid-stream.
             self.store.events_after(request.since, 1)?;
         }
-        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+        let (tx, rx) = channel::channel(WATCH_BUFFER_EVENTS, WATCH_BUFFER_BYTES);
         let this = self.clone();
         tokio::spawn(async move {
             if let Err(e) = this.run_watch(request, progress, live, &tx).await {
-                let _ = tx.send(Err(e)).await;
+                let _ = tx.send(Err(e), 0).await;
             }
         });
         Ok(rx)
@@ -209,7 +205,7 @@ impl Resources {
                 object: Some(object),
                 revision,
             };
-            if !send(tx, event).await {
+            if !tx.send(Ok(event), record.value.len()).await {
                 return Ok(revision);
             }
         }
@@ -263,15 +259,12 @@ impl Resources {
             EventType::Modified => WatchEventType::Modified,
             EventType::Deleted => WatchEventType::Deleted,
         };
-        Ok(send(
-            tx,
-            WatchEvent {
-                kind,
-                object: Some(object),
-                revision: event.revision,
-            },
-        )
-        .await)
+        let change = WatchEvent {
+            kind,
+            object: Some(object),
+            revision: event.revision,
+        };
+        Ok(tx.send(Ok(change), event.value.len()).await)
     }
 }
 
@@ -283,10 +276,12 @@ fn bookmark(revision: Revision) -> WatchEvent {
     }
 }
 
+/// Sends an event that holds no object.
 async fn send(tx: &Sink, event: WatchEvent) -> bool {
-    tx.send(Ok(event)).await.is_ok()
+    tx.send(Ok(event), 0).await
 }
 
+mod channel;
 #[cfg(test)]
 mod durable_tests;
 #[cfg(test)]

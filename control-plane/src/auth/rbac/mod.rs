@@ -26,13 +26,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object};
 
 use self::index::{Grants, Index};
 use super::{Principal, Target, Verb, Via};
-use crate::resources::{self, Resources, WatchEvent, WatchEventType, WatchRequest};
+use crate::resources::{self, Resources, WatchEventType, WatchRequest};
 
 /// The kinds the index follows.
 const KINDS: [Kind; 4] = [
@@ -154,7 +154,7 @@ fn request() -> WatchRequest {
     }
 }
 
-type Events = mpsc::Receiver<Result<WatchEvent, resources::Error>>;
+type Events = resources::WatchEvents;
 
 /// The follower: keeps the index in line with the store, watching anew (from a fresh load)
 /// whenever the watch is lost, until the server stops.

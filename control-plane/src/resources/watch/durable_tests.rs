@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
 use super::tests::mk_namespace;
 use super::{WatchEvent, WatchEventType, WatchRequest};
-use crate::resources::{Error, Origin, Resources};
+use crate::resources::{Origin, Resources};
 use crate::store::{Durability, Event, MemoryStore, Record, Revision, Store, StoreError, Txn};
 
 /// A [`MemoryStore`] whose flushes hang while `held` is set: commits are visible at once and
@@ -93,7 +93,7 @@ impl Store for SlowDisk {
     }
 }
 
-type Events = mpsc::Receiver<Result<WatchEvent, Error>>;
+type Events = crate::resources::WatchEvents;
 
 fn watch_namespaces(resources: &Arc<Resources>, since: Revision) -> Events {
     resources

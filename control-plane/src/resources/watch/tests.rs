@@ -36,9 +36,7 @@ fn fold(state: &mut State, event: &WatchEvent) {
     };
 }
 
-async fn next(
-    rx: &mut tokio::sync::mpsc::Receiver<Result<WatchEvent, crate::resources::Error>>,
-) -> WatchEvent {
+async fn next(rx: &mut crate::resources::WatchEvents) -> WatchEvent {
     tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
         .expect("an event within 30 s")
