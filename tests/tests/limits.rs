@@ -194,7 +194,11 @@ async fn one_connection_holds_at_most_its_cap_of_watches() {
         open.push(open_watch(&mut first).await.expect("within the cap"));
     }
     let refused = open_watch(&mut first).await.expect_err("one past the cap");
-    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
     assert!(
         refused.message().contains("--max-watches-per-connection"),
         "names the flag: {}",
@@ -204,7 +208,10 @@ async fn one_connection_holds_at_most_its_cap_of_watches() {
     // Another connection counts its own.
     let mut second = server.client().await;
     let mut other = open_watch(&mut second).await.expect("another connection");
-    assert!(other.message().await.unwrap().is_some(), "the watch streams");
+    assert!(
+        other.message().await.unwrap().is_some(),
+        "the watch streams"
+    );
 
     // A watch the client closes gives its place back.
     drop(open.pop());

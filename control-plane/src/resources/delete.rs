@@ -116,6 +116,12 @@ impl Resources {
             return Ok((deleted, None));
         }
         let revision = self.store.commit(txn)?;
+        // What waits for its prune keeps its references; the rest is gone.
+        for (key, _) in &doomed {
+            if !deleted.pruning.contains(key) {
+                self.note_references(key, None);
+            }
+        }
         Ok((deleted, Some(revision)))
     }
 
@@ -180,6 +186,7 @@ impl Resources {
                 let mut txn = Txn::default()
                     .check(key.clone(), Precondition::AtRevision(record.mod_revision))
                     .delete(key.clone());
+                let mut gone = vec![key.clone()];
                 // The last Release of an environment being deleted takes the environment.
                 if let Object::Release(release) = &object {
                     let environment = ObjectKey::new(
@@ -199,10 +206,15 @@ impl Resources {
                                 environment.clone(),
                                 Precondition::AtRevision(env_record.mod_revision),
                             )
-                            .delete(environment);
+                            .delete(environment.clone());
+                        gone.push(environment);
                     }
                 }
-                Ok(((), Some(this.store.commit(txn)?)))
+                let revision = this.store.commit(txn)?;
+                for key in &gone {
+                    this.note_references(key, None);
+                }
+                Ok(((), Some(revision)))
             })
             .await?;
         Ok(revision.is_some())

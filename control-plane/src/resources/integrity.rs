@@ -6,34 +6,12 @@
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use super::references::{self, Reference, references};
+use super::references::{Reference, references};
 use super::validate::struct_to_json as to_json;
 use super::{Error, Resources, decode, kinds};
 use crate::render::schema::describe;
-use crate::store::Revision;
 
 impl Resources {
-    /// Objects that reference `target`, with the reference and their revision.
-    pub(super) fn referrers(
-        &self,
-        target: &ObjectKey,
-    ) -> Result<Vec<(ObjectKey, Reference, Revision)>, Error> {
-        let mut out = Vec::new();
-        let scope = references::referrer_scope(target);
-        for kind in references::referrer_kinds(target.kind) {
-            let (records, _) = self.store.list(kind, scope)?;
-            for record in records {
-                let object = decode(&record)?;
-                for reference in references(&object) {
-                    if &reference.target == target {
-                        out.push((record.key.clone(), reference, record.mod_revision));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Checks that every reference of `object` resolves and fits (DESIGN §2, creation order),
     /// and that parameters and overrides satisfy the schemas of what they refer to.
     pub(super) fn check_references(&self, object: &Object) -> Result<(), Error> {

@@ -17,6 +17,7 @@ mod error;
 mod integrity;
 mod kinds;
 pub mod references;
+mod referrers;
 mod validate;
 mod watch;
 
@@ -84,6 +85,8 @@ pub struct Resources {
     schemas: SchemaCache,
     /// The template engine, shared by every check and render.
     engine: Engine,
+    /// Who refers to what; built on first use, changed under `write_lock`.
+    referrers: std::sync::Mutex<Option<referrers::ReferrerIndex>>,
 }
 
 impl Resources {
@@ -99,6 +102,7 @@ impl Resources {
             write_lock: std::sync::Mutex::new(()),
             schemas: SchemaCache::default(),
             engine: Engine::new(limits),
+            referrers: std::sync::Mutex::new(None),
         }
     }
 
@@ -214,8 +218,9 @@ impl Resources {
         });
         let txn = Txn::default()
             .check(key.clone(), precondition)
-            .put(key, encode(&object));
+            .put(key.clone(), encode(&object));
         let revision = self.store.commit(txn)?;
+        self.note_references(&key, Some(&object));
         Ok((object, outcome, Some(revision)))
     }
 
