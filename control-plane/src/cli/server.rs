@@ -85,6 +85,11 @@ pub struct ServerCmd {
     /// forEach items one render may iterate, resource entries and patches together.
     #[arg(long, default_value_t = Limits::default().max_iterations)]
     render_max_iterations: usize,
+    /// Serve Prometheus metrics as plain HTTP `GET /metrics` on HOST:PORT (port 0 picks a
+    /// free port), e.g. 127.0.0.1:9464. Unauthenticated: keep it on a private network.
+    /// Default: off.
+    #[arg(long, env = "TROUPE_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
     /// Dev mode: load the sample platform and run an agent in this process for DataPlane
     /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
     #[arg(long)]
@@ -172,6 +177,7 @@ impl ServerCmd {
                 max_iterations: self.render_max_iterations,
                 ..Limits::default()
             },
+            metrics_listen: self.metrics_addr,
             dev: self.dev,
             auth: AuthConfig {
                 enabled: true,
@@ -217,6 +223,12 @@ fn announce(ready: &Ready) {
             "admin token (in memory, until the server stops): {}",
             ready.admin_token
         ),
+    }
+    if let Some(addr) = ready.metrics {
+        announce!(
+            "troupe metrics listening on http://{addr}{}",
+            crate::metrics::PATH
+        );
     }
     if let Some(dir) = &ready.dev_dataplane_dir {
         announce!(
