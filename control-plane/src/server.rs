@@ -213,16 +213,11 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     config.check_transport()?;
-    let metrics = Metrics::new();
-    let store = metrics.meter_store(open_store(config.data_dir.as_deref())?);
+    let store = open_store(config.data_dir.as_deref())?;
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
-    let (domain, admin_token) = Domain::start(
-        store.clone(),
-        &config,
-        admin_token_path.as_deref(),
-        &metrics,
-    )
-    .await?;
+    let (domain, admin_token) =
+        Domain::start(store.clone(), &config, admin_token_path.as_deref()).await?;
+    let metrics = domain.metrics.clone();
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
@@ -258,14 +253,9 @@ pub async fn run(
         .await
         .with_context(|| format!("listening for agents on {}", config.agent_listen))?;
     let agent_addr = agent_listener.local_addr()?;
-    let metrics_addr = match config.metrics_listen {
-        Some(listen) => Some(
-            crate::metrics::serve(listen, metrics.clone(), stopping.clone())
-                .await
-                .with_context(|| format!("serving metrics on {listen}"))?,
-        ),
-        None => None,
-    };
+    let metrics_addr = crate::metrics::serve(config.metrics_listen, metrics.clone(), &stopping)
+        .await
+        .context("serving metrics (--metrics-addr)")?;
     tracing::info!(%addr, agents = %agent_addr, data_dir = ?config.data_dir, revision = store.revision(), "troupe server ready");
     let dev_dataplane_dir = dev_data_plane_dir(&config);
     if let Some(target) = &dev_dataplane_dir {
@@ -339,20 +329,21 @@ struct Domain {
     rollups: Rollups,
     /// Who may call the API, and the audit log.
     auth: Arc<Auth>,
-    /// What the API endpoint's calls are counted by.
+    /// Every figure of the server: the store, renders, queues, the endpoints' calls.
     metrics: Arc<Metrics>,
 }
 
 impl Domain {
     /// Starts the services and controllers over `store`, and authentication as `config`
-    /// says, with renders and controller queues reported to `metrics`. Returns them with the
+    /// says, with the store, renders and controller queues measured. Returns them with the
     /// bootstrap admin token (written to `admin_token_path` on the first start).
     async fn start(
         store: Arc<dyn Store>,
         config: &ServerConfig,
         admin_token_path: Option<&std::path::Path>,
-        metrics: &Arc<Metrics>,
     ) -> anyhow::Result<(Self, String)> {
+        let metrics = Metrics::new();
+        let store = metrics.meter_store(store);
         let resources = Arc::new(Resources::with_render_limits(store, config.render));
         let releases = Arc::new(Releases::new(resources.clone()));
         releases.observe_renders(metrics.render_observer());
@@ -382,7 +373,7 @@ impl Domain {
             promotions,
             rollups,
             auth,
-            metrics: metrics.clone(),
+            metrics,
         };
         Ok((domain, admin_token))
     }

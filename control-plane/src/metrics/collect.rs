@@ -29,9 +29,12 @@ fn family<S: EncodeLabelSet, M: EncodeMetric>(
     Ok(())
 }
 
+/// A controller's name and its queue.
+type Watched = (&'static str, Arc<Queue>);
+
 /// The queues of the controllers (and of the hub's status writer), by controller name.
 #[derive(Clone, Default)]
-pub struct Controllers(pub(super) Arc<Mutex<Vec<(&'static str, Arc<Queue>)>>>);
+pub struct Controllers(Arc<Mutex<Vec<Watched>>>);
 
 impl fmt::Debug for Controllers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,6 +48,12 @@ const NO_LABELS: [(&str, &str); 0] = [];
 type ControllerLabel = [(&'static str, &'static str); 1];
 
 impl Controllers {
+    /// Reports `queue` as that of controller `name` from the next scrape on.
+    pub fn watch(&self, name: &'static str, queue: Arc<Queue>) {
+        let mut queues = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        queues.push((name, queue));
+    }
+
     fn stats(&self) -> Vec<(ControllerLabel, QueueStats)> {
         let queues = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         queues
@@ -73,35 +82,35 @@ impl Collector for Controllers {
         family(
             e,
             "troupe_controller_queue_depth",
-            "Keys waiting for a worker, being reconciled or waiting for a retry",
+            "Keys waiting for a worker, being reconciled or waiting for a retry.",
             MetricType::Gauge,
             &gauge(|s| s.depth() as i64),
         )?;
         family(
             e,
             "troupe_controller_retries_pending",
-            "Keys whose reconcile failed, waiting for their retry (backoff 100 ms to 60 s)",
+            "Keys whose reconcile failed, waiting for their retry (backoff 100 ms to 60 s).",
             MetricType::Gauge,
             &gauge(|s| s.backing_off as i64),
         )?;
         family(
             e,
             "troupe_controller_reconciles",
-            "Reconciles run, failed or not",
+            "Reconciles run, failed or not.",
             MetricType::Counter,
             &counter(|s| s.reconciles),
         )?;
         family(
             e,
             "troupe_controller_reconcile_failures",
-            "Reconciles that failed or panicked (each is retried with backoff)",
+            "Reconciles that failed or panicked (each is retried with backoff).",
             MetricType::Counter,
             &counter(|s| s.failures),
         )?;
         family(
             e,
             "troupe_controller_retries",
-            "Keys queued again by a retry after a failure (not by a change)",
+            "Keys queued again by a retry after a failure (not by a change).",
             MetricType::Counter,
             &counter(|s| s.retries),
         )?;
@@ -113,7 +122,7 @@ impl Collector for Controllers {
             e,
             "troupe_controller_reconcile_seconds",
             "Time spent in reconciles; divided by troupe_controller_reconciles_total, the mean \
-             reconcile latency",
+             reconcile latency.",
             MetricType::Counter,
             &seconds,
         )?;
@@ -124,7 +133,7 @@ impl Collector for Controllers {
         family(
             e,
             "troupe_controller_reconcile_slowest_seconds",
-            "The longest reconcile since the server started",
+            "The longest reconcile since the server started.",
             MetricType::Gauge,
             &slowest,
         )
@@ -148,7 +157,7 @@ impl Collector for Agents {
         family(
             &mut encoder,
             "troupe_agents_connected",
-            "Agent sessions open, over every data plane",
+            "Agent sessions open, over every data plane.",
             MetricType::Gauge,
             &[(NO_LABELS, ConstGauge::new(connected))],
         )?;
@@ -166,7 +175,7 @@ impl Collector for Agents {
         family(
             &mut encoder,
             "troupe_dataplane_agent_connected",
-            "1 while the data plane's agent holds a session, else 0",
+            "1 while the data plane's agent holds a session, else 0.",
             MetricType::Gauge,
             &per_plane,
         )?;
@@ -188,7 +197,7 @@ impl Collector for Agents {
             "troupe_dataplane_releases",
             "Releases bound to the data plane, by state: in_sync (the agent holds the desired \
              content), pending (to apply or prune) and failed (the agent refused the current \
-             generation; counted in pending too), as of the agent's last report",
+             generation; counted in pending too), as of the agent's last report.",
             MetricType::Gauge,
             &releases,
         )
@@ -201,5 +210,35 @@ fn plane_name(key: &troupe_common::ObjectKey) -> String {
         key.name.clone()
     } else {
         format!("{}/{}", key.namespace, key.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+    use troupe_common::{Kind, ObjectKey};
+
+    use super::*;
+
+    #[test]
+    fn each_controller_queue_is_one_labelled_sample_per_figure() {
+        let controllers = Controllers::default();
+        let binding = Arc::new(Queue::new("binding"));
+        controllers.watch("binding", binding.clone());
+        controllers.watch("deploy", Arc::new(Queue::new("deploy")));
+        binding.add(ObjectKey::new(Kind::ReleaseBinding, "acme", "api-dev"));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(controllers));
+        let text = troupe_agent::metrics::encode(&registry);
+        for line in [
+            "# TYPE troupe_controller_queue_depth gauge",
+            "troupe_controller_queue_depth{controller=\"binding\"} 1",
+            "troupe_controller_queue_depth{controller=\"deploy\"} 0",
+            "# TYPE troupe_controller_reconciles_total counter",
+            "troupe_controller_reconciles_total{controller=\"binding\"} 0",
+            "troupe_controller_reconcile_seconds_total{controller=\"deploy\"} 0.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

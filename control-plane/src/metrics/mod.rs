@@ -98,11 +98,7 @@ impl Metrics {
     /// Reports the depth, reconciles, failures, retries and reconcile time of `queue` as
     /// those of controller `name`.
     pub fn watch_queue(&self, name: &'static str, queue: Arc<Queue>) {
-        self.controllers
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((name, queue));
+        self.controllers.watch(name, queue);
     }
 
     /// Reports the agents connected and the releases of each data plane, as `hub` knows
@@ -122,13 +118,16 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listen` until `stopping` turns true; returns the bound address
-/// (port 0 picks a free one).
+/// Serves `GET /metrics` on `listen`, if given, until `stopping` turns true; returns the bound
+/// address (port 0 picks a free one).
 pub async fn serve(
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
     metrics: Arc<Metrics>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<SocketAddr> {
+    stopping: &tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Option<SocketAddr>> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let scrape = move || {
@@ -141,6 +140,7 @@ pub async fn serve(
         }
     };
     let router = axum::Router::new().route(PATH, axum::routing::get(scrape));
+    let mut stopping = stopping.clone();
     tokio::spawn(async move {
         let stopped = async move {
             let _ = stopping.wait_for(|s| *s).await;
@@ -152,5 +152,5 @@ pub async fn serve(
             tracing::error!(error = %e, "the metrics endpoint stopped");
         }
     });
-    Ok(addr)
+    Ok(Some(addr))
 }
