@@ -327,13 +327,17 @@ fn the_agent_counts_applies_releases_held_and_sessions() {
     let release = platform.cut_release("api");
     platform.bind("api", "development", &release, "");
     platform.bind("api", "staging", &release, "");
-    let applied = scrape_until(health, "both releases are applied", |s| {
-        is("held", s.value("troupe_agent_releases_held", &[]), 2.0)
+    // Acks follow the applies: wait for both.
+    let applied = scrape_until(health, "both releases are applied and acknowledged", |s| {
+        is("held", s.value("troupe_agent_releases_held", &[]), 2.0)?;
+        match s.count("troupe_agent_acks_total", &[]) {
+            acks if acks >= 2.0 => Ok(()),
+            acks => Err(format!("acks: {acks}, want at least 2")),
+        }
     });
     let apply = [("op", "apply")];
     let applies = applied.value("troupe_agent_apply_duration_seconds_count", &apply);
     assert!(applies.unwrap() >= 2.0, "{applies:?}");
-    assert!(applied.count("troupe_agent_acks_total", &[]) >= 2.0);
     assert_eq!(
         applied.value("troupe_agent_retries_pending", &[]),
         Some(0.0)
