@@ -15,7 +15,8 @@
 //! | 6 | [`agents`] | the agent hub: sessions, CA and tokens; writes Release and DataPlane status |
 //! | 6 | [`auth`] | who calls (tokens, OIDC) and what they may do (roles, bindings); the audit log |
 //! | 7 | [`api`] | thin gRPC handlers and the one error → status mapping |
-//! | 8 | [`server`] | wiring, once: store, services, controllers, hub, endpoints, dev mode |
+//! | 7 | [`metrics`] | Prometheus figures measured at the edges: gRPC layer, store wrapper, queues, hub |
+//! | 8 | [`server`] | wiring, once: store, services, controllers, hub, endpoints, metrics, dev mode |
 //! | 9 | [`cli`] | the verbs, one struct each; `troupe server` calls [`server`] |
 //!
 //! Data flows inward: [`api`] decodes a request and makes one domain call. Agents report
@@ -27,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod controllers;
+pub mod metrics;
 pub mod promotions;
 pub mod releases;
 pub mod render;

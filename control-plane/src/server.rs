@@ -28,6 +28,7 @@ use crate::auth::{Auth, AuthConfig};
 use crate::controllers::binding::{BindingController, Rollups};
 use crate::controllers::deploy::DeployController;
 use crate::controllers::promotion::PromotionController;
+use crate::metrics::Metrics;
 use crate::promotions::Promotions;
 use crate::releases::Releases;
 use crate::render::template::Limits;
@@ -68,6 +69,8 @@ pub struct ServerConfig {
     pub retention: Retention,
     /// Watches one client connection may hold open.
     pub max_watches_per_connection: usize,
+    /// Where to serve `GET /metrics` (Prometheus); `None` serves no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -85,6 +88,7 @@ impl ServerConfig {
             render: Limits::default(),
             retention: Retention::default(),
             max_watches_per_connection: crate::api::DEFAULT_MAX_WATCHES_PER_CONNECTION,
+            metrics_listen: None,
             dev: false,
             auth: AuthConfig {
                 enabled: true,
@@ -176,6 +180,8 @@ pub struct Ready {
     pub api_ca_path: Option<PathBuf>,
     /// The agent endpoint (gRPC over TLS).
     pub agents: SocketAddr,
+    /// The metrics endpoint, if one was asked for.
+    pub metrics: Option<SocketAddr>,
     /// PEM of the CA agents trust the agent endpoint by.
     pub ca_pem: String,
     /// Where that CA is on disk, unless the server keeps everything in memory.
@@ -217,6 +223,7 @@ pub async fn run(
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
     let (domain, admin_token) =
         Domain::start(store.clone(), &config, admin_token_path.as_deref()).await?;
+    let metrics = domain.metrics.clone();
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
@@ -238,6 +245,7 @@ pub async fn run(
         &config.hub,
         stopping.clone(),
     );
+    metrics.watch_hub(hub.clone());
     if config.dev && first_start(&domain.resources) {
         let loaded = load_documents(&domain.resources, SAMPLE_PLATFORM).await?;
         tracing::info!(objects = loaded, "dev mode: sample platform loaded");
@@ -251,6 +259,9 @@ pub async fn run(
         .await
         .with_context(|| format!("listening for agents on {}", config.agent_listen))?;
     let agent_addr = agent_listener.local_addr()?;
+    let metrics_addr = crate::metrics::serve(config.metrics_listen, metrics.clone(), &stopping)
+        .await
+        .context("serving metrics (--metrics-addr)")?;
     tracing::info!(%addr, agents = %agent_addr, data_dir = ?config.data_dir, revision = store.revision(), "troupe server ready");
     let dev_dataplane_dir = dev_data_plane_dir(&config);
     if let Some(target) = &dev_dataplane_dir {
@@ -274,6 +285,7 @@ pub async fn run(
         api_ca_pem: own_ca.then(|| pki.ca_pem().to_string()),
         api_ca_path: pki.ca_path().filter(|_| own_ca),
         agents: agent_addr,
+        metrics: metrics_addr,
         ca_pem: pki.ca_pem().to_string(),
         ca_path: pki.ca_path(),
         dev_dataplane_dir,
@@ -288,6 +300,7 @@ pub async fn run(
         &tokens,
         agent_listener,
         stopping.clone(),
+        &metrics,
     )?;
     let api_server =
         serve_api(&config, domain, &pki, &tokens, listener, stopping, shutdown).await?;
@@ -325,25 +338,35 @@ struct Domain {
     rollups: Rollups,
     /// Who may call the API, and the audit log.
     auth: Arc<Auth>,
+    /// Every figure of the server: the store, renders, queues, the endpoints' calls.
+    metrics: Arc<Metrics>,
 }
 
 impl Domain {
     /// Starts the services and controllers over `store`, and authentication as `config`
-    /// says. Returns them with the bootstrap admin token (written to `admin_token_path` on
-    /// the first start).
+    /// says, with the store, renders and controller queues measured. Returns them with the
+    /// bootstrap admin token (written to `admin_token_path` on the first start).
     async fn start(
         store: Arc<dyn Store>,
         config: &ServerConfig,
         admin_token_path: Option<&std::path::Path>,
     ) -> anyhow::Result<(Self, String)> {
+        let metrics = Metrics::new();
+        let store = metrics.meter_store(store);
         let resources = Arc::new(Resources::with_render_limits(store, config.render));
         let releases = Arc::new(Releases::new(resources.clone()));
+        releases.observe_renders(metrics.render_observer());
         let binding_controller = BindingController::new(resources.clone(), releases.clone());
         let rollups = binding_controller.rollups();
+        metrics.watch_queue("binding", binding_controller.queue());
         tokio::spawn(binding_controller.run());
-        tokio::spawn(DeployController::new(resources.clone(), releases.clone()).run());
+        let deploy_controller = DeployController::new(resources.clone(), releases.clone());
+        metrics.watch_queue("deploy", deploy_controller.queue());
+        tokio::spawn(deploy_controller.run());
         let promotions = Arc::new(Promotions::new(resources.clone()));
-        tokio::spawn(PromotionController::new(resources.clone(), promotions.clone()).run());
+        let promotion_controller = PromotionController::new(resources.clone(), promotions.clone());
+        metrics.watch_queue("promotion", promotion_controller.queue());
+        tokio::spawn(promotion_controller.run());
         let api_tokens = ApiTokens::load(
             config
                 .data_dir
@@ -359,6 +382,7 @@ impl Domain {
             promotions,
             rollups,
             auth,
+            metrics,
         };
         Ok((domain, admin_token))
     }
@@ -395,6 +419,7 @@ fn serve_agents(
     tokens: &Arc<Tokens>,
     listener: TcpListener,
     mut stopping: tokio::sync::watch::Receiver<bool>,
+    metrics: &Metrics,
 ) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>>> {
     let agent_service = AgentServiceServer::new(AgentApi::new(hub, pki.clone(), tokens.clone()))
         .max_decoding_message_size(config.max_message_bytes)
@@ -406,6 +431,7 @@ fn serve_agents(
     Ok(tonic::transport::Server::builder()
         .tls_config(pki.server_tls())?
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .layer(metrics.grpc_layer())
         .trace_fn(|request| tracing::info_span!("agent-rpc", path = %request.uri().path()))
         .add_service(agent_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
@@ -466,6 +492,7 @@ async fn serve_api(
         builder = builder.tls_config(tls)?;
     }
     Ok(builder
+        .layer(domain.metrics.grpc_layer())
         .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
@@ -564,54 +591,5 @@ pub async fn shutdown_signal() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mk_config(listen: &str, api_transport: ApiTransport) -> ServerConfig {
-        let mut config = ServerConfig::local(None);
-        config.listen = listen.parse().unwrap();
-        config.api_transport = api_transport;
-        config
-    }
-
-    #[test]
-    fn plaintext_is_for_loopback_unless_insecure() {
-        let plain = ApiTransport::Plaintext { insecure: false };
-        assert!(
-            mk_config("127.0.0.1:0", plain.clone())
-                .check_transport()
-                .is_ok()
-        );
-        assert!(
-            mk_config("[::1]:0", plain.clone())
-                .check_transport()
-                .is_ok()
-        );
-        let err = mk_config("0.0.0.0:50051", plain)
-            .check_transport()
-            .unwrap_err();
-        let err = err.to_string();
-        assert!(
-            err.contains("0.0.0.0:50051") && err.contains("--insecure"),
-            "{err}"
-        );
-        let insecure = ApiTransport::Plaintext { insecure: true };
-        assert!(mk_config("0.0.0.0:0", insecure).check_transport().is_ok());
-        assert!(
-            mk_config("0.0.0.0:0", ApiTransport::OwnCa)
-                .check_transport()
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn the_certificate_covers_agent_and_api_names_once() {
-        let mut config = ServerConfig::local(None);
-        config.agent_names.push("agents.example".into());
-        config.api_names.push("api.example".into());
-        assert_eq!(
-            config.server_names(),
-            ["localhost", "127.0.0.1", "agents.example", "api.example"]
-        );
-    }
-}
+#[path = "server_tests.rs"]
+mod tests;

@@ -7,8 +7,10 @@
 //!   [`apply::dir`] writes files.
 //! - [`policy`]: the kinds this agent accepts, whatever the control plane sends.
 //! - [`rbac`]: the Kubernetes RBAC those kinds need (`--print-rbac`).
-//! - [`probes`]: `/healthz` and `/readyz` over HTTP (`--health-addr`), readiness following
-//!   the stream's [`Event`]s.
+//! - [`probes`]: `/healthz`, `/readyz` and `/metrics` over HTTP (`--health-addr`), readiness
+//!   following the stream's [`Event`]s.
+//! - [`metrics`]: apply latency and failures, releases held and retrying, sessions; measured
+//!   around the applier and from the [`Event`]s, when [`Config::metrics`] is set.
 //! - [`stream`]: the one long-lived stream: Hello with what the agent holds, upserts and
 //!   removals passed on and acknowledged one by one, health reports, heartbeats, and
 //!   reconnects with full-jitter backoff.
@@ -20,6 +22,7 @@
 
 pub mod apply;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod probes;
 pub mod rbac;
@@ -70,6 +73,8 @@ pub struct Config {
     /// Told about the stream's progress: the readiness probe ([`probes::Readiness`]), or a
     /// program that embeds the agent (dev mode, benchmarks).
     pub on_event: Option<Arc<dyn Fn(Event) + Send + Sync>>,
+    /// Where the agent's figures go (served by [`probes`]); `None` measures nothing.
+    pub metrics: Option<Arc<metrics::Metrics>>,
 }
 
 /// Progress an embedding program can follow.
@@ -115,11 +120,27 @@ impl Config {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             on_event: None,
+            metrics: None,
         }
     }
 }
 
-pub use stream::run;
+/// Runs the agent until `shutdown` turns true: registers if needed, then keeps a stream open,
+/// reconnecting with backoff, and corrects drift meanwhile ([`stream::run`]). With
+/// [`Config::metrics`], the applier is metered and the stream's events counted first.
+pub async fn run(mut config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    if let Some(metrics) = config.metrics.clone() {
+        config.applier = Arc::new(metrics::Metered::new(config.applier, metrics.clone()));
+        let on_event = config.on_event.take();
+        config.on_event = Some(Arc::new(move |event: Event| {
+            metrics.observe(&event);
+            if let Some(on_event) = &on_event {
+                on_event(event);
+            }
+        }));
+    }
+    stream::run(config, shutdown).await
+}
 
 /// Resolves once `shutdown` turns true.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {

@@ -12,6 +12,7 @@ use troupe_agent::Config;
 use troupe_agent::apply::Applier;
 use troupe_agent::apply::dir::DirApplier;
 use troupe_agent::apply::kubernetes::KubeApplier;
+use troupe_agent::metrics::Metrics;
 use troupe_agent::probes::{self, Readiness};
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
 
@@ -71,8 +72,9 @@ struct Args {
     /// Cluster-scoped kinds the agent applies, as GROUP/KIND (`/Namespace`). Default: none.
     #[arg(long, env = "TROUPE_AGENT_ALLOW_CLUSTER_KINDS", value_delimiter = ',')]
     allow_cluster_kinds: Vec<String>,
-    /// Serve `/healthz` (200 while running) and `/readyz` (200 while connected to the control
-    /// plane and in sync, else 503 and why) over plain HTTP on HOST:PORT. Default: off.
+    /// Serve `/healthz` (200 while running), `/readyz` (200 while connected to the control
+    /// plane and in sync, else 503 and why) and `/metrics` (Prometheus text format) over plain
+    /// HTTP on HOST:PORT. Default: off.
     #[arg(long, env = "TROUPE_AGENT_HEALTH_ADDR", value_name = "HOST:PORT")]
     health_addr: Option<SocketAddr>,
     /// Print the Kubernetes ClusterRole and ClusterRoleBinding this agent needs for the kinds
@@ -160,8 +162,15 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("--health-addr {addr}"))?;
             let readiness = Readiness::default();
+            let metrics = Arc::new(Metrics::new());
             config.on_event = Some(readiness.on_event());
-            tokio::spawn(probes::serve(listener, readiness, stopping.clone()));
+            config.metrics = Some(metrics.clone());
+            tokio::spawn(probes::serve(
+                listener,
+                readiness,
+                metrics,
+                stopping.clone(),
+            ));
         }
         tokio::spawn(async move {
             shutdown_signal().await;

@@ -6,7 +6,8 @@
 //!
 //! - `GET /healthz`: `200 ok` while the process runs (its runtime answers at all);
 //! - `GET /readyz`: `200 ok` while the agent holds a synced stream, else `503` and one line
-//!   saying why (`not connected: …`).
+//!   saying why (`not connected: …`);
+//! - `GET /metrics`: the agent's [`Metrics`] in the Prometheus text format.
 //!
 //! The responder is a few lines over a tokio socket rather than a web framework: it reads one
 //! request head, answers it and closes the connection, which is all a probe needs. Being
@@ -21,12 +22,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::{Event, stopped};
 
 /// The path of the liveness probe.
 pub const HEALTHZ: &str = "/healthz";
 /// The path of the readiness probe.
 pub const READYZ: &str = "/readyz";
+/// The path of the Prometheus metrics.
+pub const METRICS: &str = "/metrics";
+/// The `Content-Type` of the probes' one-line answers.
+const PLAIN: &str = "text/plain; charset=utf-8";
 
 /// Largest request head read; a probe's is a few dozen bytes.
 const MAX_HEAD: usize = 8 * 1024;
@@ -81,10 +87,12 @@ impl Readiness {
     }
 }
 
-/// Answers probes on `listener` until `shutdown` turns true, one task per connection.
+/// Answers probes and metrics scrapes on `listener` until `shutdown` turns true, one task per
+/// connection.
 pub async fn serve(
     listener: TcpListener,
     readiness: Readiness,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -100,9 +108,9 @@ pub async fn serve(
             },
             _ = stopped(&mut shutdown) => return,
         };
-        let readiness = readiness.clone();
+        let (readiness, metrics) = (readiness.clone(), metrics.clone());
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &readiness).await {
+            if let Err(e) = answer(stream, &readiness, &metrics).await {
                 tracing::debug!(error = %e, "probe connection");
             }
         });
@@ -110,17 +118,24 @@ pub async fn serve(
 }
 
 /// Reads one request head and answers it; the connection closes afterwards.
-async fn answer(mut stream: TcpStream, readiness: &Readiness) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    readiness: &Readiness,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => return Ok(()),
     };
-    let (status, body) = respond(&head, readiness);
+    let (status, content_type, body) = match respond(&head, readiness) {
+        Answer::Probe(status, line) => (status, PLAIN, line + "\n"),
+        Answer::Metrics => ("200 OK", crate::metrics::CONTENT_TYPE, metrics.encode()),
+    };
     let is_head = head.starts_with("HEAD ");
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        body.len() + 1,
-        if is_head { String::new() } else { body + "\n" },
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        if is_head { "" } else { &body },
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
@@ -140,34 +155,37 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
-/// The status line and body for a request head.
-fn respond(head: &str, readiness: &Readiness) -> (&'static str, String) {
+/// What to answer a request.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// A status line and a one-line body.
+    Probe(&'static str, String),
+    /// The metrics, encoded when sent.
+    Metrics,
+}
+
+/// The answer to a request head.
+fn respond(head: &str, readiness: &Readiness) -> Answer {
+    let probe = |status, line: &str| Answer::Probe(status, line.to_string());
     let mut parts = head.lines().next().unwrap_or_default().split(' ');
     let (method, target) = (parts.next().unwrap_or_default(), parts.next());
     let Some(target) = target.filter(|_| parts.next().is_some_and(|v| v.starts_with("HTTP/")))
     else {
-        return ("400 Bad Request", "bad request".into());
+        return probe("400 Bad Request", "bad request");
     };
     // A kubelet may add a query string; the path alone decides.
     let path = target.split('?').next().unwrap_or_default();
-    if path != HEALTHZ && path != READYZ {
-        return (
-            "404 Not Found",
-            format!("not found: try {HEALTHZ} or {READYZ}"),
-        );
+    if ![HEALTHZ, READYZ, METRICS].contains(&path) {
+        let line = format!("not found: try {HEALTHZ}, {READYZ} or {METRICS}");
+        return probe("404 Not Found", &line);
     }
     if method != "GET" && method != "HEAD" {
-        return (
-            "405 Method Not Allowed",
-            "method not allowed: use GET".into(),
-        );
+        return probe("405 Method Not Allowed", "method not allowed: use GET");
     }
-    if path == HEALTHZ {
-        return ("200 OK", "ok".into());
-    }
-    match readiness.status() {
-        Ok(()) => ("200 OK", "ok".into()),
-        Err(why) => ("503 Service Unavailable", why),
+    match (path, readiness.status()) {
+        (METRICS, _) => Answer::Metrics,
+        (HEALTHZ, _) | (_, Ok(())) => probe("200 OK", "ok"),
+        (_, Err(why)) => Answer::Probe("503 Service Unavailable", why),
     }
 }
 
@@ -202,7 +220,11 @@ mod tests {
     #[test]
     fn requests_are_answered_by_path_and_method() {
         let readiness = Readiness::default();
-        let answer = |method: &str, path: &str| respond(&mk_request(method, path), &readiness);
+        let answer = |method: &str, path: &str| match respond(&mk_request(method, path), &readiness)
+        {
+            Answer::Probe(status, line) => (status, line),
+            Answer::Metrics => ("metrics", String::new()),
+        };
         assert_eq!(answer("GET", "/healthz"), ("200 OK", "ok".into()));
         assert_eq!(
             answer("GET", "/readyz?verbose"),
@@ -210,8 +232,12 @@ mod tests {
         );
         readiness.observe(&Event::Synced);
         assert_eq!(answer("HEAD", "/readyz"), ("200 OK", "ok".into()));
-        assert_eq!(answer("GET", "/metrics").0, "404 Not Found");
+        assert_eq!(answer("GET", "/metrics").0, "metrics");
+        assert_eq!(answer("GET", "/metric").0, "404 Not Found");
         assert_eq!(answer("POST", "/readyz").0, "405 Method Not Allowed");
-        assert_eq!(respond("garbage", &readiness).0, "400 Bad Request");
+        assert_eq!(
+            respond("garbage", &readiness),
+            Answer::Probe("400 Bad Request", "bad request".into())
+        );
     }
 }

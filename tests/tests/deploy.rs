@@ -357,5 +357,5 @@ fn the_agent_is_live_while_it_runs_and_ready_only_while_connected_and_synced() {
         200,
         "the agent is ready once the control plane is back",
     );
-    assert_eq!(get(health, "/metrics").map(|(code, _)| code), Ok(404));
+    assert_eq!(get(health, "/nothing").map(|(code, _)| code), Ok(404));
 }

@@ -176,6 +176,17 @@ impl Hub {
         &self.resources
     }
 
+    /// Each data plane's last connection report (sessions, releases in sync, pending and
+    /// failed), for metrics.
+    pub fn plane_reports(&self) -> Vec<(ObjectKey, crate::status::plane::PlaneReport)> {
+        self.status.plane_reports()
+    }
+
+    /// The queue of the hub's status writes, for metrics.
+    pub fn status_queue(&self) -> Arc<crate::controllers::queue::Queue> {
+        self.status.queue()
+    }
+
     fn planes(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Plane>> {
         self.planes.lock().unwrap_or_else(PoisonError::into_inner)
     }

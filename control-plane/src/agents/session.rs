@@ -562,8 +562,13 @@ impl Session {
                         .is_some_and(|(_, h)| *h == d.content_hash)
             })
             .count() as i32;
+        let failed = desired
+            .iter()
+            .filter(|(id, d)| self.failed.get(*id) == Some(&d.generation))
+            .count() as i32;
         self.report.in_sync = in_sync;
         self.report.pending = desired.len() as i32 - in_sync;
+        self.report.failed = failed;
         self.report_due = false;
         self.hub
             .status

@@ -96,6 +96,17 @@ impl StatusWriter {
         });
     }
 
+    /// The last connection state recorded of each data plane.
+    pub fn plane_reports(&self) -> Vec<(ObjectKey, PlaneReport)> {
+        let planes = self.planes.lock().unwrap_or_else(PoisonError::into_inner);
+        planes.iter().map(|(k, r)| (k.clone(), r.clone())).collect()
+    }
+
+    /// The queue of status writes.
+    pub fn queue(&self) -> Arc<Queue> {
+        self.queue.clone()
+    }
+
     /// Records the connection state of a data plane.
     pub fn plane(&self, plane: ObjectKey, report: PlaneReport) {
         {

@@ -98,6 +98,11 @@ pub struct ServerCmd {
     /// RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = crate::api::DEFAULT_MAX_WATCHES_PER_CONNECTION)]
     max_watches_per_connection: usize,
+    /// Serve Prometheus metrics as plain HTTP `GET /metrics` on HOST:PORT (port 0 picks a
+    /// free port), e.g. 127.0.0.1:9464. Unauthenticated: keep it on a private network.
+    /// Default: off.
+    #[arg(long, env = "TROUPE_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
     /// Dev mode: load the sample platform and run an agent in this process for DataPlane
     /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
     #[arg(long)]
@@ -190,6 +195,7 @@ impl ServerCmd {
                 revisions: self.event_log_revisions.max(1),
                 bytes: self.event_log_max_bytes,
             },
+            metrics_listen: self.metrics_addr,
             dev: self.dev,
             auth: AuthConfig {
                 enabled: true,
@@ -235,6 +241,12 @@ fn announce(ready: &Ready) {
             "admin token (in memory, until the server stops): {}",
             ready.admin_token
         ),
+    }
+    if let Some(addr) = ready.metrics {
+        announce!(
+            "troupe metrics listening on http://{addr}{}",
+            crate::metrics::PATH
+        );
     }
     if let Some(dir) = &ready.dev_dataplane_dir {
         announce!(

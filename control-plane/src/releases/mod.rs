@@ -10,7 +10,8 @@ pub mod connections;
 mod snapshot;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey, Policy};
@@ -66,7 +67,12 @@ pub struct Releases {
     /// Per namespace and component: the highest release sequence number, and the releases
     /// that may still exist by sequence number (what retention goes through).
     sequences: Mutex<Sequences>,
+    /// Told of every render, once set.
+    render_observer: OnceLock<RenderObserver>,
 }
+
+/// Told how long a render took and whether it succeeded (metrics).
+pub type RenderObserver = Arc<dyn Fn(Duration, bool) + Send + Sync>;
 
 type Sequences = HashMap<String, HashMap<String, Cut>>;
 
@@ -116,7 +122,14 @@ impl Releases {
             resources,
             plans: Arc::default(),
             sequences: Mutex::default(),
+            render_observer: OnceLock::new(),
         }
+    }
+
+    /// Tells `observer` how long each render takes from now on (the first observer set
+    /// stays).
+    pub fn observe_renders(&self, observer: RenderObserver) {
+        let _ = self.render_observer.set(observer);
     }
 
     /// Cuts a release of the component's current state; returns it and whether it is new.
@@ -327,7 +340,8 @@ impl Releases {
         .await?;
         let resources = self.resources.clone();
         let plans = self.plans.clone();
-        tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let rendered = tokio::task::spawn_blocking(move || {
             let to_error = |e: RenderError| Error::Render {
                 object: component_key.clone(),
                 message: e.to_string(),
@@ -359,7 +373,11 @@ impl Releases {
             })
         })
         .await
-        .expect("render panicked")
+        .expect("render panicked");
+        if let Some(observe) = self.render_observer.get() {
+            observe(started.elapsed(), rendered.is_ok());
+        }
+        rendered
     }
 
     /// The environment's data plane as templates see it, `{kind, name, spec}`, and its

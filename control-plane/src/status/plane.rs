@@ -26,6 +26,9 @@ pub struct PlaneReport {
     pub in_sync: i32,
     /// Releases waiting to be applied or pruned.
     pub pending: i32,
+    /// Releases whose current generation the agent failed to apply (counted in `pending`
+    /// too); for metrics, not part of the status.
+    pub failed: i32,
     /// Why the last session ended, if it did.
     pub message: String,
 }
