@@ -193,3 +193,6 @@ pub fn integral_numbers(value: &mut Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod props;

@@ -28,6 +28,8 @@ pub mod auth;
 pub mod cli;
 pub mod controllers;
 pub mod promotions;
+#[cfg(test)]
+mod props;
 pub mod releases;
 pub mod render;
 pub mod resources;
