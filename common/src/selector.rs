@@ -69,7 +69,9 @@ fn parse_term(raw: &str) -> Result<Term, SelectorError> {
         reason,
     };
     if raw.is_empty() {
-        return Err(err("the term is empty (a comma at either end, or two in a row)"));
+        return Err(err(
+            "the term is empty (a comma at either end, or two in a row)",
+        ));
     }
     if raw.contains(['(', ')']) || raw.split_whitespace().any(|w| w == "in" || w == "notin") {
         return Err(err(

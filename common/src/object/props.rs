@@ -5,9 +5,9 @@
 //! arbitrary bytes behind each kind's own field tag so every kind's decoder is reached.
 //! Replay: see `crate::props`.
 
+use proptest::prelude::*;
 use prost::Message;
 use prost::encoding::{WireType, decode_key, encode_key, encode_varint};
-use proptest::prelude::*;
 
 use crate::document::{from_json_document, to_json};
 use crate::pb::v1alpha1::{
@@ -18,7 +18,12 @@ use crate::props::{corpus, mutate, mutations};
 fn encoded_corpus() -> Vec<Vec<u8>> {
     corpus()
         .iter()
-        .map(|o| Resource { object: Some(o.clone()) }.encode_to_vec())
+        .map(|o| {
+            Resource {
+                object: Some(o.clone()),
+            }
+            .encode_to_vec()
+        })
         .collect()
 }
 

@@ -9,7 +9,16 @@ use proptest::prelude::*;
 use super::path::Selector;
 use super::{Op, Path, apply};
 
-const KEYS: &[&str] = &["spec", "containers", "name", "env", "a~b", "x/y", "0", "main"];
+const KEYS: &[&str] = &[
+    "spec",
+    "containers",
+    "name",
+    "env",
+    "a~b",
+    "x/y",
+    "0",
+    "main",
+];
 
 /// A key as a JSON pointer token: plain, escaped, an index or `-`.
 fn token() -> impl Strategy<Value = String> {
