@@ -5,6 +5,7 @@
 //! nothing, and puts the value where the path says. Replay: see `crate::props`.
 
 use proptest::prelude::*;
+use serde_json::Value;
 
 use super::path::Selector;
 use super::{Op, Path, apply};
@@ -51,7 +52,9 @@ fn filter() -> impl Strategy<Value = String> {
 /// One segment of a valid path.
 fn segment() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => token(),
+        4 => prop::sample::select(&["spec", "containers", "env", "0", "a~0b", "x~1y"][..])
+            .prop_map(str::to_string),
+        2 => token(),
         1 => Just("[*]".to_string()),
         1 => filter(),
         1 => (token(), prop_oneof![Just("[*]".to_string()), filter()])
@@ -60,7 +63,31 @@ fn segment() -> impl Strategy<Value = String> {
 }
 
 fn valid_path() -> impl Strategy<Value = String> {
-    prop::collection::vec(segment(), 1..5).prop_map(|s| format!("/{}", s.join("/")))
+    (prop::collection::vec(segment(), 0..4), token()).prop_map(|(s, last)| {
+        format!(
+            "/{}",
+            s.into_iter().chain([last]).collect::<Vec<_>>().join("/")
+        )
+    })
+}
+
+/// Arbitrary JSON, or a workload-shaped object with arbitrary parts, where paths like
+/// `/spec/containers/[?(@.name=='main')]/env/-` find something.
+fn object() -> impl Strategy<Value = Value> {
+    let part = || crate::props::json(KEYS);
+    prop_oneof![
+        part(),
+        (part(), part(), part()).prop_map(|(a, b, c)| {
+            serde_json::json!({
+                "spec": {
+                    "containers": [{"name": "main", "env": [a]}, {"name": "x", "env": b}, c],
+                    "name": "main",
+                },
+                "0": [{"a": {"b_c": 1}}, "main"],
+                "a~b": {"x/y": []},
+            })
+        }),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -88,14 +115,16 @@ proptest! {
     }
 
     #[test]
-    fn paths_in_the_grammar_parse(text in valid_path()) {
+    fn paths_in_the_grammar_parse(
+        text in prop::collection::vec(segment(), 1..5).prop_map(|s| format!("/{}", s.join("/"))),
+    ) {
         let parsed = Path::parse(&text);
         prop_assert!(parsed.is_ok(), "{:?}: {:?}", text, parsed);
     }
 
     #[test]
     fn applying_a_patch_changes_exactly_what_the_path_names(
-        object in crate::props::json(KEYS),
+        object in object(),
         text in valid_path(),
         op in op(),
         value in crate::props::json(KEYS),
