@@ -104,6 +104,30 @@ proptest! {
     }
 
     #[test]
+    fn a_list_reads_as_its_items_or_is_refused(
+        picks in prop::collection::vec(any::<usize>(), 0..4),
+        items in prop_oneof![Just(None), json_value().prop_map(Some)],
+        as_list in any::<bool>(),
+    ) {
+        let corpus = corpus();
+        let chosen: Vec<Value> = picks.iter().map(|p| to_json(&corpus[p % corpus.len()])).collect();
+        let items = if as_list { Some(Value::Array(chosen.clone())) } else { items };
+        let mut list = serde_json::json!({"apiVersion": crate::API_VERSION, "kind": "List"});
+        if let Some(items) = &items {
+            list["items"] = items.clone();
+        }
+        let read = from_yaml(&list.to_string());
+        match items {
+            Some(Value::Array(items)) if as_list => {
+                let read = read.map_err(|e| TestCaseError::fail(format!("{list} is refused: {e}")))?;
+                prop_assert_eq!(read.iter().map(to_json).collect::<Vec<_>>(), items);
+            }
+            Some(Value::Array(_)) => {}
+            _ => prop_assert!(read.is_err(), "{} was read as {:?}", list, read),
+        }
+    }
+
+    #[test]
     fn any_json_document_decodes_or_is_refused(
         pick in any::<usize>(),
         at in any::<usize>(),
