@@ -1,7 +1,7 @@
 //! Property tests of proto decoding: any bytes given to the decoder of a resource (every
 //! kind, through the `Resource` oneof the store and the API carry) or of an agent protocol
 //! message either fail to decode or give a value that re-encodes to itself and, for
-//! resources, converts to a JSON document and back. Inputs are real encodings mutated, and
+//! resources, converts to a JSON document and back; an upsert's manifests decode or fail. Inputs are real encodings mutated, and
 //! arbitrary bytes behind each kind's own field tag so every kind's decoder is reached.
 //! Replay: see `crate::props`.
 
@@ -127,5 +127,14 @@ proptest! {
         tagged.extend_from_slice(&raw);
         check_agent_messages(&tagged)?;
         check_agent_messages(&raw)?;
+        // The manifests an upsert's chunks carry, as the agent decodes them.
+        let sample = crate::agent::encode_manifests(&[pb::ReleaseResource::default()]);
+        for bytes in [raw.clone(), mutate(sample, &edits)] {
+            if let Ok(resources) = crate::agent::decode_manifests(&bytes) {
+                let again =
+                    crate::agent::decode_manifests(&crate::agent::encode_manifests(&resources));
+                prop_assert_eq!(again, Ok(resources));
+            }
+        }
     }
 }

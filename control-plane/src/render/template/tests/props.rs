@@ -1,7 +1,8 @@
 //! Property tests of the template engine: templates built from a small grammar (literals,
 //! variables, operators, slices, conditionals, the filters and helpers the engine offers,
 //! mixed text, escapes, expression keys, forEach and includeWhen) over arbitrary parameters
-//! never panic, finish in bounded time, stay within the render's budget, and render the same
+//! never panic, finish in bounded time, stay within the render's budget (what they print never
+//! exceeds the output limit), and render the same
 //! way twice. Replay: see `crate::props`.
 
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ fn mk_limits() -> Limits {
     Limits {
         fuel: 50_000,
         recursion: 32,
-        max_output_bytes: 64 << 10,
+        max_output_bytes: 4 << 10,
         max_objects: 20,
         max_iterations: 200,
     }
@@ -232,6 +233,15 @@ fn render(
         let limits = engine.limits();
         prop_assert!(spent.fuel <= limits.fuel, "{:?}", spent);
         prop_assert!(spent.bytes <= limits.max_output_bytes, "{:?}", spent);
+        let printed = serde_json::to_string(result.as_ref().expect("ok"))
+            .expect("JSON")
+            .len();
+        prop_assert!(
+            printed <= limits.max_output_bytes,
+            "{} bytes of output, {:?}",
+            printed,
+            spent
+        );
         prop_assert!(spent.objects <= limits.max_objects, "{:?}", spent);
         prop_assert!(spent.iterations <= limits.max_iterations, "{:?}", spent);
     }
