@@ -2,8 +2,7 @@
 //! variables, operators, slices, conditionals, the filters and helpers the engine offers,
 //! mixed text, escapes, expression keys, forEach and includeWhen) over arbitrary parameters
 //! never panic, finish in bounded time, stay within the render's budget (what they print never
-//! exceeds the output limit), and render the same
-//! way twice. Replay: see `crate::props`.
+//! exceeds the output limit), and render the same way twice. Replay: see `crate::props`.
 
 use std::time::{Duration, Instant};
 
