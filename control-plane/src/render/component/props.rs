@@ -135,7 +135,7 @@ proptest! {
         replacement in crate::props::json(KEYS),
     ) {
         let (release, environment, data_plane) = example();
-        let mut doc = serde_json::to_value(&release).expect("a release serializes");
+        let mut doc = serde_json::to_value(release).expect("a release serializes");
         let mut locations = Vec::new();
         pointers(&doc, String::new(), &mut locations);
         let location = &locations[at % locations.len()];

@@ -228,13 +228,11 @@ fn render(
     let elapsed = started.elapsed();
     let spent = ctx.budget().spent();
     prop_assert!(elapsed < Duration::from_secs(5), "took {:?}", elapsed);
-    if result.is_ok() {
+    if let Ok(objects) = &result {
         let limits = engine.limits();
         prop_assert!(spent.fuel <= limits.fuel, "{:?}", spent);
         prop_assert!(spent.bytes <= limits.max_output_bytes, "{:?}", spent);
-        let printed = serde_json::to_string(result.as_ref().expect("ok"))
-            .expect("JSON")
-            .len();
+        let printed = serde_json::to_string(objects).expect("JSON").len();
         prop_assert!(
             printed <= limits.max_output_bytes,
             "{} bytes of output, {:?}",
