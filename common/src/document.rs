@@ -20,6 +20,12 @@ pub enum DocumentError {
     /// The text is not YAML.
     #[error("malformed YAML: {0}")]
     Yaml(String),
+    /// A `kind: List` document whose `items` is missing or not a list.
+    #[error("document {index} (List): `items` must be a list of documents")]
+    ListItems {
+        /// 1-based position of the document in the stream.
+        index: usize,
+    },
     /// A document is not a mapping.
     #[error("document {index}: expected a mapping with apiVersion, kind, metadata and spec")]
     NotAMapping {
@@ -70,25 +76,29 @@ pub enum DocumentError {
 pub fn from_yaml(text: &str) -> Result<Vec<Object>, DocumentError> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(text).map_err(|e| DocumentError::Yaml(e.to_string()))?;
-    docs.into_iter()
-        .filter(|d| !d.is_null())
-        .flat_map(expand_list)
+    let mut expanded = Vec::new();
+    for (i, doc) in docs.into_iter().filter(|d| !d.is_null()).enumerate() {
+        expanded.extend(expand_list(doc, i + 1)?);
+    }
+    expanded
+        .into_iter()
         .enumerate()
         .map(|(i, doc)| from_json_document(doc, i + 1))
         .collect()
 }
 
 /// A `kind: List` document (what `troupe get -o json` prints for a listing) stands for its
-/// items; any other document for itself.
-fn expand_list(doc: Value) -> Vec<Value> {
+/// items; any other document for itself. A List without a list of `items` is refused: read
+/// as nothing, a typo would apply nothing and report success.
+fn expand_list(doc: Value, index: usize) -> Result<Vec<Value>, DocumentError> {
     match doc {
         Value::Object(mut map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
             match map.remove("items") {
-                Some(Value::Array(items)) => items,
-                _ => vec![],
+                Some(Value::Array(items)) => Ok(items),
+                _ => Err(DocumentError::ListItems { index }),
             }
         }
-        other => vec![other],
+        other => Ok(vec![other]),
     }
 }
 
@@ -191,5 +201,31 @@ pub fn integral_numbers(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(integral_numbers),
         Value::Object(map) => map.values_mut().for_each(integral_numbers),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod props;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `props`: such a List was read as no documents, so `apply` did nothing and
+    /// reported success.
+    #[test]
+    fn a_list_without_a_list_of_items_is_refused() {
+        for text in [
+            "apiVersion: troupe.dev/v1alpha1\nkind: List\n",
+            "apiVersion: troupe.dev/v1alpha1\nkind: List\nitem: []\n",
+            "kind: List\nitems: {}\n",
+        ] {
+            let err = from_yaml(text).unwrap_err();
+            assert!(
+                err.to_string().contains("`items` must be a list"),
+                "{text}: {err}"
+            );
+        }
+        assert!(from_yaml("kind: List\nitems: []\n").unwrap().is_empty());
     }
 }

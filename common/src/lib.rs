@@ -23,6 +23,8 @@ pub mod names;
 pub mod object;
 pub mod pipeline;
 pub mod policy;
+#[cfg(test)]
+mod props;
 pub mod selector;
 pub mod status;
 pub mod timestamp;

@@ -221,3 +221,6 @@ impl From<Object> for Resource {
         object.into_resource()
     }
 }
+
+#[cfg(test)]
+mod props;

@@ -30,6 +30,8 @@ pub mod cli;
 pub mod controllers;
 pub mod metrics;
 pub mod promotions;
+#[cfg(test)]
+mod props;
 pub mod releases;
 pub mod render;
 pub mod resources;

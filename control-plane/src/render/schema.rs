@@ -199,6 +199,9 @@ fn unknown_fields(schema: &Value, value: &Value, pointer: String, out: &mut Vec<
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use serde_json::json;
 

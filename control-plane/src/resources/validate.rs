@@ -325,3 +325,6 @@ pub fn struct_to_json(value: &impl Serialize) -> serde_json::Value {
     troupe_common::document::integral_numbers(&mut v);
     v
 }
+
+#[cfg(test)]
+mod props;

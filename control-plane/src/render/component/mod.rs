@@ -14,6 +14,8 @@
 
 mod patches;
 mod plan;
+#[cfg(test)]
+mod props;
 mod rules;
 
 pub use plan::Plan;

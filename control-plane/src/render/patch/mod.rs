@@ -27,6 +27,8 @@
 
 mod apply;
 mod path;
+#[cfg(test)]
+mod props;
 
 use serde_json::Value;
 

@@ -6,6 +6,7 @@ use super::*;
 
 mod bounds;
 mod functions;
+mod props;
 
 fn mk_engine() -> Engine {
     Engine::new(Limits::default())
