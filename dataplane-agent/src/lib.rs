@@ -61,6 +61,9 @@ pub struct Config {
     pub retry_base: Duration,
     /// The longest wait between two attempts at a failing apply.
     pub retry_max: Duration,
+    /// How many releases are applied (or pruned) at once. One release's changes are
+    /// applied one after the other; a release whose apply hangs holds up only itself.
+    pub apply_concurrency: usize,
     /// Largest release accepted, in bytes of manifests; a larger one is refused alone.
     pub max_release_bytes: usize,
     /// First reconnect delay bound; doubles per failed attempt up to `backoff_max`.
@@ -111,6 +114,7 @@ impl Config {
             resync_every: Duration::from_secs(30),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            apply_concurrency: 4,
             max_release_bytes: 256 * 1024 * 1024,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),

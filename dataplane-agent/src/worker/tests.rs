@@ -1,5 +1,6 @@
-//! The worker on its own: the write-ahead of a first apply, and an apply that outlives the
-//! session that asked for it.
+//! The worker on its own: the write-ahead of a first apply, an apply that outlives the
+//! session that asked for it, a hung apply that holds up only its own release; and the state
+//! operations of `core` run one after the other.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -9,6 +10,8 @@ use troupe_common::status::Health;
 
 use super::*;
 use crate::apply::{self, describe};
+
+mod serial;
 
 /// An applier that gets as far as creating objects, then fails (a crash mid-apply, as far as
 /// the state on disk can tell), and counts what it is asked to do.
@@ -40,24 +43,36 @@ impl Applier for Failing {
     }
 }
 
-/// An applier whose applies wait until the test lets them through, one at a time.
+/// An applier whose applies (of every release, or of one only) wait until the test lets them
+/// through, one at a time.
 #[derive(Default)]
 pub(crate) struct Gated {
-    /// Notified when an apply has started.
+    /// Notified when an apply that waits has started.
     pub started: Notify,
     /// Lets one waiting apply finish.
     pub release: Notify,
+    /// The one release whose applies wait; `None`: every release's.
+    pub only: Option<String>,
+    /// How many applies that wait are under way.
+    pub waiting: AtomicUsize,
+    /// The most applies that waited at once.
+    pub most_waiting: AtomicUsize,
 }
 
 impl Applier for Gated {
     fn apply<'a>(
         &'a self,
-        _release: &'a str,
+        release: &'a str,
         resources: &'a [ReleaseResource],
     ) -> BoxFuture<'a, Result<apply::Applied, apply::Error>> {
         Box::pin(async move {
-            self.started.notify_one();
-            self.release.notified().await;
+            if self.only.as_deref().is_none_or(|only| only == release) {
+                let now = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most_waiting.fetch_max(now, Ordering::SeqCst);
+                self.started.notify_one();
+                self.release.notified().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
             Ok(apply::Applied::done(
                 resources.iter().map(describe).collect(),
             ))
@@ -86,6 +101,7 @@ pub(crate) fn mk_gated_worker(
         State::open(dir).unwrap(),
         BTreeMap::new(),
         mk_timing(),
+        4,
         stopping,
     );
     (stop, worker)
@@ -140,7 +156,7 @@ async fn an_apply_in_flight_when_its_session_ends_is_recorded_and_reported_in_th
     let applier = Arc::new(Gated::default());
     let (_stop, worker) = mk_gated_worker(dir.path(), &applier);
 
-    let (replies, answers) = mpsc::channel(8);
+    let (replies, answers) = Replies::channel(8);
     assert!(worker.connect(replies.clone()).await.unwrap().is_empty());
     let upsert = Command::Upsert {
         upsert: mk_upsert("acme/api-eu", 4),
@@ -152,20 +168,133 @@ async fn an_apply_in_flight_when_its_session_ends_is_recorded_and_reported_in_th
     drop((replies, answers));
     applier.release.notify_one();
 
-    let (replies, _answers) = mpsc::channel(8);
-    let known = worker.connect(replies).await.unwrap();
-    assert_eq!(
-        known,
-        vec![(
-            "acme/api-eu".to_string(),
-            pb::KnownRelease {
-                generation: 4,
-                content_hash: "h4".into(),
-            }
-        )]
-    );
+    // A session that connects while the apply finishes may see it as written ahead
+    // (generation 0); one that connects after it is recorded sees it applied.
+    let expected = vec![(
+        "acme/api-eu".to_string(),
+        pb::KnownRelease {
+            generation: 4,
+            content_hash: "h4".into(),
+        },
+    )];
+    let (replies, _answers) = Replies::channel(8);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let known = worker.connect(replies.clone()).await.unwrap();
+        if known == expected {
+            break;
+        }
+        assert_eq!(known[0].1.generation, 0, "{known:?}");
+        assert!(tokio::time::Instant::now() < deadline, "never recorded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let on_disk = State::open(dir.path()).unwrap().load().unwrap();
     assert_eq!(on_disk["acme/api-eu"].generation, 4);
+}
+
+/// The next ack a session gets, skipping health reports and progress.
+async fn next_ack(answers: &mut mpsc::Receiver<Reply>) -> pb::Ack {
+    loop {
+        let reply = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the worker is running");
+        if let Reply::Message(AgentMessage {
+            message: Some(agent_message::Message::Ack(ack)),
+        }) = reply
+        {
+            return ack;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hung_apply_holds_up_its_own_release_only_and_its_objects_stay_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let applier = Arc::new(Gated {
+        only: Some("acme/slow".into()),
+        ..Gated::default()
+    });
+    let (_stop, worker) = mk_gated_worker(dir.path(), &applier);
+    let (replies, mut answers) = Replies::channel(64);
+    worker.connect(replies.clone()).await.unwrap();
+    let upsert = |release: &str, generation, objects: &[ReleaseResource]| Command::Upsert {
+        upsert: mk_release(release, generation, objects),
+        replies: replies.clone(),
+    };
+    let shared = mk_object("v1", "ConfigMap", "shared", "x");
+    let own = mk_object("v1", "ConfigMap", "own", "x");
+
+    // The slow release's apply hangs; a newer generation of it and a removal queue behind.
+    worker
+        .commands
+        .send(upsert("acme/slow", 1, &[shared.clone()]))
+        .await
+        .unwrap();
+    applier.started.notified().await;
+    worker
+        .commands
+        .send(upsert("acme/slow", 2, &[shared.clone()]))
+        .await
+        .unwrap();
+    let remove = Command::Remove {
+        release: "acme/slow".into(),
+        generation: 3,
+        replies: replies.clone(),
+    };
+    worker.commands.send(remove).await.unwrap();
+
+    // Another release is applied and acknowledged meanwhile, without the object the hung
+    // apply is taking.
+    worker
+        .commands
+        .send(upsert("acme/fast", 1, &[shared, own]))
+        .await
+        .unwrap();
+    let ack = next_ack(&mut answers).await;
+    assert_eq!(
+        (ack.release.as_str(), ack.generation, ack.ok),
+        ("acme/fast", 1, true),
+        "{ack:?}"
+    );
+    let report = loop {
+        match answers.recv().await.unwrap() {
+            Reply::Message(AgentMessage {
+                message: Some(agent_message::Message::Status(report)),
+            }) => break report,
+            _ => continue,
+        }
+    };
+    let messages: Vec<(&str, &str)> = report
+        .resources
+        .iter()
+        .map(|r| (r.name.as_str(), r.message.as_str()))
+        .collect();
+    assert_eq!(
+        messages,
+        [("shared", "owned by release acme/slow"), ("own", "")],
+        "the object the hung apply claims is not taken"
+    );
+
+    // Let go, the slow release's work lands in the order it came: one at a time.
+    for expected in [(1, true), (2, true), (3, true)] {
+        if expected.0 < 3 {
+            applier.release.notify_one();
+        }
+        let ack = next_ack(&mut answers).await;
+        assert_eq!(
+            (ack.release.as_str(), ack.generation, ack.ok),
+            ("acme/slow", expected.0, expected.1)
+        );
+        if expected.0 == 1 {
+            applier.started.notified().await;
+        }
+    }
+    assert_eq!(
+        applier.most_waiting.load(Ordering::SeqCst),
+        1,
+        "one release's applies never overlap"
+    );
 }
 
 fn mk_object(api_version: &str, kind: &str, name: &str, data: &str) -> ReleaseResource {
@@ -411,7 +540,7 @@ fn mk_flaky_core(applier: &Arc<Flaky>, state: &std::path::Path) -> Core {
 
 /// Waits until the core's next retry is due.
 async fn until_due(core: &Core) {
-    let at = core.next_retry().expect("a retry is scheduled");
+    let at = core.next_retry(|_| false).expect("a retry is scheduled");
     tokio::time::sleep_until(at).await;
 }
 
@@ -458,7 +587,7 @@ async fn a_failed_object_is_retried_with_backoff_and_its_release_kept_at_the_new
         (service.health.as_str(), service.message.as_str()),
         ("Healthy", "")
     );
-    assert!(core.next_retry().is_none());
+    assert!(core.next_retry(|_| false).is_none());
 
     // A newer generation that fails at first: drift re-applies it, never the older one.
     applier.failures.store(1, Ordering::SeqCst);
@@ -496,5 +625,5 @@ async fn a_failed_removal_is_retried_and_not_re_applied_by_drift() {
     let (_, removed) = core.retry_due().await;
     assert_eq!(removed, [("acme/web".to_string(), 2)]);
     assert!(core.known().is_empty());
-    assert!(core.next_retry().is_none());
+    assert!(core.next_retry(|_| false).is_none());
 }
