@@ -115,8 +115,8 @@ pub(crate) enum Command {
         /// Where the ack goes.
         replies: Replies,
     },
-    /// The control plane has sent everything that differed: once what the session asked
-    /// before is done, report all health, then every change as it comes.
+    /// The control plane has sent everything that differed: report all health, then every
+    /// change as it comes; once what the session asked before is done, say it is synced.
     Synced {
         /// Where the reports go.
         replies: Replies,
@@ -324,19 +324,26 @@ impl Worker {
                 generation,
                 replies: Some(replies),
             },
-            Command::Synced { replies } => Work::Synced { replies },
+            Command::Synced { replies } => {
+                if replies.is_closed() {
+                    return;
+                }
+                self.synced(&replies).await;
+                Work::Synced { replies }
+            }
         };
         self.flights.queue(work);
     }
 
-    /// The control plane may have restarted: tell it every health, once, then changes.
+    /// The control plane may have restarted: tell it every health, once, then changes. At
+    /// once, not after the applies the sync asked for: a hung one must not hold up the
+    /// health of every other release.
     async fn synced(&mut self, replies: &Replies) {
         if let Some(listener) = &mut self.listener
             && listener.replies.same_channel(replies)
         {
             listener.synced = true;
         }
-        replies.send(Reply::Event(Event::Synced)).await;
         self.core.unreported.clear();
         let mut releases: Vec<&String> = self.core.health.keys().collect();
         releases.sort();

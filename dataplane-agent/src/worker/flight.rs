@@ -7,8 +7,8 @@
 //! order. A newer generation that arrives while an older one applies is applied after it
 //! rather than cancelling it: the older apply may have half-written its objects, and its ack
 //! is owed to the control plane all the same (an ack means the content was applied). A
-//! `SyncComplete` waits for what its session asked before it, so "synced" still means that
-//! everything that differed was handled.
+//! `SyncComplete` (as [`Event::Synced`], which readiness follows) waits for what its session
+//! asked before it, so "synced" still means that everything that differed was handled.
 //!
 //! Work of the worker's own (a drift pass, a retry, objects deleted by someone else, a
 //! release that waited for an object now free) queues behind the backlog, once per release,
@@ -41,7 +41,7 @@ pub(super) enum Work {
         generation: i64,
         replies: Option<Replies>,
     },
-    /// Report all health once what the session asked before is done.
+    /// Tell the embedding program the session is in sync, once what it asked before is done.
     Synced { replies: Replies },
 }
 
@@ -280,7 +280,7 @@ impl Worker {
                     }
                 });
             }
-            Work::Synced { replies } => self.synced(&replies).await,
+            Work::Synced { replies } => replies.send(Reply::Event(Event::Synced)).await,
         }
     }
 
