@@ -10,10 +10,11 @@
 //! - [`probes`]: `/healthz` and `/readyz` over HTTP (`--health-addr`), readiness following
 //!   the stream's [`Event`]s.
 //! - [`stream`]: the one long-lived stream: Hello with what the agent holds, upserts and
-//!   removals passed on and acknowledged one by one, health reports, heartbeats, and
+//!   removals passed on and acknowledged as each is done, health reports, heartbeats, and
 //!   reconnects with full-jitter backoff.
-//! - `worker`: the one task that owns the applier and the state: it applies, records,
-//!   prunes, corrects drift and follows health, and answers whichever stream is open.
+//! - `worker`: the one task that owns the applier and the state: it applies (several
+//!   releases at once, each one's changes in order), records, prunes, corrects drift and
+//!   follows health, and answers whichever stream is open.
 //!
 //! The agent deletes objects only on an explicit removal from the control plane, never
 //! because a connection dropped; while disconnected it keeps re-applying what it holds.
