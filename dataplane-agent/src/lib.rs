@@ -12,10 +12,11 @@
 //! - [`metrics`]: apply latency and failures, releases held and retrying, sessions; measured
 //!   around the applier and from the [`Event`]s, when [`Config::metrics`] is set.
 //! - [`stream`]: the one long-lived stream: Hello with what the agent holds, upserts and
-//!   removals passed on and acknowledged one by one, health reports, heartbeats, and
+//!   removals passed on and acknowledged as each is done, health reports, heartbeats, and
 //!   reconnects with full-jitter backoff.
-//! - `worker`: the one task that owns the applier and the state: it applies, records,
-//!   prunes, corrects drift and follows health, and answers whichever stream is open.
+//! - `worker`: the one task that owns the applier and the state: it applies (several
+//!   releases at once, each one's changes in order), records, prunes, corrects drift and
+//!   follows health, and answers whichever stream is open.
 //!
 //! The agent deletes objects only on an explicit removal from the control plane, never
 //! because a connection dropped; while disconnected it keeps re-applying what it holds.
@@ -64,6 +65,9 @@ pub struct Config {
     pub retry_base: Duration,
     /// The longest wait between two attempts at a failing apply.
     pub retry_max: Duration,
+    /// How many releases are applied (or pruned) at once. One release's changes are
+    /// applied one after the other; a release whose apply hangs holds up only itself.
+    pub apply_concurrency: usize,
     /// Largest release accepted, in bytes of manifests; a larger one is refused alone.
     pub max_release_bytes: usize,
     /// First reconnect delay bound; doubles per failed attempt up to `backoff_max`.
@@ -116,6 +120,7 @@ impl Config {
             resync_every: Duration::from_secs(30),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            apply_concurrency: 4,
             max_release_bytes: 256 * 1024 * 1024,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),

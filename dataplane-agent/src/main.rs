@@ -60,6 +60,11 @@ struct Args {
     /// starts at one second and doubles).
     #[arg(long, default_value_t = 60)]
     retry_max: u64,
+    /// How many releases are applied (or pruned) at once. Changes to one release are applied
+    /// one after the other, in the order they came; a release whose apply is slow or hangs
+    /// holds up only its own later changes while up to N-1 others go through.
+    #[arg(long, env = "TROUPE_AGENT_APPLY_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    apply_concurrency: u16,
     /// Largest release accepted, in bytes of manifests.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     max_release_bytes: usize,
@@ -156,6 +161,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         config.resync_every = Duration::from_secs(args.resync_interval.max(1));
         config.retry_max = Duration::from_secs(args.retry_max.max(1));
         config.max_release_bytes = args.max_release_bytes;
+        config.apply_concurrency = usize::from(args.apply_concurrency);
         let (stop, stopping) = tokio::sync::watch::channel(false);
         if let Some(addr) = args.health_addr {
             let listener = tokio::net::TcpListener::bind(addr)

@@ -53,6 +53,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
             retry_base: config.retry_base,
             retry_max: config.retry_max,
         },
+        config.apply_concurrency,
         shutdown.clone(),
     );
 

@@ -24,11 +24,13 @@ use troupe_common::timestamp::now_seconds;
 use super::chunks::{Chunks, Step};
 use crate::Config;
 use crate::identity::AgentIdentity;
-use crate::worker::{Command, Handle, Reply, message};
+use crate::worker::{Command, Handle, Replies, Reply, message};
 
 /// Room for messages waiting to go out on the stream.
 const OUTBOUND: usize = 64;
-/// Room for the worker's answers waiting for the session.
+/// Room for the worker's answers waiting for the session. The worker waits a while for room
+/// and then gives up on the session, which then ends at its next heartbeat tick (see
+/// [`Replies`]).
 const REPLIES: usize = 64;
 
 /// One stream, from Hello until it ends.
@@ -73,7 +75,7 @@ pub(super) struct Session<'a> {
     /// What goes out on the stream.
     outbound: mpsc::Sender<AgentMessage>,
     /// Handed to the worker with each command: where its answers come back.
-    replies_tx: mpsc::Sender<Reply>,
+    replies_tx: Replies,
     replies: mpsc::Receiver<Reply>,
     chunks: Chunks,
     /// A command the worker's full queue has no room for yet; the stream is not read
@@ -88,7 +90,7 @@ impl<'a> Session<'a> {
         worker: &'a Handle,
     ) -> (Self, mpsc::Receiver<AgentMessage>) {
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND);
-        let (replies_tx, replies) = mpsc::channel(REPLIES);
+        let (replies_tx, replies) = Replies::channel(REPLIES);
         let session = Self {
             config,
             worker,
@@ -142,6 +144,9 @@ impl<'a> Session<'a> {
                     // says nothing about the control plane.
                     if self.pending.is_some() {
                         last_heard = Instant::now();
+                    }
+                    if self.replies_tx.gave_up() {
+                        anyhow::bail!("the agent fell behind sending its answers; reconnecting to resync");
                     }
                     if last_heard.elapsed() > interval * 3 {
                         anyhow::bail!("no message from the control plane for three heartbeat intervals");

@@ -1,6 +1,9 @@
-//! The agent's state and what can be done to it, one operation at a time: the worker task
-//! owns the one [`Core`] and calls these between commands. Nothing here knows of sessions;
-//! what changed is left in [`Core::unreported`] for the worker to pass on.
+//! The agent's state and what can be done to it: the worker task owns the one [`Core`] and
+//! calls these between commands. An apply is split in two so the worker need not wait for
+//! the applier: [`Core::begin_upsert`] / [`Core::begin_reapply`] screen the objects and claim
+//! them (a [`Started`]), the applier runs elsewhere, and [`Core::finish`] records the result;
+//! a prune likewise ends in [`Core::finish_remove`]. Nothing here knows of sessions; what
+//! changed is left in [`Core::unreported`] for the worker to pass on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -16,9 +19,9 @@ use troupe_common::timestamp::now_seconds;
 
 use super::owners::Owners;
 use super::retry::{Retry, Timing};
-use super::screen::{merge, screen};
+use super::screen::{Screened, merge, screen};
 use super::{Upsert, message};
-use crate::apply::Applier;
+use crate::apply::{Applied, Applier};
 use crate::state::{Held, State};
 
 /// The applier, the desired state and the health the agent last saw.
@@ -30,6 +33,9 @@ pub(super) struct Core {
     pub(super) state: State,
     /// The release that owns each object applied; follows `held`.
     pub(super) owners: Owners,
+    /// The objects the applies in flight will own: taken, for every other release, as if
+    /// owned already.
+    pub(super) claimed: Owners,
     /// What `state` holds, by release id.
     pub(super) held: BTreeMap<String, Held>,
     /// Per release, the generation and object health last observed.
@@ -65,6 +71,21 @@ pub(super) enum Failure {
     Forget(#[source] std::io::Error),
 }
 
+/// An apply under way: the release as it will be recorded once the applier is done, what
+/// screening decided of its objects, and whether to record it whatever changed.
+pub(super) struct Started {
+    held: Held,
+    screened: Screened,
+    record: bool,
+}
+
+impl Started {
+    /// The release being applied.
+    pub(super) fn release(&self) -> &str {
+        &self.held.release
+    }
+}
+
 impl Core {
     /// The state of an agent starting over `held`, as loaded from `state`.
     pub(super) fn new(
@@ -82,6 +103,7 @@ impl Core {
             policy,
             state,
             owners: Owners::from_held(&held),
+            claimed: Owners::default(),
             held,
             health: HashMap::new(),
             refused: HashMap::new(),
@@ -89,14 +111,19 @@ impl Core {
         }
     }
 
-    pub(super) async fn upsert(&mut self, upsert: Upsert) -> Result<(), Failure> {
+    /// Starts an upsert: `None` when there is nothing to apply (a resend of what is applied
+    /// already, or an older generation), else the apply to run and the objects to hand the
+    /// applier.
+    pub(super) fn begin_upsert(
+        &mut self,
+        upsert: Upsert,
+    ) -> Result<Option<(Started, Vec<ReleaseResource>)>, Failure> {
         if let Some(held) = self.held.get(&upsert.release)
             && (held.generation > upsert.generation
                 || (held.generation == upsert.generation
                     && held.content_hash == upsert.content_hash))
         {
-            // A resend of what is applied already, or an old generation: nothing to do.
-            return Ok(());
+            return Ok(None);
         }
         let resources = decode_manifests(&upsert.manifests).map_err(Failure::Decode)?;
         // A new generation starts counting its attempts afresh, and is no longer removed.
@@ -104,12 +131,12 @@ impl Core {
         self.removing.remove(&upsert.release);
         if !self.held.contains_key(&upsert.release) {
             // Written ahead of a first apply: if the agent dies between the apply and the
-            // record below, the release is still reported in `Hello` (as generation 0), so
-            // the control plane sends it again or, if it is gone, a removal for what the
-            // apply created.
-            self.state
-                .save(&Held::pending(&upsert.release))
-                .map_err(Failure::Record)?;
+            // record, the release is still reported in `Hello` (as generation 0), so the
+            // control plane sends it again or, if it is gone, a removal for what the apply
+            // created. Held in memory too, so a session that connects meanwhile reports it.
+            let pending = Held::pending(&upsert.release);
+            self.state.save(&pending).map_err(Failure::Record)?;
+            self.held.insert(upsert.release.clone(), pending);
         }
         let held = Held {
             release: upsert.release.clone(),
@@ -118,19 +145,56 @@ impl Core {
             resources,
             unapplied: Default::default(),
         };
-        self.apply(held, true).await.map(|_| ())
+        Ok(Some(self.begin(held, true)))
     }
 
-    /// Applies what `held` owns of its objects, records it (always when `record`, else when
-    /// what it owns changed) and takes in the health. The owners index changes only once the
-    /// record is written. Returns true when health changed.
-    async fn apply(&mut self, mut held: Held, record: bool) -> Result<bool, Failure> {
-        let screened = screen(&held.release, &held.resources, &self.policy, &self.owners);
-        let applied = self
-            .applier
-            .apply(&held.release, &screened.apply)
-            .await
-            .map_err(Failure::Apply)?;
+    /// Starts applying `release` again as held, correcting drift or retrying. `None` for a
+    /// release no longer held, only written ahead of its first apply (nothing acknowledged
+    /// to keep) or being removed (not to be re-created).
+    pub(super) fn begin_reapply(
+        &mut self,
+        release: &str,
+    ) -> Option<(Started, Vec<ReleaseResource>)> {
+        let held = self.held.get(release)?;
+        if held.is_pending() || self.removing.contains_key(release) {
+            return None;
+        }
+        let held = held.clone();
+        Some(self.begin(held, false))
+    }
+
+    /// Screens `held` and claims what it will own until the apply finishes, so that an
+    /// apply of another release started meanwhile does not take the same objects.
+    fn begin(&mut self, held: Held, record: bool) -> (Started, Vec<ReleaseResource>) {
+        let (owners, claimed) = (&self.owners, &self.claimed);
+        let mut screened = screen(&held.release, &held.resources, &self.policy, |key| {
+            owners.owner_of(key).or_else(|| claimed.owner_of(key))
+        });
+        self.claimed.set(&held.release, screened.owned.clone());
+        let objects = std::mem::take(&mut screened.apply);
+        let started = Started {
+            held,
+            screened,
+            record,
+        };
+        (started, objects)
+    }
+
+    /// Takes in what the applier made of `started`: records the release (always for an
+    /// upsert, else when what it owns changed), then moves the claim to the owners index
+    /// and takes in the health. Returns true when health changed.
+    pub(super) fn finish(
+        &mut self,
+        started: Started,
+        result: Result<Applied, crate::apply::Error>,
+    ) -> Result<bool, Failure> {
+        let Started {
+            mut held,
+            screened,
+            record,
+        } = started;
+        self.claimed.let_go(&held.release);
+        let applied = result.map_err(Failure::Apply)?;
         if record || held.unapplied != screened.unapplied {
             held.unapplied = screened.unapplied;
             self.state.save(&held).map_err(Failure::Record)?;
@@ -152,10 +216,24 @@ impl Core {
         Ok(self.observed(&release, generation, merge(statuses, screened.refused)))
     }
 
-    /// Prunes and forgets `release`; a failed prune is tried again with backoff, the
-    /// release held until then.
-    pub(super) async fn remove(&mut self, release: &str, generation: i64) -> Result<(), Failure> {
-        if let Err(e) = self.applier.prune(release).await {
+    /// A retry whose apply failed as a whole: nothing new to wait for, so try again later
+    /// rather than spin.
+    pub(super) fn retry_later(&mut self, release: &str) {
+        if self.held.contains_key(release) {
+            let retry = Retry::after(self.retries.get(release), &[], &self.timing);
+            self.retries.insert(release.to_string(), retry);
+        }
+    }
+
+    /// Takes in what the prune of `release` did: forgets it, or, when the prune failed,
+    /// tries again with backoff, the release held until then.
+    pub(super) fn finish_remove(
+        &mut self,
+        release: &str,
+        generation: i64,
+        result: Result<(), crate::apply::Error>,
+    ) -> Result<(), Failure> {
+        if let Err(e) = result {
             let retry = Retry::after(
                 self.removing.get(release).map(|(_, r)| r),
                 &[],
@@ -163,6 +241,8 @@ impl Core {
             );
             self.removing
                 .insert(release.to_string(), (generation, retry));
+            // Being removed, it is not applied again.
+            self.retries.remove(release);
             return Err(Failure::Apply(e));
         }
         self.removing.remove(release);
@@ -192,106 +272,50 @@ impl Core {
         true
     }
 
-    /// Re-applies everything held, correcting drift. Returns true when health changed.
-    pub(super) async fn correct_drift(&mut self) -> bool {
-        let releases: Vec<String> = self.held.keys().cloned().collect();
-        self.reapply(releases, "could not re-apply").await
+    /// Every release held, for a drift pass.
+    pub(super) fn held_releases(&self) -> Vec<String> {
+        self.held.keys().cloned().collect()
     }
 
-    /// Applies again, at once, the releases an object of which someone else deleted.
-    /// Returns true when health changed.
-    pub(super) async fn restore_deleted(&mut self) -> bool {
-        let releases = self.applier.drifted();
-        if !releases.is_empty() {
-            tracing::info!(
-                ?releases,
-                "objects were deleted by someone else; applying again"
-            );
-        }
-        self.reapply(releases, "could not re-apply").await
+    /// When the next retry is due, if any, leaving out the releases `busy` says are being
+    /// applied or removed already (their retry is rescheduled when that ends).
+    pub(super) fn next_retry(&self, busy: impl Fn(&str) -> bool) -> Option<Instant> {
+        let applies = self.retries.iter().map(|(k, r)| (k, r.at));
+        let removals = self.removing.iter().map(|(k, (_, r))| (k, r.at));
+        applies
+            .chain(removals)
+            .filter(|(release, _)| !busy(release))
+            .map(|(_, at)| at)
+            .min()
     }
 
-    /// Applies the held `releases` again, saying `failed` when one fails. A release only
-    /// written ahead of its first apply has nothing acknowledged to keep, and one being
-    /// removed is not re-created: both are skipped. Returns true when health changed.
-    async fn reapply(&mut self, releases: Vec<String>, failed: &str) -> bool {
-        let mut changed = false;
-        for release in releases {
-            let Some(held) = self.held.get(&release).cloned() else {
-                continue;
-            };
-            if held.is_pending() || self.removing.contains_key(&release) {
-                continue;
-            }
-            match self.apply(held, false).await {
-                Ok(c) => changed |= c,
-                Err(e) => tracing::warn!(%release, error = %e, "{failed}"),
-            }
-        }
-        changed
-    }
-
-    /// When the next retry is due, if any.
-    pub(super) fn next_retry(&self) -> Option<Instant> {
-        let applies = self.retries.values().map(|r| r.at);
-        let removals = self.removing.values().map(|(_, r)| r.at);
-        applies.chain(removals).min()
-    }
-
-    /// Applies again the releases whose retry is due, and prunes again those whose removal
-    /// is. Returns whether health changed and the removals that now succeeded, with their
-    /// generations.
-    pub(super) async fn retry_due(&mut self) -> (bool, Vec<(String, i64)>) {
+    /// The removals due again (with their generations) and the releases whose apply is due
+    /// again, leaving out the ones `busy` says are being applied or removed already.
+    pub(super) fn due(&self, busy: impl Fn(&str) -> bool) -> (Vec<(String, i64)>, Vec<String>) {
         let now = Instant::now();
-        let mut removed = Vec::new();
-        let due: Vec<(String, i64)> = self
+        let removals = self
             .removing
             .iter()
-            .filter(|(_, (_, r))| r.at <= now)
+            .filter(|(release, (_, r))| r.at <= now && !busy(release))
             .map(|(release, (generation, _))| (release.clone(), *generation))
             .collect();
-        for (release, generation) in due {
-            match self.remove(&release, generation).await {
-                Ok(()) => removed.push((release, generation)),
-                Err(e) => tracing::warn!(%release, error = %e, "prune failed again"),
-            }
-        }
-        let due: Vec<String> = self
+        let applies = self
             .retries
             .iter()
-            .filter(|(_, r)| r.at <= now)
+            .filter(|(release, r)| r.at <= now && !busy(release))
             .map(|(release, _)| release.clone())
             .collect();
-        let mut changed = false;
-        for release in due {
-            let Some(held) = self.held.get(&release).cloned() else {
-                self.retries.remove(&release);
-                continue;
-            };
-            match self.apply(held, false).await {
-                Ok(c) => changed |= c,
-                Err(e) => {
-                    // Nothing new to wait for: try again later rather than spin.
-                    tracing::warn!(%release, error = %e, "retry failed");
-                    let retry = Retry::after(self.retries.get(&release), &[], &self.timing);
-                    self.retries.insert(release, retry);
-                }
-            }
-        }
-        (changed, removed)
+        (removals, applies)
     }
 
-    /// Re-applies the releases that wait for an object no release owns any more (its owner
-    /// was removed). Returns true when health changed.
-    pub(super) async fn apply_waiting(&mut self) -> bool {
-        let waiting: Vec<String> = self
-            .held
+    /// The releases that wait for an object no release owns any more (its owner was
+    /// removed), to apply again.
+    pub(super) fn waiting(&self) -> Vec<String> {
+        self.held
             .values()
             .filter(|h| self.waits_for_free_object(h))
             .map(|h| h.release.clone())
-            .collect();
-        self.reapply(waiting, "could not apply what it waited for")
-            .await
+            .collect()
     }
 
     fn waits_for_free_object(&self, held: &Held) -> bool {
@@ -300,7 +324,7 @@ impl Core {
             .filter(|r| held.unapplied.contains(&r.id))
             .any(|r: &ReleaseResource| {
                 let key = super::owners::ObjectKey::of(&crate::apply::describe(r));
-                self.owners.owner_of(&key).is_none()
+                self.owners.owner_of(&key).is_none() && self.claimed.owner_of(&key).is_none()
             })
     }
 

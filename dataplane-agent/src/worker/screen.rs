@@ -9,7 +9,7 @@ use troupe_common::pb::v1alpha1::{ReleaseResource, ReleaseResourceStatus};
 use troupe_common::policy::Policy;
 use troupe_common::status::Health;
 
-use super::owners::{ObjectKey, Owners};
+use super::owners::ObjectKey;
 use crate::apply::describe;
 
 /// A release sorted into what goes to the applier and what is refused.
@@ -24,12 +24,13 @@ pub(super) struct Screened {
     pub owned: BTreeSet<ObjectKey>,
 }
 
-/// Sorts the objects of `release`.
-pub(super) fn screen(
+/// Sorts the objects of `release`; `owner_of` says which release owns (or is applying) an
+/// object.
+pub(super) fn screen<'a>(
     release: &str,
     resources: &[ReleaseResource],
     policy: &Policy,
-    owners: &Owners,
+    owner_of: impl Fn(&ObjectKey) -> Option<&'a str>,
 ) -> Screened {
     let mut screened = Screened {
         apply: Vec::with_capacity(resources.len()),
@@ -46,8 +47,7 @@ pub(super) fn screen(
         let key = ObjectKey::of(&status);
         let why = crate::policy::refusal(policy, &api_version, &status.kind, &status.namespace)
             .or_else(|| {
-                owners
-                    .owner_of(&key)
+                owner_of(&key)
                     .filter(|owner| *owner != release)
                     .map(|owner| format!("owned by release {owner}"))
             });

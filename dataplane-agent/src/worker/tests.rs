@@ -1,5 +1,6 @@
-//! The worker on its own: the write-ahead of a first apply, and an apply that outlives the
-//! session that asked for it.
+//! The worker on its own: the write-ahead of a first apply, an apply that outlives the
+//! session that asked for it, a hung apply that holds up only its own release; and the state
+//! operations of `core` run one after the other.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -9,6 +10,9 @@ use troupe_common::status::Health;
 
 use super::*;
 use crate::apply::{self, describe};
+
+mod retries;
+mod serial;
 
 /// An applier that gets as far as creating objects, then fails (a crash mid-apply, as far as
 /// the state on disk can tell), and counts what it is asked to do.
@@ -40,24 +44,36 @@ impl Applier for Failing {
     }
 }
 
-/// An applier whose applies wait until the test lets them through, one at a time.
+/// An applier whose applies (of every release, or of one only) wait until the test lets them
+/// through, one at a time.
 #[derive(Default)]
 pub(crate) struct Gated {
-    /// Notified when an apply has started.
+    /// Notified when an apply that waits has started.
     pub started: Notify,
     /// Lets one waiting apply finish.
     pub release: Notify,
+    /// The one release whose applies wait; `None`: every release's.
+    pub only: Option<String>,
+    /// How many applies that wait are under way.
+    pub waiting: AtomicUsize,
+    /// The most applies that waited at once.
+    pub most_waiting: AtomicUsize,
 }
 
 impl Applier for Gated {
     fn apply<'a>(
         &'a self,
-        _release: &'a str,
+        release: &'a str,
         resources: &'a [ReleaseResource],
     ) -> BoxFuture<'a, Result<apply::Applied, apply::Error>> {
         Box::pin(async move {
-            self.started.notify_one();
-            self.release.notified().await;
+            if self.only.as_deref().is_none_or(|only| only == release) {
+                let now = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most_waiting.fetch_max(now, Ordering::SeqCst);
+                self.started.notify_one();
+                self.release.notified().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
             Ok(apply::Applied::done(
                 resources.iter().map(describe).collect(),
             ))
@@ -86,6 +102,7 @@ pub(crate) fn mk_gated_worker(
         State::open(dir).unwrap(),
         BTreeMap::new(),
         mk_timing(),
+        4,
         stopping,
     );
     (stop, worker)
@@ -140,7 +157,7 @@ async fn an_apply_in_flight_when_its_session_ends_is_recorded_and_reported_in_th
     let applier = Arc::new(Gated::default());
     let (_stop, worker) = mk_gated_worker(dir.path(), &applier);
 
-    let (replies, answers) = mpsc::channel(8);
+    let (replies, answers) = Replies::channel(8);
     assert!(worker.connect(replies.clone()).await.unwrap().is_empty());
     let upsert = Command::Upsert {
         upsert: mk_upsert("acme/api-eu", 4),
@@ -152,20 +169,170 @@ async fn an_apply_in_flight_when_its_session_ends_is_recorded_and_reported_in_th
     drop((replies, answers));
     applier.release.notify_one();
 
-    let (replies, _answers) = mpsc::channel(8);
-    let known = worker.connect(replies).await.unwrap();
-    assert_eq!(
-        known,
-        vec![(
-            "acme/api-eu".to_string(),
-            pb::KnownRelease {
-                generation: 4,
-                content_hash: "h4".into(),
-            }
-        )]
-    );
+    // A session that connects while the apply finishes may see it as written ahead
+    // (generation 0); one that connects after it is recorded sees it applied.
+    let expected = vec![(
+        "acme/api-eu".to_string(),
+        pb::KnownRelease {
+            generation: 4,
+            content_hash: "h4".into(),
+        },
+    )];
+    let (replies, _answers) = Replies::channel(8);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let known = worker.connect(replies.clone()).await.unwrap();
+        if known == expected {
+            break;
+        }
+        assert_eq!(known[0].1.generation, 0, "{known:?}");
+        assert!(tokio::time::Instant::now() < deadline, "never recorded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let on_disk = State::open(dir.path()).unwrap().load().unwrap();
     assert_eq!(on_disk["acme/api-eu"].generation, 4);
+}
+
+/// The next ack a session gets, skipping health reports and progress.
+async fn next_ack(answers: &mut mpsc::Receiver<Reply>) -> pb::Ack {
+    loop {
+        let reply = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the worker is running");
+        if let Reply::Message(AgentMessage {
+            message: Some(agent_message::Message::Ack(ack)),
+        }) = reply
+        {
+            return ack;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hung_apply_holds_up_its_own_release_only_and_its_objects_stay_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let applier = Arc::new(Gated {
+        only: Some("acme/slow".into()),
+        ..Gated::default()
+    });
+    let (_stop, worker) = mk_gated_worker(dir.path(), &applier);
+    let (replies, mut answers) = Replies::channel(64);
+    worker.connect(replies.clone()).await.unwrap();
+    let upsert = |release: &str, generation, objects: &[ReleaseResource]| Command::Upsert {
+        upsert: mk_release(release, generation, objects),
+        replies: replies.clone(),
+    };
+    let shared = mk_object("v1", "ConfigMap", "shared", "x");
+    let own = mk_object("v1", "ConfigMap", "own", "x");
+
+    // The slow release's apply hangs; a newer generation of it and a removal queue behind.
+    worker
+        .commands
+        .send(upsert("acme/slow", 1, std::slice::from_ref(&shared)))
+        .await
+        .unwrap();
+    applier.started.notified().await;
+    worker
+        .commands
+        .send(upsert("acme/slow", 2, std::slice::from_ref(&shared)))
+        .await
+        .unwrap();
+    let remove = Command::Remove {
+        release: "acme/slow".into(),
+        generation: 3,
+        replies: replies.clone(),
+    };
+    worker.commands.send(remove).await.unwrap();
+
+    // Another release is applied and acknowledged meanwhile, without the object the hung
+    // apply is taking.
+    worker
+        .commands
+        .send(upsert("acme/fast", 1, &[shared, own]))
+        .await
+        .unwrap();
+    let ack = next_ack(&mut answers).await;
+    assert_eq!(
+        (ack.release.as_str(), ack.generation, ack.ok),
+        ("acme/fast", 1, true),
+        "{ack:?}"
+    );
+    let report = loop {
+        match answers.recv().await.unwrap() {
+            Reply::Message(AgentMessage {
+                message: Some(agent_message::Message::Status(report)),
+            }) => break report,
+            _ => continue,
+        }
+    };
+    let messages: Vec<(&str, &str)> = report
+        .resources
+        .iter()
+        .map(|r| (r.name.as_str(), r.message.as_str()))
+        .collect();
+    assert_eq!(
+        messages,
+        [("shared", "owned by release acme/slow"), ("own", "")],
+        "the object the hung apply claims is not taken"
+    );
+
+    // Let go, the slow release's work lands in the order it came: one at a time.
+    for expected in [(1, true), (2, true), (3, true)] {
+        if expected.0 < 3 {
+            applier.release.notify_one();
+        }
+        let ack = next_ack(&mut answers).await;
+        assert_eq!(
+            (ack.release.as_str(), ack.generation, ack.ok),
+            ("acme/slow", expected.0, expected.1)
+        );
+        if expected.0 == 1 {
+            applier.started.notified().await;
+        }
+    }
+    assert_eq!(
+        applier.most_waiting.load(Ordering::SeqCst),
+        1,
+        "one release's applies never overlap"
+    );
+}
+
+#[tokio::test]
+async fn a_session_that_stops_reading_its_answers_does_not_stop_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let applier = Arc::new(Gated {
+        only: Some("acme/nothing-waits".into()),
+        ..Gated::default()
+    });
+    let (_stop, worker) = mk_gated_worker(dir.path(), &applier);
+    let script = async {
+        // A session whose stream no longer drains: room for one answer, never read.
+        let (stalled, _unread) = Replies::channel(1);
+        worker.connect(stalled.clone()).await.unwrap();
+        for release in ["acme/a", "acme/b", "acme/c"] {
+            let upsert = Command::Upsert {
+                upsert: mk_upsert(release, 1),
+                replies: stalled.clone(),
+            };
+            worker.commands.send(upsert).await.unwrap();
+        }
+        // The next session is answered all the same (after one bounded wait for the stalled
+        // one), and the stalled one knows to resync.
+        let (replies, mut answers) = Replies::channel(64);
+        worker.connect(replies.clone()).await.unwrap();
+        let upsert = Command::Upsert {
+            upsert: mk_upsert("acme/next", 1),
+            replies,
+        };
+        worker.commands.send(upsert).await.unwrap();
+        let ack = next_ack(&mut answers).await;
+        assert_eq!((ack.release.as_str(), ack.ok), ("acme/next", true));
+        assert!(stalled.gave_up());
+    };
+    tokio::time::timeout(Duration::from_secs(60), script)
+        .await
+        .expect("the worker answered the next session");
 }
 
 fn mk_object(api_version: &str, kind: &str, name: &str, data: &str) -> ReleaseResource {
@@ -328,173 +495,4 @@ async fn objects_outside_the_agents_policy_fail_alone() {
             .count(),
         1
     );
-}
-
-/// An applier that refuses every object of kind Service for its first `failures` applies, and
-/// its first prune; it remembers what it last applied.
-struct Flaky {
-    failures: AtomicUsize,
-    prune_failures: AtomicUsize,
-    applied: std::sync::Mutex<Vec<String>>,
-}
-
-impl Flaky {
-    fn new(failures: usize) -> Self {
-        Self {
-            failures: AtomicUsize::new(failures),
-            prune_failures: AtomicUsize::new(1),
-            applied: Default::default(),
-        }
-    }
-}
-
-impl Applier for Flaky {
-    fn apply<'a>(
-        &'a self,
-        _release: &'a str,
-        resources: &'a [ReleaseResource],
-    ) -> BoxFuture<'a, Result<apply::Applied, apply::Error>> {
-        Box::pin(async move {
-            let failing = self
-                .failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            let mut applied = apply::Applied::default();
-            for resource in resources {
-                let mut status = describe(resource);
-                if failing && status.kind == "Service" {
-                    status.health = Health::Degraded.as_str().into();
-                    status.message = "applying Service shop/web: Forbidden (403): no".into();
-                    applied.failed.push(status.id.clone());
-                } else {
-                    status.health = Health::Healthy.as_str().into();
-                    let data = serde_json::to_value(&resource.object).unwrap();
-                    self.applied
-                        .lock()
-                        .unwrap()
-                        .push(data["data"]["from"].to_string());
-                }
-                applied.statuses.push(status);
-            }
-            Ok(applied)
-        })
-    }
-
-    fn prune<'a>(&'a self, _release: &'a str) -> BoxFuture<'a, Result<(), apply::Error>> {
-        Box::pin(async move {
-            match self
-                .prune_failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            {
-                Ok(_) => Err(apply::Error::io("pruning", "/target")(
-                    std::io::Error::other("busy"),
-                )),
-                Err(_) => Ok(()),
-            }
-        })
-    }
-
-    fn info(&self) -> BoxFuture<'_, ClusterInfo> {
-        Box::pin(async { ClusterInfo::default() })
-    }
-}
-
-fn mk_flaky_core(applier: &Arc<Flaky>, state: &std::path::Path) -> Core {
-    Core::new(
-        applier.clone(),
-        Arc::new(Policy::default()),
-        State::open(state).unwrap(),
-        BTreeMap::new(),
-        mk_timing(),
-    )
-}
-
-/// Waits until the core's next retry is due.
-async fn until_due(core: &Core) {
-    let at = core.next_retry().expect("a retry is scheduled");
-    tokio::time::sleep_until(at).await;
-}
-
-#[tokio::test]
-async fn a_failed_object_is_retried_with_backoff_and_its_release_kept_at_the_newest_generation() {
-    let state = tempfile::tempdir().unwrap();
-    let applier = Arc::new(Flaky::new(2));
-    let mut core = mk_flaky_core(&applier, state.path());
-    let objects = |from| {
-        [
-            mk_object("v1", "ConfigMap", "settings", from),
-            mk_object("v1", "Service", "web", from),
-        ]
-    };
-    // The first attempt: the Service fails alone, the ConfigMap applies, the release is
-    // recorded at its generation all the same.
-    core.upsert(mk_release("acme/web", 1, &objects("one")))
-        .await
-        .unwrap();
-    let service = entry(&core, "acme/web", "Service/web");
-    assert_eq!(service.health, Health::Degraded);
-    assert_eq!(
-        service.message,
-        "retrying (attempt 1, next in 10ms): applying Service shop/web: Forbidden (403): no"
-    );
-    assert_eq!(
-        entry(&core, "acme/web", "ConfigMap/settings").health,
-        Health::Healthy
-    );
-    assert_eq!(core.known()[0].1.generation, 1);
-
-    // The second attempt fails too, and waits twice as long.
-    until_due(&core).await;
-    assert!(core.retry_due().await.0);
-    assert_eq!(
-        entry(&core, "acme/web", "Service/web").message,
-        "retrying (attempt 2, next in 20ms): applying Service shop/web: Forbidden (403): no"
-    );
-    // The third goes through: nothing left to retry.
-    until_due(&core).await;
-    assert!(core.retry_due().await.0);
-    let service = entry(&core, "acme/web", "Service/web");
-    assert_eq!(
-        (service.health.as_str(), service.message.as_str()),
-        ("Healthy", "")
-    );
-    assert!(core.next_retry().is_none());
-
-    // A newer generation that fails at first: drift re-applies it, never the older one.
-    applier.failures.store(1, Ordering::SeqCst);
-    core.upsert(mk_release("acme/web", 2, &objects("two")))
-        .await
-        .unwrap();
-    applier.applied.lock().unwrap().clear();
-    core.correct_drift().await;
-    assert_eq!(
-        *applier.applied.lock().unwrap(),
-        ["\"two\"", "\"two\""],
-        "drift applies the newest generation the control plane sent"
-    );
-}
-
-#[tokio::test]
-async fn a_failed_removal_is_retried_and_not_re_applied_by_drift() {
-    let state = tempfile::tempdir().unwrap();
-    let applier = Arc::new(Flaky::new(0));
-    let mut core = mk_flaky_core(&applier, state.path());
-    core.upsert(mk_release(
-        "acme/web",
-        1,
-        &[mk_object("v1", "ConfigMap", "settings", "one")],
-    ))
-    .await
-    .unwrap();
-    let error = core.remove("acme/web", 2).await.unwrap_err();
-    assert_eq!(error.to_string(), "pruning /target: busy");
-    applier.applied.lock().unwrap().clear();
-    core.correct_drift().await;
-    assert!(applier.applied.lock().unwrap().is_empty(), "not re-created");
-
-    until_due(&core).await;
-    let (_, removed) = core.retry_due().await;
-    assert_eq!(removed, [("acme/web".to_string(), 2)]);
-    assert!(core.known().is_empty());
-    assert!(core.next_retry().is_none());
 }

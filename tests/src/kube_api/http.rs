@@ -104,13 +104,18 @@ pub(crate) async fn handle(
     let Some(name) = name else {
         return collection(shared, &method, kind, namespace, &query, &body, watching);
     };
-    let refusal = shared
-        .store
-        .lock()
-        .unwrap()
-        .refusals
-        .get(&(method.to_string(), kind.plural.clone(), name.clone()))
-        .cloned();
+    let (refusal, delay) = {
+        let store = shared.store.lock().unwrap();
+        let at = (method.to_string(), kind.plural.clone(), name.clone());
+        (
+            store.refusals.get(&at).cloned(),
+            store.delays.get(&at).copied(),
+        )
+    };
+    if let Some(delay) = delay {
+        // A slow or hung API server for this object; the request is logged already.
+        tokio::time::sleep(delay).await;
+    }
     if let Some(refusal) = refusal {
         return Failure::new(refusal.code, &refusal.reason, refusal.message).into_response();
     }

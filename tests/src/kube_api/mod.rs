@@ -9,7 +9,7 @@
 //! - namespaces that must exist and take their contents with them, foreground deletion, CRDs
 //!   that take a while to be served ([`store`]);
 //! - lists and watches with label selectors, compaction (410) and expiry ([`watch`]);
-//! - a log of every request, and refusals a test sets up ([`http`]).
+//! - a log of every request, and refusals and delays a test sets up ([`http`]).
 //!
 //! [`KubeApi`] is the handle a test, the agent binary (through [`KubeApi::write_kubeconfig`])
 //! or `troupe-bench` uses; its methods act as the other actors of a cluster (kubectl, a
@@ -314,6 +314,18 @@ impl KubeApi {
         store
             .refusals
             .remove(&(method.into(), plural.into(), name.into()));
+    }
+
+    /// Holds every `method` (PATCH, DELETE, GET, PUT) on object `plural` `name` for `delay`
+    /// before serving it, as a slow or hung API server would; the request shows in the log at
+    /// once. A request held when the test ends is never answered.
+    pub fn delay(&self, method: &str, plural: &str, name: &str, delay: Duration) {
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .delays
+            .insert((method.into(), plural.into(), name.into()), delay);
     }
 
     /// How long a new CRD takes to be Established (and its kinds served); 0 by default.

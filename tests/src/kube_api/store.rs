@@ -1,5 +1,5 @@
 //! The server's state: objects with their field managers, the event log watches read, the
-//! kinds served, the request log and the refusals a test set up. Every write goes through
+//! kinds served, the request log and the refusals and delays a test set up. Every write goes through
 //! [`Store::write`] or [`Store::remove`], which give it the next resourceVersion, render
 //! `managedFields` and log the event, and carry out what a real cluster does on its own
 //! (a new Namespace's ConfigMap and ServiceAccount; a Namespace's or CRD's contents going
@@ -89,6 +89,8 @@ pub(crate) struct Store {
     pub requests: Vec<Request>,
     /// By (method, plural, name).
     pub refusals: BTreeMap<(String, String, String), Refusal>,
+    /// By (method, plural, name): how long such a request waits before it is served.
+    pub delays: BTreeMap<(String, String, String), Duration>,
     pub crd_delay: Duration,
     pub foreground_delay: Duration,
 }
@@ -104,6 +106,7 @@ impl Default for Store {
             kinds: kinds::builtins(),
             requests: Vec::new(),
             refusals: BTreeMap::new(),
+            delays: BTreeMap::new(),
             crd_delay: Duration::ZERO,
             foreground_delay: Duration::from_millis(200),
         }

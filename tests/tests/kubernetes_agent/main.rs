@@ -1,12 +1,13 @@
 //! The real `troupe-agent` with `--apply kubernetes` against the test API server
 //! ([`KubeApi`]), driven from bindings as a user would: a fresh cluster gets its namespace, a
 //! refused object is retried until it applies, an expired watch lists again; the modules
-//! cover objects shared with others (`sharing`), CRDs (`crds`) and an idle agent's requests
-//! (`idle`).
+//! cover objects shared with others (`sharing`), CRDs (`crds`), an idle agent's requests
+//! (`idle`) and an API server that hangs on one object (`slow`).
 
 mod crds;
 mod idle;
 mod sharing;
+mod slow;
 
 use serde_json::{Value, json};
 use troupe_tests::kube_api::KubeApi;
