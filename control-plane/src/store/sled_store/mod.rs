@@ -131,6 +131,23 @@ impl SledStore {
         })
     }
 
+    /// Counts the events of commit `revision` in the log's size and compacts the log when
+    /// it is due: every [`COMPACT_EVERY`] revisions, or at once when over its byte budget.
+    fn retain(&self, revision: Revision, events: &[Event]) -> Result<(), StoreError> {
+        let floor = {
+            let mut size = self.log_size.lock().unwrap_or_else(|p| p.into_inner());
+            for event in events {
+                size.add(revision, event_bytes(event));
+            }
+            (revision.is_multiple_of(COMPACT_EVERY) || size.over(&self.retention))
+                .then(|| size.compact(&self.retention, revision))
+        };
+        match floor {
+            Some(floor) => self.compact(floor),
+            None => Ok(()),
+        }
+    }
+
     /// Drops events at or below `floor` from the log.
     fn compact(&self, floor: Revision) -> Result<(), StoreError> {
         if floor <= self.compacted.load(Ordering::SeqCst) {
@@ -323,17 +340,7 @@ impl Store for SledStore {
             self.tree.apply_batch(batch).map_err(engine)?;
             self.revision.store(revision, Ordering::SeqCst);
         }
-        let floor = {
-            let mut size = self.log_size.lock().unwrap_or_else(|p| p.into_inner());
-            for event in &events {
-                size.add(revision, event_bytes(event));
-            }
-            (revision.is_multiple_of(COMPACT_EVERY) || size.over(&self.retention))
-                .then(|| size.compact(&self.retention, revision))
-        };
-        if let Some(floor) = floor {
-            self.compact(floor)?;
-        }
+        self.retain(revision, &events)?;
         // No receiver is not an error: nobody is watching.
         let _ = self.live.send(events.into());
         Ok(revision)
