@@ -111,18 +111,30 @@ impl Core {
         }
     }
 
-    /// Starts an upsert: `None` when there is nothing to apply (a resend of what is applied
-    /// already, or an older generation), else the apply to run and the objects to hand the
-    /// applier.
+    /// Starts an upsert: `None` when there is nothing to apply (the content held already),
+    /// else the apply to run and the objects to hand the applier.
+    ///
+    /// Content decides, not generation numbers: a control plane restored from a backup, or
+    /// one that lost its store, numbers generations again from lower values, and what it
+    /// sends is still what must run. (One session sends a release's generations in order, and
+    /// commands of an ended session are dropped, so an older generation never overtakes a
+    /// newer one.) The same content under another number is only renumbered.
     pub(super) fn begin_upsert(
         &mut self,
         upsert: Upsert,
     ) -> Result<Option<(Started, Vec<ReleaseResource>)>, Failure> {
-        if let Some(held) = self.held.get(&upsert.release)
-            && (held.generation > upsert.generation
-                || (held.generation == upsert.generation
-                    && held.content_hash == upsert.content_hash))
+        if let Some(held) = self.held.get_mut(&upsert.release)
+            && !held.is_pending()
+            && held.content_hash == upsert.content_hash
         {
+            if held.generation != upsert.generation {
+                held.generation = upsert.generation;
+                self.state.save(held).map_err(Failure::Record)?;
+                if let Some((generation, _)) = self.health.get_mut(&upsert.release) {
+                    *generation = upsert.generation;
+                    self.unreported.insert(upsert.release.clone());
+                }
+            }
             return Ok(None);
         }
         let resources = decode_manifests(&upsert.manifests).map_err(Failure::Decode)?;

@@ -11,6 +11,7 @@ use troupe_common::status::Health;
 use super::*;
 use crate::apply::{self, describe};
 
+mod generations;
 mod retries;
 mod serial;
 
