@@ -355,6 +355,10 @@ impl Applier for Metered {
         self.inner.health_changes()
     }
 
+    fn found(&self) -> Vec<String> {
+        self.inner.found()
+    }
+
     fn drifted(&self) -> Vec<String> {
         self.inner.drifted()
     }

@@ -61,8 +61,9 @@ impl State {
         Ok(Self { dir })
     }
 
-    /// Everything held, by release id. Files that cannot be read are reported and skipped
-    /// (the control plane resends what the agent does not report).
+    /// Everything held, by release id. A file that cannot be read is reported and its
+    /// release held as pending (generation 0), so the control plane sends it again or a
+    /// removal; a file that names no release is skipped.
     pub fn load(&self) -> std::io::Result<BTreeMap<String, Held>> {
         let mut held = BTreeMap::new();
         for entry in std::fs::read_dir(&self.dir)? {
@@ -70,16 +71,22 @@ impl State {
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            match std::fs::read(&path).map(|b| serde_json::from_slice::<Held>(&b)) {
+            let error = match std::fs::read(&path).map(|b| serde_json::from_slice::<Held>(&b)) {
                 Ok(Ok(h)) => {
                     held.insert(h.release.clone(), h);
+                    continue;
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable state")
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            // The release is still named by the file: reported as pending, the control plane
+            // sends it again or a removal, and its objects are never left unaccounted for.
+            match release_of_file(&path) {
+                Some(release) => {
+                    tracing::warn!(file = %path.display(), %error, %release, "unreadable state; the release is reported as pending");
+                    held.insert(release.clone(), Held::pending(&release));
                 }
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable state")
-                }
+                None => tracing::warn!(file = %path.display(), %error, "skipping unreadable state"),
             }
         }
         Ok(held)
@@ -99,6 +106,13 @@ impl State {
         // Release ids are `NAMESPACE/NAME` of DNS labels: `_` cannot occur in them.
         self.dir.join(format!("{}.json", release.replace('/', "_")))
     }
+}
+
+/// The release a state file is named after, `NAMESPACE_NAME.json`.
+fn release_of_file(path: &Path) -> Option<String> {
+    let (namespace, name) = path.file_stem()?.to_str()?.split_once('_')?;
+    let release = format!("{namespace}/{name}");
+    troupe_common::agent::parse_release_id(&release).is_some().then_some(release)
 }
 
 #[cfg(test)]
@@ -122,5 +136,18 @@ mod tests {
         state.remove("acme/api-dev").unwrap();
         state.remove("acme/api-dev").unwrap();
         assert!(state.load().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_file_leaves_its_release_pending_not_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        state.save(&Held::pending("acme/api-dev")).unwrap();
+        let file = state.path("acme/api-dev");
+        std::fs::write(&file, b"{\"release\": \"acme/api-de").unwrap();
+        std::fs::write(dir.path().join("releases/not-a-release.json"), b"garbage").unwrap();
+        let held = state.load().unwrap();
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert!(held["acme/api-dev"].is_pending());
     }
 }

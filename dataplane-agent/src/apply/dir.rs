@@ -249,6 +249,29 @@ impl Applier for DirApplier {
             }
         })
     }
+
+    /// Every `NAMESPACE/NAME` directory under the root.
+    fn found(&self) -> Vec<String> {
+        let dirs = |dir: &Path| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        };
+        let mut found = Vec::new();
+        for namespace in dirs(&self.root) {
+            for name in dirs(&self.root.join(&namespace)) {
+                let release = format!("{namespace}/{name}");
+                if self.release_dir(&release).is_ok() {
+                    found.push(release);
+                }
+            }
+        }
+        found
+    }
 }
 
 #[cfg(test)]

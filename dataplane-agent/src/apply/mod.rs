@@ -65,6 +65,13 @@ pub trait Applier: Send + Sync {
     fn drifted(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The releases the applier finds objects or records of by itself (its directory
+    /// layout, its inventory records), for the agent to account for releases its own state
+    /// lost; empty when it cannot tell.
+    fn found(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What an apply did.

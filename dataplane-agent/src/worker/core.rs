@@ -95,6 +95,7 @@ impl Core {
         held: BTreeMap<String, Held>,
         timing: Timing,
     ) -> Self {
+        let held = account_for_found(held, applier.as_ref(), &state);
         Self {
             timing,
             retries: HashMap::new(),
@@ -390,4 +391,27 @@ fn stamp(mut resources: Vec<ReleaseResourceStatus>) -> Vec<ReleaseResourceStatus
         r.last_observed_time = Some(now);
     }
     resources
+}
+
+/// Adds to `held` the releases the applier finds objects or records of that the agent's
+/// state does not name (the state was lost or a file of it removed), as pending: reported in
+/// `Hello` at generation 0, the control plane sends each again or a removal, so none is
+/// purged while its objects stay behind.
+fn account_for_found(
+    mut held: BTreeMap<String, Held>,
+    applier: &dyn Applier,
+    state: &State,
+) -> BTreeMap<String, Held> {
+    for release in applier.found() {
+        if held.contains_key(&release) {
+            continue;
+        }
+        tracing::warn!(%release, "found objects of a release the agent's state does not hold; reporting it as pending");
+        let pending = Held::pending(&release);
+        if let Err(e) = state.save(&pending) {
+            tracing::warn!(%release, error = %e, "could not record the pending release");
+        }
+        held.insert(release, pending);
+    }
+    held
 }

@@ -148,6 +148,21 @@ impl KindRecord {
     pub fn remove(&self, release: &str) -> std::io::Result<()> {
         durable::remove(&self.path(release))
     }
+
+    /// Every release with a record.
+    pub fn releases(&self) -> Vec<String> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().into_string().ok()?;
+                let (namespace, name) = file.strip_suffix(".json")?.split_once('_')?;
+                let release = format!("{namespace}/{name}");
+                troupe_common::agent::parse_release_id(&release).is_some().then_some(release)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

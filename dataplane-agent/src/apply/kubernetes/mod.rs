@@ -511,4 +511,9 @@ impl Applier for KubeApplier {
     fn drifted(&self) -> Vec<String> {
         self.board.take_drifted()
     }
+
+    /// The releases with an inventory record (the kinds and namespaces they used).
+    fn found(&self) -> Vec<String> {
+        self.record.releases()
+    }
 }

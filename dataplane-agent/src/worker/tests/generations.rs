@@ -1,7 +1,8 @@
 //! Generations that never go back: a control plane restored from a backup (or one that lost
 //! its store) numbers a release's generations from lower values again. The agent applies what
 //! it is sent whenever the content differs from what it holds, whatever the number, so an
-//! acknowledgement always means the content is applied.
+//! acknowledgement always means the content is applied. And a release whose record the agent
+//! lost is still reported, so the control plane never purges it with its objects left behind.
 
 use super::{mk_dir_core, mk_object};
 use crate::worker::Upsert;
@@ -43,4 +44,28 @@ async fn content_sent_under_a_lower_generation_is_applied_not_acknowledged_unsee
     drop(core);
     let core = mk_dir_core(target.path(), state.path(), Policy::default());
     assert_eq!(core.known()[0].1.generation, 4, "the new number is on disk");
+}
+
+#[tokio::test]
+async fn a_release_the_state_lost_is_still_reported_and_pruned_on_removal() {
+    let (target, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut core = mk_dir_core(target.path(), state.path(), Policy::default());
+    core.upsert(upsert(1, "h-one", "one")).await.unwrap();
+    drop(core);
+
+    // The agent's record of the release is gone; its objects are not.
+    std::fs::remove_file(state.path().join("releases/acme_api.json")).unwrap();
+    let mut core = mk_dir_core(target.path(), state.path(), Policy::default());
+    let known = core.known();
+    assert_eq!(known.len(), 1, "{known:?}");
+    assert_eq!(
+        (known[0].0.as_str(), known[0].1.generation),
+        ("acme/api", 0),
+        "reported as pending, so the control plane sends it or a removal"
+    );
+
+    // The control plane no longer wants it: the removal prunes what was found.
+    core.remove("acme/api", 2).await.unwrap();
+    assert!(!target.path().join("acme/api").exists());
+    assert!(core.known().is_empty());
 }
