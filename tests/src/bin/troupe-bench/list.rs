@@ -4,6 +4,10 @@
 //! from the middle, the last, and the whole kind page by page. Flat figures across sizes mean
 //! a page costs the same however many objects the kind holds. For scale, `all_at_once_ms` is
 //! one read of the whole kind, which is what every page cost when pages were cut from it.
+//!
+//! At each size it also deletes empty Projects beside the Components: a delete looks only
+//! at the deleted object's referrers (an index), so its time should not grow with the
+//! Components either. `referrer_index_build_ms` is the first delete, which builds the index.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +17,8 @@ use serde_json::{Map, Value};
 use troupe_common::Kind;
 use troupe_common::pb::v1alpha1::Resource;
 use troupe_common::selector::LabelSelector;
-use troupe_control_plane::resources::{DEFAULT_PAGE_SIZE, Resources};
+use troupe_common::document::from_yaml;
+use troupe_control_plane::resources::{DEFAULT_PAGE_SIZE, Origin, Resources};
 use troupe_control_plane::store::{SledStore, Store, Txn};
 
 use crate::{mk_component, round2};
@@ -30,6 +35,7 @@ pub async fn run(sizes: Vec<usize>) -> anyhow::Result<Map<String, Value>> {
     let resources = Arc::new(Resources::new(store.clone()));
     let mut figures = Map::new();
     let mut stored = 0;
+    let first_size = sizes.first().copied().unwrap_or_default();
     for size in sizes {
         while stored < size {
             let mut txn = Txn::default();
@@ -69,8 +75,45 @@ pub async fn run(sizes: Vec<usize>) -> anyhow::Result<Map<String, Value>> {
             all.items.len()
         );
         figures.insert(format!("all_at_once_ms_{label}"), ms(start.elapsed()));
+        if size == first_size {
+            let first = delete_empty_project(&store, &resources, &format!("empty-{label}")).await?;
+            figures.insert(format!("referrer_index_build_ms_{label}"), ms(first));
+        }
+        let mut times = Vec::with_capacity(REPEAT);
+        for i in 0..REPEAT {
+            let name = format!("empty-{label}-{i}");
+            times.push(delete_empty_project(&store, &resources, &name).await?);
+        }
+        times.sort();
+        figures.insert(
+            format!("delete_empty_project_ms_{label}"),
+            ms(times[REPEAT / 2]),
+        );
     }
     Ok(figures)
+}
+
+/// Puts an empty Project `name` beside the Components, then times its delete (the checks
+/// for referrers, the commit and the flush).
+async fn delete_empty_project(
+    store: &Arc<SledStore>,
+    resources: &Arc<Resources>,
+    name: &str,
+) -> anyhow::Result<Duration> {
+    let yaml = format!(
+        "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {{name: {name}, namespace: acme}}\nspec: {{deploymentPipelineRef: default}}\n"
+    );
+    let project = from_yaml(&yaml)?.remove(0);
+    let value = Resource {
+        object: Some(project.clone()),
+    }
+    .encode_to_vec();
+    store.commit(Txn::default().put(project.key(), value))?;
+    let start = Instant::now();
+    resources
+        .delete(&project.key(), Origin::User, 0, false)
+        .await?;
+    Ok(start.elapsed())
 }
 
 fn name(i: usize) -> String {
