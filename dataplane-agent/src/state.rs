@@ -112,7 +112,9 @@ impl State {
 fn release_of_file(path: &Path) -> Option<String> {
     let (namespace, name) = path.file_stem()?.to_str()?.split_once('_')?;
     let release = format!("{namespace}/{name}");
-    troupe_common::agent::parse_release_id(&release).is_some().then_some(release)
+    troupe_common::agent::parse_release_id(&release)
+        .is_some()
+        .then_some(release)
 }
 
 #[cfg(test)]

@@ -159,7 +159,9 @@ impl KindRecord {
                 let file = e.file_name().into_string().ok()?;
                 let (namespace, name) = file.strip_suffix(".json")?.split_once('_')?;
                 let release = format!("{namespace}/{name}");
-                troupe_common::agent::parse_release_id(&release).is_some().then_some(release)
+                troupe_common::agent::parse_release_id(&release)
+                    .is_some()
+                    .then_some(release)
             })
             .collect()
     }

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use serde_json::{Map, Value};
 use troupe_common::Kind;
+use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::Resource;
 use troupe_common::selector::LabelSelector;
-use troupe_common::document::from_yaml;
 use troupe_control_plane::resources::{DEFAULT_PAGE_SIZE, Origin, Resources};
 use troupe_control_plane::store::{SledStore, Store, Txn};
 
