@@ -17,6 +17,7 @@
 pub mod pki;
 mod session;
 pub mod status;
+mod stream;
 pub mod tokens;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -31,7 +32,7 @@ use crate::controllers::binding::Rollups;
 use crate::resources::{Resources, WatchEventType, WatchRequest};
 use status::{StatusWriter, plane_of};
 
-pub use session::ControlStream;
+pub use stream::ControlStream;
 
 /// How the hub runs its sessions.
 #[derive(Debug, Clone)]

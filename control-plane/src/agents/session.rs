@@ -28,29 +28,9 @@ use troupe_common::pb::v1alpha1::{
 use troupe_common::timestamp::now_seconds;
 use troupe_common::{Kind, Object, ObjectKey};
 
+use super::stream::{ControlStream, Outgoing};
 use super::{Desired, Hub, Item, Work};
 use crate::status::plane::PlaneReport;
-
-/// One message towards the agent, or the status that ends the stream. Boxed while it waits:
-/// a channel allocates its slots 32 at a time, and an unboxed slot of this size made that
-/// block a tenth of an idle session's memory.
-type Outgoing = Box<Result<ControlMessage, Status>>;
-
-/// The control plane's half of a stream.
-pub struct ControlStream {
-    rx: mpsc::Receiver<Outgoing>,
-}
-
-impl Stream for ControlStream {
-    type Item = Result<ControlMessage, Status>;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|item| item.map(|boxed| *boxed))
-    }
-}
 
 /// The agent's half of a stream.
 pub type Inbound = Pin<Box<dyn Stream<Item = Result<AgentMessage, Status>> + Send>>;
@@ -98,7 +78,7 @@ impl Hub {
             fault: None,
         };
         tokio::spawn(session.run(inbound));
-        Ok(ControlStream { rx })
+        Ok(ControlStream::new(rx))
     }
 }
 
