@@ -368,3 +368,49 @@ fn page_sizes_have_a_default_and_a_maximum_that_says_to_page() {
         "{error}"
     );
 }
+
+/// A Namespace carrying `labels`.
+fn mk_labelled_namespace(labels: &[(&str, &str)]) -> Object {
+    let mut object = mk_namespace("labelled");
+    object.meta_mut().labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    object
+}
+
+#[tokio::test]
+async fn labels_no_selector_could_name_are_refused_naming_the_label() {
+    let resources = mk_resources();
+    for (key, value) in [
+        ("app=web", "x"),
+        ("tier!", "x"),
+        ("a,b", "x"),
+        ("(group)", "x"),
+        ("-app", "x"),
+        ("Example.COM/app", "x"),
+        ("app", "a b"),
+        ("app", "web=db"),
+        ("app", "(x)"),
+        ("app", &"v".repeat(64)),
+    ] {
+        let error = resources
+            .apply(mk_labelled_namespace(&[(key, value)]), Origin::User, false)
+            .await
+            .expect_err(&format!("{key:?}: {value:?} was stored"))
+            .to_string();
+        assert!(
+            error.contains(&format!("metadata.labels[{key:?}]")),
+            "{key:?}: {value:?}: {error}"
+        );
+    }
+    let fine = [
+        ("app", "web"),
+        ("troupe.dev/release", "api-1.2_3"),
+        ("app.kubernetes.io/managed-by", ""),
+    ];
+    resources
+        .apply(mk_labelled_namespace(&fine), Origin::User, false)
+        .await
+        .expect("well-formed labels");
+}

@@ -5,6 +5,7 @@
 //! and the field path.
 
 use serde::Serialize;
+use troupe_common::k8s_names::{check_label_value, check_qualified_name};
 use troupe_common::names::check_dns_label;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
@@ -48,13 +49,13 @@ pub fn check(object: &Object, engine: &Engine) -> Result<(), Error> {
     } else {
         ctx.dns("metadata.namespace", &key.namespace)?;
     }
-    for label in object.meta().labels.keys() {
-        if label.is_empty() || label.len() > 253 || label.contains(char::is_whitespace) {
-            return Err(ctx.invalid(
-                format!("metadata.labels[{label:?}]"),
-                "label keys must be 1-253 characters without whitespace",
-            ));
-        }
+    // Kubernetes' label syntax: a label that does not follow it could never be named by a
+    // selector (`-l`, `labelSelector`), which refuses such keys and values.
+    for (key, value) in &object.meta().labels {
+        let field = || format!("metadata.labels[{key:?}]");
+        check_qualified_name(key).map_err(|why| ctx.invalid(field(), format!("the key {why}")))?;
+        check_label_value(value)
+            .map_err(|why| ctx.invalid(field(), format!("the value {value:?} {why}")))?;
     }
     kinds::validate(object, &ctx)
 }
