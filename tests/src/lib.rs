@@ -12,6 +12,7 @@
 
 mod agent;
 mod binaries;
+pub mod http;
 pub mod kube_api;
 pub mod oidc;
 mod platform;

@@ -5,11 +5,9 @@
 //! stream to a control plane.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 use troupe_tests::{PATIENCE, Platform, eventually, success, troupe_agent_bin, workspace_root};
@@ -240,28 +238,7 @@ fn probe_paths() -> (String, String) {
 
 /// `GET path` on `addr`: the status code and the body, or why there is none.
 fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no head in {response:?}"))?;
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((code, body.trim_end().to_string()))
+    troupe_tests::http::get(addr, path).map(|r| (r.code, r.body.trim_end().to_string()))
 }
 
 /// Waits until `GET path` answers `code`, and returns the body.

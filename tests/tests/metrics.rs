@@ -6,9 +6,7 @@
 //! away) and checks that the figures for exactly that moved.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use troupe_common::pb::v1alpha1::GetRequest;
 use troupe_tests::{PATIENCE, Platform, eventually, success};
@@ -92,32 +90,19 @@ fn parse_sample(line: &str) -> Option<Sample> {
     })
 }
 
-/// `GET /metrics` on `addr`: the status code, the content type and the parsed body.
+/// `GET /metrics` on `addr`, checked for status 200 and the Prometheus content type, parsed.
 fn scrape(addr: SocketAddr) -> Result<Scrape, String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no head in {response:?}"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(head.to_string());
+    let response = troupe_tests::http::get(addr, "/metrics")?;
+    if response.code != 200 {
+        return Err(response.head);
     }
-    let head = head.to_ascii_lowercase();
-    if !head.contains("content-type: text/plain; version=0.0.4") {
-        return Err(format!("not the Prometheus text format: {head}"));
+    if !response
+        .head
+        .contains("content-type: text/plain; version=0.0.4")
+    {
+        return Err(format!("not the Prometheus text format: {}", response.head));
     }
-    Ok(Scrape::parse(body))
+    Ok(Scrape::parse(&response.body))
 }
 
 /// Waits until a scrape of `addr` satisfies `check`, and returns it.

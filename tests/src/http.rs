@@ -1,0 +1,47 @@
+//! A plain HTTP/1.1 GET over TCP, for the endpoints the binaries serve without TLS (the
+//! agent's probes and metrics, the control plane's metrics).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// An answer: its status code, its head (lowercased) and its body.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub code: u16,
+    /// The status line and headers, lowercased.
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
+
+/// `GET path` on `addr` (the connection closed after it), or why there is no answer.
+pub fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no head in {response:?}"))?;
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok(Response {
+        code,
+        head: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    })
+}
