@@ -55,7 +55,7 @@ impl Store for FlakyStore {
         let writes_release = txn
             .ops
             .iter()
-            .any(|op| matches!(op, Op::Put { key, .. } if key.kind == Kind::Release));
+            .any(|op| matches!(op, Op::Put { key, .. } | Op::PutShared { key, .. } if key.kind == Kind::Release));
         if writes_release && self.full.load(Ordering::SeqCst) {
             return Err(StoreError::Engine("no space left on device".into()));
         }

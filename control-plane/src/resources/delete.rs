@@ -7,7 +7,7 @@ use std::sync::Arc;
 use troupe_common::timestamp::now;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use super::{Error, LISTED_REFERRERS, Origin, Resources, encode, kinds};
+use super::{Error, LISTED_REFERRERS, Origin, Resources, kinds, put};
 use crate::store::{Precondition, Revision, Txn};
 
 /// The result of a delete.
@@ -102,7 +102,7 @@ impl Resources {
             txn = match waiting {
                 Some(object) => {
                     pruning.push(k.clone());
-                    txn.put(k.clone(), encode(&object))
+                    put(txn, k.clone(), &object, None)
                 }
                 None => txn.delete(k.clone()),
             };

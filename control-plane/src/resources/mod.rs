@@ -24,7 +24,7 @@ mod watch;
 use std::sync::Arc;
 
 use prost::Message;
-use troupe_common::pb::v1alpha1::Resource;
+use troupe_common::pb::v1alpha1::{self as pb, Resource};
 use troupe_common::selector::LabelSelector;
 use troupe_common::timestamp::now;
 use troupe_common::{Kind, Object, ObjectKey, Typed};
@@ -213,12 +213,19 @@ impl Resources {
             let wait = (!dry_run).then_some(current);
             return Ok((object, outcome, wait));
         }
-        let precondition = existing.map_or(Precondition::Absent, |(_, r)| {
+        let precondition = existing.as_ref().map_or(Precondition::Absent, |(_, r)| {
             Precondition::AtRevision(r.mod_revision)
         });
-        let txn = Txn::default()
-            .check(key.clone(), precondition)
-            .put(key.clone(), encode(&object));
+        let same_spec = existing
+            .as_ref()
+            .filter(|(old, _)| old.spec_eq(&object))
+            .map(|(_, record)| record.value.as_slice());
+        let txn = put(
+            Txn::default().check(key.clone(), precondition),
+            key.clone(),
+            &object,
+            same_spec,
+        );
         let revision = self.store.commit(txn)?;
         self.note_references(&key, Some(&object));
         Ok((object, outcome, Some(revision)))
@@ -250,9 +257,13 @@ impl Resources {
                 }
                 stored.copy_status_from(Some(&changed));
                 stored.meta_mut().resource_version = 0;
-                let txn = Txn::default()
-                    .check(key.clone(), Precondition::AtRevision(record.mod_revision))
-                    .put(key, encode(&stored));
+                let txn = put(
+                    Txn::default()
+                        .check(key.clone(), Precondition::AtRevision(record.mod_revision)),
+                    key,
+                    &stored,
+                    Some(&record.value),
+                );
                 Ok(((), Some(this.store.commit(txn)?)))
             })
             .await?;
@@ -485,12 +496,56 @@ fn key_of_page_token(kind: Kind, token: &str) -> Result<ObjectKey, Error> {
     Ok(ObjectKey::new(kind, namespace, name))
 }
 
-/// Encodes an object for storage. `resourceVersion` is not stored: it is the record's revision.
-fn encode(object: &Object) -> Vec<u8> {
-    Resource {
-        object: Some(object.clone()),
+/// Adds the write of `object` under `key` to `txn`. `resourceVersion` is not stored: it is
+/// the record's revision. A Release's rendered objects go as the shared part of the value
+/// ([`Txn::put_shared`]): they are most of its bytes, and every status write repeats them.
+/// `same_spec` is the stored value of the object when its spec is unchanged: its shared part
+/// is written again byte for byte (encoding the objects anew could order their maps
+/// differently, and the store would keep the same objects twice).
+fn put(txn: Txn, key: ObjectKey, object: &Object, same_spec: Option<&[u8]>) -> Txn {
+    let mut object = object.clone();
+    let resources = match &mut object {
+        Object::Release(release) => release
+            .spec
+            .as_mut()
+            .map(|spec| std::mem::take(&mut spec.resources))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let head = Resource {
+        object: Some(object),
     }
-    .encode_to_vec()
+    .encode_to_vec();
+    if resources.is_empty() {
+        return txn.put(key, head);
+    }
+    if let Some(shared) = same_spec.and_then(shared_part) {
+        return txn.put_shared(key, head, shared.to_vec());
+    }
+    // Protobuf merges a message read twice, so the two halves decode as one Release.
+    let shared = Resource {
+        object: Some(Object::Release(pb::Release {
+            spec: Some(pb::ReleaseSpec {
+                resources,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    txn.put_shared(key, head, shared)
+}
+
+/// The shared part of a value [`put`] wrote: the head is one field of `Resource`, and the
+/// shared part, if any, a second one. `None` for a value written whole.
+fn shared_part(value: &[u8]) -> Option<&[u8]> {
+    let mut rest = value;
+    let tag = prost::encoding::decode_varint(&mut rest).ok()?;
+    if tag & 0b111 != prost::encoding::WireType::LengthDelimited as u64 {
+        return None;
+    }
+    let len = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
+    rest.get(len..).filter(|shared| !shared.is_empty())
 }
 
 /// Decodes a stored object and fills in its `resourceVersion`.

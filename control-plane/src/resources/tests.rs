@@ -414,3 +414,79 @@ async fn labels_no_selector_could_name_are_refused_naming_the_label() {
         .await
         .expect("well-formed labels");
 }
+
+fn mk_large_release(name: &str, objects: usize) -> Object {
+    let resources = (0..objects)
+        .map(|i| pb::ReleaseResource {
+            id: format!("config-{i}"),
+            object: Some(
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": format!("config-{i}"), "namespace": "shop"},
+                    "data": {"payload": "x".repeat(1024)},
+                }))
+                .unwrap(),
+            ),
+        })
+        .collect();
+    pb::Release {
+        metadata: mk_meta("acme", name),
+        spec: Some(pb::ReleaseSpec {
+            owner: mk_owner(),
+            environment: "production".into(),
+            release_binding: "api-production".into(),
+            resources,
+            content_hash: "0000".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .into()
+}
+
+/// Status writes of a Release of a megabyte (acks, health) don't write its manifests again:
+/// a burst of them leaves the event log room for the history a watch resumes from, and the
+/// Release reads back whole.
+#[tokio::test]
+async fn status_writes_of_a_large_release_keep_the_history_a_watch_resumes_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = crate::store::Retention {
+        revisions: 100_000,
+        bytes: 4 * 1024 * 1024,
+    };
+    let store =
+        Arc::new(crate::store::SledStore::open_with_retention(dir.path(), retention).unwrap());
+    let resources = Arc::new(Resources::new(store.clone()));
+    let release = mk_large_release("api-production", 1024);
+    let key = release.key();
+    // As the binding controller leaves it (its references are not what this is about).
+    let created = store
+        .commit(put(Txn::default(), key.clone(), &release, None))
+        .unwrap();
+    for generation in 1..=40 {
+        let changed = resources
+            .update_status(&key, move |_, object| {
+                if let Object::Release(release) = object {
+                    release.status.get_or_insert_default().applied_generation = generation;
+                }
+            })
+            .await
+            .unwrap();
+        assert!(changed);
+    }
+    let events = store.events_after(created, usize::MAX).unwrap_or_else(|e| {
+        panic!("40 status writes of a 1 MiB Release pushed the history out of a 4 MiB log: {e}")
+    });
+    assert_eq!(events.len(), 40);
+    let last = decode_bytes(&key, &events[39].value, events[39].revision).unwrap();
+    let Object::Release(read) = resources.get(&key).unwrap() else {
+        panic!("not a Release");
+    };
+    assert_eq!(Object::Release(read.clone()), last);
+    assert_eq!(read.status.unwrap().applied_generation, 40);
+    let Object::Release(written) = release else {
+        unreachable!()
+    };
+    assert_eq!(read.spec, written.spec, "the manifests read back whole");
+}

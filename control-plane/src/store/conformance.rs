@@ -237,6 +237,47 @@ pub fn event_log(store: &dyn Store) {
     assert!(store.events_after(3, 100).unwrap().is_empty());
 }
 
+/// A value written as a head and a shared part reads back whole, in records and events,
+/// however many writes share the part, and whatever replaces it.
+pub fn shared_values(store: &dyn Store) {
+    let a = mk_key(Kind::Release, "acme", "a");
+    let b = mk_key(Kind::Release, "acme", "b");
+    let shared = |k: &ObjectKey, head: &str, tail: &str| {
+        Txn::default().put_shared(k.clone(), head.into(), tail.into())
+    };
+    store.commit(shared(&a, "1", "-big")).unwrap();
+    store.commit(shared(&a, "2", "-big")).unwrap();
+    store.commit(shared(&b, "1", "-big")).unwrap();
+    store
+        .commit(shared(&a, "3", "-other").delete(b.clone()))
+        .unwrap();
+    store
+        .commit(Txn::default().put(a.clone(), b"plain".to_vec()))
+        .unwrap();
+    let events = store.events_after(0, 100).unwrap();
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| (e.revision, e.kind, e.key.name.as_str(), e.value.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, EventType::Added, "a", b"1-big".to_vec()),
+            (2, EventType::Modified, "a", b"2-big".to_vec()),
+            (3, EventType::Added, "b", b"1-big".to_vec()),
+            (4, EventType::Modified, "a", b"3-other".to_vec()),
+            (4, EventType::Deleted, "b", b"1-big".to_vec()),
+            (5, EventType::Modified, "a", b"plain".to_vec()),
+        ]
+    );
+    store.commit(shared(&b, "4", "-big")).unwrap();
+    let (listed, _) = store.list(Kind::Release, Some("acme")).unwrap();
+    let values: Vec<_> = listed.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(values, [b"plain".to_vec(), b"4-big".to_vec()]);
+    let (page, _) = store.list_page(Kind::Release, None, Some(&a), 10).unwrap();
+    assert_eq!(page[0].value, b"4-big");
+}
+
 pub fn live_events(store: &dyn Store) {
     let mut rx = store.subscribe();
     let a = mk_key(Kind::Component, "acme", "a");
@@ -351,6 +392,10 @@ mod memory {
         super::live_events(&mk());
     }
     #[test]
+    fn shared_values() {
+        super::shared_values(&mk());
+    }
+    #[test]
     fn compaction() {
         super::compaction(
             &MemoryStore::with_retention(crate::store::Retention::revisions(300)),
@@ -407,6 +452,10 @@ mod sled {
     #[test]
     fn live_events() {
         super::live_events(&mk().0);
+    }
+    #[test]
+    fn shared_values() {
+        super::shared_values(&mk().0);
     }
     #[test]
     fn compaction() {

@@ -119,30 +119,10 @@ impl Store for MemoryStore {
         let revision = inner.revision + 1;
         let mut events = Vec::with_capacity(txn.ops.len());
         for op in txn.ops {
-            match op {
-                Op::Put { key, value } => {
-                    let encoded = keys::encode(&key);
-                    let (kind, create_revision) = match inner.objects.get(&encoded) {
-                        Some(old) => (EventType::Modified, old.create_revision),
-                        None => (EventType::Added, revision),
-                    };
-                    inner.objects.insert(
-                        encoded,
-                        Record {
-                            key: key.clone(),
-                            value: value.clone(),
-                            create_revision,
-                            mod_revision: revision,
-                        },
-                    );
-                    events.push(Event {
-                        revision,
-                        kind,
-                        key,
-                        value,
-                        create_revision,
-                    });
-                }
+            let (key, value) = match op {
+                Op::Put { key, value } => (key, value),
+                // Kept whole: memory has no disk to spare the bulk from.
+                Op::PutShared { key, head, shared } => (key, [head, shared].concat()),
                 Op::Delete { key } => {
                     if let Some(old) = inner.objects.remove(&keys::encode(&key)) {
                         events.push(Event {
@@ -153,8 +133,30 @@ impl Store for MemoryStore {
                             create_revision: old.create_revision,
                         });
                     }
+                    continue;
                 }
-            }
+            };
+            let encoded = keys::encode(&key);
+            let (kind, create_revision) = match inner.objects.get(&encoded) {
+                Some(old) => (EventType::Modified, old.create_revision),
+                None => (EventType::Added, revision),
+            };
+            inner.objects.insert(
+                encoded,
+                Record {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision,
+                    mod_revision: revision,
+                },
+            );
+            events.push(Event {
+                revision,
+                kind,
+                key,
+                value,
+                create_revision,
+            });
         }
         if events.is_empty() {
             return Ok(inner.revision);

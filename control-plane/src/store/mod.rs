@@ -76,6 +76,18 @@ pub enum Op {
         /// Encoded object.
         value: Vec<u8>,
     },
+    /// Create or replace the object at `key` with `head` followed by `shared`: readers see the
+    /// two as one value. The store keeps each distinct `shared` once, however many records
+    /// and events repeat it, so a write that changes only the head (a Release's status
+    /// beside its manifests) does not write the bulk again.
+    PutShared {
+        /// Key to write.
+        key: ObjectKey,
+        /// The part of the encoded object that changes.
+        head: Vec<u8>,
+        /// The part that many writes repeat.
+        shared: Vec<u8>,
+    },
     /// Delete the object at `key` (a no-op if absent).
     Delete {
         /// Key to delete.
@@ -102,6 +114,12 @@ impl Txn {
     /// Adds a put.
     pub fn put(mut self, key: ObjectKey, value: Vec<u8>) -> Self {
         self.ops.push(Op::Put { key, value });
+        self
+    }
+
+    /// Adds a put whose value is `head` followed by `shared` (see [`Op::PutShared`]).
+    pub fn put_shared(mut self, key: ObjectKey, head: Vec<u8>, shared: Vec<u8>) -> Self {
+        self.ops.push(Op::PutShared { key, head, shared });
         self
     }
 

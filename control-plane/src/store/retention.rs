@@ -5,6 +5,8 @@
 
 use std::collections::VecDeque;
 
+use troupe_common::ObjectKey;
+
 use super::{Event, Revision};
 
 /// Number of revisions the event log keeps by default.
@@ -44,8 +46,13 @@ impl Retention {
 
 /// The bytes an event takes in the log, as the byte budget counts them.
 pub(super) fn event_bytes(event: &Event) -> u64 {
+    stored_bytes(&event.key, event.value.len())
+}
+
+/// The bytes an event of `key` whose value takes `value_bytes` weighs in the log.
+pub(super) fn stored_bytes(key: &ObjectKey, value_bytes: usize) -> u64 {
     // The key's parts, the value, and the revisions and type around them.
-    (event.key.namespace.len() + event.key.name.len() + event.value.len() + 24) as u64
+    (key.namespace.len() + key.name.len() + value_bytes + 24) as u64
 }
 
 /// The size of each commit the log holds, oldest first: where the floor must go follows from

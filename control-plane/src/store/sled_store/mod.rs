@@ -1,14 +1,15 @@
 //! [`SledStore`]: the [`Store`] contract on disk, in sled.
 //!
 //! Layout: one sled tree, partitioned by a prefix byte: `o` + encoded key → record envelope;
-//! `e` + `(revision, index)` → event envelope; `m` + name → the compaction floor and the
+//! `e` + `(revision, index)` → event envelope; `t` and `r` + digest → a shared tail and the
+//! count of envelopes that refer to it ([`tails`]); `m` + name → the compaction floor and the
 //! format version. The current revision is the newest event's.
 //!
 //! Commits are built under a lock, so revisions are gap-free and preconditions race-free
 //! (every write goes through that lock, so what the checks read cannot change before the
 //! commit lands). The event log doubles as a write-ahead log: a commit of one change writes
 //! its event, then its object, as two plain inserts (a sled batch costs several times more);
-//! a commit of several changes is one atomic batch. sled recovers a prefix of its writes, so
+//! a commit of several changes, or of a shared tail, is one atomic batch. sled recovers a prefix of its writes, so
 //! after a crash only the newest commit can be half-applied, and [`SledStore::open`] replays
 //! it from its events.
 //!
@@ -16,7 +17,7 @@
 //! covered. Commits that arrive while a flush runs are covered by the next one, so many
 //! concurrent writers share each fsync.
 //!
-//! Envelopes start with a format byte ([`FORMAT`]) so a later layout can still read this one.
+//! Envelopes start with a format byte ([`layout`]) so a later layout can still read this one.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,23 +29,27 @@ use std::collections::HashMap;
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
-use super::retention::{LogSize, event_bytes};
+use super::retention::{LogSize, stored_bytes};
 use super::{
     Durability, Event, EventType, LIVE_EVENTS, Op, Record, Retention, Revision, Store, StoreError,
     Txn, keys,
 };
 
 mod layout;
+mod tails;
 
 use layout::{
-    EVENT, FORMAT, OBJECT, corrupt, decode_event, decode_record, encode_event, encode_record,
-    engine, event_key, object_key, read_u64, record_revisions,
+    DB_FORMAT, DB_FORMATS, EVENT, OBJECT, RawEvent, Stored, corrupt, decode_event, decode_record,
+    encode_event, encode_record, engine, event_key, object_key, read_u64,
 };
+use tails::{Refs, resolve, tail_len};
 
 const META_COMPACTED: &[u8] = b"mcompacted";
 const META_FORMAT: &[u8] = b"mformat";
 /// Compaction runs once every this many revisions, to keep its cost off most commits.
 const COMPACT_EVERY: u64 = 256;
+/// Reads of one record before a tail that keeps vanishing under it is taken for corruption.
+const READ_ATTEMPTS: usize = 8;
 
 /// A [`Store`] on disk.
 pub struct SledStore {
@@ -91,10 +96,14 @@ impl SledStore {
         let db = open_db(dir)?;
         let tree = db.open_tree("troupe").map_err(engine)?;
         match tree.get(META_FORMAT).map_err(engine)? {
+            Some(v) if v.as_ref() == [DB_FORMAT] => {}
             None => {
-                tree.insert(META_FORMAT, &[FORMAT]).map_err(engine)?;
+                tree.insert(META_FORMAT, &[DB_FORMAT]).map_err(engine)?;
             }
-            Some(v) if v.as_ref() == [FORMAT] => {}
+            Some(v) if DB_FORMATS.contains(&v[0]) && v.len() == 1 => {
+                // Every older envelope is still read as it is.
+                tree.insert(META_FORMAT, &[DB_FORMAT]).map_err(engine)?;
+            }
             Some(v) => {
                 return Err(StoreError::Corrupt {
                     key: "meta/format".into(),
@@ -131,14 +140,12 @@ impl SledStore {
         })
     }
 
-    /// Counts the events of commit `revision` in the log's size and compacts the log when
+    /// Counts the `bytes` of commit `revision` in the log's size and compacts the log when
     /// it is due: every [`COMPACT_EVERY`] revisions, or at once when over its byte budget.
-    fn retain(&self, revision: Revision, events: &[Event]) -> Result<(), StoreError> {
+    fn retain(&self, revision: Revision, bytes: u64) -> Result<(), StoreError> {
         let floor = {
             let mut size = self.log_size.lock().unwrap_or_else(|p| p.into_inner());
-            for event in events {
-                size.add(revision, event_bytes(event));
-            }
+            size.add(revision, bytes);
             (revision.is_multiple_of(COMPACT_EVERY) || size.over(&self.retention))
                 .then(|| size.compact(&self.retention, revision))
         };
@@ -160,10 +167,48 @@ impl SledStore {
         self.compacted.store(floor, Ordering::SeqCst);
         let (start, end) = (event_key(0, 0), event_key(floor + 1, 0));
         let mut batch = sled::Batch::default();
-        for key in self.tree.range(start.as_slice()..end.as_slice()).keys() {
-            batch.remove(key.map_err(engine)?);
+        let mut refs = Refs::default();
+        for item in self.tree.range(start.as_slice()..end.as_slice()) {
+            let (key, value) = item.map_err(engine)?;
+            refs.release(&decode_event(&key, &value)?.stored);
+            batch.remove(key);
         }
+        refs.write(&self.tree, &mut batch)?;
         self.tree.apply_batch(batch).map_err(engine)
+    }
+
+    /// The record `bytes` (read under `key`) stands for; `None` if its tail is gone: the
+    /// record was replaced, and its tail compacted away, since it was read.
+    fn resolve_record(&self, key: &ObjectKey, bytes: &[u8]) -> Result<Option<Record>, StoreError> {
+        let raw = decode_record(bytes)?;
+        Ok(resolve(&self.tree, raw.stored)?.map(|value| Record {
+            key: key.clone(),
+            value,
+            create_revision: raw.create_revision,
+            mod_revision: raw.mod_revision,
+        }))
+    }
+
+    /// A record read in a scan, read again if it changed under the scan (`None`: deleted).
+    fn scanned(&self, key: &[u8], bytes: &[u8]) -> Result<Option<Record>, StoreError> {
+        let key = keys::decode(&key[1..]).ok_or_else(|| corrupt(key, "undecodable key"))?;
+        match self.resolve_record(&key, bytes)? {
+            Some(record) => Ok(Some(record)),
+            None => self.get(&key),
+        }
+    }
+
+    /// The event `bytes` (read under `log_key`) stands for; `None` if it was compacted away
+    /// while read.
+    fn event(&self, log_key: &[u8], bytes: &[u8]) -> Result<Option<Event>, StoreError> {
+        let raw = decode_event(log_key, bytes)?;
+        Ok(resolve(&self.tree, raw.stored)?.map(|value| Event {
+            revision: raw.revision,
+            kind: raw.kind,
+            key: raw.key,
+            value,
+            create_revision: raw.create_revision,
+        }))
     }
 }
 
@@ -199,11 +244,16 @@ fn spawn_flusher(
 
 impl Store for SledStore {
     fn get(&self, key: &ObjectKey) -> Result<Option<Record>, StoreError> {
-        self.tree
-            .get(object_key(key))
-            .map_err(engine)?
-            .map(|v| decode_record(key.clone(), &v))
-            .transpose()
+        let stored = object_key(key);
+        for _ in 0..READ_ATTEMPTS {
+            let Some(bytes) = self.tree.get(&stored).map_err(engine)? else {
+                return Ok(None);
+            };
+            if let Some(record) = self.resolve_record(key, &bytes)? {
+                return Ok(Some(record));
+            }
+        }
+        Err(corrupt(&stored, "its shared tail is missing"))
     }
 
     fn list(
@@ -214,15 +264,11 @@ impl Store for SledStore {
         let revision = self.revision.load(Ordering::SeqCst);
         let mut prefix = vec![OBJECT];
         prefix.extend(keys::prefix(kind, namespace));
-        let records = self
-            .tree
-            .scan_prefix(prefix)
-            .map(|item| {
-                let (k, v) = item.map_err(engine)?;
-                let key = keys::decode(&k[1..]).ok_or_else(|| corrupt(&k, "undecodable key"))?;
-                decode_record(key, &v)
-            })
-            .collect::<Result<_, _>>()?;
+        let mut records = Vec::new();
+        for item in self.tree.scan_prefix(prefix) {
+            let (k, v) = item.map_err(engine)?;
+            records.extend(self.scanned(&k, &v)?);
+        }
         Ok((records, revision))
     }
 
@@ -245,8 +291,7 @@ impl Store for SledStore {
             if records.len() == limit || !k.starts_with(&prefix) {
                 break;
             }
-            let key = keys::decode(&k[1..]).ok_or_else(|| corrupt(&k, "undecodable key"))?;
-            records.push(decode_record(key, &v)?);
+            records.extend(self.scanned(&k, &v)?);
         }
         Ok((records, revision))
     }
@@ -255,21 +300,22 @@ impl Store for SledStore {
         let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let revision = self.revision.load(Ordering::SeqCst) + 1;
         // What this transaction has done to each key so far: `None` once deleted, else the
-        // create revision. Later ops see earlier ones; the tree sees none until the batch.
-        let mut touched: HashMap<Vec<u8>, Option<(Revision, Vec<u8>)>> = HashMap::new();
-        let current = |touched: &HashMap<Vec<u8>, Option<(Revision, Vec<u8>)>>,
+        // create revision and value. Later ops see earlier ones; the tree sees none until
+        // the batch.
+        let mut touched: HashMap<Vec<u8>, Option<(Revision, Stored)>> = HashMap::new();
+        let current = |touched: &HashMap<Vec<u8>, Option<(Revision, Stored)>>,
                        key: &[u8]|
-         -> Result<Option<(Revision, Revision, Vec<u8>)>, StoreError> {
+         -> Result<Option<(Revision, Revision, Stored)>, StoreError> {
             if let Some(state) = touched.get(key) {
                 return Ok(state
                     .clone()
-                    .map(|(create, value)| (create, revision, value)));
+                    .map(|(create, stored)| (create, revision, stored)));
             }
             match self.tree.get(key).map_err(engine)? {
                 None => Ok(None),
                 Some(bytes) => {
-                    let (create, modified) = record_revisions(&bytes)?;
-                    Ok(Some((create, modified, bytes[17..].to_vec())))
+                    let raw = decode_record(&bytes)?;
+                    Ok(Some((raw.create_revision, raw.mod_revision, raw.stored)))
                 }
             }
         };
@@ -284,65 +330,98 @@ impl Store for SledStore {
             }
         }
         let mut batch = sled::Batch::default();
+        let mut refs = Refs::default();
         let mut events = Vec::with_capacity(txn.ops.len());
         for op in txn.ops {
-            match op {
-                Op::Put { key, value } => {
-                    let stored = object_key(&key);
-                    let (kind, create_revision) = match current(&touched, &stored)? {
-                        Some((create, _, _)) => (EventType::Modified, create),
-                        None => (EventType::Added, revision),
-                    };
-                    batch.insert(
-                        stored.clone(),
-                        encode_record(create_revision, revision, &value),
-                    );
-                    touched.insert(stored, Some((create_revision, value.clone())));
-                    events.push(Event {
-                        revision,
-                        kind,
-                        key,
-                        value,
-                        create_revision,
-                    });
+            let (key, stored) = match op {
+                Op::Put { key, value } => (key, Stored::Inline(value)),
+                Op::PutShared { key, head, shared } => {
+                    let digest = refs.provide(shared);
+                    (key, Stored::Shared { digest, head })
                 }
                 Op::Delete { key } => {
-                    let stored = object_key(&key);
-                    if let Some((create_revision, _, value)) = current(&touched, &stored)? {
-                        batch.remove(stored.clone());
-                        touched.insert(stored, None);
-                        events.push(Event {
+                    let stored_key = object_key(&key);
+                    if let Some((create_revision, _, stored)) = current(&touched, &stored_key)? {
+                        batch.remove(stored_key.clone());
+                        touched.insert(stored_key, None);
+                        // The record's reference to its tail passes to the event.
+                        events.push(RawEvent {
                             revision,
                             kind: EventType::Deleted,
                             key,
-                            value,
                             create_revision,
+                            stored,
                         });
                     }
+                    continue;
                 }
-            }
+            };
+            let stored_key = object_key(&key);
+            let (kind, create_revision) = match current(&touched, &stored_key)? {
+                Some((create, _, old)) => {
+                    refs.release(&old);
+                    (EventType::Modified, create)
+                }
+                None => (EventType::Added, revision),
+            };
+            // The record and its event.
+            refs.hold(&stored);
+            refs.hold(&stored);
+            batch.insert(
+                stored_key.clone(),
+                encode_record(create_revision, revision, &stored),
+            );
+            touched.insert(stored_key, Some((create_revision, stored.clone())));
+            events.push(RawEvent {
+                revision,
+                kind,
+                key,
+                create_revision,
+                stored,
+            });
         }
         if events.is_empty() {
             return Ok(revision - 1);
         }
-        if let [event] = events.as_slice() {
-            self.tree
-                .insert(event_key(revision, 0), encode_event(event))
-                .map_err(engine)?;
-            // The commit is in the log from here on: count it even if applying it fails
-            // (the next open replays it).
-            self.revision.store(revision, Ordering::SeqCst);
-            apply_event(&self.tree, event)?;
-        } else {
-            for (i, event) in events.iter().enumerate() {
-                batch.insert(event_key(revision, i as u32).to_vec(), encode_event(event));
+        let published = events
+            .iter()
+            .map(|raw| {
+                Ok(Event {
+                    revision,
+                    kind: raw.kind,
+                    key: raw.key.clone(),
+                    value: refs.value(&self.tree, &raw.stored)?,
+                    create_revision: raw.create_revision,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut bytes = 0;
+        match events.as_slice() {
+            [event] if refs.is_empty() => {
+                self.tree
+                    .insert(event_key(revision, 0), encode_event(event))
+                    .map_err(engine)?;
+                // The commit is in the log from here on: count it even if applying it fails
+                // (the next open replays it).
+                self.revision.store(revision, Ordering::SeqCst);
+                apply_event(&self.tree, event)?;
+                bytes += stored_bytes(&event.key, event.stored.len());
             }
-            self.tree.apply_batch(batch).map_err(engine)?;
-            self.revision.store(revision, Ordering::SeqCst);
+            _ => {
+                for (i, event) in events.iter().enumerate() {
+                    batch.insert(event_key(revision, i as u32).to_vec(), encode_event(event));
+                    bytes += stored_bytes(&event.key, event.stored.len());
+                }
+                // A tail stored for the first time weighs on the log once, with this commit.
+                let fresh = refs.write(&self.tree, &mut batch)?;
+                bytes += fresh.values().map(|&len| len as u64).sum::<u64>();
+                self.tree.apply_batch(batch).map_err(engine)?;
+                self.revision.store(revision, Ordering::SeqCst);
+            }
         }
-        self.retain(revision, &events)?;
+        self.retain(revision, bytes)?;
         // No receiver is not an error: nobody is watching.
-        let _ = self.live.send(events.into());
+        let _ = self.live.send(published.into());
         Ok(revision)
     }
 
@@ -364,7 +443,11 @@ impl Store for SledStore {
                 .range(start.as_slice()..end.as_slice())
                 .map(|item| {
                     let (k, v) = item.map_err(engine)?;
-                    decode_event(&k, &v)
+                    // A tail gone under the read: its event was compacted meanwhile.
+                    self.event(&k, &v)?.ok_or_else(|| StoreError::Compacted {
+                        requested: after,
+                        oldest: self.compacted.load(Ordering::SeqCst),
+                    })
                 }),
             limit,
         )?;
@@ -429,24 +512,32 @@ fn recover(tree: &sled::Tree) -> Result<Option<Revision>, StoreError> {
     Ok(Some(revision))
 }
 
-/// What the event log weighs, commit by commit, read once at open.
+/// What the event log weighs, commit by commit, read once at open. A tail weighs on the
+/// first event that refers to it, as it did when it was stored.
 fn measure_log(tree: &sled::Tree) -> Result<LogSize, StoreError> {
     let mut size = LogSize::default();
+    let mut tails = std::collections::HashSet::new();
     let (start, end) = (event_key(0, 0), [EVENT + 1]);
     for item in tree.range(start.as_slice()..end.as_slice()) {
         let (k, v) = item.map_err(engine)?;
         let event = decode_event(&k, &v)?;
-        size.add(event.revision, event_bytes(&event));
+        let mut bytes = stored_bytes(&event.key, event.stored.len());
+        if let Some(digest) = event.stored.digest()
+            && tails.insert(*digest)
+        {
+            bytes += tail_len(tree, digest)? as u64;
+        }
+        size.add(event.revision, bytes);
     }
     Ok(size)
 }
 
 /// Makes the object an event describes match it.
-fn apply_event(tree: &sled::Tree, event: &Event) -> Result<(), StoreError> {
+fn apply_event(tree: &sled::Tree, event: &RawEvent) -> Result<(), StoreError> {
     let key = object_key(&event.key);
     match event.kind {
         EventType::Added | EventType::Modified => {
-            let record = encode_record(event.create_revision, event.revision, &event.value);
+            let record = encode_record(event.create_revision, event.revision, &event.stored);
             tree.insert(key, record).map_err(engine)?;
         }
         EventType::Deleted => {
@@ -457,46 +548,4 @@ fn apply_event(tree: &sled::Tree, event: &Event) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Txn;
-
-    /// A crash between a one-change commit's event and its object write leaves only the
-    /// event; opening the store replays it.
-    #[test]
-    fn open_replays_a_half_applied_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ObjectKey::new(Kind::Component, "acme", "api");
-        {
-            let store = SledStore::open(dir.path()).unwrap();
-            store
-                .commit(Txn::default().put(key.clone(), b"v1".to_vec()))
-                .unwrap();
-            // What the log holds after a crash right after the event insert of revision 2.
-            let event = Event {
-                revision: 2,
-                kind: EventType::Modified,
-                key: key.clone(),
-                value: b"v2".to_vec(),
-                create_revision: 1,
-            };
-            store
-                .tree
-                .insert(event_key(2, 0), encode_event(&event))
-                .unwrap();
-            store.db.flush().unwrap();
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.revision(), 2);
-        let record = store.get(&key).unwrap().unwrap();
-        assert_eq!(
-            (
-                record.value.as_slice(),
-                record.create_revision,
-                record.mod_revision
-            ),
-            (&b"v2"[..], 1, 2)
-        );
-        assert_eq!(store.commit(Txn::default().delete(key.clone())).unwrap(), 3);
-    }
-}
+mod tests;
