@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf", "::pbjson_types")
         .build_server(true)
         .build_client(true)
+        .codec_path("crate::codec::SmallBuffers")
         .compile_fds(fds)?;
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor)?
