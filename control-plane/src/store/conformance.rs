@@ -17,6 +17,18 @@ fn put(store: &dyn Store, key: &ObjectKey, value: &str) -> Revision {
         .unwrap()
 }
 
+/// Every event in the log as "revision type name value".
+fn log_summary(store: &dyn Store) -> Vec<String> {
+    let events = store.events_after(0, 100).unwrap();
+    events
+        .into_iter()
+        .map(|e| {
+            let value = String::from_utf8_lossy(&e.value);
+            format!("{} {:?} {} {value}", e.revision, e.kind, e.key.name)
+        })
+        .collect()
+}
+
 fn names(records: &[Record]) -> Vec<String> {
     records
         .iter()
@@ -216,18 +228,13 @@ pub fn event_log(store: &dyn Store) {
         )
         .unwrap();
     store.commit(Txn::default().delete(a.clone())).unwrap();
-    let events = store.events_after(0, 100).unwrap();
-    let summary: Vec<_> = events
-        .iter()
-        .map(|e| (e.revision, e.kind, e.key.name.as_str(), e.value.clone()))
-        .collect();
     assert_eq!(
-        summary,
+        log_summary(store),
         [
-            (1, EventType::Added, "a", b"1".to_vec()),
-            (2, EventType::Modified, "a", b"2".to_vec()),
-            (2, EventType::Added, "b", b"1".to_vec()),
-            (3, EventType::Deleted, "a", b"2".to_vec()),
+            "1 Added a 1",
+            "2 Modified a 2",
+            "2 Added b 1",
+            "3 Deleted a 2",
         ]
     );
     // A limit never splits a commit.
@@ -254,20 +261,15 @@ pub fn shared_values(store: &dyn Store) {
     store
         .commit(Txn::default().put(a.clone(), b"plain".to_vec()))
         .unwrap();
-    let events = store.events_after(0, 100).unwrap();
-    let summary: Vec<_> = events
-        .iter()
-        .map(|e| (e.revision, e.kind, e.key.name.as_str(), e.value.clone()))
-        .collect();
     assert_eq!(
-        summary,
+        log_summary(store),
         [
-            (1, EventType::Added, "a", b"1-big".to_vec()),
-            (2, EventType::Modified, "a", b"2-big".to_vec()),
-            (3, EventType::Added, "b", b"1-big".to_vec()),
-            (4, EventType::Modified, "a", b"3-other".to_vec()),
-            (4, EventType::Deleted, "b", b"1-big".to_vec()),
-            (5, EventType::Modified, "a", b"plain".to_vec()),
+            "1 Added a 1-big",
+            "2 Modified a 2-big",
+            "3 Added b 1-big",
+            "4 Modified a 3-other",
+            "4 Deleted b 1-big",
+            "5 Modified a plain",
         ]
     );
     store.commit(shared(&b, "4", "-big")).unwrap();
