@@ -157,6 +157,10 @@ fn the_control_plane_counts_calls_by_code_renders_controllers_and_agents() {
     );
     assert!(before.value("process_start_time_seconds", &[]).unwrap() > 1.7e9);
     assert_eq!(before.value("troupe_agents_connected", &[]), Some(0.0));
+    assert_eq!(
+        before.value("troupe_grpc_server_calls_open", &[]),
+        Some(0.0)
+    );
 
     // One call that works and one for an object that does not exist.
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -229,6 +233,11 @@ fn the_control_plane_counts_calls_by_code_renders_controllers_and_agents() {
             "in sync",
             s.value("troupe_dataplane_releases", &in_sync),
             1.0,
+        )?;
+        is(
+            "the agent's stream open",
+            s.value("troupe_grpc_server_calls_open", &[]),
+            1.0,
         )
     });
     let pending = [plane[0], ("state", "pending")];
@@ -278,6 +287,11 @@ fn the_control_plane_counts_calls_by_code_renders_controllers_and_agents() {
         is(
             "agent of acme/local",
             s.value("troupe_dataplane_agent_connected", &plane),
+            0.0,
+        )?;
+        is(
+            "calls open",
+            s.value("troupe_grpc_server_calls_open", &[]),
             0.0,
         )
     });

@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use troupe_agent::metrics::latency_histogram;
@@ -74,6 +75,7 @@ struct Handled {
 pub struct GrpcMetrics {
     handled: Family<Handled, Counter>,
     seconds: Family<Route, Histogram, fn() -> Histogram>,
+    open: Gauge,
     routes: RwLock<HashMap<Box<str>, Route>>,
 }
 
@@ -83,6 +85,7 @@ impl GrpcMetrics {
         let this = Arc::new(Self {
             handled: Family::default(),
             seconds: Family::new_with_constructor(latency_histogram),
+            open: Gauge::default(),
             routes: RwLock::default(),
         });
         registry.register(
@@ -94,6 +97,11 @@ impl GrpcMetrics {
             "troupe_grpc_server_handling_seconds",
             "Time from a gRPC call's arrival to its status (the whole stream, for streams)",
             this.seconds.clone(),
+        );
+        registry.register(
+            "troupe_grpc_server_calls_open",
+            "gRPC calls being answered: unary calls in progress and open streams",
+            this.open.clone(),
         );
         this
     }
@@ -172,11 +180,19 @@ pub struct GrpcService<S> {
     metrics: Arc<GrpcMetrics>,
 }
 
-/// One call being answered.
+/// One call being answered; counted open until it is dropped, whether it finished, failed
+/// or its client went away.
 struct Call {
     /// The route, or the URI of a path not seen before.
     route: Result<Route, http::Uri>,
     started: Instant,
+    open: Gauge,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for GrpcService<S>
@@ -201,7 +217,9 @@ where
                 .known(request.uri().path())
                 .ok_or_else(|| request.uri().clone()),
             started: Instant::now(),
+            open: self.metrics.open.clone(),
         };
+        call.open.inc();
         let metrics = self.metrics.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
