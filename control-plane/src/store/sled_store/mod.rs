@@ -24,24 +24,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use std::collections::HashMap;
-
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
 use super::retention::{LogSize, stored_bytes};
 use super::{
-    Durability, Event, EventType, LIVE_EVENTS, Op, Record, Retention, Revision, Store, StoreError,
-    Txn, keys,
+    Durability, Event, EventType, LIVE_EVENTS, Record, Retention, Revision, Store, StoreError, Txn,
+    keys,
 };
 
 mod layout;
+mod stage;
 mod tails;
 
 use layout::{
-    DB_FORMAT, DB_FORMATS, EVENT, OBJECT, RawEvent, Stored, corrupt, decode_event, decode_record,
+    DB_FORMAT, DB_FORMATS, EVENT, OBJECT, RawEvent, corrupt, decode_event, decode_record,
     encode_event, encode_record, engine, event_key, object_key, read_u64,
 };
+use stage::{Staged, stage};
 use tails::{Refs, resolve, tail_len};
 
 const META_COMPACTED: &[u8] = b"mcompacted";
@@ -299,87 +299,11 @@ impl Store for SledStore {
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
         let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let revision = self.revision.load(Ordering::SeqCst) + 1;
-        // What this transaction has done to each key so far: `None` once deleted, else the
-        // create revision and value. Later ops see earlier ones; the tree sees none until
-        // the batch.
-        let mut touched: HashMap<Vec<u8>, Option<(Revision, Stored)>> = HashMap::new();
-        let current = |touched: &HashMap<Vec<u8>, Option<(Revision, Stored)>>,
-                       key: &[u8]|
-         -> Result<Option<(Revision, Revision, Stored)>, StoreError> {
-            if let Some(state) = touched.get(key) {
-                return Ok(state
-                    .clone()
-                    .map(|(create, stored)| (create, revision, stored)));
-            }
-            match self.tree.get(key).map_err(engine)? {
-                None => Ok(None),
-                Some(bytes) => {
-                    let raw = decode_record(&bytes)?;
-                    Ok(Some((raw.create_revision, raw.mod_revision, raw.stored)))
-                }
-            }
-        };
-        for (key, expected) in &txn.checks {
-            let found = current(&touched, &object_key(key))?.map(|(_, m, _)| m);
-            if !expected.holds(found) {
-                return Err(StoreError::Conflict {
-                    key: key.clone(),
-                    expected: *expected,
-                    found,
-                });
-            }
-        }
-        let mut batch = sled::Batch::default();
-        let mut refs = Refs::default();
-        let mut events = Vec::with_capacity(txn.ops.len());
-        for op in txn.ops {
-            let (key, stored) = match op {
-                Op::Put { key, value } => (key, Stored::Inline(value)),
-                Op::PutShared { key, head, shared } => {
-                    let digest = refs.provide(shared);
-                    (key, Stored::Shared { digest, head })
-                }
-                Op::Delete { key } => {
-                    let stored_key = object_key(&key);
-                    if let Some((create_revision, _, stored)) = current(&touched, &stored_key)? {
-                        batch.remove(stored_key.clone());
-                        touched.insert(stored_key, None);
-                        // The record's reference to its tail passes to the event.
-                        events.push(RawEvent {
-                            revision,
-                            kind: EventType::Deleted,
-                            key,
-                            create_revision,
-                            stored,
-                        });
-                    }
-                    continue;
-                }
-            };
-            let stored_key = object_key(&key);
-            let (kind, create_revision) = match current(&touched, &stored_key)? {
-                Some((create, _, old)) => {
-                    refs.release(&old);
-                    (EventType::Modified, create)
-                }
-                None => (EventType::Added, revision),
-            };
-            // The record and its event.
-            refs.hold(&stored);
-            refs.hold(&stored);
-            batch.insert(
-                stored_key.clone(),
-                encode_record(create_revision, revision, &stored),
-            );
-            touched.insert(stored_key, Some((create_revision, stored.clone())));
-            events.push(RawEvent {
-                revision,
-                kind,
-                key,
-                create_revision,
-                stored,
-            });
-        }
+        let Staged {
+            mut batch,
+            refs,
+            events,
+        } = stage(&self.tree, txn, revision)?;
         if events.is_empty() {
             return Ok(revision - 1);
         }

@@ -1,6 +1,7 @@
 //! What only the sled store does: replaying a half-applied commit, and keeping shared tails
 //! once and only while something refers to them.
 
+use super::layout::Stored;
 use super::*;
 use crate::store::Txn;
 
