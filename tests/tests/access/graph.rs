@@ -39,9 +39,14 @@ fn the_graph_shows_each_caller_what_it_may_list() {
         let out = success(&graph(role, &[]));
         components(&serde_json::from_str(&out).expect("JSON from troupe graph"))
     };
-    let both = BTreeSet::from(["billing/ledger".to_string(), "shop/api".to_string()]);
-    assert_eq!(seen(Role::Viewer), both);
-    assert_eq!(seen(Role::PlatformEngineer), both);
+    // Other tests of the file add billing components to the shared platform meanwhile.
+    for role in [Role::Viewer, Role::PlatformEngineer] {
+        let seen = seen(role);
+        assert!(
+            seen.contains("billing/ledger") && seen.contains("shop/api"),
+            "{role:?} sees every project: {seen:?}"
+        );
+    }
     assert_eq!(
         seen(Role::Developer),
         BTreeSet::from(["shop/api".to_string()]),
@@ -76,8 +81,9 @@ fn the_graph_shows_each_caller_what_it_may_list() {
     }
     let answer = &Client::Python.probe(&f.platform, f.token(Role::Viewer), &call)[0];
     assert_eq!(answer.code, code::OK, "{answer:?}");
-    assert_eq!(
-        components(&answer.body),
-        BTreeSet::from(["billing/ledger".to_string()])
+    let billing = components(&answer.body);
+    assert!(
+        billing.contains("billing/ledger") && billing.iter().all(|c| c.starts_with("billing/")),
+        "{billing:?}"
     );
 }
