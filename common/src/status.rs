@@ -1,5 +1,5 @@
 //! The words status is written in: condition types, condition statuses, reasons, object
-//! health and binding states.
+//! health, binding states and connection states.
 //!
 //! Each is an enum whose [`as_str`](Reason::as_str) is exactly what the API carries (the proto
 //! fields are strings, so stored objects, JSON and YAML stay as they are), and whose `FromStr`
@@ -200,6 +200,16 @@ words! {
     }
 }
 
+words! {
+    /// How one connection stands in one environment, as the dependency graph says it.
+    ConnectionState ("connection state") {
+        /// The consumer deployed there gets the target's address.
+        Resolved = "Resolved",
+        /// It does not; a reason says why.
+        Pending = "Pending",
+    }
+}
+
 impl BindingState {
     /// The state `spec.state` asks for: empty is `Active`.
     pub fn of_spec(state: &str) -> Result<Self, UnknownWord> {
@@ -230,6 +240,7 @@ mod tests {
         round_trip(Reason::ALL);
         round_trip(Health::ALL);
         round_trip(BindingState::ALL);
+        round_trip(ConnectionState::ALL);
     }
 
     #[test]

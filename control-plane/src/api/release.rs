@@ -1,4 +1,5 @@
-//! `troupe.v1alpha1.ReleaseService` handlers: cut releases, render without storing.
+//! `troupe.v1alpha1.ReleaseService` handlers: cut releases, render without storing, draw the
+//! dependency graph.
 
 use std::sync::Arc;
 
@@ -8,7 +9,9 @@ use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::pb::v1alpha1::release_service_server::ReleaseService;
 
 use super::auth::component_target;
-use crate::auth::{Auth, Verb};
+use crate::auth::rbac::Reach;
+use crate::auth::{Auth, Principal, Target, Verb};
+use crate::graph::{self, Query};
 use crate::releases::{Releases, RenderRequest};
 use crate::resources::Resources;
 
@@ -29,6 +32,53 @@ impl ReleaseApi {
             resources,
             auth,
         }
+    }
+}
+
+/// The kinds the graph is drawn from; its caller needs `list` on each.
+const GRAPH_KINDS: [troupe_common::Kind; 3] = [
+    troupe_common::Kind::Component,
+    troupe_common::Kind::Workload,
+    troupe_common::Kind::ReleaseBinding,
+];
+
+impl ReleaseApi {
+    /// Whether `who` may draw the graph `query` asks for: `list` on each of [`GRAPH_KINDS`]
+    /// where the query looks (the project, or the namespace), with some reach at least, as
+    /// `ResourceService.List` judges. `PERMISSION_DENIED` names the first kind missing.
+    /// Returns whether the caller sees everything there (else each component is judged).
+    fn allow_graph(&self, who: &Principal, query: &Query) -> Result<bool, Status> {
+        let mut everything = true;
+        for kind in GRAPH_KINDS {
+            let target = Target {
+                kind: kind.name().to_string(),
+                namespace: query.namespace.clone(),
+                project: query.project.clone(),
+                ..Target::default()
+            };
+            let reach = self
+                .auth
+                .reach(who, Verb::List, kind.name(), &query.namespace);
+            if reach == Reach::Nothing || !query.project.is_empty() {
+                self.auth.allow(who, Verb::List, &target)?;
+            }
+            everything &= reach == Reach::Everything;
+        }
+        Ok(everything)
+    }
+
+    /// Whether `who` may list what the graph shows of component `project/component`.
+    fn sees(&self, who: &Principal, namespace: &str, project: &str, component: &str) -> bool {
+        GRAPH_KINDS.iter().all(|kind| {
+            let target = Target {
+                kind: kind.name().to_string(),
+                namespace: namespace.to_string(),
+                project: project.to_string(),
+                component: component.to_string(),
+                ..Target::default()
+            };
+            self.auth.may(who, Verb::List, &target).is_ok()
+        })
     }
 }
 
@@ -112,5 +162,27 @@ impl ReleaseService for ReleaseApi {
             resolved_connections: rendered.connections.resolved,
             pending_connections: rendered.connections.pending,
         }))
+    }
+
+    async fn graph(
+        &self,
+        request: Request<pb::GraphRequest>,
+    ) -> Result<Response<pb::GraphResponse>, Status> {
+        let who = self.auth.caller(&request).await?;
+        let r = request.into_inner();
+        required("namespace", &r.namespace)?;
+        let query = Query {
+            namespace: r.namespace,
+            project: r.project,
+            environment: r.environment,
+        };
+        let everything = self.allow_graph(&who, &query)?;
+        let mut graph = graph::graph(&self.resources, &query).await?;
+        if !everything {
+            graph::retain_visible(&mut graph, |project, component| {
+                self.sees(&who, &query.namespace, project, component)
+            });
+        }
+        Ok(Response::new(graph))
     }
 }

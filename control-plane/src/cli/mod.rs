@@ -25,6 +25,7 @@ mod dataplane;
 mod delete;
 mod diff;
 mod get;
+mod graph;
 mod history;
 mod login;
 mod output;
@@ -48,6 +49,7 @@ use self::dataplane::DataPlaneCmd;
 use self::delete::DeleteCmd;
 use self::diff::DiffCmd;
 use self::get::GetCmd;
+use self::graph::GraphCmd;
 use self::history::HistoryCmd;
 use self::login::{ContextCmd, LoginCmd, LogoutCmd};
 use self::promote::{ApproveCmd, CheckCmd, PromoteCmd, RejectCmd, RollbackCmd};
@@ -146,6 +148,9 @@ pub enum Command {
     Release(ReleaseCmd),
     /// Print the manifests a component would become in an environment; stores nothing.
     Render(RenderCmd),
+    /// Show the components of a namespace, their endpoints, and the connections between them
+    /// with their state in each environment (a table, JSON, Graphviz DOT or Mermaid).
+    Graph(GraphCmd),
     /// Compare what a ReleaseBinding renders now (with optional `--set` changes to its
     /// overrides) with its stored Release; exits 1 when they differ.
     Diff(DiffCmd),
@@ -210,6 +215,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Delete(cmd) => cmd.run(&ctx()?).await,
         Command::Release(cmd) => cmd.run(&ctx()?).await,
         Command::Render(cmd) => cmd.run(&ctx()?).await,
+        Command::Graph(cmd) => cmd.run(&ctx()?).await,
         Command::Diff(cmd) => cmd.run(&ctx()?).await,
         Command::Watch(cmd) => cmd.run(&ctx()?).await,
         Command::Token(cmd) => cmd.run(&ctx()?).await,

@@ -4,9 +4,11 @@
 //! grpcurl, a generated Python client, a generated Node client and the `troupe` CLI. Each
 //! answer is OK or PERMISSION_DENIED as the role says, and a denial names the verb, the kind
 //! and where. Then the edges: a developer of shop sees nothing of billing, pipeline approvers
-//! and impersonation, tokens that stopped working, `troupe auth`, and the audit log.
+//! and impersonation, tokens that stopped working, `troupe auth`, and the audit log; and the
+//! dependency graph, judged as a read of what it is drawn from.
 
 mod fixture;
+mod graph;
 mod matrix;
 
 use std::collections::BTreeSet;
