@@ -84,14 +84,23 @@ fn a_cluster_role_binding_fails_the_render_and_reaches_no_agent() {
     let target = platform.agent_target("local");
     let good = platform.cut_release("api");
     platform.bind("api", "development", &good, "");
-    let files = eventually("the agent writes the first release", PATIENCE, || {
-        check(release_files(&target, "acme", "api-development"), |f| {
-            f.keys().any(|k| k.starts_with("deployment.apps_"))
-        })
-    });
-    let stored = platform
-        .get_json("release", "acme", "api-development")
-        .unwrap();
+    // Applied as a whole (its status says so), not caught halfway through its files.
+    let stored = eventually("the agent applies the first release", PATIENCE, || {
+        check(
+            platform.get_json("release", "acme", "api-development"),
+            |r| {
+                r.as_ref().is_some_and(|r| {
+                    r["status"]["appliedGeneration"] == r["metadata"]["generation"]
+                })
+            },
+        )
+    })
+    .unwrap();
+    let files = release_files(&target, "acme", "api-development");
+    assert!(
+        files.keys().any(|k| k.starts_with("deployment.apps_")),
+        "{files:#?}"
+    );
 
     edit(&platform, "ct", "service", |y| {
         y.replace("  resources:\n", ADMIN_RESOURCE)
