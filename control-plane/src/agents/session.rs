@@ -16,10 +16,11 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::{SemaphorePermit, mpsc, watch};
+use tokio::time::Instant;
 use tonic::Status;
 use troupe_common::agent::{PROTOCOL_VERSION, chunks, encode_manifests, parse_release_id};
 use troupe_common::pb::v1alpha1::{
@@ -233,7 +234,7 @@ impl Session {
         let mut last_heard = Instant::now();
         // A session that cannot finish its initial diff in time (its agent acknowledges
         // nothing, or reads nothing) lets the next one start all the same.
-        let permit_deadline = tokio::time::Instant::now() + hub.config.heartbeat * 3;
+        let permit_deadline = Instant::now() + hub.config.heartbeat * 3;
         loop {
             self.send_work(work, &mut permit).await;
             if let Some(fault) = self.fault.take() {
