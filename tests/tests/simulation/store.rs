@@ -20,8 +20,7 @@ use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Notify, broadcast, watch};
-use troupe_common::pb::v1alpha1::Resource;
-use troupe_common::{Kind, Object, ObjectKey};
+use troupe_common::{Kind, ObjectKey};
 use troupe_control_plane::store::{
     Durability, Event, EventType, MemoryStore, Record, Retention, Revision, Store, StoreError, Txn,
 };
@@ -163,14 +162,34 @@ impl SimStore {
 
 /// Whether an encoded Release waits for its prune.
 fn terminating(value: &[u8]) -> bool {
-    match Resource::decode(value).ok().and_then(|r| r.object) {
-        Some(Object::Release(release)) => release
-            .metadata
-            .as_ref()
-            .is_some_and(|m| m.delete_time.is_some()),
-        _ => false,
-    }
+    StoredRelease::decode(value)
+        .ok()
+        .and_then(|r| r.release?.metadata?.delete_time)
+        .is_some()
 }
+
+/// Just enough of a stored `Resource` holding a Release to see its `deleteTime`; prost skips
+/// the rest (the manifests above all) without decoding it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredRelease {
+    #[prost(message, optional, tag = "18")]
+    release: Option<ReleaseHead>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReleaseHead {
+    #[prost(message, optional, tag = "3")]
+    metadata: Option<MetaHead>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetaHead {
+    #[prost(message, optional, tag = "9")]
+    delete_time: Option<Present>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Present {}
 
 impl Store for SimStore {
     fn get(&self, key: &ObjectKey) -> Result<Option<Record>, StoreError> {

@@ -63,7 +63,7 @@ impl Params {
             |rng: &mut StdRng, lo: u64, hi: u64| Duration::from_millis(rng.random_range(lo..=hi));
         Self {
             names: rng.random_range(2..=6),
-            actions: rng.random_range(15..=45),
+            actions: rng.random_range(10..=30),
             max_gap: ms(rng, 200, 3_000),
             net: NetFaults {
                 cut_per_message: rng.random_range(0.0..0.03),
@@ -81,6 +81,8 @@ impl Params {
                 hello_deadline: Duration::from_secs(5),
                 window: rng.random_range(1..=8),
                 concurrent_resyncs: rng.random_range(1..=2),
+                retry_base: ms(rng, 200, 1_000),
+                retry_max: Duration::from_secs(rng.random_range(5..=20)),
                 ..HubConfig::default()
             },
             agent: AgentTiming {
