@@ -11,7 +11,7 @@
 //! (invariant 1). Once converged it must stay so for [`STABLE_FOR`]. Invariants 2 and 3 are
 //! checked as things happen ([`crate::cluster`], [`crate::net`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,42 @@ pub struct Outcome {
     pub simulated: Duration,
     /// Why it failed, with the tail of its trace; `None` when every invariant held.
     pub failure: Option<String>,
+}
+
+/// Writes release `name` with content `hash`, as the binding controller would.
+async fn put(plane: Arc<ControlPlane>, oracle: Arc<Oracle>, name: String, hash: String) {
+    let Some(resources) = plane.resources() else {
+        return oracle.trace(format!(
+            "driver: put {name} {hash}: the control plane is down"
+        ));
+    };
+    let release = Object::Release(content::release(&name, &hash));
+    match resources.apply(release, Origin::ControlPlane, false).await {
+        Ok((object, outcome)) => oracle.trace(format!(
+            "driver: put {name} {hash}: {outcome:?}, generation {}",
+            object.meta().generation
+        )),
+        Err(e) => oracle.trace(format!("driver: put {name} {hash}: {e}")),
+    }
+}
+
+/// Deletes release `name`, as the binding controller would.
+async fn delete(plane: Arc<ControlPlane>, oracle: Arc<Oracle>, name: String) {
+    let Some(resources) = plane.resources() else {
+        return oracle.trace(format!("driver: delete {name}: the control plane is down"));
+    };
+    let key = ObjectKey::new(Kind::Release, NAMESPACE, &name);
+    match resources.delete(&key, Origin::ControlPlane, 0, false).await {
+        Ok(deleted) => oracle.trace(format!(
+            "driver: delete {name}: {}",
+            if deleted.pruning.is_empty() {
+                "gone"
+            } else {
+                "waits for its prune"
+            }
+        )),
+        Err(e) => oracle.trace(format!("driver: delete {name}: {e}")),
+    }
 }
 
 /// Everything a seed draws before it starts.
@@ -163,15 +199,38 @@ pub async fn run(seed: u64, dir: &std::path::Path, full_trace: bool) -> Outcome 
 
 impl World {
     /// The faulty phase: `params.actions` random changes and faults, a random gap apart.
+    /// Changes: a release put with new content, or rolled back to the content it had
+    /// before, deleted, or deleted and put back soon after as it was.
     async fn drive(&self, rng: &mut StdRng, params: &Params) -> Result<(), String> {
         let mut pending: Vec<JoinHandle<()>> = Vec::new();
+        let mut history: HashMap<String, Vec<String>> = HashMap::new();
         for _ in 0..params.actions {
             let gap = rng.random_range(Duration::ZERO..=params.max_gap);
             tokio::time::sleep(gap).await;
             let name = format!("r{}", rng.random_range(0..params.names));
+            let past = history.entry(name.clone()).or_default();
+            let (plane, oracle) = (self.plane.clone(), self.oracle.clone());
             match rng.random_range(0..100) {
-                0..=39 => pending.push(self.put(name, content::pick(rng))),
-                40..=54 => pending.push(self.delete(name)),
+                0..=29 => {
+                    let hash = content::pick(rng);
+                    past.push(hash.clone());
+                    pending.push(tokio::spawn(put(plane, oracle, name, hash)));
+                }
+                30..=39 if past.len() > 1 => {
+                    let hash = past[past.len() - 2].clone();
+                    past.push(hash.clone());
+                    pending.push(tokio::spawn(put(plane, oracle, name, hash)));
+                }
+                40..=49 => pending.push(tokio::spawn(delete(plane, oracle, name))),
+                50..=54 if !past.is_empty() => {
+                    let hash = past[past.len() - 1].clone();
+                    let back = rng.random_range(Duration::ZERO..=Duration::from_millis(1_500));
+                    pending.push(tokio::spawn(async move {
+                        delete(plane.clone(), oracle.clone(), name.clone()).await;
+                        tokio::time::sleep(back).await;
+                        put(plane, oracle, name, hash).await;
+                    }));
+                }
                 55..=69 => {
                     self.net.cut_one();
                 }
@@ -195,48 +254,6 @@ impl World {
                 .map_err(|e| format!("a driver task failed: {e}"))?;
         }
         Ok(())
-    }
-
-    /// Writes release `name` with content `hash`, as the binding controller would.
-    fn put(&self, name: String, hash: String) -> JoinHandle<()> {
-        let (plane, oracle) = (self.plane.clone(), self.oracle.clone());
-        tokio::spawn(async move {
-            let Some(resources) = plane.resources() else {
-                return oracle.trace(format!(
-                    "driver: put {name} {hash}: the control plane is down"
-                ));
-            };
-            let release = Object::Release(content::release(&name, &hash));
-            match resources.apply(release, Origin::ControlPlane, false).await {
-                Ok((object, outcome)) => oracle.trace(format!(
-                    "driver: put {name} {hash}: {outcome:?}, generation {}",
-                    object.meta().generation
-                )),
-                Err(e) => oracle.trace(format!("driver: put {name} {hash}: {e}")),
-            }
-        })
-    }
-
-    /// Deletes release `name`, as the binding controller would.
-    fn delete(&self, name: String) -> JoinHandle<()> {
-        let (plane, oracle) = (self.plane.clone(), self.oracle.clone());
-        tokio::spawn(async move {
-            let Some(resources) = plane.resources() else {
-                return oracle.trace(format!("driver: delete {name}: the control plane is down"));
-            };
-            let key = ObjectKey::new(Kind::Release, NAMESPACE, &name);
-            match resources.delete(&key, Origin::ControlPlane, 0, false).await {
-                Ok(deleted) => oracle.trace(format!(
-                    "driver: delete {name}: {}",
-                    if deleted.pruning.is_empty() {
-                        "gone"
-                    } else {
-                        "waits for its prune"
-                    }
-                )),
-                Err(e) => oracle.trace(format!("driver: delete {name}: {e}")),
-            }
-        })
     }
 
     /// Starts the agent again after `down`.
