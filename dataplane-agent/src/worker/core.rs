@@ -119,13 +119,16 @@ impl Core {
     /// one that lost its store, numbers generations again from lower values, and what it
     /// sends is still what must run. (One session sends a release's generations in order, and
     /// commands of an ended session are dropped, so an older generation never overtakes a
-    /// newer one.) The same content under another number is only renumbered.
+    /// newer one.) The same content under another number is only renumbered, unless the
+    /// release is being removed: a prune that failed may have removed part of it, so it is
+    /// applied again and its removal called off.
     pub(super) fn begin_upsert(
         &mut self,
         upsert: Upsert,
     ) -> Result<Option<(Started, Vec<ReleaseResource>)>, Failure> {
         if let Some(held) = self.held.get_mut(&upsert.release)
             && !held.is_pending()
+            && !self.removing.contains_key(&upsert.release)
             && held.content_hash == upsert.content_hash
         {
             if held.generation != upsert.generation {
@@ -362,13 +365,20 @@ impl Core {
         changed
     }
 
+    /// What `Hello` reports: each release held at the generation acknowledged. A release
+    /// whose removal failed and is being retried is reported as pending (generation 0): a
+    /// prune may have removed part of it, and the new session decides again whether it goes
+    /// (a removal) or stays (an upsert, which calls the removal off).
     pub(super) fn known(&self) -> Vec<(String, pb::KnownRelease)> {
         self.held
             .values()
             .map(|h| {
-                let known = pb::KnownRelease {
-                    generation: h.generation,
-                    content_hash: h.content_hash.clone(),
+                let known = match self.removing.contains_key(&h.release) {
+                    true => pb::KnownRelease::default(),
+                    false => pb::KnownRelease {
+                        generation: h.generation,
+                        content_hash: h.content_hash.clone(),
+                    },
                 };
                 (h.release.clone(), known)
             })

@@ -1,5 +1,6 @@
 //! Retries: an object that failed is applied again with backoff, a removal that failed is
-//! pruned again and never re-created by drift.
+//! pruned again and never re-created by drift, unless the control plane sends the release
+//! again.
 
 use super::*;
 
@@ -170,4 +171,34 @@ async fn a_failed_removal_is_retried_and_not_re_applied_by_drift() {
     assert_eq!(removed, [("acme/web".to_string(), 2)]);
     assert!(core.known().is_empty());
     assert!(core.next_retry(|_| false).is_none());
+}
+
+#[tokio::test]
+async fn a_release_sent_again_while_its_failed_removal_is_retried_is_applied_not_pruned() {
+    let state = tempfile::tempdir().unwrap();
+    let applier = Arc::new(Flaky::new(0));
+    let mut core = mk_flaky_core(&applier, state.path());
+    let objects = [mk_object("v1", "ConfigMap", "settings", "one")];
+    core.upsert(mk_release("acme/web", 1, &objects))
+        .await
+        .unwrap();
+    core.remove("acme/web", 2).await.unwrap_err();
+    // Part of it may be gone: the next Hello reports it pending, not as held whole.
+    assert_eq!(core.known()[0].1, pb::KnownRelease::default());
+
+    // The release is put back as it was (a later generation, the same content): applied
+    // again, in case the prune removed part of it, and no longer removed.
+    applier.applied.lock().unwrap().clear();
+    let again = Upsert {
+        generation: 3,
+        content_hash: "h1".into(),
+        ..mk_release("acme/web", 3, &objects)
+    };
+    core.upsert(again).await.unwrap();
+    assert_eq!(*applier.applied.lock().unwrap(), ["\"one\""]);
+    assert!(
+        core.next_retry(|_| false).is_none(),
+        "the removal is called off"
+    );
+    assert_eq!(core.known()[0].1.generation, 3);
 }
