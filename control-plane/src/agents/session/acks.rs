@@ -60,10 +60,11 @@ impl Session {
                     if !flight.remove {
                         self.retries
                             .failed(&ack.release, flight.generation, Instant::now());
-                    } else if let Some((_, hash)) = self.held.get_mut(&ack.release) {
-                        // The agent retries the prune on its own, and it may have removed
-                        // part of the release already: should the release be wanted again,
-                        // even as it was, it must be sent again.
+                    }
+                    // A failed apply or prune may have gone partway: what the agent holds of
+                    // the release is no longer known whole, so whatever is wanted next, even
+                    // the content it held, is sent again.
+                    if let Some((_, hash)) = self.held.get_mut(&ack.release) {
                         hash.clear();
                     }
                     self.hub.status.failed(key, flight.generation, ack.error);
