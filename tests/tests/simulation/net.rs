@@ -201,14 +201,14 @@ impl Network {
         let from_agent = ReceiverStream::new(outbound).map(Ok);
         tokio::spawn(
             self.clone()
-                .link(conn.clone(), from_agent, up, Self::from_agent),
+                .link(conn.clone(), from_agent, up, Self::sent_by_agent),
         );
-        tokio::spawn(self.clone().link(conn, control, down, Self::from_hub));
+        tokio::spawn(self.clone().link(conn, control, down, Self::sent_by_hub));
         Ok(ReceiverStream::new(down_rx))
     }
 
     /// Notes what the hub sent.
-    fn from_hub(&self, conn: &Conn, message: &ControlMessage) {
+    fn sent_by_hub(&self, conn: &Conn, message: &ControlMessage) {
         let (key, sent) = match &message.message {
             Some(control_message::Message::Upsert(u)) if u.chunk_index == 0 => {
                 self.oracle.trace(format!(
@@ -239,7 +239,7 @@ impl Network {
     }
 
     /// Checks every ok ack the agent sends against the cluster (invariant 3).
-    fn from_agent(&self, conn: &Conn, message: &AgentMessage) {
+    fn sent_by_agent(&self, conn: &Conn, message: &AgentMessage) {
         let Some(agent_message::Message::Ack(ack)) = &message.message else {
             return;
         };
