@@ -48,7 +48,9 @@
 //! `TROUPE_SIM_THREADS` threads (2 by default); `TROUPE_SIM_SEED=S` runs seed `S` alone and
 //! prints its whole trace if it fails. A failing seed prints its failure, the tail of its
 //! trace and the command that replays it:
-//! `TROUPE_SIM_SEED=S cargo test -p troupe-tests --test simulation`.
+//! `TROUPE_SIM_SEED=S cargo test -p troupe-tests --test simulation`. With
+//! `TROUPE_SIM_TRACE=1` a seed run alone prints its trace even when it passes;
+//! `TROUPE_SIM_KEEP_GOING=1` runs every seed and lists each that fails.
 //!
 //! **Determinism, and what can still vary.** One seed draws every random choice the
 //! simulation makes (parameters, changes, faults, latencies, flush times, backoffs) from

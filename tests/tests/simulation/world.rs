@@ -2,9 +2,9 @@
 //! and changes it drives, and the checks at the end.
 //!
 //! A seed runs in three phases. Under faults, a driver makes a random mix of changes:
-//! releases created and updated (new generations, contents of different sizes) and deleted,
-//! connections cut, the agent and the control plane crashed and restarted after a while.
-//! Then the faults stop (no more cuts nor failed applies, both sides running) and the
+//! releases created and updated (new generations, contents of different sizes), rolled back
+//! to earlier content, deleted, or deleted and put back as they were; connections cut; the
+//! agent and the control plane crashed and restarted after a while. Then the faults stop (no more cuts nor failed applies, both sides running) and the
 //! system must converge within [`CONVERGE_WITHIN`] of simulated time: the cluster holds
 //! exactly the content of every release the store has, each release's status says its
 //! generation is applied, nothing waits for a prune and the cluster holds nothing else
