@@ -189,15 +189,21 @@ impl Replies {
 
 /// A handle on the worker: where sessions queue commands.
 #[derive(Clone)]
-pub(crate) struct Handle {
+pub struct Handle {
     /// The worker's queue.
-    pub commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
 }
 
 impl Handle {
+    /// Resolves once the worker has stopped (its shutdown turned true, or it failed): after
+    /// that it touches neither the state nor the applier again.
+    pub async fn stopped(&self) {
+        self.commands.closed().await;
+    }
+
     /// Registers a new session and returns what the agent holds, for its `Hello`: what is
     /// recorded, releases being applied for the first time as generation 0.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         replies: Replies,
     ) -> anyhow::Result<Vec<(String, pb::KnownRelease)>> {

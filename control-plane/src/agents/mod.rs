@@ -10,11 +10,13 @@
 //!   gets the newest generation, not a backlog), acks, chunking, heartbeats.
 //! - [`status`] turns acks and health reports into Release and DataPlane status (derived by
 //!   [`crate::status`]), and asks the binding controller to roll bindings up after.
+//! - `retry` sends a generation the agent failed to apply again, with backoff.
 //!
 //! Nothing is pruned because a connection dropped: a Release leaves a data plane only when it
 //! leaves the store's desired set and the agent acknowledges the removal.
 
 pub mod pki;
+mod retry;
 mod session;
 pub mod status;
 mod stream;
@@ -48,6 +50,11 @@ pub struct HubConfig {
     /// Sessions resyncing at once; the rest wait their turn, so a control-plane restart
     /// with thousands of agents reconnecting is paced.
     pub concurrent_resyncs: usize,
+    /// Before a generation the agent failed to apply is sent again; doubled for each
+    /// failure of the same generation.
+    pub retry_base: Duration,
+    /// The longest wait before a failed generation is sent again.
+    pub retry_max: Duration,
 }
 
 impl Default for HubConfig {
@@ -58,6 +65,8 @@ impl Default for HubConfig {
             window: 64,
             max_release_bytes: 256 * 1024 * 1024,
             concurrent_resyncs: 256,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
         }
     }
 }

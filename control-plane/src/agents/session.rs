@@ -5,7 +5,8 @@
 //! an upsert if the content differs, a removal if the agent holds something the store no longer
 //! wants, nothing if they agree. Each id has at most one generation in flight, and at most
 //! `window` ids are in flight at once; an id that changes meanwhile is looked at again after
-//! its ack, with whatever is newest then.
+//! its ack, with whatever is newest then. A generation the agent failed to apply is sent
+//! again with backoff ([`Retries`]).
 //!
 //! A session goes through [`Session::hello`] (the handshake), [`Session::resync`] (queue every
 //! id either side knows), [`Session::stream`] (one `select!` over the agent's messages, new
@@ -16,10 +17,11 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::{SemaphorePermit, mpsc, watch};
+use tokio::time::Instant;
 use tonic::Status;
 use troupe_common::agent::{PROTOCOL_VERSION, chunks, encode_manifests, parse_release_id};
 use troupe_common::pb::v1alpha1::{
@@ -28,9 +30,12 @@ use troupe_common::pb::v1alpha1::{
 use troupe_common::timestamp::now_seconds;
 use troupe_common::{Kind, Object, ObjectKey};
 
+use super::retry::Retries;
 use super::stream::{ControlStream, Outgoing};
 use super::{Desired, Hub, Item, Work};
 use crate::status::plane::PlaneReport;
+
+mod acks;
 
 /// The agent's half of a stream.
 pub type Inbound = Pin<Box<dyn Stream<Item = Result<AgentMessage, Status>> + Send>>;
@@ -71,6 +76,7 @@ impl Hub {
             held: HashMap::new(),
             in_flight: HashMap::new(),
             failed: HashMap::new(),
+            retries: Retries::new(self.config.retry_base, self.config.retry_max),
             report: PlaneReport::default(),
             report_due: false,
             counts: pb::SyncComplete::default(),
@@ -89,8 +95,11 @@ struct Session {
     /// What the agent holds: generation and content hash per release id.
     held: HashMap<String, (i64, String)>,
     in_flight: HashMap<String, InFlight>,
-    /// Generations the agent failed to apply; not resent until the release changes.
+    /// Generations the agent failed to apply (or that are too big to send); not sent again
+    /// until the release changes or, for an upsert, its retry is due.
     failed: HashMap<String, i64>,
+    /// When to send each failed upsert again.
+    retries: Retries,
     report: PlaneReport,
     report_due: bool,
     /// Upserts, removals and unchanged releases of the initial diff.
@@ -233,8 +242,9 @@ impl Session {
         let mut last_heard = Instant::now();
         // A session that cannot finish its initial diff in time (its agent acknowledges
         // nothing, or reads nothing) lets the next one start all the same.
-        let permit_deadline = tokio::time::Instant::now() + hub.config.heartbeat * 3;
+        let permit_deadline = Instant::now() + hub.config.heartbeat * 3;
         loop {
+            let retry = self.retries.next_due();
             self.send_work(work, &mut permit).await;
             if let Some(fault) = self.fault.take() {
                 return End::Status(Status::unavailable(fault));
@@ -274,6 +284,12 @@ impl Session {
                 _ = tokio::time::sleep_until(permit_deadline), if permit.is_some() => {
                     tracing::info!(plane = %display(&self.plane), "the initial diff is taking long; the next session may resync");
                     permit = None;
+                }
+                _ = tokio::time::sleep_until(retry.unwrap_or(permit_deadline)), if retry.is_some() => {
+                    for id in self.retries.take_due(Instant::now()) {
+                        self.failed.remove(&id);
+                        work.push(Item::Release(id));
+                    }
                 }
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > hub.config.heartbeat * 3 {
@@ -322,85 +338,6 @@ impl Session {
         self.report.last_disconnected = Some(now_seconds());
         self.report.message = format!("agent disconnected: {reason}");
         self.send_plane_report();
-    }
-
-    /// Handles one message from the agent.
-    fn receive(&mut self, message: AgentMessage, work: &Work) -> Result<(), Status> {
-        match message.message {
-            Some(agent_message::Message::Ack(ack)) => {
-                let flight = match self.in_flight.get(&ack.release) {
-                    Some(flight) if flight.generation == ack.generation => {
-                        self.in_flight.remove(&ack.release).expect("just found")
-                    }
-                    Some(_) => return Ok(()),
-                    // A removal that failed and that the agent retried on its own until it
-                    // went through.
-                    None if ack.ok
-                        && self.failed.get(&ack.release) == Some(&ack.generation)
-                        && self
-                            .hub
-                            .desired(&self.plane, &ack.release)
-                            .is_none_or(|d| d.terminating) =>
-                    {
-                        InFlight {
-                            generation: ack.generation,
-                            content_hash: String::new(),
-                            remove: true,
-                        }
-                    }
-                    None => return Ok(()),
-                };
-                let key = release_key(&ack.release);
-                if ack.ok {
-                    self.failed.remove(&ack.release);
-                    if flight.remove {
-                        self.held.remove(&ack.release);
-                        let resources = self.hub.resources.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = resources.purge_release(&key, flight.generation).await {
-                                tracing::warn!(release = %key, error = %e, "could not remove a pruned release");
-                            }
-                        });
-                    } else {
-                        self.held.insert(
-                            ack.release.clone(),
-                            (flight.generation, flight.content_hash),
-                        );
-                        self.hub.status.applied(key, flight.generation);
-                    }
-                } else {
-                    self.failed.insert(ack.release.clone(), flight.generation);
-                    self.hub.status.failed(key, flight.generation, ack.error);
-                }
-                self.report_due = true;
-                work.push(Item::Release(ack.release));
-            }
-            // An agent reports only on releases of its own data plane.
-            Some(agent_message::Message::Status(report))
-                if self.hub.desired(&self.plane, &report.release).is_some() =>
-            {
-                self.hub.status.health(
-                    release_key(&report.release),
-                    report.generation,
-                    report.resources,
-                );
-            }
-            // The heartbeat time is written at most every 30 s.
-            Some(agent_message::Message::Heartbeat(_))
-                if self
-                    .report
-                    .last_heartbeat
-                    .is_none_or(|t| now_seconds().seconds - t.seconds >= 30) =>
-            {
-                self.report.last_heartbeat = Some(now_seconds());
-                self.report_due = true;
-            }
-            Some(agent_message::Message::Hello(_)) => {
-                return Err(Status::invalid_argument("Hello is sent once, first"));
-            }
-            Some(_) | None => {}
-        }
-        Ok(())
     }
 
     /// Brings one release id in line. Returns false when the session must end (the stream

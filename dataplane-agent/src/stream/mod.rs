@@ -9,12 +9,17 @@
 //!
 //! - [`session`]: one stream, from `Hello` until it ends.
 //! - [`chunks`]: joins the chunks of an upsert before it is handed to the worker.
+//!
+//! A program that carries the stream itself (the simulation test of the agent protocol)
+//! starts the worker with [`spawn_worker`] and runs each stream with [`Session::open`] and
+//! [`Session::serve`], the same code [`run`] runs over gRPC.
 
 mod chunks;
 mod session;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,9 +27,37 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::identity;
-use crate::state::State;
+use crate::state::{Held, State};
 use crate::worker::Worker;
 use crate::{Config, stopped};
+
+pub use self::session::Session;
+pub use crate::worker::Handle as WorkerHandle;
+
+/// Starts the task that owns the agent's state: over `state` and what it holds (`held`, as
+/// [`State::load`] read it), with `config`'s applier, policy, timings and concurrency. It
+/// corrects drift while no stream is open, and stops when `shutdown` turns true, abandoning
+/// applies in flight as a crash would.
+pub fn spawn_worker(
+    config: &Config,
+    state: State,
+    held: BTreeMap<String, Held>,
+    shutdown: watch::Receiver<bool>,
+) -> WorkerHandle {
+    Worker::spawn(
+        config.applier.clone(),
+        config.policy.clone(),
+        state,
+        held,
+        crate::worker::Timing {
+            resync_every: config.resync_every,
+            retry_base: config.retry_base,
+            retry_max: config.retry_max,
+        },
+        config.apply_concurrency,
+        shutdown,
+    )
+}
 
 /// Runs the agent until `shutdown` turns true: registers if needed, then keeps a stream open,
 /// reconnecting with full-jitter exponential backoff, and corrects drift meanwhile.
@@ -43,19 +76,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         ) => identity?,
         _ = stopped(&mut shutdown) => return Ok(()),
     };
-    let worker = Worker::spawn(
-        config.applier.clone(),
-        config.policy.clone(),
-        state,
-        held,
-        crate::worker::Timing {
-            resync_every: config.resync_every,
-            retry_base: config.retry_base,
-            retry_max: config.retry_max,
-        },
-        config.apply_concurrency,
-        shutdown.clone(),
-    );
+    let worker = spawn_worker(&config, state, held, shutdown.clone());
 
     let mut attempt: u32 = 0;
     loop {

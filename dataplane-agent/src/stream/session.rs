@@ -10,11 +10,12 @@
 //! queue is full the loop stops reading the stream, so the control plane waits instead of
 //! the agent buffering without bound.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use troupe_common::agent::{CHUNK_BYTES, PROTOCOL_VERSION};
 use troupe_common::pb::v1alpha1::agent_service_client::AgentServiceClient;
@@ -24,7 +25,7 @@ use troupe_common::timestamp::now_seconds;
 use super::chunks::{Chunks, Step};
 use crate::Config;
 use crate::identity::AgentIdentity;
-use crate::worker::{Command, Handle, Replies, Reply, message};
+use crate::worker::{Command, Handle as WorkerHandle, Replies, Reply, message};
 
 /// Room for messages waiting to go out on the stream.
 const OUTBOUND: usize = 64;
@@ -37,7 +38,7 @@ const REPLIES: usize = 64;
 pub(super) async fn session(
     config: &Config,
     identity: &AgentIdentity,
-    worker: &Handle,
+    worker: &WorkerHandle,
 ) -> anyhow::Result<()> {
     let channel = identity
         .endpoint(&config.control_plane)?
@@ -47,19 +48,7 @@ pub(super) async fn session(
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(4 * CHUNK_BYTES)
         .max_encoding_message_size(4 * CHUNK_BYTES);
-    let (session, outbound) = Session::new(config, worker);
-    let known = session.connect().await?;
-    let info = config.applier.info().await;
-    let hello = message(agent_message::Message::Hello(pb::Hello {
-        agent_version: crate::VERSION.into(),
-        protocol_version: PROTOCOL_VERSION,
-        known: known.into_iter().collect(),
-        cluster_info: Some(info),
-    }));
-    session
-        .outbound
-        .try_send(hello)
-        .expect("the channel is empty");
+    let (session, outbound) = Session::open(config, worker).await?;
     let inbound = client
         .session(ReceiverStream::new(outbound))
         .await
@@ -68,10 +57,11 @@ pub(super) async fn session(
     session.serve(inbound).await
 }
 
-/// The loop of one stream, after `Hello`.
-pub(super) struct Session<'a> {
+/// One stream of the agent: [`Session::open`] registers it with the worker and queues its
+/// `Hello`; [`Session::serve`] runs it over whatever carries the control plane's messages.
+pub struct Session<'a> {
     config: &'a Config,
-    worker: &'a Handle,
+    worker: &'a WorkerHandle,
     /// What goes out on the stream.
     outbound: mpsc::Sender<AgentMessage>,
     /// Handed to the worker with each command: where its answers come back.
@@ -87,7 +77,7 @@ impl<'a> Session<'a> {
     /// A session and the receiving end of its outbound messages (the request stream).
     pub(super) fn new(
         config: &'a Config,
-        worker: &'a Handle,
+        worker: &'a WorkerHandle,
     ) -> (Self, mpsc::Receiver<AgentMessage>) {
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND);
         let (replies_tx, replies) = Replies::channel(REPLIES);
@@ -103,13 +93,37 @@ impl<'a> Session<'a> {
         (session, outbound_rx)
     }
 
+    /// Starts a session: tells the worker, and queues `Hello` with what the agent holds.
+    /// Returns the session and the messages it sends (the request stream), `Hello` first.
+    pub async fn open(
+        config: &'a Config,
+        worker: &'a WorkerHandle,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<AgentMessage>)> {
+        let (session, outbound) = Self::new(config, worker);
+        let known = session.connect().await?;
+        let info = config.applier.info().await;
+        let hello = message(agent_message::Message::Hello(pb::Hello {
+            agent_version: crate::VERSION.into(),
+            protocol_version: PROTOCOL_VERSION,
+            known: known.into_iter().collect(),
+            cluster_info: Some(info),
+        }));
+        session
+            .outbound
+            .try_send(hello)
+            .expect("the channel is empty");
+        Ok((session, outbound))
+    }
+
     /// Tells the worker this session starts, and returns what the agent holds, for `Hello`.
     pub(super) async fn connect(&self) -> anyhow::Result<Vec<(String, pb::KnownRelease)>> {
         self.worker.connect(self.replies_tx.clone()).await
     }
 
     /// Waits for `Welcome`, then serves the stream until it ends; `Hello` has been sent.
-    pub(super) async fn serve<S>(mut self, mut inbound: S) -> anyhow::Result<()>
+    /// Ends with `Ok` when the control plane closed the stream or stopped reading it, with an
+    /// error when it failed or fell silent; the agent reconnects either way.
+    pub async fn serve<S>(mut self, mut inbound: S) -> anyhow::Result<()>
     where
         S: Stream<Item = Result<pb::ControlMessage, tonic::Status>> + Unpin,
     {

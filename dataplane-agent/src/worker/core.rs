@@ -52,6 +52,10 @@ pub(super) struct Core {
     /// Per release whose removal failed, the generation of the removal and the next attempt;
     /// drift leaves these alone.
     pub(super) removing: HashMap<String, (i64, Retry)>,
+    /// Releases whose last apply failed as a whole, partway perhaps: the target may hold a
+    /// mix of what was held and what was being applied, so the content held is applied
+    /// again when sent, not just acknowledged.
+    pub(super) broken: BTreeSet<String>,
 }
 
 /// Why an upsert or a removal failed; its text is the error of the `Ack`.
@@ -100,6 +104,7 @@ impl Core {
             timing,
             retries: HashMap::new(),
             removing: HashMap::new(),
+            broken: BTreeSet::new(),
             applier,
             policy,
             state,
@@ -119,13 +124,18 @@ impl Core {
     /// one that lost its store, numbers generations again from lower values, and what it
     /// sends is still what must run. (One session sends a release's generations in order, and
     /// commands of an ended session are dropped, so an older generation never overtakes a
-    /// newer one.) The same content under another number is only renumbered.
+    /// newer one.) The same content under another number is only renumbered, unless the
+    /// release is being removed (a prune that failed may have removed part of it: it is
+    /// applied again and its removal called off) or its last apply failed (it may be half
+    /// replaced).
     pub(super) fn begin_upsert(
         &mut self,
         upsert: Upsert,
     ) -> Result<Option<(Started, Vec<ReleaseResource>)>, Failure> {
         if let Some(held) = self.held.get_mut(&upsert.release)
             && !held.is_pending()
+            && !self.removing.contains_key(&upsert.release)
+            && !self.broken.contains(&upsert.release)
             && held.content_hash == upsert.content_hash
         {
             if held.generation != upsert.generation {
@@ -207,7 +217,14 @@ impl Core {
             record,
         } = started;
         self.claimed.let_go(&held.release);
-        let applied = result.map_err(Failure::Apply)?;
+        let applied = match result {
+            Ok(applied) => applied,
+            Err(e) => {
+                self.broken.insert(held.release);
+                return Err(Failure::Apply(e));
+            }
+        };
+        self.broken.remove(&held.release);
         if record || held.unapplied != screened.unapplied {
             held.unapplied = screened.unapplied;
             self.state.save(&held).map_err(Failure::Record)?;
@@ -260,6 +277,7 @@ impl Core {
         }
         self.removing.remove(release);
         self.retries.remove(release);
+        self.broken.remove(release);
         self.state.remove(release).map_err(Failure::Forget)?;
         self.owners.let_go(release);
         self.held.remove(release);
@@ -362,13 +380,23 @@ impl Core {
         changed
     }
 
+    /// What `Hello` reports: each release held at the generation acknowledged. A release
+    /// whose removal failed and is being retried, or whose last apply failed, is reported as
+    /// pending (generation 0): the target may hold only part of it, and the new session
+    /// decides again whether it goes (a removal) or stays (an upsert, applied again, which
+    /// calls a removal off).
     pub(super) fn known(&self) -> Vec<(String, pb::KnownRelease)> {
         self.held
             .values()
             .map(|h| {
-                let known = pb::KnownRelease {
-                    generation: h.generation,
-                    content_hash: h.content_hash.clone(),
+                let uncertain =
+                    self.removing.contains_key(&h.release) || self.broken.contains(&h.release);
+                let known = match uncertain {
+                    true => pb::KnownRelease::default(),
+                    false => pb::KnownRelease {
+                        generation: h.generation,
+                        content_hash: h.content_hash.clone(),
+                    },
                 };
                 (h.release.clone(), known)
             })

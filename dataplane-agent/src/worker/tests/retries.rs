@@ -1,13 +1,16 @@
 //! Retries: an object that failed is applied again with backoff, a removal that failed is
-//! pruned again and never re-created by drift.
+//! pruned again and never re-created by drift, unless the control plane sends the release
+//! again; content held is applied again when sent after an apply or a prune failed.
 
 use super::*;
 
 /// An applier that refuses every object of kind Service for its first `failures` applies, and
-/// its first prune; it remembers what it last applied.
+/// its first prune; it fails as a whole as many applies as `apply_failures` says; it
+/// remembers what it last applied.
 struct Flaky {
     failures: AtomicUsize,
     prune_failures: AtomicUsize,
+    apply_failures: AtomicUsize,
     applied: std::sync::Mutex<Vec<String>>,
 }
 
@@ -16,6 +19,7 @@ impl Flaky {
         Self {
             failures: AtomicUsize::new(failures),
             prune_failures: AtomicUsize::new(1),
+            apply_failures: AtomicUsize::new(0),
             applied: Default::default(),
         }
     }
@@ -28,6 +32,15 @@ impl Applier for Flaky {
         resources: &'a [ReleaseResource],
     ) -> BoxFuture<'a, Result<apply::Applied, apply::Error>> {
         Box::pin(async move {
+            let broken = self
+                .apply_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if broken {
+                return Err(apply::Error::io("writing", "/target")(
+                    std::io::Error::other("the disk is full"),
+                ));
+            }
             let failing = self
                 .failures
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -170,4 +183,59 @@ async fn a_failed_removal_is_retried_and_not_re_applied_by_drift() {
     assert_eq!(removed, [("acme/web".to_string(), 2)]);
     assert!(core.known().is_empty());
     assert!(core.next_retry(|_| false).is_none());
+}
+
+#[tokio::test]
+async fn a_release_sent_again_while_its_failed_removal_is_retried_is_applied_not_pruned() {
+    let state = tempfile::tempdir().unwrap();
+    let applier = Arc::new(Flaky::new(0));
+    let mut core = mk_flaky_core(&applier, state.path());
+    let objects = [mk_object("v1", "ConfigMap", "settings", "one")];
+    core.upsert(mk_release("acme/web", 1, &objects))
+        .await
+        .unwrap();
+    core.remove("acme/web", 2).await.unwrap_err();
+    // Part of it may be gone: the next Hello reports it pending, not as held whole.
+    assert_eq!(core.known()[0].1, pb::KnownRelease::default());
+
+    // The release is put back as it was (a later generation, the same content): applied
+    // again, in case the prune removed part of it, and no longer removed.
+    applier.applied.lock().unwrap().clear();
+    let again = Upsert {
+        content_hash: "h1".into(),
+        ..mk_release("acme/web", 3, &objects)
+    };
+    core.upsert(again).await.unwrap();
+    assert_eq!(*applier.applied.lock().unwrap(), ["\"one\""]);
+    assert!(
+        core.next_retry(|_| false).is_none(),
+        "the removal is called off"
+    );
+    assert_eq!(core.known()[0].1.generation, 3);
+}
+
+#[tokio::test]
+async fn the_content_held_sent_again_after_a_failed_apply_is_applied_not_just_acknowledged() {
+    let state = tempfile::tempdir().unwrap();
+    let applier = Arc::new(Flaky::new(0));
+    let mut core = mk_flaky_core(&applier, state.path());
+    let one = [mk_object("v1", "ConfigMap", "settings", "one")];
+    core.upsert(mk_release("acme/web", 1, &one)).await.unwrap();
+    // A newer generation fails as a whole, perhaps halfway: the target may hold a mix.
+    applier.apply_failures.store(1, Ordering::SeqCst);
+    let two = [mk_object("v1", "ConfigMap", "settings", "two")];
+    core.upsert(mk_release("acme/web", 2, &two))
+        .await
+        .unwrap_err();
+    assert_eq!(core.known()[0].1, pb::KnownRelease::default());
+
+    // Rolled back to what the agent held: applied, not only acknowledged.
+    applier.applied.lock().unwrap().clear();
+    let back = Upsert {
+        content_hash: "h1".into(),
+        ..mk_release("acme/web", 3, &one)
+    };
+    core.upsert(back).await.unwrap();
+    assert_eq!(*applier.applied.lock().unwrap(), ["\"one\""]);
+    assert_eq!(core.known()[0].1.generation, 3);
 }
