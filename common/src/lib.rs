@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod backoff;
 pub mod codec;
 pub mod data_plane;
 pub mod document;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use troupe_common::backoff::doubling;
 
 /// When to send each failed release again.
 #[derive(Debug)]
@@ -49,11 +50,7 @@ impl Retries {
             entry.failures = 0;
         }
         entry.failures = entry.failures.saturating_add(1);
-        let delay = self
-            .base
-            .saturating_mul(1 << entry.failures.saturating_sub(1).min(20))
-            .min(self.max);
-        let due = now + delay;
+        let due = now + doubling(self.base, self.max, entry.failures);
         entry.due = Some(due);
         due
     }

@@ -100,8 +100,7 @@ impl QueueStats {
 
 /// The delay before retrying a key that failed `attempt` times in a row.
 pub fn backoff(attempt: u32) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(20);
-    FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY)
+    troupe_common::backoff::doubling(FIRST_RETRY, MAX_RETRY, attempt)
 }
 
 impl Queue {

@@ -42,7 +42,8 @@ pub fn environment_order(
     pipelines.sort_by_key(|p| p.metadata.as_ref().map(|m| m.name.clone()));
     let mut order: Vec<String> = Vec::new();
     for pipeline in pipelines {
-        let pipeline = Pipeline::new(&pipeline.spec.clone().unwrap_or_default());
+        let Some(spec) = &pipeline.spec else { continue };
+        let pipeline = Pipeline::new(spec);
         for env in pipeline.order() {
             if existing.contains(env) && !order.iter().any(|o| o == env) {
                 order.push(env.to_string());

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::Rng;
 use tokio::sync::watch;
+use troupe_common::backoff::doubling;
 
 use crate::identity;
 use crate::state::{Held, State};
@@ -115,10 +116,11 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
 
 /// Full jitter: a uniformly random delay up to the exponential bound.
 fn backoff(config: &Config, attempt: u32) -> Duration {
-    let bound = config
-        .backoff_base
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(config.backoff_max);
+    let bound = doubling(
+        config.backoff_base,
+        config.backoff_max,
+        attempt.saturating_add(1),
+    );
     let millis = bound.as_millis().max(1) as u64;
     Duration::from_millis(rand::rng().random_range(0..=millis))
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use troupe_common::backoff::doubling;
 use troupe_common::pb::v1alpha1::ReleaseResourceStatus;
 
 /// How long to wait between attempts, and how often to correct drift.
@@ -37,11 +38,7 @@ impl Retry {
     /// The retry after `previous` (none for a first failure) of objects `failed`.
     pub fn after(previous: Option<&Retry>, failed: &[String], timing: &Timing) -> Self {
         let attempt = previous.map_or(1, |p| p.attempt.saturating_add(1));
-        let doublings = attempt.saturating_sub(1).min(20);
-        let delay = timing
-            .retry_base
-            .saturating_mul(1 << doublings)
-            .min(timing.retry_max);
+        let delay = doubling(timing.retry_base, timing.retry_max, attempt);
         Self {
             attempt,
             delay,
