@@ -75,6 +75,7 @@ pub async fn snapshot(
         component_profile: Some(pb::ComponentProfile {
             parameters: spec.parameters.clone(),
             traits: spec.traits.clone(),
+            egress: spec.egress.clone(),
         }),
         workload: Some(pb::WorkloadTemplate {
             container: workload.container,

@@ -9,10 +9,12 @@
 //! - [`schema`] defaults and validates parameters against the schemas types declare.
 //! - [`endpoints`] finds where rendered endpoints are reached and what a resolved connection
 //!   injects.
+//! - [`network`] renders the network policies that hold a component's pods to what it declares.
 
 pub mod component;
 mod context;
 pub mod endpoints;
+pub mod network;
 pub mod patch;
 pub mod schema;
 pub mod template;

@@ -65,6 +65,7 @@ fn mk_release() -> (pb::ComponentReleaseSpec, pb::Environment, Value) {
                 release.component_profile = Some(pb::ComponentProfile {
                     parameters: spec.parameters,
                     traits: spec.traits,
+                    egress: spec.egress,
                 });
             }
             Object::Workload(w) if release.workload.is_none() => {

@@ -69,6 +69,7 @@ fn mk_release() -> anyhow::Result<(pb::ComponentReleaseSpec, pb::Environment, Va
                 release.component_profile = Some(pb::ComponentProfile {
                     parameters: spec.parameters,
                     traits: spec.traits,
+                    egress: spec.egress,
                 });
             }
             Object::Workload(w) => {
