@@ -97,6 +97,8 @@ words! {
         Rendered = "Rendered",
         /// ReleaseBinding: every connection of its workload resolved.
         ConnectionsResolved = "ConnectionsResolved",
+        /// ReleaseBinding: the data plane can enforce every network rule rendered for it.
+        NetworkPoliciesEnforced = "NetworkPoliciesEnforced",
         /// Release: the agent applied its current generation.
         Applied = "Applied",
     }
@@ -173,6 +175,11 @@ words! {
         AllConnectionsResolved = "AllConnectionsResolved",
         /// Some connection of the workload did not resolve yet.
         ConnectionsPending = "ConnectionsPending",
+        /// The data plane's provider enforces every network rule of the binding.
+        PoliciesEnforced = "PoliciesEnforced",
+        /// Some network rule cannot be enforced by the data plane's provider; its traffic
+        /// is denied (or, with no provider, not restricted).
+        RulesUnenforceable = "RulesUnenforceable",
     }
 }
 

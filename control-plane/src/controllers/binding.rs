@@ -11,9 +11,11 @@
 //! resolves.
 //!
 //! Level-triggered: every binding is reconciled at start, and again whenever it, its
-//! environment or that environment's data plane changes (their spec, not their status), and
-//! when the binding of a component it connects to changes (the controller remembers who
-//! connects to whom, and which bindings sit in which environment). Rendering is
+//! environment, that environment's data plane or its project changes (their spec, not their
+//! status), when the binding of a component it connects to changes, and when the components
+//! connecting to it change (its network policy admits them). Who connects to whom is kept by
+//! [`Releases`] (learnt from every binding before the first render, then from the watch);
+//! the controller remembers which bindings sit in which environment. Rendering is
 //! deterministic, so re-rendering unchanged inputs writes nothing (no new revision).
 //!
 //! The controller is the one writer of binding status. The outcome of a render and the
@@ -30,19 +32,14 @@ use troupe_common::{Kind, Object, ObjectKey};
 
 use super::queue::Queue;
 use super::{WORKERS, follow};
-use crate::releases::{Releases, RenderRequest};
+use crate::releases::{Placement, Releases, RenderRequest};
 use crate::resources::{Error, Origin, Resources, WatchEventType};
 use crate::status;
-
-/// A component in one environment: `(namespace, environment, project, component)`.
-type Placement = (String, String, String, String);
 
 /// Renders ReleaseBindings into Releases.
 pub struct BindingController {
     resources: Arc<Resources>,
     releases: Arc<Releases>,
-    /// For each connection target, the bindings whose workload connects to it.
-    consumers: Mutex<HashMap<Placement, BTreeSet<ObjectKey>>>,
     /// The generation last seen of each environment and data plane: their status changes
     /// (an agent connecting, a heartbeat) render nothing differently.
     seen: Mutex<HashMap<ObjectKey, i64>>,
@@ -80,22 +77,49 @@ struct Placements {
     bindings: HashMap<EnvKey, BTreeSet<ObjectKey>>,
     environment_of: HashMap<ObjectKey, EnvKey>,
     plane_of: HashMap<EnvKey, ObjectKey>,
+    /// The bindings of each component in each environment, and where each binding places
+    /// its component.
+    at: HashMap<Placement, BTreeSet<ObjectKey>>,
+    placement_of: HashMap<ObjectKey, Placement>,
 }
 
 impl Placements {
-    fn place(&mut self, binding: ObjectKey, environment: Option<EnvKey>) {
+    fn place(&mut self, binding: ObjectKey, placement: Option<Placement>) {
         if let Some(old) = self.environment_of.remove(&binding)
             && let Some(set) = self.bindings.get_mut(&old)
         {
             set.remove(&binding);
         }
-        if let Some(env) = environment {
+        if let Some(old) = self.placement_of.remove(&binding)
+            && let Some(set) = self.at.get_mut(&old)
+        {
+            set.remove(&binding);
+            if set.is_empty() {
+                self.at.remove(&old);
+            }
+        }
+        if let Some(placement) = placement {
+            let env = (placement.0.clone(), placement.1.clone());
             self.bindings
                 .entry(env.clone())
                 .or_default()
                 .insert(binding.clone());
-            self.environment_of.insert(binding, env);
+            self.environment_of.insert(binding.clone(), env);
+            self.at
+                .entry(placement.clone())
+                .or_default()
+                .insert(binding.clone());
+            self.placement_of.insert(binding, placement);
         }
+    }
+
+    /// The bindings of the components of `project` (in `namespace`).
+    fn of_project(&self, namespace: &str, project: &str) -> Vec<ObjectKey> {
+        self.at
+            .iter()
+            .filter(|((ns, _, p, _), _)| ns == namespace && p == project)
+            .flat_map(|(_, bindings)| bindings.iter().cloned())
+            .collect()
     }
 
     fn in_environment(&self, env: &EnvKey) -> Vec<ObjectKey> {
@@ -120,7 +144,6 @@ impl BindingController {
         Self {
             resources,
             releases,
-            consumers: Mutex::default(),
             seen: Mutex::default(),
             placements: Mutex::default(),
             queue: Arc::new(Queue::new("binding")),
@@ -150,8 +173,13 @@ impl BindingController {
             Kind::Environment,
             Kind::DataPlane,
             Kind::ClusterDataPlane,
+            // A project's egress ceiling goes into the policies of its components.
+            Kind::Project,
         ];
         let this = Arc::new(self);
+        // Who connects to whom must be known before the first render: a target rendered
+        // without its consumers would shut them out until their bindings are seen.
+        this.learn_bindings().await;
         let worker = this.clone();
         this.queue.spawn_workers(WORKERS, move |key| {
             let this = worker.clone();
@@ -186,6 +214,36 @@ impl BindingController {
         .await;
     }
 
+    /// Records where every binding places its component and what its release connects to,
+    /// until one listing succeeds (the watch that follows sees the same bindings again).
+    async fn learn_bindings(&self) {
+        let mut delay = super::FIRST_REWATCH;
+        loop {
+            match self
+                .resources
+                .list(Kind::ReleaseBinding, "", &Default::default(), 0, "")
+                .await
+            {
+                Ok(page) => {
+                    for object in page.items {
+                        if let Object::ReleaseBinding(binding) = &object {
+                            let key = object.key();
+                            let at = placement(&key.namespace, binding);
+                            self.placements().place(key.clone(), at);
+                            self.releases.note_binding(&key, Some(binding));
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?delay, "binding controller: could not list the bindings");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(super::MAX_REWATCH);
+                }
+            }
+        }
+    }
+
     fn renders(&self) -> std::sync::MutexGuard<'_, HashSet<ObjectKey>> {
         self.renders.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -196,12 +254,8 @@ impl BindingController {
         let deleted = event == WatchEventType::Deleted;
         match &object {
             Object::ReleaseBinding(binding) => {
-                let environment = binding
-                    .spec
-                    .as_ref()
-                    .filter(|_| !deleted)
-                    .map(|s| (key.namespace.clone(), s.environment.clone()));
-                self.placements().place(key.clone(), environment);
+                let at = placement(&key.namespace, binding).filter(|_| !deleted);
+                self.placements().place(key.clone(), at);
                 // The controller's own status write comes back as a change with the
                 // generation already observed: only the binding's consumers need a look.
                 let generation = binding.metadata.as_ref().map_or(0, |m| m.generation);
@@ -215,16 +269,28 @@ impl BindingController {
                     vec![key.clone()]
                 };
                 if let Some(placement) = placement(&key.namespace, binding) {
-                    let consumers = self
-                        .consumers
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    if let Some(found) = consumers.get(&placement) {
-                        targets.extend(found.iter().filter(|k| **k != key).cloned());
-                    }
+                    let consumers = self.releases.consumer_bindings(&placement);
+                    targets.extend(consumers.into_iter().filter(|k| *k != key));
                 }
+                // The targets whose consumers changed: their policies admit them.
+                let changed = self
+                    .releases
+                    .note_binding(&key, (!deleted).then_some(binding));
+                let placements = self.placements();
+                targets.extend(
+                    changed
+                        .iter()
+                        .filter_map(|p| placements.at.get(p))
+                        .flatten()
+                        .filter(|k| **k != key)
+                        .cloned(),
+                );
                 targets
             }
+            Object::Project(_) if self.spec_changed(event, &object) => {
+                self.placements().of_project(&key.namespace, &key.name)
+            }
+            Object::Project(_) => vec![],
             Object::Environment(env) => {
                 let env_key = (key.namespace.clone(), key.name.clone());
                 let plane = env
@@ -279,7 +345,6 @@ impl BindingController {
         let spec = binding.spec.clone().unwrap_or_default();
         let generation = binding.metadata.as_ref().map_or(0, |m| m.generation);
         let mut status = binding.status.clone().unwrap_or_default();
-        self.remember_connections(key, &spec);
         match status::binding::not_rendering(&spec) {
             Some(reason) => {
                 self.remove_release(key).await?;
@@ -343,6 +408,7 @@ impl BindingController {
             connections.pending,
             generation,
         );
+        status::binding::network(status, &rendered.unenforced, generation);
         status.endpoints = rendered.endpoints;
         let release = self.release_object(key, spec, rendered.manifests)?;
         self.resources
@@ -412,38 +478,6 @@ impl BindingController {
         match result {
             Ok(_) | Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
-        }
-    }
-
-    /// Records which components the binding's release connects to, so a change to their
-    /// bindings re-renders this one.
-    fn remember_connections(&self, key: &ObjectKey, spec: &pb::ReleaseBindingSpec) {
-        let release = ObjectKey::new(Kind::ComponentRelease, &key.namespace, &spec.release_name);
-        let Ok(Object::ComponentRelease(release)) = self.resources.get(&release) else {
-            return;
-        };
-        let release = release.spec.unwrap_or_default();
-        let project = release.owner.unwrap_or_default().project_name;
-        let connections = release.workload.map(|w| w.connections).unwrap_or_default();
-        let mut consumers = self
-            .consumers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for c in connections {
-            let target_project = if c.project.is_empty() {
-                project.clone()
-            } else {
-                c.project
-            };
-            consumers
-                .entry((
-                    key.namespace.clone(),
-                    spec.environment.clone(),
-                    target_project,
-                    c.component,
-                ))
-                .or_default()
-                .insert(key.clone());
         }
     }
 

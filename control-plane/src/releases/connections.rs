@@ -9,7 +9,8 @@ use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, ObjectKey};
 
 use crate::render::endpoints::Address;
-use crate::resources::{Error, Resources};
+use crate::render::network::{Destination, Peer};
+use crate::resources::Resources;
 
 /// The outcome for every connection of a workload, in declaration order.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,27 +21,21 @@ pub struct Resolution {
     pub resolved: Vec<pb::ResolvedConnection>,
     /// The connections that did not, with why.
     pub pending: Vec<pb::PendingConnection>,
+    /// Where the resolved connections' traffic goes (the target's pods and port), for egress
+    /// policies.
+    pub destinations: Vec<Destination>,
 }
 
-/// Resolves `connections` of a component of `project` in `environment` (all in `namespace`).
-pub async fn resolve(
+/// Resolves `connections` of a component of `project` in `environment` (all in `namespace`),
+/// against `bindings`, the ReleaseBindings of that environment.
+pub fn resolve(
     resources: &Resources,
     namespace: &str,
-    project: &str,
-    environment: &str,
+    (project, environment): (&str, &str),
+    bindings: &[pb::ReleaseBinding],
     connections: &[pb::Connection],
-) -> Result<Resolution, Error> {
+) -> Resolution {
     let mut resolution = Resolution::default();
-    if connections.is_empty() {
-        return Ok(resolution);
-    }
-    let mut bindings: Vec<pb::ReleaseBinding> =
-        resources.list_as(namespace, &Default::default()).await?;
-    bindings.retain(|b: &pb::ReleaseBinding| {
-        b.spec
-            .as_ref()
-            .is_some_and(|s| s.environment == environment)
-    });
     for connection in connections {
         let target_project = if connection.project.is_empty() {
             project
@@ -56,13 +51,30 @@ pub async fn resolve(
             resources,
             namespace,
             environment,
-            &bindings,
+            bindings,
             (project, target_project),
             visibility,
             connection,
         );
         match outcome {
-            Ok(address) => {
+            Ok((address, endpoint)) => {
+                resolution.destinations.push(Destination {
+                    peer: Peer {
+                        project: target_project.to_string(),
+                        component: connection.component.clone(),
+                    },
+                    port: if endpoint.target_port > 0 {
+                        endpoint.target_port
+                    } else {
+                        endpoint.port
+                    },
+                    protocol: if endpoint.r#type == "UDP" {
+                        "UDP"
+                    } else {
+                        "TCP"
+                    }
+                    .into(),
+                });
                 resolution.resolved.push(pb::ResolvedConnection {
                     namespace: namespace.to_string(),
                     project: target_project.to_string(),
@@ -86,10 +98,10 @@ pub async fn resolve(
             }
         }
     }
-    Ok(resolution)
+    resolution
 }
 
-/// The address one connection resolves to, or why it does not.
+/// The address one connection resolves to and the endpoint it names, or why it does not.
 fn address(
     resources: &Resources,
     namespace: &str,
@@ -98,7 +110,7 @@ fn address(
     (project, target_project): (&str, &str),
     visibility: &str,
     connection: &pb::Connection,
-) -> Result<Address, String> {
+) -> Result<(Address, pb::Endpoint), String> {
     let target = format!("component {}/{}", target_project, connection.component);
     if target_project != project && visibility != "namespace" {
         return Err(format!(
@@ -140,7 +152,7 @@ fn address(
         .as_ref()
         .and_then(|s| s.endpoints.iter().find(|e| e.name == connection.endpoint))
         .and_then(|e| e.service_url.as_ref())
-        .map(Address::from_url)
+        .map(|url| (Address::from_url(url), endpoint.clone()))
         .ok_or_else(|| {
             format!(
                 "endpoint {} of {target} has no address in environment {environment} yet (not rendered, or no Service exposes its port)",

@@ -7,6 +7,7 @@
 
 pub mod bind;
 pub mod connections;
+mod network;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -17,8 +18,10 @@ use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey, Policy};
 
 use crate::render::component::{Plan, RenderError, RenderInput};
+use crate::render::network::{Egress, GatewayPeer, NetworkInput, Provider};
 use crate::resources::{Error, Origin, Resources};
 use connections::Resolution;
+pub use network::Placement;
 
 /// What to render: a component (its current state, or one of its releases) in an environment,
 /// with the overrides a ReleaseBinding would carry.
@@ -51,6 +54,8 @@ pub struct Rendered {
     pub endpoints: Vec<pb::EndpointStatus>,
     /// How the workload's connections resolved.
     pub connections: Resolution,
+    /// Network rules the data plane's provider cannot enforce, each a sentence.
+    pub unenforced: Vec<String>,
 }
 
 /// Label naming the project an object belongs to.
@@ -64,6 +69,10 @@ pub const ANNOTATION_SEQUENCE: &str = "troupe.dev/sequence";
 pub struct Releases {
     resources: Arc<Resources>,
     plans: Arc<PlanCache>,
+    /// The connections of releases, for the consumers of a component.
+    connections: network::ConnectionCache,
+    /// Who connects to whom, as the bindings say (kept by the binding controller).
+    consumers: network::ConsumerIndex,
     /// Per namespace and component: the highest release sequence number, and the releases
     /// that may still exist by sequence number (what retention goes through).
     sequences: Mutex<Sequences>,
@@ -121,6 +130,8 @@ impl Releases {
         Self {
             resources,
             plans: Arc::default(),
+            connections: network::ConnectionCache::default(),
+            consumers: network::ConsumerIndex::default(),
             sequences: Mutex::default(),
             render_observer: OnceLock::new(),
         }
@@ -292,6 +303,24 @@ impl Releases {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Records what the release `binding` binds connects to (`None`: the binding is gone),
+    /// for the network policies of its targets; returns the placements whose consumers
+    /// changed, whose bindings must be rendered again.
+    pub fn note_binding(
+        &self,
+        key: &ObjectKey,
+        binding: Option<&pb::ReleaseBinding>,
+    ) -> std::collections::BTreeSet<Placement> {
+        self.consumers
+            .note(&self.connections, &self.resources, key, binding)
+    }
+
+    /// The bindings whose release connects to the component at `placement`: they render
+    /// again when its binding changes.
+    pub fn consumer_bindings(&self, placement: &Placement) -> Vec<ObjectKey> {
+        self.consumers.consumer_bindings(placement)
+    }
+
     /// Renders a component in an environment without storing anything.
     pub async fn render(&self, request: RenderRequest) -> Result<Rendered, Error> {
         let ns = request.namespace.as_str();
@@ -323,21 +352,44 @@ impl Releases {
         };
         let env_key = ObjectKey::new(Kind::Environment, ns, &request.environment);
         let environment = self.resources.get_as::<pb::Environment>(&env_key)?;
-        let (data_plane, policy) = self.data_plane(ns, &environment)?;
+        let plane = self.data_plane(ns, &environment)?;
         let owner = spec.owner.clone().unwrap_or_default();
-        let declared = spec
-            .workload
-            .as_ref()
-            .map(|w| w.connections.as_slice())
-            .unwrap_or_default();
+        let workload = spec.workload.clone().unwrap_or_default();
+        let mut bindings: Vec<pb::ReleaseBinding> = Vec::new();
+        if !workload.connections.is_empty() {
+            bindings = self.resources.list_as(ns, &Default::default()).await?;
+            bindings.retain(|b| {
+                b.spec
+                    .as_ref()
+                    .is_some_and(|s| s.environment == request.environment)
+            });
+        }
         let resolution = connections::resolve(
             &self.resources,
             ns,
+            (&owner.project_name, &request.environment),
+            &bindings,
+            &workload.connections,
+        );
+        let egress = network::egress_rules(
+            &self.resources,
+            ns,
             &owner.project_name,
-            &request.environment,
-            declared,
-        )
-        .await?;
+            spec.component_profile
+                .as_ref()
+                .and_then(|p| p.egress.as_ref()),
+            &component_key,
+        )?
+        .map(|rules| Egress {
+            destinations: resolution.destinations.clone(),
+            rules,
+        });
+        let consumers = self.consumers.consumers(&(
+            ns.to_string(),
+            request.environment.clone(),
+            owner.project_name.clone(),
+            owner.component_name.clone(),
+        ));
         let resources = self.resources.clone();
         let plans = self.plans.clone();
         let started = Instant::now();
@@ -352,24 +404,44 @@ impl Releases {
                     .get_or_try(key, || Plan::new(resources.schemas(), &spec))
                     .map_err(to_error)?,
             };
+            let network = NetworkInput {
+                provider: plane.provider,
+                tenant: &request.namespace,
+                project: &owner.project_name,
+                component: &owner.component_name,
+                environment: &request.environment,
+                endpoints: &workload.endpoints,
+                gateways: &plane.gateways,
+                consumers: &consumers,
+                egress: egress.as_ref(),
+            };
             let input = RenderInput {
                 namespace: &request.namespace,
                 release_name: &request.release,
                 release: &spec,
                 environment: &environment,
-                data_plane,
-                policy: &policy,
+                data_plane: plane.document,
+                policy: &plane.policy,
                 type_environment_configs: request.type_environment_configs.as_ref(),
                 trait_environment_configs: &request.trait_environment_configs,
                 workload_overrides: request.workload_overrides.as_ref(),
                 connections: &resolution.addresses,
+                network: (plane.provider != Provider::None).then_some(&network),
             };
             let output = plan.render(resources.engine(), &input).map_err(to_error)?;
+            let mut unenforced = output.unenforced;
+            if plane.provider == Provider::None && egress.is_some() {
+                unenforced.push(format!(
+                    "egress control is on, but data plane {} renders no network policies (provider none): nothing restricts the traffic",
+                    plane.name
+                ));
+            }
             Ok(Rendered {
                 manifests: output.objects,
                 release: request.release,
                 endpoints: output.endpoints,
                 connections: resolution,
+                unenforced,
             })
         })
         .await
@@ -380,13 +452,9 @@ impl Releases {
         rendered
     }
 
-    /// The environment's data plane as templates see it, `{kind, name, spec}`, and its
-    /// resource policy, read once for the whole render.
-    fn data_plane(
-        &self,
-        namespace: &str,
-        environment: &pb::Environment,
-    ) -> Result<(serde_json::Value, Policy), Error> {
+    /// The environment's data plane: as templates see it, its resource policy, how it
+    /// renders network policies; read once for the whole render.
+    fn data_plane(&self, namespace: &str, environment: &pb::Environment) -> Result<Plane, Error> {
         let r = environment
             .spec
             .as_ref()
@@ -400,9 +468,30 @@ impl Releases {
         }
         .unwrap_or_default();
         let policy = Policy::new(key.to_string(), spec.resource_policy.as_ref());
+        let (provider, gateways) = network::plane_network(&spec);
         let mut spec = serde_json::to_value(spec).unwrap_or_default();
         troupe_common::document::integral_numbers(&mut spec);
         let document = serde_json::json!({"kind": key.kind.name(), "name": r.name, "spec": spec});
-        Ok((document, policy))
+        Ok(Plane {
+            name: key.to_string(),
+            document,
+            policy,
+            provider,
+            gateways,
+        })
     }
+}
+
+/// What a render reads of the environment's data plane.
+struct Plane {
+    /// `DataPlane NAME` or `ClusterDataPlane NAME`, for messages.
+    name: String,
+    /// `{kind, name, spec}`, the `dataplane` of templates.
+    document: serde_json::Value,
+    /// Its resource policy.
+    policy: Policy,
+    /// How it renders network policies.
+    provider: Provider,
+    /// Its configured gateways.
+    gateways: Vec<GatewayPeer>,
 }

@@ -62,9 +62,10 @@ pub fn not_rendered(status: &mut pb::ReleaseBindingStatus, reason: Reason, gener
     status.endpoints.clear();
     status.resolved_connections.clear();
     status.pending_connections.clear();
-    status
-        .conditions
-        .retain(|c| c.r#type != ConditionType::ConnectionsResolved);
+    status.conditions.retain(|c| {
+        c.r#type != ConditionType::ConnectionsResolved
+            && c.r#type != ConditionType::NetworkPoliciesEnforced
+    });
     set_condition(
         &mut status.conditions,
         ConditionType::Rendered,
@@ -113,6 +114,27 @@ pub fn connections(
     );
     status.resolved_connections = resolved;
     status.pending_connections = pending;
+}
+
+/// Records whether the data plane enforces every network rule of the last render
+/// (`unenforced`: the rules it cannot, each a sentence).
+pub fn network(status: &mut pb::ReleaseBindingStatus, unenforced: &[String], generation: i64) {
+    let (holds, reason, message) = match unenforced {
+        [] => (
+            true,
+            Reason::PoliciesEnforced,
+            "the data plane enforces every network rule of the component".to_string(),
+        ),
+        rules => (false, Reason::RulesUnenforceable, rules.join("; ")),
+    };
+    set_condition(
+        &mut status.conditions,
+        ConditionType::NetworkPoliciesEnforced,
+        holds,
+        reason,
+        &message,
+        generation,
+    );
 }
 
 /// Records that `release` was rendered into the binding's Release (`into`).
@@ -164,14 +186,19 @@ pub fn reconcile_failed(
 }
 
 /// Merges what a render computed into the stored status: the render's fields and its
-/// conditions (`Rendered`, `ConnectionsResolved`, removed when the render left them out);
+/// conditions (`Rendered`, `ConnectionsResolved`, `NetworkPoliciesEnforced`, removed when the
+/// render left them out);
 /// the other conditions are left to [`roll_up`].
 pub fn merge_render(stored: &mut pb::ReleaseBindingStatus, computed: pb::ReleaseBindingStatus) {
     stored.observed_generation = computed.observed_generation;
     stored.endpoints = computed.endpoints;
     stored.resolved_connections = computed.resolved_connections;
     stored.pending_connections = computed.pending_connections;
-    for owned in [ConditionType::Rendered, ConditionType::ConnectionsResolved] {
+    for owned in [
+        ConditionType::Rendered,
+        ConditionType::ConnectionsResolved,
+        ConditionType::NetworkPoliciesEnforced,
+    ] {
         let computed = find_condition(&computed.conditions, owned);
         let conditions = &mut stored.conditions;
         match (computed, conditions.iter().position(|c| c.r#type == owned)) {

@@ -6,7 +6,9 @@
 //! (the type's embedded traits first, then the component's, each seeing what came before),
 //! checks every object (Kubernetes' naming rules, the data plane's resource policy) and puts
 //! it in the environment's target namespace, adds the standard labels and the configuration
-//! hash, checks the output rules, and finds where the endpoints are reached.
+//! hash, checks the output rules, and finds where the endpoints are reached. Last come the
+//! component's network policies ([`super::network`]), which the platform renders, not the
+//! templates: every pod template gets the component's pod labels, so no pod escapes them.
 //!
 //! One render is one [`super::template::Budget`]: the context [`Plan::render`] converts
 //! carries it to every stage, entry, patch and rule, so fuel, output bytes, objects and forEach
@@ -27,10 +29,12 @@ use troupe_common::Policy;
 use troupe_common::pb::v1alpha1 as pb;
 
 use super::endpoints::Address;
+use super::network::NetworkInput;
 use super::schema::SchemaCache;
 use super::template::Engine;
 
 /// Everything one render reads.
+#[derive(Clone)]
 pub struct RenderInput<'a> {
     /// Control-plane namespace of the component.
     pub namespace: &'a str,
@@ -54,6 +58,8 @@ pub struct RenderInput<'a> {
     /// Addresses of the workload's connections, by position; `None` (or missing) where the
     /// target is not available: its environment variables are left out.
     pub connections: &'a [Option<Address>],
+    /// What the component's network policies are rendered from; `None` renders none.
+    pub network: Option<&'a NetworkInput<'a>>,
 }
 
 /// What a render produces.
@@ -63,6 +69,8 @@ pub struct Rendered {
     pub objects: Vec<Value>,
     /// Where the workload's endpoints are reached, from the rendered Services.
     pub endpoints: Vec<pb::EndpointStatus>,
+    /// Network rules the data plane's provider cannot enforce, each a sentence.
+    pub unenforced: Vec<String>,
 }
 
 /// A render failure: where, and what.

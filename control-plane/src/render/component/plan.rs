@@ -179,7 +179,23 @@ impl Plan {
             &frame.namespace,
             &input.data_plane,
         );
-        Ok(Rendered { objects, endpoints })
+        let mut unenforced = Vec::new();
+        if let Some(network) = input.network {
+            for template in objects.iter_mut().flat_map(pod_templates) {
+                frame.label_pods(template);
+            }
+            let policies = crate::render::network::render(network);
+            for mut policy in policies.objects {
+                frame.stamp(&mut policy);
+                objects.push(policy);
+            }
+            unenforced = policies.unenforced;
+        }
+        Ok(Rendered {
+            objects,
+            endpoints,
+            unenforced,
+        })
     }
 
     /// The template context every stage starts from: metadata, the type's parameters and
@@ -189,11 +205,7 @@ impl Plan {
         let owner = &self.owner;
         let component = owner.component_name.as_str();
         let env_name = frame.env_name;
-        let pod_selectors = json!({
-            "troupe.dev/project": owner.project_name,
-            "troupe.dev/component": component,
-            "troupe.dev/environment": env_name,
-        });
+        let pod_selectors = Value::Object(frame.pod_labels.clone());
         let type_stage = &self.stages[0];
         Ok(json!({
             "metadata": {
@@ -268,6 +280,8 @@ struct Frame<'a> {
     env_spec: &'a pb::EnvironmentSpec,
     /// The standard labels, those with a value.
     labels: Map<String, Value>,
+    /// The labels that select the component's pods (`metadata.podSelectors`).
+    pod_labels: Map<String, Value>,
     /// The target namespace in the data plane.
     namespace: String,
     /// The container's env and files after overrides and connections.
@@ -313,13 +327,40 @@ impl<'a> Frame<'a> {
         );
         let configurations = configurations(&container);
         let config_hash = hash_hex(&configurations.to_string());
+        let pod_labels = [
+            ("troupe.dev/project", owner.project_name.as_str()),
+            ("troupe.dev/component", owner.component_name.as_str()),
+            ("troupe.dev/environment", env_name),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::from(v)))
+        .collect();
         Frame {
             env_name,
             env_spec,
             labels,
+            pod_labels,
             namespace: target_namespace(input.namespace, &owner.project_name, env_name),
             configurations,
             config_hash,
+        }
+    }
+
+    /// Adds the component's pod labels to a pod template where it lacks them, so its network
+    /// policy selects every pod the release runs.
+    fn label_pods(&self, template: &mut Value) {
+        let Some(template) = template.as_object_mut() else {
+            return;
+        };
+        let meta = template.entry("metadata").or_insert_with(|| json!({}));
+        let Some(meta) = meta.as_object_mut() else {
+            return;
+        };
+        let labels = meta.entry("labels").or_insert_with(|| json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            for (key, value) in &self.pod_labels {
+                labels.entry(key.clone()).or_insert_with(|| value.clone());
+            }
         }
     }
 

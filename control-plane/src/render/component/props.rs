@@ -171,6 +171,7 @@ fn mk_render(
         trait_environment_configs: &overrides,
         workload_overrides: None,
         connections: &[],
+        network: None,
     };
     render(&engine, &schemas, &input)
 }

@@ -64,7 +64,7 @@ impl Rules for pb::Component {
             )?;
             ctx.dns("spec.workflow.name", &w.name)?;
         }
-        Ok(())
+        super::project::check_egress(ctx, spec.egress.as_ref())
     }
 
     fn references(&self, namespace: &str, out: &mut Vec<Reference>) {

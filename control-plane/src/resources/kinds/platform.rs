@@ -3,23 +3,57 @@
 //! kind shares. Data planes are referred to by Environments and Releases (see
 //! `environment.rs`, `release.rs`).
 
-use troupe_common::Policy;
 use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::{Policy, k8s_names};
 
 use super::{Ctx, Error, Rules};
+use crate::render::network::Provider;
 
 impl Rules for pb::Namespace {}
 
 impl Rules for pb::DataPlane {
     fn validate(&self, ctx: &Ctx<'_>) -> Result<(), Error> {
-        check_resource_policy(ctx, self.spec.as_ref())
+        check_resource_policy(ctx, self.spec.as_ref())?;
+        check_network(ctx, self.spec.as_ref())
     }
 }
 
 impl Rules for pb::ClusterDataPlane {
     fn validate(&self, ctx: &Ctx<'_>) -> Result<(), Error> {
-        check_resource_policy(ctx, self.spec.as_ref())
+        check_resource_policy(ctx, self.spec.as_ref())?;
+        check_network(ctx, self.spec.as_ref())
     }
+}
+
+/// `spec.networkPolicy.provider` is one Troupe renders for, and the gateways' pod selectors
+/// are valid Kubernetes labels.
+fn check_network(ctx: &Ctx<'_>, spec: Option<&pb::DataPlaneSpec>) -> Result<(), Error> {
+    let Some(spec) = spec else { return Ok(()) };
+    if let Some(network) = &spec.network_policy
+        && Provider::parse(&network.provider).is_none()
+    {
+        return Err(ctx.invalid(
+            "spec.networkPolicy.provider",
+            format!(
+                "{:?} is not a provider: use kubernetes (the default), cilium or none",
+                network.provider
+            ),
+        ));
+    }
+    let gateways = spec.gateway.clone().unwrap_or_default();
+    for (name, gateway) in [
+        ("external", gateways.external),
+        ("internal", gateways.internal),
+    ] {
+        for (key, value) in gateway.unwrap_or_default().pod_selector {
+            k8s_names::check_qualified_name(&key)
+                .and_then(|()| k8s_names::check_label_value(&value))
+                .map_err(|why| {
+                    ctx.invalid(format!("spec.gateway.{name}.podSelector[{key}]"), why)
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// `spec.resourcePolicy`, when set, names valid kinds, each once, and cluster-scoped kinds

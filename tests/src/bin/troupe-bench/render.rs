@@ -9,6 +9,9 @@ use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_control_plane::render::component::{Plan, RenderInput, render};
+use troupe_control_plane::render::network::{
+    Consumer, Destination, Egress, GatewayPeer, NetworkInput, Peer, Provider,
+};
 use troupe_control_plane::render::schema::SchemaCache;
 use troupe_control_plane::render::template::{Engine, Limits};
 
@@ -96,6 +99,48 @@ fn mk_release() -> anyhow::Result<(pb::ComponentReleaseSpec, pb::Environment, Va
     Ok((release, environment, data_plane))
 }
 
+/// What the benchmark's network policy is rendered from: ten consumers in two projects,
+/// both gateways, and egress to two connections and two CIDRs.
+fn network_inputs() -> (Vec<Consumer>, Vec<GatewayPeer>, Egress) {
+    let peer = |project: &str, component: String| Peer {
+        project: project.into(),
+        component,
+    };
+    let consumers = (0..10)
+        .map(|i| Consumer {
+            peer: peer(if i % 2 == 0 { "shop" } else { "billing" }, format!("c{i}")),
+            endpoint: "http".into(),
+            visibility: "namespace".into(),
+        })
+        .collect();
+    let gateways = ["external", "internal"]
+        .into_iter()
+        .map(|visibility| GatewayPeer {
+            visibility: visibility.into(),
+            namespace: "gateways".into(),
+            pod_selector: [("app".to_string(), format!("gateway-{visibility}"))].into(),
+        })
+        .collect();
+    let egress = Egress {
+        destinations: ["db", "cache"]
+            .into_iter()
+            .map(|c| Destination {
+                peer: peer("shop", c.into()),
+                port: 5432,
+                protocol: "TCP".into(),
+            })
+            .collect(),
+        rules: ["10.0.0.0/8", "192.168.10.0/24"]
+            .into_iter()
+            .map(|cidr| pb::EgressRule {
+                cidr: cidr.into(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    (consumers, gateways, egress)
+}
+
 /// Every `${{ … }}` expression in a JSON tree.
 fn expressions(value: &Value, out: &mut Vec<String>) {
     match value {
@@ -169,6 +214,7 @@ pub fn run(run: Duration) -> anyhow::Result<serde_json::Map<String, Value>> {
         trait_environment_configs: &overrides,
         workload_overrides: None,
         connections: &[],
+        network: None,
     };
     let objects = render(&engine, &schemas, &input)?.objects;
     println!(
@@ -181,6 +227,26 @@ pub fn run(run: Duration) -> anyhow::Result<serde_json::Map<String, Value>> {
     let plan = Plan::new(&schemas, &release)?;
     let ours = per_call(run, || plan.render(&engine, &input))?;
     let cold = per_call(run, || render(&engine, &schemas, &input))?;
+    // The same render with the component's network policy: ten consumers, both gateways,
+    // egress control with two connections and two CIDRs.
+    let endpoints = release.workload.clone().unwrap_or_default().endpoints;
+    let (consumers, gateways, egress) = network_inputs();
+    let network = NetworkInput {
+        provider: Provider::Kubernetes,
+        tenant: "acme",
+        project: "shop",
+        component: "api",
+        environment: "production",
+        endpoints: &endpoints,
+        gateways: &gateways,
+        consumers: &consumers,
+        egress: Some(&egress),
+    };
+    let with_policies = RenderInput {
+        network: Some(&network),
+        ..input.clone()
+    };
+    let policed = per_call(run, || plan.render(&engine, &with_policies))?;
 
     // Raw minijinja: the same expressions, compiled once, evaluated against a context of the
     // same shape (built once, outside the loop).
@@ -233,10 +299,13 @@ pub fn run(run: Duration) -> anyhow::Result<serde_json::Map<String, Value>> {
     }
     let raw = start.elapsed().as_secs_f64() / passes as f64;
     println!(
-        "{:<40} {:>12.0} per s ({:.1} µs each)\n{:<40} {:>12.0} per s ({:.1} µs each)\n{:<40} {:>12.0} per s ({:.1} µs each, {} expressions)",
+        "{:<40} {:>12.0} per s ({:.1} µs each)\n{:<40} {:>12.0} per s ({:.1} µs each)\n{:<40} {:>12.0} per s ({:.1} µs each)\n{:<40} {:>12.0} per s ({:.1} µs each, {} expressions)",
         "render, release planned",
         1.0 / ours,
         ours * 1e6,
+        "render, planned, with network policy",
+        1.0 / policed,
+        policed * 1e6,
         "render, release planned first",
         1.0 / cold,
         cold * 1e6,
@@ -247,6 +316,11 @@ pub fn run(run: Duration) -> anyhow::Result<serde_json::Map<String, Value>> {
     );
     let mut figures = serde_json::Map::new();
     figures.insert("renders_per_s".into(), ((1.0 / ours).round()).into());
+    figures.insert("render_us".into(), ((ours * 1e7).round() / 10.0).into());
+    figures.insert(
+        "render_with_policies_us".into(),
+        ((policed * 1e7).round() / 10.0).into(),
+    );
     figures.insert(
         "renders_per_s_unplanned".into(),
         ((1.0 / cold).round()).into(),

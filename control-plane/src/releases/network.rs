@@ -1,0 +1,234 @@
+//! What a component's network policies are rendered from, gathered from the store: the data
+//! plane's provider and gateways, the components of the environment that connect to it, and
+//! the egress rules its project and itself put in force.
+//!
+//! Consumers come from the ReleaseBindings and the releases they bind (what actually runs,
+//! not what Workloads say now), kept in a [`ConsumerIndex`] that the binding controller
+//! fills from its watch (every binding, before its first render) so that no render lists
+//! every binding of a namespace. A release never changes: the connections of each are read
+//! once and kept.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use troupe_common::pb::v1alpha1 as pb;
+use troupe_common::status::BindingState;
+use troupe_common::{Kind, ObjectKey};
+
+use crate::render::network::{Consumer, GatewayPeer, Peer, Provider, effective_egress};
+use crate::resources::{Error, Resources};
+
+/// The project and connections of a release, by release key.
+#[derive(Default)]
+pub(super) struct ConnectionCache {
+    releases: Mutex<HashMap<ObjectKey, Arc<(String, Vec<pb::Connection>)>>>,
+}
+
+/// Bound on kept releases; past it the cache starts over.
+const MAX_RELEASES: usize = 16_384;
+
+impl ConnectionCache {
+    /// The project and connections of release `name` of `namespace`; `None` when it is gone.
+    fn get(
+        &self,
+        resources: &Resources,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<(String, Vec<pb::Connection>)>> {
+        let key = ObjectKey::new(Kind::ComponentRelease, namespace, name);
+        let lock = || self.releases.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = lock().get(&key) {
+            return Some(found.clone());
+        }
+        let spec = resources
+            .get_as::<pb::ComponentRelease>(&key)
+            .ok()?
+            .spec
+            .unwrap_or_default();
+        let project = spec.owner.unwrap_or_default().project_name;
+        let connections = spec.workload.map(|w| w.connections).unwrap_or_default();
+        let found = Arc::new((project, connections));
+        let mut releases = lock();
+        if releases.len() >= MAX_RELEASES {
+            releases.clear();
+        }
+        releases.insert(key, found.clone());
+        Some(found)
+    }
+}
+
+/// A component in one environment: `(namespace, environment, project, component)`.
+pub type Placement = (String, String, String, String);
+
+/// Who connects to whom, by binding: for each placement, the consumers whose bound release
+/// connects to it.
+#[derive(Default)]
+pub(super) struct ConsumerIndex {
+    links: Mutex<Links>,
+}
+
+#[derive(Default)]
+struct Links {
+    /// For each target, the consumers by binding.
+    consumers: HashMap<Placement, BTreeMap<ObjectKey, BTreeSet<Consumer>>>,
+    /// For each binding, the targets its release connects to.
+    targets: HashMap<ObjectKey, BTreeSet<Placement>>,
+}
+
+impl ConsumerIndex {
+    /// Records what `binding` (`None`: deleted) connects to now; returns the placements
+    /// whose consumers changed.
+    pub(super) fn note(
+        &self,
+        cache: &ConnectionCache,
+        resources: &Resources,
+        key: &ObjectKey,
+        binding: Option<&pb::ReleaseBinding>,
+    ) -> BTreeSet<Placement> {
+        let links = binding.map_or_else(BTreeMap::new, |b| links(cache, resources, key, b));
+        let mut index = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = index.targets.remove(key).unwrap_or_default();
+        let mut changed = BTreeSet::new();
+        for placement in &old {
+            let consumers = index.consumers.entry(placement.clone()).or_default();
+            let before = consumers.remove(key);
+            if before.as_ref() != links.get(placement) {
+                changed.insert(placement.clone());
+            }
+            if consumers.is_empty() {
+                index.consumers.remove(placement);
+            }
+        }
+        for (placement, consumers) in &links {
+            if !old.contains(placement) {
+                changed.insert(placement.clone());
+            }
+            index
+                .consumers
+                .entry(placement.clone())
+                .or_default()
+                .insert(key.clone(), consumers.clone());
+        }
+        if !links.is_empty() {
+            index
+                .targets
+                .insert(key.clone(), links.into_keys().collect());
+        }
+        changed
+    }
+
+    /// The consumers of the component at `placement`, sorted.
+    pub(super) fn consumers(&self, placement: &Placement) -> Vec<Consumer> {
+        let index = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<Consumer> = index
+            .consumers
+            .get(placement)
+            .into_iter()
+            .flat_map(|by_binding| by_binding.values().flatten().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The bindings whose release connects to the component at `placement`.
+    pub(super) fn consumer_bindings(&self, placement: &Placement) -> Vec<ObjectKey> {
+        let index = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        index
+            .consumers
+            .get(placement)
+            .map(|by_binding| by_binding.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The connections of an active binding's release, by target placement.
+fn links(
+    cache: &ConnectionCache,
+    resources: &Resources,
+    key: &ObjectKey,
+    binding: &pb::ReleaseBinding,
+) -> BTreeMap<Placement, BTreeSet<Consumer>> {
+    let mut links: BTreeMap<Placement, BTreeSet<Consumer>> = BTreeMap::new();
+    let spec = binding.spec.clone().unwrap_or_default();
+    if spec.state == BindingState::Undeploy || spec.release_name.is_empty() {
+        return links;
+    }
+    let Some(release) = cache.get(resources, &key.namespace, &spec.release_name) else {
+        return links;
+    };
+    let (project, connections) = &*release;
+    let component = spec.owner.unwrap_or_default().component_name;
+    for c in connections {
+        let target_project = if c.project.is_empty() {
+            project.clone()
+        } else {
+            c.project.clone()
+        };
+        let target = (
+            key.namespace.clone(),
+            spec.environment.clone(),
+            target_project,
+            c.component.clone(),
+        );
+        links.entry(target).or_default().insert(Consumer {
+            peer: Peer {
+                project: project.clone(),
+                component: component.clone(),
+            },
+            endpoint: c.endpoint.clone(),
+            visibility: if c.visibility.is_empty() {
+                "project".into()
+            } else {
+                c.visibility.clone()
+            },
+        });
+    }
+    links
+}
+
+/// How a data plane renders policies: its provider and its configured gateways.
+pub(super) fn plane_network(spec: &pb::DataPlaneSpec) -> (Provider, Vec<GatewayPeer>) {
+    let provider = spec
+        .network_policy
+        .as_ref()
+        .and_then(|n| Provider::parse(&n.provider))
+        .unwrap_or(Provider::Kubernetes);
+    let gateways = spec.gateway.clone().unwrap_or_default();
+    let gateways = [
+        ("external", gateways.external),
+        ("internal", gateways.internal),
+    ]
+    .into_iter()
+    .filter_map(|(visibility, gateway)| {
+        let gateway = gateway?;
+        (!gateway.name.is_empty() && !gateway.namespace.is_empty()).then(|| GatewayPeer {
+            visibility: visibility.into(),
+            namespace: gateway.namespace,
+            pod_selector: gateway.pod_selector.into_iter().collect(),
+        })
+    })
+    .collect();
+    (provider, gateways)
+}
+
+/// The egress rules in force for a component of `project` whose release carries
+/// `component_egress`: `None` when neither controls egress.
+pub(super) fn egress_rules(
+    resources: &Resources,
+    namespace: &str,
+    project: &str,
+    component_egress: Option<&pb::EgressPolicy>,
+    component: &ObjectKey,
+) -> Result<Option<Vec<pb::EgressRule>>, Error> {
+    let project_key = ObjectKey::new(Kind::Project, namespace, project);
+    let project_egress = match resources.get_as::<pb::Project>(&project_key) {
+        Ok(p) => p.spec.and_then(|s| s.egress),
+        Err(Error::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    effective_egress(project_egress.as_ref(), component_egress).map_err(|message| Error::Render {
+        object: component.clone(),
+        message: format!("project {project}'s egress ceiling: {message}"),
+    })
+}
