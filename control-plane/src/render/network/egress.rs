@@ -13,8 +13,8 @@ use troupe_common::pb::v1alpha1 as pb;
 
 /// The egress rules in force for a component of a project: `None` when neither controls
 /// egress. A component that controls egress within a project that does must fit within the
-/// project's rules; the error names the first rule that does not
-/// (`spec.egress.allow[1]: …`).
+/// project's rules; the error names the first rule that does not, by its index, and what the
+/// project allows (`spec.egress.allow[1] (11.0.0.0/8 on every port) is not within …`).
 pub fn effective_egress(
     project: Option<&pb::EgressPolicy>,
     component: Option<&pb::EgressPolicy>,
