@@ -15,8 +15,22 @@
 //! `cilium` CiliumNetworkPolicy (which can express host names). A rule the provider cannot
 //! enforce is left out of the policy (so the traffic stays denied) and reported, never
 //! dropped silently.
+//!
+//! Data flows one way: [`NetworkInput`] → `plan` (who may reach which port and where the
+//! component may send, in provider-neutral terms) → `kubernetes` or `cilium` (the objects).
+//! `egress` holds the rules about egress lists themselves: how a component's list narrows
+//! its project's, and what a well-formed rule is.
+
+mod cilium;
+mod egress;
+mod kubernetes;
+mod plan;
+#[cfg(test)]
+mod tests;
 
 use troupe_common::pb::v1alpha1 as pb;
+
+pub use egress::{check_egress, effective_egress};
 
 /// How a data plane enforces policies (`spec.networkPolicy.provider`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,25 +141,9 @@ pub struct NetworkOutput {
 
 /// Renders the component's policies for its provider (none for [`Provider::None`]).
 pub fn render(input: &NetworkInput<'_>) -> NetworkOutput {
-    let _ = input;
-    todo!("rendered per provider")
-}
-
-/// The egress rules in force for a component of a project: `None` when neither controls
-/// egress. A component that controls egress within a project that does must fit within the
-/// project's rules; the error names the first rule that does not
-/// (`spec.egress.allow[1]: …`).
-pub fn effective_egress(
-    project: Option<&pb::EgressPolicy>,
-    component: Option<&pb::EgressPolicy>,
-) -> Result<Option<Vec<pb::EgressRule>>, String> {
-    let _ = (project, component);
-    todo!("the ceiling and the narrowing")
-}
-
-/// Checks one egress policy as written (`field` is where it sits, e.g. `spec.egress`):
-/// exactly one of `cidr` and `host` per rule, a valid CIDR or host name, ports in range.
-pub fn check_egress(field: &str, egress: &pb::EgressPolicy) -> Result<(), (String, String)> {
-    let _ = (field, egress);
-    todo!("field and reason")
+    match input.provider {
+        Provider::Kubernetes => kubernetes::render(&plan::Plan::of(input)),
+        Provider::Cilium => cilium::render(&plan::Plan::of(input)),
+        Provider::None => NetworkOutput::default(),
+    }
 }
