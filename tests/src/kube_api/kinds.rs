@@ -82,6 +82,13 @@ const BUILTINS: &[(&str, &str, &str, &str, bool)] = &[
     ),
     ("networking.k8s.io", "v1", "Ingress", "ingresses", true),
     (
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+    ),
+    (
         "apiextensions.k8s.io",
         "v1",
         "CustomResourceDefinition",
