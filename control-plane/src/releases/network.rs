@@ -21,7 +21,13 @@ use crate::resources::{Error, Resources};
 /// The project and connections of a release, by release key.
 #[derive(Default)]
 pub(super) struct ConnectionCache {
-    releases: Mutex<HashMap<ObjectKey, Arc<(String, Vec<pb::Connection>)>>>,
+    releases: Mutex<HashMap<ObjectKey, Arc<Connects>>>,
+}
+
+/// What a release connects to: its project, and its workload's connections.
+struct Connects {
+    project: String,
+    connections: Vec<pb::Connection>,
 }
 
 /// Bound on kept releases; past it the cache starts over.
@@ -29,12 +35,7 @@ const MAX_RELEASES: usize = 16_384;
 
 impl ConnectionCache {
     /// The project and connections of release `name` of `namespace`; `None` when it is gone.
-    fn get(
-        &self,
-        resources: &Resources,
-        namespace: &str,
-        name: &str,
-    ) -> Option<Arc<(String, Vec<pb::Connection>)>> {
+    fn get(&self, resources: &Resources, namespace: &str, name: &str) -> Option<Arc<Connects>> {
         let key = ObjectKey::new(Kind::ComponentRelease, namespace, name);
         let lock = || self.releases.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(found) = lock().get(&key) {
@@ -47,7 +48,10 @@ impl ConnectionCache {
             .unwrap_or_default();
         let project = spec.owner.unwrap_or_default().project_name;
         let connections = spec.workload.map(|w| w.connections).unwrap_or_default();
-        let found = Arc::new((project, connections));
+        let found = Arc::new(Connects {
+            project,
+            connections,
+        });
         let mut releases = lock();
         if releases.len() >= MAX_RELEASES {
             releases.clear();
@@ -157,7 +161,10 @@ fn links(
     let Some(release) = cache.get(resources, &key.namespace, &spec.release_name) else {
         return links;
     };
-    let (project, connections) = &*release;
+    let Connects {
+        project,
+        connections,
+    } = &*release;
     let component = spec.owner.unwrap_or_default().component_name;
     for c in connections {
         let target_project = if c.project.is_empty() {

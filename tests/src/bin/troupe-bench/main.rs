@@ -11,11 +11,16 @@
 //! authentication, against raw sled: see `write.rs`.
 //!
 //! `troupe-bench list` times `List` pages as the store grows: see `list.rs`.
+//!
+//! `troupe-bench render` times one render (with and without network policies), then one
+//! ComponentType change through thousands of components (`rerender.rs`) and one visibility
+//! change through the policies of a thousand (`policies.rs`).
 
 mod agents;
 mod api;
 mod kube;
 mod list;
+mod policies;
 mod propagate;
 mod render;
 mod rerender;
@@ -63,6 +68,9 @@ enum Bench {
         /// autoDeploy components re-rendered by one ComponentType change (0 skips it).
         #[arg(long, default_value_t = 10_000)]
         components: usize,
+        /// Components whose network policies one visibility change updates (0 skips it).
+        #[arg(long, default_value_t = 1000)]
+        policy_components: usize,
     },
     /// Agents over mTLS against a `troupe server` process: ack latency under a change rate,
     /// memory per idle agent, resync after a restart, next to a raw unary round trip.
@@ -166,8 +174,20 @@ async fn main() -> anyhow::Result<()> {
         Bench::Render {
             seconds,
             components,
+            policy_components,
         } => {
             let mut figures = render::run(Duration::from_secs_f64(seconds))?;
+            if policy_components > 0 {
+                let measured = policies::run(policy_components).await?;
+                figures.insert(
+                    format!("policies_{policy_components}_update_s"),
+                    round2(measured.update_s).into(),
+                );
+                figures.insert(
+                    format!("policies_{policy_components}_first_deploy_s"),
+                    round2(measured.first_deploy_s).into(),
+                );
+            }
             if components > 0 {
                 let measured = rerender::run(components).await?;
                 let name = if components == 10_000 {
