@@ -17,6 +17,10 @@ use troupe_tests::{
     troupe_agent_bin, workspace_root,
 };
 
+/// Files of the sample `api`'s release on a directory agent: the five objects the example
+/// platform renders for it, and its NetworkPolicy.
+const API_FILES: usize = 6;
+
 fn files(target: &Path, name: &str) -> BTreeMap<String, String> {
     release_files(target, "acme", name)
 }
@@ -77,7 +81,7 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
         ready(&server, "development").and_then(|()| ready(&server, "staging"))
     });
     assert!(deployment(&agent.target, "api-development").contains("kind: Deployment"));
-    assert_eq!(files(&agent.target, "api-staging").len(), 5);
+    assert_eq!(files(&agent.target, "api-staging").len(), API_FILES);
     let dp = get_json(&server, "dp", "local").unwrap();
     assert_eq!(dp["status"]["agentConnection"]["connected"], true, "{dp}");
     assert_eq!(
@@ -180,7 +184,7 @@ fn a_killed_agent_catches_up_on_restart_without_reapplying_what_is_unchanged() {
     // Restarted without a token: it reuses its identity and catches up.
     let agent = server.restart_agent("acme/local", "a");
     eventually("staging is ready", PATIENCE, || ready(&server, "staging"));
-    assert_eq!(files(&agent.target, "api-staging").len(), 5);
+    assert_eq!(files(&agent.target, "api-staging").len(), API_FILES);
     for (path, time) in times {
         assert_eq!(modified(&path), time, "{} was rewritten", path.display());
     }
@@ -200,7 +204,7 @@ fn a_control_plane_restart_prunes_nothing_and_the_agent_comes_back() {
     // The agent keeps its files while the control plane is gone (it resyncs every second):
     // an observation window, not a wait.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(files(&agent.target, "api-development").len(), 5);
+    assert_eq!(files(&agent.target, "api-development").len(), API_FILES);
 
     server.restart_server();
     server.bind("api", "staging", &release, "");
@@ -212,7 +216,7 @@ fn a_control_plane_restart_prunes_nothing_and_the_agent_comes_back() {
         !release_dir(&agent, "api-development").exists()
             && get_json(&server, "release", "api-development").is_none()
     });
-    assert_eq!(files(&agent.target, "api-staging").len(), 5);
+    assert_eq!(files(&agent.target, "api-staging").len(), API_FILES);
 }
 
 #[test]
@@ -314,7 +318,7 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
         edge.is_some_and(|dp| dp["status"]["agentConnection"]["connected"] == true)
             && ready(&server, "development").is_ok()
     });
-    assert_eq!(files(&local.target, "api-development").len(), 5);
+    assert_eq!(files(&local.target, "api-development").len(), API_FILES);
     assert!(!edge.target.join("acme").exists());
 
     // A second agent with local's identity displaces the first; one session at a time, and
@@ -457,7 +461,7 @@ spec: {{dataPlaneRef: {{kind: ClusterDataPlane, name: shared}}}}
     server.bind("api", "edge", &release, "");
     server.bind("api", "development", &release, "");
     eventually("edge is ready", PATIENCE, || ready(&server, "edge"));
-    assert_eq!(files(&agent.target, "api-edge").len(), 5);
+    assert_eq!(files(&agent.target, "api-edge").len(), API_FILES);
     // development is on acme/local, which has no agent: the shared agent never sees it.
     eventually("development waits for its own agent", PATIENCE, || {
         status_of(&server, "development")["reason"] == "AgentDisconnected"

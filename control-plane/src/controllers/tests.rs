@@ -248,3 +248,101 @@ async fn a_handler_that_panics_does_not_end_the_controller() {
     )
     .await;
 }
+
+/// The components `web` and `other` of project shop, deploying themselves; `web` connects to
+/// api's `http` when `connected`.
+fn mk_neighbours(connected: bool) -> Vec<Object> {
+    let connections = if connected {
+        "  connections: [{component: api, endpoint: http, envBindings: {address: API_URL}}]\n"
+    } else {
+        ""
+    };
+    let mut yaml = String::new();
+    for name in ["web", "other"] {
+        let connections = if name == "web" { connections } else { "" };
+        yaml.push_str(&format!(
+            "apiVersion: troupe.dev/v1alpha1
+kind: Component
+metadata: {{name: {name}, namespace: acme}}
+spec:
+  owner: {{projectName: shop}}
+  componentType: {{name: deployment/service}}
+  autoDeploy: true
+  parameters: {{port: 8080}}
+---
+apiVersion: troupe.dev/v1alpha1
+kind: Workload
+metadata: {{name: {name}, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: {name}}}
+  container: {{image: ghcr.io/acme/{name}:1.0.0}}
+{connections}---
+"
+        ));
+    }
+    troupe_common::document::from_yaml(&yaml).unwrap()
+}
+
+/// Whether the network policy in `component`'s development Release admits `consumer` by
+/// name; `None` while there is no such Release.
+fn admits(resources: &Resources, component: &str, consumer: &str) -> Option<bool> {
+    let key = ObjectKey::new(Kind::Release, "acme", &format!("{component}-development"));
+    let release = resources.get_as::<pb::Release>(&key).ok()?;
+    let policy = release
+        .spec?
+        .resources
+        .into_iter()
+        .find(|r| r.id.starts_with("NetworkPolicy/"))?;
+    let policy = serde_json::to_value(policy.object?).ok()?;
+    Some(
+        policy["spec"]["ingress"]
+            .to_string()
+            .contains(&format!("\"troupe.dev/component\":\"{consumer}\"")),
+    )
+}
+
+fn version(resources: &Resources, name: &str) -> u64 {
+    let key = ObjectKey::new(Kind::Release, "acme", name);
+    resources.get(&key).map_or(0, |r| r.meta().resource_version)
+}
+
+#[tokio::test]
+async fn a_new_connection_renders_the_target_again_and_no_other_component() {
+    let resources = Arc::new(Resources::new(Arc::new(MemoryStore::new())));
+    let releases = Arc::new(Releases::new(resources.clone()));
+    tokio::spawn(BindingController::new(resources.clone(), releases.clone()).run());
+    tokio::spawn(DeployController::new(resources.clone(), releases).run());
+    mk_platform(&resources, true).await;
+    for object in mk_neighbours(false) {
+        resources.apply(object, Origin::User, false).await.unwrap();
+    }
+    eventually("api, web and other run in development", || {
+        ["api", "web", "other"]
+            .iter()
+            .all(|c| admits(&resources, c, "web") == Some(false))
+    })
+    .await;
+    let other = version(&resources, "other-development");
+
+    for object in mk_neighbours(true) {
+        resources.apply(object, Origin::User, false).await.unwrap();
+    }
+    eventually("api's policy admits web by name", || {
+        admits(&resources, "api", "web") == Some(true)
+    })
+    .await;
+    assert_eq!(
+        version(&resources, "other-development"),
+        other,
+        "the Release of a component nothing connects to does not change"
+    );
+
+    for object in mk_neighbours(false) {
+        resources.apply(object, Origin::User, false).await.unwrap();
+    }
+    eventually("api's policy no longer names web", || {
+        admits(&resources, "api", "web") == Some(false)
+    })
+    .await;
+    assert_eq!(version(&resources, "other-development"), other);
+}
