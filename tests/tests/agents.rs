@@ -95,7 +95,7 @@ fn an_agent_registers_receives_its_releases_and_prunes_only_what_left() {
     );
     assert_eq!(
         rel["status"]["resources"].as_array().unwrap().len(),
-        5,
+        API_FILES,
         "{rel}"
     );
 
@@ -326,7 +326,7 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
     copy_dir(&local.state_dir, &server.agent_state_dir("twin"));
     let twin = server.restart_agent("acme/local", "twin");
     eventually("the twin holds development too", PATIENCE, || {
-        files(&twin.target, "api-development").len() == 5
+        files(&twin.target, "api-development").len() == API_FILES
     });
     let dp = get_json(&server, "dp", "local").unwrap();
     assert_eq!(
@@ -336,7 +336,7 @@ fn credentials_are_checked_and_an_agent_sees_only_its_own_data_plane() {
     local.kill();
     server.bind("api", "staging", &release, "");
     eventually("the twin gets staging", PATIENCE, || {
-        files(&twin.target, "api-staging").len() == 5 && ready(&server, "staging").is_ok()
+        files(&twin.target, "api-staging").len() == API_FILES && ready(&server, "staging").is_ok()
     });
 }
 

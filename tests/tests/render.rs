@@ -60,7 +60,14 @@ fn renders_typed_manifests_with_labels_traits_and_defaults() {
         .collect();
     assert_eq!(
         kinds,
-        ["Deployment", "ConfigMap", "Service", "HTTPRoute", "Ingress"],
+        [
+            "Deployment",
+            "ConfigMap",
+            "Service",
+            "HTTPRoute",
+            "Ingress",
+            "NetworkPolicy"
+        ],
         "{objects:#?}"
     );
     // The workload's file is a ConfigMap key, mounted at its path.

@@ -81,7 +81,7 @@ fn a_custom_resource_waits_for_its_definition_to_be_established() {
         30,
         &[
             "--allow-kinds",
-            "apps/Deployment,example.com/CronTab",
+            "apps/Deployment,networking.k8s.io/NetworkPolicy,example.com/CronTab",
             "--allow-cluster-kinds",
             "apiextensions.k8s.io/CustomResourceDefinition",
         ],

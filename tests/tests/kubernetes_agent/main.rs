@@ -103,6 +103,19 @@ fn a_fresh_cluster_gets_the_namespace_and_the_release_and_loses_both_when_it_is_
         labels["troupe.dev/environment"], "development",
         "{namespace}"
     );
+    assert_eq!(labels["troupe.dev/namespace"], "acme", "{namespace}");
+    // The component's network policy is in place before any pod of it can start.
+    let requests = kube.requests();
+    let first = |collection: &str| {
+        requests
+            .iter()
+            .position(|r| r.starts_with("PATCH") && r.contains(collection))
+            .unwrap_or_else(|| panic!("no PATCH of {collection} in {requests:#?}"))
+    };
+    assert!(
+        first("/networkpolicies/troupe-api") < first("/deployments/api"),
+        "{requests:#?}"
+    );
     // The template's labels are kept, the agent's are its own, integers stay integers.
     let labels = &deployment["metadata"]["labels"];
     assert_eq!(

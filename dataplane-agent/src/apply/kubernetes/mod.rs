@@ -69,13 +69,15 @@ pub struct KubeApplier {
     unapplied: Mutex<HashMap<String, Vec<ReleaseResourceStatus>>>,
 }
 
-/// Namespaces first, then CustomResourceDefinitions, then everything else; pruning goes the
-/// other way round.
+/// Namespaces first, then CustomResourceDefinitions, then network policies (so no pod starts
+/// before the policy that holds it), then everything else; pruning goes the other way round.
 fn apply_rank(kind: &Kind) -> u8 {
     match (kind.api_version.as_str(), kind.kind.as_str()) {
         ("v1", "Namespace") => 0,
         (v, "CustomResourceDefinition") if v.starts_with("apiextensions.k8s.io/") => 1,
-        _ => 2,
+        (v, "NetworkPolicy") if v.starts_with("networking.k8s.io/") => 2,
+        (v, "CiliumNetworkPolicy") if v.starts_with("cilium.io/") => 2,
+        _ => 3,
     }
 }
 
@@ -256,7 +258,11 @@ impl KubeApplier {
         }
 
         let mut order: Vec<usize> = (0..manifests.len()).collect();
-        order.sort_by_key(|&i| manifests[i].as_ref().map_or(3, |m| apply_rank(&m.kind)));
+        order.sort_by_key(|&i| {
+            manifests[i]
+                .as_ref()
+                .map_or(u8::MAX, |m| apply_rank(&m.kind))
+        });
         let mut outcomes: Vec<Option<Outcome>> = (0..manifests.len()).map(|_| None).collect();
         let mut crds = HashMap::new();
         for i in order {
