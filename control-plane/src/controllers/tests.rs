@@ -286,7 +286,7 @@ spec:
 /// Whether the network policy in `component`'s development Release admits `consumer` by
 /// name; `None` while there is no such Release.
 fn admits(resources: &Resources, component: &str, consumer: &str) -> Option<bool> {
-    let key = ObjectKey::new(Kind::Release, "acme", &format!("{component}-development"));
+    let key = ObjectKey::new(Kind::Release, "acme", format!("{component}-development"));
     let release = resources.get_as::<pb::Release>(&key).ok()?;
     let policy = release
         .spec?
@@ -345,4 +345,76 @@ async fn a_new_connection_renders_the_target_again_and_no_other_component() {
     })
     .await;
     assert_eq!(version(&resources, "other-development"), other);
+}
+
+/// `n` components of project shop, `web0`…, each connecting to api's `http` and deploying
+/// itself.
+fn mk_consumers(n: usize) -> Vec<Object> {
+    let yaml: String = (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: troupe.dev/v1alpha1
+kind: Component
+metadata: {{name: web{i}, namespace: acme}}
+spec:
+  owner: {{projectName: shop}}
+  componentType: {{name: deployment/service}}
+  autoDeploy: true
+  parameters: {{port: 8080}}
+---
+apiVersion: troupe.dev/v1alpha1
+kind: Workload
+metadata: {{name: web{i}, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: web{i}}}
+  container: {{image: ghcr.io/acme/web:1.0.0}}
+  connections: [{{component: api, endpoint: http}}]
+---
+"
+            )
+        })
+        .collect();
+    troupe_common::document::from_yaml(&yaml).unwrap()
+}
+
+// Several threads: the controller's workers render while its watch is still listing (api's
+// binding is listed first, its 40 consumers after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_controller_that_starts_knows_every_consumer_before_its_first_render() {
+    const CONSUMERS: usize = 40;
+    let resources = Arc::new(Resources::new(Arc::new(MemoryStore::new())));
+    let releases = Arc::new(Releases::new(resources.clone()));
+    // The deploy controller alone: releases are cut and bound, nothing is rendered yet (as
+    // after a restart, when every binding is there before the binding controller starts).
+    tokio::spawn(DeployController::new(resources.clone(), releases.clone()).run());
+    mk_platform(&resources, true).await;
+    for object in mk_consumers(CONSUMERS) {
+        resources.apply(object, Origin::User, false).await.unwrap();
+    }
+    let bound = |component: String| {
+        let key = ObjectKey::new(
+            Kind::ReleaseBinding,
+            "acme",
+            format!("{component}-development"),
+        );
+        resources
+            .get_as::<pb::ReleaseBinding>(&key)
+            .is_ok_and(|b| b.spec.is_some_and(|s| !s.release_name.is_empty()))
+    };
+    eventually("api and its consumers are bound", || {
+        bound("api".into()) && (0..CONSUMERS).all(|i| bound(format!("web{i}")))
+    })
+    .await;
+
+    tokio::spawn(BindingController::new(resources.clone(), releases).run());
+    eventually("api's policy admits every consumer", || {
+        (0..CONSUMERS).all(|i| admits(&resources, "api", &format!("web{i}")) == Some(true))
+    })
+    .await;
+    let key = ObjectKey::new(Kind::Release, "acme", "api-development");
+    assert_eq!(
+        resources.get(&key).unwrap().meta().generation,
+        1,
+        "api's first Release already admitted every consumer: no policy shut one out meanwhile"
+    );
 }

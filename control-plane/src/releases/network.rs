@@ -236,6 +236,6 @@ pub(super) fn egress_rules(
     };
     effective_egress(project_egress.as_ref(), component_egress).map_err(|message| Error::Render {
         object: component.clone(),
-        message: format!("project {project}'s egress ceiling: {message}"),
+        message: format!("egress within project {project}: {message}"),
     })
 }
