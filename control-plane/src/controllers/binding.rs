@@ -32,7 +32,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 
 use super::queue::Queue;
 use super::{WORKERS, follow};
-use crate::releases::{Placement, Releases, RenderRequest};
+use crate::releases::{Placement, Releases, RenderRequest, placement};
 use crate::resources::{Error, Origin, Resources, WatchEventType};
 use crate::status;
 
@@ -233,6 +233,7 @@ impl BindingController {
                             self.releases.note_binding(&key, Some(binding));
                         }
                     }
+                    self.releases.bindings_noted();
                     return;
                 }
                 Err(e) => {
@@ -553,16 +554,4 @@ fn roll_up(resources: &Resources, binding: &mut pb::ReleaseBinding) {
         _ => None,
     };
     status::binding::roll_up(binding, release.as_ref());
-}
-
-/// Where a binding places its component.
-fn placement(namespace: &str, binding: &pb::ReleaseBinding) -> Option<Placement> {
-    let spec = binding.spec.as_ref()?;
-    let owner = spec.owner.as_ref()?;
-    Some((
-        namespace.to_string(),
-        spec.environment.clone(),
-        owner.project_name.clone(),
-        owner.component_name.clone(),
-    ))
 }

@@ -21,7 +21,7 @@ use crate::render::component::{Plan, RenderError, RenderInput};
 use crate::render::network::{Egress, GatewayPeer, NetworkInput, Provider};
 use crate::resources::{Error, Origin, Resources};
 use connections::Resolution;
-pub use network::Placement;
+pub use network::{Placement, placement};
 
 /// What to render: a component (its current state, or one of its releases) in an environment,
 /// with the overrides a ReleaseBinding would carry.
@@ -315,6 +315,64 @@ impl Releases {
             .note(&self.connections, &self.resources, key, binding)
     }
 
+    /// Says that every binding has been noted: renders find the targets of connections in
+    /// the index from now on, instead of listing the namespace's bindings.
+    pub fn bindings_noted(&self) {
+        self.consumers.complete();
+    }
+
+    /// The ReleaseBindings in `environment` of the components `workload` connects to: from
+    /// the index once it is complete, else listed.
+    async fn target_bindings(
+        &self,
+        namespace: &str,
+        environment: &str,
+        project: &str,
+        workload: &pb::WorkloadTemplate,
+    ) -> Result<Vec<pb::ReleaseBinding>, Error> {
+        if workload.connections.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        for c in &workload.connections {
+            let target_project = if c.project.is_empty() {
+                project
+            } else {
+                &c.project
+            };
+            let at = (
+                namespace.to_string(),
+                environment.to_string(),
+                target_project.to_string(),
+                c.component.clone(),
+            );
+            match self.consumers.bindings_at(&at) {
+                Some(found) => keys.extend(found),
+                None => {
+                    let mut all: Vec<pb::ReleaseBinding> = self
+                        .resources
+                        .list_as(namespace, &Default::default())
+                        .await?;
+                    all.retain(|b| {
+                        b.spec
+                            .as_ref()
+                            .is_some_and(|s| s.environment == environment)
+                    });
+                    return Ok(all);
+                }
+            }
+        }
+        let mut bindings = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.resources.get_as::<pb::ReleaseBinding>(&key) {
+                Ok(binding) => bindings.push(binding),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(bindings)
+    }
+
     /// The bindings whose release connects to the component at `placement`: they render
     /// again when its binding changes.
     pub fn consumer_bindings(&self, placement: &Placement) -> Vec<ObjectKey> {
@@ -355,15 +413,9 @@ impl Releases {
         let plane = self.data_plane(ns, &environment)?;
         let owner = spec.owner.clone().unwrap_or_default();
         let workload = spec.workload.clone().unwrap_or_default();
-        let mut bindings: Vec<pb::ReleaseBinding> = Vec::new();
-        if !workload.connections.is_empty() {
-            bindings = self.resources.list_as(ns, &Default::default()).await?;
-            bindings.retain(|b| {
-                b.spec
-                    .as_ref()
-                    .is_some_and(|s| s.environment == request.environment)
-            });
-        }
+        let bindings = self
+            .target_bindings(ns, &request.environment, &owner.project_name, &workload)
+            .await?;
         let resolution = connections::resolve(
             &self.resources,
             ns,
@@ -445,7 +497,8 @@ impl Releases {
             })
         })
         .await
-        .expect("render panicked");
+        // A render that panicked panics here too; one cancelled by shutdown is an error.
+        .unwrap_or_else(|e| Err(crate::resources::joined(e)));
         if let Some(observe) = self.render_observer.get() {
             observe(started.elapsed(), rendered.is_ok());
         }

@@ -77,6 +77,11 @@ struct Links {
     consumers: HashMap<Placement, BTreeMap<ObjectKey, BTreeSet<Consumer>>>,
     /// For each binding, the targets its release connects to.
     targets: HashMap<ObjectKey, BTreeSet<Placement>>,
+    /// The bindings at each placement, and where each binding places its component.
+    bindings: HashMap<Placement, BTreeSet<ObjectKey>>,
+    placed: HashMap<ObjectKey, Placement>,
+    /// Whether every binding has been noted once (the binding controller says so).
+    complete: bool,
 }
 
 impl ConsumerIndex {
@@ -91,6 +96,7 @@ impl ConsumerIndex {
     ) -> BTreeSet<Placement> {
         let links = binding.map_or_else(BTreeMap::new, |b| links(cache, resources, key, b));
         let mut index = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        index.place(key, binding.and_then(|b| placement(&key.namespace, b)));
         let old = index.targets.remove(key).unwrap_or_default();
         let mut changed = BTreeSet::new();
         for placement in &old {
@@ -121,6 +127,28 @@ impl ConsumerIndex {
         changed
     }
 
+    /// Says that every binding has been noted: from now on [`ConsumerIndex::bindings_at`]
+    /// answers.
+    pub(super) fn complete(&self) {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .complete = true;
+    }
+
+    /// The bindings of the component at `placement`; `None` until the index is complete (no
+    /// binding controller runs: the caller lists them).
+    pub(super) fn bindings_at(&self, placement: &Placement) -> Option<Vec<ObjectKey>> {
+        let index = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        index.complete.then(|| {
+            index
+                .bindings
+                .get(placement)
+                .map(|keys| keys.iter().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
     /// The consumers of the component at `placement`, sorted.
     pub(super) fn consumers(&self, placement: &Placement) -> Vec<Consumer> {
         let index = self.links.lock().unwrap_or_else(PoisonError::into_inner);
@@ -144,6 +172,39 @@ impl ConsumerIndex {
             .map(|by_binding| by_binding.keys().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+impl Links {
+    /// Records where `key` places its component now (`None`: nowhere).
+    fn place(&mut self, key: &ObjectKey, at: Option<Placement>) {
+        if let Some(old) = self.placed.remove(key)
+            && let Some(keys) = self.bindings.get_mut(&old)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.bindings.remove(&old);
+            }
+        }
+        if let Some(at) = at {
+            self.bindings
+                .entry(at.clone())
+                .or_default()
+                .insert(key.clone());
+            self.placed.insert(key.clone(), at);
+        }
+    }
+}
+
+/// Where a binding places its component.
+pub fn placement(namespace: &str, binding: &pb::ReleaseBinding) -> Option<Placement> {
+    let spec = binding.spec.as_ref()?;
+    let owner = spec.owner.as_ref()?;
+    Some((
+        namespace.to_string(),
+        spec.environment.clone(),
+        owner.project_name.clone(),
+        owner.component_name.clone(),
+    ))
 }
 
 /// The connections of an active binding's release, by target placement.

@@ -389,7 +389,7 @@ impl Resources {
 
 /// A write or read run off the async workers did not finish: its panic goes on up; if the
 /// runtime is shutting down, the caller gets an error instead of a second panic.
-fn joined(e: tokio::task::JoinError) -> Error {
+pub(crate) fn joined(e: tokio::task::JoinError) -> Error {
     match e.try_into_panic() {
         Ok(panic) => std::panic::resume_unwind(panic),
         Err(_) => Error::Store(crate::store::StoreError::Engine(
