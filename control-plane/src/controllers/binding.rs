@@ -273,19 +273,15 @@ impl BindingController {
                     let consumers = self.releases.consumer_bindings(&placement);
                     targets.extend(consumers.into_iter().filter(|k| *k != key));
                 }
-                // The targets whose consumers changed: their policies admit them.
-                let changed = self
-                    .releases
-                    .note_binding(&key, (!deleted).then_some(binding));
-                let placements = self.placements();
-                targets.extend(
-                    changed
-                        .iter()
-                        .filter_map(|p| placements.at.get(p))
-                        .flatten()
-                        .filter(|k| **k != key)
-                        .cloned(),
-                );
+                if deleted {
+                    // The targets it connected to: their policies no longer admit it. (A
+                    // live binding's connections are noted when it is reconciled, off this
+                    // loop: reading its release is not free.)
+                    let changed = self.releases.note_binding(&key, None);
+                    targets.extend(self.bindings_at(&key, &changed));
+                } else {
+                    self.releases.place_binding(&key, binding);
+                }
                 targets
             }
             Object::Project(_) if self.spec_changed(event, &object) => {
@@ -353,8 +349,27 @@ impl BindingController {
             }
             None => self.render(key, &spec, &mut status, generation).await?,
         }
+        // The targets whose consumers changed render again: their policies admit them.
+        let changed = self.releases.note_binding(key, Some(&binding));
+        for target in self.bindings_at(key, &changed) {
+            // Marked before it is queued, so the worker that takes it renders.
+            self.renders().insert(target.clone());
+            self.queue.add(target);
+        }
         status.observed_generation = generation;
         self.write_status(key, status).await
+    }
+
+    /// The bindings at `placements`, but `key`.
+    fn bindings_at(&self, key: &ObjectKey, placements: &BTreeSet<Placement>) -> Vec<ObjectKey> {
+        let known = self.placements();
+        placements
+            .iter()
+            .filter_map(|p| known.at.get(p))
+            .flatten()
+            .filter(|k| *k != key)
+            .cloned()
+            .collect()
     }
 
     /// Deletes the binding's Release, unless it already waits for its prune (the agent hub

@@ -315,6 +315,12 @@ impl Releases {
             .note(&self.connections, &self.resources, key, binding)
     }
 
+    /// Records where `binding` places its component, without reading its release (what it
+    /// connects to is noted by [`Releases::note_binding`]).
+    pub fn place_binding(&self, key: &ObjectKey, binding: &pb::ReleaseBinding) {
+        self.consumers.place(key, binding);
+    }
+
     /// Says that every binding has been noted: renders find the targets of connections in
     /// the index from now on, instead of listing the namespace's bindings.
     pub fn bindings_noted(&self) {
@@ -406,6 +412,8 @@ impl Releases {
                 ));
             }
             let uid = release.metadata.unwrap_or_default().uid;
+            // Read anyway: what it connects to is kept for the index of consumers.
+            self.connections.keep(&key, &spec);
             (spec, Some((key, uid)))
         };
         let env_key = ObjectKey::new(Kind::Environment, ns, &request.environment);

@@ -34,6 +34,26 @@ struct Connects {
 const MAX_RELEASES: usize = 16_384;
 
 impl ConnectionCache {
+    /// Keeps what release `key` (with `spec`) connects to, read for another reason.
+    pub(super) fn keep(&self, key: &ObjectKey, spec: &pb::ComponentReleaseSpec) {
+        let mut releases = self.releases.lock().unwrap_or_else(PoisonError::into_inner);
+        if releases.contains_key(key) {
+            return;
+        }
+        if releases.len() >= MAX_RELEASES {
+            releases.clear();
+        }
+        let connects = Connects {
+            project: spec.owner.clone().unwrap_or_default().project_name,
+            connections: spec
+                .workload
+                .as_ref()
+                .map(|w| w.connections.clone())
+                .unwrap_or_default(),
+        };
+        releases.insert(key.clone(), Arc::new(connects));
+    }
+
     /// The project and connections of release `name` of `namespace`; `None` when it is gone.
     fn get(&self, resources: &Resources, namespace: &str, name: &str) -> Option<Arc<Connects>> {
         let key = ObjectKey::new(Kind::ComponentRelease, namespace, name);
@@ -125,6 +145,14 @@ impl ConsumerIndex {
                 .insert(key.clone(), links.into_keys().collect());
         }
         changed
+    }
+
+    /// Records where `binding` places its component.
+    pub(super) fn place(&self, key: &ObjectKey, binding: &pb::ReleaseBinding) {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .place(key, placement(&key.namespace, binding));
     }
 
     /// Says that every binding has been noted: from now on [`ConsumerIndex::bindings_at`]
