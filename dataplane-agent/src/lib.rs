@@ -1,6 +1,7 @@
 //! `troupe-agent`: runs next to a cluster (or a directory), registers it as a DataPlane, and
 //! keeps it in line with the Releases the control plane binds to it (DESIGN §6).
 //!
+//! - [`builds`]: build steps run on this machine (the `process` executor), their logs and ends.
 //! - [`identity`]: registration with a bootstrap token, and the mTLS identity after it.
 //! - [`state`]: the last acknowledged desired state, on disk.
 //! - [`apply`]: where objects go: [`apply::kubernetes`] applies them to a cluster,
@@ -22,6 +23,7 @@
 //! because a connection dropped; while disconnected it keeps re-applying what it holds.
 
 pub mod apply;
+pub mod builds;
 pub mod identity;
 pub mod metrics;
 pub mod policy;

@@ -1,0 +1,35 @@
+//! Builds: the steps of a WorkflowRun executed on this machine, and what they say while they run.
+//!
+//! The control plane resolves a run completely (templates expanded, parameters in place) and
+//! the agent hands it to an executor as a [`RunSpec`]. The executor refuses it before anything
+//! runs, or starts it and returns a [`RunHandle`] that yields [`RunEvent`]s: each step's start,
+//! its output line by line under one sequence across the attempt, its end, and last the run's
+//! [`Phase`] with the outputs it reported. The handle cancels the run with a grace period,
+//! and dropping it kills the run.
+//!
+//! - `spec`: what a run is, and the checks it passes before anything runs.
+//! - `event`: what an executor reports.
+//! - `handle`: the caller's side of a run.
+//! - `process`: the `process` executor, [`ProcessExecutor`]: each step a local process group in
+//!   a fresh work directory (`workdir`), with a clean environment, stopped on cancel, timeout,
+//!   or when its handle goes (`group`); output cut into bounded lines (`lines`); outputs read
+//!   from a file the steps append to (`outputs`).
+
+mod error;
+mod event;
+mod group;
+mod handle;
+mod lines;
+mod outputs;
+mod process;
+mod spec;
+mod workdir;
+
+pub use self::error::Error;
+pub use self::event::{LogStream, Phase, RunEvent};
+pub use self::handle::{Canceller, RunHandle};
+pub use self::process::{DEFAULT_PATH, ProcessConfig, ProcessExecutor};
+pub use self::spec::{RESERVED_ENV_PREFIX, RunSpec, StepSpec};
+
+#[cfg(test)]
+mod tests;
