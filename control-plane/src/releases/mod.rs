@@ -385,17 +385,20 @@ impl Releases {
         self.consumers.consumer_bindings(placement)
     }
 
-    /// Renders a component in an environment without storing anything.
-    pub async fn render(&self, request: RenderRequest) -> Result<Rendered, Error> {
+    /// The release spec a render renders (the named release, or the component's current
+    /// state) and the key its plan is kept under: releases never change, so a plan is kept,
+    /// keyed by the object's uid so a release deleted and written again under the same name
+    /// is planned again.
+    async fn release_spec(
+        &self,
+        request: &RenderRequest,
+    ) -> Result<(pb::ComponentReleaseSpec, Option<(ObjectKey, String)>), Error> {
         let ns = request.namespace.as_str();
-        let component_key = ObjectKey::new(Kind::Component, ns, &request.component);
-        // A release's plan is kept (releases never change), keyed by the object's uid so a
-        // release deleted and written again under the same name is planned again.
-        let (spec, plan_key) = if request.release.is_empty() {
+        if request.release.is_empty() {
             let spec = snapshot::snapshot(&self.resources, ns, &request.component)
                 .await?
                 .0;
-            (spec, None)
+            Ok((spec, None))
         } else {
             let key = ObjectKey::new(Kind::ComponentRelease, ns, &request.release);
             let release = self.resources.get_as::<pb::ComponentRelease>(&key)?;
@@ -414,8 +417,15 @@ impl Releases {
             let uid = release.metadata.unwrap_or_default().uid;
             // Read anyway: what it connects to is kept for the index of consumers.
             self.connections.keep(&key, &spec);
-            (spec, Some((key, uid)))
-        };
+            Ok((spec, Some((key, uid))))
+        }
+    }
+
+    /// Renders a component in an environment without storing anything.
+    pub async fn render(&self, request: RenderRequest) -> Result<Rendered, Error> {
+        let ns = request.namespace.as_str();
+        let component_key = ObjectKey::new(Kind::Component, ns, &request.component);
+        let (spec, plan_key) = self.release_spec(&request).await?;
         let env_key = ObjectKey::new(Kind::Environment, ns, &request.environment);
         let environment = self.resources.get_as::<pb::Environment>(&env_key)?;
         let plane = self.data_plane(ns, &environment)?;
