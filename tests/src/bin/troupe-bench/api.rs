@@ -1,4 +1,5 @@
-//! Connections to a server's API that carry its admin token, as every API call needs one.
+//! Connections to a server's API that carry its admin token, as every API call needs one,
+//! and a server in this process to measure.
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -43,5 +44,51 @@ impl ApiAddr {
     pub(crate) async fn connect(&self) -> anyhow::Result<Api> {
         let channel = Channel::from_shared(self.url.clone())?.connect().await?;
         Ok(InterceptedService::new(channel, self.bearer.clone()))
+    }
+}
+
+/// A `troupe server` in this process over sled in a temporary directory, serving plain gRPC
+/// on loopback: the figures measure the server, not TLS.
+pub(crate) struct LocalServer {
+    /// Its API.
+    pub(crate) api: ApiAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalServer {
+    /// Starts one and waits until it serves.
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        use troupe_control_plane::server::{ApiTransport, ServerConfig};
+        let dir = tempfile::tempdir()?;
+        let mut config = ServerConfig::local(Some(dir.path().to_path_buf()));
+        config.api_transport = ApiTransport::Plaintext { insecure: false };
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(troupe_control_plane::server::run(
+            config,
+            async {
+                let _ = stop_rx.await;
+            },
+            move |ready| {
+                let _ = addr_tx.send((ready.api, ready.admin_token));
+            },
+        ));
+        let (addr, token) = addr_rx.await?;
+        Ok(Self {
+            api: ApiAddr::new(format!("http://{addr}"), &token)?,
+            stop,
+            task,
+            _dir: dir,
+        })
+    }
+
+    /// Stops it; a server that does not stop within a minute is an error, not a wait.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.task)
+            .await
+            .map_err(|_| anyhow::anyhow!("the server did not stop within 60 s"))??
     }
 }

@@ -13,9 +13,8 @@ use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 use troupe_common::pb::v1alpha1::{EventType, WatchRequest};
-use troupe_control_plane::server::{ApiTransport, ServerConfig};
 
-use super::api::ApiAddr;
+use super::api::LocalServer;
 use super::rerender::apply_all;
 
 const PLATFORM: &str = include_str!("../../../../examples/platform.yaml");
@@ -150,22 +149,8 @@ async fn until(
 
 /// Runs the measurement with `components` consumers.
 pub async fn run(components: usize) -> anyhow::Result<Policies> {
-    let dir = tempfile::tempdir()?;
-    let mut config = ServerConfig::local(Some(dir.path().to_path_buf()));
-    config.api_transport = ApiTransport::Plaintext { insecure: false };
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(troupe_control_plane::server::run(
-        config,
-        async {
-            let _ = stop_rx.await;
-        },
-        move |ready| {
-            let _ = addr_tx.send((ready.api, ready.admin_token));
-        },
-    ));
-    let (addr, token) = addr_rx.await?;
-    let url = ApiAddr::new(format!("http://{addr}"), &token)?;
+    let server = LocalServer::start().await?;
+    let url = server.api.clone();
     let mut platform: Vec<Object> = from_yaml(PLATFORM)?
         .into_iter()
         .filter(|o| !matches!(o, Object::Component(_) | Object::Workload(_)))
@@ -219,8 +204,7 @@ pub async fn run(components: usize) -> anyhow::Result<Policies> {
         "visibility change → {} policies updated: {update_s:.2} s",
         components + 1
     );
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
     Ok(Policies {
         first_deploy_s,
         update_s,

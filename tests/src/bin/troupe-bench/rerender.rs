@@ -5,12 +5,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::api::ApiAddr;
+use super::api::{ApiAddr, LocalServer};
 use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 use troupe_common::pb::v1alpha1::{ApplyRequest, EventType, WatchRequest};
-use troupe_control_plane::server::{ApiTransport, ServerConfig};
 
 const PLATFORM: &str = include_str!("../../../../examples/platform.yaml");
 
@@ -109,23 +108,8 @@ fn marked(object: &Object) -> bool {
 
 /// Runs the measurement with `components` autoDeploy components.
 pub async fn run(components: usize) -> anyhow::Result<Rerender> {
-    let dir = tempfile::tempdir()?;
-    let mut config = ServerConfig::local(Some(dir.path().to_path_buf()));
-    // Plain gRPC on loopback: the figures measure the server, not TLS.
-    config.api_transport = ApiTransport::Plaintext { insecure: false };
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(troupe_control_plane::server::run(
-        config,
-        async {
-            let _ = stop_rx.await;
-        },
-        move |ready| {
-            let _ = addr_tx.send((ready.api, ready.admin_token));
-        },
-    ));
-    let (addr, token) = addr_rx.await?;
-    let url = ApiAddr::new(format!("http://{addr}"), &token)?;
+    let server = LocalServer::start().await?;
+    let url = server.api.clone();
     let platform: Vec<Object> = from_yaml(PLATFORM)?
         .into_iter()
         .filter(|o| !matches!(o, Object::Component(_) | Object::Workload(_)))
@@ -188,8 +172,7 @@ pub async fn run(components: usize) -> anyhow::Result<Rerender> {
         "ComponentType change → {components} new Releases stored: {rerender_s:.1} s ({:.0} per s)",
         components as f64 / rerender_s
     );
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
     Ok(Rerender {
         apply_s,
         first_deploy_s,
