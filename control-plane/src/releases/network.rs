@@ -4,9 +4,10 @@
 //!
 //! Consumers come from the ReleaseBindings and the releases they bind (what actually runs,
 //! not what Workloads say now), kept in a [`ConsumerIndex`] that the binding controller
-//! fills from its watch (every binding, before its first render) so that no render lists
-//! every binding of a namespace. A release never changes: the connections of each are read
-//! once and kept.
+//! fills: every binding before its first render, then where each binding places its
+//! component from its watch and what it connects to when it reconciles it. The index also
+//! finds the bindings a connection names, so no render lists every binding of a namespace.
+//! A release never changes: the connections of each are read once and kept.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
