@@ -77,49 +77,23 @@ struct Placements {
     bindings: HashMap<EnvKey, BTreeSet<ObjectKey>>,
     environment_of: HashMap<ObjectKey, EnvKey>,
     plane_of: HashMap<EnvKey, ObjectKey>,
-    /// The bindings of each component in each environment, and where each binding places
-    /// its component.
-    at: HashMap<Placement, BTreeSet<ObjectKey>>,
-    placement_of: HashMap<ObjectKey, Placement>,
 }
 
 impl Placements {
-    fn place(&mut self, binding: ObjectKey, placement: Option<Placement>) {
+    fn place(&mut self, binding: ObjectKey, placement: Option<&Placement>) {
         if let Some(old) = self.environment_of.remove(&binding)
             && let Some(set) = self.bindings.get_mut(&old)
         {
             set.remove(&binding);
         }
-        if let Some(old) = self.placement_of.remove(&binding)
-            && let Some(set) = self.at.get_mut(&old)
-        {
-            set.remove(&binding);
-            if set.is_empty() {
-                self.at.remove(&old);
-            }
-        }
-        if let Some(placement) = placement {
-            let env = (placement.0.clone(), placement.1.clone());
+        if let Some((namespace, environment, _, _)) = placement {
+            let env = (namespace.clone(), environment.clone());
             self.bindings
                 .entry(env.clone())
                 .or_default()
                 .insert(binding.clone());
-            self.environment_of.insert(binding.clone(), env);
-            self.at
-                .entry(placement.clone())
-                .or_default()
-                .insert(binding.clone());
-            self.placement_of.insert(binding, placement);
+            self.environment_of.insert(binding, env);
         }
-    }
-
-    /// The bindings of the components of `project` (in `namespace`).
-    fn of_project(&self, namespace: &str, project: &str) -> Vec<ObjectKey> {
-        self.at
-            .iter()
-            .filter(|((ns, _, p, _), _)| ns == namespace && p == project)
-            .flat_map(|(_, bindings)| bindings.iter().cloned())
-            .collect()
     }
 
     fn in_environment(&self, env: &EnvKey) -> Vec<ObjectKey> {
@@ -229,7 +203,7 @@ impl BindingController {
                         if let Object::ReleaseBinding(binding) = &object {
                             let key = object.key();
                             let at = placement(&key.namespace, binding);
-                            self.placements().place(key.clone(), at);
+                            self.placements().place(key.clone(), at.as_ref());
                             self.releases.note_binding(&key, Some(binding));
                         }
                     }
@@ -256,7 +230,7 @@ impl BindingController {
         match &object {
             Object::ReleaseBinding(binding) => {
                 let at = placement(&key.namespace, binding).filter(|_| !deleted);
-                self.placements().place(key.clone(), at);
+                self.placements().place(key.clone(), at.as_ref());
                 // The controller's own status write comes back as a change with the
                 // generation already observed: only the binding's consumers need a look.
                 let generation = binding.metadata.as_ref().map_or(0, |m| m.generation);
@@ -285,7 +259,7 @@ impl BindingController {
                 targets
             }
             Object::Project(_) if self.spec_changed(event, &object) => {
-                self.placements().of_project(&key.namespace, &key.name)
+                self.releases.bindings_of_project(&key.namespace, &key.name)
             }
             Object::Project(_) => vec![],
             Object::Environment(env) => {
@@ -362,14 +336,9 @@ impl BindingController {
 
     /// The bindings at `placements`, but `key`.
     fn bindings_at(&self, key: &ObjectKey, placements: &BTreeSet<Placement>) -> Vec<ObjectKey> {
-        let known = self.placements();
-        placements
-            .iter()
-            .filter_map(|p| known.at.get(p))
-            .flatten()
-            .filter(|k| *k != key)
-            .cloned()
-            .collect()
+        let mut found = self.releases.bindings_placed_at(placements);
+        found.retain(|k| k != key);
+        found
     }
 
     /// Deletes the binding's Release, unless it already waits for its prune (the agent hub

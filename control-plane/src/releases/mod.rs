@@ -321,6 +321,19 @@ impl Releases {
         self.consumers.place(key, binding);
     }
 
+    /// The bindings at any of `placements`.
+    pub fn bindings_placed_at(
+        &self,
+        placements: &std::collections::BTreeSet<Placement>,
+    ) -> Vec<ObjectKey> {
+        self.consumers.placed_at(placements)
+    }
+
+    /// The bindings of the components of `project` (in `namespace`).
+    pub fn bindings_of_project(&self, namespace: &str, project: &str) -> Vec<ObjectKey> {
+        self.consumers.of_project(namespace, project)
+    }
+
     /// Says that every binding has been noted: renders find the targets of connections in
     /// the index from now on, instead of listing the namespace's bindings.
     pub fn bindings_noted(&self) {

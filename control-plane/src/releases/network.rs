@@ -67,18 +67,8 @@ impl ConnectionCache {
             .ok()?
             .spec
             .unwrap_or_default();
-        let project = spec.owner.unwrap_or_default().project_name;
-        let connections = spec.workload.map(|w| w.connections).unwrap_or_default();
-        let found = Arc::new(Connects {
-            project,
-            connections,
-        });
-        let mut releases = lock();
-        if releases.len() >= MAX_RELEASES {
-            releases.clear();
-        }
-        releases.insert(key, found.clone());
-        Some(found)
+        self.keep(&key, &spec);
+        lock().get(&key).cloned()
     }
 }
 
@@ -176,6 +166,28 @@ impl ConsumerIndex {
                 .map(|keys| keys.iter().cloned().collect())
                 .unwrap_or_default()
         })
+    }
+
+    /// The bindings at any of `placements`, whether or not the index is complete.
+    pub(super) fn placed_at(&self, placements: &BTreeSet<Placement>) -> Vec<ObjectKey> {
+        let index = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        placements
+            .iter()
+            .filter_map(|p| index.bindings.get(p))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The bindings of the components of `project` (in `namespace`).
+    pub(super) fn of_project(&self, namespace: &str, project: &str) -> Vec<ObjectKey> {
+        let index = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        index
+            .bindings
+            .iter()
+            .filter(|((ns, _, p, _), _)| ns == namespace && p == project)
+            .flat_map(|(_, bindings)| bindings.iter().cloned())
+            .collect()
     }
 
     /// The consumers of the component at `placement`, sorted.

@@ -40,6 +40,25 @@ impl ApiAddr {
         Ok(Self { url, bearer })
     }
 
+    /// A watch of every Release of namespace `acme`, from the start (large Releases allowed).
+    pub(crate) async fn watch_releases(
+        &self,
+    ) -> anyhow::Result<tonic::Streaming<troupe_common::pb::v1alpha1::WatchResponse>> {
+        use troupe_common::pb::v1alpha1::WatchRequest;
+        use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
+        let request = WatchRequest {
+            kind: "Release".into(),
+            namespace: "acme".into(),
+            label_selector: String::new(),
+            since_revision: 0,
+        };
+        Ok(ResourceServiceClient::new(self.connect().await?)
+            .max_decoding_message_size(64 << 20)
+            .watch(request)
+            .await?
+            .into_inner())
+    }
+
     /// A new connection (one TCP connection each).
     pub(crate) async fn connect(&self) -> anyhow::Result<Api> {
         let channel = Channel::from_shared(self.url.clone())?.connect().await?;

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use troupe_common::Object;
 use troupe_common::document::from_yaml;
-use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
-use troupe_common::pb::v1alpha1::{EventType, WatchRequest};
+use troupe_common::pb::v1alpha1::EventType;
 
 use super::api::LocalServer;
 use super::rerender::apply_all;
@@ -158,16 +157,7 @@ pub async fn run(components: usize) -> anyhow::Result<Policies> {
     platform.extend(from_yaml(BILLING)?);
     apply_all(&url, platform, 1).await?;
 
-    let mut watch = ResourceServiceClient::new(url.connect().await?)
-        .max_decoding_message_size(64 << 20)
-        .watch(WatchRequest {
-            kind: "Release".into(),
-            namespace: "acme".into(),
-            label_selector: String::new(),
-            since_revision: 0,
-        })
-        .await?
-        .into_inner();
+    let mut watch = url.watch_releases().await?;
 
     let start = Instant::now();
     let mut objects = core("[namespace]");

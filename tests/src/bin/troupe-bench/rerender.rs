@@ -9,7 +9,7 @@ use super::api::{ApiAddr, LocalServer};
 use troupe_common::Object;
 use troupe_common::document::from_yaml;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
-use troupe_common::pb::v1alpha1::{ApplyRequest, EventType, WatchRequest};
+use troupe_common::pb::v1alpha1::{ApplyRequest, EventType};
 
 const PLATFORM: &str = include_str!("../../../../examples/platform.yaml");
 
@@ -116,16 +116,7 @@ pub async fn run(components: usize) -> anyhow::Result<Rerender> {
         .collect();
     apply_all(&url, platform, 1).await?;
 
-    let mut watch = ResourceServiceClient::new(url.connect().await?)
-        .max_decoding_message_size(64 << 20)
-        .watch(WatchRequest {
-            kind: "Release".into(),
-            namespace: "acme".into(),
-            label_selector: String::new(),
-            since_revision: 0,
-        })
-        .await?
-        .into_inner();
+    let mut watch = url.watch_releases().await?;
 
     let start = Instant::now();
     let objects: Vec<Object> = (0..components).flat_map(component_and_workload).collect();
