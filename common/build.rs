@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "troupe/v1alpha1/release_service.proto",
             "troupe/v1alpha1/agent_service.proto",
             "troupe/v1alpha1/auth_service.proto",
+            "troupe/v1alpha1/build_service.proto",
         ],
         ["../proto"],
     )?;

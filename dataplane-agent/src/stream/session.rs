@@ -107,6 +107,7 @@ impl<'a> Session<'a> {
             protocol_version: PROTOCOL_VERSION,
             known: known.into_iter().collect(),
             cluster_info: Some(info),
+            build_plane: None,
         }));
         session
             .outbound
@@ -208,7 +209,11 @@ impl<'a> Session<'a> {
                 );
                 Some(Command::Synced { replies })
             }
-            control_message::Message::Heartbeat(_) | control_message::Message::Welcome(_) => None,
+            control_message::Message::Heartbeat(_)
+            | control_message::Message::Welcome(_)
+            | control_message::Message::BuildOffer(_)
+            | control_message::Message::BuildCancel(_)
+            | control_message::Message::BuildAck(_) => None,
         }
     }
 
