@@ -27,6 +27,7 @@
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod builds;
 pub mod cli;
 pub mod controllers;
 pub mod graph;

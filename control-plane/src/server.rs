@@ -18,10 +18,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::agents::pki::Pki;
 use crate::agents::tokens::Tokens;
 use crate::agents::{Hub, HubConfig};
+use crate::builds::{BuildConfig, Builds};
 use crate::api::agent::{AgentApi, AgentServiceServer, DataPlaneApi, DataPlaneServiceServer};
 use crate::api::auth::{AuthApi, AuthServiceServer};
 use crate::api::promotion::{PromotionApi, PromotionServiceServer};
-use crate::api::{ReleaseApi, ReleaseServiceServer, ResourceApi, ResourceServiceServer};
+use crate::api::{
+    BuildApi, BuildServiceServer, ReleaseApi, ReleaseServiceServer, ResourceApi,
+    ResourceServiceServer,
+};
 use crate::auth::rbac::Rbac;
 use crate::auth::tokens::ApiTokens;
 use crate::auth::{Auth, AuthConfig};
@@ -58,6 +62,8 @@ pub struct ServerConfig {
     pub api_names: Vec<String>,
     /// How agent sessions run.
     pub hub: HubConfig,
+    /// How builds run: leases, cancel grace, log bounds.
+    pub builds: BuildConfig,
     /// Dev mode: load the sample platform and run an in-process agent for DataPlane
     /// `acme/local` that writes to `DATA_DIR/dataplane-local/`.
     pub dev: bool,
@@ -85,6 +91,7 @@ impl ServerConfig {
             api_transport: ApiTransport::OwnCa,
             api_names: vec!["localhost".into(), "127.0.0.1".into()],
             hub: HubConfig::default(),
+            builds: BuildConfig::default(),
             render: Limits::default(),
             retention: Retention::default(),
             max_watches_per_connection: crate::api::DEFAULT_MAX_WATCHES_PER_CONNECTION,
@@ -156,6 +163,9 @@ impl ApiTransport {
 
 /// The audit log's file in the data directory.
 pub const AUDIT_LOG: &str = "audit.log";
+
+/// Where, in the data directory, build logs are kept.
+pub const BUILD_LOGS: &str = "build-logs";
 
 /// The bootstrap admin token's file in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -246,6 +256,13 @@ pub async fn run(
         stopping.clone(),
     );
     metrics.watch_hub(hub.clone());
+    let builds = Builds::start(
+        domain.resources.clone(),
+        config.builds.clone(),
+        config.data_dir.as_ref().map(|d| d.join(BUILD_LOGS)),
+        stopping.clone(),
+    );
+    hub.serve_builds(builds.clone());
     if config.dev && first_start(&domain.resources) {
         let loaded = load_documents(&domain.resources, SAMPLE_PLATFORM).await?;
         tracing::info!(objects = loaded, "dev mode: sample platform loaded");
@@ -302,8 +319,10 @@ pub async fn run(
         stopping.clone(),
         &metrics,
     )?;
-    let api_server =
-        serve_api(&config, domain, &pki, &tokens, listener, stopping, shutdown).await?;
+    let api_server = serve_api(
+        &config, domain, builds, &pki, &tokens, listener, stopping, shutdown,
+    )
+    .await?;
     let (api, agents) = tokio::join!(api_server, agent_server);
     api?;
     agents?;
@@ -443,6 +462,7 @@ fn serve_agents(
 async fn serve_api(
     config: &ServerConfig,
     domain: Domain,
+    builds: Arc<Builds>,
     pki: &Arc<Pki>,
     tokens: &Arc<Tokens>,
     listener: TcpListener,
@@ -468,9 +488,12 @@ async fn serve_api(
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
     let promotion_service =
-        PromotionServiceServer::new(PromotionApi::new(domain.promotions, domain.resources, auth))
+        PromotionServiceServer::new(PromotionApi::new(domain.promotions, domain.resources, auth.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
+    let build_service = BuildServiceServer::new(BuildApi::new(builds, auth.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ResourceServiceServer<ResourceApi>>()
@@ -487,6 +510,9 @@ async fn serve_api(
     health_reporter
         .set_serving::<AuthServiceServer<AuthApi>>()
         .await;
+    health_reporter
+        .set_serving::<BuildServiceServer<BuildApi>>()
+        .await;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = api_tls(&config.api_transport, pki)? {
         builder = builder.tls_config(tls)?;
@@ -502,6 +528,7 @@ async fn serve_api(
         .add_service(promotion_service)
         .add_service(data_plane_service)
         .add_service(auth_service)
+        .add_service(build_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown))
 }
 

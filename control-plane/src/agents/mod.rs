@@ -30,10 +30,12 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use troupe_common::{Kind, Object, ObjectKey};
 
+use crate::builds::Builds;
 use crate::controllers::binding::Rollups;
 use crate::resources::{Resources, WatchEventType, WatchRequest};
 use status::{StatusWriter, plane_of};
 
+pub(crate) use stream::Outgoing;
 pub use stream::ControlStream;
 
 /// How the hub runs its sessions.
@@ -155,6 +157,8 @@ pub struct Hub {
     resyncs: Semaphore,
     sessions: AtomicU64,
     stopping: watch::Receiver<bool>,
+    /// Where build agents' sessions report, once the build side is started.
+    builds: std::sync::OnceLock<Arc<Builds>>,
 }
 
 impl Hub {
@@ -176,9 +180,20 @@ impl Hub {
             loaded,
             sessions: AtomicU64::new(0),
             stopping,
+            builds: std::sync::OnceLock::new(),
         });
         tokio::spawn(hub.clone().follow_releases(loaded_tx));
         hub
+    }
+
+    /// Lets agents started with `--workflows` take builds from `builds`.
+    pub fn serve_builds(&self, builds: Arc<Builds>) {
+        let _ = self.builds.set(builds);
+    }
+
+    /// The build side, if the hub serves builds.
+    fn builds(&self) -> Option<&Arc<Builds>> {
+        self.builds.get()
     }
 
     /// The resource layer.

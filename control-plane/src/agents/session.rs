@@ -150,6 +150,10 @@ impl Session {
         };
         let work = Arc::new(Work::default());
         let (session_id, displaced) = hub.attach(&self.plane, work.clone());
+        let builds = hub.builds().filter(|_| hello.build_plane.is_some());
+        if let (Some(builds), Some(build_plane)) = (builds, &hello.build_plane) {
+            builds.connect(&self.plane, session_id, build_plane, self.tx.clone());
+        }
         self.resync(hello.known, &work);
         self.report = PlaneReport {
             sessions: 1,
@@ -171,6 +175,9 @@ impl Session {
         }
         tracing::info!(plane = %display(&self.plane), session = session_id, agent = %hello.agent_version, "agent connected");
         let end = self.stream(inbound, &work, displaced, permit).await;
+        if let Some(builds) = builds {
+            builds.disconnect(&self.plane, session_id);
+        }
         if hub.detach(&self.plane, session_id) {
             self.disconnected(&end);
         }
@@ -273,6 +280,9 @@ impl Session {
                 message = inbound.next() => match message {
                     Some(Ok(message)) => {
                         last_heard = Instant::now();
+                        let Some(message) = self.build_message(message).await else {
+                            continue;
+                        };
                         if let Err(status) = self.receive(message, work) {
                             return End::Status(status);
                         }
@@ -325,6 +335,25 @@ impl Session {
                     self.report_due = true;
                 }
             }
+        }
+    }
+
+    /// Hands a build agent's report to the build side; gives any other message back.
+    async fn build_message(&self, message: AgentMessage) -> Option<AgentMessage> {
+        match message.message {
+            Some(agent_message::Message::BuildProgress(progress)) => {
+                if let Some(builds) = self.hub.builds() {
+                    builds.progress(&self.plane, progress, &self.tx).await;
+                }
+                None
+            }
+            Some(agent_message::Message::BuildLogs(logs)) => {
+                if let Some(builds) = self.hub.builds() {
+                    builds.log_lines(&self.plane, logs, &self.tx).await;
+                }
+                None
+            }
+            message => Some(AgentMessage { message }),
         }
     }
 

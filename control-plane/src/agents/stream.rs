@@ -12,7 +12,7 @@ use troupe_common::pb::v1alpha1::ControlMessage;
 /// One message towards the agent, or the status that ends the stream. Boxed while it waits:
 /// a channel allocates its slots 32 at a time, and unboxed slots of this size made that
 /// block several kilobytes of every idle session.
-pub(super) type Outgoing = Box<Result<ControlMessage, Status>>;
+pub(crate) type Outgoing = Box<Result<ControlMessage, Status>>;
 
 /// The control plane's half of a stream.
 pub struct ControlStream {

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod auth;
+mod build;
 pub mod promotion;
 mod release;
 mod status;
@@ -26,6 +27,7 @@ use crate::auth::{Auth, Principal, Target, Verb};
 use crate::resources::{Error, Origin, Outcome, Resources, WatchEventType, WatchRequest};
 
 pub use pb::resource_service_server::ResourceServiceServer;
+pub use build::{BuildApi, BuildServiceServer};
 pub use release::{ReleaseApi, ReleaseServiceServer};
 pub use watches::DEFAULT_MAX_WATCHES_PER_CONNECTION;
 

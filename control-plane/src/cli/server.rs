@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::agents::HubConfig;
+use crate::builds::BuildConfig;
 use crate::auth::AuthConfig;
 use crate::auth::oidc::IssuerConfig;
 use crate::render::template::Limits;
@@ -74,6 +75,16 @@ pub struct ServerCmd {
     /// heartbeat intervals at most.
     #[arg(long, default_value_t = HubConfig::default().concurrent_resyncs)]
     agent_concurrent_resyncs: usize,
+    /// Seconds a build agent holds an attempt without reporting; a silent agent's attempt
+    /// is lost after it and offered again within the workflow's retries.
+    #[arg(long, default_value_t = BuildConfig::default().lease.as_secs())]
+    build_lease_seconds: u64,
+    /// Seconds between SIGTERM and SIGKILL when a build is cancelled.
+    #[arg(long, default_value_t = BuildConfig::default().cancel_grace.as_secs())]
+    build_cancel_grace_seconds: u64,
+    /// Log bytes kept per WorkflowRun; later lines are dropped, with a line saying so.
+    #[arg(long, default_value_t = BuildConfig::default().max_log_bytes)]
+    build_max_log_bytes: u64,
     /// Fuel of one render: every expression of a component's type and traits together.
     #[arg(long, default_value_t = Limits::default().fuel)]
     render_fuel: u64,
@@ -182,6 +193,11 @@ impl ServerCmd {
                 window: self.agent_window.max(1),
                 concurrent_resyncs: self.agent_concurrent_resyncs.max(1),
                 ..HubConfig::default()
+            },
+            builds: BuildConfig {
+                lease: std::time::Duration::from_secs(self.build_lease_seconds.max(1)),
+                cancel_grace: std::time::Duration::from_secs(self.build_cancel_grace_seconds),
+                max_log_bytes: self.build_max_log_bytes,
             },
             render: Limits {
                 fuel: self.render_fuel,

@@ -14,7 +14,7 @@ use crate::render::schema::describe;
 impl Resources {
     /// Checks that every reference of `object` resolves and fits (DESIGN §2, creation order),
     /// and that parameters and overrides satisfy the schemas of what they refer to.
-    pub(super) fn check_references(&self, object: &Object) -> Result<(), Error> {
+    pub(crate) fn check_references(&self, object: &Object) -> Result<(), Error> {
         let key = object.key();
         // Most references need only exist; the few whose content is checked are decoded.
         let mut resolved: Vec<(Reference, Object)> = Vec::new();
