@@ -18,7 +18,6 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::agents::pki::Pki;
 use crate::agents::tokens::Tokens;
 use crate::agents::{Hub, HubConfig};
-use crate::builds::{BuildConfig, Builds};
 use crate::api::agent::{AgentApi, AgentServiceServer, DataPlaneApi, DataPlaneServiceServer};
 use crate::api::auth::{AuthApi, AuthServiceServer};
 use crate::api::promotion::{PromotionApi, PromotionServiceServer};
@@ -29,6 +28,7 @@ use crate::api::{
 use crate::auth::rbac::Rbac;
 use crate::auth::tokens::ApiTokens;
 use crate::auth::{Auth, AuthConfig};
+use crate::builds::{BuildConfig, Builds};
 use crate::controllers::binding::{BindingController, Rollups};
 use crate::controllers::deploy::DeployController;
 use crate::controllers::promotion::PromotionController;
@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub max_watches_per_connection: usize,
     /// Where to serve `GET /metrics` (Prometheus); `None` serves no endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the push webhook (`POST /webhooks/github`); `None` serves none.
+    pub webhook_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -96,6 +98,7 @@ impl ServerConfig {
             retention: Retention::default(),
             max_watches_per_connection: crate::api::DEFAULT_MAX_WATCHES_PER_CONNECTION,
             metrics_listen: None,
+            webhook_listen: None,
             dev: false,
             auth: AuthConfig {
                 enabled: true,
@@ -164,9 +167,6 @@ impl ApiTransport {
 /// The audit log's file in the data directory.
 pub const AUDIT_LOG: &str = "audit.log";
 
-/// Where, in the data directory, build logs are kept.
-pub const BUILD_LOGS: &str = "build-logs";
-
 /// The bootstrap admin token's file in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
@@ -192,6 +192,8 @@ pub struct Ready {
     pub agents: SocketAddr,
     /// The metrics endpoint, if one was asked for.
     pub metrics: Option<SocketAddr>,
+    /// The push webhook's endpoint, if one was asked for.
+    pub webhook: Option<SocketAddr>,
     /// PEM of the CA agents trust the agent endpoint by.
     pub ca_pem: String,
     /// Where that CA is on disk, unless the server keeps everything in memory.
@@ -259,9 +261,14 @@ pub async fn run(
     let builds = Builds::start(
         domain.resources.clone(),
         config.builds.clone(),
-        config.data_dir.as_ref().map(|d| d.join(BUILD_LOGS)),
+        config.data_dir.clone(),
         stopping.clone(),
-    );
+    )
+    .context("loading the build logs and webhook secrets")?;
+    let webhook_addr =
+        crate::builds::webhook::serve(config.webhook_listen, builds.clone(), &stopping)
+            .await
+            .context("serving the push webhook (--webhook-addr)")?;
     hub.serve_builds(builds.clone());
     if config.dev && first_start(&domain.resources) {
         let loaded = load_documents(&domain.resources, SAMPLE_PLATFORM).await?;
@@ -303,6 +310,7 @@ pub async fn run(
         api_ca_path: pki.ca_path().filter(|_| own_ca),
         agents: agent_addr,
         metrics: metrics_addr,
+        webhook: webhook_addr,
         ca_pem: pki.ca_pem().to_string(),
         ca_path: pki.ca_path(),
         dev_dataplane_dir,
@@ -487,10 +495,13 @@ async fn serve_api(
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
-    let promotion_service =
-        PromotionServiceServer::new(PromotionApi::new(domain.promotions, domain.resources, auth.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+    let promotion_service = PromotionServiceServer::new(PromotionApi::new(
+        domain.promotions,
+        domain.resources,
+        auth.clone(),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let build_service = BuildServiceServer::new(BuildApi::new(builds, auth.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

@@ -35,8 +35,8 @@ use crate::controllers::binding::Rollups;
 use crate::resources::{Resources, WatchEventType, WatchRequest};
 use status::{StatusWriter, plane_of};
 
-pub(crate) use stream::Outgoing;
 pub use stream::ControlStream;
+pub(crate) use stream::Outgoing;
 
 /// How the hub runs its sessions.
 #[derive(Debug, Clone)]

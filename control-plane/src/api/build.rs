@@ -1,7 +1,6 @@
 //! `troupe.v1alpha1.BuildService` handlers: start a component's build, stream a run's logs,
 //! cancel and retry runs, record an image built elsewhere.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use troupe_common::{Kind, Object, ObjectKey};
 use super::auth::{component_target, stored_target};
 use crate::auth::{Auth, Principal, Target, Verb};
 use crate::builds::logs::Cursor;
-use crate::builds::{Builds, finished, plan, run_id};
+use crate::builds::{BuildRequest, Builds, finished, run_id};
 use crate::resources::{Origin, Resources};
 
 pub use pb::build_service_server::BuildServiceServer;
@@ -93,13 +92,6 @@ fn required(field: &str, value: &str) -> Result<(), Status> {
     Ok(())
 }
 
-/// A name for a new run of `component`: the component's name, cut to fit, and 8 random hex.
-fn run_name(component: &str) -> String {
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let stem: String = component.chars().take(63 - 9).collect();
-    format!("{}-{}", stem.trim_end_matches('-'), &suffix[..8])
-}
-
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -119,65 +111,24 @@ impl BuildService for BuildApi {
             &r.component,
         );
         self.auth.allow(&who, Verb::Apply, &target)?;
-        let component_key = ObjectKey::new(Kind::Component, &r.namespace, &r.component);
-        let component: pb::Component = self.resources().get_as(&component_key)?;
-        let spec = component.spec.clone().unwrap_or_default();
-        let Some(workflow) = spec.workflow.clone() else {
-            return Err(Status::failed_precondition(format!(
-                "Component {}/{} has no spec.workflow: name the Workflow that builds it",
-                r.namespace, r.component
-            )));
+        let request = BuildRequest {
+            namespace: r.namespace,
+            component: r.component,
+            commit: r.commit,
+            set: r.set.into_iter().collect(),
+            repository: r.repository,
+            r#ref: r.r#ref,
+            trigger: pb::WorkflowRunTrigger {
+                r#type: "manual".into(),
+                by: who.display_name(),
+            },
+            name: None,
         };
-        // The type may have stopped allowing the workflow since the component was written.
-        self.resources()
-            .check_references(&Object::Component(component.clone()))?;
-        let set: BTreeMap<String, String> = r.set.into_iter().collect();
-        let parameters =
-            plan::parameters(self.resources(), &r.namespace, &workflow, &set).map_err(Status::from)?;
-        let project = spec.owner.map(|o| o.project_name).unwrap_or_default();
-        let run = pb::WorkflowRun {
-            metadata: Some(pb::ObjectMeta {
-                name: run_name(&r.component),
-                namespace: r.namespace.clone(),
-                labels: [
-                    ("troupe.dev/project".to_string(), project.clone()),
-                    ("troupe.dev/component".to_string(), r.component.clone()),
-                ]
-                .into_iter()
-                .collect(),
-                ..Default::default()
-            }),
-            spec: Some(pb::WorkflowRunSpec {
-                owner: Some(pb::ComponentOwner {
-                    project_name: project,
-                    component_name: r.component.clone(),
-                }),
-                workflow: Some(pb::WorkflowRunWorkflow {
-                    kind: workflow.kind,
-                    name: workflow.name,
-                    parameters: Some(parameters),
-                }),
-                commit: r.commit,
-                trigger: Some(pb::WorkflowRunTrigger {
-                    r#type: "manual".into(),
-                    by: who.display_name(),
-                }),
-                source: Some(pb::WorkflowRunSource {
-                    repository: r.repository,
-                    r#ref: r.r#ref,
-                }),
-            }),
-            ..Default::default()
-        };
-        let (stored, _) = self
-            .resources()
-            .apply(Object::WorkflowRun(run), Origin::User, false)
+        let (run, _) = self
+            .builds
+            .start_build(request, Origin::User)
             .await
             .map_err(|e| self.auth.refused(&who, Verb::Apply, &target, e.into()))?;
-        self.builds.wake();
-        let Object::WorkflowRun(run) = stored else {
-            return Err(Status::internal("the store returned another kind"));
-        };
         let meta = run.metadata.as_ref();
         let target = Target {
             name: meta.map(|m| m.name.clone()).unwrap_or_default(),
@@ -265,7 +216,11 @@ impl BuildService for BuildApi {
                     } else {
                         Err(format!(
                             "it is {}; only a run that ended can be retried",
-                            if status.phase.is_empty() { "Pending" } else { &status.phase }
+                            if status.phase.is_empty() {
+                                "Pending"
+                            } else {
+                                &status.phase
+                            }
                         ))
                     }
                 },
@@ -297,9 +252,11 @@ impl BuildService for BuildApi {
         required("image", &r.image)?;
         let target = component_target(self.resources(), Kind::Workload, &r.namespace, &r.component);
         self.auth.allow(&who, Verb::Apply, &target)?;
-        let component: pb::Component = self
-            .resources()
-            .get_as(&ObjectKey::new(Kind::Component, &r.namespace, &r.component))?;
+        let component: pb::Component = self.resources().get_as(&ObjectKey::new(
+            Kind::Component,
+            &r.namespace,
+            &r.component,
+        ))?;
         let project = component
             .spec
             .and_then(|s| s.owner)
@@ -329,6 +286,53 @@ impl BuildService for BuildApi {
         self.auth.record(&who, Verb::Apply, &target, revision);
         Ok(Response::new(workload))
     }
+
+    async fn trace(
+        &self,
+        request: Request<pb::TraceRequest>,
+    ) -> Result<Response<pb::TraceResponse>, Status> {
+        let who = self.auth.caller(&request).await?;
+        let r = request.into_inner();
+        required("namespace", &r.namespace)?;
+        required("query", &r.query)?;
+        for kind in [
+            Kind::ComponentRelease,
+            Kind::ReleaseBinding,
+            Kind::WorkflowRun,
+        ] {
+            let target = Target {
+                kind: kind.name().to_string(),
+                namespace: r.namespace.clone(),
+                ..Target::default()
+            };
+            self.auth.allow(&who, Verb::List, &target)?;
+        }
+        let entries = self.builds.trace(&r.namespace, &r.query).await?;
+        Ok(Response::new(pb::TraceResponse { entries }))
+    }
+
+    async fn create_webhook_secret(
+        &self,
+        request: Request<pb::CreateWebhookSecretRequest>,
+    ) -> Result<Response<pb::CreateWebhookSecretResponse>, Status> {
+        let who = self.auth.caller(&request).await?;
+        let r = request.into_inner();
+        required("namespace", &r.namespace)?;
+        required("component", &r.component)?;
+        let key = ObjectKey::new(Kind::Component, &r.namespace, &r.component);
+        let (stored, target) = stored_target(self.resources(), &key);
+        self.auth.allow(&who, Verb::Apply, &target)?;
+        stored?;
+        let secret = self
+            .builds
+            .create_webhook_secret(&r.namespace, &r.component)
+            .map_err(|e| Status::internal(format!("keeping the webhook secret: {e}")))?;
+        self.auth.record(&who, Verb::Apply, &target, None);
+        Ok(Response::new(pb::CreateWebhookSecretResponse {
+            secret,
+            path: crate::builds::webhook::PATH.to_string(),
+        }))
+    }
 }
 
 /// One `Logs` call: reads what is stored, then waits for more while asked to follow.
@@ -354,7 +358,11 @@ impl Follow {
         let r = &self.request;
         let logs = self.builds.logs();
         let mut changes = logs.subscribe(&self.id);
-        let mut attempt = if r.attempt > 0 { r.attempt } else { current.max(1) };
+        let mut attempt = if r.attempt > 0 {
+            r.attempt
+        } else {
+            current.max(1)
+        };
         let mut cursor = Cursor::default();
         let mut after = r.after_seq;
         // Once the run has ended, one more read catches lines stored just before.
@@ -367,12 +375,22 @@ impl Follow {
             cursor = next;
             if !lines.is_empty() {
                 let seen = after;
-                after = lines.iter().map(|l| l.seq).max().unwrap_or(after).max(after);
+                after = lines
+                    .iter()
+                    .map(|l| l.seq)
+                    .max()
+                    .unwrap_or(after)
+                    .max(after);
                 let lines: Vec<pb::LogLine> = lines
                     .into_iter()
                     .filter(|l| l.seq > seen && (r.step.is_empty() || l.step == r.step))
                     .collect();
-                if !lines.is_empty() && tx.send(Ok(pb::LogsResponse { attempt, lines })).await.is_err() {
+                if !lines.is_empty()
+                    && tx
+                        .send(Ok(pb::LogsResponse { attempt, lines }))
+                        .await
+                        .is_err()
+                {
                     return Ok(());
                 }
                 continue;

@@ -26,8 +26,8 @@ use crate::auth::rbac::{Reach, target_of};
 use crate::auth::{Auth, Principal, Target, Verb};
 use crate::resources::{Error, Origin, Outcome, Resources, WatchEventType, WatchRequest};
 
-pub use pb::resource_service_server::ResourceServiceServer;
 pub use build::{BuildApi, BuildServiceServer};
+pub use pb::resource_service_server::ResourceServiceServer;
 pub use release::{ReleaseApi, ReleaseServiceServer};
 pub use watches::DEFAULT_MAX_WATCHES_PER_CONNECTION;
 

@@ -317,7 +317,10 @@ impl LogStore {
 /// Reads a segment's last sequence number and length, cutting a line a crash left half
 /// written.
 fn load_segment(path: &Path) -> std::io::Result<Segment> {
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
     let mut reader = std::io::BufReader::new(&file);
     let (mut len, mut last_seq) = (0u64, 0u64);
     let mut line = Vec::new();

@@ -18,6 +18,9 @@ pub mod logs;
 pub mod plan;
 mod progress;
 mod scheduler;
+mod start;
+mod trace;
+pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,6 +35,7 @@ use crate::resources::Resources;
 use logs::LogStore;
 pub(crate) use progress::record_build;
 use scheduler::RunIndex;
+pub use start::BuildRequest;
 
 /// How builds are run.
 #[derive(Debug, Clone)]
@@ -73,6 +77,8 @@ pub struct Builds {
     agents: Mutex<HashMap<ObjectKey, Agent>>,
     runs: Mutex<RunIndex>,
     wake: Notify,
+    /// The push webhook's secrets, by component.
+    secrets: webhook::WebhookSecrets,
 }
 
 /// The phases a run ends in.
@@ -87,6 +93,15 @@ impl Builds {
     /// The log store.
     pub fn logs(&self) -> &Arc<LogStore> {
         &self.logs
+    }
+
+    /// Makes a new push-webhook secret for `namespace/component`.
+    pub fn create_webhook_secret(
+        &self,
+        namespace: &str,
+        component: &str,
+    ) -> std::io::Result<String> {
+        self.secrets.create(namespace, component)
     }
 
     /// The resource layer.

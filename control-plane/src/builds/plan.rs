@@ -20,7 +20,12 @@ pub fn for_run(
             command: if s.script.is_empty() {
                 s.command.iter().chain(&s.args).cloned().collect()
             } else {
-                vec!["/bin/sh".into(), "-eu".into(), "-c".into(), s.script.clone()]
+                vec![
+                    "/bin/sh".into(),
+                    "-eu".into(),
+                    "-c".into(),
+                    s.script.clone(),
+                ]
             },
             env: s.env.clone(),
             ..Default::default()
@@ -35,7 +40,9 @@ pub fn for_run(
 
 pub fn outputs(spec: &pb::WorkflowSpec, run: &pb::WorkflowRun) -> Vec<String> {
     let mut outputs = spec.outputs.clone();
-    if run.spec.as_ref().and_then(|s| s.owner.as_ref()).is_some() && !outputs.iter().any(|o| o == "image") {
+    if run.spec.as_ref().and_then(|s| s.owner.as_ref()).is_some()
+        && !outputs.iter().any(|o| o == "image")
+    {
         outputs.push("image".into());
     }
     outputs

@@ -36,8 +36,13 @@ impl Builds {
         let run: pb::WorkflowRun = match self.resources.get_as(&key) {
             Ok(run) => run,
             Err(Error::NotFound(_)) => {
-                self.forget(tx, &progress.run, progress.attempt, "the run no longer exists")
-                    .await;
+                self.forget(
+                    tx,
+                    &progress.run,
+                    progress.attempt,
+                    "the run no longer exists",
+                )
+                .await;
                 return;
             }
             Err(e) => {
@@ -184,7 +189,11 @@ impl Builds {
             digest: outputs.get("digest").cloned().unwrap_or_default(),
             commit: spec.commit,
             repository: spec.source.map(|s| s.repository).unwrap_or_default(),
-            run: run.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+            run: run
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
             run_url: String::new(),
             time: Some(now()),
         };
@@ -233,7 +242,10 @@ fn current(status: &pb::WorkflowRunStatus, plane: &ObjectKey, attempt: u32) -> R
     }
     let last = last.expect("checked");
     if last.agent != agent_name(plane) {
-        return Err(format!("build agent {} holds attempt {attempt}", last.agent));
+        return Err(format!(
+            "build agent {} holds attempt {attempt}",
+            last.agent
+        ));
     }
     if last.phase == "Lost" {
         return Err(format!("attempt {attempt} was lost"));
@@ -318,13 +330,17 @@ pub(crate) async fn record_build(
         };
         let spec = workload.spec.get_or_insert_default();
         let recorded = spec.build.as_ref().is_some_and(|b| {
-            (b.image.as_str(), b.run.as_str(), b.run_url.as_str(), b.commit.as_str())
-                == (
-                    build.image.as_str(),
-                    build.run.as_str(),
-                    build.run_url.as_str(),
-                    build.commit.as_str(),
-                )
+            (
+                b.image.as_str(),
+                b.run.as_str(),
+                b.run_url.as_str(),
+                b.commit.as_str(),
+            ) == (
+                build.image.as_str(),
+                build.run.as_str(),
+                build.run_url.as_str(),
+                build.commit.as_str(),
+            )
         });
         let container = spec.container.get_or_insert_default();
         if recorded && container.image == build.image {

@@ -19,8 +19,14 @@ use troupe_common::{Kind, Object, ObjectKey};
 
 use super::logs::LogStore;
 use super::plan::{self, Plan};
+use super::webhook::WebhookSecrets;
 use super::{BuildConfig, Builds, finished, run_id};
 use crate::resources::{Resources, WatchEventType, WatchRequest};
+
+/// Where, in the data directory, build logs are kept.
+pub const LOG_DIR: &str = "build-logs";
+/// Where, in the data directory, webhook secrets are kept.
+pub const SECRETS_FILE: &str = "webhook-secrets.json";
 
 /// What the scheduler knows of one run.
 #[derive(Debug, Clone, Default)]
@@ -59,16 +65,19 @@ pub(super) struct RunIndex {
 }
 
 impl Builds {
-    /// Starts the build side: the run index and the scheduler. Logs are kept under `log_dir`
-    /// (in memory without one). Stops when `stopping` turns true.
+    /// Starts the build side: the run index and the scheduler. Logs and webhook secrets are
+    /// kept in `data_dir` (in memory without one). Stops when `stopping` turns true.
     pub fn start(
         resources: Arc<Resources>,
         config: BuildConfig,
-        log_dir: Option<PathBuf>,
+        data_dir: Option<PathBuf>,
         stopping: watch::Receiver<bool>,
-    ) -> Arc<Self> {
+    ) -> std::io::Result<Arc<Self>> {
+        let log_dir = data_dir.as_ref().map(|d| d.join(LOG_DIR));
+        let secrets = WebhookSecrets::load(data_dir.as_ref().map(|d| d.join(SECRETS_FILE)))?;
         let builds = Arc::new(Self {
             resources,
+            secrets,
             logs: Arc::new(LogStore::new(log_dir, config.max_log_bytes)),
             config,
             agents: Mutex::default(),
@@ -77,7 +86,7 @@ impl Builds {
         });
         tokio::spawn(builds.clone().follow_runs(stopping.clone()));
         tokio::spawn(builds.clone().schedule(stopping));
-        builds
+        Ok(builds)
     }
 
     /// Keeps the index in line with the store's runs, relisting if the watch is lost.
@@ -142,9 +151,7 @@ impl Builds {
         view.attempt = status.attempt as u32;
         view.agent = agent;
         view.cancel_requested = status.cancel_requested;
-        view.created = meta
-            .create_time
-            .map_or((0, 0), |t| (t.seconds, t.nanos));
+        view.created = meta.create_time.map_or((0, 0), |t| (t.seconds, t.nanos));
         if view.phase == "Running" {
             // A running attempt seen for the first time (a restart, another writer) gets a
             // fresh lease: its agent renews it when it reports.
@@ -237,9 +244,7 @@ impl Builds {
     async fn lose(&self, id: &str, view: &RunView) -> Result<(), crate::resources::Error> {
         let key = run_key(id);
         let run: pb::WorkflowRun = self.resources.get_as(&key)?;
-        let retries = self
-            .workflow(&run)
-            .map_or(0, |spec| spec.retries.max(0));
+        let retries = self.workflow(&run).map_or(0, |spec| spec.retries.max(0));
         let attempt = view.attempt as i32;
         let agent = view.agent.as_ref().map(agent_name).unwrap_or_default();
         self.resources
@@ -363,7 +368,9 @@ impl Builds {
             return Ok(());
         }
         if status.cancel_requested {
-            return self.end_pending(&key, "Cancelled", "cancelled before it started").await;
+            return self
+                .end_pending(&key, "Cancelled", "cancelled before it started")
+                .await;
         }
         let workflow = match self.workflow(&run) {
             Ok(workflow) => workflow,
@@ -430,7 +437,11 @@ impl Builds {
             matching += 1;
             let busy = index.runs.values().filter(|v| v.running_on(plane)).count();
             let room = agent.capacity.saturating_sub(busy);
-            if room > 0 && best.as_ref().is_none_or(|(r, p)| room > *r || (room == *r && plane < p)) {
+            if room > 0
+                && best
+                    .as_ref()
+                    .is_none_or(|(r, p)| room > *r || (room == *r && plane < p))
+            {
                 best = Some((room, plane.clone()));
             }
         }
@@ -474,7 +485,8 @@ impl Builds {
                     return;
                 };
                 let status = run.status.get_or_insert_default();
-                if !(status.phase.is_empty() || status.phase == "Pending") || status.cancel_requested
+                if !(status.phase.is_empty() || status.phase == "Pending")
+                    || status.cancel_requested
                 {
                     return;
                 }

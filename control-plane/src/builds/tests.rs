@@ -39,13 +39,19 @@ fn seqs(lines: &[pb::LogLine]) -> Vec<u64> {
 #[tokio::test]
 async fn lines_sent_again_are_stored_once_and_a_gap_stops_the_batch() {
     for dir in [None, Some(tempfile::tempdir().expect("tempdir"))] {
-        let store = Arc::new(LogStore::new(dir.as_ref().map(|d| d.path().into()), 1 << 20));
+        let store = Arc::new(LogStore::new(
+            dir.as_ref().map(|d| d.path().into()),
+            1 << 20,
+        ));
         assert_eq!(store.append("acme/r1", 1, lines(1, 3)).await.unwrap(), 3);
         // A reconnect sends 2..5 again: 2 and 3 are not stored twice.
         assert_eq!(store.append("acme/r1", 1, lines(2, 5)).await.unwrap(), 5);
         // 7 without 6: nothing past the gap.
         assert_eq!(store.append("acme/r1", 1, lines(7, 8)).await.unwrap(), 5);
-        assert_eq!(seqs(&read_all(&store, "acme/r1", 1).await), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            seqs(&read_all(&store, "acme/r1", 1).await),
+            vec![1, 2, 3, 4, 5]
+        );
         // Attempts are apart.
         assert_eq!(store.append("acme/r1", 2, lines(1, 1)).await.unwrap(), 1);
         assert_eq!(seqs(&read_all(&store, "acme/r1", 2).await), vec![1]);
@@ -82,9 +88,16 @@ async fn a_run_keeps_at_most_its_bound_and_says_so_once() {
     assert_eq!(last, 50, "lines past the bound count as stored");
     let read = read_all(&store, "acme/r1", 1).await;
     assert!(read.len() < 10, "{} lines kept", read.len());
-    let markers: Vec<_> = read.iter().filter(|l| l.text.starts_with("[troupe]")).collect();
+    let markers: Vec<_> = read
+        .iter()
+        .filter(|l| l.text.starts_with("[troupe]"))
+        .collect();
     assert_eq!(markers.len(), 1, "{read:?}");
-    assert!(markers[0].text.contains("over 400 bytes"), "{}", markers[0].text);
+    assert!(
+        markers[0].text.contains("over 400 bytes"),
+        "{}",
+        markers[0].text
+    );
     store.append("acme/r1", 1, lines(51, 60)).await.unwrap();
     assert_eq!(read_all(&store, "acme/r1", 1).await.len(), read.len());
 }

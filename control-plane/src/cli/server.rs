@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::agents::HubConfig;
-use crate::builds::BuildConfig;
 use crate::auth::AuthConfig;
 use crate::auth::oidc::IssuerConfig;
+use crate::builds::BuildConfig;
 use crate::render::template::Limits;
 use crate::server::{AUDIT_LOG, ApiTransport, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
 use crate::store::Retention;
@@ -114,6 +114,11 @@ pub struct ServerCmd {
     /// Default: off.
     #[arg(long, env = "TROUPE_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<SocketAddr>,
+    /// Serve the push webhook (`POST /webhooks/github`, GitHub's push event, signed with a
+    /// component's secret from `troupe webhook-secret`) as plain HTTP on HOST:PORT, e.g.
+    /// 0.0.0.0:9465; put TLS in front of it. Default: off.
+    #[arg(long, env = "TROUPE_WEBHOOK_ADDR", value_name = "HOST:PORT")]
+    webhook_addr: Option<SocketAddr>,
     /// Dev mode: load the sample platform and run an agent in this process for DataPlane
     /// acme/local, writing manifests under DATA_DIR/dataplane-local/.
     #[arg(long)]
@@ -212,6 +217,7 @@ impl ServerCmd {
                 bytes: self.event_log_max_bytes,
             },
             metrics_listen: self.metrics_addr,
+            webhook_listen: self.webhook_addr,
             dev: self.dev,
             auth: AuthConfig {
                 enabled: true,
@@ -262,6 +268,12 @@ fn announce(ready: &Ready) {
         announce!(
             "troupe metrics listening on http://{addr}{}",
             crate::metrics::PATH
+        );
+    }
+    if let Some(addr) = ready.webhook {
+        announce!(
+            "troupe push webhook listening on http://{addr}{}",
+            crate::builds::webhook::PATH
         );
     }
     if let Some(dir) = &ready.dev_dataplane_dir {

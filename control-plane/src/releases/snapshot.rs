@@ -81,6 +81,7 @@ pub async fn snapshot(
             container: workload.container,
             endpoints: workload.endpoints,
             connections: workload.connections,
+            build: workload.build,
         }),
         content_hash: String::new(),
     };

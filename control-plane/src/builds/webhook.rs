@@ -1,0 +1,425 @@
+//! The push webhook: `POST /webhooks/github` on `--webhook-addr` takes GitHub's push event and
+//! starts one build of the pushed commit for every component whose `spec.workflow.repository`
+//! is the pushed repository and whose secret signed the delivery (`X-Hub-Signature-256`,
+//! HMAC-SHA256 of the body).
+//!
+//! - A repository no component builds is ignored (202).
+//! - A delivery no matching component's secret signed is refused (401).
+//! - A run is named after its component and commit, so a redelivered push finds its run and
+//!   starts nothing new.
+//!
+//! Secrets are made by `BuildService.CreateWebhookSecret` and kept by the server
+//! ([`WebhookSecrets`]): in `DATA_DIR/webhook-secrets.json` (mode 0600), or in memory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use troupe_common::pb::v1alpha1 as pb;
+
+use super::start::run_name;
+use super::{BuildRequest, Builds};
+use crate::resources::Origin;
+
+/// Where pushes are sent.
+pub const PATH: &str = "/webhooks/github";
+/// The largest delivery read.
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// The webhook secrets, by `NAMESPACE/COMPONENT`.
+pub struct WebhookSecrets {
+    path: Option<PathBuf>,
+    secrets: Mutex<BTreeMap<String, String>>,
+}
+
+impl WebhookSecrets {
+    /// Loads the secrets kept at `path` (none yet if it does not exist); `None` keeps them in
+    /// memory only.
+    pub fn load(path: Option<PathBuf>) -> std::io::Result<Self> {
+        let secrets = match &path {
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(e) => return Err(e),
+            },
+            None => BTreeMap::new(),
+        };
+        Ok(Self {
+            path,
+            secrets: Mutex::new(secrets),
+        })
+    }
+
+    /// Makes a new secret for `namespace/component`, kept durably before it is returned.
+    pub fn create(&self, namespace: &str, component: &str) -> std::io::Result<String> {
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut secrets = self.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = secrets.clone();
+        next.insert(format!("{namespace}/{component}"), secret.clone());
+        if let Some(path) = &self.path {
+            let text = serde_json::to_vec_pretty(&next).map_err(std::io::Error::other)?;
+            troupe_common::durable::write(path, &text)?;
+            set_private(path)?;
+        }
+        *secrets = next;
+        Ok(secret)
+    }
+
+    fn get(&self, namespace: &str, component: &str) -> Option<String> {
+        self.secrets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&format!("{namespace}/{component}"))
+            .cloned()
+    }
+}
+
+#[cfg(unix)]
+fn set_private(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn set_private(_: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Serves the webhook on `listen` until `stopping`; returns the address, or `None` when no
+/// address was asked for.
+pub async fn serve(
+    listen: Option<SocketAddr>,
+    builds: Arc<Builds>,
+    stopping: &tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Option<SocketAddr>> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let router = axum::Router::new()
+        .route(PATH, axum::routing::post(push))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(builds);
+    let mut stopping = stopping.clone();
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "the webhook endpoint stopped");
+        }
+    });
+    Ok(Some(addr))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Push {
+    #[serde(default, rename = "ref")]
+    git_ref: String,
+    #[serde(default)]
+    after: String,
+    #[serde(default)]
+    deleted: bool,
+    #[serde(default)]
+    repository: Repository,
+    #[serde(default)]
+    pusher: Pusher,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Repository {
+    #[serde(default)]
+    html_url: String,
+    #[serde(default)]
+    clone_url: String,
+    #[serde(default)]
+    ssh_url: String,
+    #[serde(default)]
+    git_url: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Pusher {
+    #[serde(default)]
+    name: String,
+}
+
+async fn push(
+    State(builds): State<Arc<Builds>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let event = header(&headers, "x-github-event");
+    let push: Push = match serde_json::from_slice(&body) {
+        Ok(push) => push,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a push event: {e}\n"),
+            );
+        }
+    };
+    let urls = [
+        &push.repository.html_url,
+        &push.repository.clone_url,
+        &push.repository.ssh_url,
+        &push.repository.git_url,
+    ];
+    let wanted: Vec<String> = urls
+        .iter()
+        .filter(|u| !u.is_empty())
+        .map(|u| normalize(u))
+        .collect();
+    let components = building(&builds, &wanted).await;
+    if components.is_empty() {
+        return (
+            StatusCode::ACCEPTED,
+            "ignored: no component builds this repository\n".into(),
+        );
+    }
+    let signature = header(&headers, "x-hub-signature-256");
+    let signed: Vec<pb::Component> = components
+        .into_iter()
+        .filter(|c| {
+            let meta = c.metadata.clone().unwrap_or_default();
+            builds
+                .secrets
+                .get(&meta.namespace, &meta.name)
+                .is_some_and(|secret| verify(secret.as_bytes(), &body, &signature))
+        })
+        .collect();
+    if signed.is_empty() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "the signature (X-Hub-Signature-256) does not match the webhook secret of any component building this repository\n".into(),
+        );
+    }
+    if event == "ping" {
+        return (StatusCode::OK, "pong\n".into());
+    }
+    if event != "push" {
+        return (
+            StatusCode::ACCEPTED,
+            format!("ignored: event {event:?} is not a push\n"),
+        );
+    }
+    if push.deleted || push.after.is_empty() || push.after.chars().all(|c| c == '0') {
+        return (
+            StatusCode::ACCEPTED,
+            "ignored: the push deleted a branch\n".into(),
+        );
+    }
+    if !push.after.chars().all(|c| c.is_ascii_hexdigit()) || push.after.len() < 7 {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("`after` is not a commit: {:?}\n", push.after),
+        );
+    }
+    let branch = push
+        .git_ref
+        .strip_prefix("refs/heads/")
+        .unwrap_or(&push.git_ref);
+    let mut answer = String::new();
+    let mut status = StatusCode::ACCEPTED;
+    for component in signed {
+        let meta = component.metadata.clone().unwrap_or_default();
+        let workflow = component.spec.and_then(|s| s.workflow).unwrap_or_default();
+        if !workflow.branches.is_empty() && !workflow.branches.iter().any(|b| b == branch) {
+            answer += &format!(
+                "{}/{}: ignored: branch {branch:?} is not built\n",
+                meta.namespace, meta.name
+            );
+            continue;
+        }
+        let commit = push.after.to_ascii_lowercase();
+        let request = BuildRequest {
+            namespace: meta.namespace.clone(),
+            component: meta.name.clone(),
+            name: Some(run_name(&meta.name, &commit[..12.min(commit.len())])),
+            commit,
+            repository: workflow.repository.clone(),
+            r#ref: push.git_ref.clone(),
+            trigger: pb::WorkflowRunTrigger {
+                r#type: "webhook".into(),
+                by: push.pusher.name.clone(),
+            },
+            set: BTreeMap::new(),
+        };
+        match builds.start_build(request, Origin::ControlPlane).await {
+            Ok((run, created)) => {
+                let name = run.metadata.map(|m| m.name).unwrap_or_default();
+                if created {
+                    status = StatusCode::CREATED;
+                    answer += &format!(
+                        "{}/{}: workflowrun/{name} created\n",
+                        meta.namespace, meta.name
+                    );
+                } else {
+                    answer += &format!(
+                        "{}/{}: workflowrun/{name} exists already\n",
+                        meta.namespace, meta.name
+                    );
+                }
+            }
+            Err(e) => {
+                answer += &format!("{}/{}: {e}\n", meta.namespace, meta.name);
+                if status == StatusCode::ACCEPTED {
+                    status = StatusCode::UNPROCESSABLE_ENTITY;
+                }
+            }
+        }
+    }
+    (status, answer)
+}
+
+/// The components whose `spec.workflow.repository` is one of `wanted` (normalized).
+async fn building(builds: &Builds, wanted: &[String]) -> Vec<pb::Component> {
+    let all = builds
+        .resources
+        .list_as::<pb::Component>("", &Default::default())
+        .await;
+    let Ok(all) = all else {
+        return Vec::new();
+    };
+    all.into_iter()
+        .filter(|c| {
+            let repository = c
+                .spec
+                .as_ref()
+                .and_then(|s| s.workflow.as_ref())
+                .map(|w| w.repository.as_str())
+                .unwrap_or_default();
+            !repository.is_empty() && wanted.contains(&normalize(repository))
+        })
+        .collect()
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A repository URL without scheme, user, `.git` and trailing slash, lowercased:
+/// `https://github.com/Acme/API.git` and `git@github.com:acme/api` are both
+/// `github.com/acme/api`.
+fn normalize(url: &str) -> String {
+    let url = url.trim().to_ascii_lowercase();
+    let url = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let url = url.split_once('@').map_or(url, |(_, rest)| rest);
+    let url = url.trim_end_matches('/');
+    let url = url.strip_suffix(".git").unwrap_or(url);
+    url.replacen(':', "/", 1)
+}
+
+/// Whether `signature` (`sha256=HEX`) is the HMAC-SHA256 of `body` under `secret`, compared
+/// in constant time.
+fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
+    let Some(hex) = signature.strip_prefix("sha256=") else {
+        return false;
+    };
+    let expected = hex_encode(&hmac_sha256(secret, body));
+    hex.len() == expected.len()
+        && hex
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a.to_ascii_lowercase() ^ b))
+            == 0
+}
+
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let inner_pad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
+    let outer_pad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::new()
+        .chain_update(&inner_pad)
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(&outer_pad)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test case 2 of RFC 4231.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex_encode(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block.
+        let mac = hmac_sha256(
+            &[0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+        );
+        assert_eq!(
+            hex_encode(&mac),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn a_signature_verifies_only_with_its_secret_and_body() {
+        let signature = format!("sha256={}", hex_encode(&hmac_sha256(b"s3cret", b"{}")));
+        assert!(verify(b"s3cret", b"{}", &signature));
+        assert!(verify(
+            b"s3cret",
+            b"{}",
+            &signature.to_ascii_uppercase().replace("SHA256=", "sha256=")
+        ));
+        assert!(!verify(b"other", b"{}", &signature));
+        assert!(!verify(b"s3cret", b"{ }", &signature));
+        assert!(!verify(b"s3cret", b"{}", &signature[..20]));
+        assert!(!verify(b"s3cret", b"{}", ""));
+    }
+
+    #[test]
+    fn repository_urls_compare_by_host_and_path() {
+        for url in [
+            "https://github.com/Acme/API.git",
+            "git@github.com:acme/api.git",
+            "git://github.com/acme/api",
+            "https://github.com/acme/api/",
+        ] {
+            assert_eq!(normalize(url), "github.com/acme/api", "{url}");
+        }
+        assert_ne!(
+            normalize("https://github.com/acme/api2"),
+            "github.com/acme/api"
+        );
+    }
+}
