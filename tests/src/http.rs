@@ -1,5 +1,5 @@
-//! A plain HTTP/1.1 GET over TCP, for the endpoints the binaries serve without TLS (the
-//! agent's probes and metrics, the control plane's metrics).
+//! Plain HTTP/1.1 over TCP, for the endpoints the binaries serve without TLS (the agent's
+//! probes and metrics, the control plane's metrics and push webhook).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,15 +18,42 @@ pub struct Response {
 
 /// `GET path` on `addr` (the connection closed after it), or why there is no answer.
 pub fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
+    request(addr, "GET", path, &[], b"")
+}
+
+/// `POST path` on `addr` with `headers` and `body`, or why there is no answer.
+pub fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response, String> {
+    request(addr, "POST", path, headers, body)
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head += &format!("{name}: {value}\r\n");
+    }
+    if method != "GET" {
+        head += &format!("Content-Length: {}\r\n", body.len());
+    }
+    head += "\r\n";
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
