@@ -186,7 +186,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         config.max_release_bytes = args.max_release_bytes;
         config.apply_concurrency = usize::from(args.apply_concurrency);
         if let Some(executor) = args.workflows {
-            let root = args.build_root.unwrap_or_else(|| config.state_dir.join("builds"));
+            let root = args
+                .build_root
+                .unwrap_or_else(|| config.state_dir.join("builds"));
             let mut builds = BuildPlaneConfig::new(root);
             builds.executor = executor;
             builds.labels = args.build_labels.into_iter().collect();

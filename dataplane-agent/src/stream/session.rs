@@ -243,7 +243,10 @@ impl<'a> Session<'a> {
     fn builds(&self, what: &str) -> Option<&'a Builds> {
         let builds = self.worker.builds.as_ref();
         if builds.is_none() {
-            tracing::warn!(message = what, "a build message, but this agent takes no builds (--workflows)");
+            tracing::warn!(
+                message = what,
+                "a build message, but this agent takes no builds (--workflows)"
+            );
         }
         builds
     }

@@ -135,12 +135,6 @@ impl Attempt {
         self.canceller.is_some()
     }
 
-    /// The snapshot as it stands.
-    #[cfg(test)]
-    pub(super) fn progress(&self) -> &pb::BuildProgress {
-        &self.progress
-    }
-
     /// Takes one event of the executor.
     pub(super) fn on_event(&mut self, event: RunEvent, now: Instant) {
         match event {
@@ -179,7 +173,13 @@ impl Attempt {
                 message,
                 at,
             } => {
-                if let Some(task) = self.progress.steps.iter_mut().rev().find(|t| t.name == step) {
+                if let Some(task) = self
+                    .progress
+                    .steps
+                    .iter_mut()
+                    .rev()
+                    .find(|t| t.name == step)
+                {
                     task.phase = phase.as_str().into();
                     task.completed_at = Some(timestamp::at(at));
                     task.message = message;
@@ -245,9 +245,10 @@ impl Attempt {
         self.budget.close();
     }
 
-    /// Renews and checks the lease: a renewal due marks the snapshot to go out again; a
-    /// running attempt that heard no ack for its lease cancels itself with `grace`. True
-    /// when the lease was lost just now.
+    /// Renews and checks the lease: a renewal due marks the snapshot to go out again (an
+    /// ended attempt's too, until the control plane says it stored the end: each progress
+    /// asks for an ack); a running attempt that heard no ack for its lease cancels itself
+    /// with `grace`. True when the lease was lost just now.
     pub(super) fn tick(&mut self, now: Instant, grace: Duration) -> bool {
         if now >= self.renew_at {
             self.progress_due = true;
@@ -276,10 +277,12 @@ impl Attempt {
         self.progress_due || self.lines_ready(now)
     }
 
-    /// The next message for the attached session, if one is ready: unsent lines before the
-    /// snapshot, so that the control plane has an attempt's lines when it learns its end.
+    /// The next message for the attached session, if one is ready. While the attempt runs
+    /// the snapshot goes first (an offer is answered at once); once it has ended, its lines
+    /// go before it, so that the control plane holds them when it learns the end.
     pub(super) fn next_message(&mut self, now: Instant) -> Option<agent_message::Message> {
-        if self.unsent() > 0 && (self.progress_due || self.lines_ready(now)) {
+        let lines_first = !self.is_running() || !self.progress_due;
+        if lines_first && self.unsent() > 0 && (self.progress_due || self.lines_ready(now)) {
             return Some(agent_message::Message::BuildLogs(self.batch()));
         }
         if self.progress_due {
@@ -299,7 +302,8 @@ impl Attempt {
         self.progress.last_seq - self.sent
     }
 
-    /// The next unsent lines, up to a batch; the rest, if any, is due at once.
+    /// The next unsent lines, up to a batch; the rest, if any, keeps the flush time of the
+    /// first line that waited (it goes at once if it is a batch itself).
     fn batch(&mut self) -> pb::BuildLogs {
         let first = (self.sent - self.acked) as usize;
         let mut lines = Vec::new();
@@ -383,7 +387,10 @@ mod tests {
         assert!(!attempt.on_ack(2, true, later), "line 3 is not stored yet");
         attempt.resend(later);
         assert_eq!(seqs(attempt.next_message(later)), [3]);
-        assert!(attempt.on_ack(3, true, later), "ended, stored, every line held");
+        assert!(
+            attempt.on_ack(3, true, later),
+            "ended, stored, every line held"
+        );
     }
 
     #[test]
@@ -395,7 +402,12 @@ mod tests {
             attempt.on_event(mk_line(seq), now);
         }
         assert_eq!(seqs(attempt.next_message(now)).len(), BATCH_LINES);
-        assert_eq!(seqs(attempt.next_message(now)), [BATCH_LINES as u64 + 1]);
+        assert!(
+            attempt.next_message(now).is_none(),
+            "one line waits for company"
+        );
+        let later = now + BATCH_WAIT;
+        assert_eq!(seqs(attempt.next_message(later)), [BATCH_LINES as u64 + 1]);
     }
 
     #[test]

@@ -35,8 +35,8 @@ use tokio::sync::{mpsc, watch};
 use troupe_common::k8s_names::{check_label_value, check_qualified_name};
 use troupe_common::pb::v1alpha1::{self as pb, AgentMessage};
 
-use super::process::{ProcessConfig, ProcessExecutor};
 use self::task::{Command, Runner};
+use super::process::{ProcessConfig, ProcessExecutor};
 
 /// Attempts run at once unless configured otherwise (`--build-capacity`).
 pub const DEFAULT_CAPACITY: u32 = 2;

@@ -54,7 +54,12 @@ mod tests {
         let step = pb::BuildStep {
             name: "compile".into(),
             image: "golang:1.23".into(),
-            command: vec!["sh".into(), "-c".into(), "echo \"$1\"".into(), "$(rm -rf /)".into()],
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo \"$1\"".into(),
+                "$(rm -rf /)".into(),
+            ],
             env: [("Z", "1"), ("A", "; true"), ("M", "x")]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -114,11 +114,13 @@ impl Runner {
                     Some(command) => self.on_command(command, now),
                     None => return,
                 },
-                Some(event) = events.recv() => self.on_event(event, now),
+                // Before the executor's events: a chatty step must not starve the stream
+                // (room is only sought when a message is ready, so this starves nothing).
                 permit = room(outbound), if ready => match permit {
                     Some(permit) => self.send_one(permit, now),
                     None => self.outbound = None,
                 },
+                Some(event) = events.recv() => self.on_event(event, now),
                 () = until(wake), if wake.is_some() => {}
             }
         }
@@ -127,7 +129,10 @@ impl Runner {
     fn on_command(&mut self, command: Command, now: Instant) {
         match command {
             Command::Attach { session, outbound } => {
-                tracing::debug!(attempts = self.attempts.len(), "builds attached to a session");
+                tracing::debug!(
+                    attempts = self.attempts.len(),
+                    "builds attached to a session"
+                );
                 self.outbound = Some((session, outbound));
                 for attempt in self.attempts.values_mut() {
                     attempt.resend(now);
@@ -165,7 +170,8 @@ impl Runner {
         let capacity = self.config.capacity.max(1);
         let running = self.attempts.values().filter(|a| a.is_running()).count();
         let attempt = if running >= capacity as usize {
-            let why = format!("the agent is at capacity ({capacity} attempts at once)");
+            let why =
+                format!("the agent is at capacity: {running} of {capacity} build attempts running");
             Attempt::refused(id, &offer, why, now)
         } else {
             match self.executor.start(to_run_spec(&offer), &self.config.root) {
@@ -243,7 +249,11 @@ impl Runner {
         let Some(key) = key else {
             return;
         };
-        if let Some(m) = self.attempts.get_mut(&key).and_then(|a| a.next_message(now)) {
+        if let Some(m) = self
+            .attempts
+            .get_mut(&key)
+            .and_then(|a| a.next_message(now))
+        {
             permit.send(message(m));
         }
         self.cursor = Some(key);
@@ -287,7 +297,8 @@ async fn follow(
             return;
         };
         if let RunEvent::Log { step, line, .. } = &event {
-            let cost = u32::try_from(line_cost(step, line)).expect("a line costs at most the budget");
+            let cost =
+                u32::try_from(line_cost(step, line)).expect("a line costs at most the budget");
             tokio::select! {
                 // Closed when the attempt is forgotten: then nothing is held any more.
                 permit = budget.acquire_many(cost) => if let Ok(permit) = permit {
