@@ -107,20 +107,22 @@ impl Runner {
                 .filter(|_| ready)
                 .map(|(_, tx)| tx.clone());
             let wake = self.attempts.values().filter_map(|a| a.wake_at(now)).min();
+            // The arms take the time again: `now` may be a long wait old by then, and an ack
+            // dated early would shorten the lease.
             tokio::select! {
                 biased;
                 () = crate::stopped(&mut shutdown) => return,
                 command = commands.recv() => match command {
-                    Some(command) => self.on_command(command, now),
+                    Some(command) => self.on_command(command, Instant::now()),
                     None => return,
                 },
                 // Before the executor's events: a chatty step must not starve the stream
                 // (room is only sought when a message is ready, so this starves nothing).
                 permit = room(outbound), if ready => match permit {
-                    Some(permit) => self.send_one(permit, now),
+                    Some(permit) => self.send_one(permit, Instant::now()),
                     None => self.outbound = None,
                 },
-                Some(event) = events.recv() => self.on_event(event, now),
+                Some(event) = events.recv() => self.on_event(event, Instant::now()),
                 () = until(wake), if wake.is_some() => {}
             }
         }
