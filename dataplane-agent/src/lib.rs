@@ -1,7 +1,8 @@
 //! `troupe-agent`: runs next to a cluster (or a directory), registers it as a DataPlane, and
 //! keeps it in line with the Releases the control plane binds to it (DESIGN §6).
 //!
-//! - [`builds`]: build steps run on this machine (the `process` executor), their logs and ends.
+//! - [`builds`]: build steps run on this machine (the `process` executor), their logs and ends,
+//!   and the build plane ([`builds::Builds`]) that runs the attempts the control plane offers.
 //! - [`identity`]: registration with a bootstrap token, and the mTLS identity after it.
 //! - [`state`]: the last acknowledged desired state, on disk.
 //! - [`apply`]: where objects go: [`apply::kubernetes`] applies them to a cluster,
@@ -81,6 +82,9 @@ pub struct Config {
     pub on_event: Option<Arc<dyn Fn(Event) + Send + Sync>>,
     /// Where the agent's figures go (served by [`probes`]); `None` measures nothing.
     pub metrics: Option<Arc<metrics::Metrics>>,
+    /// Set when the agent also runs builds (`--workflows`): offered in `Hello`, run by
+    /// [`builds::Builds`]. `None` takes no builds.
+    pub builds: Option<builds::BuildPlaneConfig>,
 }
 
 /// Progress an embedding program can follow.
@@ -128,6 +132,7 @@ impl Config {
             backoff_max: Duration::from_secs(30),
             on_event: None,
             metrics: None,
+            builds: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use troupe_agent::Config;
 use troupe_agent::apply::Applier;
 use troupe_agent::apply::dir::DirApplier;
 use troupe_agent::apply::kubernetes::KubeApplier;
+use troupe_agent::builds::{BuildPlaneConfig, Executor, parse_label};
 use troupe_agent::metrics::Metrics;
 use troupe_agent::probes::{self, Readiness};
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
@@ -86,6 +87,28 @@ struct Args {
     /// of --allow-kinds and --allow-cluster-kinds (YAML), then exit.
     #[arg(long)]
     print_rbac: bool,
+    /// Also take builds from the control plane, run by EXECUTOR: `process` (each step a local
+    /// process in a fresh work directory). `kubernetes` is not available yet. Default: no builds.
+    #[arg(long, env = "TROUPE_AGENT_WORKFLOWS", value_name = "EXECUTOR", value_parser = clap::value_parser!(Executor))]
+    workflows: Option<Executor>,
+    /// A label workflows select this build agent by (`spec.buildPlaneSelector`), as
+    /// KEY=VALUE with a Kubernetes label key and value; repeatable.
+    #[arg(long = "build-label", value_name = "KEY=VALUE", value_parser = parse_label, requires = "workflows")]
+    build_labels: Vec<(String, String)>,
+    /// How many build attempts run at once.
+    #[arg(long, default_value_t = troupe_agent::builds::DEFAULT_CAPACITY, value_parser = clap::value_parser!(u32).range(1..), requires = "workflows")]
+    build_capacity: u32,
+    /// Where build attempts get their work directories. Default: STATE_DIR/builds.
+    #[arg(long, value_name = "DIR", requires = "workflows")]
+    build_root: Option<PathBuf>,
+    /// Keep each attempt's work directory after it ends, to look at what a build left.
+    /// Nothing cleans them up then.
+    #[arg(long, requires = "workflows")]
+    keep_work_dirs: bool,
+    /// Seconds between SIGTERM and SIGKILL when a build stops itself because the control
+    /// plane stopped renewing its lease.
+    #[arg(long, value_name = "SECS", default_value_t = troupe_agent::builds::DEFAULT_CANCEL_GRACE.as_secs(), requires = "workflows")]
+    build_cancel_grace: u64,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -162,6 +185,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         config.retry_max = Duration::from_secs(args.retry_max.max(1));
         config.max_release_bytes = args.max_release_bytes;
         config.apply_concurrency = usize::from(args.apply_concurrency);
+        if let Some(executor) = args.workflows {
+            let root = args
+                .build_root
+                .unwrap_or_else(|| config.state_dir.join("builds"));
+            let mut builds = BuildPlaneConfig::new(root);
+            builds.executor = executor;
+            builds.labels = args.build_labels.into_iter().collect();
+            builds.capacity = args.build_capacity;
+            builds.cancel_grace = Duration::from_secs(args.build_cancel_grace);
+            builds.process.keep_work_dirs = args.keep_work_dirs;
+            config.builds = Some(builds);
+        }
         let (stop, stopping) = tokio::sync::watch::channel(false);
         if let Some(addr) = args.health_addr {
             let listener = tokio::net::TcpListener::bind(addr)

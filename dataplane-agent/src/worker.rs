@@ -187,11 +187,14 @@ impl Replies {
     }
 }
 
-/// A handle on the worker: where sessions queue commands.
+/// A handle on the worker: where sessions queue commands. It also carries the build plane,
+/// which, like the worker, outlives sessions.
 #[derive(Clone)]
 pub struct Handle {
     /// The worker's queue.
     pub(crate) commands: mpsc::Sender<Command>,
+    /// The attempts the agent runs, when it takes builds.
+    pub(crate) builds: Option<crate::builds::Builds>,
 }
 
 impl Handle {
@@ -259,7 +262,10 @@ impl Worker {
             flights: Flights::new(concurrency),
         };
         tokio::spawn(worker.run(queue, resync_every, shutdown));
-        Handle { commands }
+        Handle {
+            commands,
+            builds: None,
+        }
     }
 
     async fn run(

@@ -14,6 +14,9 @@
 //!   a fresh work directory (`workdir`), with a clean environment, stopped on cancel, timeout,
 //!   or when its handle goes (`group`); output cut into bounded lines (`lines`); outputs read
 //!   from a file the steps append to (`outputs`).
+//! - `runner`: the build plane, [`Builds`]: the attempts the control plane offers this agent,
+//!   run through the executor, reported and kept until the control plane has stored them,
+//!   across sessions.
 
 mod error;
 mod event;
@@ -22,6 +25,7 @@ mod handle;
 mod lines;
 mod outputs;
 mod process;
+mod runner;
 mod spec;
 mod workdir;
 
@@ -29,6 +33,10 @@ pub use self::error::Error;
 pub use self::event::{LogStream, Phase, RunEvent};
 pub use self::handle::{Canceller, RunHandle};
 pub use self::process::{DEFAULT_PATH, ProcessConfig, ProcessExecutor};
+pub use self::runner::{
+    Attached, BuildPlaneConfig, Builds, DEFAULT_CANCEL_GRACE, DEFAULT_CAPACITY, Executor,
+    parse_label,
+};
 pub use self::spec::{RESERVED_ENV_PREFIX, RunSpec, StepSpec};
 
 #[cfg(test)]

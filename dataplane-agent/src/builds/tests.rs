@@ -15,7 +15,7 @@ use super::lines::cut_marker;
 use super::*;
 
 /// Longer than anything a working executor takes here.
-const PATIENCE: Duration = Duration::from_secs(15);
+pub(super) const PATIENCE: Duration = Duration::from_secs(15);
 
 /// A scratch directory for scripts, the files they write, and the builds' root.
 struct Bench {
@@ -67,7 +67,7 @@ fn mk_executor(timeout_grace: Duration) -> ProcessExecutor {
 }
 
 /// `f()` once it is `Some`, within [`PATIENCE`].
-async fn poll<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub(super) async fn poll<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + PATIENCE;
     loop {
         if let Some(value) = f() {
@@ -97,7 +97,7 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-async fn gone(pid: i32) -> bool {
+pub(super) async fn gone(pid: i32) -> bool {
     poll(|| (!alive(pid)).then_some(())).await.is_some()
 }
 

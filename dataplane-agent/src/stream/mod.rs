@@ -27,6 +27,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use troupe_common::backoff::doubling;
 
+use crate::builds::Builds;
 use crate::identity;
 use crate::state::{Held, State};
 use crate::worker::Worker;
@@ -38,14 +39,19 @@ pub use crate::worker::Handle as WorkerHandle;
 /// Starts the task that owns the agent's state: over `state` and what it holds (`held`, as
 /// [`State::load`] read it), with `config`'s applier, policy, timings and concurrency. It
 /// corrects drift while no stream is open, and stops when `shutdown` turns true, abandoning
-/// applies in flight as a crash would.
+/// applies in flight as a crash would. With [`Config::builds`], it starts the build plane
+/// too ([`Builds`]), which stops, killing the steps it runs, on the same `shutdown`.
 pub fn spawn_worker(
     config: &Config,
     state: State,
     held: BTreeMap<String, Held>,
     shutdown: watch::Receiver<bool>,
 ) -> WorkerHandle {
-    Worker::spawn(
+    let builds = config
+        .builds
+        .clone()
+        .map(|builds| Builds::spawn(builds, shutdown.clone()));
+    let mut worker = Worker::spawn(
         config.applier.clone(),
         config.policy.clone(),
         state,
@@ -57,7 +63,9 @@ pub fn spawn_worker(
         },
         config.apply_concurrency,
         shutdown,
-    )
+    );
+    worker.builds = builds;
+    worker
 }
 
 /// Runs the agent until `shutdown` turns true: registers if needed, then keeps a stream open,

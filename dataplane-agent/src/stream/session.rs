@@ -9,6 +9,12 @@
 //! it. The loop never waits for an apply: while one runs, heartbeats still go out. While the
 //! queue is full the loop stops reading the stream, so the control plane waits instead of
 //! the agent buffering without bound.
+//!
+//! When the agent takes builds, the session attaches its outbound channel to the build plane
+//! ([`Builds`](crate::builds::Builds)) once `Welcome` has come, and detaches it when it ends;
+//! `BuildOffer`, `BuildCancel` and `BuildAck` go straight to the build plane, which sends
+//! progress and logs itself and buffers them while this channel is full, so builds never
+//! hold the stream's loop.
 
 use std::time::Duration;
 
@@ -24,6 +30,7 @@ use troupe_common::timestamp::now_seconds;
 
 use super::chunks::{Chunks, Step};
 use crate::Config;
+use crate::builds::Builds;
 use crate::identity::AgentIdentity;
 use crate::worker::{Command, Handle as WorkerHandle, Replies, Reply, message};
 
@@ -107,7 +114,7 @@ impl<'a> Session<'a> {
             protocol_version: PROTOCOL_VERSION,
             known: known.into_iter().collect(),
             cluster_info: Some(info),
-            build_plane: None,
+            build_plane: worker.builds.as_ref().map(|b| b.build_plane()),
         }));
         session
             .outbound
@@ -131,6 +138,12 @@ impl<'a> Session<'a> {
         let welcome = welcome(&mut inbound).await?;
         let interval = Duration::from_secs(u64::from(welcome.heartbeat_interval_seconds.max(1)));
         tracing::info!(session = %welcome.session_id, "connected");
+        // Detached when this returns, whichever way.
+        let _builds = self
+            .worker
+            .builds
+            .as_ref()
+            .map(|builds| builds.attach(self.outbound.clone()));
         let mut heartbeat = tokio::time::interval(interval);
         let mut last_heard = Instant::now();
         let worker = self.worker;
@@ -209,12 +222,33 @@ impl<'a> Session<'a> {
                 );
                 Some(Command::Synced { replies })
             }
-            control_message::Message::Heartbeat(_)
-            | control_message::Message::Welcome(_)
-            | control_message::Message::BuildOffer(_)
-            | control_message::Message::BuildCancel(_)
-            | control_message::Message::BuildAck(_) => None,
+            control_message::Message::BuildOffer(offer) => {
+                self.builds("BuildOffer")?.offer(offer);
+                None
+            }
+            control_message::Message::BuildCancel(cancel) => {
+                self.builds("BuildCancel")?.cancel(cancel);
+                None
+            }
+            control_message::Message::BuildAck(ack) => {
+                self.builds("BuildAck")?.ack(ack);
+                None
+            }
+            control_message::Message::Heartbeat(_) | control_message::Message::Welcome(_) => None,
         }
+    }
+
+    /// The build plane, for a build message; `None` (and a warning) when the agent takes no
+    /// builds: the control plane offers builds only to agents whose `Hello` has a build plane.
+    fn builds(&self, what: &str) -> Option<&'a Builds> {
+        let builds = self.worker.builds.as_ref();
+        if builds.is_none() {
+            tracing::warn!(
+                message = what,
+                "a build message, but this agent takes no builds (--workflows)"
+            );
+        }
+        builds
     }
 
     /// Passes on one answer of the worker; false when the stream is gone.

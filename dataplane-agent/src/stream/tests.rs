@@ -12,6 +12,7 @@ use troupe_common::pb::v1alpha1::{
 
 use super::session::Session;
 use crate::Config;
+use crate::builds::{BuildPlaneConfig, Builds};
 use crate::worker::tests::{Gated, mk_gated_worker};
 
 fn mk_control(m: control_message::Message) -> Result<ControlMessage, tonic::Status> {
@@ -101,5 +102,76 @@ async fn heartbeats_go_out_while_an_apply_runs_and_its_ack_follows_it() {
     let script = tokio::time::timeout(Duration::from_secs(20), script);
     let (served, scripted) = tokio::join!(serving, script);
     scripted.expect("the session answered in time");
+    served.unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_that_takes_builds_says_so_in_hello_and_runs_what_its_session_is_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    let applier = Arc::new(Gated::default());
+    let (stop, mut worker) = mk_gated_worker(dir.path(), &applier);
+    let mut builds = BuildPlaneConfig::new(dir.path().join("builds"));
+    builds
+        .labels
+        .insert("troupe.dev/arch".into(), "amd64".into());
+    builds.capacity = 3;
+    worker.builds = Some(Builds::spawn(builds, stop.subscribe()));
+    let config = Config::new(
+        "https://control-plane.invalid",
+        DataPlaneIdentity::default(),
+        dir.path(),
+        applier,
+    );
+    let (session, mut sent) = Session::open(&config, &worker).await.unwrap();
+    let hello = sent.recv().await.unwrap();
+    let Some(agent_message::Message::Hello(hello)) = hello.message else {
+        panic!("Hello first, got {hello:?}");
+    };
+    let plane = hello.build_plane.expect("a build plane in Hello");
+    assert_eq!((plane.executor.as_str(), plane.capacity), ("process", 3));
+    assert_eq!(plane.labels["troupe.dev/arch"], "amd64");
+
+    let (control, inbound) = mpsc::channel(8);
+    let serving = session.serve(ReceiverStream::new(inbound));
+    let script = async move {
+        let welcome = pb::Welcome {
+            heartbeat_interval_seconds: 5,
+            ..Default::default()
+        };
+        control
+            .send(mk_control(control_message::Message::Welcome(welcome)))
+            .await
+            .unwrap();
+        let step = pb::BuildStep {
+            name: "say".into(),
+            command: vec!["/bin/sh".into(), "-c".into(), "echo built".into()],
+            ..Default::default()
+        };
+        let offer = pb::BuildOffer {
+            run: "acme/app-1".into(),
+            attempt: 1,
+            steps: vec![step],
+            lease_seconds: 30,
+            ..Default::default()
+        };
+        control
+            .send(mk_control(control_message::Message::BuildOffer(offer)))
+            .await
+            .unwrap();
+        let mut lines = Vec::new();
+        loop {
+            match sent.recv().await.unwrap().message.unwrap() {
+                agent_message::Message::BuildLogs(logs) => lines.extend(logs.lines),
+                agent_message::Message::BuildProgress(p) if p.phase == "Succeeded" => break,
+                _ => {}
+            }
+        }
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["built"]);
+        drop(control);
+    };
+    let script = tokio::time::timeout(Duration::from_secs(20), script);
+    let (served, scripted) = tokio::join!(serving, script);
+    scripted.expect("the build ran and was reported in time");
     served.unwrap();
 }
