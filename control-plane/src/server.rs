@@ -594,9 +594,13 @@ fn start_dev_agent(
     )?;
     let url = format!("https://127.0.0.1:{}", agent_addr.port());
     let applier = Arc::new(troupe_agent::apply::dir::DirApplier::new(target));
-    let mut config = troupe_agent::Config::new(url, data_plane, state_dir, applier);
+    let mut config = troupe_agent::Config::new(url, data_plane, state_dir.clone(), applier);
     config.token = Some(token.to_string());
     config.resync_every = std::time::Duration::from_secs(5);
+    // The dev data plane also runs builds, as local processes.
+    config.builds = Some(troupe_agent::builds::BuildPlaneConfig::new(
+        state_dir.join("builds"),
+    ));
     tokio::spawn(async move {
         if let Err(e) = troupe_agent::run(config, stopping).await {
             tracing::error!(error = %format!("{e:#}"), "the dev-mode agent stopped");

@@ -28,7 +28,7 @@ use std::process::Output;
 pub use agent::Agent;
 pub use binaries::{grpcurl_bin, python_bin, troupe_agent_bin, troupe_bin};
 pub use oidc::FakeIssuer;
-pub use platform::{PEOPLE, Platform, PlatformBuilder, UNGATED_PIPELINE};
+pub use platform::{PEOPLE, Platform, PlatformBuilder, UNGATED_PIPELINE, free_port};
 pub use poll::{Observation, PATIENCE, check, eventually};
 pub use proxy::Proxy;
 pub use server::{Bearer, Client, Connection, Server};

@@ -311,7 +311,8 @@ impl Deref for Platform {
 }
 
 /// A free loopback port (bound and released; good enough for a test's restarts).
-fn free_port() -> u16 {
+/// A TCP port nothing listens on now, on 127.0.0.1.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

@@ -3,8 +3,9 @@
 //!
 //! A step runs in its own process group (`process_group(0)`) with stdin on `/dev/null` and a
 //! clean environment: its own variables plus `PATH` (from [`ProcessConfig::path`]), `HOME`
-//! (the work directory), `TROUPE_RUN`, `TROUPE_ATTEMPT`, `TROUPE_STEP` and `TROUPE_OUTPUTS`
-//! (the file it appends `NAME=VALUE` lines to). Nothing goes through a shell: the command is
+//! (the work directory), `TROUPE_WORKSPACE` (the work directory, shared by the attempt's
+//! steps), `TROUPE_RUN`, `TROUPE_ATTEMPT`, `TROUPE_STEP` and `TROUPE_OUTPUTS` (the file it
+//! appends `NAME=VALUE` lines to). Nothing goes through a shell: the command is
 //! executed as the argv it is.
 //!
 //! Stopping a step (cancel, timeout) sends SIGTERM to its group, then SIGKILL to the group when

@@ -74,6 +74,7 @@ fn mk_release() -> (pb::ComponentReleaseSpec, pb::Environment, Value) {
                     container: spec.container,
                     endpoints: spec.endpoints,
                     connections: spec.connections,
+                    build: spec.build,
                 });
             }
             Object::DataPlane(dp) => {

@@ -143,6 +143,7 @@ impl Run {
             .env("TROUPE_ATTEMPT", self.spec.attempt.to_string())
             .env("TROUPE_STEP", &step.name)
             .env("TROUPE_OUTPUTS", self.dir.outputs())
+            .env("TROUPE_WORKSPACE", self.dir.work())
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

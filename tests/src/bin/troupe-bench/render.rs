@@ -81,6 +81,7 @@ fn mk_release() -> anyhow::Result<(pb::ComponentReleaseSpec, pb::Environment, Va
                     container: spec.container,
                     endpoints: spec.endpoints,
                     connections: spec.connections,
+                    build: spec.build,
                 });
             }
             Object::DataPlane(dp) => {
