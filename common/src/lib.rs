@@ -7,10 +7,11 @@
 //! graph, [`data_plane`] maps a data-plane reference to its key, and [`document`] converts
 //! objects to and from the YAML/JSON documents users write, which are the same document under
 //! the proto3 JSON mapping. [`status`] names the words status is written in (condition types,
-//! reasons, health, binding states) once, for both sides of the agent protocol.
+//! reasons, health, binding states, run phases) once, for both sides of the agent protocol.
 //! [`policy`] says which Kubernetes kinds a data plane accepts, and [`k8s_names`] holds
 //! Kubernetes' naming rules for what is sent to a cluster. [`access`] names the words access
-//! control is written in (verbs, pseudo-kinds, subject kinds).
+//! control is written in (verbs, pseudo-kinds, subject kinds). [`duration`] reads durations
+//! as resources spell them (`1h30m`).
 
 pub mod access;
 pub mod agent;
@@ -19,6 +20,7 @@ pub mod codec;
 pub mod data_plane;
 pub mod document;
 pub mod durable;
+pub mod duration;
 pub mod k8s_names;
 pub mod kind;
 pub mod names;
