@@ -11,11 +11,13 @@
 //! [`policy`] says which Kubernetes kinds a data plane accepts, and [`k8s_names`] holds
 //! Kubernetes' naming rules for what is sent to a cluster. [`access`] names the words access
 //! control is written in (verbs, pseudo-kinds, subject kinds). [`duration`] reads durations
-//! as resources spell them (`1h30m`).
+//! as resources spell them (`1h30m`); [`build_step`] says what a build step may be given
+//! (environment names, outputs, working directories).
 
 pub mod access;
 pub mod agent;
 pub mod backoff;
+pub mod build_step;
 pub mod codec;
 pub mod data_plane;
 pub mod document;
