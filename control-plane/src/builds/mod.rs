@@ -1,0 +1,3 @@
+//! Builds: WorkflowRuns resolved into the steps a build agent runs.
+
+pub mod plan;
