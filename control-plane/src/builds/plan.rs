@@ -27,6 +27,9 @@ use troupe_common::pb::v1alpha1 as pb;
 use crate::render::schema::SchemaCache;
 use crate::render::template::{Context, Engine, TemplateError};
 
+/// What opens a `${{ }}` expression.
+const OPEN: &str = "${{";
+
 /// How long an attempt may take when the workflow sets no `timeout` (one hour).
 pub const DEFAULT_TIMEOUT_SECONDS: i64 = 3_600;
 
@@ -251,8 +254,9 @@ impl Resolver<'_> {
     /// `text` with its expressions expanded into exactly one string: a string result as is,
     /// `null` as nothing, any other value as its compact JSON.
     fn expand(&self, field: &str, text: &str) -> Result<String, PlanError> {
-        // `$${{` contains `${{` too, so text without it has nothing to expand or unescape.
-        if !text.contains("${{") {
+        // The escape `$` + OPEN contains OPEN too, so text without OPEN has nothing to
+        // expand or unescape.
+        if !text.contains(OPEN) {
             return Ok(text.to_string());
         }
         let rendered = self

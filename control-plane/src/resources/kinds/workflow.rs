@@ -18,6 +18,9 @@ use troupe_common::{Kind, ObjectKey, duration};
 use super::{Ctx, Error, Reference, Rules, unchanged_fields};
 use crate::resources::references::component_owner;
 
+/// What opens a `${{ }}` expression.
+const OPEN: &str = "${{";
+
 /// Most further attempts a workflow may give a run whose attempt was lost.
 pub const MAX_RETRIES: i32 = 10;
 
@@ -97,7 +100,7 @@ fn step(ctx: &Ctx<'_>, at: &str, s: &pb::WorkflowStep) -> Result<(), Error> {
         _ => {}
     }
     if script {
-        if s.script.contains("${{") {
+        if s.script.contains(OPEN) {
             return Err(ctx.invalid(
                 format!("{at}.script"),
                 "a script takes no ${{ }} expressions: a script reads parameters from its \
@@ -142,7 +145,7 @@ fn step(ctx: &Ctx<'_>, at: &str, s: &pb::WorkflowStep) -> Result<(), Error> {
 
 /// Every `${{ }}` expression in the string `text` compiles.
 fn expressions(ctx: &Ctx<'_>, field: &str, text: &str) -> Result<(), Error> {
-    if !text.contains("${{") {
+    if !text.contains(OPEN) {
         return Ok(());
     }
     ctx.template(field, &serde_json::Value::String(text.to_string()))
