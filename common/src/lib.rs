@@ -7,18 +7,22 @@
 //! graph, [`data_plane`] maps a data-plane reference to its key, and [`document`] converts
 //! objects to and from the YAML/JSON documents users write, which are the same document under
 //! the proto3 JSON mapping. [`status`] names the words status is written in (condition types,
-//! reasons, health, binding states) once, for both sides of the agent protocol.
+//! reasons, health, binding states, run phases) once, for both sides of the agent protocol.
 //! [`policy`] says which Kubernetes kinds a data plane accepts, and [`k8s_names`] holds
 //! Kubernetes' naming rules for what is sent to a cluster. [`access`] names the words access
-//! control is written in (verbs, pseudo-kinds, subject kinds).
+//! control is written in (verbs, pseudo-kinds, subject kinds). [`duration`] reads durations
+//! as resources spell them (`1h30m`); [`build_step`] says what a build step may be given
+//! (environment names, outputs, working directories).
 
 pub mod access;
 pub mod agent;
 pub mod backoff;
+pub mod build_step;
 pub mod codec;
 pub mod data_plane;
 pub mod document;
 pub mod durable;
+pub mod duration;
 pub mod k8s_names;
 pub mod kind;
 pub mod names;

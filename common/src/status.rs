@@ -1,5 +1,5 @@
 //! The words status is written in: condition types, condition statuses, reasons, object
-//! health, binding states and connection states.
+//! health, binding states, connection states and run phases.
 //!
 //! Each is an enum whose [`as_str`](Reason::as_str) is exactly what the API carries (the proto
 //! fields are strings, so stored objects, JSON and YAML stay as they are), and whose `FromStr`
@@ -217,6 +217,44 @@ words! {
     }
 }
 
+words! {
+    /// The phase of a WorkflowRun (`status.phase`): exactly one at a time. The last four are
+    /// where a run ends.
+    RunPhase ("run phase") {
+        /// Created, waiting for a build agent (the run's message says why it waits).
+        Pending = "Pending",
+        /// An agent runs its current attempt.
+        Running = "Running",
+        /// Every step succeeded and every output was reported.
+        Succeeded = "Succeeded",
+        /// A step failed, or an output was missing; the message names which.
+        Failed = "Failed",
+        /// Someone cancelled it.
+        Cancelled = "Cancelled",
+        /// An attempt took longer than the workflow's or a step's timeout.
+        TimedOut = "TimedOut",
+    }
+}
+
+impl RunPhase {
+    /// True for a phase a run ends in (nothing changes it but a retry).
+    pub const fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunPhase::Succeeded | RunPhase::Failed | RunPhase::Cancelled | RunPhase::TimedOut
+        )
+    }
+
+    /// The phase `status.phase` holds: empty is `Pending` (a run nobody has looked at yet).
+    pub fn of_status(phase: &str) -> Result<Self, UnknownWord> {
+        if phase.is_empty() {
+            Ok(RunPhase::Pending)
+        } else {
+            phase.parse()
+        }
+    }
+}
+
 impl BindingState {
     /// The state `spec.state` asks for: empty is `Active`.
     pub fn of_spec(state: &str) -> Result<Self, UnknownWord> {
@@ -248,6 +286,7 @@ mod tests {
         round_trip(Health::ALL);
         round_trip(BindingState::ALL);
         round_trip(ConnectionState::ALL);
+        round_trip(RunPhase::ALL);
     }
 
     #[test]
@@ -270,5 +309,18 @@ mod tests {
         );
         let err = BindingState::of_spec("Paused").unwrap_err();
         assert_eq!(err.to_string(), "\"Paused\" is not a binding state");
+    }
+
+    #[test]
+    fn a_run_ends_in_exactly_four_phases_and_starts_pending() {
+        let finished: Vec<&str> = RunPhase::ALL
+            .iter()
+            .filter(|p| p.is_finished())
+            .map(|p| p.as_str())
+            .collect();
+        assert_eq!(finished, ["Succeeded", "Failed", "Cancelled", "TimedOut"]);
+        assert_eq!(RunPhase::of_status(""), Ok(RunPhase::Pending));
+        assert_eq!(RunPhase::of_status("TimedOut"), Ok(RunPhase::TimedOut));
+        assert!(RunPhase::of_status("Error").is_err());
     }
 }

@@ -10,6 +10,7 @@
 //! | 1 | [`status`] | pure derivations of Release, ReleaseBinding and DataPlane status |
 //! | 2 | [`resources`] | apply/get/list/delete/watch; the rules of each kind in `resources/kinds/` |
 //! | 3 | [`releases`] | cutting ComponentReleases, rendering on request, binding |
+//! | 3 | [`builds`] | WorkflowRuns: a run's parameters and steps resolved from its workflow |
 //! | 3 | [`graph`] | the dependency graph: components, endpoints, connections' state per environment |
 //! | 4 | [`promotions`] | promote, approve, reject, check, rollback, gates |
 //! | 5 | [`controllers`] | level-triggered loops; the binding controller writes binding status |

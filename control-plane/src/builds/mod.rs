@@ -14,6 +14,7 @@
 //! Leases live in memory: after a restart every running attempt gets a fresh lease, which its
 //! agent renews when it reconnects.
 
+mod inputs;
 pub mod logs;
 pub mod plan;
 mod progress;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use troupe_common::ObjectKey;
 use troupe_common::pb::v1alpha1::{self as pb, ControlMessage, control_message};
+use troupe_common::status::RunPhase;
 
 use crate::agents::Outgoing;
 use crate::resources::Resources;
@@ -81,12 +83,9 @@ pub struct Builds {
     secrets: webhook::WebhookSecrets,
 }
 
-/// The phases a run ends in.
-pub const FINISHED: [&str; 4] = ["Succeeded", "Failed", "Cancelled", "TimedOut"];
-
-/// True when `phase` is one a run ends in.
+/// True when `phase` (a run's `status.phase`) is one a run ends in.
 pub fn finished(phase: &str) -> bool {
-    FINISHED.contains(&phase)
+    RunPhase::of_status(phase).is_ok_and(RunPhase::is_finished)
 }
 
 impl Builds {

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use troupe_common::kind::scoped_kind;
 use troupe_common::pb::v1alpha1::{self as pb, control_message};
 use troupe_common::timestamp::now;
 use troupe_common::{Kind, Object, ObjectKey};
 
+use super::inputs;
 use super::logs::LogStore;
 use super::plan::{self, Plan};
 use super::webhook::WebhookSecrets;
@@ -408,19 +408,13 @@ impl Builds {
             .as_ref()
             .and_then(|s| s.workflow.clone())
             .unwrap_or_default();
-        let kind = scoped_kind(&w.kind, Kind::Workflow, Kind::ClusterWorkflow)
-            .ok_or_else(|| format!("spec.workflow.kind {:?} is not a workflow kind", w.kind))?;
-        let key = ObjectKey::scoped(kind, &meta.namespace, &w.name);
-        match self.resources.get(&key) {
-            Ok(Object::Workflow(w)) => Ok(w.spec.unwrap_or_default()),
-            Ok(Object::ClusterWorkflow(w)) => Ok(w.spec.unwrap_or_default()),
-            _ => Err(format!("{} {} does not exist", kind.name(), w.name)),
-        }
+        inputs::workflow(&self.resources, &meta.namespace, &w.kind, &w.name)
+            .map_err(|e| format!("spec.workflow: {e}"))
     }
 
     /// Resolves the steps of `run`'s first attempt.
     fn resolve(&self, run: &pb::WorkflowRun, spec: &pb::WorkflowSpec) -> Result<Plan, String> {
-        plan::for_run(&self.resources, spec, run).map_err(|e| e.to_string())
+        inputs::first_plan(&self.resources, spec, run).map_err(|e| e.to_string())
     }
 
     /// A connected agent with room whose labels hold `selector`, the one with most room; or

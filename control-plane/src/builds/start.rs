@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use super::{Builds, plan};
+use super::{Builds, inputs};
 use crate::resources::{Error, Origin, Outcome};
 
 /// What to build.
@@ -51,8 +51,7 @@ impl Builds {
         // The type may have stopped allowing the workflow since the component was written.
         self.resources
             .check_references(&Object::Component(component.clone()))?;
-        let parameters =
-            plan::parameters(&self.resources, &request.namespace, &workflow, &request.set)?;
+        let parameters = inputs::start_parameters(&self.resources, &key, &workflow, &request.set)?;
         let name = request
             .name
             .clone()

@@ -17,6 +17,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use troupe_common::pb::v1alpha1::build_service_client::BuildServiceClient;
 use troupe_common::pb::v1alpha1::promotion_service_client::PromotionServiceClient;
 use troupe_common::pb::v1alpha1::release_service_client::ReleaseServiceClient;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
@@ -35,6 +36,9 @@ pub(super) type Releases = ReleaseServiceClient<Connection>;
 
 /// A client of the promotion service.
 pub(super) type Promoter = PromotionServiceClient<Connection>;
+
+/// A client of the build service.
+pub(super) type Builds = BuildServiceClient<Connection>;
 
 /// Largest message the CLI accepts (large lists).
 const CLIENT_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -172,6 +176,11 @@ impl Context {
     /// A client of the promotion service.
     pub(super) async fn promoter(&self) -> anyhow::Result<Promoter> {
         Ok(PromotionServiceClient::new(self.channel().await?))
+    }
+
+    /// A client of the build service.
+    pub(super) async fn builds(&self) -> anyhow::Result<Builds> {
+        Ok(BuildServiceClient::new(self.channel().await?))
     }
 }
 

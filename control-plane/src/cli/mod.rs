@@ -19,6 +19,7 @@ mod stdout;
 
 mod apply;
 mod auth;
+mod build;
 mod config;
 mod context;
 mod dataplane;
@@ -44,6 +45,7 @@ use clap::{Parser, Subcommand};
 
 use self::apply::ApplyCmd;
 use self::auth::AuthCmd;
+use self::build::{BuildCmd, CancelCmd, LogsCmd, RetryCmd};
 use self::context::{Context, Flags};
 use self::dataplane::DataPlaneCmd;
 use self::delete::DeleteCmd;
@@ -133,6 +135,14 @@ pub enum Command {
     Rollback(RollbackCmd),
     /// List a component's promotions and rollbacks: who, when, from, to, which release, outcome.
     History(HistoryCmd),
+    /// Start a build of a component: a WorkflowRun of its workflow (prints the run's name).
+    Build(BuildCmd),
+    /// Print a run's log lines as `[step] text` (`-f` follows it until the run ends).
+    Logs(LogsCmd),
+    /// Cancel a run: its current step is stopped within the grace period.
+    Cancel(CancelCmd),
+    /// Run a finished run again: a new attempt with the same inputs.
+    Retry(RetryCmd),
     /// Manage data planes' agents.
     Dataplane(DataPlaneCmd),
     /// Create or update resources from YAML or JSON files (`-` reads standard input).
@@ -209,6 +219,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Check(cmd) => cmd.run(&ctx()?).await,
         Command::Rollback(cmd) => cmd.run(&ctx()?).await,
         Command::History(cmd) => cmd.run(&ctx()?).await,
+        Command::Build(cmd) => cmd.run(&ctx()?).await,
+        Command::Logs(cmd) => cmd.run(&ctx()?).await,
+        Command::Cancel(cmd) => cmd.run(&ctx()?).await,
+        Command::Retry(cmd) => cmd.run(&ctx()?).await,
         Command::Dataplane(cmd) => cmd.run(&ctx()?).await,
         Command::Apply(cmd) => cmd.run(&ctx()?).await,
         Command::Get(cmd) => cmd.run(&ctx()?).await,
