@@ -37,6 +37,7 @@ mod render;
 mod server;
 mod status;
 mod token;
+mod trace;
 mod watch;
 
 use std::process::ExitCode;
@@ -60,6 +61,7 @@ use self::render::RenderCmd;
 use self::server::ServerCmd;
 use self::status::StatusCmd;
 use self::token::TokenCmd;
+use self::trace::{RecordImageCmd, TraceCmd, WebhookSecretCmd};
 use self::watch::WatchCmd;
 
 /// How a KIND argument may be spelled (after the help of the verbs that take one).
@@ -143,6 +145,13 @@ pub enum Command {
     Cancel(CancelCmd),
     /// Run a finished run again: a new attempt with the same inputs.
     Retry(RetryCmd),
+    /// Trace an image, commit, component or release: the commit and run that built it, the
+    /// release that carries it, the environments that run it.
+    Trace(TraceCmd),
+    /// Make a new secret for a component's push webhook, and print it.
+    WebhookSecret(WebhookSecretCmd),
+    /// Record an image built outside Troupe on a component's Workload.
+    RecordImage(RecordImageCmd),
     /// Manage data planes' agents.
     Dataplane(DataPlaneCmd),
     /// Create or update resources from YAML or JSON files (`-` reads standard input).
@@ -223,6 +232,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Logs(cmd) => cmd.run(&ctx()?).await,
         Command::Cancel(cmd) => cmd.run(&ctx()?).await,
         Command::Retry(cmd) => cmd.run(&ctx()?).await,
+        Command::Trace(cmd) => cmd.run(&ctx()?).await,
+        Command::WebhookSecret(cmd) => cmd.run(&ctx()?).await,
+        Command::RecordImage(cmd) => cmd.run(&ctx()?).await,
         Command::Dataplane(cmd) => cmd.run(&ctx()?).await,
         Command::Apply(cmd) => cmd.run(&ctx()?).await,
         Command::Get(cmd) => cmd.run(&ctx()?).await,
