@@ -36,8 +36,10 @@ use crate::metrics::Metrics;
 use crate::promotions::Promotions;
 use crate::releases::Releases;
 use crate::render::template::Limits;
-use crate::resources::{Origin, Resources};
+use crate::resources::Resources;
 use crate::store::{MemoryStore, Retention, SledStore, Store};
+
+mod dev;
 
 /// Default largest gRPC message the server accepts or sends.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -233,11 +235,15 @@ pub async fn run(
     config.check_transport()?;
     let store = open_store(config.data_dir.as_deref(), config.retention)?;
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
-    let (domain, admin_token) =
-        Domain::start(store.clone(), &config, admin_token_path.as_deref()).await?;
-    let metrics = domain.metrics.clone();
-
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let (domain, admin_token) = Domain::start(
+        store.clone(),
+        &config,
+        admin_token_path.as_deref(),
+        &stopping,
+    )
+    .await?;
+    let metrics = domain.metrics.clone();
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
@@ -258,22 +264,12 @@ pub async fn run(
         stopping.clone(),
     );
     metrics.watch_hub(hub.clone());
-    let builds = Builds::start(
-        domain.resources.clone(),
-        config.builds.clone(),
-        config.data_dir.clone(),
-        stopping.clone(),
-    )
-    .context("loading the build logs and webhook secrets")?;
     let webhook_addr =
-        crate::builds::webhook::serve(config.webhook_listen, builds.clone(), &stopping)
+        crate::builds::webhook::serve(config.webhook_listen, domain.builds.clone(), &stopping)
             .await
             .context("serving the push webhook (--webhook-addr)")?;
-    hub.serve_builds(builds.clone());
-    if config.dev && first_start(&domain.resources) {
-        let loaded = load_documents(&domain.resources, SAMPLE_PLATFORM).await?;
-        tracing::info!(objects = loaded, "dev mode: sample platform loaded");
-    }
+    hub.serve_builds(domain.builds.clone());
+    dev::load_samples(&config, &domain.resources).await?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -287,21 +283,7 @@ pub async fn run(
         .await
         .context("serving metrics (--metrics-addr)")?;
     tracing::info!(%addr, agents = %agent_addr, data_dir = ?config.data_dir, revision = store.revision(), "troupe server ready");
-    let dev_dataplane_dir = dev_data_plane_dir(&config);
-    if let Some(target) = &dev_dataplane_dir {
-        let state_dir = match &config.data_dir {
-            Some(dir) => dir.join("agent-local"),
-            None => target.with_extension("agent"),
-        };
-        start_dev_agent(
-            &pki,
-            &tokens,
-            agent_addr,
-            target,
-            state_dir,
-            stopping.clone(),
-        )?;
-    }
+    let dev_dataplane_dir = dev::start_agent(&config, &pki, &tokens, agent_addr, &stopping)?;
     let own_ca = config.api_transport == ApiTransport::OwnCa;
     on_ready(Ready {
         api: addr,
@@ -327,10 +309,8 @@ pub async fn run(
         stopping.clone(),
         &metrics,
     )?;
-    let api_server = serve_api(
-        &config, domain, builds, &pki, &tokens, listener, stopping, shutdown,
-    )
-    .await?;
+    let api_server =
+        serve_api(&config, domain, &pki, &tokens, listener, stopping, shutdown).await?;
     let (api, agents) = tokio::join!(api_server, agent_server);
     api?;
     agents?;
@@ -361,6 +341,8 @@ struct Domain {
     resources: Arc<Resources>,
     releases: Arc<Releases>,
     promotions: Arc<Promotions>,
+    /// WorkflowRuns offered to build agents, their logs and webhook secrets.
+    builds: Arc<Builds>,
     /// How the agent hub asks the binding controller to roll a binding's status up.
     rollups: Rollups,
     /// Who may call the API, and the audit log.
@@ -377,6 +359,7 @@ impl Domain {
         store: Arc<dyn Store>,
         config: &ServerConfig,
         admin_token_path: Option<&std::path::Path>,
+        stopping: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Self, String)> {
         let metrics = Metrics::new();
         let store = metrics.meter_store(store);
@@ -394,6 +377,13 @@ impl Domain {
         let promotion_controller = PromotionController::new(resources.clone(), promotions.clone());
         metrics.watch_queue("promotion", promotion_controller.queue());
         tokio::spawn(promotion_controller.run());
+        let builds = Builds::start(
+            resources.clone(),
+            config.builds.clone(),
+            config.data_dir.clone(),
+            stopping.clone(),
+        )
+        .context("loading the build logs and webhook secrets")?;
         let api_tokens = ApiTokens::load(
             config
                 .data_dir
@@ -407,34 +397,12 @@ impl Domain {
             resources,
             releases,
             promotions,
+            builds,
             rollups,
             auth,
             metrics,
         };
         Ok((domain, admin_token))
-    }
-}
-
-/// Whether this is the first start on this store: the sample platform is loaded on the first
-/// start only, so later starts keep the user's changes to it.
-fn first_start(resources: &Resources) -> bool {
-    resources
-        .get(&troupe_common::ObjectKey::new(
-            troupe_common::Kind::Namespace,
-            "",
-            "acme",
-        ))
-        .is_err()
-}
-
-/// In dev mode, the folder the in-process agent writes manifests to.
-fn dev_data_plane_dir(config: &ServerConfig) -> Option<PathBuf> {
-    match (&config.dev, &config.data_dir) {
-        (true, Some(dir)) => Some(dir.join("dataplane-local")),
-        (true, None) => {
-            Some(std::env::temp_dir().join(format!("troupe-dev-{}", std::process::id())))
-        }
-        _ => None,
     }
 }
 
@@ -470,7 +438,6 @@ fn serve_agents(
 async fn serve_api(
     config: &ServerConfig,
     domain: Domain,
-    builds: Arc<Builds>,
     pki: &Arc<Pki>,
     tokens: &Arc<Tokens>,
     listener: TcpListener,
@@ -502,7 +469,7 @@ async fn serve_api(
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
-    let build_service = BuildServiceServer::new(BuildApi::new(builds, auth.clone()))
+    let build_service = BuildServiceServer::new(BuildApi::new(domain.builds, auth.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -559,54 +526,6 @@ fn api_tls(
         }
         ApiTransport::Plaintext { .. } => None,
     })
-}
-
-/// Applies every object of a YAML stream, in order.
-async fn load_documents(resources: &Arc<Resources>, yaml: &str) -> anyhow::Result<usize> {
-    let objects = troupe_common::document::from_yaml(yaml)?;
-    let count = objects.len();
-    for object in objects {
-        let key = object.key();
-        resources
-            .apply(object, Origin::User, false)
-            .await
-            .with_context(|| format!("loading {key}"))?;
-    }
-    Ok(count)
-}
-
-/// Starts dev mode's agent in this process: registered with a fresh token over the real
-/// agent endpoint, applying with the directory applier.
-fn start_dev_agent(
-    pki: &Pki,
-    tokens: &Tokens,
-    agent_addr: SocketAddr,
-    target: &std::path::Path,
-    state_dir: PathBuf,
-    stopping: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let data_plane = troupe_common::pb::v1alpha1::DataPlaneIdentity::parse(DEV_DATA_PLANE)
-        .map_err(anyhow::Error::msg)?;
-    let (token, _) = tokens.create(
-        &data_plane,
-        std::time::Duration::from_secs(3600),
-        pki.ca_pin(),
-    )?;
-    let url = format!("https://127.0.0.1:{}", agent_addr.port());
-    let applier = Arc::new(troupe_agent::apply::dir::DirApplier::new(target));
-    let mut config = troupe_agent::Config::new(url, data_plane, state_dir.clone(), applier);
-    config.token = Some(token.to_string());
-    config.resync_every = std::time::Duration::from_secs(5);
-    // The dev data plane also runs builds, as local processes.
-    config.builds = Some(troupe_agent::builds::BuildPlaneConfig::new(
-        state_dir.join("builds"),
-    ));
-    tokio::spawn(async move {
-        if let Err(e) = troupe_agent::run(config, stopping).await {
-            tracing::error!(error = %format!("{e:#}"), "the dev-mode agent stopped");
-        }
-    });
-    Ok(())
 }
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {

@@ -23,11 +23,11 @@ fn apply_prints_one_line_per_object_and_reapply_is_unchanged() {
         first.contains("component/api (namespace acme) created"),
         "{first}"
     );
-    assert_eq!(first.lines().count(), 11, "{first}");
+    assert_eq!(first.lines().count(), 12, "{first}");
     let second = apply_examples(&server);
     assert_eq!(
         second.lines().filter(|l| l.ends_with(" unchanged")).count(),
-        11,
+        12,
         "{second}"
     );
 }

@@ -36,7 +36,6 @@ use crate::resources::{Resources, WatchEventType, WatchRequest};
 use status::{StatusWriter, plane_of};
 
 pub use stream::ControlStream;
-pub(crate) use stream::Outgoing;
 
 /// How the hub runs its sessions.
 #[derive(Debug, Clone)]

@@ -9,10 +9,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use troupe_common::pb::v1alpha1::ControlMessage;
 
-/// One message towards the agent, or the status that ends the stream. Boxed while it waits:
-/// a channel allocates its slots 32 at a time, and unboxed slots of this size made that
-/// block several kilobytes of every idle session.
-pub(crate) type Outgoing = Box<Result<ControlMessage, Status>>;
+pub(super) use troupe_common::agent::Outgoing;
 
 /// The control plane's half of a stream.
 pub struct ControlStream {

@@ -14,6 +14,7 @@
 //! Leases live in memory: after a restart every running attempt gets a fresh lease, which its
 //! agent renews when it reconnects.
 
+mod index;
 mod inputs;
 pub mod logs;
 pub mod plan;
@@ -21,6 +22,7 @@ mod progress;
 mod scheduler;
 mod start;
 mod trace;
+mod ttl;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,12 +34,12 @@ use troupe_common::ObjectKey;
 use troupe_common::pb::v1alpha1::{self as pb, ControlMessage, control_message};
 use troupe_common::status::RunPhase;
 
-use crate::agents::Outgoing;
 use crate::resources::Resources;
+use index::RunIndex;
 use logs::LogStore;
 pub(crate) use progress::record_build;
-use scheduler::RunIndex;
 pub use start::BuildRequest;
+use troupe_common::agent::Outgoing;
 
 /// How builds are run.
 #[derive(Debug, Clone)]
@@ -128,7 +130,7 @@ impl Builds {
             tx,
             cancels_sent: Default::default(),
         };
-        tracing::info!(plane = %scheduler::agent_name(plane), executor = %build_plane.executor, capacity = agent.capacity, "build agent connected");
+        tracing::info!(plane = %index::agent_name(plane), executor = %build_plane.executor, capacity = agent.capacity, "build agent connected");
         self.agents().insert(plane.clone(), agent);
         self.wake.notify_one();
     }

@@ -14,10 +14,10 @@ use troupe_common::pb::v1alpha1::{self as pb, control_message};
 use troupe_common::timestamp::now;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use super::scheduler::{agent_name, run_key};
+use super::index::{agent_name, run_key};
 use super::{Builds, finished, send};
-use crate::agents::Outgoing;
 use crate::resources::{Error, Origin, Resources};
+use troupe_common::agent::Outgoing;
 
 /// Longest message, output value or step message kept from an agent.
 const MAX_TEXT: usize = 4096;

@@ -21,26 +21,8 @@ impl Builds {
         let releases: Vec<pb::ComponentRelease> = self.resources.list_as(namespace, &any).await?;
         let bindings: Vec<pb::ReleaseBinding> = self.resources.list_as(namespace, &any).await?;
         let runs: Vec<pb::WorkflowRun> = self.resources.list_as(namespace, &any).await?;
-        let mut bound: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-        for binding in &bindings {
-            let spec = binding.spec.as_ref();
-            if let Some(spec) = spec.filter(|s| !s.release_name.is_empty()) {
-                bound
-                    .entry(spec.release_name.as_str())
-                    .or_default()
-                    .insert(spec.environment.clone());
-            }
-        }
-        let phases: BTreeMap<&str, &str> = runs
-            .iter()
-            .filter_map(|r| {
-                let name = r.metadata.as_ref()?.name.as_str();
-                Some((
-                    name,
-                    r.status.as_ref().map_or("Pending", |s| s.phase.as_str()),
-                ))
-            })
-            .collect();
+        let bound = bound_environments(&bindings);
+        let phases = run_phases(&runs);
         let mut entries = Vec::new();
         let mut released_images = BTreeSet::new();
         for release in &releases {
@@ -121,6 +103,34 @@ impl Builds {
         });
         Ok(entries)
     }
+}
+
+/// The environments whose bindings name each release.
+fn bound_environments(bindings: &[pb::ReleaseBinding]) -> BTreeMap<&str, BTreeSet<String>> {
+    let mut bound: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for binding in bindings {
+        let spec = binding.spec.as_ref();
+        if let Some(spec) = spec.filter(|s| !s.release_name.is_empty()) {
+            bound
+                .entry(spec.release_name.as_str())
+                .or_default()
+                .insert(spec.environment.clone());
+        }
+    }
+    bound
+}
+
+/// Each run's phase, by name.
+fn run_phases(runs: &[pb::WorkflowRun]) -> BTreeMap<&str, &str> {
+    runs.iter()
+        .filter_map(|r| {
+            let name = r.metadata.as_ref()?.name.as_str();
+            Some((
+                name,
+                r.status.as_ref().map_or("Pending", |s| s.phase.as_str()),
+            ))
+        })
+        .collect()
 }
 
 /// What a trace looks for.

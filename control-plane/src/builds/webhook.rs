@@ -174,18 +174,7 @@ async fn push(
             );
         }
     };
-    let urls = [
-        &push.repository.html_url,
-        &push.repository.clone_url,
-        &push.repository.ssh_url,
-        &push.repository.git_url,
-    ];
-    let wanted: Vec<String> = urls
-        .iter()
-        .filter(|u| !u.is_empty())
-        .map(|u| normalize(u))
-        .collect();
-    let components = building(&builds, &wanted).await;
+    let components = building(&builds, &push.repository).await;
     if components.is_empty() {
         return (
             StatusCode::ACCEPTED,
@@ -230,28 +219,36 @@ async fn push(
             format!("`after` is not a commit: {:?}\n", push.after),
         );
     }
+    start_runs(&builds, &push, signed).await
+}
+
+/// Starts a run of the pushed commit for each of `components`, unless the branch is not one
+/// it builds; says what happened to each.
+async fn start_runs(
+    builds: &Builds,
+    push: &Push,
+    components: Vec<pb::Component>,
+) -> (StatusCode, String) {
     let branch = push
         .git_ref
         .strip_prefix("refs/heads/")
         .unwrap_or(&push.git_ref);
+    let commit = push.after.to_ascii_lowercase();
     let mut answer = String::new();
     let mut status = StatusCode::ACCEPTED;
-    for component in signed {
+    for component in components {
         let meta = component.metadata.clone().unwrap_or_default();
+        let who = format!("{}/{}", meta.namespace, meta.name);
         let workflow = component.spec.and_then(|s| s.workflow).unwrap_or_default();
         if !workflow.branches.is_empty() && !workflow.branches.iter().any(|b| b == branch) {
-            answer += &format!(
-                "{}/{}: ignored: branch {branch:?} is not built\n",
-                meta.namespace, meta.name
-            );
+            answer += &format!("{who}: ignored: branch {branch:?} is not built\n");
             continue;
         }
-        let commit = push.after.to_ascii_lowercase();
         let request = BuildRequest {
             namespace: meta.namespace.clone(),
             component: meta.name.clone(),
             name: Some(run_name(&meta.name, &commit[..12.min(commit.len())])),
-            commit,
+            commit: commit.clone(),
             repository: workflow.repository.clone(),
             r#ref: push.git_ref.clone(),
             trigger: pb::WorkflowRunTrigger {
@@ -261,23 +258,17 @@ async fn push(
             set: BTreeMap::new(),
         };
         match builds.start_build(request, Origin::ControlPlane).await {
-            Ok((run, created)) => {
+            Ok((run, true)) => {
+                status = StatusCode::CREATED;
                 let name = run.metadata.map(|m| m.name).unwrap_or_default();
-                if created {
-                    status = StatusCode::CREATED;
-                    answer += &format!(
-                        "{}/{}: workflowrun/{name} created\n",
-                        meta.namespace, meta.name
-                    );
-                } else {
-                    answer += &format!(
-                        "{}/{}: workflowrun/{name} exists already\n",
-                        meta.namespace, meta.name
-                    );
-                }
+                answer += &format!("{who}: workflowrun/{name} created\n");
+            }
+            Ok((run, false)) => {
+                let name = run.metadata.map(|m| m.name).unwrap_or_default();
+                answer += &format!("{who}: workflowrun/{name} exists already\n");
             }
             Err(e) => {
-                answer += &format!("{}/{}: {e}\n", meta.namespace, meta.name);
+                answer += &format!("{who}: {e}\n");
                 if status == StatusCode::ACCEPTED {
                     status = StatusCode::UNPROCESSABLE_ENTITY;
                 }
@@ -287,8 +278,19 @@ async fn push(
     (status, answer)
 }
 
-/// The components whose `spec.workflow.repository` is one of `wanted` (normalized).
-async fn building(builds: &Builds, wanted: &[String]) -> Vec<pb::Component> {
+/// The components whose `spec.workflow.repository` is `repository` (by any of its URLs).
+async fn building(builds: &Builds, repository: &Repository) -> Vec<pb::Component> {
+    let urls = [
+        &repository.html_url,
+        &repository.clone_url,
+        &repository.ssh_url,
+        &repository.git_url,
+    ];
+    let wanted: Vec<String> = urls
+        .iter()
+        .filter(|u| !u.is_empty())
+        .map(|u| normalize(u))
+        .collect();
     let all = builds
         .resources
         .list_as::<pb::Component>("", &Default::default())

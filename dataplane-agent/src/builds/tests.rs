@@ -286,6 +286,7 @@ echo "digest=sha256:0123" >> "$TROUPE_OUTPUTS""#,
         "TROUPE_OUTPUTS",
         "TROUPE_RUN",
         "TROUPE_STEP",
+        "TROUPE_WORKSPACE",
     ];
     assert!(names.iter().all(|n| allowed.contains(n)), "{names:?}");
     assert!(

@@ -91,6 +91,14 @@ spec:
         echo "image=registry.local/acme/echo:1" >> "$TROUPE_OUTPUTS"
 ---
 apiVersion: troupe.dev/v1alpha1
+kind: Workflow
+metadata: {name: brief, namespace: acme}
+spec:
+  ttlAfterCompletion: 1s
+  steps:
+    - {name: say, script: "echo short-lived; echo image=registry.local/acme/brief:1 >> \"$TROUPE_OUTPUTS\""}
+---
+apiVersion: troupe.dev/v1alpha1
 kind: ComponentType
 metadata: {name: built, namespace: acme}
 spec:
@@ -101,6 +109,7 @@ spec:
     - {name: slow}
     - {name: sleeps}
     - {name: echoes}
+    - {name: brief}
   resources:
     - id: deployment
       template:

@@ -1,7 +1,8 @@
 //! How runs end: a failing step names itself and its exit code, and a retry runs the same
 //! steps again as a new attempt; a step over its timeout times out; a cancel stops the step's
 //! process within the grace period; a hostile parameter reaches its step as one literal
-//! argument; a type that stops allowing the workflow refuses the build.
+//! argument; a type that stops allowing the workflow refuses the build; a finished run goes
+//! with its logs once its workflow's `ttlAfterCompletion` is over.
 
 use troupe_tests::{PATIENCE, eventually, stderr, stdout, success};
 
@@ -158,5 +159,28 @@ spec:
             && error.contains("allowedWorkflows")
             && error.contains("echoes"),
         "{error}"
+    );
+}
+
+#[test]
+fn a_finished_run_goes_with_its_logs_after_its_workflows_ttl() {
+    let f = fixture();
+    let p = &f.platform;
+    success(&p.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&component("fleeting", "brief", "{}", false)),
+    ));
+    let name = build(p, "fleeting", &[]);
+    wait_phase(p, &name, "Succeeded");
+    assert_eq!(logs(p, &name, &[]), "[say] short-lived\n");
+    eventually("the run is deleted after its TTL", PATIENCE, || {
+        p.get_json("workflowrun", "acme", &name).is_none()
+    });
+    let gone = p.cli(&["logs", &name, "-n", "acme"]);
+    assert!(!gone.status.success(), "{}", stdout(&gone));
+    assert!(
+        stderr(&gone).contains("not found") || stderr(&gone).contains("NotFound"),
+        "{}",
+        stderr(&gone)
     );
 }
