@@ -61,6 +61,33 @@ pub(super) fn start_parameters(
         .map_err(|e| Error::invalid(key, "spec.workflow.parameters", e.to_string()))
 }
 
+/// Whether the type of the component `run` builds allows the run's workflow, as it would
+/// on the component itself: a run written by hand is held to what `troupe build` is.
+pub(super) fn check_allowed(resources: &Resources, run: &pb::WorkflowRun) -> Result<(), String> {
+    let Some(spec) = run.spec.as_ref() else {
+        return Ok(());
+    };
+    let Some(owner) = spec.owner.as_ref().filter(|o| !o.component_name.is_empty()) else {
+        return Ok(());
+    };
+    let namespace = run
+        .metadata
+        .as_ref()
+        .map(|m| m.namespace.as_str())
+        .unwrap_or_default();
+    let key = ObjectKey::new(Kind::Component, namespace, &owner.component_name);
+    let mut component: pb::Component = resources.get_as(&key).map_err(|e| e.to_string())?;
+    let workflow = spec.workflow.clone().unwrap_or_default();
+    let component_spec = component.spec.get_or_insert_default();
+    let mut chosen = component_spec.workflow.clone().unwrap_or_default();
+    chosen.kind = workflow.kind;
+    chosen.name = workflow.name;
+    component_spec.workflow = Some(chosen);
+    resources
+        .check_references(&Object::Component(component))
+        .map_err(|e| e.to_string())
+}
+
 /// The plan of `run`'s first attempt: its parameters checked again (the workflow may have
 /// changed since the run was created), then its steps resolved.
 pub(super) fn first_plan(

@@ -197,6 +197,11 @@ impl Builds {
             Err(e) => return self.end_pending(&key, "Failed", &e).await,
         };
         let spec = workflow;
+        if status.plan.is_empty()
+            && let Err(e) = inputs::check_allowed(&self.resources, &run)
+        {
+            return self.end_pending(&key, "Failed", &e).await;
+        }
         let plan = if status.plan.is_empty() {
             match self.resolve(&run, &spec) {
                 Ok(plan) => plan,

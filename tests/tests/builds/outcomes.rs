@@ -184,3 +184,35 @@ fn a_finished_run_goes_with_its_logs_after_its_workflows_ttl() {
         stderr(&gone)
     );
 }
+
+#[test]
+fn a_run_written_by_hand_is_held_to_the_types_allowed_workflows() {
+    let f = fixture();
+    let p = &f.platform;
+    success(&p.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&component("direct", "echoes", "{}", false)),
+    ));
+    // The examples' shell-build is allowed by type `service`, not by `built`.
+    let run_yaml = "apiVersion: troupe.dev/v1alpha1
+kind: WorkflowRun
+metadata: {name: direct-by-hand, namespace: acme}
+spec:
+  owner: {projectName: shop, componentName: direct}
+  workflow: {name: shell-build}
+  commit: 0a1b2c3
+";
+    success(&p.cli_with_stdin(&["apply", "-f", "-"], Some(run_yaml)));
+    let failed = wait_phase(p, "direct-by-hand", "Failed");
+    let message = failed["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("allowedWorkflows") && message.contains("shell-build"),
+        "{message}"
+    );
+    assert!(
+        failed["status"]["attempts"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "it never ran: {failed:#}"
+    );
+}
