@@ -64,6 +64,11 @@ fn table(items: &[Object], show_namespace: bool) -> String {
         header.push("NAMESPACE".to_string());
     }
     header.extend(["NAME", "GENERATION", "VERSION", "AGE"].map(String::from));
+    // Runs also say how they stand.
+    let runs = !items.is_empty() && items.iter().all(|o| matches!(o, Object::WorkflowRun(_)));
+    if runs {
+        header.extend(["PHASE", "ATTEMPT", "COMMIT"].map(String::from));
+    }
     rows.push(header);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -84,6 +89,20 @@ fn table(items: &[Object], show_namespace: bool) -> String {
             m.resource_version.to_string(),
             age,
         ]);
+        if let Object::WorkflowRun(run) = o {
+            let status = run.status.clone().unwrap_or_default();
+            let phase = if status.phase.is_empty() {
+                "Pending".to_string()
+            } else {
+                status.phase
+            };
+            let commit: String = run
+                .spec
+                .as_ref()
+                .map(|s| s.commit.chars().take(12).collect())
+                .unwrap_or_default();
+            row.extend([phase, status.attempt.to_string(), commit]);
+        }
         rows.push(row);
     }
     columns(&rows)
