@@ -129,7 +129,8 @@ enum Bench {
         /// Lines each build prints.
         #[arg(long, default_value_t = 200)]
         lines: usize,
-        /// Lines of the one build whose log is followed, after the others (0 skips it).
+        /// Lines of the one build whose log is followed, after the others (0 skips it). About
+        /// 140,000 fit in the server's log of a run (16 MiB).
         #[arg(long, default_value_t = 20_000)]
         log_lines: usize,
     },
