@@ -44,10 +44,19 @@ impl ApiAddr {
     pub(crate) async fn watch_releases(
         &self,
     ) -> anyhow::Result<tonic::Streaming<troupe_common::pb::v1alpha1::WatchResponse>> {
+        self.watch(troupe_common::Kind::Release).await
+    }
+
+    /// A watch of every object of `kind` in namespace `acme`, from the start (large objects
+    /// allowed).
+    pub(crate) async fn watch(
+        &self,
+        kind: troupe_common::Kind,
+    ) -> anyhow::Result<tonic::Streaming<troupe_common::pb::v1alpha1::WatchResponse>> {
         use troupe_common::pb::v1alpha1::WatchRequest;
         use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
         let request = WatchRequest {
-            kind: "Release".into(),
+            kind: kind.name().into(),
             namespace: "acme".into(),
             label_selector: String::new(),
             since_revision: 0,
@@ -71,6 +80,10 @@ impl ApiAddr {
 pub(crate) struct LocalServer {
     /// Its API.
     pub(crate) api: ApiAddr,
+    /// Its agent endpoint (gRPC over TLS).
+    pub(crate) agents: std::net::SocketAddr,
+    /// The CA agents trust the agent endpoint by, on disk.
+    pub(crate) agent_ca: std::path::PathBuf,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
@@ -91,12 +104,16 @@ impl LocalServer {
                 let _ = stop_rx.await;
             },
             move |ready| {
-                let _ = addr_tx.send((ready.api, ready.admin_token));
+                let _ = addr_tx.send(ready);
             },
         ));
-        let (addr, token) = addr_rx.await?;
+        let ready = addr_rx.await?;
         Ok(Self {
-            api: ApiAddr::new(format!("http://{addr}"), &token)?,
+            api: ApiAddr::new(format!("http://{}", ready.api), &ready.admin_token)?,
+            agents: ready.agents,
+            agent_ca: ready
+                .ca_path
+                .ok_or_else(|| anyhow::anyhow!("a server on sled keeps its CA on disk"))?,
             stop,
             task,
             _dir: dir,

@@ -15,9 +15,14 @@
 //! `troupe-bench render` times one render (with and without network policies), then one
 //! ComponentType change through thousands of components (`rerender.rs`) and one visibility
 //! change through the policies of a thousand (`policies.rs`).
+//!
+//! `troupe-bench builds` times concurrent builds from `StartBuild` to `Succeeded` over
+//! in-process build agents, and one build's log from the agent to a following `Logs` call:
+//! see `builds.rs`.
 
 mod agents;
 mod api;
+mod builds;
 mod kube;
 mod list;
 mod policies;
@@ -111,6 +116,23 @@ enum Bench {
         /// Data planes, each with its environment, pipeline, project and agent.
         #[arg(long, default_value_t = 100)]
         data_planes: usize,
+    },
+    /// Concurrent builds over in-process build agents: time from StartBuild to Succeeded,
+    /// and a followed log's lines per second.
+    Builds {
+        /// Builds started at once, one per component.
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        /// Build agents (each its own data plane) with room for every run at once.
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+        /// Lines each build prints.
+        #[arg(long, default_value_t = 200)]
+        lines: usize,
+        /// Lines of the one build whose log is followed, after the others (0 skips it). About
+        /// 140,000 fit in the server's log of a run (16 MiB).
+        #[arg(long, default_value_t = 20_000)]
+        log_lines: usize,
     },
 }
 
@@ -247,6 +269,22 @@ async fn main() -> anyhow::Result<()> {
                 data_planes,
             };
             let figures = propagate::run(options).await?;
+            println!("{}", serde_json::Value::Object(figures));
+            Ok(())
+        }
+        Bench::Builds {
+            runs,
+            agents,
+            lines,
+            log_lines,
+        } => {
+            let options = builds::Options {
+                runs,
+                agents,
+                lines,
+                log_lines,
+            };
+            let figures = builds::run(options).await?;
             println!("{}", serde_json::Value::Object(figures));
             Ok(())
         }
