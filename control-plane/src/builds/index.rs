@@ -48,10 +48,6 @@ impl RunView {
     pub fn pending(&self) -> bool {
         self.phase.is_empty() || self.phase == "Pending"
     }
-
-    pub fn running_on(&self, plane: &ObjectKey) -> bool {
-        self.phase == "Running" && self.agent.as_ref() == Some(plane)
-    }
 }
 
 /// Every run, by id.

@@ -163,15 +163,17 @@ impl Builds {
             return;
         }
         pending.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        let mut room = self.any_room();
         for (id, _, waiting) in pending {
             // Runs already told why they wait are looked at again only when some agent has
             // room: a thousand queued runs cost nothing while every agent is busy.
-            if waiting && !self.any_room() {
+            if waiting && !room {
                 continue;
             }
             if let Err(e) = self.dispatch(&id).await {
                 tracing::warn!(run = %id, error = %e, "could not offer a run");
             }
+            room = self.any_room();
         }
     }
 
@@ -246,7 +248,7 @@ impl Builds {
     /// why there is none.
     fn choose(&self, selector: &BTreeMap<String, String>) -> Result<ObjectKey, String> {
         let agents = self.agents();
-        let index = self.index();
+        let busy = self.busy();
         let mut matching = 0;
         let mut best: Option<(usize, ObjectKey)> = None;
         for (plane, agent) in agents.iter() {
@@ -254,8 +256,9 @@ impl Builds {
                 continue;
             }
             matching += 1;
-            let busy = index.runs.values().filter(|v| v.running_on(plane)).count();
-            let room = agent.capacity.saturating_sub(busy);
+            let room = agent
+                .capacity
+                .saturating_sub(busy.get(plane).copied().unwrap_or(0));
             if room > 0
                 && best
                     .as_ref()
@@ -279,11 +282,23 @@ impl Builds {
 
     /// True when some connected build agent has room.
     fn any_room(&self) -> bool {
-        let agents = self.agents();
-        let index = self.index();
-        agents.iter().any(|(plane, agent)| {
-            index.runs.values().filter(|v| v.running_on(plane)).count() < agent.capacity
-        })
+        let busy = self.busy();
+        self.agents()
+            .iter()
+            .any(|(plane, agent)| busy.get(plane).copied().unwrap_or(0) < agent.capacity)
+    }
+
+    /// How many attempts each agent runs now: one pass over the index.
+    fn busy(&self) -> std::collections::HashMap<ObjectKey, usize> {
+        let mut busy = std::collections::HashMap::new();
+        for view in self.index().runs.values() {
+            if view.phase == "Running"
+                && let Some(agent) = &view.agent
+            {
+                *busy.entry(agent.clone()).or_insert(0) += 1;
+            }
+        }
+        busy
     }
 
     /// Claims run `id` for `agent` as its next attempt, then offers it.
