@@ -20,7 +20,8 @@ pub struct BuildRequest {
     pub commit: String,
     /// Parameter values over the component's, by dotted path.
     pub set: BTreeMap<String, String>,
-    /// The source repository, for the record.
+    /// The source repository, for the record; empty takes the component's
+    /// `spec.workflow.repository`.
     pub repository: String,
     /// The git ref, for the record.
     pub r#ref: String,
@@ -63,6 +64,7 @@ impl Builds {
             return Ok((existing, false));
         }
         let project = spec.owner.map(|o| o.project_name).unwrap_or_default();
+        let workflow_repository = workflow.repository.clone();
         let run = pb::WorkflowRun {
             metadata: Some(pb::ObjectMeta {
                 name,
@@ -91,7 +93,11 @@ impl Builds {
                 commit: request.commit,
                 trigger: Some(request.trigger),
                 source: Some(pb::WorkflowRunSource {
-                    repository: request.repository,
+                    repository: if request.repository.is_empty() {
+                        workflow_repository
+                    } else {
+                        request.repository
+                    },
                     r#ref: request.r#ref,
                 }),
             }),

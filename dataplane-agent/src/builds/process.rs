@@ -85,7 +85,13 @@ impl ProcessExecutor {
     /// ([`RunSpec::validate`]) or the directory cannot be created, or already exists.
     pub fn start(&self, spec: RunSpec, root: &Path) -> Result<RunHandle, Error> {
         spec.validate()?;
-        let dir = WorkDir::create(root, &spec.dir_name(), self.config.keep_work_dirs)?;
+        // Steps run inside their work directory: the paths they are given (the workspace,
+        // the outputs file) must not be relative to wherever the agent was started.
+        let root = std::path::absolute(root).map_err(|source| Error::WorkDir {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let dir = WorkDir::create(&root, &spec.dir_name(), self.config.keep_work_dirs)?;
         let (events, events_rx) = mpsc::channel(EVENTS);
         let (kill_at, cancel) = watch::channel(None);
         let handle = RunHandle::new(events_rx, kill_at, dir.work().to_path_buf());

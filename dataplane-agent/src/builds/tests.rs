@@ -574,6 +574,28 @@ async fn a_missing_required_output_fails_the_run_by_name() {
 }
 
 #[tokio::test]
+async fn a_relative_build_root_still_gives_steps_paths_that_work_from_their_directory() {
+    let bench = Bench::new();
+    // The same root, spelled relative to where the agent runs (as `--state-dir troupe-dev`
+    // makes it): the steps run elsewhere, in their work directory.
+    let cwd = std::env::current_dir().unwrap();
+    let up = "../".repeat(cwd.components().count() - 1);
+    let relative = PathBuf::from(up).join(bench.root().strip_prefix("/").unwrap());
+    let build = bench.step(
+        "build",
+        r#"echo built > "$TROUPE_WORKSPACE/artifact" && echo "image=app:$(cat "$TROUPE_WORKSPACE/artifact")" >> "$TROUPE_OUTPUTS""#,
+    );
+    let spec = RunSpec::new("acme/b-9", 1, vec![build]).with_outputs(["image"]);
+    let mut handle = mk_executor(Duration::from_secs(1))
+        .start(spec, &relative)
+        .unwrap();
+    let events = rest(&mut handle).await;
+    let (phase, outputs, message) = finished(&events);
+    assert_eq!(phase, Phase::Succeeded, "{message}");
+    assert_eq!(outputs["image"], "app:built");
+}
+
+#[tokio::test]
 async fn a_working_dir_outside_the_work_dir_is_refused_before_anything_runs() {
     let bench = Bench::new();
     let first = bench.step("first", r#"touch "$OUT/first-ran""#);
