@@ -8,9 +8,10 @@
 //! | 1 | [`store`] | revisions, preconditions, multi-object commits, the event log (sled, memory) |
 //! | 1 | [`render`] | pure: templates, schemas, patches, one component's render |
 //! | 1 | [`status`] | pure derivations of Release, ReleaseBinding and DataPlane status |
+//! | 1 | [`http`] | serving the plain HTTP endpoints (metrics, the push webhook) |
 //! | 2 | [`resources`] | apply/get/list/delete/watch; the rules of each kind in `resources/kinds/` |
 //! | 3 | [`releases`] | cutting ComponentReleases, rendering on request, binding |
-//! | 3 | [`builds`] | WorkflowRuns: a run's parameters and steps resolved from its workflow |
+//! | 3 | [`builds`] | WorkflowRuns: plans, the scheduler and leases, agents' progress and logs, the webhook, trace |
 //! | 3 | [`graph`] | the dependency graph: components, endpoints, connections' state per environment |
 //! | 4 | [`promotions`] | promote, approve, reject, check, rollback, gates |
 //! | 5 | [`controllers`] | level-triggered loops; the binding controller writes binding status |
@@ -32,6 +33,7 @@ pub mod builds;
 pub mod cli;
 pub mod controllers;
 pub mod graph;
+pub mod http;
 pub mod metrics;
 pub mod promotions;
 #[cfg(test)]

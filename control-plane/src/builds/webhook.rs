@@ -21,7 +21,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
 use troupe_common::pb::v1alpha1 as pb;
 
 use super::start::run_name;
@@ -103,28 +102,11 @@ pub async fn serve(
     builds: Arc<Builds>,
     stopping: &tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<Option<SocketAddr>> {
-    let Some(listen) = listen else {
-        return Ok(None);
-    };
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
     let router = axum::Router::new()
         .route(PATH, axum::routing::post(push))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(builds);
-    let mut stopping = stopping.clone();
-    tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %e, "the webhook endpoint stopped");
-        }
-    });
-    Ok(Some(addr))
+    crate::http::serve(listen, router, stopping, "webhook").await
 }
 
 #[derive(Debug, Deserialize, Default)]

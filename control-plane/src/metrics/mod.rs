@@ -24,7 +24,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use troupe_agent::metrics::{CONTENT_TYPE, latency_histogram, register_process};
 
 use crate::agents::Hub;
@@ -125,11 +124,6 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     stopping: &tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<Option<SocketAddr>> {
-    let Some(listen) = listen else {
-        return Ok(None);
-    };
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
     let scrape = move || {
         let metrics = metrics.clone();
         async move {
@@ -140,17 +134,5 @@ pub async fn serve(
         }
     };
     let router = axum::Router::new().route(PATH, axum::routing::get(scrape));
-    let mut stopping = stopping.clone();
-    tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %e, "the metrics endpoint stopped");
-        }
-    });
-    Ok(Some(addr))
+    crate::http::serve(listen, router, stopping, "metrics").await
 }
