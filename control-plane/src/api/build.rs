@@ -164,8 +164,8 @@ impl BuildService for BuildApi {
 
     async fn cancel_run(
         &self,
-        request: Request<pb::RunRequest>,
-    ) -> Result<Response<pb::WorkflowRun>, Status> {
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let who = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let by = who.display_name();
@@ -195,13 +195,13 @@ impl BuildService for BuildApi {
                 },
             )
             .await?;
-        Ok(Response::new(run))
+        Ok(Response::new(pb::CancelRunResponse { run: Some(run) }))
     }
 
     async fn retry_run(
         &self,
-        request: Request<pb::RunRequest>,
-    ) -> Result<Response<pb::WorkflowRun>, Status> {
+        request: Request<pb::RetryRunRequest>,
+    ) -> Result<Response<pb::RetryRunResponse>, Status> {
         let who = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let by = who.display_name();
@@ -238,13 +238,13 @@ impl BuildService for BuildApi {
                 },
             )
             .await?;
-        Ok(Response::new(run))
+        Ok(Response::new(pb::RetryRunResponse { run: Some(run) }))
     }
 
     async fn record_image(
         &self,
         request: Request<pb::RecordImageRequest>,
-    ) -> Result<Response<pb::Workload>, Status> {
+    ) -> Result<Response<pb::RecordImageResponse>, Status> {
         let who = self.auth.caller(&request).await?;
         let r = request.into_inner();
         required("namespace", &r.namespace)?;
@@ -284,7 +284,9 @@ impl BuildService for BuildApi {
         let workload: pb::Workload = self.resources().get_as(&key)?;
         let revision = workload.metadata.as_ref().map(|m| m.resource_version);
         self.auth.record(&who, Verb::Apply, &target, revision);
-        Ok(Response::new(workload))
+        Ok(Response::new(pb::RecordImageResponse {
+            workload: Some(workload),
+        }))
     }
 
     async fn trace(

@@ -132,12 +132,13 @@ pub struct CancelCmd {
 impl CancelCmd {
     /// Asks for the cancel and prints the run's phase.
     pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
-        let request = pb::RunRequest {
+        let request = pb::CancelRunRequest {
             namespace: self.namespace,
             name: self.run,
         };
-        let run = ctx.builds().await?.cancel_run(request).await;
-        outln!("{}", describe(&run.map_err(server_error)?.into_inner()));
+        let response = ctx.builds().await?.cancel_run(request).await;
+        let run = response.map_err(server_error)?.into_inner().run;
+        outln!("{}", describe(&run.unwrap_or_default()));
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -155,12 +156,13 @@ pub struct RetryCmd {
 impl RetryCmd {
     /// Starts the new attempt and prints the run's phase.
     pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
-        let request = pb::RunRequest {
+        let request = pb::RetryRunRequest {
             namespace: self.namespace,
             name: self.run,
         };
-        let run = ctx.builds().await?.retry_run(request).await;
-        outln!("{}", describe(&run.map_err(server_error)?.into_inner()));
+        let response = ctx.builds().await?.retry_run(request).await;
+        let run = response.map_err(server_error)?.into_inner().run;
+        outln!("{}", describe(&run.unwrap_or_default()));
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -191,7 +191,9 @@ impl RecordImageCmd {
             .record_image(request)
             .await
             .map_err(server_error)?
-            .into_inner();
+            .into_inner()
+            .workload
+            .unwrap_or_default();
         let name = workload.metadata.map(|m| m.name).unwrap_or_default();
         let image = workload
             .spec

@@ -2,7 +2,8 @@
 //! steps again as a new attempt; a step over its timeout times out; a cancel stops the step's
 //! process within the grace period; a hostile parameter reaches its step as one literal
 //! argument; a type that stops allowing the workflow refuses the build; a finished run goes
-//! with its logs once its workflow's `ttlAfterCompletion` is over.
+//! with its logs once its workflow's `ttlAfterCompletion` is over; deleting a component stops
+//! its running build and takes its runs and their logs.
 
 use troupe_tests::{PATIENCE, eventually, stderr, stdout, success};
 
@@ -215,4 +216,36 @@ spec:
             .is_none_or(|a| a.is_empty()),
         "it never ran: {failed:#}"
     );
+}
+
+#[test]
+fn deleting_a_component_stops_its_running_build_and_takes_its_runs_and_logs() {
+    let f = fixture();
+    let p = &f.platform;
+    let pidfile = f.path("doomed.pid");
+    let parameters = format!("{{pidfile: {}}}", pidfile.display());
+    success(&p.cli_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&component("doomed", "sleeps", &parameters, false)),
+    ));
+    let name = build(p, "doomed", &[]);
+    let pid: u32 = eventually("the step wrote its pid", PATIENCE, || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
+    eventually("the first line is stored", PATIENCE, || {
+        logs(p, &name, &[]) == "[sleep] sleeping\n"
+    });
+    let logs_dir = p.root().join("data/build-logs/acme").join(&name);
+    assert!(logs_dir.exists(), "{}", logs_dir.display());
+
+    success(&p.cli(&["delete", "component", "doomed", "-n", "acme"]));
+    assert!(
+        p.get_json("workflowrun", "acme", &name).is_none(),
+        "the run went with its component"
+    );
+    let alive = std::path::PathBuf::from(format!("/proc/{pid}"));
+    eventually("the step's process is stopped", PATIENCE, || {
+        !alive.exists()
+    });
+    eventually("the run's logs are gone", PATIENCE, || !logs_dir.exists());
 }
