@@ -150,10 +150,6 @@ impl Session {
         };
         let work = Arc::new(Work::default());
         let (session_id, displaced) = hub.attach(&self.plane, work.clone());
-        let builds = hub.builds().filter(|_| hello.build_plane.is_some());
-        if let (Some(builds), Some(build_plane)) = (builds, &hello.build_plane) {
-            builds.connect(&self.plane, session_id, build_plane, self.tx.clone());
-        }
         self.resync(hello.known, &work);
         self.report = PlaneReport {
             sessions: 1,
@@ -174,6 +170,11 @@ impl Session {
             return End::Gone("closed before Welcome".into());
         }
         tracing::info!(plane = %display(&self.plane), session = session_id, agent = %hello.agent_version, "agent connected");
+        // Only after Welcome: the agent takes nothing else as its first message.
+        let builds = hub.builds().filter(|_| hello.build_plane.is_some());
+        if let (Some(builds), Some(build_plane)) = (builds, &hello.build_plane) {
+            builds.connect(&self.plane, session_id, build_plane, self.tx.clone());
+        }
         let end = self.stream(inbound, &work, displaced, permit).await;
         if let Some(builds) = builds {
             builds.disconnect(&self.plane, session_id);
@@ -280,8 +281,10 @@ impl Session {
                 message = inbound.next() => match message {
                     Some(Ok(message)) => {
                         last_heard = Instant::now();
-                        let Some(message) = self.build_message(message).await else {
-                            continue;
+                        let message = match self.build_message(message).await {
+                            Ok(Some(message)) => message,
+                            Ok(None) => continue,
+                            Err(status) => return End::Status(status),
                         };
                         if let Err(status) = self.receive(message, work) {
                             return End::Status(status);
@@ -338,22 +341,26 @@ impl Session {
         }
     }
 
-    /// Hands a build agent's report to the build side; gives any other message back.
-    async fn build_message(&self, message: AgentMessage) -> Option<AgentMessage> {
+    /// Hands a build agent's report to the build side; gives any other message back. Fails
+    /// when log lines could not be stored: a new session sends them again.
+    async fn build_message(&self, message: AgentMessage) -> Result<Option<AgentMessage>, Status> {
         match message.message {
             Some(agent_message::Message::BuildProgress(progress)) => {
                 if let Some(builds) = self.hub.builds() {
                     builds.progress(&self.plane, progress, &self.tx).await;
                 }
-                None
+                Ok(None)
             }
             Some(agent_message::Message::BuildLogs(logs)) => {
                 if let Some(builds) = self.hub.builds() {
-                    builds.log_lines(&self.plane, logs, &self.tx).await;
+                    builds
+                        .log_lines(&self.plane, logs, &self.tx)
+                        .await
+                        .map_err(|e| Status::unavailable(format!("{e}; reconnect")))?;
                 }
-                None
+                Ok(None)
             }
-            message => Some(AgentMessage { message }),
+            message => Ok(Some(AgentMessage { message })),
         }
     }
 

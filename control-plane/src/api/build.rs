@@ -230,6 +230,7 @@ impl BuildService for BuildApi {
                     }
                     status.phase = "Pending".into();
                     status.message = format!("retry requested by {by}");
+                    status.retried_at = status.attempt;
                     status.cancel_requested = false;
                     status.completed_at = None;
                     status.tasks.clear();
@@ -419,7 +420,12 @@ impl Follow {
                 continue;
             }
             tokio::select! {
-                _ = changes.changed() => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        // The run's log was dropped (the run deleted, perhaps made again).
+                        changes = logs.subscribe(&self.id);
+                    }
+                }
                 _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 _ = tx.closed() => return Ok(()),
             }

@@ -76,6 +76,7 @@ impl Builds {
             config,
             agents: Mutex::default(),
             runs: Mutex::default(),
+            settling: Mutex::default(),
             wake: Notify::new(),
         });
         tokio::spawn(builds.clone().follow_runs(stopping.clone()));
@@ -172,7 +173,20 @@ impl Builds {
 
     /// The index holds every run: sweeps the logs of runs deleted while the server was down.
     async fn loaded(&self, seen: &HashSet<String>) {
-        self.index().loaded = true;
+        // After a lost watch, runs deleted in the gap are still in the index.
+        let gone: Vec<String> = {
+            let mut index = self.index();
+            index.loaded = true;
+            index
+                .runs
+                .keys()
+                .filter(|id| !seen.contains(*id))
+                .cloned()
+                .collect()
+        };
+        for id in gone {
+            self.forget_run(&id).await;
+        }
         for run in self.logs.runs_on_disk() {
             if !seen.contains(&run)
                 && let Err(e) = self.logs.remove(&run).await
@@ -183,17 +197,21 @@ impl Builds {
         self.wake.notify_one();
     }
 
-    /// A run was deleted (alone, or with its component): its agent stops it, its logs go.
+    /// A run was deleted (alone, or with its component).
     async fn deleted(&self, run: &pb::WorkflowRun) {
         let meta = run.metadata.clone().unwrap_or_default();
-        let id = run_id(&meta.namespace, &meta.name);
-        let view = self.index().runs.remove(&id);
+        self.forget_run(&run_id(&meta.namespace, &meta.name)).await;
+    }
+
+    /// Run `id` is gone: its agent stops it, its logs go.
+    async fn forget_run(&self, id: &str) {
+        let view = self.index().runs.remove(id);
         if let Some(view) = view
             && view.phase == "Running"
             && let Some(agent) = &view.agent
         {
             let cancel = control_message::Message::BuildCancel(pb::BuildCancel {
-                run: id.clone(),
+                run: id.to_string(),
                 attempt: view.attempt,
                 grace_seconds: self.config.cancel_grace.as_secs() as u32,
                 reason: "the run was deleted".into(),
@@ -201,7 +219,7 @@ impl Builds {
             });
             self.send_to(agent, cancel).await;
         }
-        if let Err(e) = self.logs.remove(&id).await {
+        if let Err(e) = self.logs.remove(id).await {
             tracing::warn!(run = %id, error = %e, "could not remove the logs of a deleted run");
         }
     }

@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 use troupe_common::pb::v1alpha1 as pb;
 
+/// How the line standing for what a run's bound dropped begins.
+const MARKER: &str = "[troupe]";
+
 /// The most bytes one read returns (whole lines; at least one line).
 const READ_BYTES: u64 = 1024 * 1024;
 
@@ -40,6 +43,8 @@ struct RunLog {
 struct RunState {
     bytes: u64,
     truncated: bool,
+    /// Set when the run's logs were removed: a late append stores nothing.
+    removed: bool,
     attempts: BTreeMap<u32, Segment>,
 }
 
@@ -98,6 +103,9 @@ impl LogStore {
         let (last, grew) = tokio::task::spawn_blocking(move || {
             let mut guard = log.state.lock().unwrap_or_else(PoisonError::into_inner);
             let state = this.load(&run, &mut guard)?;
+            if state.removed {
+                return Ok((0, false));
+            }
             let dir = this.run_dir(&run);
             let max = this.max_bytes;
             let segment = state.attempts.entry(attempt).or_default();
@@ -109,14 +117,17 @@ impl LogStore {
                 if line.seq <= last {
                     continue;
                 }
+                if truncated {
+                    // Nothing more is kept: every later line only counts (after a restart the
+                    // lines counted before it are unknown, so there is no gap to wait for).
+                    last = line.seq;
+                    continue;
+                }
                 if line.seq != last + 1 {
                     tracing::warn!(%run, attempt, expected = last + 1, got = line.seq, "a gap in a build log; waiting for the missing lines");
                     break;
                 }
                 last = line.seq;
-                if truncated {
-                    continue;
-                }
                 let stored = pb::LogLine {
                     seq: line.seq,
                     step: line.step,
@@ -134,7 +145,7 @@ impl LogStore {
                         step: stored.step,
                         stream: "stderr".into(),
                         text: format!(
-                            "[troupe] the log of this run is over {max} bytes; later lines are not kept"
+                            "{MARKER} the log of this run is over {max} bytes; later lines are not kept"
                         ),
                         time: stored.time,
                     };
@@ -152,7 +163,7 @@ impl LogStore {
                     Some(dir) => {
                         let path = dir.join(format!("{attempt}.jsonl"));
                         let new = !path.exists();
-                        std::fs::create_dir_all(dir)?;
+                        create_dirs_durably(dir)?;
                         let mut file = std::fs::OpenOptions::new()
                             .create(true)
                             .append(true)
@@ -256,10 +267,16 @@ impl LogStore {
     /// Drops every line of `run`.
     pub async fn remove(self: &Arc<Self>, run: &str) -> std::io::Result<()> {
         let dir = self.run_dir(run);
-        self.runs
+        let log = self
+            .runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(run);
+        if let Some(log) = log {
+            // An append already holding this log must not write the files back.
+            let mut state = log.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.get_or_insert_with(RunState::default).removed = true;
+        }
         if let Some(dir) = dir {
             tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -302,11 +319,12 @@ impl LogStore {
                     else {
                         continue;
                     };
-                    let segment = load_segment(&dir.join(&file))?;
+                    let (segment, marked) = load_segment(&dir.join(&file))?;
+                    loaded.truncated |= marked;
                     loaded.bytes += segment.len;
                     loaded.attempts.insert(attempt, segment);
                 }
-                loaded.truncated = loaded.bytes >= self.max_bytes;
+                loaded.truncated |= loaded.bytes >= self.max_bytes;
             }
             *state = Some(loaded);
         }
@@ -315,14 +333,14 @@ impl LogStore {
 }
 
 /// Reads a segment's last sequence number and length, cutting a line a crash left half
-/// written.
-fn load_segment(path: &Path) -> std::io::Result<Segment> {
+/// written; says whether it holds the marker of a run over its bound.
+fn load_segment(path: &Path) -> std::io::Result<(Segment, bool)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)?;
     let mut reader = std::io::BufReader::new(&file);
-    let (mut len, mut last_seq) = (0u64, 0u64);
+    let (mut len, mut last_seq, mut marked) = (0u64, 0u64, false);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -332,6 +350,7 @@ fn load_segment(path: &Path) -> std::io::Result<Segment> {
         }
         if let Ok(parsed) = serde_json::from_slice::<pb::LogLine>(&line) {
             last_seq = last_seq.max(parsed.seq);
+            marked |= parsed.text.starts_with(MARKER);
         }
         len += read as u64;
     }
@@ -339,11 +358,32 @@ fn load_segment(path: &Path) -> std::io::Result<Segment> {
         file.set_len(len)?;
         file.sync_data()?;
     }
-    Ok(Segment {
-        last_seq,
-        len,
-        memory: Vec::new(),
-    })
+    Ok((
+        Segment {
+            last_seq,
+            len,
+            memory: Vec::new(),
+        },
+        marked,
+    ))
+}
+
+/// Creates `dir` and its missing parents, each new entry on disk before this returns.
+fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn parse_lines(bytes: &[u8], cursor: Cursor) -> (Vec<pb::LogLine>, Cursor) {

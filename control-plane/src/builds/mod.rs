@@ -83,6 +83,25 @@ pub struct Builds {
     wake: Notify,
     /// The push webhook's secrets, by component.
     secrets: webhook::WebhookSecrets,
+    /// Runs whose attempt's end is being recorded, or whose attempt is being declared lost:
+    /// one of the two at a time.
+    settling: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Holds a run in [`Builds::settle`] until dropped.
+struct Settling<'a> {
+    builds: &'a Builds,
+    run: String,
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        self.builds
+            .settling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.run);
+    }
 }
 
 /// True when `phase` (a run's `status.phase`) is one a run ends in.
@@ -141,6 +160,15 @@ impl Builds {
         if agents.get(plane).is_some_and(|a| a.session == session) {
             agents.remove(plane);
         }
+    }
+
+    /// Claims run `id` for settling how its attempt ended; `None` while another claim holds it.
+    fn settle(&self, id: &str) -> Option<Settling<'_>> {
+        let mut settling = self.settling.lock().unwrap_or_else(PoisonError::into_inner);
+        settling.insert(id.to_string()).then(|| Settling {
+            builds: self,
+            run: id.to_string(),
+        })
     }
 
     fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Agent>> {

@@ -60,8 +60,9 @@ impl Builds {
             .stored(&progress.run, progress.attempt)
             .await
             .unwrap_or(0);
-        if finished(&status.phase) {
-            // Its end is stored already: the agent did not hear so.
+        if status.phase != "Running" {
+            // Its end is stored already (the run ended, perhaps retried since): the agent did
+            // not hear so.
             self.ack(tx, &progress.run, progress.attempt, logged, true)
                 .await;
             return;
@@ -70,12 +71,10 @@ impl Builds {
             view.lease = Some(tokio::time::Instant::now() + self.config.lease);
         }
         let progress = sanitize(progress, status.plan.len());
-        let done = finished(&progress.phase);
         let (id, attempt) = (progress.run.clone(), progress.attempt);
-        let written = if done {
-            self.finish(&key, &run, progress).await
-        } else {
-            self.resources
+        if !finished(&progress.phase) {
+            let written = self
+                .resources
                 .update_status(&key, move |_, object| {
                     if let Object::WorkflowRun(run) = object {
                         let status = run.status.get_or_insert_default();
@@ -84,49 +83,82 @@ impl Builds {
                         }
                     }
                 })
-                .await
-                .map(|_| ())
+                .await;
+            match written {
+                Ok(_) => self.ack(tx, &id, attempt, logged, false).await,
+                Err(e) => {
+                    tracing::warn!(run = %id, error = %e, "could not record a build's progress")
+                }
+            }
+            return;
+        }
+        // An end is settled once: against a lease running out at the same moment.
+        let Some(_settling) = self.settle(&id) else {
+            return;
         };
-        match written {
-            Ok(()) => self.ack(tx, &id, attempt, logged, done).await,
-            Err(e) => tracing::warn!(run = %id, error = %e, "could not record a build's progress"),
+        let ended = if progress.phase == "Cancelled" && !status.cancel_requested {
+            // Nobody asked: the agent gave the attempt up (it lost its lease), as if lost.
+            let why = format!(
+                "build agent {} gave attempt {attempt} up: {}",
+                agent_name(plane),
+                progress.message
+            );
+            self.lose_attempt(&key, attempt as i32, why).await
+        } else {
+            self.finish(&key, &run, progress).await
+        };
+        match ended {
+            Ok(true) => self.ack(tx, &id, attempt, logged, true).await,
+            Ok(false) => {
+                self.forget(tx, &id, attempt, "the attempt was lost meanwhile")
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(run = %id, error = %e, "could not record how a build ended; the agent will report it again")
+            }
         }
     }
 
     /// Stores log lines of an attempt from `plane`'s agent and says how far they are stored.
+    /// Fails when the lines could not be stored: the agent sends each line once per session,
+    /// so the session must end for it to send them again.
     pub async fn log_lines(
         &self,
         plane: &ObjectKey,
         logs: pb::BuildLogs,
         tx: &mpsc::Sender<Outgoing>,
-    ) {
+    ) -> Result<(), String> {
         let view = self.index().runs.get(&logs.run).cloned();
         let Some(view) = view.filter(|v| v.attempt == logs.attempt) else {
             self.forget(tx, &logs.run, logs.attempt, "the attempt is not the run's")
                 .await;
-            return;
+            return Ok(());
         };
         if view.agent.as_ref() != Some(plane) {
             self.forget(tx, &logs.run, logs.attempt, "another agent holds the run")
                 .await;
-            return;
+            return Ok(());
         }
         match self.logs.append(&logs.run, logs.attempt, logs.lines).await {
             Ok(logged) => {
                 let done = finished(&view.phase);
                 self.ack(tx, &logs.run, logs.attempt, logged, done).await;
             }
-            Err(e) => tracing::warn!(run = %logs.run, error = %e, "could not store build logs"),
+            Err(e) => return Err(format!("storing the build logs of {}: {e}", logs.run)),
         }
+        Ok(())
     }
 
     /// Records how an attempt ended: the image on the Workload first, then the run's status.
+    /// Returns whether the end was recorded (not when the attempt stopped being the run's).
+    /// A failure to record the image that may pass (the store, a busy Workload) is an error,
+    /// so the agent reports the end again; one that will not pass fails the run.
     async fn finish(
         &self,
         key: &ObjectKey,
         run: &pb::WorkflowRun,
         progress: pb::BuildProgress,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let mut phase = progress.phase.clone();
         let mut message = progress.message.clone();
         let image = progress.outputs.get("image").cloned().unwrap_or_default();
@@ -136,9 +168,16 @@ impl Builds {
             if image.is_empty() {
                 phase = "Failed".into();
                 message = "the steps succeeded but reported no `image` output".into();
-            } else if let Err(e) = self.record_run_image(run, &owner, &progress.outputs).await {
-                phase = "Failed".into();
-                message = format!("could not record the image on Workload {}: {e}", owner.1);
+            } else {
+                match self.record_run_image(run, &owner, &progress.outputs).await {
+                    Ok(()) => {}
+                    Err(e @ (Error::Store(_) | Error::Stale { .. })) => return Err(e),
+                    Err(e) => {
+                        phase = "Failed".into();
+                        message =
+                            format!("could not record the image on Workload {}: {e}", owner.1);
+                    }
+                }
             }
         }
         if message.is_empty() {
@@ -172,8 +211,7 @@ impl Builds {
                     last.completed_at = status.completed_at;
                 }
             })
-            .await?;
-        Ok(())
+            .await
     }
 
     /// Records a run's image on its component's Workload.
@@ -308,6 +346,7 @@ pub(crate) async fn record_build(
     build: pb::WorkloadBuild,
 ) -> Result<(), Error> {
     let key = ObjectKey::new(Kind::Workload, namespace, component);
+    let mut stale = None;
     for _ in 0..5 {
         let mut workload = match resources.get_as::<pb::Workload>(&key) {
             Ok(workload) => workload,
@@ -353,12 +392,10 @@ pub(crate) async fn record_build(
             .await
         {
             Ok(_) => return Ok(()),
-            Err(Error::Stale { .. }) => continue,
+            Err(e @ Error::Stale { .. }) => stale = Some(e),
             Err(e) => return Err(e),
         }
     }
-    Err(Error::Refused {
-        object: key,
-        message: "the Workload kept changing while its image was recorded".into(),
-    })
+    // Five writers in a row got there first: the caller may try again later.
+    Err(stale.expect("only a stale write loops"))
 }

@@ -59,52 +59,27 @@ impl Builds {
         }
     }
 
-    /// Marks attempt `view.attempt` of run `id` lost, and offers the run again within the
-    /// workflow's retries.
+    /// Declares attempt `view.attempt` of run `id` lost (its lease ran out), unless its agent
+    /// renewed the lease or reported its end meanwhile, and tells the agent to drop it.
     async fn lose(&self, id: &str, view: &RunView) -> Result<(), crate::resources::Error> {
-        let key = run_key(id);
-        let run: pb::WorkflowRun = self.resources.get_as(&key)?;
-        let retries = self.workflow(&run).map_or(0, |spec| spec.retries.max(0));
-        let attempt = view.attempt as i32;
+        let Some(_settling) = self.settle(id) else {
+            return Ok(());
+        };
+        let renewed = self
+            .index()
+            .runs
+            .get(id)
+            .and_then(|v| v.lease)
+            .is_none_or(|lease| lease > Instant::now());
+        if renewed {
+            return Ok(());
+        }
         let agent = view.agent.as_ref().map(agent_name).unwrap_or_default();
-        self.resources
-            .update_status(&key, move |_, object| {
-                let Object::WorkflowRun(run) = object else {
-                    return;
-                };
-                let status = run.status.get_or_insert_default();
-                if status.phase != "Running" || status.attempt != attempt {
-                    return;
-                }
-                let lost = format!(
-                    "attempt {attempt} was lost: build agent {agent} stopped renewing its lease"
-                );
-                if let Some(last) = status.attempts.last_mut() {
-                    last.phase = "Lost".into();
-                    last.message = lost.clone();
-                    last.completed_at = Some(now());
-                }
-                let lost_in_a_row = status
-                    .attempts
-                    .iter()
-                    .rev()
-                    .take_while(|a| a.phase == "Lost")
-                    .count() as i32;
-                if status.cancel_requested {
-                    status.phase = "Cancelled".into();
-                    status.message = format!("cancelled; {lost}");
-                    status.completed_at = Some(now());
-                } else if lost_in_a_row <= retries {
-                    status.phase = "Pending".into();
-                    status.message = format!("{lost}; offering it again");
-                } else {
-                    status.phase = "Failed".into();
-                    status.message = format!(
-                        "{lost}; no retries left (the workflow's spec.retries is {retries})"
-                    );
-                    status.completed_at = Some(now());
-                }
-            })
+        let why = format!(
+            "attempt {} was lost: build agent {agent} stopped renewing its lease",
+            view.attempt
+        );
+        self.lose_attempt(&run_key(id), view.attempt as i32, why)
             .await?;
         if let Some(agent) = &view.agent {
             let cancel = control_message::Message::BuildCancel(pb::BuildCancel {
@@ -120,6 +95,56 @@ impl Builds {
             v.lease = None;
         }
         Ok(())
+    }
+
+    /// Marks `attempt` of the run at `key` lost, for `why`, and offers the run again within
+    /// the workflow's retries (counting the attempts lost in a row since the last manual
+    /// retry). Returns false when the attempt was no longer the run's running one.
+    pub(super) async fn lose_attempt(
+        &self,
+        key: &ObjectKey,
+        attempt: i32,
+        why: String,
+    ) -> Result<bool, crate::resources::Error> {
+        let run: pb::WorkflowRun = self.resources.get_as(key)?;
+        let retries = self.workflow(&run).map_or(0, |spec| spec.retries.max(0));
+        self.resources
+            .update_status(key, move |_, object| {
+                let Object::WorkflowRun(run) = object else {
+                    return;
+                };
+                let status = run.status.get_or_insert_default();
+                if status.phase != "Running" || status.attempt != attempt {
+                    return;
+                }
+                if let Some(last) = status.attempts.last_mut() {
+                    last.phase = "Lost".into();
+                    last.message = why.clone();
+                    last.completed_at = Some(now());
+                }
+                let since = status.retried_at;
+                let lost_in_a_row = status
+                    .attempts
+                    .iter()
+                    .rev()
+                    .take_while(|a| a.phase == "Lost" && a.number > since)
+                    .count() as i32;
+                if status.cancel_requested {
+                    status.phase = "Cancelled".into();
+                    status.message = format!("cancelled; {why}");
+                    status.completed_at = Some(now());
+                } else if lost_in_a_row <= retries {
+                    status.phase = "Pending".into();
+                    status.message = format!("{why}; offering it again");
+                } else {
+                    status.phase = "Failed".into();
+                    status.message = format!(
+                        "{why}; no retries left (the workflow's spec.retries is {retries})"
+                    );
+                    status.completed_at = Some(now());
+                }
+            })
+            .await
     }
 
     /// Tells the agents of runs being cancelled to stop them, once per session.

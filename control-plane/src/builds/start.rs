@@ -61,6 +61,20 @@ impl Builds {
         if request.name.is_some()
             && let Ok(existing) = self.resources.get_as::<pb::WorkflowRun>(&run_key)
         {
+            let spec = existing.spec.clone().unwrap_or_default();
+            let same = spec.commit == request.commit
+                && spec
+                    .owner
+                    .is_some_and(|o| o.component_name == request.component);
+            if !same {
+                return Err(Error::Refused {
+                    object: run_key,
+                    message: format!(
+                        "a run of that name exists for another component or commit; this build of {} at {:?} is not started",
+                        request.component, request.commit
+                    ),
+                });
+            }
             return Ok((existing, false));
         }
         let project = spec.owner.map(|o| o.project_name).unwrap_or_default();

@@ -126,3 +126,34 @@ async fn a_follower_is_woken_by_new_lines() {
         .expect("open");
     assert_eq!(seqs(&read_all(&store, "acme/r1", 1).await), vec![1]);
 }
+
+#[tokio::test]
+async fn a_run_over_its_bound_goes_on_counting_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Arc::new(LogStore::new(Some(dir.path().into()), 400));
+        assert_eq!(store.append("acme/r1", 1, lines(1, 50)).await.unwrap(), 50);
+    }
+    // The lines counted past the bound are not on disk: the new store cannot know them, and
+    // must not wait for them as a gap.
+    let store = Arc::new(LogStore::new(Some(dir.path().into()), 400));
+    let kept = read_all(&store, "acme/r1", 1).await.len();
+    assert_eq!(store.append("acme/r1", 1, lines(51, 60)).await.unwrap(), 60);
+    assert_eq!(
+        read_all(&store, "acme/r1", 1).await.len(),
+        kept,
+        "nothing more is kept"
+    );
+}
+
+#[tokio::test]
+async fn an_append_racing_a_removal_writes_nothing_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(LogStore::new(Some(dir.path().into()), 1 << 20));
+    store.append("acme/r1", 1, lines(1, 2)).await.unwrap();
+    store.remove("acme/r1").await.unwrap();
+    // A new run of the same name starts from nothing.
+    assert_eq!(store.stored("acme/r1", 1).await.unwrap(), 0);
+    store.append("acme/r1", 1, lines(1, 1)).await.unwrap();
+    assert_eq!(seqs(&read_all(&store, "acme/r1", 1).await), vec![1]);
+}
