@@ -100,6 +100,7 @@ impl LogStore {
         let log = self.run(run);
         let run = run.to_string();
         let changed = log.changed.clone();
+        let first_seq = lines.first().map(|l| l.seq);
         let (last, grew) = tokio::task::spawn_blocking(move || {
             let mut guard = log.state.lock().unwrap_or_else(PoisonError::into_inner);
             let state = this.load(&run, &mut guard)?;
@@ -109,53 +110,18 @@ impl LogStore {
             let dir = this.run_dir(&run);
             let max = this.max_bytes;
             let segment = state.attempts.entry(attempt).or_default();
-            let mut text = Vec::new();
-            let mut last = segment.last_seq;
-            let mut kept = state.bytes;
-            let mut truncated = state.truncated;
-            for line in lines {
-                if line.seq <= last {
-                    continue;
-                }
-                if truncated {
-                    // Nothing more is kept: every later line only counts (after a restart the
-                    // lines counted before it are unknown, so there is no gap to wait for).
-                    last = line.seq;
-                    continue;
-                }
-                if line.seq != last + 1 {
-                    tracing::warn!(%run, attempt, expected = last + 1, got = line.seq, "a gap in a build log; waiting for the missing lines");
-                    break;
-                }
-                last = line.seq;
-                let stored = pb::LogLine {
-                    seq: line.seq,
-                    step: line.step,
-                    stream: line.stream,
-                    text: line.text,
-                    time: line.time,
-                };
-                let mut encoded = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
-                encoded.push(b'\n');
-                if kept + encoded.len() as u64 > max {
-                    truncated = true;
-                    // The marker takes the number of the first line it stands for.
-                    let marker = pb::LogLine {
-                        seq: line.seq,
-                        step: stored.step,
-                        stream: "stderr".into(),
-                        text: format!(
-                            "{MARKER} the log of this run is over {max} bytes; later lines are not kept"
-                        ),
-                        time: stored.time,
-                    };
-                    encoded = serde_json::to_vec(&marker).map_err(std::io::Error::other)?;
-                    encoded.push(b'\n');
-                }
-                kept += encoded.len() as u64;
-                text.extend_from_slice(&encoded);
-            }
+            let expected = segment.last_seq + 1;
+            let batch = Batch::take(lines, segment.last_seq, state.bytes, state.truncated, max)?;
+            let Batch {
+                text,
+                last,
+                kept,
+                truncated,
+            } = batch;
             if last == segment.last_seq {
+                if let Some(first) = first_seq.filter(|f| *f > expected) {
+                    tracing::warn!(%run, attempt, expected, got = first, "a gap in a build log; waiting for the missing lines");
+                }
                 return Ok((last, false));
             }
             if !text.is_empty() {
@@ -366,6 +332,80 @@ fn load_segment(path: &Path) -> std::io::Result<(Segment, bool)> {
         },
         marked,
     ))
+}
+
+/// What one append stores: the encoded lines that follow the last one stored, and where the
+/// run's log stands after them.
+struct Batch {
+    text: Vec<u8>,
+    last: u64,
+    kept: u64,
+    truncated: bool,
+}
+
+impl Batch {
+    /// Takes the lines after `last` in order, up to a gap; past `max` bytes kept for the run,
+    /// one marker line, then lines are only counted.
+    fn take(
+        lines: Vec<pb::BuildLogLine>,
+        mut last: u64,
+        mut kept: u64,
+        mut truncated: bool,
+        max: u64,
+    ) -> std::io::Result<Self> {
+        let mut text = Vec::new();
+        for line in lines {
+            if line.seq <= last {
+                continue;
+            }
+            if truncated {
+                // Nothing more is kept: every later line only counts (after a restart the
+                // lines counted before it are unknown, so there is no gap to wait for).
+                last = line.seq;
+                continue;
+            }
+            if line.seq != last + 1 {
+                break;
+            }
+            last = line.seq;
+            let stored = pb::LogLine {
+                seq: line.seq,
+                step: line.step,
+                stream: line.stream,
+                text: line.text,
+                time: line.time,
+            };
+            let mut encoded = encode(&stored)?;
+            if kept + encoded.len() as u64 > max {
+                truncated = true;
+                // The marker takes the number of the first line it stands for.
+                encoded = encode(&pb::LogLine {
+                    seq: line.seq,
+                    step: stored.step,
+                    stream: "stderr".into(),
+                    text: format!(
+                        "{MARKER} the log of this run is over {max} bytes; later lines are not kept"
+                    ),
+                    time: stored.time,
+                })?;
+            }
+            kept += encoded.len() as u64;
+            text.extend_from_slice(&encoded);
+        }
+        Ok(Self {
+            text,
+            last,
+            kept,
+            truncated,
+        })
+    }
+}
+
+/// One line of a segment: the JSON of `line` and a newline.
+fn encode(line: &pb::LogLine) -> std::io::Result<Vec<u8>> {
+    let mut encoded = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+    encoded.push(b'\n');
+    Ok(encoded)
 }
 
 /// Creates `dir` and its missing parents, each new entry on disk before this returns.
