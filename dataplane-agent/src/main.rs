@@ -84,11 +84,13 @@ struct Args {
     #[arg(long, env = "TROUPE_AGENT_HEALTH_ADDR", value_name = "HOST:PORT")]
     health_addr: Option<SocketAddr>,
     /// Print the Kubernetes ClusterRole and ClusterRoleBinding this agent needs for the kinds
-    /// of --allow-kinds and --allow-cluster-kinds (YAML), then exit.
+    /// of --allow-kinds and --allow-cluster-kinds (YAML), then exit. With `--workflows
+    /// kubernetes`, also the build namespace and a Role in it for build Jobs.
     #[arg(long)]
     print_rbac: bool,
     /// Also take builds from the control plane, run by EXECUTOR: `process` (each step a local
-    /// process in a fresh work directory). `kubernetes` is not available yet. Default: no builds.
+    /// process in a fresh work directory) or `kubernetes` (each run a Job of the cluster of
+    /// the kubeconfig, one container per step). Default: no builds.
     #[arg(long, env = "TROUPE_AGENT_WORKFLOWS", value_name = "EXECUTOR", value_parser = clap::value_parser!(Executor))]
     workflows: Option<Executor>,
     /// A label workflows select this build agent by (`spec.buildPlaneSelector`), as
@@ -101,10 +103,30 @@ struct Args {
     /// Where build attempts get their work directories. Default: STATE_DIR/builds.
     #[arg(long, value_name = "DIR", requires = "workflows")]
     build_root: Option<PathBuf>,
-    /// Keep each attempt's work directory after it ends, to look at what a build left.
-    /// Nothing cleans them up then.
+    /// Keep each attempt's work directory (`process`) or Job (`kubernetes`, until its TTL of
+    /// an hour) after it ends, to look at what a build left. Nothing cleans directories up then.
     #[arg(long, requires = "workflows")]
     keep_work_dirs: bool,
+    /// The namespace build Jobs run in (`kubernetes` executor); created when missing.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        default_value = "troupe-builds",
+        requires = "workflows"
+    )]
+    build_namespace: String,
+    /// The image of build steps that name none (`kubernetes` executor).
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = "busybox:1.37",
+        requires = "workflows"
+    )]
+    build_image: String,
+    /// The service account build Pods run as (`kubernetes` executor). Default: none, and no
+    /// API token mounted in them.
+    #[arg(long, value_name = "NAME", requires = "workflows")]
+    build_service_account: Option<String>,
     /// Seconds between SIGTERM and SIGKILL when a build stops itself because the control
     /// plane stopped renewing its lease.
     #[arg(long, value_name = "SECS", default_value_t = troupe_agent::builds::DEFAULT_CANCEL_GRACE.as_secs(), requires = "workflows")]
@@ -114,14 +136,20 @@ struct Args {
     log_format: String,
 }
 
+/// A client of the cluster of the kubeconfig (or the one the agent runs in); `flag` names
+/// what needs it in errors.
+async fn cluster(flag: &str) -> anyhow::Result<kube::Client> {
+    let config = kube::Config::infer()
+        .await
+        .with_context(|| format!("{flag}: no kubeconfig and not running in a cluster"))?;
+    kube::Client::try_from(config).with_context(|| flag.to_string())
+}
+
 async fn applier(spec: &str, state_dir: &Path) -> anyhow::Result<Arc<dyn Applier>> {
     match spec.split_once(':') {
         Some(("dir", path)) if !path.is_empty() => Ok(Arc::new(DirApplier::new(path))),
         _ if spec == "kubernetes" => {
-            let config = kube::Config::infer()
-                .await
-                .context("--apply kubernetes: no kubeconfig and not running in a cluster")?;
-            let client = kube::Client::try_from(config).context("--apply kubernetes")?;
+            let client = cluster("--apply kubernetes").await?;
             Ok(Arc::new(KubeApplier::new(
                 client,
                 state_dir.join("kubernetes"),
@@ -137,6 +165,12 @@ fn main() -> ExitCode {
         return match troupe_agent::rbac::manifests(&args.allow_kinds, &args.allow_cluster_kinds) {
             Ok(yaml) => {
                 print!("{yaml}");
+                if args.workflows == Some(Executor::Kubernetes) {
+                    print!(
+                        "{}",
+                        troupe_agent::rbac::build_manifests(&args.build_namespace)
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -195,6 +229,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             builds.capacity = args.build_capacity;
             builds.cancel_grace = Duration::from_secs(args.build_cancel_grace);
             builds.process.keep_work_dirs = args.keep_work_dirs;
+            if executor == Executor::Kubernetes {
+                let kube = &mut builds.kubernetes;
+                kube.client = Some(cluster("--workflows kubernetes").await?);
+                kube.namespace = args.build_namespace;
+                kube.default_image = args.build_image;
+                kube.service_account = args.build_service_account;
+                kube.cancel_grace = builds.cancel_grace;
+                kube.keep_jobs = args.keep_work_dirs;
+            }
             config.builds = Some(builds);
         }
         let (stop, stopping) = tokio::sync::watch::channel(false);

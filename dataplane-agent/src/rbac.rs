@@ -223,6 +223,31 @@ pub fn manifests(allow_kinds: &[String], allow_cluster_kinds: &[String]) -> Resu
     Ok(out)
 }
 
+/// What a build agent with `--workflows kubernetes` also needs, in its build namespace
+/// `namespace` only: the namespace itself, and a Role (with its binding to the agent's
+/// ServiceAccount) to create and delete build Jobs, follow their Pods and read their logs,
+/// and delete a Pod to stop it within a cancel's grace.
+pub fn build_manifests(namespace: &str) -> String {
+    let labels = "  labels:\n    app.kubernetes.io/name: troupe-agent\n";
+    let mut out = format!(
+        "---\n# Builds (`--workflows kubernetes`): Jobs in {namespace} only.\n\
+         apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n{labels}\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  \
+         name: {SERVICE_ACCOUNT}-builds\n  namespace: {namespace}\n{labels}rules:\n"
+    );
+    rule(&mut out, "batch", ["jobs"], &["get", "create", "delete"]);
+    rule(&mut out, "", ["pods"], &["get", "list", "watch", "delete"]);
+    rule(&mut out, "", ["pods/log"], &["get"]);
+    let _ = write!(
+        out,
+        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  \
+         name: {SERVICE_ACCOUNT}-builds\n  namespace: {namespace}\n{labels}roleRef:\n  \
+         apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: {SERVICE_ACCOUNT}-builds\n\
+         subjects:\n  - kind: ServiceAccount\n    name: {SERVICE_ACCOUNT}\n    namespace: {NAMESPACE}\n"
+    );
+    out
+}
+
 /// The comment that opens the output: how it was made, and what RBAC will still refuse.
 fn header(allow_kinds: &[String], allow_cluster_kinds: &[String], kinds: &[GroupKind]) -> String {
     let mut command = "troupe-agent --print-rbac".to_string();
@@ -278,6 +303,24 @@ mod tests {
 
     fn mk_flags(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn builds_get_jobs_pods_and_logs_in_their_namespace_only() {
+        let yaml = build_manifests("ci");
+        let kinds: Vec<&str> = yaml
+            .lines()
+            .filter_map(|line| line.strip_prefix("kind: "))
+            .collect();
+        assert_eq!(kinds, ["Namespace", "Role", "RoleBinding"]);
+        assert_eq!(yaml.matches("  namespace: ci\n").count(), 2);
+        for rule in [
+            "resources: [\"jobs\"]\n    verbs: [\"get\", \"create\", \"delete\"]",
+            "resources: [\"pods/log\"]\n    verbs: [\"get\"]",
+        ] {
+            assert!(yaml.contains(rule), "{rule} in:\n{yaml}");
+        }
+        assert!(!yaml.contains('*') && !yaml.contains("ClusterRole"));
     }
 
     #[test]

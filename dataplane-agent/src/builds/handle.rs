@@ -19,14 +19,14 @@ use super::event::RunEvent;
 pub struct RunHandle {
     events: mpsc::Receiver<RunEvent>,
     canceller: Canceller,
-    work_dir: PathBuf,
+    work_dir: Option<PathBuf>,
 }
 
 impl RunHandle {
     pub(crate) fn new(
         events: mpsc::Receiver<RunEvent>,
         kill_at: watch::Sender<Option<Instant>>,
-        work_dir: PathBuf,
+        work_dir: Option<PathBuf>,
     ) -> Self {
         Self {
             events,
@@ -55,10 +55,10 @@ impl RunHandle {
         self.canceller.clone()
     }
 
-    /// The attempt's work directory (the steps' `HOME`); gone once the run has finished,
-    /// unless the executor keeps work directories.
-    pub fn work_dir(&self) -> &Path {
-        &self.work_dir
+    /// The attempt's work directory on this machine (the steps' `HOME`), for the `process`
+    /// executor; gone once the run has finished, unless the executor keeps work directories.
+    pub fn work_dir(&self) -> Option<&Path> {
+        self.work_dir.as_deref()
     }
 }
 

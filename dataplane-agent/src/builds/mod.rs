@@ -14,6 +14,8 @@
 //!   a fresh work directory (`workdir`), with a clean environment, stopped on cancel, timeout,
 //!   or when its handle goes (`group`); output cut into bounded lines (`lines`); outputs read
 //!   from a file the steps append to (`outputs`).
+//! - `kubernetes`: the `kubernetes` executor, [`KubeExecutor`]: each attempt a Job of the
+//!   agent's cluster, one container per step, reported from its Pod's status and logs.
 //! - `runner`: the build plane, [`Builds`]: the attempts the control plane offers this agent,
 //!   run through the executor, reported and kept until the control plane has stored them,
 //!   across sessions.
@@ -22,6 +24,7 @@ mod error;
 mod event;
 mod group;
 mod handle;
+mod kubernetes;
 mod lines;
 mod outputs;
 mod process;
@@ -32,6 +35,7 @@ mod workdir;
 pub use self::error::Error;
 pub use self::event::{LogStream, Phase, RunEvent};
 pub use self::handle::{Canceller, RunHandle};
+pub use self::kubernetes::{KubeConfig, KubeExecutor};
 pub use self::process::{DEFAULT_PATH, ProcessConfig, ProcessExecutor};
 pub use self::runner::{
     Attached, BuildPlaneConfig, Builds, DEFAULT_CANCEL_GRACE, DEFAULT_CAPACITY, Executor,
@@ -41,3 +45,12 @@ pub use self::spec::{RESERVED_ENV_PREFIX, RunSpec, StepSpec};
 
 #[cfg(test)]
 mod tests;
+
+/// A duration as people write timeouts: `30s`, `1500ms`.
+pub(crate) fn show(duration: std::time::Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}

@@ -40,6 +40,23 @@ pub(crate) fn missing<'a>(required: &'a [String], got: &BTreeMap<String, String>
         .collect()
 }
 
+/// Fails, naming them, if a required output was not reported; `how` says how to report one.
+pub(crate) fn require(
+    required: &[String],
+    got: &BTreeMap<String, String>,
+    how: &str,
+) -> Result<(), String> {
+    let missing = missing(required, got);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names = missing.join("`, `");
+    let s = if missing.len() == 1 { "" } else { "s" };
+    Err(format!(
+        "every step succeeded but the run did not report its required output{s} `{names}` ({how})"
+    ))
+}
+
 /// Names are what a Workflow declares: letters, digits, `_`, `-`, `.`.
 fn is_name(name: &str) -> bool {
     !name.is_empty()

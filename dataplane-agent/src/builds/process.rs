@@ -30,6 +30,7 @@ use super::error::Error;
 use super::event::{Phase, RunEvent};
 use super::handle::RunHandle;
 use super::outputs;
+use super::show;
 use super::spec::RunSpec;
 use super::workdir::WorkDir;
 
@@ -94,7 +95,7 @@ impl ProcessExecutor {
         let dir = WorkDir::create(&root, &spec.dir_name(), self.config.keep_work_dirs)?;
         let (events, events_rx) = mpsc::channel(EVENTS);
         let (kill_at, cancel) = watch::channel(None);
-        let handle = RunHandle::new(events_rx, kill_at, dir.work().to_path_buf());
+        let handle = RunHandle::new(events_rx, kill_at, Some(dir.work().to_path_buf()));
         let span = tracing::info_span!("build", run = %spec.run, attempt = spec.attempt);
         let run = Run {
             spec,
@@ -215,28 +216,13 @@ impl Run {
         }
         let bytes = tokio::fs::read(path).await.map_err(unreadable)?;
         let reported = outputs::parse(&String::from_utf8_lossy(&bytes))?;
-        let missing = outputs::missing(&self.spec.outputs, &reported);
-        if !missing.is_empty() {
-            let names = missing.join("`, `");
-            let s = if missing.len() == 1 { "" } else { "s" };
-            return Err(format!(
-                "every step succeeded but the run did not report its required output{s} `{names}` (append NAME=VALUE lines to $TROUPE_OUTPUTS)"
-            ));
-        }
+        let how = "append NAME=VALUE lines to $TROUPE_OUTPUTS";
+        outputs::require(&self.spec.outputs, &reported, how)?;
         Ok(reported)
     }
 
     /// Hands an event to the caller; `None` if the handle is gone.
     async fn emit(&self, event: RunEvent) -> Option<()> {
         self.events.send(event).await.ok()
-    }
-}
-
-/// A duration as people write timeouts: `30s`, `1500ms`.
-fn show(duration: Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
     }
 }

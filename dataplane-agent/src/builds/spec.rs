@@ -41,6 +41,9 @@ pub struct RunSpec {
 pub struct StepSpec {
     /// The step's name, unique in its run; given to it as `TROUPE_STEP`.
     pub name: String,
+    /// The container image it runs in, for executors that run containers (`kubernetes`);
+    /// the `process` executor runs the command on this machine and ignores it.
+    pub image: Option<String>,
     /// The program and its arguments. A program without a `/` is looked up in the step's
     /// `PATH`; a relative one with a `/` is taken from the step's working directory.
     pub command: Vec<String>,
@@ -129,11 +132,18 @@ impl StepSpec {
     ) -> Self {
         Self {
             name: name.into(),
+            image: None,
             command: command.into_iter().map(Into::into).collect(),
             env: Vec::new(),
             working_dir: None,
             timeout: None,
         }
+    }
+
+    /// The same step, in a container of `image`.
+    pub fn with_image(mut self, image: impl Into<String>) -> Self {
+        self.image = Some(image.into());
+        self
     }
 
     /// The same step with one more environment variable.

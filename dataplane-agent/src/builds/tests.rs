@@ -247,7 +247,7 @@ echo "digest=sha256:0123" >> "$TROUPE_OUTPUTS""#,
     let mut handle = mk_executor(Duration::from_secs(1))
         .start(spec, &bench.root())
         .unwrap();
-    let work = handle.work_dir().to_path_buf();
+    let work = handle.work_dir().unwrap().to_path_buf();
     let events = rest(&mut handle).await;
 
     let (phase, outputs, message) = finished(&events);
@@ -658,7 +658,7 @@ wait"#,
         .unwrap();
     until_line(&mut handle, "ready").await;
     let (leader, child) = (bench.pid("leader").await, bench.pid("child").await);
-    let work = handle.work_dir().to_path_buf();
+    let work = handle.work_dir().unwrap().to_path_buf();
     assert!(alive(leader) && alive(child) && work.is_dir());
     drop(handle);
 

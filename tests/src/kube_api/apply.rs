@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
+use super::jobs;
 use super::kinds::Kind;
 use super::store::{Entry, Failure, Key, Later, Manager, Store, key};
 
@@ -475,6 +476,7 @@ pub(crate) fn finish(
     mut entry: Entry,
 ) -> Result<Written, Failure> {
     let Some(old) = old else {
+        jobs::check_new(kind, &key.3, &entry.object)?;
         let (object, later) = store.write(&key, entry);
         return Ok((201, object, later));
     };

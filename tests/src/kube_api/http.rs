@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::kinds::{self, Kind};
 use super::store::{Failure, Key, Later, Store, key, now};
-use super::{Request, Shared, apply, watch};
+use super::{Request, Shared, apply, logs, watch};
 
 /// What a path names.
 enum Target {
@@ -22,6 +22,11 @@ enum Target {
     Apis,
     Group(String),
     Resources(String, String),
+    /// `pods/NAME/log`.
+    Log {
+        namespace: String,
+        name: String,
+    },
     /// A collection (`name` unset) or an object of a served kind.
     Object {
         kind: Kind,
@@ -44,6 +49,12 @@ fn resolve(store: &Store, path: &str) -> Result<Target, Failure> {
     };
     let (namespace, plural, name) = match rest {
         [] => return Ok(Target::Resources(group.into(), version.into())),
+        ["namespaces", ns, "pods", name, "log"] if group.is_empty() => {
+            return Ok(Target::Log {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            });
+        }
         ["namespaces", ns, plural] => (*ns, *plural, None),
         ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name)),
         [plural] => ("", *plural, None),
@@ -99,6 +110,11 @@ pub(crate) async fn handle(
             namespace,
             name,
         }) => (kind, namespace, name),
+        Ok(Target::Log { namespace, name }) => {
+            let container = query.get("container").map(String::as_str);
+            let follow = query.get("follow").is_some_and(|f| f == "true");
+            return logs::serve(shared.clone(), &namespace, &name, container, follow);
+        }
         Ok(discovery) => return discover(&shared, discovery),
     };
     let Some(name) = name else {
@@ -227,7 +243,8 @@ fn patch(
 }
 
 /// DELETE with a propagation policy: Foreground marks the object and lets it go after the
-/// foreground delay; anything else removes it at once.
+/// foreground delay; anything else removes it at once. A Job's Pods go with it (first, in the
+/// foreground), unless the policy, or its absence, orphans them.
 pub(crate) fn delete(
     store: &mut Store,
     kind: &Kind,
@@ -237,6 +254,10 @@ pub(crate) fn delete(
     let Some(mut entry) = store.objects.get(&key).cloned() else {
         return Err(Failure::not_found(&kind.group, &kind.plural, &key.3));
     };
+    if kind.is("batch", "Job") {
+        // The garbage collector: with Foreground the Pods go before the Job does.
+        store.release_dependents(&entry.object, policy);
+    }
     if policy == "Foreground" {
         let metadata = &mut entry.object["metadata"];
         if !metadata["deletionTimestamp"].is_null() {
@@ -319,7 +340,7 @@ fn discover(shared: &Shared, target: Target) -> Response {
         Target::Apis => Some(kinds::api_group_list(&store.kinds)),
         Target::Group(group) => kinds::group(&group, &store.kinds),
         Target::Resources(group, version) => kinds::resource_list(&group, &version, &store.kinds),
-        Target::Object { .. } => None,
+        Target::Object { .. } | Target::Log { .. } => None,
     };
     match document {
         Some(document) => axum::Json(document).into_response(),

@@ -9,6 +9,8 @@
 //! - namespaces that must exist and take their contents with them, foreground deletion, CRDs
 //!   that take a while to be served ([`store`]);
 //! - lists and watches with label selectors, compaction (410) and expiry ([`watch`]);
+//! - Jobs that get their Pod and lose it with them ([`jobs`]), containers a test starts and
+//!   ends as the kubelet would ([`kubelet`]), and their logs, followed ([`logs`]);
 //! - a log of every request, and refusals and delays a test sets up ([`http`]).
 //!
 //! [`KubeApi`] is the handle a test, the agent binary (through [`KubeApi::write_kubeconfig`])
@@ -17,7 +19,10 @@
 
 mod apply;
 mod http;
+mod jobs;
 mod kinds;
+mod kubelet;
+mod logs;
 mod store;
 mod watch;
 
@@ -29,6 +34,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::watch as latest;
 
+pub use jobs::JOB_NAME_LABEL;
 use store::{Failure, Later, Refusal, Store, key};
 
 /// One request the server answered.
@@ -244,7 +250,13 @@ impl KubeApi {
             let Some(kind) = store.kind_named(plural) else {
                 return false;
             };
-            store.remove(&key(&kind, namespace, name)).is_some()
+            let removed = store.remove(&key(&kind, namespace, name));
+            if let Some(object) = &removed
+                && kind.is("batch", "Job")
+            {
+                store.release_dependents(object, "Background");
+            }
+            removed.is_some()
         };
         self.shared.wake();
         removed

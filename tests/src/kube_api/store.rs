@@ -93,6 +93,8 @@ pub(crate) struct Store {
     pub delays: BTreeMap<(String, String, String), Duration>,
     pub crd_delay: Duration,
     pub foreground_delay: Duration,
+    /// What each container wrote, by namespace, Pod and container.
+    pub logs: BTreeMap<(String, String, String), Vec<String>>,
 }
 
 impl Default for Store {
@@ -109,6 +111,7 @@ impl Default for Store {
             delays: BTreeMap::new(),
             crd_delay: Duration::ZERO,
             foreground_delay: Duration::from_millis(200),
+            logs: BTreeMap::new(),
         }
     }
 }
@@ -206,6 +209,9 @@ impl Store {
         }
         if created && key.1 == "customresourcedefinitions" {
             later.push(Later::Establish(key.clone()));
+        }
+        if created && key.0 == "batch" && key.1 == "jobs" {
+            self.start_job(key, &object);
         }
         (object, later)
     }

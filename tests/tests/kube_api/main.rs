@@ -2,6 +2,7 @@
 //! each test drives it with a real `kube::Client` over HTTP and asserts what a client sees,
 //! including the shape of each failure Status.
 
+mod jobs;
 mod objects;
 mod watches;
 

@@ -2,8 +2,11 @@
 //! ([`KubeApi`]), driven from bindings as a user would: a fresh cluster gets its namespace, a
 //! refused object is retried until it applies, an expired watch lists again; the modules
 //! cover objects shared with others (`sharing`), CRDs (`crds`), an idle agent's requests
-//! (`idle`) and an API server that hangs on one object (`slow`).
+//! (`idle`) and an API server that hangs on one object (`slow`); and builds run as Jobs, by
+//! the executor itself (`build_jobs`) and through the agent (`builds`).
 
+mod build_jobs;
+mod builds;
 mod crds;
 mod idle;
 mod sharing;

@@ -36,7 +36,11 @@ use troupe_common::k8s_names::{check_label_value, check_qualified_name};
 use troupe_common::pb::v1alpha1::{self as pb, AgentMessage};
 
 use self::task::{Command, Runner};
+use super::error::Error;
+use super::handle::RunHandle;
+use super::kubernetes::{KubeConfig, KubeExecutor};
 use super::process::{ProcessConfig, ProcessExecutor};
+use super::spec::RunSpec;
 
 /// Attempts run at once unless configured otherwise (`--build-capacity`).
 pub const DEFAULT_CAPACITY: u32 = 2;
@@ -50,6 +54,8 @@ pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(10);
 pub enum Executor {
     /// Each step a local process in a fresh work directory ([`ProcessExecutor`]).
     Process,
+    /// Each attempt a Job of the agent's cluster, one container per step ([`KubeExecutor`]).
+    Kubernetes,
 }
 
 impl Executor {
@@ -57,6 +63,7 @@ impl Executor {
     pub fn as_str(self) -> &'static str {
         match self {
             Executor::Process => "process",
+            Executor::Kubernetes => "kubernetes",
         }
     }
 }
@@ -67,11 +74,27 @@ impl FromStr for Executor {
     fn from_str(name: &str) -> Result<Self, String> {
         match name {
             "process" => Ok(Executor::Process),
-            "kubernetes" => Err(
-                "the kubernetes executor is not available yet; use `process` (each step a local process)"
-                    .into(),
-            ),
-            other => Err(format!("unknown executor {other:?}; expected `process`")),
+            "kubernetes" => Ok(Executor::Kubernetes),
+            other => Err(format!(
+                "unknown executor {other:?}; expected `process` (each step a local process) or `kubernetes` (each run a Job)"
+            )),
+        }
+    }
+}
+
+/// The executor attempts are started on.
+#[derive(Clone)]
+pub(super) enum Engine {
+    Process(ProcessExecutor),
+    Kubernetes(KubeExecutor),
+}
+
+impl Engine {
+    /// Starts `spec`; the process executor makes its work directory under `root`.
+    fn start(&self, spec: RunSpec, root: &std::path::Path) -> Result<RunHandle, Error> {
+        match self {
+            Engine::Process(executor) => executor.start(spec, root),
+            Engine::Kubernetes(executor) => executor.start(spec),
         }
     }
 }
@@ -91,6 +114,8 @@ pub struct BuildPlaneConfig {
     pub cancel_grace: Duration,
     /// How the `process` executor runs steps (and whether it keeps work directories).
     pub process: ProcessConfig,
+    /// How the `kubernetes` executor runs Jobs, and on which cluster.
+    pub kubernetes: KubeConfig,
 }
 
 impl BuildPlaneConfig {
@@ -104,6 +129,7 @@ impl BuildPlaneConfig {
             root: root.into(),
             cancel_grace: DEFAULT_CANCEL_GRACE,
             process: ProcessConfig::default(),
+            kubernetes: KubeConfig::default(),
         }
     }
 
@@ -142,11 +168,17 @@ pub struct Builds {
 }
 
 impl Builds {
-    /// Starts the task that owns the attempts, on the current Tokio runtime.
+    /// Starts the task that owns the attempts, on the current Tokio runtime. Panics if the
+    /// executor is `kubernetes` and its configuration has no client.
     pub fn spawn(config: BuildPlaneConfig, shutdown: watch::Receiver<bool>) -> Self {
         let plane = Arc::new(config.to_build_plane());
         let executor = match config.executor {
-            Executor::Process => ProcessExecutor::new(config.process.clone()),
+            Executor::Process => Engine::Process(ProcessExecutor::new(config.process.clone())),
+            Executor::Kubernetes => {
+                let client = config.kubernetes.client.clone();
+                let client = client.expect("the kubernetes executor needs a cluster client");
+                Engine::Kubernetes(KubeExecutor::new(client, config.kubernetes.clone()))
+            }
         };
         let (commands, queue) = mpsc::unbounded_channel();
         let runner = Runner::new(config, executor);
@@ -232,10 +264,10 @@ mod flag_tests {
     }
 
     #[test]
-    fn only_the_process_executor_is_available() {
+    fn executors_are_process_and_kubernetes() {
         assert_eq!("process".parse::<Executor>(), Ok(Executor::Process));
-        let kube = "kubernetes".parse::<Executor>().unwrap_err();
-        assert!(kube.contains("not available yet"), "{kube}");
-        assert!("docker".parse::<Executor>().is_err());
+        assert_eq!("kubernetes".parse::<Executor>(), Ok(Executor::Kubernetes));
+        let docker = "docker".parse::<Executor>().unwrap_err();
+        assert!(docker.contains("`kubernetes`"), "{docker}");
     }
 }

@@ -1,8 +1,8 @@
 //! An offer as the executor takes it: the control plane's resolved `BuildStep`s become
 //! [`StepSpec`]s, argv and environment passed as they are (nothing goes through a shell).
 //!
-//! A step's `image` is for executors that run containers; the `process` executor runs its
-//! command on this machine and ignores it. Timeouts of zero or less mean none.
+//! A step's `image` is for executors that run containers (`kubernetes`); the `process`
+//! executor runs its command on this machine and ignores it. Timeouts of zero or less mean none.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +31,7 @@ fn to_step_spec(step: &pb::BuildStep) -> StepSpec {
     env.sort();
     StepSpec {
         name: step.name.clone(),
+        image: (!step.image.is_empty()).then(|| step.image.clone()),
         command: step.command.clone(),
         env,
         working_dir: (!step.working_dir.is_empty()).then(|| PathBuf::from(&step.working_dir)),
@@ -85,6 +86,8 @@ mod tests {
         assert_eq!(names, ["A", "M", "Z"]);
         assert_eq!(first.working_dir, Some(PathBuf::from("src/app")));
         assert_eq!(first.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(first.image.as_deref(), Some("golang:1.23"));
+        assert_eq!(spec.steps[1].image, None);
         assert_eq!(spec.steps[1].working_dir, None);
         assert_eq!(spec.steps[1].timeout, None);
     }

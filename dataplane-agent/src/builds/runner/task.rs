@@ -16,10 +16,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use troupe_common::pb::v1alpha1::{self as pb, AgentMessage};
 
-use super::BuildPlaneConfig;
 use super::attempt::{Attempt, BUFFER_BYTES, line_cost};
 use super::offer::to_run_spec;
-use crate::builds::{ProcessExecutor, RunEvent, RunHandle};
+use super::{BuildPlaneConfig, Engine};
+use crate::builds::{RunEvent, RunHandle};
 use crate::worker::message;
 
 /// Events of the attempts' tasks waiting for the runner, at most; a task waits for room,
@@ -62,7 +62,7 @@ struct Event {
 /// The owner of every attempt.
 pub(super) struct Runner {
     config: BuildPlaneConfig,
-    executor: ProcessExecutor,
+    executor: Engine,
     attempts: BTreeMap<Key, Attempt>,
     /// The attached session: its attach number and channel.
     outbound: Option<(u64, mpsc::Sender<AgentMessage>)>,
@@ -75,7 +75,7 @@ pub(super) struct Runner {
 
 impl Runner {
     /// A runner with no attempt.
-    pub(super) fn new(config: BuildPlaneConfig, executor: ProcessExecutor) -> Self {
+    pub(super) fn new(config: BuildPlaneConfig, executor: Engine) -> Self {
         let (events_tx, events) = mpsc::channel(EVENTS);
         Self {
             config,
