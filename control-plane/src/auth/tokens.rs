@@ -209,12 +209,12 @@ impl ApiTokens {
         }
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
-        let token = format!("{PREFIX}{}", hex(&secret));
+        let token = format!("{PREFIX}{}", troupe_common::hex::encode(&secret));
         let hash = digest(&token);
         let now = unix(SystemTime::now());
         let record = Record {
             name: name.to_string(),
-            sha256: hex(&hash),
+            sha256: troupe_common::hex::encode(&hash),
             groups: groups.to_vec(),
             created_unix: now,
             expires_unix: now.saturating_add(ttl.as_secs()),
@@ -390,14 +390,6 @@ fn check_name(name: &str) -> Result<(), TokenError> {
 
 fn digest(token: &str) -> [u8; 32] {
     sha2::Sha256::digest(token.as_bytes()).into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 fn parse_hash(text: &str) -> Option<[u8; 32]> {

@@ -71,6 +71,17 @@ struct Agent {
     tx: mpsc::Sender<Outgoing>,
     /// Attempts this session was told to cancel, so each is told once.
     cancels_sent: std::collections::HashSet<(String, u32)>,
+    /// Until when it counts as full: it refused an offer for lack of room (it still holds
+    /// an attempt the control plane no longer counts, one it gave up and is stopping).
+    full_until: Option<tokio::time::Instant>,
+}
+
+impl Agent {
+    /// Whether it is to be offered nothing now, whatever its count says.
+    fn full(&self) -> bool {
+        self.full_until
+            .is_some_and(|until| until > tokio::time::Instant::now())
+    }
 }
 
 /// The build side of the control plane.
@@ -148,6 +159,7 @@ impl Builds {
             capacity: build_plane.capacity.max(1) as usize,
             tx,
             cancels_sent: Default::default(),
+            full_until: None,
         };
         tracing::info!(plane = %index::agent_name(plane), executor = %build_plane.executor, capacity = agent.capacity, "build agent connected");
         self.agents().insert(plane.clone(), agent);
@@ -211,5 +223,7 @@ pub fn run_id(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+#[cfg(test)]
+mod scheduler_tests;
 #[cfg(test)]
 mod tests;

@@ -72,6 +72,16 @@ impl Builds {
         }
         let progress = sanitize(progress, status.plan.len());
         let (id, attempt) = (progress.run.clone(), progress.attempt);
+        if progress.phase == "Refused" {
+            let Some(_settling) = self.settle(&id) else {
+                return;
+            };
+            match self.refused(&key, plane, attempt, progress.message).await {
+                Ok(_) => self.ack(tx, &id, attempt, logged, true).await,
+                Err(e) => tracing::warn!(run = %id, error = %e, "could not record a refused offer"),
+            }
+            return;
+        }
         if !finished(&progress.phase) {
             let written = self
                 .resources
@@ -147,6 +157,46 @@ impl Builds {
             Err(e) => return Err(format!("storing the build logs of {}: {e}", logs.run)),
         }
         Ok(())
+    }
+
+    /// Puts a run whose agent had no room for `attempt` back to `Pending` (the attempt
+    /// `Refused`, not counted), and offers that agent nothing for a third of a lease.
+    async fn refused(
+        &self,
+        key: &ObjectKey,
+        plane: &ObjectKey,
+        attempt: u32,
+        why: String,
+    ) -> Result<bool, Error> {
+        if let Some(agent) = self.agents().get_mut(plane) {
+            agent.full_until = Some(tokio::time::Instant::now() + self.config.lease / 3);
+        }
+        let agent = agent_name(plane);
+        self.resources
+            .update_status(key, move |_, object| {
+                let Object::WorkflowRun(run) = object else {
+                    return;
+                };
+                let status = run.status.get_or_insert_default();
+                if status.phase != "Running" || status.attempt as u32 != attempt {
+                    return;
+                }
+                let why = format!("build agent {agent} refused attempt {attempt}: {why}");
+                if let Some(last) = status.attempts.last_mut() {
+                    last.phase = "Refused".into();
+                    last.message = why.clone();
+                    last.completed_at = Some(now());
+                }
+                if status.cancel_requested {
+                    status.phase = "Cancelled".into();
+                    status.message = format!("cancelled; {why}");
+                    status.completed_at = Some(now());
+                } else {
+                    status.phase = "Pending".into();
+                    status.message = format!("{why}; offering it again");
+                }
+            })
+            .await
     }
 
     /// Records how an attempt ended: the image on the Workload first, then the run's status.

@@ -123,10 +123,12 @@ impl Builds {
                     last.completed_at = Some(now());
                 }
                 let since = status.retried_at;
+                // Attempts an agent refused for lack of room never ran: they do not count.
                 let lost_in_a_row = status
                     .attempts
                     .iter()
                     .rev()
+                    .filter(|a| a.phase != "Refused")
                     .take_while(|a| a.phase == "Lost" && a.number > since)
                     .count() as i32;
                 if status.cancel_requested {
@@ -281,9 +283,13 @@ impl Builds {
                 continue;
             }
             matching += 1;
-            let room = agent
-                .capacity
-                .saturating_sub(busy.get(plane).copied().unwrap_or(0));
+            let room = if agent.full() {
+                0
+            } else {
+                agent
+                    .capacity
+                    .saturating_sub(busy.get(plane).copied().unwrap_or(0))
+            };
             if room > 0
                 && best
                     .as_ref()
@@ -308,9 +314,9 @@ impl Builds {
     /// True when some connected build agent has room.
     fn any_room(&self) -> bool {
         let busy = self.busy();
-        self.agents()
-            .iter()
-            .any(|(plane, agent)| busy.get(plane).copied().unwrap_or(0) < agent.capacity)
+        self.agents().iter().any(|(plane, agent)| {
+            !agent.full() && busy.get(plane).copied().unwrap_or(0) < agent.capacity
+        })
     }
 
     /// How many attempts each agent runs now: one pass over the index.

@@ -319,7 +319,7 @@ fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
     let Some(hex) = signature.strip_prefix("sha256=") else {
         return false;
     };
-    let expected = hex_encode(&hmac_sha256(secret, body));
+    let expected = troupe_common::hex::encode(&hmac_sha256(secret, body));
     hex.len() == expected.len()
         && hex
             .bytes()
@@ -349,10 +349,6 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
         .into()
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,7 +358,7 @@ mod tests {
         // Test case 2 of RFC 4231.
         let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
         assert_eq!(
-            hex_encode(&mac),
+            troupe_common::hex::encode(&mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         // Test case 6: a key longer than the block.
@@ -371,14 +367,17 @@ mod tests {
             b"Test Using Larger Than Block-Size Key - Hash Key First",
         );
         assert_eq!(
-            hex_encode(&mac),
+            troupe_common::hex::encode(&mac),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }
 
     #[test]
     fn a_signature_verifies_only_with_its_secret_and_body() {
-        let signature = format!("sha256={}", hex_encode(&hmac_sha256(b"s3cret", b"{}")));
+        let signature = format!(
+            "sha256={}",
+            troupe_common::hex::encode(&hmac_sha256(b"s3cret", b"{}"))
+        );
         assert!(verify(b"s3cret", b"{}", &signature));
         assert!(verify(
             b"s3cret",

@@ -131,13 +131,7 @@ fn hash_input(state: &State, value: &Value) -> Result<Vec<u8>, Error> {
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    troupe_common::hex::encode(&Sha256::digest(bytes))
 }
 
 /// `dns_name(part, ...)`: a stable DNS label from the parts, hash-suffixed.

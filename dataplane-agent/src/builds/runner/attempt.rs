@@ -28,6 +28,9 @@ use crate::builds::{Canceller, Phase, RunEvent};
 /// The phase of an attempt that has not ended, as `BuildProgress` spells it.
 pub(super) const RUNNING: &str = "Running";
 
+/// The phase of an attempt the agent had no room for: not run, not counted against the run.
+pub(super) const REFUSED: &str = "Refused";
+
 /// Most lines in one `BuildLogs`.
 pub(super) const BATCH_LINES: usize = 256;
 /// Most bytes of lines in one `BuildLogs`, well under the 4 MiB message limit.
@@ -92,6 +95,13 @@ impl Attempt {
     pub(super) fn refused(id: u64, offer: &pb::BuildOffer, why: String, now: Instant) -> Self {
         let budget = Arc::new(Semaphore::new(0));
         Self::new(id, offer, Phase::Failed.as_str(), why, budget, now)
+    }
+
+    /// An attempt not started because the agent is at capacity: it has ended `Refused`,
+    /// which the control plane does not count against the run (it offers the run again).
+    pub(super) fn declined(id: u64, offer: &pb::BuildOffer, why: String, now: Instant) -> Self {
+        let budget = Arc::new(Semaphore::new(0));
+        Self::new(id, offer, REFUSED, why, budget, now)
     }
 
     fn new(

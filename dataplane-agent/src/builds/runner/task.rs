@@ -174,7 +174,7 @@ impl Runner {
         let attempt = if running >= capacity as usize {
             let why =
                 format!("the agent is at capacity: {running} of {capacity} build attempts running");
-            Attempt::refused(id, &offer, why, now)
+            Attempt::declined(id, &offer, why, now)
         } else {
             match self.executor.start(to_run_spec(&offer), &self.config.root) {
                 Ok(handle) => {

@@ -446,7 +446,7 @@ async fn a_duplicate_offer_starts_nothing_and_resends_what_follows_logged() {
 }
 
 #[tokio::test]
-async fn offers_the_agent_cannot_run_fail_saying_why() {
+async fn offers_beyond_capacity_are_refused_and_those_it_cannot_run_fail_saying_why() {
     let plane = Plane::start(1);
     let mut session = plane.attach();
     plane
@@ -457,7 +457,7 @@ async fn offers_the_agent_cannot_run_fail_saying_why() {
     plane
         .builds
         .offer(mk_offer("acme/busy-2", vec![plane.step("quick", "true")]));
-    let (full, _) = session.until_phase("acme/busy-2", "Failed").await;
+    let (full, _) = session.until_phase("acme/busy-2", "Refused").await;
     assert_eq!(
         last(&full).message,
         "the agent is at capacity: 1 of 1 build attempts running"

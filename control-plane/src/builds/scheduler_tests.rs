@@ -1,0 +1,113 @@
+//! The scheduler with a build agent played by the test: an offer the agent refuses for lack
+//! of room puts the run back to `Pending` without counting the attempt, the agent is offered
+//! nothing for a while, and then the run is offered again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use troupe_common::pb::v1alpha1::{self as pb, control_message};
+use troupe_common::{Kind, Object, ObjectKey};
+
+use super::{BuildConfig, Builds};
+use crate::resources::{Origin, Resources};
+use crate::store::MemoryStore;
+use troupe_common::agent::Outgoing;
+
+const YAML: &str = "apiVersion: troupe.dev/v1alpha1
+kind: Namespace
+metadata: {name: acme}
+---
+apiVersion: troupe.dev/v1alpha1
+kind: Workflow
+metadata: {name: say, namespace: acme}
+spec:
+  retries: 0
+  steps:
+    - {name: say, command: [echo, hello]}
+---
+apiVersion: troupe.dev/v1alpha1
+kind: WorkflowRun
+metadata: {name: say-1, namespace: acme}
+spec:
+  workflow: {name: say}
+";
+
+/// The next offer sent to the agent, waiting at most `wait`.
+async fn offer(rx: &mut mpsc::Receiver<Outgoing>, wait: Duration) -> Option<pb::BuildOffer> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let message = tokio::time::timeout_at(deadline, rx.recv()).await.ok()??;
+        if let Ok(pb::ControlMessage {
+            message: Some(control_message::Message::BuildOffer(offer)),
+        }) = *message
+        {
+            return Some(offer);
+        }
+    }
+}
+
+fn status(resources: &Resources) -> pb::WorkflowRunStatus {
+    let key = ObjectKey::new(Kind::WorkflowRun, "acme", "say-1");
+    match resources.get(&key) {
+        Ok(Object::WorkflowRun(run)) => run.status.unwrap_or_default(),
+        other => panic!("the run: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_offer_refused_for_lack_of_room_is_offered_again_later_and_not_counted() {
+    let resources = Arc::new(Resources::new(Arc::new(MemoryStore::new())));
+    for object in troupe_common::document::from_yaml(YAML).unwrap() {
+        resources.apply(object, Origin::User, false).await.unwrap();
+    }
+    let config = BuildConfig {
+        lease: Duration::from_secs(3),
+        ..BuildConfig::default()
+    };
+    let (_stop, stopping) = watch::channel(false);
+    let builds = Builds::start(resources.clone(), config, None, stopping).unwrap();
+    let plane = ObjectKey::new(Kind::DataPlane, "acme", "builder");
+    let (tx, mut rx) = mpsc::channel(64);
+    let build_plane = pb::BuildPlane {
+        executor: "process".into(),
+        capacity: 1,
+        ..Default::default()
+    };
+    builds.connect(&plane, 1, &build_plane, tx.clone());
+
+    let first = offer(&mut rx, Duration::from_secs(10))
+        .await
+        .expect("an offer");
+    assert_eq!((first.run.as_str(), first.attempt), ("acme/say-1", 1));
+    let refused = pb::BuildProgress {
+        run: first.run.clone(),
+        attempt: 1,
+        phase: "Refused".into(),
+        message: "the agent is at capacity: 1 of 1 build attempts running".into(),
+        ..Default::default()
+    };
+    builds.progress(&plane, refused, &tx).await;
+    let back = status(&resources);
+    assert_eq!(back.phase, "Pending", "{back:?}");
+    assert!(
+        back.message.contains("refused attempt 1"),
+        "{}",
+        back.message
+    );
+    assert_eq!(back.attempts[0].phase, "Refused");
+
+    // The agent said it is full: nothing for a third of the lease (1 s), then the run again,
+    // though the workflow allows no retry.
+    let started = tokio::time::Instant::now();
+    let again = offer(&mut rx, Duration::from_secs(10))
+        .await
+        .expect("a second offer");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(again.attempt, 2);
+    assert_eq!(status(&resources).phase, "Running");
+}
