@@ -73,14 +73,7 @@ impl Builds {
         let progress = sanitize(progress, status.plan.len());
         let (id, attempt) = (progress.run.clone(), progress.attempt);
         if progress.phase == "Refused" {
-            let Some(_settling) = self.settle(&id) else {
-                return;
-            };
-            match self.refused(&key, plane, attempt, progress.message).await {
-                Ok(_) => self.ack(tx, &id, attempt, logged, true).await,
-                Err(e) => tracing::warn!(run = %id, error = %e, "could not record a refused offer"),
-            }
-            return;
+            return self.refused(tx, plane, progress, logged).await;
         }
         if !finished(&progress.phase) {
             let written = self
@@ -159,21 +152,27 @@ impl Builds {
         Ok(())
     }
 
-    /// Puts a run whose agent had no room for `attempt` back to `Pending` (the attempt
-    /// `Refused`, not counted), and offers that agent nothing for a third of a lease.
+    /// Puts a run whose agent had no room for the attempt back to `Pending` (the attempt
+    /// `Refused`, not counted), offers that agent nothing for a third of a lease, and tells
+    /// it the refusal is stored.
     async fn refused(
         &self,
-        key: &ObjectKey,
+        tx: &mpsc::Sender<Outgoing>,
         plane: &ObjectKey,
-        attempt: u32,
-        why: String,
-    ) -> Result<bool, Error> {
+        progress: pb::BuildProgress,
+        logged: u64,
+    ) {
+        let (id, attempt, why) = (progress.run, progress.attempt, progress.message);
+        let Some(_settling) = self.settle(&id) else {
+            return;
+        };
         if let Some(agent) = self.agents().get_mut(plane) {
             agent.full_until = Some(tokio::time::Instant::now() + self.config.lease / 3);
         }
         let agent = agent_name(plane);
-        self.resources
-            .update_status(key, move |_, object| {
+        let written = self
+            .resources
+            .update_status(&run_key(&id), move |_, object| {
                 let Object::WorkflowRun(run) = object else {
                     return;
                 };
@@ -196,7 +195,11 @@ impl Builds {
                     status.message = format!("{why}; offering it again");
                 }
             })
-            .await
+            .await;
+        match written {
+            Ok(_) => self.ack(tx, &id, attempt, logged, true).await,
+            Err(e) => tracing::warn!(run = %id, error = %e, "could not record a refused offer"),
+        }
     }
 
     /// Records how an attempt ended: the image on the Workload first, then the run's status.
