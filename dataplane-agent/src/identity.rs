@@ -52,10 +52,10 @@ fn folder(state_dir: &Path) -> PathBuf {
 }
 
 /// Loads the stored identity, or registers with `token` when there is none (or it is for
-/// another data plane).
+/// another data plane), at the first of `urls` that takes it.
 pub async fn load_or_register(
     state_dir: &Path,
-    url: &str,
+    urls: &[&str],
     data_plane: &DataPlaneIdentity,
     token: Option<&str>,
     ca_file: Option<&Path>,
@@ -84,6 +84,49 @@ pub async fn load_or_register(
             dir.display()
         );
     };
+    let mut failures = Vec::new();
+    let mut registered = None;
+    for url in urls {
+        match register_at(url, data_plane, token, ca_file).await {
+            Ok(identity) => {
+                registered = Some(identity);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = url, error = %format!("{e:#}"), "registration failed here");
+                failures.push(format!("{url}: {e:#}"));
+            }
+        }
+    }
+    let Some(identity) = registered else {
+        bail!(
+            "could not register at any endpoint: {}",
+            failures.join("; ")
+        );
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let files = [
+        ("agent.key", identity.key_pem.clone()),
+        ("agent.crt", identity.cert_pem.clone()),
+        ("ca.crt", identity.ca_pem.clone()),
+        ("dataplane", data_plane.to_string()),
+    ];
+    for (name, contents) in files {
+        let path = dir.join(name);
+        durable::write(&path, contents.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    tracing::info!(data_plane = %data_plane, "registered");
+    Ok(identity)
+}
+
+/// Registers `data_plane` with `token` at the agent endpoint `url`.
+async fn register_at(
+    url: &str,
+    data_plane: &DataPlaneIdentity,
+    token: &str,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<AgentIdentity> {
     let parsed = BootstrapToken::parse(token).map_err(anyhow::Error::msg)?;
     let ca_pem = match ca_file {
         Some(path) => std::fs::read_to_string(path)
@@ -110,26 +153,12 @@ pub async fn load_or_register(
         .await
         .map_err(|s| anyhow::anyhow!("registration refused: {} ({:?})", s.message(), s.code()))?
         .into_inner();
-    let identity = AgentIdentity {
+    Ok(AgentIdentity {
         data_plane: data_plane.clone(),
         cert_pem: response.certificate_pem,
         key_pem: key.serialize_pem(),
         ca_pem: response.ca_certificate_pem,
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let files = [
-        ("agent.key", identity.key_pem.clone()),
-        ("agent.crt", identity.cert_pem.clone()),
-        ("ca.crt", identity.ca_pem.clone()),
-        ("dataplane", data_plane.to_string()),
-    ];
-    for (name, contents) in files {
-        let path = dir.join(name);
-        durable::write(&path, contents.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    tracing::info!(data_plane = %data_plane, "registered");
-    Ok(identity)
+    })
 }
 
 /// Opens one TLS handshake with the agent endpoint and returns (as PEM) the CA certificate

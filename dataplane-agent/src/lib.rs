@@ -48,7 +48,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// How an agent runs.
 #[derive(Clone)]
 pub struct Config {
-    /// The control plane's agent endpoint, `https://HOST:PORT`.
+    /// The control plane's agent endpoint, `https://HOST:PORT`, or several replicas'
+    /// endpoints, comma-separated ([`Config::endpoints`]).
     pub control_plane: String,
     /// The data plane this agent speaks for.
     pub data_plane: DataPlaneIdentity,
@@ -108,6 +109,17 @@ pub enum Event {
 }
 
 impl Config {
+    /// The agent endpoints of [`Config::control_plane`], in order; the agent starts at one
+    /// chosen by its data plane's name (so a fleet spreads over the replicas) and moves to
+    /// the next whenever a stream ends or cannot be opened.
+    pub fn endpoints(&self) -> Vec<&str> {
+        self.control_plane
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+
     /// A configuration with the defaults for everything but the essentials.
     pub fn new(
         control_plane: impl Into<String>,

@@ -22,7 +22,9 @@ use troupe_common::pb::v1alpha1::DataPlaneIdentity;
 #[derive(Debug, Parser)]
 #[command(name = "troupe-agent", version, about)]
 struct Args {
-    /// The control plane's agent endpoint, e.g. `https://troupe.example.com:50052`.
+    /// The control plane's agent endpoint, e.g. `https://troupe.example.com:50052`; or the
+    /// endpoints of several replicas, comma-separated: the agent starts at one (chosen by its
+    /// data plane's name) and moves to the next whenever its stream ends.
     #[arg(
         long,
         env = "TROUPE_CONTROL_PLANE",

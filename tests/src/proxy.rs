@@ -11,6 +11,8 @@ pub struct Proxy {
     connections: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
     /// Milliseconds each forwarded read is held back.
     delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// While set, every new connection is closed at once, as by a replica that is down.
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -22,11 +24,16 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address").to_string();
         let connections: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let (conns, delay) = (connections.clone(), delay_ms.clone());
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (conns, delay, is_down) = (connections.clone(), delay_ms.clone(), down.clone());
         let upstream = upstream.to_string();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
+                if is_down.load(Ordering::Relaxed) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
                 let Ok(server) = std::net::TcpStream::connect(&upstream) else {
                     continue;
                 };
@@ -65,6 +72,7 @@ impl Proxy {
             addr,
             connections,
             delay_ms,
+            down,
         }
     }
 
@@ -77,6 +85,15 @@ impl Proxy {
     pub fn cut(&self) {
         for stream in self.connections.lock().unwrap().drain(..) {
             let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Takes the upstream down (`true`: open connections are cut, new ones closed at once)
+    /// or back up.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::Relaxed);
+        if down {
+            self.cut();
         }
     }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use troupe_tests::{
-    Agent, PATIENCE, Platform, Proxy, Server, eventually, release_files, stderr, stdout, success,
-    troupe_agent_bin, workspace_root,
+    Agent, PATIENCE, Platform, Proxy, Server, eventually, free_port, release_files, stderr, stdout,
+    success, troupe_agent_bin, workspace_root,
 };
 
 /// Files of the sample `api`'s release on a directory agent: the five objects the example
@@ -256,6 +256,44 @@ fn cut_and_slow_connections_lose_no_update() {
                 && ready(&server, "development").is_ok()
         },
     );
+}
+
+#[test]
+fn an_agent_given_several_endpoints_registers_and_reconnects_through_any_that_answers() {
+    let server = Platform::builder().examples().start();
+    let (a, b) = (
+        Proxy::start(&server.agent_addr),
+        Proxy::start(&server.agent_addr),
+    );
+    // The first endpoint never answers; registration and streams go on past it.
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let token = server.token("acme/local", "1h");
+    let endpoints = format!("{dead}, {},{}", a.url(), b.url());
+    let agent = server.start_agent(&endpoints, "acme/local", "a", Some(&token));
+    let release = server.cut_release("api");
+    server.bind("api", "development", &release, "");
+    eventually("development is ready", PATIENCE, || {
+        ready(&server, "development")
+    });
+    // Each replica goes down in turn, so whichever the agent was on, it moves to the other.
+    for (down, up, replicas) in [(&a, &b, 2), (&b, &a, 3)] {
+        up.set_down(false);
+        down.set_down(true);
+        server.bind(
+            "api",
+            "development",
+            &release,
+            &format!("  componentTypeEnvironmentConfigs: {{replicas: {replicas}}}\n"),
+        );
+        eventually(
+            "the update arrives through the other endpoint",
+            PATIENCE,
+            || {
+                deployment(&agent.target, "api-development")
+                    .contains(&format!("replicas: {replicas}"))
+            },
+        );
+    }
 }
 
 #[test]

@@ -69,16 +69,21 @@ pub fn spawn_worker(
 }
 
 /// Runs the agent until `shutdown` turns true: registers if needed, then keeps a stream open,
-/// reconnecting with full-jitter exponential backoff, and corrects drift meanwhile.
+/// each time to the next of its endpoints, reconnecting with full-jitter exponential backoff
+/// once every endpoint failed, and corrects drift meanwhile.
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let state = State::open(&config.state_dir)
         .with_context(|| format!("opening the state in {}", config.state_dir.display()))?;
     let held = state.load().context("reading the agent's state")?;
     tracing::info!(releases = held.len(), state = %config.state_dir.display(), "agent state loaded");
+    let endpoints = config.endpoints();
+    anyhow::ensure!(!endpoints.is_empty(), "--control-plane names no endpoint");
+    let mut next = first_endpoint(&config, endpoints.len());
+    let registration_order = rotated(&endpoints, next);
     let identity = tokio::select! {
         identity = identity::load_or_register(
             &config.state_dir,
-            &config.control_plane,
+            &registration_order,
             &config.data_plane,
             config.token.as_deref(),
             config.ca_cert.as_deref(),
@@ -88,10 +93,14 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let worker = spawn_worker(&config, state, held, shutdown.clone());
 
     let mut attempt: u32 = 0;
+    let mut failed_in_round = 0;
     loop {
         let started = Instant::now();
+        let url = endpoints[next % endpoints.len()];
+        // Whatever happens to this stream, the next one tries the next replica.
+        next += 1;
         let outcome = tokio::select! {
-            outcome = session::session(&config, &identity, &worker) => outcome,
+            outcome = session::session(&config, url, &identity, &worker) => outcome,
             _ = stopped(&mut shutdown) => return Ok(()),
         };
         let reason = match outcome {
@@ -112,14 +121,38 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         // to connect.
         if started.elapsed() > Duration::from_secs(30) {
             attempt = 0;
+            failed_in_round = 0;
         }
-        let delay = backoff(&config, attempt);
-        attempt = attempt.saturating_add(1);
+        // The other endpoints are tried at once (with the first bound's jitter, so a fleet
+        // leaving a dead replica does not arrive at once); a whole round that failed backs off.
+        failed_in_round += 1;
+        let delay = if failed_in_round < endpoints.len() {
+            backoff(&config, 0)
+        } else {
+            failed_in_round = 0;
+            attempt = attempt.saturating_add(1);
+            backoff(&config, attempt - 1)
+        };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stopped(&mut shutdown) => return Ok(()),
         }
     }
+}
+
+/// Where a fleet's agents start: spread over the endpoints by data plane name.
+fn first_endpoint(config: &Config, count: usize) -> usize {
+    let name = config.data_plane.to_string();
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % count as u64) as usize
+}
+
+/// The endpoints starting at `first`, wrapping around.
+fn rotated<'a>(endpoints: &[&'a str], first: usize) -> Vec<&'a str> {
+    let n = endpoints.len();
+    (0..n).map(|i| endpoints[(first + i) % n]).collect()
 }
 
 /// Full jitter: a uniformly random delay up to the exponential bound.

@@ -44,14 +44,16 @@ const REPLIES: usize = 64;
 /// One stream, from Hello until it ends.
 pub(super) async fn session(
     config: &Config,
+    url: &str,
     identity: &AgentIdentity,
     worker: &WorkerHandle,
 ) -> anyhow::Result<()> {
     let channel = identity
-        .endpoint(&config.control_plane)?
+        .endpoint(url)?
         .connect()
         .await
-        .with_context(|| format!("connecting to {}", config.control_plane))?;
+        .with_context(|| format!("connecting to {url}"))?;
+    tracing::info!(endpoint = url, "connected to the control plane");
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(4 * CHUNK_BYTES)
         .max_encoding_message_size(4 * CHUNK_BYTES);
