@@ -54,8 +54,26 @@ impl RunView {
 #[derive(Default)]
 pub(super) struct RunIndex {
     pub runs: HashMap<String, RunView>,
+    /// The runs not finished (pending or running): what the scheduler looks at every tick,
+    /// however many finished runs wait for their TTL.
+    active: HashSet<String>,
     /// True once the index holds every run in the store.
     pub loaded: bool,
+}
+
+impl RunIndex {
+    /// The runs not finished, with their views.
+    pub fn active(&self) -> impl Iterator<Item = (&String, &RunView)> {
+        self.active
+            .iter()
+            .filter_map(|id| self.runs.get(id).map(|view| (id, view)))
+    }
+
+    /// Forgets run `id`.
+    pub fn remove(&mut self, id: &str) -> Option<RunView> {
+        self.active.remove(id);
+        self.runs.remove(id)
+    }
 }
 
 impl Builds {
@@ -166,6 +184,11 @@ impl Builds {
         if !view.pending() {
             view.waiting = None;
         }
+        if super::finished(&view.phase) {
+            index.active.remove(&id);
+        } else {
+            index.active.insert(id.clone());
+        }
         drop(index);
         self.wake.notify_one();
         id
@@ -205,7 +228,7 @@ impl Builds {
 
     /// Run `id` is gone: its agent stops it, its logs go.
     async fn forget_run(&self, id: &str) {
-        let view = self.index().runs.remove(id);
+        let view = self.index().remove(id);
         if let Some(view) = view
             && view.phase == "Running"
             && let Some(agent) = &view.agent

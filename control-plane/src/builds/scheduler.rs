@@ -47,8 +47,7 @@ impl Builds {
         let now = Instant::now();
         let expired: Vec<(String, RunView)> = self
             .index()
-            .runs
-            .iter()
+            .active()
             .filter(|(_, v)| v.phase == "Running" && v.lease.is_some_and(|l| l <= now))
             .map(|(id, v)| (id.clone(), v.clone()))
             .collect();
@@ -153,8 +152,7 @@ impl Builds {
     async fn send_cancels(&self) {
         let cancelling: Vec<(String, RunView)> = self
             .index()
-            .runs
-            .iter()
+            .active()
             .filter(|(_, v)| v.phase == "Running" && v.cancel_requested)
             .map(|(id, v)| (id.clone(), v.clone()))
             .collect();
@@ -181,8 +179,7 @@ impl Builds {
     async fn dispatch_pending(&self) {
         let mut pending: Vec<(String, (i64, i32), bool)> = self
             .index()
-            .runs
-            .iter()
+            .active()
             .filter(|(_, v)| v.pending())
             .map(|(id, v)| (id.clone(), v.created, v.waiting.is_some()))
             .collect();
@@ -319,10 +316,10 @@ impl Builds {
         })
     }
 
-    /// How many attempts each agent runs now: one pass over the index.
+    /// How many attempts each agent runs now: one pass over the runs not finished.
     fn busy(&self) -> std::collections::HashMap<ObjectKey, usize> {
         let mut busy = std::collections::HashMap::new();
-        for view in self.index().runs.values() {
+        for (_, view) in self.index().active() {
             if view.phase == "Running"
                 && let Some(agent) = &view.agent
             {
