@@ -101,10 +101,22 @@ pub(super) async fn within<T>(
 /// A failed etcd call as a [`StoreError`]: etcd's own limits as [`StoreError::TooLarge`] with
 /// the flag to raise, anything else as an engine failure naming the cluster.
 pub(super) fn failed(members: &str, what: &str, error: &etcd_client::Error) -> StoreError {
-    let message = match error {
+    let mut message = match error {
         etcd_client::Error::GRpcStatus(status) => status.message().to_string(),
         other => other.to_string(),
     };
+    // The cause ("Connection refused") is often only in the sources.
+    let mut source = match error {
+        etcd_client::Error::GRpcStatus(status) => std::error::Error::source(status),
+        other => std::error::Error::source(other),
+    };
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
     if message.contains("too many operations in txn request") {
         return StoreError::TooLarge(format!(
             "etcd at {members} refused a transaction as having too many operations: its \
