@@ -2,9 +2,9 @@
 //! runs stale code, and the external tools the test command installs.
 //!
 //! The first call in a test process runs `cargo build --workspace --bins` into the target
-//! directory this test executable was built in: the build `scripts/test.sh` (and so CI) runs
-//! before the tests, so it is a no-op when the binaries are fresh and never changes feature
-//! resolution. Cargo's own lock on that directory serialises test processes that build at the
+//! directory this test executable was built in, with the features it was built with (`etcd`):
+//! the build `scripts/test.sh` (and so CI) runs before the tests, so it is a no-op when the
+//! binaries are fresh and never changes feature resolution. Cargo's own lock on that directory serialises test processes that build at the
 //! same time.
 
 use std::path::{Path, PathBuf};
@@ -69,6 +69,11 @@ fn build() -> Result<PathBuf, String> {
         .args(["build", "--workspace", "--bins"])
         .current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", target_dir);
+    // The features scripts/test.sh builds with: binaries with what the tests drive (`--store
+    // etcd://…`), and nothing to rebuild.
+    if cfg!(feature = "etcd") {
+        command.args(["--features", "troupe-tests/etcd"]);
+    }
     // Tests built with another profile (`cargo test --release`) run that profile's binaries.
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
