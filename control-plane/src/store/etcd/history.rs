@@ -49,6 +49,7 @@ async fn read_until(
     floor: Revision,
 ) -> Result<Vec<Event>, StoreError> {
     let what = "reading the store's history";
+    tracing::debug!(after, limit, floor, "etcd store: reading history from etcd");
     let options = WatchOptions::new()
         .with_prefix()
         .with_prev_key()

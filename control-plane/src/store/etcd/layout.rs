@@ -12,7 +12,7 @@
 //! too; the store's then have gaps, which nothing relies on.
 
 use etcd_client::KeyValue;
-use troupe_common::{Kind, ObjectKey};
+use troupe_common::ObjectKey;
 
 use crate::store::{Record, Revision, StoreError, keys};
 
@@ -66,23 +66,9 @@ impl Layout {
         [self.objects.as_slice(), &keys::encode(key)].concat()
     }
 
-    /// The key range `[start, end)` of the objects of `kind` (in `namespace`).
-    pub(super) fn range(&self, kind: Kind, namespace: Option<&str>) -> (Vec<u8>, Vec<u8>) {
-        let start = [self.objects.as_slice(), &keys::prefix(kind, namespace)].concat();
-        let end = prefix_end(&start);
-        (start, end)
-    }
-
-    /// The key range of the page of `kind` (in `namespace`) after `after`.
-    pub(super) fn page(
-        &self,
-        kind: Kind,
-        namespace: Option<&str>,
-        after: Option<&ObjectKey>,
-    ) -> (Vec<u8>, Vec<u8>) {
-        let (start, prefix) = keys::page_start(kind, namespace, after);
-        let end = prefix_end(&[self.objects.as_slice(), &prefix].concat());
-        ([self.objects.as_slice(), &start].concat(), end)
+    /// `PREFIX/o/`, which every object key starts with.
+    pub(super) fn objects(&self) -> &[u8] {
+        &self.objects
     }
 
     /// The object an etcd key names; `None` for the store's other keys.
@@ -160,6 +146,8 @@ pub(super) fn corrupt(key: &[u8], reason: &str) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use troupe_common::Kind;
+
     use super::*;
 
     #[test]
@@ -170,11 +158,8 @@ mod tests {
         assert!(etcd_key.starts_with(b"/teams/a/o/"));
         assert_eq!(layout.decode_key(&etcd_key).unwrap(), Some(key.clone()));
         assert_eq!(layout.decode_key(&layout.marker()).unwrap(), None);
-        let (start, end) = layout.range(Kind::Component, Some("acme"));
-        assert!(start.as_slice() <= etcd_key.as_slice() && etcd_key.as_slice() < end.as_slice());
-        let (start, _) = layout.range(Kind::Component, Some("acm"));
-        let (_, end) = layout.range(Kind::Component, Some("acm"));
-        assert!(!(start.as_slice() <= etcd_key.as_slice() && etcd_key < end));
+        assert!(etcd_key.starts_with(layout.objects()));
+        assert!(!layout.marker().starts_with(layout.objects()));
         assert_eq!(prefix_end(b"a\xff\xff"), b"b");
         assert_eq!((layout.to_store(10), layout.to_store(13)), (0, 3));
         assert_eq!(layout.to_store(4), 0, "before the base");

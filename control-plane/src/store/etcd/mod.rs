@@ -4,22 +4,25 @@
 //! Data flow: objects live under `PREFIX/o/…` ([`layout`]); a commit is one etcd transaction
 //! (compares for its checks, then its puts and deletes: [`commit`]), so its revision is etcd's.
 //! One watch on the prefix (the tail, [`tail`]) turns every change under it, this store's and
-//! other replicas' alike, into the store's commits: a cache of recent ones serves
-//! `events_after`, older ones come from etcd's history ([`history`]), and `subscribe` gets one
+//! other replicas' alike, into the store's commits: it keeps the [`view`] (every object, in
+//! memory, which reads are served from), a cache of recent commits that serves
+//! `events_after` (older ones come from etcd's history: [`history`]), and `subscribe`, one
 //! message per commit. Compaction is etcd's (the store compacts the cluster to keep its
 //! retention); a revision compacted away is [`StoreError::Compacted`].
 //!
 //! Durability: etcd answers a write once a quorum of its members has it on disk, so a commit
 //! is durable when it returns, and so is every revision the tail sees.
 //!
-//! What a call costs: the trait is synchronous, so every call runs on the store's own runtime
-//! ([`bridge`]) while the caller's thread blocks. `get` is one linearizable read (a round trip
-//! to the leader); `list` and `list_page` read at the tail's head in pages of 500; `commit` is
-//! one transaction (a round trip and the leader's fsync) and then the wait for its own event
-//! to come back through the watch, so its subscribers have it when it returns (a fraction of a
-//! millisecond on one host); `events_after` is served from memory unless it reaches back
-//! before the cache (then a watch from the past: 100 ms or more). A commit larger than etcd's
-//! per-transaction limits is refused, or, if the caller allows, split into steps ([`commit`]).
+//! What a call costs: the trait is synchronous, so every call that talks to etcd runs on the
+//! store's own runtime ([`bridge`]) while the caller's thread blocks. `get`, `list`,
+//! `list_page` and `revision` read the view (no round trip), so they trail another replica's
+//! commits by the time its watch takes (milliseconds), never this store's own; `commit` is one
+//! transaction (a round trip and the leader's fsync) and then the wait for its own event to
+//! come back through the watch (a fraction of a millisecond on one host); `events_after` is
+//! served from memory unless it reaches back before the cache (then a watch from the past: 100
+//! ms or more). An open loads every object (memory: what the objects weigh). A commit larger
+//! than etcd's per-transaction limits is refused, or, if the caller allows, split into steps
+//! ([`commit`]).
 //!
 //! Not yet: a value written with [`Op::PutShared`](crate::store::Op::PutShared) is stored
 //! whole, head and shared part together, with every write (a Release's status write rewrites
@@ -32,6 +35,7 @@ mod layout;
 mod local;
 mod read;
 mod tail;
+mod view;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -48,6 +52,7 @@ pub use local::LocalEtcd;
 use self::bridge::{Bridge, CALL_TIMEOUT, timed};
 use self::layout::{Layout, MARKER_VALUE};
 use self::tail::Log;
+use self::view::View;
 use super::{
     Durability, EtcdUrl, Event, Record, Retention, Revision, Store, StoreError, Txn, TxnLimits,
 };
@@ -122,18 +127,18 @@ impl EtcdStore {
     }
 
     /// Opens the store at `url`: connects, writes the marker (creating the store on the first
-    /// open) and starts following the prefix. etcd's history of the store is compacted to keep
+    /// open), loads every object and starts following the prefix. etcd's history of the store is compacted to keep
     /// what `retention` says. Fails, naming the cluster, if it does not answer in time.
     pub fn open_with_retention(url: &EtcdUrl, retention: Retention) -> Result<Self, StoreError> {
         let bridge = Bridge::new()?;
-        let (client, layout, head) = bridge.block(connect(url.clone()))?;
+        let (client, layout, head, view) = bridge.block(connect(url.clone()))?;
         let shared = Arc::new(Shared {
             client,
             layout,
             members: url.members(),
             limits: url.limits,
             retention,
-            log: Mutex::new(Log::new(head, retention)),
+            log: Mutex::new(Log::new(head, view, retention)),
             seen: watch::channel(head).0,
             durable: watch::channel(Durability {
                 revision: head,
@@ -147,9 +152,39 @@ impl EtcdStore {
     }
 }
 
-/// Connects to the cluster and writes the marker; returns the client, the layout with its
-/// base, and the marker's revision, where the store starts.
-async fn connect(url: EtcdUrl) -> Result<(Client, Layout, Revision), StoreError> {
+/// Connects to the cluster, writes the marker and loads the objects at its revision; returns
+/// the client, the layout with its base, and the store's revision and objects there.
+async fn connect(url: EtcdUrl) -> Result<(Client, Layout, Revision, View), StoreError> {
+    let members = url.members();
+    let (client, layout, marked) = mark(&url).await?;
+    let kv = client
+        .kv_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES);
+    let (records, _) = read::load(&kv, &members, &layout, marked).await?;
+    let head = layout.to_store(marked);
+    Ok((client, layout, head, View::new(records)))
+}
+
+/// Writes the marker again and loads the objects at its revision: where a tail that lost
+/// commits to compaction starts over. Returns that revision and the objects.
+async fn restart(shared: &Shared) -> Result<(Revision, View), StoreError> {
+    let mut kv = shared.kv();
+    let what = "starting over after a compaction";
+    let marked = timed(
+        &shared.members,
+        what,
+        kv.put(shared.layout.marker(), MARKER_VALUE, None),
+    )
+    .await?
+    .header()
+    .map_or(0, |h| h.revision());
+    let (records, _) = read::load(&kv, &shared.members, &shared.layout, marked).await?;
+    Ok((shared.layout.to_store(marked), View::new(records)))
+}
+
+/// Connects to the cluster and writes the marker (creating it, and so the store, on the first
+/// open); returns the client, the layout with its base, and the etcd revision of the marker.
+async fn mark(url: &EtcdUrl) -> Result<(Client, Layout, i64), StoreError> {
     let members = url.members();
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
@@ -184,9 +219,7 @@ async fn connect(url: EtcdUrl) -> Result<(Client, Layout, Revision), StoreError>
         match response.op_responses().first() {
             Some(TxnOpResponse::Put(put)) => {
                 let base = put.prev_key().map_or(revision, |kv| kv.create_revision());
-                let layout = layout.with_base(base);
-                let head = layout.to_store(revision);
-                return Ok((client, layout, head));
+                return Ok((client, layout.with_base(base), revision));
             }
             Some(TxnOpResponse::Get(get)) if !get.kvs().is_empty() => {
                 let found = String::from_utf8_lossy(get.kvs()[0].value()).into_owned();
@@ -208,7 +241,7 @@ async fn connect(url: EtcdUrl) -> Result<(Client, Layout, Revision), StoreError>
         let response = timed(&members, "creating the store", kv.txn(create)).await?;
         if response.succeeded() {
             let base = response.header().map_or(0, |h| h.revision());
-            return Ok((client, layout.with_base(base), 0));
+            return Ok((client, layout.with_base(base), base));
         }
     }
     Err(StoreError::Engine(format!(
@@ -219,10 +252,7 @@ async fn connect(url: EtcdUrl) -> Result<(Client, Layout, Revision), StoreError>
 
 impl Store for EtcdStore {
     fn get(&self, key: &ObjectKey) -> Result<Option<Record>, StoreError> {
-        let shared = self.shared.clone();
-        let key = shared.layout.object(key);
-        self.bridge
-            .block(async move { read::get(&shared, key).await })
+        Ok(self.shared.log().view().get(key))
     }
 
     fn list(
@@ -230,11 +260,8 @@ impl Store for EtcdStore {
         kind: Kind,
         namespace: Option<&str>,
     ) -> Result<(Vec<Record>, Revision), StoreError> {
-        let shared = self.shared.clone();
-        let (start, end) = shared.layout.range(kind, namespace);
-        let at = shared.log().head();
-        self.bridge
-            .block(async move { read::range(&shared, start, end, None, at).await })
+        let log = self.shared.log();
+        Ok((log.view().list(kind, namespace), log.head()))
     }
 
     fn list_page(
@@ -244,11 +271,8 @@ impl Store for EtcdStore {
         after: Option<&ObjectKey>,
         limit: usize,
     ) -> Result<(Vec<Record>, Revision), StoreError> {
-        let shared = self.shared.clone();
-        let (start, end) = shared.layout.page(kind, namespace, after);
-        let at = shared.log().head();
-        self.bridge
-            .block(async move { read::range(&shared, start, end, Some(limit), at).await })
+        let log = self.shared.log();
+        Ok((log.view().page(kind, namespace, after, limit), log.head()))
     }
 
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {

@@ -2,17 +2,18 @@
 //! etcd's events into the store's commits, whoever made them (this store, or another replica
 //! on the same cluster).
 //!
-//! Each commit the tail sees goes, under one lock and in revision order, into the [`Log`] (a
-//! bounded cache of recent commits that `events_after` serves from) and to the live channel
-//! (`subscribe`, one message per commit); then the tail marks its revision seen, which is what
-//! a commit waits for before it returns, so a writer's own subscribers have its commit by then.
+//! Each commit the tail sees goes, under one lock and in revision order, into the [`Log`]: the
+//! [`View`] of every object, a bounded cache of recent commits that `events_after` serves
+//! from, and the live channel (`subscribe`, one message per commit); then the tail marks its
+//! revision seen, which is what a commit waits for before it returns, so the writer reads its
+//! own commit and its subscribers have it by then.
 //!
 //! The tail also keeps etcd's history within the store's [`Retention`]: it weighs every commit
 //! and compacts etcd (the whole cluster: compaction is global) when the history grows past it.
 //! A watch that fails is resumed from the revision after the last one seen; if etcd compacted
-//! those meanwhile, the commits in between are lost to this store: the cache starts over and
-//! the live channel is replaced, so every subscriber sees it close and resumes from the log
-//! (where it learns it is too far behind).
+//! those meanwhile, the commits in between are lost to this store: it loads the view again
+//! (as an open does), the cache starts over and the live channel is replaced, so every
+//! subscriber sees it close and resumes from the log (where it learns it is too far behind).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,9 +22,10 @@ use std::time::Duration;
 use etcd_client::{EventType as EtcdEventType, WatchOptions, WatchResponse};
 use tokio::sync::broadcast;
 
-use super::Shared;
 use super::bridge::{failed, timed, within};
 use super::layout::{Layout, corrupt, decode_value};
+use super::view::View;
+use super::{Shared, restart};
 use crate::store::retention::{LogSize, event_bytes};
 use crate::store::{Event, EventType, LIVE_EVENTS, Retention, Revision, StoreError};
 
@@ -40,6 +42,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The recent commits, and where the store is.
 pub(super) struct Log {
+    /// Every object, at `head`.
+    view: View,
     /// Commits after `floor`, oldest first; each holds its events, all of one revision.
     commits: VecDeque<Arc<[Event]>>,
     /// Every commit after this revision is in `commits`.
@@ -62,10 +66,11 @@ pub(super) struct Log {
 }
 
 impl Log {
-    /// An empty cache at `head`, the revision of the open's marker, keeping within
-    /// `retention` and the cache's own bounds.
-    pub(super) fn new(head: Revision, retention: Retention) -> Self {
+    /// `view` at `head`, the revision of the open's marker, with an empty cache of commits
+    /// that keeps within `retention` and the cache's own bounds.
+    pub(super) fn new(head: Revision, view: View, retention: Retention) -> Self {
         Self {
+            view,
             commits: VecDeque::new(),
             floor: head,
             quiet_floor: true,
@@ -84,6 +89,11 @@ impl Log {
     /// The newest revision seen under the prefix.
     pub(super) fn head(&self) -> Revision {
         self.head
+    }
+
+    /// Every object, at [`Log::head`].
+    pub(super) fn view(&self) -> &View {
+        &self.view
     }
 
     /// Every commit after this revision is cached.
@@ -123,6 +133,7 @@ impl Log {
         retention: &Retention,
     ) -> Option<Revision> {
         let bytes: u64 = events.iter().map(event_bytes).sum();
+        self.view.apply(&events);
         let commit: Arc<[Event]> = events.into();
         self.head = revision;
         self.commits.push_back(commit.clone());
@@ -151,20 +162,22 @@ impl Log {
         self.head = self.head.max(revision);
     }
 
-    /// Starts over after etcd compacted away commits this store never saw: nothing at or
-    /// below `floor` can be served any more, and every subscriber must resume from the log.
-    fn restart_at(&mut self, floor: Revision) {
+    /// Starts over at `head` with `view`, after etcd compacted away commits this store never
+    /// saw: nothing before it can be served any more, and every subscriber must resume from
+    /// the log.
+    fn restart_at(&mut self, head: Revision, view: View) {
         tracing::error!(
             seen = self.head,
-            compacted_to = floor,
+            restarted_at = head,
             "etcd store: etcd compacted commits this store had not seen yet; watchers start over"
         );
+        self.view = view;
         self.commits.clear();
         self.cached = LogSize::default();
         self.retained = LogSize::default();
-        self.floor = floor;
-        self.quiet_floor = false;
-        self.head = self.head.max(floor);
+        self.floor = head;
+        self.quiet_floor = true;
+        self.head = head;
         // Dropping the old sender closes every receiver once it has drained.
         self.live = broadcast::channel(LIVE_EVENTS).0;
     }
@@ -252,8 +265,9 @@ async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError
         };
         if response.canceled() {
             if response.compact_revision() > 0 {
-                let floor = shared.layout.to_store(response.compact_revision() - 1);
-                shared.log().restart_at(floor);
+                let (head, view) = restart(shared).await?;
+                shared.log().restart_at(head, view);
+                shared.mark_durable(head);
                 return Ok(());
             }
             return Err(StoreError::Engine(format!(
