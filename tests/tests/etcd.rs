@@ -1,14 +1,16 @@
 //! `troupe server --store etcd://…` end to end (feature `etcd`): a real etcd, a real server
 //! keeping its objects there, the example platform and an app applied by a directory agent;
 //! the server killed and started again finds everything where it was, and the agent comes
-//! back to it. The data directory keeps the PKI and tokens, not the objects. A store URL of
-//! an unknown scheme is refused before anything starts.
+//! back to it. The data directory keeps the PKI and tokens, not the objects. A project of
+//! thousands of objects is deleted whole, although one etcd transaction takes 128 operations
+//! at most. A store URL of an unknown scheme is refused before anything starts.
 #![cfg(feature = "etcd")]
 
 use std::process::Command;
 
 use troupe_tests::{
-    LocalEtcd, PATIENCE, Platform, Server, eventually, release_files, stderr, success, troupe_bin,
+    LocalEtcd, PATIENCE, Platform, Server, eventually, release_files, stderr, stdout, success,
+    troupe_bin,
 };
 
 /// Files of the sample `api`'s release on a directory agent.
@@ -103,6 +105,66 @@ fn a_server_on_etcd_deploys_and_finds_everything_again_after_a_restart() {
         API_FILES
     );
     assert!(objects_in_etcd(&etcd, "e2e") > stored);
+}
+
+/// The names of the objects of `kind` in namespace acme.
+fn names(server: &Server, kind: &str) -> Vec<String> {
+    let text = stdout(&server.cli(&["get", kind, "-n", "acme", "-o", "json"]));
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let items = doc
+        .as_array()
+        .cloned()
+        .or_else(|| doc["items"].as_array().cloned())
+        .unwrap_or_default();
+    items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[test]
+fn a_project_of_thousands_of_objects_is_deleted_whole() {
+    const COMPONENTS: usize = 1000;
+    let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let server = Platform::builder()
+        .examples()
+        .args(&["--store", &etcd.url("cascade")])
+        .start();
+    // In batches: one apply takes 1024 documents at most.
+    let ids: Vec<usize> = (0..COMPONENTS).collect();
+    for batch in ids.chunks(250) {
+        let yaml: String = batch
+            .iter()
+            .map(|i| {
+                format!(
+                    "apiVersion: troupe.dev/v1alpha1
+kind: Component
+metadata: {{name: c{i}, namespace: acme}}
+spec:
+  owner: {{projectName: shop}}
+  componentType: {{name: deployment/service}}
+---
+apiVersion: troupe.dev/v1alpha1
+kind: Workload
+metadata: {{name: c{i}, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: c{i}}}
+  container: {{image: ghcr.io/acme/c{i}:1.0.0}}
+---
+"
+                )
+            })
+            .collect();
+        success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
+    }
+    assert_eq!(names(&server, "components").len(), COMPONENTS + 1);
+    assert_eq!(names(&server, "workloads").len(), COMPONENTS + 1);
+
+    let out = success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
+    assert!(out.contains("Project acme/shop deleted"), "{out}");
+    for kind in ["components", "workloads", "projects"] {
+        assert_eq!(names(&server, kind), Vec::<String>::new(), "{kind} left");
+    }
 }
 
 #[test]

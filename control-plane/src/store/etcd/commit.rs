@@ -351,7 +351,7 @@ mod tests {
     use super::*;
 
     fn mk_key(i: usize) -> ObjectKey {
-        ObjectKey::new(Kind::Component, "acme", &format!("c{i}"))
+        ObjectKey::new(Kind::Component, "acme", format!("c{i}"))
     }
 
     fn mk_cascade(n: usize, divisible: bool) -> Txn {

@@ -1,17 +1,15 @@
 //! What only the etcd store does, each test on a real etcd of its own: several stores on one
 //! cluster, a watch that resumes across an etcd restart and a store's reopening, compaction
-//! done by someone else, commits beyond etcd's transaction limits (a project cascade of
-//! thousands of objects among them), and a cluster that does not answer.
+//! done by someone else, commits beyond etcd's transaction limits, and a cluster that does
+//! not answer. (A project cascade of thousands of objects through a real server is in
+//! `tests/tests/etcd.rs`.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prost::Message;
-use troupe_common::pb::v1alpha1::Resource;
-use troupe_common::{Kind, Object, ObjectKey};
+use troupe_common::{Kind, ObjectKey};
 
 use super::*;
-use crate::resources::{Origin, Resources};
 use crate::store::{EventType, Precondition, StoreLocation};
 
 fn mk_etcd() -> LocalEtcd {
@@ -263,83 +261,6 @@ fn commits_beyond_etcd_limits_split_when_divisible_and_are_refused_clearly_when_
     }
     let err = optimistic.commit(txn).unwrap_err();
     assert!(err.to_string().contains("--max-txn-ops is lower"), "{err}");
-}
-
-/// Components `c0`… of project shop as the resource layer stores them.
-fn mk_components(resources: &Resources, count: usize) -> Vec<(ObjectKey, Vec<u8>)> {
-    let template = resources.get(&mk_key("api")).unwrap();
-    (0..count)
-        .map(|i| {
-            let mut object: Object = template.clone();
-            let meta = object.meta_mut();
-            meta.name = format!("c{i}");
-            meta.uid = format!("uid-{i}");
-            meta.resource_version = 0;
-            let value = Resource {
-                object: Some(object),
-            }
-            .encode_to_vec();
-            (mk_key(&format!("c{i}")), value)
-        })
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_project_cascade_of_thousands_of_objects_deletes_them_all() {
-    const COMPONENTS: usize = 3000;
-    let etcd = mk_etcd();
-    let store: Arc<dyn Store> = Arc::new(mk_store(&etcd, "cascade"));
-    let resources = Arc::new(Resources::new(store.clone()));
-    for object in troupe_common::document::from_yaml(crate::server::SAMPLE_PLATFORM).unwrap() {
-        resources.apply(object, Origin::User, false).await.unwrap();
-    }
-    // Thousands of components, written in bulk; a resource layer started afterwards finds
-    // them, as a restarted server would.
-    let components = mk_components(&resources, COMPONENTS);
-    let bulk = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut txn = Txn::default().divisible();
-        for (key, value) in components {
-            txn = txn.check(key.clone(), Precondition::Absent).put(key, value);
-        }
-        bulk.commit(txn).unwrap();
-    })
-    .await
-    .unwrap();
-    let resources = Arc::new(Resources::new(store.clone()));
-    let project = ObjectKey::new(Kind::Project, "acme", "shop");
-    let before = store.revision();
-
-    let deleted = resources
-        .delete(&project, Origin::User, 0, false)
-        .await
-        .unwrap();
-    assert!(
-        deleted.cascaded.len() > COMPONENTS,
-        "{}",
-        deleted.cascaded.len()
-    );
-    let reader = store.clone();
-    let (left, events) = tokio::task::spawn_blocking(move || {
-        let left = reader.list(Kind::Component, Some("acme")).unwrap().0;
-        (left, reader.events_after(before, usize::MAX).unwrap())
-    })
-    .await
-    .unwrap();
-    assert!(left.is_empty(), "{} components left", left.len());
-    assert!(resources.get(&project).is_err(), "the project is gone");
-    let commits = events
-        .windows(2)
-        .filter(|w| w[0].revision != w[1].revision)
-        .count()
-        + 1;
-    assert!(
-        commits > COMPONENTS / 128,
-        "one etcd transaction per 128 deletes: {commits}"
-    );
-    // Owned objects went before their owner: the project is the last deletion.
-    let last = events.last().unwrap();
-    assert_eq!((last.kind, &last.key), (EventType::Deleted, &project));
 }
 
 #[test]
