@@ -59,6 +59,9 @@ fn an_etcd_store_needs_a_build_with_the_etcd_feature() {
         .err()
         .expect("no etcd support in this build")
         .to_string();
-    assert!(err.contains("--features troupe-control-plane/etcd"), "{err}");
+    assert!(
+        err.contains("--features troupe-control-plane/etcd"),
+        "{err}"
+    );
     assert!(err.contains("etcd://127.0.0.1:2379/troupe"), "{err}");
 }

@@ -29,8 +29,8 @@ use super::{Shared, restart};
 use crate::store::retention::{LogSize, event_bytes};
 use crate::store::{Event, EventType, LIVE_EVENTS, Retention, Revision, StoreError};
 
-/// etcd compaction runs once every this many revisions (or at once past the byte budget), to
-/// keep its cost off most commits.
+/// etcd compaction runs once this many revisions after the last (or at once past the byte
+/// budget), to keep its cost off most commits.
 const COMPACT_EVERY: u64 = 256;
 /// Revisions the cache keeps at most (fewer if the retention says so).
 const CACHE_REVISIONS: u64 = 100_000;
@@ -61,6 +61,9 @@ pub(super) struct Log {
     retained: LogSize,
     /// The floor etcd was last compacted to by this store.
     compacted: Revision,
+    /// The revision from which compaction is due again. Counted, not a multiple of
+    /// [`COMPACT_EVERY`]: other writers on the cluster leave gaps in the store's revisions.
+    compact_at: Revision,
     /// Subscribers: one message per commit.
     live: broadcast::Sender<Arc<[Event]>>,
 }
@@ -82,6 +85,7 @@ impl Log {
             },
             retained: LogSize::default(),
             compacted: 0,
+            compact_at: head + COMPACT_EVERY,
             live: broadcast::channel(LIVE_EVENTS).0,
         }
     }
@@ -109,7 +113,8 @@ impl Log {
     /// The cached events after `after`, at least `limit` when there are that many, whole
     /// commits only; `None` when the cache does not reach back to `after`.
     pub(super) fn events_after(&self, after: Revision, limit: usize) -> Option<Vec<Event>> {
-        let reaches = after >= self.floor || (self.quiet_floor && after + 1 == self.floor);
+        let reaches =
+            after >= self.floor || (self.quiet_floor && after.saturating_add(1) == self.floor);
         if !reaches {
             return None;
         }
@@ -149,8 +154,11 @@ impl Log {
             self.quiet_floor = false;
         }
         self.retained.add(revision, bytes);
-        let due = revision.is_multiple_of(COMPACT_EVERY) || self.retained.over(retention);
-        let floor = due.then(|| self.retained.compact(retention, revision))?;
+        if revision < self.compact_at && !self.retained.over(retention) {
+            return None;
+        }
+        self.compact_at = revision + COMPACT_EVERY;
+        let floor = self.retained.compact(retention, revision);
         (floor > self.compacted).then(|| {
             self.compacted = floor;
             floor
@@ -178,6 +186,7 @@ impl Log {
         self.floor = head;
         self.quiet_floor = true;
         self.head = head;
+        self.compact_at = head + COMPACT_EVERY;
         // Dropping the old sender closes every receiver once it has drained.
         self.live = broadcast::channel(LIVE_EVENTS).0;
     }
@@ -334,5 +343,64 @@ async fn compact(shared: &Shared, floor: Revision) {
         Ok(Err(e)) if super::bridge::is_compacted(&e) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, floor, "etcd store: compacting etcd failed"),
         Err(e) => tracing::warn!(error = %e, floor, "etcd store: compacting etcd failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use troupe_common::{Kind, ObjectKey};
+
+    use super::*;
+
+    fn mk_commit(revision: Revision) -> Vec<Event> {
+        vec![Event {
+            revision,
+            kind: EventType::Added,
+            key: ObjectKey::new(Kind::Component, "acme", format!("c{revision}")),
+            value: b"v".to_vec(),
+            create_revision: revision,
+        }]
+    }
+
+    #[test]
+    fn the_cache_serves_whole_commits_after_its_floor_and_compaction_comes_due_through_gaps() {
+        let retention = Retention {
+            revisions: 10,
+            bytes: u64::MAX,
+        };
+        let mut log = Log::new(5, View::default(), retention);
+        assert_eq!(
+            log.events_after(4, 10),
+            Some(vec![]),
+            "the open's marker at 5 changed no object"
+        );
+        assert_eq!(log.events_after(3, 10), None, "before the open: history");
+        let mut live = log.subscribe();
+        // Other users of the cluster take every other revision: none is a multiple of 256.
+        let mut compactions = Vec::new();
+        for revision in (7..=600).step_by(2) {
+            if let Some(floor) = log.record(revision, mk_commit(revision), &retention) {
+                compactions.push((revision, floor));
+            }
+        }
+        assert_eq!(compactions, [(261, 251), (517, 507)]);
+        assert_eq!((log.head(), log.floor()), (599, 589));
+        let names = |events: Vec<Event>| -> Vec<String> {
+            events.into_iter().map(|e| e.key.name).collect()
+        };
+        assert_eq!(names(log.events_after(589, 2).unwrap()), ["c591", "c593"]);
+        assert_eq!(log.events_after(588, 1), None, "the floor held a commit");
+        assert_eq!(log.view().list(Kind::Component, None).len(), 297);
+        assert_eq!(live.try_recv().unwrap()[0].revision, 7);
+
+        // Commits lost to a compaction: the subscribers' channel closes, the cache restarts.
+        log.restart_at(1000, View::default());
+        while live.try_recv().is_ok() {}
+        assert!(matches!(
+            live.try_recv(),
+            Err(broadcast::error::TryRecvError::Closed)
+        ));
+        assert_eq!(log.events_after(999, 10), Some(vec![]));
+        assert!(log.view().get(&mk_commit(7)[0].key).is_none());
     }
 }
