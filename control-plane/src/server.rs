@@ -37,7 +37,7 @@ use crate::promotions::Promotions;
 use crate::releases::Releases;
 use crate::render::template::Limits;
 use crate::resources::Resources;
-use crate::store::{MemoryStore, Retention, SledStore, Store};
+use crate::store::{MemoryStore, Retention, SledStore, Store, StoreLocation};
 
 mod dev;
 
@@ -49,8 +49,11 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Directory of the sled store; `None` keeps everything in memory.
+    /// Directory of the sled store (unless `store` says otherwise), the PKI, tokens, build
+    /// logs and the audit log; `None` keeps everything in memory.
     pub data_dir: Option<PathBuf>,
+    /// Where the objects live: sled in `data_dir` (the default), or etcd.
+    pub store: StoreLocation,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
     /// Address of the agent endpoint (TLS, client certificates); port 0 picks a free port.
@@ -97,6 +100,7 @@ impl ServerConfig {
             hub: HubConfig::default(),
             builds: BuildConfig::default(),
             render: Limits::default(),
+            store: StoreLocation::DataDir,
             retention: Retention::default(),
             max_watches_per_connection: crate::api::DEFAULT_MAX_WATCHES_PER_CONNECTION,
             metrics_listen: None,
@@ -233,7 +237,7 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     config.check_transport()?;
-    let store = open_store(config.data_dir.as_deref(), config.retention)?;
+    let store = open_store(&config.store, config.data_dir.as_deref(), config.retention)?;
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let (domain, admin_token) = Domain::start(
@@ -282,7 +286,7 @@ pub async fn run(
     let metrics_addr = crate::metrics::serve(config.metrics_listen, metrics.clone(), &stopping)
         .await
         .context("serving metrics (--metrics-addr)")?;
-    tracing::info!(%addr, agents = %agent_addr, data_dir = ?config.data_dir, revision = store.revision(), "troupe server ready");
+    tracing::info!(%addr, agents = %agent_addr, data_dir = ?config.data_dir, store = ?config.store, revision = store.revision(), "troupe server ready");
     let dev_dataplane_dir = dev::start_agent(&config, &pki, &tokens, agent_addr, &stopping)?;
     let own_ca = config.api_transport == ApiTransport::OwnCa;
     on_ready(Ready {
@@ -318,13 +322,16 @@ pub async fn run(
     Ok(())
 }
 
-/// The sled store in `data_dir` (created if missing), or an in-memory store without one.
+/// The store `location` names: sled in `data_dir` (created if missing), an in-memory store
+/// without one, or etcd.
 fn open_store(
+    location: &StoreLocation,
     data_dir: Option<&std::path::Path>,
     retention: Retention,
 ) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match data_dir {
-        Some(dir) => {
+    Ok(match (location, data_dir) {
+        (StoreLocation::Etcd(url), _) => open_etcd(url, retention)?,
+        (StoreLocation::DataDir, Some(dir)) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
             Arc::new(
@@ -332,8 +339,24 @@ fn open_store(
                     .with_context(|| format!("opening the store in {}", dir.display()))?,
             )
         }
-        None => Arc::new(MemoryStore::with_retention(retention)),
+        (StoreLocation::DataDir, None) => Arc::new(MemoryStore::with_retention(retention)),
     })
+}
+
+#[cfg(feature = "etcd")]
+fn open_etcd(url: &crate::store::EtcdUrl, retention: Retention) -> anyhow::Result<Arc<dyn Store>> {
+    let store = crate::store::EtcdStore::open_with_retention(url, retention)
+        .with_context(|| format!("opening the store at {url}"))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn open_etcd(url: &crate::store::EtcdUrl, _: Retention) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!(
+        "--store {url}: this troupe was built without etcd support; build it with \
+         `cargo build --features troupe-control-plane/etcd` (needs protoc: Debian \
+         protobuf-compiler and libprotobuf-dev)"
+    )
 }
 
 /// The domain services over one store, with their controllers running.

@@ -49,3 +49,19 @@ fn the_certificate_covers_agent_and_api_names_once() {
         ["localhost", "127.0.0.1", "agents.example", "api.example"]
     );
 }
+
+/// Without the `etcd` feature, `--store etcd://…` is refused saying how to build with it.
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn an_etcd_store_needs_a_build_with_the_etcd_feature() {
+    let location: StoreLocation = "etcd://127.0.0.1:2379/troupe".parse().unwrap();
+    let err = open_store(&location, None, Retention::default())
+        .err()
+        .expect("no etcd support in this build")
+        .to_string();
+    assert!(
+        err.contains("--features troupe-control-plane/etcd"),
+        "{err}"
+    );
+    assert!(err.contains("etcd://127.0.0.1:2379/troupe"), "{err}");
+}

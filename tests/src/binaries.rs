@@ -2,9 +2,9 @@
 //! runs stale code, and the external tools the test command installs.
 //!
 //! The first call in a test process runs `cargo build --workspace --bins` into the target
-//! directory this test executable was built in: the build `scripts/test.sh` (and so CI) runs
-//! before the tests, so it is a no-op when the binaries are fresh and never changes feature
-//! resolution. Cargo's own lock on that directory serialises test processes that build at the
+//! directory this test executable was built in, with the features it was built with (`etcd`):
+//! the build `scripts/test.sh` (and so CI) runs before the tests, so it is a no-op when the
+//! binaries are fresh and never changes feature resolution. Cargo's own lock on that directory serialises test processes that build at the
 //! same time.
 
 use std::path::{Path, PathBuf};
@@ -69,6 +69,30 @@ fn build() -> Result<PathBuf, String> {
         .args(["build", "--workspace", "--bins"])
         .current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", target_dir);
+    // What cargo sets for the test's own crate (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, …) is no
+    // setting of this build: ring's build script watches some of it, so passing it on would
+    // rebuild ring and all above it, unlike the build scripts/test.sh runs from a shell.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_crate = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || name == "CARGO_PRIMARY_PACKAGE"
+            || name == "CARGO_TARGET_TMPDIR";
+        if per_crate {
+            command.env_remove(name.as_ref());
+        }
+    }
+    // The features scripts/test.sh builds with: binaries with what the tests drive (`--store
+    // etcd://…`), and nothing to rebuild.
+    if cfg!(feature = "etcd") {
+        command.args(["--features", "troupe-tests/etcd"]);
+    }
     // Tests built with another profile (`cargo test --release`) run that profile's binaries.
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}

@@ -32,6 +32,9 @@ pub use platform::{PEOPLE, Platform, PlatformBuilder, UNGATED_PIPELINE, free_por
 pub use poll::{Observation, PATIENCE, check, eventually};
 pub use proxy::Proxy;
 pub use server::{Bearer, Client, Connection, Server};
+/// A real etcd on free ports for the tests of `--store etcd://…`.
+#[cfg(feature = "etcd")]
+pub use troupe_control_plane::store::LocalEtcd;
 
 /// Component `c{i}` of the example `service` type and its Workload (namespace acme, project
 /// shop), deploying on its own to the first environment: a Deployment whose container has

@@ -12,7 +12,7 @@ use crate::auth::oidc::IssuerConfig;
 use crate::builds::BuildConfig;
 use crate::render::template::Limits;
 use crate::server::{AUDIT_LOG, ApiTransport, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
-use crate::store::Retention;
+use crate::store::{Retention, StoreLocation};
 
 /// `println!` for the server's announcements, which never panics: a server whose standard
 /// output has been closed keeps serving.
@@ -46,12 +46,20 @@ pub struct ServerCmd {
     /// Allow --plaintext on a non-loopback address: tokens cross the network in clear.
     #[arg(long, requires = "plaintext")]
     insecure: bool,
-    /// Directory of the on-disk store (created if missing); `./troupe-dev` with --dev.
+    /// Directory of the on-disk store (created if missing; sled, unless --store names
+    /// another), the PKI, tokens, build logs and the audit log; `./troupe-dev` with --dev.
     #[arg(long, env = "TROUPE_DATA_DIR", required_unless_present_any = ["in_memory", "dev"])]
     data_dir: Option<PathBuf>,
     /// Keep everything in memory instead (lost when the server stops).
     #[arg(long, conflicts_with = "data_dir")]
     in_memory: bool,
+    /// Keep the objects in etcd instead of --data-dir: etcd://HOST:PORT[,HOST:PORT…][/PREFIX]
+    /// (default prefix /troupe; plain HTTP). Needs a troupe built with the `etcd` feature.
+    /// The PKI, tokens, build logs and the audit log stay in --data-dir. If etcd was started
+    /// with higher --max-txn-ops or --max-request-bytes, say so:
+    /// `…?max-txn-ops=N&max-request-bytes=B`.
+    #[arg(long, env = "TROUPE_STORE", value_name = "URL")]
+    store: Option<StoreLocation>,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
@@ -187,6 +195,7 @@ impl ServerCmd {
         ServerConfig {
             listen: self.listen,
             data_dir,
+            store: self.store.unwrap_or_default(),
             max_message_bytes: self.max_message_bytes,
             agent_listen: self.agent_listen,
             agent_names: names,

@@ -87,7 +87,9 @@ impl Resources {
             });
         }
         let cascaded: Vec<ObjectKey> = doomed.iter().skip(1).map(|(k, _)| k.clone()).collect();
-        let mut txn = Txn::default();
+        // A cascade of thousands may not fit in one etcd transaction: it may commit in steps,
+        // since children go first and every prefix of it leaves no dangling owner.
+        let mut txn = Txn::default().divisible();
         let mut pruning = Vec::new();
         // Children first, so a watcher never sees an owner vanish before what it owns.
         for (k, revision) in doomed.iter().rev() {

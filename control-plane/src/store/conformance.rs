@@ -1,5 +1,6 @@
 //! One conformance suite for every [`Store`] implementation: each case is a function over
-//! `&dyn Store`, instantiated below for [`MemoryStore`] and [`SledStore`].
+//! `&dyn Store`, instantiated below for [`MemoryStore`] and [`SledStore`], and in
+//! `conformance/etcd.rs` for the etcd store (feature `etcd`).
 
 use std::sync::Arc;
 
@@ -357,6 +358,9 @@ pub async fn durability(store: &dyn Store) {
     wait_durable(store, rev).await.unwrap();
     assert!(store.durability().borrow().revision >= rev);
 }
+
+#[cfg(feature = "etcd")]
+mod etcd;
 
 mod memory {
     use super::*;

@@ -1,8 +1,9 @@
 //! The store: objects keyed by kind, namespace and name, one global revision, and an event log.
 //!
 //! [`Store`] is the capability the rest of the control plane needs; [`SledStore`] keeps it on
-//! disk and [`MemoryStore`] in memory, and one conformance suite (`conformance.rs`) runs
-//! against both. The store knows nothing about resource semantics: values are opaque bytes
+//! disk, [`MemoryStore`] in memory and, with the `etcd` feature, `EtcdStore` in an etcd
+//! cluster; one conformance suite (`conformance.rs`) runs against each. [`StoreLocation`] is
+//! where a server's store lives, as `--store` names it. The store knows nothing about resource semantics: values are opaque bytes
 //! (encoded objects), and integrity rules live in the `resources` layer above it.
 //!
 //! Every [`Txn`] commits atomically at the next revision; all its events carry that revision.
@@ -10,6 +11,9 @@
 //! commit is visible at once and durable once [`wait_durable`] returns: writers that commit
 //! while a flush is running share the next flush (group commit).
 
+#[cfg(feature = "etcd")]
+mod etcd;
+mod location;
 mod memory;
 mod retention;
 mod sled_store;
@@ -23,6 +27,12 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdStore, LocalEtcd};
+pub use location::{
+    DEFAULT_ETCD_PREFIX, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, EtcdUrl, StoreLocation,
+    TxnLimits,
+};
 pub use memory::MemoryStore;
 pub use retention::{DEFAULT_EVENT_LOG_BYTES, DEFAULT_EVENT_RETENTION, Retention};
 pub use sled_store::SledStore;
@@ -102,6 +112,9 @@ pub struct Txn {
     pub checks: Vec<(ObjectKey, Precondition)>,
     /// The writes, applied in order.
     pub ops: Vec<Op>,
+    /// Whether the writes may commit in several steps when the store cannot take them in one
+    /// (etcd bounds a transaction): see [`Txn::divisible`].
+    pub divisible: bool,
 }
 
 impl Txn {
@@ -126,6 +139,18 @@ impl Txn {
     /// Adds a delete.
     pub fn delete(mut self, key: ObjectKey) -> Self {
         self.ops.push(Op::Delete { key });
+        self
+    }
+
+    /// Lets a store whose transactions are bounded commit the writes in several steps, in
+    /// order, when they do not fit in one: every check is verified before the first step,
+    /// each step is atomic and re-checks the keys it writes, and each takes its own revision.
+    /// The caller orders the writes so that every prefix of them leaves a consistent state (a
+    /// cascade deletes what is owned before its owner). A store that can take the whole
+    /// transaction commits it at once, as always; an indivisible one too large is refused
+    /// with [`StoreError::TooLarge`].
+    pub fn divisible(mut self) -> Self {
+        self.divisible = true;
         self
     }
 }
@@ -185,6 +210,10 @@ pub enum StoreError {
     /// The underlying engine failed.
     #[error("storage engine: {0}")]
     Engine(String),
+    /// The commit is larger than the store takes at once; the message says which limit and
+    /// how to raise it.
+    #[error("{0}")]
+    TooLarge(String),
     /// Stored bytes could not be decoded.
     #[error("corrupt stored value under {key}: {reason}")]
     Corrupt {

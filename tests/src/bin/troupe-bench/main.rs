@@ -8,7 +8,8 @@
 //! `propagate.rs`.
 //!
 //! `troupe-bench write` measures durable Apply throughput and latency with and without
-//! authentication, against raw sled: see `write.rs`.
+//! authentication, against raw sled, or with `--store etcd://…` on etcd against raw etcd puts
+//! (`raw_etcd.rs`, feature `etcd`): see `write.rs`.
 //!
 //! `troupe-bench list` times `List` pages as the store grows: see `list.rs`.
 //!
@@ -27,6 +28,8 @@ mod kube;
 mod list;
 mod policies;
 mod propagate;
+#[cfg(feature = "etcd")]
+mod raw_etcd;
 mod render;
 mod rerender;
 mod write;
@@ -46,7 +49,7 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// Durable Apply throughput vs raw sled insert + flush.
+    /// Durable Apply throughput vs raw sled insert + flush (or, with --store, raw etcd puts).
     Write {
         /// Seconds to run each measurement.
         #[arg(long, default_value_t = 5.0)]
@@ -56,8 +59,13 @@ enum Bench {
         clients: Vec<usize>,
         /// Serve from the in-memory store instead of sled, to see the cost of everything but
         /// the disk.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "store")]
         in_memory: bool,
+        /// Serve from etcd instead (etcd://HOST:PORT[,HOST:PORT…][/PREFIX]; each server and
+        /// the raw puts under a prefix of their own below PREFIX, removed at the end), and
+        /// measure raw etcd puts beside it. Needs a troupe-bench built with `--features etcd`.
+        #[arg(long, value_name = "URL")]
+        store: Option<troupe_control_plane::store::StoreLocation>,
     },
     /// List page by page as the store grows: time per page at each size.
     List {
@@ -187,7 +195,8 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             clients,
             in_memory,
-        } => write::write(seconds, clients, in_memory).await,
+            store,
+        } => write::write(seconds, clients, in_memory, store.unwrap_or_default()).await,
         Bench::List { sizes } => {
             let figures = list::run(sizes).await?;
             println!("{}", serde_json::Value::Object(figures));

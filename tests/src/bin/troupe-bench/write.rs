@@ -9,7 +9,11 @@
 //!   lookup, the role check and an audit line.
 //!
 //! and, in the same run, raw sled insert + flush with the same payloads and concurrency: the
-//! ceiling for a store that acknowledges only what is on disk. Both servers serve plain gRPC on
+//! ceiling for a store that acknowledges only what is on disk. With `--store etcd://…` both
+//! servers keep their objects in that etcd (each under a prefix of its own) and the ceiling is
+//! raw etcd puts of the same payloads from as many concurrent writers over one client, as the
+//! store has (`raw_etcd.rs`); everything the bench wrote is removed at the end. Both servers
+//! serve plain gRPC on
 //! loopback, so the figures measure the server, not TLS; the two measurements alternate in
 //! slices so drift in the machine's speed falls on both. The last line is one JSON object with
 //! every figure.
@@ -28,6 +32,7 @@ use troupe_common::pb::v1alpha1::auth_service_client::AuthServiceClient;
 use troupe_common::pb::v1alpha1::resource_service_client::ResourceServiceClient;
 use troupe_common::pb::v1alpha1::{ApplyRequest, CreateTokenRequest, Resource};
 use troupe_control_plane::server::{ApiTransport, ServerConfig};
+use troupe_control_plane::store::StoreLocation;
 
 use crate::{Measured, PLATFORM, mk_component, round2, summarize};
 
@@ -51,10 +56,11 @@ struct BenchServer {
 }
 
 impl BenchServer {
-    /// Starts a server over `dir` (in memory without one), with or without authentication,
-    /// and loads the example platform (everything but its component).
-    async fn start(dir: Option<&Path>, auth: bool) -> anyhow::Result<Self> {
+    /// Starts a server over `dir` (in memory without one) and `store`, with or without
+    /// authentication, and loads the example platform (everything but its component).
+    async fn start(dir: Option<&Path>, store: StoreLocation, auth: bool) -> anyhow::Result<Self> {
         let mut config = ServerConfig::local(dir.map(Path::to_path_buf));
+        config.store = store;
         config.api_transport = ApiTransport::Plaintext { insecure: false };
         config.auth.enabled = auth;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -205,10 +211,7 @@ async fn bench_pair(
 fn bench_raw_sled(clients: usize, run: Duration) -> Measured {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let payload = Resource {
-        object: Some(mk_component("b0-0-0")),
-    }
-    .encode_to_vec();
+    let payload = payload();
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + run;
@@ -237,17 +240,106 @@ fn bench_raw_sled(clients: usize, run: Duration) -> Measured {
     summarize(all, start.elapsed())
 }
 
-/// Runs the write benchmark and prints its table and JSON line.
-pub async fn write(seconds: f64, clients: Vec<usize>, in_memory: bool) -> anyhow::Result<()> {
-    let run = Duration::from_secs_f64(seconds);
-    let (open_dir, auth_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let dir = |d: &tempfile::TempDir| (!in_memory).then(|| d.path().to_path_buf());
-    let open = BenchServer::start(dir(&open_dir).as_deref(), false).await?;
-    let authed = BenchServer::start(dir(&auth_dir).as_deref(), true).await?;
-    let payload_bytes = Resource {
+/// The ceiling the servers are measured against: the store's engine alone.
+enum Raw {
+    /// sled insert + flush in a fresh directory.
+    Sled,
+    /// etcd puts under this store URL's prefix.
+    #[cfg(feature = "etcd")]
+    Etcd(troupe_control_plane::store::EtcdUrl),
+}
+
+impl Raw {
+    /// The raw measurement beside servers on `store`, whose bench keys go under `root`.
+    fn new(store: &StoreLocation, root: &str) -> anyhow::Result<Self> {
+        match store {
+            StoreLocation::DataDir => Ok(Raw::Sled),
+            #[cfg(feature = "etcd")]
+            StoreLocation::Etcd(url) => Ok(Raw::Etcd(under(url, root, "raw"))),
+            #[cfg(not(feature = "etcd"))]
+            StoreLocation::Etcd(_) => {
+                let _ = root;
+                anyhow::bail!(
+                    "--store etcd://…: this troupe-bench was built without etcd support; build \
+                     it with `cargo build -p troupe-tests --features etcd --bin troupe-bench`"
+                )
+            }
+        }
+    }
+
+    /// (Name in the table, key in the JSON.)
+    fn names(&self) -> (&'static str, &'static str) {
+        match self {
+            Raw::Sled => ("raw sled insert+flush", "raw_sled"),
+            #[cfg(feature = "etcd")]
+            Raw::Etcd(_) => ("raw etcd put", "raw_etcd"),
+        }
+    }
+
+    async fn measure(&self, clients: usize, run: Duration) -> anyhow::Result<Measured> {
+        match self {
+            Raw::Sled => Ok(std::thread::Builder::new()
+                .name("raw-sled".into())
+                .spawn(move || bench_raw_sled(clients, run))?
+                .join()
+                .expect("raw sled bench panicked")),
+            #[cfg(feature = "etcd")]
+            Raw::Etcd(url) => crate::raw_etcd::bench(url, &payload(), clients, run).await,
+        }
+    }
+}
+
+/// `url` with its prefix moved to `ROOT/NAME` below its own.
+#[cfg(feature = "etcd")]
+fn under(
+    url: &troupe_control_plane::store::EtcdUrl,
+    root: &str,
+    name: &str,
+) -> troupe_control_plane::store::EtcdUrl {
+    troupe_control_plane::store::EtcdUrl {
+        prefix: format!("{}/{root}/{name}", url.prefix),
+        ..url.clone()
+    }
+}
+
+/// Where a server of the bench keeps its objects: `store`, under a prefix of its own.
+fn server_store(store: &StoreLocation, root: &str, name: &str) -> StoreLocation {
+    match store {
+        #[cfg(feature = "etcd")]
+        StoreLocation::Etcd(url) => StoreLocation::Etcd(under(url, root, name)),
+        other => {
+            let _ = (root, name);
+            other.clone()
+        }
+    }
+}
+
+/// The encoded Component every write carries.
+fn payload() -> Vec<u8> {
+    Resource {
         object: Some(mk_component("b0-0-0")),
     }
-    .encoded_len();
+    .encode_to_vec()
+}
+
+/// Runs the write benchmark and prints its table and JSON line.
+pub async fn write(
+    seconds: f64,
+    clients: Vec<usize>,
+    in_memory: bool,
+    store: StoreLocation,
+) -> anyhow::Result<()> {
+    let run = Duration::from_secs_f64(seconds);
+    let root = format!("bench-{}", std::process::id());
+    let raw = Raw::new(&store, &root)?;
+    let (raw_name, raw_key) = raw.names();
+    let (open_dir, auth_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let dir = |d: &tempfile::TempDir| (!in_memory).then(|| d.path().to_path_buf());
+    let open_store = server_store(&store, &root, "open");
+    let open = BenchServer::start(dir(&open_dir).as_deref(), open_store, false).await?;
+    let auth_store = server_store(&store, &root, "auth");
+    let authed = BenchServer::start(dir(&auth_dir).as_deref(), auth_store, true).await?;
+    let payload_bytes = payload().len();
     println!("payload: one Component, {payload_bytes} bytes encoded; {seconds} s per measurement");
     println!(
         "{:<30} {:>8} {:>12} {:>10} {:>10}",
@@ -258,22 +350,22 @@ pub async fn write(seconds: f64, clients: Vec<usize>, in_memory: bool) -> anyhow
     figures.insert("payload_bytes".into(), payload_bytes.into());
     for (round, &c) in clients.iter().enumerate() {
         let (plain, auth) = bench_pair(&open, &authed, c, run, round).await;
-        let raw = std::thread::Builder::new()
-            .name("raw-sled".into())
-            .spawn(move || bench_raw_sled(c, run))?
-            .join()
-            .expect("raw sled bench panicked");
+        let raw_measured = raw.measure(c, run).await?;
         for (name, m) in [
             ("durable apply, no auth", &plain),
             ("durable apply, token + role", &auth),
-            ("raw sled insert+flush", &raw),
+            (raw_name, &raw_measured),
         ] {
             println!(
                 "{name:<30} {c:>8} {:>12.0} {:>10.2} {:>10.2}",
                 m.ops_s, m.p50_ms, m.p99_ms
             );
         }
-        for (key, m) in [("apply", &plain), ("apply_auth", &auth), ("raw_sled", &raw)] {
+        for (key, m) in [
+            ("apply", &plain),
+            ("apply_auth", &auth),
+            (raw_key, &raw_measured),
+        ] {
             figures.insert(format!("{key}_ops_s_{c}"), round2(m.ops_s).into());
             figures.insert(format!("{key}_p50_ms_{c}"), round2(m.p50_ms).into());
             figures.insert(format!("{key}_p99_ms_{c}"), round2(m.p99_ms).into());
@@ -282,13 +374,19 @@ pub async fn write(seconds: f64, clients: Vec<usize>, in_memory: bool) -> anyhow
             format!("auth_cost_pct_{c}"),
             round2(100.0 * (1.0 - auth.ops_s / plain.ops_s)).into(),
         );
-        figures.insert(
-            format!("ratio_vs_raw_sled_{c}"),
-            round2(plain.ops_s / raw.ops_s).into(),
+        let ratio = plain.ops_s / raw_measured.ops_s;
+        println!(
+            "{:<30} {c:>8} {ratio:>12.2}",
+            format!("ratio apply / {raw_key}")
         );
+        figures.insert(format!("ratio_vs_{raw_key}_{c}"), round2(ratio).into());
     }
     open.stop().await?;
     authed.stop().await?;
+    #[cfg(feature = "etcd")]
+    if let StoreLocation::Etcd(url) = &store {
+        crate::raw_etcd::remove(&under(url, &root, "")).await?;
+    }
     println!("{}", serde_json::Value::Object(figures));
     Ok(())
 }

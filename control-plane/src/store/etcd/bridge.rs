@@ -1,0 +1,140 @@
+//! The bridge between the synchronous [`Store`](crate::store::Store) trait and the async etcd
+//! client: a small tokio runtime of the store's own runs every etcd call, and a caller hands
+//! it the call and blocks on the reply.
+//!
+//! The trait is called from the server's runtime workers and from `spawn_blocking`. Driving the
+//! client with `Handle::block_on` there would panic (inside a runtime) or starve the runtime
+//! that must drive it; here the caller's thread only waits on a channel while the store's own
+//! threads do the I/O, so nothing the caller's runtime runs is needed for the call to finish.
+//! Every call is bounded in time, so an unreachable cluster is an error naming it, not a hang.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::runtime::{Handle, Runtime};
+
+use crate::store::StoreError;
+
+/// How long one etcd call may take before it fails: a cluster without a leader, or out of
+/// reach, answers nothing.
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The store's runtime; stopped (without waiting for its tasks) when dropped.
+pub(super) struct Bridge {
+    runtime: Option<Runtime>,
+    handle: Handle,
+}
+
+impl Bridge {
+    /// A runtime of two threads named `troupe-etcd`.
+    pub(super) fn new() -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("troupe-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Engine(format!("starting the etcd client's runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        Ok(Self {
+            runtime: Some(runtime),
+            handle,
+        })
+    }
+
+    /// Where the store's background tasks run.
+    pub(super) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Runs `call` on the store's runtime and blocks this thread until it is done.
+    pub(super) fn block<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            // The caller may have gone (its thread panicked): nobody to tell.
+            let _ = tx.send(call.await);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError::Engine("the etcd client has stopped".into())))
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        // The store may be dropped inside another runtime, where a blocking shutdown panics.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs `call` within [`CALL_TIMEOUT`], its failure told as a failure of the cluster at
+/// `members` doing `what`.
+pub(super) async fn timed<T>(
+    members: &str,
+    what: &str,
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, StoreError> {
+    within(members, what, call)
+        .await?
+        .map_err(|e| failed(members, what, &e))
+}
+
+/// Runs `call` within [`CALL_TIMEOUT`]: the outer error is the timeout, the inner one etcd's
+/// answer, for a caller that handles some of them.
+pub(super) async fn within<T>(
+    members: &str,
+    what: &str,
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<Result<T, etcd_client::Error>, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| {
+        StoreError::Engine(format!(
+            "etcd at {members}: {what}: no answer within {} s (is etcd running and \
+                 reachable, with a leader?)",
+            CALL_TIMEOUT.as_secs()
+        ))
+    })
+}
+
+/// A failed etcd call as a [`StoreError`]: etcd's own limits as [`StoreError::TooLarge`] with
+/// the flag to raise, anything else as an engine failure naming the cluster.
+pub(super) fn failed(members: &str, what: &str, error: &etcd_client::Error) -> StoreError {
+    let mut message = match error {
+        etcd_client::Error::GRpcStatus(status) => status.message().to_string(),
+        other => other.to_string(),
+    };
+    // The cause ("Connection refused") is often only in the sources.
+    let mut source = match error {
+        etcd_client::Error::GRpcStatus(status) => std::error::Error::source(status),
+        other => std::error::Error::source(other),
+    };
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
+    if message.contains("too many operations in txn request") {
+        return StoreError::TooLarge(format!(
+            "etcd at {members} refused a transaction as having too many operations: its \
+             --max-txn-ops is lower than the store URL says (max-txn-ops=N in etcd://…?…)"
+        ));
+    }
+    if message.contains("request is too large") || message.contains("larger than max") {
+        return StoreError::TooLarge(format!(
+            "etcd at {members} refused a request as too large: its --max-request-bytes is lower \
+             than the store URL says (max-request-bytes=B in etcd://…?…)"
+        ));
+    }
+    StoreError::Engine(format!("etcd at {members}: {what}: {message}"))
+}
+
+/// Whether an etcd failure says the revision asked for has been compacted.
+pub(super) fn is_compacted(error: &etcd_client::Error) -> bool {
+    error
+        .to_string()
+        .contains("required revision has been compacted")
+}

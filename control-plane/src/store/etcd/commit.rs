@@ -1,0 +1,441 @@
+//! A [`Txn`] as etcd transactions: its checks as compares, its writes as puts and deletes.
+//!
+//! A transaction within etcd's limits (operations per transaction, bytes per request: the
+//! store URL's [`TxnLimits`], etcd's defaults unless named) is one etcd transaction, so one
+//! revision, all or nothing. One beyond them is refused with [`StoreError::TooLarge`] unless
+//! the caller made it [`Txn::divisible`]: then it commits in steps, in order. Every check is
+//! verified first, against one revision, so a stale one writes nothing; each step is atomic
+//! and carries the checks of the keys it writes, so no step overwrites a change made since.
+//! Should one fail all the same (a concurrent writer in between), the steps before it stay.
+//!
+//! etcd takes one write per key per transaction, so a transaction writing a key twice keeps
+//! the last write, at the place of that last write.
+//!
+//! A failed compare says nothing about which key failed; the transaction's other branch reads
+//! every checked key in the same revision, which names the first check that did not hold.
+
+use std::collections::{HashMap, HashSet};
+
+use etcd_client::{Compare, CompareOp, TxnOp, TxnOpResponse};
+use troupe_common::ObjectKey;
+
+use super::Shared;
+use super::bridge::timed;
+use super::layout::{Layout, encode_value};
+use crate::store::{Op, Precondition, Revision, StoreError, Txn, TxnLimits};
+
+/// Bytes one operation adds to a request besides its key and value: field tags, lengths and
+/// options, rounded up.
+const OP_OVERHEAD: usize = 32;
+/// Bytes of a request kept free for its envelope (header, the transaction's own fields).
+const REQUEST_SLACK: usize = 4096;
+
+/// One write of a commit.
+#[derive(Debug)]
+struct Write {
+    key: ObjectKey,
+    etcd_key: Vec<u8>,
+    /// The envelope to put; `None` deletes.
+    value: Option<Vec<u8>>,
+}
+
+impl Write {
+    fn cost(&self) -> usize {
+        self.etcd_key.len() + self.value.as_ref().map_or(0, Vec::len) + OP_OVERHEAD
+    }
+}
+
+/// One etcd transaction of a commit.
+#[derive(Debug, Default)]
+struct Step {
+    checks: Vec<(ObjectKey, Precondition)>,
+    writes: Vec<Write>,
+    bytes: usize,
+}
+
+impl Step {
+    fn fits(&self, writes: usize, checks: usize, bytes: usize, limits: &TxnLimits) -> bool {
+        self.writes.len() + writes <= limits.max_ops
+            && self.checks.len() + checks <= limits.max_ops
+            && self.bytes + bytes <= budget(limits)
+    }
+}
+
+fn budget(limits: &TxnLimits) -> usize {
+    limits.max_request_bytes.saturating_sub(REQUEST_SLACK)
+}
+
+/// A compare and the read that explains its failure cost about twice the key.
+fn check_cost(layout: &Layout, key: &ObjectKey) -> usize {
+    2 * (layout.object(key).len() + OP_OVERHEAD)
+}
+
+/// The writes of `txn` with one per key (the last), in the order of those last writes.
+fn writes(layout: &Layout, ops: Vec<Op>) -> Vec<Write> {
+    let mut slots: Vec<Option<Write>> = Vec::with_capacity(ops.len());
+    let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
+    for op in ops {
+        let (key, value) = match op {
+            Op::Put { key, value } => (key, Some(encode_value(&value))),
+            // Kept whole: see the module docs of `store::etcd`.
+            Op::PutShared { key, head, shared } => {
+                (key, Some(encode_value(&[head, shared].concat())))
+            }
+            Op::Delete { key } => (key, None),
+        };
+        let etcd_key = layout.object(&key);
+        if let Some(earlier) = at.insert(etcd_key.clone(), slots.len()) {
+            slots[earlier] = None;
+        }
+        slots.push(Some(Write {
+            key,
+            etcd_key,
+            value,
+        }));
+    }
+    slots.into_iter().flatten().collect()
+}
+
+/// The etcd transactions `txn` commits as, in order.
+fn plan(layout: &Layout, limits: &TxnLimits, txn: Txn) -> Result<Vec<Step>, StoreError> {
+    let divisible = txn.divisible;
+    let writes = writes(layout, txn.ops);
+    let whole = Step {
+        bytes: writes.iter().map(Write::cost).sum::<usize>()
+            + txn
+                .checks
+                .iter()
+                .map(|(k, _)| check_cost(layout, k))
+                .sum::<usize>(),
+        checks: txn.checks,
+        writes,
+    };
+    if Step::default().fits(whole.writes.len(), whole.checks.len(), whole.bytes, limits) {
+        return Ok(vec![whole]);
+    }
+    if !divisible {
+        return Err(StoreError::TooLarge(format!(
+            "a commit of {} writes and {} checks ({} bytes) does not fit in one etcd \
+             transaction, which takes at most {} operations of each kind and {} bytes (etcd's \
+             --max-txn-ops and --max-request-bytes): start etcd with higher limits and name \
+             them in the store URL (etcd://…?max-txn-ops=N&max-request-bytes=B)",
+            whole.writes.len(),
+            whole.checks.len(),
+            whole.bytes,
+            limits.max_ops,
+            limits.max_request_bytes
+        )));
+    }
+    let written: HashSet<&ObjectKey> = whole.writes.iter().map(|w| &w.key).collect();
+    let mut checks_of: HashMap<ObjectKey, Vec<Precondition>> = HashMap::new();
+    let mut first = Step::default();
+    for (key, check) in whole.checks {
+        if written.contains(&key) {
+            checks_of.entry(key).or_default().push(check);
+        } else {
+            first.bytes += check_cost(layout, &key);
+            first.checks.push((key, check));
+        }
+    }
+    if first.checks.len() > limits.max_ops || first.bytes > budget(limits) {
+        return Err(StoreError::TooLarge(format!(
+            "a commit checking {} objects it does not write cannot be split into etcd \
+             transactions of at most {} operations and {} bytes: start etcd with higher limits \
+             (--max-txn-ops, --max-request-bytes) and name them in the store URL",
+            first.checks.len(),
+            limits.max_ops,
+            limits.max_request_bytes
+        )));
+    }
+    let mut steps = vec![first];
+    for write in whole.writes {
+        let checks = checks_of.remove(&write.key).unwrap_or_default();
+        let bytes = write.cost() + checks.len() * check_cost(layout, &write.key);
+        if !Step::default().fits(1, checks.len(), bytes, limits) {
+            return Err(StoreError::TooLarge(format!(
+                "{} is {} bytes encoded, more than one etcd request carries ({} bytes, etcd's \
+                 --max-request-bytes): start etcd with a higher --max-request-bytes and name it \
+                 in the store URL (etcd://…?max-request-bytes=B)",
+                write.key,
+                write.value.as_ref().map_or(0, Vec::len),
+                limits.max_request_bytes
+            )));
+        }
+        let step = steps.last_mut().expect("the first step");
+        if !step.fits(1, checks.len(), bytes, limits) {
+            steps.push(Step::default());
+        }
+        let step = steps.last_mut().expect("a step");
+        step.checks
+            .extend(checks.into_iter().map(|c| (write.key.clone(), c)));
+        step.bytes += bytes;
+        step.writes.push(write);
+    }
+    Ok(steps)
+}
+
+/// Commits `txn`; returns the revision of its last step (the head if it changed nothing).
+pub(super) async fn commit(shared: &Shared, txn: Txn) -> Result<Revision, StoreError> {
+    let steps = plan(&shared.layout, &shared.limits, txn)?;
+    if steps.len() > 1 {
+        let checks: Vec<_> = steps
+            .iter()
+            .flat_map(|s| s.checks.iter().cloned())
+            .collect();
+        verify(shared, &checks).await?;
+        tracing::debug!(
+            steps = steps.len(),
+            "etcd store: a divisible commit in steps"
+        );
+    }
+    let mut revision = None;
+    let total = steps.len();
+    for (i, step) in steps.into_iter().enumerate() {
+        match run(shared, step).await {
+            Ok(Some(r)) => revision = Some(r),
+            Ok(None) => {}
+            Err(e) => {
+                if i > 0 {
+                    tracing::warn!(error = %e, committed = i, steps = total, "etcd store: a divisible commit stopped part way; the steps before stay");
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(revision.unwrap_or_else(|| shared.log().head()))
+}
+
+/// The compare that holds when `check` does.
+fn compare(layout: &Layout, key: &ObjectKey, check: Precondition) -> Compare {
+    let key = layout.object(key);
+    match check {
+        Precondition::Absent => Compare::version(key, CompareOp::Equal, 0),
+        Precondition::Present => Compare::version(key, CompareOp::Greater, 0),
+        Precondition::AtRevision(r) => {
+            Compare::mod_revision(key, CompareOp::Equal, layout.to_etcd(r))
+        }
+    }
+}
+
+/// Runs one step; returns its revision, or `None` if it changed nothing (deletes of keys that
+/// were not there). Returns once the tail has published it.
+async fn run(shared: &Shared, step: Step) -> Result<Option<Revision>, StoreError> {
+    let layout = &shared.layout;
+    let compares: Vec<Compare> = step
+        .checks
+        .iter()
+        .map(|(k, c)| compare(layout, k, *c))
+        .collect();
+    let explain: Vec<TxnOp> = step
+        .checks
+        .iter()
+        .map(|(k, _)| TxnOp::get(layout.object(k), None))
+        .collect();
+    let puts = step.writes.iter().any(|w| w.value.is_some());
+    let ops: Vec<TxnOp> = step
+        .writes
+        .into_iter()
+        .map(|w| match w.value {
+            Some(value) => TxnOp::put(w.etcd_key, value, None),
+            None => TxnOp::delete(w.etcd_key, None),
+        })
+        .collect();
+    let txn = etcd_client::Txn::new()
+        .when(compares)
+        .and_then(ops)
+        .or_else(explain);
+    let mut kv = shared.kv();
+    let response = timed(&shared.members, "committing", kv.txn(txn)).await?;
+    let answers = response.op_responses();
+    if !response.succeeded() {
+        let found: Vec<Option<Revision>> = answers
+            .iter()
+            .map(|answer| match answer {
+                TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map(|kv| layout.to_store(kv.mod_revision())),
+                _ => None,
+            })
+            .collect();
+        return Err(conflict(step.checks, found));
+    }
+    let deleted = answers
+        .iter()
+        .any(|a| matches!(a, TxnOpResponse::Delete(d) if d.deleted() > 0));
+    if !puts && !deleted {
+        return Ok(None);
+    }
+    let revision = layout.to_store(response.header().map_or(0, |h| h.revision()));
+    shared.mark_durable(revision);
+    shared.wait_seen(revision).await;
+    Ok(Some(revision))
+}
+
+/// The conflict of the first check that `found` (the revision each checked key was at, in
+/// order) does not satisfy.
+fn conflict(checks: Vec<(ObjectKey, Precondition)>, found: Vec<Option<Revision>>) -> StoreError {
+    let mut fallback = None;
+    for ((key, expected), found) in checks
+        .into_iter()
+        .zip(found.into_iter().chain(std::iter::repeat(None)))
+    {
+        if !expected.holds(found) {
+            return StoreError::Conflict {
+                key,
+                expected,
+                found,
+            };
+        }
+        fallback.get_or_insert((key, expected, found));
+    }
+    // Every check holds at the revision of the failure's reads: a key checked twice,
+    // once each way. Name the first.
+    match fallback {
+        Some((key, expected, found)) => StoreError::Conflict {
+            key,
+            expected,
+            found,
+        },
+        None => StoreError::Engine("etcd refused a transaction without compares".into()),
+    }
+}
+
+/// Verifies every check against one revision before a commit in steps writes anything.
+async fn verify(shared: &Shared, checks: &[(ObjectKey, Precondition)]) -> Result<(), StoreError> {
+    let layout = &shared.layout;
+    // 0: etcd's newest revision, for the first chunk; the others read at the same one.
+    let mut revision = 0;
+    for chunk in checks.chunks(shared.limits.max_ops.max(1)) {
+        let reads: Vec<TxnOp> = chunk
+            .iter()
+            .map(|(k, _)| {
+                let options = etcd_client::GetOptions::new().with_revision(revision);
+                TxnOp::get(layout.object(k), Some(options))
+            })
+            .collect();
+        let mut kv = shared.kv();
+        let response = timed(
+            &shared.members,
+            "verifying a commit's checks",
+            kv.txn(etcd_client::Txn::new().and_then(reads)),
+        )
+        .await?;
+        if revision == 0 {
+            revision = response.header().map_or(0, |h| h.revision());
+        }
+        for ((key, expected), answer) in chunk.iter().zip(response.op_responses()) {
+            let found = match answer {
+                TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map(|kv| layout.to_store(kv.mod_revision())),
+                _ => None,
+            };
+            if !expected.holds(found) {
+                return Err(StoreError::Conflict {
+                    key: key.clone(),
+                    expected: *expected,
+                    found,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use troupe_common::Kind;
+
+    use super::*;
+
+    fn mk_key(i: usize) -> ObjectKey {
+        ObjectKey::new(Kind::Component, "acme", format!("c{i}"))
+    }
+
+    fn mk_cascade(n: usize, divisible: bool) -> Txn {
+        let mut txn = Txn::default();
+        if divisible {
+            txn = txn.divisible();
+        }
+        for i in 0..n {
+            txn = txn
+                .check(mk_key(i), Precondition::AtRevision(i as u64 + 1))
+                .delete(mk_key(i));
+        }
+        txn.check(mk_key(n), Precondition::Present)
+    }
+
+    #[test]
+    fn a_commit_within_the_limits_is_one_transaction() {
+        let layout = Layout::new("/t");
+        let steps = plan(&layout, &TxnLimits::default(), mk_cascade(100, false)).unwrap();
+        assert_eq!(steps.len(), 1);
+        assert_eq!((steps[0].writes.len(), steps[0].checks.len()), (100, 101));
+    }
+
+    #[test]
+    fn a_divisible_commit_splits_in_order_with_each_write_beside_its_checks() {
+        let layout = Layout::new("/t");
+        let limits = TxnLimits {
+            max_ops: 10,
+            ..TxnLimits::default()
+        };
+        let steps = plan(&layout, &limits, mk_cascade(25, true)).unwrap();
+        // 26 checks and 25 deletes in transactions of 10 operations of each kind.
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps[0].checks[0], (mk_key(25), Precondition::Present));
+        let order: Vec<_> = steps
+            .iter()
+            .flat_map(|s| &s.writes)
+            .map(|w| w.key.clone())
+            .collect();
+        assert_eq!(order, (0..25).map(mk_key).collect::<Vec<_>>());
+        for (i, step) in steps.iter().enumerate() {
+            let written: Vec<_> = step.writes.iter().map(|w| &w.key).collect();
+            let checked: Vec<_> = step
+                .checks
+                .iter()
+                .map(|(k, _)| k)
+                .skip(usize::from(i == 0))
+                .collect();
+            assert_eq!(written, checked, "each write travels with its own check");
+            assert!(step.writes.len() <= 10 && step.checks.len() <= 10);
+        }
+    }
+
+    #[test]
+    fn too_large_commits_are_refused_naming_the_limit_to_raise() {
+        let layout = Layout::new("/t");
+        let err = plan(&layout, &TxnLimits::default(), mk_cascade(200, false)).unwrap_err();
+        assert!(err.to_string().contains("--max-txn-ops"), "{err}");
+        let limits = TxnLimits {
+            max_request_bytes: 10_000,
+            ..TxnLimits::default()
+        };
+        let big = Txn::default().divisible().put(mk_key(0), vec![0; 20_000]);
+        let err = plan(&layout, &limits, big).unwrap_err();
+        assert!(err.to_string().contains("--max-request-bytes"), "{err}");
+        assert!(
+            err.to_string().contains("acme/c0") || err.to_string().contains("c0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_written_twice_keeps_its_last_write() {
+        let layout = Layout::new("/t");
+        let txn = Txn::default()
+            .put(mk_key(1), b"a".to_vec())
+            .put(mk_key(2), b"b".to_vec())
+            .delete(mk_key(1));
+        let steps = plan(&layout, &TxnLimits::default(), txn).unwrap();
+        let writes: Vec<_> = steps[0]
+            .writes
+            .iter()
+            .map(|w| (w.key.clone(), w.value.is_some()))
+            .collect();
+        assert_eq!(writes, [(mk_key(2), true), (mk_key(1), false)]);
+    }
+}

@@ -1,0 +1,174 @@
+//! How the etcd store lays keys and values out under its prefix, and how etcd's revisions map
+//! to the store's.
+//!
+//! Keys: `PREFIX/o/` followed by the shared key encoding (`store::keys`, so a kind and a
+//! namespace are each one contiguous range, in order) for objects, and `PREFIX/store` for the
+//! marker every open writes. Values are envelopes that start with a format byte, so a later
+//! layout (a shared tail kept once, say) can still read these.
+//!
+//! Revisions are etcd's, less the revision that created the marker (the base): an empty store
+//! is at 0 and its first commit is 1 whatever else the cluster holds, and every replica reads
+//! the same base, so they agree on every revision. Other users of the cluster take revisions
+//! too; the store's then have gaps, which nothing relies on.
+
+use etcd_client::KeyValue;
+use troupe_common::ObjectKey;
+
+use crate::store::{Record, Revision, StoreError, keys};
+
+/// Envelope holding the whole value after its format byte.
+const INLINE: u8 = 1;
+
+/// What the marker holds: the store's format. A newer one is refused, not overwritten.
+pub(super) const MARKER_VALUE: &[u8] = b"troupe-store 1";
+
+/// The keys of one store and the base of its revisions.
+#[derive(Debug, Clone)]
+pub(super) struct Layout {
+    /// `PREFIX/`: every key of the store starts with it.
+    root: Vec<u8>,
+    /// `PREFIX/o/`: every object key starts with it.
+    objects: Vec<u8>,
+    /// The etcd revision that is the store's revision 0.
+    base: i64,
+}
+
+impl Layout {
+    /// The layout under `prefix` (`/troupe`), before its base is known.
+    pub(super) fn new(prefix: &str) -> Self {
+        let root = format!("{}/", prefix.trim_end_matches('/')).into_bytes();
+        let objects = [root.as_slice(), b"o/"].concat();
+        Self {
+            root,
+            objects,
+            base: 0,
+        }
+    }
+
+    /// The same layout with revisions counted from etcd revision `base`.
+    pub(super) fn with_base(mut self, base: i64) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// `PREFIX/`, which every key of the store starts with.
+    pub(super) fn root(&self) -> &[u8] {
+        &self.root
+    }
+
+    /// The marker's key.
+    pub(super) fn marker(&self) -> Vec<u8> {
+        [self.root.as_slice(), b"store"].concat()
+    }
+
+    /// The etcd key of an object.
+    pub(super) fn object(&self, key: &ObjectKey) -> Vec<u8> {
+        [self.objects.as_slice(), &keys::encode(key)].concat()
+    }
+
+    /// `PREFIX/o/`, which every object key starts with.
+    pub(super) fn objects(&self) -> &[u8] {
+        &self.objects
+    }
+
+    /// The object an etcd key names; `None` for the store's other keys.
+    pub(super) fn decode_key(&self, key: &[u8]) -> Result<Option<ObjectKey>, StoreError> {
+        match key.strip_prefix(self.objects.as_slice()) {
+            None => Ok(None),
+            Some(rest) => keys::decode(rest)
+                .map(Some)
+                .ok_or_else(|| corrupt(key, "undecodable key")),
+        }
+    }
+
+    /// The store revision of etcd revision `revision` (0 for one before the base).
+    pub(super) fn to_store(&self, revision: i64) -> Revision {
+        u64::try_from(revision - self.base).unwrap_or(0)
+    }
+
+    /// The etcd revision of store revision `revision`.
+    pub(super) fn to_etcd(&self, revision: Revision) -> i64 {
+        i64::try_from(revision)
+            .unwrap_or(i64::MAX - self.base)
+            .saturating_add(self.base)
+    }
+
+    /// The record an object's key-value holds.
+    pub(super) fn record(&self, kv: &KeyValue) -> Result<Record, StoreError> {
+        let key = self
+            .decode_key(kv.key())?
+            .ok_or_else(|| corrupt(kv.key(), "not an object key"))?;
+        Ok(Record {
+            key,
+            value: decode_value(kv.key(), kv.value())?,
+            create_revision: self.to_store(kv.create_revision()),
+            mod_revision: self.to_store(kv.mod_revision()),
+        })
+    }
+}
+
+/// etcd's end of the range of every key starting with `prefix`: the prefix with its last byte
+/// below 0xff incremented (what `WithPrefix` computes).
+pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff: the range runs to the end of the keyspace.
+    vec![0]
+}
+
+/// The envelope of `value`.
+pub(super) fn encode_value(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + value.len());
+    out.push(INLINE);
+    out.extend_from_slice(value);
+    out
+}
+
+/// The value an envelope stored under `key` holds.
+pub(super) fn decode_value(key: &[u8], bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    match bytes.split_first() {
+        Some((&INLINE, value)) => Ok(value.to_vec()),
+        _ => Err(corrupt(key, "unknown value envelope")),
+    }
+}
+
+pub(super) fn corrupt(key: &[u8], reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use troupe_common::Kind;
+
+    use super::*;
+
+    #[test]
+    fn keys_sit_under_the_prefix_and_ranges_end_where_their_prefix_does() {
+        let layout = Layout::new("/teams/a/").with_base(10);
+        let key = ObjectKey::new(Kind::Component, "acme", "api");
+        let etcd_key = layout.object(&key);
+        assert!(etcd_key.starts_with(b"/teams/a/o/"));
+        assert_eq!(layout.decode_key(&etcd_key).unwrap(), Some(key.clone()));
+        assert_eq!(layout.decode_key(&layout.marker()).unwrap(), None);
+        assert!(etcd_key.starts_with(layout.objects()));
+        assert!(!layout.marker().starts_with(layout.objects()));
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!((layout.to_store(10), layout.to_store(13)), (0, 3));
+        assert_eq!(layout.to_store(4), 0, "before the base");
+        assert_eq!(layout.to_etcd(3), 13);
+        let value = encode_value(b"v");
+        assert_eq!(decode_value(b"k", &value).unwrap(), b"v");
+        assert!(
+            decode_value(b"k", b"\x07v").is_err(),
+            "a format from the future"
+        );
+    }
+}

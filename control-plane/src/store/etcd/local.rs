@@ -1,0 +1,182 @@
+//! [`LocalEtcd`]: a real single-member etcd on free loopback ports with a data directory of its
+//! own, for tests and benchmarks. It runs the `etcd` binary from `PATH` (Debian package
+//! `etcd-server`), polls until the member answers `/health`, and is killed, and its directory
+//! removed, when dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long a starting member may take to answer `/health`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts at starting on fresh ports, should another process take a port first.
+const START_ATTEMPTS: usize = 3;
+
+/// A running etcd member; killed, and its data removed, when dropped.
+pub struct LocalEtcd {
+    child: Option<Child>,
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl LocalEtcd {
+    /// Starts a member on free ports with a fresh data directory and waits until it answers.
+    /// Fails with how to install etcd if there is none on `PATH`.
+    pub fn start() -> anyhow::Result<Self> {
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            let mut etcd = Self {
+                child: None,
+                dir: fresh_dir()?,
+                client_port: free_port()?,
+                peer_port: free_port()?,
+            };
+            match etcd.run() {
+                Ok(()) => return Ok(etcd),
+                Err(e) if e.to_string().contains("address already in use") => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// `http://127.0.0.1:PORT`, the client endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The store URL of `prefix` on this member: `etcd://127.0.0.1:PORT/PREFIX`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!(
+            "etcd://127.0.0.1:{}/{}",
+            self.client_port,
+            prefix.trim_start_matches('/')
+        )
+    }
+
+    /// Kills the member (SIGKILL); its data stays for [`LocalEtcd::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the member again on the same ports and data, and waits until it answers.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.run()
+    }
+
+    fn run(&mut self) -> anyhow::Result<()> {
+        let name = "troupe-test";
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log_path = self.dir.join("etcd.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let child = Command::new("etcd")
+            .arg("--name")
+            .arg(name)
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("{name}={peer}")])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "etcd is not installed (no `etcd` on PATH): install the Debian package \
+                 etcd-server (`apt-get install -y etcd-server`; scripts/test.sh does)"
+            ),
+            Err(e) => return Err(e).context("starting etcd"),
+        };
+        self.child = Some(child);
+        self.wait_healthy(&log_path)
+    }
+
+    /// Polls `/health` until the member says it is healthy (it has a leader).
+    fn wait_healthy(&mut self, log_path: &std::path::Path) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if health(self.client_port) {
+                return Ok(());
+            }
+            let exited = match self.child.as_mut() {
+                Some(child) => child.try_wait()?.is_some(),
+                None => true,
+            };
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                self.kill();
+                bail!(
+                    "etcd on 127.0.0.1:{} {} ; its last log lines:\n{}",
+                    self.client_port,
+                    if exited {
+                        "exited"
+                    } else {
+                        "did not become healthy within 30 s"
+                    },
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether the member on `port` answers `GET /health` with `"health":"true"`.
+fn health(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /health HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.contains("\"health\":\"true\"")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A new directory under the system's temporary directory.
+fn fresh_dir() -> anyhow::Result<PathBuf> {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "troupe-etcd-{}-{}-{nanos}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}

@@ -1,0 +1,344 @@
+//! [`EtcdStore`]: the [`Store`] contract on an etcd v3 cluster, so that several servers can
+//! share one store (`troupe server --store etcd://HOST:2379[,HOST…][/PREFIX]`).
+//!
+//! Data flow: objects live under `PREFIX/o/…` ([`layout`]); a commit is one etcd transaction
+//! (compares for its checks, then its puts and deletes: [`commit`]), so its revision is etcd's.
+//! One watch on the prefix (the tail, [`tail`]) turns every change under it, this store's and
+//! other replicas' alike, into the store's commits: it keeps the [`view`] (every object, in
+//! memory, which reads are served from), a cache of recent commits that serves
+//! `events_after` (older ones come from etcd's history: [`history`]), and `subscribe`, one
+//! message per commit. Compaction is etcd's (the store compacts the cluster to keep its
+//! retention); a revision compacted away is [`StoreError::Compacted`].
+//!
+//! Durability: etcd answers a write once a quorum of its members has it on disk, so a commit
+//! is durable when it returns, and so is every revision the tail sees.
+//!
+//! What a call costs: the trait is synchronous, so every call that talks to etcd runs on the
+//! store's own runtime ([`bridge`]) while the caller's thread blocks. `get`, `list`,
+//! `list_page` and `revision` read the view (no round trip), so they trail another replica's
+//! commits by the time its watch takes (milliseconds), never this store's own; `commit` is one
+//! transaction (a round trip and the leader's fsync) and then the wait for its own event to
+//! come back through the watch (a fraction of a millisecond on one host); `events_after` is
+//! served from memory unless it reaches back before the cache (then a watch from the past: 100
+//! ms or more). An open loads every object (memory: what the objects weigh). A commit larger
+//! than etcd's per-transaction limits is refused, or, if the caller allows, split into steps
+//! ([`commit`]).
+//!
+//! Not yet: a value written with [`Op::PutShared`](crate::store::Op::PutShared) is stored
+//! whole, head and shared part together, with every write (a Release's status write rewrites
+//! its manifests); an object must fit in one etcd request (`--max-request-bytes`).
+
+mod bridge;
+mod commit;
+mod history;
+mod layout;
+mod local;
+mod read;
+mod tail;
+mod view;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, KvClient, PutOptions, TxnOp, TxnOpResponse,
+    WatchClient,
+};
+use tokio::sync::{broadcast, watch};
+use troupe_common::{Kind, ObjectKey};
+
+pub use local::LocalEtcd;
+
+use self::bridge::{Bridge, CALL_TIMEOUT, timed};
+use self::layout::{Layout, MARKER_VALUE};
+use self::tail::Log;
+use self::view::View;
+use super::{
+    Durability, EtcdUrl, Event, Record, Retention, Revision, Store, StoreError, Txn, TxnLimits,
+};
+
+/// Largest etcd response the store takes: a page of large objects, or one revision of a big
+/// cascade seen through the watch.
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
+/// A [`Store`] in an etcd cluster.
+pub struct EtcdStore {
+    shared: Arc<Shared>,
+    bridge: Bridge,
+}
+
+/// What the store and its tasks share.
+pub(super) struct Shared {
+    client: Client,
+    layout: Layout,
+    /// The cluster's members, for messages.
+    members: String,
+    limits: TxnLimits,
+    retention: Retention,
+    log: Mutex<Log>,
+    /// The newest revision the tail has published.
+    seen: watch::Sender<Revision>,
+    durable: watch::Sender<Durability>,
+}
+
+impl Shared {
+    fn kv(&self) -> KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    fn watch_client(&self) -> WatchClient {
+        self.client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    fn log(&self) -> MutexGuard<'_, Log> {
+        // The log is changed in small steps that each leave it consistent.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every revision etcd has answered with is on a quorum's disks.
+    fn mark_durable(&self, revision: Revision) {
+        self.durable.send_if_modified(|d| {
+            let newer = revision > d.revision;
+            d.revision = d.revision.max(revision);
+            newer
+        });
+    }
+
+    /// Waits until the tail has published `revision`. Gives up (with a warning) after a call's
+    /// timeout: the commit is in etcd whatever the watch does, and subscribers get it once the
+    /// tail resumes.
+    async fn wait_seen(&self, revision: Revision) {
+        let mut seen = self.seen.subscribe();
+        let waited = tokio::time::timeout(CALL_TIMEOUT, seen.wait_for(|&s| s >= revision)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            tracing::warn!(etcd = %self.members, revision, "etcd store: a commit is not back through the watch yet; returning without it");
+        }
+    }
+}
+
+impl EtcdStore {
+    /// Opens the store at `url`, keeping the default retention.
+    pub fn open(url: &EtcdUrl) -> Result<Self, StoreError> {
+        Self::open_with_retention(url, Retention::default())
+    }
+
+    /// Opens the store at `url`: connects, writes the marker (creating the store on the first
+    /// open), loads every object and starts following the prefix. etcd's history of the store is compacted to keep
+    /// what `retention` says. Fails, naming the cluster, if it does not answer in time.
+    pub fn open_with_retention(url: &EtcdUrl, retention: Retention) -> Result<Self, StoreError> {
+        let bridge = Bridge::new()?;
+        let (client, layout, head, view) = bridge.block(connect(url.clone()))?;
+        let shared = Arc::new(Shared {
+            client,
+            layout,
+            members: url.members(),
+            limits: url.limits,
+            retention,
+            log: Mutex::new(Log::new(head, view, retention)),
+            seen: watch::channel(head).0,
+            durable: watch::channel(Durability {
+                revision: head,
+                error: None,
+            })
+            .0,
+        });
+        bridge.handle().spawn(tail::follow(shared.clone()));
+        tracing::info!(etcd = %url, revision = head, "etcd store open");
+        Ok(Self { shared, bridge })
+    }
+}
+
+/// Connects to the cluster, writes the marker and loads the objects at its revision; returns
+/// the client, the layout with its base, and the store's revision and objects there.
+async fn connect(url: EtcdUrl) -> Result<(Client, Layout, Revision, View), StoreError> {
+    let members = url.members();
+    let (client, layout, marked) = mark(&url).await?;
+    let kv = client
+        .kv_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES);
+    let (records, _) = read::load(&kv, &members, &layout, marked).await?;
+    let head = layout.to_store(marked);
+    Ok((client, layout, head, View::new(records)))
+}
+
+/// Writes the marker again and loads the objects at its revision: where a tail that lost
+/// commits to compaction starts over. Returns that revision and the objects.
+async fn restart(shared: &Shared) -> Result<(Revision, View), StoreError> {
+    let mut kv = shared.kv();
+    let what = "starting over after a compaction";
+    let marked = timed(
+        &shared.members,
+        what,
+        kv.put(shared.layout.marker(), MARKER_VALUE, None),
+    )
+    .await?
+    .header()
+    .map_or(0, |h| h.revision());
+    let (records, _) = read::load(&kv, &shared.members, &shared.layout, marked).await?;
+    Ok((shared.layout.to_store(marked), View::new(records)))
+}
+
+/// Connects to the cluster and writes the marker (creating it, and so the store, on the first
+/// open); returns the client, the layout with its base, and the etcd revision of the marker.
+async fn mark(url: &EtcdUrl) -> Result<(Client, Layout, i64), StoreError> {
+    let members = url.members();
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+        .with_keep_alive_while_idle(true)
+        .with_require_leader(true);
+    let client = timed(
+        &members,
+        "connecting",
+        Client::connect(&url.endpoints, Some(options)),
+    )
+    .await?;
+    let layout = Layout::new(&url.prefix);
+    let marker = layout.marker();
+    let mut kv = client.kv_client();
+    // Twice at most: a first open may race another replica's.
+    for _ in 0..2 {
+        let rewrite = etcd_client::Txn::new()
+            .when([Compare::value(
+                marker.clone(),
+                CompareOp::Equal,
+                MARKER_VALUE,
+            )])
+            .and_then([TxnOp::put(
+                marker.clone(),
+                MARKER_VALUE,
+                Some(PutOptions::new().with_prev_key()),
+            )])
+            .or_else([TxnOp::get(marker.clone(), None)]);
+        let response = timed(&members, "opening the store", kv.txn(rewrite)).await?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        match response.op_responses().first() {
+            Some(TxnOpResponse::Put(put)) => {
+                let base = put.prev_key().map_or(revision, |kv| kv.create_revision());
+                return Ok((client, layout.with_base(base), revision));
+            }
+            Some(TxnOpResponse::Get(get)) if !get.kvs().is_empty() => {
+                let found = String::from_utf8_lossy(get.kvs()[0].value()).into_owned();
+                return Err(StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&marker).into_owned(),
+                    reason: format!(
+                        "the store under {} is {found:?}, not {:?}: written by a newer Troupe, \
+                         or not a Troupe store",
+                        url.prefix,
+                        String::from_utf8_lossy(MARKER_VALUE)
+                    ),
+                });
+            }
+            _ => {}
+        }
+        let create = etcd_client::Txn::new()
+            .when([Compare::version(marker.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(marker.clone(), MARKER_VALUE, None)]);
+        let response = timed(&members, "creating the store", kv.txn(create)).await?;
+        if response.succeeded() {
+            let base = response.header().map_or(0, |h| h.revision());
+            return Ok((client, layout.with_base(base), base));
+        }
+    }
+    Err(StoreError::Engine(format!(
+        "etcd at {members}: the store's marker under {} keeps changing while opening",
+        url.prefix
+    )))
+}
+
+impl Store for EtcdStore {
+    fn get(&self, key: &ObjectKey) -> Result<Option<Record>, StoreError> {
+        Ok(self.shared.log().view().get(key))
+    }
+
+    fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Record>, Revision), StoreError> {
+        let log = self.shared.log();
+        Ok((log.view().list(kind, namespace), log.head()))
+    }
+
+    fn list_page(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Revision), StoreError> {
+        let log = self.shared.log();
+        Ok((log.view().page(kind, namespace, after, limit), log.head()))
+    }
+
+    fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
+        let shared = self.shared.clone();
+        self.bridge
+            .block(async move { commit::commit(&shared, txn).await })
+    }
+
+    fn revision(&self) -> Revision {
+        self.shared.log().head()
+    }
+
+    fn events_after(&self, after: Revision, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let floor = {
+            let log = self.shared.log();
+            if let Some(events) = log.events_after(after, limit) {
+                return Ok(events);
+            }
+            log.floor()
+        };
+        let shared = self.shared.clone();
+        let mut events = self
+            .bridge
+            .block(async move { history::read(&shared, after, limit, floor).await })?;
+        if events.len() < limit {
+            // The rest from the cache, which starts right after `floor` unless it moved on
+            // meanwhile: then the caller reads on from the last event it got.
+            if let Some(more) = self.shared.log().events_after(floor, limit - events.len()) {
+                events.extend(more);
+            }
+        }
+        Ok(events)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
+        self.shared.log().subscribe()
+    }
+
+    fn durability(&self) -> watch::Receiver<Durability> {
+        self.shared.durable.subscribe()
+    }
+
+    fn request_flush(&self) {
+        // Nothing to flush: whatever etcd answered is on a quorum's disks. A revision the
+        // tail has not seen yet (another replica's) is durable too; learn etcd's newest.
+        let shared = self.shared.clone();
+        self.bridge.handle().spawn(async move {
+            let mut kv = shared.kv();
+            let marker = shared.layout.marker();
+            let options = etcd_client::GetOptions::new().with_count_only();
+            match timed(
+                &shared.members,
+                "reading the revision",
+                kv.get(marker, Some(options)),
+            )
+            .await
+            {
+                Ok(response) => {
+                    let revision = response.header().map_or(0, |h| h.revision());
+                    shared.mark_durable(shared.layout.to_store(revision));
+                }
+                Err(e) => tracing::warn!(error = %e, "etcd store: reading the revision failed"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+//! What only the etcd store does, each test on a real etcd of its own: several stores on one
+//! cluster, a watch that resumes across an etcd restart and a store's reopening, compaction
+//! done by someone else, commits beyond etcd's transaction limits, and a cluster that does
+//! not answer. (A project cascade of thousands of objects through a real server is in
+//! `tests/tests/etcd.rs`.)
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use troupe_common::{Kind, ObjectKey};
+
+use super::*;
+use crate::store::{EventType, Precondition, StoreLocation};
+
+fn mk_etcd() -> LocalEtcd {
+    LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn mk_url(text: &str) -> EtcdUrl {
+    match text.parse::<StoreLocation>().unwrap() {
+        StoreLocation::Etcd(url) => url,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn mk_store(etcd: &LocalEtcd, prefix: &str) -> EtcdStore {
+    EtcdStore::open(&mk_url(&etcd.url(prefix))).unwrap()
+}
+
+fn mk_key(name: &str) -> ObjectKey {
+    ObjectKey::new(Kind::Component, "acme", name)
+}
+
+fn put(store: &dyn Store, name: &str, value: &str) -> Revision {
+    store
+        .commit(Txn::default().put(mk_key(name), value.as_bytes().to_vec()))
+        .unwrap()
+}
+
+/// The next commit `rx` receives, waiting up to ten seconds.
+fn next_commit(rx: &mut broadcast::Receiver<Arc<[Event]>>) -> Arc<[Event]> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx.try_recv() {
+            Ok(commit) => return commit,
+            Err(broadcast::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("no commit within 10 s: {e:?}"),
+        }
+    }
+}
+
+fn summary(events: &[Event]) -> Vec<(Revision, EventType, String)> {
+    events
+        .iter()
+        .map(|e| (e.revision, e.kind, e.key.name.clone()))
+        .collect()
+}
+
+#[test]
+fn a_commit_through_one_store_reaches_another_on_the_same_cluster_and_prefix_only() {
+    let etcd = mk_etcd();
+    let (a, b) = (mk_store(&etcd, "shared"), mk_store(&etcd, "shared"));
+    let elsewhere = mk_store(&etcd, "elsewhere");
+    let mut seen_by_b = b.subscribe();
+    let mut seen_elsewhere = elsewhere.subscribe();
+
+    let revision = put(&a, "api", "1");
+    let commit = next_commit(&mut seen_by_b);
+    assert_eq!(
+        summary(&commit),
+        [(revision, EventType::Added, "api".into())]
+    );
+    assert_eq!(commit[0].value, b"1");
+    assert_eq!(
+        b.get(&mk_key("api")).unwrap().unwrap().mod_revision,
+        revision
+    );
+    assert_eq!(
+        b.revision(),
+        revision,
+        "both stores count the same revisions"
+    );
+    assert_eq!(summary(&b.events_after(revision - 1, 10).unwrap()).len(), 1);
+
+    // And back: b's delete reaches a, with the value it deleted.
+    let mut seen_by_a = a.subscribe();
+    let deleted = b.commit(Txn::default().delete(mk_key("api"))).unwrap();
+    let commit = next_commit(&mut seen_by_a);
+    assert_eq!(
+        summary(&commit),
+        [(deleted, EventType::Deleted, "api".into())]
+    );
+    assert_eq!(commit[0].value, b"1");
+
+    // A store under another prefix saw neither.
+    put(&elsewhere, "web", "x");
+    let own = next_commit(&mut seen_elsewhere);
+    assert_eq!(
+        summary(&own)[0].2,
+        "web",
+        "its own commit comes first and alone"
+    );
+    assert!(elsewhere.get(&mk_key("api")).unwrap().is_none());
+    assert!(a.list(Kind::Component, None).unwrap().0.is_empty());
+}
+
+#[test]
+fn a_watch_resumes_from_a_revision_across_an_etcd_restart_and_a_reopened_store() {
+    let mut etcd = mk_etcd();
+    let store = mk_store(&etcd, "resume");
+    let mut live = store.subscribe();
+    let first = put(&store, "a", "1");
+    put(&store, "a", "2");
+    next_commit(&mut live);
+    next_commit(&mut live);
+
+    // etcd goes away and comes back: the store's client and watch reconnect on their own.
+    etcd.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let third = loop {
+        match store.commit(Txn::default().put(mk_key("a"), b"3".to_vec())) {
+            Ok(revision) => break revision,
+            Err(e) if Instant::now() < deadline => eprintln!("retrying after: {e}"),
+            Err(e) => panic!("no commit after etcd's restart: {e}"),
+        }
+    };
+    let commit = next_commit(&mut live);
+    assert_eq!(summary(&commit), [(third, EventType::Modified, "a".into())]);
+    let values: Vec<_> = store
+        .events_after(first, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.value)
+        .collect();
+    assert_eq!(values, [b"2".to_vec(), b"3".to_vec()]);
+    drop(store);
+
+    // A store opened again (a restarted server) resumes from etcd's history.
+    let reopened = mk_store(&etcd, "resume");
+    assert!(reopened.revision() > third);
+    let resumed = reopened.events_after(first, 10).unwrap();
+    let values: Vec<_> = resumed
+        .iter()
+        .map(|e| (e.revision, e.value.clone()))
+        .collect();
+    assert_eq!(values[0].1, b"2");
+    assert_eq!(values[1], (third, b"3".to_vec()));
+    assert_eq!(values.len(), 2, "nothing else happened to objects");
+    assert_eq!(reopened.events_after(third, 10).unwrap(), []);
+    let fourth = put(&reopened, "a", "4");
+    assert!(fourth > third);
+    assert_eq!(
+        reopened.get(&mk_key("a")).unwrap().unwrap().create_revision,
+        first
+    );
+}
+
+#[test]
+fn history_etcd_compacted_is_compacted_naming_the_oldest_revision_left() {
+    let etcd = mk_etcd();
+    let store = mk_store(&etcd, "compacted");
+    let revisions: Vec<Revision> = (1..=10).map(|i| put(&store, "a", &i.to_string())).collect();
+    // The operator (or another user of the cluster) compacts etcd up to the sixth commit.
+    let sixth = revisions[5];
+    let at = store.shared.layout.to_etcd(sixth);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+            .await
+            .unwrap();
+        client.compact(at, None).await.unwrap();
+    });
+    drop(store);
+
+    let reopened = mk_store(&etcd, "compacted");
+    match reopened.events_after(revisions[1], 10) {
+        Err(StoreError::Compacted { requested, oldest }) => {
+            assert_eq!((requested, oldest), (revisions[1], sixth - 1));
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    let kept = reopened.events_after(sixth - 1, 100).unwrap();
+    assert_eq!(kept.len(), 5, "the sixth commit onwards stays");
+    assert_eq!(kept[0].revision, sixth);
+}
+
+#[test]
+fn commits_beyond_etcd_limits_split_when_divisible_and_are_refused_clearly_when_not() {
+    let etcd = mk_etcd();
+    let store = mk_store(&etcd, "limits");
+    let names: Vec<String> = (0..1000).map(|i| format!("c{i:04}")).collect();
+
+    let mut indivisible = Txn::default();
+    for name in &names[..200] {
+        indivisible = indivisible.put(mk_key(name), b"x".to_vec());
+    }
+    let err = store.commit(indivisible).unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
+    assert!(err.to_string().contains("--max-txn-ops"), "{err}");
+    assert_eq!(store.revision(), 0, "nothing written");
+
+    // A divisible one commits in steps of at most 128 writes, in order.
+    let before = store.revision();
+    let mut txn = Txn::default().divisible();
+    for name in &names {
+        txn = txn.put(mk_key(name), name.as_bytes().to_vec());
+    }
+    let last = store.commit(txn).unwrap();
+    let (listed, _) = store.list(Kind::Component, None).unwrap();
+    assert_eq!(listed.len(), 1000);
+    let events = store.events_after(before, usize::MAX).unwrap();
+    assert_eq!(events.len(), 1000);
+    assert_eq!(events.last().unwrap().revision, last);
+    let commits = events
+        .windows(2)
+        .filter(|w| w[0].revision != w[1].revision)
+        .count()
+        + 1;
+    assert_eq!(commits, 8, "1000 writes in steps of 128");
+    let order: Vec<_> = events.iter().map(|e| e.key.name.clone()).collect();
+    assert_eq!(order, names);
+
+    // A stale check anywhere in a divisible commit is found before anything is written.
+    let mut cascade = Txn::default().divisible();
+    for record in &listed {
+        let check = if record.key.name == "c0999" {
+            Precondition::AtRevision(record.mod_revision - 1)
+        } else {
+            Precondition::AtRevision(record.mod_revision)
+        };
+        cascade = cascade
+            .check(record.key.clone(), check)
+            .delete(record.key.clone());
+    }
+    let err = store.commit(cascade.clone()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict { key, .. } if key.name == "c0999"),
+        "{err:?}"
+    );
+    assert_eq!(store.list(Kind::Component, None).unwrap().0.len(), 1000);
+
+    // One object larger than a request is refused, naming it and the flag.
+    let huge = Txn::default()
+        .divisible()
+        .put(mk_key("huge"), vec![7; 2 * 1024 * 1024]);
+    let err = store.commit(huge).unwrap_err();
+    assert!(
+        err.to_string().contains("acme/huge") || err.to_string().contains("huge"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--max-request-bytes"), "{err}");
+
+    // A store URL promising more than etcd allows gets etcd's refusal, told as such.
+    let optimistic = mk_url(&format!("{}?max-txn-ops=1000", etcd.url("limits")));
+    let optimistic = EtcdStore::open(&optimistic).unwrap();
+    let mut txn = Txn::default();
+    for name in &names[..200] {
+        txn = txn.delete(mk_key(name));
+    }
+    let err = optimistic.commit(txn).unwrap_err();
+    assert!(err.to_string().contains("--max-txn-ops is lower"), "{err}");
+}
+
+#[test]
+fn an_etcd_that_refuses_or_does_not_answer_fails_the_open_naming_it() {
+    // Nothing listens on the first port; the second accepts connections and says nothing.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    for (port, says) in [(refused, "refused"), (silent_port, "no answer within")] {
+        let url = mk_url(&format!("etcd://127.0.0.1:{port}/troupe"));
+        let started = Instant::now();
+        let err = EtcdStore::open(&url).err().expect("no etcd there");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+        let message = err.to_string();
+        assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+        assert!(message.contains(says), "{message}");
+    }
+}

@@ -1,0 +1,55 @@
+//! Raw etcd puts, the ceiling of a server on etcd: the same payloads from as many concurrent
+//! writers as the bench has clients, over one etcd client (one HTTP/2 connection per member,
+//! as the store has), each put acknowledged once a quorum has it on disk.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use troupe_control_plane::store::EtcdUrl;
+
+use crate::{Measured, summarize};
+
+/// Puts `payload` under `url`'s prefix from `clients` writers for `run`.
+pub async fn bench(
+    url: &EtcdUrl,
+    payload: &[u8],
+    clients: usize,
+    run: Duration,
+) -> anyhow::Result<Measured> {
+    let client = etcd_client::Client::connect(&url.endpoints, None).await?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + run;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mut kv = client.kv_client();
+        let counter = counter.clone();
+        let payload = payload.to_vec();
+        let prefix = url.prefix.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                kv.put(format!("{prefix}/{n:012}"), payload.clone(), None)
+                    .await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(summarize(all, start.elapsed()))
+}
+
+/// Deletes every key under `url`'s prefix.
+pub async fn remove(url: &EtcdUrl) -> anyhow::Result<()> {
+    let mut client = etcd_client::Client::connect(&url.endpoints, None).await?;
+    let options = etcd_client::DeleteOptions::new().with_prefix();
+    client.delete(url.prefix.clone(), Some(options)).await?;
+    Ok(())
+}

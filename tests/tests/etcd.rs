@@ -1,0 +1,190 @@
+//! `troupe server --store etcd://…` end to end (feature `etcd`): a real etcd, a real server
+//! keeping its objects there, the example platform and an app applied by a directory agent;
+//! the server killed and started again finds everything where it was, and the agent comes
+//! back to it. The data directory keeps the PKI and tokens, not the objects. A project of
+//! thousands of objects is deleted whole, although one etcd transaction takes 128 operations
+//! at most. A store URL of an unknown scheme is refused before anything starts.
+#![cfg(feature = "etcd")]
+
+use std::process::Command;
+
+use troupe_tests::{
+    LocalEtcd, PATIENCE, Platform, Server, eventually, release_files, stderr, stdout, success,
+    troupe_bin,
+};
+
+/// Files of the sample `api`'s release on a directory agent.
+const API_FILES: usize = 6;
+
+/// Whether `env` is ready for `api`; while it is not, its status entry.
+fn ready(server: &Server, env: &str) -> Result<(), serde_json::Value> {
+    let out = success(&server.cli(&["status", "api", "-n", "acme", "-o", "json"]));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let entry = doc["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["environment"] == env)
+        .cloned()
+        .unwrap_or_default();
+    if entry["ready"] == true {
+        Ok(())
+    } else {
+        Err(entry)
+    }
+}
+
+/// How many objects etcd holds under `prefix`.
+fn objects_in_etcd(etcd: &LocalEtcd, prefix: &str) -> i64 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+            .await
+            .unwrap();
+        let options = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_count_only();
+        client
+            .get(format!("/{prefix}/o/"), Some(options))
+            .await
+            .unwrap()
+            .count()
+    })
+}
+
+#[test]
+fn a_server_on_etcd_deploys_and_finds_everything_again_after_a_restart() {
+    let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let url = etcd.url("e2e");
+    let mut server = Platform::builder()
+        .examples()
+        .fixed_agent_port()
+        .args(&["--store", &url])
+        .start();
+    let agent = server.register_agent("acme/local", "a");
+    let release = server.cut_release("api");
+    server.bind("api", "development", &release, "");
+    eventually("development is ready", PATIENCE, || {
+        ready(&server, "development")
+    });
+    assert_eq!(
+        release_files(&agent.target, "acme", "api-development").len(),
+        API_FILES
+    );
+    let stored = objects_in_etcd(&etcd, "e2e");
+    assert!(stored > 10, "only {stored} objects in etcd");
+    for sled_file in ["db", "conf"] {
+        assert!(
+            !server.data_dir.join(sled_file).exists(),
+            "a sled store in the data directory"
+        );
+    }
+    let before = server
+        .get_json("release", "acme", "api-development")
+        .unwrap();
+
+    server.kill_server();
+    server.restart_server();
+    let after = server
+        .get_json("release", "acme", "api-development")
+        .unwrap();
+    assert_eq!(after["spec"], before["spec"]);
+    assert_eq!(
+        after["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"]
+    );
+    assert!(server.get_json("comp", "acme", "api").is_some());
+    eventually("development is ready after the restart", PATIENCE, || {
+        ready(&server, "development")
+    });
+    // The agent is back on the restarted server, which deploys on.
+    server.bind("api", "staging", &release, "");
+    eventually("staging is ready", PATIENCE, || ready(&server, "staging"));
+    assert_eq!(
+        release_files(&agent.target, "acme", "api-staging").len(),
+        API_FILES
+    );
+    assert!(objects_in_etcd(&etcd, "e2e") > stored);
+}
+
+/// The names of the objects of `kind` in namespace acme.
+fn names(server: &Server, kind: &str) -> Vec<String> {
+    let text = stdout(&server.cli(&["get", kind, "-n", "acme", "-o", "json"]));
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let items = doc
+        .as_array()
+        .cloned()
+        .or_else(|| doc["items"].as_array().cloned())
+        .unwrap_or_default();
+    items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[test]
+fn a_project_of_thousands_of_objects_is_deleted_whole() {
+    const COMPONENTS: usize = 1000;
+    let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let server = Platform::builder()
+        .examples()
+        .args(&["--store", &etcd.url("cascade")])
+        .start();
+    // In batches: one apply takes 1024 documents at most.
+    let ids: Vec<usize> = (0..COMPONENTS).collect();
+    for batch in ids.chunks(250) {
+        let yaml: String = batch
+            .iter()
+            .map(|i| {
+                format!(
+                    "apiVersion: troupe.dev/v1alpha1
+kind: Component
+metadata: {{name: c{i}, namespace: acme}}
+spec:
+  owner: {{projectName: shop}}
+  componentType: {{name: deployment/service}}
+---
+apiVersion: troupe.dev/v1alpha1
+kind: Workload
+metadata: {{name: c{i}, namespace: acme}}
+spec:
+  owner: {{projectName: shop, componentName: c{i}}}
+  container: {{image: ghcr.io/acme/c{i}:1.0.0}}
+---
+"
+                )
+            })
+            .collect();
+        success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
+    }
+    assert_eq!(names(&server, "components").len(), COMPONENTS + 1);
+    assert_eq!(names(&server, "workloads").len(), COMPONENTS + 1);
+
+    let out = success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
+    assert!(out.contains("Project acme/shop deleted"), "{out}");
+    for kind in ["components", "workloads", "projects"] {
+        assert_eq!(names(&server, kind), Vec::<String>::new(), "{kind} left");
+    }
+}
+
+#[test]
+fn a_store_url_of_an_unknown_scheme_is_refused_naming_the_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(troupe_bin())
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--store", "postgres://db:5432/troupe"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("unknown store scheme `postgres`"), "{err}");
+    assert!(err.contains("etcd://HOST:PORT"), "{err}");
+}
