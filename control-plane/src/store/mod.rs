@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdStore, LocalEtcd};
+pub use etcd::{DEFAULT_LEASE, EtcdStore, Leader, LocalEtcd};
 pub use location::{
     DEFAULT_ETCD_PREFIX, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, EtcdUrl, StoreLocation,
     TxnLimits,
@@ -115,6 +115,22 @@ pub struct Txn {
     /// Whether the writes may commit in several steps when the store cannot take them in one
     /// (etcd bounds a transaction): see [`Txn::divisible`].
     pub divisible: bool,
+    /// The leadership the writes are made under, if they are a leader's: see
+    /// [`Txn::fenced`].
+    pub fence: Option<Fence>,
+}
+
+/// A leader's term, as a store checks it: the key the leader holds and the revision it was
+/// created at. A store shared by several servers (etcd) commits a fenced transaction only
+/// while that key is still the one created then, so a leader that lost its lease (a pause, a
+/// partition) writes nothing once another may lead. A store of one server (sled, memory) has
+/// one leader, its server, and ignores fences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The leader's key, as the store writes it.
+    pub key: Vec<u8>,
+    /// The revision that created it: the term.
+    pub term: i64,
 }
 
 impl Txn {
@@ -151,6 +167,13 @@ impl Txn {
     /// with [`StoreError::TooLarge`].
     pub fn divisible(mut self) -> Self {
         self.divisible = true;
+        self
+    }
+
+    /// The same transaction, committed only while `fence` holds; otherwise it fails with
+    /// [`StoreError::Fenced`] and writes nothing.
+    pub fn fenced(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
         self
     }
 }
@@ -214,6 +237,12 @@ pub enum StoreError {
     /// how to raise it.
     #[error("{0}")]
     TooLarge(String),
+    /// A fenced transaction's leadership is over: another server may lead now.
+    #[error("not committed: this server's leadership (term {term}) is over")]
+    Fenced {
+        /// The term the transaction was made in.
+        term: i64,
+    },
     /// Stored bytes could not be decoded.
     #[error("corrupt stored value under {key}: {reason}")]
     Corrupt {

@@ -22,7 +22,7 @@ use troupe_common::ObjectKey;
 use super::Shared;
 use super::bridge::timed;
 use super::layout::{Layout, encode_value};
-use crate::store::{Op, Precondition, Revision, StoreError, Txn, TxnLimits};
+use crate::store::{Fence, Op, Precondition, Revision, StoreError, Txn, TxnLimits};
 
 /// Bytes one operation adds to a request besides its key and value: field tags, lengths and
 /// options, rounded up.
@@ -51,6 +51,15 @@ struct Step {
     checks: Vec<(ObjectKey, Precondition)>,
     writes: Vec<Write>,
     bytes: usize,
+}
+
+/// The compare that holds while `fence`'s leader still holds its key, and the read that
+/// tells, when a transaction fails, whether that is why.
+fn fence_compare(fence: &Fence) -> (Compare, TxnOp) {
+    (
+        Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.term),
+        TxnOp::get(fence.key.clone(), None),
+    )
 }
 
 impl Step {
@@ -175,7 +184,8 @@ fn plan(layout: &Layout, limits: &TxnLimits, txn: Txn) -> Result<Vec<Step>, Stor
 }
 
 /// Commits `txn`; returns the revision of its last step (the head if it changed nothing).
-pub(super) async fn commit(shared: &Shared, txn: Txn) -> Result<Revision, StoreError> {
+pub(super) async fn commit(shared: &Shared, mut txn: Txn) -> Result<Revision, StoreError> {
+    let fence = txn.fence.take();
     let steps = plan(&shared.layout, &shared.limits, txn)?;
     if steps.len() > 1 {
         let checks: Vec<_> = steps
@@ -191,7 +201,7 @@ pub(super) async fn commit(shared: &Shared, txn: Txn) -> Result<Revision, StoreE
     let mut revision = None;
     let total = steps.len();
     for (i, step) in steps.into_iter().enumerate() {
-        match run(shared, step).await {
+        match run(shared, step, fence.as_ref()).await {
             Ok(Some(r)) => revision = Some(r),
             Ok(None) => {}
             Err(e) => {
@@ -219,18 +229,28 @@ fn compare(layout: &Layout, key: &ObjectKey, check: Precondition) -> Compare {
 
 /// Runs one step; returns its revision, or `None` if it changed nothing (deletes of keys that
 /// were not there). Returns once the tail has published it.
-async fn run(shared: &Shared, step: Step) -> Result<Option<Revision>, StoreError> {
+async fn run(
+    shared: &Shared,
+    step: Step,
+    fence: Option<&Fence>,
+) -> Result<Option<Revision>, StoreError> {
     let layout = &shared.layout;
-    let compares: Vec<Compare> = step
+    let mut compares: Vec<Compare> = step
         .checks
         .iter()
         .map(|(k, c)| compare(layout, k, *c))
         .collect();
-    let explain: Vec<TxnOp> = step
+    let mut explain: Vec<TxnOp> = step
         .checks
         .iter()
         .map(|(k, _)| TxnOp::get(layout.object(k), None))
         .collect();
+    // The fence's read comes last, after one read per check.
+    if let Some(fence) = fence {
+        let (compare, read) = fence_compare(fence);
+        compares.push(compare);
+        explain.push(read);
+    }
     let puts = step.writes.iter().any(|w| w.value.is_some());
     let ops: Vec<TxnOp> = step
         .writes
@@ -248,6 +268,15 @@ async fn run(shared: &Shared, step: Step) -> Result<Option<Revision>, StoreError
     let response = timed(&shared.members, "committing", kv.txn(txn)).await?;
     let answers = response.op_responses();
     if !response.succeeded() {
+        if let Some(fence) = fence {
+            let held = answers.last().and_then(|answer| match answer {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
+                _ => None,
+            });
+            if held != Some(fence.term) {
+                return Err(StoreError::Fenced { term: fence.term });
+            }
+        }
         let found: Vec<Option<Revision>> = answers
             .iter()
             .map(|answer| match answer {

@@ -30,6 +30,7 @@
 
 mod bridge;
 mod commit;
+mod election;
 mod history;
 mod layout;
 mod local;
@@ -47,6 +48,7 @@ use etcd_client::{
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
+pub use election::{DEFAULT_LEASE, Leader};
 pub use local::LocalEtcd;
 
 use self::bridge::{Bridge, CALL_TIMEOUT, timed};

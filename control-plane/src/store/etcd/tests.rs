@@ -287,3 +287,71 @@ fn an_etcd_that_refuses_or_does_not_answer_fails_the_open_naming_it() {
         assert!(message.contains(says), "{message}");
     }
 }
+
+/// Revokes every lease of the cluster behind the stores' backs, as their expiry would.
+async fn expire_leases(etcd: &LocalEtcd) {
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let leases = raw.leases().await.unwrap();
+    for lease in leases.leases() {
+        raw.lease_revoke(lease.id()).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_is_gone_writes_nothing_and_another_leads() {
+    let etcd = mk_etcd();
+    let (a, b) = (mk_store(&etcd, "t"), Arc::new(mk_store(&etcd, "t")));
+    let lease = Duration::from_secs(3);
+    let first = a.campaign("server-a", lease).await.unwrap();
+    let fenced = |value: &str, leader: &Leader| {
+        Txn::default()
+            .put(mk_key("api"), value.as_bytes().to_vec())
+            .fenced(leader.fence().clone())
+    };
+    a.commit(fenced("by a", &first)).unwrap();
+    let second = {
+        let b = b.clone();
+        tokio::spawn(async move { b.campaign("server-b", lease).await.unwrap() })
+    };
+    // While a leads, b does not; a's leadership holds past several renewals.
+    let renewed_past = tokio::time::timeout(lease * 2, async {
+        let mut lost = first.lost();
+        lost.wait_for(|l| *l).await.ok();
+    })
+    .await;
+    assert!(renewed_past.is_err(), "a still leads after two leases");
+    assert!(!second.is_finished(), "b waits while a leads");
+
+    // A partition: a's lease runs out while a runs on, not knowing yet.
+    expire_leases(&etcd).await;
+    let refused = a.commit(fenced("by a, too late", &first)).unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Fenced { term } if term == first.fence().term),
+        "{refused}"
+    );
+    let second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("b leads within its retry")
+        .unwrap();
+    assert!(second.fence().term > first.fence().term);
+    b.commit(fenced("by b", &second)).unwrap();
+    // a learns it too, within two thirds of its lease.
+    let mut lost = first.lost();
+    tokio::time::timeout(lease, lost.wait_for(|l| *l))
+        .await
+        .expect("a notices its loss")
+        .unwrap();
+    assert!(matches!(
+        a.commit(fenced("by a, still", &first)),
+        Err(StoreError::Fenced { .. })
+    ));
+    let stored = b.get(&mk_key("api")).unwrap().unwrap();
+    assert_eq!(
+        stored.value, b"by b",
+        "nothing a wrote after its loss is there"
+    );
+    // Unfenced writes (an agent's status, a user's apply) go on from any server.
+    put(&a, "web", "from a");
+}
