@@ -306,7 +306,7 @@ impl Worker {
                     if !deleted.is_empty() {
                         tracing::info!(releases = ?deleted, "objects were deleted by someone else; applying again");
                     }
-                    self.again(deleted, false);
+                    self.again_after_flight(deleted);
                 }
                 _ = crate::stopped(&mut shutdown) => return,
             }

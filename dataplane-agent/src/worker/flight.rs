@@ -191,6 +191,22 @@ impl Worker {
         }
     }
 
+    /// Queues `releases`, whose objects someone deleted, to apply again, once each, after
+    /// whatever of theirs is in flight: an apply under way may have applied the deleted
+    /// object before it went.
+    pub(super) fn again_after_flight(&mut self, releases: Vec<String>) {
+        for release in releases {
+            if !self
+                .flights
+                .again
+                .iter()
+                .any(|(queued, _)| *queued == release)
+            {
+                self.flights.again.push_back((release, false));
+            }
+        }
+    }
+
     /// Starts whatever may start: the backlog in order (a release waits behind its own
     /// earlier work and for a free slot), then the worker's own work.
     pub(super) async fn pump(&mut self) {
@@ -220,10 +236,13 @@ impl Worker {
                 i += 1;
             }
         }
+        // What has work in flight or waiting waits its turn, in order.
+        let mut later = Vec::new();
         while self.flights.busy.len() < self.flights.limit
             && let Some((release, retry)) = self.flights.again.pop_front()
         {
             if self.flights.busy.contains_key(&release) || held_back.contains(&release) {
+                later.push((release, retry));
                 continue;
             }
             match self.core.begin_reapply(&release) {
@@ -234,6 +253,9 @@ impl Worker {
                     self.core.retries.remove(&release);
                 }
             }
+        }
+        for entry in later.into_iter().rev() {
+            self.flights.again.push_front(entry);
         }
     }
 

@@ -59,6 +59,10 @@ pub(crate) struct Gated {
     pub waiting: AtomicUsize,
     /// The most applies that waited at once.
     pub most_waiting: AtomicUsize,
+    /// Releases whose objects someone deleted, as the watches of a cluster report them.
+    pub deleted: std::sync::Mutex<Vec<String>>,
+    /// Notified when `deleted` has news.
+    pub changes: Arc<Notify>,
 }
 
 impl Applier for Gated {
@@ -87,6 +91,14 @@ impl Applier for Gated {
 
     fn info(&self) -> BoxFuture<'_, ClusterInfo> {
         Box::pin(async { ClusterInfo::default() })
+    }
+
+    fn health_changes(&self) -> Option<Arc<Notify>> {
+        Some(self.changes.clone())
+    }
+
+    fn drifted(&self) -> Vec<String> {
+        std::mem::take(&mut *self.deleted.lock().unwrap())
     }
 }
 
@@ -150,6 +162,30 @@ async fn a_first_apply_is_on_record_before_it_starts() {
     core.held = held;
     core.correct_drift().await;
     assert_eq!(applier.applies.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_object_deleted_while_its_release_is_applied_is_applied_again_right_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let applier = Arc::new(Gated::default());
+    let (_stop, worker) = mk_gated_worker(dir.path(), &applier);
+    let (replies, _answers) = Replies::channel(8);
+    worker.connect(replies.clone()).await.unwrap();
+    let upsert = Command::Upsert {
+        upsert: mk_upsert("acme/api-eu", 4),
+        replies,
+    };
+    worker.commands.send(upsert).await.unwrap();
+    applier.started.notified().await;
+    // Someone deletes an object the apply under way has already applied.
+    applier.deleted.lock().unwrap().push("acme/api-eu".into());
+    applier.changes.notify_one();
+    applier.release.notify_one();
+    // The release is applied again once that apply is done, not at the next drift pass.
+    tokio::time::timeout(Duration::from_secs(5), applier.started.notified())
+        .await
+        .expect("a second apply of the release");
+    applier.release.notify_one();
 }
 
 #[tokio::test]

@@ -10,19 +10,25 @@ use serde_json::{Value, json};
 use super::KubeApi;
 use super::store::{Key, Store, now};
 
+/// The names of a Pod's containers in `field` (`initContainers` or `containers`), in order.
+pub(crate) fn container_names(pod: &Value, field: &str) -> Vec<String> {
+    pod["spec"][field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// A Pod's containers as `(init, name)`, init containers first, in order.
 fn containers(pod: &Value) -> Vec<(bool, String)> {
-    let names = |field: &str| -> Vec<String> {
-        pod["spec"][field]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
-            .collect()
-    };
-    let init = names("initContainers").into_iter().map(|n| (true, n));
-    init.chain(names("containers").into_iter().map(|n| (false, n)))
-        .collect()
+    let init = container_names(pod, "initContainers")
+        .into_iter()
+        .map(|n| (true, n));
+    let apps = container_names(pod, "containers")
+        .into_iter()
+        .map(|n| (false, n));
+    init.chain(apps).collect()
 }
 
 /// The status array a container's status lives in.

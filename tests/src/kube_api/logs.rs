@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
 use super::Shared;
-use super::kubelet::{container_state, pod_key};
+use super::kubelet::{container_names, container_state, pod_key};
 use super::store::Failure;
 
 /// Serves the log of a container of Pod `namespace/name`.
@@ -56,15 +56,10 @@ pub(crate) fn serve(
 
 /// The container a log request names, checked as the API server does.
 fn pick(pod: &serde_json::Value, name: &str, container: Option<&str>) -> Result<String, Failure> {
-    let names = |field: &str| -> Vec<String> {
-        pod["spec"][field]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
-            .collect()
-    };
-    let (init, apps) = (names("initContainers"), names("containers"));
+    let (init, apps) = (
+        container_names(pod, "initContainers"),
+        container_names(pod, "containers"),
+    );
     let container = match container {
         Some(container) => container.to_string(),
         None if apps.len() == 1 => apps[0].clone(),
