@@ -23,6 +23,7 @@ pub mod data_plane;
 pub mod document;
 pub mod durable;
 pub mod duration;
+pub mod fnv;
 pub mod hex;
 pub mod k8s_names;
 pub mod kind;

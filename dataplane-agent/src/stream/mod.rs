@@ -143,9 +143,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
 /// Where a fleet's agents start: spread over the endpoints by data plane name.
 fn first_endpoint(config: &Config, count: usize) -> usize {
     let name = config.data_plane.to_string();
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = troupe_common::fnv::fnv1a(name.as_bytes());
     (hash % count as u64) as usize
 }
 

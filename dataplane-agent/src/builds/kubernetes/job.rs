@@ -32,7 +32,7 @@ const MAX_NAME: usize = 63;
 /// The Job's name for an attempt: `build-`, the run's name as far as it fits, a hash of the
 /// whole run id (two runs never share a name) and the attempt: `build-api-7-1f0c9a2e-2`.
 pub(super) fn job_name(run: &str, attempt: u32) -> String {
-    let hash = fnv1a(run.as_bytes());
+    let hash = troupe_common::fnv::fnv1a(run.as_bytes());
     let tail = format!("-{:08x}-{attempt}", hash as u32);
     let base = run.rsplit('/').next().unwrap_or(run);
     let mut slug: String = base
@@ -150,13 +150,6 @@ pub(super) fn merge_outputs(
         .map_err(|why| format!("step {step:?} wrote a bad termination message: {why}"))?;
     into.extend(outputs);
     Ok(())
-}
-
-/// FNV-1a, 64 bits: a stable hash of the run id (the std hasher may change between builds).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
