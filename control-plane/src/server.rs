@@ -29,17 +29,16 @@ use crate::auth::rbac::Rbac;
 use crate::auth::tokens::ApiTokens;
 use crate::auth::{Auth, AuthConfig};
 use crate::builds::{BuildConfig, Builds};
-use crate::controllers::binding::{BindingController, Rollups};
-use crate::controllers::deploy::DeployController;
-use crate::controllers::promotion::PromotionController;
 use crate::metrics::Metrics;
 use crate::promotions::Promotions;
 use crate::releases::Releases;
 use crate::render::template::Limits;
 use crate::resources::Resources;
-use crate::store::{MemoryStore, Retention, SledStore, Store, StoreLocation};
+use crate::store::{FencedStore, MemoryStore, Retention, SledStore, Store, StoreLocation, Term};
+use leadership::{Controllers, Election};
 
 mod dev;
+mod leadership;
 
 /// Default largest gRPC message the server accepts or sends.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -84,6 +83,12 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Where to serve the push webhook (`POST /webhooks/github`); `None` serves none.
     pub webhook_listen: Option<SocketAddr>,
+    /// On a store several servers share (etcd), how long a leader that stops renewing its
+    /// lease keeps the leadership: the longest the controllers stand still after it dies.
+    pub leader_lease: std::time::Duration,
+    /// The name this server goes by among the servers of its store (the leader's key, the
+    /// data planes it serves); `None`: `HOSTNAME:API_PORT`.
+    pub replica: Option<String>,
 }
 
 impl ServerConfig {
@@ -105,6 +110,8 @@ impl ServerConfig {
             max_watches_per_connection: crate::api::DEFAULT_MAX_WATCHES_PER_CONNECTION,
             metrics_listen: None,
             webhook_listen: None,
+            leader_lease: DEFAULT_LEADER_LEASE,
+            replica: None,
             dev: false,
             auth: AuthConfig {
                 enabled: true,
@@ -169,6 +176,10 @@ impl ApiTransport {
         !matches!(self, ApiTransport::Plaintext { .. })
     }
 }
+
+/// How long a leader keeps the leadership without renewing it, unless told otherwise: what
+/// Kubernetes' controllers use.
+pub const DEFAULT_LEADER_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The audit log's file in the data directory.
 pub const AUDIT_LOG: &str = "audit.log";
@@ -237,7 +248,7 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     config.check_transport()?;
-    let store = open_store(&config.store, config.data_dir.as_deref(), config.retention)?;
+    let (store, election) = open_store(&config, config.data_dir.as_deref())?;
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let (domain, admin_token) = Domain::start(
@@ -261,12 +272,7 @@ pub async fn run(
     let tokens = Arc::new(Tokens::load(
         pki_dir.as_ref().map(|d| d.join("tokens.jsonl")),
     )?);
-    let hub = Hub::start(
-        domain.resources.clone(),
-        domain.rollups.clone(),
-        &config.hub,
-        stopping.clone(),
-    );
+    let hub = Hub::start(domain.resources.clone(), &config.hub, stopping.clone());
     metrics.watch_hub(hub.clone());
     let webhook_addr =
         crate::builds::webhook::serve(config.webhook_listen, domain.builds.clone(), &stopping)
@@ -286,7 +292,18 @@ pub async fn run(
     let metrics_addr = crate::metrics::serve(config.metrics_listen, metrics.clone(), &stopping)
         .await
         .context("serving metrics (--metrics-addr)")?;
-    tracing::info!(%addr, agents = %agent_addr, data_dir = ?config.data_dir, store = ?config.store, revision = store.revision(), "troupe server ready");
+    let replica = config
+        .replica
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+    tokio::spawn(leadership::lead(
+        election,
+        replica.clone(),
+        domain.controllers(),
+        domain.term.clone(),
+        stopping.clone(),
+    ));
+    tracing::info!(%addr, agents = %agent_addr, %replica, data_dir = ?config.data_dir, store = ?config.store, revision = store.revision(), "troupe server ready");
     let dev_dataplane_dir = dev::start_agent(&config, &pki, &tokens, agent_addr, &stopping)?;
     let own_ca = config.api_transport == ApiTransport::OwnCa;
     on_ready(Ready {
@@ -322,15 +339,15 @@ pub async fn run(
     Ok(())
 }
 
-/// The store `location` names: sled in `data_dir` (created if missing), an in-memory store
-/// without one, or etcd.
+/// The store `config.store` names: sled in `data_dir` (created if missing), an in-memory store
+/// without one, or etcd; and how this server comes to lead on it.
 fn open_store(
-    location: &StoreLocation,
+    config: &ServerConfig,
     data_dir: Option<&std::path::Path>,
-    retention: Retention,
-) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match (location, data_dir) {
-        (StoreLocation::Etcd(url), _) => open_etcd(url, retention)?,
+) -> anyhow::Result<(Arc<dyn Store>, Election)> {
+    let retention = config.retention;
+    let store: Arc<dyn Store> = match (&config.store, data_dir) {
+        (StoreLocation::Etcd(url), _) => return open_etcd(url, config),
         (StoreLocation::DataDir, Some(dir)) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
@@ -340,18 +357,30 @@ fn open_store(
             )
         }
         (StoreLocation::DataDir, None) => Arc::new(MemoryStore::with_retention(retention)),
-    })
+    };
+    Ok((store, Election::Alone))
 }
 
 #[cfg(feature = "etcd")]
-fn open_etcd(url: &crate::store::EtcdUrl, retention: Retention) -> anyhow::Result<Arc<dyn Store>> {
-    let store = crate::store::EtcdStore::open_with_retention(url, retention)
+fn open_etcd(
+    url: &crate::store::EtcdUrl,
+    config: &ServerConfig,
+) -> anyhow::Result<(Arc<dyn Store>, Election)> {
+    let store = crate::store::EtcdStore::open_with_retention(url, config.retention)
         .with_context(|| format!("opening the store at {url}"))?;
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    let election = Election::Etcd {
+        store: store.clone(),
+        lease: config.leader_lease,
+    };
+    Ok((store, election))
 }
 
 #[cfg(not(feature = "etcd"))]
-fn open_etcd(url: &crate::store::EtcdUrl, _: Retention) -> anyhow::Result<Arc<dyn Store>> {
+fn open_etcd(
+    url: &crate::store::EtcdUrl,
+    _: &ServerConfig,
+) -> anyhow::Result<(Arc<dyn Store>, Election)> {
     anyhow::bail!(
         "--store {url}: this troupe was built without etcd support; build it with \
          `cargo build --features troupe-control-plane/etcd` (needs protoc: Debian \
@@ -359,15 +388,24 @@ fn open_etcd(url: &crate::store::EtcdUrl, _: Retention) -> anyhow::Result<Arc<dy
     )
 }
 
-/// The domain services over one store, with their controllers running.
+/// This machine's host name, for the name a server goes by.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "troupe".into())
+}
+
+/// The domain services over one store.
 struct Domain {
     resources: Arc<Resources>,
     releases: Arc<Releases>,
     promotions: Arc<Promotions>,
     /// WorkflowRuns offered to build agents, their logs and webhook secrets.
     builds: Arc<Builds>,
-    /// How the agent hub asks the binding controller to roll a binding's status up.
-    rollups: Rollups,
+    /// The leadership this server's commits carry now, if it leads on a shared store.
+    term: Arc<Term>,
     /// Who may call the API, and the audit log.
     auth: Arc<Auth>,
     /// Every figure of the server: the store, renders, queues, the endpoints' calls.
@@ -375,9 +413,10 @@ struct Domain {
 }
 
 impl Domain {
-    /// Starts the services and controllers over `store`, and authentication as `config`
-    /// says, with the store, renders and controller queues measured. Returns them with the
-    /// bootstrap admin token (written to `admin_token_path` on the first start).
+    /// Starts the services over `store` (the controllers start when this server leads:
+    /// [`leadership`]), and authentication as `config` says, with the store and renders
+    /// measured, its commits fenced by the term. Returns them with the bootstrap admin token
+    /// (written to `admin_token_path` on the first start).
     async fn start(
         store: Arc<dyn Store>,
         config: &ServerConfig,
@@ -385,21 +424,12 @@ impl Domain {
         stopping: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Self, String)> {
         let metrics = Metrics::new();
-        let store = metrics.meter_store(store);
+        let term = Arc::new(Term::default());
+        let store = Arc::new(FencedStore::new(metrics.meter_store(store), term.clone()));
         let resources = Arc::new(Resources::with_render_limits(store, config.render));
         let releases = Arc::new(Releases::new(resources.clone()));
         releases.observe_renders(metrics.render_observer());
-        let binding_controller = BindingController::new(resources.clone(), releases.clone());
-        let rollups = binding_controller.rollups();
-        metrics.watch_queue("binding", binding_controller.queue());
-        tokio::spawn(binding_controller.run());
-        let deploy_controller = DeployController::new(resources.clone(), releases.clone());
-        metrics.watch_queue("deploy", deploy_controller.queue());
-        tokio::spawn(deploy_controller.run());
         let promotions = Arc::new(Promotions::new(resources.clone()));
-        let promotion_controller = PromotionController::new(resources.clone(), promotions.clone());
-        metrics.watch_queue("promotion", promotion_controller.queue());
-        tokio::spawn(promotion_controller.run());
         let builds = Builds::start(
             resources.clone(),
             config.builds.clone(),
@@ -421,11 +451,23 @@ impl Domain {
             releases,
             promotions,
             builds,
-            rollups,
+            term,
             auth,
             metrics,
         };
         Ok((domain, admin_token))
+    }
+}
+
+impl Domain {
+    /// What the controllers work on, for whenever this server leads.
+    fn controllers(&self) -> Controllers {
+        Controllers {
+            resources: self.resources.clone(),
+            releases: self.releases.clone(),
+            promotions: self.promotions.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 }
 

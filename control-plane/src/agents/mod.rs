@@ -31,7 +31,6 @@ use tokio::sync::{Notify, Semaphore, watch};
 use troupe_common::{Kind, Object, ObjectKey};
 
 use crate::builds::Builds;
-use crate::controllers::binding::Rollups;
 use crate::resources::{Resources, WatchEventType, WatchRequest};
 use status::{StatusWriter, plane_of};
 
@@ -161,17 +160,16 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the hub: its Release index and its status writer, which rolls bindings up
-    /// through `rollups`. Sessions end when `stopping` turns true.
+    /// Starts the hub: its Release index and its status writer. Sessions end when `stopping`
+    /// turns true.
     pub fn start(
         resources: Arc<Resources>,
-        rollups: Rollups,
         config: &HubConfig,
         stopping: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let (loaded_tx, loaded) = watch::channel(false);
         let hub = Arc::new(Self {
-            status: StatusWriter::start(resources.clone(), rollups),
+            status: StatusWriter::start(resources.clone()),
             resources,
             resyncs: Semaphore::new(config.concurrent_resyncs.max(1)),
             config: config.clone(),

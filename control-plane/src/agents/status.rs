@@ -3,9 +3,9 @@
 //! Sessions hand reports to [`StatusWriter`], which merges them per object (latest wins) and
 //! writes them from a small worker pool, so a burst of acks for one Release is one write and a
 //! slow disk never stalls a stream. The status itself is derived by [`crate::status`]
-//! ([`release_status`], [`plane_status`]). After each Release write the writer asks the
-//! binding controller to roll the Release's binding up ([`Rollups`]): the controller is the
-//! one writer of binding status.
+//! ([`release_status`], [`plane_status`]). The binding controller, on whichever server leads,
+//! sees each Release write in its watch and rolls the Release's binding up: it is the one
+//! writer of binding status.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use crate::controllers::binding::Rollups;
 use crate::controllers::queue::Queue;
 use crate::resources::Resources;
 use crate::status::plane::{PlaneReport, plane_status};
@@ -25,7 +24,6 @@ const WORKERS: usize = 8;
 /// Merges reports and writes them as status.
 pub struct StatusWriter {
     resources: Arc<Resources>,
-    rollups: Rollups,
     queue: Arc<Queue>,
     releases: Mutex<HashMap<ObjectKey, ReleaseReport>>,
     planes: Mutex<HashMap<ObjectKey, PlaneReport>>,
@@ -33,12 +31,10 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    /// A writer over `resources`, with its workers started; bindings are rolled up through
-    /// `rollups`.
-    pub fn start(resources: Arc<Resources>, rollups: Rollups) -> Arc<Self> {
+    /// A writer over `resources`, with its workers started.
+    pub fn start(resources: Arc<Resources>) -> Arc<Self> {
         let this = Arc::new(Self {
             resources,
-            rollups,
             queue: Arc::new(Queue::new("status")),
             releases: Mutex::default(),
             planes: Mutex::default(),
@@ -62,7 +58,7 @@ impl StatusWriter {
         this
     }
 
-    /// Re-derives a Release's status, and then its binding's roll-up (after it changed).
+    /// Re-derives a Release's status (and so its binding's roll-up, if it changed).
     pub fn touch(&self, release: ObjectKey) {
         self.queue.add(release);
     }
@@ -165,26 +161,6 @@ impl StatusWriter {
                 }
             })
             .await?;
-        if release
-            .metadata
-            .as_ref()
-            .is_some_and(|m| m.delete_time.is_some())
-        {
-            return Ok(());
-        }
-        let binding = release
-            .spec
-            .as_ref()
-            .map(|s| s.release_binding.clone())
-            .unwrap_or_default();
-        if binding.is_empty() {
-            return Ok(());
-        }
-        self.rollups.roll_up(ObjectKey::new(
-            Kind::ReleaseBinding,
-            &key.namespace,
-            &binding,
-        ));
         Ok(())
     }
 

@@ -23,6 +23,8 @@ impl From<Error> for Status {
             | Error::ControlPlaneOwned { .. }
             | Error::BypassesPipeline { .. } => Code::PermissionDenied,
             Error::Compacted { .. } => Code::OutOfRange,
+            // This server's leadership ended while it wrote: another server serves the call.
+            Error::Store(crate::store::StoreError::Fenced { .. }) => Code::Unavailable,
             Error::Decode { .. } | Error::Store(_) => {
                 tracing::error!(error = %error, "internal error");
                 return Status::internal("internal error in the control plane; see its log");

@@ -11,7 +11,9 @@ use crate::auth::AuthConfig;
 use crate::auth::oidc::IssuerConfig;
 use crate::builds::BuildConfig;
 use crate::render::template::Limits;
-use crate::server::{AUDIT_LOG, ApiTransport, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig};
+use crate::server::{
+    AUDIT_LOG, ApiTransport, DEFAULT_LEADER_LEASE, DEFAULT_MAX_MESSAGE_BYTES, Ready, ServerConfig,
+};
 use crate::store::{Retention, StoreLocation};
 
 /// `println!` for the server's announcements, which never panics: a server whose standard
@@ -55,11 +57,19 @@ pub struct ServerCmd {
     in_memory: bool,
     /// Keep the objects in etcd instead of --data-dir: etcd://HOST:PORT[,HOST:PORT…][/PREFIX]
     /// (default prefix /troupe; plain HTTP). Needs a troupe built with the `etcd` feature.
-    /// The PKI, tokens, build logs and the audit log stay in --data-dir. If etcd was started
+    /// Several servers may share one store; they elect one to run the controllers. If etcd was started
     /// with higher --max-txn-ops or --max-request-bytes, say so:
     /// `…?max-txn-ops=N&max-request-bytes=B`.
     #[arg(long, env = "TROUPE_STORE", value_name = "URL")]
     store: Option<StoreLocation>,
+    /// With --store etcd://…: seconds a leader that stops renewing its lease keeps the
+    /// leadership (the controllers run on one leader among the servers of a store).
+    #[arg(long, default_value_t = DEFAULT_LEADER_LEASE.as_secs())]
+    leader_lease_seconds: u64,
+    /// The name this server goes by among the servers of its store (the leader's key, the
+    /// data planes it serves); default HOSTNAME:API_PORT.
+    #[arg(long, env = "TROUPE_REPLICA")]
+    replica: Option<String>,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
@@ -227,6 +237,8 @@ impl ServerCmd {
             },
             metrics_listen: self.metrics_addr,
             webhook_listen: self.webhook_addr,
+            leader_lease: std::time::Duration::from_secs(self.leader_lease_seconds.max(2)),
+            replica: self.replica,
             dev: self.dev,
             auth: AuthConfig {
                 enabled: true,

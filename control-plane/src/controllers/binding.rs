@@ -20,9 +20,10 @@
 //!
 //! The controller is the one writer of binding status. The outcome of a render and the
 //! roll-up of `Ready`, `Progressing` and `Degraded` from the binding's Release are computed by
-//! [`crate::status::binding`]; when only a Release's status changed, the agent hub asks for a
-//! roll-up through [`Rollups`], which shares the render queue (a binding is worked on by one
-//! worker at a time, and a queued render includes the roll-up).
+//! [`crate::status::binding`]; when only a Release's status changed (an agent reported, through
+//! whichever server holds its session), the controller sees the write in its watch and queues
+//! a roll-up ([`rollups`]) on the render queue (a binding is worked on by one worker at a time,
+//! and a queued render includes the roll-up).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,6 +33,8 @@ use troupe_common::{Kind, Object, ObjectKey};
 
 use super::queue::Queue;
 use super::{WORKERS, follow};
+
+mod rollups;
 use crate::releases::{Placement, Releases, RenderRequest, placement};
 use crate::resources::{Error, Origin, Resources, WatchEventType};
 use crate::status;
@@ -50,23 +53,6 @@ pub struct BindingController {
     queue: Arc<Queue>,
     /// Queued bindings that need a render, not just a roll-up.
     renders: Mutex<HashSet<ObjectKey>>,
-}
-
-/// A handle on the binding controller's queue: asks it to roll a binding's `Ready`,
-/// `Progressing` and `Degraded` up again from its Release's status, without rendering. The
-/// agent hub calls it after it writes a Release's status, so the controller stays the one
-/// writer of binding status.
-#[derive(Clone)]
-pub struct Rollups {
-    queue: Arc<Queue>,
-}
-
-impl Rollups {
-    /// Queues a roll-up of `binding` (coalesced with any other work queued for it). A binding
-    /// whose reconcile failed is rolled up by its retry.
-    pub fn roll_up(&self, binding: ObjectKey) {
-        self.queue.nudge(binding);
-    }
 }
 
 /// `(namespace, environment)`.
@@ -125,13 +111,6 @@ impl BindingController {
         }
     }
 
-    /// The handle the agent hub rolls bindings up with.
-    pub fn rollups(&self) -> Rollups {
-        Rollups {
-            queue: self.queue.clone(),
-        }
-    }
-
     /// The controller's work queue, for its [`Queue::stats`].
     pub fn queue(&self) -> Arc<Queue> {
         self.queue.clone()
@@ -151,6 +130,12 @@ impl BindingController {
             Kind::Project,
         ];
         let this = Arc::new(self);
+        // Every binding is reconciled (and rolled up) from the listing below; status written
+        // after this revision is followed from the watch.
+        tokio::spawn(
+            this.clone()
+                .follow_release_status(this.resources.revision()),
+        );
         // Who connects to whom must be known before the first render: a target rendered
         // without its consumers would shut them out until their bindings are seen.
         this.learn_bindings().await;

@@ -2,8 +2,8 @@
 //! and can be re-run at any time with the same result (STYLE 11).
 //!
 //! - [`binding`] renders every ReleaseBinding into its Release and is the one writer of the
-//!   binding's status: how the render went, and (rolled up from its Release, also when the
-//!   agent hub asks through [`binding::Rollups`]) how the release is doing.
+//!   binding's status: how the render went, and (rolled up from its Release, also when an
+//!   agent's report changed the Release's status) how the release is doing.
 //! - [`deploy`] cuts releases of `autoDeploy` components when their inputs change and binds
 //!   them in the first environment of their pipeline.
 //! - [`promotion`] takes pending Promotions forward when their source environment, approvals,
@@ -45,9 +45,9 @@ use crate::resources::{Error, Resources, WatchEventType, WatchRequest};
 const WORKERS: usize = 32;
 
 /// The delay before watching again after a controller lost its watch.
-const FIRST_REWATCH: Duration = Duration::from_millis(100);
+pub(crate) const FIRST_REWATCH: Duration = Duration::from_millis(100);
 /// The longest delay between attempts to watch again.
-const MAX_REWATCH: Duration = Duration::from_secs(30);
+pub(crate) const MAX_REWATCH: Duration = Duration::from_secs(30);
 
 /// Follows every change to objects of `kinds` (starting with the objects that exist), handing
 /// each changed object to `handle`, for as long as the runtime runs. `name` labels the

@@ -51,6 +51,8 @@ impl Controllers {
     /// Reports `queue` as that of controller `name` from the next scrape on.
     pub fn watch(&self, name: &'static str, queue: Arc<Queue>) {
         let mut queues = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // A new leadership term starts the controllers again, with new queues.
+        queues.retain(|(known, _)| *known != name);
         queues.push((name, queue));
     }
 

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use troupe_agent::metrics::{CONTENT_TYPE, latency_histogram, register_process};
@@ -49,6 +50,7 @@ pub struct Metrics {
     grpc: Arc<GrpcMetrics>,
     renders: Family<Outcome, Histogram, fn() -> Histogram>,
     controllers: Controllers,
+    leader: Gauge,
 }
 
 impl Metrics {
@@ -65,11 +67,18 @@ impl Metrics {
         );
         let controllers = Controllers::default();
         registry.register_collector(Box::new(controllers.clone()));
+        let leader = Gauge::default();
+        registry.register(
+            "troupe_leader",
+            "1 while this server runs the controllers (it leads), else 0",
+            leader.clone(),
+        );
         Arc::new(Self {
             registry: Mutex::new(registry),
             grpc,
             renders,
             controllers,
+            leader,
         })
     }
 
@@ -92,6 +101,11 @@ impl Metrics {
                 .get_or_create(&Outcome { outcome })
                 .observe(took.as_secs_f64());
         })
+    }
+
+    /// Records whether this server runs the controllers now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Reports the depth, reconciles, failures, retries and reconcile time of `queue` as

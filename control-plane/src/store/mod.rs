@@ -13,6 +13,7 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
+mod fenced;
 mod location;
 mod memory;
 mod retention;
@@ -29,6 +30,7 @@ use troupe_common::{Kind, ObjectKey};
 
 #[cfg(feature = "etcd")]
 pub use etcd::{DEFAULT_LEASE, EtcdStore, Leader, LocalEtcd};
+pub use fenced::{FencedStore, Term};
 pub use location::{
     DEFAULT_ETCD_PREFIX, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, EtcdUrl, StoreLocation,
     TxnLimits,

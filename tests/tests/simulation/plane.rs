@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use troupe_control_plane::agents::{Hub, HubConfig};
-use troupe_control_plane::controllers::binding::BindingController;
-use troupe_control_plane::releases::Releases;
 use troupe_control_plane::resources::{Origin, Resources};
 
 use crate::content::PLATFORM;
@@ -87,12 +85,8 @@ impl ControlPlane {
         let seed = self.seed.wrapping_add(start);
         let store = SimStore::open(self.disk.clone(), self.oracle.clone(), self.max_flush, seed);
         let resources = Arc::new(Resources::new(store.clone()));
-        let releases = Arc::new(Releases::new(resources.clone()));
-        // Only its roll-up handle is needed: the hub asks for roll-ups of bindings, and there
-        // are none here.
-        let rollups = BindingController::new(resources.clone(), releases).rollups();
         let (stopping, stopping_rx) = watch::channel(false);
-        let hub = Hub::start(resources.clone(), rollups, &self.config, stopping_rx);
+        let hub = Hub::start(resources.clone(), &self.config, stopping_rx);
         if start == 1 {
             for object in troupe_common::document::from_yaml(PLATFORM).expect("the platform parses")
             {

@@ -62,16 +62,32 @@ fn fence_compare(fence: &Fence) -> (Compare, TxnOp) {
     )
 }
 
-impl Step {
-    fn fits(&self, writes: usize, checks: usize, bytes: usize, limits: &TxnLimits) -> bool {
-        self.writes.len() + writes <= limits.max_ops
-            && self.checks.len() + checks <= limits.max_ops
-            && self.bytes + bytes <= budget(limits)
+/// What one step may hold: etcd's limits less what a fence takes (one compare, one read).
+struct Room {
+    writes: usize,
+    checks: usize,
+    bytes: usize,
+}
+
+impl Room {
+    fn new(limits: &TxnLimits, fence: Option<&Fence>) -> Self {
+        let (checks, bytes) = fence.map_or((0, 0), |f| (1, 2 * (f.key.len() + OP_OVERHEAD)));
+        Self {
+            writes: limits.max_ops,
+            checks: limits.max_ops.saturating_sub(checks),
+            bytes: limits
+                .max_request_bytes
+                .saturating_sub(REQUEST_SLACK + bytes),
+        }
     }
 }
 
-fn budget(limits: &TxnLimits) -> usize {
-    limits.max_request_bytes.saturating_sub(REQUEST_SLACK)
+impl Step {
+    fn fits(&self, writes: usize, checks: usize, bytes: usize, room: &Room) -> bool {
+        self.writes.len() + writes <= room.writes
+            && self.checks.len() + checks <= room.checks
+            && self.bytes + bytes <= room.bytes
+    }
 }
 
 /// A compare and the read that explains its failure cost about twice the key.
@@ -106,7 +122,13 @@ fn writes(layout: &Layout, ops: Vec<Op>) -> Vec<Write> {
 }
 
 /// The etcd transactions `txn` commits as, in order.
-fn plan(layout: &Layout, limits: &TxnLimits, txn: Txn) -> Result<Vec<Step>, StoreError> {
+fn plan(
+    layout: &Layout,
+    limits: &TxnLimits,
+    txn: Txn,
+    fence: Option<&Fence>,
+) -> Result<Vec<Step>, StoreError> {
+    let room = Room::new(limits, fence);
     let divisible = txn.divisible;
     let writes = writes(layout, txn.ops);
     let whole = Step {
@@ -119,7 +141,7 @@ fn plan(layout: &Layout, limits: &TxnLimits, txn: Txn) -> Result<Vec<Step>, Stor
         checks: txn.checks,
         writes,
     };
-    if Step::default().fits(whole.writes.len(), whole.checks.len(), whole.bytes, limits) {
+    if Step::default().fits(whole.writes.len(), whole.checks.len(), whole.bytes, &room) {
         return Ok(vec![whole]);
     }
     if !divisible {
@@ -146,7 +168,7 @@ fn plan(layout: &Layout, limits: &TxnLimits, txn: Txn) -> Result<Vec<Step>, Stor
             first.checks.push((key, check));
         }
     }
-    if first.checks.len() > limits.max_ops || first.bytes > budget(limits) {
+    if first.checks.len() > room.checks || first.bytes > room.bytes {
         return Err(StoreError::TooLarge(format!(
             "a commit checking {} objects it does not write cannot be split into etcd \
              transactions of at most {} operations and {} bytes: start etcd with higher limits \
@@ -160,7 +182,7 @@ fn plan(layout: &Layout, limits: &TxnLimits, txn: Txn) -> Result<Vec<Step>, Stor
     for write in whole.writes {
         let checks = checks_of.remove(&write.key).unwrap_or_default();
         let bytes = write.cost() + checks.len() * check_cost(layout, &write.key);
-        if !Step::default().fits(1, checks.len(), bytes, limits) {
+        if !Step::default().fits(1, checks.len(), bytes, &room) {
             return Err(StoreError::TooLarge(format!(
                 "{} is {} bytes encoded, more than one etcd request carries ({} bytes, etcd's \
                  --max-request-bytes): start etcd with a higher --max-request-bytes and name it \
@@ -171,7 +193,7 @@ fn plan(layout: &Layout, limits: &TxnLimits, txn: Txn) -> Result<Vec<Step>, Stor
             )));
         }
         let step = steps.last_mut().expect("the first step");
-        if !step.fits(1, checks.len(), bytes, limits) {
+        if !step.fits(1, checks.len(), bytes, &room) {
             steps.push(Step::default());
         }
         let step = steps.last_mut().expect("a step");
@@ -186,7 +208,7 @@ fn plan(layout: &Layout, limits: &TxnLimits, txn: Txn) -> Result<Vec<Step>, Stor
 /// Commits `txn`; returns the revision of its last step (the head if it changed nothing).
 pub(super) async fn commit(shared: &Shared, mut txn: Txn) -> Result<Revision, StoreError> {
     let fence = txn.fence.take();
-    let steps = plan(&shared.layout, &shared.limits, txn)?;
+    let steps = plan(&shared.layout, &shared.limits, txn, fence.as_ref())?;
     if steps.len() > 1 {
         let checks: Vec<_> = steps
             .iter()
@@ -399,7 +421,7 @@ mod tests {
     #[test]
     fn a_commit_within_the_limits_is_one_transaction() {
         let layout = Layout::new("/t");
-        let steps = plan(&layout, &TxnLimits::default(), mk_cascade(100, false)).unwrap();
+        let steps = plan(&layout, &TxnLimits::default(), mk_cascade(100, false), None).unwrap();
         assert_eq!(steps.len(), 1);
         assert_eq!((steps[0].writes.len(), steps[0].checks.len()), (100, 101));
     }
@@ -411,7 +433,7 @@ mod tests {
             max_ops: 10,
             ..TxnLimits::default()
         };
-        let steps = plan(&layout, &limits, mk_cascade(25, true)).unwrap();
+        let steps = plan(&layout, &limits, mk_cascade(25, true), None).unwrap();
         // 26 checks and 25 deletes in transactions of 10 operations of each kind.
         assert_eq!(steps.len(), 3);
         assert_eq!(steps[0].checks[0], (mk_key(25), Precondition::Present));
@@ -435,16 +457,49 @@ mod tests {
     }
 
     #[test]
+    fn a_fence_takes_one_compare_of_every_step() {
+        let layout = Layout::new("/t");
+        let fence = Fence {
+            key: b"/t/leader".to_vec(),
+            term: 7,
+        };
+        let limits = TxnLimits {
+            max_ops: 10,
+            ..TxnLimits::default()
+        };
+        // 9 checks and 9 writes fit beside the fence's compare; 10 checks do not.
+        let nine = plan(&layout, &limits, mk_cascade(8, false), Some(&fence)).unwrap();
+        assert_eq!(nine.len(), 1);
+        let err = plan(&layout, &limits, mk_cascade(9, false), Some(&fence)).unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
+        assert_eq!(
+            plan(&layout, &limits, mk_cascade(9, false), None)
+                .unwrap()
+                .len(),
+            1
+        );
+        // Divisible, every step leaves room for it.
+        let steps = plan(&layout, &limits, mk_cascade(25, true), Some(&fence)).unwrap();
+        assert!(
+            steps
+                .iter()
+                .all(|s| s.checks.len() <= 9 && s.writes.len() <= 10)
+        );
+        let written: usize = steps.iter().map(|s| s.writes.len()).sum();
+        assert_eq!(written, 25);
+    }
+
+    #[test]
     fn too_large_commits_are_refused_naming_the_limit_to_raise() {
         let layout = Layout::new("/t");
-        let err = plan(&layout, &TxnLimits::default(), mk_cascade(200, false)).unwrap_err();
+        let err = plan(&layout, &TxnLimits::default(), mk_cascade(200, false), None).unwrap_err();
         assert!(err.to_string().contains("--max-txn-ops"), "{err}");
         let limits = TxnLimits {
             max_request_bytes: 10_000,
             ..TxnLimits::default()
         };
         let big = Txn::default().divisible().put(mk_key(0), vec![0; 20_000]);
-        let err = plan(&layout, &limits, big).unwrap_err();
+        let err = plan(&layout, &limits, big, None).unwrap_err();
         assert!(err.to_string().contains("--max-request-bytes"), "{err}");
         assert!(
             err.to_string().contains("acme/c0") || err.to_string().contains("c0"),
@@ -459,7 +514,7 @@ mod tests {
             .put(mk_key(1), b"a".to_vec())
             .put(mk_key(2), b"b".to_vec())
             .delete(mk_key(1));
-        let steps = plan(&layout, &TxnLimits::default(), txn).unwrap();
+        let steps = plan(&layout, &TxnLimits::default(), txn, None).unwrap();
         let writes: Vec<_> = steps[0]
             .writes
             .iter()
