@@ -34,11 +34,12 @@ use crate::promotions::Promotions;
 use crate::releases::Releases;
 use crate::render::template::Limits;
 use crate::resources::Resources;
-use crate::store::{FencedStore, MemoryStore, Retention, SledStore, Store, StoreLocation, Term};
-use leadership::{Controllers, Election};
+use crate::store::{FencedStore, Retention, Store, StoreLocation, Term};
+use leadership::Controllers;
 
 mod dev;
 mod leadership;
+mod open;
 
 /// Default largest gRPC message the server accepts or sends.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -248,7 +249,7 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     config.check_transport()?;
-    let (store, election) = open_store(&config, config.data_dir.as_deref())?;
+    let (store, election) = open::store(&config)?;
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let (domain, admin_token) = Domain::start(
@@ -295,7 +296,7 @@ pub async fn run(
     let replica = config
         .replica
         .clone()
-        .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+        .unwrap_or_else(|| format!("{}:{}", open::hostname(), addr.port()));
     tokio::spawn(leadership::lead(
         election,
         replica.clone(),
@@ -337,64 +338,6 @@ pub async fn run(
     agents?;
     tracing::info!("troupe server stopped");
     Ok(())
-}
-
-/// The store `config.store` names: sled in `data_dir` (created if missing), an in-memory store
-/// without one, or etcd; and how this server comes to lead on it.
-fn open_store(
-    config: &ServerConfig,
-    data_dir: Option<&std::path::Path>,
-) -> anyhow::Result<(Arc<dyn Store>, Election)> {
-    let retention = config.retention;
-    let store: Arc<dyn Store> = match (&config.store, data_dir) {
-        (StoreLocation::Etcd(url), _) => return open_etcd(url, config),
-        (StoreLocation::DataDir, Some(dir)) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating data directory {}", dir.display()))?;
-            Arc::new(
-                SledStore::open_with_retention(dir, retention)
-                    .with_context(|| format!("opening the store in {}", dir.display()))?,
-            )
-        }
-        (StoreLocation::DataDir, None) => Arc::new(MemoryStore::with_retention(retention)),
-    };
-    Ok((store, Election::Alone))
-}
-
-#[cfg(feature = "etcd")]
-fn open_etcd(
-    url: &crate::store::EtcdUrl,
-    config: &ServerConfig,
-) -> anyhow::Result<(Arc<dyn Store>, Election)> {
-    let store = crate::store::EtcdStore::open_with_retention(url, config.retention)
-        .with_context(|| format!("opening the store at {url}"))?;
-    let store = Arc::new(store);
-    let election = Election::Etcd {
-        store: store.clone(),
-        lease: config.leader_lease,
-    };
-    Ok((store, election))
-}
-
-#[cfg(not(feature = "etcd"))]
-fn open_etcd(
-    url: &crate::store::EtcdUrl,
-    _: &ServerConfig,
-) -> anyhow::Result<(Arc<dyn Store>, Election)> {
-    anyhow::bail!(
-        "--store {url}: this troupe was built without etcd support; build it with \
-         `cargo build --features troupe-control-plane/etcd` (needs protoc: Debian \
-         protobuf-compiler and libprotobuf-dev)"
-    )
-}
-
-/// This machine's host name, for the name a server goes by.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "troupe".into())
 }
 
 /// The domain services over one store.

@@ -1,5 +1,5 @@
 //! Roll-ups from Release status. An agent reports through whichever server holds its session,
-//! and that server writes the Release's status ([`crate::agents::status`]); the binding
+//! and that server's agent hub writes the Release's status; the binding
 //! controller, on whichever server leads, follows those writes and rolls each binding up from
 //! its Release, so it stays the one writer of binding status and nothing passes between
 //! servers but the store.
