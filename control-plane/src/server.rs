@@ -35,7 +35,7 @@ use crate::releases::Releases;
 use crate::render::template::Limits;
 use crate::resources::Resources;
 use crate::store::{FencedStore, Retention, Store, StoreLocation, Term};
-use leadership::Controllers;
+use leadership::{Controllers, Replica};
 
 mod dev;
 mod leadership;
@@ -249,6 +249,18 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     config.check_transport()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let agent_listener = TcpListener::bind(config.agent_listen)
+        .await
+        .with_context(|| format!("listening for agents on {}", config.agent_listen))?;
+    let agent_addr = agent_listener.local_addr()?;
+    let replica = config
+        .replica
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", open::hostname(), addr.port()));
     let (store, election) = open::store(&config)?;
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -273,7 +285,11 @@ pub async fn run(
     let tokens = Arc::new(Tokens::load(
         pki_dir.as_ref().map(|d| d.join("tokens.jsonl")),
     )?);
-    let hub = Hub::start(domain.resources.clone(), &config.hub, stopping.clone());
+    let hub_config = HubConfig {
+        server: replica.clone(),
+        ..config.hub.clone()
+    };
+    let hub = Hub::start(domain.resources.clone(), &hub_config, stopping.clone());
     metrics.watch_hub(hub.clone());
     let webhook_addr =
         crate::builds::webhook::serve(config.webhook_listen, domain.builds.clone(), &stopping)
@@ -282,29 +298,23 @@ pub async fn run(
     hub.serve_builds(domain.builds.clone());
     dev::load_samples(&config, &domain.resources).await?;
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let agent_listener = TcpListener::bind(config.agent_listen)
-        .await
-        .with_context(|| format!("listening for agents on {}", config.agent_listen))?;
-    let agent_addr = agent_listener.local_addr()?;
     let metrics_addr = crate::metrics::serve(config.metrics_listen, metrics.clone(), &stopping)
         .await
         .context("serving metrics (--metrics-addr)")?;
-    let replica = config
-        .replica
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", open::hostname(), addr.port()));
+    let replica = Replica {
+        about: format!("api {addr}, agents {agent_addr}"),
+        name: replica,
+    };
+    let presence = election.announce(&replica).await?;
+    tracing::info!(%addr, agents = %agent_addr, replica = %replica.name, data_dir = ?config.data_dir, store = ?config.store, revision = store.revision(), "troupe server ready");
     tokio::spawn(leadership::lead(
         election,
-        replica.clone(),
+        replica,
+        presence,
         domain.controllers(),
         domain.term.clone(),
         stopping.clone(),
     ));
-    tracing::info!(%addr, agents = %agent_addr, %replica, data_dir = ?config.data_dir, store = ?config.store, revision = store.revision(), "troupe server ready");
     let dev_dataplane_dir = dev::start_agent(&config, &pki, &tokens, agent_addr, &stopping)?;
     let own_ca = config.api_transport == ApiTransport::OwnCa;
     on_ready(Ready {

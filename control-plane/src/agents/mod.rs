@@ -55,6 +55,9 @@ pub struct HubConfig {
     pub retry_base: Duration,
     /// The longest wait before a failed generation is sent again.
     pub retry_max: Duration,
+    /// The name of this server among the servers of its store, recorded in the status of
+    /// the data planes whose sessions it holds.
+    pub server: String,
 }
 
 impl Default for HubConfig {
@@ -67,6 +70,7 @@ impl Default for HubConfig {
             concurrent_resyncs: 256,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
+            server: String::new(),
         }
     }
 }

@@ -157,6 +157,7 @@ impl Session {
             cluster_info: hello.cluster_info.clone(),
             last_connected: Some(now_seconds()),
             last_heartbeat: Some(now_seconds()),
+            server: hub.config.server.clone(),
             ..Default::default()
         };
         self.send_plane_report();

@@ -205,3 +205,67 @@ pub fn plane_of(namespace: &str, release: &pb::Release) -> Option<ObjectKey> {
             .key(namespace),
     )
 }
+
+/// Every data plane whose agent is connected through a server that says so, with that
+/// server's name.
+pub async fn held_sessions(
+    resources: &Resources,
+) -> Result<Vec<(ObjectKey, String)>, crate::resources::Error> {
+    let mut held = Vec::new();
+    for kind in [Kind::DataPlane, Kind::ClusterDataPlane] {
+        let page = resources.list(kind, "", &Default::default(), 0, "").await?;
+        held.extend(
+            page.items
+                .iter()
+                .filter_map(|plane| Some((plane.key(), held_by(plane)?.to_string()))),
+        );
+    }
+    Ok(held)
+}
+
+/// Marks `plane` disconnected because `server`, which held its agent's session, is gone (it
+/// died or was cut off, and could not say so itself); unless the agent reconnected meanwhile,
+/// through another server.
+pub async fn mark_departed(
+    resources: &Arc<Resources>,
+    plane: &ObjectKey,
+    server: &str,
+) -> Result<(), crate::resources::Error> {
+    let report = PlaneReport {
+        last_disconnected: Some(troupe_common::timestamp::now_seconds()),
+        message: format!("agent disconnected: server {server}, which held its session, is gone"),
+        server: server.to_string(),
+        ..Default::default()
+    };
+    tracing::warn!(%plane, %server, "the server holding this data plane's agent is gone");
+    let result = resources
+        .update_status(plane, move |_, object| {
+            let status = match object {
+                Object::DataPlane(dp) => dp.status.get_or_insert_default(),
+                Object::ClusterDataPlane(dp) => dp.status.get_or_insert_default(),
+                _ => return,
+            };
+            let connection = status.agent_connection.clone().unwrap_or_default();
+            if connection.connected && connection.server == report.server {
+                let counts = (status.releases_in_sync, status.releases_pending);
+                plane_status(status, &report);
+                (status.releases_in_sync, status.releases_pending) = counts;
+            }
+        })
+        .await;
+    match result {
+        Ok(_) | Err(crate::resources::Error::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The server holding a data plane's agent's session, if one is connected.
+fn held_by(plane: &Object) -> Option<&str> {
+    let status = match plane {
+        Object::DataPlane(dp) => dp.status.as_ref(),
+        Object::ClusterDataPlane(dp) => dp.status.as_ref(),
+        _ => None,
+    }?;
+    let connection = status.agent_connection.as_ref()?;
+    (connection.connected && !connection.server.is_empty()).then_some(connection.server.as_str())
+}

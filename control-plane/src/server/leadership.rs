@@ -4,6 +4,11 @@
 //! carries its term ([`Term`]), so once its lease is gone (a crash, a pause, a partition) it
 //! writes nothing and another server takes over within the lease.
 //!
+//! Every server on etcd also announces itself under a lease of its own
+//! ([`crate::store::Presence`]) before it serves agents, and names itself in the status of the
+//! data planes whose sessions it holds; the leader watches the announcements and marks
+//! disconnected the data planes of a server that is gone.
+//!
 //! A leader's controllers run on a runtime of their own. When the leadership is lost, that
 //! runtime is shut down, every controller task and the writes they were making with it,
 //! before the term is cleared; the server then campaigns again, and a new term starts its
@@ -63,31 +68,74 @@ pub(super) enum Election {
     },
 }
 
-/// Runs the controllers whenever this server leads, as `identity`, until `stopping` turns
-/// true; a leader that stops resigns, so another takes over at once.
+/// This server among the servers of its store.
+pub(super) struct Replica {
+    /// The name it goes by.
+    pub name: String,
+    /// Where it is reached, for whoever lists the servers.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub about: String,
+}
+
+impl Election {
+    /// Announces `replica` among the servers of a shared store, before it serves anyone.
+    pub(super) async fn announce(&self, replica: &Replica) -> anyhow::Result<Option<Presence>> {
+        match self {
+            Election::Alone => {
+                let _ = replica;
+                Ok(None)
+            }
+            #[cfg(feature = "etcd")]
+            Election::Etcd { store, lease } => {
+                let presence = store
+                    .announce(&replica.name, &replica.about, *lease)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("announcing server {}: {e}", replica.name))?;
+                Ok(Some(presence))
+            }
+        }
+    }
+}
+
+/// This server's announcement, when it shares its store.
+#[cfg(feature = "etcd")]
+pub(super) type Presence = crate::store::Presence;
+/// A store of one server announces nothing.
+#[cfg(not(feature = "etcd"))]
+pub(super) enum Presence {}
+
+/// Runs the controllers whenever this server leads, as `replica`, until `stopping` turns
+/// true; a leader that stops resigns, so another takes over at once, and the server's
+/// announcement ends with it.
 pub(super) async fn lead(
     election: Election,
-    identity: String,
+    replica: Replica,
+    presence: Option<Presence>,
     controllers: Controllers,
     term: Arc<Term>,
     stopping: watch::Receiver<bool>,
 ) {
     match election {
         Election::Alone => {
-            let _ = (identity, term, stopping);
+            let _ = (replica, presence, term, stopping);
             controllers.metrics.set_leader(true);
             controllers.spawn();
         }
         #[cfg(feature = "etcd")]
         Election::Etcd { store, lease } => {
-            campaign(&store, lease, &identity, &controllers, &term, stopping).await
+            campaign(&store, lease, &replica.name, &controllers, &term, stopping).await;
+            if let Some(presence) = presence
+                && let Err(e) = presence.withdraw().await
+            {
+                tracing::warn!(error = %e, "could not withdraw this server's announcement; it ends with its lease");
+            }
         }
     }
 }
 
 #[cfg(feature = "etcd")]
 async fn campaign(
-    store: &EtcdStore,
+    store: &Arc<EtcdStore>,
     lease: Duration,
     identity: &str,
     controllers: &Controllers,
@@ -121,6 +169,11 @@ async fn campaign(
         {
             let _entered = runtime.enter();
             controllers.spawn();
+            tokio::spawn(watch_departures(
+                store.clone(),
+                controllers.resources.clone(),
+                lease,
+            ));
         }
         let mut lost = leader.lost();
         let stop = tokio::select! {
@@ -140,6 +193,46 @@ async fn campaign(
         }
         tracing::warn!(%identity, "no longer leading: controllers stopped; campaigning again");
     }
+}
+
+/// Marks disconnected the data planes whose sessions a server that is gone held: at the
+/// start of the term, then whenever the servers announced change (looked at every third of
+/// the lease, so within about a lease and a third of a server's death).
+#[cfg(feature = "etcd")]
+async fn watch_departures(store: Arc<EtcdStore>, resources: Arc<Resources>, lease: Duration) {
+    let mut known = None;
+    loop {
+        match store.servers().await {
+            Ok(servers) if known.as_ref() != Some(&servers) => {
+                match sweep(&store, &resources).await {
+                    Ok(()) => known = Some(servers),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not look for data planes of departed servers")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not list the servers"),
+        }
+        tokio::time::sleep(lease / 3).await;
+    }
+}
+
+/// One look: the servers are listed after the data planes, so a server that took an agent
+/// after it announced itself is never taken for gone.
+#[cfg(feature = "etcd")]
+async fn sweep(store: &EtcdStore, resources: &Arc<Resources>) -> anyhow::Result<()> {
+    let held = crate::agents::status::held_sessions(resources).await?;
+    if held.is_empty() {
+        return Ok(());
+    }
+    let alive = store.servers().await?;
+    for (plane, server) in held {
+        if !alive.contains_key(&server) {
+            crate::agents::status::mark_departed(resources, &plane, &server).await?;
+        }
+    }
+    Ok(())
 }
 
 /// How long the controllers' writes in flight get to finish when the leadership ends.

@@ -31,11 +31,19 @@ pub struct PlaneReport {
     pub failed: i32,
     /// Why the last session ended, if it did.
     pub message: String,
+    /// The server holding the session (or that held it, once it ended).
+    pub server: String,
 }
 
 /// Folds `report` into a data plane's status; times not in the report keep their value.
 pub fn plane_status(status: &mut pb::DataPlaneStatus, report: &PlaneReport) {
     let connection = status.agent_connection.get_or_insert_default();
+    if report.sessions == 0 && connection.connected && connection.server != report.server {
+        // The agent moved to another server, which reported it first: the end of the old
+        // session says nothing of the new one.
+        return;
+    }
+    connection.server = report.server.clone();
     connection.connected = report.sessions > 0;
     connection.connected_agents = report.sessions;
     if !report.agent_version.is_empty() {
@@ -148,5 +156,34 @@ mod tests {
         assert_eq!(connection.agent_version, "0.3.1");
         assert_eq!(connection.last_connected_time, mk_time(100));
         assert_eq!(connection.last_disconnected_time, mk_time(200));
+    }
+
+    #[test]
+    fn an_agent_that_moved_to_another_server_stays_connected_when_the_old_session_ends() {
+        let mut status = pb::DataPlaneStatus::default();
+        let on = |server: &str, at| PlaneReport {
+            sessions: 1,
+            last_connected: mk_time(at),
+            server: server.into(),
+            ..Default::default()
+        };
+        let gone_from = |server: &str| PlaneReport {
+            last_disconnected: mk_time(300),
+            message: "agent disconnected: the stream broke".into(),
+            server: server.into(),
+            ..Default::default()
+        };
+        plane_status(&mut status, &on("a:50051", 100));
+        plane_status(&mut status, &on("b:50051", 200));
+        plane_status(&mut status, &gone_from("a:50051"));
+        let connection = status.agent_connection.clone().unwrap();
+        assert!(connection.connected, "b holds the session");
+        assert_eq!(connection.server, "b:50051");
+        assert_eq!(ready(&status).0, true);
+
+        plane_status(&mut status, &gone_from("b:50051"));
+        let connection = status.agent_connection.clone().unwrap();
+        assert!(!connection.connected);
+        assert_eq!(connection.server, "b:50051", "who held it last");
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
 #[cfg(feature = "etcd")]
-pub use etcd::{DEFAULT_LEASE, EtcdStore, Leader, LocalEtcd};
+pub use etcd::{DEFAULT_LEASE, EtcdStore, Leader, LocalEtcd, Presence};
 pub use fenced::{FencedStore, Term};
 pub use location::{
     DEFAULT_ETCD_PREFIX, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, EtcdUrl, StoreLocation,

@@ -110,7 +110,7 @@ impl EtcdStore {
 
 /// Renews lease `id` every third of `lease`; sets `lost` once a renewal is refused (the lease
 /// is gone) or none has succeeded for two thirds of it, and stops.
-async fn renew(
+pub(super) async fn renew(
     mut client: etcd_client::Client,
     id: i64,
     lease: Duration,

@@ -34,6 +34,7 @@ mod election;
 mod history;
 mod layout;
 mod local;
+mod presence;
 mod read;
 mod tail;
 mod view;
@@ -50,6 +51,7 @@ use troupe_common::{Kind, ObjectKey};
 
 pub use election::{DEFAULT_LEASE, Leader};
 pub use local::LocalEtcd;
+pub use presence::Presence;
 
 use self::bridge::{Bridge, CALL_TIMEOUT, timed};
 use self::layout::{Layout, MARKER_VALUE};

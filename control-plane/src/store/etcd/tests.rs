@@ -355,3 +355,50 @@ async fn a_leader_whose_lease_is_gone_writes_nothing_and_another_leads() {
     // Unfenced writes (an agent's status, a user's apply) go on from any server.
     put(&a, "web", "from a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_announced_are_listed_until_their_lease_goes_and_come_back_when_they_do() {
+    let etcd = mk_etcd();
+    let (a, b) = (mk_store(&etcd, "p"), mk_store(&etcd, "p"));
+    let lease = Duration::from_secs(2);
+    let on_a = a.announce("a:1", "api a", lease).await.unwrap();
+    let on_b = b.announce("b:1", "api b", lease).await.unwrap();
+    let names = |servers: std::collections::BTreeMap<String, String>| {
+        servers.into_iter().collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(a.servers().await.unwrap()),
+        [
+            ("a:1".into(), "api a".into()),
+            ("b:1".into(), "api b".into())
+        ]
+    );
+    // Renewed past its lease.
+    tokio::time::sleep(lease * 2).await;
+    assert_eq!(a.servers().await.unwrap().len(), 2);
+    // Withdrawn: gone at once. Dropped (a crash): gone with its lease.
+    on_b.withdraw().await.unwrap();
+    assert_eq!(a.servers().await.unwrap().len(), 1);
+    drop(on_a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !a.servers().await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a's key outlived its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A server whose lease was lost while it ran on (a partition) announces itself again.
+    let again = b.announce("b:1", "api b", lease).await.unwrap();
+    expire_leases(&etcd).await;
+    assert!(b.servers().await.unwrap().is_empty());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.servers().await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b did not announce itself again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(again);
+}

@@ -1,0 +1,142 @@
+//! Which servers are alive. Each server on the store keeps a key, `PREFIX/servers/NAME`,
+//! under a lease of its own, renewed in the background; its value says where the server is
+//! reached. A server that dies or is cut off from etcd loses the key with its lease, so the
+//! others notice: the leader marks the data planes whose sessions it held as disconnected.
+//! A server whose lease was lost while it ran on (a long pause) announces itself again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use etcd_client::{GetOptions, PutOptions};
+use tokio::sync::watch;
+
+use super::EtcdStore;
+use super::bridge::timed;
+use super::election::renew;
+use crate::store::StoreError;
+
+/// This server's announcement; it ends (the key goes with its lease) when dropped.
+pub struct Presence {
+    lease: Arc<AtomicI64>,
+    client: etcd_client::Client,
+    members: String,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Presence {
+    /// Ends the announcement at once (revokes its lease), for a server that stops.
+    pub async fn withdraw(self) -> Result<(), StoreError> {
+        self.keeper.abort();
+        let mut client = self.client.clone();
+        let lease = self.lease.load(Ordering::Relaxed);
+        timed(&self.members, "withdrawing", client.lease_revoke(lease)).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+impl EtcdStore {
+    fn servers_prefix(&self) -> Vec<u8> {
+        [self.shared.layout.root(), b"servers/"].concat()
+    }
+
+    /// Announces this server as `name`, reached at `about`, under a lease of `lease`, and
+    /// keeps it announced until the [`Presence`] is dropped or withdrawn.
+    pub async fn announce(
+        &self,
+        name: &str,
+        about: &str,
+        lease: Duration,
+    ) -> Result<Presence, StoreError> {
+        let key = [self.servers_prefix(), name.as_bytes().to_vec()].concat();
+        let ttl = lease.as_secs().max(2) as i64;
+        let client = self.shared.client.clone();
+        let members = self.shared.members.clone();
+        let first = put_under_lease(&client, &members, &key, about, ttl).await?;
+        let current = Arc::new(AtomicI64::new(first));
+        let keeper = {
+            let (client, members, about, current) = (
+                client.clone(),
+                members.clone(),
+                about.to_string(),
+                current.clone(),
+            );
+            self.bridge.handle().spawn(async move {
+                let mut id = first;
+                loop {
+                    let (lost_tx, _lost) = watch::channel(false);
+                    renew(client.clone(), id, Duration::from_secs(ttl as u64), lost_tx).await;
+                    tracing::warn!("this server's presence lease was lost; announcing it again");
+                    loop {
+                        match put_under_lease(&client, &members, &key, &about, ttl).await {
+                            Ok(new) => {
+                                id = new;
+                                current.store(new, Ordering::Relaxed);
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not announce this server");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Presence {
+            lease: current,
+            client,
+            members,
+            keeper,
+        })
+    }
+
+    /// The servers announced now, by name, with where each is reached.
+    pub async fn servers(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let prefix = self.servers_prefix();
+        let mut client = self.shared.client.clone();
+        let answer = timed(
+            &self.shared.members,
+            "listing the servers",
+            client.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        Ok(answer
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let name = String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned();
+                (name, String::from_utf8_lossy(kv.value()).into_owned())
+            })
+            .collect())
+    }
+}
+
+/// Grants a lease of `ttl` seconds and puts `key` under it; returns the lease.
+async fn put_under_lease(
+    client: &etcd_client::Client,
+    members: &str,
+    key: &[u8],
+    value: &str,
+    ttl: i64,
+) -> Result<i64, StoreError> {
+    let mut client = client.clone();
+    let lease = timed(members, "granting a lease", client.lease_grant(ttl, None))
+        .await?
+        .id();
+    let options = PutOptions::new().with_lease(lease);
+    timed(
+        members,
+        "announcing this server",
+        client.put(key.to_vec(), value, Some(options)),
+    )
+    .await?;
+    Ok(lease)
+}
