@@ -179,7 +179,7 @@ mod tests {
         let connection = status.agent_connection.clone().unwrap();
         assert!(connection.connected, "b holds the session");
         assert_eq!(connection.server, "b:50051");
-        assert_eq!(ready(&status).0, true);
+        assert!(ready(&status).0);
 
         plane_status(&mut status, &gone_from("b:50051"));
         let connection = status.agent_connection.clone().unwrap();
