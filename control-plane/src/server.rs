@@ -37,6 +37,7 @@ use crate::promotions::Promotions;
 use crate::releases::Releases;
 use crate::render::template::Limits;
 use crate::resources::Resources;
+use crate::shared_state::StateHome;
 use crate::store::{MemoryStore, Retention, SledStore, Store, StoreLocation};
 
 mod dev;
@@ -237,12 +238,13 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     config.check_transport()?;
-    let store = open_store(&config.store, config.data_dir.as_deref(), config.retention)?;
+    let (store, home) = open_store(&config.store, config.data_dir.as_deref(), config.retention)?;
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let (domain, admin_token) = Domain::start(
         store.clone(),
         &config,
+        &home,
         admin_token_path.as_deref(),
         &stopping,
     )
@@ -253,14 +255,8 @@ pub async fn run(
         let _ = stopping_tx.send(true);
     };
 
-    let pki_dir = config.data_dir.as_ref().map(|d| d.join("pki"));
-    let pki = Arc::new(Pki::load_or_create(
-        pki_dir.as_deref(),
-        &config.server_names(),
-    )?);
-    let tokens = Arc::new(Tokens::load(
-        pki_dir.as_ref().map(|d| d.join("tokens.jsonl")),
-    )?);
+    let pki = Arc::new(Pki::open(&home, &config.server_names())?);
+    let tokens = Arc::new(Tokens::open(&home)?);
     let hub = Hub::start(
         domain.resources.clone(),
         domain.rollups.clone(),
@@ -323,35 +319,48 @@ pub async fn run(
 }
 
 /// The store `location` names: sled in `data_dir` (created if missing), an in-memory store
-/// without one, or etcd.
+/// without one, or etcd; and where the server's own state lives (etcd too, with etcd).
 fn open_store(
     location: &StoreLocation,
     data_dir: Option<&std::path::Path>,
     retention: Retention,
-) -> anyhow::Result<Arc<dyn Store>> {
+) -> anyhow::Result<(Arc<dyn Store>, StateHome)> {
+    let local = StateHome::Local(data_dir.map(std::path::Path::to_path_buf));
     Ok(match (location, data_dir) {
-        (StoreLocation::Etcd(url), _) => open_etcd(url, retention)?,
+        (StoreLocation::Etcd(url), _) => open_etcd(url, retention, data_dir)?,
         (StoreLocation::DataDir, Some(dir)) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
-            Arc::new(
-                SledStore::open_with_retention(dir, retention)
-                    .with_context(|| format!("opening the store in {}", dir.display()))?,
-            )
+            let store = SledStore::open_with_retention(dir, retention)
+                .with_context(|| format!("opening the store in {}", dir.display()))?;
+            (Arc::new(store), local)
         }
-        (StoreLocation::DataDir, None) => Arc::new(MemoryStore::with_retention(retention)),
+        (StoreLocation::DataDir, None) => (Arc::new(MemoryStore::with_retention(retention)), local),
     })
 }
 
 #[cfg(feature = "etcd")]
-fn open_etcd(url: &crate::store::EtcdUrl, retention: Retention) -> anyhow::Result<Arc<dyn Store>> {
+fn open_etcd(
+    url: &crate::store::EtcdUrl,
+    retention: Retention,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<(Arc<dyn Store>, StateHome)> {
     let store = crate::store::EtcdStore::open_with_retention(url, retention)
         .with_context(|| format!("opening the store at {url}"))?;
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    let home = StateHome::Etcd {
+        state: crate::shared_state::EtcdState::new(store.clone()),
+        data_dir: data_dir.map(std::path::Path::to_path_buf),
+    };
+    Ok((store, home))
 }
 
 #[cfg(not(feature = "etcd"))]
-fn open_etcd(url: &crate::store::EtcdUrl, _: Retention) -> anyhow::Result<Arc<dyn Store>> {
+fn open_etcd(
+    url: &crate::store::EtcdUrl,
+    _: Retention,
+    _: Option<&std::path::Path>,
+) -> anyhow::Result<(Arc<dyn Store>, StateHome)> {
     anyhow::bail!(
         "--store {url}: this troupe was built without etcd support; build it with \
          `cargo build --features troupe-control-plane/etcd` (needs protoc: Debian \
@@ -376,11 +385,13 @@ struct Domain {
 
 impl Domain {
     /// Starts the services and controllers over `store`, and authentication as `config`
-    /// says, with the store, renders and controller queues measured. Returns them with the
-    /// bootstrap admin token (written to `admin_token_path` on the first start).
+    /// says, with the store, renders and controller queues measured; API tokens and webhook
+    /// secrets live where `home` says. Returns them with the bootstrap admin token (written
+    /// to `admin_token_path` on the first start).
     async fn start(
         store: Arc<dyn Store>,
         config: &ServerConfig,
+        home: &StateHome,
         admin_token_path: Option<&std::path::Path>,
         stopping: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Self, String)> {
@@ -403,16 +414,11 @@ impl Domain {
         let builds = Builds::start(
             resources.clone(),
             config.builds.clone(),
-            config.data_dir.clone(),
+            home,
             stopping.clone(),
         )
         .context("loading the build logs and webhook secrets")?;
-        let api_tokens = ApiTokens::load(
-            config
-                .data_dir
-                .as_ref()
-                .map(|d| d.join("auth/tokens.jsonl")),
-        )?;
+        let api_tokens = ApiTokens::open(home)?;
         let admin_token = api_tokens.admin_token(admin_token_path)?;
         let rbac = Rbac::start(resources.clone()).await?;
         let auth = Arc::new(Auth::new(&config.auth, api_tokens, rbac)?);
