@@ -348,6 +348,11 @@ fn open_etcd(
     let store = crate::store::EtcdStore::open_with_retention(url, retention)
         .with_context(|| format!("opening the store at {url}"))?;
     let store = Arc::new(store);
+    // Copies of the shared state (ca.crt, admin.token) go there.
+    if let Some(dir) = data_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+    }
     let home = StateHome::Etcd {
         state: crate::shared_state::EtcdState::new(store.clone()),
         data_dir: data_dir.map(std::path::Path::to_path_buf),
