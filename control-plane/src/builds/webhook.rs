@@ -484,3 +484,42 @@ mod tests {
         );
     }
 }
+
+#[cfg(all(test, feature = "etcd"))]
+mod shared_tests {
+    use super::*;
+    use crate::shared_state::EtcdState;
+    use crate::store::{EtcdStore, LocalEtcd, StoreLocation};
+
+    fn mk_secrets(etcd: &LocalEtcd) -> WebhookSecrets {
+        let StoreLocation::Etcd(url) = etcd.url("w").parse::<StoreLocation>().unwrap() else {
+            panic!("not an etcd URL")
+        };
+        let state = EtcdState::new(Arc::new(EtcdStore::open(&url).unwrap()));
+        WebhookSecrets::open(&StateHome::Etcd {
+            state,
+            data_dir: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_secret_made_through_one_replica_signs_for_every_replica() {
+        let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+        let (a, b) = (mk_secrets(&etcd), mk_secrets(&etcd));
+        assert_eq!(b.get("acme", "api"), None);
+        let first = a.create("acme", "api").unwrap();
+        // At once, although B's watch may not have brought it yet.
+        assert_eq!(b.get("acme", "api"), Some(first.clone()));
+        let second = a.create("acme", "api").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while b.get("acme", "api") != Some(second.clone()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "B kept the old secret"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(mk_secrets(&etcd).get("acme", "api"), Some(second));
+    }
+}

@@ -266,3 +266,59 @@ pub(super) fn admin_token(tokens: &ApiTokens, state: &EtcdState) -> anyhow::Resu
     }
     anyhow::bail!("the admin token in etcd kept changing while this server started; start it again")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{EtcdStore, LocalEtcd, StoreLocation};
+
+    fn mk_tokens(etcd: &LocalEtcd) -> ApiTokens {
+        let StoreLocation::Etcd(url) = etcd.url("t").parse::<StoreLocation>().unwrap() else {
+            panic!("not an etcd URL")
+        };
+        open(EtcdState::new(Arc::new(EtcdStore::open(&url).unwrap()))).unwrap()
+    }
+
+    #[test]
+    fn replicas_starting_at_once_share_one_admin_token_and_one_token_per_name() {
+        let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+        let replicas: Vec<ApiTokens> = (0..3).map(|_| mk_tokens(&etcd)).collect();
+        let start = Barrier::new(replicas.len());
+        let admins: Vec<String> = std::thread::scope(|s| {
+            let started: Vec<_> = replicas
+                .iter()
+                .map(|r| {
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        r.admin_token(None).unwrap()
+                    })
+                })
+                .collect();
+            started.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(admins.iter().all(|t| *t == admins[0]), "{admins:?}");
+        for replica in &replicas {
+            assert_eq!(replica.verify(&admins[0]).unwrap().groups, [ADMINS_GROUP]);
+        }
+        let (a, b) = (&replicas[0], &replicas[1]);
+        a.create("ci", &[], super::super::DEFAULT_TTL, "admin")
+            .unwrap();
+        let twice = b.create("ci", &[], super::super::DEFAULT_TTL, "admin");
+        assert!(matches!(twice, Err(TokenError::Invalid(m)) if m.contains("exists")));
+        // Revoked through A, the admin token is refused through B within the watch's delay.
+        a.revoke(ADMIN_TOKEN_NAME).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while b.verify(&admins[0]).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "still accepted by B");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A replica starting now makes a new admin token; the others accept it.
+        let renewed = mk_tokens(&etcd).admin_token(None).unwrap();
+        assert_ne!(renewed, admins[0]);
+        assert!(b.verify(&renewed).is_ok());
+    }
+}
