@@ -8,8 +8,8 @@
 //! ([`StateHome::Etcd`], [`EtcdState`]): beside the objects (`PREFIX/o/…`), never among them,
 //! so the object API, watches and the event log do not see it.
 //!
-//! Each owner ([`crate::agents::pki`], [`crate::agents::tokens`], [`crate::auth::tokens`],
-//! [`crate::builds::webhook`]) keeps its decoded copy in memory and answers from it. On etcd
+//! Each owner (the agents' PKI and join tokens, the API tokens, the builds' webhook secrets)
+//! keeps its decoded copy in memory and answers from it. On etcd
 //! it writes through to etcd before it answers, follows the other replicas' writes with a
 //! watch (milliseconds behind), and reads one key on a miss, so that a token another replica
 //! made a moment ago is found although its watch event has not come yet. Values made once for

@@ -10,6 +10,10 @@
 //! message per commit. Compaction is etcd's (the store compacts the cluster to keep its
 //! retention); a revision compacted away is [`StoreError::Compacted`].
 //!
+//! The server's own state every replica shares (the CA, tokens, webhook secrets) lives beside
+//! the objects under `PREFIX/s/`, written through the store's client and runtime; the tail
+//! sees those keys and ignores them, as it does the marker.
+//!
 //! Durability: etcd answers a write once a quorum of its members has it on disk, so a commit
 //! is durable when it returns, and so is every revision the tail sees.
 //!
@@ -155,7 +159,7 @@ impl EtcdStore {
     }
 }
 
-/// What state kept beside the objects (`crate::shared_state`, under `PREFIX/s/`) needs of the
+/// What state kept beside the objects (under `PREFIX/s/`: the server's own) needs of the
 /// store: its client, its prefix, and its runtime, so that such state is neither another
 /// connection to the cluster nor another runtime.
 impl EtcdStore {
