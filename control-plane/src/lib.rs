@@ -8,6 +8,7 @@
 //! | 1 | [`store`] | revisions, preconditions, multi-object commits, the event log (sled, memory) |
 //! | 1 | [`render`] | pure: templates, schemas, patches, one component's render |
 //! | 1 | [`status`] | pure derivations of Release, ReleaseBinding and DataPlane status |
+//! | 1 | [`shared_state`] | where the server's own state lives: files, or etcd for every replica |
 //! | 1 | [`http`] | serving the plain HTTP endpoints (metrics, the push webhook) |
 //! | 2 | [`resources`] | apply/get/list/delete/watch; the rules of each kind in `resources/kinds/` |
 //! | 3 | [`releases`] | cutting ComponentReleases, rendering on request, binding |
@@ -42,5 +43,6 @@ pub mod releases;
 pub mod render;
 pub mod resources;
 pub mod server;
+pub mod shared_state;
 pub mod status;
 pub mod store;

@@ -34,6 +34,7 @@ use crate::promotions::Promotions;
 use crate::releases::Releases;
 use crate::render::template::Limits;
 use crate::resources::Resources;
+use crate::shared_state::StateHome;
 use crate::store::{FencedStore, Retention, Store, StoreLocation, Term};
 use leadership::{Controllers, Replica};
 
@@ -249,24 +250,16 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     config.check_transport()?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let agent_listener = TcpListener::bind(config.agent_listen)
-        .await
-        .with_context(|| format!("listening for agents on {}", config.agent_listen))?;
-    let agent_addr = agent_listener.local_addr()?;
-    let replica = config
-        .replica
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", open::hostname(), addr.port()));
-    let (store, election) = open::store(&config)?;
+    let (listener, agent_listener) = bind(&config).await?;
+    let (addr, agent_addr) = (listener.local_addr()?, agent_listener.local_addr()?);
+    let replica = Replica::named(&config, addr, agent_addr);
+    let (store, election, home) = open::store(&config)?;
     let admin_token_path = config.data_dir.as_ref().map(|d| d.join(ADMIN_TOKEN_FILE));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let (domain, admin_token) = Domain::start(
         store.clone(),
         &config,
+        &home,
         admin_token_path.as_deref(),
         &stopping,
     )
@@ -277,16 +270,10 @@ pub async fn run(
         let _ = stopping_tx.send(true);
     };
 
-    let pki_dir = config.data_dir.as_ref().map(|d| d.join("pki"));
-    let pki = Arc::new(Pki::load_or_create(
-        pki_dir.as_deref(),
-        &config.server_names(),
-    )?);
-    let tokens = Arc::new(Tokens::load(
-        pki_dir.as_ref().map(|d| d.join("tokens.jsonl")),
-    )?);
+    let pki = Arc::new(Pki::open(&home, &config.server_names())?);
+    let tokens = Arc::new(Tokens::open(&home)?);
     let hub_config = HubConfig {
-        server: replica.clone(),
+        server: replica.name.clone(),
         ..config.hub.clone()
     };
     let hub = Hub::start(domain.resources.clone(), &hub_config, stopping.clone());
@@ -301,10 +288,6 @@ pub async fn run(
     let metrics_addr = crate::metrics::serve(config.metrics_listen, metrics.clone(), &stopping)
         .await
         .context("serving metrics (--metrics-addr)")?;
-    let replica = Replica {
-        about: format!("api {addr}, agents {agent_addr}"),
-        name: replica,
-    };
     let presence = election.announce(&replica).await?;
     tracing::info!(%addr, agents = %agent_addr, replica = %replica.name, data_dir = ?config.data_dir, store = ?config.store, revision = store.revision(), "troupe server ready");
     tokio::spawn(leadership::lead(
@@ -350,6 +333,17 @@ pub async fn run(
     Ok(())
 }
 
+/// The API endpoint's listener and the agent endpoint's.
+async fn bind(config: &ServerConfig) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let api = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let agents = TcpListener::bind(config.agent_listen)
+        .await
+        .with_context(|| format!("listening for agents on {}", config.agent_listen))?;
+    Ok((api, agents))
+}
+
 /// The domain services over one store.
 struct Domain {
     resources: Arc<Resources>,
@@ -368,11 +362,13 @@ struct Domain {
 impl Domain {
     /// Starts the services over `store` (the controllers start when this server leads:
     /// [`leadership`]), and authentication as `config` says, with the store and renders
-    /// measured, its commits fenced by the term. Returns them with the bootstrap admin token
+    /// measured, its commits fenced by the term; API tokens and webhook secrets live where
+    /// `home` says. Returns them with the bootstrap admin token
     /// (written to `admin_token_path` on the first start).
     async fn start(
         store: Arc<dyn Store>,
         config: &ServerConfig,
+        home: &StateHome,
         admin_token_path: Option<&std::path::Path>,
         stopping: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Self, String)> {
@@ -386,16 +382,11 @@ impl Domain {
         let builds = Builds::start(
             resources.clone(),
             config.builds.clone(),
-            config.data_dir.clone(),
+            home,
             stopping.clone(),
         )
         .context("loading the build logs and webhook secrets")?;
-        let api_tokens = ApiTokens::load(
-            config
-                .data_dir
-                .as_ref()
-                .map(|d| d.join("auth/tokens.jsonl")),
-        )?;
+        let api_tokens = ApiTokens::open(home)?;
         let admin_token = api_tokens.admin_token(admin_token_path)?;
         let rbac = Rbac::start(resources.clone()).await?;
         let auth = Arc::new(Auth::new(&config.auth, api_tokens, rbac)?);

@@ -1,7 +1,9 @@
 //! The control plane's certificate authority, for agents and API clients.
 //!
 //! Generated on first start and kept in `DATA_DIR/pki/` (`ca.crt`, `ca.key`, mode 0600 for
-//! the key); in-memory servers make a fresh one. The CA signs the server certificate (re-issued
+//! the key); in-memory servers make a fresh one. Servers on etcd share one, kept in etcd
+//! (`PREFIX/s/pki/ca`, certificate and key as PEM in JSON) and made by whichever replica
+//! starts first; each writes a copy of the certificate (not the key) to `DATA_DIR/pki/ca.crt`. The CA signs the server certificate (re-issued
 //! at every start for the configured names; the agent endpoint and the API endpoint present the
 //! same one, the API without asking for client certificates) and, at registration, each
 //! agent's client certificate, whose only identity is a SAN URI naming its data plane
@@ -19,6 +21,14 @@ use rustls::pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 use troupe_common::durable;
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
+
+use crate::shared_state::StateHome;
+
+/// The PKI's directory in the data directory.
+pub const PKI_DIR: &str = "pki";
+/// The shared CA's key in etcd, under `PREFIX/s/`.
+#[cfg(feature = "etcd")]
+const SHARED_CA_KEY: &str = "pki/ca";
 
 /// How long an agent's client certificate is valid.
 const CLIENT_CERT_DAYS: i64 = 365;
@@ -47,6 +57,38 @@ impl Pki {
             Some(dir) => load_or_create_ca(dir)?,
             None => new_ca()?,
         };
+        Self::issue(ca_pem, ca_key, dir, server_names)
+    }
+
+    /// The CA where `home` keeps it (`DATA_DIR/pki/`, memory, or etcd, made on the first
+    /// start), and the server certificate for `server_names`.
+    pub fn open(home: &StateHome, server_names: &[String]) -> anyhow::Result<Self> {
+        let dir = home.data_dir().map(|d| d.join(PKI_DIR));
+        match home {
+            StateHome::Local(_) => Self::load_or_create(dir.as_deref(), server_names),
+            #[cfg(feature = "etcd")]
+            StateHome::Etcd { state, .. } => {
+                let (ca_pem, ca_key) = shared_ca(state)?;
+                if let Some(dir) = &dir {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    let path = dir.join("ca.crt");
+                    durable::write(&path, ca_pem.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                Self::issue(ca_pem, ca_key, dir.as_deref(), server_names)
+            }
+        }
+    }
+
+    /// Issues the server certificate for `server_names` with the CA `ca_pem`, `ca_key`, kept
+    /// in `dir` if on disk.
+    fn issue(
+        ca_pem: String,
+        ca_key: KeyPair,
+        dir: Option<&Path>,
+        server_names: &[String],
+    ) -> anyhow::Result<Self> {
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("reading the agent CA")?;
         let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())
             .context("decoding the agent CA")?;
@@ -154,6 +196,26 @@ pub fn identity_of(cert_der: &[u8]) -> Option<DataPlaneIdentity> {
         x509_parser::extensions::GeneralName::URI(uri) => DataPlaneIdentity::from_uri(uri),
         _ => None,
     })
+}
+
+/// The CA the replicas on etcd share, made now if this is the first start of any.
+#[cfg(feature = "etcd")]
+fn shared_ca(state: &crate::shared_state::EtcdState) -> anyhow::Result<(String, KeyPair)> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct SharedCa {
+        cert: String,
+        key: String,
+    }
+    let stored = state.create_once(SHARED_CA_KEY, || {
+        let (cert, key) = new_ca()?;
+        tracing::info!("created the agent CA in etcd");
+        let key = key.serialize_pem();
+        Ok(serde_json::to_vec(&SharedCa { cert, key })?)
+    })?;
+    let ca: SharedCa =
+        serde_json::from_slice(&stored).context("reading the agent CA kept in etcd")?;
+    let key = KeyPair::from_pem(&ca.key).context("reading the agent CA's key kept in etcd")?;
+    Ok((ca.cert, key))
 }
 
 fn load_or_create_ca(dir: &Path) -> anyhow::Result<(String, KeyPair)> {

@@ -6,17 +6,23 @@
 //! creating many tokens costs one short append each. Loading skips tokens long expired and
 //! rewrites the file without them. A token stays valid until it expires, so an agent that
 //! lost its state can register again with the same token.
+//!
+//! Servers on etcd keep the same JSON record per token in etcd (`PREFIX/s/agent-tokens/ID`),
+//! follow the other replicas' with a watch, and read a token's key on a miss: a token made
+//! through one replica registers an agent through any other at once.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use troupe_common::agent::{BootstrapToken, sha256_hex};
 use troupe_common::durable;
 use troupe_common::pb::v1alpha1::DataPlaneIdentity;
+
+use crate::shared_state::StateHome;
 
 /// Lifetime of a token created without one.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -43,16 +49,75 @@ struct Entry {
 
 /// The tokens, by id.
 pub struct Tokens {
-    entries: Mutex<BTreeMap<String, Entry>>,
-    /// The open log, when tokens are kept on disk.
-    log: Option<Mutex<std::fs::File>>,
+    entries: Arc<Mutex<BTreeMap<String, Entry>>>,
+    backing: Backing,
 }
+
+/// Where tokens are written.
+enum Backing {
+    Memory,
+    /// The open log.
+    File(Mutex<std::fs::File>),
+    #[cfg(feature = "etcd")]
+    Etcd(crate::shared_state::EtcdState),
+}
+
+/// The token file in the data directory.
+pub const TOKENS_FILE: &str = "pki/tokens.jsonl";
+/// The directory of the tokens in etcd, under `PREFIX/s/`.
+#[cfg(feature = "etcd")]
+const SHARED_DIR: &str = "agent-tokens/";
 
 /// Expired tokens are remembered this long, so using one says "expired" rather than
 /// "unknown".
 const REMEMBER_EXPIRED_SECS: u64 = 86_400;
 
 impl Tokens {
+    /// The tokens where `home` keeps them: `DATA_DIR/pki/tokens.jsonl`, memory, or etcd.
+    pub fn open(home: &StateHome) -> anyhow::Result<Self> {
+        match home {
+            StateHome::Local(dir) => Self::load(dir.as_ref().map(|d| d.join(TOKENS_FILE))),
+            #[cfg(feature = "etcd")]
+            StateHome::Etcd { state, .. } => Self::shared(state.clone()),
+        }
+    }
+
+    /// The tokens in etcd, followed from now on.
+    #[cfg(feature = "etcd")]
+    fn shared(state: crate::shared_state::EtcdState) -> anyhow::Result<Self> {
+        use crate::shared_state::Change;
+        let (items, revision) = state.list(SHARED_DIR)?;
+        let entries = Arc::new(Mutex::new(BTreeMap::new()));
+        let decode = |value: &[u8]| serde_json::from_slice::<Entry>(value).ok();
+        let into = entries.clone();
+        let apply = move |change: Change| {
+            let mut entries = into.lock().unwrap_or_else(|p| p.into_inner());
+            match change {
+                Change::Put(item) => {
+                    if let Some(entry) = decode(&item.value) {
+                        entries.insert(entry.id.clone(), entry);
+                    }
+                }
+                Change::Delete(key) => {
+                    entries.remove(key.trim_start_matches(SHARED_DIR));
+                }
+                Change::Reset(items) => {
+                    *entries = items
+                        .iter()
+                        .filter_map(|i| decode(&i.value))
+                        .map(|e| (e.id.clone(), e))
+                        .collect();
+                }
+            }
+        };
+        apply(Change::Reset(items));
+        state.follow(SHARED_DIR, revision, apply);
+        Ok(Self {
+            entries,
+            backing: Backing::Etcd(state),
+        })
+    }
+
     /// Loads the tokens kept at `path` (none yet if it does not exist); `None` keeps them in
     /// memory only.
     pub fn load(path: Option<PathBuf>) -> anyhow::Result<Self> {
@@ -60,8 +125,8 @@ impl Tokens {
         let now = unix(SystemTime::now());
         let Some(path) = path else {
             return Ok(Self {
-                entries: Mutex::new(entries),
-                log: None,
+                entries: Arc::new(Mutex::new(entries)),
+                backing: Backing::Memory,
             });
         };
         if path.exists() {
@@ -83,8 +148,8 @@ impl Tokens {
         durable::write(&path, compacted.as_bytes())?;
         let log = std::fs::OpenOptions::new().append(true).open(&path)?;
         Ok(Self {
-            entries: Mutex::new(entries),
-            log: Some(Mutex::new(log)),
+            entries: Arc::new(Mutex::new(entries)),
+            backing: Backing::File(Mutex::new(log)),
         })
     }
 
@@ -112,10 +177,20 @@ impl Tokens {
             name: data_plane.name.clone(),
             expires_unix: unix(expires),
         };
-        if let Some(log) = &self.log {
-            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-            log.write_all(format!("{}\n", serde_json::to_string(&entry)?).as_bytes())?;
-            log.sync_data()?;
+        match &self.backing {
+            Backing::Memory => {}
+            Backing::File(log) => {
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                log.write_all(format!("{}\n", serde_json::to_string(&entry)?).as_bytes())?;
+                log.sync_data()?;
+            }
+            #[cfg(feature = "etcd")]
+            Backing::Etcd(state) => {
+                state.put(
+                    &format!("{SHARED_DIR}{}", entry.id),
+                    serde_json::to_vec(&entry)?,
+                )?;
+            }
         }
         self.entries
             .lock()
@@ -127,6 +202,7 @@ impl Tokens {
     /// Checks that `token` is current and was made for `data_plane`.
     pub fn verify(&self, token: &str, data_plane: &DataPlaneIdentity) -> Result<(), TokenError> {
         let token = BootstrapToken::parse(token).map_err(TokenError::Unauthenticated)?;
+        self.fetch_if_missing(&token.id);
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let unknown =
             || TokenError::Unauthenticated(format!("bootstrap token {} is not known", token.id));
@@ -152,6 +228,40 @@ impl Tokens {
             )));
         }
         Ok(())
+    }
+}
+
+impl Tokens {
+    /// On etcd, reads token `id` if this replica has not seen it yet: another replica may
+    /// have made it a moment ago. Registering is rare, so a round trip here costs little.
+    fn fetch_if_missing(&self, id: &str) {
+        #[cfg(feature = "etcd")]
+        if let Backing::Etcd(state) = &self.backing {
+            let known = self
+                .entries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(id);
+            if known {
+                return;
+            }
+            match state.get(&format!("{SHARED_DIR}{id}")) {
+                Ok(Some(item)) => {
+                    if let Ok(entry) = serde_json::from_slice::<Entry>(&item.value) {
+                        self.entries
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(entry.id.clone(), entry);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, token = %id, "reading a bootstrap token from etcd")
+                }
+            }
+        }
+        #[cfg(not(feature = "etcd"))]
+        let _ = (id, &self.backing);
     }
 }
 

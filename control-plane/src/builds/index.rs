@@ -4,7 +4,6 @@
 //! was down are swept.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
@@ -16,6 +15,7 @@ use super::logs::LogStore;
 use super::webhook::WebhookSecrets;
 use super::{BuildConfig, Builds, run_id};
 use crate::resources::{Resources, WatchEventType, WatchRequest};
+use crate::shared_state::StateHome;
 
 /// Where, in the data directory, build logs are kept.
 pub const LOG_DIR: &str = "build-logs";
@@ -77,16 +77,17 @@ impl RunIndex {
 }
 
 impl Builds {
-    /// Starts the build side: the run index and the scheduler. Logs and webhook secrets are
-    /// kept in `data_dir` (in memory without one). Stops when `stopping` turns true.
+    /// Starts the build side: the run index and the scheduler. Logs are kept in the data
+    /// directory of `home` (in memory without one), webhook secrets where `home` says. Stops
+    /// when `stopping` turns true.
     pub fn start(
         resources: Arc<Resources>,
         config: BuildConfig,
-        data_dir: Option<PathBuf>,
+        home: &StateHome,
         stopping: watch::Receiver<bool>,
     ) -> std::io::Result<Arc<Self>> {
-        let log_dir = data_dir.as_ref().map(|d| d.join(LOG_DIR));
-        let secrets = WebhookSecrets::load(data_dir.as_ref().map(|d| d.join(SECRETS_FILE)))?;
+        let log_dir = home.data_dir().map(|d| d.join(LOG_DIR));
+        let secrets = WebhookSecrets::open(home)?;
         let builds = Arc::new(Self {
             resources,
             secrets,

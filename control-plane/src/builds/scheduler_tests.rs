@@ -66,7 +66,13 @@ async fn an_offer_refused_for_lack_of_room_is_offered_again_later_and_not_counte
         ..BuildConfig::default()
     };
     let (_stop, stopping) = watch::channel(false);
-    let builds = Builds::start(resources.clone(), config, None, stopping).unwrap();
+    let builds = Builds::start(
+        resources.clone(),
+        config,
+        &crate::shared_state::StateHome::Local(None),
+        stopping,
+    )
+    .unwrap();
     let plane = ObjectKey::new(Kind::DataPlane, "acme", "builder");
     let (tx, mut rx) = mpsc::channel(64);
     let build_plane = pb::BuildPlane {

@@ -9,7 +9,10 @@
 //!   starts nothing new.
 //!
 //! Secrets are made by `BuildService.CreateWebhookSecret` and kept by the server
-//! ([`WebhookSecrets`]): in `DATA_DIR/webhook-secrets.json` (mode 0600), or in memory.
+//! ([`WebhookSecrets`]): in `DATA_DIR/webhook-secrets.json` (mode 0600), or in memory, or, on
+//! etcd, shared by every replica (`PREFIX/s/webhook-secrets/NAMESPACE/COMPONENT`, the secret
+//! as the file holds it), followed by a watch and read once on a miss, so a delivery signed
+//! with a secret made through one replica is taken by any.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,9 +26,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use troupe_common::pb::v1alpha1 as pb;
 
+use super::index::SECRETS_FILE;
 use super::start::run_name;
 use super::{BuildRequest, Builds};
 use crate::resources::Origin;
+use crate::shared_state::StateHome;
 
 /// Where pushes are sent.
 pub const PATH: &str = "/webhooks/github";
@@ -35,10 +40,58 @@ const MAX_BODY: usize = 2 * 1024 * 1024;
 /// The webhook secrets, by `NAMESPACE/COMPONENT`.
 pub struct WebhookSecrets {
     path: Option<PathBuf>,
-    secrets: Mutex<BTreeMap<String, String>>,
+    secrets: Arc<Mutex<BTreeMap<String, String>>>,
+    #[cfg(feature = "etcd")]
+    shared: Option<crate::shared_state::EtcdState>,
 }
 
+/// The directory of the secrets in etcd, under `PREFIX/s/`.
+#[cfg(feature = "etcd")]
+const SHARED_DIR: &str = "webhook-secrets/";
+
 impl WebhookSecrets {
+    /// The secrets where `home` keeps them: `DATA_DIR/webhook-secrets.json`, memory, or etcd.
+    pub fn open(home: &StateHome) -> std::io::Result<Self> {
+        match home {
+            StateHome::Local(dir) => Self::load(dir.as_ref().map(|d| d.join(SECRETS_FILE))),
+            #[cfg(feature = "etcd")]
+            StateHome::Etcd { state, .. } => Self::shared(state.clone()),
+        }
+    }
+
+    /// The secrets in etcd, followed from now on.
+    #[cfg(feature = "etcd")]
+    fn shared(state: crate::shared_state::EtcdState) -> std::io::Result<Self> {
+        use crate::shared_state::Change;
+        let (items, revision) = state.list(SHARED_DIR).map_err(std::io::Error::other)?;
+        let secrets = Arc::new(Mutex::new(BTreeMap::new()));
+        let into = secrets.clone();
+        let apply = move |change: Change| {
+            let mut secrets = into.lock().unwrap_or_else(PoisonError::into_inner);
+            let entry = |item: crate::shared_state::Item| {
+                let key = item.key.trim_start_matches(SHARED_DIR).to_string();
+                (key, String::from_utf8_lossy(&item.value).into_owned())
+            };
+            match change {
+                Change::Put(item) => {
+                    let (key, secret) = entry(item);
+                    secrets.insert(key, secret);
+                }
+                Change::Delete(key) => {
+                    secrets.remove(key.trim_start_matches(SHARED_DIR));
+                }
+                Change::Reset(items) => *secrets = items.into_iter().map(entry).collect(),
+            }
+        };
+        apply(Change::Reset(items));
+        state.follow(SHARED_DIR, revision, apply);
+        Ok(Self {
+            path: None,
+            secrets,
+            shared: Some(state),
+        })
+    }
+
     /// Loads the secrets kept at `path` (none yet if it does not exist); `None` keeps them in
     /// memory only.
     pub fn load(path: Option<PathBuf>) -> std::io::Result<Self> {
@@ -52,7 +105,9 @@ impl WebhookSecrets {
         };
         Ok(Self {
             path,
-            secrets: Mutex::new(secrets),
+            secrets: Arc::new(Mutex::new(secrets)),
+            #[cfg(feature = "etcd")]
+            shared: None,
         })
     }
 
@@ -66,6 +121,13 @@ impl WebhookSecrets {
         let mut secrets = self.secrets.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = secrets.clone();
         next.insert(format!("{namespace}/{component}"), secret.clone());
+        #[cfg(feature = "etcd")]
+        if let Some(state) = &self.shared {
+            let key = format!("{SHARED_DIR}{namespace}/{component}");
+            state
+                .put(&key, secret.clone().into_bytes())
+                .map_err(std::io::Error::other)?;
+        }
         if let Some(path) = &self.path {
             let text = serde_json::to_vec_pretty(&next).map_err(std::io::Error::other)?;
             troupe_common::durable::write(path, &text)?;
@@ -76,11 +138,27 @@ impl WebhookSecrets {
     }
 
     fn get(&self, namespace: &str, component: &str) -> Option<String> {
-        self.secrets
+        let key = format!("{namespace}/{component}");
+        let known = self
+            .secrets
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&format!("{namespace}/{component}"))
-            .cloned()
+            .get(&key)
+            .cloned();
+        #[cfg(feature = "etcd")]
+        if known.is_none()
+            && let Some(state) = &self.shared
+        {
+            // Another replica may have made it a moment ago.
+            return match state.get(&format!("{SHARED_DIR}{key}")) {
+                Ok(item) => item.map(|i| String::from_utf8_lossy(&i.value).into_owned()),
+                Err(e) => {
+                    tracing::warn!(error = %e, component = %key, "reading a webhook secret from etcd");
+                    None
+                }
+            };
+        }
+        known
     }
 }
 
@@ -404,5 +482,44 @@ mod tests {
             normalize("https://github.com/acme/api2"),
             "github.com/acme/api"
         );
+    }
+}
+
+#[cfg(all(test, feature = "etcd"))]
+mod shared_tests {
+    use super::*;
+    use crate::shared_state::EtcdState;
+    use crate::store::{EtcdStore, LocalEtcd, StoreLocation};
+
+    fn mk_secrets(etcd: &LocalEtcd) -> WebhookSecrets {
+        let StoreLocation::Etcd(url) = etcd.url("w").parse::<StoreLocation>().unwrap() else {
+            panic!("not an etcd URL")
+        };
+        let state = EtcdState::new(Arc::new(EtcdStore::open(&url).unwrap()));
+        WebhookSecrets::open(&StateHome::Etcd {
+            state,
+            data_dir: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_secret_made_through_one_replica_signs_for_every_replica() {
+        let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+        let (a, b) = (mk_secrets(&etcd), mk_secrets(&etcd));
+        assert_eq!(b.get("acme", "api"), None);
+        let first = a.create("acme", "api").unwrap();
+        // At once, although B's watch may not have brought it yet.
+        assert_eq!(b.get("acme", "api"), Some(first.clone()));
+        let second = a.create("acme", "api").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while b.get("acme", "api") != Some(second.clone()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "B kept the old secret"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(mk_secrets(&etcd).get("acme", "api"), Some(second));
     }
 }

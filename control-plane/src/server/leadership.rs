@@ -14,6 +14,7 @@
 //! before the term is cleared; the server then campaigns again, and a new term starts its
 //! controllers from a fresh listing of the store, as a restarted server would.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 #[cfg(feature = "etcd")]
 use std::time::Duration;
@@ -30,6 +31,8 @@ use crate::resources::Resources;
 #[cfg(feature = "etcd")]
 use crate::store::EtcdStore;
 use crate::store::Term;
+
+use super::ServerConfig;
 
 /// What the controllers work on.
 pub(super) struct Controllers {
@@ -75,6 +78,20 @@ pub(super) struct Replica {
     /// Where it is reached, for whoever lists the servers.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub about: String,
+}
+
+impl Replica {
+    /// This server as `config` names it (`HOSTNAME:API_PORT` unless `--replica` is given),
+    /// reached at `api` and `agents`.
+    pub(super) fn named(config: &ServerConfig, api: SocketAddr, agents: SocketAddr) -> Self {
+        Self {
+            name: config
+                .replica
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", super::open::hostname(), api.port())),
+            about: format!("api {api}, agents {agents}"),
+        }
+    }
 }
 
 impl Election {

@@ -10,6 +10,10 @@
 //! message per commit. Compaction is etcd's (the store compacts the cluster to keep its
 //! retention); a revision compacted away is [`StoreError::Compacted`].
 //!
+//! The server's own state every replica shares (the CA, tokens, webhook secrets) lives beside
+//! the objects under `PREFIX/s/`, written through the store's client and runtime; the tail
+//! sees those keys and ignores them, as it does the marker.
+//!
 //! Durability: etcd answers a write once a quorum of its members has it on disk, so a commit
 //! is durable when it returns, and so is every revision the tail sees.
 //!
@@ -39,6 +43,7 @@ mod read;
 mod tail;
 mod view;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -153,6 +158,44 @@ impl EtcdStore {
         bridge.handle().spawn(tail::follow(shared.clone()));
         tracing::info!(etcd = %url, revision = head, "etcd store open");
         Ok(Self { shared, bridge })
+    }
+}
+
+/// What state kept beside the objects (under `PREFIX/s/`: the server's own) needs of the
+/// store: its client, its prefix, and its runtime, so that such state is neither another
+/// connection to the cluster nor another runtime.
+impl EtcdStore {
+    /// `PREFIX/`: every key of the store starts with it.
+    pub fn root(&self) -> &[u8] {
+        self.shared.layout.root()
+    }
+
+    /// The cluster's members, for messages.
+    pub fn members(&self) -> &str {
+        &self.shared.members
+    }
+
+    /// The store's client (cheap to clone; every clone shares the connection).
+    pub fn client(&self) -> Client {
+        self.shared.client.clone()
+    }
+
+    /// Runs `call`, made with the store's client, on the store's runtime within a call's time
+    /// limit, and blocks this thread until it is done; a failure names the cluster and `what`.
+    pub fn call<T, F>(&self, what: &str, call: impl FnOnce(Client) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let (members, what) = (self.shared.members.clone(), what.to_string());
+        let call = call(self.shared.client.clone());
+        self.bridge
+            .block(async move { timed(&members, &what, call).await })
+    }
+
+    /// Runs `task` on the store's runtime for as long as the store is open.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.bridge.handle().spawn(task);
     }
 }
 

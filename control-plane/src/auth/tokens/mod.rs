@@ -10,12 +10,20 @@
 //! The first start (no `DATA_DIR/admin.token` yet) makes the token `admin`, in group
 //! [`ADMINS_GROUP`], and writes it to `DATA_DIR/admin.token` (mode 0600). Removing that file
 //! and restarting revokes the old admin token and writes a new one.
+//!
+//! Servers on etcd share the tokens ([`shared`]): the same records, one key per token hash
+//! (`PREFIX/s/api-tokens/HASH`, with its revocation time once revoked), followed by a watch, so
+//! checking a token stays a map lookup; a token this replica has not seen is read from etcd
+//! once (another replica may have made it a moment ago). The admin token is one for the
+//! cluster (`PREFIX/s/admin-token`), made by the first replica to start and copied to each
+//! replica's `DATA_DIR/admin.token`; revoking it (`troupe token revoke admin`) and restarting
+//! a replica makes a new one.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
@@ -24,6 +32,7 @@ use sha2::Digest;
 use troupe_common::durable;
 
 use super::{Principal, Via};
+use crate::shared_state::StateHome;
 
 /// Prefix of every Troupe API token.
 pub const PREFIX: &str = "trp_";
@@ -74,8 +83,8 @@ pub enum TokenError {
     /// A request to create or revoke a token that cannot be done.
     #[error("{0}")]
     Invalid(String),
-    /// The token file could not be written.
-    #[error("writing the token file: {0}")]
+    /// The token could not be stored (the token file, or etcd).
+    #[error("storing the token: {0}")]
     Io(String),
 }
 
@@ -124,21 +133,44 @@ pub struct TokenInfo {
     pub last_used_unix: Option<u64>,
 }
 
+/// The token file in the data directory.
+pub const TOKENS_FILE: &str = "auth/tokens.jsonl";
+
+/// The tokens, by the hash of their secret.
+type Entries = Arc<RwLock<HashMap<[u8; 32], Entry>>>;
+
 /// The API tokens, by the hash of their secret.
 pub struct ApiTokens {
-    entries: RwLock<HashMap<[u8; 32], Entry>>,
-    /// The open token file, when tokens are kept on disk.
-    log: Option<Mutex<std::fs::File>>,
+    entries: Entries,
+    backing: Backing,
+}
+
+/// Where tokens are written.
+enum Backing {
+    Memory,
+    /// The open token file.
+    File(Mutex<std::fs::File>),
+    #[cfg(feature = "etcd")]
+    Etcd(crate::shared_state::EtcdState),
 }
 
 impl ApiTokens {
+    /// The tokens where `home` keeps them: `DATA_DIR/auth/tokens.jsonl`, memory, or etcd.
+    pub fn open(home: &StateHome) -> anyhow::Result<Self> {
+        match home {
+            StateHome::Local(dir) => Self::load(dir.as_ref().map(|d| d.join(TOKENS_FILE))),
+            #[cfg(feature = "etcd")]
+            StateHome::Etcd { state, .. } => shared::open(state.clone()),
+        }
+    }
+
     /// Loads the tokens kept at `path` (none yet if it does not exist); `None` keeps them in
     /// memory only.
     pub fn load(path: Option<PathBuf>) -> anyhow::Result<Self> {
         let Some(path) = path else {
             return Ok(Self {
-                entries: RwLock::new(HashMap::new()),
-                log: None,
+                entries: Arc::default(),
+                backing: Backing::Memory,
             });
         };
         if let Some(dir) = path.parent() {
@@ -181,8 +213,8 @@ impl ApiTokens {
         durable::write(&path, compacted.as_bytes())?;
         let log = std::fs::OpenOptions::new().append(true).open(&path)?;
         Ok(Self {
-            entries: RwLock::new(entries),
-            log: Some(Mutex::new(log)),
+            entries: Arc::new(RwLock::new(entries)),
+            backing: Backing::File(Mutex::new(log)),
         })
     }
 
@@ -207,27 +239,22 @@ impl ApiTokens {
                 "groups: {group:?} is not a group name"
             )));
         }
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        let token = format!("{PREFIX}{}", troupe_common::hex::encode(&secret));
-        let hash = digest(&token);
-        let now = unix(SystemTime::now());
-        let record = Record {
-            name: name.to_string(),
-            sha256: troupe_common::hex::encode(&hash),
-            groups: groups.to_vec(),
-            created_unix: now,
-            expires_unix: now.saturating_add(ttl.as_secs()),
-            created_by: created_by.to_string(),
-        };
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let (token, hash, record) = mint(name, groups, ttl, created_by);
+        let now = record.created_unix;
+        #[cfg(feature = "etcd")]
+        if let Backing::Etcd(state) = &self.backing {
+            shared::create(state, &record)?;
+            let entry = Entry::new(record, None);
+            let info = entry.info();
+            self.write_entries().insert(hash, entry);
+            return Ok((token, info));
+        }
+        let mut entries = self.write_entries();
         if entries
             .values()
             .any(|e| e.record.name == name && e.is_current(now))
         {
-            return Err(TokenError::Invalid(format!(
-                "name: a token named {name:?} exists; revoke it first (`troupe token revoke {name}`)"
-            )));
+            return Err(exists(name));
         }
         self.append(&Line::Create(record.clone()))?;
         let entry = Entry::new(record, None);
@@ -239,7 +266,17 @@ impl ApiTokens {
     /// Ends token `name` now. Returns how it was.
     pub fn revoke(&self, name: &str) -> Result<TokenInfo, TokenError> {
         let now = unix(SystemTime::now());
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        #[cfg(feature = "etcd")]
+        if let Backing::Etcd(state) = &self.backing {
+            let (hash, record) = shared::revoke(state, name, now)?;
+            let mut entries = self.write_entries();
+            let entry = entries
+                .entry(hash)
+                .or_insert_with(|| Entry::new(record, None));
+            entry.revoked_unix = Some(now);
+            return Ok(entry.info());
+        }
+        let mut entries = self.write_entries();
         let entry = entries
             .values_mut()
             .find(|e| e.record.name == name && e.is_current(now))
@@ -273,6 +310,10 @@ impl ApiTokens {
             ));
         }
         let hash = digest(token);
+        #[cfg(feature = "etcd")]
+        if let Backing::Etcd(state) = &self.backing {
+            shared::fetch_if_missing(state, &self.entries, &hash);
+        }
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let entry = entries
             .get(&hash)
@@ -304,6 +345,14 @@ impl ApiTokens {
     /// previous admin token revoked) and written to `file` (mode 0600). Without a file (a
     /// server in memory) it is made anew on every start.
     pub fn admin_token(&self, file: Option<&Path>) -> anyhow::Result<String> {
+        #[cfg(feature = "etcd")]
+        if let Backing::Etcd(state) = &self.backing {
+            let token = shared::admin_token(self, state)?;
+            if let Some(file) = file {
+                durable::write(file, format!("{token}\n").as_bytes())?;
+            }
+            return Ok(token);
+        }
         if let Some(file) = file
             && let Ok(text) = std::fs::read_to_string(file)
             && self.verify(text.trim()).is_ok()
@@ -326,8 +375,12 @@ impl ApiTokens {
         Ok(token)
     }
 
+    fn write_entries(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<[u8; 32], Entry>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn append(&self, line: &Line) -> Result<(), TokenError> {
-        let Some(log) = &self.log else {
+        let Backing::File(log) = &self.backing else {
             return Ok(());
         };
         let io = |e: std::io::Error| TokenError::Io(e.to_string());
@@ -367,6 +420,36 @@ impl Entry {
             last_used_unix: (last != 0).then_some(last),
         }
     }
+}
+
+/// A new token `name` and its record: the token (shown once), its hash, what is kept.
+fn mint(
+    name: &str,
+    groups: &[String],
+    ttl: Duration,
+    created_by: &str,
+) -> (String, [u8; 32], Record) {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("{PREFIX}{}", troupe_common::hex::encode(&secret));
+    let hash = digest(&token);
+    let now = unix(SystemTime::now());
+    let record = Record {
+        name: name.to_string(),
+        sha256: troupe_common::hex::encode(&hash),
+        groups: groups.to_vec(),
+        created_unix: now,
+        expires_unix: now.saturating_add(ttl.as_secs()),
+        created_by: created_by.to_string(),
+    };
+    (token, hash, record)
+}
+
+/// The refusal of a second current token named `name`.
+fn exists(name: &str) -> TokenError {
+    TokenError::Invalid(format!(
+        "name: a token named {name:?} exists; revoke it first (`troupe token revoke {name}`)"
+    ))
 }
 
 /// Token names are user names: a DNS label, so they read the same in role bindings, audit
@@ -419,83 +502,8 @@ pub(crate) fn rfc3339(unix_secs: u64) -> String {
         .unwrap_or_else(|| unix_secs.to_string())
 }
 
+#[cfg(feature = "etcd")]
+mod shared;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_proves_its_name_and_groups_until_revoked_and_survives_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("auth/tokens.jsonl");
-        let tokens = ApiTokens::load(Some(path.clone())).unwrap();
-        let groups = vec!["shop-team".to_string()];
-        let (token, info) = tokens
-            .create("ci-orders", &groups, DEFAULT_TTL, "admin")
-            .unwrap();
-        assert_eq!(info.created_by, "admin");
-        assert!(token.starts_with(PREFIX));
-
-        let tokens = ApiTokens::load(Some(path.clone())).unwrap();
-        assert!(!std::fs::read_to_string(&path).unwrap().contains(&token));
-        let who = tokens.verify(&token).unwrap();
-        assert_eq!(
-            (who.name.as_str(), who.groups.clone()),
-            ("ci-orders", groups.clone())
-        );
-        assert_eq!(who.via, Via::Token("ci-orders".into()));
-        assert!(tokens.list()[0].last_used_unix.is_some());
-        let duplicate = tokens.create("ci-orders", &[], DEFAULT_TTL, "admin");
-        assert!(matches!(duplicate, Err(TokenError::Invalid(m)) if m.contains("exists")));
-
-        tokens.revoke("ci-orders").unwrap();
-        let tokens = ApiTokens::load(Some(path)).unwrap();
-        let err = tokens.verify(&token).unwrap_err().to_string();
-        assert!(err.contains("ci-orders was revoked"), "{err}");
-        assert!(tokens.list().is_empty());
-        // The name is free again.
-        tokens
-            .create("ci-orders", &[], DEFAULT_TTL, "admin")
-            .unwrap();
-    }
-
-    #[test]
-    fn expired_unknown_and_malformed_tokens_say_what_is_wrong() {
-        let tokens = ApiTokens::load(None).unwrap();
-        let (expired, _) = tokens.create("old", &[], Duration::ZERO, "admin").unwrap();
-        let err = tokens.verify(&expired).unwrap_err().to_string();
-        assert!(err.contains("API token old expired at"), "{err}");
-        let forged = format!("{PREFIX}{}", "0".repeat(64));
-        assert_eq!(
-            tokens.verify(&forged).unwrap_err().to_string(),
-            "unknown API token"
-        );
-        let err = tokens.verify("hunter2").unwrap_err().to_string();
-        assert!(err.starts_with("malformed token"), "{err}");
-        let err = tokens.create("Bad Name", &[], DEFAULT_TTL, "admin");
-        assert!(matches!(err, Err(TokenError::Invalid(m)) if m.starts_with("name:")));
-    }
-
-    #[test]
-    fn the_admin_token_is_written_once_and_renewed_when_its_file_is_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("auth/tokens.jsonl");
-        let file = dir.path().join("admin.token");
-        let tokens = ApiTokens::load(Some(path.clone())).unwrap();
-        let first = tokens.admin_token(Some(&file)).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let tokens = ApiTokens::load(Some(path.clone())).unwrap();
-        assert_eq!(tokens.admin_token(Some(&file)).unwrap(), first);
-        assert_eq!(tokens.verify(&first).unwrap().groups, vec![ADMINS_GROUP]);
-
-        std::fs::remove_file(&file).unwrap();
-        let second = tokens.admin_token(Some(&file)).unwrap();
-        assert_ne!(first, second);
-        assert!(tokens.verify(&first).is_err());
-        assert!(tokens.verify(&second).is_ok());
-    }
-}
+mod tests;

@@ -1,0 +1,264 @@
+//! [`EtcdState`]: the shared state's keys in etcd, under the store's prefix at `PREFIX/s/`.
+//!
+//! Keys are relative to `PREFIX/s/` (`pki/ca`, `api-tokens/HASH`); values are whatever their
+//! owner writes (the JSON records its file holds). Calls block the caller's thread on the
+//! store's runtime, as the store's own do, and are bounded in time. [`EtcdState::follow`]
+//! watches a directory from a revision on and hands every change to its owner, resuming after
+//! a broken watch and starting over from a fresh listing if etcd compacted what it missed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, TxnOp, TxnOpResponse, WatchOptions,
+};
+
+use crate::store::{EtcdStore, StoreError};
+
+/// The first wait before a broken watch is resumed; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The shared state of the replicas on one etcd store.
+#[derive(Clone)]
+pub struct EtcdState {
+    store: Arc<EtcdStore>,
+    /// `PREFIX/s/`.
+    root: Vec<u8>,
+}
+
+/// One key's value, with the revision that last changed it (what a [`EtcdState::commit`]
+/// compares against).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The key, relative to `PREFIX/s/`.
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+    /// etcd's revision of its last change.
+    pub mod_revision: i64,
+}
+
+/// A change [`EtcdState::follow`] hands on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A key was written.
+    Put(Item),
+    /// A key was deleted.
+    Delete(String),
+    /// Changes were lost to compaction: this is everything in the directory now.
+    Reset(Vec<Item>),
+}
+
+/// One write of a [`EtcdState::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Sets a key.
+    Put(String, Vec<u8>),
+    /// Deletes a key.
+    Delete(String),
+}
+
+impl EtcdState {
+    /// The shared state beside `store`'s objects.
+    pub fn new(store: Arc<EtcdStore>) -> Self {
+        let root = [store.root(), b"s/"].concat();
+        Self { store, root }
+    }
+
+    fn key(&self, key: &str) -> Vec<u8> {
+        [self.root.as_slice(), key.as_bytes()].concat()
+    }
+
+    /// The value of `key`, read from etcd now.
+    pub fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        let full = self.key(key);
+        let answer = self
+            .store
+            .call("reading shared state", |mut c| async move {
+                c.get(full, None).await
+            })?;
+        Ok(answer.kvs().first().and_then(|kv| item(&self.root, kv)))
+    }
+
+    /// Every key under directory `dir` (`api-tokens/`), and the revision they were read at.
+    pub fn list(&self, dir: &str) -> Result<(Vec<Item>, i64), StoreError> {
+        let client = self.store.client();
+        let (root, dir) = (self.root.clone(), self.key(dir));
+        self.store.call("listing shared state", |_| async move {
+            list(client, &root, dir).await
+        })
+    }
+
+    /// Sets `key` to `value`; it is on a quorum of etcd's disks when this returns.
+    pub fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let full = self.key(key);
+        self.store
+            .call("writing shared state", |mut c| async move {
+                c.put(full, value, None).await
+            })?;
+        Ok(())
+    }
+
+    /// The value of `key`, which `make` makes if there is none yet: of several replicas
+    /// making it at once, one wins (one transaction creates it only if absent) and every one
+    /// returns the winner's.
+    pub fn create_once(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<Vec<u8>> {
+        if let Some(found) = self.get(key)? {
+            return Ok(found.value);
+        }
+        let (full, value) = (self.key(key), make()?);
+        let create = etcd_client::Txn::new()
+            .when([Compare::version(full.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(full.clone(), value.clone(), None)])
+            .or_else([TxnOp::get(full, None)]);
+        let answer = self
+            .store
+            .call("creating shared state", |mut c| async move {
+                c.txn(create).await
+            })?;
+        if answer.succeeded() {
+            return Ok(value);
+        }
+        let winner = answer.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        });
+        winner.ok_or_else(|| anyhow::anyhow!("shared state {key}: created and deleted at once"))
+    }
+
+    /// Makes `writes` in one transaction if every key of `expect` was last changed at its
+    /// revision (0: the key is absent). Returns whether it did.
+    pub fn commit(&self, expect: &[(&str, i64)], writes: Vec<Write>) -> Result<bool, StoreError> {
+        let compares: Vec<Compare> = expect
+            .iter()
+            .map(|(key, revision)| {
+                Compare::mod_revision(self.key(key), CompareOp::Equal, *revision)
+            })
+            .collect();
+        let ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|w| match w {
+                Write::Put(key, value) => TxnOp::put(self.key(&key), value, None),
+                Write::Delete(key) => TxnOp::delete(self.key(&key), None),
+            })
+            .collect();
+        let txn = etcd_client::Txn::new().when(compares).and_then(ops);
+        let answer = self.store.call(
+            "writing shared state",
+            |mut c| async move { c.txn(txn).await },
+        )?;
+        Ok(answer.succeeded())
+    }
+
+    /// Hands every change under directory `dir` after etcd revision `after` to `apply`, in
+    /// order, for as long as the store is open.
+    pub fn follow(&self, dir: &str, after: i64, apply: impl FnMut(Change) + Send + 'static) {
+        let task = follow(
+            self.store.client(),
+            self.store.members().to_string(),
+            self.root.clone(),
+            self.key(dir),
+            after,
+            apply,
+        );
+        self.store.spawn(task);
+    }
+}
+
+/// The item of `kv`, its key made relative to `root`; `None` for a key outside it.
+fn item(root: &[u8], kv: &KeyValue) -> Option<Item> {
+    let key = kv.key().strip_prefix(root)?;
+    Some(Item {
+        key: String::from_utf8_lossy(key).into_owned(),
+        value: kv.value().to_vec(),
+        mod_revision: kv.mod_revision(),
+    })
+}
+
+async fn list(
+    mut client: Client,
+    root: &[u8],
+    dir: Vec<u8>,
+) -> Result<(Vec<Item>, i64), etcd_client::Error> {
+    let answer = client
+        .get(dir, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let revision = answer.header().map_or(0, |h| h.revision());
+    let items = answer
+        .kvs()
+        .iter()
+        .filter_map(|kv| item(root, kv))
+        .collect();
+    Ok((items, revision))
+}
+
+/// The watch behind [`EtcdState::follow`].
+async fn follow(
+    mut client: Client,
+    members: String,
+    root: Vec<u8>,
+    dir: Vec<u8>,
+    mut after: i64,
+    mut apply: impl FnMut(Change) + Send + 'static,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(after + 1);
+        let compacted = match client.watch(dir.clone(), Some(options)).await {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(answer)) if answer.compact_revision() > 0 => break true,
+                    Ok(Some(answer)) if answer.canceled() => break false,
+                    Ok(Some(answer)) => {
+                        backoff = MIN_BACKOFF;
+                        for event in answer.events() {
+                            let Some(kv) = event.kv() else { continue };
+                            after = after.max(kv.mod_revision());
+                            let Some(item) = item(&root, kv) else {
+                                continue;
+                            };
+                            apply(match event.event_type() {
+                                EventType::Put => Change::Put(item),
+                                EventType::Delete => Change::Delete(item.key),
+                            });
+                        }
+                    }
+                    Ok(None) => break false,
+                    Err(e) => {
+                        tracing::warn!(etcd = %members, error = %e, "shared state: the watch broke; resuming");
+                        break false;
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::warn!(etcd = %members, error = %e, "shared state: cannot watch; retrying");
+                false
+            }
+        };
+        if compacted {
+            match list(client.clone(), &root, dir.clone()).await {
+                Ok((items, revision)) => {
+                    tracing::info!(etcd = %members, revision, "shared state: changes compacted away; reloaded");
+                    after = revision;
+                    apply(Change::Reset(items));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(etcd = %members, error = %e, "shared state: reloading failed")
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! The shared state on a real etcd: two servers' stores on one prefix agree on a value made
+//! once, see each other's writes through the watch, and commit only on the revisions they
+//! read.
+
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::store::{LocalEtcd, StoreLocation};
+
+fn mk_etcd() -> LocalEtcd {
+    LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn mk_state(etcd: &LocalEtcd, prefix: &str) -> EtcdState {
+    let StoreLocation::Etcd(url) = etcd.url(prefix).parse::<StoreLocation>().unwrap() else {
+        panic!("not an etcd URL")
+    };
+    EtcdState::new(Arc::new(EtcdStore::open(&url).unwrap()))
+}
+
+/// Polls `check` for up to ten seconds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn replicas_making_a_value_at_once_all_get_the_winners() {
+    let etcd = mk_etcd();
+    let states: Vec<EtcdState> = (0..4).map(|_| mk_state(&etcd, "race")).collect();
+    let start = Arc::new(Barrier::new(states.len()));
+    let threads: Vec<_> = states
+        .into_iter()
+        .enumerate()
+        .map(|(i, state)| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                state
+                    .create_once("pki/ca", || Ok(format!("ca of replica {i}").into_bytes()))
+                    .unwrap()
+            })
+        })
+        .collect();
+    let values: Vec<Vec<u8>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(values.iter().all(|v| *v == values[0]), "{values:?}");
+    // A later start reads it and makes nothing.
+    let later = mk_state(&etcd, "race");
+    let again = later
+        .create_once("pki/ca", || panic!("made a second CA"))
+        .unwrap();
+    assert_eq!(again, values[0]);
+    // Another prefix is another cluster's state.
+    let other = mk_state(&etcd, "other");
+    assert_eq!(
+        other
+            .create_once("pki/ca", || Ok(b"mine".to_vec()))
+            .unwrap(),
+        b"mine"
+    );
+}
+
+#[test]
+fn a_replica_following_a_directory_sees_another_replicas_writes_and_only_those() {
+    let etcd = mk_etcd();
+    let (a, b) = (mk_state(&etcd, "shared"), mk_state(&etcd, "shared"));
+    b.put("tokens/old", b"before".to_vec()).unwrap();
+    let (items, revision) = a.list("tokens/").unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (items[0].key.as_str(), items[0].value.as_slice()),
+        ("tokens/old", &b"before"[..])
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    a.follow("tokens/", revision, move |change| {
+        sink.lock().unwrap().push(change)
+    });
+
+    b.put("tokens/new", b"1".to_vec()).unwrap();
+    b.put("other/x", b"not followed".to_vec()).unwrap();
+    assert!(
+        b.commit(&[], vec![Write::Delete("tokens/old".into())])
+            .unwrap()
+    );
+    eventually("both changes", || seen.lock().unwrap().len() >= 2);
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        matches!(&seen[0], Change::Put(item) if item.key == "tokens/new" && item.value == b"1"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[1], Change::Delete("tokens/old".into()));
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[test]
+fn a_commit_happens_only_on_the_revisions_it_read() {
+    let etcd = mk_etcd();
+    let (a, b) = (mk_state(&etcd, "cas"), mk_state(&etcd, "cas"));
+    let put = |key: &str| Write::Put(key.to_string(), b"v".to_vec());
+    assert!(a.commit(&[("names/ci", 0)], vec![put("names/ci")]).unwrap());
+    assert!(
+        !b.commit(&[("names/ci", 0)], vec![put("names/ci"), put("tokens/x")])
+            .unwrap(),
+        "created twice"
+    );
+    assert_eq!(a.get("tokens/x").unwrap(), None, "half a refused commit");
+    let read = b.get("names/ci").unwrap().unwrap();
+    assert!(
+        b.commit(&[("names/ci", read.mod_revision)], vec![put("names/ci")])
+            .unwrap()
+    );
+    assert!(
+        !a.commit(&[("names/ci", read.mod_revision)], vec![put("names/ci")])
+            .unwrap()
+    );
+}
