@@ -217,8 +217,13 @@ pub async fn write_missing(resources: &Arc<Resources>) -> Result<Vec<&'static st
             Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        resources.apply(object, Origin::ControlPlane, false).await?;
-        written.push(name);
+        let key = object.key();
+        match resources.apply(object, Origin::ControlPlane, false).await {
+            Ok(_) => written.push(name),
+            // Another server on the same store, starting at the same time, wrote it first.
+            Err(_) if resources.get(&key).is_ok() => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(written)
 }
