@@ -136,6 +136,7 @@ spec:
     };
     assert!(seen.starts_with("ADDED"), "{seen}");
     let _ = watch.kill();
+    let _ = watch.wait();
 
     // The agent is given every server's agent endpoint and starts on the leader's.
     let start = (troupe_common::fnv::fnv1a(b"acme/local") % 3) as usize;
