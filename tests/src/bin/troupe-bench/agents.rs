@@ -74,6 +74,15 @@ pub(crate) fn free_loopback_address() -> anyhow::Result<String> {
 impl ControlPlane {
     /// Starts `troupe server` on `data_dir`; returns once it is ready, with when it was.
     pub(crate) fn start(data_dir: &Path, agent_listen: &str) -> anyhow::Result<(Self, Instant)> {
+        Self::start_with(data_dir, agent_listen, &[])
+    }
+
+    /// [`ControlPlane::start`] with `extra` server arguments.
+    pub(crate) fn start_with(
+        data_dir: &Path,
+        agent_listen: &str,
+        extra: &[String],
+    ) -> anyhow::Result<(Self, Instant)> {
         let exe = std::env::current_exe()?.with_file_name("troupe");
         anyhow::ensure!(
             exe.exists(),
@@ -92,6 +101,7 @@ impl ControlPlane {
             ])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -140,6 +150,12 @@ impl ControlPlane {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             .map_or(0, |kib| kib * 1024)
+    }
+
+    /// Kills the server (SIGKILL): nothing of it runs on.
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the server (SIGTERM) and waits for it to exit.
@@ -221,7 +237,7 @@ impl Applier for MemoryApplier {
     }
 }
 
-fn binding_yaml(i: usize, release: &str, seq: Option<u64>) -> String {
+pub(crate) fn binding_yaml(i: usize, release: &str, seq: Option<u64>) -> String {
     let overrides = seq.map_or(String::new(), |s| {
         format!(
             "  workloadOverrides: {{container: {{env: [{{key: BENCH_SEQ, value: \"{s}\"}}]}}}}\n"
@@ -340,8 +356,20 @@ impl Fleet {
         from: usize,
         to: usize,
     ) -> anyhow::Result<()> {
+        self.start_at(cp, &format!("https://{}", cp.agents), ca, from, to)
+            .await
+    }
+
+    /// [`Fleet::start`] with the agents given `url` (several endpoints, comma-separated).
+    pub(crate) async fn start_at(
+        &self,
+        cp: &ControlPlane,
+        url: &str,
+        ca: &Path,
+        from: usize,
+        to: usize,
+    ) -> anyhow::Result<()> {
         let channel = cp.api_addr()?.connect().await?;
-        let url = format!("https://{}", cp.agents);
         for i in from..to {
             let token = DataPlaneServiceClient::new(channel.clone())
                 .create_bootstrap_token(CreateBootstrapTokenRequest {
@@ -355,7 +383,7 @@ impl Fleet {
                 .into_inner()
                 .token;
             let mut config = troupe_agent::Config::new(
-                url.clone(),
+                url.to_string(),
                 DataPlaneIdentity::parse(&format!("acme/dp-{i}")).map_err(anyhow::Error::msg)?,
                 self.root.join(format!("agent-{i}")),
                 self.applier.clone(),
@@ -425,16 +453,12 @@ async fn raw_rtt(api: &str) -> anyhow::Result<(f64, f64)> {
     Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
 }
 
-/// Runs every measurement and returns the figures.
-pub async fn run(options: Options) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let agent_listen = free_loopback_address()?;
-    let (cp, _) = ControlPlane::start(&data, &agent_listen)?;
-    let ca = data.join("pki").join("ca.crt");
+/// The example platform's namespace, types, traits and component `api`, with data plane,
+/// environment and binding `i` for each of `agents` agents, through `cp`; returns the
+/// release of api every binding names.
+pub(crate) async fn prepare(cp: &ControlPlane, agents: usize) -> anyhow::Result<String> {
     let channel = cp.api_addr()?.connect().await?;
     let mut resources = ResourceServiceClient::new(channel.clone());
-    let total = options.resync_agents.max(options.agents);
     // The example platform's namespace, types, traits and component; the bench brings its own
     // data planes, environments and pipeline.
     let kind_of = |doc: &str| {
@@ -475,8 +499,6 @@ kind: Project
 metadata: {name: shop, namespace: acme}
 spec: {deploymentPipelineRef: default}
 ";
-    eprintln!("setting up {} agents' data planes …", options.agents);
-    let setup = Instant::now();
     for doc in of_kinds(&["Namespace", "ComponentType", "Trait"]) {
         apply_yaml(&mut resources, doc).await?;
     }
@@ -495,7 +517,23 @@ spec: {deploymentPipelineRef: default}
         .and_then(|r| r.metadata)
         .map(|m| m.name)
         .unwrap_or_default();
-    populate(&cp.api_addr()?, 0, options.agents, &release).await?;
+    populate(&cp.api_addr()?, 0, agents, &release).await?;
+    Ok(release)
+}
+
+/// Runs every measurement and returns the figures.
+pub async fn run(options: Options) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let agent_listen = free_loopback_address()?;
+    let (cp, _) = ControlPlane::start(&data, &agent_listen)?;
+    let ca = data.join("pki").join("ca.crt");
+    let channel = cp.api_addr()?.connect().await?;
+    let resources = ResourceServiceClient::new(channel.clone());
+    let total = options.resync_agents.max(options.agents);
+    eprintln!("setting up {} agents' data planes …", options.agents);
+    let setup = Instant::now();
+    let release = prepare(&cp, options.agents).await?;
     let mut fleet = Fleet::new(dir.path());
     fleet.start(&cp, &ca, 0, options.agents).await?;
     fleet.wait_synced(options.agents, "first agents").await?;

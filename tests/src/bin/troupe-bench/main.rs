@@ -20,10 +20,15 @@
 //! `troupe-bench builds` times concurrent builds from `StartBuild` to `Succeeded` over
 //! in-process build agents, and one build's log from the agent to a following `Logs` call:
 //! see `builds.rs`.
+//!
+//! `troupe-bench failover` (feature `etcd`) kills the leader of three servers on one etcd and
+//! times the new leader, its first reconcile and every agent back in sync: see `failover.rs`.
 
 mod agents;
 mod api;
 mod builds;
+#[cfg(feature = "etcd")]
+mod failover;
 mod kube;
 mod list;
 mod policies;
@@ -141,6 +146,21 @@ enum Bench {
         /// 140,000 fit in the server's log of a run (16 MiB).
         #[arg(long, default_value_t = 20_000)]
         log_lines: usize,
+    },
+    /// Three servers on one etcd with agents spread over them: the leader is killed; time
+    /// to a new leader, to its first reconcile, to every agent back in sync. Needs a
+    /// troupe-bench built with `--features etcd`.
+    Failover {
+        /// Agents, spread over the three servers.
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// The servers' leader lease, seconds.
+        #[arg(long, default_value_t = 15)]
+        lease_seconds: u64,
+        /// The etcd to use (etcd://HOST:PORT[/PREFIX]; the run keeps under a prefix of its
+        /// own); without it, one is started (Debian etcd-server).
+        #[arg(long, value_name = "URL")]
+        store: Option<troupe_control_plane::store::StoreLocation>,
     },
 }
 
@@ -297,5 +317,25 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::Value::Object(figures));
             Ok(())
         }
+        #[cfg(feature = "etcd")]
+        Bench::Failover {
+            agents,
+            lease_seconds,
+            store,
+        } => {
+            let options = failover::Options {
+                agents,
+                lease_seconds,
+                store,
+            };
+            let figures = failover::run(options).await?;
+            println!("{}", serde_json::Value::Object(figures));
+            Ok(())
+        }
+        #[cfg(not(feature = "etcd"))]
+        Bench::Failover { .. } => anyhow::bail!(
+            "this troupe-bench was built without etcd support; build it with `cargo build \
+             -p troupe-tests --features etcd --bin troupe-bench`"
+        ),
     }
 }
