@@ -381,7 +381,10 @@ impl Domain {
         let promotions = Arc::new(Promotions::new(resources.clone()));
         let builds = Builds::start(
             resources.clone(),
-            config.builds.clone(),
+            BuildConfig {
+                shared_store: matches!(config.store, StoreLocation::Etcd(_)),
+                ..config.builds.clone()
+            },
             home,
             stopping.clone(),
         )

@@ -157,6 +157,8 @@ impl Builds {
         let id = run_id(&meta.namespace, &meta.name);
         let status = run.status.clone().unwrap_or_default();
         let agent = status.attempts.last().and_then(|a| agent_key(&a.agent));
+        let ours = !self.config.shared_store
+            || agent.as_ref().is_some_and(|a| self.agents().contains_key(a));
         let mut index = self.index();
         let lease_for = self.config.lease;
         let view = index.runs.entry(id.clone()).or_default();
@@ -175,8 +177,9 @@ impl Builds {
         view.workflow = (workflow.kind, workflow.name);
         if view.phase == "Running" {
             // A running attempt seen for the first time (a restart, another writer) gets a
-            // fresh lease: its agent renews it when it reports.
-            if !running_before || view.lease.is_none() {
+            // fresh lease: its agent renews it when it reports. On a shared store, only if
+            // its agent is this server's: another server keeps the lease of its own agents.
+            if ours && (!running_before || view.lease.is_none()) {
                 view.lease = Some(Instant::now() + lease_for);
             }
         } else {

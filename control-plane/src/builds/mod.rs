@@ -51,6 +51,10 @@ pub struct BuildConfig {
     pub cancel_grace: Duration,
     /// The most log bytes kept per run.
     pub max_log_bytes: u64,
+    /// Several servers share the store: an attempt's lease is kept by the server that
+    /// offered it or hears from its agent, never by one that only saw it in the store, so no
+    /// server declares lost an attempt that an agent on another server runs.
+    pub shared_store: bool,
 }
 
 impl Default for BuildConfig {
@@ -59,6 +63,7 @@ impl Default for BuildConfig {
             lease: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(10),
             max_log_bytes: 16 * 1024 * 1024,
+            shared_store: false,
         }
     }
 }

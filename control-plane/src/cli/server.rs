@@ -222,6 +222,7 @@ impl ServerCmd {
                 lease: std::time::Duration::from_secs(self.build_lease_seconds.max(1)),
                 cancel_grace: std::time::Duration::from_secs(self.build_cancel_grace_seconds),
                 max_log_bytes: self.build_max_log_bytes,
+                ..BuildConfig::default()
             },
             render: Limits {
                 fuel: self.render_fuel,
