@@ -1,7 +1,7 @@
 //! `troupe server --store etcd://…` end to end (feature `etcd`): a real etcd, a real server
 //! keeping its objects there, the example platform and an app applied by a directory agent;
 //! the server killed and started again finds everything where it was, and the agent comes
-//! back to it. The data directory keeps the PKI and tokens, not the objects. A project of
+//! back to it. The data directory keeps no objects (no sled store). A project of
 //! thousands of objects is deleted whole, although one etcd transaction takes 128 operations
 //! at most. A store URL of an unknown scheme is refused before anything starts.
 #![cfg(feature = "etcd")]

@@ -158,7 +158,9 @@ impl Builds {
         let status = run.status.clone().unwrap_or_default();
         let agent = status.attempts.last().and_then(|a| agent_key(&a.agent));
         let ours = !self.config.shared_store
-            || agent.as_ref().is_some_and(|a| self.agents().contains_key(a));
+            || agent
+                .as_ref()
+                .is_some_and(|a| self.agents().contains_key(a));
         let mut index = self.index();
         let lease_for = self.config.lease;
         let view = index.runs.entry(id.clone()).or_default();

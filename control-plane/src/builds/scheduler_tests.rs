@@ -1,6 +1,8 @@
 //! The scheduler with a build agent played by the test: an offer the agent refuses for lack
 //! of room puts the run back to `Pending` without counting the attempt, the agent is offered
-//! nothing for a while, and then the run is offered again.
+//! nothing for a while, and then the run is offered again. On a store two servers share, the
+//! server without the agent never declares its attempt lost; the one with it does, once the
+//! agent falls silent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,4 +118,80 @@ async fn an_offer_refused_for_lack_of_room_is_offered_again_later_and_not_counte
     );
     assert_eq!(again.attempt, 2);
     assert_eq!(status(&resources).phase, "Running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shared_store_only_the_server_holding_the_agent_keeps_its_lease() {
+    let resources = Arc::new(Resources::new(Arc::new(MemoryStore::new())));
+    for object in troupe_common::document::from_yaml(YAML).unwrap() {
+        resources.apply(object, Origin::User, false).await.unwrap();
+    }
+    let lease = Duration::from_secs(2);
+    let config = BuildConfig {
+        lease,
+        shared_store: true,
+        ..BuildConfig::default()
+    };
+    let (_stop, stopping) = watch::channel(false);
+    let server = || {
+        Builds::start(
+            resources.clone(),
+            config.clone(),
+            &crate::shared_state::StateHome::Local(None),
+            stopping.clone(),
+        )
+        .unwrap()
+    };
+    // Two servers on one store; the build agent is connected to `holder` only.
+    let (holder, other) = (server(), server());
+    let plane = ObjectKey::new(Kind::DataPlane, "acme", "builder");
+    let (tx, mut rx) = mpsc::channel(64);
+    let build_plane = pb::BuildPlane {
+        executor: "process".into(),
+        capacity: 1,
+        ..Default::default()
+    };
+    holder.connect(&plane, 1, &build_plane, tx.clone());
+    let offered = offer(&mut rx, Duration::from_secs(10))
+        .await
+        .expect("an offer");
+    let running = pb::BuildProgress {
+        run: offered.run.clone(),
+        attempt: offered.attempt,
+        phase: "Running".into(),
+        ..Default::default()
+    };
+    // The agent reports to its server for three leases: the other server, which sees the
+    // run only in the store, leaves it alone.
+    let until = tokio::time::Instant::now() + lease * 3;
+    while tokio::time::Instant::now() < until {
+        holder.progress(&plane, running.clone(), &tx).await;
+        tokio::time::sleep(lease / 4).await;
+    }
+    let status = status(&resources);
+    assert_eq!(
+        (status.phase.as_str(), status.attempt),
+        ("Running", 1),
+        "{status:?}"
+    );
+    drop(other);
+    // Silent, it is declared lost by the server that held it.
+    let deadline = tokio::time::Instant::now() + lease * 5;
+    while status_of_attempt(&resources) != "Lost" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            status_of_attempt(&resources)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The phase of the run's first attempt.
+fn status_of_attempt(resources: &Resources) -> String {
+    status(resources)
+        .attempts
+        .first()
+        .map(|a| a.phase.clone())
+        .unwrap_or_default()
 }
