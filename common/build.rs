@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "troupe/v1alpha1/agent_service.proto",
             "troupe/v1alpha1/auth_service.proto",
             "troupe/v1alpha1/build_service.proto",
+            "troupe/v1alpha1/server_service.proto",
         ],
         ["../proto"],
     )?;

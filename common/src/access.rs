@@ -101,9 +101,11 @@ pub mod pseudo_kind {
     pub const USER: &str = "User";
     /// Impersonating a group (verb `impersonate`).
     pub const GROUP: &str = "Group";
+    /// `troupe servers`: the control-plane servers of the store (verb `list`; cluster scope).
+    pub const SERVER: &str = "Server";
 
     /// Every pseudo-kind.
-    pub const ALL: [&str; 3] = [API_TOKEN, USER, GROUP];
+    pub const ALL: [&str; 4] = [API_TOKEN, USER, GROUP, SERVER];
 }
 
 /// Whether `word` may stand in a rule's `kinds`: a canonical kind name, a pseudo-kind or

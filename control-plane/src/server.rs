@@ -21,6 +21,7 @@ use crate::agents::{Hub, HubConfig};
 use crate::api::agent::{AgentApi, AgentServiceServer, DataPlaneApi, DataPlaneServiceServer};
 use crate::api::auth::{AuthApi, AuthServiceServer};
 use crate::api::promotion::{PromotionApi, PromotionServiceServer};
+use crate::api::servers::{Roster, ServerApi, ServerServiceServer};
 use crate::api::{
     BuildApi, BuildServiceServer, ReleaseApi, ReleaseServiceServer, ResourceApi,
     ResourceServiceServer,
@@ -261,6 +262,7 @@ pub async fn run(
         &config,
         &home,
         admin_token_path.as_deref(),
+        election.roster(&replica),
         &stopping,
     )
     .await?;
@@ -353,6 +355,8 @@ struct Domain {
     builds: Arc<Builds>,
     /// The leadership this server's commits carry now, if it leads on a shared store.
     term: Arc<Term>,
+    /// The servers of the store, for `ServerService`.
+    roster: Arc<dyn Roster>,
     /// Who may call the API, and the audit log.
     auth: Arc<Auth>,
     /// Every figure of the server: the store, renders, queues, the endpoints' calls.
@@ -370,6 +374,7 @@ impl Domain {
         config: &ServerConfig,
         home: &StateHome,
         admin_token_path: Option<&std::path::Path>,
+        roster: Arc<dyn Roster>,
         stopping: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Self, String)> {
         let metrics = Metrics::new();
@@ -399,6 +404,7 @@ impl Domain {
             promotions,
             builds,
             term,
+            roster,
             auth,
             metrics,
         };
@@ -484,6 +490,7 @@ async fn serve_api(
     let build_service = BuildServiceServer::new(BuildApi::new(domain.builds, auth.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let server_service = ServerServiceServer::new(ServerApi::new(domain.roster, auth.clone()));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ResourceServiceServer<ResourceApi>>()
@@ -503,6 +510,9 @@ async fn serve_api(
     health_reporter
         .set_serving::<BuildServiceServer<BuildApi>>()
         .await;
+    health_reporter
+        .set_serving::<ServerServiceServer<ServerApi>>()
+        .await;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = api_tls(&config.api_transport, pki)? {
         builder = builder.tls_config(tls)?;
@@ -519,6 +529,7 @@ async fn serve_api(
         .add_service(data_plane_service)
         .add_service(auth_service)
         .add_service(build_service)
+        .add_service(server_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown))
 }
 

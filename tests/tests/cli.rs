@@ -247,3 +247,20 @@ fn watch_streams_changes_from_a_revision() {
     );
     assert!(text.contains("Component acme/api"), "{text}");
 }
+
+#[test]
+fn a_server_alone_on_its_store_lists_itself_as_the_leader() {
+    let server = Platform::builder().args(&["--replica", "solo"]).start();
+    let table = success(&server.cli(&["servers"]));
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "LEADER", "ENDPOINTS"], "{table}");
+    assert_eq!(rows.len(), 2, "{table}");
+    assert_eq!(rows[1][..3], ["solo", "*", "yes"], "{table}");
+    assert!(
+        table.contains(&format!("agents {}", server.agent_addr)),
+        "{table}"
+    );
+}

@@ -47,6 +47,16 @@ fn leader(etcd: &LocalEtcd, prefix: &str) -> Option<String> {
     })
 }
 
+/// `troupe servers` through `server`: each server's name and whether it leads.
+fn roster(server: &Platform) -> Vec<(String, bool)> {
+    let out = success(&server.cli(&["servers", "-o", "json"]));
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
+    listed
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_string(), s["leader"] == true))
+        .collect()
+}
+
 /// The api Deployment an agent applied for `binding`.
 fn deployment(platform: &Platform, agent: &str, binding: &str) -> String {
     release_files(&platform.agent_target(agent), "acme", binding)
@@ -176,6 +186,14 @@ spec:
             .ok_or("the dead leader's key")
     });
     assert!(second == names[x] || second == names[y], "{second}");
+    let mut survivors: Vec<(String, bool)> = [names[x], names[y]]
+        .iter()
+        .map(|n| (n.to_string(), *n == second))
+        .collect();
+    survivors.sort();
+    eventually("`troupe servers` lists the survivors", PATIENCE, || {
+        check(roster(&servers[y]), |listed| *listed == survivors)
+    });
 
     // The last write is rendered, applied and reported, through whichever server the agent
     // reconnected to.

@@ -7,6 +7,7 @@ pub mod auth;
 mod build;
 pub mod promotion;
 mod release;
+pub mod servers;
 mod status;
 mod watches;
 

@@ -32,7 +32,7 @@ enum AuthAction {
         /// get, list, watch, apply, delete, promote, approve, check, rollback, render, token
         /// or impersonate.
         verb: String,
-        /// A kind (canonical, plural or short name), or ApiToken, User, Group.
+        /// A kind (canonical, plural or short name), or ApiToken, User, Group, Server.
         kind: String,
         /// One object; its project and component are read from the server.
         name: Option<String>,

@@ -35,6 +35,7 @@ mod promote;
 mod release;
 mod render;
 mod server;
+mod servers;
 mod status;
 mod token;
 mod trace;
@@ -59,6 +60,7 @@ use self::promote::{ApproveCmd, CheckCmd, PromoteCmd, RejectCmd, RollbackCmd};
 use self::release::ReleaseCmd;
 use self::render::RenderCmd;
 use self::server::ServerCmd;
+use self::servers::ServersCmd;
 use self::status::StatusCmd;
 use self::token::TokenCmd;
 use self::trace::{RecordImageCmd, TraceCmd, WebhookSecretCmd};
@@ -180,6 +182,8 @@ pub enum Command {
     Token(TokenCmd),
     /// Who you are to the server (`whoami`), and what you may do (`can-i`).
     Auth(AuthCmd),
+    /// List the control-plane servers sharing the store, and which one leads.
+    Servers(ServersCmd),
 }
 
 /// Installs the log subscriber (stderr; `RUST_LOG` filters, default `info` for the server and
@@ -246,6 +250,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Watch(cmd) => cmd.run(&ctx()?).await,
         Command::Token(cmd) => cmd.run(&ctx()?).await,
         Command::Auth(cmd) => cmd.run(&ctx()?).await,
+        Command::Servers(cmd) => cmd.run(&ctx()?).await,
     }
 }
 

@@ -21,6 +21,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use troupe_common::pb::v1alpha1 as pb;
+
+use crate::api::servers::Roster;
 use crate::controllers::binding::BindingController;
 use crate::controllers::deploy::DeployController;
 use crate::controllers::promotion::PromotionController;
@@ -76,7 +79,6 @@ pub(super) struct Replica {
     /// The name it goes by.
     pub name: String,
     /// Where it is reached, for whoever lists the servers.
-    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub about: String,
 }
 
@@ -111,6 +113,66 @@ impl Election {
                 Ok(Some(presence))
             }
         }
+    }
+}
+
+impl Election {
+    /// The list of servers `ServerService` answers with, as `replica` sees it.
+    pub(super) fn roster(&self, replica: &Replica) -> Arc<dyn Roster> {
+        match self {
+            Election::Alone => Arc::new(Alone(replica.info())),
+            #[cfg(feature = "etcd")]
+            Election::Etcd { store, .. } => Arc::new(Shared {
+                store: store.clone(),
+                this: replica.name.clone(),
+            }),
+        }
+    }
+}
+
+impl Replica {
+    fn info(&self) -> pb::ServerInfo {
+        pb::ServerInfo {
+            name: self.name.clone(),
+            endpoints: self.about.clone(),
+            leader: true,
+            answering: true,
+        }
+    }
+}
+
+/// A server alone on its store: it is the one server, and leads.
+struct Alone(pb::ServerInfo);
+
+#[tonic::async_trait]
+impl Roster for Alone {
+    async fn servers(&self) -> Result<Vec<pb::ServerInfo>, String> {
+        Ok(vec![self.0.clone()])
+    }
+}
+
+/// The servers announced on a shared store.
+#[cfg(feature = "etcd")]
+struct Shared {
+    store: Arc<EtcdStore>,
+    this: String,
+}
+
+#[cfg(feature = "etcd")]
+#[tonic::async_trait]
+impl Roster for Shared {
+    async fn servers(&self) -> Result<Vec<pb::ServerInfo>, String> {
+        let leader = self.store.leader().await.map_err(|e| e.to_string())?;
+        let announced = self.store.servers().await.map_err(|e| e.to_string())?;
+        Ok(announced
+            .into_iter()
+            .map(|(name, endpoints)| pb::ServerInfo {
+                leader: leader.as_deref() == Some(name.as_str()),
+                answering: name == self.this,
+                name,
+                endpoints,
+            })
+            .collect())
     }
 }
 

@@ -132,7 +132,7 @@ mod tests {
             mk_check(&mk_role(&["Gadget"], &["get"])),
             Err(
                 "Role acme/deployer: spec.rules[1].kinds[0]: \"Gadget\" is not a kind: name a \
-                 kind (e.g. Component), one of ApiToken, User, Group, or \"*\""
+                 kind (e.g. Component), one of ApiToken, User, Group, Server, or \"*\""
                     .into()
             )
         );

@@ -59,6 +59,22 @@ impl Leader {
 }
 
 impl EtcdStore {
+    /// The name of the server that leads now, if one does.
+    pub async fn leader(&self) -> Result<Option<String>, StoreError> {
+        let key = [self.shared.layout.root(), b"leader"].concat();
+        let mut client = self.shared.client.clone();
+        let answer = timed(
+            &self.shared.members,
+            "reading the leader",
+            client.get(key, None),
+        )
+        .await?;
+        Ok(answer
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
     /// Waits until this server leads (`identity` names it in the key), with a lease of
     /// `lease` (at least 2 s); renews it in the background until it is lost or given up.
     pub async fn campaign(&self, identity: &str, lease: Duration) -> Result<Leader, StoreError> {

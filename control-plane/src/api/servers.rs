@@ -1,0 +1,50 @@
+//! `troupe.v1alpha1.ServerService`: which servers share the store, and which leads.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use troupe_common::pb::v1alpha1 as pb;
+
+use crate::auth::{Auth, Target, Verb, pseudo_kind};
+
+pub use pb::server_service_server::ServerServiceServer;
+
+/// Where the list of servers comes from: the store's announcements, or this server alone.
+#[tonic::async_trait]
+pub trait Roster: Send + Sync + 'static {
+    /// Every server announced now, ordered by name; `Err` says why they cannot be listed.
+    async fn servers(&self) -> Result<Vec<pb::ServerInfo>, String>;
+}
+
+/// The `troupe.v1alpha1.ServerService` implementation.
+pub struct ServerApi {
+    roster: Arc<dyn Roster>,
+    auth: Arc<Auth>,
+}
+
+impl ServerApi {
+    /// Lists what `roster` knows, to callers `auth` allows.
+    pub fn new(roster: Arc<dyn Roster>, auth: Arc<Auth>) -> Self {
+        Self { roster, auth }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::server_service_server::ServerService for ServerApi {
+    async fn list_servers(
+        &self,
+        request: Request<pb::ListServersRequest>,
+    ) -> Result<Response<pb::ListServersResponse>, Status> {
+        let who = self.auth.caller(&request).await?;
+        let target = Target {
+            kind: pseudo_kind::SERVER.to_string(),
+            ..Target::default()
+        };
+        self.auth.allow(&who, Verb::List, &target)?;
+        let servers =
+            self.roster.servers().await.map_err(|e| {
+                Status::unavailable(format!("the servers could not be listed: {e}"))
+            })?;
+        Ok(Response::new(pb::ListServersResponse { servers }))
+    }
+}
