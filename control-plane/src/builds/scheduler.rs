@@ -42,7 +42,9 @@ impl Builds {
         }
     }
 
-    /// Declares lost every attempt whose lease ran out.
+    /// Declares lost every attempt whose lease ran out; on a shared store, also every
+    /// attempt no server keeps a lease of whose agent has been connected to no server for a
+    /// lease (it died with the server that held it).
     async fn expire(&self) {
         let now = Instant::now();
         let expired: Vec<(String, RunView)> = self
@@ -56,6 +58,54 @@ impl Builds {
                 tracing::warn!(run = %id, error = %e, "could not record a lost attempt");
             }
         }
+        if self.config.shared_store {
+            self.expire_orphans().await;
+        }
+    }
+
+    /// The shared-store half of [`Builds::expire`].
+    async fn expire_orphans(&self) {
+        let orphans: Vec<(String, RunView)> = self
+            .index()
+            .active()
+            .filter(|(_, v)| v.phase == "Running" && v.lease.is_none())
+            .map(|(id, v)| (id.clone(), v.clone()))
+            .collect();
+        for (id, view) in orphans {
+            let Some(agent) = &view.agent else { continue };
+            if !self.gone_for_a_lease(agent) {
+                continue;
+            }
+            let Some(_settling) = self.settle(&id) else {
+                continue;
+            };
+            let why = format!(
+                "attempt {} was lost: build agent {} has been connected to no server for {}s",
+                view.attempt,
+                agent_name(agent),
+                self.config.lease.as_secs()
+            );
+            let lost = self
+                .lose_attempt(&run_key(&id), view.attempt as i32, why)
+                .await;
+            if let Err(e) = lost {
+                tracing::warn!(run = %id, error = %e, "could not record a lost attempt");
+            }
+        }
+    }
+
+    /// Whether `agent`'s data plane shows no connection, and has not for a lease.
+    fn gone_for_a_lease(&self, agent: &ObjectKey) -> bool {
+        let status = match self.resources.get(agent) {
+            Ok(Object::DataPlane(dp)) => dp.status,
+            Ok(Object::ClusterDataPlane(dp)) => dp.status,
+            _ => return false,
+        };
+        let Some(connection) = status.and_then(|s| s.agent_connection) else {
+            return false;
+        };
+        let since = connection.last_disconnected_time.map_or(0, |t| t.seconds);
+        !connection.connected && now().seconds - since >= self.config.lease.as_secs() as i64
     }
 
     /// Declares attempt `view.attempt` of run `id` lost (its lease ran out), unless its agent

@@ -2,7 +2,8 @@
 //! of room puts the run back to `Pending` without counting the attempt, the agent is offered
 //! nothing for a while, and then the run is offered again. On a store two servers share, the
 //! server without the agent never declares its attempt lost; the one with it does, once the
-//! agent falls silent.
+//! agent falls silent; and when the agent died with its server, any server does, once the
+//! agent's data plane has shown no connection for a lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,4 +195,92 @@ fn status_of_attempt(resources: &Resources) -> String {
         .first()
         .map(|a| a.phase.clone())
         .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shared_store_an_attempt_whose_agent_died_with_its_server_is_lost() {
+    let resources = Arc::new(Resources::new(Arc::new(MemoryStore::new())));
+    let data_plane = crate::server::SAMPLE_PLATFORM
+        .split("\n---\n")
+        .find(|d| d.lines().any(|l| l == "kind: DataPlane"))
+        .expect("the sample DataPlane");
+    let yaml = format!("{YAML}---\n{data_plane}");
+    for object in troupe_common::document::from_yaml(&yaml).unwrap() {
+        resources.apply(object, Origin::User, false).await.unwrap();
+    }
+    let lease = Duration::from_secs(2);
+    let config = BuildConfig {
+        lease,
+        shared_store: true,
+        ..BuildConfig::default()
+    };
+    let server = |stopping| {
+        Builds::start(
+            resources.clone(),
+            config.clone(),
+            &crate::shared_state::StateHome::Local(None),
+            stopping,
+        )
+        .unwrap()
+    };
+    let (stop_dead, stopping) = watch::channel(false);
+    let dead = server(stopping);
+    let plane = ObjectKey::new(Kind::DataPlane, "acme", "local");
+    let (tx, mut rx) = mpsc::channel(64);
+    let build_plane = pb::BuildPlane {
+        executor: "process".into(),
+        capacity: 1,
+        ..Default::default()
+    };
+    dead.connect(&plane, 1, &build_plane, tx);
+    offer(&mut rx, Duration::from_secs(10))
+        .await
+        .expect("an offer");
+    assert_eq!(status(&resources).phase, "Running");
+    // The server dies with its agent; another server sees the run in the store.
+    stop_dead.send_replace(true);
+    drop(dead);
+    let (_stop, stopping) = watch::channel(false);
+    let _other = server(stopping);
+    let connected = |connected: bool, seconds_ago: i64| {
+        let at = troupe_common::timestamp::now().seconds - seconds_ago;
+        let resources = resources.clone();
+        let plane = plane.clone();
+        async move {
+            resources
+                .update_status(&plane, move |_, object| {
+                    if let Object::DataPlane(dp) = object {
+                        let connection = dp
+                            .status
+                            .get_or_insert_default()
+                            .agent_connection
+                            .get_or_insert_default();
+                        connection.connected = connected;
+                        connection.last_disconnected_time = Some(pbjson_types::Timestamp {
+                            seconds: at,
+                            nanos: 0,
+                        });
+                    }
+                })
+                .await
+                .unwrap();
+        }
+    };
+    // While the data plane shows its agent connected (to some server), nothing happens.
+    connected(true, 60).await;
+    tokio::time::sleep(lease * 2).await;
+    assert_eq!(status_of_attempt(&resources), "Running");
+    // Disconnected for longer than a lease: lost.
+    connected(false, 10).await;
+    let deadline = tokio::time::Instant::now() + lease * 5;
+    while status_of_attempt(&resources) != "Lost" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            status(&resources)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = status(&resources).attempts[0].message.clone();
+    assert!(message.contains("connected to no server"), "{message}");
 }
