@@ -85,6 +85,7 @@ pub(super) fn check_allowed(resources: &Resources, run: &pb::WorkflowRun) -> Res
     component_spec.workflow = Some(chosen);
     resources
         .check_references(&Object::Component(component))
+        .map(|_| ())
         .map_err(|e| e.to_string())
 }
 

@@ -200,7 +200,7 @@ fn status_of_attempt(resources: &Resources) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_shared_store_an_attempt_whose_agent_died_with_its_server_is_lost() {
     let resources = Arc::new(Resources::new(Arc::new(MemoryStore::new())));
-    let data_plane = crate::server::SAMPLE_PLATFORM
+    let data_plane = include_str!("../../../examples/platform.yaml")
         .split("\n---\n")
         .find(|d| d.lines().any(|l| l == "kind: DataPlane"))
         .expect("the sample DataPlane");

@@ -1,7 +1,9 @@
 //! Integrity checks that read other objects: every reference of a write resolves and fits
 //! (creation order, owners that agree, and what each kind checks in the objects it points at:
 //! workload types, allowed traits and workflows, schemas), and the referrers of an object
-//! about to be deleted. Both walk the graph [`references`] describes.
+//! about to be deleted. Both walk the graph [`references`] describes. A write requires its
+//! references' targets still to exist when it commits, so one that loses a race with another
+//! server's delete fails as it would have failed a moment later ([`lost_race`]).
 
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
@@ -10,15 +12,19 @@ use super::references::{Reference, references};
 use super::validate::struct_to_json as to_json;
 use super::{Error, Resources, decode, kinds};
 use crate::render::schema::describe;
+use crate::store::{Precondition, StoreError};
 
 impl Resources {
     /// Checks that every reference of `object` resolves and fits (DESIGN §2, creation order),
-    /// and that parameters and overrides satisfy the schemas of what they refer to.
-    pub(crate) fn check_references(&self, object: &Object) -> Result<(), Error> {
+    /// and that parameters and overrides satisfy the schemas of what they refer to. Returns
+    /// the references, so the write can require their targets still to exist when it
+    /// commits (another server may delete one meanwhile).
+    pub(crate) fn check_references(&self, object: &Object) -> Result<Vec<Reference>, Error> {
         let key = object.key();
+        let all = references(object);
         // Most references need only exist; the few whose content is checked are decoded.
         let mut resolved: Vec<(Reference, Object)> = Vec::new();
-        for reference in references(object) {
+        for reference in all.iter().cloned() {
             let Some(record) = self.store.get(&reference.target)? else {
                 return Err(Error::MissingReference {
                     object: key,
@@ -50,7 +56,8 @@ impl Resources {
                 check_owner_project(&key, object, reference, component)?;
             }
         }
-        kinds::check_resolved(object, self, &key, &resolved)
+        kinds::check_resolved(object, self, &key, &resolved)?;
+        Ok(all)
     }
 
     /// Validates `value` (with defaults applied) against `schema`, if there is one.
@@ -106,4 +113,35 @@ fn check_owner_project(
             reference.target
         ),
     })
+}
+
+/// What a write that lost a race with another server's is: the object changed since it was
+/// read (`Stale`), or something it refers to was deleted (`MissingReference`).
+pub(super) fn lost_race(error: StoreError, key: &ObjectKey, referenced: &[Reference]) -> Error {
+    let StoreError::Conflict {
+        key: at,
+        expected,
+        found,
+    } = &error
+    else {
+        return error.into();
+    };
+    if at == key {
+        return Error::Stale {
+            key: key.clone(),
+            expected: match expected {
+                Precondition::AtRevision(revision) => *revision,
+                _ => 0,
+            },
+            found: found.map_or("no object".into(), |r| r.to_string()),
+        };
+    }
+    match referenced.iter().find(|r| r.target == *at) {
+        Some(reference) => Error::MissingReference {
+            object: key.clone(),
+            field: reference.field.clone(),
+            target: reference.target.to_string(),
+        },
+        None => error.into(),
+    }
 }

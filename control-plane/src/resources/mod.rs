@@ -167,7 +167,7 @@ impl Resources {
                 found: existing.map_or("no object".into(), |(_, r)| r.mod_revision.to_string()),
             });
         }
-        self.check_references(&object)?;
+        let referenced = self.check_references(&object)?;
         let meta = object.meta_mut();
         meta.resource_version = 0;
         let outcome = match &existing {
@@ -220,13 +220,17 @@ impl Resources {
             .as_ref()
             .filter(|(old, _)| old.spec_eq(&object))
             .map(|(_, record)| record.value.as_slice());
-        let txn = put(
-            Txn::default().check(key.clone(), precondition),
-            key.clone(),
-            &object,
-            same_spec,
-        );
-        let revision = self.store.commit(txn)?;
+        let mut txn = Txn::default().check(key.clone(), precondition);
+        for target in referenced.iter().map(|r| &r.target) {
+            if *target != key && !txn.checks.iter().any(|(k, _)| k == target) {
+                txn = txn.check(target.clone(), Precondition::Present);
+            }
+        }
+        let txn = put(txn, key.clone(), &object, same_spec);
+        let revision = self
+            .store
+            .commit(txn)
+            .map_err(|e| integrity::lost_race(e, &key, &referenced))?;
         self.note_references(&key, Some(&object));
         Ok((object, outcome, Some(revision)))
     }
@@ -566,5 +570,7 @@ fn decode_bytes(key: &ObjectKey, bytes: &[u8], revision: Revision) -> Result<Obj
     Ok(object)
 }
 
+#[cfg(test)]
+mod race_tests;
 #[cfg(test)]
 mod tests;

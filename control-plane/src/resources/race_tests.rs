@@ -1,0 +1,122 @@
+//! Writes racing another server's commit on a shared store: between a write's checks (under
+//! this server's lock) and its commit, another server's commit lands; the write fails as it
+//! would have failed a moment later, and writes nothing.
+
+use std::sync::Mutex;
+
+use tokio::sync::{broadcast, watch};
+
+use super::*;
+use crate::store::{Durability, Event, MemoryStore, StoreError};
+
+/// A store that commits `other` (another server's write) just before the next commit it is
+/// given.
+struct Interleaved {
+    inner: Arc<MemoryStore>,
+    other: Mutex<Option<Txn>>,
+}
+
+impl Store for Interleaved {
+    fn get(&self, key: &ObjectKey) -> Result<Option<Record>, StoreError> {
+        self.inner.get(key)
+    }
+    fn list(&self, kind: Kind, ns: Option<&str>) -> Result<(Vec<Record>, Revision), StoreError> {
+        self.inner.list(kind, ns)
+    }
+    fn list_page(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Revision), StoreError> {
+        self.inner.list_page(kind, ns, after, limit)
+    }
+    fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
+        if let Some(other) = self.other.lock().unwrap().take() {
+            self.inner.commit(other)?;
+        }
+        self.inner.commit(txn)
+    }
+    fn revision(&self) -> Revision {
+        self.inner.revision()
+    }
+    fn events_after(&self, after: Revision, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.events_after(after, limit)
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
+        self.inner.subscribe()
+    }
+    fn durability(&self) -> watch::Receiver<Durability> {
+        self.inner.durability()
+    }
+    fn request_flush(&self) {
+        self.inner.request_flush()
+    }
+}
+
+/// The sample platform: namespace acme, types, environments, pipeline, project shop.
+const PLATFORM: &str = include_str!("../../../examples/platform.yaml");
+
+fn mk_store() -> (Arc<Interleaved>, Arc<Resources>) {
+    let store = Arc::new(Interleaved {
+        inner: Arc::new(MemoryStore::new()),
+        other: Mutex::new(None),
+    });
+    (store.clone(), Arc::new(Resources::new(store)))
+}
+
+async fn apply_yaml(resources: &Arc<Resources>, yaml: &str) -> Result<Outcome, Error> {
+    let mut outcome = Outcome::Unchanged;
+    for object in troupe_common::document::from_yaml(yaml).unwrap() {
+        outcome = resources.apply(object, Origin::User, false).await?.1;
+    }
+    Ok(outcome)
+}
+
+#[tokio::test]
+async fn a_write_whose_reference_another_server_deletes_meanwhile_fails_naming_it() {
+    let (store, resources) = mk_store();
+    apply_yaml(&resources, PLATFORM).await.unwrap();
+    let project = ObjectKey::new(Kind::Project, "acme", "shop");
+    *store.other.lock().unwrap() = Some(Txn::default().delete(project));
+    let err = apply_yaml(
+        &resources,
+        "apiVersion: troupe.dev/v1alpha1
+kind: Component
+metadata: {name: web, namespace: acme}
+spec:
+  owner: {projectName: shop}
+  componentType: {name: deployment/service}
+",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingReference { field, .. } if field == "spec.owner.projectName"),
+        "{err}"
+    );
+    let component = ObjectKey::new(Kind::Component, "acme", "web");
+    assert!(matches!(resources.get(&component), Err(Error::NotFound(_))));
+}
+
+#[tokio::test]
+async fn a_write_of_an_object_another_server_changed_meanwhile_is_stale() {
+    let (store, resources) = mk_store();
+    apply_yaml(&resources, PLATFORM).await.unwrap();
+    let project = ObjectKey::new(Kind::Project, "acme", "shop");
+    let record = store.get(&project).unwrap().unwrap();
+    // The other server writes the same bytes again: a new revision.
+    *store.other.lock().unwrap() = Some(Txn::default().put(project.clone(), record.value));
+    let err = apply_yaml(
+        &resources,
+        "apiVersion: troupe.dev/v1alpha1
+kind: Project
+metadata: {name: shop, namespace: acme, labels: {team: shop}}
+spec: {deploymentPipelineRef: default}
+",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Stale { .. }), "{err}");
+}
