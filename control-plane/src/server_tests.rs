@@ -54,8 +54,9 @@ fn the_certificate_covers_agent_and_api_names_once() {
 #[cfg(not(feature = "etcd"))]
 #[test]
 fn an_etcd_store_needs_a_build_with_the_etcd_feature() {
-    let location: StoreLocation = "etcd://127.0.0.1:2379/troupe".parse().unwrap();
-    let err = open_store(&location, None, Retention::default())
+    let mut config = ServerConfig::local(None);
+    config.store = "etcd://127.0.0.1:2379/troupe".parse().unwrap();
+    let err = open::store(&config)
         .err()
         .expect("no etcd support in this build")
         .to_string();

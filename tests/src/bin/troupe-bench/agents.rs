@@ -153,6 +153,7 @@ impl ControlPlane {
     }
 
     /// Kills the server (SIGKILL): nothing of it runs on.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
