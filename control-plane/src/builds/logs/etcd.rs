@@ -169,6 +169,9 @@ impl EtcdLogs {
     }
 }
 
+/// The lines one key holds: each line's sequence number and encoding.
+type KeyLines = Vec<(u64, Vec<u8>)>;
+
 /// Splits lines into keys of about [`KEY_BYTES`], and the keys into transactions within
 /// `max_request_bytes` and `max_ops` writes (one of them the tally). No lines: one step that
 /// writes the tally alone.
@@ -176,8 +179,8 @@ fn steps(
     lines: &[(u64, Vec<u8>)],
     max_request_bytes: usize,
     max_ops: usize,
-) -> Vec<Vec<Vec<(u64, Vec<u8>)>>> {
-    let mut keys: Vec<Vec<(u64, Vec<u8>)>> = Vec::new();
+) -> Vec<Vec<KeyLines>> {
+    let mut keys: Vec<KeyLines> = Vec::new();
     let mut size = 0;
     for line in lines {
         if keys.is_empty() || size + line.1.len() > KEY_BYTES {
@@ -188,7 +191,7 @@ fn steps(
         keys.last_mut().expect("just pushed").push(line.clone());
     }
     let budget = max_request_bytes.saturating_sub(TXN_SLACK);
-    let mut steps: Vec<Vec<Vec<(u64, Vec<u8>)>>> = vec![Vec::new()];
+    let mut steps: Vec<Vec<KeyLines>> = vec![Vec::new()];
     let mut size = 0;
     for key in keys {
         let bytes: usize = key.iter().map(|(_, l)| l.len()).sum();
