@@ -175,11 +175,7 @@ type KeyLines = Vec<(u64, Vec<u8>)>;
 /// Splits lines into keys of about [`KEY_BYTES`], and the keys into transactions within
 /// `max_request_bytes` and `max_ops` writes (one of them the tally). No lines: one step that
 /// writes the tally alone.
-fn steps(
-    lines: &[(u64, Vec<u8>)],
-    max_request_bytes: usize,
-    max_ops: usize,
-) -> Vec<Vec<KeyLines>> {
+fn steps(lines: &[(u64, Vec<u8>)], max_request_bytes: usize, max_ops: usize) -> Vec<Vec<KeyLines>> {
     let mut keys: Vec<KeyLines> = Vec::new();
     let mut size = 0;
     for line in lines {
