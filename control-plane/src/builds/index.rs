@@ -17,8 +17,6 @@ use super::{BuildConfig, Builds, run_id};
 use crate::resources::{Resources, WatchEventType, WatchRequest};
 use crate::shared_state::StateHome;
 
-/// Where, in the data directory, build logs are kept.
-pub const LOG_DIR: &str = "build-logs";
 /// Where, in the data directory, webhook secrets are kept.
 pub const SECRETS_FILE: &str = "webhook-secrets.json";
 
@@ -77,8 +75,8 @@ impl RunIndex {
 }
 
 impl Builds {
-    /// Starts the build side: the run index and the scheduler. Logs are kept in the data
-    /// directory of `home` (in memory without one), webhook secrets where `home` says. Stops
+    /// Starts the build side: the run index and the scheduler. Logs and webhook secrets are
+    /// kept where `home` says (logs in memory for a server alone without a data directory). Stops
     /// when `stopping` turns true.
     pub fn start(
         resources: Arc<Resources>,
@@ -86,12 +84,11 @@ impl Builds {
         home: &StateHome,
         stopping: watch::Receiver<bool>,
     ) -> std::io::Result<Arc<Self>> {
-        let log_dir = home.data_dir().map(|d| d.join(LOG_DIR));
         let secrets = WebhookSecrets::open(home)?;
         let builds = Arc::new(Self {
             resources,
             secrets,
-            logs: Arc::new(LogStore::new(log_dir, config.max_log_bytes)),
+            logs: Arc::new(LogStore::open(home, config.max_log_bytes)),
             config,
             agents: Mutex::default(),
             runs: Mutex::default(),
@@ -216,10 +213,21 @@ impl Builds {
         for id in gone {
             self.forget_run(&id).await;
         }
-        for run in self.logs.runs_on_disk() {
-            if !seen.contains(&run)
-                && let Err(e) = self.logs.remove(&run).await
-            {
+        let with_logs = match self.logs.runs().await {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the runs with logs");
+                Vec::new()
+            }
+        };
+        for run in with_logs {
+            // On a shared store another server may have made the run since it was listed.
+            let gone = !seen.contains(&run)
+                && matches!(
+                    self.resources.get(&run_key(&run)),
+                    Err(crate::resources::Error::NotFound(_))
+                );
+            if gone && let Err(e) = self.logs.remove(&run).await {
                 tracing::warn!(%run, error = %e, "could not remove the logs of a deleted run");
             }
         }

@@ -78,7 +78,7 @@ async fn a_new_store_on_the_same_directory_knows_what_is_stored_and_cuts_a_torn_
     let read = read_all(&store, "acme/r1", 1).await;
     assert_eq!(seqs(&read), vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(read[5].text, "line 6");
-    assert_eq!(store.runs_on_disk(), vec!["acme/r1".to_string()]);
+    assert_eq!(store.runs().await.unwrap(), vec!["acme/r1".to_string()]);
 }
 
 #[tokio::test]

@@ -9,15 +9,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, KeyValue, SortOrder,
+    SortTarget, TxnOp, TxnOpResponse, WatchOptions,
 };
 
-use crate::store::{EtcdStore, StoreError};
+use crate::store::{EtcdStore, StoreError, TxnLimits};
 
 /// The first wait before a broken watch is resumed; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Largest response [`EtcdState::page`] and [`EtcdState::on_change`] take: their values can
+/// be large (build logs).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The shared state of the replicas on one etcd store.
 #[derive(Clone)]
@@ -57,6 +64,8 @@ pub enum Write {
     Put(String, Vec<u8>),
     /// Deletes a key.
     Delete(String),
+    /// Deletes every key under a directory (`build-logs/acme/r1/`).
+    DeleteDir(String),
 }
 
 impl EtcdState {
@@ -87,6 +96,30 @@ impl EtcdState {
         let (root, dir) = (self.root.clone(), self.key(dir));
         self.store.call("listing shared state", |_| async move {
             list(client, &root, dir).await
+        })
+    }
+
+    /// What one transaction may hold on this cluster (a [`EtcdState::commit`] must fit).
+    pub fn limits(&self) -> TxnLimits {
+        self.store.limits()
+    }
+
+    /// At most `limit` keys of directory `dir`, in key order, from key `from` (in `dir`) on;
+    /// their values may be large (the response is not held to gRPC's usual 4 MiB).
+    pub fn page(&self, dir: &str, from: &str, limit: i64) -> Result<Vec<Item>, StoreError> {
+        let (root, start, end) = (self.root.clone(), self.key(from), range_end(&self.key(dir)));
+        let options = GetOptions::new()
+            .with_range(end)
+            .with_limit(limit)
+            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        self.store.call("reading shared state", |c| async move {
+            let mut kv = c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+            let answer = kv.get(start, Some(options)).await?;
+            Ok(answer
+                .kvs()
+                .iter()
+                .filter_map(|kv| item(&root, kv))
+                .collect())
         })
     }
 
@@ -134,6 +167,16 @@ impl EtcdState {
     /// Makes `writes` in one transaction if every key of `expect` was last changed at its
     /// revision (0: the key is absent). Returns whether it did.
     pub fn commit(&self, expect: &[(&str, i64)], writes: Vec<Write>) -> Result<bool, StoreError> {
+        Ok(self.commit_at(expect, writes)?.is_some())
+    }
+
+    /// [`EtcdState::commit`], returning the revision of the writes if it made them: the
+    /// revision every written key was last changed at.
+    pub fn commit_at(
+        &self,
+        expect: &[(&str, i64)],
+        writes: Vec<Write>,
+    ) -> Result<Option<i64>, StoreError> {
         let compares: Vec<Compare> = expect
             .iter()
             .map(|(key, revision)| {
@@ -145,6 +188,9 @@ impl EtcdState {
             .map(|w| match w {
                 Write::Put(key, value) => TxnOp::put(self.key(&key), value, None),
                 Write::Delete(key) => TxnOp::delete(self.key(&key), None),
+                Write::DeleteDir(dir) => {
+                    TxnOp::delete(self.key(&dir), Some(DeleteOptions::new().with_prefix()))
+                }
             })
             .collect();
         let txn = etcd_client::Txn::new().when(compares).and_then(ops);
@@ -152,7 +198,32 @@ impl EtcdState {
             "writing shared state",
             |mut c| async move { c.txn(txn).await },
         )?;
-        Ok(answer.succeeded())
+        let revision = answer.header().map_or(0, |h| h.revision());
+        Ok(answer.succeeded().then_some(revision))
+    }
+
+    /// Calls `wake` after every change under directory `dir` until `stop` completes, and
+    /// once as soon as the watch begins (again after a broken watch resumes): whoever reads
+    /// the directory after each wake misses no write, whenever it was made. A wake says only
+    /// that something may have changed; a change may wake more than once.
+    pub fn on_change(
+        &self,
+        dir: &str,
+        wake: impl FnMut() + Send + 'static,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let task = on_change(
+            self.store.client(),
+            self.store.members().to_string(),
+            self.key(dir),
+            wake,
+        );
+        self.store.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = stop => {}
+            }
+        });
     }
 
     /// Hands every change under directory `dir` after etcd revision `after` to `apply`, in
@@ -168,6 +239,72 @@ impl EtcdState {
         );
         self.store.spawn(task);
     }
+}
+
+/// The watch behind [`EtcdState::on_change`]: each time it (re)starts, reads the revision,
+/// wakes, and watches from the next one, so that a write is either before that wake or in
+/// the watch.
+async fn on_change(client: Client, members: String, dir: Vec<u8>, mut wake: impl FnMut()) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let mut kv = client.kv_client();
+        let head = kv
+            .get(dir.clone(), Some(GetOptions::new().with_count_only()))
+            .await;
+        let after = match head {
+            Ok(answer) => answer.header().map_or(0, |h| h.revision()),
+            Err(e) => {
+                tracing::warn!(etcd = %members, error = %e, "shared state: cannot read the revision to watch from; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        wake();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(after + 1);
+        let mut watch = client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        match watch.watch(dir.clone(), Some(options)).await {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(answer)) if answer.compact_revision() > 0 || answer.canceled() => {
+                        break;
+                    }
+                    Ok(Some(answer)) => {
+                        backoff = MIN_BACKOFF;
+                        if !answer.events().is_empty() {
+                            wake();
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(etcd = %members, error = %e, "shared state: a watch broke; resuming");
+                        break;
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::warn!(etcd = %members, error = %e, "shared state: cannot watch; retrying")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The key just past every key that starts with `prefix`.
+fn range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// The item of `kv`, its key made relative to `root`; `None` for a key outside it.

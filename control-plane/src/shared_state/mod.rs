@@ -1,12 +1,15 @@
 //! The server's own state, the part every replica must share: the CA, the bootstrap admin
-//! token, agent join tokens, API tokens and push-webhook secrets. (The objects are the
-//! store's; build logs and the audit log stay each server's own.)
+//! token, agent join tokens, API tokens, push-webhook secrets and build logs. (The objects are
+//! the store's; the audit log stays each server's own.)
 //!
 //! [`StateHome`] says where that state lives. One server keeps it in files of its data
 //! directory, or in memory without one ([`StateHome::Local`]), in the formats each owner has
 //! always written. Servers on etcd keep it in etcd under the store's prefix, `PREFIX/s/…`
 //! ([`StateHome::Etcd`], [`EtcdState`]): beside the objects (`PREFIX/o/…`), never among them,
 //! so the object API, watches and the event log do not see it.
+//!
+//! Build logs are read from etcd when asked for and followed with a watch on one run's log
+//! ([`EtcdState::page`], [`EtcdState::on_change`]); see `builds::logs`.
 //!
 //! Each owner (the agents' PKI and join tokens, the API tokens, the builds' webhook secrets)
 //! keeps its decoded copy in memory and answers from it. On etcd

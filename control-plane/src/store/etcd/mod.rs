@@ -175,6 +175,11 @@ impl EtcdStore {
         &self.shared.members
     }
 
+    /// What one transaction may hold on this cluster.
+    pub fn limits(&self) -> TxnLimits {
+        self.shared.limits
+    }
+
     /// The store's client (cheap to clone; every clone shares the connection).
     pub fn client(&self) -> Client {
         self.shared.client.clone()
