@@ -3,7 +3,9 @@
 //! the server killed and started again finds everything where it was, and the agent comes
 //! back to it. The data directory keeps no objects (no sled store). A project of
 //! thousands of objects is deleted whole, although one etcd transaction takes 128 operations
-//! at most. A store URL of an unknown scheme is refused before anything starts.
+//! at most. A store URL of an unknown scheme is refused before anything starts. A server on an
+//! etcd that takes only TLS clients with a certificate works with `ca=`, `cert=` and `key=` in
+//! the URL, and without the certificate is refused, saying so.
 #![cfg(feature = "etcd")]
 
 use std::process::Command;
@@ -38,9 +40,7 @@ fn ready(server: &Server, env: &str) -> Result<(), serde_json::Value> {
 fn objects_in_etcd(etcd: &LocalEtcd, prefix: &str) -> i64 {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
-            .await
-            .unwrap();
+        let mut client = etcd.client().await.unwrap();
         let options = etcd_client::GetOptions::new()
             .with_prefix()
             .with_count_only();
@@ -187,4 +187,32 @@ fn a_store_url_of_an_unknown_scheme_is_refused_naming_the_forms() {
     let err = stderr(&out);
     assert!(err.contains("unknown store scheme `postgres`"), "{err}");
     assert!(err.contains("etcd://HOST:PORT"), "{err}");
+}
+
+#[test]
+fn a_server_on_etcd_over_tls_with_a_client_certificate_keeps_the_examples_there() {
+    let etcd = LocalEtcd::start_tls().unwrap_or_else(|e| panic!("{e:#}"));
+    let server = Platform::builder()
+        .examples()
+        .args(&["--store", &etcd.url_tls("tls")])
+        .start();
+    let component = server.get_json("comp", "acme", "api").expect("acme/api");
+    assert_eq!(component["metadata"]["name"], "api");
+    assert!(objects_in_etcd(&etcd, "tls") > 10);
+
+    // Without the client certificate, etcd refuses the server, which says how to fix it.
+    let ca = etcd.tls().unwrap().ca.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(troupe_bin())
+        .args(["server", "--listen", "127.0.0.1:0"])
+        .args(["--agent-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--store", &format!("{}?ca={ca}", etcd.url("tls"))])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&etcd.endpoint()), "{err}");
+    assert!(err.contains("name one with cert= and key="), "{err}");
 }

@@ -4,6 +4,7 @@
 //! and etcd needs the `etcd` feature (the parsing does not).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// The prefix the etcd store keeps its keys under when the URL names none.
@@ -25,19 +26,43 @@ pub enum StoreLocation {
     Etcd(EtcdUrl),
 }
 
-/// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX][?max-txn-ops=N&max-request-bytes=B]`: the members
-/// of one etcd cluster (plain HTTP), the key prefix the store keeps to, and the transaction
-/// limits that cluster was started with (etcd's defaults unless named), which the store keeps
-/// its transactions within.
+/// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX][?OPTIONS]`: the members of one etcd cluster, the
+/// key prefix the store keeps to, the transaction limits that cluster was started with
+/// (etcd's defaults unless named), which the store keeps its transactions within, and how to
+/// reach it: plain HTTP, or TLS when the URL names the CA to trust (`ca=`), with a client
+/// certificate if it names one (`cert=` and `key=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdUrl {
-    /// `http://HOST:PORT` of each member.
+    /// `http://HOST:PORT` of each member, or `https://HOST:PORT` with [`EtcdUrl::tls`].
     pub endpoints: Vec<String>,
     /// Every key of the store lives under `PREFIX/`; two stores with different prefixes share
     /// one cluster without seeing each other.
     pub prefix: String,
     /// What one etcd transaction may hold.
     pub limits: TxnLimits,
+    /// TLS to the members, if the URL names a CA.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd, as the store URL names it: the files, read when the store opens (so a
+/// renewed certificate is taken at the next start, and the URL, which is printed, never
+/// holds a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// `ca=`: PEM of the CA (or CAs) the members' certificates are signed by.
+    pub ca: PathBuf,
+    /// `cert=` and `key=`: this client's certificate, for a cluster started with
+    /// `--client-cert-auth`.
+    pub identity: Option<ClientIdentity>,
+}
+
+/// A client certificate and its key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// `cert=`: PEM of the certificate (and any intermediates after it).
+    pub cert: PathBuf,
+    /// `key=`: PEM of its private key.
+    pub key: PathBuf,
 }
 
 /// What one etcd transaction may hold: etcd refuses more.
@@ -59,7 +84,11 @@ impl Default for TxnLimits {
 }
 
 /// The forms `--store` accepts, for messages.
-const FORMS: &str = "etcd://HOST:PORT[,HOST:PORT…][/PREFIX][?max-txn-ops=N&max-request-bytes=B]";
+const FORMS: &str = "etcd://HOST:PORT[,HOST:PORT…][/PREFIX][?max-txn-ops=N&max-request-bytes=B\
+                     &ca=CA.pem&cert=CLIENT.pem&key=CLIENT-KEY.pem]";
+
+/// The options a store URL takes, for messages.
+const OPTIONS: &str = "max-txn-ops, max-request-bytes, ca, cert and key";
 
 impl FromStr for StoreLocation {
     type Err = String;
@@ -102,9 +131,11 @@ impl EtcdUrl {
                 }
                 port.parse::<u16>()
                     .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
-                Ok(format!("http://{host}"))
+                Ok(host)
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let (limits, tls) = parse_options(query)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let trimmed = path.trim_end_matches('/');
         let prefix = if trimmed.is_empty() {
             DEFAULT_ETCD_PREFIX.to_string()
@@ -112,9 +143,13 @@ impl EtcdUrl {
             trimmed.to_string()
         };
         Ok(Self {
-            endpoints,
+            endpoints: endpoints
+                .into_iter()
+                .map(|host| format!("{scheme}://{host}"))
+                .collect(),
             prefix,
-            limits: parse_limits(query)?,
+            limits,
+            tls,
         })
     }
 
@@ -124,8 +159,10 @@ impl EtcdUrl {
     }
 }
 
-fn parse_limits(query: Option<&str>) -> Result<TxnLimits, String> {
+/// The options after `?`: the transaction limits and TLS.
+fn parse_options(query: Option<&str>) -> Result<(TxnLimits, Option<EtcdTls>), String> {
     let mut limits = TxnLimits::default();
+    let (mut ca, mut cert, mut key) = (None, None, None);
     for pair in query
         .unwrap_or_default()
         .split('&')
@@ -141,18 +178,89 @@ fn parse_limits(query: Option<&str>) -> Result<TxnLimits, String> {
                     format!("{name}={value:?} in the store URL is not a positive number")
                 })
         };
-        match name {
-            "max-txn-ops" => limits.max_ops = number()?,
-            "max-request-bytes" => limits.max_request_bytes = number()?,
+        let slot = match name {
+            "max-txn-ops" => {
+                limits.max_ops = number()?;
+                continue;
+            }
+            "max-request-bytes" => {
+                limits.max_request_bytes = number()?;
+                continue;
+            }
+            "ca" => &mut ca,
+            "cert" => &mut cert,
+            "key" => &mut key,
             _ => {
                 return Err(format!(
-                    "unknown store URL option {name:?}: the options are max-txn-ops and \
-                     max-request-bytes"
+                    "unknown store URL option {name:?}: the options are {OPTIONS}"
                 ));
             }
+        };
+        if slot.is_some() {
+            return Err(format!("{name}= is given twice in the store URL"));
+        }
+        *slot = Some(path(name, value)?);
+    }
+    Ok((limits, tls(ca, cert, key)?))
+}
+
+/// The file a `name=value` option names: `%XX` escapes decoded (`%26` for `&`, `%25` for `%`).
+fn path(name: &str, value: &str) -> Result<PathBuf, String> {
+    let bad = || format!("{name}={value:?} in the store URL is not a file path");
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut rest = value.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = tail.get(..2).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            bytes.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
         }
     }
-    Ok(limits)
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    if text.is_empty() {
+        return Err(format!("{name}= in the store URL names no file"));
+    }
+    Ok(PathBuf::from(text))
+}
+
+/// TLS from the files the options name: none without `ca`; `cert` and `key` together, and
+/// only with `ca`.
+fn tls(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<EtcdTls>, String> {
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => Some(ClientIdentity { cert, key }),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "cert= and key= go together in the store URL: cert= names the client \
+                 certificate, key= its private key; give both, or neither"
+                    .to_string(),
+            );
+        }
+    };
+    match ca {
+        Some(ca) => Ok(Some(EtcdTls { ca, identity })),
+        None if identity.is_some() => Err(
+            "cert= and key= need ca= in the store URL: ca= names the CA that signed the etcd \
+             members' certificates, and turns TLS on"
+                .to_string(),
+        ),
+        None => Ok(None),
+    }
+}
+
+/// `path` as an option value: `%` and `&` escaped, so that it parses back whole.
+fn escape(path: &std::path::Path) -> String {
+    path.to_string_lossy()
+        .replace('%', "%25")
+        .replace('&', "%26")
 }
 
 impl fmt::Display for EtcdUrl {
@@ -160,15 +268,26 @@ impl fmt::Display for EtcdUrl {
         let hosts: Vec<&str> = self
             .endpoints
             .iter()
-            .map(|e| e.trim_start_matches("http://"))
+            .map(|e| e.split_once("://").map_or(e.as_str(), |(_, host)| host))
             .collect();
         write!(f, "etcd://{}{}", hosts.join(","), self.prefix)?;
+        let mut options = Vec::new();
         if self.limits != TxnLimits::default() {
-            write!(
-                f,
-                "?max-txn-ops={}&max-request-bytes={}",
-                self.limits.max_ops, self.limits.max_request_bytes
-            )?;
+            options.push(format!("max-txn-ops={}", self.limits.max_ops));
+            options.push(format!(
+                "max-request-bytes={}",
+                self.limits.max_request_bytes
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            options.push(format!("ca={}", escape(&tls.ca)));
+            if let Some(identity) = &tls.identity {
+                options.push(format!("cert={}", escape(&identity.cert)));
+                options.push(format!("key={}", escape(&identity.key)));
+            }
+        }
+        if !options.is_empty() {
+            write!(f, "?{}", options.join("&"))?;
         }
         Ok(())
     }
@@ -215,5 +334,65 @@ mod tests {
         assert!(err("etcd://a:1,:2").contains("\":2\""));
         assert!(err("etcd://a:1?max-txn-ops=0").contains("positive"));
         assert!(err("etcd://a:1?ops=3").contains("unknown store URL option"));
+        assert!(err("etcd://a:1?ops=3").contains("ca, cert and key"));
+    }
+
+    #[test]
+    fn an_etcd_url_names_tls_files_and_prints_them_back() {
+        let text = "etcd://10.0.0.1:2379,etcd-2:2379/troupe?ca=/etc/troupe/etcd-ca.pem\
+                    &cert=/etc/troupe/etcd-client.pem&key=/etc/troupe/etcd-client-key.pem";
+        let url = etcd(text);
+        assert_eq!(
+            url.endpoints,
+            ["https://10.0.0.1:2379", "https://etcd-2:2379"]
+        );
+        let tls = url.tls.clone().unwrap();
+        assert_eq!(tls.ca, PathBuf::from("/etc/troupe/etcd-ca.pem"));
+        let identity = tls.identity.unwrap();
+        assert_eq!(identity.cert, PathBuf::from("/etc/troupe/etcd-client.pem"));
+        assert_eq!(
+            identity.key,
+            PathBuf::from("/etc/troupe/etcd-client-key.pem")
+        );
+        assert_eq!(url.limits, TxnLimits::default());
+        assert_eq!(url.to_string(), text);
+        assert_eq!(etcd(&url.to_string()), url);
+
+        // A CA alone: TLS, no client certificate; with limits, both print back.
+        let ca_only = etcd("etcd://h:1/p?ca=ca.pem&max-txn-ops=500");
+        assert_eq!(ca_only.endpoints, ["https://h:1"]);
+        assert_eq!(ca_only.tls.as_ref().unwrap().identity, None);
+        assert_eq!(etcd(&ca_only.to_string()), ca_only);
+        assert!(ca_only.to_string().contains("ca=ca.pem"));
+
+        // `%` and `&` in a path survive the round trip.
+        let odd = etcd("etcd://h:1/p?ca=/certs/a%26b%25c.pem");
+        assert_eq!(
+            odd.tls.as_ref().unwrap().ca,
+            PathBuf::from("/certs/a&b%c.pem")
+        );
+        assert_eq!(etcd(&odd.to_string()), odd);
+
+        // Without ca, plain HTTP as before.
+        assert_eq!(etcd("etcd://h:1").tls, None);
+        assert_eq!(etcd("etcd://h:1").endpoints, ["http://h:1"]);
+    }
+
+    #[test]
+    fn tls_options_that_cannot_work_are_refused_naming_them() {
+        let err = |text: &str| text.parse::<StoreLocation>().unwrap_err();
+        for half in ["ca=a&cert=c", "ca=a&key=k", "cert=c", "key=k"] {
+            let message = err(&format!("etcd://h:1?{half}"));
+            assert!(
+                message.contains("cert= and key= go together"),
+                "{half}: {message}"
+            );
+        }
+        let message = err("etcd://h:1?cert=c&key=k");
+        assert!(message.contains("need ca="), "{message}");
+        assert!(err("etcd://h:1?ca=").contains("ca= in the store URL names no file"));
+        assert!(err("etcd://h:1?ca=a&ca=b").contains("ca= is given twice"));
+        assert!(err("etcd://h:1?ca=%zz").contains("not a file path"));
+        assert!(err("etcd://h:1?ca=a&certificate=c").contains("unknown store URL option"));
     }
 }

@@ -29,11 +29,14 @@ use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
 #[cfg(feature = "etcd")]
-pub use etcd::{DEFAULT_LEASE, EtcdStore, Leader, LocalEtcd, Presence};
+pub use etcd::{
+    DEFAULT_LEASE, EtcdStore, Leader, LocalEtcd, LocalTls, Presence,
+    connect_client as connect_etcd, connect_options as etcd_connect_options,
+};
 pub use fenced::{FencedStore, Term};
 pub use location::{
-    DEFAULT_ETCD_PREFIX, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, EtcdUrl, StoreLocation,
-    TxnLimits,
+    ClientIdentity, DEFAULT_ETCD_PREFIX, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, EtcdTls,
+    EtcdUrl, StoreLocation, TxnLimits,
 };
 pub use memory::MemoryStore;
 pub use retention::{DEFAULT_EVENT_LOG_BYTES, DEFAULT_EVENT_RETENTION, Retention};

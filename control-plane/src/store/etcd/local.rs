@@ -1,7 +1,9 @@
 //! [`LocalEtcd`]: a real single-member etcd on free loopback ports with a data directory of its
 //! own, for tests and benchmarks. It runs the `etcd` binary from `PATH` (Debian package
 //! `etcd-server`), polls until the member answers `/health`, and is killed, and its directory
-//! removed, when dropped.
+//! removed, when dropped. Started with [`LocalEtcd::start_tls`], it serves clients over TLS
+//! only and asks each for a certificate signed by its CA ([`LocalTls`]); `/health` is then
+//! polled on a plain-HTTP metrics port of its own.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,6 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use super::local_tls::LocalTls;
+use crate::store::StoreLocation;
 
 /// How long a starting member may take to answer `/health`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,19 +28,41 @@ pub struct LocalEtcd {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// Where `/health` answers: the client port, or with TLS a plain metrics port.
+    health_port: u16,
+    tls: Option<LocalTls>,
 }
 
 impl LocalEtcd {
     /// Starts a member on free ports with a fresh data directory and waits until it answers.
     /// Fails with how to install etcd if there is none on `PATH`.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Starts a member as [`LocalEtcd::start`] does, serving clients over TLS only (`https://`)
+    /// with a certificate of a fresh CA, and refusing clients without a certificate that CA
+    /// signed (`--client-cert-auth`). [`LocalEtcd::tls`] names the files.
+    pub fn start_tls() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
+            let dir = fresh_dir()?;
+            let client_port = free_port()?;
+            let (health_port, tls) = match tls {
+                true => (free_port()?, Some(LocalTls::generate(&dir)?)),
+                false => (client_port, None),
+            };
             let mut etcd = Self {
                 child: None,
-                dir: fresh_dir()?,
-                client_port: free_port()?,
+                dir,
+                client_port,
                 peer_port: free_port()?,
+                health_port,
+                tls,
             };
             match etcd.run() {
                 Ok(()) => return Ok(etcd),
@@ -46,18 +73,51 @@ impl LocalEtcd {
         Err(last.expect("at least one attempt"))
     }
 
-    /// `http://127.0.0.1:PORT`, the client endpoint.
+    /// `http://127.0.0.1:PORT`, the client endpoint (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
-    /// The store URL of `prefix` on this member: `etcd://127.0.0.1:PORT/PREFIX`.
+    /// The store URL of `prefix` on this member, without TLS options:
+    /// `etcd://127.0.0.1:PORT/PREFIX`.
     pub fn url(&self, prefix: &str) -> String {
         format!(
             "etcd://127.0.0.1:{}/{}",
             self.client_port,
             prefix.trim_start_matches('/')
         )
+    }
+
+    /// The store URL of `prefix` with everything needed to reach this member: for a member
+    /// started with TLS, `etcd://127.0.0.1:PORT/PREFIX?ca=…&cert=…&key=…`; otherwise
+    /// [`LocalEtcd::url`].
+    pub fn url_tls(&self, prefix: &str) -> String {
+        match &self.tls {
+            Some(tls) => format!(
+                "{}?ca={}&cert={}&key={}",
+                self.url(prefix),
+                tls.ca.display(),
+                tls.client_cert.display(),
+                tls.client_key.display()
+            ),
+            None => self.url(prefix),
+        }
+    }
+
+    /// The certificates of a member started with TLS.
+    pub fn tls(&self) -> Option<&LocalTls> {
+        self.tls.as_ref()
+    }
+
+    /// A client of this member, over TLS with the client certificate if it has TLS, for a
+    /// test that reads or writes etcd behind the store's back.
+    pub async fn client(&self) -> anyhow::Result<etcd_client::Client> {
+        let url = match self.url_tls("").parse::<StoreLocation>() {
+            Ok(StoreLocation::Etcd(url)) => url,
+            other => bail!("the member's own URL does not parse: {other:?}"),
+        };
+        Ok(super::connect_client(&url).await?)
     }
 
     /// Kills the member (SIGKILL); its data stays for [`LocalEtcd::restart`].
@@ -92,6 +152,7 @@ impl LocalEtcd {
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("{name}={peer}")])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .args(self.tls_args())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -108,11 +169,31 @@ impl LocalEtcd {
         self.wait_healthy(&log_path)
     }
 
+    /// With TLS, the member's certificate and CA, client certificates required, and `/health`
+    /// on a plain metrics port.
+    fn tls_args(&self) -> Vec<String> {
+        let Some(tls) = &self.tls else {
+            return Vec::new();
+        };
+        let path = |p: &PathBuf| p.display().to_string();
+        vec![
+            "--cert-file".into(),
+            path(&tls.server_cert),
+            "--key-file".into(),
+            path(&tls.server_key),
+            "--trusted-ca-file".into(),
+            path(&tls.ca),
+            "--client-cert-auth".into(),
+            "--listen-metrics-urls".into(),
+            format!("http://127.0.0.1:{}", self.health_port),
+        ]
+    }
+
     /// Polls `/health` until the member says it is healthy (it has a leader).
     fn wait_healthy(&mut self, log_path: &std::path::Path) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if health(self.client_port) {
+            if health(self.health_port) {
                 return Ok(());
             }
             let exited = match self.child.as_mut() {

@@ -1,5 +1,6 @@
 //! [`EtcdStore`]: the [`Store`] contract on an etcd v3 cluster, so that several servers can
-//! share one store (`troupe server --store etcd://HOST:2379[,HOST…][/PREFIX]`).
+//! share one store (`troupe server --store etcd://HOST:2379[,HOST…][/PREFIX][?ca=…]`), over
+//! TLS with a client certificate when the URL names them ([`connect`]).
 //!
 //! Data flow: objects live under `PREFIX/o/…` ([`layout`]); a commit is one etcd transaction
 //! (compares for its checks, then its puts and deletes: [`commit`]), so its revision is etcd's.
@@ -34,10 +35,12 @@
 
 mod bridge;
 mod commit;
+mod connect;
 mod election;
 mod history;
 mod layout;
 mod local;
+mod local_tls;
 mod presence;
 mod read;
 mod tail;
@@ -45,17 +48,17 @@ mod view;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, KvClient, PutOptions, TxnOp, TxnOpResponse,
-    WatchClient,
+    Client, Compare, CompareOp, KvClient, PutOptions, TxnOp, TxnOpResponse, WatchClient,
 };
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
+pub use connect::{connect_client, connect_options};
 pub use election::{DEFAULT_LEASE, Leader};
 pub use local::LocalEtcd;
+pub use local_tls::LocalTls;
 pub use presence::Presence;
 
 use self::bridge::{Bridge, CALL_TIMEOUT, timed};
@@ -137,10 +140,13 @@ impl EtcdStore {
 
     /// Opens the store at `url`: connects, writes the marker (creating the store on the first
     /// open), loads every object and starts following the prefix. etcd's history of the store is compacted to keep
-    /// what `retention` says. Fails, naming the cluster, if it does not answer in time.
+    /// what `retention` says. Fails, naming the cluster, if it does not answer in time or
+    /// refuses this client (saying what TLS setting is the likely cause).
     pub fn open_with_retention(url: &EtcdUrl, retention: Retention) -> Result<Self, StoreError> {
         let bridge = Bridge::new()?;
-        let (client, layout, head, view) = bridge.block(connect(url.clone()))?;
+        let (client, layout, head, view) = bridge
+            .block(connect(url.clone()))
+            .map_err(|e| connect::explain(url, e))?;
         let shared = Arc::new(Shared {
             client,
             layout,
@@ -238,17 +244,7 @@ async fn restart(shared: &Shared) -> Result<(Revision, View), StoreError> {
 /// open); returns the client, the layout with its base, and the etcd revision of the marker.
 async fn mark(url: &EtcdUrl) -> Result<(Client, Layout, i64), StoreError> {
     let members = url.members();
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-        .with_keep_alive_while_idle(true)
-        .with_require_leader(true);
-    let client = timed(
-        &members,
-        "connecting",
-        Client::connect(&url.endpoints, Some(options)),
-    )
-    .await?;
+    let client = connect_client(url).await?;
     let layout = Layout::new(&url.prefix);
     let marker = layout.marker();
     let mut kv = client.kv_client();
@@ -394,3 +390,5 @@ impl Store for EtcdStore {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

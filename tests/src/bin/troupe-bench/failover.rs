@@ -174,7 +174,7 @@ fn etcd(store: Option<StoreLocation>) -> anyhow::Result<(Option<LocalEtcd>, Etcd
 
 /// The name of the server holding the leader key, if one does.
 async fn leader(url: &EtcdUrl) -> anyhow::Result<Option<String>> {
-    let mut client = etcd_client::Client::connect(&url.endpoints, None).await?;
+    let mut client = troupe_control_plane::store::connect_etcd(url).await?;
     let key = format!("{}/leader", url.prefix.trim_end_matches('/'));
     let answer = client.get(key, None).await?;
     Ok(answer

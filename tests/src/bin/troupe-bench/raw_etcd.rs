@@ -1,12 +1,13 @@
 //! Raw etcd puts, the ceiling of a server on etcd: the same payloads from as many concurrent
 //! writers as the bench has clients, over one etcd client (one HTTP/2 connection per member,
-//! as the store has), each put acknowledged once a quorum has it on disk.
+//! as the store has, and over TLS when the store URL names a CA, as the store's is), each put
+//! acknowledged once a quorum has it on disk.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use troupe_control_plane::store::EtcdUrl;
+use troupe_control_plane::store::{EtcdUrl, connect_etcd};
 
 use crate::{Measured, summarize};
 
@@ -17,7 +18,7 @@ pub async fn bench(
     clients: usize,
     run: Duration,
 ) -> anyhow::Result<Measured> {
-    let client = etcd_client::Client::connect(&url.endpoints, None).await?;
+    let client = connect_etcd(url).await?;
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + run;
@@ -48,7 +49,7 @@ pub async fn bench(
 
 /// Deletes every key under `url`'s prefix.
 pub async fn remove(url: &EtcdUrl) -> anyhow::Result<()> {
-    let mut client = etcd_client::Client::connect(&url.endpoints, None).await?;
+    let mut client = connect_etcd(url).await?;
     let options = etcd_client::DeleteOptions::new().with_prefix();
     client.delete(url.prefix.clone(), Some(options)).await?;
     Ok(())

@@ -1,0 +1,158 @@
+//! Connecting to the cluster an [`EtcdUrl`] names: the one place an etcd client is made, so
+//! that the store (and through its client the election, the presence and the shared state)
+//! and the tools beside it (the benchmark's raw puts, test helpers) reach etcd the same way,
+//! over TLS when the URL names a CA.
+//!
+//! The TLS files are read here, at connect time, and checked to hold what their option says
+//! (PEM certificates for `ca=` and `cert=`, a PEM private key for `key=`), so that a wrong
+//! path or a swapped file is an error naming the option and the file rather than a failed
+//! handshake. Their contents never reach a message.
+
+use std::path::Path;
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::bridge::timed;
+use crate::store::{EtcdTls, EtcdUrl, StoreError};
+
+/// How long connecting to a member may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connects to the cluster `url` names, over TLS if it names a CA. Fails naming the cluster
+/// if it cannot be reached, and naming the option and the file if a TLS file is wrong.
+pub async fn connect_client(url: &EtcdUrl) -> Result<Client, StoreError> {
+    let options = connect_options(url)?;
+    timed(
+        &url.members(),
+        "connecting",
+        Client::connect(&url.endpoints, Some(options)),
+    )
+    .await
+}
+
+/// How the store talks to etcd: keep-alives (a member gone quiet is noticed), a leader
+/// required for every call, and TLS from the files `url` names.
+pub fn connect_options(url: &EtcdUrl) -> Result<ConnectOptions, StoreError> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+        .with_keep_alive_while_idle(true)
+        .with_require_leader(true);
+    Ok(match &url.tls {
+        Some(tls) => options.with_tls(tls_options(tls)?),
+        None => options,
+    })
+}
+
+/// The CA to trust and the client identity, read from their files.
+fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StoreError> {
+    let ca = read("ca", &tls.ca)?;
+    certificates("ca", &tls.ca, &ca)?;
+    let options = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+    let Some(identity) = &tls.identity else {
+        return Ok(options);
+    };
+    let cert = read("cert", &identity.cert)?;
+    certificates("cert", &identity.cert, &cert)?;
+    let key = read("key", &identity.key)?;
+    if PrivateKeyDer::from_pem_slice(&key).is_err() {
+        return Err(bad_file(
+            "key",
+            &identity.key,
+            "holds no PEM private key (-----BEGIN PRIVATE KEY-----, or an RSA or EC one)",
+        ));
+    }
+    Ok(options.identity(Identity::from_pem(cert, key)))
+}
+
+/// The bytes of the file option `name` names.
+fn read(name: &str, path: &Path) -> Result<Vec<u8>, StoreError> {
+    std::fs::read(path).map_err(|e| bad_file(name, path, &format!("cannot be read: {e}")))
+}
+
+/// Checks that `pem`, from the file option `name` names, holds at least one certificate.
+fn certificates(name: &str, path: &Path, pem: &[u8]) -> Result<(), StoreError> {
+    let found: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    match found {
+        Ok(certs) if !certs.is_empty() => Ok(()),
+        Ok(_) => Err(bad_file(
+            name,
+            path,
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+        )),
+        Err(e) => Err(bad_file(
+            name,
+            path,
+            &format!("is not a valid PEM certificate file: {e}"),
+        )),
+    }
+}
+
+fn bad_file(name: &str, path: &Path, why: &str) -> StoreError {
+    StoreError::Engine(format!("{name}={} in the store URL {why}", path.display()))
+}
+
+/// A failure to open the store at `url`, with what most likely caused it when it is how TLS
+/// fails: the member's certificate not signed by the CA `ca=` names, or the member refusing
+/// this client because it has no certificate (or one it does not trust), or because it
+/// speaks TLS and the URL names no CA. The member's answer (an alert, or the connection
+/// closed, whichever the client sees first) does not say which, so the hint follows from
+/// what the URL asks for.
+pub(super) fn explain(url: &EtcdUrl, error: StoreError) -> StoreError {
+    let StoreError::Engine(message) = &error else {
+        return error;
+    };
+    let members = url.members();
+    let hint = if message.contains("invalid peer certificate") {
+        let ca = url
+            .tls
+            .as_ref()
+            .map_or(String::new(), |t| t.ca.display().to_string());
+        if message.contains("NotValidForName") {
+            format!(
+                "the certificate etcd at {members} presents does not name the host the store URL \
+                 reaches it by: use a name or address its certificate lists"
+            )
+        } else {
+            format!(
+                "the certificate etcd at {members} presents is not signed by the CA the store \
+                 URL trusts (ca={ca}): name the CA that signed the cluster's --cert-file"
+            )
+        }
+    } else if [
+        "received fatal alert",
+        "connection closed",
+        "broken pipe",
+        "connection reset",
+    ]
+    .iter()
+    .any(|cut| message.contains(cut))
+    {
+        match &url.tls {
+            None => format!(
+                "etcd at {members} closed the connection: if it serves clients over TLS \
+                 (https:// client URLs), name its CA with ca= in the store URL, and a client \
+                 certificate with cert= and key= if it asks for one"
+            ),
+            Some(EtcdTls { identity: None, .. }) => format!(
+                "etcd at {members} refused this client, which has no certificate: a cluster \
+                 started with --client-cert-auth takes only clients with a certificate its \
+                 --trusted-ca-file signed; name one with cert= and key= in the store URL"
+            ),
+            Some(EtcdTls {
+                identity: Some(identity),
+                ..
+            }) => format!(
+                "etcd at {members} refused this client's certificate (cert={}): it takes only \
+                 certificates its --trusted-ca-file signed, for client use",
+                identity.cert.display()
+            ),
+        }
+    } else {
+        return error;
+    };
+    StoreError::Engine(format!("{hint} ({message})"))
+}
