@@ -101,6 +101,22 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The lines `child` prints on its standard output (which must be piped), as they come; the
+/// channel closes when it closes its output.
+pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, lines) = std::sync::mpsc::channel();
+    let out = child.stdout.take().expect("a piped standard output");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
 /// Asserts the command succeeded, showing its output if not; returns stdout.
 pub fn success(output: &Output) -> String {
     assert!(

@@ -2,7 +2,6 @@
 //! round-trip YAML and JSON back through apply, delete with referrer checks and cascades, and
 //! find everything again after a restart.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -173,13 +172,7 @@ fn open_watches_do_not_hold_a_shutdown_open() {
             .unwrap(),
     );
     // The CLI prints its header once the server has opened the stream.
-    let (lines, printed) = std::sync::mpsc::channel();
-    let out = watcher.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
+    let printed = troupe_tests::stdout_lines(&mut watcher.0);
     eventually("the watch is open", PATIENCE, || printed.try_recv());
     assert!(
         server.terminate_server(),

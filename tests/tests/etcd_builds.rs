@@ -10,9 +10,7 @@
 )]
 mod fixture;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 
 use fixture::{BUILD_YAML, build, component, logs, wait_phase};
 use troupe_tests::{LocalEtcd, PATIENCE, Platform, success};
@@ -50,13 +48,7 @@ fn a_build_on_one_server_is_followed_and_read_through_another() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("troupe logs -f");
-    let (lines_tx, lines) = mpsc::channel();
-    let out = follower.stdout.take().expect("piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let lines = troupe_tests::stdout_lines(&mut follower);
     let first = lines
         .recv_timeout(PATIENCE)
         .expect("a first line through B while the step runs on A's agent");

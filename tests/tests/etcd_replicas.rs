@@ -8,9 +8,7 @@
 //! plane disconnected, naming the server.
 #![cfg(feature = "etcd")]
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 
 use serde_json::Value;
 use troupe_tests::{LocalEtcd, PATIENCE, Platform, check, eventually, release_files, success};
@@ -121,13 +119,7 @@ fn three_servers_share_one_store_and_survive_the_death_of_the_leader() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    let stdout = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let lines = troupe_tests::stdout_lines(&mut watch);
     let web = "apiVersion: troupe.dev/v1alpha1
 kind: Component
 metadata: {name: web, namespace: acme}

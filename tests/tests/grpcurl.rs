@@ -2,7 +2,6 @@
 //! discoverable by reflection with no proto files at hand, and a Component can be created,
 //! read, listed, watched and deleted with plain JSON.
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use troupe_tests::{PATIENCE, Platform, eventually, stderr, success};
@@ -75,13 +74,7 @@ fn component_lifecycle_with_grpcurl_json() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (lines, printed) = std::sync::mpsc::channel();
-    let out = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
+    let printed = troupe_tests::stdout_lines(&mut watch);
     // With -v, grpcurl reports the response headers once the server has opened the stream.
     let mut text = String::new();
     eventually("the watch is open", PATIENCE, || {

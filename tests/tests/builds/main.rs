@@ -9,9 +9,7 @@ mod fixture;
 mod outcomes;
 mod webhook;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 
 use fixture::{build, component, fixture, run, wait_phase};
 use troupe_tests::{PATIENCE, check, eventually, release_files, success};
@@ -50,13 +48,7 @@ fn a_build_streams_its_logs_updates_the_workload_deploys_and_traces_back_to_its_
         .stdout(Stdio::piped())
         .spawn()
         .expect("troupe logs -f");
-    let (lines_tx, lines) = mpsc::channel();
-    let out = follower.stdout.take().expect("piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let lines = troupe_tests::stdout_lines(&mut follower);
     let first = lines
         .recv_timeout(PATIENCE)
         .expect("a first line while the step runs");
