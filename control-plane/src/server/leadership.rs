@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-
 use troupe_common::pb::v1alpha1 as pb;
 
 use crate::api::servers::Roster;
@@ -94,6 +93,16 @@ impl Replica {
             about: format!("api {api}, agents {agents}"),
         }
     }
+
+    /// This server, alone on its store: the leader.
+    fn info(&self) -> pb::ServerInfo {
+        pb::ServerInfo {
+            name: self.name.clone(),
+            endpoints: self.about.clone(),
+            leader: true,
+            answering: true,
+        }
+    }
 }
 
 impl Election {
@@ -114,9 +123,7 @@ impl Election {
             }
         }
     }
-}
 
-impl Election {
     /// The list of servers `ServerService` answers with, as `replica` sees it.
     pub(super) fn roster(&self, replica: &Replica) -> Arc<dyn Roster> {
         match self {
@@ -126,17 +133,6 @@ impl Election {
                 store: store.clone(),
                 this: replica.name.clone(),
             }),
-        }
-    }
-}
-
-impl Replica {
-    fn info(&self) -> pb::ServerInfo {
-        pb::ServerInfo {
-            name: self.name.clone(),
-            endpoints: self.about.clone(),
-            leader: true,
-            answering: true,
         }
     }
 }
