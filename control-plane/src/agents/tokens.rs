@@ -82,13 +82,24 @@ impl Tokens {
         }
     }
 
-    /// The tokens in etcd, followed from now on.
+    /// The tokens in etcd, followed from now on. Tokens long expired are deleted from etcd,
+    /// as loading the file drops them.
     #[cfg(feature = "etcd")]
     fn shared(state: crate::shared_state::EtcdState) -> anyhow::Result<Self> {
-        use crate::shared_state::Change;
-        let (items, revision) = state.list(SHARED_DIR)?;
-        let entries = Arc::new(Mutex::new(BTreeMap::new()));
+        use crate::shared_state::{Change, Write};
+        let (mut items, revision) = state.list(SHARED_DIR)?;
         let decode = |value: &[u8]| serde_json::from_slice::<Entry>(value).ok();
+        let now = unix(SystemTime::now());
+        let long_expired = |item: &crate::shared_state::Item| {
+            decode(&item.value).is_some_and(|e| e.expires_unix + REMEMBER_EXPIRED_SECS <= now)
+        };
+        for item in items.iter().filter(|i| long_expired(i)) {
+            // Another server may do the same: whoever is second deletes nothing.
+            let expect = [(item.key.as_str(), item.mod_revision)];
+            state.commit(&expect, vec![Write::Delete(item.key.clone())])?;
+        }
+        items.retain(|i| !long_expired(i));
+        let entries = Arc::new(Mutex::new(BTreeMap::new()));
         let into = entries.clone();
         let apply = move |change: Change| {
             let mut entries = into.lock().unwrap_or_else(|p| p.into_inner());
@@ -311,5 +322,43 @@ mod tests {
         let (expired, _) = tokens.create(&edge, Duration::ZERO, &pin).unwrap();
         let err = tokens.verify(&expired.to_string(), &edge).unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
+    }
+
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn a_server_on_etcd_deletes_tokens_long_expired_and_keeps_the_others() {
+        use crate::shared_state::EtcdState;
+        use crate::store::{EtcdStore, LocalEtcd, StoreLocation};
+        let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+        let StoreLocation::Etcd(url) = etcd.url("t").parse::<StoreLocation>().unwrap() else {
+            panic!("not an etcd URL")
+        };
+        let state = EtcdState::new(Arc::new(EtcdStore::open(&url).unwrap()));
+        let entry = |id: &str, expires_unix: u64| {
+            let entry = Entry {
+                id: id.into(),
+                secret_sha256: "0".repeat(64),
+                namespace: "team".into(),
+                name: "edge".into(),
+                expires_unix,
+            };
+            serde_json::to_vec(&entry).unwrap()
+        };
+        let now = unix(SystemTime::now());
+        state.put("agent-tokens/old", entry("old", 1_000)).unwrap();
+        let recent = now - REMEMBER_EXPIRED_SECS / 2;
+        state
+            .put("agent-tokens/recent", entry("recent", recent))
+            .unwrap();
+        let tokens = Tokens::shared(state.clone()).unwrap();
+        let (left, _) = state.list("agent-tokens/").unwrap();
+        let left: Vec<&str> = left.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(left, ["agent-tokens/recent"]);
+        let known: Vec<String> = tokens.entries.lock().unwrap().keys().cloned().collect();
+        assert_eq!(
+            known,
+            ["recent"],
+            "the one kept is still known, to say it expired"
+        );
     }
 }
