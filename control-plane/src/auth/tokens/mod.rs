@@ -150,8 +150,9 @@ enum Backing {
     Memory,
     /// The open token file.
     File(Mutex<std::fs::File>),
+    /// etcd, and how many reads of unknown tokens it may still take this second.
     #[cfg(feature = "etcd")]
-    Etcd(crate::shared_state::EtcdState),
+    Etcd(crate::shared_state::EtcdState, shared::Lookups),
 }
 
 impl ApiTokens {
@@ -242,7 +243,7 @@ impl ApiTokens {
         let (token, hash, record) = mint(name, groups, ttl, created_by);
         let now = record.created_unix;
         #[cfg(feature = "etcd")]
-        if let Backing::Etcd(state) = &self.backing {
+        if let Backing::Etcd(state, _) = &self.backing {
             shared::create(state, &record)?;
             let entry = Entry::new(record, None);
             let info = entry.info();
@@ -267,7 +268,7 @@ impl ApiTokens {
     pub fn revoke(&self, name: &str) -> Result<TokenInfo, TokenError> {
         let now = unix(SystemTime::now());
         #[cfg(feature = "etcd")]
-        if let Backing::Etcd(state) = &self.backing {
+        if let Backing::Etcd(state, _) = &self.backing {
             let (hash, record) = shared::revoke(state, name, now)?;
             let mut entries = self.write_entries();
             let entry = entries
@@ -311,8 +312,8 @@ impl ApiTokens {
         }
         let hash = digest(token);
         #[cfg(feature = "etcd")]
-        if let Backing::Etcd(state) = &self.backing {
-            shared::fetch_if_missing(state, &self.entries, &hash);
+        if let Backing::Etcd(state, lookups) = &self.backing {
+            shared::fetch_if_missing(state, lookups, &self.entries, &hash);
         }
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let entry = entries
@@ -346,7 +347,7 @@ impl ApiTokens {
     /// server in memory) it is made anew on every start.
     pub fn admin_token(&self, file: Option<&Path>) -> anyhow::Result<String> {
         #[cfg(feature = "etcd")]
-        if let Backing::Etcd(state) = &self.backing {
+        if let Backing::Etcd(state, _) = &self.backing {
             let token = shared::admin_token(self, state)?;
             if let Some(file) = file {
                 durable::write(file, format!("{token}\n").as_bytes())?;

@@ -82,7 +82,7 @@ pub(super) fn open(state: EtcdState) -> anyhow::Result<ApiTokens> {
     state.follow(TOKENS_DIR, revision, apply);
     Ok(ApiTokens {
         entries,
-        backing: Backing::Etcd(state),
+        backing: Backing::Etcd(state, Lookups::default()),
     })
 }
 
@@ -127,13 +127,50 @@ fn upsert(map: &mut HashMap<[u8; 32], Entry>, hash: [u8; 32], stored: Stored) {
     }
 }
 
-/// Reads token `hash` from etcd if the map does not have it: another replica may have made
-/// it a moment ago.
-pub(super) fn fetch_if_missing(state: &EtcdState, entries: &Entries, hash: &[u8; 32]) {
+/// Reads of etcd for tokens this server does not know, at most [`LOOKUPS_PER_SECOND`]: a
+/// token another server made a moment ago is found before its watch event arrives
+/// (milliseconds later), and a flood of made-up tokens costs etcd, and this server's threads,
+/// no more than that.
+#[derive(Default)]
+pub(super) struct Lookups(std::sync::Mutex<Option<(std::time::Instant, u32)>>);
+
+/// Unknown tokens looked up in etcd per second, at most.
+const LOOKUPS_PER_SECOND: u32 = 20;
+
+impl Lookups {
+    /// Whether one more lookup fits in this second.
+    fn take(&self) -> bool {
+        self.take_at(std::time::Instant::now())
+    }
+
+    /// Whether one more lookup at `now` fits in the second it falls in.
+    fn take_at(&self, now: std::time::Instant) -> bool {
+        let mut window = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, taken) = window.get_or_insert((now, 0));
+        if now.duration_since(*since) >= std::time::Duration::from_secs(1) {
+            (*since, *taken) = (now, 0);
+        }
+        if *taken >= LOOKUPS_PER_SECOND {
+            return false;
+        }
+        *taken += 1;
+        true
+    }
+}
+
+/// Reads token `hash` from etcd if the map does not have it (another server may have made
+/// it a moment ago), unless this second's lookups are spent.
+pub(super) fn fetch_if_missing(
+    state: &EtcdState,
+    lookups: &Lookups,
+    entries: &Entries,
+    hash: &[u8; 32],
+) {
     if entries
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .contains_key(hash)
+        || !lookups.take()
     {
         return;
     }
@@ -280,6 +317,19 @@ mod tests {
             panic!("not an etcd URL")
         };
         open(EtcdState::new(Arc::new(EtcdStore::open(&url).unwrap()))).unwrap()
+    }
+
+    #[test]
+    fn unknown_tokens_are_looked_up_in_etcd_a_bounded_number_of_times_a_second() {
+        let lookups = Lookups::default();
+        let start = std::time::Instant::now();
+        let taken = (0..100).filter(|_| lookups.take_at(start)).count();
+        assert_eq!(taken, LOOKUPS_PER_SECOND as usize);
+        assert!(!lookups.take_at(start + Duration::from_millis(999)));
+        assert!(
+            lookups.take_at(start + Duration::from_secs(1)),
+            "a new second"
+        );
     }
 
     #[test]
