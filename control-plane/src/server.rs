@@ -36,7 +36,7 @@ use crate::releases::Releases;
 use crate::render::template::Limits;
 use crate::resources::Resources;
 use crate::shared_state::StateHome;
-use crate::store::{FencedStore, Retention, Store, StoreLocation, Term};
+use crate::store::{Retention, Store, StoreLocation};
 use leadership::{Controllers, Replica};
 
 mod dev;
@@ -297,7 +297,6 @@ pub async fn run(
         replica,
         presence,
         domain.controllers(),
-        domain.term.clone(),
         stopping.clone(),
     ));
     let dev_dataplane_dir = dev::start_agent(&config, &pki, &tokens, agent_addr, &stopping)?;
@@ -353,8 +352,6 @@ struct Domain {
     promotions: Arc<Promotions>,
     /// WorkflowRuns offered to build agents, their logs and webhook secrets.
     builds: Arc<Builds>,
-    /// The leadership this server's commits carry now, if it leads on a shared store.
-    term: Arc<Term>,
     /// The servers of the store, for `ServerService`.
     roster: Arc<dyn Roster>,
     /// Who may call the API, and the audit log.
@@ -366,7 +363,7 @@ struct Domain {
 impl Domain {
     /// Starts the services over `store` (the controllers start when this server leads:
     /// [`leadership`]), and authentication as `config` says, with the store and renders
-    /// measured, its commits fenced by the term; API tokens and webhook secrets live where
+    /// measured; API tokens and webhook secrets live where
     /// `home` says. Returns them with the bootstrap admin token
     /// (written to `admin_token_path` on the first start).
     async fn start(
@@ -378,8 +375,7 @@ impl Domain {
         stopping: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Self, String)> {
         let metrics = Metrics::new();
-        let term = Arc::new(Term::default());
-        let store = Arc::new(FencedStore::new(metrics.meter_store(store), term.clone()));
+        let store = metrics.meter_store(store);
         let resources = Arc::new(Resources::with_render_limits(store, config.render));
         let releases = Arc::new(Releases::new(resources.clone()));
         releases.observe_renders(metrics.render_observer());
@@ -403,7 +399,6 @@ impl Domain {
             releases,
             promotions,
             builds,
-            term,
             roster,
             auth,
             metrics,

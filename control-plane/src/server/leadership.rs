@@ -1,7 +1,7 @@
 //! Which server runs the controllers. On a store of one server (sled, memory) it always does.
 //! On etcd, the servers sharing the store elect one ([`crate::store::EtcdStore::campaign`]):
 //! the leader runs the binding, deploy and promotion controllers, and every commit it makes
-//! carries its term ([`Term`]), so once its lease is gone (a crash, a pause, a partition) it
+//! carries its term ([`EtcdStore::fence_commits`]), so once its lease is gone (a crash, a pause, a partition) it
 //! writes nothing and another server takes over within the lease.
 //!
 //! Every server on etcd also announces itself under a lease of its own
@@ -32,7 +32,6 @@ use crate::releases::Releases;
 use crate::resources::Resources;
 #[cfg(feature = "etcd")]
 use crate::store::EtcdStore;
-use crate::store::Term;
 
 use super::ServerConfig;
 
@@ -187,18 +186,17 @@ pub(super) async fn lead(
     replica: Replica,
     presence: Option<Presence>,
     controllers: Controllers,
-    term: Arc<Term>,
     stopping: watch::Receiver<bool>,
 ) {
     match election {
         Election::Alone => {
-            let _ = (replica, presence, term, stopping);
+            let _ = (replica, presence, stopping);
             controllers.metrics.set_leader(true);
             controllers.spawn();
         }
         #[cfg(feature = "etcd")]
         Election::Etcd { store, lease } => {
-            campaign(&store, lease, &replica.name, &controllers, &term, stopping).await;
+            campaign(&store, lease, &replica.name, &controllers, stopping).await;
             if let Some(presence) = presence
                 && let Err(e) = presence.withdraw().await
             {
@@ -214,7 +212,6 @@ async fn campaign(
     lease: Duration,
     identity: &str,
     controllers: &Controllers,
-    term: &Term,
     mut stopping: watch::Receiver<bool>,
 ) {
     loop {
@@ -230,13 +227,13 @@ async fn campaign(
                 continue;
             }
         };
-        term.set(Some(leader.fence().clone()));
+        store.fence_commits(Some(leader.fence().clone()));
         controllers.metrics.set_leader(true);
         let runtime = match controller_runtime() {
             Ok(runtime) => runtime,
             Err(e) => {
                 tracing::error!(error = %e, "could not start the controllers' runtime; resigning");
-                term.set(None);
+                store.fence_commits(None);
                 let _ = leader.resign().await;
                 continue;
             }
@@ -258,7 +255,7 @@ async fn campaign(
         // Nothing the controllers were writing may commit unfenced: their runtime (and its
         // blocking writes) ends before the term is cleared.
         let _ = tokio::task::spawn_blocking(move || runtime.shutdown_timeout(SHUTDOWN)).await;
-        term.set(None);
+        store.fence_commits(None);
         controllers.metrics.set_leader(false);
         if stop {
             if let Err(e) = leader.resign().await {

@@ -13,7 +13,6 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
-mod fenced;
 mod location;
 mod memory;
 mod retention;
@@ -33,7 +32,6 @@ pub use etcd::{
     DEFAULT_LEASE, EtcdStore, Leader, LocalEtcd, LocalTls, Presence,
     connect_client as connect_etcd, connect_options as etcd_connect_options,
 };
-pub use fenced::{FencedStore, Term};
 pub use location::{
     ClientIdentity, DEFAULT_ETCD_PREFIX, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, EtcdTls,
     EtcdUrl, StoreLocation, TxnLimits,

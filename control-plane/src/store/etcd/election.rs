@@ -59,6 +59,13 @@ impl Leader {
 }
 
 impl EtcdStore {
+    /// Fences every commit of this store from now on with `fence` (`None`: none), so that
+    /// nothing this server writes, its controllers' writes above all, commits once another
+    /// server may lead. A transaction that carries a fence of its own keeps it.
+    pub fn fence_commits(&self, fence: Option<Fence>) {
+        *self.term.write().unwrap_or_else(|p| p.into_inner()) = fence;
+    }
+
     /// The name of the server that leads now, if one does.
     pub async fn leader(&self) -> Result<Option<String>, StoreError> {
         let key = [self.shared.layout.root(), b"leader"].concat();

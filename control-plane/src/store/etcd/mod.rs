@@ -66,7 +66,8 @@ use self::layout::{Layout, MARKER_VALUE};
 use self::tail::Log;
 use self::view::View;
 use super::{
-    Durability, EtcdUrl, Event, Record, Retention, Revision, Store, StoreError, Txn, TxnLimits,
+    Durability, EtcdUrl, Event, Fence, Record, Retention, Revision, Store, StoreError, Txn,
+    TxnLimits,
 };
 
 /// Largest etcd response the store takes: a page of large objects, or one revision of a big
@@ -77,6 +78,9 @@ const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 pub struct EtcdStore {
     shared: Arc<Shared>,
     bridge: Bridge,
+    /// The leadership this server holds now, which every commit carries
+    /// ([`EtcdStore::fence_commits`]).
+    term: std::sync::RwLock<Option<Fence>>,
 }
 
 /// What the store and its tasks share.
@@ -163,7 +167,11 @@ impl EtcdStore {
         });
         bridge.handle().spawn(tail::follow(shared.clone()));
         tracing::info!(etcd = %url, revision = head, "etcd store open");
-        Ok(Self { shared, bridge })
+        Ok(Self {
+            shared,
+            bridge,
+            term: std::sync::RwLock::default(),
+        })
     }
 }
 
@@ -324,6 +332,11 @@ impl Store for EtcdStore {
     }
 
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
+        let term = self.term.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let txn = match (&txn.fence, term) {
+            (None, Some(fence)) => txn.fenced(fence),
+            _ => txn,
+        };
         let shared = self.shared.clone();
         self.bridge
             .block(async move { commit::commit(&shared, txn).await })

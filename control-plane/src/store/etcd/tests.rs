@@ -354,6 +354,19 @@ async fn a_leader_whose_lease_is_gone_writes_nothing_and_another_leads() {
     );
     // Unfenced writes (an agent's status, a user's apply) go on from any server.
     put(&a, "web", "from a");
+    // A server fences all its commits while it believes it leads: then even a plain write
+    // of a former leader commits nothing, until it stops fencing.
+    a.fence_commits(Some(first.fence().clone()));
+    let plain = Txn::default().put(mk_key("web"), b"by a, fenced".to_vec());
+    assert!(matches!(
+        a.commit(plain.clone()),
+        Err(StoreError::Fenced { .. })
+    ));
+    b.fence_commits(Some(second.fence().clone()));
+    b.commit(Txn::default().put(mk_key("web"), b"by b".to_vec()))
+        .unwrap();
+    a.fence_commits(None);
+    a.commit(plain).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
