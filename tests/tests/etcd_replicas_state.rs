@@ -74,3 +74,66 @@ fn tokens_made_through_one_server_work_through_the_other() {
     let files = troupe_tests::release_files(&b.agent_target("edge"), "acme", "api-staging");
     assert!(!files.is_empty());
 }
+
+/// Integrity holds between servers: a delete through one server sees what another server
+/// made refer to the object since the first last looked: a referrer it does not own refuses
+/// the delete, one it owns goes with it.
+#[test]
+fn a_delete_through_one_server_sees_referrers_made_through_the_other() {
+    let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let (a, b) = pair(&etcd.url("integrity"));
+    success(&a.cli(&["apply", "-f", examples_dir().to_str().unwrap()]));
+    let apply_b = |yaml: &str| success(&b.cli_with_stdin(&["apply", "-f", "-"], Some(yaml)));
+    apply_b(
+        "apiVersion: troupe.dev/v1alpha1
+kind: Environment
+metadata: {name: qa, namespace: acme}
+spec:
+  dataPlaneRef: {kind: DataPlane, name: local}
+",
+    );
+    // A looks: nothing refers to qa yet.
+    eventually("A sees qa", PATIENCE, || {
+        check(a.get_json("env", "acme", "qa"), |e| e.is_some())
+    });
+    success(&a.cli(&["delete", "env", "qa", "-n", "acme", "--dry-run"]));
+
+    // B makes a pipeline promote into qa: A must refuse to delete qa, naming it.
+    apply_b(
+        "apiVersion: troupe.dev/v1alpha1
+kind: DeploymentPipeline
+metadata: {name: to-qa, namespace: acme}
+spec:
+  promotionPaths:
+    - sourceEnvironment: development
+      targets: [{environment: qa}]
+",
+    );
+    eventually("A sees the pipeline", PATIENCE, || {
+        check(a.get_json("deploymentpipeline", "acme", "to-qa"), |p| {
+            p.is_some()
+        })
+    });
+    let out = a.cli(&["delete", "env", "qa", "-n", "acme"]);
+    assert!(
+        !out.status.success(),
+        "A deleted qa while B's pipeline refers to it"
+    );
+    assert!(stderr(&out).contains("to-qa"), "{}", stderr(&out));
+    assert!(b.get_json("env", "acme", "qa").is_some());
+
+    // B binds into qa and drops the pipeline: deleting qa through A takes the binding along.
+    let release = b.cut_release("api");
+    b.bind("api", "qa", &release, "");
+    success(&b.cli(&["delete", "deploymentpipeline", "to-qa", "-n", "acme"]));
+    eventually("A sees the binding and not the pipeline", PATIENCE, || {
+        let binding = a.get_json("releasebinding", "acme", "api-qa");
+        let pipeline = a.get_json("deploymentpipeline", "acme", "to-qa");
+        check((binding, pipeline), |(b, p)| b.is_some() && p.is_none())
+    });
+    success(&a.cli(&["delete", "env", "qa", "-n", "acme"]));
+    assert!(
+        b.get_json("releasebinding", "acme", "api-qa").is_none(),
+        "the binding into qa outlived it"
+    );
+}

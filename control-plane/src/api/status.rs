@@ -23,6 +23,11 @@ impl From<Error> for Status {
             | Error::ControlPlaneOwned { .. }
             | Error::BypassesPipeline { .. } => Code::PermissionDenied,
             Error::Compacted { .. } => Code::OutOfRange,
+            // Other writers kept changing what this write's checks read.
+            Error::Store(
+                crate::store::StoreError::Conflict { .. }
+                | crate::store::StoreError::Changed { .. },
+            ) => Code::Aborted,
             // This server's leadership ended while it wrote: another server serves the call.
             Error::Store(crate::store::StoreError::Fenced { .. }) => Code::Unavailable,
             Error::Decode { .. } | Error::Store(_) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use troupe_common::timestamp::now;
 use troupe_common::{Kind, Object, ObjectKey};
 
-use super::{Error, LISTED_REFERRERS, Origin, Resources, kinds, put};
+use super::{Error, LISTED_REFERRERS, Origin, Resources, kinds, put, references, retrying};
 use crate::store::{Precondition, Revision, Txn};
 
 /// The result of a delete.
@@ -37,7 +37,7 @@ impl Resources {
         }
         let key = key.clone();
         let (deleted, _) = self
-            .write_durably(move |this| this.delete_locked(&key, expected, dry_run))
+            .write_durably(move |this| retrying(|| this.delete_locked(&key, expected, dry_run)))
             .await?;
         Ok(deleted)
     }
@@ -50,6 +50,7 @@ impl Resources {
         dry_run: bool,
     ) -> Result<(Deleted, Option<Revision>), Error> {
         let _guard = self.lock();
+        let since = self.referrers_known()?;
         let (object, record) = self
             .read(key)?
             .ok_or_else(|| Error::NotFound(key.clone()))?;
@@ -90,6 +91,10 @@ impl Resources {
         // A cascade of thousands may not fit in one etcd transaction: it may commit in steps,
         // since children go first and every prefix of it leaves no dangling owner.
         let mut txn = Txn::default().divisible();
+        // Nothing may have come to refer to what goes since the referrers were looked up.
+        for (k, _) in &doomed {
+            txn = unchanged_referrers(txn, k, since);
+        }
         let mut pruning = Vec::new();
         // Children first, so a watcher never sees an owner vanish before what it owns.
         for (k, revision) in doomed.iter().rev() {
@@ -118,12 +123,6 @@ impl Resources {
             return Ok((deleted, None));
         }
         let revision = self.store.commit(txn)?;
-        // What waits for its prune keeps its references; the rest is gone.
-        for (key, _) in &doomed {
-            if !deleted.pruning.contains(key) {
-                self.note_references(key, None);
-            }
-        }
         Ok((deleted, Some(revision)))
     }
 
@@ -176,49 +175,62 @@ impl Resources {
     ) -> Result<bool, Error> {
         let key = key.clone();
         let ((), revision) = self
-            .write_durably(move |this| {
-                let _guard = this.lock();
-                let Some((object, record)) = this.read(&key)? else {
-                    return Ok(((), None));
-                };
-                let meta = object.meta();
-                if meta.delete_time.is_none() || meta.generation > generation {
-                    return Ok(((), None));
-                }
-                let mut txn = Txn::default()
-                    .check(key.clone(), Precondition::AtRevision(record.mod_revision))
-                    .delete(key.clone());
-                let mut gone = vec![key.clone()];
-                // The last Release of an environment being deleted takes the environment.
-                if let Object::Release(release) = &object {
-                    let environment = ObjectKey::new(
-                        Kind::Environment,
-                        &key.namespace,
-                        release.spec.as_ref().map_or("", |s| s.environment.as_str()),
-                    );
-                    if let Some((env, env_record)) = this.read(&environment)?
-                        && env.meta().delete_time.is_some()
-                        && this
-                            .referrers(&environment)?
-                            .iter()
-                            .all(|(k, _, _)| k == &key)
-                    {
-                        txn = txn
-                            .check(
-                                environment.clone(),
-                                Precondition::AtRevision(env_record.mod_revision),
-                            )
-                            .delete(environment.clone());
-                        gone.push(environment);
-                    }
-                }
-                let revision = this.store.commit(txn)?;
-                for key in &gone {
-                    this.note_references(key, None);
-                }
-                Ok(((), Some(revision)))
-            })
+            .write_durably(move |this| retrying(|| this.purge_locked(&key, generation)))
             .await?;
         Ok(revision.is_some())
     }
+
+    /// The checks and the commit of [`Resources::purge_release`], under the write lock.
+    fn purge_locked(
+        &self,
+        key: &ObjectKey,
+        generation: i64,
+    ) -> Result<((), Option<Revision>), Error> {
+        let _guard = self.lock();
+        let since = self.referrers_known()?;
+        let Some((object, record)) = self.read(key)? else {
+            return Ok(((), None));
+        };
+        let meta = object.meta();
+        if meta.delete_time.is_none() || meta.generation > generation {
+            return Ok(((), None));
+        }
+        let mut txn = Txn::default()
+            .check(key.clone(), Precondition::AtRevision(record.mod_revision))
+            .delete(key.clone());
+        // The last Release of an environment being deleted takes the environment.
+        if let Object::Release(release) = &object {
+            let environment = ObjectKey::new(
+                Kind::Environment,
+                &key.namespace,
+                release.spec.as_ref().map_or("", |s| s.environment.as_str()),
+            );
+            if let Some((env, env_record)) = self.read(&environment)?
+                && env.meta().delete_time.is_some()
+                && self
+                    .referrers(&environment)?
+                    .iter()
+                    .all(|(k, _, _)| k == key)
+            {
+                txn = txn
+                    .check(
+                        environment.clone(),
+                        Precondition::AtRevision(env_record.mod_revision),
+                    )
+                    .delete(environment.clone());
+                txn = unchanged_referrers(txn, &environment, since);
+            }
+        }
+        let revision = self.store.commit(txn)?;
+        Ok(((), Some(revision)))
+    }
+}
+
+/// `txn` requiring that nothing that could refer to `target` was written after `since`.
+fn unchanged_referrers(mut txn: Txn, target: &ObjectKey, since: Revision) -> Txn {
+    let scope = references::referrer_scope(target);
+    for kind in references::referrer_kinds(target.kind) {
+        txn = txn.unchanged_since(kind, scope, since);
+    }
+    txn
 }

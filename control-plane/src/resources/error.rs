@@ -145,6 +145,17 @@ pub enum Error {
     Store(StoreError),
 }
 
+impl Error {
+    /// Whether this is a commit that lost a race with another writer: something its checks
+    /// read changed before it committed. Trying again from the checks may succeed.
+    pub fn raced(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(StoreError::Conflict { .. } | StoreError::Changed { .. })
+        )
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {

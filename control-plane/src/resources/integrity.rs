@@ -12,16 +12,44 @@ use super::references::{Reference, references};
 use super::validate::struct_to_json as to_json;
 use super::{Error, Resources, decode, kinds};
 use crate::render::schema::describe;
-use crate::store::{Precondition, StoreError};
+use crate::store::{Precondition, Revision, StoreError, Txn};
+
+/// A write's references, as its checks found them.
+pub(crate) struct Referenced {
+    /// Every reference the object makes.
+    pub(crate) all: Vec<Reference>,
+    /// The targets whose content the checks read, with the revision read.
+    pub(crate) read: Vec<(ObjectKey, Revision)>,
+}
+
+impl Referenced {
+    /// `txn` requiring, besides what it already checks, every target to exist and those the
+    /// checks read to be as read.
+    pub(crate) fn required(&self, mut txn: Txn) -> Txn {
+        for target in self.all.iter().map(|r| &r.target) {
+            if txn.checks.iter().any(|(k, _)| k == target) {
+                continue;
+            }
+            let precondition = match self.read.iter().find(|(k, _)| k == target) {
+                Some((_, revision)) => Precondition::AtRevision(*revision),
+                None => Precondition::Present,
+            };
+            txn = txn.check(target.clone(), precondition);
+        }
+        txn
+    }
+}
 
 impl Resources {
     /// Checks that every reference of `object` resolves and fits (DESIGN §2, creation order),
     /// and that parameters and overrides satisfy the schemas of what they refer to. Returns
-    /// the references, so the write can require their targets still to exist when it
-    /// commits (another server may delete one meanwhile).
-    pub(crate) fn check_references(&self, object: &Object) -> Result<Vec<Reference>, Error> {
+    /// the references and what the checks read, so the write can require, when it commits,
+    /// that every target still exists and that those read are as they were (another server
+    /// may change or delete one meanwhile).
+    pub(crate) fn check_references(&self, object: &Object) -> Result<Referenced, Error> {
         let key = object.key();
         let all = references(object);
+        let mut read = Vec::new();
         // Most references need only exist; the few whose content is checked are decoded.
         let mut resolved: Vec<(Reference, Object)> = Vec::new();
         for reference in all.iter().cloned() {
@@ -32,6 +60,10 @@ impl Resources {
                     target: reference.target.to_string(),
                 });
             };
+            let content = kinds::needs_content(object.kind(), reference.target.kind);
+            if content || reference.target.kind == Kind::Environment {
+                read.push((reference.target.clone(), record.mod_revision));
+            }
             // Nothing new may point at an environment on its way out.
             if reference.target.kind == Kind::Environment
                 && decode(&record)?.meta().delete_time.is_some()
@@ -44,7 +76,7 @@ impl Resources {
                     ),
                 });
             }
-            if kinds::needs_content(object.kind(), reference.target.kind) {
+            if content {
                 let target = decode(&record)?;
                 resolved.push((reference, target));
             }
@@ -57,7 +89,7 @@ impl Resources {
             }
         }
         kinds::check_resolved(object, self, &key, &resolved)?;
-        Ok(all)
+        Ok(Referenced { all, read })
     }
 
     /// Validates `value` (with defaults applied) against `schema`, if there is one.
@@ -115,9 +147,16 @@ fn check_owner_project(
     })
 }
 
-/// What a write that lost a race with another server's is: the object changed since it was
-/// read (`Stale`), or something it refers to was deleted (`MissingReference`).
-pub(super) fn lost_race(error: StoreError, key: &ObjectKey, referenced: &[Reference]) -> Error {
+/// What a write that lost a race with another writer is: the object changed since the
+/// version the writer named (`Stale`), or something it refers to was deleted
+/// (`MissingReference`); otherwise (the object or a target read changed meanwhile) the
+/// store's conflict, which the write retries ([`Error::raced`]).
+pub(super) fn lost_race(
+    error: StoreError,
+    key: &ObjectKey,
+    named_version: bool,
+    referenced: &Referenced,
+) -> Error {
     let StoreError::Conflict {
         key: at,
         expected,
@@ -127,6 +166,9 @@ pub(super) fn lost_race(error: StoreError, key: &ObjectKey, referenced: &[Refere
         return error.into();
     };
     if at == key {
+        if !named_version {
+            return error.into();
+        }
         return Error::Stale {
             key: key.clone(),
             expected: match expected {
@@ -136,7 +178,10 @@ pub(super) fn lost_race(error: StoreError, key: &ObjectKey, referenced: &[Refere
             found: found.map_or("no object".into(), |r| r.to_string()),
         };
     }
-    match referenced.iter().find(|r| r.target == *at) {
+    if found.is_some() {
+        return error.into();
+    }
+    match referenced.all.iter().find(|r| r.target == *at) {
         Some(reference) => Error::MissingReference {
             object: key.clone(),
             field: reference.field.clone(),

@@ -8,9 +8,13 @@
 //! `references` and `integrity` are the machinery every kind shares. Reads come untyped
 //! ([`Resources::get`]) or as the generated type ([`Resources::get_as`]).
 //!
-//! Writes are serialized by one lock held from the first read of a check to the commit, so a
-//! reference checked to exist cannot vanish before the write lands. The lock is released
-//! before waiting for the flush, so concurrent writers share flushes.
+//! Writes are serialized by one lock held from the first read of a check to the commit, and
+//! every commit also carries what its checks relied on, for writers the lock does not
+//! serialize (other servers on a shared store): the object's revision, that its references'
+//! targets exist (and are as read, where their content was checked), and for a delete that
+//! nothing that could refer to what goes was written since its referrers were looked up. A
+//! commit that finds any of it changed is tried again from its checks ([`retrying`]). The
+//! lock is released before waiting for the flush, so concurrent writers share flushes.
 
 mod delete;
 mod error;
@@ -132,7 +136,8 @@ impl Resources {
     ) -> Result<(Object, Outcome), Error> {
         let ((mut object, outcome), revision) = self
             .write_durably(move |this| {
-                let (object, outcome, revision) = this.apply_locked(object, origin, dry_run)?;
+                let (object, outcome, revision) =
+                    retrying(|| this.apply_locked(object.clone(), origin, dry_run))?;
                 Ok(((object, outcome), revision))
             })
             .await?;
@@ -220,18 +225,12 @@ impl Resources {
             .as_ref()
             .filter(|(old, _)| old.spec_eq(&object))
             .map(|(_, record)| record.value.as_slice());
-        let mut txn = Txn::default().check(key.clone(), precondition);
-        for target in referenced.iter().map(|r| &r.target) {
-            if *target != key && !txn.checks.iter().any(|(k, _)| k == target) {
-                txn = txn.check(target.clone(), Precondition::Present);
-            }
-        }
+        let txn = referenced.required(Txn::default().check(key.clone(), precondition));
         let txn = put(txn, key.clone(), &object, same_spec);
         let revision = self
             .store
             .commit(txn)
-            .map_err(|e| integrity::lost_race(e, &key, &referenced))?;
-        self.note_references(&key, Some(&object));
+            .map_err(|e| integrity::lost_race(e, &key, expected != 0, &referenced))?;
         Ok((object, outcome, Some(revision)))
     }
 
@@ -388,6 +387,28 @@ impl Resources {
             return Ok(None);
         };
         Ok(Some((decode(&record)?, record)))
+    }
+}
+
+/// How long a write keeps trying again after losing races with concurrent writers.
+const RACE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `attempt` (checks and a commit, under the write lock) again while its commit loses a
+/// race with another writer ([`Error::raced`]: what its checks read changed before it
+/// committed), after a pause that grows from 1 ms to 50 ms, so the store's view catches up
+/// with the winner; after [`RACE_PATIENCE`] the last loss is the answer. Blocks the thread:
+/// call it off the async workers.
+fn retrying<T>(mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let deadline = std::time::Instant::now() + RACE_PATIENCE;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match attempt() {
+            Err(e) if e.raced() && std::time::Instant::now() + pause < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            result => return result,
+        }
     }
 }
 

@@ -100,23 +100,90 @@ spec:
     assert!(matches!(resources.get(&component), Err(Error::NotFound(_))));
 }
 
+const SHOP_LABELLED: &str = "apiVersion: troupe.dev/v1alpha1
+kind: Project
+metadata: {name: shop, namespace: acme, labels: {team: shop}}
+spec: {deploymentPipelineRef: default}
+";
+
 #[tokio::test]
-async fn a_write_of_an_object_another_server_changed_meanwhile_is_stale() {
+async fn a_write_naming_the_version_another_server_changed_meanwhile_is_stale() {
     let (store, resources) = mk_store();
     apply_yaml(&resources, PLATFORM).await.unwrap();
     let project = ObjectKey::new(Kind::Project, "acme", "shop");
     let record = store.get(&project).unwrap().unwrap();
     // The other server writes the same bytes again: a new revision.
     *store.other.lock().unwrap() = Some(Txn::default().put(project.clone(), record.value));
-    let err = apply_yaml(
+    let mut object = troupe_common::document::from_yaml(SHOP_LABELLED)
+        .unwrap()
+        .remove(0);
+    object.meta_mut().resource_version = record.mod_revision;
+    let err = resources
+        .apply(object, Origin::User, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Stale { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_write_naming_no_version_is_made_again_over_another_servers_change() {
+    let (store, resources) = mk_store();
+    apply_yaml(&resources, PLATFORM).await.unwrap();
+    let project = ObjectKey::new(Kind::Project, "acme", "shop");
+    let record = store.get(&project).unwrap().unwrap();
+    *store.other.lock().unwrap() = Some(Txn::default().put(project.clone(), record.value));
+    assert_eq!(
+        apply_yaml(&resources, SHOP_LABELLED).await.unwrap(),
+        Outcome::Configured
+    );
+    let labels = resources.get(&project).unwrap().meta().labels.clone();
+    assert_eq!(labels.get("team").map(String::as_str), Some("shop"));
+}
+
+#[tokio::test]
+async fn a_delete_is_refused_when_another_server_made_a_referrer_meanwhile() {
+    let (store, resources) = mk_store();
+    apply_yaml(&resources, PLATFORM).await.unwrap();
+    apply_yaml(
         &resources,
         "apiVersion: troupe.dev/v1alpha1
-kind: Project
-metadata: {name: shop, namespace: acme, labels: {team: shop}}
-spec: {deploymentPipelineRef: default}
+kind: DeploymentPipeline
+metadata: {name: quick, namespace: acme}
+spec:
+  promotionPaths:
+    - sourceEnvironment: development
+      targets: [{environment: staging}]
 ",
     )
     .await
-    .unwrap_err();
-    assert!(matches!(err, Error::Stale { .. }), "{err}");
+    .unwrap();
+    let pipeline = ObjectKey::new(Kind::DeploymentPipeline, "acme", "quick");
+    // This server has looked at the pipeline's referrers before: none.
+    resources
+        .delete(&pipeline, Origin::User, 0, true)
+        .await
+        .unwrap();
+    // Between this delete's referrer check and its commit, the other server writes a
+    // Project on the pipeline.
+    let mut project = troupe_common::document::from_yaml(
+        "apiVersion: troupe.dev/v1alpha1
+kind: Project
+metadata: {name: fast, namespace: acme, uid: u1, generation: 1}
+spec: {deploymentPipelineRef: quick}
+",
+    )
+    .unwrap()
+    .remove(0);
+    project.set_type_meta();
+    let key = project.key();
+    *store.other.lock().unwrap() = Some(put(Txn::default(), key.clone(), &project, None));
+    let err = resources
+        .delete(&pipeline, Origin::User, 0, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::StillReferenced { referrers, .. } if referrers.contains(&key)),
+        "{err}"
+    );
+    assert!(resources.get(&pipeline).is_ok());
 }

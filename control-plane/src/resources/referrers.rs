@@ -3,32 +3,43 @@
 //! object of the referring kinds in the namespace: 42 ms to delete an empty Project beside
 //! 30,000 Components.)
 //!
-//! The index is built from the store on first use and changed only under the write lock,
-//! right after each commit that changes an object's references (an apply, a delete, a
-//! purge); status writes never change references. It names candidates: each is read back
-//! from the store before it counts, so the answer is always the store's.
+//! The index is built from the store on first use and follows the store's event log from
+//! there, brought up to date before each use, so it holds every writer's references: this
+//! server's and, on a shared store, every other server's. It names candidates: each is read
+//! back from the store before it counts, so the answer is always the store's. A referrer
+//! written after the revision the index reached is caught by the delete's commit instead
+//! ([`Txn::unchanged_since`](crate::store::Txn::unchanged_since)).
 
 use std::collections::{BTreeSet, HashMap};
 
 use troupe_common::{Kind, ObjectKey};
 
 use super::references::{self, Reference, references};
-use super::{Error, Resources, decode};
-use crate::store::Revision;
+use super::{Error, Resources, decode, decode_bytes};
+use crate::store::{EventType, Revision, Store, StoreError};
 
-/// Targets → the objects that refer to them, and the reverse, to update an object's entries.
+/// Commits read from the event log at a time while catching up.
+const CATCH_UP_BATCH: usize = 4096;
+
+/// Targets → the objects that refer to them, and the reverse, to update an object's entries,
+/// as of `revision`.
 #[derive(Debug, Default)]
 pub(super) struct ReferrerIndex {
+    revision: Revision,
     referrers: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     targets: HashMap<ObjectKey, Vec<ObjectKey>>,
 }
 
 impl ReferrerIndex {
-    /// The index of every object in `resources`' store.
-    fn build(resources: &Resources) -> Result<Self, Error> {
-        let mut index = Self::default();
+    /// The index of every object in `store`, as of a revision the catch-up continues from.
+    fn build(store: &dyn Store) -> Result<Self, Error> {
+        // Listed after this revision, so replaying from it again is harmless.
+        let mut index = Self {
+            revision: store.revision(),
+            ..Self::default()
+        };
         for kind in Kind::ALL {
-            let (records, _) = resources.store.list(kind, None)?;
+            let (records, _) = store.list(kind, None)?;
             for record in records {
                 let object = decode(&record)?;
                 index.set(&record.key, &references(&object));
@@ -37,8 +48,38 @@ impl ReferrerIndex {
         Ok(index)
     }
 
+    /// Applies every commit after the index's revision; rebuilds if the log no longer reaches
+    /// back that far.
+    fn catch_up(&mut self, store: &dyn Store) -> Result<(), Error> {
+        loop {
+            let events = match store.events_after(self.revision, CATCH_UP_BATCH) {
+                Err(StoreError::Compacted { .. }) => {
+                    *self = Self::build(store)?;
+                    store.events_after(self.revision, CATCH_UP_BATCH)?
+                }
+                events => events?,
+            };
+            let Some(last) = events.last().map(|e| e.revision) else {
+                return Ok(());
+            };
+            for event in &events {
+                match event.kind {
+                    EventType::Deleted => self.remove(&event.key),
+                    EventType::Added | EventType::Modified => {
+                        let object = decode_bytes(&event.key, &event.value, event.revision)?;
+                        self.set(&event.key, &references(&object));
+                    }
+                }
+            }
+            self.revision = last;
+            if events.len() < CATCH_UP_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
     /// Records that `key` refers to what `references` name, and nothing else.
-    pub(super) fn set(&mut self, key: &ObjectKey, references: &[Reference]) {
+    fn set(&mut self, key: &ObjectKey, references: &[Reference]) {
         let mut targets: Vec<ObjectKey> = references.iter().map(|r| r.target.clone()).collect();
         targets.sort();
         targets.dedup();
@@ -58,7 +99,7 @@ impl ReferrerIndex {
     }
 
     /// Forgets what `key` refers to (it is gone).
-    pub(super) fn remove(&mut self, key: &ObjectKey) {
+    fn remove(&mut self, key: &ObjectKey) {
         for target in self.targets.remove(key).unwrap_or_default() {
             if let Some(referrers) = self.referrers.get_mut(&target) {
                 referrers.remove(key);
@@ -78,19 +119,32 @@ impl ReferrerIndex {
 }
 
 impl Resources {
-    /// Objects that reference `target`, with the reference and their revision. Call under
-    /// the write lock.
+    /// Brings the referrer index up to the store's revision and returns the revision it
+    /// reached: every referrer written up to it is known to [`Resources::referrers`].
+    pub(super) fn referrers_known(&self) -> Result<Revision, Error> {
+        let mut index = self.referrer_index();
+        let index = match index.as_mut() {
+            Some(index) => {
+                index.catch_up(&*self.store)?;
+                index
+            }
+            None => index.insert(ReferrerIndex::build(&*self.store)?),
+        };
+        Ok(index.revision)
+    }
+
+    /// Objects that reference `target`, with the reference and their revision: every one
+    /// written up to the revision [`Resources::referrers_known`] returns, or a later one.
     pub(super) fn referrers(
         &self,
         target: &ObjectKey,
     ) -> Result<Vec<(ObjectKey, Reference, Revision)>, Error> {
-        let candidates = {
-            let mut index = self.referrer_index();
-            if index.is_none() {
-                *index = Some(ReferrerIndex::build(self)?);
-            }
-            index.as_ref().expect("just built").candidates(target)
-        };
+        self.referrers_known()?;
+        let candidates = self
+            .referrer_index()
+            .as_ref()
+            .expect("just brought up to date")
+            .candidates(target);
         // The kinds and the namespace that may refer to `target` (what a scan would read).
         let kinds = references::referrer_kinds(target.kind);
         let scope = references::referrer_scope(target);
@@ -109,18 +163,6 @@ impl Resources {
             }
         }
         Ok(out)
-    }
-
-    /// Notes, after a commit under the write lock, that `key` now refers to what `object`'s
-    /// references name (`None`: it is gone). Before the index is first built nothing needs
-    /// noting: the build reads the store as it then is.
-    pub(super) fn note_references(&self, key: &ObjectKey, object: Option<&troupe_common::Object>) {
-        if let Some(index) = self.referrer_index().as_mut() {
-            match object {
-                Some(object) => index.set(key, &references(object)),
-                None => index.remove(key),
-            }
-        }
     }
 
     fn referrer_index(&self) -> std::sync::MutexGuard<'_, Option<ReferrerIndex>> {

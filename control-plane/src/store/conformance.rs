@@ -179,6 +179,62 @@ pub fn preconditions(store: &dyn Store) {
     assert_eq!(store.get(&a).unwrap().unwrap().value, b"y");
 }
 
+/// A range required unchanged since a revision fails the commit once an object of it is
+/// created or changed after that revision, naming the range; a deletion, another namespace
+/// (even one whose name starts the same) or another kind do not count.
+pub fn unchanged_ranges(store: &dyn Store) {
+    let a = mk_key(Kind::Component, "acme", "a");
+    let c = mk_key(Kind::Component, "acme", "c");
+    let beta = mk_key(Kind::Component, "beta", "b");
+    let acm = mk_key(Kind::Component, "acm", "x");
+    let shop = mk_key(Kind::Project, "acme", "shop");
+    put(store, &a, "a");
+    let read_at = put(store, &beta, "b");
+    let guarded = |kind, ns: Option<&str>, since, value: &str| {
+        Txn::default()
+            .unchanged_since(kind, ns, since)
+            .put(shop.clone(), value.as_bytes().to_vec())
+    };
+    let first = store
+        .commit(guarded(Kind::Component, Some("acme"), read_at, "1"))
+        .unwrap();
+    put(store, &acm, "x");
+    // Neither another kind (the Project just written) nor a namespace named alike counts.
+    store
+        .commit(guarded(Kind::Component, Some("acme"), read_at, "2"))
+        .unwrap();
+    put(store, &c, "c");
+    for ns in [Some("acme"), None] {
+        match store.commit(guarded(Kind::Component, ns, first, "3")) {
+            Err(StoreError::Changed { range, written }) => {
+                assert_eq!(
+                    (range.kind, range.namespace.as_deref()),
+                    (Kind::Component, ns)
+                );
+                // Every namespace takes in the "acm" one too.
+                let since = [Some(&c), ns.is_none().then_some(&acm)];
+                assert!(
+                    written.is_none() || since.contains(&written.as_ref()),
+                    "{written:?} was not written in the range after revision {first}"
+                );
+            }
+            other => panic!("{ns:?}: {other:?}"),
+        }
+    }
+    assert_eq!(store.get(&shop).unwrap().unwrap().value, b"2");
+    store
+        .commit(guarded(Kind::Component, Some("beta"), first, "4"))
+        .unwrap();
+    // A deletion is no write to guard against.
+    let deleted = store.commit(Txn::default().delete(c.clone())).unwrap();
+    let last = store.get(&shop).unwrap().unwrap().mod_revision;
+    assert!(deleted > last);
+    store
+        .commit(guarded(Kind::Component, Some("acme"), last, "5"))
+        .unwrap();
+    assert_eq!(store.get(&shop).unwrap().unwrap().value, b"5");
+}
+
 /// Many writers increment one counter with compare-and-swap; no increment may be lost.
 pub fn concurrent_writers_with_preconditions(store: Arc<dyn Store>) {
     let key = mk_key(Kind::Component, "acme", "counter");
@@ -386,6 +442,10 @@ mod memory {
         super::preconditions(&mk());
     }
     #[test]
+    fn unchanged_ranges() {
+        super::unchanged_ranges(&mk());
+    }
+    #[test]
     fn concurrent_writers_with_preconditions() {
         super::concurrent_writers_with_preconditions(Arc::new(mk()));
     }
@@ -445,6 +505,10 @@ mod sled {
     #[test]
     fn preconditions() {
         super::preconditions(&mk().0);
+    }
+    #[test]
+    fn unchanged_ranges() {
+        super::unchanged_ranges(&mk().0);
     }
     #[test]
     fn concurrent_writers_with_preconditions() {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
+use super::ranges::RangeWrites;
 use super::retention::{LogSize, event_bytes};
 use super::{
     Durability, Event, EventType, LIVE_EVENTS, Op, Record, Retention, Revision, Store, StoreError,
@@ -30,6 +31,8 @@ struct Inner {
     compacted: Revision,
     /// What `events` weighs, commit by commit.
     size: LogSize,
+    /// When each range of objects was last written.
+    ranges: RangeWrites,
 }
 
 impl MemoryStore {
@@ -116,6 +119,9 @@ impl Store for MemoryStore {
                 });
             }
         }
+        for range in &txn.unchanged {
+            inner.ranges.check(range)?;
+        }
         let revision = inner.revision + 1;
         let mut events = Vec::with_capacity(txn.ops.len());
         for op in txn.ops {
@@ -141,6 +147,7 @@ impl Store for MemoryStore {
                 Some(old) => (EventType::Modified, old.create_revision),
                 None => (EventType::Added, revision),
             };
+            inner.ranges.note(&key, revision);
             inner.objects.insert(
                 encoded,
                 Record {

@@ -15,6 +15,7 @@
 mod etcd;
 mod location;
 mod memory;
+mod ranges;
 mod retention;
 mod sled_store;
 mod snapshot;
@@ -79,6 +80,20 @@ impl Precondition {
     }
 }
 
+/// What a transaction requires of a range of objects at commit time: that none of them was
+/// created or changed after `since` (a deletion does not count). A delete that found nothing
+/// referring to what it deletes requires this of the kinds that could refer to it, so a
+/// referrer written meanwhile (by another server, say) fails the delete instead of dangling.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Unchanged {
+    /// The objects' kind.
+    pub kind: Kind,
+    /// Their namespace; `None`: every namespace.
+    pub namespace: Option<String>,
+    /// The revision the range was read at.
+    pub since: Revision,
+}
+
 /// One write in a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -113,6 +128,8 @@ pub enum Op {
 pub struct Txn {
     /// Conditions checked atomically with the writes.
     pub checks: Vec<(ObjectKey, Precondition)>,
+    /// Conditions on ranges of objects, checked atomically with the writes.
+    pub unchanged: Vec<Unchanged>,
     /// The writes, applied in order.
     pub ops: Vec<Op>,
     /// Whether the writes may commit in several steps when the store cannot take them in one
@@ -140,6 +157,20 @@ impl Txn {
     /// Adds a precondition.
     pub fn check(mut self, key: ObjectKey, precondition: Precondition) -> Self {
         self.checks.push((key, precondition));
+        self
+    }
+
+    /// Requires that no object of `kind` in `namespace` (every namespace if `None`) was
+    /// created or changed after `since` (see [`Unchanged`]).
+    pub fn unchanged_since(mut self, kind: Kind, namespace: Option<&str>, since: Revision) -> Self {
+        let range = Unchanged {
+            kind,
+            namespace: namespace.map(str::to_string),
+            since,
+        };
+        if !self.unchanged.contains(&range) {
+            self.unchanged.push(range);
+        }
         self
     }
 
@@ -219,6 +250,14 @@ pub enum StoreError {
         expected: Precondition,
         /// Revision found, if the key holds an object.
         found: Option<Revision>,
+    },
+    /// A range of objects required [`Unchanged`] was written after the revision it was read at.
+    #[error("{} in {} changed after revision {}{}", range.kind, range.namespace.as_deref().map_or("every namespace".to_string(), |ns| format!("namespace {ns}")), range.since, written.as_ref().map_or(String::new(), |k| format!(" ({k} was written)")))]
+    Changed {
+        /// The range.
+        range: Unchanged,
+        /// An object written since, when the store can tell.
+        written: Option<ObjectKey>,
     },
     /// The event log no longer holds the requested revisions.
     #[error(

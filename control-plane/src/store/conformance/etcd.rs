@@ -36,6 +36,10 @@ fn preconditions() {
     super::preconditions(&mk().0);
 }
 #[test]
+fn unchanged_ranges() {
+    super::unchanged_ranges(&mk().0);
+}
+#[test]
 fn concurrent_writers_with_preconditions() {
     let (store, _etcd) = mk();
     super::concurrent_writers_with_preconditions(Arc::new(store));

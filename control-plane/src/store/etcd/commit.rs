@@ -11,8 +11,13 @@
 //! etcd takes one write per key per transaction, so a transaction writing a key twice keeps
 //! the last write, at the place of that last write.
 //!
+//! A transaction's [`Unchanged`] ranges are compares over a range of keys (every key's mod
+//! revision at most the range's), in every step of a divisible commit, so no step lands after
+//! a referrer appeared.
+//!
 //! A failed compare says nothing about which key failed; the transaction's other branch reads
-//! every checked key in the same revision, which names the first check that did not hold.
+//! every checked key in the same revision (and, for a range, the first key written since),
+//! which names the first check that did not hold.
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,7 +27,7 @@ use troupe_common::ObjectKey;
 use super::Shared;
 use super::bridge::timed;
 use super::layout::{Layout, encode_value};
-use crate::store::{Fence, Op, Precondition, Revision, StoreError, Txn, TxnLimits};
+use crate::store::{Fence, Op, Precondition, Revision, StoreError, Txn, TxnLimits, Unchanged};
 
 /// Bytes one operation adds to a request besides its key and value: field tags, lengths and
 /// options, rounded up.
@@ -62,7 +67,24 @@ fn fence_compare(fence: &Fence) -> (Compare, TxnOp) {
     )
 }
 
-/// What one step may hold: etcd's limits less what a fence takes (one compare, one read).
+/// The compare that holds while nothing in `range` was written after its revision, and the
+/// read that finds, when a transaction fails, the first key that was.
+fn range_compare(layout: &Layout, range: &Unchanged) -> (Compare, TxnOp) {
+    let (start, end) = layout.range(range.kind, range.namespace.as_deref());
+    let after = layout.to_etcd(range.since).saturating_add(1);
+    let read = etcd_client::GetOptions::new()
+        .with_range(end.clone())
+        .with_keys_only()
+        .with_min_mod_revision(after)
+        .with_limit(1);
+    (
+        Compare::mod_revision(start.clone(), CompareOp::Less, after).with_range(end),
+        TxnOp::get(start, Some(read)),
+    )
+}
+
+/// What one step may hold: etcd's limits less what every step carries (a compare and a read
+/// for the fence and for each range).
 struct Room {
     writes: usize,
     checks: usize,
@@ -70,8 +92,20 @@ struct Room {
 }
 
 impl Room {
-    fn new(limits: &TxnLimits, fence: Option<&Fence>) -> Self {
-        let (checks, bytes) = fence.map_or((0, 0), |f| (1, 2 * (f.key.len() + OP_OVERHEAD)));
+    fn new(
+        layout: &Layout,
+        limits: &TxnLimits,
+        fence: Option<&Fence>,
+        ranges: &[Unchanged],
+    ) -> Self {
+        let (mut checks, mut bytes) =
+            fence.map_or((0, 0), |f| (1, 2 * (f.key.len() + OP_OVERHEAD)));
+        for range in ranges {
+            // Its compare and its read each name both ends of the range.
+            let (start, end) = layout.range(range.kind, range.namespace.as_deref());
+            checks += 1;
+            bytes += 2 * (start.len() + end.len() + OP_OVERHEAD);
+        }
         Self {
             writes: limits.max_ops,
             checks: limits.max_ops.saturating_sub(checks),
@@ -128,7 +162,7 @@ fn plan(
     txn: Txn,
     fence: Option<&Fence>,
 ) -> Result<Vec<Step>, StoreError> {
-    let room = Room::new(limits, fence);
+    let room = Room::new(layout, limits, fence, &txn.unchanged);
     let divisible = txn.divisible;
     let writes = writes(layout, txn.ops);
     let whole = Step {
@@ -208,6 +242,7 @@ fn plan(
 /// Commits `txn`; returns the revision of its last step (the head if it changed nothing).
 pub(super) async fn commit(shared: &Shared, mut txn: Txn) -> Result<Revision, StoreError> {
     let fence = txn.fence.take();
+    let ranges = txn.unchanged.clone();
     let steps = plan(&shared.layout, &shared.limits, txn, fence.as_ref())?;
     if steps.len() > 1 {
         let checks: Vec<_> = steps
@@ -223,7 +258,7 @@ pub(super) async fn commit(shared: &Shared, mut txn: Txn) -> Result<Revision, St
     let mut revision = None;
     let total = steps.len();
     for (i, step) in steps.into_iter().enumerate() {
-        match run(shared, step, fence.as_ref()).await {
+        match run(shared, step, &ranges, fence.as_ref()).await {
             Ok(Some(r)) => revision = Some(r),
             Ok(None) => {}
             Err(e) => {
@@ -254,6 +289,7 @@ fn compare(layout: &Layout, key: &ObjectKey, check: Precondition) -> Compare {
 async fn run(
     shared: &Shared,
     step: Step,
+    ranges: &[Unchanged],
     fence: Option<&Fence>,
 ) -> Result<Option<Revision>, StoreError> {
     let layout = &shared.layout;
@@ -267,7 +303,12 @@ async fn run(
         .iter()
         .map(|(k, _)| TxnOp::get(layout.object(k), None))
         .collect();
-    // The fence's read comes last, after one read per check.
+    // Then the ranges' reads; the fence's read comes last.
+    for range in ranges {
+        let (compare, read) = range_compare(layout, range);
+        compares.push(compare);
+        explain.push(read);
+    }
     if let Some(fence) = fence {
         let (compare, read) = fence_compare(fence);
         compares.push(compare);
@@ -299,8 +340,20 @@ async fn run(
                 return Err(StoreError::Fenced { term: fence.term });
             }
         }
+        let checked = step.checks.len();
+        for (range, answer) in ranges.iter().zip(answers.iter().skip(checked)) {
+            if let TxnOpResponse::Get(get) = answer
+                && let Some(kv) = get.kvs().first()
+            {
+                return Err(StoreError::Changed {
+                    range: range.clone(),
+                    written: layout.decode_key(kv.key()).ok().flatten(),
+                });
+            }
+        }
         let found: Vec<Option<Revision>> = answers
             .iter()
+            .take(checked)
             .map(|answer| match answer {
                 TxnOpResponse::Get(get) => get
                     .kvs()
@@ -485,6 +538,33 @@ mod tests {
                 .iter()
                 .all(|s| s.checks.len() <= 9 && s.writes.len() <= 10)
         );
+        let written: usize = steps.iter().map(|s| s.writes.len()).sum();
+        assert_eq!(written, 25);
+    }
+
+    #[test]
+    fn unchanged_ranges_take_a_compare_of_every_step() {
+        let layout = Layout::new("/t");
+        let limits = TxnLimits {
+            max_ops: 10,
+            ..TxnLimits::default()
+        };
+        let guarded = |n, divisible| {
+            mk_cascade(n, divisible)
+                .unchanged_since(Kind::ReleaseBinding, Some("acme"), 3)
+                .unchanged_since(Kind::Workload, Some("acme"), 3)
+        };
+        // 8 checks fit beside the two ranges' compares; 9 do not.
+        assert_eq!(
+            plan(&layout, &limits, guarded(7, false), None)
+                .unwrap()
+                .len(),
+            1
+        );
+        let err = plan(&layout, &limits, guarded(8, false), None).unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
+        let steps = plan(&layout, &limits, guarded(25, true), None).unwrap();
+        assert!(steps.iter().all(|s| s.checks.len() <= 8));
         let written: usize = steps.iter().map(|s| s.writes.len()).sum();
         assert_eq!(written, 25);
     }

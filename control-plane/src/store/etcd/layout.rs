@@ -12,7 +12,7 @@
 //! too; the store's then have gaps, which nothing relies on.
 
 use etcd_client::KeyValue;
-use troupe_common::ObjectKey;
+use troupe_common::{Kind, ObjectKey};
 
 use crate::store::{Record, Revision, StoreError, keys};
 
@@ -64,6 +64,13 @@ impl Layout {
     /// The etcd key of an object.
     pub(super) fn object(&self, key: &ObjectKey) -> Vec<u8> {
         [self.objects.as_slice(), &keys::encode(key)].concat()
+    }
+
+    /// The etcd range `[start, end)` of every object of `kind` (in `namespace`, if given).
+    pub(super) fn range(&self, kind: Kind, namespace: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+        let start = [self.objects.as_slice(), &keys::prefix(kind, namespace)].concat();
+        let end = prefix_end(&start);
+        (start, end)
     }
 
     /// `PREFIX/o/`, which every object key starts with.

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
+use super::ranges::RangeWrites;
 use super::retention::{LogSize, stored_bytes};
 use super::{
     Durability, Event, EventType, LIVE_EVENTS, Record, Retention, Revision, Store, StoreError, Txn,
@@ -55,7 +56,8 @@ const READ_ATTEMPTS: usize = 8;
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
-    commit_lock: Mutex<()>,
+    /// Held through each commit; guards when each range of objects was last written.
+    commit_lock: Mutex<RangeWrites>,
     revision: Arc<AtomicU64>,
     compacted: AtomicU64,
     retention: Retention,
@@ -128,7 +130,7 @@ impl SledStore {
         Ok(Self {
             db,
             tree,
-            commit_lock: Mutex::new(()),
+            commit_lock: Mutex::new(RangeWrites::new(revision.load(Ordering::SeqCst))),
             revision,
             compacted: AtomicU64::new(compacted),
             retention,
@@ -297,7 +299,10 @@ impl Store for SledStore {
     }
 
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
-        let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ranges = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for range in &txn.unchanged {
+            ranges.check(range)?;
+        }
         let revision = self.revision.load(Ordering::SeqCst) + 1;
         let Staged {
             mut batch,
@@ -319,6 +324,10 @@ impl Store for SledStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        // Noted first: should a write below fail, later checks only err on the safe side.
+        for event in events.iter().filter(|e| e.kind != EventType::Deleted) {
+            ranges.note(&event.key, revision);
+        }
         let mut bytes = 0;
         match events.as_slice() {
             [event] if refs.is_empty() => {
