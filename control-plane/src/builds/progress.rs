@@ -82,7 +82,7 @@ impl Builds {
                     if let Object::WorkflowRun(run) = object {
                         let status = run.status.get_or_insert_default();
                         if status.phase == "Running" && status.attempt as u32 == attempt {
-                            status.tasks = progress.steps;
+                            status.tasks = progress.steps.clone();
                         }
                     }
                 })
@@ -250,13 +250,17 @@ impl Builds {
                     return;
                 }
                 let cancelled = status.cancel_requested && phase != "Succeeded";
-                status.phase = if cancelled { "Cancelled".into() } else { phase };
-                status.message = message;
-                status.tasks = progress.steps;
+                status.phase = if cancelled {
+                    "Cancelled".into()
+                } else {
+                    phase.clone()
+                };
+                status.message = message.clone();
+                status.tasks = progress.steps.clone();
                 status.completed_at = Some(now());
                 if status.phase == "Succeeded" {
-                    status.outputs = progress.outputs;
-                    status.image = image;
+                    status.outputs = progress.outputs.clone();
+                    status.image = image.clone();
                 }
                 if let Some(last) = status.attempts.last_mut() {
                     last.phase = status.phase.clone();

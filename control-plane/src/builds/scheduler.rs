@@ -3,7 +3,7 @@
 //! cancelled runs to stop.
 //!
 //! A run is claimed by one status write that only succeeds while it is still `Pending` (the
-//! store's write lock orders it against a cancel), and only then offered: a run is never
+//! write's revision check orders it against a cancel), and only then offered: a run is never
 //! offered twice for one attempt.
 
 use std::collections::BTreeMap;
@@ -416,7 +416,7 @@ impl Builds {
                 status.image.clear();
                 status.started_at.get_or_insert_with(now);
                 if status.plan.is_empty() {
-                    status.plan = steps;
+                    status.plan = steps.clone();
                     status.timeout_seconds = timeout;
                 }
                 status.message = format!("attempt {} runs on build agent {name}", status.attempt);
@@ -469,9 +469,9 @@ impl Builds {
                     return;
                 }
                 status.phase = "Pending".into();
-                status.message = message;
+                status.message = message.clone();
                 if status.plan.is_empty() {
-                    status.plan = plan.steps;
+                    status.plan = plan.steps.clone();
                     status.timeout_seconds = plan.timeout_seconds;
                 }
             })
@@ -500,7 +500,7 @@ impl Builds {
                     return;
                 }
                 status.phase = phase.into();
-                status.message = message;
+                status.message = message.clone();
                 status.completed_at = Some(now());
             })
             .await?;

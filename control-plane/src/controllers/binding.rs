@@ -398,7 +398,10 @@ impl BindingController {
         self.resources
             .update_status(key, move |resources, object| {
                 if let Object::ReleaseBinding(stored) = object {
-                    status::binding::merge_render(stored.status.get_or_insert_default(), computed);
+                    status::binding::merge_render(
+                        stored.status.get_or_insert_default(),
+                        computed.clone(),
+                    );
                     roll_up(resources, stored);
                 }
             })

@@ -168,7 +168,7 @@ impl DeployController {
         self.resources
             .update_status(component, move |_, object| {
                 if let Some(c) = object.typed_mut::<pb::Component>() {
-                    c.status.get_or_insert_default().latest_release = Some(latest);
+                    c.status.get_or_insert_default().latest_release = Some(latest.clone());
                 }
             })
             .await?;

@@ -62,8 +62,8 @@ impl Promotions {
                         if let Some(p) = object.typed_mut::<pb::Promotion>() {
                             let status = p.status.get_or_insert_default();
                             status.phase = phase::PENDING.into();
-                            status.message = message;
-                            status.gates = gates;
+                            status.message = message.clone();
+                            status.gates = gates.clone();
                         }
                     })
                     .await?;
@@ -73,7 +73,7 @@ impl Promotions {
             self.resources
                 .update_status(key, move |_, object| {
                     if let Some(p) = object.typed_mut::<pb::Promotion>() {
-                        p.status.get_or_insert_default().gates = gates;
+                        p.status.get_or_insert_default().gates = gates.clone();
                     }
                 })
                 .await?;

@@ -74,7 +74,7 @@ impl Promotions {
                 if let Some(p) = object.typed_mut::<pb::Promotion>() {
                     let status = p.status.get_or_insert_default();
                     if !status.approvals.iter().any(|a| a.user == approval.user) {
-                        status.approvals.push(approval);
+                        status.approvals.push(approval.clone());
                     }
                 }
             })
@@ -127,7 +127,7 @@ impl Promotions {
                 if let Some(p) = object.typed_mut::<pb::Promotion>() {
                     let checks = &mut p.status.get_or_insert_default().checks;
                     checks.retain(|c| c.name != result.name);
-                    checks.push(result);
+                    checks.push(result.clone());
                 }
             })
             .await?;

@@ -136,10 +136,10 @@ impl Promotions {
             .update_status(key, move |_, object| {
                 if let Some(p) = object.typed_mut::<pb::Promotion>() {
                     let status = p.status.get_or_insert_default();
-                    status.phase = phase;
-                    status.message = message;
+                    status.phase = phase.clone();
+                    status.message = message.clone();
                     if !previous.is_empty() {
-                        status.previous_release = previous;
+                        status.previous_release = previous.clone();
                     }
                     status.completion_time = Some(troupe_common::timestamp::now_seconds());
                 }

@@ -37,19 +37,18 @@ impl Resources {
         }
         let key = key.clone();
         let (deleted, _) = self
-            .write_durably(move |this| retrying(|| this.delete_locked(&key, expected, dry_run)))
+            .write_durably(move |this| retrying(|| this.delete_once(&key, expected, dry_run)))
             .await?;
         Ok(deleted)
     }
 
-    /// The checks and the commit of [`Resources::delete`], under the write lock.
-    fn delete_locked(
+    /// One attempt at the checks and the commit of [`Resources::delete`].
+    fn delete_once(
         &self,
         key: &ObjectKey,
         expected: Revision,
         dry_run: bool,
     ) -> Result<(Deleted, Option<Revision>), Error> {
-        let _guard = self.lock();
         let since = self.referrers_known()?;
         let (object, record) = self
             .read(key)?
@@ -175,18 +174,17 @@ impl Resources {
     ) -> Result<bool, Error> {
         let key = key.clone();
         let ((), revision) = self
-            .write_durably(move |this| retrying(|| this.purge_locked(&key, generation)))
+            .write_durably(move |this| retrying(|| this.purge_once(&key, generation)))
             .await?;
         Ok(revision.is_some())
     }
 
-    /// The checks and the commit of [`Resources::purge_release`], under the write lock.
-    fn purge_locked(
+    /// One attempt at the checks and the commit of [`Resources::purge_release`].
+    fn purge_once(
         &self,
         key: &ObjectKey,
         generation: i64,
     ) -> Result<((), Option<Revision>), Error> {
-        let _guard = self.lock();
         let since = self.referrers_known()?;
         let Some((object, record)) = self.read(key)? else {
             return Ok(((), None));

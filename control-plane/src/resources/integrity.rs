@@ -5,6 +5,8 @@
 //! references' targets still to exist when it commits, so one that loses a race with another
 //! server's delete fails as it would have failed a moment later ([`lost_race`]).
 
+use std::sync::Arc;
+
 use troupe_common::pb::v1alpha1 as pb;
 use troupe_common::{Kind, Object, ObjectKey};
 
@@ -12,31 +14,40 @@ use super::references::{Reference, references};
 use super::validate::struct_to_json as to_json;
 use super::{Error, Resources, decode, kinds};
 use crate::render::schema::describe;
-use crate::store::{Precondition, Revision, StoreError, Txn};
+use crate::store::{Precondition, Record, Revision, StoreError, Txn};
+
+/// Most objects [`Resources::decoded`] keeps; past it, it starts over.
+pub(super) const DECODED_OBJECTS: usize = 4096;
 
 /// A write's references, as its checks found them.
 pub(crate) struct Referenced {
     /// Every reference the object makes.
     pub(crate) all: Vec<Reference>,
-    /// The targets whose content the checks read, with the revision read.
-    pub(crate) read: Vec<(ObjectKey, Revision)>,
+    /// The objects whose content the checks read, with the revision read (`None`: absent).
+    pub(crate) read: Vec<(ObjectKey, Option<Revision>)>,
 }
 
 impl Referenced {
     /// `txn` requiring, besides what it already checks, every target to exist and those the
     /// checks read to be as read.
     pub(crate) fn required(&self, mut txn: Txn) -> Txn {
-        for target in self.all.iter().map(|r| &r.target) {
-            if txn.checks.iter().any(|(k, _)| k == target) {
-                continue;
+        for (key, revision) in &self.read {
+            if !txn.checks.iter().any(|(k, _)| k == key) {
+                let precondition = revision.map_or(Precondition::Absent, Precondition::AtRevision);
+                txn = txn.check(key.clone(), precondition);
             }
-            let precondition = match self.read.iter().find(|(k, _)| k == target) {
-                Some((_, revision)) => Precondition::AtRevision(*revision),
-                None => Precondition::Present,
-            };
-            txn = txn.check(target.clone(), precondition);
+        }
+        for target in self.all.iter().map(|r| &r.target) {
+            if !txn.checks.iter().any(|(k, _)| k == target) {
+                txn = txn.check(target.clone(), Precondition::Present);
+            }
         }
         txn
+    }
+
+    /// Notes more objects the checks read.
+    pub(crate) fn note_read(&mut self, read: Vec<(ObjectKey, Option<Revision>)>) {
+        self.read.extend(read);
     }
 }
 
@@ -51,7 +62,7 @@ impl Resources {
         let all = references(object);
         let mut read = Vec::new();
         // Most references need only exist; the few whose content is checked are decoded.
-        let mut resolved: Vec<(Reference, Object)> = Vec::new();
+        let mut resolved: Vec<(Reference, Arc<Object>)> = Vec::new();
         for reference in all.iter().cloned() {
             let Some(record) = self.store.get(&reference.target)? else {
                 return Err(Error::MissingReference {
@@ -62,11 +73,11 @@ impl Resources {
             };
             let content = kinds::needs_content(object.kind(), reference.target.kind);
             if content || reference.target.kind == Kind::Environment {
-                read.push((reference.target.clone(), record.mod_revision));
+                read.push((reference.target.clone(), Some(record.mod_revision)));
             }
             // Nothing new may point at an environment on its way out.
             if reference.target.kind == Kind::Environment
-                && decode(&record)?.meta().delete_time.is_some()
+                && self.decoded(&record)?.meta().delete_time.is_some()
             {
                 return Err(Error::Refused {
                     object: key,
@@ -77,12 +88,12 @@ impl Resources {
                 });
             }
             if content {
-                let target = decode(&record)?;
+                let target = self.decoded(&record)?;
                 resolved.push((reference, target));
             }
         }
         for (reference, target) in &resolved {
-            if let Object::Component(component) = target
+            if let Object::Component(component) = &**target
                 && reference.owner
             {
                 check_owner_project(&key, object, reference, component)?;
@@ -90,6 +101,24 @@ impl Resources {
         }
         kinds::check_resolved(object, self, &key, &resolved)?;
         Ok(Referenced { all, read })
+    }
+
+    /// The object `record` holds, decoded once per revision: the types, traits and
+    /// environments that writes refer to are read far more often than they change, and a
+    /// type with its templates takes longer to decode than the rest of a Component's checks.
+    fn decoded(&self, record: &Record) -> Result<Arc<Object>, Error> {
+        let mut cache = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(object) = cache.get(&record.key)
+            && object.meta().resource_version == record.mod_revision
+        {
+            return Ok(object.clone());
+        }
+        let object = Arc::new(decode(record)?);
+        if cache.len() >= DECODED_OBJECTS {
+            cache.clear();
+        }
+        cache.insert(record.key.clone(), object.clone());
+        Ok(object)
     }
 
     /// Validates `value` (with defaults applied) against `schema`, if there is one.

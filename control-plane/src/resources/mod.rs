@@ -8,13 +8,14 @@
 //! `references` and `integrity` are the machinery every kind shares. Reads come untyped
 //! ([`Resources::get`]) or as the generated type ([`Resources::get_as`]).
 //!
-//! Writes are serialized by one lock held from the first read of a check to the commit, and
-//! every commit also carries what its checks relied on, for writers the lock does not
-//! serialize (other servers on a shared store): the object's revision, that its references'
-//! targets exist (and are as read, where their content was checked), and for a delete that
-//! nothing that could refer to what goes was written since its referrers were looked up. A
-//! commit that finds any of it changed is tried again from its checks ([`retrying`]). The
-//! lock is released before waiting for the flush, so concurrent writers share flushes.
+//! Writes take no lock: each reads what its checks need, then commits with everything those
+//! checks relied on as the commit's preconditions, which the store checks atomically with
+//! the writes (so concurrent writers, on this server or on another sharing the store, cannot
+//! both win): the object's revision, that its references' targets exist (and are as read,
+//! where their content was checked), and for a delete that nothing able to refer to what goes
+//! was written since its referrers were looked up. A commit that finds any of it changed is
+//! tried again from its checks ([`retrying`]). Writes wait for the flush after their commit,
+//! so concurrent writers share flushes, and on etcd their round trips overlap.
 
 mod delete;
 mod error;
@@ -83,14 +84,14 @@ pub(crate) const LISTED_REFERRERS: usize = 10;
 /// The resource service: every read and write of Troupe objects goes through here.
 pub struct Resources {
     store: Arc<dyn Store>,
-    /// Held from the first read of a write's checks to its commit; never across an await.
-    write_lock: std::sync::Mutex<()>,
     /// Compiled parameter schemas, shared by every check and render.
     schemas: SchemaCache,
     /// The template engine, shared by every check and render.
     engine: Engine,
-    /// Who refers to what; built on first use, changed under `write_lock`.
+    /// Who refers to what; built on first use, then following the store's event log.
     referrers: std::sync::Mutex<Option<referrers::ReferrerIndex>>,
+    /// Objects whose content checks read, decoded, by key ([`Resources::decoded`]).
+    decoded: std::sync::Mutex<std::collections::HashMap<ObjectKey, Arc<Object>>>,
 }
 
 impl Resources {
@@ -103,10 +104,10 @@ impl Resources {
     pub fn with_render_limits(store: Arc<dyn Store>, limits: Limits) -> Self {
         Self {
             store,
-            write_lock: std::sync::Mutex::new(()),
             schemas: SchemaCache::default(),
             engine: Engine::new(limits),
             referrers: std::sync::Mutex::new(None),
+            decoded: std::sync::Mutex::default(),
         }
     }
 
@@ -137,7 +138,7 @@ impl Resources {
         let ((mut object, outcome), revision) = self
             .write_durably(move |this| {
                 let (object, outcome, revision) =
-                    retrying(|| this.apply_locked(object.clone(), origin, dry_run))?;
+                    retrying(|| this.apply_once(object.clone(), origin, dry_run))?;
                 Ok(((object, outcome), revision))
             })
             .await?;
@@ -147,9 +148,9 @@ impl Resources {
         Ok((object, outcome))
     }
 
-    /// The checks and the commit of [`Resources::apply`], under the write lock. Returns the
+    /// One attempt at the checks and the commit of [`Resources::apply`]. Returns the
     /// revision that must be durable before answering, if any.
-    fn apply_locked(
+    fn apply_once(
         &self,
         mut object: Object,
         origin: Origin,
@@ -163,7 +164,6 @@ impl Resources {
         let key = object.key();
         let expected = object.meta().resource_version;
 
-        let _guard = self.lock();
         let existing = self.read(&key)?;
         if expected != 0 && existing.as_ref().map(|(_, r)| r.mod_revision) != Some(expected) {
             return Err(Error::Stale {
@@ -172,7 +172,7 @@ impl Resources {
                 found: existing.map_or("no object".into(), |(_, r)| r.mod_revision.to_string()),
             });
         }
-        let referenced = self.check_references(&object)?;
+        let mut referenced = self.check_references(&object)?;
         let meta = object.meta_mut();
         meta.resource_version = 0;
         let outcome = match &existing {
@@ -208,7 +208,9 @@ impl Resources {
             }
         };
         if origin == Origin::User {
-            kinds::check_user_apply(existing.as_ref().map(|(o, _)| o), &object, self, &key)?;
+            let old = existing.as_ref().map(|(o, _)| o);
+            let read = kinds::check_user_apply(old, &object, self, &key)?;
+            referenced.note_read(read);
         }
         if dry_run || outcome == Outcome::Unchanged {
             let current = existing.map_or(0, |(_, r)| r.mod_revision);
@@ -234,43 +236,49 @@ impl Resources {
         Ok((object, outcome, Some(revision)))
     }
 
-    /// Changes the status of the stored object with `change`, under the write lock, so
-    /// writers of different parts of one status never undo each other. `change` may read
-    /// other objects through the `Resources` it is given; whatever it does to spec or
-    /// metadata is discarded. Returns false when the status did not change.
+    /// Changes the status of the stored object with `change`, so writers of different parts
+    /// of one status never undo each other: a commit that finds the object changed since it
+    /// was read is made again from a fresh read ([`retrying`]). `change` may read other
+    /// objects through the `Resources` it is given; whatever it does to spec or metadata is
+    /// discarded. Returns false when the status did not change.
     pub async fn update_status<F>(
         self: &Arc<Self>,
         key: &ObjectKey,
         change: F,
     ) -> Result<bool, Error>
     where
-        F: FnOnce(&Resources, &mut Object) + Send + 'static,
+        F: Fn(&Resources, &mut Object) + Send + 'static,
     {
         let key = key.clone();
         let ((), revision) = self
-            .write_durably(move |this| {
-                let _guard = this.lock();
-                let (mut stored, record) = this
-                    .read(&key)?
-                    .ok_or_else(|| Error::NotFound(key.clone()))?;
-                let mut changed = stored.clone();
-                change(this, &mut changed);
-                if stored.status_eq(&changed) {
-                    return Ok(((), None));
-                }
-                stored.copy_status_from(Some(&changed));
-                stored.meta_mut().resource_version = 0;
-                let txn = put(
-                    Txn::default()
-                        .check(key.clone(), Precondition::AtRevision(record.mod_revision)),
-                    key,
-                    &stored,
-                    Some(&record.value),
-                );
-                Ok(((), Some(this.store.commit(txn)?)))
-            })
+            .write_durably(move |this| retrying(|| this.update_status_once(&key, &change)))
             .await?;
         Ok(revision.is_some())
+    }
+
+    /// One attempt of [`Resources::update_status`].
+    fn update_status_once(
+        &self,
+        key: &ObjectKey,
+        change: &impl Fn(&Resources, &mut Object),
+    ) -> Result<((), Option<Revision>), Error> {
+        let (mut stored, record) = self
+            .read(key)?
+            .ok_or_else(|| Error::NotFound(key.clone()))?;
+        let mut changed = stored.clone();
+        change(self, &mut changed);
+        if stored.status_eq(&changed) {
+            return Ok(((), None));
+        }
+        stored.copy_status_from(Some(&changed));
+        stored.meta_mut().resource_version = 0;
+        let txn = put(
+            Txn::default().check(key.clone(), Precondition::AtRevision(record.mod_revision)),
+            key.clone(),
+            &stored,
+            Some(&record.value),
+        );
+        Ok(((), Some(self.store.commit(txn)?)))
     }
 
     /// Runs `write` (its checks and its commit) off the async workers, which keep serving
@@ -296,17 +304,23 @@ impl Resources {
         Ok(wait_durable(&*self.store, revision).await?)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The lock guards no data, only ordering; a panic while holding it leaves nothing
-        // inconsistent behind.
-        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Reads one object.
     pub fn get(&self, key: &ObjectKey) -> Result<Object, Error> {
         self.read(key)?
             .map(|(o, _)| o)
             .ok_or_else(|| Error::NotFound(key.clone()))
+    }
+
+    /// Reads one object as its generated type with the revision it was last written at, if it
+    /// exists; reading a key of another kind is an error.
+    pub(crate) fn read_as<T: Typed>(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<Option<(T, Revision)>, Error> {
+        match self.read(key)? {
+            None => Ok(None),
+            Some((object, record)) => Ok(Some((typed(key, object)?, record.mod_revision))),
+        }
     }
 
     /// Reads one object as its generated type; reading a key of another kind is an error.
@@ -393,7 +407,7 @@ impl Resources {
 /// How long a write keeps trying again after losing races with concurrent writers.
 const RACE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Runs `attempt` (checks and a commit, under the write lock) again while its commit loses a
+/// Runs `attempt` (checks and a commit) again while its commit loses a
 /// race with another writer ([`Error::raced`]: what its checks read changed before it
 /// committed), after a pause that grows from 1 ms to 50 ms, so the store's view catches up
 /// with the winner; after [`RACE_PATIENCE`] the last loss is the answer. Blocks the thread:

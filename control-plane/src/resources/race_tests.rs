@@ -187,3 +187,94 @@ spec: {deploymentPipelineRef: quick}
     );
     assert!(resources.get(&pipeline).is_ok());
 }
+
+fn component(name: &str, project: &str) -> Object {
+    let yaml = format!(
+        "apiVersion: troupe.dev/v1alpha1
+kind: Component
+metadata: {{name: {name}, namespace: acme}}
+spec:
+  owner: {{projectName: {project}}}
+  componentType: {{name: deployment/service}}
+"
+    );
+    troupe_common::document::from_yaml(&yaml).unwrap().remove(0)
+}
+
+/// Writers on one server take no lock: concurrent applies of one object all land, one after
+/// the other, and components created while their project is deleted either go with it or
+/// are refused; none is left without its project.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_one_server_keep_every_rule() {
+    let store = Arc::new(MemoryStore::new());
+    let resources = Arc::new(Resources::new(store));
+    apply_yaml(&resources, PLATFORM).await.unwrap();
+    let project = ObjectKey::new(Kind::Project, "acme", "shop");
+
+    let mut writers = Vec::new();
+    for i in 0..16 {
+        let resources = resources.clone();
+        writers.push(tokio::spawn(async move {
+            let mut object = resources.get(&ObjectKey::new(Kind::Project, "acme", "shop"))?;
+            object.meta_mut().resource_version = 0;
+            object
+                .meta_mut()
+                .labels
+                .insert(format!("writer-{i}"), "yes".into());
+            resources.apply(object, Origin::User, false).await
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    let generation = resources.get(&project).unwrap().meta().generation;
+    assert_eq!(generation, 1, "labels are no spec change");
+
+    let mut writers = Vec::new();
+    for i in 0..40 {
+        let writer = resources.clone();
+        writers.push(tokio::spawn(async move {
+            let object = component(&format!("c{i}"), "shop");
+            writer.apply(object, Origin::User, false).await.map(|_| ())
+        }));
+        if i == 20 {
+            let resources = resources.clone();
+            let project = project.clone();
+            writers.push(tokio::spawn(async move {
+                resources
+                    .delete(&project, Origin::User, 0, false)
+                    .await
+                    .map(|_| ())
+            }));
+        }
+    }
+    for writer in writers {
+        match writer.await.unwrap() {
+            Ok(()) | Err(Error::MissingReference { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(matches!(resources.get(&project), Err(Error::NotFound(_))));
+    let left = resources
+        .list_as::<troupe_common::pb::v1alpha1::Component>("acme", &Default::default())
+        .await
+        .unwrap();
+    let orphans: Vec<_> = left
+        .iter()
+        .filter(|c| {
+            c.spec
+                .as_ref()
+                .unwrap()
+                .owner
+                .as_ref()
+                .unwrap()
+                .project_name
+                == "shop"
+        })
+        .map(|c| c.metadata.as_ref().unwrap().name.clone())
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "components outlived their project: {orphans:?}"
+    );
+}

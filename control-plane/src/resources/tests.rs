@@ -183,7 +183,7 @@ async fn a_user_apply_never_sets_status() {
     resources
         .update_status(&key, move |_, object| {
             if let Some(p) = object.typed_mut::<pb::DataPlane>() {
-                p.status = Some(status);
+                p.status = Some(status.clone());
             }
         })
         .await

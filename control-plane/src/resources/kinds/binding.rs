@@ -17,6 +17,7 @@ use troupe_common::{Kind, Object, ObjectKey, Pipeline};
 use super::{Ctx, Error, Reference, Resolved, Rules, kind_or, unchanged_fields};
 use crate::resources::Resources;
 use crate::resources::references::component_owner;
+use crate::store::Revision;
 
 impl Rules for pb::ReleaseBinding {
     const REFERS_TO: &'static [Kind] =
@@ -76,7 +77,7 @@ impl Rules for pb::ReleaseBinding {
         old: Option<&Self>,
         resources: &Resources,
         key: &ObjectKey,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<(ObjectKey, Option<Revision>)>, Error> {
         let spec = self.spec.clone().unwrap_or_default();
         let was = old
             .and_then(|o| o.spec.as_ref())
@@ -84,14 +85,15 @@ impl Rules for pb::ReleaseBinding {
             .unwrap_or_default();
         // Clearing the release or keeping it moves nothing into the environment.
         if spec.release_name.is_empty() || spec.release_name == was {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let owner = spec.owner.clone().unwrap_or_default();
-        let Some((name, pipeline)) = pipeline_of(resources, &key.namespace, &owner.project_name)?
-        else {
-            return Ok(());
-        };
-        check_route(key, &name, &pipeline, &spec, was)
+        let mut read = Vec::new();
+        let pipeline = pipeline_of(resources, &key.namespace, &owner.project_name, &mut read)?;
+        if let Some((name, pipeline)) = pipeline {
+            check_route(key, &name, &pipeline, &spec, was)?;
+        }
+        Ok(read)
     }
 
     fn check_resolved(
@@ -101,7 +103,7 @@ impl Rules for pb::ReleaseBinding {
         resolved: &Resolved,
     ) -> Result<(), Error> {
         let default_release = pb::ComponentReleaseSpec::default();
-        let Some((release_ref, release)) = resolved.iter().find_map(|(r, o)| match o {
+        let Some((release_ref, release)) = resolved.iter().find_map(|(r, o)| match &**o {
             Object::ComponentRelease(cr) => Some((r, cr.spec.as_ref().unwrap_or(&default_release))),
             _ => None,
         }) else {
@@ -186,25 +188,30 @@ fn check_trait_configs(
 
 /// The pipeline of `project` with its name; `None` when the project or its pipeline is gone
 /// (a binding's references are checked before, so only in a race with a cascade): without a
-/// pipeline there is no approval or gate to go around.
+/// pipeline there is no approval or gate to go around. Adds what it read to `read`.
 fn pipeline_of(
     resources: &Resources,
     namespace: &str,
     project: &str,
+    read: &mut Vec<(ObjectKey, Option<Revision>)>,
 ) -> Result<Option<(String, Pipeline)>, Error> {
     let key = ObjectKey::new(Kind::Project, namespace, project);
-    let project = match resources.get_as::<pb::Project>(&key) {
-        Ok(p) => p,
-        Err(Error::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e),
+    let Some((project, revision)) = resources.read_as::<pb::Project>(&key)? else {
+        read.push((key, None));
+        return Ok(None);
     };
+    read.push((key, Some(revision)));
     let name = project.spec.unwrap_or_default().deployment_pipeline_ref;
     let key = ObjectKey::new(Kind::DeploymentPipeline, namespace, &name);
-    match resources.get_as::<pb::DeploymentPipeline>(&key) {
-        Ok(p) => Ok(Some((name, Pipeline::new(&p.spec.unwrap_or_default())))),
-        Err(Error::NotFound(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
+    let Some((pipeline, revision)) = resources.read_as::<pb::DeploymentPipeline>(&key)? else {
+        read.push((key, None));
+        return Ok(None);
+    };
+    read.push((key, Some(revision)));
+    Ok(Some((
+        name,
+        Pipeline::new(&pipeline.spec.unwrap_or_default()),
+    )))
 }
 
 /// Refuses pointing binding `key` at `spec.releaseName` (it pointed at `was`, empty when

@@ -135,17 +135,20 @@ impl Rules for pb::Component {
             spec.parameters.as_ref(),
         )?;
         for (i, instance) in spec.traits.iter().enumerate() {
-            let trait_spec = resolved.iter().find_map(|(r, o)| match o {
-                Object::Trait(t) if r.target.name == instance.name => t.spec.clone(),
-                Object::ClusterTrait(t) if r.target.name == instance.name => t.spec.clone(),
+            let found = resolved.iter().find_map(|(r, o)| match &**o {
+                Object::Trait(t) if r.target.name == instance.name => Some((r, o, &t.spec)),
+                Object::ClusterTrait(t) if r.target.name == instance.name => Some((r, o, &t.spec)),
                 _ => None,
             });
-            let trait_spec = trait_spec.unwrap_or_default();
+            let Some((reference, object, trait_spec)) = found else {
+                continue;
+            };
+            let version = object.meta().resource_version;
             resources.check_values(
                 key,
                 &format!("spec.traits[{i}].parameters"),
-                None,
-                trait_spec.parameters.as_ref(),
+                Some(format!("{}@{version}/parameters", reference.target)),
+                trait_spec.as_ref().and_then(|s| s.parameters.as_ref()),
                 instance.parameters.as_ref(),
             )?;
         }
@@ -188,20 +191,24 @@ fn component_type_ref(ctx: &Ctx<'_>, ct: Option<&pb::ComponentTypeRef>) -> Resul
 struct TypeRef<'a> {
     reference: &'a Reference,
     version: u64,
-    spec: pb::ComponentTypeSpec,
+    spec: &'a pb::ComponentTypeSpec,
 }
+
+/// The spec of a type stored without one.
+static NO_TYPE_SPEC: std::sync::LazyLock<pb::ComponentTypeSpec> =
+    std::sync::LazyLock::new(pb::ComponentTypeSpec::default);
 
 fn component_type_of(resolved: &Resolved) -> Option<TypeRef<'_>> {
     resolved.iter().find_map(|(r, o)| {
-        let spec = match o {
-            Object::ComponentType(t) => t.spec.clone(),
-            Object::ClusterComponentType(t) => t.spec.clone(),
+        let spec = match &**o {
+            Object::ComponentType(t) => t.spec.as_ref(),
+            Object::ClusterComponentType(t) => t.spec.as_ref(),
             _ => return None,
         };
         Some(TypeRef {
             reference: r,
             version: o.meta().resource_version,
-            spec: spec.unwrap_or_default(),
+            spec: spec.unwrap_or(&NO_TYPE_SPEC),
         })
     })
 }

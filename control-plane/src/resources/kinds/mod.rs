@@ -26,10 +26,11 @@ use troupe_common::{Kind, Object, ObjectKey};
 use super::references::Reference;
 use super::validate::Ctx;
 use super::{Error, Resources};
+use crate::store::Revision;
 
 /// The objects an object's references resolved to, each with its reference: what
 /// [`Rules::check_resolved`] looks inside.
-pub(super) type Resolved = [(Reference, Object)];
+pub(super) type Resolved = [(Reference, std::sync::Arc<Object>)];
 
 /// `unchanged_fields!(key, old, new, "spec.x" => x, …)`: each named spec field is the same in
 /// `old` and `new`, or the write is refused as [`Error::Immutable`].
@@ -95,15 +96,17 @@ trait Rules {
         Ok(())
     }
     /// Refuses a change a user's apply may not make although the object is valid: one only
-    /// the control plane's own paths make (`old` is the stored object, if any). Runs under
-    /// the write lock, after the references are checked; the control plane's writes skip it.
+    /// the control plane's own paths make (`old` is the stored object, if any). Runs after
+    /// the references are checked; the control plane's writes skip it. Returns the other
+    /// objects it read, with the revision read (`None`: absent), which the write requires
+    /// unchanged when it commits.
     fn check_user_apply(
         &self,
         _old: Option<&Self>,
         _resources: &Resources,
         _key: &ObjectKey,
-    ) -> Result<(), Error> {
-        Ok(())
+    ) -> Result<Vec<(ObjectKey, Option<Revision>)>, Error> {
+        Ok(Vec::new())
     }
 }
 
@@ -199,7 +202,7 @@ macro_rules! kinds {
             new: &Object,
             resources: &Resources,
             key: &ObjectKey,
-        ) -> Result<(), Error> {
+        ) -> Result<Vec<(ObjectKey, Option<Revision>)>, Error> {
             match new {
                 $(Object::$variant(o) => {
                     let old = match old {

@@ -94,7 +94,7 @@ impl Rules for pb::RoleBinding {
             .and_then(|s| s.scope.as_ref())
             .map_or("", |s| s.project.as_str());
         for (reference, target) in resolved {
-            let troupe_common::Object::Component(component) = target else {
+            let troupe_common::Object::Component(component) = &**target else {
                 continue;
             };
             let owner = component
