@@ -30,9 +30,10 @@ pub async fn snapshot(
     )
     .unwrap_or(Kind::ComponentType);
     let type_name = type_ref.name.split_once('/').map_or("", |(_, n)| n);
-    let type_spec = match resources.get(&ObjectKey::scoped(type_kind, namespace, type_name))? {
-        Object::ComponentType(t) => t.spec,
-        Object::ClusterComponentType(t) => t.spec,
+    let type_key = ObjectKey::scoped(type_kind, namespace, type_name);
+    let type_spec = match &*resources.get_shared(&type_key)? {
+        Object::ComponentType(t) => t.spec.clone(),
+        Object::ClusterComponentType(t) => t.spec.clone(),
         _ => None,
     };
     let type_spec = type_spec.unwrap_or_default();
@@ -51,9 +52,9 @@ pub async fn snapshot(
     used.dedup();
     let mut traits = Vec::with_capacity(used.len());
     for (kind, name) in used {
-        let trait_spec = match resources.get(&ObjectKey::scoped(kind, namespace, &name))? {
-            Object::Trait(t) => t.spec,
-            Object::ClusterTrait(t) => t.spec,
+        let trait_spec = match &*resources.get_shared(&ObjectKey::scoped(kind, namespace, &name))? {
+            Object::Trait(t) => t.spec.clone(),
+            Object::ClusterTrait(t) => t.spec.clone(),
             _ => None,
         };
         traits.push(pb::TraitSnapshot {

@@ -103,6 +103,16 @@ impl Resources {
         Ok(Referenced { all, read })
     }
 
+    /// Reads one object shared, decoded once per revision (see [`Resources::decoded`]): for
+    /// readers of the types and traits every render and release reads.
+    pub fn get_shared(&self, key: &ObjectKey) -> Result<Arc<Object>, Error> {
+        let record = self
+            .store
+            .get(key)?
+            .ok_or_else(|| Error::NotFound(key.clone()))?;
+        self.decoded(&record)
+    }
+
     /// The object `record` holds, decoded once per revision: the types, traits and
     /// environments that writes refer to are read far more often than they change, and a
     /// type with its templates takes longer to decode than the rest of a Component's checks.
