@@ -59,7 +59,8 @@ pub struct ServerCmd {
     /// (default prefix /troupe; plain HTTP). Needs a troupe built with the `etcd` feature.
     /// Several servers may share one store; they elect one to run the controllers. If etcd was started
     /// with higher --max-txn-ops or --max-request-bytes, say so:
-    /// `…?max-txn-ops=N&max-request-bytes=B`.
+    /// `…?max-txn-ops=N&max-request-bytes=B`; TLS: `…&ca=CA.pem&cert=C.pem&key=K.pem`; an
+    /// etcd user: `…&user=NAME&password-file=FILE`.
     #[arg(long, env = "TROUPE_STORE", value_name = "URL")]
     store: Option<StoreLocation>,
     /// With --store etcd://…: seconds a leader that stops renewing its lease keeps the

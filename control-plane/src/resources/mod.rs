@@ -23,6 +23,7 @@ mod integrity;
 mod kinds;
 pub mod references;
 mod referrers;
+mod retry;
 mod validate;
 mod watch;
 
@@ -38,6 +39,8 @@ pub use delete::Deleted;
 pub use error::Error;
 pub use references::{Reference, references};
 pub use watch::{WatchEvent, WatchEventType, WatchEvents, WatchRequest};
+
+use retry::retrying;
 
 use crate::render::schema::SchemaCache;
 use crate::render::template::{Engine, Limits};
@@ -401,28 +404,6 @@ impl Resources {
             return Ok(None);
         };
         Ok(Some((decode(&record)?, record)))
-    }
-}
-
-/// How long a write keeps trying again after losing races with concurrent writers.
-const RACE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Runs `attempt` (checks and a commit) again while its commit loses a
-/// race with another writer ([`Error::raced`]: what its checks read changed before it
-/// committed), after a pause that grows from 1 ms to 50 ms, so the store's view catches up
-/// with the winner; after [`RACE_PATIENCE`] the last loss is the answer. Blocks the thread:
-/// call it off the async workers.
-fn retrying<T>(mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    let deadline = std::time::Instant::now() + RACE_PATIENCE;
-    let mut pause = std::time::Duration::from_millis(1);
-    loop {
-        match attempt() {
-            Err(e) if e.raced() && std::time::Instant::now() + pause < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(50));
-            }
-            result => return result,
-        }
     }
 }
 

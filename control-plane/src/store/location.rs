@@ -30,7 +30,8 @@ pub enum StoreLocation {
 /// key prefix the store keeps to, the transaction limits that cluster was started with
 /// (etcd's defaults unless named), which the store keeps its transactions within, and how to
 /// reach it: plain HTTP, or TLS when the URL names the CA to trust (`ca=`), with a client
-/// certificate if it names one (`cert=` and `key=`).
+/// certificate if it names one (`cert=` and `key=`), and as an etcd user if it names one
+/// (`user=` and `password-file=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdUrl {
     /// `http://HOST:PORT` of each member, or `https://HOST:PORT` with [`EtcdUrl::tls`].
@@ -42,6 +43,18 @@ pub struct EtcdUrl {
     pub limits: TxnLimits,
     /// TLS to the members, if the URL names a CA.
     pub tls: Option<EtcdTls>,
+    /// The etcd user to authenticate as, for a cluster with auth enabled.
+    pub user: Option<EtcdUser>,
+}
+
+/// An etcd user (`etcdctl auth enable`): the name, and the file holding the password, read
+/// when the store opens (the URL, which is printed, never holds a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdUser {
+    /// `user=`: the user's name.
+    pub name: String,
+    /// `password-file=`: a file holding the password (a trailing newline is not part of it).
+    pub password_file: PathBuf,
 }
 
 /// TLS to etcd, as the store URL names it: the files, read when the store opens (so a
@@ -85,10 +98,10 @@ impl Default for TxnLimits {
 
 /// The forms `--store` accepts, for messages.
 const FORMS: &str = "etcd://HOST:PORT[,HOST:PORT…][/PREFIX][?max-txn-ops=N&max-request-bytes=B\
-                     &ca=CA.pem&cert=CLIENT.pem&key=CLIENT-KEY.pem]";
+                     &ca=CA.pem&cert=CLIENT.pem&key=CLIENT-KEY.pem&user=NAME&password-file=FILE]";
 
 /// The options a store URL takes, for messages.
-const OPTIONS: &str = "max-txn-ops, max-request-bytes, ca, cert and key";
+const OPTIONS: &str = "max-txn-ops, max-request-bytes, ca, cert, key, user and password-file";
 
 impl FromStr for StoreLocation {
     type Err = String;
@@ -134,7 +147,7 @@ impl EtcdUrl {
                 Ok(host)
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let (limits, tls) = parse_options(query)?;
+        let (limits, tls, user) = parse_options(query)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let trimmed = path.trim_end_matches('/');
         let prefix = if trimmed.is_empty() {
@@ -150,6 +163,7 @@ impl EtcdUrl {
             prefix,
             limits,
             tls,
+            user,
         })
     }
 
@@ -159,10 +173,14 @@ impl EtcdUrl {
     }
 }
 
-/// The options after `?`: the transaction limits and TLS.
-fn parse_options(query: Option<&str>) -> Result<(TxnLimits, Option<EtcdTls>), String> {
+/// The options after `?`: the transaction limits, TLS and the user.
+type Options = (TxnLimits, Option<EtcdTls>, Option<EtcdUser>);
+
+/// Parses the options after `?`.
+fn parse_options(query: Option<&str>) -> Result<Options, String> {
     let mut limits = TxnLimits::default();
-    let (mut ca, mut cert, mut key) = (None, None, None);
+    let (mut ca, mut cert, mut key, mut password_file) = (None, None, None, None);
+    let mut user: Option<String> = None;
     for pair in query
         .unwrap_or_default()
         .split('&')
@@ -187,9 +205,20 @@ fn parse_options(query: Option<&str>) -> Result<(TxnLimits, Option<EtcdTls>), St
                 limits.max_request_bytes = number()?;
                 continue;
             }
+            "user" => {
+                if user.is_some() {
+                    return Err("user= is given twice in the store URL".to_string());
+                }
+                if value.is_empty() {
+                    return Err("user= in the store URL names no user".to_string());
+                }
+                user = Some(path(name, value)?.to_string_lossy().into_owned());
+                continue;
+            }
             "ca" => &mut ca,
             "cert" => &mut cert,
             "key" => &mut key,
+            "password-file" => &mut password_file,
             _ => {
                 return Err(format!(
                     "unknown store URL option {name:?}: the options are {OPTIONS}"
@@ -201,7 +230,21 @@ fn parse_options(query: Option<&str>) -> Result<(TxnLimits, Option<EtcdTls>), St
         }
         *slot = Some(path(name, value)?);
     }
-    Ok((limits, tls(ca, cert, key)?))
+    let user = match (user, password_file) {
+        (Some(name), Some(password_file)) => Some(EtcdUser {
+            name,
+            password_file,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "user= and password-file= go together in the store URL: user= names the etcd \
+                 user, password-file= a file holding its password; give both, or neither"
+                    .to_string(),
+            );
+        }
+    };
+    Ok((limits, tls(ca, cert, key)?, user))
 }
 
 /// The file a `name=value` option names: `%XX` escapes decoded (`%26` for `&`, `%25` for `%`).
@@ -286,6 +329,10 @@ impl fmt::Display for EtcdUrl {
                 options.push(format!("key={}", escape(&identity.key)));
             }
         }
+        if let Some(user) = &self.user {
+            options.push(format!("user={}", escape(std::path::Path::new(&user.name))));
+            options.push(format!("password-file={}", escape(&user.password_file)));
+        }
         if !options.is_empty() {
             write!(f, "?{}", options.join("&"))?;
         }
@@ -334,7 +381,24 @@ mod tests {
         assert!(err("etcd://a:1,:2").contains("\":2\""));
         assert!(err("etcd://a:1?max-txn-ops=0").contains("positive"));
         assert!(err("etcd://a:1?ops=3").contains("unknown store URL option"));
-        assert!(err("etcd://a:1?ops=3").contains("ca, cert and key"));
+        assert!(err("etcd://a:1?ops=3").contains("user and password-file"));
+    }
+
+    #[test]
+    fn an_etcd_url_names_a_user_and_a_password_file_and_prints_them_back() {
+        let url = etcd("etcd://h:1/p?user=troupe&password-file=/run/secrets/etcd%26pw");
+        let user = url.user.clone().unwrap();
+        assert_eq!(user.name, "troupe");
+        assert_eq!(user.password_file, PathBuf::from("/run/secrets/etcd&pw"));
+        assert_eq!(etcd(&url.to_string()), url);
+        assert_eq!(etcd("etcd://h:1").user, None);
+        let err = |text: &str| text.parse::<StoreLocation>().unwrap_err();
+        for half in ["user=troupe", "password-file=pw"] {
+            let message = err(&format!("etcd://h:1?{half}"));
+            assert!(message.contains("go together"), "{half}: {message}");
+        }
+        assert!(err("etcd://h:1?user=&password-file=pw").contains("names no user"));
+        assert!(err("etcd://h:1?user=a&user=b&password-file=pw").contains("twice"));
     }
 
     #[test]

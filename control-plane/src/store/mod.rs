@@ -35,7 +35,7 @@ pub use etcd::{
 };
 pub use location::{
     ClientIdentity, DEFAULT_ETCD_PREFIX, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, EtcdTls,
-    EtcdUrl, StoreLocation, TxnLimits,
+    EtcdUrl, EtcdUser, StoreLocation, TxnLimits,
 };
 pub use memory::MemoryStore;
 pub use retention::{DEFAULT_EVENT_LOG_BYTES, DEFAULT_EVENT_RETENTION, Retention};

@@ -34,17 +34,35 @@ pub async fn connect_client(url: &EtcdUrl) -> Result<Client, StoreError> {
 }
 
 /// How the store talks to etcd: keep-alives (a member gone quiet is noticed), a leader
-/// required for every call, and TLS from the files `url` names.
+/// required for every call, TLS from the files `url` names, and the user it names (whose
+/// token is renewed when it expires).
 pub fn connect_options(url: &EtcdUrl) -> Result<ConnectOptions, StoreError> {
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
-    Ok(match &url.tls {
-        Some(tls) => options.with_tls(tls_options(tls)?),
-        None => options,
-    })
+    if let Some(tls) = &url.tls {
+        options = options.with_tls(tls_options(tls)?);
+    }
+    if let Some(user) = &url.user {
+        let password = read("password-file", &user.password_file)?;
+        let password = String::from_utf8(password).map_err(|_| {
+            bad_file(
+                "password-file",
+                &user.password_file,
+                "does not hold UTF-8 text",
+            )
+        })?;
+        let password = password.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            return Err(bad_file("password-file", &user.password_file, "is empty"));
+        }
+        options = options
+            .with_user(user.name.clone(), password)
+            .with_auto_token_refresh(true);
+    }
+    Ok(options)
 }
 
 /// The CA to trust and the client identity, read from their files.
@@ -95,6 +113,37 @@ fn bad_file(name: &str, path: &Path, why: &str) -> StoreError {
     StoreError::Engine(format!("{name}={} in the store URL {why}", path.display()))
 }
 
+/// What an etcd refusal of this client's user means, if it is one.
+fn explain_auth(url: &EtcdUrl, message: &str) -> Option<String> {
+    let members = url.members();
+    let user = url.user.as_ref();
+    if message.contains("authentication failed") {
+        let (name, file) = user.map_or((String::new(), String::new()), |u| {
+            (u.name.clone(), u.password_file.display().to_string())
+        });
+        return Some(format!(
+            "etcd at {members} refused user {name:?}: no such user, or not the password in \
+             password-file={file}"
+        ));
+    }
+    if message.contains("user name is empty") || message.contains("invalid auth token") {
+        return Some(format!(
+            "etcd at {members} has authentication enabled: name a user with user= and \
+             password-file= in the store URL"
+        ));
+    }
+    if message.contains("permission denied") {
+        let name = user.map_or("", |u| u.name.as_str());
+        return Some(format!(
+            "etcd at {members} does not let user {name:?} read and write {prefix}/: grant \
+             one of its roles readwrite on it (etcdctl role grant-permission ROLE readwrite \
+             {prefix}/ --prefix=true)",
+            prefix = url.prefix
+        ));
+    }
+    None
+}
+
 /// A failure to open the store at `url`, with what most likely caused it when it is how TLS
 /// fails: the member's certificate not signed by the CA `ca=` names, or the member refusing
 /// this client because it has no certificate (or one it does not trust), or because it
@@ -106,7 +155,9 @@ pub(super) fn explain(url: &EtcdUrl, error: StoreError) -> StoreError {
         return error;
     };
     let members = url.members();
-    let hint = if message.contains("invalid peer certificate") {
+    let hint = if let Some(hint) = explain_auth(url, message) {
+        hint
+    } else if message.contains("invalid peer certificate") {
         let ca = url
             .tls
             .as_ref()

@@ -95,6 +95,8 @@ pub(super) struct Shared {
     /// The newest revision the tail has published.
     seen: watch::Sender<Revision>,
     durable: watch::Sender<Durability>,
+    /// Set once etcd refused this store's user a compaction (said once, not every time).
+    compaction_refused: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -164,6 +166,7 @@ impl EtcdStore {
                 error: None,
             })
             .0,
+            compaction_refused: std::sync::atomic::AtomicBool::new(false),
         });
         bridge.handle().spawn(tail::follow(shared.clone()));
         tracing::info!(etcd = %url, revision = head, "etcd store open");
@@ -401,6 +404,8 @@ impl Store for EtcdStore {
     }
 }
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

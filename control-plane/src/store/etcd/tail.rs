@@ -341,6 +341,19 @@ async fn compact(shared: &Shared, floor: Revision) {
         Ok(Ok(_)) => tracing::debug!(floor, "etcd store: history compacted"),
         // Another replica (or the operator) compacted further already.
         Ok(Err(e)) if super::bridge::is_compacted(&e) => {}
+        // etcd lets only its root user compact; others rely on the cluster's own.
+        Ok(Err(e)) if e.to_string().contains("permission denied") => {
+            if !shared
+                .compaction_refused
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "etcd store: etcd refuses this user compaction (only its root user may \
+                     compact): start etcd with --auto-compaction-retention so that its history \
+                     stays bounded"
+                );
+            }
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, floor, "etcd store: compacting etcd failed"),
         Err(e) => tracing::warn!(error = %e, floor, "etcd store: compacting etcd failed"),
     }

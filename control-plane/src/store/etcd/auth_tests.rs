@@ -1,0 +1,128 @@
+//! The etcd store as an etcd user, on a real etcd with authentication enabled: a user whose
+//! role may read and write the store's prefix commits, reads, watches and leads; a wrong
+//! password, no user, or a user without rights on the prefix fail the open, naming the user
+//! and what to fix, and never the password.
+
+use std::time::Duration;
+
+use etcd_client::Permission;
+use troupe_common::{Kind, ObjectKey};
+
+use super::*;
+use crate::store::{EtcdUser, StoreLocation};
+
+const PASSWORD: &str = "s3cret-pw";
+
+/// An etcd with authentication on: user `root`, and user `troupe`, whose role may read and
+/// write `/auth/`.
+async fn mk_auth_etcd() -> LocalEtcd {
+    let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();
+    client.role_add("root").await.unwrap();
+    client.user_add("root", "root-pw", None).await.unwrap();
+    client.user_grant_role("root", "root").await.unwrap();
+    client.role_add("troupe").await.unwrap();
+    let prefix = Permission::read_write("/auth/").with_prefix();
+    client
+        .role_grant_permission("troupe", prefix)
+        .await
+        .unwrap();
+    client.user_add("troupe", PASSWORD, None).await.unwrap();
+    client.user_grant_role("troupe", "troupe").await.unwrap();
+    client.auth_enable().await.unwrap();
+    etcd
+}
+
+/// The store URL of `prefix` on `etcd` as `user`, with a password file holding `password`
+/// (and a newline, as `echo` writes it).
+fn mk_url(
+    etcd: &LocalEtcd,
+    prefix: &str,
+    user: &str,
+    password: &str,
+) -> (EtcdUrl, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("etcd-password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let text = format!(
+        "{}?user={user}&password-file={}",
+        etcd.url(prefix),
+        file.display()
+    );
+    match text.parse::<StoreLocation>().unwrap() {
+        StoreLocation::Etcd(url) => (url, dir),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn open_error(url: &EtcdUrl) -> String {
+    match EtcdStore::open(url) {
+        Ok(_) => panic!("{url} opened"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_as_an_etcd_user_commits_watches_and_leads() {
+    let etcd = mk_auth_etcd().await;
+    let (url, _dir) = mk_url(&etcd, "auth", "troupe", PASSWORD);
+    let store = EtcdStore::open(&url).unwrap();
+    let mut commits = store.subscribe();
+    let key = ObjectKey::new(Kind::Component, "acme", "api");
+    let revision = store
+        .commit(Txn::default().put(key.clone(), b"v1".to_vec()))
+        .unwrap();
+    assert_eq!(store.get(&key).unwrap().unwrap().value, b"v1");
+    let commit = commits
+        .try_recv()
+        .expect("the commit came through the watch");
+    assert_eq!(commit[0].revision, revision);
+    // A second store as the same user sees it, and leadership works under the user.
+    let other = EtcdStore::open(&url).unwrap();
+    assert_eq!(other.get(&key).unwrap().unwrap().value, b"v1");
+    let leader = other.campaign("r1", Duration::from_secs(5)).await.unwrap();
+    let fenced = Txn::default()
+        .put(key.clone(), b"v2".to_vec())
+        .fenced(leader.fence().clone());
+    other.commit(fenced).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_no_user_or_no_rights_fail_the_open_saying_what_to_fix() {
+    let etcd = mk_auth_etcd().await;
+    let (wrong, _d1) = mk_url(&etcd, "auth", "troupe", "not-it");
+    let message = open_error(&wrong);
+    assert!(message.contains("refused user \"troupe\""), "{message}");
+    assert!(message.contains("password-file="), "{message}");
+    assert!(
+        !message.contains("not-it") && !message.contains(PASSWORD),
+        "{message}"
+    );
+
+    let StoreLocation::Etcd(anonymous) = etcd.url("auth").parse().unwrap() else {
+        unreachable!()
+    };
+    let message = open_error(&anonymous);
+    assert!(message.contains("authentication enabled"), "{message}");
+    assert!(message.contains("user="), "{message}");
+
+    let (elsewhere, _d2) = mk_url(&etcd, "elsewhere", "troupe", PASSWORD);
+    let message = open_error(&elsewhere);
+    assert!(
+        message.contains("does not let user \"troupe\""),
+        "{message}"
+    );
+    assert!(message.contains("/elsewhere/"), "{message}");
+
+    let (no_file, _d3) = mk_url(&etcd, "auth", "troupe", PASSWORD);
+    let missing = EtcdUrl {
+        user: Some(EtcdUser {
+            name: "troupe".into(),
+            password_file: no_file.user.unwrap().password_file.with_extension("gone"),
+        }),
+        ..no_file
+    };
+    let message = open_error(&missing);
+    assert!(message.contains("password-file="), "{message}");
+    assert!(message.contains("cannot be read"), "{message}");
+}
