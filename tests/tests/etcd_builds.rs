@@ -1,6 +1,7 @@
 //! Build logs on servers sharing one etcd (feature `etcd`): a build whose agent is on server
 //! A streams its log through server B while it runs, and B still shows the whole log, in
-//! order, once A is gone.
+//! order, once A is gone; a push webhook signed with the secret made through A starts a build
+//! through B.
 #![cfg(feature = "etcd")]
 
 #[path = "builds/fixture.rs"]
@@ -12,8 +13,10 @@ mod fixture;
 
 use std::process::Stdio;
 
-use fixture::{BUILD_YAML, build, component, logs, wait_phase};
-use troupe_tests::{LocalEtcd, PATIENCE, Platform, success};
+use fixture::{BUILD_YAML, build, component, logs, push, sign, wait_phase};
+use troupe_control_plane::builds::webhook::PATH;
+use troupe_tests::http::post;
+use troupe_tests::{LocalEtcd, PATIENCE, Platform, check, eventually, free_port, stdout, success};
 
 #[test]
 fn a_build_on_one_server_is_followed_and_read_through_another() {
@@ -74,4 +77,49 @@ fn a_build_on_one_server_is_followed_and_read_through_another() {
     a.kill_server();
     let read: Vec<String> = logs(&b, &name, &[]).lines().map(str::to_string).collect();
     assert_eq!(read, expected, "read through B after A died");
+}
+
+#[test]
+fn a_push_signed_with_a_secret_made_through_one_server_builds_through_another() {
+    let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let url = etcd.url("webhooks");
+    let hook_b = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let a = Platform::builder()
+        .args(&["--store", &url])
+        .examples()
+        .apply(BUILD_YAML)
+        .start();
+    let _b = Platform::builder()
+        .args(&["--store", &url, "--webhook-addr", &hook_b.to_string()])
+        .start();
+    let yaml = component("hooked", "echoes", "{}", false);
+    success(&a.cli_with_stdin(&["apply", "-f", "-"], Some(&yaml)));
+    let secret = stdout(&a.cli(&["webhook-secret", "hooked", "-n", "acme"]));
+    let secret = secret.trim();
+    let commit = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
+    let body = push("https://github.com/acme/hooked", commit);
+    let send = |signature: &str| {
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("X-GitHub-Event", "push"),
+            ("X-Hub-Signature-256", signature),
+        ];
+        post(hook_b, PATH, &headers, &body).expect("an answer from B's webhook")
+    };
+    assert_eq!(send(&sign("not-the-secret", &body)).code, 401);
+    let started = send(&sign(secret, &body));
+    assert_eq!(started.code, 201, "{started:?}");
+    eventually("A lists the run B started", PATIENCE, || {
+        let out = success(&a.cli(&[
+            "get",
+            "workflowruns",
+            "-n",
+            "acme",
+            "-l",
+            "troupe.dev/component=hooked",
+            "-o",
+            "json",
+        ]));
+        check(out, |o| o.contains(commit))
+    });
 }

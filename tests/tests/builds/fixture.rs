@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use troupe_control_plane::builds::webhook::hmac_sha256;
 use troupe_tests::{PATIENCE, Platform, check, eventually, free_port, stdout, success};
 
 /// The build data plane, a component type allowing the test workflows, and the workflows.
@@ -225,4 +226,28 @@ pub fn logs(platform: &Platform, name: &str, args: &[&str]) -> String {
     let mut all = vec!["logs", name, "-n", "acme"];
     all.extend_from_slice(args);
     stdout(&platform.cli(&all))
+}
+
+/// The GitHub signature of `body` with `secret` (`X-Hub-Signature-256`).
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mac = hmac_sha256(secret.as_bytes(), body);
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// A GitHub push of `commit` to `repository`'s main branch, as `acme/hooked`.
+pub fn push(repository: &str, commit: &str) -> Vec<u8> {
+    json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000000",
+        "after": commit,
+        "repository": {
+            "full_name": "acme/hooked",
+            "html_url": repository,
+            "clone_url": format!("{repository}.git"),
+        },
+        "pusher": {"name": "octocat", "email": "octocat@example.com"},
+    })
+    .to_string()
+    .into_bytes()
 }

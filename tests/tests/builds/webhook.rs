@@ -2,34 +2,12 @@
 //! commit, a redelivery starts nothing new, a bad signature is refused and a repository no
 //! component builds is ignored.
 
-use serde_json::{Value, json};
-use troupe_control_plane::builds::webhook::{PATH, hmac_sha256};
+use serde_json::Value;
+use troupe_control_plane::builds::webhook::PATH;
 use troupe_tests::http::post;
 use troupe_tests::{stdout, success};
 
-use crate::fixture::{component, fixture};
-
-fn sign(secret: &str, body: &[u8]) -> String {
-    let mac = hmac_sha256(secret.as_bytes(), body);
-    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
-}
-
-fn push(repository: &str, commit: &str) -> Vec<u8> {
-    json!({
-        "ref": "refs/heads/main",
-        "before": "0000000000000000000000000000000000000000",
-        "after": commit,
-        "repository": {
-            "full_name": "acme/hooked",
-            "html_url": repository,
-            "clone_url": format!("{repository}.git"),
-        },
-        "pusher": {"name": "octocat", "email": "octocat@example.com"},
-    })
-    .to_string()
-    .into_bytes()
-}
+use crate::fixture::{component, fixture, push, sign};
 
 /// The runs of component `hooked`.
 fn runs(p: &troupe_tests::Platform) -> Vec<Value> {
