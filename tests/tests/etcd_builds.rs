@@ -13,7 +13,7 @@ mod fixture;
 
 use std::process::Stdio;
 
-use fixture::{BUILD_YAML, build, component, logs, push, sign, wait_phase};
+use fixture::{BUILD_YAML, build, component, logs, push, runs_of, sign, wait_phase};
 use troupe_control_plane::builds::webhook::PATH;
 use troupe_tests::http::post;
 use troupe_tests::{LocalEtcd, PATIENCE, Platform, check, eventually, free_port, stdout, success};
@@ -110,16 +110,7 @@ fn a_push_signed_with_a_secret_made_through_one_server_builds_through_another() 
     let started = send(&sign(secret, &body));
     assert_eq!(started.code, 201, "{started:?}");
     eventually("A lists the run B started", PATIENCE, || {
-        let out = success(&a.cli(&[
-            "get",
-            "workflowruns",
-            "-n",
-            "acme",
-            "-l",
-            "troupe.dev/component=hooked",
-            "-o",
-            "json",
-        ]));
-        check(out, |o| o.contains(commit))
+        let runs = runs_of(&a, "hooked");
+        check(runs, |r| r.len() == 1 && r[0]["spec"]["commit"] == commit)
     });
 }

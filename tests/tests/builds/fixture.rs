@@ -251,3 +251,20 @@ pub fn push(repository: &str, commit: &str) -> Vec<u8> {
     .to_string()
     .into_bytes()
 }
+
+/// The WorkflowRuns of `component` in acme.
+pub fn runs_of(p: &Platform, component: &str) -> Vec<Value> {
+    let label = format!("troupe.dev/component={component}");
+    let out = success(&p.cli(&[
+        "get",
+        "workflowruns",
+        "-n",
+        "acme",
+        "-l",
+        &label,
+        "-o",
+        "json",
+    ]));
+    let listed: Value = serde_json::from_str(&out).expect("JSON from troupe get");
+    listed["items"].as_array().cloned().unwrap_or_default()
+}

@@ -2,28 +2,11 @@
 //! commit, a redelivery starts nothing new, a bad signature is refused and a repository no
 //! component builds is ignored.
 
-use serde_json::Value;
 use troupe_control_plane::builds::webhook::PATH;
 use troupe_tests::http::post;
 use troupe_tests::{stdout, success};
 
-use crate::fixture::{component, fixture, push, sign};
-
-/// The runs of component `hooked`.
-fn runs(p: &troupe_tests::Platform) -> Vec<Value> {
-    let out = success(&p.cli(&[
-        "get",
-        "workflowruns",
-        "-n",
-        "acme",
-        "-l",
-        "troupe.dev/component=hooked",
-        "-o",
-        "json",
-    ]));
-    let listed: Value = serde_json::from_str(&out).expect("JSON from troupe get");
-    listed["items"].as_array().cloned().unwrap_or_default()
-}
+use crate::fixture::{component, fixture, push, runs_of, sign};
 
 #[test]
 fn a_signed_push_builds_its_commit_once_and_nothing_else_builds() {
@@ -53,11 +36,11 @@ fn a_signed_push_builds_its_commit_once_and_nothing_else_builds() {
 
     let bad = send(&sign("not-the-secret", &body), &body);
     assert_eq!(bad.code, 401, "{bad:?}");
-    assert!(runs(p).is_empty());
+    assert!(runs_of(p, "hooked").is_empty());
 
     let good = send(&sign(secret, &body), &body);
     assert_eq!(good.code, 201, "{good:?}");
-    let started = runs(p);
+    let started = runs_of(p, "hooked");
     assert_eq!(started.len(), 1, "{started:#?}");
     let spec = &started[0]["spec"];
     assert_eq!(spec["commit"], commit);
@@ -68,11 +51,15 @@ fn a_signed_push_builds_its_commit_once_and_nothing_else_builds() {
     let again = send(&sign(secret, &body), &body);
     assert_eq!(again.code, 202, "{again:?}");
     assert!(again.body.contains("exists already"), "{again:?}");
-    assert_eq!(runs(p).len(), 1, "a redelivery starts nothing new");
+    assert_eq!(
+        runs_of(p, "hooked").len(),
+        1,
+        "a redelivery starts nothing new"
+    );
 
     let elsewhere = push("https://github.com/acme/unknown", commit);
     let ignored = send(&sign(secret, &elsewhere), &elsewhere);
     assert_eq!(ignored.code, 202, "{ignored:?}");
     assert!(ignored.body.contains("ignored"), "{ignored:?}");
-    assert_eq!(runs(p).len(), 1);
+    assert_eq!(runs_of(p, "hooked").len(), 1);
 }
