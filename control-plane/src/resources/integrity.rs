@@ -5,6 +5,7 @@
 //! references' targets still to exist when it commits, so one that loses a race with another
 //! server's delete fails as it would have failed a moment later ([`lost_race`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use troupe_common::pb::v1alpha1 as pb;
@@ -16,8 +17,16 @@ use super::{Error, Resources, decode, kinds};
 use crate::render::schema::describe;
 use crate::store::{Precondition, Record, Revision, StoreError, Txn};
 
-/// Most objects [`Resources::decoded`] keeps; past it, it starts over.
-pub(super) const DECODED_OBJECTS: usize = 4096;
+/// Most encoded bytes of the objects [`Resources::decoded`] keeps; past it, it starts over.
+const DECODED_BYTES: usize = 32 * 1024 * 1024;
+
+/// Objects decoded once per revision, by key, and the encoded bytes decoded since it last
+/// started over (replaced revisions included: a bound, not a measure).
+#[derive(Default)]
+pub(super) struct Decoded {
+    objects: HashMap<ObjectKey, Arc<Object>>,
+    bytes: usize,
+}
 
 /// A write's references, as its checks found them.
 pub(crate) struct Referenced {
@@ -118,16 +127,17 @@ impl Resources {
     /// type with its templates takes longer to decode than the rest of a Component's checks.
     fn decoded(&self, record: &Record) -> Result<Arc<Object>, Error> {
         let mut cache = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(object) = cache.get(&record.key)
+        if let Some(object) = cache.objects.get(&record.key)
             && object.meta().resource_version == record.mod_revision
         {
             return Ok(object.clone());
         }
         let object = Arc::new(decode(record)?);
-        if cache.len() >= DECODED_OBJECTS {
-            cache.clear();
+        if cache.bytes + record.value.len() > DECODED_BYTES {
+            *cache = Decoded::default();
         }
-        cache.insert(record.key.clone(), object.clone());
+        cache.bytes += record.value.len();
+        cache.objects.insert(record.key.clone(), object.clone());
         Ok(object)
     }
 

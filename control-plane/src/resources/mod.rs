@@ -94,7 +94,7 @@ pub struct Resources {
     /// Who refers to what; built on first use, then following the store's event log.
     referrers: std::sync::Mutex<Option<referrers::ReferrerIndex>>,
     /// Objects whose content checks read, decoded, by key ([`Resources::decoded`]).
-    decoded: std::sync::Mutex<std::collections::HashMap<ObjectKey, Arc<Object>>>,
+    decoded: std::sync::Mutex<integrity::Decoded>,
 }
 
 impl Resources {
