@@ -47,6 +47,7 @@ mod tail;
 mod view;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use etcd_client::{
@@ -96,7 +97,9 @@ pub(super) struct Shared {
     seen: watch::Sender<Revision>,
     durable: watch::Sender<Durability>,
     /// Set once etcd refused this store's user a compaction (said once, not every time).
-    compaction_refused: std::sync::atomic::AtomicBool,
+    compaction_refused: AtomicBool,
+    /// Set while a read of etcd's revision for `request_flush` is under way.
+    reading_revision: AtomicBool,
 }
 
 impl Shared {
@@ -166,7 +169,8 @@ impl EtcdStore {
                 error: None,
             })
             .0,
-            compaction_refused: std::sync::atomic::AtomicBool::new(false),
+            compaction_refused: AtomicBool::new(false),
+            reading_revision: AtomicBool::new(false),
         });
         bridge.handle().spawn(tail::follow(shared.clone()));
         tracing::info!(etcd = %url, revision = head, "etcd store open");
@@ -381,7 +385,11 @@ impl Store for EtcdStore {
 
     fn request_flush(&self) {
         // Nothing to flush: whatever etcd answered is on a quorum's disks. A revision the
-        // tail has not seen yet (another replica's) is durable too; learn etcd's newest.
+        // tail has not seen yet (another replica's) is durable too; learn etcd's newest, with
+        // one read at a time however many wait.
+        if self.shared.reading_revision.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let shared = self.shared.clone();
         self.bridge.handle().spawn(async move {
             let mut kv = shared.kv();
@@ -400,6 +408,7 @@ impl Store for EtcdStore {
                 }
                 Err(e) => tracing::warn!(error = %e, "etcd store: reading the revision failed"),
             }
+            shared.reading_revision.store(false, Ordering::Release);
         });
     }
 }

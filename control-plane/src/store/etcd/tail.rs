@@ -192,7 +192,14 @@ impl Log {
     }
 }
 
+/// The create revision of a deletion whose last value the etcd event does not carry (the
+/// tail's watch asks for none): the view, which holds it, fills it in ([`View::fill_deleted`]).
+/// No object has it: the first commit of a store is revision 1.
+pub(super) const NOT_CARRIED: Revision = 0;
+
 /// The store's event for one etcd event; `None` for keys that are not objects (the marker).
+/// A deletion takes the deleted value from the event's previous key-value if it carries one
+/// (history reads ask for them), or is left for the view to fill ([`NOT_CARRIED`]).
 pub(super) fn to_event(
     layout: &Layout,
     event: &etcd_client::Event,
@@ -216,23 +223,28 @@ pub(super) fn to_event(
             value: decode_value(kv.key(), kv.value())?,
             create_revision: layout.to_store(kv.create_revision()),
         },
-        EtcdEventType::Delete => {
-            let prev = event
-                .prev_kv()
-                .ok_or_else(|| corrupt(kv.key(), "a deletion without the deleted value"))?;
-            Event {
+        EtcdEventType::Delete => match event.prev_kv() {
+            Some(prev) => Event {
                 revision,
                 kind: EventType::Deleted,
                 key,
                 value: decode_value(kv.key(), prev.value())?,
                 create_revision: layout.to_store(prev.create_revision()),
-            }
-        }
+            },
+            None => Event {
+                revision,
+                kind: EventType::Deleted,
+                key,
+                value: Vec::new(),
+                create_revision: NOT_CARRIED,
+            },
+        },
     }))
 }
 
 /// Watches the prefix from the revision after the head, for as long as the store's runtime
-/// runs, resuming after every failure.
+/// runs, resuming after every failure. The watch asks for no previous values: etcd would read
+/// one from its backend for every change and send it along, and the view holds them.
 pub(super) async fn follow(shared: Arc<Shared>) {
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -252,10 +264,7 @@ pub(super) async fn follow(shared: Arc<Shared>) {
 /// One watch, until it ends or fails.
 async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError> {
     let from = shared.layout.to_etcd(shared.log().head() + 1);
-    let options = WatchOptions::new()
-        .with_prefix()
-        .with_prev_key()
-        .with_start_revision(from);
+    let options = WatchOptions::new().with_prefix().with_start_revision(from);
     let root = shared.layout.root().to_vec();
     let mut watch_client = shared.watch_client();
     let mut stream = timed(
@@ -307,13 +316,19 @@ async fn take(shared: &Shared, response: &WatchResponse) {
             Err(error) => tracing::error!(revision, %error, "etcd store: skipping an event"),
         }
     }
+    // Whatever etcd's watch delivers is on a quorum's disks: say so before any subscriber
+    // hears of it, so that none waits for durability (and asks etcd for its revision).
+    if let Some((last, _)) = commits.last() {
+        shared.mark_durable(*last);
+    }
     let (head, compact_to) = {
         let mut log = shared.log();
         let mut compact_to = None;
-        for (revision, events) in commits {
+        for (revision, mut events) in commits {
             if revision <= log.head() {
                 continue;
             }
+            log.view().fill_deleted(&mut events);
             if events.is_empty() {
                 log.advance(revision);
             } else if let Some(floor) = log.record(revision, events, &shared.retention) {

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use troupe_common::{Kind, ObjectKey};
 
+use super::tail::NOT_CARRIED;
 use crate::store::{Event, EventType, Record, keys};
 
 /// Every object, by its key's shared encoding (so kinds and namespaces are ranges).
@@ -52,6 +53,29 @@ impl View {
                 }
             }
         }
+    }
+
+    /// Fills in the last value and create revision of the deletions among `events` (the
+    /// next commit) that their etcd events did not carry ([`NOT_CARRIED`]): the objects as
+    /// the view holds them. A deletion of an object the view does not hold cannot be told,
+    /// and is dropped, with an error.
+    pub(super) fn fill_deleted(&self, events: &mut Vec<Event>) {
+        events.retain_mut(|event| {
+            if event.kind != EventType::Deleted || event.create_revision != NOT_CARRIED {
+                return true;
+            }
+            match self.objects.get(&keys::encode(&event.key)) {
+                Some(record) => {
+                    event.value = record.value.clone();
+                    event.create_revision = record.create_revision;
+                    true
+                }
+                None => {
+                    tracing::error!(key = %event.key, revision = event.revision, "etcd store: a deletion of an object the view does not hold; skipping it");
+                    false
+                }
+            }
+        });
     }
 
     /// The object at `key`.
