@@ -133,18 +133,20 @@ impl Resources {
         Ok(index.revision)
     }
 
-    /// Objects that reference `target`, with the reference and their revision: every one
-    /// written up to the revision [`Resources::referrers_known`] returns, or a later one.
+    /// Objects that reference `target`, with the reference and their revision, as of the
+    /// index's revision: call [`Resources::referrers_known`] first to bring it up to date
+    /// (once for a whole cascade, not once per object in it).
     pub(super) fn referrers(
         &self,
         target: &ObjectKey,
     ) -> Result<Vec<(ObjectKey, Reference, Revision)>, Error> {
-        self.referrers_known()?;
-        let candidates = self
-            .referrer_index()
-            .as_ref()
-            .expect("just brought up to date")
-            .candidates(target);
+        let candidates = {
+            let mut index = self.referrer_index();
+            if index.is_none() {
+                *index = Some(ReferrerIndex::build(&*self.store)?);
+            }
+            index.as_ref().expect("built above").candidates(target)
+        };
         // The kinds and the namespace that may refer to `target` (what a scan would read).
         let kinds = references::referrer_kinds(target.kind);
         let scope = references::referrer_scope(target);
@@ -225,6 +227,7 @@ mod tests {
     }
 
     fn indexed(resources: &Resources, target: &ObjectKey) -> Vec<(ObjectKey, String)> {
+        resources.referrers_known().unwrap();
         let mut out: Vec<_> = resources
             .referrers(target)
             .unwrap()

@@ -337,7 +337,6 @@ async fn take(shared: &Shared, response: &WatchResponse) {
         }
         (log.head(), compact_to)
     };
-    shared.mark_durable(head);
     if let Some(floor) = compact_to {
         compact(shared, floor).await;
     }
