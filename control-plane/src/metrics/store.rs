@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, watch};
 use troupe_agent::metrics::latency_histogram;
 use troupe_common::{Kind, ObjectKey};
 
-use crate::store::{Durability, Event, Record, Revision, Store, StoreError, Txn};
+use crate::store::{Committing, Durability, Event, Record, Revision, Store, StoreError, Txn};
 
 /// A store whose commits and flushes are timed.
 pub struct MeteredStore {
@@ -102,6 +102,17 @@ impl Store for MeteredStore {
         let result = self.inner.commit(txn);
         self.commit_seconds.observe(started.elapsed().as_secs_f64());
         result
+    }
+
+    fn commit_async(&self, txn: Txn) -> Result<Committing, Txn> {
+        let started = Instant::now();
+        let committing = self.inner.commit_async(txn)?;
+        let seconds = self.commit_seconds.clone();
+        Ok(Box::pin(async move {
+            let result = committing.await;
+            seconds.observe(started.elapsed().as_secs_f64());
+            result
+        }))
     }
 
     fn revision(&self) -> Revision {

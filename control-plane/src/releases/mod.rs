@@ -529,7 +529,7 @@ impl Releases {
         })
         .await
         // A render that panicked panics here too; one cancelled by shutdown is an error.
-        .unwrap_or_else(|e| Err(crate::resources::joined(e)));
+        .unwrap_or_else(|e| Err(crate::resources::joined(e).into()));
         if let Some(observe) = self.render_observer.get() {
             observe(started.elapsed(), rendered.is_ok());
         }

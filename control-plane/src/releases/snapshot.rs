@@ -16,6 +16,9 @@ pub async fn snapshot(
 ) -> Result<(pb::ComponentReleaseSpec, String), Error> {
     let component_key = ObjectKey::new(Kind::Component, namespace, component);
     let c = resources.get_as::<pb::Component>(&component_key)?;
+    // First, as a component without one (just created) has no release, and the copies below
+    // cost more than this read.
+    let workload = find_workload(resources, namespace, component)?;
     let spec = c.spec.unwrap_or_default();
     let owner = pb::ComponentOwner {
         project_name: spec.owner.clone().unwrap_or_default().project_name,
@@ -64,7 +67,6 @@ pub async fn snapshot(
         });
     }
 
-    let workload = find_workload(resources, namespace, component)?;
     let mut release = pb::ComponentReleaseSpec {
         owner: Some(owner),
         component_type: Some(pb::ComponentTypeSnapshot {

@@ -40,11 +40,11 @@ pub use error::Error;
 pub use references::{Reference, references};
 pub use watch::{WatchEvent, WatchEventType, WatchEvents, WatchRequest};
 
-use retry::retrying;
+use retry::{retrying, retrying_async};
 
 use crate::render::schema::SchemaCache;
 use crate::render::template::{Engine, Limits};
-use crate::store::{Precondition, Record, Revision, Store, Txn, wait_durable};
+use crate::store::{Precondition, Record, Revision, Store, StoreError, Txn, wait_durable};
 
 /// Who asks for a write. Users come through `ResourceService` (and the sample platform a
 /// dev server loads); the control plane's own writers (the binding controller, the release and
@@ -138,14 +138,10 @@ impl Resources {
         origin: Origin,
         dry_run: bool,
     ) -> Result<(Object, Outcome), Error> {
-        let ((mut object, outcome), revision) = self
-            .write_durably(move |this| {
-                let (object, outcome, revision) =
-                    retrying(|| this.apply_once(object.clone(), origin, dry_run))?;
-                Ok(((object, outcome), revision))
-            })
-            .await?;
+        let (mut object, outcome, revision) =
+            retrying_async(|| self.apply_once(object.clone(), origin, dry_run)).await?;
         if let Some(revision) = revision {
+            wait_durable(&*self.store, revision).await?;
             object.meta_mut().resource_version = revision;
         }
         Ok((object, outcome))
@@ -153,7 +149,7 @@ impl Resources {
 
     /// One attempt at the checks and the commit of [`Resources::apply`]. Returns the
     /// revision that must be durable before answering, if any.
-    fn apply_once(
+    async fn apply_once(
         &self,
         mut object: Object,
         origin: Origin,
@@ -233,8 +229,8 @@ impl Resources {
         let txn = referenced.required(Txn::default().check(key.clone(), precondition));
         let txn = put(txn, key.clone(), &object, same_spec);
         let revision = self
-            .store
             .commit(txn)
+            .await
             .map_err(|e| integrity::lost_race(e, &key, expected != 0, &referenced))?;
         Ok((object, outcome, Some(revision)))
     }
@@ -252,26 +248,26 @@ impl Resources {
     where
         F: Fn(&Resources, &mut Object) + Send + 'static,
     {
-        let key = key.clone();
-        let ((), revision) = self
-            .write_durably(move |this| retrying(|| this.update_status_once(&key, &change)))
-            .await?;
+        let revision = retrying_async(|| self.update_status_once(key, &change)).await?;
+        if let Some(revision) = revision {
+            wait_durable(&*self.store, revision).await?;
+        }
         Ok(revision.is_some())
     }
 
     /// One attempt of [`Resources::update_status`].
-    fn update_status_once(
+    async fn update_status_once(
         &self,
         key: &ObjectKey,
         change: &impl Fn(&Resources, &mut Object),
-    ) -> Result<((), Option<Revision>), Error> {
+    ) -> Result<Option<Revision>, Error> {
         let (mut stored, record) = self
             .read(key)?
             .ok_or_else(|| Error::NotFound(key.clone()))?;
         let mut changed = stored.clone();
         change(self, &mut changed);
         if stored.status_eq(&changed) {
-            return Ok(((), None));
+            return Ok(None);
         }
         stored.copy_status_from(Some(&changed));
         stored.meta_mut().resource_version = 0;
@@ -281,7 +277,22 @@ impl Resources {
             &stored,
             Some(&record.value),
         );
-        Ok(((), Some(self.store.commit(txn)?)))
+        Ok(Some(self.commit(txn).await?))
+    }
+
+    /// Commits `txn` without blocking an async worker: on the store's own I/O where it has it
+    /// ([`Store::commit_async`]), otherwise from a blocking thread, so the workers keep serving
+    /// other requests while a commit stalls behind a flush.
+    async fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
+        match self.store.commit_async(txn) {
+            Ok(committing) => committing.await,
+            Err(txn) => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.commit(txn))
+                    .await
+                    .map_err(joined)?
+            }
+        }
     }
 
     /// Runs `write` (its checks and its commit) off the async workers, which keep serving
@@ -409,12 +420,10 @@ impl Resources {
 
 /// A write or read run off the async workers did not finish: its panic goes on up; if the
 /// runtime is shutting down, the caller gets an error instead of a second panic.
-pub(crate) fn joined(e: tokio::task::JoinError) -> Error {
+pub(crate) fn joined(e: tokio::task::JoinError) -> StoreError {
     match e.try_into_panic() {
         Ok(panic) => std::panic::resume_unwind(panic),
-        Err(_) => Error::Store(crate::store::StoreError::Engine(
-            "the control plane is shutting down".into(),
-        )),
+        Err(_) => StoreError::Engine("the control plane is shutting down".into()),
     }
 }
 

@@ -10,8 +10,8 @@ use troupe_common::{Kind, ObjectKey};
 use super::ranges::RangeWrites;
 use super::retention::{LogSize, event_bytes};
 use super::{
-    Durability, Event, EventType, LIVE_EVENTS, Op, Record, Retention, Revision, Store, StoreError,
-    Txn, keys,
+    Committing, Durability, Event, EventType, LIVE_EVENTS, Op, Record, Retention, Revision, Store,
+    StoreError, Txn, keys,
 };
 
 /// A [`Store`] held in memory.
@@ -102,6 +102,11 @@ impl Store for MemoryStore {
             .map(|(_, r)| r.clone())
             .collect();
         Ok((records, inner.revision))
+    }
+
+    fn commit_async(&self, txn: Txn) -> Result<Committing, Txn> {
+        // Never waits: done here, before the future is even polled.
+        Ok(Box::pin(std::future::ready(self.commit(txn))))
     }
 
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {

@@ -304,6 +304,9 @@ pub struct Durability {
     pub error: Option<String>,
 }
 
+/// A commit under way, from [`Store::commit_async`].
+pub type Committing = futures::future::BoxFuture<'static, Result<Revision, StoreError>>;
+
 /// A place to keep objects, with revisions and an event log.
 pub trait Store: Send + Sync + 'static {
     /// Reads one object.
@@ -332,6 +335,13 @@ pub trait Store: Send + Sync + 'static {
     /// Commits `txn` atomically at the next revision and returns that revision. The commit is
     /// visible to reads at once; use [`wait_durable`] before telling anyone it happened.
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError>;
+
+    /// [`Store::commit`] for an async caller, from a store whose commit blocks no thread: one
+    /// that waits on the network (etcd) and not on a disk, or one that never waits (memory).
+    /// Other stores give `txn` back, and the caller commits it from a blocking thread.
+    fn commit_async(&self, txn: Txn) -> Result<Committing, Txn> {
+        Err(txn)
+    }
 
     /// The revision of the last commit.
     fn revision(&self) -> Revision;

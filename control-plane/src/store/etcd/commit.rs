@@ -20,6 +20,7 @@
 //! which names the first check that did not hold.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use etcd_client::{Compare, CompareOp, TxnOp, TxnOpResponse};
 use troupe_common::ObjectKey;
@@ -31,17 +32,17 @@ use crate::store::{Fence, Op, Precondition, Revision, StoreError, Txn, TxnLimits
 
 /// Bytes one operation adds to a request besides its key and value: field tags, lengths and
 /// options, rounded up.
-const OP_OVERHEAD: usize = 32;
+pub(super) const OP_OVERHEAD: usize = 32;
 /// Bytes of a request kept free for its envelope (header, the transaction's own fields).
-const REQUEST_SLACK: usize = 4096;
+pub(super) const REQUEST_SLACK: usize = 4096;
 
 /// One write of a commit.
 #[derive(Debug)]
-struct Write {
-    key: ObjectKey,
-    etcd_key: Vec<u8>,
+pub(super) struct Write {
+    pub(super) key: ObjectKey,
+    pub(super) etcd_key: Vec<u8>,
     /// The envelope to put; `None` deletes.
-    value: Option<Vec<u8>>,
+    pub(super) value: Option<Vec<u8>>,
 }
 
 impl Write {
@@ -52,15 +53,16 @@ impl Write {
 
 /// One etcd transaction of a commit.
 #[derive(Debug, Default)]
-struct Step {
-    checks: Vec<(ObjectKey, Precondition)>,
-    writes: Vec<Write>,
-    bytes: usize,
+pub(super) struct Step {
+    pub(super) checks: Vec<(ObjectKey, Precondition)>,
+    pub(super) writes: Vec<Write>,
+    /// What its writes and checks weigh in a request.
+    pub(super) bytes: usize,
 }
 
 /// The compare that holds while `fence`'s leader still holds its key, and the read that
 /// tells, when a transaction fails, whether that is why.
-fn fence_compare(fence: &Fence) -> (Compare, TxnOp) {
+pub(super) fn fence_compare(fence: &Fence) -> (Compare, TxnOp) {
     (
         Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.term),
         TxnOp::get(fence.key.clone(), None),
@@ -156,7 +158,7 @@ fn writes(layout: &Layout, ops: Vec<Op>) -> Vec<Write> {
 }
 
 /// The etcd transactions `txn` commits as, in order.
-fn plan(
+pub(super) fn plan(
     layout: &Layout,
     limits: &TxnLimits,
     txn: Txn,
@@ -239,11 +241,17 @@ fn plan(
     Ok(steps)
 }
 
-/// Commits `txn`; returns the revision of its last step (the head if it changed nothing).
-pub(super) async fn commit(shared: &Shared, mut txn: Txn) -> Result<Revision, StoreError> {
+/// Commits `txn`; returns the revision of its last step (the head if it changed nothing). A
+/// commit of one step without ranges may go to etcd with others ([`batch`](super::batch)).
+pub(super) async fn commit(shared: &Arc<Shared>, mut txn: Txn) -> Result<Revision, StoreError> {
     let fence = txn.fence.take();
     let ranges = txn.unchanged.clone();
-    let steps = plan(&shared.layout, &shared.limits, txn, fence.as_ref())?;
+    let mut steps = plan(&shared.layout, &shared.limits, txn, fence.as_ref())?;
+    if steps.len() == 1 && ranges.is_empty() {
+        let step = steps.pop().expect("one step");
+        let revision = super::batch::commit(shared, step, fence).await?;
+        return Ok(revision.unwrap_or_else(|| shared.log().head()));
+    }
     if steps.len() > 1 {
         let checks: Vec<_> = steps
             .iter()
@@ -273,7 +281,7 @@ pub(super) async fn commit(shared: &Shared, mut txn: Txn) -> Result<Revision, St
 }
 
 /// The compare that holds when `check` does.
-fn compare(layout: &Layout, key: &ObjectKey, check: Precondition) -> Compare {
+pub(super) fn compare(layout: &Layout, key: &ObjectKey, check: Precondition) -> Compare {
     let key = layout.object(key);
     match check {
         Precondition::Absent => Compare::version(key, CompareOp::Equal, 0),
@@ -286,7 +294,7 @@ fn compare(layout: &Layout, key: &ObjectKey, check: Precondition) -> Compare {
 
 /// Runs one step; returns its revision, or `None` if it changed nothing (deletes of keys that
 /// were not there). Returns once the tail has published it.
-async fn run(
+pub(super) async fn run(
     shared: &Shared,
     step: Step,
     ranges: &[Unchanged],
@@ -378,7 +386,10 @@ async fn run(
 
 /// The conflict of the first check that `found` (the revision each checked key was at, in
 /// order) does not satisfy.
-fn conflict(checks: Vec<(ObjectKey, Precondition)>, found: Vec<Option<Revision>>) -> StoreError {
+pub(super) fn conflict(
+    checks: Vec<(ObjectKey, Precondition)>,
+    found: Vec<Option<Revision>>,
+) -> StoreError {
     let mut fallback = None;
     for ((key, expected), found) in checks
         .into_iter()

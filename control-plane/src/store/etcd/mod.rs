@@ -19,7 +19,9 @@
 //! is durable when it returns, and so is every revision the tail sees.
 //!
 //! What a call costs: the trait is synchronous, so every call that talks to etcd runs on the
-//! store's own runtime ([`bridge`]) while the caller's thread blocks. `get`, `list`,
+//! store's own runtime ([`bridge`]) while the caller's thread blocks, except `commit_async`,
+//! which an async caller awaits on its own runtime. Commits that arrive while etcd is busy
+//! with earlier ones go to it together, in one transaction ([`batch`]). `get`, `list`,
 //! `list_page` and `revision` read the view (no round trip), so they trail another replica's
 //! commits by the time its watch takes (milliseconds), never this store's own; `commit` is one
 //! transaction (a round trip and the leader's fsync) and then the wait for its own event to
@@ -33,6 +35,7 @@
 //! whole, head and shared part together, with every write (a Release's status write rewrites
 //! its manifests); an object must fit in one etcd request (`--max-request-bytes`).
 
+mod batch;
 mod bridge;
 mod commit;
 mod connect;
@@ -67,8 +70,8 @@ use self::layout::{Layout, MARKER_VALUE};
 use self::tail::Log;
 use self::view::View;
 use super::{
-    Durability, EtcdUrl, Event, Fence, Record, Retention, Revision, Store, StoreError, Txn,
-    TxnLimits,
+    Committing, Durability, EtcdUrl, Event, Fence, Record, Retention, Revision, Store, StoreError,
+    Txn, TxnLimits,
 };
 
 /// Largest etcd response the store takes: a page of large objects, or one revision of a big
@@ -100,6 +103,8 @@ pub(super) struct Shared {
     compaction_refused: AtomicBool,
     /// Set while a read of etcd's revision for `request_flush` is under way.
     reading_revision: AtomicBool,
+    /// Commits waiting to go to etcd together.
+    batches: batch::Batches,
 }
 
 impl Shared {
@@ -171,6 +176,7 @@ impl EtcdStore {
             .0,
             compaction_refused: AtomicBool::new(false),
             reading_revision: AtomicBool::new(false),
+            batches: batch::Batches::default(),
         });
         bridge.handle().spawn(tail::follow(shared.clone()));
         tracing::info!(etcd = %url, revision = head, "etcd store open");
@@ -179,6 +185,17 @@ impl EtcdStore {
             bridge,
             term: std::sync::RwLock::default(),
         })
+    }
+}
+
+impl EtcdStore {
+    /// `txn` with the fence of the leadership this server holds, unless it names one.
+    fn fenced(&self, txn: Txn) -> Txn {
+        let term = self.term.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match (&txn.fence, term) {
+            (None, Some(fence)) => txn.fenced(fence),
+            _ => txn,
+        }
     }
 }
 
@@ -339,14 +356,14 @@ impl Store for EtcdStore {
     }
 
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
-        let term = self.term.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let txn = match (&txn.fence, term) {
-            (None, Some(fence)) => txn.fenced(fence),
-            _ => txn,
-        };
-        let shared = self.shared.clone();
+        let (shared, txn) = (self.shared.clone(), self.fenced(txn));
         self.bridge
             .block(async move { commit::commit(&shared, txn).await })
+    }
+
+    fn commit_async(&self, txn: Txn) -> Result<Committing, Txn> {
+        let (shared, txn) = (self.shared.clone(), self.fenced(txn));
+        Ok(Box::pin(async move { commit::commit(&shared, txn).await }))
     }
 
     fn revision(&self) -> Revision {

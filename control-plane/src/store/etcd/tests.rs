@@ -12,7 +12,7 @@ use troupe_common::{Kind, ObjectKey};
 use super::*;
 use crate::store::{EventType, Precondition, StoreLocation};
 
-fn mk_etcd() -> LocalEtcd {
+pub(super) fn mk_etcd() -> LocalEtcd {
     LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
@@ -23,7 +23,7 @@ fn mk_url(text: &str) -> EtcdUrl {
     }
 }
 
-fn mk_store(etcd: &LocalEtcd, prefix: &str) -> EtcdStore {
+pub(super) fn mk_store(etcd: &LocalEtcd, prefix: &str) -> EtcdStore {
     EtcdStore::open(&mk_url(&etcd.url(prefix))).unwrap()
 }
 
