@@ -174,28 +174,39 @@ impl Resources {
     ) -> Result<bool, Error> {
         let key = key.clone();
         let ((), revision) = self
-            .write_durably(move |this| retrying(|| this.purge_once(&key, generation)))
+            .write_durably(move |this| {
+                let (left, purged) = retrying(|| this.purge_once(&key, generation))?;
+                // Two last Releases purged at once may each have seen the other and left the
+                // environment; the second to commit sees neither now, and takes it.
+                let taken = match left {
+                    Some(environment) => retrying(|| this.purge_environment_once(&environment))?.1,
+                    None => None,
+                };
+                Ok(((), taken.or(purged)))
+            })
             .await?;
         Ok(revision.is_some())
     }
 
-    /// One attempt at the checks and the commit of [`Resources::purge_release`].
+    /// One attempt at the checks and the commit of [`Resources::purge_release`]. Returns
+    /// the environment being deleted that the Release was not the last of, if so.
     fn purge_once(
         &self,
         key: &ObjectKey,
         generation: i64,
-    ) -> Result<((), Option<Revision>), Error> {
+    ) -> Result<(Option<ObjectKey>, Option<Revision>), Error> {
         let since = self.referrers_known()?;
         let Some((object, record)) = self.read(key)? else {
-            return Ok(((), None));
+            return Ok((None, None));
         };
         let meta = object.meta();
         if meta.delete_time.is_none() || meta.generation > generation {
-            return Ok(((), None));
+            return Ok((None, None));
         }
         let mut txn = Txn::default()
             .check(key.clone(), Precondition::AtRevision(record.mod_revision))
             .delete(key.clone());
+        let mut left = None;
         // The last Release of an environment being deleted takes the environment.
         if let Object::Release(release) = &object {
             let environment = ObjectKey::new(
@@ -205,21 +216,49 @@ impl Resources {
             );
             if let Some((env, env_record)) = self.read(&environment)?
                 && env.meta().delete_time.is_some()
-                && self
+            {
+                if self
                     .referrers(&environment)?
                     .iter()
                     .all(|(k, _, _)| k == key)
-            {
-                txn = txn
-                    .check(
-                        environment.clone(),
-                        Precondition::AtRevision(env_record.mod_revision),
-                    )
-                    .delete(environment.clone());
-                txn = unchanged_referrers(txn, &environment, since);
+                {
+                    txn = txn
+                        .check(
+                            environment.clone(),
+                            Precondition::AtRevision(env_record.mod_revision),
+                        )
+                        .delete(environment.clone());
+                    txn = unchanged_referrers(txn, &environment, since);
+                } else {
+                    left = Some(environment);
+                }
             }
         }
         let revision = self.store.commit(txn)?;
+        Ok((left, Some(revision)))
+    }
+
+    /// Removes `environment` if it is being deleted and nothing refers to it any more.
+    fn purge_environment_once(
+        &self,
+        environment: &ObjectKey,
+    ) -> Result<((), Option<Revision>), Error> {
+        let since = self.referrers_known()?;
+        let Some((env, record)) = self.read(environment)? else {
+            return Ok(((), None));
+        };
+        if env.meta().delete_time.is_none() || !self.referrers(environment)?.is_empty() {
+            return Ok(((), None));
+        }
+        let txn = Txn::default()
+            .check(
+                environment.clone(),
+                Precondition::AtRevision(record.mod_revision),
+            )
+            .delete(environment.clone());
+        let revision = self
+            .store
+            .commit(unchanged_referrers(txn, environment, since))?;
         Ok(((), Some(revision)))
     }
 }

@@ -278,3 +278,57 @@ async fn concurrent_writers_on_one_server_keep_every_rule() {
         "components outlived their project: {orphans:?}"
     );
 }
+
+#[tokio::test]
+async fn two_last_releases_purged_at_once_still_take_their_environment() {
+    let (store, resources) = mk_store();
+    apply_yaml(&resources, PLATFORM).await.unwrap();
+    apply_yaml(
+        &resources,
+        "apiVersion: troupe.dev/v1alpha1
+kind: Environment
+metadata: {name: eu, namespace: acme}
+spec:
+  dataPlaneRef: {kind: DataPlane, name: local}
+",
+    )
+    .await
+    .unwrap();
+    // eu is being deleted, waiting for its data plane to prune its two Releases.
+    let environment = ObjectKey::new(Kind::Environment, "acme", "eu");
+    let mut env = resources.get(&environment).unwrap();
+    env.meta_mut().delete_time = Some(now());
+    env.meta_mut().resource_version = 0;
+    let mut txn = put(Txn::default(), environment.clone(), &env, None);
+    for name in ["a", "b"] {
+        let release = Object::Release(pb::Release {
+            metadata: Some(pb::ObjectMeta {
+                name: name.into(),
+                namespace: "acme".into(),
+                generation: 2,
+                delete_time: Some(now()),
+                ..Default::default()
+            }),
+            spec: Some(pb::ReleaseSpec {
+                environment: "eu".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        txn = put(txn, release.key(), &release, None);
+    }
+    store.commit(txn).unwrap();
+    // Another server purges b after this one looked for eu's referrers (and saw b), before
+    // it commits a's purge.
+    let (a, b) = (
+        ObjectKey::new(Kind::Release, "acme", "a"),
+        ObjectKey::new(Kind::Release, "acme", "b"),
+    );
+    *store.other.lock().unwrap() = Some(Txn::default().delete(b.clone()));
+    assert!(resources.purge_release(&a, 2).await.unwrap());
+    assert!(matches!(resources.get(&b), Err(Error::NotFound(_))));
+    assert!(
+        matches!(resources.get(&environment), Err(Error::NotFound(_))),
+        "eu waits for no Release any more and must be gone"
+    );
+}
