@@ -339,14 +339,10 @@ pub(super) async fn run(
     let response = timed(&shared.members, "committing", kv.txn(txn)).await?;
     let answers = response.op_responses();
     if !response.succeeded() {
-        if let Some(fence) = fence {
-            let held = answers.last().and_then(|answer| match answer {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
-                _ => None,
-            });
-            if held != Some(fence.term) {
-                return Err(StoreError::Fenced { term: fence.term });
-            }
+        if let Some(fence) = fence
+            && held_term(answers.last()) != Some(fence.term)
+        {
+            return Err(StoreError::Fenced { term: fence.term });
         }
         let checked = step.checks.len();
         for (range, answer) in ranges.iter().zip(answers.iter().skip(checked)) {
@@ -362,13 +358,7 @@ pub(super) async fn run(
         let found: Vec<Option<Revision>> = answers
             .iter()
             .take(checked)
-            .map(|answer| match answer {
-                TxnOpResponse::Get(get) => get
-                    .kvs()
-                    .first()
-                    .map(|kv| layout.to_store(kv.mod_revision())),
-                _ => None,
-            })
+            .map(|answer| found_revision(layout, answer))
             .collect();
         return Err(conflict(step.checks, found));
     }
@@ -382,6 +372,25 @@ pub(super) async fn run(
     shared.mark_durable(revision);
     shared.wait_seen(revision).await;
     Ok(Some(revision))
+}
+
+/// The revision of the key a failed transaction's read found, if it found one.
+pub(super) fn found_revision(layout: &Layout, answer: &TxnOpResponse) -> Option<Revision> {
+    match answer {
+        TxnOpResponse::Get(get) => get
+            .kvs()
+            .first()
+            .map(|kv| layout.to_store(kv.mod_revision())),
+        _ => None,
+    }
+}
+
+/// The term of the leader key a failed transaction's read of the fence found, if any.
+pub(super) fn held_term(answer: Option<&TxnOpResponse>) -> Option<i64> {
+    match answer {
+        Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| kv.create_revision()),
+        _ => None,
+    }
 }
 
 /// The conflict of the first check that `found` (the revision each checked key was at, in
