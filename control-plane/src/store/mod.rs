@@ -332,8 +332,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<(Vec<Record>, Revision), StoreError>;
 
-    /// Commits `txn` atomically at the next revision and returns that revision. The commit is
-    /// visible to reads at once; use [`wait_durable`] before telling anyone it happened.
+    /// Commits `txn` atomically at the next revision and returns that revision (commits made at
+    /// the same time may share one, as etcd's group commit does). The commit is visible to
+    /// reads at once; use [`wait_durable`] before telling anyone it happened.
     fn commit(&self, txn: Txn) -> Result<Revision, StoreError>;
 
     /// [`Store::commit`] for an async caller, from a store whose commit blocks no thread: one
