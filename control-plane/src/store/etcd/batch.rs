@@ -77,11 +77,12 @@ pub(super) async fn commit(
         state.in_flight += usize::from(go);
         go
     };
-    // Sent from a task of its own, which its caller's going away (a cancelled request) does
-    // not stop: the commits in its transaction are other callers' too.
+    // Sent from a task of its own on the store's runtime, which neither its caller's going
+    // away (a cancelled request) nor the end of the caller's runtime (a leadership's
+    // controllers) stops: the commits in its transaction are other callers' too.
     if go {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        shared.runtime.clone().spawn(async move {
             while let Some(batch) = next(&shared) {
                 send(&shared, batch).await;
             }
@@ -490,5 +491,38 @@ mod tests {
                 "gone{i}"
             );
         }
+    }
+
+    #[test]
+    fn commits_outlive_the_runtime_of_their_caller() {
+        let etcd = mk_etcd();
+        let store = Arc::new(mk_store(&etcd, "/runtimes"));
+        let commit = |name: &str| match store
+            .commit_async(Txn::default().put(mk_key(name), b"v".to_vec()))
+        {
+            Ok(committing) => committing,
+            Err(_) => panic!("etcd commits without blocking a thread"),
+        };
+        // A runtime that ends while its commits are under way: a leadership's controllers.
+        let ending = tokio::runtime::Runtime::new().unwrap();
+        ending.block_on(async {
+            use futures::FutureExt;
+            for i in 0..10 {
+                assert!(commit(&format!("early{i}")).now_or_never().is_none());
+            }
+        });
+        ending.shutdown_background();
+        let other = tokio::runtime::Runtime::new().unwrap();
+        let later = commit("later");
+        let revision = other
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(10), later).await
+            })
+            .expect("a commit after another runtime ended lands")
+            .unwrap();
+        assert_eq!(
+            store.get(&mk_key("later")).unwrap().unwrap().mod_revision,
+            revision
+        );
     }
 }

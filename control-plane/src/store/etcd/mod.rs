@@ -105,6 +105,9 @@ pub(super) struct Shared {
     reading_revision: AtomicBool,
     /// Commits waiting to go to etcd together.
     batches: batch::Batches,
+    /// The store's runtime ([`bridge`]), which lives as long as the store: where the tasks
+    /// that outlive a caller run.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -177,6 +180,7 @@ impl EtcdStore {
             compaction_refused: AtomicBool::new(false),
             reading_revision: AtomicBool::new(false),
             batches: batch::Batches::default(),
+            runtime: bridge.handle().clone(),
         });
         bridge.handle().spawn(tail::follow(shared.clone()));
         tracing::info!(etcd = %url, revision = head, "etcd store open");
