@@ -25,7 +25,7 @@ use super::Shared;
 use super::bridge::timed;
 use super::commit::{
     OP_OVERHEAD, REQUEST_SLACK, Step, compare, conflict, fence_compare, found_revision, held_term,
-    run,
+    run, write_op,
 };
 use crate::store::{Fence, Revision, StoreError, TxnLimits};
 
@@ -193,19 +193,21 @@ async fn send(shared: &Arc<Shared>, mut batch: Vec<Queued>) {
             }
             Together::Refused(_) | Together::Failed => {
                 // Each alone, at once: each learns its own answer from etcd.
-                let alone = batch.into_iter().map(|queued| async move {
-                    let outcome = run(shared, queued.step, &[], queued.fence.as_ref()).await;
-                    let _ = queued.reply.send(outcome);
-                });
-                futures::future::join_all(alone).await;
+                let each = batch.into_iter().map(|queued| alone(shared, queued));
+                futures::future::join_all(each).await;
                 return;
             }
         }
     }
     if let Some(queued) = batch.pop() {
-        let outcome = run(shared, queued.step, &[], queued.fence.as_ref()).await;
-        let _ = queued.reply.send(outcome);
+        alone(shared, queued).await;
     }
+}
+
+/// Sends `queued` as a transaction of its own and tells it its outcome.
+async fn alone(shared: &Shared, queued: Queued) {
+    let outcome = run(shared, queued.step, &[], queued.fence.as_ref()).await;
+    let _ = queued.reply.send(outcome);
 }
 
 /// What became of a transaction of several commits.
@@ -240,10 +242,7 @@ async fn together(shared: &Shared, batch: &[Queued]) -> Together {
     let ops: Vec<_> = batch
         .iter()
         .flat_map(|q| q.step.writes.iter())
-        .map(|w| match &w.value {
-            Some(value) => TxnOp::put(w.etcd_key.clone(), value.clone(), None),
-            None => TxnOp::delete(w.etcd_key.clone(), None),
-        })
+        .map(|w| write_op(w.etcd_key.clone(), w.value.clone()))
         .collect();
     let txn = etcd_client::Txn::new()
         .when(compares)

@@ -280,6 +280,14 @@ pub(super) async fn commit(shared: &Arc<Shared>, mut txn: Txn) -> Result<Revisio
     Ok(revision.unwrap_or_else(|| shared.log().head()))
 }
 
+/// The operation that puts `value` at `etcd_key`, or deletes it without one.
+pub(super) fn write_op(etcd_key: Vec<u8>, value: Option<Vec<u8>>) -> TxnOp {
+    match value {
+        Some(value) => TxnOp::put(etcd_key, value, None),
+        None => TxnOp::delete(etcd_key, None),
+    }
+}
+
 /// The compare that holds when `check` does.
 pub(super) fn compare(layout: &Layout, key: &ObjectKey, check: Precondition) -> Compare {
     let key = layout.object(key);
@@ -326,10 +334,7 @@ pub(super) async fn run(
     let ops: Vec<TxnOp> = step
         .writes
         .into_iter()
-        .map(|w| match w.value {
-            Some(value) => TxnOp::put(w.etcd_key, value, None),
-            None => TxnOp::delete(w.etcd_key, None),
-        })
+        .map(|w| write_op(w.etcd_key, w.value))
         .collect();
     let txn = etcd_client::Txn::new()
         .when(compares)

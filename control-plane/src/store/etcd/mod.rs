@@ -190,9 +190,7 @@ impl EtcdStore {
             term: std::sync::RwLock::default(),
         })
     }
-}
 
-impl EtcdStore {
     /// `txn` with the fence of the leadership this server holds, unless it names one.
     fn fenced(&self, txn: Txn) -> Txn {
         let term = self.term.read().unwrap_or_else(|p| p.into_inner()).clone();
