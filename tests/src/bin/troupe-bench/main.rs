@@ -24,6 +24,11 @@
 //! `troupe-bench failover` (feature `etcd`) kills the leader of three servers on one etcd and
 //! times the new leader, its first reconcile and every agent back in sync: see `failover.rs`.
 
+/// The allocator the `troupe` binary uses, so the servers the bench runs in this process
+/// allocate as a deployed one does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agents;
 mod api;
 mod builds;
