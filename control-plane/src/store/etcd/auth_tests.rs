@@ -1,7 +1,7 @@
 //! The etcd store as an etcd user, on a real etcd with authentication enabled: a user whose
 //! role may read and write the store's prefix commits, reads, watches and leads; a wrong
 //! password, no user, or a user without rights on the prefix fail the open, naming the user
-//! and what to fix, and never the password.
+//! and what to fix, and never the password; a store whose token etcd forgot signs in again.
 
 use std::time::Duration;
 
@@ -125,4 +125,44 @@ async fn a_wrong_password_no_user_or_no_rights_fail_the_open_saying_what_to_fix(
     let message = open_error(&missing);
     assert!(message.contains("password-file="), "{message}");
     assert!(message.contains("cannot be read"), "{message}");
+}
+
+/// etcd forgets every token it gave when authentication is turned off and on again (as when an
+/// operator's token TTL runs out on an idle server): the store signs in again, once, and its
+/// commits, watch and leadership go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_etcd_token_was_forgotten_signs_in_again() {
+    let etcd = mk_auth_etcd().await;
+    let (url, _dir) = mk_url(&etcd, "auth", "troupe", PASSWORD);
+    let store = EtcdStore::open(&url).unwrap();
+    let mut commits = store.subscribe();
+    let key = ObjectKey::new(Kind::Component, "acme", "api");
+    store
+        .commit(Txn::default().put(key.clone(), b"v1".to_vec()))
+        .unwrap();
+
+    let root = etcd_client::ConnectOptions::new().with_user("root", "root-pw");
+    let mut admin = Client::connect([etcd.endpoint()], Some(root))
+        .await
+        .unwrap();
+    admin.auth_disable().await.unwrap();
+    let mut anonymous = Client::connect([etcd.endpoint()], None).await.unwrap();
+    anonymous.auth_enable().await.unwrap();
+    // Authentication is on again: a client without a user is refused.
+    let mut stranger = Client::connect([etcd.endpoint()], None).await.unwrap();
+    assert!(stranger.get("/auth/", None).await.is_err());
+
+    let revision = store
+        .commit(Txn::default().put(key.clone(), b"v2".to_vec()))
+        .unwrap();
+    assert_eq!(store.get(&key).unwrap().unwrap().value, b"v2");
+    let seen: Vec<Revision> = std::iter::from_fn(|| commits.try_recv().ok())
+        .map(|commit| commit[0].revision)
+        .collect();
+    assert_eq!(seen.last(), Some(&revision), "{seen:?}");
+    let leader = store.campaign("r1", Duration::from_secs(5)).await.unwrap();
+    let fenced = Txn::default()
+        .put(key.clone(), b"v3".to_vec())
+        .fenced(leader.fence().clone());
+    store.commit(fenced).unwrap();
 }
