@@ -19,34 +19,43 @@ use crate::store::StoreError;
 /// reach, answers nothing.
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The store's runtime; stopped (without waiting for its tasks) when dropped.
+/// The store's runtimes; stopped (without waiting for their tasks) when dropped.
 pub(super) struct Bridge {
     runtime: Option<Runtime>,
     handle: Handle,
+    /// Where tasks that call back into their caller's code run ([`Bridge::callbacks`]).
+    callbacks: Option<Runtime>,
 }
 
 impl Bridge {
-    /// A runtime of one thread named `troupe-etcd`. What runs here is short (encoding a
-    /// request, taking an event from the watch); with two threads, the idle one woke and slept
-    /// again for nearly every call (`troupe-bench write` on etcd: one thread took 8 clients from
+    /// A runtime of one thread named `troupe-etcd` for the store's own work, and one named
+    /// `troupe-etcd-cb` for callbacks. What the first runs is short (encoding a request,
+    /// taking an event from the watch); with two threads, the idle one woke and slept again
+    /// for nearly every call (`troupe-bench write` on etcd: one thread took 8 clients from
     /// about 3,900 applies per second to 4,400, and 64 from 10,700 to 11,300).
     pub(super) fn new() -> Result<Self, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("troupe-etcd")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Engine(format!("starting the etcd client's runtime: {e}")))?;
+        let runtime = one_thread("troupe-etcd")?;
         let handle = runtime.handle().clone();
         Ok(Self {
             runtime: Some(runtime),
             handle,
+            callbacks: Some(one_thread("troupe-etcd-cb")?),
         })
     }
 
     /// Where the store's background tasks run.
     pub(super) fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    /// Where tasks that call their caller's code run (shared state's watches and their
+    /// callbacks). Such code may wait, on a lock held by a thread that itself waits on the
+    /// store ([`Bridge::block`]): on the store's own thread that wait would never end.
+    pub(super) fn callbacks(&self) -> &Handle {
+        self.callbacks
+            .as_ref()
+            .expect("the runtime lives as long as the bridge")
+            .handle()
     }
 
     /// Runs `call` on the store's runtime and blocks this thread until it is done.
@@ -67,10 +76,23 @@ impl Bridge {
 impl Drop for Bridge {
     fn drop(&mut self) {
         // The store may be dropped inside another runtime, where a blocking shutdown panics.
-        if let Some(runtime) = self.runtime.take() {
+        for runtime in [self.runtime.take(), self.callbacks.take()]
+            .into_iter()
+            .flatten()
+        {
             runtime.shutdown_background();
         }
     }
+}
+
+/// A runtime of one worker thread named `name`.
+fn one_thread(name: &str) -> Result<Runtime, StoreError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Engine(format!("starting the etcd client's runtime: {e}")))
 }
 
 /// Runs `call` within [`CALL_TIMEOUT`], its failure told as a failure of the cluster at

@@ -238,9 +238,11 @@ impl EtcdStore {
             .block(async move { timed(&members, &what, call).await })
     }
 
-    /// Runs `task` on the store's runtime for as long as the store is open.
+    /// Runs `task`, which may call its caller's code, on a runtime of the store's for as long
+    /// as the store is open: not the one that does the store's own calls, which a callback
+    /// waiting on its caller must not hold up.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.bridge.handle().spawn(task);
+        self.bridge.callbacks().spawn(task);
     }
 }
 
