@@ -16,7 +16,7 @@ use etcd_client::{
     SortTarget, TxnOp, TxnOpResponse, WatchOptions,
 };
 
-use crate::store::{EtcdStore, StoreError, TxnLimits};
+use crate::store::{EtcdStore, SignIn, StoreError, TxnLimits};
 
 /// The first wait before a broken watch is resumed; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -82,20 +82,19 @@ impl EtcdState {
     /// The value of `key`, read from etcd now.
     pub fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
         let full = self.key(key);
-        let answer = self
-            .store
-            .call("reading shared state", |mut c| async move {
-                c.get(full, None).await
-            })?;
+        let answer = self.store.call("reading shared state", move |mut c| {
+            let full = full.clone();
+            async move { c.get(full, None).await }
+        })?;
         Ok(answer.kvs().first().and_then(|kv| item(&self.root, kv)))
     }
 
     /// Every key under directory `dir` (`api-tokens/`), and the revision they were read at.
     pub fn list(&self, dir: &str) -> Result<(Vec<Item>, i64), StoreError> {
-        let client = self.store.client();
         let (root, dir) = (self.root.clone(), self.key(dir));
-        self.store.call("listing shared state", |_| async move {
-            list(client, &root, dir).await
+        self.store.call("listing shared state", move |client| {
+            let (root, dir) = (root.clone(), dir.clone());
+            async move { list(client, &root, dir).await }
         })
     }
 
@@ -112,24 +111,27 @@ impl EtcdState {
             .with_range(end)
             .with_limit(limit)
             .with_sort(SortTarget::Key, SortOrder::Ascend);
-        self.store.call("reading shared state", |c| async move {
-            let mut kv = c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-            let answer = kv.get(start, Some(options)).await?;
-            Ok(answer
-                .kvs()
-                .iter()
-                .filter_map(|kv| item(&root, kv))
-                .collect())
+        self.store.call("reading shared state", move |c| {
+            let (root, start, options) = (root.clone(), start.clone(), options.clone());
+            async move {
+                let mut kv = c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+                let answer = kv.get(start, Some(options)).await?;
+                Ok(answer
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| item(&root, kv))
+                    .collect())
+            }
         })
     }
 
     /// Sets `key` to `value`; it is on a quorum of etcd's disks when this returns.
     pub fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         let full = self.key(key);
-        self.store
-            .call("writing shared state", |mut c| async move {
-                c.put(full, value, None).await
-            })?;
+        self.store.call("writing shared state", move |mut c| {
+            let (full, value) = (full.clone(), value.clone());
+            async move { c.put(full, value, None).await }
+        })?;
         Ok(())
     }
 
@@ -149,11 +151,10 @@ impl EtcdState {
             .when([Compare::version(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full.clone(), value.clone(), None)])
             .or_else([TxnOp::get(full, None)]);
-        let answer = self
-            .store
-            .call("creating shared state", |mut c| async move {
-                c.txn(create).await
-            })?;
+        let answer = self.store.call("creating shared state", move |mut c| {
+            let create = create.clone();
+            async move { c.txn(create).await }
+        })?;
         if answer.succeeded() {
             return Ok(value);
         }
@@ -194,10 +195,10 @@ impl EtcdState {
             })
             .collect();
         let txn = etcd_client::Txn::new().when(compares).and_then(ops);
-        let answer = self.store.call(
-            "writing shared state",
-            |mut c| async move { c.txn(txn).await },
-        )?;
+        let answer = self.store.call("writing shared state", move |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
         let revision = answer.header().map_or(0, |h| h.revision());
         Ok(answer.succeeded().then_some(revision))
     }
@@ -214,6 +215,7 @@ impl EtcdState {
     ) {
         let task = on_change(
             self.store.client(),
+            self.store.sign_in(),
             self.store.members().to_string(),
             self.key(dir),
             wake,
@@ -231,6 +233,7 @@ impl EtcdState {
     pub fn follow(&self, dir: &str, after: i64, apply: impl FnMut(Change) + Send + 'static) {
         let task = follow(
             self.store.client(),
+            self.store.sign_in(),
             self.store.members().to_string(),
             self.root.clone(),
             self.key(dir),
@@ -244,9 +247,17 @@ impl EtcdState {
 /// The watch behind [`EtcdState::on_change`]: each time it (re)starts, reads the revision,
 /// wakes, and watches from the next one, so that a write is either before that wake or in
 /// the watch.
-async fn on_change(client: Client, members: String, dir: Vec<u8>, mut wake: impl FnMut()) {
+async fn on_change(
+    client: Client,
+    sign_in: SignIn,
+    members: String,
+    dir: Vec<u8>,
+    mut wake: impl FnMut(),
+) {
     let mut backoff = MIN_BACKOFF;
     loop {
+        // A call etcd refuses for an old token is made again after signing in (`SignIn`).
+        let since = std::time::Instant::now();
         let mut kv = client.kv_client();
         let head = kv
             .get(dir.clone(), Some(GetOptions::new().with_count_only()))
@@ -255,6 +266,7 @@ async fn on_change(client: Client, members: String, dir: Vec<u8>, mut wake: impl
             Ok(answer) => answer.header().map_or(0, |h| h.revision()),
             Err(e) => {
                 tracing::warn!(etcd = %members, error = %e, "shared state: cannot read the revision to watch from; retrying");
+                sign_in.after(&e, since).await;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -271,6 +283,7 @@ async fn on_change(client: Client, members: String, dir: Vec<u8>, mut wake: impl
             Ok(mut stream) => loop {
                 match stream.message().await {
                     Ok(Some(answer)) if answer.compact_revision() > 0 || answer.canceled() => {
+                        sign_in.after_cancel(answer.cancel_reason(), since).await;
                         break;
                     }
                     Ok(Some(answer)) => {
@@ -282,12 +295,14 @@ async fn on_change(client: Client, members: String, dir: Vec<u8>, mut wake: impl
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(etcd = %members, error = %e, "shared state: a watch broke; resuming");
+                        sign_in.after(&e, since).await;
                         break;
                     }
                 }
             },
             Err(e) => {
-                tracing::warn!(etcd = %members, error = %e, "shared state: cannot watch; retrying")
+                tracing::warn!(etcd = %members, error = %e, "shared state: cannot watch; retrying");
+                sign_in.after(&e, since).await;
             }
         }
         tokio::time::sleep(backoff).await;
@@ -337,6 +352,7 @@ async fn list(
 /// The watch behind [`EtcdState::follow`].
 async fn follow(
     mut client: Client,
+    sign_in: SignIn,
     members: String,
     root: Vec<u8>,
     dir: Vec<u8>,
@@ -345,6 +361,7 @@ async fn follow(
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
+        let since = std::time::Instant::now();
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(after + 1);
@@ -352,7 +369,10 @@ async fn follow(
             Ok(mut stream) => loop {
                 match stream.message().await {
                     Ok(Some(answer)) if answer.compact_revision() > 0 => break true,
-                    Ok(Some(answer)) if answer.canceled() => break false,
+                    Ok(Some(answer)) if answer.canceled() => {
+                        sign_in.after_cancel(answer.cancel_reason(), since).await;
+                        break false;
+                    }
                     Ok(Some(answer)) => {
                         backoff = MIN_BACKOFF;
                         for event in answer.events() {
@@ -370,12 +390,14 @@ async fn follow(
                     Ok(None) => break false,
                     Err(e) => {
                         tracing::warn!(etcd = %members, error = %e, "shared state: the watch broke; resuming");
+                        sign_in.after(&e, since).await;
                         break false;
                     }
                 }
             },
             Err(e) => {
                 tracing::warn!(etcd = %members, error = %e, "shared state: cannot watch; retrying");
+                sign_in.after(&e, since).await;
                 false
             }
         };
@@ -388,7 +410,8 @@ async fn follow(
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(etcd = %members, error = %e, "shared state: reloading failed")
+                    tracing::warn!(etcd = %members, error = %e, "shared state: reloading failed");
+                    sign_in.after(&e, since).await;
                 }
             }
         }

@@ -30,7 +30,7 @@ use troupe_common::{Kind, ObjectKey};
 
 #[cfg(feature = "etcd")]
 pub use etcd::{
-    DEFAULT_LEASE, EtcdStore, Leader, LocalEtcd, LocalTls, Presence,
+    DEFAULT_LEASE, EtcdStore, Leader, LocalEtcd, LocalTls, Presence, SignIn,
     connect_client as connect_etcd, connect_options as etcd_connect_options,
 };
 pub use location::{

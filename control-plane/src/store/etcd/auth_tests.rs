@@ -1,7 +1,8 @@
 //! The etcd store as an etcd user, on a real etcd with authentication enabled: a user whose
 //! role may read and write the store's prefix commits, reads, watches and leads; a wrong
 //! password, no user, or a user without rights on the prefix fail the open, naming the user
-//! and what to fix, and never the password; a store whose token etcd forgot signs in again.
+//! and what to fix, and never the password; a store whose token etcd forgot, or (with JWT
+//! tokens) calls old after its users changed, signs in again.
 
 use std::time::Duration;
 
@@ -16,7 +17,12 @@ const PASSWORD: &str = "s3cret-pw";
 /// An etcd with authentication on: user `root`, and user `troupe`, whose role may read and
 /// write `/auth/`.
 async fn mk_auth_etcd() -> LocalEtcd {
-    let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+    with_users(LocalEtcd::start()).await
+}
+
+/// `etcd` with the users of [`mk_auth_etcd`] and authentication on.
+async fn with_users(etcd: anyhow::Result<LocalEtcd>) -> LocalEtcd {
+    let etcd = etcd.unwrap_or_else(|e| panic!("{e:#}"));
     let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();
     client.role_add("root").await.unwrap();
     client.user_add("root", "root-pw", None).await.unwrap();
@@ -53,6 +59,14 @@ fn mk_url(
         StoreLocation::Etcd(url) => (url, dir),
         other => panic!("{other:?}"),
     }
+}
+
+/// A client of `etcd`'s root user, as an operator changing its users would use.
+async fn mk_root(etcd: &LocalEtcd) -> Client {
+    let root = etcd_client::ConnectOptions::new().with_user("root", "root-pw");
+    Client::connect([etcd.endpoint()], Some(root))
+        .await
+        .unwrap()
 }
 
 fn open_error(url: &EtcdUrl) -> String {
@@ -141,10 +155,7 @@ async fn a_store_whose_etcd_token_was_forgotten_signs_in_again() {
         .commit(Txn::default().put(key.clone(), b"v1".to_vec()))
         .unwrap();
 
-    let root = etcd_client::ConnectOptions::new().with_user("root", "root-pw");
-    let mut admin = Client::connect([etcd.endpoint()], Some(root))
-        .await
-        .unwrap();
+    let mut admin = mk_root(&etcd).await;
     admin.auth_disable().await.unwrap();
     let mut anonymous = Client::connect([etcd.endpoint()], None).await.unwrap();
     anonymous.auth_enable().await.unwrap();
@@ -165,4 +176,83 @@ async fn a_store_whose_etcd_token_was_forgotten_signs_in_again() {
         .put(key.clone(), b"v3".to_vec())
         .fenced(leader.fence().clone());
     store.commit(fenced).unwrap();
+}
+
+/// With JWT tokens, any change to etcd's users or roles (here another user added, as an
+/// operator sharing the cluster might) makes every token given before it old: etcd refuses
+/// them ("revision of auth store is old") until the client signs in again. The store does, and
+/// its commits, reads of its own state and leadership go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_jwt_token_went_old_signs_in_again() {
+    let etcd = with_users(LocalEtcd::start_jwt()).await;
+    let (url, _dir) = mk_url(&etcd, "auth", "troupe", PASSWORD);
+    let store = EtcdStore::open(&url).unwrap();
+    let mut commits = store.subscribe();
+    let key = ObjectKey::new(Kind::Component, "acme", "api");
+    store
+        .commit(Txn::default().put(key.clone(), b"v1".to_vec()))
+        .unwrap();
+
+    let mut admin = mk_root(&etcd).await;
+    admin.user_add("someone-else", "pw", None).await.unwrap();
+
+    let revision = store
+        .commit(Txn::default().put(key.clone(), b"v2".to_vec()))
+        .unwrap_or_else(|e| panic!("a commit after etcd's users changed: {e}"));
+    assert_eq!(store.get(&key).unwrap().unwrap().value, b"v2");
+    let seen: Vec<Revision> = std::iter::from_fn(|| commits.try_recv().ok())
+        .map(|commit| commit[0].revision)
+        .collect();
+    assert_eq!(seen.last(), Some(&revision), "{seen:?}");
+
+    admin.user_add("a-third", "pw", None).await.unwrap();
+    let state = format!("{}s/probe", String::from_utf8_lossy(store.root()));
+    store
+        .call("writing the probe", move |mut c| {
+            let state = state.clone();
+            async move { c.put(state, "x", None).await }
+        })
+        .unwrap_or_else(|e| panic!("a call after etcd's users changed: {e}"));
+
+    admin.user_add("a-fourth", "pw", None).await.unwrap();
+    let leader = store
+        .campaign("r1", Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("a campaign after etcd's users changed: {e}"));
+    admin.user_add("a-fifth", "pw", None).await.unwrap();
+    let fenced = Txn::default()
+        .put(key.clone(), b"v3".to_vec())
+        .fenced(leader.fence().clone());
+    store
+        .commit(fenced)
+        .unwrap_or_else(|e| panic!("a fenced commit after etcd's users changed: {e}"));
+}
+
+/// With JWT tokens, a store whose watch broke (etcd restarted) after etcd's users changed
+/// finds its token old when it watches again: it signs in again and follows on, with no
+/// commit of its own to make it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_jwt_token_went_old_while_its_watch_was_down_follows_again() {
+    let mut etcd = with_users(LocalEtcd::start_jwt()).await;
+    let (url, _dir) = mk_url(&etcd, "auth", "troupe", PASSWORD);
+    let follower = EtcdStore::open(&url).unwrap();
+    let mut admin = mk_root(&etcd).await;
+    admin.user_add("someone-else", "pw", None).await.unwrap();
+    etcd.restart().unwrap();
+
+    let writer = EtcdStore::open(&url).unwrap();
+    let key = ObjectKey::new(Kind::Component, "acme", "api");
+    let revision = writer
+        .commit(Txn::default().put(key.clone(), b"v1".to_vec()))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while follower.revision() < revision {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower's watch never came back: at {}, the commit at {revision}",
+            follower.revision()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(follower.get(&key).unwrap().unwrap().value, b"v1");
 }

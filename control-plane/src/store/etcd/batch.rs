@@ -22,7 +22,6 @@ use tokio::sync::oneshot;
 use troupe_common::ObjectKey;
 
 use super::Shared;
-use super::bridge::timed;
 use super::commit::{
     OP_OVERHEAD, REQUEST_SLACK, Step, compare, conflict, fence_compare, found_revision, held_term,
     run, write_op,
@@ -248,8 +247,7 @@ async fn together(shared: &Shared, batch: &[Queued]) -> Together {
         .when(compares)
         .and_then(ops)
         .or_else(explain);
-    let mut kv = shared.kv();
-    let response = match timed(&shared.members, "committing", kv.txn(txn)).await {
+    let response = match shared.txn("committing", txn).await {
         Ok(response) => response,
         Err(e) => {
             tracing::debug!(error = %e, commits = batch.len(), "etcd store: a group commit failed; each commit is made alone");

@@ -26,7 +26,6 @@ use etcd_client::{Compare, CompareOp, TxnOp, TxnOpResponse};
 use troupe_common::ObjectKey;
 
 use super::Shared;
-use super::bridge::timed;
 use super::layout::{Layout, encode_value};
 use crate::store::{Fence, Op, Precondition, Revision, StoreError, Txn, TxnLimits, Unchanged};
 
@@ -340,8 +339,7 @@ pub(super) async fn run(
         .when(compares)
         .and_then(ops)
         .or_else(explain);
-    let mut kv = shared.kv();
-    let response = timed(&shared.members, "committing", kv.txn(txn)).await?;
+    let response = shared.txn("committing", txn).await?;
     let answers = response.op_responses();
     if !response.succeeded() {
         if let Some(fence) = fence
@@ -443,13 +441,12 @@ async fn verify(shared: &Shared, checks: &[(ObjectKey, Precondition)]) -> Result
                 TxnOp::get(layout.object(k), Some(options))
             })
             .collect();
-        let mut kv = shared.kv();
-        let response = timed(
-            &shared.members,
-            "verifying a commit's checks",
-            kv.txn(etcd_client::Txn::new().and_then(reads)),
-        )
-        .await?;
+        let response = shared
+            .txn(
+                "verifying a commit's checks",
+                etcd_client::Txn::new().and_then(reads),
+            )
+            .await?;
         if revision == 0 {
             revision = response.header().map_or(0, |h| h.revision());
         }

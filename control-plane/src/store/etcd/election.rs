@@ -17,7 +17,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::EtcdStore;
-use super::bridge::timed;
 use crate::store::{Fence, StoreError};
 
 /// The lease a leader holds unless told otherwise.
@@ -33,6 +32,7 @@ pub struct Leader {
     lost: watch::Receiver<bool>,
     client: etcd_client::Client,
     members: String,
+    sign_in: super::SignIn,
 }
 
 impl Leader {
@@ -47,13 +47,14 @@ impl Leader {
     }
 
     /// Gives the leadership up at once (revokes the lease: another server may lead now).
-    pub async fn resign(mut self) -> Result<(), StoreError> {
-        timed(
-            &self.members,
-            "resigning",
-            self.client.lease_revoke(self.lease),
-        )
-        .await?;
+    pub async fn resign(self) -> Result<(), StoreError> {
+        let (client, lease) = (&self.client, self.lease);
+        self.sign_in
+            .retried(&self.members, "resigning", || {
+                let mut client = client.clone();
+                async move { client.lease_revoke(lease).await }
+            })
+            .await?;
         Ok(())
     }
 }
@@ -69,13 +70,15 @@ impl EtcdStore {
     /// The name of the server that leads now, if one does.
     pub async fn leader(&self) -> Result<Option<String>, StoreError> {
         let key = [self.shared.layout.root(), b"leader"].concat();
-        let mut client = self.shared.client.clone();
-        let answer = timed(
-            &self.shared.members,
-            "reading the leader",
-            client.get(key, None),
-        )
-        .await?;
+        let client = &self.shared.client;
+        let answer = self
+            .shared
+            .sign_in
+            .retried(&self.shared.members, "reading the leader", || {
+                let (mut client, key) = (client.clone(), key.clone());
+                async move { client.get(key, None).await }
+            })
+            .await?;
         Ok(answer
             .kvs()
             .first()
@@ -89,10 +92,14 @@ impl EtcdStore {
         let key = [shared.layout.root(), b"leader"].concat();
         let ttl = lease.as_secs().max(2) as i64;
         let mut client = shared.client.clone();
-        let members = shared.members.clone();
+        let (members, sign_in) = (shared.members.clone(), shared.sign_in.clone());
         loop {
-            let granted =
-                timed(&members, "granting a lease", client.lease_grant(ttl, None)).await?;
+            let granted = sign_in
+                .retried(&members, "granting a lease", || {
+                    let mut client = client.clone();
+                    async move { client.lease_grant(ttl, None).await }
+                })
+                .await?;
             let id = granted.id();
             let claim = etcd_client::Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -102,7 +109,12 @@ impl EtcdStore {
                     Some(PutOptions::new().with_lease(id)),
                 )])
                 .or_else([TxnOp::get(key.clone(), None)]);
-            let answer = timed(&members, "claiming the leadership", client.txn(claim)).await?;
+            let answer = sign_in
+                .retried(&members, "claiming the leadership", || {
+                    let (mut client, claim) = (client.clone(), claim.clone());
+                    async move { client.txn(claim).await }
+                })
+                .await?;
             if answer.succeeded() {
                 let term = answer.header().map_or(0, |h| h.revision());
                 let (tx, lost) = watch::channel(false);
@@ -115,6 +127,7 @@ impl EtcdStore {
                     lost,
                     client,
                     members,
+                    sign_in,
                 });
             }
             let holder = answer.op_responses().into_iter().find_map(|r| match r {

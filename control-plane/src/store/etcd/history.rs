@@ -16,7 +16,7 @@ use std::time::Duration;
 use etcd_client::WatchOptions;
 
 use super::Shared;
-use super::bridge::{failed, timed};
+use super::bridge::{failed, within};
 use super::tail::to_event;
 use crate::store::{Event, Revision, StoreError};
 
@@ -31,7 +31,19 @@ pub(super) async fn read(
     limit: usize,
     floor: Revision,
 ) -> Result<Vec<Event>, StoreError> {
-    tokio::time::timeout(HISTORY_TIMEOUT, read_until(shared, after, limit, floor))
+    let read = async {
+        // Twice at most: etcd may refuse the first watch for an old token (see `sign_in`).
+        let mut refused = None;
+        for _ in 0..2 {
+            match read_until(shared, after, limit, floor).await {
+                Ok(events) => return Ok(events),
+                Err((error, signed_in)) if signed_in => refused = Some(error),
+                Err((error, _)) => return Err(error),
+            }
+        }
+        Err(refused.expect("a refused read"))
+    };
+    tokio::time::timeout(HISTORY_TIMEOUT, read)
         .await
         .unwrap_or_else(|_| {
             Err(StoreError::Engine(format!(
@@ -42,49 +54,65 @@ pub(super) async fn read(
         })
 }
 
+/// One watch from the past, as [`read`] says; a failure comes with whether etcd refused the
+/// watch for an old token and the store signed in again (the read may then be made again).
 async fn read_until(
     shared: &Shared,
     after: Revision,
     limit: usize,
     floor: Revision,
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<Vec<Event>, (StoreError, bool)> {
     let what = "reading the store's history";
+    let since = std::time::Instant::now();
+    let fail = |e: StoreError| (e, false);
     tracing::debug!(after, limit, floor, "etcd store: reading history from etcd");
     let options = WatchOptions::new()
         .with_prefix()
         .with_prev_key()
         .with_start_revision(shared.layout.to_etcd(after + 1));
     let mut watch_client = shared.watch_client();
-    let mut stream = timed(
+    let refused = async |e: etcd_client::Error| {
+        let signed_in = shared.sign_in.after(&e, since).await;
+        (failed(&shared.members, what, &e), signed_in)
+    };
+    let root = shared.layout.root().to_vec();
+    let mut stream = match within(
         &shared.members,
         what,
-        watch_client.watch(shared.layout.root().to_vec(), Some(options)),
+        watch_client.watch(root, Some(options)),
     )
-    .await?;
+    .await
+    .map_err(fail)?
+    {
+        Ok(stream) => stream,
+        Err(e) => return Err(refused(e).await),
+    };
     let mut out = Vec::new();
     loop {
-        let response = stream
-            .message()
-            .await
-            .map_err(|e| failed(&shared.members, what, &e))?
-            .ok_or_else(|| {
-                StoreError::Engine(format!(
+        let response = match stream.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => {
+                return Err(fail(StoreError::Engine(format!(
                     "etcd at {}: {what}: the watch ended",
                     shared.members
-                ))
-            })?;
+                ))));
+            }
+            Err(e) => return Err(refused(e).await),
+        };
         if response.canceled() {
             if response.compact_revision() > 0 {
-                return Err(StoreError::Compacted {
+                return Err(fail(StoreError::Compacted {
                     requested: after,
                     oldest: shared.layout.to_store(response.compact_revision() - 1),
-                });
+                }));
             }
-            return Err(StoreError::Engine(format!(
-                "etcd at {}: {what}: the watch was cancelled: {}",
-                shared.members,
-                response.cancel_reason()
-            )));
+            let reason = response.cancel_reason();
+            let signed_in = shared.sign_in.after_cancel(reason, since).await;
+            let error = StoreError::Engine(format!(
+                "etcd at {}: {what}: the watch was cancelled: {reason}",
+                shared.members
+            ));
+            return Err((error, signed_in));
         }
         let mut reached = false;
         for event in response.events() {
@@ -96,7 +124,7 @@ async fn read_until(
                 break;
             }
             reached |= revision == floor;
-            out.extend(to_event(&shared.layout, event)?);
+            out.extend(to_event(&shared.layout, event).map_err(fail)?);
         }
         if reached || out.len() >= limit {
             return Ok(out);

@@ -31,30 +31,53 @@ pub struct LocalEtcd {
     /// Where `/health` answers: the client port, or with TLS a plain metrics port.
     health_port: u16,
     tls: Option<LocalTls>,
+    /// With JWT tokens, the flag that turns them on (its keys are in `dir`).
+    auth_token: Option<String>,
+}
+
+/// How a member serves clients and signs tokens.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Plain,
+    Tls,
+    /// Plain, with JWT tokens (ES256) rather than etcd's default simple tokens.
+    Jwt,
 }
 
 impl LocalEtcd {
     /// Starts a member on free ports with a fresh data directory and waits until it answers.
     /// Fails with how to install etcd if there is none on `PATH`.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(false)
+        Self::start_with(Mode::Plain)
     }
 
     /// Starts a member as [`LocalEtcd::start`] does, serving clients over TLS only (`https://`)
     /// with a certificate of a fresh CA, and refusing clients without a certificate that CA
     /// signed (`--client-cert-auth`). [`LocalEtcd::tls`] names the files.
     pub fn start_tls() -> anyhow::Result<Self> {
-        Self::start_with(true)
+        Self::start_with(Mode::Tls)
     }
 
-    fn start_with(tls: bool) -> anyhow::Result<Self> {
+    /// Starts a member as [`LocalEtcd::start`] does, giving JWT tokens (`--auth-token jwt,…`,
+    /// signed ES256 with a fresh key) once authentication is on. Unlike simple tokens, each
+    /// carries the revision of etcd's users and roles it was given at, and is refused as old
+    /// after any change to them.
+    pub fn start_jwt() -> anyhow::Result<Self> {
+        Self::start_with(Mode::Jwt)
+    }
+
+    fn start_with(mode: Mode) -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             let dir = fresh_dir()?;
             let client_port = free_port()?;
-            let (health_port, tls) = match tls {
-                true => (free_port()?, Some(LocalTls::generate(&dir)?)),
-                false => (client_port, None),
+            let (health_port, tls) = match mode {
+                Mode::Tls => (free_port()?, Some(LocalTls::generate(&dir)?)),
+                Mode::Plain | Mode::Jwt => (client_port, None),
+            };
+            let auth_token = match mode {
+                Mode::Jwt => Some(jwt_keys(&dir)?),
+                Mode::Plain | Mode::Tls => None,
             };
             let mut etcd = Self {
                 child: None,
@@ -63,6 +86,7 @@ impl LocalEtcd {
                 peer_port: free_port()?,
                 health_port,
                 tls,
+                auth_token,
             };
             match etcd.run() {
                 Ok(()) => return Ok(etcd),
@@ -153,6 +177,11 @@ impl LocalEtcd {
             .args(["--initial-cluster", &format!("{name}={peer}")])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
             .args(self.tls_args())
+            .args(
+                self.auth_token
+                    .iter()
+                    .flat_map(|t| ["--auth-token", t.as_str()]),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -260,4 +289,18 @@ fn fresh_dir() -> anyhow::Result<PathBuf> {
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// Writes an ES256 key pair for JWT tokens into `dir`; returns the `--auth-token` value that
+/// names it.
+fn jwt_keys(dir: &std::path::Path) -> anyhow::Result<String> {
+    let key = rcgen::KeyPair::generate().context("generating a JWT signing key")?;
+    let (private, public) = (dir.join("jwt.key"), dir.join("jwt.pub"));
+    std::fs::write(&private, key.serialize_pem())?;
+    std::fs::write(&public, key.public_key_pem())?;
+    Ok(format!(
+        "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=10m",
+        public.display(),
+        private.display()
+    ))
 }

@@ -46,6 +46,7 @@ mod local;
 mod local_tls;
 mod presence;
 mod read;
+mod sign_in;
 mod tail;
 mod view;
 
@@ -54,7 +55,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use etcd_client::{
-    Client, Compare, CompareOp, KvClient, PutOptions, TxnOp, TxnOpResponse, WatchClient,
+    Client, Compare, CompareOp, KvClient, PutOptions, TxnOp, TxnOpResponse, TxnResponse,
+    WatchClient,
 };
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
@@ -64,8 +66,9 @@ pub use election::{DEFAULT_LEASE, Leader};
 pub use local::LocalEtcd;
 pub use local_tls::LocalTls;
 pub use presence::Presence;
+pub use sign_in::SignIn;
 
-use self::bridge::{Bridge, CALL_TIMEOUT, timed};
+use self::bridge::{Bridge, CALL_TIMEOUT, failed, timed, within};
 use self::layout::{Layout, MARKER_VALUE};
 use self::tail::Log;
 use self::view::View;
@@ -90,6 +93,8 @@ pub struct EtcdStore {
 /// What the store and its tasks share.
 pub(super) struct Shared {
     client: Client,
+    /// Signing in again when etcd calls the token old ([`sign_in`]).
+    sign_in: SignIn,
     layout: Layout,
     /// The cluster's members, for messages.
     members: String,
@@ -128,6 +133,24 @@ impl Shared {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sends `txn` as `what`; once more if etcd refused it for an old token and the store
+    /// signed in again (a refused transaction changed nothing). Only a store with a user keeps
+    /// the copy that takes.
+    async fn txn(&self, what: &str, txn: etcd_client::Txn) -> Result<TxnResponse, StoreError> {
+        let spare = self.sign_in.has_user().then(|| txn.clone());
+        let since = std::time::Instant::now();
+        let mut kv = self.kv();
+        match within(&self.members, what, kv.txn(txn)).await? {
+            Ok(answer) => Ok(answer),
+            Err(e) => match spare {
+                Some(txn) if self.sign_in.after(&e, since).await => {
+                    timed(&self.members, what, kv.txn(txn)).await
+                }
+                _ => Err(failed(&self.members, what, &e)),
+            },
+        }
+    }
+
     /// Every revision etcd has answered with is on a quorum's disks.
     fn mark_durable(&self, revision: Revision) {
         self.durable.send_if_modified(|d| {
@@ -161,10 +184,11 @@ impl EtcdStore {
     /// refuses this client (saying what TLS setting is the likely cause).
     pub fn open_with_retention(url: &EtcdUrl, retention: Retention) -> Result<Self, StoreError> {
         let bridge = Bridge::new()?;
-        let (client, layout, head, view) = bridge
+        let (client, sign_in, layout, head, view) = bridge
             .block(connect(url.clone()))
             .map_err(|e| connect::explain(url, e))?;
         let shared = Arc::new(Shared {
+            sign_in,
             client,
             layout,
             members: url.members(),
@@ -225,17 +249,32 @@ impl EtcdStore {
         self.shared.client.clone()
     }
 
-    /// Runs `call`, made with the store's client, on the store's runtime within a call's time
-    /// limit, and blocks this thread until it is done; a failure names the cluster and `what`.
-    pub fn call<T, F>(&self, what: &str, call: impl FnOnce(Client) -> F) -> Result<T, StoreError>
+    /// Runs the call `make` makes with the store's client on the store's runtime within a
+    /// call's time limit, and blocks this thread until it is done; made again once if etcd
+    /// called the token old and the store signed in again ([`SignIn::retried`]). A failure
+    /// names the cluster and `what`.
+    pub fn call<T, F>(
+        &self,
+        what: &str,
+        make: impl Fn(Client) -> F + Send + Sync + 'static,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     {
         let (members, what) = (self.shared.members.clone(), what.to_string());
-        let call = call(self.shared.client.clone());
-        self.bridge
-            .block(async move { timed(&members, &what, call).await })
+        let (client, sign_in) = (self.shared.client.clone(), self.shared.sign_in.clone());
+        self.bridge.block(async move {
+            sign_in
+                .retried(&members, &what, || make(client.clone()))
+                .await
+        })
+    }
+
+    /// How the store signs in again when etcd calls its token old, for loops of the store's
+    /// user that call etcd themselves.
+    pub fn sign_in(&self) -> SignIn {
+        self.shared.sign_in.clone()
     }
 
     /// Runs `task`, which may call its caller's code, on a runtime of the store's for as long
@@ -247,32 +286,42 @@ impl EtcdStore {
 }
 
 /// Connects to the cluster, writes the marker and loads the objects at its revision; returns
-/// the client, the layout with its base, and the store's revision and objects there.
-async fn connect(url: EtcdUrl) -> Result<(Client, Layout, Revision, View), StoreError> {
+/// the client and how it signs in again, the layout with its base, and the store's revision
+/// and objects there.
+async fn connect(url: EtcdUrl) -> Result<(Client, SignIn, Layout, Revision, View), StoreError> {
     let members = url.members();
     let (client, layout, marked) = mark(&url).await?;
+    let sign_in = SignIn::new(client.clone(), url.user.is_some());
     let kv = client
         .kv_client()
         .max_decoding_message_size(MAX_RESPONSE_BYTES);
-    let (records, _) = read::load(&kv, &members, &layout, marked).await?;
+    let (records, _) = read::load(&kv, &sign_in, &members, &layout, marked).await?;
     let head = layout.to_store(marked);
-    Ok((client, layout, head, View::new(records)))
+    Ok((client, sign_in, layout, head, View::new(records)))
 }
 
 /// Writes the marker again and loads the objects at its revision: where a tail that lost
 /// commits to compaction starts over. Returns that revision and the objects.
 async fn restart(shared: &Shared) -> Result<(Revision, View), StoreError> {
-    let mut kv = shared.kv();
+    let kv = shared.kv();
     let what = "starting over after a compaction";
-    let marked = timed(
+    let marked = shared
+        .sign_in
+        .retried(&shared.members, what, || {
+            let (mut kv, marker) = (kv.clone(), shared.layout.marker());
+            async move { kv.put(marker, MARKER_VALUE, None).await }
+        })
+        .await?
+        .header()
+        .map_or(0, |h| h.revision());
+    let (records, _) = read::load(
+        &kv,
+        &shared.sign_in,
         &shared.members,
-        what,
-        kv.put(shared.layout.marker(), MARKER_VALUE, None),
+        &shared.layout,
+        marked,
     )
-    .await?
-    .header()
-    .map_or(0, |h| h.revision());
-    let (records, _) = read::load(&kv, &shared.members, &shared.layout, marked).await?;
+    .await?;
     Ok((shared.layout.to_store(marked), View::new(records)))
 }
 
@@ -413,16 +462,16 @@ impl Store for EtcdStore {
         }
         let shared = self.shared.clone();
         self.bridge.handle().spawn(async move {
-            let mut kv = shared.kv();
-            let marker = shared.layout.marker();
-            let options = etcd_client::GetOptions::new().with_count_only();
-            match timed(
-                &shared.members,
-                "reading the revision",
-                kv.get(marker, Some(options)),
-            )
-            .await
-            {
+            let kv = shared.kv();
+            let read = shared
+                .sign_in
+                .retried(&shared.members, "reading the revision", || {
+                    let (mut kv, marker) = (kv.clone(), shared.layout.marker());
+                    let options = etcd_client::GetOptions::new().with_count_only();
+                    async move { kv.get(marker, Some(options)).await }
+                })
+                .await;
+            match read {
                 Ok(response) => {
                     let revision = response.header().map_or(0, |h| h.revision());
                     shared.mark_durable(shared.layout.to_store(revision));

@@ -12,9 +12,8 @@ use std::time::Duration;
 use etcd_client::{GetOptions, PutOptions};
 use tokio::sync::watch;
 
-use super::EtcdStore;
-use super::bridge::timed;
 use super::election::renew;
+use super::{EtcdStore, SignIn};
 use crate::store::StoreError;
 
 /// This server's announcement; it ends (the key goes with its lease) when dropped.
@@ -22,6 +21,7 @@ pub struct Presence {
     lease: Arc<AtomicI64>,
     client: etcd_client::Client,
     members: String,
+    sign_in: SignIn,
     keeper: tokio::task::JoinHandle<()>,
 }
 
@@ -29,9 +29,14 @@ impl Presence {
     /// Ends the announcement at once (revokes its lease), for a server that stops.
     pub async fn withdraw(self) -> Result<(), StoreError> {
         self.keeper.abort();
-        let mut client = self.client.clone();
         let lease = self.lease.load(Ordering::Relaxed);
-        timed(&self.members, "withdrawing", client.lease_revoke(lease)).await?;
+        let client = &self.client;
+        self.sign_in
+            .retried(&self.members, "withdrawing", || {
+                let mut client = client.clone();
+                async move { client.lease_revoke(lease).await }
+            })
+            .await?;
         Ok(())
     }
 }
@@ -59,12 +64,14 @@ impl EtcdStore {
         let ttl = lease.as_secs().max(2) as i64;
         let client = self.shared.client.clone();
         let members = self.shared.members.clone();
-        let first = put_under_lease(&client, &members, &key, about, ttl).await?;
+        let sign_in = self.shared.sign_in.clone();
+        let first = put_under_lease(&sign_in, &client, &members, &key, about, ttl).await?;
         let current = Arc::new(AtomicI64::new(first));
         let keeper = {
-            let (client, members, about, current) = (
+            let (client, members, sign_in, about, current) = (
                 client.clone(),
                 members.clone(),
+                sign_in.clone(),
                 about.to_string(),
                 current.clone(),
             );
@@ -75,7 +82,8 @@ impl EtcdStore {
                     renew(client.clone(), id, Duration::from_secs(ttl as u64), lost_tx).await;
                     tracing::warn!("this server's presence lease was lost; announcing it again");
                     loop {
-                        match put_under_lease(&client, &members, &key, &about, ttl).await {
+                        match put_under_lease(&sign_in, &client, &members, &key, &about, ttl).await
+                        {
                             Ok(new) => {
                                 id = new;
                                 current.store(new, Ordering::Relaxed);
@@ -94,6 +102,7 @@ impl EtcdStore {
             lease: current,
             client,
             members,
+            sign_in,
             keeper,
         })
     }
@@ -101,13 +110,19 @@ impl EtcdStore {
     /// The servers announced now, by name, with where each is reached.
     pub async fn servers(&self) -> Result<BTreeMap<String, String>, StoreError> {
         let prefix = self.servers_prefix();
-        let mut client = self.shared.client.clone();
-        let answer = timed(
-            &self.shared.members,
-            "listing the servers",
-            client.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
+        let client = &self.shared.client;
+        let answer = self
+            .shared
+            .sign_in
+            .retried(&self.shared.members, "listing the servers", || {
+                let (mut client, prefix) = (client.clone(), prefix.clone());
+                async move {
+                    client
+                        .get(prefix, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await?;
         Ok(answer
             .kvs()
             .iter()
@@ -121,22 +136,26 @@ impl EtcdStore {
 
 /// Grants a lease of `ttl` seconds and puts `key` under it; returns the lease.
 async fn put_under_lease(
+    sign_in: &SignIn,
     client: &etcd_client::Client,
     members: &str,
     key: &[u8],
     value: &str,
     ttl: i64,
 ) -> Result<i64, StoreError> {
-    let mut client = client.clone();
-    let lease = timed(members, "granting a lease", client.lease_grant(ttl, None))
+    let lease = sign_in
+        .retried(members, "granting a lease", || {
+            let mut client = client.clone();
+            async move { client.lease_grant(ttl, None).await }
+        })
         .await?
         .id();
-    let options = PutOptions::new().with_lease(lease);
-    timed(
-        members,
-        "announcing this server",
-        client.put(key.to_vec(), value, Some(options)),
-    )
-    .await?;
+    sign_in
+        .retried(members, "announcing this server", || {
+            let (mut client, key) = (client.clone(), key.to_vec());
+            let options = PutOptions::new().with_lease(lease);
+            async move { client.put(key, value, Some(options)).await }
+        })
+        .await?;
     Ok(lease)
 }

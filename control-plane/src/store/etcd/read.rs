@@ -5,7 +5,7 @@
 
 use etcd_client::{GetOptions, KvClient};
 
-use super::bridge::timed;
+use super::SignIn;
 use super::layout::{Layout, prefix_end};
 use crate::store::{Record, StoreError};
 
@@ -16,6 +16,7 @@ const PAGE: i64 = 500;
 /// with the etcd revision read at.
 pub(super) async fn load(
     kv: &KvClient,
+    sign_in: &SignIn,
     members: &str,
     layout: &Layout,
     at: i64,
@@ -30,13 +31,12 @@ pub(super) async fn load(
             .with_range(end.clone())
             .with_limit(PAGE)
             .with_revision(revision);
-        let mut kv = kv.clone();
-        let response = timed(
-            members,
-            "loading the store",
-            kv.get(from.clone(), Some(options)),
-        )
-        .await?;
+        let response = sign_in
+            .retried(members, "loading the store", || {
+                let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
+                async move { kv.get(from, Some(options)).await }
+            })
+            .await?;
         if revision == 0 {
             revision = response.header().map_or(0, |h| h.revision());
         }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use etcd_client::{EventType as EtcdEventType, WatchOptions, WatchResponse};
 use tokio::sync::broadcast;
 
-use super::bridge::{failed, timed, within};
+use super::bridge::{failed, within};
 use super::layout::{Layout, corrupt, decode_value};
 use super::view::View;
 use super::{Shared, restart};
@@ -257,7 +257,7 @@ pub(super) async fn follow(shared: Arc<Shared>) {
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
     }
 }
 
@@ -267,17 +267,34 @@ async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError
     let options = WatchOptions::new().with_prefix().with_start_revision(from);
     let root = shared.layout.root().to_vec();
     let mut watch_client = shared.watch_client();
-    let mut stream = timed(
+    let what = "watching the store's prefix";
+    // A watch etcd refuses for an old token is made again, at once, after signing in again.
+    let since = std::time::Instant::now();
+    let mut stream = match within(
         &shared.members,
-        "watching the store's prefix",
+        what,
         watch_client.watch(root, Some(options)),
     )
-    .await?;
+    .await?
+    {
+        Ok(stream) => stream,
+        Err(e) => {
+            if shared.sign_in.after(&e, since).await {
+                *backoff = Duration::ZERO;
+            }
+            return Err(failed(&shared.members, what, &e));
+        }
+    };
     loop {
-        let response = stream
-            .message()
-            .await
-            .map_err(|e| failed(&shared.members, "watching the store's prefix", &e))?;
+        let response = match stream.message().await {
+            Ok(response) => response,
+            Err(e) => {
+                if shared.sign_in.after(&e, since).await {
+                    *backoff = Duration::ZERO;
+                }
+                return Err(failed(&shared.members, what, &e));
+            }
+        };
         let Some(response) = response else {
             return Ok(());
         };
@@ -287,6 +304,13 @@ async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError
                 shared.log().restart_at(head, view);
                 shared.mark_durable(head);
                 return Ok(());
+            }
+            if shared
+                .sign_in
+                .after_cancel(response.cancel_reason(), since)
+                .await
+            {
+                *backoff = Duration::ZERO;
             }
             return Err(StoreError::Engine(format!(
                 "etcd at {} cancelled the watch: {}",
