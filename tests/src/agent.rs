@@ -134,6 +134,16 @@ impl Agent {
         }
     }
 
+    /// Stops the agent with SIGSTOP: it sends and reads nothing more, and its connections stay
+    /// open, so its server sees no disconnect (until a heartbeat is missed).
+    pub fn freeze(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status()
+            .expect("kill -STOP");
+        assert!(status.success(), "kill -STOP: {status}");
+    }
+
     /// Kills the agent with SIGKILL.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL");

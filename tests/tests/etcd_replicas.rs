@@ -229,11 +229,14 @@ spec:
     assert!(!release_files(&servers[y].agent_target("edge"), "acme", "api-staging").is_empty());
 
     // The server holding the agent dies with it: the leader marks the data plane
-    // disconnected, naming that server.
+    // disconnected, naming that server. The agent is frozen first, so that it neither closes
+    // its stream (which its server would record as a disconnect of its own) nor moves to
+    // the survivor.
     let holder = moved["server"].as_str().unwrap().to_string();
     let holder_index = names.iter().position(|n| *n == holder).unwrap();
-    agent.kill();
+    agent.freeze();
     servers[holder_index].kill_server();
+    agent.kill();
     let survivor = &servers[if holder_index == x { y } else { x }];
     eventually("the data plane shows the server gone", PATIENCE, || {
         let connection = connection(survivor);
