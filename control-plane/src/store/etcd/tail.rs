@@ -257,7 +257,7 @@ pub(super) async fn follow(shared: Arc<Shared>) {
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -268,7 +268,9 @@ async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError
     let root = shared.layout.root().to_vec();
     let mut watch_client = shared.watch_client();
     let what = "watching the store's prefix";
-    // A watch etcd refuses for an old token is made again, at once, after signing in again.
+    // A watch etcd refuses for an old token is made again, after the usual pause, signed in
+    // again (not at once: a user whose rights were taken would have etcd check its password
+    // in a tight loop).
     let since = std::time::Instant::now();
     let mut stream = match within(
         &shared.members,
@@ -279,9 +281,7 @@ async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError
     {
         Ok(stream) => stream,
         Err(e) => {
-            if shared.sign_in.after(&e, since).await {
-                *backoff = Duration::ZERO;
-            }
+            shared.sign_in.after(&e, since).await;
             return Err(failed(&shared.members, what, &e));
         }
     };
@@ -289,9 +289,7 @@ async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError
         let response = match stream.message().await {
             Ok(response) => response,
             Err(e) => {
-                if shared.sign_in.after(&e, since).await {
-                    *backoff = Duration::ZERO;
-                }
+                shared.sign_in.after(&e, since).await;
                 return Err(failed(&shared.members, what, &e));
             }
         };
@@ -305,13 +303,10 @@ async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError
                 shared.mark_durable(head);
                 return Ok(());
             }
-            if shared
+            shared
                 .sign_in
                 .after_cancel(response.cancel_reason(), since)
-                .await
-            {
-                *backoff = Duration::ZERO;
-            }
+                .await;
             return Err(StoreError::Engine(format!(
                 "etcd at {} cancelled the watch: {}",
                 shared.members,
