@@ -268,9 +268,9 @@ async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError
     let root = shared.layout.root().to_vec();
     let mut watch_client = shared.watch_client();
     let what = "watching the store's prefix";
-    // A watch etcd refuses for an old token is made again, after the usual pause, signed in
-    // again (not at once: a user whose rights were taken would have etcd check its password
-    // in a tight loop).
+    // A watch etcd refuses for an old token signs in again, and is made again after the
+    // usual pause (not at once: for a user whose rights were taken, etcd would check its
+    // password in a tight loop).
     let since = std::time::Instant::now();
     let mut stream = match within(
         &shared.members,
