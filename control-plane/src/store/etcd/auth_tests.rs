@@ -69,6 +69,36 @@ async fn mk_root(etcd: &LocalEtcd) -> Client {
         .unwrap()
 }
 
+/// A store on `url` that has committed `v1` under the key it returns, with a subscription
+/// opened before that commit.
+fn open_with_a_commit(url: &EtcdUrl) -> (EtcdStore, broadcast::Receiver<Arc<[Event]>>, ObjectKey) {
+    let store = EtcdStore::open(url).unwrap();
+    let commits = store.subscribe();
+    let key = ObjectKey::new(Kind::Component, "acme", "api");
+    store
+        .commit(Txn::default().put(key.clone(), b"v1".to_vec()))
+        .unwrap();
+    (store, commits, key)
+}
+
+/// Commits `v2` under `key` (`when`, for the message), reads it back, and asserts that the
+/// store's watch delivered it last.
+fn commit_and_hear(
+    store: &EtcdStore,
+    commits: &mut broadcast::Receiver<Arc<[Event]>>,
+    key: &ObjectKey,
+    when: &str,
+) {
+    let revision = store
+        .commit(Txn::default().put(key.clone(), b"v2".to_vec()))
+        .unwrap_or_else(|e| panic!("a commit {when}: {e}"));
+    assert_eq!(store.get(key).unwrap().unwrap().value, b"v2");
+    let seen: Vec<Revision> = std::iter::from_fn(|| commits.try_recv().ok())
+        .map(|commit| commit[0].revision)
+        .collect();
+    assert_eq!(seen.last(), Some(&revision), "{seen:?}");
+}
+
 fn open_error(url: &EtcdUrl) -> String {
     match EtcdStore::open(url) {
         Ok(_) => panic!("{url} opened"),
@@ -148,12 +178,7 @@ async fn a_wrong_password_no_user_or_no_rights_fail_the_open_saying_what_to_fix(
 async fn a_store_whose_etcd_token_was_forgotten_signs_in_again() {
     let etcd = mk_auth_etcd().await;
     let (url, _dir) = mk_url(&etcd, "auth", "troupe", PASSWORD);
-    let store = EtcdStore::open(&url).unwrap();
-    let mut commits = store.subscribe();
-    let key = ObjectKey::new(Kind::Component, "acme", "api");
-    store
-        .commit(Txn::default().put(key.clone(), b"v1".to_vec()))
-        .unwrap();
+    let (store, mut commits, key) = open_with_a_commit(&url);
 
     let mut admin = mk_root(&etcd).await;
     admin.auth_disable().await.unwrap();
@@ -163,14 +188,7 @@ async fn a_store_whose_etcd_token_was_forgotten_signs_in_again() {
     let mut stranger = Client::connect([etcd.endpoint()], None).await.unwrap();
     assert!(stranger.get("/auth/", None).await.is_err());
 
-    let revision = store
-        .commit(Txn::default().put(key.clone(), b"v2".to_vec()))
-        .unwrap();
-    assert_eq!(store.get(&key).unwrap().unwrap().value, b"v2");
-    let seen: Vec<Revision> = std::iter::from_fn(|| commits.try_recv().ok())
-        .map(|commit| commit[0].revision)
-        .collect();
-    assert_eq!(seen.last(), Some(&revision), "{seen:?}");
+    commit_and_hear(&store, &mut commits, &key, "after etcd forgot the token");
     let leader = store.campaign("r1", Duration::from_secs(5)).await.unwrap();
     let fenced = Txn::default()
         .put(key.clone(), b"v3".to_vec())
@@ -186,24 +204,12 @@ async fn a_store_whose_etcd_token_was_forgotten_signs_in_again() {
 async fn a_store_whose_jwt_token_went_old_signs_in_again() {
     let etcd = with_users(LocalEtcd::start_jwt()).await;
     let (url, _dir) = mk_url(&etcd, "auth", "troupe", PASSWORD);
-    let store = EtcdStore::open(&url).unwrap();
-    let mut commits = store.subscribe();
-    let key = ObjectKey::new(Kind::Component, "acme", "api");
-    store
-        .commit(Txn::default().put(key.clone(), b"v1".to_vec()))
-        .unwrap();
+    let (store, mut commits, key) = open_with_a_commit(&url);
 
     let mut admin = mk_root(&etcd).await;
     admin.user_add("someone-else", "pw", None).await.unwrap();
 
-    let revision = store
-        .commit(Txn::default().put(key.clone(), b"v2".to_vec()))
-        .unwrap_or_else(|e| panic!("a commit after etcd's users changed: {e}"));
-    assert_eq!(store.get(&key).unwrap().unwrap().value, b"v2");
-    let seen: Vec<Revision> = std::iter::from_fn(|| commits.try_recv().ok())
-        .map(|commit| commit[0].revision)
-        .collect();
-    assert_eq!(seen.last(), Some(&revision), "{seen:?}");
+    commit_and_hear(&store, &mut commits, &key, "after etcd's users changed");
 
     admin.user_add("a-third", "pw", None).await.unwrap();
     let state = format!("{}s/probe", String::from_utf8_lossy(store.root()));
