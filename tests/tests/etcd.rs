@@ -5,7 +5,10 @@
 //! thousands of objects is deleted whole, although one etcd transaction takes 128 operations
 //! at most. A store URL of an unknown scheme is refused before anything starts. A server on an
 //! etcd that takes only TLS clients with a certificate works with `ca=`, `cert=` and `key=` in
-//! the URL, and without the certificate is refused, saying so.
+//! the URL, and without the certificate is refused, saying so. An object larger than one etcd
+//! request is refused with OUT_OF_RANGE naming the limit; an etcd out of space (its NOSPACE
+//! alarm) fails writes with RESOURCE_EXHAUSTED saying what frees space, while reads and
+//! deletes go on, and the server writes again once an operator has freed it.
 #![cfg(feature = "etcd")]
 
 use std::process::Command;
@@ -215,4 +218,65 @@ fn a_server_on_etcd_over_tls_with_a_client_certificate_keeps_the_examples_there(
     let err = stderr(&out);
     assert!(err.contains(&etcd.endpoint()), "{err}");
     assert!(err.contains("name one with cert= and key="), "{err}");
+}
+
+#[test]
+fn a_server_on_an_etcd_out_of_space_or_over_its_request_limit_says_so_and_writes_again_once_freed()
+{
+    let etcd = LocalEtcd::start_with_quota(4 * 1024 * 1024).unwrap_or_else(|e| panic!("{e:#}"));
+    let server = Platform::builder()
+        .examples()
+        .args(&["--store", &etcd.url("full")])
+        .start();
+    let project_of = |name: &str, bytes: usize| {
+        format!(
+            "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {{name: {name}, namespace: acme}}\nspec: {{deploymentPipelineRef: default, description: \"{}\"}}\n",
+            "x".repeat(bytes)
+        )
+    };
+    // Larger than one etcd request: refused whole, naming the limit.
+    let huge = server.cli_with_stdin(&["apply", "-f", "-"], Some(&project_of("huge", 2 << 20)));
+    assert!(!huge.status.success());
+    let huge = stderr(&huge);
+    assert!(huge.contains("(OutOfRange)"), "{huge}");
+    assert!(huge.contains("--max-request-bytes"), "{huge}");
+    assert!(server.get_json("proj", "acme", "huge").is_none());
+
+    let project = |name: &str| project_of(name, 100_000);
+    let mut applied = Vec::new();
+    let refused = loop {
+        let name = format!("big{}", applied.len());
+        let out = server.cli_with_stdin(&["apply", "-f", "-"], Some(&project(&name)));
+        if !out.status.success() {
+            break stderr(&out);
+        }
+        applied.push(name);
+        assert!(applied.len() < 200, "etcd never ran out of space");
+    };
+    for part in [
+        "(ResourceExhausted)",
+        "out of space",
+        &etcd.endpoint(),
+        "etcdctl alarm disarm",
+    ] {
+        assert!(refused.contains(part), "{part:?} missing from: {refused}");
+    }
+    // Reads answer; deletes go.
+    assert!(server.get_json("proj", "acme", "shop").is_some());
+    for name in &applied {
+        success(&server.cli(&["delete", "project", name, "-n", "acme"]));
+    }
+    let again = server.cli_with_stdin(&["apply", "-f", "-"], Some(&project("again")));
+    assert!(
+        !again.status.success(),
+        "a write before the alarm is disarmed"
+    );
+
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(etcd.free_space())
+        .unwrap();
+    // The same server, never restarted, takes writes again.
+    success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&project("again"))));
+    assert!(server.get_json("proj", "acme", "again").is_some());
 }

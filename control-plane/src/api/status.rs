@@ -30,6 +30,10 @@ impl From<Error> for Status {
             ) => Code::Aborted,
             // This server's leadership ended while it wrote: another server serves the call.
             Error::Store(crate::store::StoreError::Fenced { .. }) => Code::Unavailable,
+            // The store's limits, each with what to change: a write bigger than one request
+            // (as a request bigger than --max-message-bytes is), a store out of space.
+            Error::Store(crate::store::StoreError::TooLarge(_)) => Code::OutOfRange,
+            Error::Store(crate::store::StoreError::NoSpace(_)) => Code::ResourceExhausted,
             Error::Decode { .. } | Error::Store(_) => {
                 tracing::error!(error = %error, "internal error");
                 return Status::internal("internal error in the control plane; see its log");

@@ -279,6 +279,10 @@ pub enum StoreError {
     /// how to raise it.
     #[error("{0}")]
     TooLarge(String),
+    /// The store is out of space and refuses writes (deletes still go) until its operator
+    /// frees some; the message says how.
+    #[error("{0}")]
+    NoSpace(String),
     /// A fenced transaction's leadership is over: another server may lead now.
     #[error("not committed: this server's leadership (term {term}) is over")]
     Fenced {

@@ -124,7 +124,8 @@ pub(super) async fn within<T>(
 }
 
 /// A failed etcd call as a [`StoreError`]: etcd's own limits as [`StoreError::TooLarge`] with
-/// the flag to raise, anything else as an engine failure naming the cluster.
+/// the flag to raise, its NOSPACE alarm as [`StoreError::NoSpace`] with what frees space,
+/// anything else as an engine failure naming the cluster.
 pub(super) fn failed(members: &str, what: &str, error: &etcd_client::Error) -> StoreError {
     let mut message = match error {
         etcd_client::Error::GRpcStatus(status) => status.message().to_string(),
@@ -152,6 +153,16 @@ pub(super) fn failed(members: &str, what: &str, error: &etcd_client::Error) -> S
         return StoreError::TooLarge(format!(
             "etcd at {members} refused a request as too large: its --max-request-bytes is lower \
              than the store URL says (max-request-bytes=B in etcd://…?…)"
+        ));
+    }
+    if message.contains("database space exceeded") {
+        return StoreError::NoSpace(format!(
+            "etcd at {members} is out of space ({what}: {message}): its database reached \
+             --quota-backend-bytes and etcd raised its NOSPACE alarm, so it refuses every \
+             write but deletes. Reads and deletes still work. To write again, free space in \
+             etcd: compact its history (`etcdctl compact REVISION`), defragment each member \
+             (`etcdctl defrag`), then disarm the alarm (`etcdctl alarm disarm`); or start \
+             etcd with a larger --quota-backend-bytes"
         ));
     }
     StoreError::Engine(format!("etcd at {members}: {what}: {message}"))

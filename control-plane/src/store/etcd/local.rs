@@ -33,6 +33,8 @@ pub struct LocalEtcd {
     tls: Option<LocalTls>,
     /// With JWT tokens, the flag that turns them on (its keys are in `dir`).
     auth_token: Option<String>,
+    /// `--quota-backend-bytes`, when smaller than etcd's default (2 GiB).
+    quota: Option<u64>,
 }
 
 /// How a member serves clients and signs tokens.
@@ -48,14 +50,14 @@ impl LocalEtcd {
     /// Starts a member on free ports with a fresh data directory and waits until it answers.
     /// Fails with how to install etcd if there is none on `PATH`.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(Mode::Plain)
+        Self::start_with(Mode::Plain, None)
     }
 
     /// Starts a member as [`LocalEtcd::start`] does, serving clients over TLS only (`https://`)
     /// with a certificate of a fresh CA, and refusing clients without a certificate that CA
     /// signed (`--client-cert-auth`). [`LocalEtcd::tls`] names the files.
     pub fn start_tls() -> anyhow::Result<Self> {
-        Self::start_with(Mode::Tls)
+        Self::start_with(Mode::Tls, None)
     }
 
     /// Starts a member as [`LocalEtcd::start`] does, giving JWT tokens (`--auth-token jwt,…`,
@@ -63,10 +65,17 @@ impl LocalEtcd {
     /// carries the revision of etcd's users and roles it was given at, and is refused as old
     /// after any change to them.
     pub fn start_jwt() -> anyhow::Result<Self> {
-        Self::start_with(Mode::Jwt)
+        Self::start_with(Mode::Jwt, None)
     }
 
-    fn start_with(mode: Mode) -> anyhow::Result<Self> {
+    /// Starts a member as [`LocalEtcd::start`] does, whose database holds at most `bytes`
+    /// (`--quota-backend-bytes`): past it, etcd raises its NOSPACE alarm and refuses every
+    /// write but deletes until an operator frees space and disarms the alarm.
+    pub fn start_with_quota(bytes: u64) -> anyhow::Result<Self> {
+        Self::start_with(Mode::Plain, Some(bytes))
+    }
+
+    fn start_with(mode: Mode, quota: Option<u64>) -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             let dir = fresh_dir()?;
@@ -87,6 +96,7 @@ impl LocalEtcd {
                 health_port,
                 tls,
                 auth_token,
+                quota,
             };
             match etcd.run() {
                 Ok(()) => return Ok(etcd),
@@ -144,6 +154,33 @@ impl LocalEtcd {
         Ok(super::connect_client(&url).await?)
     }
 
+    /// What an operator does for a member out of space, once the data it no longer needs is
+    /// deleted: compacts its history up to now, defragments it, and disarms its alarms.
+    pub async fn free_space(&self) -> anyhow::Result<()> {
+        use etcd_client::{AlarmAction, AlarmOptions, AlarmType, CompactionOptions};
+        let mut client = self.client().await?;
+        let head = client
+            .get("/", None)
+            .await?
+            .header()
+            .context("no header")?
+            .revision();
+        let physical = CompactionOptions::new().with_physical();
+        client.compact(head, Some(physical)).await?;
+        client.defragment().await?;
+        let raised = client
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await?;
+        for alarm in raised.alarms() {
+            let mut options = AlarmOptions::new();
+            options.with_member(alarm.member_id());
+            client
+                .alarm(AlarmAction::Deactivate, alarm.alarm(), Some(options))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Kills the member (SIGKILL); its data stays for [`LocalEtcd::restart`].
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -181,6 +218,11 @@ impl LocalEtcd {
                 self.auth_token
                     .iter()
                     .flat_map(|t| ["--auth-token", t.as_str()]),
+            )
+            .args(
+                self.quota
+                    .iter()
+                    .flat_map(|q| ["--quota-backend-bytes".to_string(), q.to_string()]),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -415,3 +415,57 @@ async fn servers_announced_are_listed_until_their_lease_goes_and_come_back_when_
     }
     drop(again);
 }
+
+/// What a member started with [`LocalEtcd::start_with_quota`] holds, in these tests.
+const SMALL_QUOTA: u64 = 2 * 1024 * 1024;
+
+#[test]
+fn an_etcd_out_of_space_refuses_writes_clearly_keeps_reads_and_deletes_and_takes_writes_once_freed()
+{
+    let etcd = LocalEtcd::start_with_quota(SMALL_QUOTA).unwrap_or_else(|e| panic!("{e:#}"));
+    let store = mk_store(&etcd, "full");
+    let big = vec![b'x'; 64 * 1024];
+    let mut written = Vec::new();
+    let error = loop {
+        let key = mk_key(&format!("c{}", written.len()));
+        match store.commit(Txn::default().put(key.clone(), big.clone())) {
+            Ok(_) => written.push(key),
+            Err(e) => break e,
+        }
+        assert!(written.len() < 1000, "etcd never ran out of space");
+    };
+    let StoreError::NoSpace(message) = &error else {
+        panic!("not NoSpace: {error:?}")
+    };
+    for part in [
+        etcd.endpoint().as_str(),
+        "out of space",
+        "--quota-backend-bytes",
+        "etcdctl compact",
+        "etcdctl defrag",
+        "etcdctl alarm disarm",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    // Every write is refused now, even a small one; reads answer and deletes go.
+    let small = store.commit(Txn::default().put(mk_key("small"), b"1".to_vec()));
+    assert!(matches!(small, Err(StoreError::NoSpace(_))), "{small:?}");
+    assert!(store.get(&written[0]).unwrap().is_some());
+    let deletes = written
+        .iter()
+        .fold(Txn::default(), |txn, key| txn.delete(key.clone()));
+    let deleted = store.commit(deletes).unwrap();
+    assert!(store.get(&written[0]).unwrap().is_none());
+
+    // What the message says an operator does: compact, defragment, disarm.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(etcd.free_space()).unwrap();
+    // The same store, never reopened, writes again, and reads its write.
+    let revision = put(&store, "after", "1");
+    assert!(revision > deleted);
+    let record = store.get(&mk_key("after")).unwrap().unwrap();
+    assert_eq!(
+        (record.value.as_slice(), record.mod_revision),
+        (&b"1"[..], revision)
+    );
+}

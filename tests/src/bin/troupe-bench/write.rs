@@ -74,7 +74,11 @@ impl BenchServer {
                 let _ = ready_tx.send((ready.api, ready.admin_token));
             },
         ));
-        let (addr, admin) = ready_rx.await?;
+        let Ok((addr, admin)) = ready_rx.await else {
+            // The server stopped before it was ready: say why.
+            task.await??;
+            anyhow::bail!("the bench's server stopped before it was ready");
+        };
         let url = format!("http://{addr}");
         let admin: MetadataValue<_> = format!("Bearer {admin}").parse()?;
         let channel = Channel::from_shared(url.clone())?.connect().await?;
