@@ -8,7 +8,9 @@
 //! the URL, and without the certificate is refused, saying so. An object larger than one etcd
 //! request is refused with OUT_OF_RANGE naming the limit; an etcd out of space (its NOSPACE
 //! alarm) fails writes with RESOURCE_EXHAUSTED saying what frees space, while reads and
-//! deletes go on, and the server writes again once an operator has freed it.
+//! deletes go on, and the server writes again once an operator has freed it. With etcd
+//! down, writes fail with UNAVAILABLE naming it, reads go on, and writes go again once it is
+//! back.
 #![cfg(feature = "etcd")]
 
 use std::process::Command;
@@ -279,4 +281,38 @@ fn a_server_on_an_etcd_out_of_space_or_over_its_request_limit_says_so_and_writes
     // The same server, never restarted, takes writes again.
     success(&server.cli_with_stdin(&["apply", "-f", "-"], Some(&project("again"))));
     assert!(server.get_json("proj", "acme", "again").is_some());
+}
+
+#[test]
+fn a_server_whose_etcd_is_down_fails_writes_as_unavailable_keeps_reading_and_writes_again_when_it_is_back()
+ {
+    let mut etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let server = Platform::builder()
+        .examples()
+        .args(&["--store", &etcd.url("down")])
+        .start();
+    let project = |name: &str| {
+        format!(
+            "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {{name: {name}, namespace: acme}}\nspec: {{deploymentPipelineRef: default}}\n"
+        )
+    };
+    etcd.kill();
+    let out = server.cli_with_stdin(&["apply", "-f", "-"], Some(&project("p1")));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("(Unavailable)"), "{err}");
+    assert!(err.contains(&etcd.endpoint()), "{err}");
+    // Reads come from the server's copy.
+    assert!(server.get_json("proj", "acme", "shop").is_some());
+
+    etcd.restart().unwrap_or_else(|e| panic!("{e:#}"));
+    eventually("a write once etcd is back", PATIENCE, || {
+        let out = server.cli_with_stdin(&["apply", "-f", "-"], Some(&project("p1")));
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(stderr(&out))
+        }
+    });
+    assert!(server.get_json("proj", "acme", "p1").is_some());
 }

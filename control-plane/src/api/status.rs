@@ -29,7 +29,10 @@ impl From<Error> for Status {
                 | crate::store::StoreError::Changed { .. },
             ) => Code::Aborted,
             // This server's leadership ended while it wrote: another server serves the call.
-            Error::Store(crate::store::StoreError::Fenced { .. }) => Code::Unavailable,
+            // Or the store is out of reach for now: the call may go through if made again.
+            Error::Store(
+                crate::store::StoreError::Fenced { .. } | crate::store::StoreError::Unavailable(_),
+            ) => Code::Unavailable,
             // The store's limits, each with what to change: a write bigger than one request
             // (as a request bigger than --max-message-bytes is), a store out of space.
             Error::Store(crate::store::StoreError::TooLarge(_)) => Code::OutOfRange,

@@ -279,6 +279,10 @@ pub enum StoreError {
     /// how to raise it.
     #[error("{0}")]
     TooLarge(String),
+    /// The store cannot be reached now (its members down or without a leader, or no answer
+    /// in time): worth trying again. A write that got no answer may have been made.
+    #[error("{0}")]
+    Unavailable(String),
     /// The store is out of space and refuses writes (deletes still go) until its operator
     /// frees some; the message says how.
     #[error("{0}")]

@@ -115,7 +115,7 @@ pub(super) async fn within<T>(
     call: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<Result<T, etcd_client::Error>, StoreError> {
     tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| {
-        StoreError::Engine(format!(
+        StoreError::Unavailable(format!(
             "etcd at {members}: {what}: no answer within {} s (is etcd running and \
                  reachable, with a leader?)",
             CALL_TIMEOUT.as_secs()
@@ -124,8 +124,9 @@ pub(super) async fn within<T>(
 }
 
 /// A failed etcd call as a [`StoreError`]: etcd's own limits as [`StoreError::TooLarge`] with
-/// the flag to raise, its NOSPACE alarm as [`StoreError::NoSpace`] with what frees space,
-/// anything else as an engine failure naming the cluster.
+/// the flag to raise, its NOSPACE alarm as [`StoreError::NoSpace`] with what frees space, a
+/// cluster out of reach as [`StoreError::Unavailable`], anything else as an engine failure;
+/// each names the cluster.
 pub(super) fn failed(members: &str, what: &str, error: &etcd_client::Error) -> StoreError {
     let mut message = match error {
         etcd_client::Error::GRpcStatus(status) => status.message().to_string(),
@@ -165,7 +166,24 @@ pub(super) fn failed(members: &str, what: &str, error: &etcd_client::Error) -> S
              etcd with a larger --quota-backend-bytes"
         ));
     }
-    StoreError::Engine(format!("etcd at {members}: {what}: {message}"))
+    let message = format!("etcd at {members}: {what}: {message}");
+    if unreachable(error) {
+        return StoreError::Unavailable(message);
+    }
+    StoreError::Engine(message)
+}
+
+/// Whether `error` says etcd could not be reached or could not answer now (no connection,
+/// no leader, a request timed out in etcd): a call that may go through if made again.
+fn unreachable(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        ),
+        _ => false,
+    }
 }
 
 /// Whether an etcd failure says the revision asked for has been compacted.

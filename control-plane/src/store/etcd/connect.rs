@@ -151,7 +151,7 @@ fn explain_auth(url: &EtcdUrl, message: &str) -> Option<String> {
 /// closed, whichever the client sees first) does not say which, so the hint follows from
 /// what the URL asks for.
 pub(super) fn explain(url: &EtcdUrl, error: StoreError) -> StoreError {
-    let StoreError::Engine(message) = &error else {
+    let (StoreError::Engine(message) | StoreError::Unavailable(message)) = &error else {
         return error;
     };
     let members = url.members();
