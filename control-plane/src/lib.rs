@@ -21,6 +21,7 @@
 //! | 7 | [`api`] | thin gRPC handlers and the one error → status mapping |
 //! | 7 | [`metrics`] | Prometheus figures measured at the edges: gRPC layer, store wrapper, queues, hub |
 //! | 8 | [`server`] | wiring, once: store, services, controllers, hub, endpoints, metrics, dev mode |
+//! | 8 | `migrate` | moving a server's data directory into an etcd store (feature `etcd`) |
 //! | 9 | [`cli`] | the verbs, one struct each; `troupe server` calls [`server`] |
 //!
 //! Data flows inward: [`api`] decodes a request and makes one domain call. Agents report
@@ -36,6 +37,8 @@ pub mod controllers;
 pub mod graph;
 pub mod http;
 pub mod metrics;
+#[cfg(feature = "etcd")]
+pub mod migrate;
 pub mod promotions;
 #[cfg(test)]
 mod props;

@@ -189,6 +189,9 @@ pub const AUDIT_LOG: &str = "audit.log";
 
 /// The bootstrap admin token's file in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The file `troupe migrate` leaves in a data directory whose store it moved to etcd: a
+/// server refuses to serve that directory's sled store, left behind.
+pub const MIGRATED_FILE: &str = "MIGRATED";
 
 /// The data plane of dev mode, from the sample platform.
 pub const DEV_DATA_PLANE: &str = "acme/local";

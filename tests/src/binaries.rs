@@ -18,6 +18,18 @@ pub fn troupe_bin() -> PathBuf {
     built("troupe")
 }
 
+/// `troupe server` over `data_dir` on free loopback ports, to run to its end: for a test of
+/// how a server refuses to start.
+pub fn troupe_server(data_dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(troupe_bin());
+    command
+        .args(["server", "--listen", "127.0.0.1:0"])
+        .args(["--agent-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir);
+    command
+}
+
 /// The `troupe-agent` binary, built from the current sources.
 pub fn troupe_agent_bin() -> PathBuf {
     built("troupe-agent")

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 pub use agent::Agent;
-pub use binaries::{grpcurl_bin, python_bin, troupe_agent_bin, troupe_bin};
+pub use binaries::{grpcurl_bin, python_bin, troupe_agent_bin, troupe_bin, troupe_server};
 pub use oidc::FakeIssuer;
 pub use platform::{PEOPLE, Platform, PlatformBuilder, UNGATED_PIPELINE, free_port};
 pub use poll::{Observation, PATIENCE, check, eventually};

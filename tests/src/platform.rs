@@ -293,6 +293,13 @@ impl Platform {
         self.server.terminate()
     }
 
+    /// Starts the server again as [`Platform::restart_server`] does, with `args` added to its
+    /// flags from now on.
+    pub fn restart_server_with(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self.restart_server();
+    }
+
     /// Starts the server again over the same data directory with the same flags (a fixed
     /// agent port stays), killing it first if it still runs. Its client address changes.
     pub fn restart_server(&mut self) {

@@ -13,11 +13,9 @@
 //! back.
 #![cfg(feature = "etcd")]
 
-use std::process::Command;
-
 use troupe_tests::{
     LocalEtcd, PATIENCE, Platform, Server, eventually, release_files, stderr, stdout, success,
-    troupe_bin,
+    troupe_server,
 };
 
 /// Files of the sample `api`'s release on a directory agent.
@@ -175,16 +173,7 @@ spec:
 #[test]
 fn a_store_url_of_an_unknown_scheme_is_refused_naming_the_forms() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(troupe_bin())
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--agent-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
+    let out = troupe_server(dir.path())
         .args(["--store", "postgres://db:5432/troupe"])
         .output()
         .unwrap();
@@ -208,11 +197,7 @@ fn a_server_on_etcd_over_tls_with_a_client_certificate_keeps_the_examples_there(
     // Without the client certificate, etcd refuses the server, which says how to fix it.
     let ca = etcd.tls().unwrap().ca.display().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(troupe_bin())
-        .args(["server", "--listen", "127.0.0.1:0"])
-        .args(["--agent-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path())
+    let out = troupe_server(dir.path())
         .args(["--store", &format!("{}?ca={ca}", etcd.url("tls"))])
         .output()
         .unwrap();

@@ -198,14 +198,49 @@ pub fn identity_of(cert_der: &[u8]) -> Option<DataPlaneIdentity> {
     })
 }
 
+/// The agent CA as etcd keeps it.
+#[cfg(feature = "etcd")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedCa {
+    cert: String,
+    key: String,
+}
+
+/// Copies the agent CA kept in `data_dir` into `state` (`troupe migrate`), so that the agents
+/// it signed for keep their certificates. Returns whether there was one to copy. Fails if
+/// etcd holds another CA already.
+#[cfg(feature = "etcd")]
+pub fn copy_to_etcd(
+    data_dir: &Path,
+    state: &crate::shared_state::EtcdState,
+) -> anyhow::Result<bool> {
+    let dir = data_dir.join(PKI_DIR);
+    match (dir.join("ca.crt").exists(), dir.join("ca.key").exists()) {
+        (false, false) => return Ok(false),
+        (true, true) => {}
+        _ => anyhow::bail!(
+            "{}: ca.crt and ca.key go together; one without the other is no CA to copy",
+            dir.display()
+        ),
+    }
+    let (cert, key) = load_or_create_ca(&dir)?;
+    let ours = SharedCa {
+        cert,
+        key: key.serialize_pem(),
+    };
+    let stored = state.create_once(SHARED_CA_KEY, || Ok(serde_json::to_vec(&ours)?))?;
+    let stored: SharedCa =
+        serde_json::from_slice(&stored).context("reading the agent CA kept in etcd")?;
+    anyhow::ensure!(
+        stored.cert == ours.cert,
+        "etcd holds another agent CA already; import only into an empty store"
+    );
+    Ok(true)
+}
+
 /// The CA the replicas on etcd share, made now if this is the first start of any.
 #[cfg(feature = "etcd")]
 fn shared_ca(state: &crate::shared_state::EtcdState) -> anyhow::Result<(String, KeyPair)> {
-    #[derive(serde::Serialize, serde::Deserialize)]
-    struct SharedCa {
-        cert: String,
-        key: String,
-    }
     let stored = state.create_once(SHARED_CA_KEY, || {
         let (cert, key) = new_ca()?;
         tracing::info!("created the agent CA in etcd");

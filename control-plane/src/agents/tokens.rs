@@ -129,6 +129,23 @@ impl Tokens {
         })
     }
 
+    /// Copies the tokens kept in `data_dir` into `state` (`troupe migrate`); returns how many.
+    #[cfg(feature = "etcd")]
+    pub fn copy_to_etcd(
+        data_dir: &std::path::Path,
+        state: &crate::shared_state::EtcdState,
+    ) -> anyhow::Result<usize> {
+        let local = Self::load(Some(data_dir.join(TOKENS_FILE)))?;
+        let entries = local.entries.lock().unwrap_or_else(|p| p.into_inner());
+        for entry in entries.values() {
+            state.put(
+                &format!("{SHARED_DIR}{}", entry.id),
+                serde_json::to_vec(entry)?,
+            )?;
+        }
+        Ok(entries.len())
+    }
+
     /// Loads the tokens kept at `path` (none yet if it does not exist); `None` keeps them in
     /// memory only.
     pub fn load(path: Option<PathBuf>) -> anyhow::Result<Self> {

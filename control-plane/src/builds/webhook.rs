@@ -92,6 +92,23 @@ impl WebhookSecrets {
         })
     }
 
+    /// Copies the secrets kept in `data_dir` into `state` (`troupe migrate`); returns how
+    /// many.
+    #[cfg(feature = "etcd")]
+    pub fn copy_to_etcd(
+        data_dir: &std::path::Path,
+        state: &crate::shared_state::EtcdState,
+    ) -> std::io::Result<usize> {
+        let local = Self::load(Some(data_dir.join(SECRETS_FILE)))?;
+        let secrets = local.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, secret) in secrets.iter() {
+            state
+                .put(&format!("{SHARED_DIR}{key}"), secret.clone().into_bytes())
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(secrets.len())
+    }
+
     /// Loads the secrets kept at `path` (none yet if it does not exist); `None` keeps them in
     /// memory only.
     pub fn load(path: Option<PathBuf>) -> std::io::Result<Self> {

@@ -29,6 +29,7 @@ mod get;
 mod graph;
 mod history;
 mod login;
+mod migrate;
 mod output;
 mod overrides;
 mod promote;
@@ -56,6 +57,7 @@ use self::get::GetCmd;
 use self::graph::GraphCmd;
 use self::history::HistoryCmd;
 use self::login::{ContextCmd, LoginCmd, LogoutCmd};
+use self::migrate::MigrateCmd;
 use self::promote::{ApproveCmd, CheckCmd, PromoteCmd, RejectCmd, RollbackCmd};
 use self::release::ReleaseCmd;
 use self::render::RenderCmd;
@@ -184,6 +186,9 @@ pub enum Command {
     Auth(AuthCmd),
     /// List the control-plane servers sharing the store, and which one leads.
     Servers(ServersCmd),
+    /// Move a stopped server's store and state from its data directory into an empty etcd
+    /// store, for servers started with `--store etcd://…` to go on from.
+    Migrate(MigrateCmd),
 }
 
 /// Installs the log subscriber (stderr; `RUST_LOG` filters, default `info` for the server and
@@ -251,6 +256,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Token(cmd) => cmd.run(&ctx()?).await,
         Command::Auth(cmd) => cmd.run(&ctx()?).await,
         Command::Servers(cmd) => cmd.run(&ctx()?).await,
+        Command::Migrate(cmd) => cmd.run(),
     }
 }
 

@@ -20,6 +20,16 @@ pub(super) fn store(
     let store: Arc<dyn Store> = match (&config.store, config.data_dir.as_deref()) {
         (StoreLocation::Etcd(url), _) => return open_etcd(url, config),
         (StoreLocation::DataDir, Some(dir)) => {
+            let moved = dir.join(super::MIGRATED_FILE);
+            if let Ok(to) = std::fs::read_to_string(&moved) {
+                anyhow::bail!(
+                    "the store in {} was {}: start with --store naming that store (or delete \
+                     {} to serve the objects left here, which the servers there no longer share)",
+                    dir.display(),
+                    to.trim(),
+                    moved.display()
+                );
+            }
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
             Arc::new(

@@ -165,6 +165,22 @@ impl ApiTokens {
         }
     }
 
+    /// Copies the tokens kept in `data_dir` into `state` (`troupe migrate`), and the admin
+    /// token of `admin_file` if it is one of them and current; returns how many tokens.
+    #[cfg(feature = "etcd")]
+    pub fn copy_to_etcd(
+        data_dir: &Path,
+        admin_file: &Path,
+        state: &crate::shared_state::EtcdState,
+    ) -> anyhow::Result<usize> {
+        let local = Self::load(Some(data_dir.join(TOKENS_FILE)))?;
+        let admin = std::fs::read_to_string(admin_file)
+            .ok()
+            .map(|text| text.trim().to_string())
+            .filter(|token| local.verify(token).is_ok());
+        shared::copy(&local, admin.as_deref(), state)
+    }
+
     /// Loads the tokens kept at `path` (none yet if it does not exist); `None` keeps them in
     /// memory only.
     pub fn load(path: Option<PathBuf>) -> anyhow::Result<Self> {

@@ -304,6 +304,36 @@ pub(super) fn admin_token(tokens: &ApiTokens, state: &EtcdState) -> anyhow::Resu
     anyhow::bail!("the admin token in etcd kept changing while this server started; start it again")
 }
 
+/// Puts every token of `tokens` (a server's own, from its token file) into `state`, those
+/// current under their names, and `admin` (the admin token itself) if given; returns how
+/// many tokens.
+pub(super) fn copy(
+    tokens: &ApiTokens,
+    admin: Option<&str>,
+    state: &EtcdState,
+) -> anyhow::Result<usize> {
+    let now = unix(SystemTime::now());
+    let entries = tokens.entries.read().unwrap_or_else(|p| p.into_inner());
+    for entry in entries.values() {
+        let stored = Stored {
+            record: entry.record.clone(),
+            revoked_unix: entry.revoked_unix,
+        };
+        state.put(
+            &format!("{TOKENS_DIR}{}", stored.record.sha256),
+            encode(&stored),
+        )?;
+        if stored.is_current(now) {
+            let name = format!("{NAMES_DIR}{}", stored.record.name);
+            state.put(&name, stored.record.sha256.clone().into_bytes())?;
+        }
+    }
+    if let Some(admin) = admin {
+        state.put(ADMIN_KEY, admin.as_bytes().to_vec())?;
+    }
+    Ok(entries.len())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Barrier;

@@ -97,6 +97,43 @@ impl Changes {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cursor(u64);
 
+/// Copies the logs of every run kept in `data_dir` into `state` (`troupe migrate`), each run
+/// bounded by `max_bytes` there too; returns how many runs.
+#[cfg(feature = "etcd")]
+pub fn copy_to_etcd(
+    data_dir: &std::path::Path,
+    state: &crate::shared_state::EtcdState,
+    max_bytes: u64,
+) -> std::io::Result<usize> {
+    let from = files::Files::new(Some(data_dir.join(DIR)), max_bytes);
+    let to = etcd::EtcdLogs::new(state.clone(), max_bytes);
+    let runs = from.runs()?;
+    for run in &runs {
+        for attempt in from.attempts(run)? {
+            let mut cursor = Cursor::default();
+            loop {
+                let (lines, next) = from.read(run, attempt, cursor)?;
+                if lines.is_empty() {
+                    break;
+                }
+                let lines = lines
+                    .into_iter()
+                    .map(|l| pb::BuildLogLine {
+                        seq: l.seq,
+                        step: l.step,
+                        stream: l.stream,
+                        text: l.text,
+                        time: l.time,
+                    })
+                    .collect();
+                to.append(run, attempt, lines)?;
+                cursor = next;
+            }
+        }
+    }
+    Ok(runs.len())
+}
+
 impl LogStore {
     /// Logs under `dir` (created when first written), or in memory without one; at most
     /// `max_bytes` kept per run.

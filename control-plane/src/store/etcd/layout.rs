@@ -14,13 +14,11 @@
 use etcd_client::KeyValue;
 use troupe_common::{Kind, ObjectKey};
 
+use super::marker::Marker;
 use crate::store::{Record, Revision, StoreError, keys};
 
 /// Envelope holding the whole value after its format byte.
 const INLINE: u8 = 1;
-
-/// What the marker holds: the store's format. A newer one is refused, not overwritten.
-pub(super) const MARKER_VALUE: &[u8] = b"troupe-store 1";
 
 /// The keys of one store and the base of its revisions.
 #[derive(Debug, Clone)]
@@ -31,6 +29,8 @@ pub(super) struct Layout {
     objects: Vec<u8>,
     /// The etcd revision that is the store's revision 0.
     base: i64,
+    /// What the store's marker says.
+    marker: Marker,
 }
 
 impl Layout {
@@ -42,13 +42,20 @@ impl Layout {
             root,
             objects,
             base: 0,
+            marker: Marker::default(),
         }
     }
 
-    /// The same layout with revisions counted from etcd revision `base`.
-    pub(super) fn with_base(mut self, base: i64) -> Self {
+    /// The same layout with revisions counted from etcd revision `base`, as `marker` says.
+    pub(super) fn with_base(mut self, base: i64, marker: Marker) -> Self {
         self.base = base;
+        self.marker = marker;
         self
+    }
+
+    /// What the store's marker says.
+    pub(super) fn marker_value(&self) -> Marker {
+        self.marker
     }
 
     /// `PREFIX/`, which every key of the store starts with.
@@ -93,10 +100,11 @@ impl Layout {
         u64::try_from(revision - self.base).unwrap_or(0)
     }
 
-    /// The etcd revision of store revision `revision`.
+    /// The etcd revision of store revision `revision`. (The base is below zero for a store
+    /// whose revisions go on from another's: `troupe migrate`.)
     pub(super) fn to_etcd(&self, revision: Revision) -> i64 {
         i64::try_from(revision)
-            .unwrap_or(i64::MAX - self.base)
+            .unwrap_or(i64::MAX)
             .saturating_add(self.base)
     }
 
@@ -159,7 +167,7 @@ mod tests {
 
     #[test]
     fn keys_sit_under_the_prefix_and_ranges_end_where_their_prefix_does() {
-        let layout = Layout::new("/teams/a/").with_base(10);
+        let layout = Layout::new("/teams/a/").with_base(10, Marker::default());
         let key = ObjectKey::new(Kind::Component, "acme", "api");
         let etcd_key = layout.object(&key);
         assert!(etcd_key.starts_with(b"/teams/a/o/"));

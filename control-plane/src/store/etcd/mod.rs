@@ -44,6 +44,7 @@ mod history;
 mod layout;
 mod local;
 mod local_tls;
+mod marker;
 mod presence;
 mod read;
 mod sign_in;
@@ -54,10 +55,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use etcd_client::{
-    Client, Compare, CompareOp, KvClient, PutOptions, TxnOp, TxnOpResponse, TxnResponse,
-    WatchClient,
-};
+use etcd_client::{Client, KvClient, TxnResponse, WatchClient};
 use tokio::sync::{broadcast, watch};
 use troupe_common::{Kind, ObjectKey};
 
@@ -69,7 +67,8 @@ pub use presence::Presence;
 pub use sign_in::SignIn;
 
 use self::bridge::{Bridge, CALL_TIMEOUT, failed, timed, within};
-use self::layout::{Layout, MARKER_VALUE};
+use self::layout::Layout;
+use self::marker::{Opening, mark};
 use self::tail::Log;
 use self::view::View;
 use super::{
@@ -183,9 +182,38 @@ impl EtcdStore {
     /// what `retention` says. Fails, naming the cluster, if it does not answer in time or
     /// refuses this client (saying what TLS setting is the likely cause).
     pub fn open_with_retention(url: &EtcdUrl, retention: Retention) -> Result<Self, StoreError> {
+        Self::open_as(url, retention, Opening::Serve)
+    }
+
+    /// Creates a store at `url` to import another store's objects into (`troupe migrate`):
+    /// the prefix must hold nothing, and the store's revisions continue after `after` (the
+    /// other store's last), so that none a client saw there comes again. Until
+    /// [`EtcdStore::finish_import`], servers refuse to open it.
+    pub fn open_for_import(url: &EtcdUrl, after: Revision) -> Result<Self, StoreError> {
+        Self::open_as(url, Retention::default(), Opening::Import { after })
+    }
+
+    /// Ends the import [`EtcdStore::open_for_import`] began: servers may open the store now,
+    /// and its history starts with this revision (a watch from before it is told it was
+    /// compacted).
+    pub fn finish_import(&self) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let history_from = shared.log().head();
+        self.bridge.block(async move {
+            marker::finish_import(
+                &shared.client,
+                &shared.members,
+                &shared.layout,
+                history_from,
+            )
+            .await
+        })
+    }
+
+    fn open_as(url: &EtcdUrl, retention: Retention, opening: Opening) -> Result<Self, StoreError> {
         let bridge = Bridge::new()?;
         let (client, sign_in, layout, head, view) = bridge
-            .block(connect(url.clone()))
+            .block(connect(url.clone(), opening))
             .map_err(|e| connect::explain(url, e))?;
         let shared = Arc::new(Shared {
             sign_in,
@@ -288,9 +316,12 @@ impl EtcdStore {
 /// Connects to the cluster, writes the marker and loads the objects at its revision; returns
 /// the client and how it signs in again, the layout with its base, and the store's revision
 /// and objects there.
-async fn connect(url: EtcdUrl) -> Result<(Client, SignIn, Layout, Revision, View), StoreError> {
+async fn connect(
+    url: EtcdUrl,
+    opening: Opening,
+) -> Result<(Client, SignIn, Layout, Revision, View), StoreError> {
     let members = url.members();
-    let (client, layout, marked) = mark(&url).await?;
+    let (client, layout, marked) = mark(&url, opening).await?;
     let sign_in = SignIn::new(client.clone(), url.user.is_some());
     let kv = client
         .kv_client()
@@ -309,7 +340,8 @@ async fn restart(shared: &Shared) -> Result<(Revision, View), StoreError> {
         .sign_in
         .retried(&shared.members, what, || {
             let (mut kv, marker) = (kv.clone(), shared.layout.marker());
-            async move { kv.put(marker, MARKER_VALUE, None).await }
+            let value = shared.layout.marker_value().encode();
+            async move { kv.put(marker, value, None).await }
         })
         .await?
         .header()
@@ -323,64 +355,6 @@ async fn restart(shared: &Shared) -> Result<(Revision, View), StoreError> {
     )
     .await?;
     Ok((shared.layout.to_store(marked), View::new(records)))
-}
-
-/// Connects to the cluster and writes the marker (creating it, and so the store, on the first
-/// open); returns the client, the layout with its base, and the etcd revision of the marker.
-async fn mark(url: &EtcdUrl) -> Result<(Client, Layout, i64), StoreError> {
-    let members = url.members();
-    let client = connect_client(url).await?;
-    let layout = Layout::new(&url.prefix);
-    let marker = layout.marker();
-    let mut kv = client.kv_client();
-    // Twice at most: a first open may race another replica's.
-    for _ in 0..2 {
-        let rewrite = etcd_client::Txn::new()
-            .when([Compare::value(
-                marker.clone(),
-                CompareOp::Equal,
-                MARKER_VALUE,
-            )])
-            .and_then([TxnOp::put(
-                marker.clone(),
-                MARKER_VALUE,
-                Some(PutOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(marker.clone(), None)]);
-        let response = timed(&members, "opening the store", kv.txn(rewrite)).await?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        match response.op_responses().first() {
-            Some(TxnOpResponse::Put(put)) => {
-                let base = put.prev_key().map_or(revision, |kv| kv.create_revision());
-                return Ok((client, layout.with_base(base), revision));
-            }
-            Some(TxnOpResponse::Get(get)) if !get.kvs().is_empty() => {
-                let found = String::from_utf8_lossy(get.kvs()[0].value()).into_owned();
-                return Err(StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&marker).into_owned(),
-                    reason: format!(
-                        "the store under {} is {found:?}, not {:?}: written by a newer Troupe, \
-                         or not a Troupe store",
-                        url.prefix,
-                        String::from_utf8_lossy(MARKER_VALUE)
-                    ),
-                });
-            }
-            _ => {}
-        }
-        let create = etcd_client::Txn::new()
-            .when([Compare::version(marker.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(marker.clone(), MARKER_VALUE, None)]);
-        let response = timed(&members, "creating the store", kv.txn(create)).await?;
-        if response.succeeded() {
-            let base = response.header().map_or(0, |h| h.revision());
-            return Ok((client, layout.with_base(base), base));
-        }
-    }
-    Err(StoreError::Engine(format!(
-        "etcd at {members}: the store's marker under {} keeps changing while opening",
-        url.prefix
-    )))
 }
 
 impl Store for EtcdStore {
@@ -424,6 +398,14 @@ impl Store for EtcdStore {
     }
 
     fn events_after(&self, after: Revision, limit: usize) -> Result<Vec<Event>, StoreError> {
+        // An imported store has no history from before its import.
+        let history_from = self.shared.layout.marker_value().history_from;
+        if after < history_from {
+            return Err(StoreError::Compacted {
+                requested: after,
+                oldest: history_from,
+            });
+        }
         let floor = {
             let log = self.shared.log();
             if let Some(events) = log.events_after(after, limit) {
@@ -485,6 +467,8 @@ impl Store for EtcdStore {
 
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod import_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -198,3 +198,34 @@ async fn a_run_deleted_through_one_server_has_no_lines_through_the_other() {
     assert_eq!(a.append("acme/r1", 1, lines(1, 1)).await.unwrap(), 1);
     assert_eq!(seqs(&read_all(&b, "acme/r1", 1).await), vec![1]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_kept_in_a_data_directory_are_copied_into_etcd_whole() {
+    let etcd = mk_etcd();
+    let dir = tempfile::tempdir().unwrap();
+    let files = LogStore::new(Some(dir.path().join(super::super::DIR)), 1 << 20);
+    files.append("acme/r1", 1, lines(1, 5)).await.unwrap();
+    files.append("acme/r1", 2, lines(1, 2)).await.unwrap();
+    files.append("shop/r2", 1, lines(1, 3)).await.unwrap();
+
+    let StoreLocation::Etcd(url) = etcd.url("moved").parse::<StoreLocation>().unwrap() else {
+        panic!("not an etcd URL")
+    };
+    let state = EtcdState::new(Arc::new(EtcdStore::open(&url).unwrap()));
+    let path = dir.path().to_path_buf();
+    let runs =
+        tokio::task::spawn_blocking(move || super::super::copy_to_etcd(&path, &state, 1 << 20))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(runs, 2);
+    let moved = mk_logs(&etcd.url("moved"), 1 << 20);
+    for (run, attempt) in [("acme/r1", 1), ("acme/r1", 2), ("shop/r2", 1)] {
+        let (want, got) = (
+            read_all(&files, run, attempt).await,
+            read_all(&moved, run, attempt).await,
+        );
+        assert_eq!(got, want, "{run} attempt {attempt}");
+        assert!(!got.is_empty());
+    }
+}
