@@ -14,9 +14,10 @@
 //!
 //! Safe to stop at any point: the etcd store is marked as being imported until the last step,
 //! and no server opens it until then (it says so, and how to start over). The data directory
-//! is only read (sled refuses a second process, so a server still running on it is found out
-//! at once); a file left in it afterwards (`MIGRATED`) makes a server started on it without
-//! `--store` refuse, rather than come up with the old objects while the others moved on.
+//! keeps everything (sled refuses a second process, so a server still running on it is found
+//! out at once; the token files drop long-expired tokens, as a server's start does); a file
+//! left in it afterwards (`MIGRATED`) makes a server started on it without `--store` refuse,
+//! rather than come up with the old objects while the others moved on.
 
 use std::path::Path;
 use std::sync::Arc;
