@@ -10,12 +10,13 @@
 //! alarm) fails writes with RESOURCE_EXHAUSTED saying what frees space, while reads and
 //! deletes go on, and the server writes again once an operator has freed it. With etcd
 //! down, writes fail with UNAVAILABLE naming it, reads go on, and writes go again once it is
-//! back.
+//! back. On three etcd members, the death of the leading one, and then of another, stops
+//! nothing for long: writes go on through the members left and the agent deploys on.
 #![cfg(feature = "etcd")]
 
 use troupe_tests::{
-    LocalEtcd, PATIENCE, Platform, Server, eventually, release_files, stderr, stdout, success,
-    troupe_server,
+    Agent, LocalEtcd, PATIENCE, Platform, Server, eventually, release_files, stderr, stdout,
+    success, troupe_server,
 };
 
 /// Files of the sample `api`'s release on a directory agent.
@@ -39,6 +40,33 @@ fn ready(server: &Server, env: &str) -> Result<(), serde_json::Value> {
     }
 }
 
+/// A server on the store `url` with the example platform and a directory agent, `api`'s
+/// release cut and ready in development; the agent endpoint keeps its port across restarts.
+fn deployed(url: &str) -> (Platform, Agent, String) {
+    let server = Platform::builder()
+        .examples()
+        .fixed_agent_port()
+        .args(&["--store", url])
+        .start();
+    let agent = server.register_agent("acme/local", "a");
+    let release = server.cut_release("api");
+    server.bind("api", "development", &release, "");
+    eventually("development is ready", PATIENCE, || {
+        ready(&server, "development")
+    });
+    (server, agent, release)
+}
+
+/// Whether applying `yaml` through `server` succeeds; if not, what the CLI said.
+fn applied(server: &Server, yaml: &str) -> Result<(), String> {
+    let out = server.cli_with_stdin(&["apply", "-f", "-"], Some(yaml));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(stderr(&out))
+    }
+}
+
 /// How many objects etcd holds under `prefix`.
 fn objects_in_etcd(etcd: &LocalEtcd, prefix: &str) -> i64 {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -58,18 +86,7 @@ fn objects_in_etcd(etcd: &LocalEtcd, prefix: &str) -> i64 {
 #[test]
 fn a_server_on_etcd_deploys_and_finds_everything_again_after_a_restart() {
     let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
-    let url = etcd.url("e2e");
-    let mut server = Platform::builder()
-        .examples()
-        .fixed_agent_port()
-        .args(&["--store", &url])
-        .start();
-    let agent = server.register_agent("acme/local", "a");
-    let release = server.cut_release("api");
-    server.bind("api", "development", &release, "");
-    eventually("development is ready", PATIENCE, || {
-        ready(&server, "development")
-    });
+    let (mut server, agent, release) = deployed(&etcd.url("e2e"));
     assert_eq!(
         release_files(&agent.target, "acme", "api-development").len(),
         API_FILES
@@ -292,12 +309,48 @@ fn a_server_whose_etcd_is_down_fails_writes_as_unavailable_keeps_reading_and_wri
 
     etcd.restart().unwrap_or_else(|e| panic!("{e:#}"));
     eventually("a write once etcd is back", PATIENCE, || {
-        let out = server.cli_with_stdin(&["apply", "-f", "-"], Some(&project("p1")));
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(stderr(&out))
-        }
+        applied(&server, &project("p1"))
     });
     assert!(server.get_json("proj", "acme", "p1").is_some());
+}
+
+#[test]
+fn a_server_on_three_etcd_members_goes_on_when_any_one_of_them_dies() {
+    let mut cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
+    let (server, agent, release) = deployed(&LocalEtcd::cluster_url(&cluster, "ha"));
+
+    // The member leading etcd dies: etcd elects another, and the server writes on through the
+    // members left, with no restart. Reads never stop.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let leader = (0..cluster.len())
+        .find(|&i| runtime.block_on(cluster[i].is_leader()).unwrap_or(false))
+        .expect("a leader among the members");
+    cluster[leader].kill();
+    assert!(server.get_json("comp", "acme", "api").is_some());
+    let yaml = |env: &str| {
+        format!(
+            "apiVersion: troupe.dev/v1alpha1\nkind: ReleaseBinding\nmetadata: {{name: api-{env}, namespace: acme}}\nspec: {{owner: {{projectName: shop, componentName: api}}, environment: {env}, releaseName: {release}}}\n"
+        )
+    };
+    eventually("a write with the etcd leader dead", PATIENCE, || {
+        applied(&server, &yaml("staging"))
+    });
+    eventually("staging is ready", PATIENCE, || ready(&server, "staging"));
+    assert_eq!(
+        release_files(&agent.target, "acme", "api-staging").len(),
+        API_FILES
+    );
+
+    // The member comes back and catches up; then another one dies, and the cluster keeps its
+    // majority with the one that came back.
+    cluster[leader]
+        .restart()
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let other = (leader + 1) % cluster.len();
+    cluster[other].kill();
+    let project = "apiVersion: troupe.dev/v1alpha1\nkind: Project\nmetadata: {name: after, namespace: acme}\nspec: {deploymentPipelineRef: default}\n";
+    eventually("a write with another member dead", PATIENCE, || {
+        applied(&server, project)
+    });
+    assert!(server.get_json("proj", "acme", "after").is_some());
 }

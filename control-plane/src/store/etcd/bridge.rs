@@ -123,11 +123,8 @@ pub(super) async fn within<T>(
     })
 }
 
-/// A failed etcd call as a [`StoreError`]: etcd's own limits as [`StoreError::TooLarge`] with
-/// the flag to raise, its NOSPACE alarm as [`StoreError::NoSpace`] with what frees space, a
-/// cluster out of reach as [`StoreError::Unavailable`], anything else as an engine failure;
-/// each names the cluster.
-pub(super) fn failed(members: &str, what: &str, error: &etcd_client::Error) -> StoreError {
+/// What a failed etcd call says, with the causes behind it.
+pub(super) fn describe(error: &etcd_client::Error) -> String {
     let mut message = match error {
         etcd_client::Error::GRpcStatus(status) => status.message().to_string(),
         other => other.to_string(),
@@ -144,6 +141,15 @@ pub(super) fn failed(members: &str, what: &str, error: &etcd_client::Error) -> S
         }
         source = cause.source();
     }
+    message
+}
+
+/// A failed etcd call as a [`StoreError`]: etcd's own limits as [`StoreError::TooLarge`] with
+/// the flag to raise, its NOSPACE alarm as [`StoreError::NoSpace`] with what frees space, a
+/// cluster out of reach as [`StoreError::Unavailable`], anything else as an engine failure;
+/// each names the cluster.
+pub(super) fn failed(members: &str, what: &str, error: &etcd_client::Error) -> StoreError {
+    let message = describe(error);
     if message.contains("too many operations in txn request") {
         return StoreError::TooLarge(format!(
             "etcd at {members} refused a transaction as having too many operations: its \

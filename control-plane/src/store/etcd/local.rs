@@ -35,6 +35,10 @@ pub struct LocalEtcd {
     auth_token: Option<String>,
     /// `--quota-backend-bytes`, when smaller than etcd's default (2 GiB).
     quota: Option<u64>,
+    /// The member's name, and every member's `NAME=PEER_URL` (itself alone, unless it was
+    /// started as one of a cluster).
+    name: String,
+    initial_cluster: Option<String>,
 }
 
 /// How a member serves clients and signs tokens.
@@ -75,6 +79,64 @@ impl LocalEtcd {
         Self::start_with(Mode::Plain, Some(bytes))
     }
 
+    /// Starts a cluster of `members` members on free ports (plain HTTP), and waits until
+    /// each answers with a leader elected. Each member is killed, and its data removed, when
+    /// dropped; [`LocalEtcd::kill`] and [`LocalEtcd::restart`] act on one member.
+    pub fn start_cluster(members: usize) -> anyhow::Result<Vec<Self>> {
+        let mut cluster = Vec::new();
+        for i in 0..members {
+            let client_port = free_port()?;
+            cluster.push(Self {
+                child: None,
+                dir: fresh_dir()?,
+                client_port,
+                peer_port: free_port()?,
+                health_port: client_port,
+                tls: None,
+                auth_token: None,
+                quota: None,
+                name: format!("troupe-test-{i}"),
+                initial_cluster: None,
+            });
+        }
+        let initial = cluster
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        // All start before any is waited for: none has a leader until a majority runs.
+        for member in &mut cluster {
+            member.initial_cluster = Some(initial.clone());
+            member.spawn()?;
+        }
+        for member in &mut cluster {
+            let log = member.dir.join("etcd.log");
+            member.wait_healthy(&log)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The store URL of `prefix` on every member of `cluster`:
+    /// `etcd://127.0.0.1:PORT,127.0.0.1:PORT,…/PREFIX`.
+    pub fn cluster_url(cluster: &[Self], prefix: &str) -> String {
+        let members: Vec<String> = cluster
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect();
+        format!(
+            "etcd://{}/{}",
+            members.join(","),
+            prefix.trim_start_matches('/')
+        )
+    }
+
+    /// Whether this member leads its cluster now.
+    pub async fn is_leader(&self) -> anyhow::Result<bool> {
+        let status = self.client().await?.status().await?;
+        let header = status.header().context("no header")?;
+        Ok(status.leader() == header.member_id())
+    }
+
     fn start_with(mode: Mode, quota: Option<u64>) -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
@@ -97,6 +159,8 @@ impl LocalEtcd {
                 tls,
                 auth_token,
                 quota,
+                name: "troupe-test".into(),
+                initial_cluster: None,
             };
             match etcd.run() {
                 Ok(()) => return Ok(etcd),
@@ -196,22 +260,36 @@ impl LocalEtcd {
     }
 
     fn run(&mut self) -> anyhow::Result<()> {
-        let name = "troupe-test";
+        self.spawn()?;
+        let log_path = self.dir.join("etcd.log");
+        self.wait_healthy(&log_path)
+    }
+
+    /// Starts the member's process, its output going to `etcd.log` in its directory.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let name = self.name.clone();
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let initial = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{name}={peer}"));
         let log_path = self.dir.join("etcd.log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
         let child = Command::new("etcd")
             .arg("--name")
-            .arg(name)
+            .arg(&name)
             .arg("--data-dir")
             .arg(self.dir.join("data"))
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("{name}={peer}")])
+            .args(["--initial-cluster", &initial])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
             .args(self.tls_args())
             .args(
@@ -237,7 +315,7 @@ impl LocalEtcd {
             Err(e) => return Err(e).context("starting etcd"),
         };
         self.child = Some(child);
-        self.wait_healthy(&log_path)
+        Ok(())
     }
 
     /// With TLS, the member's certificate and CA, client certificates required, and `/health`

@@ -17,11 +17,14 @@
 //! A value none of these is a store of a newer Troupe (or no store): refused, never
 //! overwritten.
 
+use std::sync::Arc;
+
 use etcd_client::{Client, Compare, CompareOp, PutOptions, TxnOp, TxnOpResponse};
 
 use super::bridge::timed;
 use super::connect::connect_client;
 use super::layout::{Layout, prefix_end};
+use super::members::Members;
 use crate::store::{EtcdUrl, Revision, StoreError};
 
 const FORMAT: &str = "troupe-store 1";
@@ -90,15 +93,27 @@ pub(super) enum Opening {
     Import { after: Revision },
 }
 
-/// Connects to the cluster and writes the marker (creating it, and so the store, on the first
-/// open); returns the client, the layout with its base and marker, and the etcd revision of
-/// the marker's write.
+/// Connects to the cluster (calling only the members that take connections) and writes the
+/// marker (creating it, and so the store, on the first open); returns the client, the layout
+/// with its base and marker, the etcd revision of the marker's write, and the members.
 pub(super) async fn mark(
     url: &EtcdUrl,
     opening: Opening,
+) -> Result<(Client, Layout, i64, Arc<Members>), StoreError> {
+    let client = connect_client(url).await?;
+    let checked = Members::new(client.clone(), url);
+    checked.check(std::time::Instant::now()).await;
+    let (client, layout, revision) = write(url, opening, client).await?;
+    Ok((client, layout, revision, checked))
+}
+
+/// Writes the marker through `client`, as [`mark`] says.
+async fn write(
+    url: &EtcdUrl,
+    opening: Opening,
+    client: Client,
 ) -> Result<(Client, Layout, i64), StoreError> {
     let members = url.members();
-    let client = connect_client(url).await?;
     let layout = Layout::new(&url.prefix);
     let key = layout.marker();
     let mut kv = client.kv_client();

@@ -45,6 +45,7 @@ mod layout;
 mod local;
 mod local_tls;
 mod marker;
+mod members;
 mod presence;
 mod read;
 mod sign_in;
@@ -132,21 +133,30 @@ impl Shared {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `txn` as `what`; once more if etcd refused it for an old token and the store
-    /// signed in again (a refused transaction changed nothing). Only a store with a user keeps
-    /// the copy that takes.
+    /// Sends `txn` as `what`; again if it could not connect to a member (up to
+    /// [`members::RESENDS`] times, the members checked first: it was never sent), and once
+    /// more if etcd refused it for an old token and the store signed in again (a refused
+    /// transaction changed nothing). Only a store that may send one again keeps the copy
+    /// that takes (a store with a user, or with several members).
     async fn txn(&self, what: &str, txn: etcd_client::Txn) -> Result<TxnResponse, StoreError> {
-        let spare = self.sign_in.has_user().then(|| txn.clone());
-        let since = std::time::Instant::now();
         let mut kv = self.kv();
-        match within(&self.members, what, kv.txn(txn)).await? {
-            Ok(answer) => Ok(answer),
-            Err(e) => match spare {
-                Some(txn) if self.sign_in.after(&e, since).await => {
-                    timed(&self.members, what, kv.txn(txn)).await
-                }
-                _ => Err(failed(&self.members, what, &e)),
-            },
+        if !self.sign_in.may_resend() {
+            return timed(&self.members, what, kv.txn(txn)).await;
+        }
+        let mut resends = 0;
+        loop {
+            let since = std::time::Instant::now();
+            let e = match within(&self.members, what, kv.txn(txn.clone())).await? {
+                Ok(answer) => return Ok(answer),
+                Err(e) => e,
+            };
+            if resends < members::RESENDS && self.sign_in.unsent(&e, since).await {
+                resends += 1;
+            } else if self.sign_in.after(&e, since).await {
+                return timed(&self.members, what, kv.txn(txn)).await;
+            } else {
+                return Err(failed(&self.members, what, &e));
+            }
         }
     }
 
@@ -321,8 +331,9 @@ async fn connect(
     opening: Opening,
 ) -> Result<(Client, SignIn, Layout, Revision, View), StoreError> {
     let members = url.members();
-    let (client, layout, marked) = mark(&url, opening).await?;
-    let sign_in = SignIn::new(client.clone(), url.user.is_some());
+    let (client, layout, marked, checked) = mark(&url, opening).await?;
+    checked.keep_checking(&tokio::runtime::Handle::current());
+    let sign_in = SignIn::new(client.clone(), url.user.is_some(), checked);
     let kv = client
         .kv_client()
         .max_decoding_message_size(MAX_RESPONSE_BYTES);

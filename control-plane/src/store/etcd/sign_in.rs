@@ -17,12 +17,15 @@ use std::time::Instant;
 use etcd_client::Client;
 
 use super::bridge::{failed, within};
+use super::members::{Members, RESENDS};
 use crate::store::StoreError;
 
 /// What etcd says of a token given before its users or roles last changed.
 const OLD_TOKEN: &str = "revision of auth store is old";
 
 /// The store's way to sign in again; cheap to clone, every clone shares the last sign-in.
+/// It also carries the store's [`Members`]: a call that could not connect to the member it
+/// was sent to is made again once the members are checked.
 #[derive(Clone)]
 pub struct SignIn {
     client: Client,
@@ -30,25 +33,42 @@ pub struct SignIn {
     user: bool,
     /// When the store last signed in again.
     last: Arc<tokio::sync::Mutex<Instant>>,
+    members: Arc<Members>,
 }
 
 impl SignIn {
-    pub(super) fn new(client: Client, user: bool) -> Self {
+    pub(super) fn new(client: Client, user: bool, members: Arc<Members>) -> Self {
         Self {
             client,
             user,
             last: Arc::new(tokio::sync::Mutex::new(Instant::now())),
+            members,
         }
     }
 
-    /// Whether the store signs in (a refused call may then be made again).
-    pub(super) fn has_user(&self) -> bool {
-        self.user
+    /// If a call made at `since` could not connect, checks the members (taking out the one
+    /// that is down); returns whether the call may be made again.
+    pub(super) async fn unsent(&self, error: &etcd_client::Error, since: Instant) -> bool {
+        if !Members::unsent(error) {
+            return false;
+        }
+        self.members.check(since).await;
+        true
+    }
+
+    /// Whether a failed call may be made again: the store signs in (a call refused for an
+    /// old token), or has several members (a call that could not connect to one).
+    pub(super) fn may_resend(&self) -> bool {
+        self.user || self.members.several()
     }
 
     /// If etcd refused a call made at `since` for an old token, signs in again unless that
     /// was done after `since` already; returns whether the call may now be made again.
+    /// A call that could not connect also checks the members, and may be made again.
     pub async fn after(&self, error: &etcd_client::Error, since: Instant) -> bool {
+        if self.unsent(error, since).await {
+            return true;
+        }
         error.to_string().contains(OLD_TOKEN) && self.again(since).await
     }
 
@@ -83,9 +103,10 @@ impl SignIn {
         }
     }
 
-    /// Makes the call `make` makes within a call's time limit, and once more if etcd refused
-    /// it for an old token and signing in again worked; a failure names the cluster at
-    /// `members` and `what`.
+    /// Makes the call `make` makes within a call's time limit; again (up to [`RESENDS`]
+    /// times) if it could not connect, once the members are checked; and once more if etcd
+    /// refused it for an old token and signing in again worked. A failure names the cluster
+    /// at `members` and `what`.
     pub async fn retried<T, F>(
         &self,
         members: &str,
@@ -95,13 +116,19 @@ impl SignIn {
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let since = Instant::now();
-        match within(members, what, make()).await? {
-            Ok(answer) => Ok(answer),
-            Err(e) if self.after(&e, since).await => within(members, what, make())
-                .await?
-                .map_err(|e| failed(members, what, &e)),
-            Err(e) => Err(failed(members, what, &e)),
+        let mut resends = 0;
+        loop {
+            let since = Instant::now();
+            match within(members, what, make()).await? {
+                Ok(answer) => return Ok(answer),
+                Err(e) if resends < RESENDS && self.unsent(&e, since).await => resends += 1,
+                Err(e) if self.after(&e, since).await => {
+                    return within(members, what, make())
+                        .await?
+                        .map_err(|e| failed(members, what, &e));
+                }
+                Err(e) => return Err(failed(members, what, &e)),
+            }
         }
     }
 }

@@ -469,3 +469,40 @@ fn an_etcd_out_of_space_refuses_writes_clearly_keeps_reads_and_deletes_and_takes
         (&b"1"[..], revision)
     );
 }
+
+#[test]
+fn a_store_on_three_members_commits_and_follows_through_the_two_left_when_one_is_down() {
+    let mut cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
+    let url = mk_url(&LocalEtcd::cluster_url(&cluster, "three"));
+    let (a, b) = (
+        EtcdStore::open(&url).unwrap(),
+        EtcdStore::open(&url).unwrap(),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A member that does not lead: the cluster keeps its leader, so no call waits for an
+    // election, and every one must go through.
+    let follower = (0..cluster.len())
+        .find(|&i| !runtime.block_on(cluster[i].is_leader()).unwrap())
+        .expect("a follower");
+    cluster[follower].kill();
+    let mut seen_by_b = b.subscribe();
+    for i in 0..30 {
+        let revision = put(&a, &format!("c{i}"), "1");
+        let commit = next_commit(&mut seen_by_b);
+        assert_eq!(commit[0].revision, revision);
+        assert!(b.get(&mk_key(&format!("c{i}"))).unwrap().is_some());
+    }
+    // Back, it is called again: with another member down, the two left still serve.
+    cluster[follower]
+        .restart()
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let other = (0..cluster.len())
+        .find(|&i| i != follower && !runtime.block_on(cluster[i].is_leader()).unwrap())
+        .expect("another follower");
+    cluster[other].kill();
+    for i in 30..40 {
+        let revision = put(&a, &format!("c{i}"), "1");
+        assert_eq!(next_commit(&mut seen_by_b)[0].revision, revision);
+    }
+    assert_eq!(b.list(Kind::Component, None).unwrap().0.len(), 40);
+}
