@@ -83,22 +83,9 @@ impl LocalEtcd {
     /// each answers with a leader elected. Each member is killed, and its data removed, when
     /// dropped; [`LocalEtcd::kill`] and [`LocalEtcd::restart`] act on one member.
     pub fn start_cluster(members: usize) -> anyhow::Result<Vec<Self>> {
-        let mut cluster = Vec::new();
-        for i in 0..members {
-            let client_port = free_port()?;
-            cluster.push(Self {
-                child: None,
-                dir: fresh_dir()?,
-                client_port,
-                peer_port: free_port()?,
-                health_port: client_port,
-                tls: None,
-                auth_token: None,
-                quota: None,
-                name: format!("troupe-test-{i}"),
-                initial_cluster: None,
-            });
-        }
+        let mut cluster = (0..members)
+            .map(|i| Self::plain(format!("troupe-test-{i}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let initial = cluster
             .iter()
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
@@ -140,28 +127,16 @@ impl LocalEtcd {
     fn start_with(mode: Mode, quota: Option<u64>) -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            let dir = fresh_dir()?;
-            let client_port = free_port()?;
-            let (health_port, tls) = match mode {
-                Mode::Tls => (free_port()?, Some(LocalTls::generate(&dir)?)),
-                Mode::Plain | Mode::Jwt => (client_port, None),
-            };
-            let auth_token = match mode {
-                Mode::Jwt => Some(jwt_keys(&dir)?),
-                Mode::Plain | Mode::Tls => None,
-            };
-            let mut etcd = Self {
-                child: None,
-                dir,
-                client_port,
-                peer_port: free_port()?,
-                health_port,
-                tls,
-                auth_token,
-                quota,
-                name: "troupe-test".into(),
-                initial_cluster: None,
-            };
+            let mut etcd = Self::plain("troupe-test".into())?;
+            match mode {
+                Mode::Tls => {
+                    etcd.health_port = free_port()?;
+                    etcd.tls = Some(LocalTls::generate(&etcd.dir)?);
+                }
+                Mode::Jwt => etcd.auth_token = Some(jwt_keys(&etcd.dir)?),
+                Mode::Plain => {}
+            }
+            etcd.quota = quota;
             match etcd.run() {
                 Ok(()) => return Ok(etcd),
                 Err(e) if e.to_string().contains("address already in use") => last = Some(e),
@@ -169,6 +144,24 @@ impl LocalEtcd {
             }
         }
         Err(last.expect("at least one attempt"))
+    }
+
+    /// A member named `name`, not started: a fresh directory, free ports, plain HTTP, alone
+    /// in its cluster.
+    fn plain(name: String) -> anyhow::Result<Self> {
+        let client_port = free_port()?;
+        Ok(Self {
+            child: None,
+            dir: fresh_dir()?,
+            client_port,
+            peer_port: free_port()?,
+            health_port: client_port,
+            tls: None,
+            auth_token: None,
+            quota: None,
+            name,
+            initial_cluster: None,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, the client endpoint (`https://` with TLS).
