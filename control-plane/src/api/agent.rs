@@ -164,9 +164,12 @@ impl pb::data_plane_service_server::DataPlaneService for DataPlaneApi {
         let (token, expires) = self
             .tokens
             .create(&id, ttl, self.pki.ca_pin())
-            .map_err(|e| {
-                tracing::error!(error = %e, "could not store a bootstrap token");
-                Status::internal("could not store the token; see the control plane's log")
+            .map_err(|e| match e.downcast::<crate::store::StoreError>() {
+                Ok(e) => super::status::store_failure("storing the token", e),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store a bootstrap token");
+                    Status::internal("could not store the token; see the control plane's log")
+                }
             })?;
         self.auth
             .record(&who, crate::auth::Verb::Token, &target, None);

@@ -114,10 +114,12 @@ fn token_status(e: TokenError) -> Status {
     match e {
         TokenError::Invalid(m) => Status::invalid_argument(m),
         TokenError::Unauthenticated(m) => Status::unauthenticated(m),
+        TokenError::Contended(m) => Status::aborted(m),
         TokenError::Io(m) => {
             tracing::error!(error = %m, "could not store an API token");
             Status::internal("could not store the token; see the control plane's log")
         }
+        TokenError::Store(e) => super::status::store_failure("storing the token", e),
     }
 }
 

@@ -4,6 +4,7 @@
 use tonic::{Code, Status};
 
 use crate::resources::Error;
+use crate::store::StoreError;
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
@@ -43,5 +44,16 @@ impl From<Error> for Status {
             }
         };
         Status::new(code, error.to_string())
+    }
+}
+
+/// A store failure outside a resource write (`what`: the server's own state, such as
+/// tokens), with the code a resource write failing the same way gets: UNAVAILABLE while the
+/// store is out of reach, RESOURCE_EXHAUSTED while it is full, INTERNAL (logged) otherwise.
+pub(crate) fn store_failure(what: &str, error: StoreError) -> Status {
+    let status = Status::from(Error::Store(error));
+    match status.code() {
+        Code::Internal => status,
+        code => Status::new(code, format!("{what}: {}", status.message())),
     }
 }

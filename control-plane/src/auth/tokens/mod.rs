@@ -75,7 +75,7 @@ pub fn ttl_from_request(seconds: i64, default: Duration) -> Result<Duration, Str
 const REMEMBER_SECS: u64 = 7 * 86_400;
 
 /// Why a token is refused, or a token operation failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The presented token proves nothing (the `UNAUTHENTICATED` message).
     #[error("{0}")]
@@ -83,9 +83,15 @@ pub enum TokenError {
     /// A request to create or revoke a token that cannot be done.
     #[error("{0}")]
     Invalid(String),
-    /// The token could not be stored (the token file, or etcd).
+    /// Other replicas kept changing the token while this one wrote it: worth trying again.
+    #[error("{0}")]
+    Contended(String),
+    /// The token file could not be written.
     #[error("storing the token: {0}")]
     Io(String),
+    /// The store that keeps the tokens (etcd) failed: out of reach, out of space, …
+    #[error("storing the token: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A token's record, as kept on disk (without the secret).

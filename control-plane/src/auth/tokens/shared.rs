@@ -45,10 +45,6 @@ impl Stored {
     }
 }
 
-fn io(e: impl std::fmt::Display) -> TokenError {
-    TokenError::Io(e.to_string())
-}
-
 fn decode(item: &Item) -> Option<([u8; 32], Stored)> {
     let hash = parse_hash(item.key.strip_prefix(TOKENS_DIR)?)?;
     Some((hash, serde_json::from_slice(&item.value).ok()?))
@@ -190,7 +186,7 @@ pub(super) fn create(state: &EtcdState, record: &Record) -> Result<(), TokenErro
             return Ok(());
         }
     }
-    Err(io(format!(
+    Err(TokenError::Contended(format!(
         "token {:?} kept changing in etcd while it was made; try again",
         record.name
     )))
@@ -206,7 +202,7 @@ fn install(
     admin: Option<(&str, i64)>,
 ) -> Result<bool, TokenError> {
     let name_key = format!("{NAMES_DIR}{}", record.name);
-    let named = state.get(&name_key).map_err(io)?;
+    let named = state.get(&name_key).map_err(TokenError::Store)?;
     let mut expect = vec![(
         name_key.clone(),
         named.as_ref().map_or(0, |i| i.mod_revision),
@@ -222,7 +218,7 @@ fn install(
     let now = record.created_unix;
     if let Some(named) = named {
         let old_key = format!("{TOKENS_DIR}{}", String::from_utf8_lossy(&named.value));
-        let old = state.get(&old_key).map_err(io)?;
+        let old = state.get(&old_key).map_err(TokenError::Store)?;
         if let Some((item, mut old)) = old.and_then(|i| decode(&i).map(|(_, s)| (i, s)))
             && old.is_current(now)
         {
@@ -239,7 +235,7 @@ fn install(
         writes.push(Write::Put(ADMIN_KEY.into(), token.as_bytes().to_vec()));
     }
     let expect: Vec<(&str, i64)> = expect.iter().map(|(k, r)| (k.as_str(), *r)).collect();
-    state.commit(&expect, writes).map_err(io)
+    state.commit(&expect, writes).map_err(TokenError::Store)
 }
 
 /// Ends the current token `name` at `now`; returns its hash and record.
@@ -251,9 +247,15 @@ pub(super) fn revoke(
     let none = || TokenError::Invalid(format!("no current token is named {name:?}"));
     for _ in 0..ATTEMPTS {
         let name_key = format!("{NAMES_DIR}{name}");
-        let named = state.get(&name_key).map_err(io)?.ok_or_else(none)?;
+        let named = state
+            .get(&name_key)
+            .map_err(TokenError::Store)?
+            .ok_or_else(none)?;
         let key = format!("{TOKENS_DIR}{}", String::from_utf8_lossy(&named.value));
-        let item = state.get(&key).map_err(io)?.ok_or_else(none)?;
+        let item = state
+            .get(&key)
+            .map_err(TokenError::Store)?
+            .ok_or_else(none)?;
         let (hash, mut stored) = decode(&item).ok_or_else(none)?;
         if !stored.is_current(now) {
             return Err(none());
@@ -267,11 +269,11 @@ pub(super) fn revoke(
             Write::Put(key.clone(), encode(&stored)),
             Write::Delete(name_key.clone()),
         ];
-        if state.commit(&expect, writes).map_err(io)? {
+        if state.commit(&expect, writes).map_err(TokenError::Store)? {
             return Ok((hash, stored.record));
         }
     }
-    Err(io(format!(
+    Err(TokenError::Contended(format!(
         "token {name:?} kept changing in etcd while it was revoked; try again"
     )))
 }
