@@ -304,10 +304,12 @@ fn a_server_whose_etcd_is_down_fails_writes_as_unavailable_keeps_reading_and_wri
     let err = stderr(&out);
     assert!(err.contains("(Unavailable)"), "{err}");
     assert!(err.contains(&etcd.endpoint()), "{err}");
-    // Tokens live in etcd too: making one fails the same way, not as an internal error.
+    // Tokens and webhook secrets live in etcd too: making one fails the same way, not as an
+    // internal error.
     for args in [
         &["token", "create", "ci-down"][..],
         &["dataplane", "token", "create", "acme/down", "--ttl", "1h"],
+        &["webhook-secret", "api", "-n", "acme"],
     ] {
         let out = server.cli(args);
         assert!(!out.status.success(), "{args:?}");

@@ -329,7 +329,7 @@ impl BuildService for BuildApi {
         let secret = self
             .builds
             .create_webhook_secret(&r.namespace, &r.component)
-            .map_err(|e| Status::internal(format!("keeping the webhook secret: {e}")))?;
+            .map_err(|e| super::status::io_failure("keeping the webhook secret", e))?;
         self.auth.record(&who, Verb::Apply, &target, None);
         Ok(Response::new(pb::CreateWebhookSecretResponse {
             secret,
@@ -374,7 +374,7 @@ impl Follow {
             let (lines, next) = logs
                 .read(&self.id, attempt, cursor)
                 .await
-                .map_err(|e| Status::internal(format!("reading the run's log: {e}")))?;
+                .map_err(|e| super::status::io_failure("reading the run's log", e))?;
             cursor = next;
             if !lines.is_empty() {
                 let seen = after;

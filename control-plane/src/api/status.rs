@@ -57,3 +57,12 @@ pub(crate) fn store_failure(what: &str, error: StoreError) -> Status {
         code => Status::new(code, format!("{what}: {}", status.message())),
     }
 }
+
+/// An I/O failure while `what`: a store failure it carries is told as [`store_failure`]
+/// does; any other is INTERNAL, with its message.
+pub(crate) fn io_failure(what: &str, error: std::io::Error) -> Status {
+    match error.downcast::<StoreError>() {
+        Ok(store) => store_failure(what, store),
+        Err(error) => Status::internal(format!("{what}: {error}")),
+    }
+}

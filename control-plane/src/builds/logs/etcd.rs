@@ -80,8 +80,9 @@ fn tally_key(run: &str) -> String {
     format!("{TALLIES}{run}")
 }
 
-fn etcd_error(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::other(e.to_string())
+/// Keeps a store failure whole inside the I/O error, so that the API can tell its code.
+fn etcd_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> std::io::Error {
+    std::io::Error::other(e)
 }
 
 impl EtcdLogs {
