@@ -317,6 +317,18 @@ fn a_server_whose_etcd_is_down_fails_writes_as_unavailable_keeps_reading_and_wri
         assert!(err.contains("(Unavailable)"), "{args:?}: {err}");
         assert!(err.contains(&etcd.endpoint()), "{args:?}: {err}");
     }
+    // The servers cannot be listed; the answer says which member is out of reach.
+    let out = server.cli(&["servers"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("(Unavailable)"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "etcd members this server does not reach: {}",
+            etcd.endpoint()
+        )),
+        "{err}"
+    );
     // Reads come from the server's copy.
     assert!(server.get_json("proj", "acme", "shop").is_some());
 
@@ -340,6 +352,35 @@ fn a_server_on_three_etcd_members_goes_on_when_any_one_of_them_dies() {
         .expect("a leader among the members");
     cluster[leader].kill();
     assert!(server.get_json("comp", "acme", "api").is_some());
+    // `troupe servers` says which member the server does not reach (once etcd has a leader
+    // again: until then the listing fails, saying the same).
+    let listed = eventually("the servers listed", PATIENCE, || {
+        let out = server.cli(&["servers", "-o", "json"]);
+        match out.status.success() {
+            true => Ok(serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()),
+            false => Err(stderr(&out)),
+        }
+    });
+    let members: Vec<(String, bool)> = listed["storeMembers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|m| {
+            let endpoint = m["endpoint"].as_str().unwrap().to_string();
+            (endpoint, m["reachable"] == true)
+        })
+        .collect();
+    let expected: Vec<(String, bool)> = (0..cluster.len())
+        .map(|i| (cluster[i].endpoint(), i != leader))
+        .collect();
+    assert_eq!(members, expected, "{listed}");
+    let table = success(&server.cli(&["servers"]));
+    assert!(
+        table.lines().any(
+            |l| l.split_whitespace().collect::<Vec<_>>() == [&cluster[leader].endpoint(), "no"]
+        ),
+        "{table}"
+    );
     let yaml = |env: &str| {
         format!(
             "apiVersion: troupe.dev/v1alpha1\nkind: ReleaseBinding\nmetadata: {{name: api-{env}, namespace: acme}}\nspec: {{owner: {{projectName: shop, componentName: api}}, environment: {env}, releaseName: {release}}}\n"

@@ -48,8 +48,10 @@ fn leader(etcd: &LocalEtcd, prefix: &str) -> Option<String> {
 /// `troupe servers` through `server`: each server's name and whether it leads.
 fn roster(server: &Platform) -> Vec<(String, bool)> {
     let out = success(&server.cli(&["servers", "-o", "json"]));
-    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
-    listed
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    listed["servers"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|s| (s["name"].as_str().unwrap().to_string(), s["leader"] == true))
         .collect()

@@ -14,6 +14,12 @@ pub use pb::server_service_server::ServerServiceServer;
 pub trait Roster: Send + Sync + 'static {
     /// Every server announced now, ordered by name; `Err` says why they cannot be listed.
     async fn servers(&self) -> Result<Vec<pb::ServerInfo>, String>;
+
+    /// The store's etcd members and whether this server reaches them now; none for a store
+    /// of its own.
+    async fn store_members(&self) -> Vec<pb::StoreMember> {
+        Vec::new()
+    }
 }
 
 /// The `troupe.v1alpha1.ServerService` implementation.
@@ -41,10 +47,33 @@ impl pb::server_service_server::ServerService for ServerApi {
             ..Target::default()
         };
         self.auth.allow(&who, Verb::List, &target)?;
-        let servers =
-            self.roster.servers().await.map_err(|e| {
-                Status::unavailable(format!("the servers could not be listed: {e}"))
-            })?;
-        Ok(Response::new(pb::ListServersResponse { servers }))
+        let (servers, store_members) =
+            tokio::join!(self.roster.servers(), self.roster.store_members());
+        let servers = servers.map_err(|e| {
+            Status::unavailable(format!(
+                "the servers could not be listed: {e}{}",
+                unreachable(&store_members)
+            ))
+        })?;
+        Ok(Response::new(pb::ListServersResponse {
+            servers,
+            store_members,
+        }))
     }
+}
+
+/// `; etcd members this server does not reach: A, B`, or nothing when it reaches them all.
+fn unreachable(members: &[pb::StoreMember]) -> String {
+    let down: Vec<&str> = members
+        .iter()
+        .filter(|m| !m.reachable)
+        .map(|m| m.endpoint.as_str())
+        .collect();
+    if down.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; etcd members this server does not reach: {}",
+        down.join(", ")
+    )
 }

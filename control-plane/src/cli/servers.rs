@@ -1,4 +1,5 @@
-//! `troupe servers`: the control-plane servers sharing the store, and which one leads.
+//! `troupe servers`: the control-plane servers sharing the store, which one leads, and the
+//! store's etcd members as the answering server reaches them.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,8 @@ use troupe_common::pb::v1alpha1::server_service_client::ServerServiceClient;
 use super::context::{Context, server_error};
 use super::output::columns;
 
-/// List the control-plane servers of the store and which one leads (runs the controllers).
+/// List the control-plane servers of the store, which one leads (runs the controllers), and
+/// which of the store's etcd members the answering server reaches.
 #[derive(Debug, clap::Args)]
 pub struct ServersCmd {
     /// Output: table or json.
@@ -19,16 +21,18 @@ pub struct ServersCmd {
 impl ServersCmd {
     /// Lists the servers.
     pub(super) async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
-        let servers = ServerServiceClient::new(ctx.channel().await?)
+        let listed = ServerServiceClient::new(ctx.channel().await?)
             .list_servers(pb::ListServersRequest {})
             .await
             .map_err(server_error)?
-            .into_inner()
-            .servers;
+            .into_inner();
         if self.output == "json" {
-            outln!("{}", serde_json::to_string_pretty(&servers)?);
+            outln!("{}", serde_json::to_string_pretty(&listed)?);
         } else {
-            out!("{}", table(&servers));
+            out!("{}", table(&listed.servers));
+            if !listed.store_members.is_empty() {
+                out!("\n{}", members(&listed.store_members));
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -45,6 +49,16 @@ fn table(servers: &[pb::ServerInfo]) -> String {
             leader.into(),
             s.endpoints.clone(),
         ]);
+    }
+    columns(&rows)
+}
+
+/// ETCD MEMBER, REACHABLE.
+fn members(members: &[pb::StoreMember]) -> String {
+    let mut rows = vec![["ETCD MEMBER", "REACHABLE"].map(String::from).to_vec()];
+    for m in members {
+        let reachable = if m.reachable { "yes" } else { "no" };
+        rows.push(vec![m.endpoint.clone(), reachable.into()]);
     }
     columns(&rows)
 }

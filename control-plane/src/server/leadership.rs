@@ -169,6 +169,18 @@ impl Roster for Shared {
             })
             .collect())
     }
+
+    async fn store_members(&self) -> Vec<pb::StoreMember> {
+        self.store
+            .reachable_members()
+            .await
+            .into_iter()
+            .map(|(endpoint, reachable)| pb::StoreMember {
+                endpoint,
+                reachable,
+            })
+            .collect()
+    }
 }
 
 /// This server's announcement, when it shares its store.

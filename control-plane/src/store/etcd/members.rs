@@ -121,6 +121,18 @@ impl Members {
         });
     }
 
+    /// Each member's endpoint, and whether it takes a connection now (checked at once, every
+    /// member at the same time: at most [`CONNECT_WITHIN`]).
+    pub(super) async fn reachable(&self) -> Vec<(String, bool)> {
+        let probes = self.endpoints.iter().map(|(_, address)| up(address));
+        let up = futures::future::join_all(probes).await;
+        self.endpoints
+            .iter()
+            .map(|(endpoint, _)| endpoint.clone())
+            .zip(up)
+            .collect()
+    }
+
     /// Whether `error` says the call never reached a member (it could not connect): a call
     /// safe to make again, once the members are checked.
     pub(super) fn unsent(error: &etcd_client::Error) -> bool {

@@ -277,6 +277,12 @@ impl EtcdStore {
         &self.shared.members
     }
 
+    /// Each member's endpoint, as the store URL names it, and whether it takes a connection
+    /// from this server now (asked at once; within half a second).
+    pub async fn reachable_members(&self) -> Vec<(String, bool)> {
+        self.shared.sign_in.reachable().await
+    }
+
     /// What one transaction may hold on this cluster.
     pub fn limits(&self) -> TxnLimits {
         self.shared.limits

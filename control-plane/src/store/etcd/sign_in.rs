@@ -46,6 +46,11 @@ impl SignIn {
         }
     }
 
+    /// Each member's endpoint, and whether it takes a connection now.
+    pub(super) async fn reachable(&self) -> Vec<(String, bool)> {
+        self.members.reachable().await
+    }
+
     /// If a call made at `since` could not connect, checks the members (taking out the one
     /// that is down); returns whether the call may be made again.
     pub(super) async fn unsent(&self, error: &etcd_client::Error, since: Instant) -> bool {
