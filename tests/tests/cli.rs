@@ -257,3 +257,38 @@ fn a_server_alone_on_its_store_lists_itself_as_the_leader() {
         "{table}"
     );
 }
+
+/// `https://` URL of a port on loopback that nothing listens on.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("https://{}", listener.local_addr().unwrap())
+}
+
+#[test]
+fn the_cli_given_several_servers_uses_the_first_that_answers_and_names_each_when_none_does() {
+    let server = Platform::builder().start();
+    let (dead, also_dead) = (closed_port(), closed_port());
+    let with_servers = |list: &str, args: &[&str]| {
+        server
+            .cli_command(None)
+            .env("TROUPE_SERVER", list)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listed = format!("{dead}, {}", server.url());
+    let out = with_servers(&listed, &["servers"]);
+    assert!(stdout(&out).contains(" * "), "{}", stderr(&out));
+    success(&out);
+
+    let none = format!("{dead},{also_dead}");
+    let out = with_servers(&none, &["get", "proj", "-n", "acme"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot reach any of the Troupe servers {none}")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{dead}: ")), "{err}");
+    assert!(err.contains(&format!("{also_dead}: ")), "{err}");
+}

@@ -28,6 +28,15 @@ use crate::auth::{IMPERSONATE_GROUP, IMPERSONATE_USER};
 /// A connection to the server that sends the token with every call.
 pub(super) type Connection = InterceptedService<Channel, Bearer>;
 
+/// How long a server may take to accept the connection before the next one named is tried
+/// (or, if it is the last, the verb fails).
+const CONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The servers a server setting names: one URL, or several comma-separated.
+pub(super) fn servers(setting: &str) -> impl Iterator<Item = &str> {
+    setting.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
 /// A client of the resource service.
 pub(super) type Client = ResourceServiceClient<Connection>;
 
@@ -132,24 +141,46 @@ impl Context {
     }
 
     /// A connection to the server: TLS for `https://` (with the CA, or the system's roots),
-    /// plaintext for `http://`; every call carries the token.
+    /// plaintext for `http://`; every call carries the token. The server setting may name
+    /// several servers of one control plane, comma-separated (replicas sharing a store): the
+    /// first, in that order, that takes the connection serves the verb.
     pub(super) async fn channel(&self) -> anyhow::Result<Connection> {
-        let server = &self.server;
         let bearer = Bearer::new(self.token.as_deref(), &self.impersonate)?;
+        let mut failed = Vec::new();
+        for server in servers(&self.server) {
+            match self.connect(server).await {
+                Ok(channel) => return Ok(InterceptedService::new(channel, bearer)),
+                Err(e) => failed.push((server, e)),
+            }
+        }
+        const HINT: &str = "set --server or TROUPE_SERVER; for https, --ca or TROUPE_CA names \
+                            the CA to trust it by";
+        match failed.as_slice() {
+            [] => anyhow::bail!("no server named: {HINT}"),
+            [(server, e)] => Err(anyhow::anyhow!("{e:#}"))
+                .with_context(|| format!("cannot reach the Troupe server at {server} ({HINT})")),
+            _ => {
+                let each: Vec<String> = failed.iter().map(|(s, e)| format!("{s}: {e:#}")).collect();
+                anyhow::bail!(
+                    "cannot reach any of the Troupe servers {} ({HINT}): {}",
+                    self.server,
+                    each.join("; ")
+                )
+            }
+        }
+    }
+
+    /// A connection to `server`, within [`CONNECT_WITHIN`].
+    async fn connect(&self, server: &str) -> anyhow::Result<Channel> {
         let mut endpoint = Endpoint::from_shared(server.to_string())
-            .with_context(|| format!("invalid server address {server:?}"))?;
+            .with_context(|| format!("invalid server address {server:?}"))?
+            .connect_timeout(CONNECT_WITHIN);
         if server.starts_with("https://") {
             endpoint = endpoint
                 .tls_config(self.client_tls()?)
                 .with_context(|| format!("TLS settings for {server}"))?;
         }
-        let channel = endpoint.connect().await.with_context(|| {
-            format!(
-                "cannot reach the Troupe server at {server} (set --server or TROUPE_SERVER; \
-                 for https, --ca or TROUPE_CA names the CA to trust it by)"
-            )
-        })?;
-        Ok(InterceptedService::new(channel, bearer))
+        Ok(endpoint.connect().await?)
     }
 
     fn client_tls(&self) -> anyhow::Result<ClientTlsConfig> {

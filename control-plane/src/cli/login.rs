@@ -138,9 +138,10 @@ fn config_path() -> anyhow::Result<std::path::PathBuf> {
     config::path().context("no place for the CLI config: set TROUPE_CONFIG or HOME")
 }
 
-/// A context's name when login is not given one: the server's `HOST:PORT`.
+/// A context's name when login is not given one: the (first) server's `HOST:PORT`.
 fn default_name(server: &str) -> anyhow::Result<String> {
-    let uri: tonic::codegen::http::Uri = server
+    let first = super::context::servers(server).next().unwrap_or(server);
+    let uri: tonic::codegen::http::Uri = first
         .parse()
         .with_context(|| format!("invalid server address {server:?}"))?;
     uri.authority()
