@@ -188,6 +188,16 @@ spec:
     eventually("`troupe servers` lists the survivors", PATIENCE, || {
         check(roster(&servers[y]), |listed| *listed == survivors)
     });
+    // The CLI given every server, the dead one first, is served by a live one.
+    let every: Vec<String> = [lead, x, y].iter().map(|&i| servers[i].url()).collect();
+    let out = servers[y]
+        .cli_command(None)
+        .env("TROUPE_SERVER", every.join(","))
+        .args(["get", "component", "api", "-n", "acme"])
+        .output()
+        .unwrap();
+    let listed = success(&out);
+    assert!(listed.contains("api"), "{listed}");
 
     // The last write is rendered, applied and reported, through whichever server the agent
     // reconnected to.
