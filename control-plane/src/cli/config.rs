@@ -28,7 +28,8 @@ pub(super) struct Config {
 pub(super) struct NamedContext {
     /// What `--context` and `troupe context use` call it.
     pub(super) name: String,
-    /// URL of the server: `https://HOST:PORT`, or `http://` for plaintext.
+    /// URL of the server: `https://HOST:PORT`, or `http://` for plaintext; or several,
+    /// comma-separated (see [`super::context::servers`]).
     pub(super) server: String,
     /// The CA to trust the server by: a PEM file's path, or the PEM itself. Without one,
     /// https uses the system's roots.

@@ -25,7 +25,7 @@ impl LoginCmd {
     pub(super) async fn run(self, flags: Flags) -> anyhow::Result<ExitCode> {
         let server = flags
             .server
-            .context("troupe login needs the server: --server URL (https://HOST:PORT)")?;
+            .context("troupe login needs the server: --server URL (https://HOST:PORT[,…])")?;
         let token = flags
             .token
             .context("troupe login needs a token: --token TOKEN (or TROUPE_TOKEN)")?;

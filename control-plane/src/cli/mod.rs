@@ -81,7 +81,9 @@ RoleBinding (rolebinding), ClusterRoleBinding (crb).";
 #[command(name = "troupe", version, about, after_help = KINDS_HELP)]
 pub struct Args {
     /// URL of the Troupe server: https://HOST:PORT, or http:// for a plaintext one (default:
-    /// the current context's, else https://127.0.0.1:50051).
+    /// the current context's, else https://127.0.0.1:50051). Several servers of one control
+    /// plane, comma-separated, are tried in order: the first that accepts the connection
+    /// serves the command.
     #[arg(long, global = true, env = "TROUPE_SERVER")]
     pub server: Option<String>,
     /// PEM file of the CA to trust the server by (default: the context's, else the system's).
