@@ -245,6 +245,10 @@ impl EtcdStore {
             runtime: bridge.handle().clone(),
         });
         bridge.handle().spawn(tail::follow(shared.clone()));
+        bridge.handle().spawn(connect::warn_if_slow(
+            shared.client.clone(),
+            shared.members.clone(),
+        ));
         tracing::info!(etcd = %url, revision = head, "etcd store open");
         Ok(Self {
             shared,
