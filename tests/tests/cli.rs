@@ -280,6 +280,11 @@ fn the_cli_given_several_servers_uses_the_first_that_answers_and_names_each_when
     let out = with_servers(&listed, &["servers"]);
     assert!(stdout(&out).contains(" * "), "{}", stderr(&out));
     success(&out);
+    // A server that takes the connection and never answers (a paused process: the kernel
+    // accepts for a listener that never does) is passed over after a while.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listed = format!("https://{},{}", silent.local_addr().unwrap(), server.url());
+    success(&with_servers(&listed, &["get", "proj", "-n", "acme"]));
 
     let none = format!("{dead},{also_dead}");
     let out = with_servers(&none, &["get", "proj", "-n", "acme"]);

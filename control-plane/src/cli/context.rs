@@ -170,17 +170,23 @@ impl Context {
         }
     }
 
-    /// A connection to `server`, within [`CONNECT_WITHIN`].
+    /// A connection to `server` (TCP, TLS and HTTP/2 handshakes) within [`CONNECT_WITHIN`]:
+    /// a server that accepts and then says nothing (a paused process) is passed over too.
     async fn connect(&self, server: &str) -> anyhow::Result<Channel> {
         let mut endpoint = Endpoint::from_shared(server.to_string())
-            .with_context(|| format!("invalid server address {server:?}"))?
-            .connect_timeout(CONNECT_WITHIN);
+            .with_context(|| format!("invalid server address {server:?}"))?;
         if server.starts_with("https://") {
             endpoint = endpoint
                 .tls_config(self.client_tls()?)
                 .with_context(|| format!("TLS settings for {server}"))?;
         }
-        Ok(endpoint.connect().await?)
+        match tokio::time::timeout(CONNECT_WITHIN, endpoint.connect()).await {
+            Ok(connected) => Ok(connected?),
+            Err(_) => anyhow::bail!(
+                "no answer within {} s (a server paused or overloaded?)",
+                CONNECT_WITHIN.as_secs()
+            ),
+        }
     }
 
     fn client_tls(&self) -> anyhow::Result<ClientTlsConfig> {
