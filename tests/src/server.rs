@@ -196,6 +196,17 @@ impl Server {
         command
     }
 
+    /// Runs the `troupe` CLI against this server (admin token) under `timeout`, stopped after
+    /// `seconds`: for verbs that stream until stopped, such as `watch`.
+    pub fn cli_for(&self, seconds: u32, args: &[&str]) -> Output {
+        self.cli_env(&mut Command::new("timeout"), None)
+            .arg(seconds.to_string())
+            .arg(troupe_bin())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// Sets the environment by which a `troupe` CLI run (directly, or under a wrapper such as
     /// `timeout`) reaches this server: see [`Server::cli_command`].
     pub fn cli_env<'c>(&self, command: &'c mut Command, token: Option<&str>) -> &'c mut Command {

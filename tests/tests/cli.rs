@@ -2,12 +2,10 @@
 //! round-trip YAML and JSON back through apply, delete with referrer checks and cascades, and
 //! find everything again after a restart.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use troupe_tests::{
-    PATIENCE, Platform, Server, eventually, examples_dir, stderr, stdout, success, troupe_bin,
-};
+use troupe_tests::{PATIENCE, Platform, Server, eventually, examples_dir, stderr, stdout, success};
 
 fn apply_examples(server: &Server) -> String {
     success(&server.cli(&["apply", "-f", examples_dir().to_str().unwrap()]))
@@ -212,18 +210,7 @@ fn watch_streams_changes_from_a_revision() {
     success(&server.cli(&["delete", "project", "shop", "-n", "acme"]));
     // Replaying from revision 1 shows the history of components, then the stream stays open;
     // the CLI is stopped by the timeout.
-    let out = server
-        .cli_env(&mut Command::new("timeout"), None)
-        .args([
-            "3",
-            troupe_bin().to_str().unwrap(),
-            "watch",
-            "comp",
-            "--since",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let out = server.cli_for(3, &["watch", "comp", "--since", "1"]);
     let text = stdout(&out);
     let events: Vec<&str> = text
         .lines()

@@ -99,18 +99,7 @@ fn a_server_moved_from_its_data_directory_to_etcd_goes_on_with_everything() {
 
     // A watch from a revision of the old store lists again, as after a compaction.
     let old = revision(&before).to_string();
-    let watch = server
-        .cli_env(&mut Command::new("timeout"), None)
-        .args([
-            "5",
-            troupe_bin().to_str().unwrap(),
-            "watch",
-            "comp",
-            "--since",
-            &old,
-        ])
-        .output()
-        .unwrap();
+    let watch = server.cli_for(5, &["watch", "comp", "--since", &old]);
     let said = stderr(&watch) + &stdout(&watch);
     assert!(said.contains("(OutOfRange)"), "{said}");
     assert!(said.contains("list again"), "{said}");

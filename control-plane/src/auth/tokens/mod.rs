@@ -91,7 +91,7 @@ pub enum TokenError {
     Io(String),
     /// The store that keeps the tokens (etcd) failed: out of reach, out of space, …
     #[error("storing the token: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(crate::store::StoreError),
 }
 
 /// A token's record, as kept on disk (without the secret).

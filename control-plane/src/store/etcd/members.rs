@@ -76,8 +76,7 @@ impl Members {
             return;
         }
         state.1 = Instant::now();
-        let probes = self.endpoints.iter().map(|(_, address)| up(address));
-        let up: Vec<bool> = futures::future::join_all(probes).await;
+        let up = self.probe().await;
         let down: BTreeSet<usize> = (0..up.len()).filter(|&i| !up[i]).collect();
         let out = &mut state.0;
         for i in 0..self.endpoints.len() {
@@ -124,13 +123,18 @@ impl Members {
     /// Each member's endpoint, and whether it takes a connection now (checked at once, every
     /// member at the same time: at most [`CONNECT_WITHIN`]).
     pub(super) async fn reachable(&self) -> Vec<(String, bool)> {
-        let probes = self.endpoints.iter().map(|(_, address)| up(address));
-        let up = futures::future::join_all(probes).await;
+        let up = self.probe().await;
         self.endpoints
             .iter()
             .map(|(endpoint, _)| endpoint.clone())
             .zip(up)
             .collect()
+    }
+
+    /// Whether each member takes a connection now, in the order of `endpoints`.
+    async fn probe(&self) -> Vec<bool> {
+        let probes = self.endpoints.iter().map(|(_, address)| up(address));
+        futures::future::join_all(probes).await
     }
 
     /// Whether `error` says the call never reached a member (it could not connect): a call
