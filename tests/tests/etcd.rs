@@ -83,6 +83,35 @@ fn objects_in_etcd(etcd: &LocalEtcd, prefix: &str) -> i64 {
     })
 }
 
+/// Each key under `/PREFIX/t/` (a Release's manifests) with its version and size, and the
+/// version and size of its Release's own key.
+fn tails_in_etcd(etcd: &LocalEtcd, prefix: &str) -> Vec<((i64, usize), (i64, usize))> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = etcd.client().await.unwrap();
+        let options = etcd_client::GetOptions::new().with_prefix();
+        let tails = client
+            .get(format!("/{prefix}/t/"), Some(options))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for tail in tails.kvs() {
+            let object = tail.key_str().unwrap().replacen(
+                &format!("/{prefix}/t/"),
+                &format!("/{prefix}/o/"),
+                1,
+            );
+            let head = client.get(object, None).await.unwrap();
+            let head = &head.kvs()[0];
+            out.push((
+                (tail.version(), tail.value().len()),
+                (head.version(), head.value().len()),
+            ));
+        }
+        out
+    })
+}
+
 #[test]
 fn a_server_on_etcd_deploys_and_finds_everything_again_after_a_restart() {
     let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
@@ -93,6 +122,19 @@ fn a_server_on_etcd_deploys_and_finds_everything_again_after_a_restart() {
     );
     let stored = objects_in_etcd(&etcd, "e2e");
     assert!(stored > 10, "only {stored} objects in etcd");
+    // The Release's status was written as it deployed; its manifests, once.
+    let tails = tails_in_etcd(&etcd, "e2e");
+    let [((tail_version, tail_bytes), (head_version, head_bytes))] = tails[..] else {
+        panic!("not one Release's manifests in etcd: {tails:?}");
+    };
+    assert_eq!(
+        tail_version, 1,
+        "the manifests were written again: {tails:?}"
+    );
+    assert!(
+        head_version > 1 && head_bytes < tail_bytes,
+        "no status write, or one with the manifests: {tails:?}"
+    );
     for sled_file in ["db", "conf"] {
         assert!(
             !server.data_dir.join(sled_file).exists(),

@@ -23,8 +23,8 @@ use troupe_common::ObjectKey;
 
 use super::Shared;
 use super::commit::{
-    OP_OVERHEAD, REQUEST_SLACK, Step, compare, conflict, fence_compare, found_revision, held_term,
-    run, write_op,
+    OP_OVERHEAD, REQUEST_SLACK, Step, Write, compare, conflict, fence_compare, found_revision,
+    held_term, run,
 };
 use crate::store::{Fence, Revision, StoreError, TxnLimits};
 
@@ -122,7 +122,7 @@ impl<'a> Gathered<'a> {
     fn admits(&self, step: &'a Step, limits: &TxnLimits, fence: Option<&Fence>) -> bool {
         let fence_cost = fence.map_or(0, |f| f.key.len() + OP_OVERHEAD);
         self.checks + step.checks.len() + usize::from(fence.is_some()) <= limits.max_ops
-            && self.writes + step.writes.len() <= limits.max_ops
+            && self.writes + step.ops() <= limits.max_ops
             && self.bytes + step.bytes + fence_cost + REQUEST_SLACK <= limits.max_request_bytes
             && step
                 .writes
@@ -135,7 +135,7 @@ impl<'a> Gathered<'a> {
         self.written.extend(step.writes.iter().map(|w| &w.key));
         self.checked.extend(step.checks.iter().map(|(k, _)| k));
         self.checks += step.checks.len();
-        self.writes += step.writes.len();
+        self.writes += step.ops();
         self.bytes += step.bytes;
     }
 }
@@ -241,7 +241,7 @@ async fn together(shared: &Shared, batch: &[Queued]) -> Together {
     let ops: Vec<_> = batch
         .iter()
         .flat_map(|q| q.step.writes.iter())
-        .map(|w| write_op(w.etcd_key.clone(), w.value.clone()))
+        .flat_map(Write::txn_ops)
         .collect();
     let txn = etcd_client::Txn::new()
         .when(compares)
@@ -287,9 +287,11 @@ async fn together(shared: &Shared, batch: &[Queued]) -> Together {
         .iter()
         .map(|q| {
             let mut changed = false;
-            for (write, answer) in q.step.writes.iter().zip(answers.by_ref()) {
-                changed |= write.value.is_some()
-                    || matches!(answer, TxnOpResponse::Delete(d) if d.deleted() > 0);
+            for write in &q.step.writes {
+                changed |= write.value.is_some();
+                for answer in answers.by_ref().take(write.ops()) {
+                    changed |= matches!(answer, TxnOpResponse::Delete(d) if d.deleted() > 0);
+                }
             }
             changed
         })
@@ -307,6 +309,7 @@ mod tests {
     use troupe_common::Kind;
 
     use super::super::commit::plan;
+    use super::super::commit::tests::NoTails;
     use super::super::tests::{mk_etcd, mk_store};
     use super::*;
     use crate::store::{Precondition, Store, Txn};
@@ -317,7 +320,7 @@ mod tests {
 
     fn mk_step(txn: Txn) -> Step {
         let layout = super::super::layout::Layout::new("/t");
-        let mut steps = plan(&layout, &TxnLimits::default(), txn, None).unwrap();
+        let mut steps = plan(&layout, &TxnLimits::default(), txn, None, &NoTails).unwrap();
         assert_eq!(steps.len(), 1);
         steps.pop().unwrap()
     }

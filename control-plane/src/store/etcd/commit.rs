@@ -26,7 +26,8 @@ use etcd_client::{Compare, CompareOp, TxnOp, TxnOpResponse};
 use troupe_common::ObjectKey;
 
 use super::Shared;
-use super::layout::{Layout, encode_value};
+use super::layout::{Layout, encode_shared, encode_value};
+use super::tails::{Digest, digest};
 use crate::store::{Fence, Op, Precondition, Revision, StoreError, Txn, TxnLimits, Unchanged};
 
 /// Bytes one operation adds to a request besides its key and value: field tags, lengths and
@@ -35,18 +36,58 @@ pub(super) const OP_OVERHEAD: usize = 32;
 /// Bytes of a request kept free for its envelope (header, the transaction's own fields).
 pub(super) const REQUEST_SLACK: usize = 4096;
 
-/// One write of a commit.
+/// One write of a commit: an object's, and its tail's when its value has, or may have had,
+/// one ([`tails`](super::tails)); the two go in one transaction.
 #[derive(Debug)]
 pub(super) struct Write {
     pub(super) key: ObjectKey,
     pub(super) etcd_key: Vec<u8>,
     /// The envelope to put; `None` deletes.
     pub(super) value: Option<Vec<u8>>,
+    /// The object's tail key, and the envelope to put there (`None` deletes it).
+    pub(super) tail: Option<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl Write {
     fn cost(&self) -> usize {
-        self.etcd_key.len() + self.value.as_ref().map_or(0, Vec::len) + OP_OVERHEAD
+        let tail = self.tail.as_ref().map_or(0, |(key, value)| {
+            key.len() + value.as_ref().map_or(0, Vec::len) + OP_OVERHEAD
+        });
+        self.etcd_key.len() + self.value.as_ref().map_or(0, Vec::len) + OP_OVERHEAD + tail
+    }
+
+    /// The etcd operations it takes: one, or two with its tail's.
+    pub(super) fn ops(&self) -> usize {
+        1 + usize::from(self.tail.is_some())
+    }
+
+    /// Its etcd operations, the object's first.
+    pub(super) fn txn_ops(&self) -> impl Iterator<Item = TxnOp> + '_ {
+        std::iter::once(write_op(self.etcd_key.clone(), self.value.clone())).chain(
+            self.tail
+                .iter()
+                .map(|(key, value)| write_op(key.clone(), value.clone())),
+        )
+    }
+}
+
+/// What the store holds of objects' tails, for planning writes ([`View`](super::view::View)
+/// has it).
+pub(super) trait Tails {
+    /// The digest of the tail of the object at `key` if it is held at `revision` with one.
+    fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<Digest>;
+    /// Whether the object at `key` may have a tail once a commit checking it with `check`
+    /// lands.
+    fn may_have_tail(&self, key: &ObjectKey, check: Option<Precondition>) -> bool;
+}
+
+impl Tails for super::view::View {
+    fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<Digest> {
+        super::view::View::tail_at(self, key, revision)
+    }
+
+    fn may_have_tail(&self, key: &ObjectKey, check: Option<Precondition>) -> bool {
+        super::view::View::may_have_tail(self, key, check)
     }
 }
 
@@ -118,8 +159,13 @@ impl Room {
 }
 
 impl Step {
+    /// The etcd operations its writes take.
+    pub(super) fn ops(&self) -> usize {
+        self.writes.iter().map(Write::ops).sum()
+    }
+
     fn fits(&self, writes: usize, checks: usize, bytes: usize, room: &Room) -> bool {
-        self.writes.len() + writes <= room.writes
+        self.ops() + writes <= room.writes
             && self.checks.len() + checks <= room.checks
             && self.bytes + bytes <= room.bytes
     }
@@ -130,27 +176,50 @@ fn check_cost(layout: &Layout, key: &ObjectKey) -> usize {
     2 * (layout.object(key).len() + OP_OVERHEAD)
 }
 
-/// The writes of `txn` with one per key (the last), in the order of those last writes.
-fn writes(layout: &Layout, ops: Vec<Op>) -> Vec<Write> {
+/// The writes of `txn` with one per key (the last), in the order of those last writes. A
+/// shared value puts its head alone when `tails` holds the object, at the revision the commit
+/// checks, with the same tail; else its tail too. A whole value or a delete deletes the
+/// object's tail when it may have one.
+fn writes(layout: &Layout, txn: &mut Txn, tails: &dyn Tails) -> Vec<Write> {
+    let ops = std::mem::take(&mut txn.ops);
+    let check = |key: &ObjectKey| {
+        txn.checks
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, check)| *check)
+    };
     let mut slots: Vec<Option<Write>> = Vec::with_capacity(ops.len());
     let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
     for op in ops {
-        let (key, value) = match op {
-            Op::Put { key, value } => (key, Some(encode_value(&value))),
-            // Kept whole: see the module docs of `store::etcd`.
-            Op::PutShared { key, head, shared } => {
-                (key, Some(encode_value(&[head, shared].concat())))
+        let (key, value, tail) = match op {
+            Op::Put { key, value } => {
+                let gone = tails.may_have_tail(&key, check(&key)).then_some(None);
+                (key, Some(encode_value(&value)), gone)
             }
-            Op::Delete { key } => (key, None),
+            Op::PutShared { key, head, shared } => {
+                let digest = digest(&shared);
+                let held = match check(&key) {
+                    Some(Precondition::AtRevision(r)) => tails.tail_at(&key, r),
+                    _ => None,
+                };
+                let tail = (held != Some(digest)).then(|| Some(encode_value(&shared)));
+                (key, Some(encode_shared(&head, &digest)), tail)
+            }
+            Op::Delete { key } => {
+                let gone = tails.may_have_tail(&key, check(&key)).then_some(None);
+                (key, None, gone)
+            }
         };
         let etcd_key = layout.object(&key);
         if let Some(earlier) = at.insert(etcd_key.clone(), slots.len()) {
             slots[earlier] = None;
         }
+        let tail = tail.map(|value| (layout.tail(&key), value));
         slots.push(Some(Write {
             key,
             etcd_key,
             value,
+            tail,
         }));
     }
     slots.into_iter().flatten().collect()
@@ -160,12 +229,13 @@ fn writes(layout: &Layout, ops: Vec<Op>) -> Vec<Write> {
 pub(super) fn plan(
     layout: &Layout,
     limits: &TxnLimits,
-    txn: Txn,
+    mut txn: Txn,
     fence: Option<&Fence>,
+    tails: &dyn Tails,
 ) -> Result<Vec<Step>, StoreError> {
     let room = Room::new(layout, limits, fence, &txn.unchanged);
     let divisible = txn.divisible;
-    let writes = writes(layout, txn.ops);
+    let writes = writes(layout, &mut txn, tails);
     let whole = Step {
         bytes: writes.iter().map(Write::cost).sum::<usize>()
             + txn
@@ -176,7 +246,7 @@ pub(super) fn plan(
         checks: txn.checks,
         writes,
     };
-    if Step::default().fits(whole.writes.len(), whole.checks.len(), whole.bytes, &room) {
+    if Step::default().fits(whole.ops(), whole.checks.len(), whole.bytes, &room) {
         return Ok(vec![whole]);
     }
     if !divisible {
@@ -217,7 +287,7 @@ pub(super) fn plan(
     for write in whole.writes {
         let checks = checks_of.remove(&write.key).unwrap_or_default();
         let bytes = write.cost() + checks.len() * check_cost(layout, &write.key);
-        if !Step::default().fits(1, checks.len(), bytes, &room) {
+        if !Step::default().fits(write.ops(), checks.len(), bytes, &room) {
             return Err(StoreError::TooLarge(format!(
                 "{} is {} bytes encoded, more than one etcd request carries ({} bytes, etcd's \
                  --max-request-bytes): start etcd with a higher --max-request-bytes and name it \
@@ -228,7 +298,7 @@ pub(super) fn plan(
             )));
         }
         let step = steps.last_mut().expect("the first step");
-        if !step.fits(1, checks.len(), bytes, &room) {
+        if !step.fits(write.ops(), checks.len(), bytes, &room) {
             steps.push(Step::default());
         }
         let step = steps.last_mut().expect("a step");
@@ -245,7 +315,16 @@ pub(super) fn plan(
 pub(super) async fn commit(shared: &Arc<Shared>, mut txn: Txn) -> Result<Revision, StoreError> {
     let fence = txn.fence.take();
     let ranges = txn.unchanged.clone();
-    let mut steps = plan(&shared.layout, &shared.limits, txn, fence.as_ref())?;
+    let mut steps = {
+        let log = shared.log();
+        plan(
+            &shared.layout,
+            &shared.limits,
+            txn,
+            fence.as_ref(),
+            log.view(),
+        )?
+    };
     if steps.len() == 1 && ranges.is_empty() {
         let step = steps.pop().expect("one step");
         let revision = super::batch::commit(shared, step, fence).await?;
@@ -330,11 +409,7 @@ pub(super) async fn run(
         explain.push(read);
     }
     let puts = step.writes.iter().any(|w| w.value.is_some());
-    let ops: Vec<TxnOp> = step
-        .writes
-        .into_iter()
-        .map(|w| write_op(w.etcd_key, w.value))
-        .collect();
+    let ops: Vec<TxnOp> = step.writes.iter().flat_map(Write::txn_ops).collect();
     let txn = etcd_client::Txn::new()
         .when(compares)
         .and_then(ops)
@@ -471,10 +546,23 @@ async fn verify(shared: &Shared, checks: &[(ObjectKey, Precondition)]) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use troupe_common::Kind;
 
     use super::*;
+
+    /// A store that holds no tails, and knows it.
+    pub(in super::super) struct NoTails;
+
+    impl Tails for NoTails {
+        fn tail_at(&self, _: &ObjectKey, _: Revision) -> Option<Digest> {
+            None
+        }
+
+        fn may_have_tail(&self, _: &ObjectKey, _: Option<Precondition>) -> bool {
+            false
+        }
+    }
 
     fn mk_key(i: usize) -> ObjectKey {
         ObjectKey::new(Kind::Component, "acme", format!("c{i}"))
@@ -496,7 +584,14 @@ mod tests {
     #[test]
     fn a_commit_within_the_limits_is_one_transaction() {
         let layout = Layout::new("/t");
-        let steps = plan(&layout, &TxnLimits::default(), mk_cascade(100, false), None).unwrap();
+        let steps = plan(
+            &layout,
+            &TxnLimits::default(),
+            mk_cascade(100, false),
+            None,
+            &NoTails,
+        )
+        .unwrap();
         assert_eq!(steps.len(), 1);
         assert_eq!((steps[0].writes.len(), steps[0].checks.len()), (100, 101));
     }
@@ -508,7 +603,7 @@ mod tests {
             max_ops: 10,
             ..TxnLimits::default()
         };
-        let steps = plan(&layout, &limits, mk_cascade(25, true), None).unwrap();
+        let steps = plan(&layout, &limits, mk_cascade(25, true), None, &NoTails).unwrap();
         // 26 checks and 25 deletes in transactions of 10 operations of each kind.
         assert_eq!(steps.len(), 3);
         assert_eq!(steps[0].checks[0], (mk_key(25), Precondition::Present));
@@ -543,18 +638,39 @@ mod tests {
             ..TxnLimits::default()
         };
         // 9 checks and 9 writes fit beside the fence's compare; 10 checks do not.
-        let nine = plan(&layout, &limits, mk_cascade(8, false), Some(&fence)).unwrap();
+        let nine = plan(
+            &layout,
+            &limits,
+            mk_cascade(8, false),
+            Some(&fence),
+            &NoTails,
+        )
+        .unwrap();
         assert_eq!(nine.len(), 1);
-        let err = plan(&layout, &limits, mk_cascade(9, false), Some(&fence)).unwrap_err();
+        let err = plan(
+            &layout,
+            &limits,
+            mk_cascade(9, false),
+            Some(&fence),
+            &NoTails,
+        )
+        .unwrap_err();
         assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
         assert_eq!(
-            plan(&layout, &limits, mk_cascade(9, false), None)
+            plan(&layout, &limits, mk_cascade(9, false), None, &NoTails)
                 .unwrap()
                 .len(),
             1
         );
         // Divisible, every step leaves room for it.
-        let steps = plan(&layout, &limits, mk_cascade(25, true), Some(&fence)).unwrap();
+        let steps = plan(
+            &layout,
+            &limits,
+            mk_cascade(25, true),
+            Some(&fence),
+            &NoTails,
+        )
+        .unwrap();
         assert!(
             steps
                 .iter()
@@ -578,14 +694,14 @@ mod tests {
         };
         // 8 checks fit beside the two ranges' compares; 9 do not.
         assert_eq!(
-            plan(&layout, &limits, guarded(7, false), None)
+            plan(&layout, &limits, guarded(7, false), None, &NoTails)
                 .unwrap()
                 .len(),
             1
         );
-        let err = plan(&layout, &limits, guarded(8, false), None).unwrap_err();
+        let err = plan(&layout, &limits, guarded(8, false), None, &NoTails).unwrap_err();
         assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
-        let steps = plan(&layout, &limits, guarded(25, true), None).unwrap();
+        let steps = plan(&layout, &limits, guarded(25, true), None, &NoTails).unwrap();
         assert!(steps.iter().all(|s| s.checks.len() <= 8));
         let written: usize = steps.iter().map(|s| s.writes.len()).sum();
         assert_eq!(written, 25);
@@ -594,14 +710,21 @@ mod tests {
     #[test]
     fn too_large_commits_are_refused_naming_the_limit_to_raise() {
         let layout = Layout::new("/t");
-        let err = plan(&layout, &TxnLimits::default(), mk_cascade(200, false), None).unwrap_err();
+        let err = plan(
+            &layout,
+            &TxnLimits::default(),
+            mk_cascade(200, false),
+            None,
+            &NoTails,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("--max-txn-ops"), "{err}");
         let limits = TxnLimits {
             max_request_bytes: 10_000,
             ..TxnLimits::default()
         };
         let big = Txn::default().divisible().put(mk_key(0), vec![0; 20_000]);
-        let err = plan(&layout, &limits, big, None).unwrap_err();
+        let err = plan(&layout, &limits, big, None, &NoTails).unwrap_err();
         assert!(err.to_string().contains("--max-request-bytes"), "{err}");
         assert!(
             err.to_string().contains("acme/c0") || err.to_string().contains("c0"),
@@ -616,7 +739,7 @@ mod tests {
             .put(mk_key(1), b"a".to_vec())
             .put(mk_key(2), b"b".to_vec())
             .delete(mk_key(1));
-        let steps = plan(&layout, &TxnLimits::default(), txn, None).unwrap();
+        let steps = plan(&layout, &TxnLimits::default(), txn, None, &NoTails).unwrap();
         let writes: Vec<_> = steps[0]
             .writes
             .iter()

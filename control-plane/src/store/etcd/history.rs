@@ -11,14 +11,16 @@
 //! Cost: a watch from the past starts "unsynced" in etcd, which catches it up on a 100 ms
 //! tick, so a read from history takes at least that; the cache spares it for anything recent.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use etcd_client::WatchOptions;
+use troupe_common::ObjectKey;
 
 use super::Shared;
 use super::bridge::{failed, within};
-use super::tail::to_event;
-use crate::store::{Event, Revision, StoreError};
+use super::tails::{self, Change, Digest};
+use crate::store::{Event, EventType, Revision, StoreError};
 
 /// How long one read from history may take in all.
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -87,7 +89,8 @@ async fn read_until(
         Ok(stream) => stream,
         Err(e) => return Err(refused(e).await),
     };
-    let mut out = Vec::new();
+    let mut commits: Vec<(Revision, Vec<Change>)> = Vec::new();
+    let mut events = 0;
     loop {
         let response = match stream.message().await {
             Ok(Some(response)) => response,
@@ -124,10 +127,58 @@ async fn read_until(
                 break;
             }
             reached |= revision == floor;
-            out.extend(to_event(&shared.layout, event).map_err(fail)?);
+            let Some(change) = tails::to_change(&shared.layout, event).map_err(fail)? else {
+                continue;
+            };
+            events += usize::from(matches!(change, Change::Object { .. }));
+            if commits.last().is_none_or(|(r, _)| *r != revision) {
+                commits.push((revision, Vec::new()));
+            }
+            commits.last_mut().expect("pushed above").1.push(change);
         }
-        if reached || out.len() >= limit {
-            return Ok(out);
+        if reached || events >= limit {
+            return whole(shared, commits).await.map_err(fail);
         }
     }
+}
+
+/// The events of `commits` (in order), with every value whole: a tail from the commit itself,
+/// from an earlier commit of the same read, or read from etcd at the commit's revision.
+async fn whole(
+    shared: &Shared,
+    commits: Vec<(Revision, Vec<Change>)>,
+) -> Result<Vec<Event>, StoreError> {
+    let mut latest: HashMap<ObjectKey, (Digest, Vec<u8>)> = HashMap::new();
+    let known = |latest: &HashMap<ObjectKey, (Digest, Vec<u8>)>, key: &ObjectKey, want: &Digest| {
+        latest
+            .get(key)
+            .filter(|(digest, _)| digest == want)
+            .map(|(_, tail)| tail.clone())
+    };
+    let mut out = Vec::new();
+    for (_, changes) in commits {
+        let (mut resolved, missing) =
+            tails::resolve(&changes, |key, want| known(&latest, key, want));
+        if !missing.is_empty() {
+            let fetched = tails::fetch(shared, &missing).await?;
+            let again = tails::resolve(&changes, |key, want| {
+                tails::matching(&fetched, key, want).or_else(|| known(&latest, key, want))
+            });
+            tails::skipped(&again.1);
+            resolved = again.0;
+        }
+        for (event, (key, tail)) in resolved.events.into_iter().zip(resolved.tails) {
+            match tail {
+                Some(tail) if event.kind != EventType::Deleted => {
+                    let bytes = event.value[event.value.len() - tail.len..].to_vec();
+                    latest.insert(key, (tail.digest, bytes));
+                }
+                _ => {
+                    latest.remove(&key);
+                }
+            }
+            out.push(event);
+        }
+    }
+    Ok(out)
 }

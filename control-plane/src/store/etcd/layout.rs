@@ -2,9 +2,11 @@
 //! to the store's.
 //!
 //! Keys: `PREFIX/o/` followed by the shared key encoding (`store::keys`, so a kind and a
-//! namespace are each one contiguous range, in order) for objects, and `PREFIX/store` for the
-//! marker every open writes. Values are envelopes that start with a format byte, so a later
-//! layout (a shared tail kept once, say) can still read these.
+//! namespace are each one contiguous range, in order) for objects, `PREFIX/t/` and the same
+//! encoding for the shared tails of objects written with
+//! [`Op::PutShared`](crate::store::Op::PutShared) ([`tails`](super::tails)), and
+//! `PREFIX/store` for the marker every open writes. Values are envelopes that start with a
+//! format byte: a whole value, or a head with the digest of the tail beside it.
 //!
 //! Revisions are etcd's, less the revision that created the marker (the base): an empty store
 //! is at 0 and its first commit is 1 whatever else the cluster holds, and every replica reads
@@ -15,10 +17,13 @@ use etcd_client::KeyValue;
 use troupe_common::{Kind, ObjectKey};
 
 use super::marker::Marker;
+use super::tails::{DIGEST_BYTES, Digest};
 use crate::store::{Record, Revision, StoreError, keys};
 
 /// Envelope holding the whole value after its format byte.
 const INLINE: u8 = 1;
+/// Envelope holding the digest of the object's tail, then the head of its value.
+const SHARED: u8 = 2;
 
 /// The keys of one store and the base of its revisions.
 #[derive(Debug, Clone)]
@@ -27,6 +32,8 @@ pub(super) struct Layout {
     root: Vec<u8>,
     /// `PREFIX/o/`: every object key starts with it.
     objects: Vec<u8>,
+    /// `PREFIX/t/`: every tail key starts with it.
+    tails: Vec<u8>,
     /// The etcd revision that is the store's revision 0.
     base: i64,
     /// What the store's marker says.
@@ -38,9 +45,11 @@ impl Layout {
     pub(super) fn new(prefix: &str) -> Self {
         let root = format!("{}/", prefix.trim_end_matches('/')).into_bytes();
         let objects = [root.as_slice(), b"o/"].concat();
+        let tails = [root.as_slice(), b"t/"].concat();
         Self {
             root,
             objects,
+            tails,
             base: 0,
             marker: Marker::default(),
         }
@@ -71,6 +80,26 @@ impl Layout {
     /// The etcd key of an object.
     pub(super) fn object(&self, key: &ObjectKey) -> Vec<u8> {
         [self.objects.as_slice(), &keys::encode(key)].concat()
+    }
+
+    /// The etcd key of the shared tail of an object ([`tails`](super::tails)).
+    pub(super) fn tail(&self, key: &ObjectKey) -> Vec<u8> {
+        [self.tails.as_slice(), &keys::encode(key)].concat()
+    }
+
+    /// `PREFIX/t/`, which every tail key starts with.
+    pub(super) fn tails(&self) -> &[u8] {
+        &self.tails
+    }
+
+    /// The object whose tail an etcd key holds; `None` for the store's other keys.
+    pub(super) fn decode_tail_key(&self, key: &[u8]) -> Result<Option<ObjectKey>, StoreError> {
+        match key.strip_prefix(self.tails.as_slice()) {
+            None => Ok(None),
+            Some(rest) => keys::decode(rest)
+                .map(Some)
+                .ok_or_else(|| corrupt(key, "undecodable tail key")),
+        }
     }
 
     /// The etcd range `[start, end)` of every object of `kind` (in `namespace`, if given).
@@ -108,17 +137,20 @@ impl Layout {
             .saturating_add(self.base)
     }
 
-    /// The record an object's key-value holds.
-    pub(super) fn record(&self, kv: &KeyValue) -> Result<Record, StoreError> {
+    /// The record an object's key-value holds, and the digest of its tail if its value is
+    /// stored apart from it: the record's value is then the head alone.
+    pub(super) fn record(&self, kv: &KeyValue) -> Result<(Record, Option<Digest>), StoreError> {
         let key = self
             .decode_key(kv.key())?
             .ok_or_else(|| corrupt(kv.key(), "not an object key"))?;
-        Ok(Record {
+        let (value, digest) = decode_stored(kv.key(), kv.value())?;
+        let record = Record {
             key,
-            value: decode_value(kv.key(), kv.value())?,
+            value,
             create_revision: self.to_store(kv.create_revision()),
             mod_revision: self.to_store(kv.mod_revision()),
-        })
+        };
+        Ok((record, digest))
     }
 }
 
@@ -144,10 +176,32 @@ pub(super) fn encode_value(value: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The value an envelope stored under `key` holds.
+/// The envelope of a value stored as `head` and the tail whose digest is `digest`.
+pub(super) fn encode_shared(head: &[u8], digest: &Digest) -> Vec<u8> {
+    [&[SHARED][..], digest, head].concat()
+}
+
+/// The value an envelope stored under `key` holds, whole (a tail's, say).
 pub(super) fn decode_value(key: &[u8], bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    match decode_stored(key, bytes)? {
+        (value, None) => Ok(value),
+        (_, Some(_)) => Err(corrupt(key, "a head where a whole value belongs")),
+    }
+}
+
+/// What an envelope stored under `key` holds: the whole value, or the head and the digest of
+/// the tail that follows it.
+pub(super) fn decode_stored(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<(Vec<u8>, Option<Digest>), StoreError> {
     match bytes.split_first() {
-        Some((&INLINE, value)) => Ok(value.to_vec()),
+        Some((&INLINE, value)) => Ok((value.to_vec(), None)),
+        Some((&SHARED, rest)) if rest.len() >= DIGEST_BYTES => {
+            let (digest, head) = rest.split_at(DIGEST_BYTES);
+            let digest = digest.try_into().expect("split at the digest's length");
+            Ok((head.to_vec(), Some(digest)))
+        }
         _ => Err(corrupt(key, "unknown value envelope")),
     }
 }
@@ -181,6 +235,17 @@ mod tests {
         assert_eq!(layout.to_etcd(3), 13);
         let value = encode_value(b"v");
         assert_eq!(decode_value(b"k", &value).unwrap(), b"v");
+        let digest = [7; DIGEST_BYTES];
+        let shared = encode_shared(b"head", &digest);
+        assert_eq!(
+            decode_stored(b"k", &shared).unwrap(),
+            (b"head".to_vec(), Some(digest))
+        );
+        assert!(decode_value(b"k", &shared).is_err(), "a head is not whole");
+        let tail = layout.tail(&key);
+        assert!(tail.starts_with(layout.tails()) && !tail.starts_with(layout.objects()));
+        assert_eq!(layout.decode_tail_key(&tail).unwrap(), Some(key.clone()));
+        assert_eq!(layout.decode_key(&tail).unwrap(), None);
         assert!(
             decode_value(b"k", b"\x07v").is_err(),
             "a format from the future"

@@ -31,9 +31,10 @@
 //! than etcd's per-transaction limits is refused, or, if the caller allows, split into steps
 //! ([`commit`]).
 //!
-//! Not yet: a value written with [`Op::PutShared`](crate::store::Op::PutShared) is stored
-//! whole, head and shared part together, with every write (a Release's status write rewrites
-//! its manifests); an object must fit in one etcd request (`--max-request-bytes`).
+//! A value written with [`Op::PutShared`](crate::store::Op::PutShared) keeps its shared part
+//! under a key of its own, written again only when it changes, so a Release's status write
+//! does not carry its manifests ([`tails`]). Not yet: an object must fit in one etcd request
+//! (`--max-request-bytes`).
 
 mod batch;
 mod bridge;
@@ -50,6 +51,7 @@ mod presence;
 mod read;
 mod sign_in;
 mod tail;
+mod tails;
 mod view;
 
 use std::future::Future;
@@ -222,7 +224,7 @@ impl EtcdStore {
 
     fn open_as(url: &EtcdUrl, retention: Retention, opening: Opening) -> Result<Self, StoreError> {
         let bridge = Bridge::new()?;
-        let (client, sign_in, layout, head, view) = bridge
+        let (client, sign_in, layout, head, (records, orphans)) = bridge
             .block(connect(url.clone(), opening))
             .map_err(|e| connect::explain(url, e))?;
         let shared = Arc::new(Shared {
@@ -232,7 +234,7 @@ impl EtcdStore {
             members: url.members(),
             limits: url.limits,
             retention,
-            log: Mutex::new(Log::new(head, view, retention)),
+            log: Mutex::new(Log::new(head, View::new(records), retention)),
             seen: watch::channel(head).0,
             durable: watch::channel(Durability {
                 revision: head,
@@ -245,6 +247,7 @@ impl EtcdStore {
             runtime: bridge.handle().clone(),
         });
         bridge.handle().spawn(tail::follow(shared.clone()));
+        bridge.handle().spawn(tails::sweep(shared.clone(), orphans));
         bridge.handle().spawn(connect::warn_if_slow(
             shared.client.clone(),
             shared.members.clone(),
@@ -339,7 +342,7 @@ impl EtcdStore {
 async fn connect(
     url: EtcdUrl,
     opening: Opening,
-) -> Result<(Client, SignIn, Layout, Revision, View), StoreError> {
+) -> Result<(Client, SignIn, Layout, Revision, read::Loaded), StoreError> {
     let members = url.members();
     let (client, layout, marked, checked) = mark(&url, opening).await?;
     checked.keep_checking(&tokio::runtime::Handle::current());
@@ -347,9 +350,9 @@ async fn connect(
     let kv = client
         .kv_client()
         .max_decoding_message_size(MAX_RESPONSE_BYTES);
-    let (records, _) = read::load(&kv, &sign_in, &members, &layout, marked).await?;
+    let loaded = read::load(&kv, &sign_in, &members, &layout, marked).await?;
     let head = layout.to_store(marked);
-    Ok((client, sign_in, layout, head, View::new(records)))
+    Ok((client, sign_in, layout, head, loaded))
 }
 
 /// Writes the marker again and loads the objects at its revision: where a tail that lost
@@ -367,6 +370,7 @@ async fn restart(shared: &Shared) -> Result<(Revision, View), StoreError> {
         .await?
         .header()
         .map_or(0, |h| h.revision());
+    // Tails left over are swept at the next open.
     let (records, _) = read::load(
         &kv,
         &shared.sign_in,
@@ -490,6 +494,8 @@ impl Store for EtcdStore {
 mod auth_tests;
 #[cfg(test)]
 mod import_tests;
+#[cfg(test)]
+mod tails_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -19,15 +19,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{EventType as EtcdEventType, WatchOptions, WatchResponse};
+use etcd_client::{WatchOptions, WatchResponse};
 use tokio::sync::broadcast;
 
 use super::bridge::{failed, within};
-use super::layout::{Layout, corrupt, decode_value};
+use super::tails::{self, Change, Resolved};
 use super::view::View;
 use super::{Shared, restart};
 use crate::store::retention::{LogSize, event_bytes};
-use crate::store::{Event, EventType, LIVE_EVENTS, Retention, Revision, StoreError};
+use crate::store::{Event, LIVE_EVENTS, Retention, Revision, StoreError};
 
 /// etcd compaction runs once this many revisions after the last (or at once past the byte
 /// budget), to keep its cost off most commits.
@@ -134,11 +134,12 @@ impl Log {
     fn record(
         &mut self,
         revision: Revision,
-        events: Vec<Event>,
+        commit: Resolved,
         retention: &Retention,
     ) -> Option<Revision> {
+        let Resolved { events, tails } = commit;
         let bytes: u64 = events.iter().map(event_bytes).sum();
-        self.view.apply(&events);
+        self.view.apply(&events, &tails);
         let commit: Arc<[Event]> = events.into();
         self.head = revision;
         self.commits.push_back(commit.clone());
@@ -196,51 +197,6 @@ impl Log {
 /// tail's watch asks for none): the view, which holds it, fills it in ([`View::fill_deleted`]).
 /// No object has it: the first commit of a store is revision 1.
 pub(super) const NOT_CARRIED: Revision = 0;
-
-/// The store's event for one etcd event; `None` for keys that are not objects (the marker).
-/// A deletion takes the deleted value from the event's previous key-value if it carries one
-/// (history reads ask for them), or is left for the view to fill ([`NOT_CARRIED`]).
-pub(super) fn to_event(
-    layout: &Layout,
-    event: &etcd_client::Event,
-) -> Result<Option<Event>, StoreError> {
-    let kv = event
-        .kv()
-        .ok_or_else(|| corrupt(b"?", "an etcd event without its key"))?;
-    let Some(key) = layout.decode_key(kv.key())? else {
-        return Ok(None);
-    };
-    let revision = layout.to_store(kv.mod_revision());
-    Ok(Some(match event.event_type() {
-        EtcdEventType::Put => Event {
-            revision,
-            kind: if kv.version() == 1 {
-                EventType::Added
-            } else {
-                EventType::Modified
-            },
-            key,
-            value: decode_value(kv.key(), kv.value())?,
-            create_revision: layout.to_store(kv.create_revision()),
-        },
-        EtcdEventType::Delete => match event.prev_kv() {
-            Some(prev) => Event {
-                revision,
-                kind: EventType::Deleted,
-                key,
-                value: decode_value(kv.key(), prev.value())?,
-                create_revision: layout.to_store(prev.create_revision()),
-            },
-            None => Event {
-                revision,
-                kind: EventType::Deleted,
-                key,
-                value: Vec::new(),
-                create_revision: NOT_CARRIED,
-            },
-        },
-    }))
-}
 
 /// Watches the prefix from the revision after the head, for as long as the store's runtime
 /// runs, resuming after every failure. The watch asks for no previous values: etcd would read
@@ -314,22 +270,23 @@ async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError
             )));
         }
         *backoff = MIN_BACKOFF;
-        take(shared, &response).await;
+        take(shared, &response).await?;
     }
 }
 
 /// Takes the commits of one watch response, in order, then compacts etcd if that is due, then
-/// marks the last revision seen.
-async fn take(shared: &Shared, response: &WatchResponse) {
-    let mut commits: Vec<(Revision, Vec<Event>)> = Vec::new();
+/// marks the last revision seen. Fails if a tail it had to read from etcd could not be read:
+/// the watch then resumes after the last commit taken.
+async fn take(shared: &Shared, response: &WatchResponse) -> Result<(), StoreError> {
+    let mut commits: Vec<(Revision, Vec<Change>)> = Vec::new();
     for event in response.events() {
         let Some(kv) = event.kv() else { continue };
         let revision = shared.layout.to_store(kv.mod_revision());
         if commits.last().is_none_or(|(r, _)| *r != revision) {
             commits.push((revision, Vec::new()));
         }
-        match to_event(&shared.layout, event) {
-            Ok(Some(event)) => commits.last_mut().expect("pushed above").1.push(event),
+        match tails::to_change(&shared.layout, event) {
+            Ok(Some(change)) => commits.last_mut().expect("pushed above").1.push(change),
             Ok(None) => {}
             // One undecodable change must not stop every other: it is logged and skipped.
             Err(error) => tracing::error!(revision, %error, "etcd store: skipping an event"),
@@ -340,22 +297,29 @@ async fn take(shared: &Shared, response: &WatchResponse) {
     if let Some((last, _)) = commits.last() {
         shared.mark_durable(*last);
     }
-    let (head, compact_to) = {
+    let mut compact_to = None;
+    let mut outcome = Ok(());
+    for (revision, changes) in commits {
+        let commit = match resolve(shared, revision, &changes).await {
+            Ok(Some(commit)) => commit,
+            Ok(None) => continue,
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        };
         let mut log = shared.log();
-        let mut compact_to = None;
-        for (revision, mut events) in commits {
-            if revision <= log.head() {
-                continue;
-            }
-            log.view().fill_deleted(&mut events);
-            if events.is_empty() {
-                log.advance(revision);
-            } else if let Some(floor) = log.record(revision, events, &shared.retention) {
-                compact_to = Some(floor);
-            }
+        let Resolved { mut events, tails } = commit;
+        log.view().fill_deleted(&mut events);
+        if events.is_empty() {
+            log.advance(revision);
+        } else if let Some(floor) =
+            log.record(revision, Resolved { events, tails }, &shared.retention)
+        {
+            compact_to = Some(floor);
         }
-        (log.head(), compact_to)
-    };
+    }
+    let head = shared.log().head();
     if let Some(floor) = compact_to {
         compact(shared, floor).await;
     }
@@ -364,6 +328,34 @@ async fn take(shared: &Shared, response: &WatchResponse) {
         *seen = (*seen).max(head);
         newer
     });
+    outcome
+}
+
+/// Commit `revision`'s changes with every value whole ([`tails::resolve`]); `None` if the
+/// store has it already. A tail neither the commit nor the view has is read from etcd (only
+/// the tail's task changes the view, so it still holds what it held before the read).
+async fn resolve(
+    shared: &Shared,
+    revision: Revision,
+    changes: &[Change],
+) -> Result<Option<Resolved>, StoreError> {
+    let (resolved, missing) = {
+        let log = shared.log();
+        if revision <= log.head() {
+            return Ok(None);
+        }
+        tails::resolve(changes, |key, digest| log.view().tail(key, digest))
+    };
+    if missing.is_empty() {
+        return Ok(Some(resolved));
+    }
+    let fetched = tails::fetch(shared, &missing).await?;
+    let log = shared.log();
+    let (resolved, missing) = tails::resolve(changes, |key, digest| {
+        tails::matching(&fetched, key, digest).or_else(|| log.view().tail(key, digest))
+    });
+    tails::skipped(&missing);
+    Ok(Some(resolved))
 }
 
 /// Compacts etcd's history so that every revision after `floor` stays.
@@ -397,6 +389,7 @@ mod tests {
     use troupe_common::{Kind, ObjectKey};
 
     use super::*;
+    use crate::store::EventType;
 
     fn mk_commit(revision: Revision) -> Vec<Event> {
         vec![Event {
@@ -425,7 +418,11 @@ mod tests {
         // Other users of the cluster take every other revision: none is a multiple of 256.
         let mut compactions = Vec::new();
         for revision in (7..=600).step_by(2) {
-            if let Some(floor) = log.record(revision, mk_commit(revision), &retention) {
+            let commit = Resolved {
+                events: mk_commit(revision),
+                tails: Vec::new(),
+            };
+            if let Some(floor) = log.record(revision, commit, &retention) {
                 compactions.push((revision, floor));
             }
         }

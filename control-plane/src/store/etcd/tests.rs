@@ -38,7 +38,7 @@ fn put(store: &dyn Store, name: &str, value: &str) -> Revision {
 }
 
 /// The next commit `rx` receives, waiting up to ten seconds.
-fn next_commit(rx: &mut broadcast::Receiver<Arc<[Event]>>) -> Arc<[Event]> {
+pub(super) fn next_commit(rx: &mut broadcast::Receiver<Arc<[Event]>>) -> Arc<[Event]> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match rx.try_recv() {

@@ -10,32 +10,48 @@
 //! another by the time its watch takes to deliver it (milliseconds). A replica always reads
 //! its own commits: a commit returns once the tail has taken it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use troupe_common::{Kind, ObjectKey};
 
 use super::tail::NOT_CARRIED;
-use crate::store::{Event, EventType, Record, keys};
+use super::tails::{Digest, TailOf};
+use crate::store::{Event, EventType, Precondition, Record, Revision, keys};
 
 /// Every object, by its key's shared encoding (so kinds and namespaces are ranges).
 #[derive(Default)]
 pub(super) struct View {
     objects: BTreeMap<Vec<u8>, Record>,
+    /// The tails of the objects whose values are stored apart from them ([`tails`]), by the
+    /// same keys.
+    ///
+    /// [`tails`]: super::tails
+    tails: HashMap<Vec<u8>, TailOf>,
 }
 
 impl View {
-    /// A view holding `records`.
-    pub(super) fn new(records: Vec<Record>) -> Self {
-        Self {
-            objects: records
-                .into_iter()
-                .map(|r| (keys::encode(&r.key), r))
-                .collect(),
+    /// A view holding `records`, each with its tail if its value has one.
+    pub(super) fn new(records: Vec<(Record, Option<TailOf>)>) -> Self {
+        let mut view = Self::default();
+        for (record, tail) in records {
+            let key = keys::encode(&record.key);
+            if let Some(tail) = tail {
+                view.tails.insert(key.clone(), tail);
+            }
+            view.objects.insert(key, record);
         }
+        view
     }
 
-    /// Applies one commit's events.
-    pub(super) fn apply(&mut self, events: &[Event]) {
+    /// Applies one commit's events, and what they left as each written object's tail.
+    pub(super) fn apply(&mut self, events: &[Event], tails: &[(ObjectKey, Option<TailOf>)]) {
+        for (key, tail) in tails {
+            let key = keys::encode(key);
+            match tail {
+                Some(tail) => self.tails.insert(key, *tail),
+                None => self.tails.remove(&key),
+            };
+        }
         for event in events {
             let key = keys::encode(&event.key);
             match event.kind {
@@ -76,6 +92,48 @@ impl View {
                 }
             }
         });
+    }
+
+    /// The tail of the object at `key` if its digest is `want`: the end of its value.
+    pub(super) fn tail(&self, key: &ObjectKey, want: &Digest) -> Option<Vec<u8>> {
+        let encoded = keys::encode(key);
+        let tail = self.tails.get(&encoded).filter(|t| t.digest == *want)?;
+        let value = &self.objects.get(&encoded)?.value;
+        value
+            .get(value.len().checked_sub(tail.len)?..)
+            .map(<[u8]>::to_vec)
+    }
+
+    /// The digest of the tail of the object at `key`, if the view holds it at `revision` and
+    /// its value has a tail.
+    pub(super) fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<Digest> {
+        let encoded = keys::encode(key);
+        let record = self.objects.get(&encoded)?;
+        (record.mod_revision == revision)
+            .then(|| self.tails.get(&encoded).map(|t| t.digest))
+            .flatten()
+    }
+
+    /// Whether the object at `key` may have a tail in etcd when a commit that checks it
+    /// with `check` lands, so that a write of it must delete the tail. Exact when the commit
+    /// checks the revision the view holds the object at, or checks it absent; otherwise the
+    /// view's word, which may trail another replica's commit (a tail that outlives its
+    /// object so is deleted at the next open: [`read`](super::read)). Objects never written
+    /// shared, and those created, take no delete of a tail.
+    pub(super) fn may_have_tail(&self, key: &ObjectKey, check: Option<Precondition>) -> bool {
+        let encoded = keys::encode(key);
+        let held = self.tails.contains_key(&encoded);
+        match check {
+            // A tail goes only with its object.
+            Some(Precondition::Absent) => false,
+            Some(Precondition::AtRevision(revision))
+                if self.objects.get(&encoded).map(|r| r.mod_revision) != Some(revision) =>
+            {
+                // The view trails (or leads) the check: it cannot tell.
+                true
+            }
+            _ => held,
+        }
     }
 
     /// The object at `key`.

@@ -21,6 +21,9 @@
 //! in-process build agents, and one build's log from the agent to a following `Logs` call:
 //! see `builds.rs`.
 //!
+//! `troupe-bench status` (feature `etcd`) times Release status writes on an etcd store and
+//! reads what each costs etcd, against writing the whole Release: see `status.rs`.
+//!
 //! `troupe-bench failover` (feature `etcd`) kills the leader of three servers on one etcd and
 //! times the new leader, its first reconcile and every agent back in sync: see `failover.rs`.
 
@@ -42,6 +45,8 @@ mod propagate;
 mod raw_etcd;
 mod render;
 mod rerender;
+#[cfg(feature = "etcd")]
+mod status;
 mod write;
 
 use std::time::Duration;
@@ -166,6 +171,24 @@ enum Bench {
         /// own); without it, one is started (Debian etcd-server).
         #[arg(long, value_name = "URL")]
         store: Option<troupe_control_plane::store::StoreLocation>,
+    },
+    /// Release status writes on an etcd store (the status alone, its manifests written once)
+    /// against writes of the whole Release, with what each costs etcd (its WAL and watch
+    /// bytes). Needs a troupe-bench built with `--features etcd`.
+    Status {
+        /// The etcd (etcd://HOST:PORT[/PREFIX], plain HTTP: its metrics are read); the run
+        /// keeps under a prefix of its own and removes what it wrote.
+        #[arg(long, value_name = "URL")]
+        store: troupe_control_plane::store::StoreLocation,
+        /// Releases written round robin.
+        #[arg(long, default_value_t = 100)]
+        releases: usize,
+        /// KiB of manifests per Release.
+        #[arg(long, default_value_t = 32)]
+        manifest_kib: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
     },
 }
 
@@ -337,6 +360,31 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::Value::Object(figures));
             Ok(())
         }
+        #[cfg(feature = "etcd")]
+        Bench::Status {
+            store,
+            releases,
+            manifest_kib,
+            seconds,
+        } => {
+            let troupe_control_plane::store::StoreLocation::Etcd(store) = store else {
+                anyhow::bail!("--store must name an etcd (etcd://HOST:PORT)");
+            };
+            let options = status::Options {
+                store,
+                releases,
+                manifest_kib,
+                seconds,
+            };
+            let figures = tokio::task::spawn_blocking(move || status::run(options)).await??;
+            println!("{}", serde_json::Value::Object(figures));
+            Ok(())
+        }
+        #[cfg(not(feature = "etcd"))]
+        Bench::Status { .. } => anyhow::bail!(
+            "this troupe-bench was built without etcd support; build it with `cargo build \
+             -p troupe-tests --features etcd --bin troupe-bench`"
+        ),
         #[cfg(not(feature = "etcd"))]
         Bench::Failover { .. } => anyhow::bail!(
             "this troupe-bench was built without etcd support; build it with `cargo build \
