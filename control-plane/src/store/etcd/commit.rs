@@ -74,15 +74,16 @@ impl Write {
 /// What the store holds of objects' tails, for planning writes ([`View`](super::view::View)
 /// has it).
 pub(super) trait Tails {
-    /// The digest of the tail of the object at `key` if it is held at `revision` with one.
-    fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<Digest>;
+    /// The digest and bytes of the tail of the object at `key` if it is held at `revision`
+    /// with one.
+    fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<(Digest, &[u8])>;
     /// Whether the object at `key` may have a tail once a commit checking it with `check`
     /// lands.
     fn may_have_tail(&self, key: &ObjectKey, check: Option<Precondition>) -> bool;
 }
 
 impl Tails for super::view::View {
-    fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<Digest> {
+    fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<(Digest, &[u8])> {
         super::view::View::tail_at(self, key, revision)
     }
 
@@ -178,7 +179,7 @@ fn check_cost(layout: &Layout, key: &ObjectKey) -> usize {
 
 /// The writes of `txn` with one per key (the last), in the order of those last writes. A
 /// shared value puts its head alone when `tails` holds the object, at the revision the commit
-/// checks, with the same tail; else its tail too. A whole value or a delete deletes the
+/// checks, with the same tail (byte for byte); else its tail too. A whole value or a delete deletes the
 /// object's tail when it may have one.
 fn writes(layout: &Layout, txn: &mut Txn, tails: &dyn Tails) -> Vec<Write> {
     let ops = std::mem::take(&mut txn.ops);
@@ -197,12 +198,15 @@ fn writes(layout: &Layout, txn: &mut Txn, tails: &dyn Tails) -> Vec<Write> {
                 (key, Some(encode_value(&value)), gone)
             }
             Op::PutShared { key, head, shared } => {
-                let digest = digest(&shared);
                 let held = match check(&key) {
                     Some(Precondition::AtRevision(r)) => tails.tail_at(&key, r),
                     _ => None,
                 };
-                let tail = (held != Some(digest)).then(|| Some(encode_value(&shared)));
+                // The same bytes as the tail held (a status write): no digest to compute.
+                let (digest, tail) = match held {
+                    Some((digest, held)) if held == shared.as_slice() => (digest, None),
+                    _ => (digest(&shared), Some(Some(encode_value(&shared)))),
+                };
                 (key, Some(encode_shared(&head, &digest)), tail)
             }
             Op::Delete { key } => {
@@ -555,7 +559,7 @@ pub(super) mod tests {
     pub(in super::super) struct NoTails;
 
     impl Tails for NoTails {
-        fn tail_at(&self, _: &ObjectKey, _: Revision) -> Option<Digest> {
+        fn tail_at(&self, _: &ObjectKey, _: Revision) -> Option<(Digest, &[u8])> {
             None
         }
 

@@ -137,7 +137,11 @@ impl Log {
         commit: Resolved,
         retention: &Retention,
     ) -> Option<Revision> {
-        let Resolved { events, tails } = commit;
+        let Resolved {
+            events,
+            tails,
+            stored,
+        } = commit;
         let bytes: u64 = events.iter().map(event_bytes).sum();
         self.view.apply(&events, &tails);
         let commit: Arc<[Event]> = events.into();
@@ -154,7 +158,7 @@ impl Log {
             self.floor = floor;
             self.quiet_floor = false;
         }
-        self.retained.add(revision, bytes);
+        self.retained.add(revision, stored);
         if revision < self.compact_at && !self.retained.over(retention) {
             return None;
         }
@@ -309,13 +313,23 @@ async fn take(shared: &Shared, response: &WatchResponse) -> Result<(), StoreErro
             }
         };
         let mut log = shared.log();
-        let Resolved { mut events, tails } = commit;
+        let Resolved {
+            mut events,
+            tails,
+            stored,
+        } = commit;
         log.view().fill_deleted(&mut events);
         if events.is_empty() {
             log.advance(revision);
-        } else if let Some(floor) =
-            log.record(revision, Resolved { events, tails }, &shared.retention)
-        {
+        } else if let Some(floor) = log.record(
+            revision,
+            Resolved {
+                events,
+                tails,
+                stored,
+            },
+            &shared.retention,
+        ) {
             compact_to = Some(floor);
         }
     }
@@ -418,8 +432,10 @@ mod tests {
         // Other users of the cluster take every other revision: none is a multiple of 256.
         let mut compactions = Vec::new();
         for revision in (7..=600).step_by(2) {
+            let events = mk_commit(revision);
             let commit = Resolved {
-                events: mk_commit(revision),
+                stored: events.iter().map(event_bytes).sum(),
+                events,
                 tails: Vec::new(),
             };
             if let Some(floor) = log.record(revision, commit, &retention) {

@@ -26,6 +26,7 @@ use troupe_common::ObjectKey;
 use super::Shared;
 use super::bridge::timed;
 use super::layout::{Layout, corrupt, decode_stored, decode_value};
+use crate::store::retention::stored_bytes;
 use crate::store::{Event, EventType, Revision, StoreError};
 
 /// Length of a tail's digest.
@@ -134,12 +135,14 @@ pub(super) struct Missing {
     pub(super) at: Revision,
 }
 
-/// One commit's events with every value whole, and what each object it wrote has as its
-/// tail now (`None`: no tail).
+/// One commit's events with every value whole, what each object it wrote has as its tail now
+/// (`None`: no tail), and what the commit weighs in etcd's history (a status write's head,
+/// not the manifests it goes with).
 #[derive(Debug, Default)]
 pub(super) struct Resolved {
     pub(super) events: Vec<Event>,
     pub(super) tails: Vec<(ObjectKey, Option<TailOf>)>,
+    pub(super) stored: u64,
 }
 
 /// A tail a commit writes: the new one (`None`: deleted) and the one before, if carried.
@@ -160,7 +163,10 @@ pub(super) fn resolve(
             Change::Object { .. } => None,
         })
         .collect();
-    let mut out = Resolved::default();
+    let mut out = Resolved {
+        stored: changes.iter().map(stored).sum(),
+        ..Resolved::default()
+    };
     let mut missing = Vec::new();
     for change in changes {
         let Change::Object { event, digest } = change else {
@@ -199,6 +205,17 @@ pub(super) fn resolve(
         out.events.push(event);
     }
     (out, missing)
+}
+
+/// What `change` adds to etcd's history: a value written (a deletion's is gone).
+fn stored(change: &Change) -> u64 {
+    match change {
+        Change::Object { event, .. } if event.kind == EventType::Deleted => {
+            stored_bytes(&event.key, 0)
+        }
+        Change::Object { event, .. } => stored_bytes(&event.key, event.value.len()),
+        Change::Tail { key, value, .. } => stored_bytes(key, value.as_ref().map_or(0, Vec::len)),
+    }
 }
 
 /// Reads each tail of `missing` from etcd at its revision; a tail that is not there is left

@@ -104,14 +104,17 @@ impl View {
             .map(<[u8]>::to_vec)
     }
 
-    /// The digest of the tail of the object at `key`, if the view holds it at `revision` and
-    /// its value has a tail.
-    pub(super) fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<Digest> {
+    /// The digest and the bytes of the tail of the object at `key`, if the view holds it at
+    /// `revision` and its value has a tail.
+    pub(super) fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<(Digest, &[u8])> {
         let encoded = keys::encode(key);
         let record = self.objects.get(&encoded)?;
-        (record.mod_revision == revision)
-            .then(|| self.tails.get(&encoded).map(|t| t.digest))
-            .flatten()
+        let tail = self.tails.get(&encoded)?;
+        if record.mod_revision != revision {
+            return None;
+        }
+        let value = &record.value;
+        Some((tail.digest, value.get(value.len().checked_sub(tail.len)?..)?))
     }
 
     /// Whether the object at `key` may have a tail in etcd when a commit that checks it
