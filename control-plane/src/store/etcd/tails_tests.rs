@@ -164,3 +164,28 @@ fn a_tail_no_object_refers_to_is_deleted_when_a_store_opens() {
     assert_eq!(reopened.get(&whole).unwrap().unwrap().value, b"plain");
     assert!(reopened.get(&gone).unwrap().is_none());
 }
+
+#[test]
+fn etcd_history_is_weighed_by_what_it_stores_so_status_writes_keep_it_long() {
+    let etcd = mk_etcd();
+    let url = match etcd.url("weighed").parse().unwrap() {
+        crate::store::StoreLocation::Etcd(url) => url,
+        other => panic!("{other:?}"),
+    };
+    // A MiB of history: 300 status writes of Releases with 64 KiB of manifests would weigh
+    // 19 MiB counted whole, and 30 KiB as etcd stores them.
+    let retention = crate::store::Retention {
+        revisions: 100_000,
+        bytes: 1 << 20,
+    };
+    let store = EtcdStore::open_with_retention(&url, retention).unwrap();
+    let key = mk_key("api");
+    let manifests = vec![b'm'; 64 * 1024];
+    let mut revision = status_write(&store, &key, 0, "status 0", &manifests);
+    for i in 1..300 {
+        revision = status_write(&store, &key, revision, &format!("status {i}"), &manifests);
+    }
+    let replica = mk_store(&etcd, "weighed");
+    let events = replica.events_after(0, 10).unwrap();
+    assert_eq!(events[0].value, [b"status 0".as_slice(), &manifests].concat());
+}
