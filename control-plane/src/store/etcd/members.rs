@@ -9,9 +9,11 @@
 //! sent, so it is made again ([`Members::unsent`]). The last member left is never taken
 //! out: with every member down, calls fail saying so.
 //!
-//! A member that takes connections but cannot serve (cut off from the others, without a
-//! leader) is not taken out: its calls fail with etcd's own answer (no leader, request timed
-//! out), as they would for any etcd client.
+//! A member that takes connections but has no leader (an election under way, a majority
+//! down, a member cut off from the others) refuses every call at once, before proposing
+//! anything, since the client asks for a leader with each ([`Members::leaderless`]): such a
+//! call is made again until there is one, for up to [`LEADER_WAIT`], from whichever member
+//! the client picks. A member that answers nothing at all is left by the client's keep-alive.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -27,6 +29,12 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const CONNECT_WITHIN: Duration = Duration::from_millis(500);
 /// Calls that failed to connect are made again up to this many times.
 pub(super) const RESENDS: usize = 3;
+/// How long a call refused for want of a leader is made again: an election takes a second or
+/// two; a majority down, as long as it takes one member to come back.
+pub(super) const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// The first pause before such a call is made again; it doubles up to [`MAX_LEADER_PAUSE`].
+pub(super) const LEADER_PAUSE: Duration = Duration::from_millis(50);
+const MAX_LEADER_PAUSE: Duration = Duration::from_millis(500);
 
 /// The members the client calls, and those taken out.
 pub struct Members {
@@ -149,6 +157,34 @@ impl Members {
         .iter()
         .any(|said| text.contains(said))
     }
+}
+
+impl Members {
+    /// Whether etcd refused a call for want of a leader, before proposing it: the call
+    /// changed nothing and may be made again.
+    pub(super) fn leaderless(error: &etcd_client::Error) -> bool {
+        let text = super::bridge::describe(error);
+        ["etcdserver: no leader", "raft proposal dropped"]
+            .iter()
+            .any(|said| text.contains(said))
+    }
+}
+
+/// If `error` refused a call for want of a leader and the first of its attempts began less
+/// than [`LEADER_WAIT`] ago at `first`, waits `pause` (doubled for the next) and returns
+/// true: the call may be made again.
+pub(super) async fn wait_for_leader(
+    error: &etcd_client::Error,
+    first: Instant,
+    pause: &mut Duration,
+) -> bool {
+    if !Members::leaderless(error) || first.elapsed() >= LEADER_WAIT {
+        return false;
+    }
+    tracing::debug!(error = %error, "etcd store: etcd has no leader; waiting for one");
+    tokio::time::sleep(*pause).await;
+    *pause = (*pause * 2).min(MAX_LEADER_PAUSE);
+    true
 }
 
 /// Whether `address` (`HOST:PORT`) accepts a TCP connection within [`CONNECT_WITHIN`].

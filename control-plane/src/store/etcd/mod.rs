@@ -136,22 +136,23 @@ impl Shared {
     }
 
     /// Sends `txn` as `what`; again if it could not connect to a member (up to
-    /// [`members::RESENDS`] times, the members checked first: it was never sent), and once
-    /// more if etcd refused it for an old token and the store signed in again (a refused
-    /// transaction changed nothing). Only a store that may send one again keeps the copy
-    /// that takes (a store with a user, or with several members).
+    /// [`members::RESENDS`] times, the members checked first: it was never sent), again while
+    /// etcd refuses it for want of a leader (for up to [`members::LEADER_WAIT`]: it was never
+    /// proposed), and once more if etcd refused it for an old token and the store signed in
+    /// again (a refused transaction changed nothing).
     async fn txn(&self, what: &str, txn: etcd_client::Txn) -> Result<TxnResponse, StoreError> {
         let mut kv = self.kv();
-        if !self.sign_in.may_resend() {
-            return timed(&self.members, what, kv.txn(txn)).await;
-        }
-        let mut resends = 0;
+        let first = std::time::Instant::now();
+        let (mut pause, mut resends) = (members::LEADER_PAUSE, 0);
         loop {
             let since = std::time::Instant::now();
             let e = match within(&self.members, what, kv.txn(txn.clone())).await? {
                 Ok(answer) => return Ok(answer),
                 Err(e) => e,
             };
+            if members::wait_for_leader(&e, first, &mut pause).await {
+                continue;
+            }
             if resends < members::RESENDS && self.sign_in.unsent(&e, since).await {
                 resends += 1;
             } else if self.sign_in.after(&e, since).await {
@@ -494,6 +495,8 @@ impl Store for EtcdStore {
 mod auth_tests;
 #[cfg(test)]
 mod import_tests;
+#[cfg(test)]
+mod leaderless_tests;
 #[cfg(test)]
 mod tails_tests;
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::time::Instant;
 use etcd_client::Client;
 
 use super::bridge::{failed, within};
-use super::members::{Members, RESENDS};
+use super::members::{LEADER_PAUSE, Members, RESENDS, wait_for_leader};
 use crate::store::StoreError;
 
 /// What etcd says of a token given before its users or roles last changed.
@@ -59,12 +59,6 @@ impl SignIn {
         }
         self.members.check(since).await;
         true
-    }
-
-    /// Whether a failed call may be made again: the store signs in (a call refused for an
-    /// old token), or has several members (a call that could not connect to one).
-    pub(super) fn may_resend(&self) -> bool {
-        self.user || self.members.several()
     }
 
     /// If etcd refused a call made at `since` for an old token, signs in again unless that
@@ -109,8 +103,9 @@ impl SignIn {
     }
 
     /// Makes the call `make` makes within a call's time limit; again (up to [`RESENDS`]
-    /// times) if it could not connect, once the members are checked; and once more if etcd
-    /// refused it for an old token and signing in again worked. A failure names the cluster
+    /// times) if it could not connect, once the members are checked; again while etcd
+    /// refuses it for want of a leader, for a while ([`wait_for_leader`]); and once more if
+    /// etcd refused it for an old token and signing in again worked. A failure names the cluster
     /// at `members` and `what`.
     pub async fn retried<T, F>(
         &self,
@@ -121,11 +116,12 @@ impl SignIn {
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let mut resends = 0;
+        let (first, mut pause, mut resends) = (Instant::now(), LEADER_PAUSE, 0);
         loop {
             let since = Instant::now();
             match within(members, what, make()).await? {
                 Ok(answer) => return Ok(answer),
+                Err(e) if wait_for_leader(&e, first, &mut pause).await => {}
                 Err(e) if resends < RESENDS && self.unsent(&e, since).await => resends += 1,
                 Err(e) if self.after(&e, since).await => {
                     return within(members, what, make())

@@ -187,5 +187,8 @@ fn etcd_history_is_weighed_by_what_it_stores_so_status_writes_keep_it_long() {
     }
     let replica = mk_store(&etcd, "weighed");
     let events = replica.events_after(0, 10).unwrap();
-    assert_eq!(events[0].value, [b"status 0".as_slice(), &manifests].concat());
+    assert_eq!(
+        events[0].value,
+        [b"status 0".as_slice(), &manifests].concat()
+    );
 }

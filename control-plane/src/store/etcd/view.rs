@@ -114,7 +114,10 @@ impl View {
             return None;
         }
         let value = &record.value;
-        Some((tail.digest, value.get(value.len().checked_sub(tail.len)?..)?))
+        Some((
+            tail.digest,
+            value.get(value.len().checked_sub(tail.len)?..)?,
+        ))
     }
 
     /// Whether the object at `key` may have a tail in etcd when a commit that checks it
