@@ -246,6 +246,27 @@ impl LocalEtcd {
         }
     }
 
+    /// Stops the member with SIGSTOP: it answers nothing, but its port still takes
+    /// connections (the kernel accepts them), as a member stalled on its disk would.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen member go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill {signal}: {status}");
+        }
+    }
+
     /// Starts the member again on the same ports and data, and waits until it answers.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

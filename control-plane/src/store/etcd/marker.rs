@@ -101,7 +101,7 @@ pub(super) async fn mark(
     opening: Opening,
 ) -> Result<(Client, Layout, i64, Arc<Members>), StoreError> {
     let client = connect_client(url).await?;
-    let checked = Members::new(client.clone(), url);
+    let checked = Members::new(client.clone(), url, super::connect::connect_options(url)?);
     checked.check(std::time::Instant::now()).await;
     let (client, layout, revision) = write(url, opening, client).await?;
     Ok((client, layout, revision, checked))

@@ -3,29 +3,33 @@
 //! The etcd client spreads calls over the members the store URL names. Its channel keeps
 //! choosing a member that no longer takes connections (a reconnecting endpoint reports itself
 //! ready and fails the call instead), and, as the least busy, prefers it: with one member of
-//! three dead, most calls would fail. So [`Members`] takes a member that refuses a TCP
-//! connection out of the client's set and puts it back once it takes one again: checked
-//! every [`CHECK_EVERY`], and at once when a call fails to connect; such a call was never
-//! sent, so it is made again ([`Members::unsent`]). The last member left is never taken
-//! out: with every member down, calls fail saying so.
+//! three dead, most calls would fail. A member that takes connections and answers nothing
+//! (stalled on its disk, paused) holds every call sent to it, and the watch, until they time
+//! out. So [`Members`] asks each member, through a connection to it alone, for its status
+//! within [`CONNECT_WITHIN`]: one that does not answer, or answers without a leader (cut off
+//! from the others), is taken out of the client's set, and put back once it serves again;
+//! checked every [`CHECK_EVERY`], and at once when a call fails to connect (such a call was
+//! never sent, so it is made again: [`Members::unsent`]). Taking a member out also ends the
+//! store's watch, which resumes through the others ([`Members::removals`]). The last member
+//! left is never taken out: with every member down, calls fail saying so.
 //!
-//! A member that takes connections but has no leader (an election under way, a majority
-//! down, a member cut off from the others) refuses every call at once, before proposing
-//! anything, since the client asks for a leader with each ([`Members::leaderless`]): such a
-//! call is made again until there is one, for up to [`LEADER_WAIT`], from whichever member
-//! the client picks. A member that answers nothing at all is left by the client's keep-alive.
+//! While the cluster has no leader (an election under way, a majority down), the member a
+//! call reaches refuses it at once, before proposing anything, since the client asks for a
+//! leader with each ([`Members::leaderless`]): such a call is made again until there is one,
+//! for up to [`LEADER_WAIT`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::Client;
+use etcd_client::{Client, ConnectOptions};
+use tokio::sync::{OnceCell, watch};
 
 use crate::store::EtcdUrl;
 
 /// How often every member is checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
-/// How long a member may take to accept a connection before it counts as down.
+/// How long a member may take to answer for its status before it counts as down.
 const CONNECT_WITHIN: Duration = Duration::from_millis(500);
 /// Calls that failed to connect are made again up to this many times.
 pub(super) const RESENDS: usize = 3;
@@ -39,32 +43,34 @@ const MAX_LEADER_PAUSE: Duration = Duration::from_millis(500);
 /// The members the client calls, and those taken out.
 pub struct Members {
     client: Client,
-    /// Each member's endpoint as the client knows it (`http://HOST:PORT`) and its address.
-    endpoints: Vec<(String, String)>,
+    /// Each member's endpoint as the client knows it (`http://HOST:PORT`).
+    endpoints: Vec<String>,
+    /// How the store connects, for the connections to each member alone.
+    options: ConnectOptions,
+    /// A client of each member alone, made at its first check that connects.
+    alone: Vec<OnceCell<Client>>,
     /// The members taken out, by index; changed by one check at a time.
     out: tokio::sync::Mutex<(BTreeSet<usize>, Instant)>,
+    /// Counts the members taken out so far.
+    removals: watch::Sender<u64>,
 }
 
 impl Members {
     /// The members of `url`, all in `client`'s set.
-    pub(super) fn new(client: Client, url: &EtcdUrl) -> Arc<Self> {
-        let endpoints = url
-            .endpoints
-            .iter()
-            .map(|e| {
-                let address = e
-                    .split_once("://")
-                    .map_or(e.as_str(), |(_, rest)| rest)
-                    .trim_end_matches('/')
-                    .to_string();
-                (e.clone(), address)
-            })
-            .collect();
+    pub(super) fn new(client: Client, url: &EtcdUrl, options: ConnectOptions) -> Arc<Self> {
         Arc::new(Self {
             client,
-            endpoints,
+            alone: url.endpoints.iter().map(|_| OnceCell::new()).collect(),
+            endpoints: url.endpoints.clone(),
+            options,
             out: tokio::sync::Mutex::new((BTreeSet::new(), Instant::now())),
+            removals: watch::channel(0).0,
         })
+    }
+
+    /// A receiver that changes each time a member is taken out.
+    pub(super) fn removals(&self) -> watch::Receiver<u64> {
+        self.removals.subscribe()
     }
 
     /// Whether there is more than one member (a call one of them cannot take may go to
@@ -88,7 +94,7 @@ impl Members {
         let down: BTreeSet<usize> = (0..up.len()).filter(|&i| !up[i]).collect();
         let out = &mut state.0;
         for i in 0..self.endpoints.len() {
-            let endpoint = &self.endpoints[i].0;
+            let endpoint = &self.endpoints[i];
             let keep_one = out.len() + 1 >= self.endpoints.len();
             if down.contains(&i) && !out.contains(&i) && !keep_one {
                 if let Err(e) = self.client.remove_endpoint(endpoint).await {
@@ -96,9 +102,10 @@ impl Members {
                     continue;
                 }
                 out.insert(i);
+                self.removals.send_modify(|n| *n += 1);
                 tracing::warn!(
                     endpoint,
-                    "etcd store: a member does not take connections; calling the others"
+                    "etcd store: a member does not answer, or has no leader; calling the others"
                 );
             } else if !down.contains(&i) && out.contains(&i) {
                 if let Err(e) = self.client.add_endpoint(endpoint).await {
@@ -106,7 +113,7 @@ impl Members {
                     continue;
                 }
                 out.remove(&i);
-                tracing::info!(endpoint, "etcd store: a member takes connections again");
+                tracing::info!(endpoint, "etcd store: a member serves again");
             }
         }
     }
@@ -128,21 +135,35 @@ impl Members {
         });
     }
 
-    /// Each member's endpoint, and whether it takes a connection now (checked at once, every
-    /// member at the same time: at most [`CONNECT_WITHIN`]).
+    /// Each member's endpoint, and whether it serves now (checked at once, every member at
+    /// the same time: at most [`CONNECT_WITHIN`]).
     pub(super) async fn reachable(&self) -> Vec<(String, bool)> {
         let up = self.probe().await;
-        self.endpoints
-            .iter()
-            .map(|(endpoint, _)| endpoint.clone())
-            .zip(up)
-            .collect()
+        self.endpoints.iter().cloned().zip(up).collect()
     }
 
-    /// Whether each member takes a connection now, in the order of `endpoints`.
+    /// Whether each member serves now, in the order of `endpoints`.
     async fn probe(&self) -> Vec<bool> {
-        let probes = self.endpoints.iter().map(|(_, address)| up(address));
+        let probes = (0..self.endpoints.len()).map(|i| self.serves(i));
         futures::future::join_all(probes).await
+    }
+
+    /// Whether member `i` answers for its status within [`CONNECT_WITHIN`], with a leader.
+    async fn serves(&self, i: usize) -> bool {
+        let asked = async {
+            let client = self.alone[i]
+                .get_or_try_init(|| {
+                    Client::connect([self.endpoints[i].as_str()], Some(self.options.clone()))
+                })
+                .await
+                .ok()?;
+            let status = client.clone().status().await.ok()?;
+            Some(status.leader() != 0)
+        };
+        matches!(
+            tokio::time::timeout(CONNECT_WITHIN, asked).await,
+            Ok(Some(true))
+        )
     }
 
     /// Whether `error` says the call never reached a member (it could not connect): a call
@@ -185,12 +206,4 @@ pub(super) async fn wait_for_leader(
     tokio::time::sleep(*pause).await;
     *pause = (*pause * 2).min(MAX_LEADER_PAUSE);
     true
-}
-
-/// Whether `address` (`HOST:PORT`) accepts a TCP connection within [`CONNECT_WITHIN`].
-async fn up(address: &str) -> bool {
-    matches!(
-        tokio::time::timeout(CONNECT_WITHIN, tokio::net::TcpStream::connect(address)).await,
-        Ok(Ok(_))
-    )
 }

@@ -494,6 +494,8 @@ impl Store for EtcdStore {
 #[cfg(test)]
 mod auth_tests;
 #[cfg(test)]
+mod hung_tests;
+#[cfg(test)]
 mod import_tests;
 #[cfg(test)]
 mod leaderless_tests;

@@ -46,9 +46,14 @@ impl SignIn {
         }
     }
 
-    /// Each member's endpoint, and whether it takes a connection now.
+    /// Each member's endpoint, and whether it serves now.
     pub(super) async fn reachable(&self) -> Vec<(String, bool)> {
         self.members.reachable().await
+    }
+
+    /// A receiver that changes each time a member is taken out of the client's set.
+    pub(super) fn removals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.members.removals()
     }
 
     /// If a call made at `since` could not connect, checks the members (taking out the one

@@ -245,8 +245,19 @@ async fn watch(shared: &Shared, backoff: &mut Duration) -> Result<(), StoreError
             return Err(failed(&shared.members, what, &e));
         }
     };
+    // A member taken out may be the one this watch is on, answering nothing: the watch
+    // resumes through the others.
+    let mut removals = shared.sign_in.removals();
     loop {
-        let response = match stream.message().await {
+        let message = tokio::select! {
+            message = stream.message() => message,
+            _ = removals.changed() => {
+                return Err(StoreError::Unavailable(
+                    "a member was taken out of the client's set".into(),
+                ));
+            }
+        };
+        let response = match message {
             Ok(response) => response,
             Err(e) => {
                 shared.sign_in.after(&e, since).await;
