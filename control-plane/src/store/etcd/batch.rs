@@ -190,22 +190,29 @@ async fn send(shared: &Arc<Shared>, mut batch: Vec<Queued>) {
                 }
                 batch = holding;
             }
-            Together::Refused(_) | Together::Failed => {
+            Together::Refused(_) => {
                 // Each alone, at once: each learns its own answer from etcd.
-                let each = batch.into_iter().map(|queued| alone(shared, queued));
+                let each = batch.into_iter().map(|queued| alone(shared, queued, false));
+                futures::future::join_all(each).await;
+                return;
+            }
+            Together::Failed => {
+                // The same, each maybe landed already: each finds out.
+                let each = batch.into_iter().map(|queued| alone(shared, queued, true));
                 futures::future::join_all(each).await;
                 return;
             }
         }
     }
     if let Some(queued) = batch.pop() {
-        alone(shared, queued).await;
+        alone(shared, queued, false).await;
     }
 }
 
-/// Sends `queued` as a transaction of its own and tells it its outcome.
-async fn alone(shared: &Shared, queued: Queued) {
-    let outcome = run(shared, queued.step, &[], queued.fence.as_ref()).await;
+/// Sends `queued` as a transaction of its own and tells it its outcome; `unknown`: it was
+/// sent before, with others, and may have landed.
+async fn alone(shared: &Shared, queued: Queued, unknown: bool) {
+    let outcome = run(shared, queued.step, &[], queued.fence.as_ref(), unknown).await;
     let _ = queued.reply.send(outcome);
 }
 
@@ -218,7 +225,8 @@ enum Together {
     },
     /// A compare failed: for each commit, the failure of its checks, if they failed.
     Refused(Vec<Option<StoreError>>),
-    /// etcd did not answer, or refused the request: whether any of it landed is unknown.
+    /// etcd did not answer, or refused the request, or answered that a compare failed after
+    /// a sending that may have landed: whether any of it landed is unknown.
     Failed,
 }
 
@@ -247,8 +255,11 @@ async fn together(shared: &Shared, batch: &[Queued]) -> Together {
         .when(compares)
         .and_then(ops)
         .or_else(explain);
-    let response = match shared.txn("committing", txn).await {
-        Ok(response) => response,
+    let response = match super::resend::send(shared, txn, false).await {
+        Ok((response, false)) => response,
+        // Sent more than once, and refused: the first may have landed.
+        Ok((response, true)) if !response.succeeded() => return Together::Failed,
+        Ok((response, true)) => response,
         Err(e) => {
             tracing::debug!(error = %e, commits = batch.len(), "etcd store: a group commit failed; each commit is made alone");
             return Together::Failed;

@@ -61,6 +61,15 @@ impl Write {
         1 + usize::from(self.tail.is_some())
     }
 
+    /// The keys it writes, each with the value it puts (`None`: deletes), the object's first.
+    pub(super) fn expected(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + '_ {
+        std::iter::once((self.etcd_key.as_slice(), self.value.as_deref())).chain(
+            self.tail
+                .iter()
+                .map(|(key, value)| (key.as_slice(), value.as_deref())),
+        )
+    }
+
     /// Its etcd operations, the object's first.
     pub(super) fn txn_ops(&self) -> impl Iterator<Item = TxnOp> + '_ {
         std::iter::once(write_op(self.etcd_key.clone(), self.value.clone())).chain(
@@ -348,7 +357,7 @@ pub(super) async fn commit(shared: &Arc<Shared>, mut txn: Txn) -> Result<Revisio
     let mut revision = None;
     let total = steps.len();
     for (i, step) in steps.into_iter().enumerate() {
-        match run(shared, step, &ranges, fence.as_ref()).await {
+        match run(shared, step, &ranges, fence.as_ref(), false).await {
             Ok(Some(r)) => revision = Some(r),
             Ok(None) => {}
             Err(e) => {
@@ -383,12 +392,14 @@ pub(super) fn compare(layout: &Layout, key: &ObjectKey, check: Precondition) -> 
 }
 
 /// Runs one step; returns its revision, or `None` if it changed nothing (deletes of keys that
-/// were not there). Returns once the tail has published it.
+/// were not there). Returns once the tail has published it. `unknown`: the step was sent
+/// before (with others) and may have landed ([`resend`](super::resend)).
 pub(super) async fn run(
     shared: &Shared,
     step: Step,
     ranges: &[Unchanged],
     fence: Option<&Fence>,
+    unknown: bool,
 ) -> Result<Option<Revision>, StoreError> {
     let layout = &shared.layout;
     let mut compares: Vec<Compare> = step
@@ -418,9 +429,14 @@ pub(super) async fn run(
         .when(compares)
         .and_then(ops)
         .or_else(explain);
-    let response = shared.txn("committing", txn).await?;
+    let (response, unknown) = super::resend::send(shared, txn, unknown).await?;
     let answers = response.op_responses();
     if !response.succeeded() {
+        if unknown && let Some(revision) = super::resend::landed(shared, &step.writes).await? {
+            shared.mark_durable(revision);
+            shared.wait_seen(revision).await;
+            return Ok(Some(revision));
+        }
         if let Some(fence) = fence
             && held_term(answers.last()) != Some(fence.term)
         {

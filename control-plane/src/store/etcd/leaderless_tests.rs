@@ -67,3 +67,63 @@ fn a_write_while_etcd_has_no_leader_waits_for_one_and_lands() {
     let record = store.get(&mk_key("during")).unwrap().expect("written");
     assert_eq!(record.mod_revision, revision);
 }
+
+#[test]
+fn writes_across_a_stall_of_etcd_s_leader_all_land_once() {
+    let cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
+    let url = match LocalEtcd::cluster_url(&cluster, "failover")
+        .parse()
+        .unwrap()
+    {
+        StoreLocation::Etcd(url) => url,
+        other => panic!("{other:?}"),
+    };
+    let store = Arc::new(EtcdStore::open(&url).unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let leader = (0..cluster.len())
+        .find(|&i| runtime.block_on(cluster[i].is_leader()).unwrap())
+        .expect("a leader");
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Each object created (checked absent), then changed (checked at its revision), as an
+    // Apply does: a write that lands twice would fail its checks.
+    let writing = {
+        let (store, written) = (store.clone(), written.clone());
+        std::thread::spawn(move || {
+            let mut slowest = Duration::ZERO;
+            for i in 0..150 {
+                let key = mk_key(&format!("c{i}"));
+                let t = Instant::now();
+                let created = store
+                    .commit(
+                        Txn::default()
+                            .check(key.clone(), crate::store::Precondition::Absent)
+                            .put(key.clone(), b"1".to_vec()),
+                    )
+                    .map_err(|e| format!("creating {key}: {e}"))?;
+                store
+                    .commit(
+                        Txn::default()
+                            .check(key.clone(), crate::store::Precondition::AtRevision(created))
+                            .put(key.clone(), b"2".to_vec()),
+                    )
+                    .map_err(|e| format!("changing {key}: {e}"))?;
+                slowest = slowest.max(t.elapsed());
+                written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok::<_, String>(slowest)
+        })
+    };
+    while written.load(std::sync::atomic::Ordering::SeqCst) < 30 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The leader stalls (SIGSTOP: as on a disk that stopped answering): a write sent to it
+    // gets no answer, the others elect another.
+    cluster[leader].freeze();
+    let slowest = writing.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    cluster[leader].thaw();
+    let (records, _) = store.list(Kind::Component, None).unwrap();
+    assert_eq!(records.len(), 150);
+    assert!(records.iter().all(|r| r.value == b"2"));
+    // An election takes a second or two here: no write waited for a call's time limit.
+    assert!(slowest < Duration::from_secs(7), "a write took {slowest:?}");
+}

@@ -6,12 +6,13 @@
 //! three dead, most calls would fail. A member that takes connections and answers nothing
 //! (stalled on its disk, paused) holds every call sent to it, and the watch, until they time
 //! out. So [`Members`] asks each member, through a connection to it alone, for its status
-//! within [`CONNECT_WITHIN`]: one that does not answer, or answers without a leader (cut off
-//! from the others), is taken out of the client's set, and put back once it serves again;
-//! checked every [`CHECK_EVERY`], and at once when a call fails to connect (such a call was
-//! never sent, so it is made again: [`Members::unsent`]). Taking a member out also ends the
-//! store's watch, which resumes through the others ([`Members::removals`]). The last member
-//! left is never taken out: with every member down, calls fail saying so.
+//! within [`CONNECT_WITHIN`]: one that does not answer, or answers without a leader while
+//! another has one (cut off from the others), is taken out of the client's set, and put back
+//! once it is as good as the best again; checked every [`CHECK_EVERY`], and at once when a
+//! call fails to connect (such a call was never sent, so it is made again:
+//! [`Members::unsent`]). Taking a member out also ends the store's watch, which resumes
+//! through the others ([`Members::removals`]). The best members are never taken out: with
+//! every member down, calls fail saying so.
 //!
 //! While the cluster has no leader (an election under way, a majority down), the member a
 //! call reaches refuses it at once, before proposing anything, since the client asks for a
@@ -39,6 +40,17 @@ pub(super) const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// The first pause before such a call is made again; it doubles up to [`MAX_LEADER_PAUSE`].
 pub(super) const LEADER_PAUSE: Duration = Duration::from_millis(50);
 const MAX_LEADER_PAUSE: Duration = Duration::from_millis(500);
+
+/// How a member answered for its status, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Health {
+    /// No answer in time: refused, unreachable, or stalled.
+    Silent,
+    /// It answers, without a leader.
+    Leaderless,
+    /// It answers, with a leader.
+    Serves,
+}
 
 /// The members the client calls, and those taken out.
 pub struct Members {
@@ -90,13 +102,15 @@ impl Members {
             return;
         }
         state.1 = Instant::now();
-        let up = self.probe().await;
-        let down: BTreeSet<usize> = (0..up.len()).filter(|&i| !up[i]).collect();
+        let health = self.probe().await;
+        // Only members worse off than the best are taken out: never all, and none while
+        // every member waits for an election.
+        let best = health.iter().copied().max().unwrap_or(Health::Silent);
+        let down: BTreeSet<usize> = (0..health.len()).filter(|&i| health[i] < best).collect();
         let out = &mut state.0;
         for i in 0..self.endpoints.len() {
             let endpoint = &self.endpoints[i];
-            let keep_one = out.len() + 1 >= self.endpoints.len();
-            if down.contains(&i) && !out.contains(&i) && !keep_one {
+            if down.contains(&i) && !out.contains(&i) {
                 if let Err(e) = self.client.remove_endpoint(endpoint).await {
                     tracing::warn!(error = %e, endpoint, "etcd store: could not stop calling a member");
                     continue;
@@ -138,18 +152,19 @@ impl Members {
     /// Each member's endpoint, and whether it serves now (checked at once, every member at
     /// the same time: at most [`CONNECT_WITHIN`]).
     pub(super) async fn reachable(&self) -> Vec<(String, bool)> {
-        let up = self.probe().await;
-        self.endpoints.iter().cloned().zip(up).collect()
+        let health = self.probe().await;
+        let serves = health.into_iter().map(|h| h == Health::Serves);
+        self.endpoints.iter().cloned().zip(serves).collect()
     }
 
-    /// Whether each member serves now, in the order of `endpoints`.
-    async fn probe(&self) -> Vec<bool> {
-        let probes = (0..self.endpoints.len()).map(|i| self.serves(i));
+    /// How each member is now, in the order of `endpoints`.
+    async fn probe(&self) -> Vec<Health> {
+        let probes = (0..self.endpoints.len()).map(|i| self.health(i));
         futures::future::join_all(probes).await
     }
 
-    /// Whether member `i` answers for its status within [`CONNECT_WITHIN`], with a leader.
-    async fn serves(&self, i: usize) -> bool {
+    /// How member `i` answers for its status, within [`CONNECT_WITHIN`].
+    async fn health(&self, i: usize) -> Health {
         let asked = async {
             let client = self.alone[i]
                 .get_or_try_init(|| {
@@ -157,13 +172,17 @@ impl Members {
                 })
                 .await
                 .ok()?;
-            let status = client.clone().status().await.ok()?;
-            Some(status.leader() != 0)
+            Some(match client.clone().status().await {
+                Ok(status) if status.leader() != 0 => Health::Serves,
+                Ok(_) => Health::Leaderless,
+                Err(e) if Self::leaderless(&e) => Health::Leaderless,
+                Err(_) => return None,
+            })
         };
-        matches!(
-            tokio::time::timeout(CONNECT_WITHIN, asked).await,
-            Ok(Some(true))
-        )
+        match tokio::time::timeout(CONNECT_WITHIN, asked).await {
+            Ok(Some(health)) => health,
+            _ => Health::Silent,
+        }
     }
 
     /// Whether `error` says the call never reached a member (it could not connect): a call

@@ -16,7 +16,9 @@
 //! sees those keys and ignores them, as it does the marker.
 //!
 //! Durability: etcd answers a write once a quorum of its members has it on disk, so a commit
-//! is durable when it returns, and so is every revision the tail sees.
+//! is durable when it returns, and so is every revision the tail sees. A commit etcd does not
+//! answer in time is sent again ([`resend`]); the members the client calls are those that
+//! serve ([`members`]).
 //!
 //! What a call costs: the trait is synchronous, so every call that talks to etcd runs on the
 //! store's own runtime ([`bridge`]) while the caller's thread blocks, except `commit_async`,
@@ -49,6 +51,7 @@ mod marker;
 mod members;
 mod presence;
 mod read;
+mod resend;
 mod sign_in;
 mod tail;
 mod tails;

@@ -1,0 +1,136 @@
+//! Commits whose outcome etcd did not tell: no answer in time, the connection lost with the
+//! call under way, the leader lost mid-call (etcd's own request timeout, 7 s, is longer than
+//! an election). Such a commit is sent again until etcd answers, for up to
+//! [`RESEND_WITHIN`]; and an answer that its checks failed, after a sending whose outcome was
+//! unknown, is told apart from one where that earlier sending landed: every key the commit
+//! writes then holds what it wrote, at one revision ([`landed`]).
+//!
+//! Why sending again is safe: etcd orders an earlier sending that lands before any later one
+//! (both go through its leader's log, the earlier first, or the earlier is lost), so a commit
+//! never lands after its own later copy, nor after a write that followed that copy. A commit
+//! with checks lands at most once (the second finds its checks broken by the first); one
+//! without writes the same values twice.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{TxnOp, TxnOpResponse, TxnResponse};
+
+use super::Shared;
+use super::commit::Write;
+use crate::store::{Revision, StoreError};
+
+/// How long one sending of a commit may take before it is sent again. A commit takes
+/// milliseconds; an etcd that lost its leader answers none until its request timeout.
+const ATTEMPT: Duration = Duration::from_secs(2);
+/// How long a commit is sent again for, in all.
+const RESEND_WITHIN: Duration = Duration::from_secs(15);
+/// The first pause before a commit is sent again; it doubles up to [`MAX_PAUSE`].
+const PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// Sends `txn` until etcd answers; returns its answer and whether a sending before it (or
+/// before this call: `unknown`) may have landed.
+pub(super) async fn send(
+    shared: &Shared,
+    txn: etcd_client::Txn,
+    mut unknown: bool,
+) -> Result<(TxnResponse, bool), StoreError> {
+    let started = Instant::now();
+    let mut pause = PAUSE;
+    loop {
+        let error = match tokio::time::timeout(ATTEMPT, shared.txn("committing", txn.clone())).await
+        {
+            Ok(Ok(response)) => return Ok((response, unknown)),
+            Ok(Err(error @ StoreError::Unavailable(_))) => error,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => StoreError::Unavailable(format!(
+                "etcd at {}: committing: no answer within {} s (is etcd running and \
+                 reachable, with a leader?)",
+                shared.members,
+                ATTEMPT.as_secs()
+            )),
+        };
+        if started.elapsed() + pause >= RESEND_WITHIN {
+            return Err(error);
+        }
+        tracing::info!(%error, "etcd store: a commit's outcome is unknown; sending it again");
+        unknown = true;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// The revision of a commit of `writes` if etcd holds what it wrote: every key it puts with
+/// its value, all at one revision, and every key it deletes gone. `None` if not.
+pub(super) async fn landed(
+    shared: &Shared,
+    writes: &[Write],
+) -> Result<Option<Revision>, StoreError> {
+    let expected: Vec<(&[u8], Option<&[u8]>)> = writes.iter().flat_map(Write::expected).collect();
+    let reads: Vec<TxnOp> = expected
+        .iter()
+        .map(|(key, _)| TxnOp::get(key.to_vec(), None))
+        .collect();
+    let response = shared
+        .txn(
+            "reading what a commit wrote",
+            etcd_client::Txn::new().and_then(reads),
+        )
+        .await?;
+    let mut at = None;
+    for ((_, value), answer) in expected.iter().zip(response.op_responses()) {
+        let TxnOpResponse::Get(get) = answer else {
+            return Ok(None);
+        };
+        match (value, get.kvs().first()) {
+            (None, None) => {}
+            (Some(value), Some(kv)) if kv.value() == *value => {
+                if *at.get_or_insert(kv.mod_revision()) != kv.mod_revision() {
+                    return Ok(None);
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+    let revision = at.unwrap_or_else(|| response.header().map_or(0, |h| h.revision()));
+    Ok(Some(shared.layout.to_store(revision)))
+}
+
+#[cfg(test)]
+mod tests {
+    use troupe_common::{Kind, ObjectKey};
+
+    use super::super::commit::{plan, run, tests::NoTails};
+    use super::super::tests::{mk_etcd, mk_store};
+    use crate::store::{Precondition, Store, StoreError, Txn};
+
+    #[test]
+    fn a_commit_sent_again_after_an_unknown_outcome_is_told_it_landed_only_if_it_did() {
+        let etcd = mk_etcd();
+        let store = mk_store(&etcd, "resend");
+        let key = ObjectKey::new(Kind::Component, "acme", "api");
+        let create = |value: &[u8]| {
+            Txn::default()
+                .check(key.clone(), Precondition::Absent)
+                .put(key.clone(), value.to_vec())
+        };
+        let landed = store.commit(create(b"mine")).unwrap();
+        let shared = store.shared.clone();
+        let again = |value: &'static [u8], unknown: bool| {
+            let shared = shared.clone();
+            let txn = create(value);
+            store.bridge.block(async move {
+                let mut steps = plan(&shared.layout, &shared.limits, txn, None, &NoTails)?;
+                run(&shared, steps.remove(0), &[], None, unknown).await
+            })
+        };
+        // Its first sending landed: the same commit, sent again, is told so.
+        assert_eq!(again(b"mine", true).unwrap(), Some(landed));
+        // A commit that did not land (another value is there) fails its check, as does one
+        // whose outcome was never in doubt.
+        for (value, unknown) in [(&b"theirs"[..], true), (&b"mine"[..], false)] {
+            let err = again(value, unknown).unwrap_err();
+            assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+        }
+    }
+}
