@@ -188,7 +188,11 @@ impl Members {
     /// Whether `error` says the call never reached a member (it could not connect): a call
     /// safe to make again, once the members are checked.
     pub(super) fn unsent(error: &etcd_client::Error) -> bool {
-        let text = super::bridge::describe(error);
+        Self::says_unsent(&super::bridge::describe(error))
+    }
+
+    /// Whether a failure's message says the call could not connect.
+    pub(super) fn says_unsent(text: &str) -> bool {
         [
             "tcp connect error",
             "Connection refused",

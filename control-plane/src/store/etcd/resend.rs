@@ -1,7 +1,7 @@
 //! Commits whose outcome etcd did not tell: no answer in time, the connection lost with the
 //! call under way, the leader lost mid-call (etcd's own request timeout, 7 s, is longer than
 //! an election). Such a commit is sent again until etcd answers, for up to
-//! [`RESEND_WITHIN`]; and an answer that its checks failed, after a sending whose outcome was
+//! [`RESEND_WITHIN`] (one that no member took a connection for fails at once: etcd is down); and an answer that its checks failed, after a sending whose outcome was
 //! unknown, is told apart from one where that earlier sending landed: every key the commit
 //! writes then holds what it wrote, at one revision ([`landed`]).
 //!
@@ -17,6 +17,7 @@ use etcd_client::{TxnOp, TxnOpResponse, TxnResponse};
 
 use super::Shared;
 use super::commit::Write;
+use super::members::Members;
 use crate::store::{Revision, StoreError};
 
 /// How long one sending of a commit may take before it is sent again. A commit takes
@@ -41,6 +42,10 @@ pub(super) async fn send(
         let error = match tokio::time::timeout(ATTEMPT, shared.txn("committing", txn.clone())).await
         {
             Ok(Ok(response)) => return Ok((response, unknown)),
+            // Refused by every member it tried: nothing is in doubt, and etcd is down.
+            Ok(Err(StoreError::Unavailable(message))) if Members::says_unsent(&message) => {
+                return Err(StoreError::Unavailable(message));
+            }
             Ok(Err(error @ StoreError::Unavailable(_))) => error,
             Ok(Err(error)) => return Err(error),
             Err(_) => StoreError::Unavailable(format!(
