@@ -319,8 +319,7 @@ async fn together(shared: &Shared, batch: &[Queued]) -> Together {
 mod tests {
     use troupe_common::Kind;
 
-    use super::super::commit::plan;
-    use super::super::commit::tests::NoTails;
+    use super::super::commit::{Known, plan};
     use super::super::tests::{mk_etcd, mk_store};
     use super::*;
     use crate::store::{Precondition, Store, Txn};
@@ -331,7 +330,7 @@ mod tests {
 
     fn mk_step(txn: Txn) -> Step {
         let layout = super::super::layout::Layout::new("/t");
-        let mut steps = plan(&layout, &TxnLimits::default(), txn, None, &NoTails).unwrap();
+        let mut steps = plan(&layout, &TxnLimits::default(), txn, None, &Known::default()).unwrap();
         assert_eq!(steps.len(), 1);
         steps.pop().unwrap()
     }

@@ -180,13 +180,14 @@ pub(super) fn failed(members: &str, what: &str, error: &etcd_client::Error) -> S
 }
 
 /// Whether `error` says etcd could not be reached or could not answer now (no connection,
-/// no leader, a request timed out in etcd): a call that may go through if made again.
+/// no leader, a request timed out in etcd, the connection closed with the call under way): a
+/// call that may go through if made again.
 fn unreachable(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         etcd_client::Error::GRpcStatus(status) => matches!(
             status.code(),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
         ),
         _ => false,
     }

@@ -28,6 +28,7 @@ use troupe_common::ObjectKey;
 use super::Shared;
 use super::layout::{Layout, encode_shared, encode_value};
 use super::tails::{Digest, digest};
+use super::view::View;
 use crate::store::{Fence, Op, Precondition, Revision, StoreError, Txn, TxnLimits, Unchanged};
 
 /// Bytes one operation adds to a request besides its key and value: field tags, lengths and
@@ -80,24 +81,45 @@ impl Write {
     }
 }
 
-/// What the store holds of objects' tails, for planning writes ([`View`](super::view::View)
-/// has it).
-pub(super) trait Tails {
-    /// The digest and bytes of the tail of the object at `key` if it is held at `revision`
-    /// with one.
-    fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<(Digest, &[u8])>;
-    /// Whether the object at `key` may have a tail once a commit checking it with `check`
-    /// lands.
-    fn may_have_tail(&self, key: &ObjectKey, check: Option<Precondition>) -> bool;
+/// What the view says of the tails of the objects a commit writes ([`tails`](super::tails)),
+/// read under the log's lock: lookups and a comparison of bytes; digests and envelopes are
+/// made once the lock is let go.
+#[derive(Debug, Default)]
+pub(super) struct Known {
+    /// The shared puts whose tail is the one the object holds, byte for byte, at the revision
+    /// the commit checks: the digest of that tail.
+    same: HashMap<ObjectKey, Digest>,
+    /// The objects whose whole put or delete must delete a tail they may have.
+    may_have: HashSet<ObjectKey>,
 }
 
-impl Tails for super::view::View {
-    fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<(Digest, &[u8])> {
-        super::view::View::tail_at(self, key, revision)
-    }
-
-    fn may_have_tail(&self, key: &ObjectKey, check: Option<Precondition>) -> bool {
-        super::view::View::may_have_tail(self, key, check)
+impl Known {
+    /// What `view` says of the objects `txn` writes.
+    pub(super) fn of(view: &View, txn: &Txn) -> Self {
+        let mut checks: HashMap<&ObjectKey, Precondition> = HashMap::new();
+        for (key, check) in &txn.checks {
+            checks.entry(key).or_insert(*check);
+        }
+        let check = |key: &ObjectKey| checks.get(key).copied();
+        let mut known = Self::default();
+        for op in &txn.ops {
+            match op {
+                Op::PutShared { key, shared, .. } => {
+                    if let Some(Precondition::AtRevision(r)) = check(key)
+                        && let Some((digest, held)) = view.tail_at(key, r)
+                        && held == shared.as_slice()
+                    {
+                        known.same.insert(key.clone(), digest);
+                    }
+                }
+                Op::Put { key, .. } | Op::Delete { key } => {
+                    if view.may_have_tail(key, check(key)) {
+                        known.may_have.insert(key.clone());
+                    }
+                }
+            }
+        }
+        known
     }
 }
 
@@ -186,40 +208,29 @@ fn check_cost(layout: &Layout, key: &ObjectKey) -> usize {
     2 * (layout.object(key).len() + OP_OVERHEAD)
 }
 
-/// The writes of `txn` with one per key (the last), in the order of those last writes. A
-/// shared value puts its head alone when `tails` holds the object, at the revision the commit
-/// checks, with the same tail (byte for byte); else its tail too. A whole value or a delete deletes the
-/// object's tail when it may have one.
-fn writes(layout: &Layout, txn: &mut Txn, tails: &dyn Tails) -> Vec<Write> {
-    let ops = std::mem::take(&mut txn.ops);
-    let check = |key: &ObjectKey| {
-        txn.checks
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, check)| *check)
-    };
+/// The writes of `ops` with one per key (the last), in the order of those last writes. A
+/// shared value puts its head alone when its tail is the one the object holds (`known`);
+/// else its tail too. A whole value or a delete deletes the object's tail when it may have
+/// one.
+fn writes(layout: &Layout, ops: Vec<Op>, known: &Known) -> Vec<Write> {
     let mut slots: Vec<Option<Write>> = Vec::with_capacity(ops.len());
     let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
     for op in ops {
         let (key, value, tail) = match op {
             Op::Put { key, value } => {
-                let gone = tails.may_have_tail(&key, check(&key)).then_some(None);
+                let gone = known.may_have.contains(&key).then_some(None);
                 (key, Some(encode_value(&value)), gone)
             }
             Op::PutShared { key, head, shared } => {
-                let held = match check(&key) {
-                    Some(Precondition::AtRevision(r)) => tails.tail_at(&key, r),
-                    _ => None,
-                };
-                // The same bytes as the tail held (a status write): no digest to compute.
-                let (digest, tail) = match held {
-                    Some((digest, held)) if held == shared.as_slice() => (digest, None),
-                    _ => (digest(&shared), Some(Some(encode_value(&shared)))),
+                // The tail held (a status write): no digest to compute, no tail to write.
+                let (digest, tail) = match known.same.get(&key) {
+                    Some(digest) => (*digest, None),
+                    None => (digest(&shared), Some(Some(encode_value(&shared)))),
                 };
                 (key, Some(encode_shared(&head, &digest)), tail)
             }
             Op::Delete { key } => {
-                let gone = tails.may_have_tail(&key, check(&key)).then_some(None);
+                let gone = known.may_have.contains(&key).then_some(None);
                 (key, None, gone)
             }
         };
@@ -242,13 +253,13 @@ fn writes(layout: &Layout, txn: &mut Txn, tails: &dyn Tails) -> Vec<Write> {
 pub(super) fn plan(
     layout: &Layout,
     limits: &TxnLimits,
-    mut txn: Txn,
+    txn: Txn,
     fence: Option<&Fence>,
-    tails: &dyn Tails,
+    known: &Known,
 ) -> Result<Vec<Step>, StoreError> {
     let room = Room::new(layout, limits, fence, &txn.unchanged);
     let divisible = txn.divisible;
-    let writes = writes(layout, &mut txn, tails);
+    let writes = writes(layout, txn.ops, known);
     let whole = Step {
         bytes: writes.iter().map(Write::cost).sum::<usize>()
             + txn
@@ -328,16 +339,8 @@ pub(super) fn plan(
 pub(super) async fn commit(shared: &Arc<Shared>, mut txn: Txn) -> Result<Revision, StoreError> {
     let fence = txn.fence.take();
     let ranges = txn.unchanged.clone();
-    let mut steps = {
-        let log = shared.log();
-        plan(
-            &shared.layout,
-            &shared.limits,
-            txn,
-            fence.as_ref(),
-            log.view(),
-        )?
-    };
+    let known = Known::of(shared.log().view(), &txn);
+    let mut steps = plan(&shared.layout, &shared.limits, txn, fence.as_ref(), &known)?;
     if steps.len() == 1 && ranges.is_empty() {
         let step = steps.pop().expect("one step");
         let revision = super::batch::commit(shared, step, fence).await?;
@@ -566,23 +569,10 @@ async fn verify(shared: &Shared, checks: &[(ObjectKey, Precondition)]) -> Result
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use troupe_common::Kind;
 
     use super::*;
-
-    /// A store that holds no tails, and knows it.
-    pub(in super::super) struct NoTails;
-
-    impl Tails for NoTails {
-        fn tail_at(&self, _: &ObjectKey, _: Revision) -> Option<(Digest, &[u8])> {
-            None
-        }
-
-        fn may_have_tail(&self, _: &ObjectKey, _: Option<Precondition>) -> bool {
-            false
-        }
-    }
 
     fn mk_key(i: usize) -> ObjectKey {
         ObjectKey::new(Kind::Component, "acme", format!("c{i}"))
@@ -609,7 +599,7 @@ pub(super) mod tests {
             &TxnLimits::default(),
             mk_cascade(100, false),
             None,
-            &NoTails,
+            &Known::default(),
         )
         .unwrap();
         assert_eq!(steps.len(), 1);
@@ -623,7 +613,14 @@ pub(super) mod tests {
             max_ops: 10,
             ..TxnLimits::default()
         };
-        let steps = plan(&layout, &limits, mk_cascade(25, true), None, &NoTails).unwrap();
+        let steps = plan(
+            &layout,
+            &limits,
+            mk_cascade(25, true),
+            None,
+            &Known::default(),
+        )
+        .unwrap();
         // 26 checks and 25 deletes in transactions of 10 operations of each kind.
         assert_eq!(steps.len(), 3);
         assert_eq!(steps[0].checks[0], (mk_key(25), Precondition::Present));
@@ -663,7 +660,7 @@ pub(super) mod tests {
             &limits,
             mk_cascade(8, false),
             Some(&fence),
-            &NoTails,
+            &Known::default(),
         )
         .unwrap();
         assert_eq!(nine.len(), 1);
@@ -672,14 +669,20 @@ pub(super) mod tests {
             &limits,
             mk_cascade(9, false),
             Some(&fence),
-            &NoTails,
+            &Known::default(),
         )
         .unwrap_err();
         assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
         assert_eq!(
-            plan(&layout, &limits, mk_cascade(9, false), None, &NoTails)
-                .unwrap()
-                .len(),
+            plan(
+                &layout,
+                &limits,
+                mk_cascade(9, false),
+                None,
+                &Known::default()
+            )
+            .unwrap()
+            .len(),
             1
         );
         // Divisible, every step leaves room for it.
@@ -688,7 +691,7 @@ pub(super) mod tests {
             &limits,
             mk_cascade(25, true),
             Some(&fence),
-            &NoTails,
+            &Known::default(),
         )
         .unwrap();
         assert!(
@@ -714,14 +717,14 @@ pub(super) mod tests {
         };
         // 8 checks fit beside the two ranges' compares; 9 do not.
         assert_eq!(
-            plan(&layout, &limits, guarded(7, false), None, &NoTails)
+            plan(&layout, &limits, guarded(7, false), None, &Known::default())
                 .unwrap()
                 .len(),
             1
         );
-        let err = plan(&layout, &limits, guarded(8, false), None, &NoTails).unwrap_err();
+        let err = plan(&layout, &limits, guarded(8, false), None, &Known::default()).unwrap_err();
         assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
-        let steps = plan(&layout, &limits, guarded(25, true), None, &NoTails).unwrap();
+        let steps = plan(&layout, &limits, guarded(25, true), None, &Known::default()).unwrap();
         assert!(steps.iter().all(|s| s.checks.len() <= 8));
         let written: usize = steps.iter().map(|s| s.writes.len()).sum();
         assert_eq!(written, 25);
@@ -735,7 +738,7 @@ pub(super) mod tests {
             &TxnLimits::default(),
             mk_cascade(200, false),
             None,
-            &NoTails,
+            &Known::default(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("--max-txn-ops"), "{err}");
@@ -744,7 +747,7 @@ pub(super) mod tests {
             ..TxnLimits::default()
         };
         let big = Txn::default().divisible().put(mk_key(0), vec![0; 20_000]);
-        let err = plan(&layout, &limits, big, None, &NoTails).unwrap_err();
+        let err = plan(&layout, &limits, big, None, &Known::default()).unwrap_err();
         assert!(err.to_string().contains("--max-request-bytes"), "{err}");
         assert!(
             err.to_string().contains("acme/c0") || err.to_string().contains("c0"),
@@ -759,7 +762,7 @@ pub(super) mod tests {
             .put(mk_key(1), b"a".to_vec())
             .put(mk_key(2), b"b".to_vec())
             .delete(mk_key(1));
-        let steps = plan(&layout, &TxnLimits::default(), txn, None, &NoTails).unwrap();
+        let steps = plan(&layout, &TxnLimits::default(), txn, None, &Known::default()).unwrap();
         let writes: Vec<_> = steps[0]
             .writes
             .iter()

@@ -105,7 +105,7 @@ pub(super) async fn landed(
 mod tests {
     use troupe_common::{Kind, ObjectKey};
 
-    use super::super::commit::{plan, run, tests::NoTails};
+    use super::super::commit::{Known, plan, run};
     use super::super::tests::{mk_etcd, mk_store};
     use crate::store::{Precondition, Store, StoreError, Txn};
 
@@ -125,7 +125,7 @@ mod tests {
             let shared = shared.clone();
             let txn = create(value);
             store.bridge.block(async move {
-                let mut steps = plan(&shared.layout, &shared.limits, txn, None, &NoTails)?;
+                let mut steps = plan(&shared.layout, &shared.limits, txn, None, &Known::default())?;
                 run(&shared, steps.remove(0), &[], None, unknown).await
             })
         };
