@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use troupe_common::{Kind, ObjectKey};
 
-use super::tests::next_commit;
+use super::tests::{member, mk_cluster_url, next_commit};
 use super::*;
-use crate::store::{StoreLocation, Txn};
+use crate::store::Txn;
 
 fn mk_key(name: &str) -> ObjectKey {
     ObjectKey::new(Kind::Component, "acme", name)
@@ -17,18 +17,13 @@ fn mk_key(name: &str) -> ObjectKey {
 #[test]
 fn a_member_that_answers_nothing_is_taken_out_and_holds_up_no_call_or_watch() {
     let cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
-    let url = match LocalEtcd::cluster_url(&cluster, "hung").parse().unwrap() {
-        StoreLocation::Etcd(url) => url,
-        other => panic!("{other:?}"),
-    };
+    let url = mk_cluster_url(&cluster, "hung");
     let (a, b) = (
         EtcdStore::open(&url).unwrap(),
         EtcdStore::open(&url).unwrap(),
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let follower = (0..cluster.len())
-        .find(|&i| !runtime.block_on(cluster[i].is_leader()).unwrap())
-        .expect("a follower");
+    let follower = member(&cluster, false);
     let endpoint = cluster[follower].endpoint();
     cluster[follower].freeze();
 

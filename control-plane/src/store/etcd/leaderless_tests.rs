@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use troupe_common::{Kind, ObjectKey};
 
+use super::tests::{member, mk_cluster_url};
 use super::*;
-use crate::store::{StoreLocation, Txn};
+use crate::store::Txn;
 
 fn mk_key(name: &str) -> ObjectKey {
     ObjectKey::new(Kind::Component, "acme", name)
@@ -36,13 +37,7 @@ fn until_leaderless(member: &LocalEtcd) {
 #[test]
 fn a_write_while_etcd_has_no_leader_waits_for_one_and_lands() {
     let mut cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
-    let url = match LocalEtcd::cluster_url(&cluster, "leaderless")
-        .parse()
-        .unwrap()
-    {
-        StoreLocation::Etcd(url) => url,
-        other => panic!("{other:?}"),
-    };
+    let url = mk_cluster_url(&cluster, "leaderless");
     let store = Arc::new(EtcdStore::open(&url).unwrap());
     store
         .commit(Txn::default().put(mk_key("before"), b"1".to_vec()))
@@ -71,18 +66,9 @@ fn a_write_while_etcd_has_no_leader_waits_for_one_and_lands() {
 #[test]
 fn writes_across_a_stall_of_etcd_s_leader_all_land_once() {
     let cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
-    let url = match LocalEtcd::cluster_url(&cluster, "failover")
-        .parse()
-        .unwrap()
-    {
-        StoreLocation::Etcd(url) => url,
-        other => panic!("{other:?}"),
-    };
+    let url = mk_cluster_url(&cluster, "failover");
     let store = Arc::new(EtcdStore::open(&url).unwrap());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let leader = (0..cluster.len())
-        .find(|&i| runtime.block_on(cluster[i].is_leader()).unwrap())
-        .expect("a leader");
+    let leader = member(&cluster, true);
     let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Each object created (checked absent), then changed (checked at its revision), as an
     // Apply does: a write that lands twice would fail its checks.

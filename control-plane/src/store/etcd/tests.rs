@@ -23,6 +23,19 @@ fn mk_url(text: &str) -> EtcdUrl {
     }
 }
 
+/// The store URL of `prefix` on every member of `cluster`.
+pub(super) fn mk_cluster_url(cluster: &[LocalEtcd], prefix: &str) -> EtcdUrl {
+    mk_url(&LocalEtcd::cluster_url(cluster, prefix))
+}
+
+/// A member of `cluster` that leads it (or, with `leads` false, one that does not).
+pub(super) fn member(cluster: &[LocalEtcd], leads: bool) -> usize {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    (0..cluster.len())
+        .find(|&i| runtime.block_on(cluster[i].is_leader()).unwrap() == leads)
+        .expect("such a member")
+}
+
 pub(super) fn mk_store(etcd: &LocalEtcd, prefix: &str) -> EtcdStore {
     EtcdStore::open(&mk_url(&etcd.url(prefix))).unwrap()
 }
@@ -473,7 +486,7 @@ fn an_etcd_out_of_space_refuses_writes_clearly_keeps_reads_and_deletes_and_takes
 #[test]
 fn a_store_on_three_members_commits_and_follows_through_the_two_left_when_one_is_down() {
     let mut cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
-    let url = mk_url(&LocalEtcd::cluster_url(&cluster, "three"));
+    let url = mk_cluster_url(&cluster, "three");
     let (a, b) = (
         EtcdStore::open(&url).unwrap(),
         EtcdStore::open(&url).unwrap(),
@@ -481,9 +494,7 @@ fn a_store_on_three_members_commits_and_follows_through_the_two_left_when_one_is
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // A member that does not lead: the cluster keeps its leader, so no call waits for an
     // election, and every one must go through.
-    let follower = (0..cluster.len())
-        .find(|&i| !runtime.block_on(cluster[i].is_leader()).unwrap())
-        .expect("a follower");
+    let follower = member(&cluster, false);
     cluster[follower].kill();
     let mut seen_by_b = b.subscribe();
     for i in 0..30 {
