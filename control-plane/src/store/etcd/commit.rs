@@ -73,11 +73,8 @@ impl Write {
 
     /// Its etcd operations, the object's first.
     pub(super) fn txn_ops(&self) -> impl Iterator<Item = TxnOp> + '_ {
-        std::iter::once(write_op(self.etcd_key.clone(), self.value.clone())).chain(
-            self.tail
-                .iter()
-                .map(|(key, value)| write_op(key.clone(), value.clone())),
-        )
+        self.expected()
+            .map(|(key, value)| write_op(key.to_vec(), value.map(<[u8]>::to_vec)))
     }
 }
 

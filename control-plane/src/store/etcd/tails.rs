@@ -91,30 +91,26 @@ pub(super) fn to_change(
         return Ok(None);
     };
     let revision = layout.to_store(kv.mod_revision());
-    let (kind, stored, create_revision) = match (put, event.prev_kv()) {
+    let stored = |bytes: &[u8], created: i64| -> Result<_, StoreError> {
+        let (value, digest) = decode_stored(kv.key(), bytes)?;
+        Ok((value, digest, layout.to_store(created)))
+    };
+    let (kind, (value, digest, create_revision)) = match (put, event.prev_kv()) {
+        (true, _) if kv.version() == 1 => {
+            (EventType::Added, stored(kv.value(), kv.create_revision())?)
+        }
         (true, _) => (
-            if kv.version() == 1 {
-                EventType::Added
-            } else {
-                EventType::Modified
-            },
-            Some(kv.value()),
-            kv.create_revision(),
+            EventType::Modified,
+            stored(kv.value(), kv.create_revision())?,
         ),
         (false, Some(prev)) => (
             EventType::Deleted,
-            Some(prev.value()),
-            prev.create_revision(),
+            stored(prev.value(), prev.create_revision())?,
         ),
-        (false, None) => (EventType::Deleted, None, 0),
-    };
-    let (value, digest) = match stored {
-        Some(bytes) => decode_stored(kv.key(), bytes)?,
-        None => (Vec::new(), None),
-    };
-    let create_revision = match stored {
-        Some(_) => layout.to_store(create_revision),
-        None => super::tail::NOT_CARRIED,
+        (false, None) => (
+            EventType::Deleted,
+            (Vec::new(), None, super::tail::NOT_CARRIED),
+        ),
     };
     Ok(Some(Change::Object {
         event: Event {

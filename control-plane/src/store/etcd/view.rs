@@ -96,28 +96,27 @@ impl View {
 
     /// The tail of the object at `key` if its digest is `want`: the end of its value.
     pub(super) fn tail(&self, key: &ObjectKey, want: &Digest) -> Option<Vec<u8>> {
-        let encoded = keys::encode(key);
-        let tail = self.tails.get(&encoded).filter(|t| t.digest == *want)?;
-        let value = &self.objects.get(&encoded)?.value;
-        value
-            .get(value.len().checked_sub(tail.len)?..)
-            .map(<[u8]>::to_vec)
+        let (record, tail) = self.held(key)?;
+        if tail.digest != *want {
+            return None;
+        }
+        tail_of(record, tail).map(<[u8]>::to_vec)
     }
 
     /// The digest and the bytes of the tail of the object at `key`, if the view holds it at
     /// `revision` and its value has a tail.
     pub(super) fn tail_at(&self, key: &ObjectKey, revision: Revision) -> Option<(Digest, &[u8])> {
-        let encoded = keys::encode(key);
-        let record = self.objects.get(&encoded)?;
-        let tail = self.tails.get(&encoded)?;
+        let (record, tail) = self.held(key)?;
         if record.mod_revision != revision {
             return None;
         }
-        let value = &record.value;
-        Some((
-            tail.digest,
-            value.get(value.len().checked_sub(tail.len)?..)?,
-        ))
+        Some((tail.digest, tail_of(record, tail)?))
+    }
+
+    /// The object at `key` and what the view keeps of its tail, if its value has one.
+    fn held(&self, key: &ObjectKey) -> Option<(&Record, &TailOf)> {
+        let encoded = keys::encode(key);
+        Some((self.objects.get(&encoded)?, self.tails.get(&encoded)?))
     }
 
     /// Whether the object at `key` may have a tail in etcd when a commit that checks it
@@ -173,4 +172,10 @@ impl View {
             .map(|(_, r)| r.clone())
             .collect()
     }
+}
+
+/// The end of `record`'s value that `tail` says is its tail.
+fn tail_of<'a>(record: &'a Record, tail: &TailOf) -> Option<&'a [u8]> {
+    let value = &record.value;
+    value.get(value.len().checked_sub(tail.len)?..)
 }
