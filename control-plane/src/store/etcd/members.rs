@@ -8,7 +8,9 @@
 //! out. So [`Members`] asks each member, through a connection to it alone, for its status
 //! within [`CONNECT_WITHIN`]: one that does not answer, or answers without a leader while
 //! another has one (cut off from the others), is taken out of the client's set, and put back
-//! once it is as good as the best again; checked every [`CHECK_EVERY`], and at once when a
+//! once it has been as good as the best for [`TRUST_AFTER`] checks in a row (at once if no
+//! member left in the set is: a member that stalls now and then stays out); checked every
+//! [`CHECK_EVERY`], and at once when a
 //! call fails to connect (such a call was never sent, so it is made again:
 //! [`Members::unsent`]). Taking a member out also ends the store's watch, which resumes
 //! through the others ([`Members::removals`]). The best members are never taken out: with
@@ -32,6 +34,8 @@ use crate::store::EtcdUrl;
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a member may take to answer for its status before it counts as down.
 const CONNECT_WITHIN: Duration = Duration::from_millis(500);
+/// Checks in a row a member taken out must pass before calls go to it again.
+const TRUST_AFTER: u32 = 3;
 /// Calls that failed to connect are made again up to this many times.
 pub(super) const RESENDS: usize = 3;
 /// How long a call refused for want of a leader is made again: an election takes a second or
@@ -52,6 +56,41 @@ enum Health {
     Serves,
 }
 
+/// What the checks found: the members taken out, and how many checks in a row each member
+/// has been as good as the best.
+#[derive(Debug, Default)]
+struct Checked {
+    out: BTreeSet<usize>,
+    good: Vec<u32>,
+}
+
+impl Checked {
+    /// What a check that found `health` (by member) changes: the members to take out and
+    /// those to put back. Only members worse off than the best are taken out: never all, and
+    /// none while every member waits for an election. One taken out comes back after
+    /// [`TRUST_AFTER`] checks as good as the best, or at once when no member left in the set
+    /// is as good.
+    fn decide(&mut self, health: &[Health]) -> (Vec<usize>, Vec<usize>) {
+        let best = health.iter().copied().max().unwrap_or(Health::Silent);
+        self.good.resize(health.len(), 0);
+        for (good, &h) in self.good.iter_mut().zip(health) {
+            *good = if h == best { good.saturating_add(1) } else { 0 };
+        }
+        let is_best = |i: &usize| health[*i] == best;
+        let set_has_best = (0..health.len()).any(|i| !self.out.contains(&i) && is_best(&i));
+        let take_out = (0..health.len())
+            .filter(|i| !is_best(i) && !self.out.contains(i))
+            .collect();
+        let put_back = self
+            .out
+            .iter()
+            .copied()
+            .filter(|i| is_best(i) && (self.good[*i] >= TRUST_AFTER || !set_has_best))
+            .collect();
+        (take_out, put_back)
+    }
+}
+
 /// The members the client calls, and those taken out.
 pub struct Members {
     client: Client,
@@ -61,8 +100,8 @@ pub struct Members {
     options: ConnectOptions,
     /// A client of each member alone, made at its first check that connects.
     alone: Vec<OnceCell<Client>>,
-    /// The members taken out, by index; changed by one check at a time.
-    out: tokio::sync::Mutex<(BTreeSet<usize>, Instant)>,
+    /// What the checks found, and when the last began; changed by one check at a time.
+    checked: tokio::sync::Mutex<(Checked, Instant)>,
     /// Counts the members taken out so far.
     removals: watch::Sender<u64>,
 }
@@ -75,7 +114,7 @@ impl Members {
             alone: url.endpoints.iter().map(|_| OnceCell::new()).collect(),
             endpoints: url.endpoints.clone(),
             options,
-            out: tokio::sync::Mutex::new((BTreeSet::new(), Instant::now())),
+            checked: tokio::sync::Mutex::new((Checked::default(), Instant::now())),
             removals: watch::channel(0).0,
         })
     }
@@ -97,38 +136,35 @@ impl Members {
         if !self.several() {
             return;
         }
-        let mut state = self.out.lock().await;
+        let mut state = self.checked.lock().await;
         if state.1 > since {
             return;
         }
         state.1 = Instant::now();
         let health = self.probe().await;
-        // Only members worse off than the best are taken out: never all, and none while
-        // every member waits for an election.
-        let best = health.iter().copied().max().unwrap_or(Health::Silent);
-        let down: BTreeSet<usize> = (0..health.len()).filter(|&i| health[i] < best).collect();
-        let out = &mut state.0;
-        for i in 0..self.endpoints.len() {
+        let (take_out, put_back) = state.0.decide(&health);
+        let out = &mut state.0.out;
+        for i in take_out {
             let endpoint = &self.endpoints[i];
-            if down.contains(&i) && !out.contains(&i) {
-                if let Err(e) = self.client.remove_endpoint(endpoint).await {
-                    tracing::warn!(error = %e, endpoint, "etcd store: could not stop calling a member");
-                    continue;
-                }
-                out.insert(i);
-                self.removals.send_modify(|n| *n += 1);
-                tracing::warn!(
-                    endpoint,
-                    "etcd store: a member does not answer, or has no leader; calling the others"
-                );
-            } else if !down.contains(&i) && out.contains(&i) {
-                if let Err(e) = self.client.add_endpoint(endpoint).await {
-                    tracing::warn!(error = %e, endpoint, "etcd store: could not call a member again");
-                    continue;
-                }
-                out.remove(&i);
-                tracing::info!(endpoint, "etcd store: a member serves again");
+            if let Err(e) = self.client.remove_endpoint(endpoint).await {
+                tracing::warn!(error = %e, endpoint, "etcd store: could not stop calling a member");
+                continue;
             }
+            out.insert(i);
+            self.removals.send_modify(|n| *n += 1);
+            tracing::warn!(
+                endpoint,
+                "etcd store: a member does not answer, or has no leader; calling the others"
+            );
+        }
+        for i in put_back {
+            let endpoint = &self.endpoints[i];
+            if let Err(e) = self.client.add_endpoint(endpoint).await {
+                tracing::warn!(error = %e, endpoint, "etcd store: could not call a member again");
+                continue;
+            }
+            out.remove(&i);
+            tracing::info!(endpoint, "etcd store: a member serves again");
         }
     }
 
@@ -229,4 +265,66 @@ pub(super) async fn wait_for_leader(
     tokio::time::sleep(*pause).await;
     *pause = (*pause * 2).min(MAX_LEADER_PAUSE);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Health::{Leaderless, Serves, Silent};
+    use super::*;
+
+    /// The members out after each check of `checks`, one set of healths per check.
+    fn outs(checks: &[[Health; 3]]) -> Vec<Vec<usize>> {
+        let mut checked = Checked::default();
+        checks
+            .iter()
+            .map(|health| {
+                let (take_out, put_back) = checked.decide(health);
+                checked.out.extend(take_out);
+                for i in put_back {
+                    checked.out.remove(&i);
+                }
+                checked.out.iter().copied().collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_member_comes_back_after_three_good_checks_in_a_row() {
+        let checks = [
+            [Serves, Silent, Serves],
+            [Serves, Serves, Serves],
+            [Serves, Serves, Serves],
+            [Serves, Serves, Serves],
+        ];
+        assert_eq!(
+            outs(&checks),
+            [vec![1], vec![1], vec![1], Vec::<usize>::new()]
+        );
+    }
+
+    #[test]
+    fn a_member_that_stalls_now_and_then_stays_out() {
+        let checks = [
+            [Serves, Silent, Serves],
+            [Serves, Serves, Serves],
+            [Serves, Serves, Serves],
+            [Serves, Leaderless, Serves],
+            [Serves, Serves, Serves],
+            [Serves, Serves, Serves],
+            [Serves, Silent, Serves],
+        ];
+        assert_eq!(outs(&checks), vec![vec![1]; 7]);
+    }
+
+    #[test]
+    fn a_member_out_comes_back_at_once_when_no_member_left_is_as_good() {
+        let checks = [[Serves, Silent, Serves], [Silent, Serves, Silent]];
+        assert_eq!(outs(&checks), [vec![1], vec![0, 2]]);
+    }
+
+    #[test]
+    fn no_member_is_taken_out_while_all_wait_for_an_election() {
+        let checks = [[Leaderless; 3], [Silent; 3]];
+        assert_eq!(outs(&checks), [Vec::<usize>::new(), vec![]]);
+    }
 }
