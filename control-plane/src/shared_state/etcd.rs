@@ -82,7 +82,7 @@ impl EtcdState {
     /// The value of `key`, read from etcd now.
     pub fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
         let full = self.key(key);
-        let answer = self.store.call("reading shared state", move |mut c| {
+        let answer = self.store.read("reading shared state", move |mut c| {
             let full = full.clone();
             async move { c.get(full, None).await }
         })?;
@@ -92,7 +92,7 @@ impl EtcdState {
     /// Every key under directory `dir` (`api-tokens/`), and the revision they were read at.
     pub fn list(&self, dir: &str) -> Result<(Vec<Item>, i64), StoreError> {
         let (root, dir) = (self.root.clone(), self.key(dir));
-        self.store.call("listing shared state", move |client| {
+        self.store.read("listing shared state", move |client| {
             let (root, dir) = (root.clone(), dir.clone());
             async move { list(client, &root, dir).await }
         })
@@ -111,7 +111,7 @@ impl EtcdState {
             .with_range(end)
             .with_limit(limit)
             .with_sort(SortTarget::Key, SortOrder::Ascend);
-        self.store.call("reading shared state", move |c| {
+        self.store.read("reading shared state", move |c| {
             let (root, start, options) = (root.clone(), start.clone(), options.clone());
             async move {
                 let mut kv = c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);

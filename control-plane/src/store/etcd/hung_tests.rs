@@ -56,3 +56,53 @@ fn a_member_that_answers_nothing_is_taken_out_and_holds_up_no_call_or_watch() {
     assert!(slowest < Duration::from_secs(2), "a write took {slowest:?}");
     cluster[follower].thaw();
 }
+
+#[test]
+fn a_read_sent_to_a_member_as_it_stalls_is_answered_by_another() {
+    let cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
+    let store =
+        std::sync::Arc::new(EtcdStore::open(&mk_cluster_url(&cluster, "hung-read")).unwrap());
+    let key = b"/hung-read-probe".to_vec();
+    let put = key.clone();
+    store
+        .call("writing the probe", move |mut c| {
+            let put = put.clone();
+            async move { c.put(put, b"1".to_vec(), None).await }
+        })
+        .unwrap();
+    let follower = member(&cluster, false);
+    cluster[follower].freeze();
+
+    // Readers read on until the member is taken out: the client spreads their reads over
+    // every member until then, the stalled one too.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut slowest = Duration::ZERO;
+                while *store.shared.sign_in.removals().borrow() == 0
+                    || started.elapsed() < Duration::from_secs(2)
+                {
+                    let (t, key) = (Instant::now(), key.clone());
+                    let answer = store.read("reading the probe", move |mut c| {
+                        let key = key.clone();
+                        async move { c.get(key, None).await }
+                    });
+                    let answer = answer
+                        .unwrap_or_else(|e| panic!("a read failed after {:?}: {e}", t.elapsed()));
+                    assert_eq!(answer.kvs()[0].value(), b"1");
+                    slowest = slowest.max(t.elapsed());
+                }
+                slowest
+            })
+        })
+        .collect();
+    let slowest: Vec<Duration> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    cluster[follower].thaw();
+    // A read held by the stalled member waited for its copy (2 s), not for a call's limit.
+    assert!(
+        slowest.iter().any(|s| *s >= Duration::from_secs(1)),
+        "no read reached the stalled member: {slowest:?}"
+    );
+}

@@ -326,6 +326,25 @@ impl EtcdStore {
         })
     }
 
+    /// [`EtcdStore::call`] for a call that changes nothing (a read): one that goes
+    /// unanswered for a while (it reached a member that stalled) is joined by a copy, which
+    /// the members still serving answer ([`resend::hedged`]).
+    pub fn read<T, F>(
+        &self,
+        what: &str,
+        make: impl Fn(Client) -> F + Send + Sync + 'static,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let (members, what) = (self.shared.members.clone(), what.to_string());
+        let (client, sign_in) = (self.shared.client.clone(), self.shared.sign_in.clone());
+        self.bridge.block(async move {
+            resend::hedged(|| sign_in.retried(&members, &what, || make(client.clone()))).await
+        })
+    }
+
     /// How the store signs in again when etcd calls its token old, for loops of the store's
     /// user that call etcd themselves.
     pub fn sign_in(&self) -> SignIn {

@@ -10,10 +10,18 @@
 //! never lands after its own later copy, nor after a write that followed that copy. A commit
 //! with checks lands at most once (the second finds its checks broken by the first); one
 //! without writes the same values twice.
+//!
+//! A read with no answer in time is not given up but joined by another copy ([`hedged`]):
+//! reading changes nothing, and the copy goes to the members the client calls by then (a
+//! stalled member is taken out within a check or two), so a read that reached a stalled
+//! member is answered by another.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use etcd_client::{TxnOp, TxnOpResponse, TxnResponse};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use super::Shared;
 use super::commit::Write;
@@ -62,6 +70,37 @@ pub(super) async fn send(
         unknown = true;
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Copies of one read under way at most: one more every [`ATTEMPT`] without an answer, each
+/// bounded by a call's time limit.
+const READ_COPIES: usize = 4;
+
+/// Runs `read`, a call that changes nothing, and another copy of it each [`ATTEMPT`] it goes
+/// unanswered (up to [`READ_COPIES`]), keeping those under way: the first answer is the
+/// read's. A copy's failure is the read's only once no other copy is under way.
+pub(super) async fn hedged<T, F>(read: impl Fn() -> F) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, StoreError>>,
+{
+    let mut under_way = FuturesUnordered::new();
+    under_way.push(read());
+    let mut copies = 1;
+    loop {
+        tokio::select! {
+            answer = under_way.next() => match answer {
+                Some(Ok(answer)) => return Ok(answer),
+                Some(Err(error)) if under_way.is_empty() => return Err(error),
+                Some(Err(error)) => tracing::info!(%error, "etcd store: a copy of a read failed; waiting for the others"),
+                None => unreachable!("a read has a copy under way until it returns"),
+            },
+            () = tokio::time::sleep(ATTEMPT), if copies < READ_COPIES => {
+                tracing::info!("etcd store: a read has no answer yet; sending a copy");
+                under_way.push(read());
+                copies += 1;
+            }
+        }
     }
 }
 
