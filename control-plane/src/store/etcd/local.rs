@@ -83,6 +83,20 @@ impl LocalEtcd {
     /// each answers with a leader elected. Each member is killed, and its data removed, when
     /// dropped; [`LocalEtcd::kill`] and [`LocalEtcd::restart`] act on one member.
     pub fn start_cluster(members: usize) -> anyhow::Result<Vec<Self>> {
+        let mut last = None;
+        // A port found free may be taken by another process before a member binds it: then
+        // the cluster starts again on other ports.
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_cluster(members) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) if e.to_string().contains("address already in use") => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn try_cluster(members: usize) -> anyhow::Result<Vec<Self>> {
         let mut cluster = (0..members)
             .map(|i| Self::plain(format!("troupe-test-{i}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
