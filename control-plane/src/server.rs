@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::agents::pki::Pki;
 use crate::agents::tokens::Tokens;
@@ -422,6 +421,13 @@ impl Domain {
     }
 }
 
+/// The connections `listener` accepts, each sending what it is given at once (`TCP_NODELAY`,
+/// as tonic sets on listeners of its own): a reply's last frames are not held back until the
+/// peer acknowledges its first.
+fn accepted(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// The agent endpoint: TLS with client certificates, the agent service only.
 fn serve_agents(
     config: &ServerConfig,
@@ -445,7 +451,7 @@ fn serve_agents(
         .layer(metrics.grpc_layer())
         .trace_fn(|request| tracing::info_span!("agent-rpc", path = %request.uri().path()))
         .add_service(agent_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(accepted(listener), async move {
             let _ = stopping.wait_for(|s| *s).await;
         }))
 }
@@ -528,7 +534,7 @@ async fn serve_api(
         .add_service(auth_service)
         .add_service(build_service)
         .add_service(server_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown))
+        .serve_with_incoming_shutdown(accepted(listener), shutdown))
 }
 
 /// The API endpoint's TLS configuration, `None` for plaintext.
