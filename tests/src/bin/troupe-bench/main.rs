@@ -34,6 +34,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agents;
 mod api;
+#[cfg(feature = "etcd")]
+mod bare;
 mod builds;
 #[cfg(feature = "etcd")]
 mod failover;
@@ -78,7 +80,8 @@ enum Bench {
         in_memory: bool,
         /// Serve from etcd instead (etcd://HOST:PORT[,HOST:PORT…][/PREFIX]; each server and
         /// the raw puts under a prefix of their own below PREFIX, removed at the end), and
-        /// measure raw etcd puts beside it. Needs a troupe-bench built with `--features etcd`.
+        /// measure raw etcd puts and a bare server in front of etcd beside it. Needs a troupe-bench
+        /// built with `--features etcd`.
         #[arg(long, value_name = "URL")]
         store: Option<troupe_control_plane::store::StoreLocation>,
     },

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use troupe_control_plane::store::{EtcdUrl, connect_etcd};
 
-use crate::{Measured, summarize};
-
-/// Puts `payload` under `url`'s prefix from `clients` writers for `run`.
+/// Puts `payload` under `url`'s prefix (keys named after `round`) from `clients` writers for
+/// `run`; every put's latency, and how long it took.
 pub async fn bench(
     url: &EtcdUrl,
+    round: &str,
     payload: &[u8],
     clients: usize,
     run: Duration,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let client = connect_etcd(url).await?;
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -27,7 +27,7 @@ pub async fn bench(
         let mut kv = client.kv_client();
         let counter = counter.clone();
         let payload = payload.to_vec();
-        let prefix = url.prefix.clone();
+        let prefix = format!("{}/{round}", url.prefix);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
@@ -44,7 +44,7 @@ pub async fn bench(
     for task in tasks {
         all.extend(task.await??);
     }
-    Ok(summarize(all, start.elapsed()))
+    Ok((all, start.elapsed()))
 }
 
 /// Deletes every key under `url`'s prefix.

@@ -10,13 +10,13 @@
 //!
 //! and, in the same run, raw sled insert + flush with the same payloads and concurrency: the
 //! ceiling for a store that acknowledges only what is on disk. With `--store etcd://…` both
-//! servers keep their objects in that etcd (each under a prefix of its own) and the ceiling is
+//! servers keep their objects in that etcd (each under a prefix of its own), the ceiling is
 //! raw etcd puts of the same payloads from as many concurrent writers over one client, as the
-//! store has (`raw_etcd.rs`); everything the bench wrote is removed at the end. Both servers
-//! serve plain gRPC on
-//! loopback, so the figures measure the server, not TLS; the two measurements alternate in
-//! slices so drift in the machine's speed falls on both. The last line is one JSON object with
-//! every figure.
+//! store has (`raw_etcd.rs`), and a bare server in front of etcd (`bare.rs`) shows what one
+//! more hop costs any server; everything the bench wrote is removed at the end. The servers
+//! serve plain gRPC on loopback, so the figures measure the server, not TLS; the measurements
+//! take turns in slices so drift in the machine's speed falls on all. The last line is one
+//! JSON object with every figure.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -130,9 +130,11 @@ impl BenchServer {
     }
 }
 
-/// Applies from `clients` connections for `run`; every Apply's latency, and how long it took.
+/// Applies from `clients` connections to the server at `url` (with `bearer`, if any) for
+/// `run`; every Apply's latency, and how long it took.
 async fn bench_apply(
-    server: &BenchServer,
+    url: &str,
+    bearer: Option<&MetadataValue<tonic::metadata::Ascii>>,
     clients: usize,
     run: Duration,
     round: &str,
@@ -142,14 +144,14 @@ async fn bench_apply(
     let mut tasks = Vec::new();
     for c in 0..clients {
         // One TCP connection per client.
-        let channel = Channel::from_shared(server.url.clone())
+        let channel = Channel::from_shared(url.to_string())
             .unwrap()
             .connect()
             .await
             .expect("connect");
         let mut client = ResourceServiceClient::new(channel);
         let template = mk_component("template");
-        let bearer = server.bearer.clone();
+        let bearer = bearer.cloned();
         let round = round.to_string();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -181,38 +183,63 @@ async fn bench_apply(
     (all, start.elapsed())
 }
 
-/// Slices each measurement is cut into, run alternately with and without authentication
-/// (each side going first in half of them), so a machine whose speed drifts during the run
-/// does not favour one side.
+/// Slices each measurement is cut into. The measurements run in turn, slice by slice, each
+/// going first in one of them, so a machine whose speed drifts during the run (this one's
+/// does, by a tenth or more over seconds) weighs on all of them alike.
 const SLICES: usize = 4;
 
-/// Apply with and without authentication, `run` each, in alternating slices.
-async fn bench_pair(
+/// A measurement's latencies, and the time its slices took.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    took: Duration,
+}
+
+impl Samples {
+    fn add(&mut self, (latencies, took): (Vec<Duration>, Duration)) {
+        self.latencies.extend(latencies);
+        self.took += took;
+    }
+}
+
+/// Apply without and with authentication, the raw ceiling and, if there is one, the bare
+/// server at `bare`, `run` each, in turns of [`SLICES`] slices; their figures in that order.
+async fn measure(
     open: &BenchServer,
     authed: &BenchServer,
+    raw: &Raw,
+    bare: Option<&str>,
     clients: usize,
     run: Duration,
     round: usize,
-) -> (Measured, Measured) {
+) -> anyhow::Result<Vec<Measured>> {
     let slice = run / SLICES as u32;
-    let (mut plain, mut auth) = ((Vec::new(), Duration::ZERO), (Vec::new(), Duration::ZERO));
+    let sides = 3 + usize::from(bare.is_some());
+    let mut samples: Vec<Samples> = (0..sides).map(|_| Samples::default()).collect();
     for i in 0..SLICES {
-        let name = format!("{round}-{i}");
-        let order = if i % 2 == 0 {
-            [(open, &mut plain), (authed, &mut auth)]
-        } else {
-            [(authed, &mut auth), (open, &mut plain)]
-        };
-        for (server, into) in order {
-            let (latencies, took) = bench_apply(server, clients, slice, &name).await;
-            into.0.extend(latencies);
-            into.1 += took;
+        for k in 0..sides {
+            let side = (i + k) % sides;
+            let name = format!("{round}-{i}-{side}");
+            let sample = match (side, bare) {
+                (0, _) => bench_apply(&open.url, None, clients, slice, &name).await,
+                (1, _) => {
+                    let bearer = authed.bearer.as_ref();
+                    bench_apply(&authed.url, bearer, clients, slice, &name).await
+                }
+                (2, _) => raw.measure(clients, slice, &name).await?,
+                (_, Some(url)) => bench_apply(url, None, clients, slice, &name).await,
+                (_, None) => unreachable!("a fourth side only with a bare server"),
+            };
+            samples[side].add(sample);
         }
     }
-    (summarize(plain.0, plain.1), summarize(auth.0, auth.1))
+    Ok(samples
+        .into_iter()
+        .map(|s| summarize(s.latencies, s.took))
+        .collect())
 }
 
-fn bench_raw_sled(clients: usize, run: Duration) -> Measured {
+fn bench_raw_sled(clients: usize, run: Duration) -> (Vec<Duration>, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
     let payload = payload();
@@ -241,7 +268,7 @@ fn bench_raw_sled(clients: usize, run: Duration) -> Measured {
     for t in threads {
         all.extend(t.join().unwrap());
     }
-    summarize(all, start.elapsed())
+    (all, start.elapsed())
 }
 
 /// The ceiling the servers are measured against: the store's engine alone.
@@ -280,15 +307,25 @@ impl Raw {
         }
     }
 
-    async fn measure(&self, clients: usize, run: Duration) -> anyhow::Result<Measured> {
+    /// Writes from `clients` writers for `run` (keys named after `round`); every write's
+    /// latency, and how long it took.
+    async fn measure(
+        &self,
+        clients: usize,
+        run: Duration,
+        round: &str,
+    ) -> anyhow::Result<(Vec<Duration>, Duration)> {
         match self {
             Raw::Sled => Ok(std::thread::Builder::new()
                 .name("raw-sled".into())
-                .spawn(move || bench_raw_sled(clients, run))?
+                .spawn(move || {
+                    let _ = round;
+                    bench_raw_sled(clients, run)
+                })?
                 .join()
                 .expect("raw sled bench panicked")),
             #[cfg(feature = "etcd")]
-            Raw::Etcd(url) => crate::raw_etcd::bench(url, &payload(), clients, run).await,
+            Raw::Etcd(url) => crate::raw_etcd::bench(url, round, &payload(), clients, run).await,
         }
     }
 }
@@ -343,6 +380,18 @@ pub async fn write(
     let open = BenchServer::start(dir(&open_dir).as_deref(), open_store, false).await?;
     let auth_store = server_store(&store, &root, "auth");
     let authed = BenchServer::start(dir(&auth_dir).as_deref(), auth_store, true).await?;
+    // With etcd, the floor of any server in front of it, measured with the same clients.
+    #[cfg(feature = "etcd")]
+    let bare = match &store {
+        StoreLocation::Etcd(url) => Some(
+            crate::bare::Bare::start(&under(url, &root, "bare"))
+                .await?
+                .url,
+        ),
+        _ => None,
+    };
+    #[cfg(not(feature = "etcd"))]
+    let bare: Option<String> = None;
     let payload_bytes = payload().len();
     println!("payload: one Component, {payload_bytes} bytes encoded; {seconds} s per measurement");
     println!(
@@ -353,12 +402,12 @@ pub async fn write(
     let mut figures = serde_json::Map::new();
     figures.insert("payload_bytes".into(), payload_bytes.into());
     for (round, &c) in clients.iter().enumerate() {
-        let (plain, auth) = bench_pair(&open, &authed, c, run, round).await;
-        let raw_measured = raw.measure(c, run).await?;
+        let measured = measure(&open, &authed, &raw, bare.as_deref(), c, run, round).await?;
+        let (plain, auth, raw_measured) = (&measured[0], &measured[1], &measured[2]);
         for (name, m) in [
-            ("durable apply, no auth", &plain),
-            ("durable apply, token + role", &auth),
-            (raw_name, &raw_measured),
+            ("durable apply, no auth", plain),
+            ("durable apply, token + role", auth),
+            (raw_name, raw_measured),
         ] {
             println!(
                 "{name:<30} {c:>8} {:>12.0} {:>10.2} {:>10.2}",
@@ -366,9 +415,9 @@ pub async fn write(
             );
         }
         for (key, m) in [
-            ("apply", &plain),
-            ("apply_auth", &auth),
-            (raw_key, &raw_measured),
+            ("apply", plain),
+            ("apply_auth", auth),
+            (raw_key, raw_measured),
         ] {
             figures.insert(format!("{key}_ops_s_{c}"), round2(m.ops_s).into());
             figures.insert(format!("{key}_p50_ms_{c}"), round2(m.p50_ms).into());
@@ -384,6 +433,21 @@ pub async fn write(
             format!("ratio apply / {raw_key}")
         );
         figures.insert(format!("ratio_vs_{raw_key}_{c}"), round2(ratio).into());
+        if let Some(m) = measured.get(3) {
+            println!(
+                "{:<30} {c:>8} {:>12.0} {:>10.2} {:>10.2}",
+                "bare server, one txn", m.ops_s, m.p50_ms, m.p99_ms
+            );
+            let floor = m.ops_s / raw_measured.ops_s;
+            println!(
+                "{:<30} {c:>8} {floor:>12.2}",
+                format!("ratio bare / {raw_key}")
+            );
+            figures.insert(format!("bare_ops_s_{c}"), round2(m.ops_s).into());
+            figures.insert(format!("bare_p50_ms_{c}"), round2(m.p50_ms).into());
+            figures.insert(format!("bare_p99_ms_{c}"), round2(m.p99_ms).into());
+            figures.insert(format!("ratio_bare_vs_{raw_key}_{c}"), round2(floor).into());
+        }
     }
     open.stop().await?;
     authed.stop().await?;
