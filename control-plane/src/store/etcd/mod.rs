@@ -317,13 +317,7 @@ impl EtcdStore {
         T: Send + 'static,
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     {
-        let (members, what) = (self.shared.members.clone(), what.to_string());
-        let (client, sign_in) = (self.shared.client.clone(), self.shared.sign_in.clone());
-        self.bridge.block(async move {
-            sign_in
-                .retried(&members, &what, || make(client.clone()))
-                .await
-        })
+        self.blocking(what, make, false)
     }
 
     /// [`EtcdStore::call`] for a call that changes nothing (a read): one that goes
@@ -338,10 +332,28 @@ impl EtcdStore {
         T: Send + 'static,
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     {
+        self.blocking(what, make, true)
+    }
+
+    /// [`EtcdStore::call`], its copies [`hedged`](resend::hedged) if `hedge`.
+    fn blocking<T, F>(
+        &self,
+        what: &str,
+        make: impl Fn(Client) -> F + Send + Sync + 'static,
+        hedge: bool,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
         let (members, what) = (self.shared.members.clone(), what.to_string());
         let (client, sign_in) = (self.shared.client.clone(), self.shared.sign_in.clone());
         self.bridge.block(async move {
-            resend::hedged(|| sign_in.retried(&members, &what, || make(client.clone()))).await
+            let once = || sign_in.retried(&members, &what, || make(client.clone()));
+            match hedge {
+                true => resend::hedged(once).await,
+                false => once().await,
+            }
         })
     }
 
