@@ -10,11 +10,10 @@
 //! another has one (cut off from the others), is taken out of the client's set, and put back
 //! once it has been as good as the best for [`TRUST_AFTER`] checks in a row (at once if no
 //! member left in the set is: a member that stalls now and then stays out); checked every
-//! [`CHECK_EVERY`], and at once when a
-//! call fails to connect (such a call was never sent, so it is made again:
-//! [`Members::unsent`]). Taking a member out also ends the store's watch, which resumes
-//! through the others ([`Members::removals`]). The best members are never taken out: with
-//! every member down, calls fail saying so.
+//! [`CHECK_EVERY`], and at once when a call fails to connect (such a call was never sent, so
+//! it is made again: [`Members::unsent`]). Taking a member out also ends the store's watch,
+//! which resumes through the others ([`Members::removals`]). The best members are never taken
+//! out: with every member down, calls fail saying so.
 //!
 //! While the cluster has no leader (an election under way, a majority down), the member a
 //! call reaches refuses it at once, before proposing anything, since the client asks for a
