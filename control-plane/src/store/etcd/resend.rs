@@ -1,15 +1,17 @@
 //! Commits whose outcome etcd did not tell: no answer in time, the connection lost with the
 //! call under way, the leader lost mid-call (etcd's own request timeout, 7 s, is longer than
 //! an election). Such a commit is sent again until etcd answers, for up to
-//! [`RESEND_WITHIN`] (one that no member took a connection for fails at once: etcd is down); and an answer that its checks failed, after a sending whose outcome was
-//! unknown, is told apart from one where that earlier sending landed: every key the commit
-//! writes then holds what it wrote, at one revision ([`landed`]).
+//! [`RESEND_WITHIN`] (one that no member took a connection for fails at once: etcd is down);
+//! and an answer that its checks failed, after a sending whose outcome was unknown, is told
+//! apart from one where that earlier sending landed: every key the commit writes then holds
+//! what it wrote, at one revision ([`landed`]).
 //!
-//! Why sending again is safe: etcd orders an earlier sending that lands before any later one
-//! (both go through its leader's log, the earlier first, or the earlier is lost), so a commit
-//! never lands after its own later copy, nor after a write that followed that copy. A commit
-//! with checks lands at most once (the second finds its checks broken by the first); one
-//! without writes the same values twice.
+//! Why sending again is safe for a commit that checks a key it writes (every Apply, every
+//! status write): it lands at most once. Every sending checks the same revision, so
+//! whichever lands first breaks the others' checks, and an earlier sending that lands late
+//! (held by a member that stalled, and passed on to the leader once it resumes) finds them
+//! broken by the copy, or by any write after it. Any other commit may land twice, with the
+//! same values; a late first landing would put them back over a write made in between.
 //!
 //! A read with no answer in time is not given up but joined by another copy ([`hedged`]):
 //! reading changes nothing, and the copy goes to the members the client calls by then (a
