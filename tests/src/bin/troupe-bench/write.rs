@@ -213,22 +213,26 @@ async fn measure(
     run: Duration,
     round: usize,
 ) -> anyhow::Result<Vec<Measured>> {
+    /// What a slice measures: Apply on the server at a URL (with a bearer), or the raw ceiling.
+    enum Side<'a> {
+        Apply(&'a str, Option<&'a MetadataValue<tonic::metadata::Ascii>>),
+        Raw,
+    }
+    let mut sides = vec![
+        Side::Apply(&open.url, None),
+        Side::Apply(&authed.url, authed.bearer.as_ref()),
+        Side::Raw,
+    ];
+    sides.extend(bare.map(|url| Side::Apply(url, None)));
     let slice = run / SLICES as u32;
-    let sides = 3 + usize::from(bare.is_some());
-    let mut samples: Vec<Samples> = (0..sides).map(|_| Samples::default()).collect();
+    let mut samples: Vec<Samples> = sides.iter().map(|_| Samples::default()).collect();
     for i in 0..SLICES {
-        for k in 0..sides {
-            let side = (i + k) % sides;
+        for k in 0..sides.len() {
+            let side = (i + k) % sides.len();
             let name = format!("{round}-{i}-{side}");
-            let sample = match (side, bare) {
-                (0, _) => bench_apply(&open.url, None, clients, slice, &name).await,
-                (1, _) => {
-                    let bearer = authed.bearer.as_ref();
-                    bench_apply(&authed.url, bearer, clients, slice, &name).await
-                }
-                (2, _) => raw.measure(clients, slice, &name).await?,
-                (_, Some(url)) => bench_apply(url, None, clients, slice, &name).await,
-                (_, None) => unreachable!("a fourth side only with a bare server"),
+            let sample = match sides[side] {
+                Side::Apply(url, bearer) => bench_apply(url, bearer, clients, slice, &name).await,
+                Side::Raw => raw.measure(clients, slice, &name).await?,
             };
             samples[side].add(sample);
         }
