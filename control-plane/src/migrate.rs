@@ -27,7 +27,7 @@ use troupe_common::Kind;
 
 use crate::server::MIGRATED_FILE;
 use crate::shared_state::EtcdState;
-use crate::store::{EtcdStore, EtcdUrl, Revision, SledStore, Store, Txn};
+use crate::store::{EtcdStore, EtcdUrl, Precondition, Revision, SledStore, Store, Txn};
 
 /// Objects per commit of the import (etcd's transaction limits split it further).
 const OBJECTS_PER_COMMIT: usize = 1000;
@@ -91,8 +91,11 @@ pub fn migrate(data_dir: &Path, url: &EtcdUrl, max_log_bytes: u64) -> anyhow::Re
     for kind in Kind::ALL {
         let (records, _) = sled.list(kind, None)?;
         for chunk in records.chunks(OBJECTS_PER_COMMIT) {
+            // Each key checked absent (the prefix is empty): a commit sent again after a
+            // member stalled lands once.
             let txn = chunk.iter().fold(Txn::default().divisible(), |txn, r| {
-                txn.put(r.key.clone(), r.value.clone())
+                txn.check(r.key.clone(), Precondition::Absent)
+                    .put(r.key.clone(), r.value.clone())
             });
             etcd.commit(txn)
                 .with_context(|| format!("copying the {}s", kind.name()))?;

@@ -255,7 +255,8 @@ async fn together(shared: &Shared, batch: &[Queued]) -> Together {
         .when(compares)
         .and_then(ops)
         .or_else(explain);
-    let response = match super::resend::send(shared, txn, false).await {
+    let lands_once = batch.iter().any(|q| q.step.lands_once());
+    let response = match super::resend::send(shared, txn, false, lands_once).await {
         Ok((response, false)) => response,
         // Sent more than once, and refused: the first may have landed.
         Ok((response, true)) if !response.succeeded() => return Together::Failed,

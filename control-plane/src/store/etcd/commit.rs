@@ -129,6 +129,25 @@ pub(super) struct Step {
     pub(super) bytes: usize,
 }
 
+impl Step {
+    /// Whether the step lands at most once however often it is sent ([`resend`](super::resend)):
+    /// it checks a key it changes in a way the check notices (puts a key it checks absent or
+    /// at a revision, deletes one it checks present or at a revision), so once any sending of
+    /// it landed, every other one's check fails.
+    pub(super) fn lands_once(&self) -> bool {
+        self.checks.iter().any(|(key, check)| {
+            self.writes.iter().any(|w| {
+                &w.key == key
+                    && match check {
+                        Precondition::AtRevision(_) => true,
+                        Precondition::Absent => w.value.is_some(),
+                        Precondition::Present => w.value.is_none(),
+                    }
+            })
+        })
+    }
+}
+
 /// The compare that holds while `fence`'s leader still holds its key, and the read that
 /// tells, when a transaction fails, whether that is why.
 pub(super) fn fence_compare(fence: &Fence) -> (Compare, TxnOp) {
@@ -429,7 +448,7 @@ pub(super) async fn run(
         .when(compares)
         .and_then(ops)
         .or_else(explain);
-    let (response, unknown) = super::resend::send(shared, txn, unknown).await?;
+    let (response, unknown) = super::resend::send(shared, txn, unknown, step.lands_once()).await?;
     let answers = response.op_responses();
     if !response.succeeded() {
         if unknown && let Some(revision) = super::resend::landed(shared, &step.writes).await? {
@@ -601,6 +620,65 @@ mod tests {
         .unwrap();
         assert_eq!(steps.len(), 1);
         assert_eq!((steps[0].writes.len(), steps[0].checks.len()), (100, 101));
+    }
+
+    #[test]
+    fn a_step_lands_once_when_it_checks_a_key_it_changes_in_a_way_the_check_notices() {
+        let layout = Layout::new("/t");
+        let lands_once = |txn: Txn| {
+            let steps = plan(&layout, &TxnLimits::default(), txn, None, &Known::default());
+            steps.unwrap().remove(0).lands_once()
+        };
+        let put = |i| Txn::default().put(mk_key(i), b"v".to_vec());
+        let delete = |i| Txn::default().delete(mk_key(i));
+        let cases = [
+            ("checks nothing", put(0), false),
+            (
+                "checks another key",
+                put(0).check(mk_key(1), Precondition::Absent),
+                false,
+            ),
+            (
+                "puts a key it checks present",
+                put(0).check(mk_key(0), Precondition::Present),
+                false,
+            ),
+            (
+                "deletes a key it checks absent",
+                delete(0).check(mk_key(0), Precondition::Absent),
+                false,
+            ),
+            (
+                "creates",
+                put(0).check(mk_key(0), Precondition::Absent),
+                true,
+            ),
+            (
+                "updates",
+                put(0).check(mk_key(0), Precondition::AtRevision(3)),
+                true,
+            ),
+            (
+                "deletes",
+                delete(0).check(mk_key(0), Precondition::AtRevision(3)),
+                true,
+            ),
+            (
+                "deletes what is there",
+                delete(0).check(mk_key(0), Precondition::Present),
+                true,
+            ),
+            (
+                "creates beside an unchecked put",
+                put(1)
+                    .put(mk_key(0), b"v".to_vec())
+                    .check(mk_key(1), Precondition::Absent),
+                true,
+            ),
+        ];
+        for (case, txn, expected) in cases {
+            assert_eq!(lands_once(txn), expected, "{case}");
+        }
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use troupe_common::{Kind, ObjectKey};
 
-use super::tests::{member, mk_cluster_url, next_commit};
+use super::tests::{member, mk_cluster_url, mk_store, next_commit};
 use super::*;
-use crate::store::Txn;
+use crate::store::{StoreError, Txn};
 
 fn mk_key(name: &str) -> ObjectKey {
     ObjectKey::new(Kind::Component, "acme", name)
@@ -105,4 +105,33 @@ fn a_read_sent_to_a_member_as_it_stalls_is_answered_by_another() {
         slowest.iter().any(|s| *s >= Duration::from_secs(1)),
         "no read reached the stalled member: {slowest:?}"
     );
+}
+
+/// A commit that checks no key it writes could land twice if sent again: one held by a member
+/// as it stalls, then sent to another, could land there and then once more when the member
+/// resumes, over whatever was written in between. Such a commit is sent once: with no answer
+/// within a call's time, it fails saying its outcome is unknown.
+#[test]
+fn a_commit_that_could_land_twice_is_not_sent_again_when_its_member_stalls() {
+    let cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
+    let follower = member(&cluster, false);
+    // A store that calls the member that stalls, and only it.
+    let store = mk_store(&cluster[follower], "hung-once");
+    let put = |name: &str| Txn::default().put(mk_key(name), b"1".to_vec());
+    store.commit(put("before")).unwrap();
+    cluster[follower].freeze();
+
+    let t = Instant::now();
+    let refused = store.commit(put("during"));
+    let took = t.elapsed();
+    cluster[follower].thaw();
+    match refused {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("outcome is unknown"), "{message}");
+            assert!(message.contains("not sent again"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // After one call's time (10 s), not after sending again for 15 s.
+    assert!(took < Duration::from_secs(13), "took {took:?}");
 }

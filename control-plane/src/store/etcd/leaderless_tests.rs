@@ -9,7 +9,7 @@ use troupe_common::{Kind, ObjectKey};
 
 use super::tests::{member, mk_cluster_url};
 use super::*;
-use crate::store::Txn;
+use crate::store::{Precondition, Txn};
 
 fn mk_key(name: &str) -> ObjectKey {
     ObjectKey::new(Kind::Component, "acme", name)
@@ -50,7 +50,9 @@ fn a_write_while_etcd_has_no_leader_waits_for_one_and_lands() {
     let writing = {
         let store = store.clone();
         std::thread::spawn(move || {
-            store.commit(Txn::default().put(mk_key("during"), b"1".to_vec()))
+            let key = mk_key("during");
+            let create = Txn::default().check(key.clone(), Precondition::Absent);
+            store.commit(create.put(key, b"1".to_vec()))
         })
     };
     // A member back: a majority again, which elects a leader.

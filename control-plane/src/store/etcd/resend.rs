@@ -7,11 +7,13 @@
 //! what it wrote, at one revision ([`landed`]).
 //!
 //! Why sending again is safe for a commit that checks a key it writes (every Apply, every
-//! status write): it lands at most once. Every sending checks the same revision, so
-//! whichever lands first breaks the others' checks, and an earlier sending that lands late
-//! (held by a member that stalled, and passed on to the leader once it resumes) finds them
-//! broken by the copy, or by any write after it. Any other commit may land twice, with the
-//! same values; a late first landing would put them back over a write made in between.
+//! status write, every delete): it lands at most once. Every sending checks the same
+//! revision, so whichever lands first breaks the others' checks, and an earlier sending that
+//! lands late (held by a member that stalled, and passed on to the leader once it resumes)
+//! finds them broken by the copy, or by any write after it. Any other commit could land
+//! twice, and a late first landing would put its values back over a write made in between:
+//! such a commit is sent once, and fails if etcd does not tell its outcome
+//! ([`Step::lands_once`](super::commit::Step::lands_once)).
 //!
 //! A read with no answer in time is not given up but joined by another copy ([`hedged`]):
 //! reading changes nothing, and the copy goes to the members the client calls by then (a
@@ -40,12 +42,27 @@ const PAUSE: Duration = Duration::from_millis(50);
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// Sends `txn` until etcd answers; returns its answer and whether a sending before it (or
-/// before this call: `unknown`) may have landed.
+/// before this call: `unknown`) may have landed. A transaction that could land more than once
+/// (`lands_once` false) is sent once: if etcd does not tell its outcome within a call's time,
+/// it fails saying the outcome is unknown.
 pub(super) async fn send(
     shared: &Shared,
     txn: etcd_client::Txn,
     mut unknown: bool,
+    lands_once: bool,
 ) -> Result<(TxnResponse, bool), StoreError> {
+    if !lands_once {
+        let message = match shared.txn("committing", txn).await {
+            Ok(response) => return Ok((response, unknown)),
+            Err(StoreError::Unavailable(message)) if !Members::says_unsent(&message) => message,
+            Err(error) => return Err(error),
+        };
+        return Err(StoreError::Unavailable(format!(
+            "{message}; the commit's outcome is unknown, and it was not sent again: it checks \
+             no key it writes, so a copy could land as well (read what it wrote before writing \
+             again)"
+        )));
+    }
     let started = Instant::now();
     let mut pause = PAUSE;
     loop {

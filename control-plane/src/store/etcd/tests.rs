@@ -44,9 +44,20 @@ fn mk_key(name: &str) -> ObjectKey {
     ObjectKey::new(Kind::Component, "acme", name)
 }
 
+/// Writes `value` at `name` as the server does: checked against what the store holds, so
+/// that it may be sent again when a member fails under it.
 fn put(store: &dyn Store, name: &str, value: &str) -> Revision {
+    let key = mk_key(name);
+    let held = store.get(&key).unwrap();
+    let check = held.map_or(Precondition::Absent, |r| {
+        Precondition::AtRevision(r.mod_revision)
+    });
     store
-        .commit(Txn::default().put(mk_key(name), value.as_bytes().to_vec()))
+        .commit(
+            Txn::default()
+                .check(key.clone(), check)
+                .put(key, value.as_bytes().to_vec()),
+        )
         .unwrap()
 }
 
