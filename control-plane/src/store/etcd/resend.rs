@@ -134,12 +134,12 @@ pub(super) async fn landed(
         .iter()
         .map(|(key, _)| TxnOp::get(key.to_vec(), None))
         .collect();
-    let response = shared
-        .txn(
-            "reading what a commit wrote",
-            etcd_client::Txn::new().and_then(reads),
-        )
-        .await?;
+    // A read: held by a member that stalls, it gets a copy.
+    let response = hedged(|| {
+        let read = etcd_client::Txn::new().and_then(reads.clone());
+        shared.txn("reading what a commit wrote", read)
+    })
+    .await?;
     let mut at = None;
     for ((_, value), answer) in expected.iter().zip(response.op_responses()) {
         let TxnOpResponse::Get(get) = answer else {
