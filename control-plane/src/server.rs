@@ -265,6 +265,7 @@ pub async fn run(
         &home,
         admin_token_path.as_deref(),
         election.roster(&replica),
+        &replica.name,
         &stopping,
     )
     .await?;
@@ -364,7 +365,8 @@ struct Domain {
 
 impl Domain {
     /// Starts the services over `store` (the controllers start when this server leads:
-    /// [`leadership`]), and authentication as `config` says, with the store and renders
+    /// [`leadership`]), and authentication as `config` says (audit lines naming `server`),
+    /// with the store and renders
     /// measured; API tokens and webhook secrets live where
     /// `home` says. Returns them with the bootstrap admin token
     /// (written to `admin_token_path` on the first start).
@@ -374,6 +376,7 @@ impl Domain {
         home: &StateHome,
         admin_token_path: Option<&std::path::Path>,
         roster: Arc<dyn Roster>,
+        server: &str,
         stopping: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Self, String)> {
         let metrics = Metrics::new();
@@ -395,7 +398,7 @@ impl Domain {
         let api_tokens = ApiTokens::open(home)?;
         let admin_token = api_tokens.admin_token(admin_token_path)?;
         let rbac = Rbac::start(resources.clone()).await?;
-        let auth = Arc::new(Auth::new(&config.auth, api_tokens, rbac)?);
+        let auth = Arc::new(Auth::new(&config.auth, api_tokens, rbac, server)?);
         let domain = Domain {
             resources,
             releases,

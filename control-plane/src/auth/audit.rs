@@ -1,12 +1,13 @@
 //! The audit log: one JSON line for every mutating call and every denial.
 //!
 //! ```json
-//! {"time":"2026-12-01T19:40:02Z","principal":"alice","via":"token:alice","verb":"apply",
+//! {"time":"2026-12-01T19:40:02Z","server":"cp-1:50051","principal":"alice","via":"token:alice","verb":"apply",
 //!  "kind":"Component","namespace":"acme","project":"shop","component":"api","name":"api",
 //!  "decision":"allow","revision":812}
 //! ```
 //!
-//! A denial has `"decision":"deny"` and a `reason`; a call without valid credentials has
+//! `server` is the name of the server that wrote the line (`--replica`, by default
+//! `HOSTNAME:API_PORT`). A denial has `"decision":"deny"` and a `reason`; a call without valid credentials has
 //! `"verb":"authenticate"` and an empty principal. `impersonatedBy` names the real caller of
 //! an impersonated call. Lines go to `DATA_DIR/audit.log` by default (appended, mode 0600,
 //! written through to the OS before the call returns, not fsynced), or to the server's log
@@ -21,8 +22,16 @@ use serde::Serialize;
 
 use super::{Principal, Target, Verb, Via};
 
+/// The audit log of one server.
+pub struct Audit {
+    sink: Sink,
+    /// The server's name among the servers of its store, on every line: several servers on
+    /// one etcd each write their own log, and the lines gathered from all say which wrote each.
+    server: String,
+}
+
 /// Where audit lines go.
-pub enum Audit {
+enum Sink {
     /// Appended to a file.
     File(Mutex<std::fs::File>),
     /// Written to the log stream.
@@ -34,6 +43,7 @@ pub enum Audit {
 #[serde(rename_all = "camelCase")]
 struct Line<'a> {
     time: String,
+    server: &'a str,
     principal: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     impersonated_by: Option<&'a str>,
@@ -54,8 +64,8 @@ struct Line<'a> {
 }
 
 impl Audit {
-    /// Appends to the file at `path` (created mode 0600 if missing).
-    pub fn to_file(path: &Path) -> anyhow::Result<Self> {
+    /// Appends to the file at `path` (created mode 0600 if missing), each line naming `server`.
+    pub fn to_file(path: &Path, server: &str) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -66,7 +76,18 @@ impl Audit {
         let file = options
             .open(path)
             .map_err(|e| anyhow::anyhow!("opening the audit log {}: {e}", path.display()))?;
-        Ok(Audit::File(Mutex::new(file)))
+        Ok(Audit {
+            sink: Sink::File(Mutex::new(file)),
+            server: server.to_string(),
+        })
+    }
+
+    /// Writes to the log stream (target `troupe::audit`), each line naming `server`.
+    pub fn to_log(server: &str) -> Self {
+        Audit {
+            sink: Sink::Log,
+            server: server.to_string(),
+        }
     }
 
     /// An allowed mutating call that took effect at `revision` (when it wrote to the store).
@@ -112,6 +133,7 @@ impl Audit {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
             ),
+            server: &self.server,
             principal: &who.name,
             impersonated_by: who.impersonated_by.as_ref().map(|p| p.name.as_str()),
             via: via(who),
@@ -128,14 +150,14 @@ impl Audit {
         let Ok(text) = serde_json::to_string(&line) else {
             return;
         };
-        match self {
-            Audit::File(file) => {
+        match &self.sink {
+            Sink::File(file) => {
                 let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
                 if let Err(e) = file.write_all(format!("{text}\n").as_bytes()) {
                     tracing::error!(error = %e, line = %text, "cannot write the audit log");
                 }
             }
-            Audit::Log => tracing::info!(target: "troupe::audit", "{text}"),
+            Sink::Log => tracing::info!(target: "troupe::audit", "{text}"),
         }
     }
 }

@@ -135,15 +135,17 @@ const NO_TOKEN: &str =
     "no credentials: send `authorization: Bearer TOKEN` (a Troupe API token or an OIDC JWT)";
 
 impl Auth {
-    /// Authentication over `tokens`, authorization by `rbac`, audit as `config` says.
+    /// Authentication over `tokens`, authorization by `rbac`, audit as `config` says, each
+    /// audit line naming `server`.
     pub fn new(
         config: &AuthConfig,
         tokens: tokens::ApiTokens,
         rbac: std::sync::Arc<rbac::Rbac>,
+        server: &str,
     ) -> anyhow::Result<Self> {
         let audit = match &config.audit_log {
-            Some(path) => audit::Audit::to_file(path)?,
-            None => audit::Audit::Log,
+            Some(path) => audit::Audit::to_file(path, server)?,
+            None => audit::Audit::to_log(server),
         };
         Ok(Auth {
             enabled: config.enabled,

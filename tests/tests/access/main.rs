@@ -330,6 +330,12 @@ fn the_audit_log_has_a_line_for_a_denial_and_for_an_apply() {
         ),
         "{allow}"
     );
+    // Named by the server that wrote it (by default HOSTNAME:API_PORT), as are denials.
+    let port = f.platform.addr.rsplit(':').next().unwrap();
+    for line in [&allow, &deny] {
+        let server = line["server"].as_str().unwrap_or_default();
+        assert!(server.ends_with(&format!(":{port}")), "{line}");
+    }
 
     // A call the roles allow but a rule of the platform refuses is a denial too: even the
     // admin cannot hand in a Release.
