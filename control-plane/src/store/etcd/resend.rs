@@ -43,8 +43,8 @@ const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// Sends `txn` until etcd answers; returns its answer and whether a sending before it (or
 /// before this call: `unknown`) may have landed. A transaction that could land more than once
-/// (`lands_once` false) is sent once: if etcd does not tell its outcome within a call's time,
-/// it fails saying the outcome is unknown.
+/// (`lands_once` false) is sent at most once: if it was sent before, or etcd does not tell its
+/// outcome within a call's time, it fails saying the outcome is unknown.
 pub(super) async fn send(
     shared: &Shared,
     txn: etcd_client::Txn,
@@ -52,10 +52,18 @@ pub(super) async fn send(
     lands_once: bool,
 ) -> Result<(TxnResponse, bool), StoreError> {
     if !lands_once {
-        let message = match shared.txn("committing", txn).await {
-            Ok(response) => return Ok((response, unknown)),
-            Err(StoreError::Unavailable(message)) if !Members::says_unsent(&message) => message,
-            Err(error) => return Err(error),
+        let message = if unknown {
+            // Sent before (with others), with no answer: sending it now could be twice.
+            format!(
+                "etcd at {}: committing: the transaction it went in got no answer",
+                shared.members
+            )
+        } else {
+            match shared.txn("committing", txn).await {
+                Ok(response) => return Ok((response, false)),
+                Err(StoreError::Unavailable(message)) if !Members::says_unsent(&message) => message,
+                Err(error) => return Err(error),
+            }
         };
         return Err(StoreError::Unavailable(format!(
             "{message}; the commit's outcome is unknown, and it was not sent again: it checks \
@@ -195,5 +203,33 @@ mod tests {
             let err = again(value, unknown).unwrap_err();
             assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
         }
+    }
+
+    #[test]
+    fn a_commit_that_could_land_twice_is_not_sent_after_an_unknown_outcome() {
+        let etcd = mk_etcd();
+        let store = mk_store(&etcd, "resend-once");
+        let key = ObjectKey::new(Kind::Component, "acme", "api");
+        let shared = store.shared.clone();
+        let unchecked = Txn::default().put(key.clone(), b"v".to_vec());
+        // Made alone after a transaction it went in with others got no answer.
+        let sent = store.bridge.block(async move {
+            let mut steps = plan(
+                &shared.layout,
+                &shared.limits,
+                unchecked,
+                None,
+                &Known::default(),
+            )?;
+            run(&shared, steps.remove(0), &[], None, true).await
+        });
+        match sent {
+            Err(StoreError::Unavailable(message)) => {
+                assert!(message.contains("outcome is unknown"), "{message}");
+                assert!(message.contains("not sent again"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.get(&key).unwrap(), None, "it was not sent");
     }
 }
