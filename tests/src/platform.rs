@@ -11,7 +11,7 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use crate::kube_api::KubeApi;
-use crate::{Agent, Server, examples_dir, success};
+use crate::{Agent, PATIENCE, Server, eventually, examples_dir, success};
 
 /// The example pipeline (development → staging → production) requiring nothing on any
 /// edge: no approval, no gate. A user's apply may point a binding at a release only where the
@@ -148,6 +148,23 @@ impl PlatformBuilder {
         }
         for dir in dirs {
             success(&platform.cli(&["apply", "-f", dir.to_str().unwrap()]));
+        }
+        if self.examples {
+            // The deploy controller notes the component's latest release in its status, which
+            // changes its resourceVersion: a test that reads the component and applies it back
+            // must not race that write.
+            eventually(
+                "the deploy controller notes acme/api's latest release",
+                PATIENCE,
+                || {
+                    let yaml = platform.get_text("comp", "acme", "api", "yaml")?;
+                    if yaml.contains("latestRelease:") {
+                        Ok(())
+                    } else {
+                        Err(yaml)
+                    }
+                },
+            );
         }
         for yaml in &self.yaml {
             success(&platform.cli_with_stdin(&["apply", "-f", "-"], Some(yaml)));
