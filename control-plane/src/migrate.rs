@@ -12,6 +12,9 @@
 //!
 //! The audit log stays in the data directory: it is each server's own.
 //!
+//! [`migrate_out`] moves the other way, from an etcd store into a data directory without a store,
+//! everything the same way: a control plane that went onto etcd can go back to one server.
+//!
 //! Safe to stop at any point: the etcd store is marked as being imported until the last step,
 //! and no server opens it until then (it says so, and how to start over). The data directory
 //! keeps everything (sled refuses a second process, so a server still running on it is found
@@ -25,7 +28,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use troupe_common::Kind;
 
-use crate::server::MIGRATED_FILE;
+use crate::server::{IMPORTING_FILE, MIGRATED_FILE};
 use crate::shared_state::EtcdState;
 use crate::store::{EtcdStore, EtcdUrl, Precondition, Revision, SledStore, Store, Txn};
 
@@ -121,5 +124,96 @@ pub fn migrate(data_dir: &Path, url: &EtcdUrl, max_log_bytes: u64) -> anyhow::Re
         .with_context(|| format!("finishing the import into {url}"))?;
     troupe_common::durable::write(&marked, format!("moved to {url}\n").as_bytes())
         .with_context(|| format!("writing {}", marked.display()))?;
+    Ok(moved)
+}
+
+/// Moves the etcd store at `url` and the state kept with it into `data_dir`, which must hold
+/// no store, build logs bounded by `max_log_bytes` per run as the server on it will keep.
+///
+/// The etcd store is marked moved out first, in one transaction that finds no server running
+/// on it, so no server writes there once the copy starts (and none opens it afterwards). The
+/// data directory holds [`IMPORTING_FILE`] until the last step, so a server started on it
+/// meanwhile, or after a move that stopped part way, refuses.
+pub fn migrate_out(url: &EtcdUrl, data_dir: &Path, max_log_bytes: u64) -> anyhow::Result<Moved> {
+    let importing = data_dir.join(IMPORTING_FILE);
+    if importing.exists() {
+        anyhow::bail!(
+            "a move into {} stopped part way: delete the store it began there (the files \
+             db, conf and snap.*, and the directory blobs) and {}, then run it again",
+            data_dir.display(),
+            importing.display()
+        );
+    }
+    if data_dir.join("db").exists() {
+        anyhow::bail!(
+            "{} holds a store already: move into a data directory without one",
+            data_dir.display()
+        );
+    }
+    let etcd = Arc::new(
+        EtcdStore::open_for_export(url).with_context(|| format!("opening the store at {url}"))?,
+    );
+    // A store on sled starts its watches from its last commit: it needs one.
+    let mut empty = true;
+    for kind in Kind::ALL {
+        if !etcd.list(kind, None)?.0.is_empty() {
+            empty = false;
+            break;
+        }
+    }
+    if empty {
+        anyhow::bail!(
+            "the store at {url} holds no objects: nothing to move (a server started on an \
+             empty data directory begins the same way, with a CA and tokens of its own)"
+        );
+    }
+    etcd.move_out()
+        .with_context(|| format!("marking the store at {url} moved out"))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    troupe_common::durable::write(&importing, format!("being moved from {url}\n").as_bytes())
+        .with_context(|| format!("writing {}", importing.display()))?;
+
+    let after = etcd.revision();
+    let sled = SledStore::open_for_import(data_dir, after)
+        .with_context(|| format!("creating the store in {}", data_dir.display()))?;
+    let mut moved = Moved {
+        after,
+        ..Moved::default()
+    };
+    for kind in Kind::ALL {
+        let (records, _) = etcd.list(kind, None)?;
+        for chunk in records.chunks(OBJECTS_PER_COMMIT) {
+            let txn = chunk.iter().fold(Txn::default(), |txn, r| {
+                txn.check(r.key.clone(), Precondition::Absent)
+                    .put(r.key.clone(), r.value.clone())
+            });
+            sled.commit(txn)
+                .with_context(|| format!("copying the {}s", kind.name()))?;
+            moved.objects += chunk.len();
+        }
+    }
+    moved.history_from = sled
+        .finish_import()
+        .with_context(|| format!("finishing the store in {}", data_dir.display()))?;
+    drop(sled);
+
+    let state = EtcdState::new(etcd.clone());
+    moved.ca =
+        crate::agents::pki::copy_from_etcd(&state, data_dir).context("copying the agent CA")?;
+    moved.join_tokens = crate::agents::tokens::Tokens::copy_from_etcd(&state, data_dir)
+        .context("copying the agent join tokens")?;
+    let admin_file = data_dir.join(crate::server::ADMIN_TOKEN_FILE);
+    moved.api_tokens =
+        crate::auth::tokens::ApiTokens::copy_from_etcd(&state, data_dir, &admin_file)
+            .context("copying the API tokens")?;
+    moved.webhook_secrets =
+        crate::builds::webhook::WebhookSecrets::copy_from_etcd(&state, data_dir)
+            .context("copying the webhook secrets")?;
+    moved.build_logs = crate::builds::logs::copy_from_etcd(&state, data_dir, max_log_bytes)
+        .context("copying the build logs")?;
+
+    troupe_common::durable::remove(&importing)
+        .with_context(|| format!("removing {}", importing.display()))?;
     Ok(moved)
 }

@@ -191,6 +191,12 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// The file `troupe migrate` leaves in a data directory whose store it moved to etcd: a
 /// server refuses to serve that directory's sled store, left behind.
 pub const MIGRATED_FILE: &str = "MIGRATED";
+/// How long a stopping server waits to resign its leadership and withdraw its announcement.
+const LEAVING: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The file `troupe migrate --from-etcd` keeps in a data directory while it moves an etcd
+/// store into it: a server refuses that directory's store, not whole yet.
+pub const IMPORTING_FILE: &str = "IMPORTING";
 
 /// The data plane of dev mode, from the sample platform.
 pub const DEV_DATA_PLANE: &str = "acme/local";
@@ -295,7 +301,7 @@ pub async fn run(
         .context("serving metrics (--metrics-addr)")?;
     let presence = election.announce(&replica).await?;
     tracing::info!(%addr, agents = %agent_addr, replica = %replica.name, data_dir = ?config.data_dir, store = ?config.store, revision = store.revision(), "troupe server ready");
-    tokio::spawn(leadership::lead(
+    let leading = tokio::spawn(leadership::lead(
         election,
         replica,
         presence,
@@ -331,6 +337,15 @@ pub async fn run(
     let api_server =
         serve_api(&config, domain, &pki, &tokens, listener, stopping, shutdown).await?;
     let (api, agents) = tokio::join!(api_server, agent_server);
+    // A leader resigns and the server withdraws its announcement before the process ends,
+    // so another server takes over at once and `troupe servers` no longer lists this one.
+    if tokio::time::timeout(LEAVING, leading).await.is_err() {
+        tracing::warn!(
+            "the leadership and this server's announcement did not end within {} s; they end \
+             with their leases",
+            LEAVING.as_secs()
+        );
+    }
     api?;
     agents?;
     tracing::info!("troupe server stopped");

@@ -317,6 +317,13 @@ impl Platform {
         self.restart_server();
     }
 
+    /// Starts the server again as [`Platform::restart_server`] does, without `args` among
+    /// its flags from now on.
+    pub fn restart_server_without(&mut self, args: &[&str]) {
+        self.args.retain(|a| !args.contains(&a.as_str()));
+        self.restart_server();
+    }
+
     /// Starts the server again over the same data directory with the same flags (a fixed
     /// agent port stays), killing it first if it still runs. Its client address changes.
     pub fn restart_server(&mut self) {

@@ -238,6 +238,29 @@ pub fn copy_to_etcd(
     Ok(true)
 }
 
+/// Writes the agent CA kept in `state` into `data_dir` (`troupe migrate --from-etcd`), so
+/// that every agent keeps its certificate; returns whether there was one.
+#[cfg(feature = "etcd")]
+pub fn copy_from_etcd(
+    state: &crate::shared_state::EtcdState,
+    data_dir: &Path,
+) -> anyhow::Result<bool> {
+    let Some(stored) = state.get(SHARED_CA_KEY)? else {
+        return Ok(false);
+    };
+    let ca: SharedCa =
+        serde_json::from_slice(&stored.value).context("reading the agent CA kept in etcd")?;
+    KeyPair::from_pem(&ca.key).context("reading the agent CA's key kept in etcd")?;
+    let dir = data_dir.join(PKI_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, contents) in [("ca.key", &ca.key), ("ca.crt", &ca.cert)] {
+        let path = dir.join(name);
+        durable::write(&path, contents.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(true)
+}
+
 /// The CA the replicas on etcd share, made now if this is the first start of any.
 #[cfg(feature = "etcd")]
 fn shared_ca(state: &crate::shared_state::EtcdState) -> anyhow::Result<(String, KeyPair)> {

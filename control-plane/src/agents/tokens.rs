@@ -146,6 +146,32 @@ impl Tokens {
         Ok(entries.len())
     }
 
+    /// Writes the tokens kept in `state` into `data_dir`'s token file (`troupe migrate
+    /// --from-etcd`); returns how many.
+    #[cfg(feature = "etcd")]
+    pub fn copy_from_etcd(
+        state: &crate::shared_state::EtcdState,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<usize> {
+        use anyhow::Context;
+        let (items, _) = state.list(SHARED_DIR)?;
+        let mut text = String::new();
+        let mut count = 0;
+        for item in &items {
+            let entry: Entry = serde_json::from_slice(&item.value)
+                .with_context(|| format!("reading join token {} kept in etcd", item.key))?;
+            text.push_str(&serde_json::to_string(&entry)?);
+            text.push('\n');
+            count += 1;
+        }
+        let path = data_dir.join(TOKENS_FILE);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        durable::write(&path, text.as_bytes())?;
+        Ok(count)
+    }
+
     /// Loads the tokens kept at `path` (none yet if it does not exist); `None` keeps them in
     /// memory only.
     pub fn load(path: Option<PathBuf>) -> anyhow::Result<Self> {

@@ -109,6 +109,28 @@ impl WebhookSecrets {
         Ok(secrets.len())
     }
 
+    /// Writes the secrets kept in `state` into `data_dir`'s secrets file (`troupe migrate
+    /// --from-etcd`); returns how many.
+    #[cfg(feature = "etcd")]
+    pub fn copy_from_etcd(
+        state: &crate::shared_state::EtcdState,
+        data_dir: &std::path::Path,
+    ) -> std::io::Result<usize> {
+        let (items, _) = state.list(SHARED_DIR).map_err(std::io::Error::other)?;
+        let secrets: BTreeMap<String, String> = items
+            .into_iter()
+            .map(|item| {
+                let key = item.key.trim_start_matches(SHARED_DIR).to_string();
+                (key, String::from_utf8_lossy(&item.value).into_owned())
+            })
+            .collect();
+        let text = serde_json::to_vec_pretty(&secrets).map_err(std::io::Error::other)?;
+        let path = data_dir.join(SECRETS_FILE);
+        troupe_common::durable::write(&path, &text)?;
+        set_private(&path)?;
+        Ok(secrets.len())
+    }
+
     /// Loads the secrets kept at `path` (none yet if it does not exist); `None` keeps them in
     /// memory only.
     pub fn load(path: Option<PathBuf>) -> std::io::Result<Self> {

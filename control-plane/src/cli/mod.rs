@@ -189,7 +189,8 @@ pub enum Command {
     /// List the control-plane servers sharing the store, and which one leads.
     Servers(ServersCmd),
     /// Move a stopped server's store and state from its data directory into an empty etcd
-    /// store, for servers started with `--store etcd://…` to go on from.
+    /// store, for servers started with `--store etcd://…` to go on from; `--from-etcd` moves
+    /// an etcd store back into a data directory.
     Migrate(MigrateCmd),
 }
 

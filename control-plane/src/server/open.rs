@@ -30,6 +30,15 @@ pub(super) fn store(
                     moved.display()
                 );
             }
+            let importing = dir.join(super::IMPORTING_FILE);
+            if importing.exists() {
+                anyhow::bail!(
+                    "the store in {} is being moved into it by `troupe migrate --from-etcd`, \
+                     or that move stopped part way: wait for it to finish, or run it again \
+                     (it says what to delete first)",
+                    dir.display()
+                );
+            }
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
             Arc::new(

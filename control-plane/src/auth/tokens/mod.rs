@@ -187,6 +187,17 @@ impl ApiTokens {
         shared::copy(&local, admin.as_deref(), state)
     }
 
+    /// Writes the tokens kept in `state` into `data_dir`'s token file, and the admin token
+    /// into `admin_file` (`troupe migrate --from-etcd`); returns how many tokens.
+    #[cfg(feature = "etcd")]
+    pub fn copy_from_etcd(
+        state: &crate::shared_state::EtcdState,
+        data_dir: &Path,
+        admin_file: &Path,
+    ) -> anyhow::Result<usize> {
+        shared::copy_out(state, &data_dir.join(TOKENS_FILE), admin_file)
+    }
+
     /// Loads the tokens kept at `path` (none yet if it does not exist); `None` keeps them in
     /// memory only.
     pub fn load(path: Option<PathBuf>) -> anyhow::Result<Self> {

@@ -11,15 +11,17 @@
 //! (milliseconds). A hash not in the map is read from etcd once before it is refused.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use troupe_common::durable;
 
 use super::{
-    ADMIN_TOKEN_NAME, ADMIN_TTL, ADMINS_GROUP, ApiTokens, Backing, Entries, Entry, REMEMBER_SECS,
-    Record, TokenError, exists, mint, parse_hash, unix,
+    ADMIN_TOKEN_NAME, ADMIN_TTL, ADMINS_GROUP, ApiTokens, Backing, Entries, Entry, Line,
+    REMEMBER_SECS, Record, TokenError, exists, mint, parse_hash, unix,
 };
 use crate::shared_state::{Change, EtcdState, Item, Write};
 
@@ -334,6 +336,36 @@ pub(super) fn copy(
         state.put(ADMIN_KEY, admin.as_bytes().to_vec())?;
     }
     Ok(entries.len())
+}
+
+/// Writes the tokens in `state` into the token file at `path` (revoked ones too), and the
+/// admin token into `admin_file` if etcd holds one (`troupe migrate --from-etcd`); returns
+/// how many tokens.
+pub(super) fn copy_out(state: &EtcdState, path: &Path, admin_file: &Path) -> anyhow::Result<usize> {
+    let (items, _) = state.list(TOKENS_DIR)?;
+    let mut text = String::new();
+    let mut count = 0;
+    for (_, stored) in items.iter().filter_map(decode) {
+        text.push_str(&serde_json::to_string(&Line::Create(
+            stored.record.clone(),
+        ))?);
+        text.push('\n');
+        if let Some(time_unix) = stored.revoked_unix {
+            let name = stored.record.name.clone();
+            text.push_str(&serde_json::to_string(&Line::Revoke { name, time_unix })?);
+            text.push('\n');
+        }
+        count += 1;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    durable::write(path, text.as_bytes())?;
+    if let Some(admin) = state.get(ADMIN_KEY)? {
+        let token = String::from_utf8_lossy(&admin.value).trim().to_string();
+        durable::write(admin_file, format!("{token}\n").as_bytes())?;
+    }
+    Ok(count)
 }
 
 #[cfg(test)]

@@ -111,6 +111,11 @@ impl EtcdLogs {
         }
     }
 
+    /// The attempts of `run` with lines stored, in order.
+    pub(super) fn attempts(&self, run: &str) -> std::io::Result<Vec<u32>> {
+        Ok(self.load(run)?.0.attempts.into_keys().collect())
+    }
+
     /// The longest text a line may have: escaped (up to six bytes a byte) it must still fit
     /// in a transaction.
     fn max_line_text(&self) -> usize {

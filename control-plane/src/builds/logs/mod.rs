@@ -107,9 +107,32 @@ pub fn copy_to_etcd(
 ) -> std::io::Result<usize> {
     let from = files::Files::new(Some(data_dir.join(DIR)), max_bytes);
     let to = etcd::EtcdLogs::new(state.clone(), max_bytes);
+    copy(&from, |run| from.attempts(run), &to)
+}
+
+/// Copies the logs of every run kept in `state` into `data_dir` (`troupe migrate
+/// --from-etcd`), each run bounded by `max_bytes` there too; returns how many runs.
+#[cfg(feature = "etcd")]
+pub fn copy_from_etcd(
+    state: &crate::shared_state::EtcdState,
+    data_dir: &std::path::Path,
+    max_bytes: u64,
+) -> std::io::Result<usize> {
+    let from = etcd::EtcdLogs::new(state.clone(), max_bytes);
+    let to = files::Files::new(Some(data_dir.join(DIR)), max_bytes);
+    copy(&from, |run| from.attempts(run), &to)
+}
+
+/// Copies every run's lines, attempt by attempt, from one backing to another.
+#[cfg(feature = "etcd")]
+fn copy(
+    from: &dyn Backing,
+    attempts: impl Fn(&str) -> std::io::Result<Vec<u32>>,
+    to: &dyn Backing,
+) -> std::io::Result<usize> {
     let runs = from.runs()?;
     for run in &runs {
-        for attempt in from.attempts(run)? {
+        for attempt in attempts(run)? {
             let mut cursor = Cursor::default();
             loop {
                 let (lines, next) = from.read(run, attempt, cursor)?;

@@ -13,13 +13,16 @@
 //!   last one of the store it came from (H), so none a client saw there comes again for
 //!   something else; history before F (the end of the import) is not here, and a watch from
 //!   before it is told the revision was compacted, as it would be anywhere else.
+//! - `troupe-store 1 moved-out after=H history-from=F`: a store moved into a data directory
+//!   (`troupe migrate --from-etcd`), or being moved. A server is refused, so nothing
+//!   written here is lost to the server on the data directory; the export may run again.
 //!
 //! A value none of these is a store of a newer Troupe (or no store): refused, never
 //! overwritten.
 
 use std::sync::Arc;
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, TxnOp, TxnOpResponse};
 
 use super::bridge::timed;
 use super::connect::connect_client;
@@ -38,6 +41,8 @@ pub(super) struct Marker {
     pub(super) history_from: Revision,
     /// An import is under way, or died part way.
     pub(super) importing: bool,
+    /// The store was moved into a data directory, or is being moved.
+    pub(super) moved_out: bool,
 }
 
 impl Marker {
@@ -45,16 +50,18 @@ impl Marker {
     pub(super) fn importing(after: Revision) -> Self {
         Self {
             after,
-            history_from: 0,
             importing: true,
+            ..Self::default()
         }
     }
 
     pub(super) fn encode(&self) -> Vec<u8> {
-        let text = match (self.importing, self.after, self.history_from) {
-            (true, after, _) => format!("{FORMAT} importing after={after}"),
-            (false, 0, 0) => FORMAT.to_string(),
-            (false, after, from) => format!("{FORMAT} after={after} history-from={from}"),
+        let (after, from) = (self.after, self.history_from);
+        let text = match (self.importing, self.moved_out) {
+            (true, _) => format!("{FORMAT} importing after={after}"),
+            (false, true) => format!("{FORMAT} moved-out after={after} history-from={from}"),
+            (false, false) if after == 0 && from == 0 => FORMAT.to_string(),
+            (false, false) => format!("{FORMAT} after={after} history-from={from}"),
         };
         text.into_bytes()
     }
@@ -72,6 +79,11 @@ impl Marker {
             Some("importing") => {
                 marker.importing = true;
                 marker.after = number(words.next(), "after")?;
+            }
+            Some("moved-out") => {
+                marker.moved_out = true;
+                marker.after = number(words.next(), "after")?;
+                marker.history_from = number(words.next(), "history-from")?;
             }
             first => {
                 marker.after = number(first, "after")?;
@@ -91,6 +103,9 @@ pub(super) enum Opening {
     /// An import's: the prefix must be empty, and the store is created importing, its
     /// revisions continuing after this one.
     Import { after: Revision },
+    /// An export's (`troupe migrate --from-etcd`): the store must exist and not be being
+    /// imported; one moved out already opens, so an export that stopped part way runs again.
+    Export,
 }
 
 /// Connects to the cluster (calling only the members that take connections) and writes the
@@ -123,6 +138,12 @@ async fn write(
         let Some(stored) = found.kvs().first() else {
             let (marker, empty) = match opening {
                 Opening::Serve => (Marker::default(), None),
+                Opening::Export => {
+                    return Err(StoreError::Engine(format!(
+                        "etcd at {members}: there is no store under {}: nothing to move",
+                        url.prefix
+                    )));
+                }
                 // Nothing at all under the prefix: an import never mixes with other keys.
                 Opening::Import { after } => (
                     Marker::importing(after),
@@ -162,18 +183,7 @@ async fn write(
                 ),
             });
         };
-        match opening {
-            Opening::Import { .. } => return Err(not_empty(url)),
-            Opening::Serve if marker.importing => {
-                return Err(StoreError::Engine(format!(
-                    "etcd at {members}: the store under {prefix} is being imported, or its \
-                     import stopped part way: wait for `troupe migrate` to finish, or delete \
-                     what it wrote (etcdctl del --prefix {prefix}/) and run it again",
-                    prefix = url.prefix
-                )));
-            }
-            Opening::Serve => {}
-        }
+        admits(url, opening, marker)?;
         let rewrite = etcd_client::Txn::new()
             .when([Compare::value(
                 key.clone(),
@@ -199,6 +209,34 @@ async fn write(
         "etcd at {members}: the store's marker under {} keeps changing while opening",
         url.prefix
     )))
+}
+
+/// Whether `opening` may open the store whose marker says `marker`: an import needs an empty
+/// prefix, and a server neither a store being imported nor one moved out.
+fn admits(url: &EtcdUrl, opening: Opening, marker: Marker) -> Result<(), StoreError> {
+    let (members, prefix) = (url.members(), &url.prefix);
+    match opening {
+        Opening::Import { .. } => Err(not_empty(url)),
+        Opening::Serve | Opening::Export if marker.importing => Err(StoreError::Engine(format!(
+            "etcd at {members}: the store under {prefix} is being imported, or its import \
+             stopped part way: wait for `troupe migrate` to finish, or delete what it wrote \
+             (etcdctl del --prefix {prefix}/) and run it again"
+        ))),
+        Opening::Serve if marker.moved_out => {
+            let serving = Marker {
+                moved_out: false,
+                ..marker
+            };
+            Err(StoreError::Engine(format!(
+                "etcd at {members}: the store under {prefix} was moved into a data directory \
+                 by `troupe migrate --from-etcd` (or is being moved): serve that directory \
+                 instead. To serve this copy again, left as it was when it moved, put the \
+                 marker back: etcdctl put {prefix}/store '{}'",
+                String::from_utf8_lossy(&serving.encode())
+            )))
+        }
+        Opening::Serve | Opening::Export => Ok(()),
+    }
 }
 
 /// Marks the import into the store of `layout` done: its history starts at `history_from`.
@@ -232,6 +270,54 @@ pub(super) async fn finish_import(
     Ok(())
 }
 
+/// Marks the store of `layout` moved out (`troupe migrate --from-etcd`), in one transaction
+/// that finds no server announced under `servers`: one still running would go on writing
+/// what the move leaves behind. Returns the servers found instead, by name.
+pub(super) async fn move_out(
+    client: &Client,
+    members: &str,
+    layout: &Layout,
+    servers: &[u8],
+) -> Result<Vec<String>, StoreError> {
+    let marker = layout.marker_value();
+    if marker.moved_out {
+        return Ok(Vec::new());
+    }
+    let moved = Marker {
+        moved_out: true,
+        ..marker
+    };
+    let key = layout.marker();
+    let mark = etcd_client::Txn::new()
+        .when([
+            Compare::value(key.clone(), CompareOp::Equal, marker.encode()),
+            Compare::version(servers.to_vec(), CompareOp::Equal, 0).with_range(prefix_end(servers)),
+        ])
+        .and_then([TxnOp::put(key, moved.encode(), None)])
+        .or_else([TxnOp::get(
+            servers.to_vec(),
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )]);
+    let mut kv = client.kv_client();
+    let response = timed(members, "marking the store moved out", kv.txn(mark)).await?;
+    if response.succeeded() {
+        return Ok(Vec::new());
+    }
+    let mut running = Vec::new();
+    if let Some(TxnOpResponse::Get(found)) = response.op_responses().first() {
+        for kv in found.kvs() {
+            let name = kv.key().strip_prefix(servers).unwrap_or(kv.key());
+            running.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    if running.is_empty() {
+        return Err(StoreError::Engine(format!(
+            "etcd at {members}: the store's marker changed while it was being moved out"
+        )));
+    }
+    Ok(running)
+}
+
 fn not_empty(url: &EtcdUrl) -> StoreError {
     StoreError::Engine(format!(
         "etcd at {}: {}/ already holds keys: import only into a prefix with nothing under it \
@@ -259,7 +345,13 @@ mod tests {
             Marker {
                 after: 41,
                 history_from: 97,
-                importing: false,
+                ..Marker::default()
+            },
+            Marker {
+                after: 41,
+                history_from: 97,
+                moved_out: true,
+                ..Marker::default()
             },
         ] {
             assert_eq!(Marker::parse(&marker.encode()), Some(marker));
@@ -269,6 +361,7 @@ mod tests {
             &b"troupe-store 2"[..],
             b"troupe-store 1 after=4",
             b"troupe-store 1 importing",
+            b"troupe-store 1 moved-out after=4",
             b"troupe-store 1 after=x history-from=2",
             b"troupe-store 1 after=1 history-from=2 more",
             b"",

@@ -226,6 +226,32 @@ impl EtcdStore {
         })
     }
 
+    /// Opens the store at `url` to move it into a data directory (`troupe migrate
+    /// --from-etcd`): refused while it is being imported; one moved out already opens, so
+    /// an export that stopped part way runs again. [`EtcdStore::move_out`] comes next.
+    pub fn open_for_export(url: &EtcdUrl) -> Result<Self, StoreError> {
+        Self::open_as(url, Retention::default(), Opening::Export)
+    }
+
+    /// Marks the store moved out, so that no server opens it any more, if no server runs on
+    /// it; otherwise fails naming those that do. Already moved out: nothing to do.
+    pub fn move_out(&self) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let servers = self.servers_prefix();
+        let running = self.bridge.block(async move {
+            marker::move_out(&shared.client, &shared.members, &shared.layout, &servers).await
+        })?;
+        if running.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Engine(format!(
+            "etcd at {}: servers still run on the store: {} (stop them first; a server that \
+             was killed is listed until its lease ends, 15 s by default)",
+            self.shared.members,
+            running.join(", ")
+        )))
+    }
+
     fn open_as(url: &EtcdUrl, retention: Retention, opening: Opening) -> Result<Self, StoreError> {
         let bridge = Bridge::new()?;
         let (client, sign_in, layout, head, (records, orphans)) = bridge

@@ -48,7 +48,7 @@ impl Drop for Presence {
 }
 
 impl EtcdStore {
-    fn servers_prefix(&self) -> Vec<u8> {
+    pub(super) fn servers_prefix(&self) -> Vec<u8> {
         [self.shared.layout.root(), b"servers/"].concat()
     }
 

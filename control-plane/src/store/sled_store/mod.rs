@@ -95,11 +95,43 @@ impl SledStore {
 
     /// Opens (or creates) the store in `dir`; the event log keeps what `retention` says.
     pub fn open_with_retention(dir: &Path, retention: Retention) -> Result<Self, StoreError> {
+        Self::open_as(dir, retention, 0)
+    }
+
+    /// Creates a store in `dir` to import another store's objects into (`troupe migrate
+    /// --from-etcd`): `dir` must hold no store yet, and the store's revisions continue after
+    /// `after` (the other store's last), so that none a client saw there comes again.
+    pub fn open_for_import(dir: &Path, after: Revision) -> Result<Self, StoreError> {
+        if dir.join("db").exists() {
+            return Err(StoreError::Engine(format!(
+                "{} holds a store already: import only into a data directory without one",
+                dir.display()
+            )));
+        }
+        Self::open_as(dir, Retention::default(), after)
+    }
+
+    /// Ends an import: the store's history starts with its last commit (a watch keeps one
+    /// commit to start from, see [`snapshot`](crate::store::snapshot)), so a watch from a
+    /// revision before it (one the other store gave) is told it was compacted and lists
+    /// again. Returns the oldest revision a watch may resume from.
+    pub fn finish_import(&self) -> Result<Revision, StoreError> {
+        let floor = self.revision().saturating_sub(1);
+        self.compact(floor)?;
+        self.db.flush().map_err(engine)?;
+        Ok(self.compacted.load(Ordering::SeqCst))
+    }
+
+    /// Opens the store in `dir`; one created now starts after revision `after`.
+    fn open_as(dir: &Path, retention: Retention, after: Revision) -> Result<Self, StoreError> {
         let db = open_db(dir)?;
         let tree = db.open_tree("troupe").map_err(engine)?;
         match tree.get(META_FORMAT).map_err(engine)? {
             Some(v) if v.as_ref() == [DB_FORMAT] => {}
             None => {
+                // The floor first: a store with a format but no floor starts at 0.
+                tree.insert(META_COMPACTED, &after.to_be_bytes())
+                    .map_err(engine)?;
                 tree.insert(META_FORMAT, &[DB_FORMAT]).map_err(engine)?;
             }
             Some(v) if DB_FORMATS.contains(&v[0]) && v.len() == 1 => {

@@ -128,3 +128,34 @@ fn writes_repeating_a_tail_keep_the_log_within_its_budget() {
     assert_eq!(record.value, [b"status 201".as_slice(), &tail].concat());
     assert_eq!(tails(&store), 1);
 }
+
+/// A store made for an import goes on after the other store's revision, and once the import
+/// ends a watch resumes from the revision a list gives, not from one before it.
+#[test]
+fn an_imported_store_goes_on_after_the_revision_it_was_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ObjectKey::new(Kind::Component, "acme", "api");
+    {
+        let store = SledStore::open_for_import(dir.path(), 40).unwrap();
+        assert_eq!(store.revision(), 40);
+        for (n, name) in ["api", "web"].into_iter().enumerate() {
+            let key = ObjectKey::new(Kind::Component, "acme", name);
+            let put = Txn::default().put(key, b"v1".to_vec());
+            assert_eq!(store.commit(put).unwrap(), 41 + n as Revision);
+        }
+        assert_eq!(store.finish_import().unwrap(), 41);
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let (records, revision) = store.list(Kind::Component, None).unwrap();
+    assert_eq!((records.len(), revision), (2, 42));
+    assert!(store.events_after(revision, 10).unwrap().is_empty());
+    // What a watch from scratch reads: every object, at the head.
+    let (records, at) = crate::store::snapshot(&store, &[Kind::Component], None).unwrap();
+    assert_eq!((records.len(), at), (2, 42));
+    assert!(matches!(
+        store.events_after(40, 10),
+        Err(StoreError::Compacted { .. })
+    ));
+    assert_eq!(store.commit(Txn::default().delete(key)).unwrap(), 43);
+    assert!(SledStore::open_for_import(dir.path(), 1).is_err());
+}
