@@ -12,8 +12,9 @@
 //!
 //! The audit log stays in the data directory: it is each server's own.
 //!
-//! [`migrate_out`] moves the other way, from an etcd store into a data directory without a store,
-//! everything the same way: a control plane that went onto etcd can go back to one server.
+//! [`migrate_out`] moves the other way, from an etcd store into a data directory without a
+//! store, everything the same way: a control plane that went onto etcd can go back to one
+//! server.
 //!
 //! Safe to stop at any point: the etcd store is marked as being imported until the last step,
 //! and no server opens it until then (it says so, and how to start over). The data directory
