@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{GetOptions, PutOptions};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, TxnOp};
 use tokio::sync::watch;
 
 use super::election::renew;
@@ -65,15 +65,20 @@ impl EtcdStore {
         let client = self.shared.client.clone();
         let members = self.shared.members.clone();
         let sign_in = self.shared.sign_in.clone();
-        let first = put_under_lease(&sign_in, &client, &members, &key, about, ttl).await?;
+        let marker = Marker {
+            key: self.shared.layout.marker(),
+            value: self.shared.layout.marker_value().encode(),
+        };
+        let first = put_under_lease(&sign_in, &client, &members, &marker, &key, about, ttl).await?;
         let current = Arc::new(AtomicI64::new(first));
         let keeper = {
-            let (client, members, sign_in, about, current) = (
+            let (client, members, sign_in, about, current, marker) = (
                 client.clone(),
                 members.clone(),
                 sign_in.clone(),
                 about.to_string(),
                 current.clone(),
+                marker.clone(),
             );
             self.bridge.handle().spawn(async move {
                 let mut id = first;
@@ -82,8 +87,10 @@ impl EtcdStore {
                     renew(client.clone(), id, Duration::from_secs(ttl as u64), lost_tx).await;
                     tracing::warn!("this server's presence lease was lost; announcing it again");
                     loop {
-                        match put_under_lease(&sign_in, &client, &members, &key, &about, ttl).await
-                        {
+                        let put = put_under_lease(
+                            &sign_in, &client, &members, &marker, &key, &about, ttl,
+                        );
+                        match put.await {
                             Ok(new) => {
                                 id = new;
                                 current.store(new, Ordering::Relaxed);
@@ -135,10 +142,22 @@ impl EtcdStore {
 }
 
 /// Grants a lease of `ttl` seconds and puts `key` under it; returns the lease.
+/// The store's marker as this server opened it.
+#[derive(Clone)]
+struct Marker {
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// Puts `key` under a new lease of `ttl` seconds, if the store's marker still says what it
+/// said when this server opened the store: a store moved out (`troupe migrate --from-etcd`)
+/// meanwhile is not served, and the move, which finds no server announced, cannot miss
+/// this one.
 async fn put_under_lease(
     sign_in: &SignIn,
     client: &etcd_client::Client,
     members: &str,
+    marker: &Marker,
     key: &[u8],
     value: &str,
     ttl: i64,
@@ -150,12 +169,28 @@ async fn put_under_lease(
         })
         .await?
         .id();
-    sign_in
+    let announce = etcd_client::Txn::new()
+        .when([Compare::value(
+            marker.key.clone(),
+            CompareOp::Equal,
+            marker.value.clone(),
+        )])
+        .and_then([TxnOp::put(
+            key.to_vec(),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
+    let answer = sign_in
         .retried(members, "announcing this server", || {
-            let (mut client, key) = (client.clone(), key.to_vec());
-            let options = PutOptions::new().with_lease(lease);
-            async move { client.put(key, value, Some(options)).await }
+            let (mut client, announce) = (client.clone(), announce.clone());
+            async move { client.txn(announce).await }
         })
         .await?;
+    if !answer.succeeded() {
+        return Err(StoreError::Engine(format!(
+            "etcd at {members}: the store's marker changed since this server opened it: it \
+             was moved out (`troupe migrate --from-etcd`), or is being moved; not serving it"
+        )));
+    }
     Ok(lease)
 }

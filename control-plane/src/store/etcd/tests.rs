@@ -443,6 +443,40 @@ async fn servers_announced_are_listed_until_their_lease_goes_and_come_back_when_
 /// What a member started with [`LocalEtcd::start_with_quota`] holds, in these tests.
 const SMALL_QUOTA: u64 = 2 * 1024 * 1024;
 
+/// A move out (`troupe migrate --from-etcd`) fails naming a server announced on the store;
+/// once none is, it marks the store, and a server that opened it before then and announces
+/// itself after is refused, so the move cannot miss it; no server opens the store again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moved_out_is_served_by_no_server_announced_or_not() {
+    let etcd = mk_etcd();
+    let (url, lease) = (mk_url(&etcd.url("m")), Duration::from_secs(5));
+    let running = mk_store(&etcd, "m");
+    let presence = running.announce("a:1", "api a", lease).await.unwrap();
+    let export = EtcdStore::open_for_export(&url).unwrap();
+    let refused = export.move_out().unwrap_err().to_string();
+    assert!(
+        refused.contains("servers still run on the store: a:1"),
+        "{refused}"
+    );
+    presence.withdraw().await.unwrap();
+
+    let starting = mk_store(&etcd, "m");
+    export.move_out().unwrap();
+    let late = starting.announce("b:1", "api b", lease).await;
+    let late = late.err().expect("refused").to_string();
+    assert!(late.contains("moved out"), "{late}");
+    let reopened = EtcdStore::open(&url).err().expect("refused").to_string();
+    assert!(
+        reopened.contains("was moved into a data directory"),
+        "{reopened}"
+    );
+    // Moved out already: nothing more to do (an export run again after it stopped).
+    EtcdStore::open_for_export(&url)
+        .unwrap()
+        .move_out()
+        .unwrap();
+}
+
 #[test]
 fn an_etcd_out_of_space_refuses_writes_clearly_keeps_reads_and_deletes_and_takes_writes_once_freed()
 {
