@@ -191,12 +191,12 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// The file `troupe migrate` leaves in a data directory whose store it moved to etcd: a
 /// server refuses to serve that directory's sled store, left behind.
 pub const MIGRATED_FILE: &str = "MIGRATED";
-/// How long a stopping server waits to resign its leadership and withdraw its announcement.
-const LEAVING: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The file `troupe migrate --from-etcd` keeps in a data directory while it moves an etcd
 /// store into it: a server refuses that directory's store, not whole yet.
 pub const IMPORTING_FILE: &str = "IMPORTING";
+
+/// How long a stopping server waits to resign its leadership and withdraw its announcement.
+const LEAVING: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The data plane of dev mode, from the sample platform.
 pub const DEV_DATA_PLANE: &str = "acme/local";

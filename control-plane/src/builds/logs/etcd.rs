@@ -111,11 +111,6 @@ impl EtcdLogs {
         }
     }
 
-    /// The attempts of `run` with lines stored, in order.
-    pub(super) fn attempts(&self, run: &str) -> std::io::Result<Vec<u32>> {
-        Ok(self.load(run)?.0.attempts.into_keys().collect())
-    }
-
     /// The longest text a line may have: escaped (up to six bytes a byte) it must still fit
     /// in a transaction.
     fn max_line_text(&self) -> usize {
@@ -329,6 +324,10 @@ impl Backing for EtcdLogs {
             .into_iter()
             .filter_map(|item| item.key.strip_prefix(TALLIES).map(str::to_string))
             .collect())
+    }
+
+    fn attempts(&self, run: &str) -> std::io::Result<Vec<u32>> {
+        Ok(self.load(run)?.0.attempts.into_keys().collect())
     }
 
     fn watch(&self, run: &str, changes: Arc<Changes>) {

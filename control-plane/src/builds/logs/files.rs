@@ -85,19 +85,6 @@ impl Files {
         Ok(state.as_mut().expect("just loaded"))
     }
 
-    /// The attempts of `run` with lines stored, in order.
-    #[cfg(feature = "etcd")]
-    pub(super) fn attempts(&self, run: &str) -> std::io::Result<Vec<u32>> {
-        let state = self.run(run);
-        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(self
-            .load(run, &mut state)?
-            .attempts
-            .keys()
-            .copied()
-            .collect())
-    }
-
     /// Appends `text` to the file of `attempt`, on disk when this returns.
     fn write(dir: &Path, attempt: u32, text: &[u8]) -> std::io::Result<()> {
         let path = dir.join(format!("{attempt}.jsonl"));
@@ -242,6 +229,18 @@ impl Backing for Files {
             }
         }
         Ok(runs)
+    }
+
+    #[cfg(feature = "etcd")]
+    fn attempts(&self, run: &str) -> std::io::Result<Vec<u32>> {
+        let state = self.run(run);
+        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(self
+            .load(run, &mut state)?
+            .attempts
+            .keys()
+            .copied()
+            .collect())
     }
 }
 

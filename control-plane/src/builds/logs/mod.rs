@@ -67,6 +67,10 @@ trait Backing: Send + Sync {
     /// Every run with stored lines.
     fn runs(&self) -> std::io::Result<Vec<String>>;
 
+    /// The attempts of `run` with lines stored, in order (what `troupe migrate` copies).
+    #[cfg(feature = "etcd")]
+    fn attempts(&self, run: &str) -> std::io::Result<Vec<u32>>;
+
     /// Moves `changes` whenever another server stores lines of `run`, until nobody follows
     /// it any more; nothing where no other server can.
     fn watch(&self, _run: &str, _changes: Arc<Changes>) {}
@@ -107,7 +111,7 @@ pub fn copy_to_etcd(
 ) -> std::io::Result<usize> {
     let from = files::Files::new(Some(data_dir.join(DIR)), max_bytes);
     let to = etcd::EtcdLogs::new(state.clone(), max_bytes);
-    copy(&from, |run| from.attempts(run), &to)
+    copy(&from, &to)
 }
 
 /// Copies the logs of every run kept in `state` into `data_dir` (`troupe migrate
@@ -120,19 +124,15 @@ pub fn copy_from_etcd(
 ) -> std::io::Result<usize> {
     let from = etcd::EtcdLogs::new(state.clone(), max_bytes);
     let to = files::Files::new(Some(data_dir.join(DIR)), max_bytes);
-    copy(&from, |run| from.attempts(run), &to)
+    copy(&from, &to)
 }
 
 /// Copies every run's lines, attempt by attempt, from one backing to another.
 #[cfg(feature = "etcd")]
-fn copy(
-    from: &dyn Backing,
-    attempts: impl Fn(&str) -> std::io::Result<Vec<u32>>,
-    to: &dyn Backing,
-) -> std::io::Result<usize> {
+fn copy(from: &dyn Backing, to: &dyn Backing) -> std::io::Result<usize> {
     let runs = from.runs()?;
     for run in &runs {
-        for attempt in attempts(run)? {
+        for attempt in from.attempts(run)? {
             let mut cursor = Cursor::default();
             loop {
                 let (lines, next) = from.read(run, attempt, cursor)?;

@@ -13,6 +13,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, TxnOp};
 use tokio::sync::watch;
 
 use super::election::renew;
+use super::layout::Layout;
 use super::{EtcdStore, SignIn};
 use crate::store::StoreError;
 
@@ -65,20 +66,16 @@ impl EtcdStore {
         let client = self.shared.client.clone();
         let members = self.shared.members.clone();
         let sign_in = self.shared.sign_in.clone();
-        let marker = Marker {
-            key: self.shared.layout.marker(),
-            value: self.shared.layout.marker_value().encode(),
-        };
-        let first = put_under_lease(&sign_in, &client, &members, &marker, &key, about, ttl).await?;
+        let layout = self.shared.layout.clone();
+        let first = put_under_lease(&sign_in, &client, &members, &layout, &key, about, ttl).await?;
         let current = Arc::new(AtomicI64::new(first));
         let keeper = {
-            let (client, members, sign_in, about, current, marker) = (
+            let (client, members, sign_in, about, current) = (
                 client.clone(),
                 members.clone(),
                 sign_in.clone(),
                 about.to_string(),
                 current.clone(),
-                marker.clone(),
             );
             self.bridge.handle().spawn(async move {
                 let mut id = first;
@@ -88,7 +85,7 @@ impl EtcdStore {
                     tracing::warn!("this server's presence lease was lost; announcing it again");
                     loop {
                         let put = put_under_lease(
-                            &sign_in, &client, &members, &marker, &key, &about, ttl,
+                            &sign_in, &client, &members, &layout, &key, &about, ttl,
                         );
                         match put.await {
                             Ok(new) => {
@@ -141,23 +138,15 @@ impl EtcdStore {
     }
 }
 
-/// Grants a lease of `ttl` seconds and puts `key` under it; returns the lease.
-/// The store's marker as this server opened it.
-#[derive(Clone)]
-struct Marker {
-    key: Vec<u8>,
-    value: Vec<u8>,
-}
-
-/// Puts `key` under a new lease of `ttl` seconds, if the store's marker still says what it
-/// said when this server opened the store: a store moved out (`troupe migrate --from-etcd`)
-/// meanwhile is not served, and the move, which finds no server announced, cannot miss
-/// this one.
+/// Grants a lease of `ttl` seconds and puts `key` under it, if the store's marker still says
+/// what `layout` read when this server opened the store: a store moved out (`troupe migrate
+/// --from-etcd`) meanwhile is not served, and the move, which finds no server announced,
+/// cannot miss this one. Returns the lease.
 async fn put_under_lease(
     sign_in: &SignIn,
     client: &etcd_client::Client,
     members: &str,
-    marker: &Marker,
+    layout: &Layout,
     key: &[u8],
     value: &str,
     ttl: i64,
@@ -171,9 +160,9 @@ async fn put_under_lease(
         .id();
     let announce = etcd_client::Txn::new()
         .when([Compare::value(
-            marker.key.clone(),
+            layout.marker(),
             CompareOp::Equal,
-            marker.value.clone(),
+            layout.marker_value().encode(),
         )])
         .and_then([TxnOp::put(
             key.to_vec(),
