@@ -59,7 +59,7 @@ pub struct Record {
 }
 
 /// What a transaction requires of one key at commit time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Precondition {
     /// The key holds no object.
     Absent,

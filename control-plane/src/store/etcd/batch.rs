@@ -14,7 +14,7 @@
 //! whose compares fail reads every checked key instead, at the same revision: the commits
 //! whose checks failed are told which, and the others go again together.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use etcd_client::{TxnOp, TxnOpResponse};
@@ -26,7 +26,7 @@ use super::commit::{
     OP_OVERHEAD, REQUEST_SLACK, Step, Write, compare, conflict, fence_compare, found_revision,
     held_term, run,
 };
-use crate::store::{Fence, Revision, StoreError, TxnLimits};
+use crate::store::{Fence, Precondition, Revision, StoreError, TxnLimits};
 
 /// Transactions of queued commits at etcd at once. Commits beyond them wait and go together.
 /// One measured best on the project's machine (`troupe-bench write`): at 64 clients, 2 and 4
@@ -106,12 +106,17 @@ fn next(shared: &Shared) -> Option<Vec<Queued>> {
     Some(batch)
 }
 
+/// One check of a commit: a key and what it must hold.
+type Check<'a> = (&'a ObjectKey, Precondition);
+
 /// What a transaction of several commits holds so far.
 #[derive(Default)]
 struct Gathered<'a> {
     written: HashSet<&'a ObjectKey>,
     checked: HashSet<&'a ObjectKey>,
-    checks: usize,
+    /// Its compares: a check several commits make (the Project or ComponentType they all
+    /// refer to) is one.
+    compares: HashSet<Check<'a>>,
     writes: usize,
     bytes: usize,
 }
@@ -121,7 +126,12 @@ impl<'a> Gathered<'a> {
     /// writes anything another checks.
     fn admits(&self, step: &'a Step, limits: &TxnLimits, fence: Option<&Fence>) -> bool {
         let fence_cost = fence.map_or(0, |f| f.key.len() + OP_OVERHEAD);
-        self.checks + step.checks.len() + usize::from(fence.is_some()) <= limits.max_ops
+        let new_compares = step
+            .checks
+            .iter()
+            .filter(|(k, c)| !self.compares.contains(&(k, *c)))
+            .count();
+        self.compares.len() + new_compares + usize::from(fence.is_some()) <= limits.max_ops
             && self.writes + step.ops() <= limits.max_ops
             && self.bytes + step.bytes + fence_cost + REQUEST_SLACK <= limits.max_request_bytes
             && step
@@ -134,7 +144,8 @@ impl<'a> Gathered<'a> {
     fn add(&mut self, step: &'a Step) {
         self.written.extend(step.writes.iter().map(|w| &w.key));
         self.checked.extend(step.checks.iter().map(|(k, _)| k));
-        self.checks += step.checks.len();
+        self.compares
+            .extend(step.checks.iter().map(|(k, c)| (k, *c)));
         self.writes += step.ops();
         self.bytes += step.bytes;
     }
@@ -230,15 +241,43 @@ enum Together {
     Failed,
 }
 
-/// Commits `batch` as one transaction; returns once the tail has published it. Its other
-/// branch reads every checked key (and the fence), which tells whose checks failed.
+/// The distinct checks of `batch`, in order, and for each commit where its checks are among
+/// them.
+fn distinct_checks(batch: &[Queued]) -> (Vec<Check<'_>>, Vec<Vec<usize>>) {
+    let mut distinct = Vec::new();
+    let mut at = HashMap::new();
+    let places = batch
+        .iter()
+        .map(|q| {
+            q.step
+                .checks
+                .iter()
+                .map(|(k, c)| {
+                    *at.entry((k, *c)).or_insert_with(|| {
+                        distinct.push((k, *c));
+                        distinct.len() - 1
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    (distinct, places)
+}
+
+/// Commits `batch` as one transaction; returns once the tail has published it. A check
+/// several commits make is one compare. Its other branch reads every checked key (and the
+/// fence), which tells whose checks failed.
 async fn together(shared: &Shared, batch: &[Queued]) -> Together {
     let layout = &shared.layout;
     let fence = batch[0].fence.as_ref();
-    let checks = || batch.iter().flat_map(|q| q.step.checks.iter());
-    let mut compares: Vec<_> = checks().map(|(k, c)| compare(layout, k, *c)).collect();
+    let (distinct, places) = distinct_checks(batch);
+    let mut compares: Vec<_> = distinct
+        .iter()
+        .map(|(k, c)| compare(layout, k, *c))
+        .collect();
     let keys_only = etcd_client::GetOptions::new().with_keys_only();
-    let mut explain: Vec<_> = checks()
+    let mut explain: Vec<_> = distinct
+        .iter()
         .map(|(k, _)| TxnOp::get(layout.object(k), Some(keys_only.clone())))
         .collect();
     if let Some(fence) = fence {
@@ -270,7 +309,7 @@ async fn together(shared: &Shared, batch: &[Queued]) -> Together {
     if !response.succeeded() {
         let found: Vec<Option<Revision>> = answers
             .by_ref()
-            .take(batch.iter().map(|q| q.step.checks.len()).sum())
+            .take(distinct.len())
             .map(|answer| found_revision(layout, &answer))
             .collect();
         if let Some(fence) = fence
@@ -279,11 +318,11 @@ async fn together(shared: &Shared, batch: &[Queued]) -> Together {
             let fenced = || Some(StoreError::Fenced { term: fence.term });
             return Together::Refused(batch.iter().map(|_| fenced()).collect());
         }
-        let mut found = found.into_iter();
         let failed = batch
             .iter()
-            .map(|q| {
-                let found: Vec<_> = found.by_ref().take(q.step.checks.len()).collect();
+            .zip(&places)
+            .map(|(q, places)| {
+                let found: Vec<_> = places.iter().map(|&i| found[i]).collect();
                 let holds = q
                     .step
                     .checks
@@ -405,6 +444,76 @@ mod tests {
         })
         .collect();
         assert_eq!(sizes, [10, 10, 5]);
+    }
+
+    #[test]
+    fn a_check_several_commits_make_counts_once_toward_etcds_limits() {
+        let limits = TxnLimits {
+            max_ops: 10,
+            ..TxnLimits::default()
+        };
+        // Each creates a key of its own and checks the Project they all refer to: one compare
+        // for the Project and one per commit fit nine commits in ten compares.
+        let mut queue: VecDeque<Queued> = (0..25)
+            .map(|i| {
+                let txn = Txn::default()
+                    .check(mk_key("project"), Precondition::Present)
+                    .check(mk_key(&format!("c{i}")), Precondition::Absent)
+                    .put(mk_key(&format!("c{i}")), b"v".to_vec());
+                mk_queued(txn, None)
+            })
+            .collect();
+        let sizes: Vec<usize> = std::iter::from_fn(|| {
+            let batch = take(&mut queue, &limits);
+            (!batch.is_empty()).then_some(batch.len())
+        })
+        .collect();
+        assert_eq!(sizes, [9, 9, 7]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_sharing_a_check_that_fails_are_each_told_and_the_others_land() {
+        let etcd = mk_etcd();
+        let store = Arc::new(mk_store(&etcd, "/shared"));
+        let target = mk_key("target");
+        let read = store
+            .commit(Txn::default().put(target.clone(), b"v1".to_vec()))
+            .unwrap();
+        store
+            .commit(Txn::default().put(target.clone(), b"v2".to_vec()))
+            .unwrap();
+        // 40 commits at once: the even ones require the target as it was first read (it
+        // changed since), the odd ones only that it exists.
+        let commits = (0..40).map(|i| {
+            let key = mk_key(&format!("w{i}"));
+            let check = if i % 2 == 0 {
+                Precondition::AtRevision(read)
+            } else {
+                Precondition::Present
+            };
+            let txn = Txn::default()
+                .check(target.clone(), check)
+                .check(key.clone(), Precondition::Absent)
+                .put(key, b"v".to_vec());
+            match store.commit_async(txn) {
+                Ok(committing) => committing,
+                Err(_) => panic!("etcd commits without blocking a thread"),
+            }
+        });
+        let outcomes = futures::future::join_all(commits).await;
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let stored = store.get(&mk_key(&format!("w{i}"))).unwrap();
+            if i % 2 == 0 {
+                match outcome {
+                    Err(StoreError::Conflict { key, .. }) => assert_eq!(key, &target, "w{i}"),
+                    other => panic!("w{i}: {other:?}"),
+                }
+                assert!(stored.is_none(), "w{i} was written though its check failed");
+            } else {
+                let revision = outcome.as_ref().unwrap_or_else(|e| panic!("w{i}: {e}"));
+                assert_eq!(stored.unwrap().mod_revision, *revision, "w{i}");
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
