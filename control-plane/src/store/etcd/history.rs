@@ -10,6 +10,10 @@
 //!
 //! Cost: a watch from the past starts "unsynced" in etcd, which catches it up on a 100 ms
 //! tick, so a read from history takes at least that; the cache spares it for anything recent.
+//!
+//! A member that stalls (on its disk, or paused) holds the watch it serves without a word: a
+//! read whose watch goes [`SILENT`] starts over on a new one, which the members still serving
+//! take once the stalled one is out of the store's set (within a second or two).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,12 +22,27 @@ use etcd_client::WatchOptions;
 use troupe_common::ObjectKey;
 
 use super::Shared;
-use super::bridge::{failed, within};
+use super::bridge::failed;
 use super::tails::{self, Change, Digest};
 use crate::store::{Event, EventType, Revision, StoreError};
 
 /// How long one read from history may take in all.
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the history watch may go without an answer before the read starts over: etcd
+/// answers a watch from the past on every 100 ms tick until it has caught up.
+const SILENT: Duration = Duration::from_secs(2);
+/// The pause before a read whose watch went silent starts over.
+const PAUSE: Duration = Duration::from_millis(100);
+
+/// Why one watch from the past ended without the events.
+enum Ended {
+    /// etcd refused it for an old token and the store signed in again.
+    SignedIn(StoreError),
+    /// It went [`SILENT`]: its member may have stalled.
+    Silent(StoreError),
+    /// Anything else: the read fails.
+    Failed(StoreError),
+}
 
 /// The events after `after`, up to and including `floor` (the cache's), at least `limit` of
 /// them when there are that many, whole commits only.
@@ -33,40 +52,56 @@ pub(super) async fn read(
     limit: usize,
     floor: Revision,
 ) -> Result<Vec<Event>, StoreError> {
+    let mut silent = None;
     let read = async {
-        // Twice at most: etcd may refuse the first watch for an old token (see `sign_in`).
-        let mut refused = None;
-        for _ in 0..2 {
+        // Signed in again once at most: etcd may refuse the first watch for an old token (see
+        // `sign_in`); started over as often as its watch goes silent.
+        let mut signed_in = false;
+        loop {
             match read_until(shared, after, limit, floor).await {
                 Ok(events) => return Ok(events),
-                Err((error, signed_in)) if signed_in => refused = Some(error),
-                Err((error, _)) => return Err(error),
+                Err(Ended::SignedIn(error)) if signed_in => return Err(error),
+                Err(Ended::SignedIn(_)) => signed_in = true,
+                Err(Ended::Silent(error)) => {
+                    tracing::info!(%error, "etcd store: a read from history got no answer; starting it over");
+                    silent = Some(error);
+                    tokio::time::sleep(PAUSE).await;
+                }
+                Err(Ended::Failed(error)) => return Err(error),
             }
         }
-        Err(refused.expect("a refused read"))
     };
-    tokio::time::timeout(HISTORY_TIMEOUT, read)
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Engine(format!(
+    match tokio::time::timeout(HISTORY_TIMEOUT, read).await {
+        Ok(read) => read,
+        Err(_) => Err(silent.unwrap_or_else(|| {
+            StoreError::Engine(format!(
                 "etcd at {}: reading the history after revision {after}: not done within {} s",
                 shared.members,
                 HISTORY_TIMEOUT.as_secs()
-            )))
-        })
+            ))
+        })),
+    }
 }
 
-/// One watch from the past, as [`read`] says; a failure comes with whether etcd refused the
-/// watch for an old token and the store signed in again (the read may then be made again).
+/// One watch from the past, as [`read`] says; a failure says whether the read may be made
+/// again.
 async fn read_until(
     shared: &Shared,
     after: Revision,
     limit: usize,
     floor: Revision,
-) -> Result<Vec<Event>, (StoreError, bool)> {
+) -> Result<Vec<Event>, Ended> {
     let what = "reading the store's history";
     let since = std::time::Instant::now();
-    let fail = |e: StoreError| (e, false);
+    let fail = Ended::Failed;
+    let silent = || {
+        Ended::Silent(StoreError::Unavailable(format!(
+            "etcd at {}: {what}: no answer within {} s (is etcd running and reachable, with \
+             a leader?)",
+            shared.members,
+            SILENT.as_secs()
+        )))
+    };
     tracing::debug!(after, limit, floor, "etcd store: reading history from etcd");
     let options = WatchOptions::new()
         .with_prefix()
@@ -74,17 +109,17 @@ async fn read_until(
         .with_start_revision(shared.layout.to_etcd(after + 1));
     let mut watch_client = shared.watch_client();
     let refused = async |e: etcd_client::Error| {
-        let signed_in = shared.sign_in.after(&e, since).await;
-        (failed(&shared.members, what, &e), signed_in)
+        let error = failed(&shared.members, what, &e);
+        if shared.sign_in.after(&e, since).await {
+            Ended::SignedIn(error)
+        } else {
+            Ended::Failed(error)
+        }
     };
     let root = shared.layout.root().to_vec();
-    let mut stream = match within(
-        &shared.members,
-        what,
-        watch_client.watch(root, Some(options)),
-    )
-    .await
-    .map_err(fail)?
+    let mut stream = match tokio::time::timeout(SILENT, watch_client.watch(root, Some(options)))
+        .await
+        .map_err(|_| silent())?
     {
         Ok(stream) => stream,
         Err(e) => return Err(refused(e).await),
@@ -92,7 +127,8 @@ async fn read_until(
     let mut commits: Vec<(Revision, Vec<Change>)> = Vec::new();
     let mut events = 0;
     loop {
-        let response = match stream.message().await {
+        let message = tokio::time::timeout(SILENT, stream.message());
+        let response = match message.await.map_err(|_| silent())? {
             Ok(Some(response)) => response,
             Ok(None) => {
                 return Err(fail(StoreError::Engine(format!(
@@ -110,12 +146,15 @@ async fn read_until(
                 }));
             }
             let reason = response.cancel_reason();
-            let signed_in = shared.sign_in.after_cancel(reason, since).await;
             let error = StoreError::Engine(format!(
                 "etcd at {}: {what}: the watch was cancelled: {reason}",
                 shared.members
             ));
-            return Err((error, signed_in));
+            return Err(if shared.sign_in.after_cancel(reason, since).await {
+                Ended::SignedIn(error)
+            } else {
+                Ended::Failed(error)
+            });
         }
         let mut reached = false;
         for event in response.events() {

@@ -107,6 +107,54 @@ fn a_read_sent_to_a_member_as_it_stalls_is_answered_by_another() {
     );
 }
 
+#[test]
+fn a_read_from_history_sent_to_a_member_as_it_stalls_starts_over_on_another() {
+    let cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
+    let url = mk_cluster_url(&cluster, "hung-history");
+    let writer = EtcdStore::open(&url).unwrap();
+    let before = writer.revision();
+    for i in 0..5 {
+        writer
+            .commit(Txn::default().put(mk_key(&format!("c{i}")), b"1".to_vec()))
+            .unwrap();
+    }
+    // Opened after the writes, it holds none of them in its cache: it reads them from
+    // etcd's history, a watch from the past, on whichever member takes it.
+    let reader = std::sync::Arc::new(EtcdStore::open(&url).unwrap());
+    let follower = member(&cluster, false);
+    cluster[follower].freeze();
+
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let reader = reader.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut slowest = Duration::ZERO;
+                while *reader.shared.sign_in.removals().borrow() == 0
+                    || started.elapsed() < Duration::from_secs(2)
+                {
+                    let t = Instant::now();
+                    let events = reader
+                        .events_after(before, 100)
+                        .unwrap_or_else(|e| panic!("a read failed after {:?}: {e}", t.elapsed()));
+                    let names: Vec<_> = events.iter().map(|e| e.key.name.as_str()).collect();
+                    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+                    slowest = slowest.max(t.elapsed());
+                }
+                slowest
+            })
+        })
+        .collect();
+    let slowest: Vec<Duration> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    cluster[follower].thaw();
+    // A read held by the stalled member started over after its silence (2 s), not after a
+    // call's limit.
+    assert!(
+        slowest.iter().any(|s| *s >= Duration::from_secs(1)),
+        "no read reached the stalled member: {slowest:?}"
+    );
+}
+
 /// A commit that checks no key it writes could land twice if sent again: one held by a member
 /// as it stalls, then sent to another, could land there and then once more when the member
 /// resumes, over whatever was written in between. Such a commit is sent once: with no answer

@@ -224,12 +224,15 @@ pub(super) async fn fetch(
     for Missing { key, at } in missing {
         let etcd_key = shared.layout.tail(key);
         let options = GetOptions::new().with_revision(shared.layout.to_etcd(*at));
-        let mut kv = shared.kv();
-        let response = timed(
-            &shared.members,
-            "reading an object's tail",
-            kv.get(etcd_key.clone(), Some(options)),
-        )
+        // A read: held by a member that stalls, it gets a copy.
+        let response = super::resend::hedged(|| {
+            let mut kv = shared.kv();
+            let (etcd_key, options) = (etcd_key.clone(), options.clone());
+            async move {
+                let read = kv.get(etcd_key, Some(options));
+                timed(&shared.members, "reading an object's tail", read).await
+            }
+        })
         .await?;
         if let Some(found) = response.kvs().first() {
             out.insert(key.clone(), decode_value(&etcd_key, found.value())?);
