@@ -240,10 +240,14 @@ impl Tokens {
             }
             #[cfg(feature = "etcd")]
             Backing::Etcd(state) => {
-                state.put(
-                    &format!("{SHARED_DIR}{}", entry.id),
-                    serde_json::to_vec(&entry)?,
-                )?;
+                // Created only if absent, so a write sent again when its etcd member stalls
+                // lands once.
+                let key = format!("{SHARED_DIR}{}", entry.id);
+                let write =
+                    crate::shared_state::Write::Put(key.clone(), serde_json::to_vec(&entry)?);
+                if !state.commit(&[(key.as_str(), 0)], vec![write])? {
+                    anyhow::bail!("bootstrap token {} exists already; make another", entry.id);
+                }
             }
         }
         self.entries

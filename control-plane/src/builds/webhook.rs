@@ -162,10 +162,11 @@ impl WebhookSecrets {
         next.insert(format!("{namespace}/{component}"), secret.clone());
         #[cfg(feature = "etcd")]
         if let Some(state) = &self.shared {
-            let key = format!("{SHARED_DIR}{namespace}/{component}");
-            state
-                .put(&key, secret.clone().into_bytes())
-                .map_err(std::io::Error::other)?;
+            replace_shared(
+                state,
+                &format!("{SHARED_DIR}{namespace}/{component}"),
+                &secret,
+            )?;
         }
         if let Some(path) = &self.path {
             let text = serde_json::to_vec_pretty(&next).map_err(std::io::Error::other)?;
@@ -199,6 +200,34 @@ impl WebhookSecrets {
         }
         known
     }
+}
+
+/// Sets the shared webhook secret of `component` (`NAMESPACE/NAME`) to `secret`, checking the
+/// revision it replaces, so a write sent again when its etcd member stalls lands once; made
+/// again if another server changed it in between.
+#[cfg(feature = "etcd")]
+fn replace_shared(
+    state: &crate::shared_state::EtcdState,
+    component: &str,
+    secret: &str,
+) -> std::io::Result<()> {
+    use crate::shared_state::Write;
+    let key = format!("{SHARED_DIR}{component}");
+    for _ in 0..3 {
+        let current = state.get(&key).map_err(std::io::Error::other)?;
+        let revision = current.map_or(0, |item| item.mod_revision);
+        let write = Write::Put(key.clone(), secret.as_bytes().to_vec());
+        if state
+            .commit(&[(key.as_str(), revision)], vec![write])
+            .map_err(std::io::Error::other)?
+        {
+            return Ok(());
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "the webhook secret of component {component} was changed by another server each time \
+         it was written; try again"
+    )))
 }
 
 #[cfg(unix)]

@@ -125,7 +125,9 @@ impl EtcdState {
         })
     }
 
-    /// Sets `key` to `value`; it is on a quorum of etcd's disks when this returns.
+    /// Sets `key` to `value`; it is on a quorum of etcd's disks when this returns. It checks
+    /// nothing, so it is sent once (see [`EtcdState::commit_at`]): for copies made while no
+    /// server runs (`troupe migrate`).
     pub fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         let full = self.key(key);
         self.store.call("writing shared state", move |mut c| {
@@ -151,10 +153,9 @@ impl EtcdState {
             .when([Compare::version(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full.clone(), value.clone(), None)])
             .or_else([TxnOp::get(full, None)]);
-        let answer = self.store.call("creating shared state", move |mut c| {
-            let create = create.clone();
-            async move { c.txn(create).await }
-        })?;
+        // It lands once however often it is sent, and a copy refused answers with what is
+        // there, this sending's value if an earlier one landed.
+        let (answer, _) = self.store.send_landing_once(create)?;
         if answer.succeeded() {
             return Ok(value);
         }
@@ -173,11 +174,24 @@ impl EtcdState {
 
     /// [`EtcdState::commit`], returning the revision of the writes if it made them: the
     /// revision every written key was last changed at.
+    ///
+    /// One that checks a key it writes lands at most once however often it is sent, so it is
+    /// sent again when its member stalls ([`EtcdStore::send_landing_once`]); if a copy then
+    /// finds its checks broken, what the keys hold tells whether an earlier sending landed.
+    /// Any other is sent once, and fails after a call's time without an answer.
     pub fn commit_at(
         &self,
         expect: &[(&str, i64)],
         writes: Vec<Write>,
     ) -> Result<Option<i64>, StoreError> {
+        let lands_once = expect.iter().any(|(key, revision)| {
+            writes.iter().any(|w| match w {
+                Write::Put(k, _) => k == key,
+                Write::Delete(k) => k == key && *revision > 0,
+                Write::DeleteDir(_) => false,
+            })
+        });
+        let written = lands_once.then(|| writes.clone());
         let compares: Vec<Compare> = expect
             .iter()
             .map(|(key, revision)| {
@@ -195,12 +209,63 @@ impl EtcdState {
             })
             .collect();
         let txn = etcd_client::Txn::new().when(compares).and_then(ops);
-        let answer = self.store.call("writing shared state", move |mut c| {
-            let txn = txn.clone();
-            async move { c.txn(txn).await }
-        })?;
-        let revision = answer.header().map_or(0, |h| h.revision());
-        Ok(answer.succeeded().then_some(revision))
+        let Some(written) = written else {
+            let answer = self.store.call("writing shared state", move |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })?;
+            let revision = answer.header().map_or(0, |h| h.revision());
+            return Ok(answer.succeeded().then_some(revision));
+        };
+        match self.store.send_landing_once(txn)? {
+            (answer, _) if answer.succeeded() => {
+                Ok(Some(answer.header().map_or(0, |h| h.revision())))
+            }
+            (_, true) => self.landed(&written),
+            (_, false) => Ok(None),
+        }
+    }
+
+    /// The revision of a commit of `writes` if etcd holds what it wrote: every key it puts
+    /// with its value, all at one revision, and every key it deletes gone. `None` if not.
+    fn landed(&self, writes: &[Write]) -> Result<Option<i64>, StoreError> {
+        let reads: Vec<TxnOp> = writes
+            .iter()
+            .map(|w| match w {
+                Write::Put(key, _) | Write::Delete(key) => TxnOp::get(self.key(key), None),
+                Write::DeleteDir(dir) => TxnOp::get(
+                    self.key(dir),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ),
+            })
+            .collect();
+        let answer = self.store.read(
+            "reading what a write of shared state wrote",
+            move |mut c| {
+                let read = etcd_client::Txn::new().and_then(reads.clone());
+                async move { c.txn(read).await }
+            },
+        )?;
+        let mut at = None;
+        for (write, answer) in writes.iter().zip(answer.op_responses()) {
+            let TxnOpResponse::Get(got) = answer else {
+                return Ok(None);
+            };
+            let holds = match (write, got.kvs().first()) {
+                (Write::Put(_, value), Some(kv)) if kv.value() == value.as_slice() => {
+                    *at.get_or_insert(kv.mod_revision()) == kv.mod_revision()
+                }
+                (Write::Delete(_), None) => true,
+                (Write::DeleteDir(_), _) => got.count() == 0,
+                _ => false,
+            };
+            if !holds {
+                return Ok(None);
+            }
+        }
+        Ok(Some(at.unwrap_or_else(|| {
+            answer.header().map_or(0, |h| h.revision())
+        })))
     }
 
     /// Calls `wake` after every change under directory `dir` until `stop` completes, and

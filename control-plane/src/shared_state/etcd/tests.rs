@@ -119,3 +119,35 @@ fn a_commit_happens_only_on_the_revisions_it_read() {
             .unwrap()
     );
 }
+
+#[test]
+fn a_write_sent_again_is_told_it_landed_only_if_every_key_holds_what_it_wrote() {
+    let etcd = mk_etcd();
+    let state = mk_state(&etcd, "landed");
+    let put = |key: &str, value: &str| Write::Put(key.into(), value.as_bytes().to_vec());
+    let revision = state
+        .commit_at(&[("a", 0), ("b", 0)], vec![put("a", "1"), put("b", "1")])
+        .unwrap()
+        .unwrap();
+    // What it wrote is there, at one revision: it landed, there.
+    let written = [put("a", "1"), put("b", "1"), Write::Delete("gone".into())];
+    assert_eq!(state.landed(&written).unwrap(), Some(revision));
+    assert!(
+        state
+            .landed(&[Write::DeleteDir("none/".into())])
+            .unwrap()
+            .is_some()
+    );
+    // A value another write changed since, or two keys at different revisions, or a key it
+    // deleted that is there, or a directory it deleted that holds a key: not its landing.
+    state.commit(&[], vec![put("b", "2")]).unwrap();
+    assert_eq!(state.landed(&[put("a", "1"), put("b", "1")]).unwrap(), None);
+    state.commit(&[], vec![put("b", "1")]).unwrap();
+    assert_eq!(state.landed(&[put("a", "1"), put("b", "1")]).unwrap(), None);
+    assert_eq!(state.landed(&[Write::Delete("a".into())]).unwrap(), None);
+    state.commit(&[], vec![put("dir/x", "1")]).unwrap();
+    assert_eq!(
+        state.landed(&[Write::DeleteDir("dir/".into())]).unwrap(),
+        None
+    );
+}

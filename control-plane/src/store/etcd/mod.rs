@@ -361,6 +361,20 @@ impl EtcdStore {
         self.blocking(what, make, true)
     }
 
+    /// Sends `txn`, a transaction that lands at most once however often it is sent (it checks
+    /// a key it writes in a way its own landing breaks), again whenever 2 s pass without an
+    /// answer (its member stalled), for up to 15 s ([`resend::send`]). Returns etcd's answer
+    /// and whether an earlier sending may have landed (then a refusal may be that landing's
+    /// doing: read back what it wrote).
+    pub fn send_landing_once(
+        &self,
+        txn: etcd_client::Txn,
+    ) -> Result<(TxnResponse, bool), StoreError> {
+        let shared = self.shared.clone();
+        self.bridge
+            .block(async move { resend::send(&shared, txn, false, true).await })
+    }
+
     /// [`EtcdStore::call`], its copies [`hedged`](resend::hedged) if `hedge`.
     fn blocking<T, F>(
         &self,
