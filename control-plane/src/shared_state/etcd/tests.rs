@@ -151,3 +151,59 @@ fn a_write_sent_again_is_told_it_landed_only_if_every_key_holds_what_it_wrote() 
         None
     );
 }
+
+#[test]
+fn a_write_that_checks_what_it_writes_is_sent_again_when_its_member_stalls() {
+    let cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
+    let StoreLocation::Etcd(url) = LocalEtcd::cluster_url(&cluster, "hung-state")
+        .parse::<StoreLocation>()
+        .unwrap()
+    else {
+        panic!("not an etcd URL")
+    };
+    let store = Arc::new(EtcdStore::open(&url).unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let follower = (0..cluster.len())
+        .find(|&i| !runtime.block_on(cluster[i].is_leader()).unwrap())
+        .expect("a member that does not lead");
+    cluster[follower].freeze();
+
+    // Writers change a key each, every write checking the revision the last one left (as a
+    // token revoked or a batch of build log does), for longer than the store takes to leave
+    // the member out (a second or two).
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let state = EtcdState::new(store.clone());
+            std::thread::spawn(move || {
+                let key = format!("counters/{w}");
+                let (started, mut slowest) = (Instant::now(), Duration::ZERO);
+                let (mut revision, mut count) = (0, 0);
+                while started.elapsed() < Duration::from_secs(4) {
+                    let t = Instant::now();
+                    count += 1;
+                    let write = vec![Write::Put(key.clone(), count.to_string().into_bytes())];
+                    revision = state
+                        .commit_at(&[(key.as_str(), revision)], write)
+                        .unwrap_or_else(|e| {
+                            panic!("write {count} failed after {:?}: {e}", t.elapsed())
+                        })
+                        .unwrap_or_else(|| {
+                            panic!("write {count}: its check failed, yet nobody else writes {key}")
+                        });
+                    slowest = slowest.max(t.elapsed());
+                }
+                let stored = state.get(&key).unwrap().unwrap();
+                let value = count.to_string().into_bytes();
+                assert_eq!((stored.value, stored.mod_revision), (value, revision));
+                slowest
+            })
+        })
+        .collect();
+    let slowest: Vec<Duration> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    cluster[follower].thaw();
+    // A write held by the stalled member was sent again after 2 s, not failed after 10.
+    assert!(
+        slowest.iter().any(|s| *s >= Duration::from_secs(1)),
+        "no write reached the stalled member: {slowest:?}"
+    );
+}
