@@ -1,6 +1,6 @@
 //! The shared state on a real etcd: two servers' stores on one prefix agree on a value made
 //! once, see each other's writes through the watch, and commit only on the revisions they
-//! read.
+//! read; a checked write held by a member that stalls is sent again and lands once.
 
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};

@@ -57,6 +57,33 @@ fn a_member_that_answers_nothing_is_taken_out_and_holds_up_no_call_or_watch() {
     cluster[follower].thaw();
 }
 
+/// The slowest call each of four threads made, each calling `call` over and over until
+/// `store` took a member out of its set and 2 s passed: while the member is in, the client
+/// spreads their calls over every member, the stalled one too.
+fn slowest_until_taken_out(
+    store: &std::sync::Arc<EtcdStore>,
+    call: impl Fn() + Send + Sync + 'static,
+) -> Vec<Duration> {
+    let call = std::sync::Arc::new(call);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, call) = (store.clone(), call.clone());
+            std::thread::spawn(move || {
+                let (started, mut slowest) = (Instant::now(), Duration::ZERO);
+                while *store.shared.sign_in.removals().borrow() == 0
+                    || started.elapsed() < Duration::from_secs(2)
+                {
+                    let t = Instant::now();
+                    call();
+                    slowest = slowest.max(t.elapsed());
+                }
+                slowest
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 #[test]
 fn a_read_sent_to_a_member_as_it_stalls_is_answered_by_another() {
     let cluster = LocalEtcd::start_cluster(3).unwrap_or_else(|e| panic!("{e:#}"));
@@ -73,32 +100,17 @@ fn a_read_sent_to_a_member_as_it_stalls_is_answered_by_another() {
     let follower = member(&cluster, false);
     cluster[follower].freeze();
 
-    // Readers read on until the member is taken out: the client spreads their reads over
-    // every member until then, the stalled one too.
-    let readers: Vec<_> = (0..4)
-        .map(|_| {
-            let (store, key) = (store.clone(), key.clone());
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                let mut slowest = Duration::ZERO;
-                while *store.shared.sign_in.removals().borrow() == 0
-                    || started.elapsed() < Duration::from_secs(2)
-                {
-                    let (t, key) = (Instant::now(), key.clone());
-                    let answer = store.read("reading the probe", move |mut c| {
-                        let key = key.clone();
-                        async move { c.get(key, None).await }
-                    });
-                    let answer = answer
-                        .unwrap_or_else(|e| panic!("a read failed after {:?}: {e}", t.elapsed()));
-                    assert_eq!(answer.kvs()[0].value(), b"1");
-                    slowest = slowest.max(t.elapsed());
-                }
-                slowest
-            })
-        })
-        .collect();
-    let slowest: Vec<Duration> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let reader = store.clone();
+    let slowest = slowest_until_taken_out(&store, move || {
+        let (t, key) = (Instant::now(), key.clone());
+        let answer = reader.read("reading the probe", move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        });
+        let answer =
+            answer.unwrap_or_else(|e| panic!("a read failed after {:?}: {e}", t.elapsed()));
+        assert_eq!(answer.kvs()[0].value(), b"1");
+    });
     cluster[follower].thaw();
     // A read held by the stalled member waited for its copy (2 s), not for a call's limit.
     assert!(
@@ -124,28 +136,14 @@ fn a_read_from_history_sent_to_a_member_as_it_stalls_starts_over_on_another() {
     let follower = member(&cluster, false);
     cluster[follower].freeze();
 
-    let readers: Vec<_> = (0..4)
-        .map(|_| {
-            let reader = reader.clone();
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                let mut slowest = Duration::ZERO;
-                while *reader.shared.sign_in.removals().borrow() == 0
-                    || started.elapsed() < Duration::from_secs(2)
-                {
-                    let t = Instant::now();
-                    let events = reader
-                        .events_after(before, 100)
-                        .unwrap_or_else(|e| panic!("a read failed after {:?}: {e}", t.elapsed()));
-                    let names: Vec<_> = events.iter().map(|e| e.key.name.as_str()).collect();
-                    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
-                    slowest = slowest.max(t.elapsed());
-                }
-                slowest
-            })
-        })
-        .collect();
-    let slowest: Vec<Duration> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let slowest = slowest_until_taken_out(&reader.clone(), move || {
+        let t = Instant::now();
+        let events = reader
+            .events_after(before, 100)
+            .unwrap_or_else(|e| panic!("a read failed after {:?}: {e}", t.elapsed()));
+        let names: Vec<_> = events.iter().map(|e| e.key.name.as_str()).collect();
+        assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+    });
     cluster[follower].thaw();
     // A read held by the stalled member started over after its silence (2 s), not after a
     // call's limit.
