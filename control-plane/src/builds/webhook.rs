@@ -162,11 +162,7 @@ impl WebhookSecrets {
         next.insert(format!("{namespace}/{component}"), secret.clone());
         #[cfg(feature = "etcd")]
         if let Some(state) = &self.shared {
-            replace_shared(
-                state,
-                &format!("{SHARED_DIR}{namespace}/{component}"),
-                &secret,
-            )?;
+            replace_shared(state, &format!("{namespace}/{component}"), &secret)?;
         }
         if let Some(path) = &self.path {
             let text = serde_json::to_vec_pretty(&next).map_err(std::io::Error::other)?;

@@ -76,6 +76,9 @@ fn line_key(run: &str, attempt: u32, seq: u64) -> String {
 
 const TALLIES: &str = "build-log-runs/";
 
+/// Reads of a run's totals a deletion makes at most while other servers' appends change them.
+const ATTEMPTS: usize = 5;
+
 fn tally_key(run: &str) -> String {
     format!("{TALLIES}{run}")
 }
@@ -310,12 +313,26 @@ impl Backing for EtcdLogs {
         // An append already holding this run must not write its lines back.
         removed.removed = true;
         removed.tally = None;
-        let writes = vec![
-            Write::DeleteDir(lines_dir(run)),
-            Write::Delete(tally_key(run)),
-        ];
-        self.state.commit(&[], writes).map_err(etcd_error)?;
-        Ok(())
+        // Checking the totals it deletes as read, so the delete lands once however often it
+        // is sent (again when its etcd member stalls); read again if another server's append
+        // changed them in between.
+        let key = tally_key(run);
+        for _ in 0..ATTEMPTS {
+            let Some(tally) = self.state.get(&key).map_err(etcd_error)? else {
+                // No totals: nothing was stored, or another server deleted the run.
+                let writes = vec![Write::DeleteDir(lines_dir(run))];
+                self.state.commit(&[], writes).map_err(etcd_error)?;
+                return Ok(());
+            };
+            let writes = vec![Write::DeleteDir(lines_dir(run)), Write::Delete(key.clone())];
+            let expect = [(key.as_str(), tally.mod_revision)];
+            if self.state.commit(&expect, writes).map_err(etcd_error)? {
+                return Ok(());
+            }
+        }
+        Err(etcd_error(format!(
+            "the logs of run {run} kept changing while they were deleted; delete the run again"
+        )))
     }
 
     fn runs(&self) -> std::io::Result<Vec<String>> {
