@@ -13,7 +13,8 @@
 //!
 //! A member that stalls (on its disk, or paused) holds the watch it serves without a word: a
 //! read whose watch goes [`SILENT`] starts over on a new one, which the members still serving
-//! take once the stalled one is out of the store's set (within a second or two).
+//! take once the stalled one is out of the store's set (within a second or two), for up to
+//! [`RESEND_WITHIN`] in all.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use troupe_common::ObjectKey;
 
 use super::Shared;
 use super::bridge::failed;
+use super::resend::RESEND_WITHIN;
 use super::tails::{self, Change, Digest};
 use crate::store::{Event, EventType, Revision, StoreError};
 
@@ -52,35 +54,37 @@ pub(super) async fn read(
     limit: usize,
     floor: Revision,
 ) -> Result<Vec<Event>, StoreError> {
-    let mut silent = None;
+    let started = std::time::Instant::now();
     let read = async {
         // Signed in again once at most: etcd may refuse the first watch for an old token (see
-        // `sign_in`); started over as often as its watch goes silent.
+        // `sign_in`); started over whenever its watch goes silent, for as long as a write is
+        // sent again (an etcd that answers nothing fails it, as it fails writes).
         let mut signed_in = false;
         loop {
             match read_until(shared, after, limit, floor).await {
                 Ok(events) => return Ok(events),
                 Err(Ended::SignedIn(error)) if signed_in => return Err(error),
                 Err(Ended::SignedIn(_)) => signed_in = true,
+                Err(Ended::Silent(error)) if started.elapsed() + PAUSE >= RESEND_WITHIN => {
+                    return Err(error);
+                }
                 Err(Ended::Silent(error)) => {
                     tracing::info!(%error, "etcd store: a read from history got no answer; starting it over");
-                    silent = Some(error);
                     tokio::time::sleep(PAUSE).await;
                 }
                 Err(Ended::Failed(error)) => return Err(error),
             }
         }
     };
-    match tokio::time::timeout(HISTORY_TIMEOUT, read).await {
-        Ok(read) => read,
-        Err(_) => Err(silent.unwrap_or_else(|| {
-            StoreError::Engine(format!(
+    tokio::time::timeout(HISTORY_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Engine(format!(
                 "etcd at {}: reading the history after revision {after}: not done within {} s",
                 shared.members,
                 HISTORY_TIMEOUT.as_secs()
-            ))
-        })),
-    }
+            )))
+        })
 }
 
 /// One watch from the past, as [`read`] says; a failure says whether the read may be made

@@ -35,8 +35,8 @@ use crate::store::{Revision, StoreError};
 /// How long one sending of a commit may take before it is sent again. A commit takes
 /// milliseconds; an etcd that lost its leader answers none until its request timeout.
 const ATTEMPT: Duration = Duration::from_secs(2);
-/// How long a commit is sent again for, in all.
-const RESEND_WITHIN: Duration = Duration::from_secs(15);
+/// How long a commit is sent again for, in all (and a read from history started over).
+pub(super) const RESEND_WITHIN: Duration = Duration::from_secs(15);
 /// The first pause before a commit is sent again; it doubles up to [`MAX_PAUSE`].
 const PAUSE: Duration = Duration::from_millis(50);
 const MAX_PAUSE: Duration = Duration::from_millis(500);
