@@ -573,7 +573,17 @@ mod shared_tests {
         let (a, b) = (mk_secrets(&etcd), mk_secrets(&etcd));
         assert_eq!(b.get("acme", "api"), None);
         let first = a.create("acme", "api").unwrap();
-        // At once, although B's watch may not have brought it yet.
+        // Under the key every replica reads, and through B at once, although B's watch may
+        // not have brought it yet.
+        let stored = a
+            .shared
+            .as_ref()
+            .unwrap()
+            .get(&format!("{SHARED_DIR}acme/api"));
+        assert_eq!(
+            stored.unwrap().map(|item| item.value),
+            Some(first.clone().into_bytes())
+        );
         assert_eq!(b.get("acme", "api"), Some(first.clone()));
         let second = a.create("acme", "api").unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
