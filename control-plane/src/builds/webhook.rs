@@ -49,6 +49,13 @@ pub struct WebhookSecrets {
 #[cfg(feature = "etcd")]
 const SHARED_DIR: &str = "webhook-secrets/";
 
+/// `NAMESPACE/COMPONENT` of a secret's key in etcd (`webhook-secrets/NAMESPACE/COMPONENT`):
+/// the directory stripped once, whatever the namespace is called.
+#[cfg(feature = "etcd")]
+fn shared_name(key: &str) -> &str {
+    key.strip_prefix(SHARED_DIR).unwrap_or(key)
+}
+
 impl WebhookSecrets {
     /// The secrets where `home` keeps them: `DATA_DIR/webhook-secrets.json`, memory, or etcd.
     pub fn open(home: &StateHome) -> std::io::Result<Self> {
@@ -69,7 +76,7 @@ impl WebhookSecrets {
         let apply = move |change: Change| {
             let mut secrets = into.lock().unwrap_or_else(PoisonError::into_inner);
             let entry = |item: crate::shared_state::Item| {
-                let key = item.key.trim_start_matches(SHARED_DIR).to_string();
+                let key = shared_name(&item.key).to_string();
                 (key, String::from_utf8_lossy(&item.value).into_owned())
             };
             match change {
@@ -78,7 +85,7 @@ impl WebhookSecrets {
                     secrets.insert(key, secret);
                 }
                 Change::Delete(key) => {
-                    secrets.remove(key.trim_start_matches(SHARED_DIR));
+                    secrets.remove(shared_name(&key));
                 }
                 Change::Reset(items) => *secrets = items.into_iter().map(entry).collect(),
             }
@@ -120,7 +127,7 @@ impl WebhookSecrets {
         let secrets: BTreeMap<String, String> = items
             .into_iter()
             .map(|item| {
-                let key = item.key.trim_start_matches(SHARED_DIR).to_string();
+                let key = shared_name(&item.key).to_string();
                 (key, String::from_utf8_lossy(&item.value).into_owned())
             })
             .collect();
@@ -595,5 +602,29 @@ mod shared_tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(mk_secrets(&etcd).get("acme", "api"), Some(second));
+    }
+
+    #[test]
+    fn a_namespace_named_like_the_secrets_directory_keeps_its_secret_apart() {
+        let etcd = LocalEtcd::start().unwrap_or_else(|e| panic!("{e:#}"));
+        let (a, b) = (mk_secrets(&etcd), mk_secrets(&etcd));
+        let secret = a.create("webhook-secrets", "api").unwrap();
+        // B's watch brings it under its own namespace, not under a bare component.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !b
+            .secrets
+            .lock()
+            .unwrap()
+            .contains_key("webhook-secrets/api")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "B has {:?}",
+                b.secrets.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(b.get("webhook-secrets", "api"), Some(secret));
+        assert!(!b.secrets.lock().unwrap().contains_key("api"));
     }
 }
