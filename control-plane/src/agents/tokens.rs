@@ -110,7 +110,7 @@ impl Tokens {
                     }
                 }
                 Change::Delete(key) => {
-                    entries.remove(key.trim_start_matches(SHARED_DIR));
+                    entries.remove(key.strip_prefix(SHARED_DIR).unwrap_or(&key));
                 }
                 Change::Reset(items) => {
                     *entries = items
