@@ -92,20 +92,7 @@ pub fn migrate(data_dir: &Path, url: &EtcdUrl, max_log_bytes: u64) -> anyhow::Re
         after,
         ..Moved::default()
     };
-    for kind in Kind::ALL {
-        let (records, _) = sled.list(kind, None)?;
-        for chunk in records.chunks(OBJECTS_PER_COMMIT) {
-            // Each key checked absent (the prefix is empty): a commit sent again after a
-            // member stalled lands once.
-            let txn = chunk.iter().fold(Txn::default().divisible(), |txn, r| {
-                txn.check(r.key.clone(), Precondition::Absent)
-                    .put(r.key.clone(), r.value.clone())
-            });
-            etcd.commit(txn)
-                .with_context(|| format!("copying the {}s", kind.name()))?;
-            moved.objects += chunk.len();
-        }
-    }
+    moved.objects = copy_objects(&sled, &*etcd)?;
     moved.history_from = etcd.revision();
 
     let state = EtcdState::new(etcd.clone());
@@ -182,18 +169,7 @@ pub fn migrate_out(url: &EtcdUrl, data_dir: &Path, max_log_bytes: u64) -> anyhow
         after,
         ..Moved::default()
     };
-    for kind in Kind::ALL {
-        let (records, _) = etcd.list(kind, None)?;
-        for chunk in records.chunks(OBJECTS_PER_COMMIT) {
-            let txn = chunk.iter().fold(Txn::default(), |txn, r| {
-                txn.check(r.key.clone(), Precondition::Absent)
-                    .put(r.key.clone(), r.value.clone())
-            });
-            sled.commit(txn)
-                .with_context(|| format!("copying the {}s", kind.name()))?;
-            moved.objects += chunk.len();
-        }
-    }
+    moved.objects = copy_objects(&*etcd, &sled)?;
     moved.history_from = sled
         .finish_import()
         .with_context(|| format!("finishing the store in {}", data_dir.display()))?;
@@ -217,4 +193,24 @@ pub fn migrate_out(url: &EtcdUrl, data_dir: &Path, max_log_bytes: u64) -> anyhow
     troupe_common::durable::remove(&importing)
         .with_context(|| format!("removing {}", importing.display()))?;
     Ok(moved)
+}
+
+/// Copies every object of `from` into `to`, where none of them is yet; returns how many.
+fn copy_objects(from: &dyn Store, to: &dyn Store) -> anyhow::Result<usize> {
+    let mut copied = 0;
+    for kind in Kind::ALL {
+        let (records, _) = from.list(kind, None)?;
+        for chunk in records.chunks(OBJECTS_PER_COMMIT) {
+            // Each key checked absent (the store is empty): a commit sent again after an etcd
+            // member stalled lands once.
+            let txn = chunk.iter().fold(Txn::default().divisible(), |txn, r| {
+                txn.check(r.key.clone(), Precondition::Absent)
+                    .put(r.key.clone(), r.value.clone())
+            });
+            to.commit(txn)
+                .with_context(|| format!("copying the {}s", kind.name()))?;
+            copied += chunk.len();
+        }
+    }
+    Ok(copied)
 }

@@ -49,14 +49,7 @@ impl MigrateCmd {
     #[cfg(feature = "etcd")]
     fn move_from(&self, url: &crate::store::EtcdUrl) -> anyhow::Result<ExitCode> {
         let moved = crate::migrate::migrate_out(url, &self.data_dir, self.build_max_log_bytes)?;
-        outln!(
-            "moved {} objects from {url} to {}: revisions go on after {}; a watch resumes from {} or later",
-            moved.objects,
-            self.data_dir.display(),
-            moved.after,
-            moved.history_from
-        );
-        self.say_state(&moved);
+        say_moved(&moved, url, &self.data_dir.display());
         outln!(
             "start the server with --data-dir {} and no --store; servers started on {url} \
              refuse it now",
@@ -66,29 +59,9 @@ impl MigrateCmd {
     }
 
     #[cfg(feature = "etcd")]
-    fn say_state(&self, moved: &crate::migrate::Moved) {
-        outln!(
-            "moved the agent CA{}, {} join tokens, {} API tokens (the admin token with them), \
-             {} webhook secrets, the build logs of {} runs",
-            if moved.ca { "" } else { " (none yet)" },
-            moved.join_tokens,
-            moved.api_tokens,
-            moved.webhook_secrets,
-            moved.build_logs
-        );
-    }
-
-    #[cfg(feature = "etcd")]
     fn move_to(&self, url: &crate::store::EtcdUrl) -> anyhow::Result<ExitCode> {
         let moved = crate::migrate::migrate(&self.data_dir, url, self.build_max_log_bytes)?;
-        outln!(
-            "moved {} objects from {} to {url}: revisions go on after {}; a watch resumes from {} or later",
-            moved.objects,
-            self.data_dir.display(),
-            moved.after,
-            moved.history_from
-        );
-        self.say_state(&moved);
+        say_moved(&moved, &self.data_dir.display(), url);
         outln!(
             "start the servers with --store {url} (the same --data-dir keeps the audit log \
              and copies of ca.crt and admin.token)"
@@ -108,4 +81,28 @@ impl MigrateCmd {
              `cargo build --features troupe-control-plane/etcd`"
         )
     }
+}
+
+/// Says what `moved` holds, moved from `from` to `to`.
+#[cfg(feature = "etcd")]
+fn say_moved(
+    moved: &crate::migrate::Moved,
+    from: &dyn std::fmt::Display,
+    to: &dyn std::fmt::Display,
+) {
+    outln!(
+        "moved {} objects from {from} to {to}: revisions go on after {}; a watch resumes from {} or later",
+        moved.objects,
+        moved.after,
+        moved.history_from
+    );
+    outln!(
+        "moved the agent CA{}, {} join tokens, {} API tokens (the admin token with them), \
+         {} webhook secrets, the build logs of {} runs",
+        if moved.ca { "" } else { " (none yet)" },
+        moved.join_tokens,
+        moved.api_tokens,
+        moved.webhook_secrets,
+        moved.build_logs
+    );
 }
